@@ -1,0 +1,2 @@
+//! The opsvisor command-line program.
+fn main() {}

@@ -1,0 +1,92 @@
+//! The port-I/O and MMIO buses: sorted ranges mapped to device identifiers. Dispatch is a
+//! `match` on the identifier in the exit handlers, not a trait object.
+
+use alloc::vec::Vec;
+
+/// A device on the port-I/O bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PioDevice {
+    /// The 16550A UART at COM1.
+    Com1,
+    /// The debug-exit port (QEMU's isa-debug-exit).
+    DebugExit,
+    /// The POST code port 0x80.
+    PostCode,
+}
+
+/// A device on the MMIO bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioDevice {
+    /// The local APIC's xAPIC page.
+    LocalApic,
+}
+
+/// Why a device could not be registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusConflict {
+    /// Start of the range that was refused.
+    pub start: u64,
+}
+
+/// Address ranges mapped to devices of type `D`.
+#[derive(Clone, Debug)]
+pub struct Bus<D> {
+    /// (start, length, device), sorted by start, non-overlapping.
+    ranges: Vec<(u64, u64, D)>,
+}
+
+impl<D: Copy> Default for Bus<D> {
+    fn default() -> Self {
+        Bus { ranges: Vec::new() }
+    }
+}
+
+impl<D: Copy> Bus<D> {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Map `start..start+len` to `device`.
+    pub fn register(&mut self, start: u64, len: u64, device: D) -> Result<(), BusConflict> {
+        let end = start.checked_add(len).ok_or(BusConflict { start })?;
+        if len == 0 || self.ranges.iter().any(|&(s, l, _)| start < s + l && s < end) {
+            return Err(BusConflict { start });
+        }
+        let at = self.ranges.partition_point(|&(s, _, _)| s < start);
+        self.ranges.insert(at, (start, len, device));
+        Ok(())
+    }
+
+    /// Remove the mapping that starts at `start`, if any.
+    pub fn unregister(&mut self, start: u64) {
+        self.ranges.retain(|&(s, _, _)| s != start);
+    }
+
+    /// The device at `addr` and `addr`'s offset inside its range.
+    #[inline]
+    pub fn find(&self, addr: u64) -> Option<(D, u64)> {
+        // A handful of ranges: a linear scan is fastest and allocates nothing.
+        self.ranges
+            .iter()
+            .find(|&&(s, l, _)| addr >= s && addr - s < l)
+            .map(|&(s, _, d)| (d, addr - s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_and_conflicts_are_refused() {
+        let mut bus = Bus::new();
+        bus.register(0x3f8, 8, PioDevice::Com1).unwrap();
+        bus.register(0xf4, 4, PioDevice::DebugExit).unwrap();
+        assert_eq!(bus.find(0x3fd), Some((PioDevice::Com1, 5)));
+        assert_eq!(bus.find(0x400), None);
+        assert_eq!(bus.register(0x3fc, 2, PioDevice::PostCode), Err(BusConflict { start: 0x3fc }));
+        bus.unregister(0x3f8);
+        assert_eq!(bus.find(0x3f8), None);
+    }
+}

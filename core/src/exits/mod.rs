@@ -1,0 +1,1 @@
+//! Exit handlers, one exit family per file (written with the run loop).

@@ -1,0 +1,368 @@
+//! The backend operations table, modelled on Linux KVM's `struct kvm_x86_ops`.
+//!
+//! Every backend (VMX, SVM, the emulator) implements [`X86Ops`]. The core calls it from
+//! the run loop and the exit handlers; it never sees VMCS fields, VMCB offsets or the
+//! emulator's internals. Groups follow `arch/x86/include/asm/kvm-x86-ops.h`. Operations
+//! that KVM marks `KVM_X86_OP_OPTIONAL` have default bodies here.
+
+use crate::exit::Exit;
+use crate::mmu::memory::GuestMemory;
+use enum_dispatch::enum_dispatch;
+
+/// A general-purpose register, numbered as in the instruction encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum Gpr {
+    Rax = 0,
+    Rcx,
+    Rdx,
+    Rbx,
+    Rsp,
+    Rbp,
+    Rsi,
+    Rdi,
+    R8,
+    R9,
+    R10,
+    R11,
+    R12,
+    R13,
+    R14,
+    R15,
+}
+
+impl Gpr {
+    /// All sixteen registers in encoding order.
+    pub const ALL: [Gpr; 16] = [
+        Gpr::Rax,
+        Gpr::Rcx,
+        Gpr::Rdx,
+        Gpr::Rbx,
+        Gpr::Rsp,
+        Gpr::Rbp,
+        Gpr::Rsi,
+        Gpr::Rdi,
+        Gpr::R8,
+        Gpr::R9,
+        Gpr::R10,
+        Gpr::R11,
+        Gpr::R12,
+        Gpr::R13,
+        Gpr::R14,
+        Gpr::R15,
+    ];
+
+    /// The register with encoding number `n` (0..16).
+    pub fn from_index(n: usize) -> Option<Gpr> {
+        Self::ALL.get(n).copied()
+    }
+}
+
+/// The general registers, RIP and RFLAGS of a vCPU (KVM's `struct kvm_regs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// RAX..R15 in encoding order (index with `Gpr as usize`).
+    pub gpr: [u64; 16],
+    /// The instruction pointer.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+}
+
+/// A segment register (and the two system segment registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum SegReg {
+    Es = 0,
+    Cs,
+    Ss,
+    Ds,
+    Fs,
+    Gs,
+    Ldtr,
+    Tr,
+}
+
+impl SegReg {
+    /// All eight, ES..GS in encoding order, then LDTR and TR.
+    pub const ALL: [SegReg; 8] = [
+        SegReg::Es,
+        SegReg::Cs,
+        SegReg::Ss,
+        SegReg::Ds,
+        SegReg::Fs,
+        SegReg::Gs,
+        SegReg::Ldtr,
+        SegReg::Tr,
+    ];
+}
+
+/// A segment register's visible selector and hidden descriptor cache.
+///
+/// `attr` uses the VMX access-rights layout (SDM 3C 25.4.1), which SVM's VMCB attribute
+/// word maps onto by a shift: bits 0-3 type, 4 S, 5-6 DPL, 7 P, 12 AVL, 13 L, 14 D/B,
+/// 15 G, and bit 16 "unusable" (a null selector loaded in protected mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// The selector.
+    pub selector: u16,
+    /// The base address.
+    pub base: u64,
+    /// The limit in bytes (already scaled by the granularity bit).
+    pub limit: u32,
+    /// Access rights (see the type documentation).
+    pub attr: u32,
+}
+
+impl Segment {
+    /// Type field mask.
+    pub const TYPE_MASK: u32 = 0xf;
+    /// Descriptor type: 1 for code/data, 0 for system.
+    pub const S: u32 = 1 << 4;
+    /// Present.
+    pub const P: u32 = 1 << 7;
+    /// 64-bit code segment.
+    pub const L: u32 = 1 << 13;
+    /// Default operation size (32-bit) / big.
+    pub const DB: u32 = 1 << 14;
+    /// Granularity.
+    pub const G: u32 = 1 << 15;
+    /// Unusable (null selector in protected mode).
+    pub const UNUSABLE: u32 = 1 << 16;
+
+    /// The descriptor privilege level.
+    pub fn dpl(&self) -> u8 {
+        ((self.attr >> 5) & 3) as u8
+    }
+
+    /// A real-mode segment: base = selector * 16, 64 KiB limit, read/write (or
+    /// execute/read for CS) data, present.
+    pub fn real_mode(selector: u16, code: bool) -> Segment {
+        Segment {
+            selector,
+            base: u64::from(selector) << 4,
+            limit: 0xffff,
+            attr: if code { 0x9b } else { 0x93 },
+        }
+    }
+}
+
+/// GDTR or IDTR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DescriptorTable {
+    /// Linear base address.
+    pub base: u64,
+    /// Limit in bytes.
+    pub limit: u16,
+}
+
+/// Which reset the vCPU performs (KVM's `vcpu_reset(vcpu, init_event)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetKind {
+    /// Power-on: every register to its reset value.
+    PowerOn,
+    /// INIT: like power-on, but MSRs such as EFER and the x87/SSE state survive
+    /// (SDM 3A table 10-1).
+    Init,
+}
+
+/// An event to deliver to the guest on the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A maskable external interrupt with this vector.
+    ExternalInterrupt(u8),
+    /// A non-maskable interrupt.
+    Nmi,
+    /// An exception, with its error code where the vector has one. For #PF the core sets
+    /// CR2 before queueing.
+    Exception {
+        /// Vector 0..31.
+        vector: u8,
+        /// The error code pushed by the delivery, if the vector has one.
+        error_code: Option<u32>,
+    },
+}
+
+/// How long one call of [`X86Ops::run`] may run the guest.
+///
+/// The guest time-stamp counter ticks at [`crate::platform::GUEST_TSC_HZ`]; `tsc` is its
+/// value at entry and `deadline` the next core timer (APIC timer, TSC deadline), at which
+/// the backend returns [`Exit::Preempted`] (VMX: the preemption timer; SVM: a host
+/// timer; the emulator: an instruction count). `max_instructions` bounds the emulator's
+/// time slice so the core regains control regularly; hardware backends ignore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimit {
+    /// Guest TSC at entry.
+    pub tsc: u64,
+    /// Guest TSC at which to leave with [`Exit::Preempted`], if any.
+    pub deadline: Option<u64>,
+    /// Instructions the emulator may retire before it leaves with [`Exit::Preempted`].
+    pub max_instructions: u64,
+}
+
+/// The backend operations (Linux KVM's `struct kvm_x86_ops`).
+///
+/// Calling convention, as in KVM: after an intercepted instruction exit (CPUID, RDMSR,
+/// WRMSR, HLT, port I/O, ...), the guest's RIP still points at the instruction; the core
+/// performs it (writing results with [`X86Ops::set_gpr`]) and then calls
+/// [`X86Ops::skip_emulated_instruction`], or queues an exception instead (for instance
+/// #GP for an unknown MSR) and leaves RIP where it is. Port input and MMIO reads finish
+/// with [`X86Ops::complete_pio_in`] and [`X86Ops::complete_mmio`], which also retire the
+/// instruction.
+#[enum_dispatch]
+pub trait X86Ops {
+    // ---- identity and lifetime ----
+
+    /// The backend's short name ("vmx", "svm", "emu").
+    fn name(&self) -> &'static str;
+
+    /// Reset the vCPU to its power-on or INIT state (KVM `vcpu_reset`).
+    fn vcpu_reset(&mut self, kind: ResetKind);
+
+    // ---- general registers, RIP, RFLAGS (KVM `cache_reg`, `get_rflags`, ...) ----
+
+    /// Read one general register.
+    fn gpr(&self, reg: Gpr) -> u64;
+    /// Write one general register.
+    fn set_gpr(&mut self, reg: Gpr, value: u64);
+    /// Read RIP.
+    fn rip(&self) -> u64;
+    /// Write RIP.
+    fn set_rip(&mut self, rip: u64);
+    /// Read RFLAGS.
+    fn rflags(&self) -> u64;
+    /// Write RFLAGS.
+    fn set_rflags(&mut self, rflags: u64);
+
+    /// All general registers, RIP and RFLAGS at once.
+    fn regs(&self) -> Regs {
+        let mut regs = Regs {
+            rip: self.rip(),
+            rflags: self.rflags(),
+            ..Regs::default()
+        };
+        for reg in Gpr::ALL {
+            regs.gpr[reg as usize] = self.gpr(reg);
+        }
+        regs
+    }
+    /// Set all general registers, RIP and RFLAGS at once.
+    fn set_regs(&mut self, regs: &Regs) {
+        for reg in Gpr::ALL {
+            self.set_gpr(reg, regs.gpr[reg as usize]);
+        }
+        self.set_rip(regs.rip);
+        self.set_rflags(regs.rflags);
+    }
+
+    // ---- segments, control registers, EFER, descriptor tables (KVM `get_segment`, ...) ----
+
+    /// Read a segment register with its hidden part.
+    fn segment(&self, seg: SegReg) -> Segment;
+    /// Load a segment register, hidden part included, with no descriptor checks.
+    fn set_segment(&mut self, seg: SegReg, value: &Segment);
+    /// The current privilege level.
+    fn cpl(&self) -> u8;
+    /// Read CR0.
+    fn cr0(&self) -> u64;
+    /// Write CR0 (the backend applies any mode change it implies).
+    fn set_cr0(&mut self, value: u64);
+    /// Read CR2.
+    fn cr2(&self) -> u64;
+    /// Write CR2.
+    fn set_cr2(&mut self, value: u64);
+    /// Read CR3.
+    fn cr3(&self) -> u64;
+    /// Write CR3 (flushes the non-global TLB entries, as the instruction does).
+    fn set_cr3(&mut self, value: u64);
+    /// Read CR4.
+    fn cr4(&self) -> u64;
+    /// Write CR4.
+    fn set_cr4(&mut self, value: u64);
+    /// Read IA32_EFER.
+    fn efer(&self) -> u64;
+    /// Write IA32_EFER.
+    fn set_efer(&mut self, value: u64);
+    /// Read GDTR.
+    fn gdt(&self) -> DescriptorTable;
+    /// Write GDTR.
+    fn set_gdt(&mut self, table: DescriptorTable);
+    /// Read IDTR.
+    fn idt(&self) -> DescriptorTable;
+    /// Write IDTR.
+    fn set_idt(&mut self, table: DescriptorTable);
+
+    // ---- MSRs whose state the backend holds (KVM `get_msr`, `set_msr`) ----
+
+    /// Read an MSR whose value lives in the backend's guest state (FS/GS base,
+    /// KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*, PAT, ...); `None` if this
+    /// backend does not hold it, in which case the core's MSR table answers.
+    fn get_msr(&self, index: u32) -> Option<u64>;
+    /// Write such an MSR; `false` if this backend does not hold it.
+    fn set_msr(&mut self, index: u32, value: u64) -> bool;
+
+    // ---- running ----
+
+    /// Run the guest until something the core must handle happens.
+    fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit;
+    /// Retire the instruction that caused the last intercepted exit (KVM
+    /// `skip_emulated_instruction`), including the end of an interrupt shadow.
+    fn skip_emulated_instruction(&mut self);
+    /// Finish an `IN`/`INS` exit with the value read from the port, and retire it.
+    fn complete_pio_in(&mut self, value: u32);
+    /// Finish an MMIO exit: `read` holds the value for a read, `None` for a write; the
+    /// backend completes and retires the instruction.
+    fn complete_mmio(&mut self, read: Option<u64>);
+
+    // ---- interrupt shadow and event injection (KVM `get_interrupt_shadow`, `inject_irq`, ...) ----
+
+    /// Whether the guest is in a MOV SS / STI interrupt shadow.
+    fn interrupt_shadow(&self) -> bool;
+    /// Set or clear the interrupt shadow.
+    fn set_interrupt_shadow(&mut self, shadow: bool);
+    /// Whether a maskable interrupt could be delivered now (RFLAGS.IF set, no shadow, no
+    /// event already queued).
+    fn interrupt_allowed(&self) -> bool;
+    /// Whether an NMI could be delivered now.
+    fn nmi_allowed(&self) -> bool;
+    /// Queue an event for delivery on the next entry.
+    fn inject_event(&mut self, event: Event);
+    /// Whether an event is queued and not yet delivered.
+    fn event_pending(&self) -> bool;
+    /// Ask for [`Exit::InterruptWindow`] as soon as a maskable interrupt can be delivered.
+    fn enable_irq_window(&mut self, enable: bool);
+    /// Ask for [`Exit::NmiWindow`] as soon as an NMI can be delivered.
+    fn enable_nmi_window(&mut self, enable: bool);
+
+    // ---- TLB ----
+
+    /// Flush every translation, global ones included.
+    fn flush_tlb_all(&mut self);
+    /// Flush the translations of the current address space (CR3 reload).
+    fn flush_tlb_current(&mut self) {
+        self.flush_tlb_all();
+    }
+    /// Flush the translation of one guest-virtual address (INVLPG).
+    fn flush_tlb_gva(&mut self, gva: u64) {
+        let _ = gva;
+        self.flush_tlb_all();
+    }
+
+    // ---- second-level translation and time (optional) ----
+
+    /// Load the root of the second-level page tables (EPT/NPT) built by the core. Backends
+    /// without second-level translation ignore it.
+    fn load_slat_root(&mut self, root: u64) {
+        let _ = root;
+    }
+    /// Set the offset added to the host's time stamp counter for the guest.
+    fn set_tsc_offset(&mut self, offset: i64) {
+        let _ = offset;
+    }
+    /// Guest instructions retired so far, where the backend counts them.
+    fn instructions_retired(&self) -> Option<u64> {
+        None
+    }
+}

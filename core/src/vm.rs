@@ -1,0 +1,1 @@
+//! The VM and its run loop.
