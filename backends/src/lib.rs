@@ -1,1 +1,285 @@
-//! The concrete backend set.
+//! The concrete opsvisor backend set, and building a machine on it.
+//!
+//! The core defines the generic `Backend<V, S, E>` enum (see `opsvisor_core::backend`);
+//! this crate, which knows the backend crates, names the concrete one. Backends that are
+//! not built yet are `Unavailable`, an uninhabited type, so their arms cost nothing.
+
+use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::loader::flat::load_flat;
+use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
+use opsvisor_core::loader::{BootState, LoadError, Module};
+use opsvisor_core::mmu::memory::{GuestMemory, MemError};
+use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::platform::Platform;
+use opsvisor_core::vm::{Vm, VmConfig};
+use opsvisor_core::{EmuSlot, Unavailable};
+use opsvisor_emu::EmuVcpu;
+use std::fmt;
+use std::time::Duration;
+
+/// The backend set of this build: VMX and SVM arrive with their own crates.
+pub type Backend = opsvisor_core::Backend<Unavailable, Unavailable, EmuVcpu>;
+
+/// A machine on the concrete backend set.
+pub type Machine<P> = Vm<Backend, P>;
+
+/// Which backend runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The iced-x86 software CPU.
+    Emu,
+}
+
+impl BackendKind {
+    /// Parse a backend name as the command line spells it.
+    pub fn parse(name: &str) -> Result<BackendKind, String> {
+        match name {
+            "emu" => Ok(BackendKind::Emu),
+            "vmx" | "svm" => Err(format!(
+                "backend '{name}' is not built into this version of opsvisor (available: emu)"
+            )),
+            other => Err(format!("unknown backend '{other}' (available: emu)")),
+        }
+    }
+}
+
+/// Where and how a flat (headerless) binary starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlatMode {
+    /// 16-bit real mode, CS:IP pointing at the entry point (CS on a 64 KiB boundary).
+    Real,
+    /// 32-bit protected mode, flat segments, paging off (like multiboot without info).
+    Protected,
+}
+
+/// Everything needed to build a machine.
+#[derive(Clone, Debug)]
+pub struct MachineOptions {
+    /// The backend.
+    pub backend: BackendKind,
+    /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
+    pub memory: u64,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Boot modules: (module command line, bytes).
+    pub modules: Vec<(String, Vec<u8>)>,
+    /// Stop after this many guest instructions.
+    pub max_instructions: Option<u64>,
+    /// Stop after this much wall-clock time.
+    pub timeout: Option<Duration>,
+    /// Measure host time per exit kind.
+    pub collect_timing: bool,
+    /// Boot the kernel as a flat binary (it has no multiboot header). Without this, a
+    /// kernel that is not multiboot is refused rather than run as raw bytes.
+    pub flat: bool,
+    /// Guest-physical load address of a flat binary.
+    pub flat_load: u64,
+    /// Entry point of a flat binary (guest-physical; defaults to the load address).
+    pub flat_entry: Option<u64>,
+    /// CPU mode a flat binary starts in.
+    pub flat_mode: FlatMode,
+}
+
+impl Default for MachineOptions {
+    fn default() -> Self {
+        MachineOptions {
+            backend: BackendKind::Emu,
+            memory: 256 << 20,
+            cmdline: String::new(),
+            modules: Vec::new(),
+            max_instructions: None,
+            timeout: None,
+            collect_timing: false,
+            flat: false,
+            flat_load: 0x10_0000,
+            flat_entry: None,
+            flat_mode: FlatMode::Protected,
+        }
+    }
+}
+
+/// Why a machine could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The memory size is unusable.
+    Memory(String),
+    /// The kernel could not be loaded.
+    Load(LoadError),
+    /// Some other option is unusable.
+    Option(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Memory(s) | BuildError::Option(s) => f.write_str(s),
+            BuildError::Load(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<LoadError> for BuildError {
+    fn from(e: LoadError) -> Self {
+        BuildError::Load(e)
+    }
+}
+
+/// Smallest guest RAM accepted.
+pub const MIN_MEMORY: u64 = 2 << 20;
+/// Largest guest RAM accepted (the page-table walker's physical address width bounds it).
+pub const MAX_MEMORY: u64 = 64 << 30;
+/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB.
+const MMIO_HOLE_START: u64 = 0xc000_0000;
+
+/// Guest RAM of `size` bytes: from 0 up to the MMIO hole at 3 GiB, the rest above 4 GiB.
+pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
+    if size < MIN_MEMORY || size > MAX_MEMORY || size % 4096 != 0 {
+        return Err(BuildError::Memory(format!(
+            "guest memory of {size} bytes is not usable: it must be a multiple of 4 KiB between {} MiB and {} GiB",
+            MIN_MEMORY >> 20,
+            MAX_MEMORY >> 30
+        )));
+    }
+    let low = size.min(MMIO_HOLE_START);
+    let mut mem = GuestMemory::with_ram(low).map_err(mem_error)?;
+    if size > low {
+        mem.add_ram(1 << 32, size - low).map_err(mem_error)?;
+    }
+    Ok(mem)
+}
+
+fn mem_error(e: MemError) -> BuildError {
+    BuildError::Memory(e.to_string())
+}
+
+/// The state a flat binary starts in.
+fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
+    let entry = opts.flat_entry.unwrap_or(opts.flat_load);
+    let mut state = BootState::default();
+    state.regs.rflags = 0x2;
+    match opts.flat_mode {
+        FlatMode::Real => {
+            if entry >= 1 << 20 {
+                return Err(BuildError::Option(format!(
+                    "a real-mode entry point must lie below 1 MiB (got {entry:#x})"
+                )));
+            }
+            let cs = ((entry >> 4) & 0xf000) as u16;
+            for seg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
+                state.segments[seg as usize] = Segment::real_mode(cs, false);
+            }
+            state.segments[SegReg::Cs as usize] = Segment::real_mode(cs, true);
+            state.regs.rip = entry - (u64::from(cs) << 4);
+            state.cr0 = 0x10;
+        }
+        FlatMode::Protected => {
+            if entry >= 1 << 32 {
+                return Err(BuildError::Option(format!(
+                    "a protected-mode entry point must lie below 4 GiB (got {entry:#x})"
+                )));
+            }
+            let data = Segment {
+                selector: 0x18,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: 0xc093,
+            };
+            for seg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
+                state.segments[seg as usize] = data;
+            }
+            state.segments[SegReg::Cs as usize] = Segment {
+                selector: 0x10,
+                base: 0,
+                limit: 0xffff_ffff,
+                attr: 0xc09b,
+            };
+            state.regs.rip = entry;
+            state.cr0 = 0x11;
+        }
+    }
+    state.segments[SegReg::Ldtr as usize] = Segment {
+        attr: Segment::UNUSABLE | 0x82,
+        limit: 0xffff,
+        ..Segment::default()
+    };
+    state.segments[SegReg::Tr as usize] = Segment {
+        attr: 0x8b,
+        limit: 0xffff,
+        ..Segment::default()
+    };
+    Ok(state)
+}
+
+/// Build a machine: guest memory, the kernel loaded into it (multiboot if it carries a
+/// multiboot header, otherwise a flat binary), the vCPU in the kernel's entry state.
+pub fn build_machine<P: Platform>(kernel: &[u8], opts: &MachineOptions, platform: P) -> Result<Machine<P>, BuildError> {
+    let mut mem = guest_memory(opts.memory)?;
+    let state = if is_multiboot(kernel) {
+        let modules: Vec<Module<'_>> = opts
+            .modules
+            .iter()
+            .map(|(cmdline, data)| Module { cmdline, data })
+            .collect();
+        load_multiboot(&mut mem, kernel, &opts.cmdline, &modules)?
+    } else if kernel.starts_with(b"\x7fELF") {
+        return Err(BuildError::Load(LoadError::Unsupported(
+            "ELF kernel without a multiboot header: opsvisor boots multiboot kernels and flat binaries".into(),
+        )));
+    } else if !opts.flat {
+        return Err(BuildError::Load(LoadError::UnknownFormat(
+            "no multiboot header in the first 8 KiB; to boot a flat binary pass --flat (with --load-addr, --entry, --mode)"
+                .into(),
+        )));
+    } else {
+        if kernel.is_empty() {
+            return Err(BuildError::Load(LoadError::Malformed("the kernel file is empty".into())));
+        }
+        if !opts.modules.is_empty() || !opts.cmdline.is_empty() {
+            return Err(BuildError::Option(
+                "--module and --append need a multiboot kernel; this one is a flat binary".into(),
+            ));
+        }
+        load_flat(&mut mem, kernel, opts.flat_load, flat_state(opts)?)?
+    };
+    let mut vcpu = match opts.backend {
+        BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
+    };
+    vcpu.vcpu_reset(ResetKind::PowerOn);
+    state.apply(&mut vcpu);
+    let config = VmConfig {
+        max_instructions: opts.max_instructions,
+        timeout_ns: opts.timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+        collect_timing: opts.collect_timing,
+        ..VmConfig::default()
+    };
+    let cpuid = match opts.backend {
+        BackendKind::Emu => CpuidPolicy::emulator(),
+    };
+    Ok(Vm::new(vcpu, mem, platform, cpuid, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_are_checked() {
+        assert!(guest_memory(1 << 20).is_err());
+        assert!(guest_memory((256 << 20) + 1).is_err());
+        assert!(guest_memory(MAX_MEMORY + 4096).is_err());
+        let mem = guest_memory(4 << 30).unwrap();
+        assert_eq!(mem.ram_size(), 4 << 30);
+        assert_eq!(mem.regions()[1].gpa(), 1 << 32);
+        // Nothing is RAM in the hole where the local APIC lives.
+        assert!(!mem.is_ram(0xfee0_0000, 4));
+    }
+
+    #[test]
+    fn backend_names_are_checked() {
+        assert_eq!(BackendKind::parse("emu"), Ok(BackendKind::Emu));
+        assert!(BackendKind::parse("vmx").unwrap_err().contains("not built"));
+        assert!(BackendKind::parse("kvm").unwrap_err().contains("unknown backend"));
+    }
+}

@@ -17,6 +17,7 @@ extern crate std;
 pub mod ops;
 
 pub mod apic;
+pub mod arch;
 pub mod backend;
 pub mod cpuid;
 pub mod devices;

@@ -1,1 +1,341 @@
-//! The VM and its run loop.
+//! The VM: a vCPU on some backend, its memory, its devices, and the run loop.
+//!
+//! The loop is KVM's `vcpu_run` in miniature: deliver pending events, enter the guest with
+//! a [`RunLimit`], handle the [`Exit`] (each family in [`crate::exits`]), repeat. Reading
+//! the host clock costs more than a whole CPUID exit on the emulator, so the loop does not
+//! read it after every exit: only after exits that concern time (HLT, preemption, timer
+//! MSRs, APIC accesses) and at least every [`VmConfig::exits_per_clock_read`] exits. The
+//! backend's own budget (the emulator's instruction slice, VMX's preemption timer) bounds
+//! the time between those reads.
+
+use crate::apic::LocalApic;
+use crate::cpuid::CpuidPolicy;
+use crate::devices::bus::{Bus, MmioDevice, PioDevice};
+use crate::devices::debug_exit::DEBUG_EXIT_PORT;
+use crate::devices::post_code::{PostCode, POST_CODE_PORT};
+use crate::devices::uart::{Uart16550, COM1_BASE};
+use crate::exit::Exit;
+use crate::mmu::memory::GuestMemory;
+use crate::msr::MsrState;
+use crate::ops::{RunLimit, X86Ops};
+use crate::platform::Platform;
+use crate::stats::ExitStats;
+use alloc::string::String;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The guest wrote to the debug-exit port; `status` is the process exit status
+    /// (`(value << 1) | 1`, as QEMU's isa-debug-exit).
+    DebugExit {
+        /// The exit status.
+        status: i32,
+    },
+    /// The guest triple-faulted.
+    TripleFault {
+        /// RIP when it happened.
+        rip: u64,
+    },
+    /// The instruction limit was reached.
+    InstructionLimit,
+    /// The wall-clock timeout was reached.
+    Timeout,
+    /// The guest halted with nothing that could ever wake it (interrupts disabled, or no
+    /// timer armed and no interrupt source).
+    HaltedForever,
+    /// The run could not continue; the string says why.
+    Failed(String),
+}
+
+/// Run-loop settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Stop after this many guest instructions (backends that count them).
+    pub max_instructions: Option<u64>,
+    /// Stop after this much host time, in nanoseconds.
+    pub timeout_ns: Option<u64>,
+    /// Measure the host time spent handling each exit kind.
+    pub collect_timing: bool,
+    /// Instructions the emulator runs before it must come back to the core.
+    pub time_slice: u64,
+    /// Exits handled between two reads of the host clock, at most.
+    pub exits_per_clock_read: u32,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            max_instructions: None,
+            timeout_ns: None,
+            collect_timing: false,
+            time_slice: 200_000,
+            exits_per_clock_read: 32,
+        }
+    }
+}
+
+/// What the run loop does after an exit handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Re-enter at once.
+    Resume,
+    /// Something that may change pending interrupts happened (EOI, TPR, APIC writes,
+    /// IF opening): re-evaluate event delivery before re-entering.
+    Events,
+    /// Time matters now: read the clock, update timers, deliver events.
+    Clock,
+    /// Stop the run.
+    Stop(RunOutcome),
+}
+
+/// The platform devices the core provides.
+#[derive(Debug, Default)]
+pub struct Devices {
+    /// COM1.
+    pub com1: Uart16550,
+    /// Port 0x80.
+    pub post_code: PostCode,
+}
+
+/// One virtual machine with one vCPU.
+pub struct Vm<B: X86Ops, P: Platform> {
+    /// The vCPU's backend.
+    pub vcpu: B,
+    /// Guest-physical memory.
+    pub mem: GuestMemory,
+    /// The host services.
+    pub platform: P,
+    /// What CPUID reports.
+    pub cpuid: CpuidPolicy,
+    /// The MSRs the core holds.
+    pub msrs: MsrState,
+    /// The local APIC.
+    pub apic: LocalApic,
+    /// The platform devices.
+    pub devices: Devices,
+    /// Port-I/O map.
+    pub pio: Bus<PioDevice>,
+    /// MMIO map.
+    pub mmio: Bus<MmioDevice>,
+    /// Exit counts and times.
+    pub stats: ExitStats,
+    /// Run-loop settings.
+    pub config: VmConfig,
+    /// The limit handed to the backend; refreshed when the clock is read.
+    pub(crate) limit: RunLimit,
+    /// Host time (ns) when the current or last run started.
+    run_started_ns: u64,
+    /// Host time (ns) when the last run ended.
+    run_ended_ns: u64,
+    /// The xAPIC page currently registered on the MMIO bus.
+    apic_mmio_registered: Option<u64>,
+    /// Whether the core asked the backend for an interrupt window.
+    irq_window: bool,
+}
+
+impl<B: X86Ops, P: Platform> Vm<B, P> {
+    /// A VM around a vCPU whose architectural state the caller has already set (for
+    /// instance with a loader's [`crate::loader::BootState`]). Registers COM1, the
+    /// debug-exit port, port 0x80 and the local APIC.
+    pub fn new(vcpu: B, mem: GuestMemory, platform: P, cpuid: CpuidPolicy, config: VmConfig) -> Vm<B, P> {
+        let mut pio = Bus::new();
+        // The three ranges are disjoint constants: registration cannot conflict.
+        let _ = pio.register(u64::from(COM1_BASE), 8, PioDevice::Com1);
+        let _ = pio.register(u64::from(DEBUG_EXIT_PORT), 4, PioDevice::DebugExit);
+        let _ = pio.register(u64::from(POST_CODE_PORT), 1, PioDevice::PostCode);
+        let mut vm = Vm {
+            vcpu,
+            mem,
+            platform,
+            cpuid,
+            msrs: MsrState::new(),
+            apic: LocalApic::new(0),
+            devices: Devices::default(),
+            pio,
+            mmio: Bus::new(),
+            stats: ExitStats::default(),
+            config,
+            limit: RunLimit {
+                tsc: 0,
+                deadline: None,
+                max_instructions: config.time_slice,
+            },
+            run_started_ns: 0,
+            run_ended_ns: 0,
+            apic_mmio_registered: None,
+            irq_window: false,
+        };
+        vm.sync_apic_mmio();
+        vm
+    }
+
+    /// The guest's TSC now (reads the host clock).
+    pub fn guest_tsc(&self) -> u64 {
+        self.platform.now_ns().wrapping_add_signed(self.msrs.tsc_offset())
+    }
+
+    /// The guest TSC as of the last clock read (no clock read).
+    pub fn last_guest_tsc(&self) -> u64 {
+        self.limit.tsc
+    }
+
+    /// Bring the guest TSC the core works with up to the host clock and advance the APIC
+    /// timer to it, for accesses whose result depends on the exact time.
+    pub(crate) fn catch_up_clock(&mut self) {
+        let tsc = self.guest_tsc();
+        // Never step back: the backend may have shown the guest a later value.
+        self.limit.tsc = self.limit.tsc.max(tsc);
+        self.apic.update(self.limit.tsc);
+    }
+
+    /// Host time (ns) at which the current run started.
+    pub(crate) fn run_started_ns(&self) -> u64 {
+        self.run_started_ns
+    }
+
+    /// Host nanoseconds the last (or current) call of [`Vm::run`] took.
+    pub fn run_time_ns(&self) -> u64 {
+        self.run_ended_ns.saturating_sub(self.run_started_ns)
+    }
+
+    /// Keep the MMIO bus in step with where the xAPIC page is (it moves with
+    /// IA32_APIC_BASE and disappears in x2APIC mode or when the APIC is disabled).
+    pub(crate) fn sync_apic_mmio(&mut self) {
+        let want = self.apic.mmio_base();
+        if want != self.apic_mmio_registered {
+            if let Some(old) = self.apic_mmio_registered.take() {
+                self.mmio.unregister(old);
+            }
+            if let Some(base) = want {
+                if self.mmio.register(base, 0x1000, MmioDevice::LocalApic).is_ok() {
+                    self.apic_mmio_registered = Some(base);
+                }
+            }
+        }
+    }
+
+    /// Run the guest until it stops (debug exit, triple fault, a limit, or a failure).
+    pub fn run(&mut self) -> RunOutcome {
+        self.run_started_ns = self.platform.now_ns();
+        let outcome = self.run_loop();
+        self.run_ended_ns = self.platform.now_ns();
+        self.platform.console_flush();
+        outcome
+    }
+
+    fn run_loop(&mut self) -> RunOutcome {
+        if let Some(stop) = self.read_clock() {
+            return stop;
+        }
+        self.deliver_events();
+        let mut exits_since_clock: u32 = 0;
+        loop {
+            let exit = self.vcpu.run(&mut self.mem, &self.limit);
+            let kind = exit.kind();
+            self.stats.count(kind);
+            let started = if self.config.collect_timing { self.platform.now_ns() } else { 0 };
+            let flow = self.handle_exit(exit);
+            if self.config.collect_timing {
+                let took = self.platform.now_ns().saturating_sub(started);
+                self.stats.add_time(kind, took);
+            }
+            exits_since_clock += 1;
+            match flow {
+                Flow::Resume if exits_since_clock < self.config.exits_per_clock_read => {}
+                Flow::Events if exits_since_clock < self.config.exits_per_clock_read => self.deliver_events(),
+                Flow::Stop(outcome) => return outcome,
+                Flow::Resume | Flow::Events | Flow::Clock => {
+                    exits_since_clock = 0;
+                    if let Some(stop) = self.read_clock() {
+                        return stop;
+                    }
+                    self.deliver_events();
+                }
+            }
+        }
+    }
+
+    /// Read the clock, run the timers, check the run's limits and refresh the backend's
+    /// [`RunLimit`].
+    fn read_clock(&mut self) -> Option<RunOutcome> {
+        let now_ns = self.platform.now_ns();
+        if let Some(timeout) = self.config.timeout_ns {
+            if now_ns.saturating_sub(self.run_started_ns) >= timeout {
+                return Some(RunOutcome::Timeout);
+            }
+        }
+        let mut slice = self.config.time_slice.max(1);
+        if let Some(max) = self.config.max_instructions {
+            let done = self.vcpu.instructions_retired().unwrap_or(0);
+            if done >= max {
+                return Some(RunOutcome::InstructionLimit);
+            }
+            slice = slice.min(max - done);
+        }
+        let tsc = now_ns.wrapping_add_signed(self.msrs.tsc_offset());
+        self.apic.update(tsc);
+        self.limit = RunLimit {
+            tsc,
+            deadline: self.apic.next_deadline(),
+            max_instructions: slice,
+        };
+        None
+    }
+
+    /// Deliver the highest-priority pending interrupt if the guest can take it, or ask the
+    /// backend to exit when it can.
+    pub(crate) fn deliver_events(&mut self) {
+        let Some(vector) = self.apic.pending_interrupt() else {
+            if self.irq_window {
+                self.irq_window = false;
+                self.vcpu.enable_irq_window(false);
+            }
+            return;
+        };
+        if self.vcpu.interrupt_allowed() {
+            self.apic.acknowledge(vector);
+            self.vcpu.inject_event(crate::ops::Event::ExternalInterrupt(vector));
+            if self.irq_window {
+                self.irq_window = false;
+                self.vcpu.enable_irq_window(false);
+            }
+        } else if !self.irq_window {
+            self.irq_window = true;
+            self.vcpu.enable_irq_window(true);
+        }
+    }
+
+    /// Dispatch one exit to its handler family.
+    fn handle_exit(&mut self, exit: Exit) -> Flow {
+        match exit {
+            Exit::Cpuid => self.handle_cpuid(),
+            Exit::Rdmsr { index } => self.handle_rdmsr(index),
+            Exit::Wrmsr { index, value } => self.handle_wrmsr(index, value),
+            Exit::Io {
+                port,
+                size,
+                direction,
+                data,
+            } => self.handle_io(port, size, direction, data),
+            Exit::Mmio {
+                gpa,
+                size,
+                direction,
+                data,
+            } => self.handle_mmio(gpa, size, direction, data),
+            Exit::Hlt => self.handle_hlt(),
+            Exit::InterruptWindow | Exit::NmiWindow | Exit::ExternalInterrupt => Flow::Events,
+            Exit::Preempted => Flow::Clock,
+            Exit::Xsetbv { .. } | Exit::Hypercall => self.handle_undefined_instruction(),
+            Exit::CacheFlush => {
+                self.vcpu.skip_emulated_instruction();
+                Flow::Resume
+            }
+            Exit::TripleFault => Flow::Stop(RunOutcome::TripleFault { rip: self.vcpu.rip() }),
+            Exit::SlatViolation { .. }
+            | Exit::Exception { .. }
+            | Exit::EntryFailed { .. }
+            | Exit::EmulationFailure { .. } => self.handle_failure(exit),
+        }
+    }
+}

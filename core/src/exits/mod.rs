@@ -1,1 +1,9 @@
-//! Exit handlers, one exit family per file (written with the run loop).
+//! Exit handlers, one exit family per file. Each is an `impl Vm` block: the handlers
+//! reach the vCPU only through [`crate::X86Ops`], so they are the same for every backend.
+
+mod cpuid;
+mod failure;
+mod hlt;
+mod io;
+mod mmio;
+mod msr;

@@ -1,0 +1,18 @@
+//! Architectural constants the core's handlers share (Intel SDM volume 3A).
+
+/// RFLAGS.IF: maskable interrupts enabled.
+pub const RFLAGS_IF: u64 = 1 << 9;
+/// CR0.PE.
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.PG.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+pub const CR4_PAE: u64 = 1 << 5;
+/// IA32_EFER.LME.
+pub const EFER_LME: u64 = 1 << 8;
+/// IA32_EFER.LMA.
+pub const EFER_LMA: u64 = 1 << 10;
+/// IA32_APIC_BASE.EN: the local APIC is enabled.
+pub const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// CR4.OSXSAVE.
+pub const CR4_OSXSAVE: u64 = 1 << 18;

@@ -1,0 +1,67 @@
+//! MMIO: dispatched on the MMIO bus. Guest-physical addresses with no device read as all
+//! ones and ignore writes.
+
+use crate::devices::bus::MmioDevice;
+use crate::exit::Direction;
+use crate::ops::X86Ops;
+use crate::platform::Platform;
+use crate::vm::{Flow, Vm};
+
+/// Whether the xAPIC register at `offset` belongs to the timer (LVT timer, initial and
+/// current count, divide configuration): accessing it needs the current time.
+pub(crate) fn apic_register_is_timer(offset: u32) -> bool {
+    matches!(offset, 0x320 | 0x380 | 0x390 | 0x3e0)
+}
+
+impl<B: X86Ops, P: Platform> Vm<B, P> {
+    pub(crate) fn handle_mmio(&mut self, gpa: u64, size: u8, direction: Direction, data: u64) -> Flow {
+        let size = u64::from(size.clamp(1, 8));
+        let mask = if size == 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 };
+        match (self.mmio.find(gpa), direction) {
+            (Some((MmioDevice::LocalApic, offset)), Direction::Read) => {
+                // APIC registers are 32 bits wide at 16-byte strides; narrower reads take
+                // bytes of the containing dword, an 8-byte read takes two dwords.
+                let dword = (offset & !3) as u32;
+                if apic_register_is_timer(dword) {
+                    self.catch_up_clock();
+                }
+                let now = self.limit.tsc;
+                let lo = u64::from(self.apic.mmio_read(dword, now));
+                let hi = if size == 8 { u64::from(self.apic.mmio_read(dword.wrapping_add(4) & 0xfff, now)) } else { 0 };
+                let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
+                self.vcpu.complete_mmio(Some(value));
+                Flow::Resume
+            }
+            (Some((MmioDevice::LocalApic, offset)), Direction::Write) => {
+                self.vcpu.complete_mmio(None);
+                // The SDM leaves sub-dword APIC writes undefined; they are dropped here.
+                let timer = apic_register_is_timer(offset as u32 & !3);
+                if size >= 4 && offset & 3 == 0 {
+                    if timer {
+                        self.catch_up_clock();
+                    }
+                    let now = self.limit.tsc;
+                    self.apic.mmio_write(offset as u32, data as u32, now);
+                    if size == 8 {
+                        self.apic.mmio_write((offset as u32 + 4) & 0xfff, (data >> 32) as u32, now);
+                    }
+                }
+                // EOI, TPR and self-IPIs change what is pending; the timer registers
+                // also change the next deadline.
+                if timer {
+                    Flow::Clock
+                } else {
+                    Flow::Events
+                }
+            }
+            (None, Direction::Read) => {
+                self.vcpu.complete_mmio(Some(mask));
+                Flow::Resume
+            }
+            (None, Direction::Write) => {
+                self.vcpu.complete_mmio(None);
+                Flow::Resume
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! RDMSR and WRMSR: answered by the MSR table; an access it refuses raises #GP(0).
+
+use crate::apic::{X2APIC_MSR_FIRST, X2APIC_MSR_LAST};
+use crate::msr::MsrContext;
+use crate::ops::{Event, Gpr, X86Ops};
+use crate::platform::Platform;
+use crate::vm::{Flow, Vm};
+
+/// IA32_APIC_BASE: writes move or remove the xAPIC page.
+const MSR_APIC_BASE: u32 = 0x1b;
+/// IA32_TSC, IA32_TSC_ADJUST and IA32_TSC_DEADLINE change when timers fire.
+const TIME_MSRS: [u32; 3] = [0x10, 0x3b, 0x6e0];
+
+/// Whether an MSR access needs the current time: the TSC MSRs and the x2APIC timer
+/// registers (x2APIC MSR `0x800 + offset / 16` mirrors the xAPIC register at `offset`).
+fn msr_needs_clock(index: u32) -> bool {
+    TIME_MSRS.contains(&index)
+        || ((X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&index)
+            && super::mmio::apic_register_is_timer((index - X2APIC_MSR_FIRST) << 4))
+}
+
+/// Whether an MSR write may change which interrupt is pending (EOI, TPR, ICR, SELF IPI,
+/// LVT and SVR writes: anything in the x2APIC range, and IA32_APIC_BASE).
+fn msr_changes_events(index: u32) -> bool {
+    index == MSR_APIC_BASE || (X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&index)
+}
+
+/// #GP.
+const GP_VECTOR: u8 = 13;
+
+impl<B: X86Ops, P: Platform> Vm<B, P> {
+    fn msr_context(&mut self) -> (&mut crate::msr::MsrState, MsrContext<'_, B>) {
+        let host_tsc = self.limit.tsc.wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg());
+        (
+            &mut self.msrs,
+            MsrContext {
+                vcpu: &mut self.vcpu,
+                apic: &mut self.apic,
+                cpuid: &self.cpuid,
+                host_tsc,
+            },
+        )
+    }
+
+    pub(crate) fn handle_rdmsr(&mut self, index: u32) -> Flow {
+        if msr_needs_clock(index) {
+            // The TSC and the APIC timer's current count must be read against the clock
+            // as it is now, not as of the last clock read.
+            self.catch_up_clock();
+        }
+        let (msrs, cx) = self.msr_context();
+        match msrs.read(index, cx) {
+            Ok(value) => {
+                self.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+                self.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+                self.vcpu.skip_emulated_instruction();
+                Flow::Resume
+            }
+            Err(_) => self.inject_gp(),
+        }
+    }
+
+    pub(crate) fn handle_wrmsr(&mut self, index: u32, value: u64) -> Flow {
+        let timer_related = msr_needs_clock(index);
+        if timer_related {
+            self.catch_up_clock();
+        }
+        let (msrs, cx) = self.msr_context();
+        match msrs.write(index, value, cx) {
+            Ok(()) => {
+                self.vcpu.skip_emulated_instruction();
+                if index == MSR_APIC_BASE {
+                    self.sync_apic_mmio();
+                }
+                // A new deadline, an EOI or a TPR change alter what is pending and when.
+                if timer_related {
+                    Flow::Clock
+                } else if msr_changes_events(index) {
+                    Flow::Events
+                } else {
+                    Flow::Resume
+                }
+            }
+            Err(_) => self.inject_gp(),
+        }
+    }
+
+    /// Queue #GP(0) for the instruction that caused the exit (it is not retired).
+    pub(crate) fn inject_gp(&mut self) -> Flow {
+        self.vcpu.inject_event(Event::Exception {
+            vector: GP_VECTOR,
+            error_code: Some(0),
+        });
+        Flow::Resume
+    }
+}
