@@ -1,22 +1,536 @@
 //! CPUID policy: what the guest sees, exactly what the backend implements.
 //!
-//! INTERFACE STUB — being implemented; signatures are fixed.
+//! A [`CpuidPolicy`] is a table of leaves ([`CpuidEntry`]) that the caller may edit
+//! ([`CpuidPolicy::set_leaf`], [`CpuidPolicy::set_feature`]): the emulator backend uses
+//! [`CpuidPolicy::emulator`] as it is; the hardware backends will start from it and
+//! intersect it with what the host offers. [`CpuidPolicy::lookup`] answers the CPUID
+//! instruction, filling in the fields that depend on the vCPU's state ([`CpuidDynamic`]).
+//!
+//! Rules the lookup follows (Intel behaviour, as KVM implements it):
+//!
+//! - Leaves whose output does not depend on ECX answer every subleaf with their subleaf-0
+//!   entry; for the sub-leaf-indexed leaves ([`is_indexed_leaf`]) a subleaf without an
+//!   entry reads all zeros.
+//! - A leaf inside its range (basic up to leaf 0's EAX, hypervisor 0x4000_00xx up to
+//!   0x4000_0000's EAX, extended up to 0x8000_0000's EAX) without an entry reads zeros.
+//! - A leaf above the maximum of its range (or in a range that does not exist) returns the
+//!   data of the highest basic leaf, with the caller's subleaf, as Intel processors do
+//!   (SDM 2A, CPUID, "If a value entered for CPUID.EAX is higher than the maximum input
+//!   value for basic or extended function ...").
+
+use alloc::vec::Vec;
+
+/// MAXPHYADDR of the CPU model: the guest-physical address width reported in CPUID
+/// 0x8000_0008 EAX bits 7:0. IA32_APIC_BASE, the MTRRs and the page-table walker take their
+/// reserved bits from it (39 bits, 512 GiB, as on Intel client cores).
+pub const PHYS_ADDR_BITS: u32 = 39;
+/// The linear-address width reported in CPUID 0x8000_0008 EAX bits 15:8 (4-level paging).
+pub const VIRT_ADDR_BITS: u32 = 48;
+
+/// The 12-byte hypervisor signature in leaf 0x4000_0000 EBX, ECX, EDX: "opsvisor"
+/// followed by four NUL bytes (as KVM's "KVMKVMKVM\0\0\0").
+pub const HYPERVISOR_SIGNATURE: [u8; 12] = *b"opsvisor\0\0\0\0";
+
+/// The brand string of leaves 0x8000_0002..=0x8000_0004.
+pub const BRAND_STRING: &str = "opsvisor emulated CPU";
+
+/// The guest TSC frequency in kHz, for the timing leaves.
+const TSC_KHZ: u32 = (crate::platform::GUEST_TSC_HZ / 1000) as u32;
+
+/// One leaf (and subleaf) of the table: the values of EAX, EBX, ECX, EDX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidEntry {
+    /// The leaf (EAX input).
+    pub leaf: u32,
+    /// The subleaf (ECX input); 0 for leaves that do not depend on ECX.
+    pub subleaf: u32,
+    /// EAX, EBX, ECX, EDX.
+    pub regs: [u32; 4],
+}
+
+/// A register of a CPUID result, as an index into `[EAX, EBX, ECX, EDX]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+#[allow(missing_docs)]
+pub enum CpuidReg {
+    Eax = 0,
+    Ebx = 1,
+    Ecx = 2,
+    Edx = 3,
+}
+
+/// Leaves whose output depends on the subleaf in ECX (SDM 2A, CPUID).
+pub fn is_indexed_leaf(leaf: u32) -> bool {
+    matches!(
+        leaf,
+        0x4 | 0x7
+            | 0xb
+            | 0xd
+            | 0xf
+            | 0x10
+            | 0x12
+            | 0x14
+            | 0x17
+            | 0x18
+            | 0x1b
+            | 0x1d
+            | 0x1e
+            | 0x1f
+            | 0x20
+            | 0x23
+            | 0x24
+            | 0x8000_001d
+            | 0x8000_0020
+            | 0x8000_0026
+    )
+}
+
+/// A CPU feature flag: one bit of one CPUID leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Feature {
+    // Leaf 1 EDX.
+    Fpu,
+    Vme,
+    De,
+    Pse,
+    Tsc,
+    Msr,
+    Pae,
+    Mce,
+    Cx8,
+    Apic,
+    Sep,
+    Mtrr,
+    Pge,
+    Mca,
+    Cmov,
+    Pat,
+    Pse36,
+    Clfsh,
+    Mmx,
+    Fxsr,
+    Sse,
+    Sse2,
+    Htt,
+    // Leaf 1 ECX.
+    Sse3,
+    Pclmulqdq,
+    Monitor,
+    Vmx,
+    Ssse3,
+    Fma,
+    Cx16,
+    Pcid,
+    Sse41,
+    Sse42,
+    X2apic,
+    Movbe,
+    Popcnt,
+    TscDeadline,
+    Aes,
+    Xsave,
+    Osxsave,
+    Avx,
+    F16c,
+    Rdrand,
+    Hypervisor,
+    // Leaf 6 EAX.
+    Arat,
+    // Leaf 7 subleaf 0 EBX / ECX.
+    Fsgsbase,
+    TscAdjust,
+    Bmi1,
+    Avx2,
+    Smep,
+    Bmi2,
+    Erms,
+    Invpcid,
+    Rdseed,
+    Adx,
+    Smap,
+    Clflushopt,
+    Sha,
+    Umip,
+    Rdpid,
+    // Leaf 0x8000_0001 ECX / EDX.
+    LahfLm,
+    Abm,
+    Prefetchw,
+    Syscall,
+    Nx,
+    Page1Gb,
+    Rdtscp,
+    Lm,
+    // Leaf 0x8000_0007 EDX.
+    InvariantTsc,
+}
+
+impl Feature {
+    /// Where the flag lives: leaf, subleaf, register, bit.
+    pub fn location(self) -> (u32, u32, CpuidReg, u32) {
+        use CpuidReg::{Eax, Ebx, Ecx, Edx};
+        use Feature::*;
+        let (leaf, reg, bit) = match self {
+            Fpu => (1, Edx, 0),
+            Vme => (1, Edx, 1),
+            De => (1, Edx, 2),
+            Pse => (1, Edx, 3),
+            Tsc => (1, Edx, 4),
+            Msr => (1, Edx, 5),
+            Pae => (1, Edx, 6),
+            Mce => (1, Edx, 7),
+            Cx8 => (1, Edx, 8),
+            Apic => (1, Edx, 9),
+            Sep => (1, Edx, 11),
+            Mtrr => (1, Edx, 12),
+            Pge => (1, Edx, 13),
+            Mca => (1, Edx, 14),
+            Cmov => (1, Edx, 15),
+            Pat => (1, Edx, 16),
+            Pse36 => (1, Edx, 17),
+            Clfsh => (1, Edx, 19),
+            Mmx => (1, Edx, 23),
+            Fxsr => (1, Edx, 24),
+            Sse => (1, Edx, 25),
+            Sse2 => (1, Edx, 26),
+            Htt => (1, Edx, 28),
+            Sse3 => (1, Ecx, 0),
+            Pclmulqdq => (1, Ecx, 1),
+            Monitor => (1, Ecx, 3),
+            Vmx => (1, Ecx, 5),
+            Ssse3 => (1, Ecx, 9),
+            Fma => (1, Ecx, 12),
+            Cx16 => (1, Ecx, 13),
+            Pcid => (1, Ecx, 17),
+            Sse41 => (1, Ecx, 19),
+            Sse42 => (1, Ecx, 20),
+            X2apic => (1, Ecx, 21),
+            Movbe => (1, Ecx, 22),
+            Popcnt => (1, Ecx, 23),
+            TscDeadline => (1, Ecx, 24),
+            Aes => (1, Ecx, 25),
+            Xsave => (1, Ecx, 26),
+            Osxsave => (1, Ecx, 27),
+            Avx => (1, Ecx, 28),
+            F16c => (1, Ecx, 29),
+            Rdrand => (1, Ecx, 30),
+            Hypervisor => (1, Ecx, 31),
+            Arat => (6, Eax, 2),
+            Fsgsbase => (7, Ebx, 0),
+            TscAdjust => (7, Ebx, 1),
+            Bmi1 => (7, Ebx, 3),
+            Avx2 => (7, Ebx, 5),
+            Smep => (7, Ebx, 7),
+            Bmi2 => (7, Ebx, 8),
+            Erms => (7, Ebx, 9),
+            Invpcid => (7, Ebx, 10),
+            Rdseed => (7, Ebx, 18),
+            Adx => (7, Ebx, 19),
+            Smap => (7, Ebx, 20),
+            Clflushopt => (7, Ebx, 23),
+            Sha => (7, Ebx, 29),
+            Umip => (7, Ecx, 2),
+            Rdpid => (7, Ecx, 22),
+            LahfLm => (0x8000_0001, Ecx, 0),
+            Abm => (0x8000_0001, Ecx, 5),
+            Prefetchw => (0x8000_0001, Ecx, 8),
+            Syscall => (0x8000_0001, Edx, 11),
+            Nx => (0x8000_0001, Edx, 20),
+            Page1Gb => (0x8000_0001, Edx, 26),
+            Rdtscp => (0x8000_0001, Edx, 27),
+            Lm => (0x8000_0001, Edx, 29),
+            InvariantTsc => (0x8000_0007, Edx, 8),
+        };
+        (leaf, 0, reg, bit)
+    }
+}
 
 /// The CPU model the guest sees.
-#[derive(Clone, Debug)]
-pub struct CpuidPolicy {}
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuidPolicy {
+    /// Sorted by (leaf, subleaf), one entry per pair.
+    entries: Vec<CpuidEntry>,
+}
+
+/// Four ASCII bytes as a little-endian register value, as CPUID returns strings.
+fn str_reg(bytes: &[u8]) -> u32 {
+    let mut word = [0u8; 4];
+    for (dst, src) in word.iter_mut().zip(bytes) {
+        *dst = *src;
+    }
+    u32::from_le_bytes(word)
+}
 
 impl CpuidPolicy {
-    /// The policy for the emulator backend: the features it implements and no more.
-    pub fn emulator() -> CpuidPolicy {
-        todo!()
+    /// A policy with no leaves at all (every lookup reads zeros).
+    pub fn empty() -> CpuidPolicy {
+        CpuidPolicy {
+            entries: Vec::new(),
+        }
     }
+
+    /// The policy for the emulator backend: the features it implements and no more.
+    ///
+    /// GenuineIntel, family 6 model 0x9e stepping 10 (a generic modern core). Basic leaves
+    /// up to 0x16 (so the TSC leaves 0x15/0x16 exist; leaves the model does not fill, such
+    /// as 4, 0xa and 0xd, read zeros), hypervisor leaves up to 0x4000_0010, extended leaves
+    /// up to 0x8000_0008. No x87, SSE or XSAVE yet (the emulator does not implement them):
+    /// FPU, FXSR, MMX, SSE*, XSAVE and AVX are all clear. MAXPHYADDR is
+    /// [`PHYS_ADDR_BITS`].
+    pub fn emulator() -> CpuidPolicy {
+        let mut policy = CpuidPolicy::empty();
+        let vendor = b"GenuineIntel";
+        // Leaf 0: max basic leaf; vendor in EBX, EDX, ECX order.
+        policy.set_leaf(
+            0,
+            0,
+            [
+                0x16,
+                str_reg(&vendor[0..4]),
+                str_reg(&vendor[8..12]),
+                str_reg(&vendor[4..8]),
+            ],
+        );
+        // Leaf 1: signature (family 6, extended model 9, model 0xe, stepping 0xa); EBX:
+        // CLFLUSH line 8 × 8 bytes, one logical processor, APIC ID filled in by lookup.
+        policy.set_leaf(1, 0, [0x0009_06ea, 0x0001_0800, 0, 0]);
+        use Feature::*;
+        for feature in [
+            Pse,
+            Tsc,
+            Msr,
+            Pae,
+            Cx8,
+            Apic,
+            Sep,
+            Mtrr,
+            Pge,
+            Cmov,
+            Pat,
+            Clfsh,
+            Cx16,
+            X2apic,
+            Movbe,
+            Popcnt,
+            TscDeadline,
+            Hypervisor,
+        ] {
+            policy.set_feature(feature, true);
+        }
+        // Leaf 2: one iteration, no descriptors.
+        policy.set_leaf(2, 0, [0x0000_0001, 0, 0, 0]);
+        // Leaf 6: the APIC timer runs at a constant rate in every C-state.
+        policy.set_feature(Arat, true);
+        // Leaf 7.0: max subleaf 0. IA32_TSC_ADJUST is implemented by the MSR table.
+        policy.set_leaf(7, 0, [0; 4]);
+        for feature in [TscAdjust, Bmi1, Bmi2, Adx] {
+            policy.set_feature(feature, true);
+        }
+        // Leaf 0xb: one thread per core (SMT level), one core per package (core level);
+        // EDX (the x2APIC ID) is filled in by lookup.
+        policy.set_leaf(0xb, 0, [0, 1, 0x100, 0]);
+        policy.set_leaf(0xb, 1, [0, 1, 0x201, 0]);
+        // Leaf 0x15: TSC = crystal (1 GHz) × 1 / 1.
+        policy.set_leaf(0x15, 0, [1, 1, crate::platform::GUEST_TSC_HZ as u32, 0]);
+        // Leaf 0x16: base 1000 MHz, max 1000 MHz, bus (reference) 100 MHz.
+        policy.set_leaf(0x16, 0, [1000, 1000, 100, 0]);
+        // Hypervisor leaves: signature and, in the VMware/ACRN style timing leaf 0x4000_0010,
+        // the TSC and APIC timer input frequencies in kHz (both the 1 GHz guest TSC).
+        let sig = &HYPERVISOR_SIGNATURE;
+        policy.set_leaf(
+            0x4000_0000,
+            0,
+            [
+                0x4000_0010,
+                str_reg(&sig[0..4]),
+                str_reg(&sig[4..8]),
+                str_reg(&sig[8..12]),
+            ],
+        );
+        policy.set_leaf(0x4000_0010, 0, [TSC_KHZ, TSC_KHZ, 0, 0]);
+        // Extended leaves.
+        policy.set_leaf(0x8000_0000, 0, [0x8000_0008, 0, 0, 0]);
+        policy.set_leaf(0x8000_0001, 0, [0; 4]);
+        for feature in [LahfLm, Abm, Syscall, Nx, Page1Gb, Rdtscp, Lm] {
+            policy.set_feature(feature, true);
+        }
+        let mut brand = [0u8; 48];
+        brand[..BRAND_STRING.len()].copy_from_slice(BRAND_STRING.as_bytes());
+        for (i, chunk) in brand.chunks(16).enumerate() {
+            let regs = [
+                str_reg(&chunk[0..4]),
+                str_reg(&chunk[4..8]),
+                str_reg(&chunk[8..12]),
+                str_reg(&chunk[12..16]),
+            ];
+            policy.set_leaf(0x8000_0002 + i as u32, 0, regs);
+        }
+        policy.set_feature(InvariantTsc, true);
+        policy.set_leaf(
+            0x8000_0008,
+            0,
+            [PHYS_ADDR_BITS | (VIRT_ADDR_BITS << 8), 0, 0, 0],
+        );
+        policy
+    }
+
+    fn position(&self, leaf: u32, subleaf: u32) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|e| (e.leaf, e.subleaf).cmp(&(leaf, subleaf)))
+    }
+
+    /// The subleaf key under which `leaf` stores `subleaf`.
+    fn key(leaf: u32, subleaf: u32) -> u32 {
+        if is_indexed_leaf(leaf) {
+            subleaf
+        } else {
+            0
+        }
+    }
+
+    /// Set (add or replace) one leaf. For leaves that do not depend on ECX the subleaf is
+    /// ignored (stored as 0). Changing leaf 0, 0x4000_0000 or 0x8000_0000 EAX changes the
+    /// range of leaves that exist.
+    pub fn set_leaf(&mut self, leaf: u32, subleaf: u32, regs: [u32; 4]) {
+        let subleaf = Self::key(leaf, subleaf);
+        match self.position(leaf, subleaf) {
+            Ok(i) => self.entries[i].regs = regs,
+            Err(i) => self.entries.insert(
+                i,
+                CpuidEntry {
+                    leaf,
+                    subleaf,
+                    regs,
+                },
+            ),
+        }
+    }
+
+    /// The table's entry for `leaf`/`subleaf`, without the dynamic fields or out-of-range
+    /// rules.
+    pub fn leaf(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        let subleaf = Self::key(leaf, subleaf);
+        self.position(leaf, subleaf)
+            .ok()
+            .map(|i| self.entries[i].regs)
+    }
+
+    /// Remove one leaf; returns what it held.
+    pub fn remove_leaf(&mut self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        let subleaf = Self::key(leaf, subleaf);
+        let i = self.position(leaf, subleaf).ok()?;
+        Some(self.entries.remove(i).regs)
+    }
+
+    /// Every entry, sorted by leaf and subleaf.
+    pub fn entries(&self) -> &[CpuidEntry] {
+        &self.entries
+    }
+
+    /// Whether the table reports `feature`. Dynamic bits (APIC, OSXSAVE) are answered as
+    /// stored: APIC present in the model, OSXSAVE normally clear.
+    pub fn has_feature(&self, feature: Feature) -> bool {
+        let (leaf, subleaf, reg, bit) = feature.location();
+        self.leaf(leaf, subleaf)
+            .is_some_and(|regs| regs[reg as usize] & (1 << bit) != 0)
+    }
+
+    /// Turn `feature` on or off; a leaf not yet in the table is added as zeros first.
+    pub fn set_feature(&mut self, feature: Feature, on: bool) {
+        let (leaf, subleaf, reg, bit) = feature.location();
+        let mut regs = self.leaf(leaf, subleaf).unwrap_or([0; 4]);
+        if on {
+            regs[reg as usize] |= 1 << bit;
+        } else {
+            regs[reg as usize] &= !(1 << bit);
+        }
+        self.set_leaf(leaf, subleaf, regs);
+    }
+
+    /// The highest basic leaf (leaf 0 EAX).
+    pub fn max_basic_leaf(&self) -> u32 {
+        self.leaf(0, 0).map_or(0, |r| r[0])
+    }
+
+    /// The highest extended leaf (leaf 0x8000_0000 EAX), 0 if there are none.
+    pub fn max_extended_leaf(&self) -> u32 {
+        self.leaf(0x8000_0000, 0).map_or(0, |r| r[0])
+    }
+
+    /// The leaf that actually answers `leaf`: itself if it is within its range, otherwise
+    /// the highest basic leaf (Intel's out-of-range behaviour).
+    fn effective_leaf(&self, leaf: u32) -> u32 {
+        let max_basic = self.max_basic_leaf();
+        let class = match leaf {
+            0x4000_0000..=0x4fff_ffff => leaf & 0xffff_ff00,
+            0xc000_0000.. => 0xc000_0000,
+            _ => leaf & 0x8000_0000,
+        };
+        let class_max = if class == 0 {
+            Some(max_basic)
+        } else {
+            self.leaf(class, 0).map(|r| r[0])
+        };
+        match class_max {
+            Some(max) if leaf <= max => leaf,
+            _ => max_basic,
+        }
+    }
+
     /// The result of CPUID for `leaf`/`subleaf`, as [EAX, EBX, ECX, EDX]. `apic_id` fills
     /// the initial APIC ID fields; `osxsave` mirrors CR4.OSXSAVE into leaf 1 ECX;
     /// `apic_enabled` mirrors IA32_APIC_BASE.EN into leaf 1 EDX.APIC.
     pub fn lookup(&self, leaf: u32, subleaf: u32, dynamic: &CpuidDynamic) -> [u32; 4] {
-        let _ = (leaf, subleaf, dynamic);
-        todo!()
+        let leaf = self.effective_leaf(leaf);
+        let entry = self.leaf(leaf, subleaf);
+        let mut regs = entry.unwrap_or([0; 4]);
+        match leaf {
+            1 => {
+                regs[1] = (regs[1] & 0x00ff_ffff) | ((dynamic.apic_id & 0xff) << 24);
+                let (_, _, reg, bit) = Feature::Osxsave.location();
+                regs[reg as usize] &= !(1 << bit);
+                if dynamic.osxsave {
+                    regs[reg as usize] |= 1 << bit;
+                }
+                let (_, _, reg, bit) = Feature::Apic.location();
+                if !dynamic.apic_enabled {
+                    regs[reg as usize] &= !(1 << bit);
+                }
+            }
+            0xb | 0x1f => {
+                if entry.is_none() {
+                    // An invalid level still echoes the level number (SDM 2A, leaf 0xb).
+                    regs[2] = subleaf & 0xff;
+                }
+                regs[3] = dynamic.apic_id;
+            }
+            _ => {}
+        }
+        regs
+    }
+
+    /// A [`raw_cpuid::CpuIdReader`] over this policy for the given vCPU state, to decode it
+    /// with `raw_cpuid::CpuId::with_cpuid_reader`.
+    pub fn reader(&self, dynamic: CpuidDynamic) -> PolicyReader<'_> {
+        PolicyReader {
+            policy: self,
+            dynamic,
+        }
+    }
+}
+
+/// Reads a [`CpuidPolicy`] as if it were the CPU, for `raw-cpuid`'s decoders.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyReader<'a> {
+    policy: &'a CpuidPolicy,
+    dynamic: CpuidDynamic,
+}
+
+impl raw_cpuid::CpuIdReader for PolicyReader<'_> {
+    fn cpuid2(&self, eax: u32, ecx: u32) -> raw_cpuid::CpuIdResult {
+        let [eax, ebx, ecx, edx] = self.policy.lookup(eax, ecx, &self.dynamic);
+        raw_cpuid::CpuIdResult { eax, ebx, ecx, edx }
     }
 }
 
@@ -29,4 +543,230 @@ pub struct CpuidDynamic {
     pub osxsave: bool,
     /// IA32_APIC_BASE.EN.
     pub apic_enabled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raw_cpuid::{CpuId, Hypervisor, TopologyType};
+
+    fn dynamic() -> CpuidDynamic {
+        CpuidDynamic {
+            apic_id: 0,
+            osxsave: false,
+            apic_enabled: true,
+        }
+    }
+
+    #[test]
+    fn vendor_signature_brand() {
+        let policy = CpuidPolicy::emulator();
+        let cpuid = CpuId::with_cpuid_reader(policy.reader(dynamic()));
+        assert_eq!(cpuid.get_vendor_info().unwrap().as_str(), "GenuineIntel");
+        let fi = cpuid.get_feature_info().unwrap();
+        assert_eq!(fi.family_id(), 6);
+        assert_eq!(fi.model_id(), 0x9e);
+        assert_eq!(fi.stepping_id(), 0xa);
+        assert_eq!(fi.cflush_cache_line_size(), 8);
+        assert_eq!(fi.max_logical_processor_ids(), 1);
+        assert_eq!(
+            cpuid.get_processor_brand_string().unwrap().as_str(),
+            BRAND_STRING
+        );
+        let hv = cpuid.get_hypervisor_info().unwrap();
+        let sig = |r: u32| r.to_le_bytes();
+        match hv.identify() {
+            Hypervisor::Unknown(ebx, ecx, edx) => {
+                let mut bytes = [0u8; 12];
+                bytes[0..4].copy_from_slice(&sig(ebx));
+                bytes[4..8].copy_from_slice(&sig(ecx));
+                bytes[8..12].copy_from_slice(&sig(edx));
+                assert_eq!(&bytes, &HYPERVISOR_SIGNATURE);
+            }
+            other => panic!("unexpected hypervisor {other:?}"),
+        }
+        assert_eq!(hv.tsc_frequency(), Some(1_000_000));
+        assert_eq!(hv.apic_frequency(), Some(1_000_000));
+    }
+
+    #[test]
+    fn leaf1_features() {
+        let policy = CpuidPolicy::emulator();
+        let cpuid = CpuId::with_cpuid_reader(policy.reader(dynamic()));
+        let fi = cpuid.get_feature_info().unwrap();
+        for (name, have) in [
+            ("tsc", fi.has_tsc()),
+            ("msr", fi.has_msr()),
+            ("pae", fi.has_pae()),
+            ("cx8", fi.has_cmpxchg8b()),
+            ("apic", fi.has_apic()),
+            ("sep", fi.has_sysenter_sysexit()),
+            ("pge", fi.has_pge()),
+            ("cmov", fi.has_cmov()),
+            ("pat", fi.has_pat()),
+            ("pse", fi.has_pse()),
+            ("clflush", fi.has_clflush()),
+            ("mtrr", fi.has_mtrr()),
+            ("x2apic", fi.has_x2apic()),
+            ("tsc-deadline", fi.has_tsc_deadline()),
+            ("cx16", fi.has_cmpxchg16b()),
+            ("popcnt", fi.has_popcnt()),
+            ("movbe", fi.has_movbe()),
+            ("hypervisor", fi.has_hypervisor()),
+        ] {
+            assert!(have, "{name}");
+        }
+        for (name, have) in [
+            ("fpu", fi.has_fpu()),
+            ("fxsr", fi.has_fxsave_fxstor()),
+            ("sse", fi.has_sse()),
+            ("sse2", fi.has_sse2()),
+            ("sse3", fi.has_sse3()),
+            ("ssse3", fi.has_ssse3()),
+            ("sse4.1", fi.has_sse41()),
+            ("sse4.2", fi.has_sse42()),
+            ("xsave", fi.has_xsave()),
+            ("oxsave", fi.has_oxsave()),
+            ("avx", fi.has_avx()),
+            ("mce", fi.has_mce()),
+            ("mca", fi.has_mca()),
+            ("htt", fi.has_htt()),
+            ("vmx", fi.has_vmx()),
+            ("monitor", fi.has_monitor_mwait()),
+        ] {
+            assert!(!have, "{name}");
+        }
+    }
+
+    #[test]
+    fn dynamic_fields() {
+        let policy = CpuidPolicy::emulator();
+        let state = CpuidDynamic {
+            apic_id: 0x1234_5605,
+            osxsave: true,
+            apic_enabled: false,
+        };
+        let cpuid = CpuId::with_cpuid_reader(policy.reader(state));
+        let fi = cpuid.get_feature_info().unwrap();
+        assert_eq!(fi.initial_local_apic_id(), 0x05);
+        assert!(fi.has_oxsave());
+        assert!(!fi.has_apic());
+        let levels: alloc::vec::Vec<_> = cpuid.get_extended_topology_info().unwrap().collect();
+        assert!(levels.iter().all(|l| l.x2apic_id() == 0x1234_5605));
+        // Static answers are unchanged by the dynamic state.
+        assert!(policy.has_feature(Feature::Apic));
+        assert!(!policy.has_feature(Feature::Osxsave));
+    }
+
+    #[test]
+    fn topology_one_thread_one_core() {
+        let policy = CpuidPolicy::emulator();
+        let cpuid = CpuId::with_cpuid_reader(policy.reader(dynamic()));
+        let levels: alloc::vec::Vec<_> = cpuid.get_extended_topology_info().unwrap().collect();
+        assert_eq!(levels.len(), 2);
+        assert_eq!(levels[0].level_type(), TopologyType::SMT);
+        assert_eq!(levels[0].processors(), 1);
+        assert_eq!(levels[0].shift_right_for_next_apic_id(), 0);
+        assert_eq!(levels[1].level_type(), TopologyType::Core);
+        assert_eq!(levels[1].processors(), 1);
+        assert_eq!(levels[1].level_number(), 1);
+        // The invalid level echoes the subleaf.
+        assert_eq!(policy.lookup(0xb, 7, &dynamic()), [0, 0, 7, 0]);
+    }
+
+    #[test]
+    fn extended_features_and_sizes() {
+        let policy = CpuidPolicy::emulator();
+        let cpuid = CpuId::with_cpuid_reader(policy.reader(dynamic()));
+        let ext = cpuid.get_extended_feature_info().unwrap();
+        assert!(ext.has_bmi1() && ext.has_bmi2() && ext.has_adx() && ext.has_tsc_adjust_msr());
+        assert!(!ext.has_fsgsbase() && !ext.has_smep() && !ext.has_rep_movsb_stosb());
+        assert!(!ext.has_avx2() && !ext.has_smap());
+        let e1 = cpuid
+            .get_extended_processor_and_feature_identifiers()
+            .unwrap();
+        assert!(e1.has_lahf_sahf() && e1.has_lzcnt() && e1.has_syscall_sysret());
+        assert!(e1.has_execute_disable() && e1.has_1gib_pages() && e1.has_rdtscp());
+        assert!(e1.has_64bit_mode());
+        assert!(!e1.has_prefetchw());
+        let apm = cpuid.get_advanced_power_mgmt_info().unwrap();
+        assert!(apm.has_invariant_tsc());
+        let sizes = cpuid.get_processor_capacity_feature_info().unwrap();
+        assert_eq!(u32::from(sizes.physical_address_bits()), PHYS_ADDR_BITS);
+        assert_eq!(sizes.linear_address_bits(), 48);
+        assert!(cpuid.get_thermal_power_info().unwrap().has_arat());
+        let tsc = cpuid.get_tsc_info().unwrap();
+        assert_eq!(tsc.tsc_frequency(), Some(1_000_000_000));
+        let freq = cpuid.get_processor_frequency_info().unwrap();
+        assert_eq!(freq.processor_base_frequency(), 1000);
+    }
+
+    #[test]
+    fn out_of_range_leaves_return_highest_basic() {
+        let policy = CpuidPolicy::emulator();
+        let d = dynamic();
+        let highest = policy.lookup(0x16, 0, &d);
+        assert_eq!(highest, [1000, 1000, 100, 0]);
+        assert_eq!(policy.lookup(0x17, 0, &d), highest);
+        assert_eq!(policy.lookup(0x3fff_ffff, 3, &d), highest);
+        assert_eq!(policy.lookup(0x4000_0011, 0, &d), highest);
+        assert_eq!(policy.lookup(0x4000_0100, 0, &d), highest);
+        assert_eq!(policy.lookup(0x8000_0009, 0, &d), highest);
+        assert_eq!(policy.lookup(0xc000_0000, 0, &d), highest);
+        assert_eq!(policy.lookup(0xffff_ffff, 0, &d), highest);
+        // In range but not filled in: zeros.
+        assert_eq!(policy.lookup(0xd, 0, &d), [0; 4]);
+        assert_eq!(policy.lookup(0x4000_0001, 0, &d), [0; 4]);
+        assert_eq!(policy.lookup(0x8000_0006, 0, &d), [0; 4]);
+        // Non-indexed leaves ignore the subleaf; indexed ones do not.
+        assert_eq!(
+            policy.lookup(0x8000_0008, 5, &d),
+            policy.lookup(0x8000_0008, 0, &d)
+        );
+        assert_eq!(policy.lookup(7, 1, &d), [0; 4]);
+        assert_ne!(policy.lookup(7, 0, &d), [0; 4]);
+    }
+
+    #[test]
+    fn address_width_matches_the_page_walker() {
+        // CPUID 0x8000_0008, IA32_APIC_BASE, the MTRRs and the walker's reserved bits must
+        // all agree on MAXPHYADDR.
+        assert_eq!(PHYS_ADDR_BITS, crate::mmu::walk::MAXPHYADDR);
+        let eax = CpuidPolicy::emulator().lookup(0x8000_0008, 0, &dynamic())[0];
+        assert_eq!(eax & 0xff, PHYS_ADDR_BITS);
+    }
+
+    #[test]
+    fn editable_table() {
+        let mut policy = CpuidPolicy::emulator();
+        assert!(policy.has_feature(Feature::Nx));
+        policy.set_feature(Feature::Nx, false);
+        assert!(!policy.has_feature(Feature::Nx));
+        policy.set_feature(Feature::Sse2, true);
+        assert!(policy.has_feature(Feature::Sse2));
+        // Lowering the maximum basic leaf hides the leaves above it.
+        let mut low = policy.leaf(0, 0).unwrap();
+        low[0] = 0xb;
+        policy.set_leaf(0, 0, low);
+        assert_eq!(policy.max_basic_leaf(), 0xb);
+        let d = dynamic();
+        assert_eq!(policy.lookup(0x15, 0, &d), policy.lookup(0xb, 0, &d));
+        // Removing the extended range sends every extended leaf to the basic maximum.
+        assert!(policy.remove_leaf(0x8000_0000, 0).is_some());
+        assert_eq!(policy.max_extended_leaf(), 0);
+        assert_eq!(policy.lookup(0x8000_0001, 0, &d), policy.lookup(0xb, 0, &d));
+        // Subleaves of non-indexed leaves collapse onto subleaf 0.
+        policy.set_leaf(0x16, 9, [1, 2, 3, 4]);
+        assert_eq!(policy.leaf(0x16, 0), Some([1, 2, 3, 4]));
+        let keys: alloc::vec::Vec<_> = policy
+            .entries()
+            .iter()
+            .map(|e| (e.leaf, e.subleaf))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(keys, sorted);
+        assert!(CpuidPolicy::empty().lookup(1, 0, &d)[2] == 0);
+    }
 }

@@ -122,9 +122,9 @@ impl GuestMemory {
         GuestMemory { regions: Vec::new() }
     }
 
-    /// A map with `size` bytes of write-back RAM at guest-physical 0, minus the
-    /// conventional hole from 640 KiB to 1 MiB is *not* made: the whole range is RAM, and
-    /// the loaders report the hole in the memory map they hand the guest.
+    /// A map with `size` bytes of write-back RAM at guest-physical 0. The whole range is
+    /// RAM (no hole is cut at 640 KiB); the loaders mark 640 KiB..1 MiB reserved in the
+    /// memory map they hand the guest, as PC firmware does.
     pub fn with_ram(size: u64) -> Result<GuestMemory, MemError> {
         let mut mem = GuestMemory::new();
         mem.add_ram(0, size)?;
@@ -342,6 +342,6 @@ mod tests {
         assert_eq!(mem.add_ram(0x2000, 0x1000), Err(MemError::Overlap { gpa: 0x2000 }));
         assert!(matches!(mem.add_ram(0x5001, 0x1000), Err(MemError::BadRegion { .. })));
         assert!(matches!(mem.add_ram(0x8000, 0), Err(MemError::BadRegion { .. })));
-        assert!(matches!(mem.add_ram(u64::MAX & !0xfff, 0x2000), Err(MemError::BadRegion { .. })));
+        assert!(matches!(mem.add_ram(0xffff_ffff_ffff_f000, 0x2000), Err(MemError::BadRegion { .. })));
     }
 }

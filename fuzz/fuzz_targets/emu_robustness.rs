@@ -1,0 +1,25 @@
+//! Arbitrary code bytes run on the emulator in long mode (identity-mapped, interrupts
+//! off, no IDT): whatever the bytes do, the host must not panic and the run must end
+//! within the instruction budget. The first byte picks where the code sits relative to a
+//! page boundary, so instructions that straddle pages are exercised too.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use opsvisor_benches::{bench_vm, CODE_ADDR};
+use opsvisor_core::vm::RunOutcome;
+use opsvisor_emu::EmuVcpu;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&shift, code)) = data.split_first() else { return };
+    let mut image = vec![0x90u8; usize::from(shift) % 64];
+    image.extend_from_slice(&code[..code.len().min(4096)]);
+    let Ok(mut vm) = bench_vm(EmuVcpu::new(), &image) else { return };
+    vm.config.max_instructions = Some(10_000);
+    vm.config.timeout_ns = Some(2_000_000_000);
+    let outcome = vm.run();
+    assert!(
+        !matches!(outcome, RunOutcome::Timeout),
+        "the run outlived its instruction budget: {outcome:?} at {:#x}",
+        CODE_ADDR
+    );
+});
