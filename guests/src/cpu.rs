@@ -1,0 +1,276 @@
+//! Thin wrappers over privileged instructions, and "probes": run one instruction that may
+//! fault, and get the fault back instead of an unexpected-exception failure.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Read a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port I/O has no memory effects the compiler must know of.
+    unsafe {
+        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Write a byte to an I/O port.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: as for inb.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Write a dword to an I/O port.
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as for inb.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// CPUID leaf/subleaf: (EAX, EBX, ECX, EDX).
+pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// RDMSR (faults with #GP on an absent MSR; see [`try_rdmsr`]).
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the guest runs at CPL 0; an absent MSR faults into the IDT.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// WRMSR.
+pub fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: as for rdmsr; the callers own the state the MSR controls.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
+    };
+}
+
+/// RDTSC.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC reads a counter.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Read CR0.
+pub fn cr0() -> u64 {
+    let v;
+    // SAFETY: reading a control register.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+/// Read CR2.
+pub fn cr2() -> u64 {
+    let v;
+    // SAFETY: reading a control register.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) };
+    v
+}
+/// Read CR3.
+pub fn cr3() -> u64 {
+    let v;
+    // SAFETY: reading a control register.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)) };
+    v
+}
+/// Read CR4.
+pub fn cr4() -> u64 {
+    let v;
+    // SAFETY: reading a control register.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)) };
+    v
+}
+/// Write CR4.
+pub fn set_cr4(v: u64) {
+    // SAFETY: callers set bits whose features they checked.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack)) };
+}
+
+/// Invalidate the TLB entry of `addr`.
+pub fn invlpg(addr: u64) {
+    // SAFETY: INVLPG only drops a cached translation.
+    unsafe { asm!("invlpg [{}]", in(reg) addr, options(nostack)) };
+}
+
+/// Read RFLAGS.
+pub fn rflags() -> u64 {
+    let v;
+    // SAFETY: pushf/pop balance the stack.
+    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) };
+    v
+}
+
+/// Read CS.
+pub fn cs() -> u16 {
+    let v: u16;
+    // SAFETY: reading a segment register.
+    unsafe { asm!("mov {0:x}, cs", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Enable interrupts.
+pub fn sti() {
+    // SAFETY: the IDT is loaded before any guest runs.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+/// Disable interrupts.
+pub fn cli() {
+    // SAFETY: masking interrupts.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+/// `sti; hlt`: the STI shadow makes the pair atomic, so an interrupt that arrives
+/// between a check done with interrupts off and the HLT still wakes it.
+pub fn sti_hlt() {
+    // SAFETY: halts until an interrupt, whose handler returns here.
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}
+
+/// A fault a probe caught.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The exception vector.
+    pub vector: u8,
+    /// Its error code (zero for vectors without one).
+    pub error_code: u64,
+}
+
+/// The address of the instruction the armed probe expects may fault (0: none armed).
+pub(crate) static PROBE_RIP: AtomicU64 = AtomicU64::new(0);
+/// Its length: a caught fault resumes after it.
+pub(crate) static PROBE_LEN: AtomicU64 = AtomicU64::new(0);
+/// The caught fault's vector plus one (0: nothing caught).
+pub(crate) static PROBE_VECTOR: AtomicU64 = AtomicU64::new(0);
+/// The caught fault's error code.
+pub(crate) static PROBE_ERROR: AtomicU64 = AtomicU64::new(0);
+
+/// Arm a probe for an instruction at `rip` of `len` bytes: a fault raised with that RIP is
+/// recorded and the instruction skipped. Returns nothing; see [`take_probe`].
+pub fn arm_probe(rip: u64, len: u64) {
+    PROBE_VECTOR.store(0, Ordering::SeqCst);
+    PROBE_ERROR.store(0, Ordering::SeqCst);
+    PROBE_LEN.store(len, Ordering::SeqCst);
+    PROBE_RIP.store(rip, Ordering::SeqCst);
+}
+
+/// Disarm the probe and return what it caught.
+pub fn take_probe() -> Option<Fault> {
+    PROBE_RIP.store(0, Ordering::SeqCst);
+    let v = PROBE_VECTOR.load(Ordering::SeqCst);
+    (v != 0).then(|| Fault {
+        vector: (v - 1) as u8,
+        error_code: PROBE_ERROR.load(Ordering::SeqCst),
+    })
+}
+
+/// Called by the interrupt dispatcher: if the fault is at the probed instruction, record
+/// it, move RIP past the instruction and return true.
+pub(crate) fn probe_catch(vector: u64, error_code: u64, rip: &mut u64) -> bool {
+    let want = PROBE_RIP.load(Ordering::SeqCst);
+    if want == 0 || want != *rip || vector >= 32 {
+        return false;
+    }
+    PROBE_VECTOR.store(vector + 1, Ordering::SeqCst);
+    PROBE_ERROR.store(error_code, Ordering::SeqCst);
+    *rip += PROBE_LEN.load(Ordering::SeqCst);
+    PROBE_RIP.store(0, Ordering::SeqCst);
+    true
+}
+
+/// RDMSR that reports a fault instead of failing the guest.
+pub fn try_rdmsr(msr: u32) -> Result<u64, Fault> {
+    let (mut lo, mut hi): (u32, u32) = (0, 0);
+    PROBE_VECTOR.store(0, Ordering::SeqCst);
+    // SAFETY: the probe turns a #GP on the RDMSR (2 bytes: 0F 32) into a skip.
+    unsafe {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov qword ptr [{len}], 2",
+            "mov qword ptr [{rip}], {t}",
+            "2:",
+            "rdmsr",
+            t = out(reg) _,
+            rip = in(reg) PROBE_RIP.as_ptr(),
+            len = in(reg) PROBE_LEN.as_ptr(),
+            in("ecx") msr,
+            inout("eax") lo,
+            inout("edx") hi,
+            options(nostack),
+        );
+    }
+    match take_probe() {
+        Some(f) => Err(f),
+        None => Ok((u64::from(hi) << 32) | u64::from(lo)),
+    }
+}
+
+/// WRMSR that reports a fault instead of failing the guest.
+pub fn try_wrmsr(msr: u32, v: u64) -> Result<(), Fault> {
+    PROBE_VECTOR.store(0, Ordering::SeqCst);
+    // SAFETY: as for try_rdmsr (WRMSR is 0F 30).
+    unsafe {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov qword ptr [{len}], 2",
+            "mov qword ptr [{rip}], {t}",
+            "2:",
+            "wrmsr",
+            t = out(reg) _,
+            rip = in(reg) PROBE_RIP.as_ptr(),
+            len = in(reg) PROBE_LEN.as_ptr(),
+            in("ecx") msr,
+            in("eax") v as u32,
+            in("edx") (v >> 32) as u32,
+            options(nostack),
+        );
+    }
+    match take_probe() {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// Whether CPUID reports `bit` of `reg` (0 = EAX .. 3 = EDX) for `leaf`, checking the
+/// leaf is in range first (an out-of-range leaf returns another leaf's data).
+pub fn has_feature(leaf: u32, sub: u32, reg: usize, bit: u32) -> bool {
+    let max = if leaf >= 0x8000_0000 {
+        cpuid(0x8000_0000, 0).0
+    } else {
+        cpuid(0, 0).0
+    };
+    if leaf > max {
+        return false;
+    }
+    let r = cpuid(leaf, sub);
+    let v = [r.0, r.1, r.2, r.3][reg & 3];
+    v & (1 << bit) != 0
+}
+
+/// Whether this is QEMU's TCG emulator (its brand string says so). A few known TCG
+/// deviations from silicon are tolerated under it, and only under it: see
+/// [`crate::check_or_tcg!`].
+pub fn is_qemu_tcg() -> bool {
+    if cpuid(0x8000_0000, 0).0 < 0x8000_0004 {
+        return false;
+    }
+    let (a, b, c, d) = cpuid(0x8000_0002, 0);
+    let mut brand = [0u8; 16];
+    for (i, r) in [a, b, c, d].iter().enumerate() {
+        brand[i * 4..i * 4 + 4].copy_from_slice(&r.to_le_bytes());
+    }
+    brand.starts_with(b"QEMU TCG")
+}
+
+/// The probe's RIP and length slots, for guests that write their own probed asm: store
+/// the faulting instruction's address and length there (after [`arm_probe`]`(0, 0)` to
+/// clear the last result), run it, then [`take_probe`].
+pub fn probe_slots() -> (*mut u64, *mut u64) {
+    (PROBE_RIP.as_ptr(), PROBE_LEN.as_ptr())
+}

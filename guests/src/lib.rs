@@ -1,0 +1,166 @@
+//! The guests' runtime: boot to long mode, console, descriptor tables, interrupts,
+//! paging helpers, the local APIC, and pass/fail reporting.
+//!
+//! A guest is a binary in `src/bin/` that calls [`entry!`] with its `main`. `main`
+//! prints what it checks; a failed [`check!`] prints `FAIL: ...` and exits with a
+//! non-zero code, `main` returning means PASS.
+//!
+//! Exit convention (the debug-exit port 0xF4, as QEMU's `isa-debug-exit`): the guest
+//! writes a code, the process exits with status `(code << 1) | 1`. Code 0 (status 1) is
+//! PASS; every other code is FAIL and below 0x80, since the status keeps 8 bits.
+//!
+//! A guest whose subject is missing on the CPU it runs on (for instance no TSC-deadline
+//! timer) prints `SKIP: <why>` and exits PASS: the run is correct, it just tested less.
+//! The corpus runner reports such a skip.
+
+#![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod apic;
+pub mod boot;
+pub mod cell;
+pub mod cpu;
+pub mod gdt;
+pub mod interrupts;
+pub mod multiboot;
+pub mod paging;
+pub mod serial;
+
+pub use interrupts::Frame;
+
+/// Exit code: PASS.
+pub const EXIT_PASS: u32 = 0;
+/// Exit code: a check failed.
+pub const EXIT_FAIL: u32 = 1;
+/// Exit code: the loader's EAX was not the multiboot magic.
+pub const EXIT_BAD_MAGIC: u32 = 2;
+/// Exit code: an exception or interrupt nobody expected.
+pub const EXIT_UNEXPECTED_INTERRUPT: u32 = 3;
+/// Exit code: a Rust panic.
+pub const EXIT_PANIC: u32 = 4;
+
+/// The debug-exit port.
+pub const DEBUG_EXIT_PORT: u16 = 0xF4;
+
+/// Report `code` through the debug-exit port, then stop for good.
+pub fn exit(code: u32) -> ! {
+    cpu::outl(DEBUG_EXIT_PORT, code);
+    // Without a debug-exit device the OUT does nothing: park the CPU.
+    loop {
+        cpu::cli();
+        // SAFETY: halting with interrupts off ends this guest's execution.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Print `SKIP: <why>` and exit PASS (the guest's subject is missing here).
+pub fn skip(why: core::fmt::Arguments<'_>) -> ! {
+    println!("SKIP: {}", why);
+    println!("PASS (skipped)");
+    exit(EXIT_PASS)
+}
+
+/// Check a condition: print `ok: <what>` or `FAIL: <what>` and exit FAIL.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($arg:tt)*) => {{
+        if $cond {
+            $crate::println!("ok: {}", format_args!($($arg)*));
+        } else {
+            $crate::println!("FAIL: {} [{}:{}: {}]", format_args!($($arg)*), file!(), line!(), stringify!($cond));
+            $crate::exit($crate::EXIT_FAIL);
+        }
+    }};
+}
+
+/// Check two values are equal, printing both.
+#[macro_export]
+macro_rules! check_eq {
+    ($a:expr, $b:expr, $($arg:tt)*) => {{
+        let (a, b) = (&$a, &$b);
+        if a == b {
+            $crate::println!("ok: {} ({:x?})", format_args!($($arg)*), a);
+        } else {
+            $crate::println!("FAIL: {}: {:x?} != {:x?} [{}:{}]", format_args!($($arg)*), a, b, file!(), line!());
+            $crate::exit($crate::EXIT_FAIL);
+        }
+    }};
+}
+
+/// Check an architectural rule that QEMU TCG is known to break: strict everywhere else
+/// (silicon, opsvisor, other hypervisors); under TCG a miss prints a note naming the
+/// deviation instead of failing, so the corpus still runs green under QEMU.
+#[macro_export]
+macro_rules! check_or_tcg {
+    ($cond:expr, $deviation:expr, $($arg:tt)*) => {{
+        if $cond {
+            $crate::println!("ok: {}", format_args!($($arg)*));
+        } else if $crate::cpu::is_qemu_tcg() {
+            $crate::println!("note: QEMU TCG deviation ({}): {}", $deviation, format_args!($($arg)*));
+        } else {
+            $crate::println!("FAIL: {} [{}:{}: {}]", format_args!($($arg)*), file!(), line!(), stringify!($cond));
+            $crate::exit($crate::EXIT_FAIL);
+        }
+    }};
+}
+
+/// Print `SKIP: ...` and exit PASS.
+#[macro_export]
+macro_rules! skip {
+    ($($arg:tt)*) => { $crate::skip(format_args!($($arg)*)) };
+}
+
+/// Declare the guest's `main(&'static multiboot::Info)`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        extern "C" fn opsvisor_guest_main(info: &'static $crate::multiboot::Info) {
+            let main: fn(&'static $crate::multiboot::Info) = $main;
+            main(info)
+        }
+    };
+}
+
+extern "C" {
+    static boot_magic: u32;
+    static boot_info: u32;
+    fn opsvisor_guest_main(info: &'static multiboot::Info);
+}
+
+#[no_mangle]
+extern "C" fn rust_start64() -> ! {
+    serial::init();
+    // SAFETY: written once by the trampoline before it jumped here.
+    let (magic, info) = unsafe { (boot_magic, boot_info) };
+    if magic != boot::MULTIBOOT_BOOT_MAGIC {
+        println!(
+            "FAIL: loader passed EAX={:#x}, not the multiboot magic {:#x}",
+            magic,
+            boot::MULTIBOOT_BOOT_MAGIC
+        );
+        exit(EXIT_BAD_MAGIC);
+    }
+    if info == 0 {
+        println!("FAIL: loader passed no multiboot info (EBX=0)");
+        exit(EXIT_FAIL);
+    }
+    gdt::init();
+    interrupts::init();
+    // SAFETY: EBX pointed at the info structure, identity-mapped below 4 GiB; it stays
+    // in place for the whole run (nothing here reuses low memory).
+    let info: &'static multiboot::Info = unsafe { &*(info as usize as *const multiboot::Info) };
+    // SAFETY: the guest binary defines it with `entry!`.
+    unsafe { opsvisor_guest_main(info) };
+    println!("PASS");
+    exit(EXIT_PASS)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    cpu::cli();
+    println!("FAIL: panic: {}", info);
+    exit(EXIT_PANIC)
+}
