@@ -1,4 +1,581 @@
 //! opsvisor's emulator backend: a software x86-64 CPU on the iced-x86 decoder.
+//!
+//! [`EmuVcpu`] implements [`X86Ops`]. It interprets guest code from a cache of decoded
+//! blocks ([`cache`]), translates addresses through a software TLB ([`mem`]) over the
+//! core's page walker, delivers events through the IDT ([`interrupt`]) and exits to the
+//! core for exactly what a hardware backend intercepts: CPUID, RDMSR/WRMSR, HLT, port
+//! I/O and MMIO.
 #![no_std]
 
 extern crate alloc;
+
+pub mod arith;
+pub mod cache;
+pub mod cpu;
+pub mod decode;
+pub mod exception;
+pub mod exec;
+pub mod interrupt;
+pub mod mem;
+pub mod reset;
+
+#[cfg(test)]
+mod tests;
+
+use crate::arith::flags::{IF, TF};
+use crate::cache::{decode_block, Block, Cache};
+use crate::cpu::{cr0, efer, msr, sr, Cpu, InterceptKind};
+use crate::exception::Ex;
+use opsvisor_core::exit::Exit;
+use opsvisor_core::mmu::memory::GuestMemory;
+use opsvisor_core::ops::{
+    DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+};
+
+pub use cpu::Cpu as CpuState;
+
+/// The emulated vCPU.
+pub struct EmuVcpu {
+    cpu: Cpu,
+    cache: Cache,
+    pending: Option<Event>,
+    irq_window: bool,
+    nmi_window: bool,
+}
+
+impl Default for EmuVcpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for EmuVcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EmuVcpu")
+            .field("rip", &format_args!("{:#x}", self.cpu.rip))
+            .field("bits", &self.cpu.bits)
+            .field("retired", &self.cpu.retired)
+            .finish()
+    }
+}
+
+impl EmuVcpu {
+    /// A vCPU in its power-on state.
+    pub fn new() -> EmuVcpu {
+        let mut v = EmuVcpu {
+            cpu: Cpu::new(),
+            cache: Cache::new(),
+            pending: None,
+            irq_window: false,
+            nmi_window: false,
+        };
+        reset::reset(&mut v.cpu, ResetKind::PowerOn);
+        v
+    }
+
+    /// Executions of instructions the emulator does not implement (each raised #UD), by
+    /// mnemonic.
+    pub fn unimplemented(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.cpu.unimpl.values().copied()
+    }
+
+    /// Forget every decoded instruction (after the host wrote guest code behind the
+    /// guest's back, for instance a loader placing a new image).
+    pub fn invalidate_code(&mut self) {
+        self.cache.flush(&mut self.cpu);
+    }
+
+    /// The architectural state, read-only (for tests and debuggers).
+    pub fn state(&self) -> &Cpu {
+        &self.cpu
+    }
+
+    fn deliver_pending(&mut self, mem: &mut GuestMemory) -> Result<(), Exit> {
+        let Some(ev) = self.pending.take() else {
+            return Ok(());
+        };
+        let c = &mut self.cpu;
+        // An injected event replaces the completion of an intercepted instruction.
+        c.intercept = None;
+        c.shadow = false;
+        match ev {
+            Event::ExternalInterrupt(v) => interrupt::raise_external(c, mem, v),
+            Event::Nmi => {
+                c.nmi_blocked = true;
+                interrupt::raise_external(c, mem, exception::NMI)
+            }
+            Event::Exception { vector, error_code } => interrupt::raise(c, mem, vector, error_code),
+        }
+    }
+
+    fn process_smc(&mut self) {
+        while let Some(page) = self.cpu.smc_pages.pop() {
+            self.cache.invalidate_page(&mut self.cpu, page);
+        }
+    }
+
+    fn refresh_memory(&mut self, mem: &mut GuestMemory) {
+        if self.cpu.ram.refresh(mem) {
+            self.cpu.tlb.flush(true);
+            let pages = self.cpu.ram.end().div_ceil(4096) as usize;
+            self.cpu.code_chunks.clear();
+            self.cpu.code_chunks.resize(pages, 0);
+            self.cache.flush(&mut self.cpu);
+        }
+    }
+
+    /// The interpreter loop.
+    fn execute(&mut self, mem: &mut GuestMemory, stop_at: u64) -> Exit {
+        let mut scratch: Option<Block> = None;
+        // The cached block just executed and the generation it ran under.
+        let mut prev = u32::MAX;
+        let mut prev_gen = 0;
+        loop {
+            // ---- instruction boundary between blocks: the slow checks ----
+            if !self.cpu.smc_pages.is_empty() {
+                self.process_smc();
+            }
+            if let Some((gpa, size, data)) = self.cpu.mmio.write.take() {
+                return Exit::Mmio {
+                    gpa,
+                    size,
+                    direction: opsvisor_core::exit::Direction::Write,
+                    data,
+                };
+            }
+            if self.cpu.retired >= stop_at {
+                return Exit::Preempted;
+            }
+            if self.irq_window && self.interrupt_allowed() {
+                return Exit::InterruptWindow;
+            }
+            if self.nmi_window && self.nmi_allowed() {
+                return Exit::NmiWindow;
+            }
+            let c = &mut self.cpu;
+            let single = c.shadow || c.rflags & TF != 0;
+            let rip = c.rip;
+            let gen = c.fetch_gen;
+            let linked = if prev_gen == gen {
+                self.cache.follow(prev, rip, gen)
+            } else {
+                None
+            };
+            let idx = match linked {
+                Some(i) => Some(i),
+                None => match self.find_block(mem, rip, &mut scratch) {
+                    Ok(i) => {
+                        if let Some(i) = i {
+                            if prev_gen == gen && self.cpu.fetch_gen == gen {
+                                self.cache.link(prev, rip, gen, i);
+                            }
+                        }
+                        i
+                    }
+                    Err(Some(x)) => return x,
+                    Err(None) => {
+                        prev = u32::MAX;
+                        continue;
+                    }
+                },
+            };
+            prev = idx.unwrap_or(u32::MAX);
+            prev_gen = self.cpu.fetch_gen;
+            let EmuVcpu { cpu: c, cache, .. } = self;
+            let block = match idx {
+                Some(i) => match cache.blocks.get(i as usize) {
+                    Some(b) => b,
+                    None => return Exit::EmulationFailure { rip },
+                },
+                None => match scratch.as_ref() {
+                    Some(b) => b,
+                    None => continue,
+                },
+            };
+            let ops = if single {
+                &block.ops[..1.min(block.ops.len())]
+            } else {
+                &block.ops[..]
+            };
+            let had_shadow = c.shadow;
+            let tf = c.rflags & TF != 0;
+            c.brk = false;
+            let mut fault = None;
+            let mut retired_any = false;
+            for op in ops {
+                c.rip = op.next_ip;
+                if let Err(e) = (op.h)(c, mem, op) {
+                    c.rip = op.i.ip();
+                    fault = Some(e);
+                    break;
+                }
+                c.retired += 1;
+                retired_any = true;
+                if c.brk {
+                    break;
+                }
+            }
+            if retired_any && c.mmio.len != 0 {
+                // The instruction that consumed the replayed MMIO values has retired.
+                c.mmio.len = 0;
+                c.mmio.pos = 0;
+            }
+            if let Some(e) = fault {
+                prev = u32::MAX;
+                if let Some(x) = self.take_fault(mem, e) {
+                    return x;
+                }
+                continue;
+            }
+            if single {
+                if had_shadow {
+                    c.shadow = false;
+                }
+                if tf && retired_any {
+                    // Single-step trap after the instruction.
+                    c.dr[6] |= 1 << 14;
+                    prev = u32::MAX;
+                    if let Err(x) = interrupt::raise(c, mem, exception::DB, None) {
+                        return x;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Find or decode the block at `rip`: `Ok(Some(index))` for a cached block, `Ok(None)`
+    /// when it was decoded into `scratch` (not cacheable), `Err(Some(exit))` to leave,
+    /// `Err(None)` when an exception was delivered instead.
+    fn find_block(
+        &mut self,
+        mem: &mut GuestMemory,
+        rip: u64,
+        scratch: &mut Option<Block>,
+    ) -> Result<Option<u32>, Option<Exit>> {
+        let c = &mut self.cpu;
+        let la = if c.bits == 64 {
+            rip
+        } else {
+            c.seg[sr::CS as usize].base.wrapping_add(rip) & 0xffff_ffff
+        };
+        let gpa = match c.fetch_gpa(mem, la) {
+            Ok(g) => g,
+            Err(e) => return Err(self.take_fault(mem, e)),
+        };
+        let bits = self.cpu.bits;
+        if let Some(i) = self.cache.lookup(gpa, bits, rip) {
+            return Ok(Some(i));
+        }
+        match decode_block(&mut self.cpu, mem, rip, la, gpa, bits) {
+            Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, b))),
+            Ok((b, false)) => {
+                *scratch = Some(b);
+                Ok(None)
+            }
+            Err(e) => Err(self.take_fault(mem, e)),
+        }
+    }
+
+    /// Handle a non-retiring outcome: deliver an exception (None = continue) or return an
+    /// exit.
+    fn take_fault(&mut self, mem: &mut GuestMemory, e: Ex) -> Option<Exit> {
+        match e {
+            Ex::Exit => {
+                let mut x = self.cpu.exit;
+                if let Exit::EmulationFailure { rip } = &mut x {
+                    // Report the instruction, not the RIP after it.
+                    *rip = self.cpu.rip;
+                }
+                Some(x)
+            }
+            Ex::Fault(f) => {
+                let (vector, error_code) = (f.vector(), f.error_code());
+                let c = &mut self.cpu;
+                c.intercept = None;
+                c.mmio.len = 0;
+                c.mmio.pos = 0;
+                c.mmio.write = None;
+                interrupt::raise(c, mem, vector, error_code).err()
+            }
+        }
+    }
+}
+
+impl X86Ops for EmuVcpu {
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    fn vcpu_reset(&mut self, kind: ResetKind) {
+        reset::reset(&mut self.cpu, kind);
+        self.pending = None;
+        self.irq_window = false;
+        self.nmi_window = false;
+    }
+
+    #[inline]
+    fn gpr(&self, reg: Gpr) -> u64 {
+        self.cpu.gpr[reg as usize]
+    }
+    #[inline]
+    fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        self.cpu.gpr[reg as usize] = value;
+    }
+    #[inline]
+    fn rip(&self) -> u64 {
+        self.cpu.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.cpu.rip = rip;
+        self.cpu.intercept = None;
+    }
+    fn rflags(&self) -> u64 {
+        self.cpu.rflags
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.cpu.rflags = rflags | 2;
+        self.cpu.update_mode();
+    }
+
+    fn segment(&self, seg: SegReg) -> Segment {
+        self.cpu.segment(seg)
+    }
+    fn set_segment(&mut self, seg: SegReg, value: &Segment) {
+        self.cpu.seg[seg as usize] = *value;
+        self.cpu.update_mode();
+        if seg == SegReg::Cs || seg == SegReg::Ss {
+            // KVM convention: the CPL is SS.DPL (CS.DPL for the emulator's own loads).
+            self.cpu.cpl = if self.cpu.protected() { value.dpl() } else { 0 };
+            self.cpu.tlb.sel = usize::from(self.cpu.cpl == 3);
+        }
+    }
+    fn cpl(&self) -> u8 {
+        self.cpu.cpl
+    }
+    fn cr0(&self) -> u64 {
+        self.cpu.cr0
+    }
+    fn set_cr0(&mut self, value: u64) {
+        let c = &mut self.cpu;
+        let pg_on = value & cr0::PG != 0;
+        c.cr0 = value | cr0::ET;
+        if pg_on && c.efer & efer::LME != 0 {
+            c.efer |= efer::LMA;
+        } else if !pg_on {
+            c.efer &= !efer::LMA;
+        }
+        c.tlb.flush(true);
+        c.update_mode();
+    }
+    fn cr2(&self) -> u64 {
+        self.cpu.cr2
+    }
+    fn set_cr2(&mut self, value: u64) {
+        self.cpu.cr2 = value;
+    }
+    fn cr3(&self) -> u64 {
+        self.cpu.cr3
+    }
+    fn set_cr3(&mut self, value: u64) {
+        self.cpu.cr3 = value;
+        self.cpu.tlb.flush(false);
+        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+    }
+    fn cr4(&self) -> u64 {
+        self.cpu.cr4
+    }
+    fn set_cr4(&mut self, value: u64) {
+        self.cpu.cr4 = value;
+        self.cpu.tlb.flush(true);
+        self.cpu.update_mode();
+    }
+    fn efer(&self) -> u64 {
+        self.cpu.efer
+    }
+    fn set_efer(&mut self, value: u64) {
+        let c = &mut self.cpu;
+        // LMA follows LME while paging is on (a WRMSR cannot set it directly).
+        let lma = if c.cr0 & cr0::PG != 0 {
+            c.efer & efer::LMA
+        } else {
+            0
+        };
+        c.efer = (value & !efer::LMA)
+            | if value & efer::LMA != 0 && c.cr0 & cr0::PG == 0 {
+                0
+            } else {
+                lma
+            };
+        if c.cr0 & cr0::PG == 0 && value & efer::LMA != 0 {
+            // A loader setting up 64-bit state writes EFER with LMA before CR0.
+            c.efer |= efer::LMA;
+        }
+        c.tlb.flush(true);
+        c.update_mode();
+    }
+    fn gdt(&self) -> DescriptorTable {
+        self.cpu.gdtr
+    }
+    fn set_gdt(&mut self, table: DescriptorTable) {
+        self.cpu.gdtr = table;
+    }
+    fn idt(&self) -> DescriptorTable {
+        self.cpu.idtr
+    }
+    fn set_idt(&mut self, table: DescriptorTable) {
+        self.cpu.idtr = table;
+    }
+
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        let c = &self.cpu;
+        Some(match index {
+            msr::STAR => c.star,
+            msr::LSTAR => c.lstar,
+            msr::CSTAR => c.cstar,
+            msr::SFMASK => c.sfmask,
+            msr::FS_BASE => c.seg[sr::FS as usize].base,
+            msr::GS_BASE => c.seg[sr::GS as usize].base,
+            msr::KERNEL_GS_BASE => c.kernel_gs_base,
+            msr::TSC_AUX => c.tsc_aux,
+            msr::SYSENTER_CS => c.sysenter_cs,
+            msr::SYSENTER_ESP => c.sysenter_esp,
+            msr::SYSENTER_EIP => c.sysenter_eip,
+            msr::PAT => c.pat,
+            _ => return None,
+        })
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        let c = &mut self.cpu;
+        match index {
+            msr::STAR => c.star = value,
+            msr::LSTAR => c.lstar = value,
+            msr::CSTAR => c.cstar = value,
+            msr::SFMASK => c.sfmask = value & 0xffff_ffff,
+            msr::FS_BASE => c.seg[sr::FS as usize].base = value,
+            msr::GS_BASE => c.seg[sr::GS as usize].base = value,
+            msr::KERNEL_GS_BASE => c.kernel_gs_base = value,
+            msr::TSC_AUX => c.tsc_aux = value & 0xffff_ffff,
+            msr::SYSENTER_CS => c.sysenter_cs = value,
+            msr::SYSENTER_ESP => c.sysenter_esp = value,
+            msr::SYSENTER_EIP => c.sysenter_eip = value,
+            msr::PAT => c.pat = value,
+            _ => return false,
+        }
+        true
+    }
+
+    fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
+        self.refresh_memory(mem);
+        let c = &mut self.cpu;
+        c.run_start = c.retired;
+        c.tsc_entry = limit.tsc;
+        c.mmio.pos = 0;
+        if let Some((gpa, size, value)) = c.ins_store.take() {
+            let bytes = value.to_le_bytes();
+            let n = usize::from(size).min(4);
+            // The destination was checked when the element exited; a store to MMIO there
+            // is dropped (string input into device memory is not supported).
+            if mem.write(gpa, &bytes[..n]).is_ok() {
+                let page = gpa >> 12;
+                if c.code_chunks.get(page as usize).is_some_and(|m| *m != 0) {
+                    c.smc_pages.push(page);
+                }
+            }
+        }
+        if let Err(x) = self.deliver_pending(mem) {
+            return x;
+        }
+        let budget = match limit.deadline {
+            Some(d) => limit.max_instructions.min(d.saturating_sub(limit.tsc)),
+            None => limit.max_instructions,
+        };
+        let stop_at = self.cpu.run_start.saturating_add(budget);
+        self.execute(mem, stop_at)
+    }
+
+    fn skip_emulated_instruction(&mut self) {
+        let c = &mut self.cpu;
+        let Some(ic) = c.intercept.take() else {
+            return;
+        };
+        match ic.kind {
+            InterceptKind::Plain | InterceptKind::In { .. } => c.rip = ic.next_ip,
+            InterceptKind::Str {
+                size,
+                ins,
+                rep,
+                amask,
+                ..
+            } => {
+                if exec::io::string_io_step(c, size, ins, rep, amask) {
+                    c.rip = ic.next_ip;
+                }
+            }
+        }
+        c.retired += 1;
+        c.shadow = false;
+    }
+
+    fn complete_pio_in(&mut self, value: u32) {
+        let c = &mut self.cpu;
+        match c.intercept.map(|i| i.kind) {
+            Some(InterceptKind::In { size }) => c.set(0, u32::from(size), u64::from(value)),
+            Some(InterceptKind::Str {
+                size,
+                ins: true,
+                gpa,
+                ..
+            }) => c.ins_store = Some((gpa, size, value)),
+            _ => {}
+        }
+        self.skip_emulated_instruction();
+    }
+
+    fn complete_mmio(&mut self, read: Option<u64>) {
+        if let Some(v) = read {
+            self.cpu.mmio_complete_read(v);
+        }
+    }
+
+    fn interrupt_shadow(&self) -> bool {
+        self.cpu.shadow
+    }
+    fn set_interrupt_shadow(&mut self, shadow: bool) {
+        self.cpu.shadow = shadow;
+    }
+    fn interrupt_allowed(&self) -> bool {
+        self.cpu.rflags & IF != 0 && !self.cpu.shadow && self.pending.is_none()
+    }
+    fn nmi_allowed(&self) -> bool {
+        !self.cpu.nmi_blocked && !self.cpu.shadow && self.pending.is_none()
+    }
+    fn inject_event(&mut self, event: Event) {
+        self.pending = Some(event);
+    }
+    fn event_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+    fn enable_irq_window(&mut self, enable: bool) {
+        self.irq_window = enable;
+    }
+    fn enable_nmi_window(&mut self, enable: bool) {
+        self.nmi_window = enable;
+    }
+
+    fn flush_tlb_all(&mut self) {
+        self.cpu.tlb.flush(true);
+        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+    }
+    fn flush_tlb_current(&mut self) {
+        self.cpu.tlb.flush(false);
+        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+    }
+    fn flush_tlb_gva(&mut self, gva: u64) {
+        self.cpu.tlb.flush_page(gva);
+        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+    }
+    fn instructions_retired(&self) -> Option<u64> {
+        Some(self.cpu.retired)
+    }
+}

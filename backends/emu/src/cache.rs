@@ -1,0 +1,236 @@
+//! The decoded-instruction cache: blocks of [`Op`]s keyed by guest-physical address and
+//! code size, found through a direct-mapped table, invalidated per page when the guest
+//! writes to code, and flushed whole when it grows too large.
+
+use crate::cpu::Cpu;
+use crate::decode::{build, ends_block, Op};
+use crate::exception::Ex;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use iced_x86::{Decoder, DecoderError, DecoderOptions};
+use opsvisor_core::exit::Exit;
+use opsvisor_core::mmu::memory::GuestMemory;
+
+/// Most instructions in one block.
+const MAX_BLOCK_OPS: usize = 64;
+/// Table slots (a power of two).
+const TABLE: usize = 1 << 14;
+/// Cached blocks before everything is flushed.
+const MAX_BLOCKS: usize = 1 << 15;
+
+/// A straight-line run of decoded instructions.
+#[derive(Debug)]
+pub struct Block {
+    /// RIP of the first instruction.
+    pub rip: u64,
+    /// Guest-physical address of the first instruction (`u64::MAX` once invalidated).
+    pub gpa: u64,
+    /// Code size it was decoded for.
+    pub bits: u8,
+    /// One past the last byte, as a guest-physical address.
+    pub end: u64,
+    /// The instructions.
+    pub ops: Vec<Op>,
+    /// Blocks that followed this one, valid while [`Cpu::fetch_gen`] is unchanged: the
+    /// hot path goes from block to block without translating RIP or hashing.
+    pub links: [Link; 2],
+}
+
+/// A cached successor of a block.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    /// RIP of the successor.
+    pub rip: u64,
+    /// `Cpu::fetch_gen` when the link was made.
+    pub gen: u64,
+    /// Index of the successor in [`Cache::blocks`].
+    pub idx: u32,
+}
+
+/// A link that never matches.
+pub const NO_LINK: Link = Link {
+    rip: 0,
+    gen: 0,
+    idx: u32::MAX,
+};
+
+/// The block cache.
+#[derive(Debug)]
+pub struct Cache {
+    /// Every block decoded since the last flush.
+    pub blocks: Vec<Block>,
+    table: Vec<u32>,
+    page_blocks: BTreeMap<u64, Vec<u32>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+#[inline(always)]
+fn slot(gpa: u64, bits: u8) -> usize {
+    let h = (gpa ^ u64::from(bits)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 50) as usize & (TABLE - 1)
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new() -> Cache {
+        Cache {
+            blocks: Vec::new(),
+            table: alloc::vec![NONE; TABLE],
+            page_blocks: BTreeMap::new(),
+        }
+    }
+
+    /// The block starting at `gpa` for `bits`-bit code decoded at `rip`, if cached.
+    #[inline(always)]
+    pub fn lookup(&self, gpa: u64, bits: u8, rip: u64) -> Option<u32> {
+        let i = self.table[slot(gpa, bits)];
+        let b = self.blocks.get(i as usize)?;
+        (b.gpa == gpa && b.bits == bits && b.rip == rip).then_some(i)
+    }
+
+    /// The successor of block `prev` at `rip`, if linked under generation `gen`.
+    #[inline(always)]
+    pub fn follow(&self, prev: u32, rip: u64, gen: u64) -> Option<u32> {
+        let b = self.blocks.get(prev as usize)?;
+        b.links
+            .iter()
+            .find(|l| l.rip == rip && l.gen == gen)
+            .map(|l| l.idx)
+    }
+
+    /// Record that block `idx` followed block `prev`.
+    pub fn link(&mut self, prev: u32, rip: u64, gen: u64, idx: u32) {
+        if let Some(b) = self.blocks.get_mut(prev as usize) {
+            b.links[1] = b.links[0];
+            b.links[0] = Link { rip, gen, idx };
+        }
+    }
+
+    /// Drop everything.
+    pub fn flush(&mut self, cpu: &mut Cpu) {
+        self.blocks.clear();
+        self.table.fill(NONE);
+        self.page_blocks.clear();
+        cpu.code_chunks.fill(0);
+        cpu.fetch_gen = cpu.fetch_gen.wrapping_add(1);
+    }
+
+    /// Invalidate every block on guest-physical page number `page`.
+    pub fn invalidate_page(&mut self, cpu: &mut Cpu, page: u64) {
+        if let Some(list) = self.page_blocks.remove(&page) {
+            for i in list {
+                if let Some(b) = self.blocks.get_mut(i as usize) {
+                    b.gpa = u64::MAX;
+                }
+            }
+        }
+        if let Some(m) = cpu.code_chunks.get_mut(page as usize) {
+            *m = 0;
+        }
+        cpu.fetch_gen = cpu.fetch_gen.wrapping_add(1);
+    }
+
+    /// Add a block and mark its bytes as code; returns its index.
+    pub fn insert(&mut self, cpu: &mut Cpu, block: Block) -> u32 {
+        if self.blocks.len() >= MAX_BLOCKS {
+            self.flush(cpu);
+        }
+        let idx = self.blocks.len() as u32;
+        let page = block.gpa >> 12;
+        let first = (block.gpa & 0xfff) >> 7;
+        let last = ((block.end - 1) & 0xfff) >> 7;
+        let mut mask = 0u32;
+        for ch in first..=last {
+            mask |= 1 << ch;
+        }
+        if let Some(m) = cpu.code_chunks.get_mut(page as usize) {
+            if *m == 0 {
+                // Stores to this page must now take the checked path.
+                cpu.tlb.protect_code_page(page << 12);
+            }
+            *m |= mask;
+        }
+        self.page_blocks.entry(page).or_default().push(idx);
+        self.table[slot(block.gpa, block.bits)] = idx;
+        self.blocks.push(block);
+        idx
+    }
+}
+
+/// Decode the block at `rip` (guest-physical `gpa`, linear `la`) for `bits`-bit code.
+/// Returns the block and whether it may be cached (an instruction that straddles two
+/// pages is decoded alone and not cached: its second page may be remapped).
+pub fn decode_block(
+    cpu: &mut Cpu,
+    mem: &mut GuestMemory,
+    rip: u64,
+    la: u64,
+    gpa: u64,
+    bits: u8,
+) -> Result<(Block, bool), Ex> {
+    let page_left = 4096 - (gpa & 0xfff);
+    let Some(bytes) = mem.slice(gpa, page_left) else {
+        return Err(cpu.exit_with(Exit::SlatViolation { gpa }));
+    };
+    let mut dec = Decoder::with_ip(u32::from(bits), bytes, rip, DecoderOptions::NONE);
+    let mut ops = Vec::new();
+    let mut end = gpa;
+    while dec.can_decode() && ops.len() < MAX_BLOCK_OPS {
+        let pos = dec.position();
+        let i = dec.decode();
+        if dec.last_error() == DecoderError::NoMoreBytes {
+            // Straddles the page end: stop before it.
+            break;
+        }
+        end = gpa + (pos + i.len()) as u64;
+        let op = build(&i, u32::from(bits));
+        let stop = ends_block(&i) || i.is_invalid();
+        ops.push(op);
+        if stop {
+            break;
+        }
+    }
+    if !ops.is_empty() {
+        return Ok((
+            Block {
+                rip,
+                gpa,
+                bits,
+                end,
+                ops,
+                links: [NO_LINK; 2],
+            },
+            true,
+        ));
+    }
+    // The first instruction straddles two pages: fetch the rest from the next page.
+    let mut buf = [0u8; 15];
+    let n1 = (page_left as usize).min(15);
+    buf[..n1].copy_from_slice(&bytes[..n1]);
+    let la2 = cpu.wrap_la(la.wrapping_add(page_left));
+    let gpa2 = cpu.fetch_gpa(mem, la2)?;
+    let Some(b2) = mem.slice(gpa2, (15 - n1) as u64) else {
+        return Err(cpu.exit_with(Exit::SlatViolation { gpa: gpa2 }));
+    };
+    buf[n1..].copy_from_slice(b2);
+    let mut dec = Decoder::with_ip(u32::from(bits), &buf, rip, DecoderOptions::NONE);
+    let i = dec.decode();
+    Ok((
+        Block {
+            rip,
+            gpa,
+            bits,
+            end: gpa + page_left,
+            ops: alloc::vec![build(&i, u32::from(bits))],
+            links: [NO_LINK; 2],
+        },
+        false,
+    ))
+}

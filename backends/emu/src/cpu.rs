@@ -1,0 +1,491 @@
+//! The architectural state of the emulated CPU and the derived mode.
+
+use crate::arith::flags::{mask, VM};
+use crate::exception::{Ex, GP};
+use crate::mem::{RamMap, Tlb};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use opsvisor_core::ops::{DescriptorTable, SegReg, Segment};
+
+/// CR0 bits.
+pub mod cr0 {
+    /// Protection enable.
+    pub const PE: u64 = 1;
+    /// Monitor coprocessor.
+    pub const MP: u64 = 1 << 1;
+    /// x87 emulation.
+    pub const EM: u64 = 1 << 2;
+    /// Task switched.
+    pub const TS: u64 = 1 << 3;
+    /// Extension type (hard-wired to 1).
+    pub const ET: u64 = 1 << 4;
+    /// Numeric error.
+    pub const NE: u64 = 1 << 5;
+    /// Write protect.
+    pub const WP: u64 = 1 << 16;
+    /// Alignment mask.
+    pub const AM: u64 = 1 << 18;
+    /// Not write-through.
+    pub const NW: u64 = 1 << 29;
+    /// Cache disable.
+    pub const CD: u64 = 1 << 30;
+    /// Paging.
+    pub const PG: u64 = 1 << 31;
+}
+
+/// CR4 bits.
+pub mod cr4 {
+    /// Virtual-8086 mode extensions.
+    pub const VME: u64 = 1;
+    /// Protected-mode virtual interrupts.
+    pub const PVI: u64 = 1 << 1;
+    /// Time stamp disable (RDTSC at CPL>0 faults).
+    pub const TSD: u64 = 1 << 2;
+    /// Debugging extensions.
+    pub const DE: u64 = 1 << 3;
+    /// Page size extensions.
+    pub const PSE: u64 = 1 << 4;
+    /// Physical address extension.
+    pub const PAE: u64 = 1 << 5;
+    /// Machine check enable.
+    pub const MCE: u64 = 1 << 6;
+    /// Page global enable.
+    pub const PGE: u64 = 1 << 7;
+    /// Performance counter enable.
+    pub const PCE: u64 = 1 << 8;
+    /// FXSAVE/FXRSTOR support.
+    pub const OSFXSR: u64 = 1 << 9;
+    /// Unmasked SIMD exceptions.
+    pub const OSXMMEXCPT: u64 = 1 << 10;
+    /// UMIP.
+    pub const UMIP: u64 = 1 << 11;
+    /// FSGSBASE instructions.
+    pub const FSGSBASE: u64 = 1 << 16;
+    /// PCID.
+    pub const PCIDE: u64 = 1 << 17;
+    /// SMEP.
+    pub const SMEP: u64 = 1 << 20;
+    /// SMAP.
+    pub const SMAP: u64 = 1 << 21;
+    /// The bits the emulator lets the guest set (others are reserved: #GP).
+    pub const ALLOWED: u64 = VME
+        | PVI
+        | TSD
+        | DE
+        | PSE
+        | PAE
+        | MCE
+        | PGE
+        | PCE
+        | OSFXSR
+        | OSXMMEXCPT
+        | UMIP
+        | FSGSBASE
+        | SMEP
+        | SMAP;
+    /// Bits whose change invalidates every translation.
+    pub const PAGING: u64 = PSE | PAE | PGE | PCIDE | SMEP | SMAP;
+}
+
+/// EFER bits.
+pub mod efer {
+    /// SYSCALL enable.
+    pub const SCE: u64 = 1;
+    /// Long mode enable.
+    pub const LME: u64 = 1 << 8;
+    /// Long mode active.
+    pub const LMA: u64 = 1 << 10;
+    /// No-execute enable.
+    pub const NXE: u64 = 1 << 11;
+    /// The writable bits.
+    pub const ALLOWED: u64 = SCE | LME | LMA | NXE;
+}
+
+/// MSR numbers whose value the emulator holds.
+pub mod msr {
+    /// IA32_SYSENTER_CS.
+    pub const SYSENTER_CS: u32 = 0x174;
+    /// IA32_SYSENTER_ESP.
+    pub const SYSENTER_ESP: u32 = 0x175;
+    /// IA32_SYSENTER_EIP.
+    pub const SYSENTER_EIP: u32 = 0x176;
+    /// IA32_PAT.
+    pub const PAT: u32 = 0x277;
+    /// IA32_EFER.
+    pub const EFER: u32 = 0xc000_0080;
+    /// STAR.
+    pub const STAR: u32 = 0xc000_0081;
+    /// LSTAR.
+    pub const LSTAR: u32 = 0xc000_0082;
+    /// CSTAR.
+    pub const CSTAR: u32 = 0xc000_0083;
+    /// SFMASK.
+    pub const SFMASK: u32 = 0xc000_0084;
+    /// FS.base.
+    pub const FS_BASE: u32 = 0xc000_0100;
+    /// GS.base.
+    pub const GS_BASE: u32 = 0xc000_0101;
+    /// KERNEL_GS_BASE.
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    /// TSC_AUX.
+    pub const TSC_AUX: u32 = 0xc000_0103;
+}
+
+/// Segment register indices into [`Cpu::seg`] (the encoding order of [`SegReg`]).
+pub mod sr {
+    /// ES.
+    pub const ES: u8 = 0;
+    /// CS.
+    pub const CS: u8 = 1;
+    /// SS.
+    pub const SS: u8 = 2;
+    /// DS.
+    pub const DS: u8 = 3;
+    /// FS.
+    pub const FS: u8 = 4;
+    /// GS.
+    pub const GS: u8 = 5;
+    /// LDTR.
+    pub const LDTR: u8 = 6;
+    /// TR.
+    pub const TR: u8 = 7;
+}
+
+/// Index of the always-zero pseudo register used for "no base"/"no index".
+pub const ZERO_REG: u8 = 16;
+
+/// The instruction an intercept exit stopped at, kept so the core's completion call can
+/// finish it.
+#[derive(Clone, Copy, Debug)]
+pub struct Intercept {
+    /// RIP after the instruction.
+    pub next_ip: u64,
+    /// What completion does.
+    pub kind: InterceptKind,
+}
+
+/// How an intercepted instruction completes.
+#[derive(Clone, Copy, Debug)]
+pub enum InterceptKind {
+    /// Only RIP moves (CPUID, RDMSR, WRMSR, HLT, OUT).
+    Plain,
+    /// IN: the value goes to AL/AX/EAX.
+    In {
+        /// Access size (1, 2, 4).
+        size: u8,
+    },
+    /// One element of INS (`gpa` is the checked destination) or OUTS.
+    Str {
+        /// Element size.
+        size: u8,
+        /// INS (true) or OUTS.
+        ins: bool,
+        /// REP prefix.
+        rep: bool,
+        /// Address-size mask of RSI/RDI/RCX.
+        amask: u64,
+        /// Destination of an INS element.
+        gpa: u64,
+    },
+}
+
+/// One completed MMIO read, replayed when the instruction re-executes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmioRead {
+    /// Guest-physical address.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u8,
+    /// The value the core supplied.
+    pub value: u64,
+}
+
+/// MMIO bookkeeping for the instruction in progress.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmioState {
+    /// Reads completed so far, in program order.
+    pub log: [MmioRead; 4],
+    /// Entries in `log`.
+    pub len: u8,
+    /// Entries consumed by the current execution.
+    pub pos: u8,
+    /// The read the last exit asked for.
+    pub want: Option<(u64, u8)>,
+    /// A store to MMIO made by the instruction just retired: (gpa, size, data).
+    pub write: Option<(u64, u8, u64)>,
+}
+
+/// The architectural state plus the emulator's per-vCPU caches.
+pub struct Cpu {
+    /// RAX..R15 and an always-zero 17th entry.
+    pub gpr: [u64; 17],
+    /// RIP.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// ES CS SS DS FS GS LDTR TR with their hidden parts.
+    pub seg: [Segment; 8],
+    /// CR0.
+    pub cr0: u64,
+    /// CR2.
+    pub cr2: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// CR8 (task priority).
+    pub cr8: u64,
+    /// IA32_EFER.
+    pub efer: u64,
+    /// GDTR.
+    pub gdtr: DescriptorTable,
+    /// IDTR.
+    pub idtr: DescriptorTable,
+    /// DR0..DR7.
+    pub dr: [u64; 8],
+    /// STAR.
+    pub star: u64,
+    /// LSTAR.
+    pub lstar: u64,
+    /// CSTAR.
+    pub cstar: u64,
+    /// SFMASK.
+    pub sfmask: u64,
+    /// KERNEL_GS_BASE.
+    pub kernel_gs_base: u64,
+    /// TSC_AUX.
+    pub tsc_aux: u64,
+    /// SYSENTER_CS.
+    pub sysenter_cs: u64,
+    /// SYSENTER_ESP.
+    pub sysenter_esp: u64,
+    /// SYSENTER_EIP.
+    pub sysenter_eip: u64,
+    /// PAT.
+    pub pat: u64,
+    /// Current privilege level.
+    pub cpl: u8,
+    /// Code size: 16, 32 or 64.
+    pub bits: u8,
+    /// STI / MOV SS shadow: interrupts are blocked until the next instruction retires.
+    pub shadow: bool,
+    /// NMIs blocked (between NMI delivery and IRET).
+    pub nmi_blocked: bool,
+    /// Set by a handler when the current block must end after this instruction (mode,
+    /// paging, shadow, self-modifying code, MMIO store).
+    pub brk: bool,
+    /// The translation cache.
+    pub tlb: Tlb,
+    /// The host memory backing guest RAM during a run.
+    pub ram: RamMap,
+    /// MMIO replay state.
+    pub mmio: MmioState,
+    /// The intercepted instruction awaiting completion.
+    pub intercept: Option<Intercept>,
+    /// An INS element to store on the next run: (gpa, size, value).
+    pub ins_store: Option<(u64, u8, u32)>,
+    /// Instructions retired since creation.
+    pub retired: u64,
+    /// `retired` at the start of the current run.
+    pub run_start: u64,
+    /// Guest TSC at the start of the current run.
+    pub tsc_entry: u64,
+    /// Code pages written since the last check: their blocks must go.
+    pub smc_pages: Vec<u64>,
+    /// Per guest-physical page: which 128-byte chunks hold decoded code.
+    pub code_chunks: Vec<u32>,
+    /// Bumped whenever cached translations or blocks may have become stale.
+    pub fetch_gen: u64,
+    /// The exit an [`Ex::Exit`] result stands for.
+    pub exit: opsvisor_core::exit::Exit,
+    /// Executions of unimplemented instructions, by mnemonic.
+    pub unimpl: BTreeMap<u16, (&'static str, u64)>,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cpu {
+    /// A CPU in an all-zero state; [`crate::reset`] gives it its reset values.
+    pub fn new() -> Cpu {
+        Cpu {
+            gpr: [0; 17],
+            rip: 0,
+            rflags: 2,
+            seg: [Segment::default(); 8],
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            cr8: 0,
+            efer: 0,
+            gdtr: DescriptorTable::default(),
+            idtr: DescriptorTable::default(),
+            dr: [0; 8],
+            star: 0,
+            lstar: 0,
+            cstar: 0,
+            sfmask: 0,
+            kernel_gs_base: 0,
+            tsc_aux: 0,
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            pat: 0x0007_0406_0007_0406,
+            cpl: 0,
+            bits: 16,
+            shadow: false,
+            nmi_blocked: false,
+            brk: false,
+            tlb: Tlb::new(),
+            ram: RamMap::default(),
+            mmio: MmioState::default(),
+            intercept: None,
+            ins_store: None,
+            retired: 0,
+            run_start: 0,
+            tsc_entry: 0,
+            smc_pages: Vec::with_capacity(8),
+            code_chunks: Vec::new(),
+            fetch_gen: 1,
+            unimpl: BTreeMap::new(),
+            exit: opsvisor_core::exit::Exit::Preempted,
+        }
+    }
+
+    /// Recompute the code size and CPL after CS, CR0 or EFER changed.
+    pub fn update_mode(&mut self) {
+        let cs = &self.seg[sr::CS as usize];
+        self.bits = if self.cr0 & cr0::PE == 0 || self.rflags & VM != 0 {
+            16
+        } else if self.efer & efer::LMA != 0 && cs.attr & Segment::L != 0 {
+            64
+        } else if cs.attr & Segment::DB != 0 {
+            32
+        } else {
+            16
+        };
+        self.cpl = if self.cr0 & cr0::PE == 0 {
+            0
+        } else if self.rflags & VM != 0 {
+            3
+        } else {
+            cs.dpl()
+        };
+        self.tlb.sel = usize::from(self.cpl == 3);
+        self.fetch_gen = self.fetch_gen.wrapping_add(1);
+        self.brk = true;
+    }
+
+    /// Whether the CPU is in 64-bit mode.
+    #[inline(always)]
+    pub fn long64(&self) -> bool {
+        self.bits == 64
+    }
+
+    /// Whether long mode is active (64-bit or compatibility mode).
+    #[inline(always)]
+    pub fn lma(&self) -> bool {
+        self.efer & efer::LMA != 0
+    }
+
+    /// Whether the CPU is in protected mode (not real mode, not virtual-8086).
+    #[inline(always)]
+    pub fn protected(&self) -> bool {
+        self.cr0 & cr0::PE != 0 && self.rflags & VM == 0
+    }
+
+    /// Read a register by operand code: bits 0-3 the register number, bit 4 set for
+    /// AH/CH/DH/BH.
+    #[inline(always)]
+    pub fn get(&self, code: u8, size: u32) -> u64 {
+        if code & 0x10 != 0 {
+            (self.gpr[usize::from(code & 3)] >> 8) & 0xff
+        } else {
+            self.gpr[usize::from(code & 0xf)] & mask(size)
+        }
+    }
+
+    /// Write a register by operand code with the x86 merge rules: 8- and 16-bit writes
+    /// keep the other bits, 32-bit writes zero the upper half.
+    #[inline(always)]
+    pub fn set(&mut self, code: u8, size: u32, v: u64) {
+        if code & 0x10 != 0 {
+            let r = &mut self.gpr[usize::from(code & 3)];
+            *r = (*r & !0xff00) | ((v & 0xff) << 8);
+            return;
+        }
+        let r = &mut self.gpr[usize::from(code & 0xf)];
+        *r = match size {
+            1 => (*r & !0xff) | (v & 0xff),
+            2 => (*r & !0xffff) | (v & 0xffff),
+            4 => v & 0xffff_ffff,
+            _ => v,
+        };
+    }
+
+    /// The stack address size mask (SS.B, or 64-bit mode).
+    #[inline(always)]
+    pub fn stack_mask(&self) -> u64 {
+        if self.bits == 64 {
+            u64::MAX
+        } else if self.protected() && self.seg[sr::SS as usize].attr & Segment::DB != 0 {
+            0xffff_ffff
+        } else {
+            0xffff
+        }
+    }
+
+    /// The IOPL field of RFLAGS.
+    #[inline]
+    pub fn iopl(&self) -> u8 {
+        ((self.rflags >> 12) & 3) as u8
+    }
+
+    /// #GP(0) unless CPL is 0.
+    #[inline]
+    pub fn require_cpl0(&self) -> Result<(), Ex> {
+        if self.cpl != 0 {
+            Err(GP(0))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Read a segment as the [`SegReg`] API sees it.
+    pub fn segment(&self, s: SegReg) -> Segment {
+        self.seg[s as usize]
+    }
+
+    /// Guest TSC as of now: the entry value plus one tick per instruction retired in this run.
+    #[inline]
+    pub fn tsc(&self) -> u64 {
+        self.tsc_entry
+            .wrapping_add(self.retired.wrapping_sub(self.run_start))
+    }
+
+    /// Leave with exit `x` (see [`Ex::Exit`]).
+    #[inline]
+    pub fn exit_with(&mut self, x: opsvisor_core::exit::Exit) -> Ex {
+        self.exit = x;
+        Ex::Exit
+    }
+
+    /// Leave with an emulation failure at the current instruction.
+    pub fn fail(&mut self) -> Ex {
+        self.exit_with(opsvisor_core::exit::Exit::EmulationFailure { rip: self.rip })
+    }
+
+    /// Record an unimplemented instruction.
+    pub fn count_unimplemented(&mut self, m: iced_x86::Mnemonic) {
+        let e = self.unimpl.entry(m as u16).or_insert_with(|| {
+            // A name per distinct mnemonic, leaked once: bounded by the number of mnemonics.
+            let s = alloc::format!("{m:?}").to_lowercase();
+            (alloc::boxed::Box::leak(s.into_boxed_str()), 0)
+        });
+        e.1 = e.1.saturating_add(1);
+    }
+}

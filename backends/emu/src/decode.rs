@@ -1,0 +1,279 @@
+//! Decoding: an iced-x86 [`Instruction`] becomes an [`Op`], with its register operands,
+//! memory operand and immediate extracted once and its handler chosen once, so executing a
+//! cached instruction never inspects the iced structure again on the common paths.
+
+use crate::cpu::{sr, Cpu, ZERO_REG};
+use crate::exception::Ex;
+use crate::exec;
+use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use opsvisor_core::mmu::memory::GuestMemory;
+
+/// An instruction handler. `Op::next_ip` has already been stored in RIP when it runs;
+/// control transfers overwrite RIP. On `Err` the caller restores RIP to the instruction.
+pub type Handler = fn(&mut Cpu, &mut GuestMemory, &Op) -> Result<(), Ex>;
+
+/// A decoded instruction ready to execute.
+#[derive(Clone, Debug)]
+pub struct Op {
+    /// The handler.
+    pub h: Handler,
+    /// RIP of the next instruction (masked to the code size).
+    pub next_ip: u64,
+    /// The first immediate, sign- or zero-extended as the instruction defines.
+    pub imm: u64,
+    /// Memory displacement (for RIP-relative operands: the absolute address).
+    pub disp: u64,
+    /// Operand size of operand 0 in bytes (or the instruction's operand size).
+    pub size: u8,
+    /// Size of operand 1 in bytes (register or memory), 0 if neither.
+    pub size1: u8,
+    /// Register codes of operands 0..2 (see [`Cpu::get`]); `ZERO_REG` if not registers.
+    pub r: [u8; 3],
+    /// Memory base register (`ZERO_REG` for none).
+    pub base: u8,
+    /// Memory index register (`ZERO_REG` for none).
+    pub index: u8,
+    /// Index scale shift (0-3).
+    pub scale: u8,
+    /// Effective segment of the memory operand.
+    pub seg: u8,
+    /// Address-size mask.
+    pub amask: u64,
+    /// Handler-specific detail (ALU operation, condition, ...).
+    pub aux: u8,
+    /// The decoded instruction.
+    pub i: Instruction,
+}
+
+/// Register code of a general register operand: number in bits 0-3, bit 4 for AH..BH.
+pub fn reg_code(r: Register) -> u8 {
+    let n = r as u32;
+    if r.is_gpr8() {
+        let k = n - Register::AL as u32;
+        match k {
+            0..=3 => k as u8,
+            4..=7 => (k - 4) as u8 | 0x10,
+            _ => (k - 4) as u8,
+        }
+    } else if r.is_gpr16() {
+        (n - Register::AX as u32) as u8
+    } else if r.is_gpr32() {
+        (n - Register::EAX as u32) as u8
+    } else if r.is_gpr64() {
+        (n - Register::RAX as u32) as u8
+    } else {
+        ZERO_REG
+    }
+}
+
+/// Index of a segment register in [`Cpu::seg`].
+pub fn seg_index(r: Register) -> u8 {
+    match r {
+        Register::ES => sr::ES,
+        Register::CS => sr::CS,
+        Register::SS => sr::SS,
+        Register::FS => sr::FS,
+        Register::GS => sr::GS,
+        _ => sr::DS,
+    }
+}
+
+fn operand_size(i: &Instruction, n: u32) -> u8 {
+    if n >= i.op_count() {
+        return 0;
+    }
+    match i.op_kind(n) {
+        OpKind::Register => i.op_register(n).size() as u8,
+        OpKind::Memory => i.memory_size().size() as u8,
+        _ => 0,
+    }
+}
+
+/// Whether decoding of a block stops after this instruction.
+pub fn ends_block(i: &Instruction) -> bool {
+    i.flow_control() != FlowControl::Next
+        || matches!(
+            i.mnemonic(),
+            Mnemonic::Hlt
+                | Mnemonic::Cpuid
+                | Mnemonic::Rdmsr
+                | Mnemonic::Wrmsr
+                | Mnemonic::Sti
+                | Mnemonic::Popf
+        )
+}
+
+/// Build the [`Op`] for `i`, decoded in `bits`-bit code.
+pub fn build(i: &Instruction, bits: u32) -> Op {
+    let ipmask = match bits {
+        64 => u64::MAX,
+        32 => 0xffff_ffff,
+        _ => 0xffff,
+    };
+    let mut r = [ZERO_REG; 3];
+    for (n, slot) in r.iter_mut().enumerate() {
+        if (n as u32) < i.op_count() && i.op_kind(n as u32) == OpKind::Register {
+            *slot = reg_code(i.op_register(n as u32));
+        }
+    }
+    let mut imm = 0;
+    for n in 0..i.op_count() {
+        if matches!(
+            i.op_kind(n),
+            OpKind::Immediate8
+                | OpKind::Immediate16
+                | OpKind::Immediate32
+                | OpKind::Immediate64
+                | OpKind::Immediate8to16
+                | OpKind::Immediate8to32
+                | OpKind::Immediate8to64
+                | OpKind::Immediate32to64
+                | OpKind::Immediate8_2nd
+        ) {
+            imm = i.immediate(n);
+            break;
+        }
+    }
+    let (base, disp) = match i.memory_base() {
+        Register::RIP | Register::EIP => (ZERO_REG, i.memory_displacement64()),
+        Register::None => (ZERO_REG, i.memory_displacement64()),
+        b => (reg_code(b), i.memory_displacement64()),
+    };
+    let index = match i.memory_index() {
+        Register::None => ZERO_REG,
+        x => reg_code(x),
+    };
+    let scale = match i.memory_index_scale() {
+        2 => 1,
+        4 => 2,
+        8 => 3,
+        _ => 0,
+    };
+    let amask = if i.memory_base() == Register::RIP {
+        u64::MAX
+    } else {
+        match i.memory_displ_size() {
+            _ if i.memory_base().is_gpr16() || i.memory_index().is_gpr16() => 0xffff,
+            _ if i.memory_base().is_gpr32()
+                || i.memory_index().is_gpr32()
+                || i.memory_base() == Register::EIP =>
+            {
+                0xffff_ffff
+            }
+            _ if i.memory_base().is_gpr64() || i.memory_index().is_gpr64() => u64::MAX,
+            // No base or index: the displacement size follows the address size.
+            2 => 0xffff,
+            4 if bits != 64 => 0xffff_ffff,
+            4 => u64::MAX,
+            8 => u64::MAX,
+            _ => {
+                if bits == 64 {
+                    u64::MAX
+                } else if bits == 32 {
+                    0xffff_ffff
+                } else {
+                    0xffff
+                }
+            }
+        }
+    };
+    let mut size = operand_size(i, 0);
+    let size1 = operand_size(i, 1);
+    if size == 0 {
+        size = size1;
+    }
+    let mut op = Op {
+        h: exec::unimplemented,
+        next_ip: i.next_ip() & ipmask,
+        imm,
+        disp,
+        size,
+        size1,
+        r,
+        base,
+        index,
+        scale,
+        seg: seg_index(i.memory_segment()),
+        amask,
+        aux: 0,
+        i: *i,
+    };
+    exec::select(&mut op, bits);
+    op
+}
+
+/// The address-size mask of string instructions and LOOP/JCXZ (their implicit registers).
+pub fn addr_mask(i: &Instruction) -> u64 {
+    match i.code() {
+        // The explicit forms carry the address size in the decoded register operands.
+        Code::Loopne_rel8_16_CX
+        | Code::Loope_rel8_16_CX
+        | Code::Loop_rel8_16_CX
+        | Code::Jcxz_rel8_16 => 0xffff,
+        Code::Loopne_rel8_32_CX | Code::Loope_rel8_32_CX | Code::Loop_rel8_32_CX => 0xffff,
+        Code::Loopne_rel8_16_ECX
+        | Code::Loope_rel8_16_ECX
+        | Code::Loop_rel8_16_ECX
+        | Code::Loopne_rel8_32_ECX
+        | Code::Loope_rel8_32_ECX
+        | Code::Loop_rel8_32_ECX
+        | Code::Loopne_rel8_64_ECX
+        | Code::Loope_rel8_64_ECX
+        | Code::Loop_rel8_64_ECX
+        | Code::Jecxz_rel8_16
+        | Code::Jecxz_rel8_32
+        | Code::Jecxz_rel8_64 => 0xffff_ffff,
+        Code::Loopne_rel8_16_RCX
+        | Code::Loope_rel8_16_RCX
+        | Code::Loop_rel8_16_RCX
+        | Code::Loopne_rel8_64_RCX
+        | Code::Loope_rel8_64_RCX
+        | Code::Loop_rel8_64_RCX
+        | Code::Jrcxz_rel8_16
+        | Code::Jrcxz_rel8_64 => u64::MAX,
+        _ => {
+            // String instructions: the address size is that of their memory operands.
+            let r = if i.op_count() > 0 && is_string_mem(i.op_kind(0)) {
+                string_reg(i, 0)
+            } else if i.op_count() > 1 && is_string_mem(i.op_kind(1)) {
+                string_reg(i, 1)
+            } else {
+                Register::None
+            };
+            if r.is_gpr16() {
+                0xffff
+            } else if r.is_gpr32() {
+                0xffff_ffff
+            } else {
+                u64::MAX
+            }
+        }
+    }
+}
+
+fn is_string_mem(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::MemorySegSI
+            | OpKind::MemorySegESI
+            | OpKind::MemorySegRSI
+            | OpKind::MemoryESDI
+            | OpKind::MemoryESEDI
+            | OpKind::MemoryESRDI
+            | OpKind::MemorySegDI
+            | OpKind::MemorySegEDI
+            | OpKind::MemorySegRDI
+    )
+}
+
+fn string_reg(i: &Instruction, n: u32) -> Register {
+    match i.op_kind(n) {
+        OpKind::MemorySegSI | OpKind::MemorySegDI => Register::SI,
+        OpKind::MemorySegESI | OpKind::MemorySegEDI => Register::ESI,
+        OpKind::MemorySegRSI | OpKind::MemorySegRDI => Register::RSI,
+        OpKind::MemoryESDI => Register::DI,
+        OpKind::MemoryESEDI => Register::EDI,
+        OpKind::MemoryESRDI => Register::RDI,
+        _ => Register::None,
+    }
+}

@@ -1,0 +1,215 @@
+//! MOV, MOVZX, MOVSX(D), MOVBE, LEA, XCHG, CMPXCHG(8B/16B), XADD, the sign extensions,
+//! CMOVcc, SETcc, XLAT.
+
+use super::{cond, ea, rd, wr};
+use crate::arith::alu::{alu, AluOp};
+use crate::arith::bits::bswap;
+use crate::arith::flags::{sign_extend, ZF};
+use crate::cpu::{sr, Cpu};
+use crate::decode::Op;
+use crate::exception::{ud, Ex, GP};
+use iced_x86::{Mnemonic, OpKind};
+use opsvisor_core::mmu::memory::GuestMemory;
+
+/// MOV r, r.
+pub fn mov_rr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let v = c.get(op.r[1], size);
+    c.set(op.r[0], size, v);
+    Ok(())
+}
+
+/// MOV r, imm.
+pub fn mov_ri(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.set(op.r[0], u32::from(op.size), op.imm);
+    Ok(())
+}
+
+/// MOV r, m.
+pub fn mov_load(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let a = ea(c, op);
+    let v = c.rd(mem, op.seg, a, size)?;
+    c.set(op.r[0], size, v);
+    Ok(())
+}
+
+/// MOV m, r.
+pub fn mov_store(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let a = ea(c, op);
+    let v = c.get(op.r[1], size);
+    c.wr(mem, op.seg, a, size, v)
+}
+
+/// MOV, other forms (moffs, m/imm).
+pub fn mov(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let v = rd(c, mem, op, 1, size)?;
+    wr(c, mem, op, 0, size, v)
+}
+
+/// MOVZX r, r/m8|16.
+pub fn movzx(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = rd(c, mem, op, 1, u32::from(op.size1))?;
+    c.set(op.r[0], u32::from(op.size), v);
+    Ok(())
+}
+
+/// MOVSX / MOVSXD r, r/m.
+pub fn movsx(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let s1 = u32::from(op.size1);
+    let v = rd(c, mem, op, 1, s1)?;
+    c.set(op.r[0], u32::from(op.size), sign_extend(s1, v));
+    Ok(())
+}
+
+/// MOVBE r, m / m, r.
+pub fn movbe(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let v = rd(c, mem, op, 1, size)?;
+    wr(c, mem, op, 0, size, bswap(size, v))
+}
+
+/// LEA r, m.
+pub fn lea(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let a = ea(c, op);
+    c.set(op.r[0], u32::from(op.size), a);
+    Ok(())
+}
+
+/// XCHG (implicitly locked with memory: a single vCPU makes that ordinary).
+pub fn xchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let a = rd(c, mem, op, 0, size)?;
+    let b = rd(c, mem, op, 1, size)?;
+    wr(c, mem, op, 0, size, b)?;
+    wr(c, mem, op, 1, size, a)
+}
+
+/// CMPXCHG r/m, r.
+pub fn cmpxchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let dst = rd(c, mem, op, 0, size)?;
+    let acc = c.get(0, size);
+    let (_, f) = alu(AluOp::Sub, size, acc, dst, c.rflags);
+    if f & ZF != 0 {
+        let src = c.get(op.r[1], size);
+        wr(c, mem, op, 0, size, src)?;
+    } else {
+        // The destination is written back unchanged, as the processor does.
+        wr(c, mem, op, 0, size, dst)?;
+        c.set(0, size, dst);
+    }
+    c.rflags = f;
+    Ok(())
+}
+
+/// CMPXCHG8B / CMPXCHG16B m.
+pub fn cmpxchg_wide(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if op.i.op_kind(0) != OpKind::Memory {
+        return Err(ud());
+    }
+    let wide = op.i.mnemonic() == Mnemonic::Cmpxchg16b;
+    let half = if wide { 8 } else { 4 };
+    let a = ea(c, op);
+    if wide && a & 15 != 0 {
+        return Err(GP(0));
+    }
+    let lo = c.rd(mem, op.seg, a, half)?;
+    let hi = c.rd(
+        mem,
+        op.seg,
+        a.wrapping_add(u64::from(half)) & op.amask,
+        half,
+    )?;
+    let (dlo, dhi) = (c.get(0, half), c.get(2, half));
+    if lo == dlo && hi == dhi {
+        let (blo, bhi) = (c.get(3, half), c.get(1, half));
+        c.wr(mem, op.seg, a, half, blo)?;
+        c.wr(
+            mem,
+            op.seg,
+            a.wrapping_add(u64::from(half)) & op.amask,
+            half,
+            bhi,
+        )?;
+        c.rflags |= ZF;
+    } else {
+        c.wr(mem, op.seg, a, half, lo)?;
+        c.set(0, half, lo);
+        c.set(2, half, hi);
+        c.rflags &= !ZF;
+    }
+    Ok(())
+}
+
+/// XADD r/m, r.
+pub fn xadd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let d = rd(c, mem, op, 0, size)?;
+    let s = c.get(op.r[1], size);
+    let (r, f) = alu(AluOp::Add, size, d, s, c.rflags);
+    wr(c, mem, op, 0, size, r)?;
+    c.set(op.r[1], size, d);
+    c.rflags = f;
+    Ok(())
+}
+
+/// CBW / CWDE / CDQE.
+pub fn cbw(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let (from, to) = match op.i.mnemonic() {
+        Mnemonic::Cbw => (1, 2),
+        Mnemonic::Cwde => (2, 4),
+        _ => (4, 8),
+    };
+    let v = sign_extend(from, c.gpr[0]);
+    c.set(0, to, v);
+    Ok(())
+}
+
+/// CWD / CDQ / CQO.
+pub fn cwd(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = match op.i.mnemonic() {
+        Mnemonic::Cwd => 2,
+        Mnemonic::Cdq => 4,
+        _ => 8,
+    };
+    let neg = sign_extend(size, c.gpr[0]) as i64 >> 63;
+    c.set(2, size, neg as u64);
+    Ok(())
+}
+
+/// CMOVcc r, r/m (the source is read even when the condition is false; a 32-bit
+/// destination is zero-extended either way).
+pub fn cmov(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let v = rd(c, mem, op, 1, size)?;
+    let v = if cond(op.aux, c.rflags) {
+        v
+    } else {
+        c.get(op.r[0], size)
+    };
+    c.set(op.r[0], size, v);
+    Ok(())
+}
+
+/// SETcc r/m8.
+pub fn setcc(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = u64::from(cond(op.aux, c.rflags));
+    wr(c, mem, op, 0, 1, v)
+}
+
+/// XLAT: AL = [seg:rBX + AL].
+pub fn xlat(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let amask = match op.i.memory_base() {
+        r if r.is_gpr16() => 0xffff,
+        r if r.is_gpr32() => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    let a = c.gpr[3].wrapping_add(c.gpr[0] & 0xff) & amask;
+    let seg = if op.seg == sr::CS { sr::CS } else { op.seg };
+    let v = c.rd(mem, seg, a, 1)?;
+    c.set(0, 1, v);
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Instruction semantics, one family per module, and the choice of handler per decoded
+//! instruction ([`select`]), made once when a block is decoded.
+
+pub mod alu;
+pub mod bits;
+pub mod branch;
+pub mod data;
+pub mod far;
+pub mod flags;
+pub mod io;
+pub mod muldiv;
+pub mod segment;
+pub mod shift;
+pub mod stack;
+pub mod string;
+pub mod syscall;
+pub mod system;
+
+use crate::cpu::Cpu;
+use crate::decode::Op;
+use crate::exception::{ud, Ex};
+use crate::interrupt;
+use iced_x86::{ConditionCode, Mnemonic, OpKind};
+use opsvisor_core::mmu::memory::GuestMemory;
+
+/// Effective address (offset in the segment) of the instruction's memory operand.
+#[inline(always)]
+pub fn ea(c: &Cpu, op: &Op) -> u64 {
+    c.gpr[usize::from(op.base)]
+        .wrapping_add(c.gpr[usize::from(op.index)] << op.scale)
+        .wrapping_add(op.disp)
+        & op.amask
+}
+
+/// Read operand `n` (register, memory or immediate) as `size` bytes.
+#[inline]
+pub fn rd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, n: u32, size: u32) -> Result<u64, Ex> {
+    match op.i.op_kind(n) {
+        OpKind::Register => Ok(c.get(op.r[(n as usize).min(2)], size)),
+        OpKind::Memory => {
+            let a = ea(c, op);
+            c.rd(mem, op.seg, a, size)
+        }
+        OpKind::Immediate8_2nd => Ok(u64::from(op.i.immediate8_2nd())),
+        _ => Ok(op.imm),
+    }
+}
+
+/// Write operand `n` (register or memory) as `size` bytes.
+#[inline]
+pub fn wr(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+    n: u32,
+    size: u32,
+    v: u64,
+) -> Result<(), Ex> {
+    match op.i.op_kind(n) {
+        OpKind::Register => {
+            c.set(op.r[(n as usize).min(2)], size, v);
+            Ok(())
+        }
+        OpKind::Memory => {
+            let a = ea(c, op);
+            c.wr(mem, op.seg, a, size, v)
+        }
+        _ => Err(ud()),
+    }
+}
+
+/// Condition codes by their iced discriminant, for handlers specialised by a `u8`.
+pub const CCS: [ConditionCode; 17] = [
+    ConditionCode::None,
+    ConditionCode::o,
+    ConditionCode::no,
+    ConditionCode::b,
+    ConditionCode::ae,
+    ConditionCode::e,
+    ConditionCode::ne,
+    ConditionCode::be,
+    ConditionCode::a,
+    ConditionCode::s,
+    ConditionCode::ns,
+    ConditionCode::p,
+    ConditionCode::np,
+    ConditionCode::l,
+    ConditionCode::ge,
+    ConditionCode::le,
+    ConditionCode::g,
+];
+
+/// Evaluate condition `cc` (an index into [`CCS`]).
+#[inline(always)]
+pub fn cond(cc: u8, rflags: u64) -> bool {
+    crate::arith::cond::cond(CCS[usize::from(cc) % 17], rflags)
+}
+
+/// An instruction the emulator does not implement: counted, then #UD.
+pub fn unimplemented(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.count_unimplemented(op.i.mnemonic());
+    Err(ud())
+}
+
+/// An instruction that raises #UD by definition (UD0/UD1/UD2, invalid encodings, x87/SSE
+/// with no FPU).
+pub fn raise_ud(_: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
+    Err(ud())
+}
+
+/// No operation (NOP, hints, fences, cache and prefetch hints).
+pub fn nop(_: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
+    Ok(())
+}
+
+fn kinds(op: &Op) -> (OpKind, OpKind) {
+    let i = &op.i;
+    let k0 = if i.op_count() > 0 {
+        i.op_kind(0)
+    } else {
+        OpKind::Register
+    };
+    let k1 = if i.op_count() > 1 {
+        i.op_kind(1)
+    } else {
+        OpKind::Register
+    };
+    (k0, k1)
+}
+
+fn is_imm(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
+/// Choose the handler (and its detail) for `op`.
+pub fn select(op: &mut Op, bits: u32) {
+    use Mnemonic as M;
+    let _ = bits;
+    let (k0, k1) = kinds(op);
+    let rr = k0 == OpKind::Register && k1 == OpKind::Register && op.i.op_count() == 2;
+    let ri = k0 == OpKind::Register && is_imm(k1) && op.i.op_count() == 2;
+    let m = op.i.mnemonic();
+    op.aux = op.i.condition_code() as u8;
+    // Segment, control and debug registers take the system paths.
+    let sreg0 = k0 == OpKind::Register && op.i.op_register(0).is_segment_register();
+    let sreg1 =
+        op.i.op_count() > 1 && k1 == OpKind::Register && op.i.op_register(1).is_segment_register();
+    let creg = op.i.op_count() == 2
+        && k0 == OpKind::Register
+        && k1 == OpKind::Register
+        && (op.i.op_register(0).is_cr()
+            || op.i.op_register(1).is_cr()
+            || op.i.op_register(0).is_dr()
+            || op.i.op_register(1).is_dr());
+    op.h = match m {
+        M::Add => alu::pick(alu::ADD, true, rr, ri),
+        M::Or => alu::pick(alu::OR, true, rr, ri),
+        M::Adc => alu::pick(alu::ADC, true, rr, ri),
+        M::Sbb => alu::pick(alu::SBB, true, rr, ri),
+        M::And => alu::pick(alu::AND, true, rr, ri),
+        M::Sub => alu::pick(alu::SUB, true, rr, ri),
+        M::Xor => alu::pick(alu::XOR, true, rr, ri),
+        M::Cmp => alu::pick(alu::SUB, false, rr, ri),
+        M::Test => alu::pick(alu::AND, false, rr, ri),
+        M::Inc if k0 == OpKind::Register => alu::inc_r,
+        M::Dec if k0 == OpKind::Register => alu::dec_r,
+        M::Inc => alu::inc,
+        M::Dec => alu::dec,
+        M::Neg => alu::neg,
+        M::Not => alu::not,
+
+        M::Rol => shift::pick(crate::arith::shift::ShiftOp::Rol),
+        M::Ror => shift::pick(crate::arith::shift::ShiftOp::Ror),
+        M::Rcl => shift::pick(crate::arith::shift::ShiftOp::Rcl),
+        M::Rcr => shift::pick(crate::arith::shift::ShiftOp::Rcr),
+        M::Shl | M::Sal => shift::pick(crate::arith::shift::ShiftOp::Shl),
+        M::Shr => shift::pick(crate::arith::shift::ShiftOp::Shr),
+        M::Sar => shift::pick(crate::arith::shift::ShiftOp::Sar),
+        M::Shld => shift::shld,
+        M::Shrd => shift::shrd,
+        M::Sarx | M::Shlx | M::Shrx | M::Rorx => shift::bmi2_shift,
+
+        M::Mul => muldiv::mul,
+        M::Imul if op.i.op_count() == 1 => muldiv::imul1,
+        M::Imul => muldiv::imul,
+        M::Div => muldiv::div,
+        M::Idiv => muldiv::idiv,
+        M::Mulx => muldiv::mulx,
+
+        M::Bt | M::Bts | M::Btr | M::Btc => bits::bt,
+        M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt | M::Popcnt => bits::scan,
+        M::Bswap => bits::bswap,
+        M::Andn | M::Bextr | M::Blsi | M::Blsmsk | M::Blsr | M::Bzhi | M::Pdep | M::Pext => {
+            bits::bmi
+        }
+        M::Adcx | M::Adox => bits::adx,
+
+        M::Mov if creg => system::mov_cr_dr,
+        M::Mov if sreg0 => segment::mov_to_sreg,
+        M::Mov if sreg1 => segment::mov_from_sreg,
+        M::Mov if rr => data::mov_rr,
+        M::Mov if ri => data::mov_ri,
+        M::Mov if k0 == OpKind::Register && k1 == OpKind::Memory => data::mov_load,
+        M::Mov if k0 == OpKind::Memory && k1 == OpKind::Register => data::mov_store,
+        M::Mov => data::mov,
+        M::Movzx => data::movzx,
+        M::Movsx | M::Movsxd => data::movsx,
+        M::Movbe => data::movbe,
+        M::Lea => data::lea,
+        M::Xchg => data::xchg,
+        M::Cmpxchg => data::cmpxchg,
+        M::Cmpxchg8b | M::Cmpxchg16b => data::cmpxchg_wide,
+        M::Xadd => data::xadd,
+        M::Cbw | M::Cwde | M::Cdqe => data::cbw,
+        M::Cwd | M::Cdq | M::Cqo => data::cwd,
+        M::Cmovo
+        | M::Cmovno
+        | M::Cmovb
+        | M::Cmovae
+        | M::Cmove
+        | M::Cmovne
+        | M::Cmovbe
+        | M::Cmova
+        | M::Cmovs
+        | M::Cmovns
+        | M::Cmovp
+        | M::Cmovnp
+        | M::Cmovl
+        | M::Cmovge
+        | M::Cmovle
+        | M::Cmovg => data::cmov,
+        M::Seto
+        | M::Setno
+        | M::Setb
+        | M::Setae
+        | M::Sete
+        | M::Setne
+        | M::Setbe
+        | M::Seta
+        | M::Sets
+        | M::Setns
+        | M::Setp
+        | M::Setnp
+        | M::Setl
+        | M::Setge
+        | M::Setle
+        | M::Setg => data::setcc,
+        M::Xlatb => data::xlat,
+        M::Nop | M::Pause | M::Endbr32 | M::Endbr64 | M::Lfence | M::Mfence | M::Sfence => nop,
+        M::Prefetch
+        | M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Prefetchw => nop,
+        M::Clflush | M::Clflushopt | M::Clwb => nop,
+        M::Ud0 | M::Ud1 | M::Ud2 | M::INVALID => raise_ud,
+        M::Lahf => flags::lahf,
+        M::Sahf => flags::sahf,
+        M::Clc | M::Stc | M::Cmc | M::Cld | M::Std => flags::simple,
+        M::Cli => flags::cli,
+        M::Sti => flags::sti,
+        M::Salc => flags::salc,
+
+        M::Movsb | M::Movsw | M::Movsd | M::Movsq if op.i.is_string_instruction() => string::movs,
+        M::Stosb | M::Stosw | M::Stosd | M::Stosq => string::stos,
+        M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => string::lods,
+        M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq if op.i.is_string_instruction() => string::cmps,
+        M::Scasb | M::Scasw | M::Scasd | M::Scasq => string::scas,
+
+        M::Push if sreg0 => segment::push_sreg,
+        M::Pop if sreg0 => segment::pop_sreg,
+        M::Push if k0 == OpKind::Register => stack::push_r,
+        M::Pop if k0 == OpKind::Register => stack::pop_r,
+        M::Push => stack::push,
+        M::Pop => stack::pop,
+        M::Pushf | M::Pushfd | M::Pushfq => stack::pushf,
+        M::Popf | M::Popfd | M::Popfq => stack::popf,
+        M::Pusha | M::Pushad => stack::pusha,
+        M::Popa | M::Popad => stack::popa,
+        M::Enter => stack::enter,
+        M::Leave => stack::leave,
+
+        M::Jmp if k0 == OpKind::FarBranch16 || k0 == OpKind::FarBranch32 => far::jmp_far,
+        M::Jmp if op.i.is_jmp_far_indirect() => far::jmp_far,
+        M::Jmp if is_near(k0) => branch::jmp_rel,
+        M::Jmp => branch::jmp_ind,
+        M::Call if k0 == OpKind::FarBranch16 || k0 == OpKind::FarBranch32 => far::call_far,
+        M::Call if op.i.is_call_far_indirect() => far::call_far,
+        M::Call if is_near(k0) => branch::call_rel,
+        M::Call => branch::call_ind,
+        M::Ret => branch::ret,
+        M::Retf => far::retf,
+        M::Jo
+        | M::Jno
+        | M::Jb
+        | M::Jae
+        | M::Je
+        | M::Jne
+        | M::Jbe
+        | M::Ja
+        | M::Js
+        | M::Jns
+        | M::Jp
+        | M::Jnp
+        | M::Jl
+        | M::Jge
+        | M::Jle
+        | M::Jg => branch::jcc_for(op.aux),
+        M::Loop | M::Loope | M::Loopne => branch::loop_,
+        M::Jcxz | M::Jecxz | M::Jrcxz => branch::jcxz,
+
+        M::Int => interrupt::int_n,
+        M::Int3 => interrupt::int3,
+        M::Into => interrupt::into,
+        M::Int1 => interrupt::int1,
+        M::Iret | M::Iretd | M::Iretq => interrupt::iret,
+
+        M::Lgdt | M::Lidt => system::lgdt_lidt,
+        M::Sgdt | M::Sidt => system::sgdt_sidt,
+        M::Lldt | M::Ltr => system::lldt_ltr,
+        M::Sldt | M::Str => system::sldt_str,
+        M::Smsw => system::smsw,
+        M::Lmsw => system::lmsw,
+        M::Clts => system::clts,
+        M::Invlpg => system::invlpg,
+        M::Wbinvd | M::Invd | M::Wbnoinvd => system::cache_flush,
+        M::Rdtsc => system::rdtsc,
+        M::Rdtscp => system::rdtscp,
+        M::Rdpid => system::rdpid,
+        M::Swapgs => system::swapgs,
+        M::Cpuid => system::cpuid,
+        M::Rdmsr => system::rdmsr,
+        M::Wrmsr => system::wrmsr,
+        M::Hlt => system::hlt,
+        M::Rdfsbase | M::Rdgsbase | M::Wrfsbase | M::Wrgsbase => system::fsgsbase,
+        M::Lar | M::Lsl => segment::lar_lsl,
+        M::Verr | M::Verw => segment::verr_verw,
+        M::Arpl => segment::arpl,
+
+        M::Syscall => syscall::syscall,
+        M::Sysret | M::Sysretq => syscall::sysret,
+        M::Sysenter => syscall::sysenter,
+        M::Sysexit | M::Sysexitq => syscall::sysexit,
+
+        M::In => io::in_,
+        M::Out => io::out,
+        M::Insb | M::Insw | M::Insd => io::ins,
+        M::Outsb | M::Outsw | M::Outsd => io::outs,
+
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => segment::load_far_pointer,
+        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => alu::bcd,
+        _ => {
+            if is_fpu_or_simd(&op.i) {
+                raise_ud
+            } else {
+                unimplemented
+            }
+        }
+    };
+    if op.i.is_string_instruction() {
+        op.amask = crate::decode::addr_mask(&op.i);
+    }
+}
+
+fn is_near(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    )
+}
+
+/// x87, MMX, SSE and AVX instructions: the emulated CPU has no FPU, so these are #UD by
+/// definition rather than gaps in the emulator.
+fn is_fpu_or_simd(i: &iced_x86::Instruction) -> bool {
+    use iced_x86::{CpuidFeature as F, EncodingKind};
+    if i.encoding() != EncodingKind::Legacy {
+        // VEX/EVEX/XOP forms other than the BMI ones picked above.
+        return true;
+    }
+    i.cpuid_features().iter().any(|f| {
+        matches!(
+            f,
+            F::FPU
+                | F::FPU287
+                | F::FPU387
+                | F::MMX
+                | F::SSE
+                | F::SSE2
+                | F::SSE3
+                | F::SSSE3
+                | F::SSE4_1
+                | F::SSE4_2
+                | F::FXSR
+                | F::XSAVE
+        )
+    })
+}

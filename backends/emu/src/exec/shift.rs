@@ -1,0 +1,110 @@
+//! ROL ROR RCL RCR SHL/SAL SHR SAR, SHLD SHRD, and the BMI2 flagless shifts.
+
+use super::{rd, wr};
+use crate::arith::shift::{rorx, sarx, shift, shld as ashld, shlx, shrd as ashrd, shrx, ShiftOp};
+use crate::cpu::Cpu;
+use crate::decode::{Handler, Op};
+use crate::exception::Ex;
+use iced_x86::{Mnemonic, OpKind};
+use opsvisor_core::mmu::memory::GuestMemory;
+
+const ROL: u8 = 0;
+const ROR: u8 = 1;
+const RCL: u8 = 2;
+const RCR: u8 = 3;
+const SHL: u8 = 4;
+const SHR: u8 = 5;
+const SAR: u8 = 6;
+
+#[inline(always)]
+const fn op_of(k: u8) -> ShiftOp {
+    match k {
+        ROL => ShiftOp::Rol,
+        ROR => ShiftOp::Ror,
+        RCL => ShiftOp::Rcl,
+        RCR => ShiftOp::Rcr,
+        SHL => ShiftOp::Shl,
+        SHR => ShiftOp::Shr,
+        _ => ShiftOp::Sar,
+    }
+}
+
+/// The handler for shift/rotate `s`.
+pub fn pick(s: ShiftOp) -> Handler {
+    match s {
+        ShiftOp::Rol => sh::<ROL>,
+        ShiftOp::Ror => sh::<ROR>,
+        ShiftOp::Rcl => sh::<RCL>,
+        ShiftOp::Rcr => sh::<RCR>,
+        ShiftOp::Shl => sh::<SHL>,
+        ShiftOp::Shr => sh::<SHR>,
+        ShiftOp::Sar => sh::<SAR>,
+    }
+}
+
+/// The count operand (operand `n`): CL or an immediate (1 for the D0/D1 forms).
+#[inline(always)]
+fn count(c: &Cpu, op: &Op, n: u32) -> u8 {
+    if op.i.op_kind(n) == OpKind::Register {
+        c.gpr[1] as u8
+    } else {
+        op.imm as u8
+    }
+}
+
+/// A shift or rotate of r/m by CL or an immediate.
+pub fn sh<const K: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let n = count(c, op, 1);
+    if op.i.op_kind(0) == OpKind::Register {
+        let (r, f) = shift(op_of(K), size, c.get(op.r[0], size), n, c.rflags);
+        c.set(op.r[0], size, r);
+        c.rflags = f;
+        return Ok(());
+    }
+    let a = rd(c, mem, op, 0, size)?;
+    let (r, f) = shift(op_of(K), size, a, n, c.rflags);
+    wr(c, mem, op, 0, size, r)?;
+    c.rflags = f;
+    Ok(())
+}
+
+/// SHLD r/m, r, imm8/CL.
+pub fn shld(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    double(c, mem, op, ashld)
+}
+
+/// SHRD r/m, r, imm8/CL.
+pub fn shrd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    double(c, mem, op, ashrd)
+}
+
+fn double(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+    f: fn(u32, u64, u64, u8, u64) -> (u64, u64),
+) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let n = count(c, op, 2);
+    let d = rd(c, mem, op, 0, size)?;
+    let s = c.get(op.r[1], size);
+    let (r, fl) = f(size, d, s, n, c.rflags);
+    wr(c, mem, op, 0, size, r)?;
+    c.rflags = fl;
+    Ok(())
+}
+
+/// SARX SHLX SHRX RORX (no flags).
+pub fn bmi2_shift(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let size = u32::from(op.size);
+    let a = rd(c, mem, op, 1, size)?;
+    let r = match op.i.mnemonic() {
+        Mnemonic::Sarx => sarx(size, a, c.get(op.r[2], size)),
+        Mnemonic::Shlx => shlx(size, a, c.get(op.r[2], size)),
+        Mnemonic::Shrx => shrx(size, a, c.get(op.r[2], size)),
+        _ => rorx(size, a, op.imm as u8),
+    };
+    c.set(op.r[0], size, r);
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! System instructions: descriptor-table registers, control and debug registers, TLB and
+//! cache maintenance, time-stamp counter, SWAPGS, and the intercepted CPUID, RDMSR, WRMSR
+//! and HLT.
+
+use super::segment::{desc_to_seg, read_desc};
+use super::{ea, rd, wr};
+use crate::cpu::{cr0, cr4, efer, sr, Cpu, Intercept, InterceptKind};
+use crate::decode::Op;
+use crate::exception::{fault_ec, ud, Ex, GP, NP};
+use iced_x86::{Mnemonic, OpKind, Register};
+use opsvisor_core::exit::Exit;
+use opsvisor_core::mmu::memory::GuestMemory;
+use opsvisor_core::ops::Segment;
+
+/// Leave with an intercept exit: RIP stays at the instruction until the core completes it.
+pub fn intercept(c: &mut Cpu, op: &Op, kind: InterceptKind, exit: Exit) -> Result<(), Ex> {
+    c.intercept = Some(Intercept {
+        next_ip: op.next_ip,
+        kind,
+    });
+    Err(c.exit_with(exit))
+}
+
+/// LGDT / LIDT m.
+pub fn lgdt_lidt(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    if op.i.op_kind(0) != OpKind::Memory {
+        return Err(ud());
+    }
+    let a = ea(c, op);
+    let limit = c.rd(mem, op.seg, a, 2)? as u16;
+    let base_size = if c.long64() { 8 } else { 4 };
+    let mut base = c.rd(mem, op.seg, a.wrapping_add(2) & op.amask, base_size)?;
+    if !c.long64()
+        && matches!(
+            op.i.code(),
+            iced_x86::Code::Lgdt_m1632_16 | iced_x86::Code::Lidt_m1632_16
+        )
+    {
+        base &= 0x00ff_ffff;
+    }
+    let t = opsvisor_core::ops::DescriptorTable { base, limit };
+    if op.i.mnemonic() == Mnemonic::Lgdt {
+        c.gdtr = t;
+    } else {
+        c.idtr = t;
+    }
+    Ok(())
+}
+
+/// SGDT / SIDT m.
+pub fn sgdt_sidt(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if op.i.op_kind(0) != OpKind::Memory {
+        return Err(ud());
+    }
+    if c.cr4 & cr4::UMIP != 0 && c.cpl > 0 {
+        return Err(GP(0));
+    }
+    let t = if op.i.mnemonic() == Mnemonic::Sgdt {
+        c.gdtr
+    } else {
+        c.idtr
+    };
+    let a = ea(c, op);
+    let base_size = if c.long64() { 8 } else { 4 };
+    c.wr(mem, op.seg, a, 2, u64::from(t.limit))?;
+    c.wr(mem, op.seg, a.wrapping_add(2) & op.amask, base_size, t.base)
+}
+
+/// LLDT / LTR r/m16.
+pub fn lldt_ltr(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if !c.protected() {
+        return Err(ud());
+    }
+    c.require_cpl0()?;
+    let sel = rd(c, mem, op, 0, 2)? as u16;
+    let ltr = op.i.mnemonic() == Mnemonic::Ltr;
+    if sel & !3 == 0 {
+        if ltr {
+            return Err(GP(0));
+        }
+        c.seg[sr::LDTR as usize] = super::segment::null_seg(sel);
+        return Ok(());
+    }
+    if sel & 4 != 0 {
+        return Err(GP(u32::from(sel & !3)));
+    }
+    let raw = read_desc(c, mem, sel)?;
+    let mut seg = desc_to_seg(sel, raw);
+    let ty = seg.attr & 0x1f;
+    let ok = if ltr {
+        ty == 0x09 || ty == 0x01
+    } else {
+        ty == 0x02
+    };
+    if !ok {
+        return Err(GP(u32::from(sel & !3)));
+    }
+    if seg.attr & Segment::P == 0 {
+        return Err(fault_ec(NP, u32::from(sel & !3)));
+    }
+    if c.lma() {
+        let hi = c.rd_sys(mem, c.gdtr.base.wrapping_add(u64::from(sel & !7) + 8), 8)?;
+        seg.base |= (hi & 0xffff_ffff) << 32;
+    }
+    if ltr {
+        // Mark the TSS busy in the GDT, as the processor does.
+        let a = c.gdtr.base.wrapping_add(u64::from(sel & !7) + 5);
+        c.wr_sys(mem, a, 1, (raw >> 40) | 2)?;
+        seg.attr |= 2;
+        c.seg[sr::TR as usize] = seg;
+    } else {
+        c.seg[sr::LDTR as usize] = seg;
+    }
+    Ok(())
+}
+
+/// SLDT / STR r/m.
+pub fn sldt_str(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if !c.protected() {
+        return Err(ud());
+    }
+    if c.cr4 & cr4::UMIP != 0 && c.cpl > 0 {
+        return Err(GP(0));
+    }
+    let s = if op.i.mnemonic() == Mnemonic::Sldt {
+        sr::LDTR
+    } else {
+        sr::TR
+    };
+    let v = u64::from(c.seg[usize::from(s)].selector);
+    let size = if op.i.op_kind(0) == OpKind::Memory {
+        2
+    } else {
+        u32::from(op.size)
+    };
+    wr(c, mem, op, 0, size, v)
+}
+
+/// SMSW r/m.
+pub fn smsw(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if c.cr4 & cr4::UMIP != 0 && c.cpl > 0 {
+        return Err(GP(0));
+    }
+    let size = if op.i.op_kind(0) == OpKind::Memory {
+        2
+    } else {
+        u32::from(op.size)
+    };
+    wr(c, mem, op, 0, size, c.cr0)
+}
+
+/// LMSW r/m16: loads PE MP EM TS; cannot clear PE.
+pub fn lmsw(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    let v = rd(c, mem, op, 0, 2)?;
+    let m = cr0::MP | cr0::EM | cr0::TS;
+    let new = (c.cr0 & !m) | (v & m) | (v & cr0::PE) | (c.cr0 & cr0::PE);
+    write_cr0(c, new)
+}
+
+/// CLTS.
+pub fn clts(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    c.cr0 &= !cr0::TS;
+    Ok(())
+}
+
+/// Write CR0 with the architectural checks and the mode changes it implies.
+pub fn write_cr0(c: &mut Cpu, v: u64) -> Result<(), Ex> {
+    if v >> 32 != 0
+        || (v & cr0::PG != 0 && v & cr0::PE == 0)
+        || (v & cr0::NW != 0 && v & cr0::CD == 0)
+    {
+        return Err(GP(0));
+    }
+    let turning_on = v & cr0::PG != 0 && c.cr0 & cr0::PG == 0;
+    let turning_off = v & cr0::PG == 0 && c.cr0 & cr0::PG != 0;
+    if turning_on && c.efer & efer::LME != 0 && c.cr4 & cr4::PAE == 0 {
+        return Err(GP(0));
+    }
+    if turning_off && c.long64() {
+        return Err(GP(0));
+    }
+    let changed = c.cr0 ^ v;
+    c.cr0 = v | cr0::ET;
+    if turning_on && c.efer & efer::LME != 0 {
+        c.efer |= efer::LMA;
+    }
+    if turning_off {
+        c.efer &= !efer::LMA;
+    }
+    if changed & (cr0::PG | cr0::WP | cr0::PE) != 0 {
+        c.tlb.flush(true);
+    }
+    c.update_mode();
+    Ok(())
+}
+
+/// Write CR4 with the reserved-bit and long-mode checks.
+pub fn write_cr4(c: &mut Cpu, v: u64) -> Result<(), Ex> {
+    if v & !cr4::ALLOWED != 0 || (c.lma() && v & cr4::PAE == 0) {
+        return Err(GP(0));
+    }
+    let changed = c.cr4 ^ v;
+    c.cr4 = v;
+    if changed & cr4::PAGING != 0 {
+        c.tlb.flush(true);
+        c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    }
+    c.brk = true;
+    Ok(())
+}
+
+/// Write CR3 (flushes non-global translations).
+pub fn write_cr3(c: &mut Cpu, v: u64) -> Result<(), Ex> {
+    let v = if c.lma() {
+        v & 0x000f_ffff_ffff_ffff
+    } else {
+        v & 0xffff_ffff
+    };
+    c.cr3 = v;
+    c.tlb.flush(false);
+    c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    c.brk = true;
+    Ok(())
+}
+
+/// MOV to/from CR0/2/3/4/8 and DR0-7.
+pub fn mov_cr_dr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    let r0 = op.i.op_register(0);
+    let r1 = op.i.op_register(1);
+    let size = if c.long64() { 8 } else { 4 };
+    if r0.is_cr() || r0.is_dr() {
+        let v = c.get(op.r[1], size);
+        match r0 {
+            Register::CR0 => write_cr0(c, v)?,
+            Register::CR2 => c.cr2 = v,
+            Register::CR3 => write_cr3(c, v)?,
+            Register::CR4 => write_cr4(c, v)?,
+            Register::CR8 => {
+                if v > 15 {
+                    return Err(GP(0));
+                }
+                c.cr8 = v;
+            }
+            r if r.is_dr() => {
+                let n = dr_index(c, r)?;
+                if n >= 6 && v >> 32 != 0 {
+                    return Err(GP(0));
+                }
+                c.dr[n] = v;
+            }
+            _ => return Err(ud()),
+        }
+    } else {
+        let v = match r1 {
+            Register::CR0 => c.cr0,
+            Register::CR2 => c.cr2,
+            Register::CR3 => c.cr3,
+            Register::CR4 => c.cr4,
+            Register::CR8 => c.cr8,
+            r if r.is_dr() => {
+                let n = dr_index(c, r)?;
+                c.dr[n]
+            }
+            _ => return Err(ud()),
+        };
+        c.set(op.r[0], size, v);
+    }
+    Ok(())
+}
+
+fn dr_index(c: &Cpu, r: Register) -> Result<usize, Ex> {
+    let n = (r as u32 - Register::DR0 as u32) as usize;
+    match n {
+        0..=3 | 6 | 7 => Ok(n),
+        4 | 5 if c.cr4 & cr4::DE == 0 => Ok(n + 2),
+        _ => Err(ud()),
+    }
+}
+
+/// INVLPG m.
+pub fn invlpg(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    let a = ea(c, op);
+    let la = c.linear(op.seg, a, 1, false).unwrap_or(a);
+    c.tlb.flush_page(la);
+    c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    c.brk = true;
+    Ok(())
+}
+
+/// WBINVD / INVD / WBNOINVD: privileged no-ops (no cache to flush).
+pub fn cache_flush(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
+    c.require_cpl0()
+}
+
+/// RDTSC: the guest TSC, one tick per retired instruction since the core's last sync.
+pub fn rdtsc(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
+    if c.cr4 & cr4::TSD != 0 && c.cpl > 0 && c.protected() {
+        return Err(GP(0));
+    }
+    let t = c.tsc();
+    c.set(0, 4, t);
+    c.set(2, 4, t >> 32);
+    Ok(())
+}
+
+/// RDTSCP: RDTSC plus TSC_AUX in ECX.
+pub fn rdtscp(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    rdtsc(c, mem, op)?;
+    c.set(1, 4, c.tsc_aux);
+    Ok(())
+}
+
+/// RDPID r.
+pub fn rdpid(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.set(op.r[0], 8, c.tsc_aux & 0xffff_ffff);
+    Ok(())
+}
+
+/// SWAPGS (64-bit mode, CPL 0).
+pub fn swapgs(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
+    if !c.long64() {
+        return Err(ud());
+    }
+    c.require_cpl0()?;
+    core::mem::swap(&mut c.seg[sr::GS as usize].base, &mut c.kernel_gs_base);
+    Ok(())
+}
+
+/// RDFSBASE RDGSBASE WRFSBASE WRGSBASE (need CR4.FSGSBASE and 64-bit mode).
+pub fn fsgsbase(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if !c.long64() || c.cr4 & cr4::FSGSBASE == 0 {
+        return Err(ud());
+    }
+    let size = u32::from(op.size);
+    let (s, write) = match op.i.mnemonic() {
+        Mnemonic::Rdfsbase => (sr::FS, false),
+        Mnemonic::Rdgsbase => (sr::GS, false),
+        Mnemonic::Wrfsbase => (sr::FS, true),
+        _ => (sr::GS, true),
+    };
+    if write {
+        let v = c.get(op.r[0], size);
+        if ((v as i64) << 16 >> 16) as u64 != v {
+            return Err(GP(0));
+        }
+        c.seg[usize::from(s)].base = v;
+    } else {
+        let v = c.seg[usize::from(s)].base;
+        c.set(op.r[0], size, v);
+    }
+    Ok(())
+}
+
+/// CPUID: an exit; the core fills EAX..EDX and skips.
+pub fn cpuid(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    intercept(c, op, InterceptKind::Plain, Exit::Cpuid)
+}
+
+/// RDMSR: #GP at CPL > 0, else an exit.
+pub fn rdmsr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    let index = c.gpr[1] as u32;
+    intercept(c, op, InterceptKind::Plain, Exit::Rdmsr { index })
+}
+
+/// WRMSR: #GP at CPL > 0, else an exit.
+pub fn wrmsr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    let index = c.gpr[1] as u32;
+    let value = (c.gpr[0] & 0xffff_ffff) | (c.gpr[2] << 32);
+    intercept(c, op, InterceptKind::Plain, Exit::Wrmsr { index, value })
+}
+
+/// HLT: #GP at CPL > 0, else an exit.
+pub fn hlt(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.require_cpl0()?;
+    intercept(c, op, InterceptKind::Plain, Exit::Hlt)
+}

@@ -1,0 +1,623 @@
+//! Guest memory as the instructions see it: segmentation, paging through the core's walker,
+//! a software TLB with host pointers for RAM pages, MMIO replay, and the self-modifying-code
+//! check on stores to pages that hold decoded instructions.
+
+use crate::cpu::{cr0, cr4, sr, Cpu, MmioRead};
+use crate::exception::{fault_ec, Ex, GP, PF, SS};
+use alloc::vec::Vec;
+use opsvisor_core::exit::{Direction, Exit};
+use opsvisor_core::mmu::memory::GuestMemory;
+use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
+use opsvisor_core::ops::Segment;
+
+/// TLB entries per privilege class (direct-mapped).
+pub const TLB_SIZE: usize = 256;
+const INVALID: u64 = u64::MAX;
+
+/// One cached translation of a 4 KiB linear page.
+#[derive(Clone, Copy, Debug)]
+pub struct TlbEntry {
+    /// Linear page number if reads may use `host`.
+    pub rtag: u64,
+    /// Linear page number if writes may use `host` (writable, dirty, RAM, no code on it).
+    pub wtag: u64,
+    /// Linear page number if instruction fetch is allowed (then `gpa` is valid).
+    pub xtag: u64,
+    /// The linear page number the other fields describe.
+    pub vpn: u64,
+    /// Guest-physical page address.
+    pub gpa: u64,
+    /// Host address of the page (0 when not RAM).
+    pub host: usize,
+    /// The final paging entry was global.
+    pub global: bool,
+}
+
+const EMPTY: TlbEntry = TlbEntry {
+    rtag: INVALID,
+    wtag: INVALID,
+    xtag: INVALID,
+    vpn: INVALID,
+    gpa: 0,
+    host: 0,
+    global: false,
+};
+
+/// Two direct-mapped TLBs: supervisor (0) and user (1) accesses.
+pub struct Tlb {
+    /// The entries, by privilege class.
+    pub e: [[TlbEntry; TLB_SIZE]; 2],
+    /// The class of ordinary accesses at the current CPL.
+    pub sel: usize,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tlb {
+    /// An empty TLB.
+    pub fn new() -> Tlb {
+        Tlb {
+            e: [[EMPTY; TLB_SIZE]; 2],
+            sel: 0,
+        }
+    }
+
+    /// Drop every translation (`global` too when asked).
+    pub fn flush(&mut self, global: bool) {
+        for set in &mut self.e {
+            for e in set.iter_mut() {
+                if global || !e.global {
+                    *e = EMPTY;
+                }
+            }
+        }
+    }
+
+    /// Drop the translations of one linear page.
+    pub fn flush_page(&mut self, la: u64) {
+        let vpn = la >> 12;
+        for set in &mut self.e {
+            let e = &mut set[(vpn as usize) & (TLB_SIZE - 1)];
+            if e.vpn == vpn {
+                *e = EMPTY;
+            }
+        }
+    }
+
+    /// Stop fast writes to guest-physical page `gpa_page` (it now holds code).
+    pub fn protect_code_page(&mut self, gpa_page: u64) {
+        for set in &mut self.e {
+            for e in set.iter_mut() {
+                if e.gpa == gpa_page {
+                    e.wtag = INVALID;
+                }
+            }
+        }
+    }
+}
+
+/// The host memory behind guest RAM during one run: (gpa, len, host address) per region.
+#[derive(Default, Debug)]
+pub struct RamMap {
+    regions: Vec<(u64, u64, usize)>,
+}
+
+impl RamMap {
+    /// Refresh from `mem`; returns true if anything moved (cached host addresses are then
+    /// stale and the TLB must be flushed).
+    pub fn refresh(&mut self, mem: &mut GuestMemory) -> bool {
+        let n = mem.regions().len();
+        let mut changed = n != self.regions.len();
+        if !changed {
+            for (i, r) in mem.regions().iter().enumerate() {
+                let cur = (r.gpa(), r.size(), r.bytes().as_ptr() as usize);
+                if self.regions.get(i) != Some(&cur) {
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if changed {
+            self.regions.clear();
+            let bounds: Vec<(u64, u64)> =
+                mem.regions().iter().map(|r| (r.gpa(), r.size())).collect();
+            for (gpa, size) in bounds {
+                if let Some(s) = mem.slice_mut(gpa, size) {
+                    self.regions.push((gpa, size, s.as_mut_ptr() as usize));
+                }
+            }
+        }
+        changed
+    }
+
+    /// Host address of the guest-physical page `gpa_page`, if it is RAM.
+    pub fn host_page(&self, gpa_page: u64) -> Option<usize> {
+        self.regions.iter().find_map(|&(g, len, host)| {
+            let off = gpa_page.wrapping_sub(g);
+            (gpa_page >= g && off < len && len - off >= 4096).then(|| host + off as usize)
+        })
+    }
+
+    /// One past the highest RAM address.
+    pub fn end(&self) -> u64 {
+        self.regions.iter().map(|r| r.0 + r.1).max().unwrap_or(0)
+    }
+}
+
+/// Read `size` bytes at host address `p`.
+///
+/// # Safety
+/// `p..p+size` must lie inside a live guest RAM region (a TLB entry's page, with the offset
+/// checked against the page end).
+#[inline(always)]
+unsafe fn host_read(p: usize, size: u32) -> u64 {
+    let p = p as *const u8;
+    // SAFETY: the caller guarantees p..p+size is readable guest RAM; unaligned reads are
+    // allowed by read_unaligned.
+    unsafe {
+        match size {
+            1 => u64::from(*p),
+            2 => u64::from(core::ptr::read_unaligned(p as *const u16)),
+            4 => u64::from(core::ptr::read_unaligned(p as *const u32)),
+            _ => core::ptr::read_unaligned(p as *const u64),
+        }
+    }
+}
+
+/// Write `size` bytes at host address `p`.
+///
+/// # Safety
+/// As for [`host_read`], and no reference to those bytes may be alive.
+#[inline(always)]
+unsafe fn host_write(p: usize, size: u32, v: u64) {
+    let p = p as *mut u8;
+    // SAFETY: the caller guarantees p..p+size is writable guest RAM with no live reference.
+    unsafe {
+        match size {
+            1 => *p = v as u8,
+            2 => core::ptr::write_unaligned(p as *mut u16, v as u16),
+            4 => core::ptr::write_unaligned(p as *mut u32, v as u32),
+            _ => core::ptr::write_unaligned(p as *mut u64, v),
+        }
+    }
+}
+
+/// The kind of access for translation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// Data read.
+    Read,
+    /// Data write.
+    Write,
+    /// Instruction fetch.
+    Fetch,
+}
+
+fn canonical(la: u64) -> bool {
+    ((la as i64) << 16 >> 16) as u64 == la
+}
+
+impl Cpu {
+    /// Segment-relative offset `ea` of an access of `size` bytes through segment `seg` to a
+    /// linear address, with the checks protected mode makes.
+    #[inline(always)]
+    pub fn linear(&self, seg: u8, ea: u64, size: u32, write: bool) -> Result<u64, Ex> {
+        if self.bits == 64 {
+            return Ok(if seg >= sr::FS {
+                ea.wrapping_add(self.seg[usize::from(seg & 7)].base)
+            } else {
+                ea
+            });
+        }
+        self.linear_legacy(seg, ea, size, write)
+    }
+
+    fn linear_legacy(&self, seg: u8, ea: u64, size: u32, write: bool) -> Result<u64, Ex> {
+        let s = &self.seg[usize::from(seg & 7)];
+        let flt = || {
+            if seg == sr::SS {
+                fault_ec(SS, 0)
+            } else {
+                GP(0)
+            }
+        };
+        if self.protected() {
+            if s.attr & Segment::UNUSABLE != 0 {
+                return Err(flt());
+            }
+            let ty = s.attr & 0xf;
+            let code = ty & 8 != 0;
+            if write && (code || ty & 2 == 0) {
+                return Err(flt());
+            }
+            if !write && code && ty & 2 == 0 && seg != sr::CS {
+                return Err(flt());
+            }
+            let last = ea.wrapping_add(u64::from(size) - 1);
+            if !code && ty & 4 != 0 {
+                // Expand-down: valid offsets are above the limit.
+                let upper = if s.attr & Segment::DB != 0 {
+                    0xffff_ffff
+                } else {
+                    0xffff
+                };
+                if ea <= u64::from(s.limit) || last > upper {
+                    return Err(flt());
+                }
+            } else if s.limit != u32::MAX && (last > u64::from(s.limit) || last < ea) {
+                return Err(flt());
+            }
+        }
+        Ok(s.base.wrapping_add(ea) & 0xffff_ffff)
+    }
+
+    /// Translate linear `la` for `kind` in privilege class `sel`, filling the TLB.
+    /// Returns the guest-physical address.
+    pub fn translate(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        kind: Kind,
+        sel: usize,
+    ) -> Result<u64, Ex> {
+        let (gpa, global) = if self.cr0 & cr0::PG == 0 {
+            (la & 0xffff_ffff, false)
+        } else {
+            if self.lma() && !canonical(la) {
+                return Err(GP(0));
+            }
+            let regs = PagingRegs {
+                cr0: self.cr0,
+                cr3: self.cr3,
+                cr4: self.cr4,
+                efer: self.efer,
+            };
+            let access = Access {
+                write: kind == Kind::Write,
+                user: sel == 1,
+                fetch: kind == Kind::Fetch,
+            };
+            match walk(mem, &regs, la, access) {
+                Ok(t) => (t.gpa, t.global && self.cr4 & cr4::PGE != 0),
+                Err(pf) => {
+                    self.cr2 = la;
+                    return Err(fault_ec(PF, pf.error_code));
+                }
+            }
+        };
+        let vpn = la >> 12;
+        let gpa_page = gpa & !0xfff;
+        let host = self.ram.host_page(gpa_page);
+        let has_code = self.page_has_code(gpa_page);
+        let e = &mut self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
+        if e.vpn != vpn || e.gpa != gpa_page {
+            *e = EMPTY;
+            e.vpn = vpn;
+            e.gpa = gpa_page;
+        }
+        e.global = global;
+        e.host = host.unwrap_or(0);
+        match kind {
+            Kind::Fetch => e.xtag = vpn,
+            Kind::Read => {
+                if host.is_some() {
+                    e.rtag = vpn;
+                }
+            }
+            Kind::Write => {
+                if host.is_some() {
+                    e.rtag = vpn;
+                    if !has_code {
+                        e.wtag = vpn;
+                    }
+                }
+            }
+        }
+        Ok(gpa)
+    }
+
+    /// Whether guest-physical page `gpa_page` holds decoded instructions.
+    #[inline]
+    pub fn page_has_code(&self, gpa_page: u64) -> bool {
+        match self.code_chunks.get((gpa_page >> 12) as usize) {
+            Some(&m) => m != 0,
+            // Pages beyond the tracked range never hold cached code.
+            None => false,
+        }
+    }
+
+    /// Read `size` (1, 2, 4, 8) bytes at linear `la` in privilege class `sel`.
+    #[inline(always)]
+    pub fn read_lin(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        size: u32,
+        sel: usize,
+    ) -> Result<u64, Ex> {
+        let vpn = la >> 12;
+        let off = (la & 0xfff) as usize;
+        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
+        if e.rtag == vpn && off + size as usize <= 4096 {
+            // SAFETY: rtag == vpn means `host` is the start of a 4 KiB RAM page of the
+            // current run's memory map, and off + size stays inside it.
+            return Ok(unsafe { host_read(e.host + off, size) });
+        }
+        self.read_slow(mem, la, size, sel)
+    }
+
+    #[inline(never)]
+    fn read_slow(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        size: u32,
+        sel: usize,
+    ) -> Result<u64, Ex> {
+        let off = la & 0xfff;
+        if off + u64::from(size) > 4096 {
+            // Split across two pages: translate both before reading either.
+            let first = 4096 - off;
+            let g1 = self.translate(mem, la, Kind::Read, sel)?;
+            let la2 = self.wrap_la(la.wrapping_add(first));
+            let g2 = self.translate(mem, la2, Kind::Read, sel)?;
+            let mut v = 0u64;
+            for i in 0..u64::from(size) {
+                let g = if i < first { g1 + i } else { g2 + (i - first) };
+                let Ok(b) = mem.read_u8(g) else {
+                    return Err(self.fail());
+                };
+                v |= u64::from(b) << (8 * i);
+            }
+            return Ok(v);
+        }
+        let gpa = self.translate(mem, la, Kind::Read, sel)?;
+        self.read_phys(mem, gpa, size)
+    }
+
+    /// Wrap a linear address to the width of the current mode.
+    #[inline]
+    pub fn wrap_la(&self, la: u64) -> u64 {
+        if self.lma() {
+            la
+        } else {
+            la & 0xffff_ffff
+        }
+    }
+
+    /// Read guest-physical memory; outside RAM this is an MMIO read (replayed or exited).
+    pub fn read_phys(&mut self, mem: &GuestMemory, gpa: u64, size: u32) -> Result<u64, Ex> {
+        if let Some(s) = mem.slice(gpa, u64::from(size)) {
+            let mut b = [0u8; 8];
+            b[..s.len()].copy_from_slice(s);
+            return Ok(u64::from_le_bytes(b));
+        }
+        self.mmio_read(gpa, size)
+    }
+
+    fn mmio_read(&mut self, gpa: u64, size: u32) -> Result<u64, Ex> {
+        let m = &mut self.mmio;
+        let pos = usize::from(m.pos);
+        if pos < usize::from(m.len) {
+            let r = m.log[pos];
+            if r.gpa == gpa && u32::from(r.size) == size {
+                m.pos += 1;
+                // The log is cleared when this instruction retires.
+                self.brk = true;
+                return Ok(r.value);
+            }
+        }
+        if usize::from(m.len) >= m.log.len() {
+            return Err(self.fail());
+        }
+        m.want = Some((gpa, size as u8));
+        Err(self.exit_with(Exit::Mmio {
+            gpa,
+            size: size as u8,
+            direction: Direction::Read,
+            data: 0,
+        }))
+    }
+
+    /// Record the value of the MMIO read the last exit asked for.
+    pub fn mmio_complete_read(&mut self, value: u64) {
+        if let Some((gpa, size)) = self.mmio.want.take() {
+            let m = &mut self.mmio;
+            if usize::from(m.len) < m.log.len() {
+                m.log[usize::from(m.len)] = MmioRead { gpa, size, value };
+                m.len += 1;
+            }
+        }
+    }
+
+    /// Write `size` bytes of `v` at linear `la` in privilege class `sel`.
+    #[inline(always)]
+    pub fn write_lin(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        size: u32,
+        v: u64,
+        sel: usize,
+    ) -> Result<(), Ex> {
+        let vpn = la >> 12;
+        let off = (la & 0xfff) as usize;
+        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
+        if e.wtag == vpn && off + size as usize <= 4096 {
+            // SAFETY: wtag == vpn means `host` is a writable 4 KiB RAM page of the current
+            // run's memory map holding no cached code; off + size stays inside it.
+            unsafe { host_write(e.host + off, size, v) };
+            return Ok(());
+        }
+        self.write_slow(mem, la, size, v, sel)
+    }
+
+    #[inline(never)]
+    fn write_slow(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        size: u32,
+        v: u64,
+        sel: usize,
+    ) -> Result<(), Ex> {
+        let off = la & 0xfff;
+        if off + u64::from(size) > 4096 {
+            let first = 4096 - off;
+            let g1 = self.translate(mem, la, Kind::Write, sel)?;
+            let la2 = self.wrap_la(la.wrapping_add(first));
+            let g2 = self.translate(mem, la2, Kind::Write, sel)?;
+            if !mem.is_ram(g1, first) || !mem.is_ram(g2, u64::from(size) - first) {
+                return Err(self.fail());
+            }
+            self.note_code_write(g1, first as u32);
+            self.note_code_write(g2, size - first as u32);
+            for i in 0..u64::from(size) {
+                let g = if i < first { g1 + i } else { g2 + (i - first) };
+                if mem.write_u8(g, (v >> (8 * i)) as u8).is_err() {
+                    return Err(self.fail());
+                }
+            }
+            return Ok(());
+        }
+        let gpa = self.translate(mem, la, Kind::Write, sel)?;
+        self.write_phys(mem, gpa, size, v)
+    }
+
+    /// Write guest-physical memory; outside RAM this records the instruction's MMIO store.
+    pub fn write_phys(
+        &mut self,
+        mem: &mut GuestMemory,
+        gpa: u64,
+        size: u32,
+        v: u64,
+    ) -> Result<(), Ex> {
+        let bytes = v.to_le_bytes();
+        if let Some(s) = mem.slice_mut(gpa, u64::from(size)) {
+            s.copy_from_slice(&bytes[..size as usize]);
+            self.note_code_write(gpa, size);
+            return Ok(());
+        }
+        if self.mmio.write.is_some() {
+            // Two MMIO stores in one instruction cannot be reported as one exit.
+            return Err(self.fail());
+        }
+        self.mmio.write = Some((gpa, size as u8, v & crate::arith::flags::mask(size)));
+        self.brk = true;
+        Ok(())
+    }
+
+    /// A store hit guest-physical `gpa..gpa+size`: if it overlaps decoded code, schedule
+    /// that page's blocks for invalidation and end the current block.
+    #[inline]
+    fn note_code_write(&mut self, gpa: u64, size: u32) {
+        let page = gpa >> 12;
+        let Some(&chunks) = self.code_chunks.get(page as usize) else {
+            return;
+        };
+        if chunks == 0 {
+            return;
+        }
+        let off = gpa & 0xfff;
+        let last = (off + u64::from(size) - 1).min(0xfff);
+        let first_chunk = off >> 7;
+        let last_chunk = last >> 7;
+        let span = ((1u64 << (last_chunk - first_chunk + 1)) - 1) << first_chunk;
+        if u64::from(chunks) & span != 0 {
+            self.smc_pages.push(page);
+            self.brk = true;
+        }
+    }
+
+    // ---- segment-relative accesses at the current privilege ----
+
+    /// Read `size` bytes at `seg:ea`.
+    #[inline(always)]
+    pub fn rd(&mut self, mem: &mut GuestMemory, seg: u8, ea: u64, size: u32) -> Result<u64, Ex> {
+        let la = self.linear(seg, ea, size, false)?;
+        self.read_lin(mem, la, size, self.tlb.sel)
+    }
+
+    /// Write `size` bytes at `seg:ea`.
+    #[inline(always)]
+    pub fn wr(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+        v: u64,
+    ) -> Result<(), Ex> {
+        let la = self.linear(seg, ea, size, true)?;
+        self.write_lin(mem, la, size, v, self.tlb.sel)
+    }
+
+    /// Check that `seg:ea` can be written (for instructions that must fault before side
+    /// effects) and return its guest-physical address.
+    pub fn probe_write(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+    ) -> Result<u64, Ex> {
+        let la = self.linear(seg, ea, size, true)?;
+        let sel = self.tlb.sel;
+        self.translate(mem, la, Kind::Write, sel)
+    }
+
+    /// Supervisor (implicit) read of linear memory: descriptor tables, the TSS.
+    pub fn rd_sys(&mut self, mem: &mut GuestMemory, la: u64, size: u32) -> Result<u64, Ex> {
+        let la = self.wrap_la(la);
+        self.read_lin(mem, la, size, 0)
+    }
+
+    /// Supervisor (implicit) write of linear memory.
+    pub fn wr_sys(&mut self, mem: &mut GuestMemory, la: u64, size: u32, v: u64) -> Result<(), Ex> {
+        let la = self.wrap_la(la);
+        self.write_lin(mem, la, size, v, 0)
+    }
+
+    /// Push `size` bytes.
+    #[inline(always)]
+    pub fn push(&mut self, mem: &mut GuestMemory, v: u64, size: u32) -> Result<(), Ex> {
+        let m = self.stack_mask();
+        let rsp = self.gpr[4].wrapping_sub(u64::from(size)) & m;
+        self.wr(mem, sr::SS, rsp, size, v)?;
+        self.gpr[4] = (self.gpr[4] & !m) | rsp;
+        Ok(())
+    }
+
+    /// Pop `size` bytes.
+    #[inline(always)]
+    pub fn pop(&mut self, mem: &mut GuestMemory, size: u32) -> Result<u64, Ex> {
+        let m = self.stack_mask();
+        let rsp = self.gpr[4] & m;
+        let v = self.rd(mem, sr::SS, rsp, size)?;
+        self.gpr[4] = (self.gpr[4] & !m) | (rsp.wrapping_add(u64::from(size)) & m);
+        Ok(v)
+    }
+
+    /// Read the value `n` stack slots of `size` above RSP without popping.
+    pub fn peek(&mut self, mem: &mut GuestMemory, n: u64, size: u32) -> Result<u64, Ex> {
+        let m = self.stack_mask();
+        let rsp = self.gpr[4].wrapping_add(n * u64::from(size)) & m;
+        self.rd(mem, sr::SS, rsp, size)
+    }
+
+    /// Guest-physical address of the instruction at linear `la` (for decoding).
+    #[inline(always)]
+    pub fn fetch_gpa(&mut self, mem: &mut GuestMemory, la: u64) -> Result<u64, Ex> {
+        let vpn = la >> 12;
+        let sel = self.tlb.sel;
+        let e = &self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
+        if e.xtag == vpn {
+            return Ok(e.gpa | (la & 0xfff));
+        }
+        self.translate(mem, la, Kind::Fetch, sel)
+    }
+}

@@ -1,0 +1,882 @@
+//! Whole-CPU tests: small programs assembled with iced-x86's `CodeAssembler`, run on an
+//! [`EmuVcpu`] with a minimal stand-in for the core's run loop.
+
+extern crate std;
+
+use crate::arith::flags::{CF, IF, OF, PF, SF, ZF};
+use crate::EmuVcpu;
+use iced_x86::code_asm::*;
+use iced_x86::BlockEncoderOptions;
+use opsvisor_core::exit::{Direction, Exit};
+use opsvisor_core::mmu::memory::GuestMemory;
+use opsvisor_core::ops::{DescriptorTable, Event, Gpr, RunLimit, SegReg, Segment, X86Ops};
+use std::collections::HashMap;
+use std::vec::Vec;
+
+const PML4: u64 = 0x1000;
+const GDT: u64 = 0x500;
+const IDT: u64 = 0x4000;
+const TSS: u64 = 0x6000;
+const KSTACK: u64 = 0x9000;
+const CODE: u64 = 0x10000;
+/// xAPIC page: not RAM in the test machine (RAM ends at 4 MiB), so accesses are MMIO.
+const APIC: u64 = 0xfee0_0000;
+
+/// The stand-in core: what the tests' guests may exit for.
+struct Harness {
+    vcpu: EmuVcpu,
+    mem: GuestMemory,
+    /// Bytes written to port 0x3f8.
+    out: Vec<u8>,
+    /// Port reads answer from here (then 0).
+    input: Vec<u8>,
+    /// The fake MMIO device: register values by address.
+    mmio: HashMap<u64, u64>,
+    /// Every exit seen, in order.
+    exits: Vec<Exit>,
+    labels: HashMap<&'static str, u64>,
+}
+
+fn asm64() -> CodeAssembler {
+    CodeAssembler::new(64).unwrap()
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            vcpu: EmuVcpu::new(),
+            mem: GuestMemory::with_ram(4 << 20).unwrap(),
+            out: Vec::new(),
+            input: Vec::new(),
+            mmio: HashMap::new(),
+            exits: Vec::new(),
+            labels: HashMap::new(),
+        }
+    }
+
+    /// Assemble `a` at `at` into guest memory; record the named labels' addresses.
+    fn load(&mut self, a: &mut CodeAssembler, at: u64, labels: &[(&'static str, CodeLabel)]) {
+        let r = a
+            .assemble_options(at, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+            .unwrap();
+        self.mem.write(at, r.inner.code_buffer.as_slice()).unwrap();
+        for (name, l) in labels {
+            self.labels.insert(name, r.label_ip(l).unwrap());
+        }
+    }
+
+    fn label(&self, name: &str) -> u64 {
+        self.labels[name]
+    }
+
+    /// A 64-bit kernel environment: identity map of 1 GiB with 2 MiB user pages, GDT, TSS
+    /// with RSP0, empty IDT, CPL 0, RIP at `CODE`.
+    fn long_mode(&mut self) {
+        let m = &mut self.mem;
+        m.write_u64(PML4, 0x2000 | 7).unwrap();
+        m.write_u64(0x2000, 0x3000 | 7).unwrap();
+        // The xAPIC's 2 MiB page (not RAM: MMIO).
+        m.write_u64(0x2000 + 3 * 8, 0x5000 | 7).unwrap();
+        m.write_u64(
+            0x5000 + ((APIC >> 21) & 511) * 8,
+            (APIC & !0x1f_ffff) | 0x83,
+        )
+        .unwrap();
+        for i in 0..512u64 {
+            m.write_u64(0x3000 + i * 8, (i << 21) | 0x87).unwrap();
+        }
+        let gdt: [u64; 6] = [
+            0,
+            0x00af_9b00_0000_ffff, // 0x08 kernel code 64
+            0x00cf_9300_0000_ffff, // 0x10 kernel data
+            0x00cf_fb00_0000_ffff, // 0x18 user code 32
+            0x00cf_f300_0000_ffff, // 0x20 user data
+            0x00af_fb00_0000_ffff, // 0x28 user code 64
+        ];
+        for (i, d) in gdt.iter().enumerate() {
+            m.write_u64(GDT + 8 * i as u64, *d).unwrap();
+        }
+        // 0x30: 64-bit TSS descriptor.
+        let tss_lo = 0x67 | ((TSS & 0xff_ffff) << 16) | (0x89u64 << 40) | ((TSS >> 24) << 56);
+        m.write_u64(GDT + 0x30, tss_lo).unwrap();
+        m.write_u64(GDT + 0x38, 0).unwrap();
+        m.write_u64(TSS + 4, KSTACK).unwrap();
+        let v = &mut self.vcpu;
+        v.set_gdt(DescriptorTable {
+            base: GDT,
+            limit: 0x3f,
+        });
+        v.set_idt(DescriptorTable {
+            base: IDT,
+            limit: 0xfff,
+        });
+        v.set_cr3(PML4);
+        v.set_cr4(0x20);
+        v.set_efer(0x501);
+        v.set_cr0(0x8000_0011);
+        v.set_segment(
+            SegReg::Cs,
+            &Segment {
+                selector: 8,
+                base: 0,
+                limit: u32::MAX,
+                attr: 0xa09b,
+            },
+        );
+        let data = Segment {
+            selector: 0x10,
+            base: 0,
+            limit: u32::MAX,
+            attr: 0xc093,
+        };
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
+            v.set_segment(s, &data);
+        }
+        v.set_segment(
+            SegReg::Tr,
+            &Segment {
+                selector: 0x30,
+                base: TSS,
+                limit: 0x67,
+                attr: 0x8b,
+            },
+        );
+        v.set_gpr(Gpr::Rsp, KSTACK);
+        v.set_rip(CODE);
+        v.set_rflags(2);
+    }
+
+    /// Point IDT vector `v` at `handler` (64-bit interrupt gate, DPL `dpl`).
+    fn gate(&mut self, v: u8, handler: u64, dpl: u8) {
+        let lo = (handler & 0xffff)
+            | (8 << 16)
+            | ((0x8e | u64::from(dpl) << 5) << 40)
+            | ((handler >> 16 & 0xffff) << 48);
+        self.mem.write_u64(IDT + 16 * u64::from(v), lo).unwrap();
+        self.mem
+            .write_u64(IDT + 16 * u64::from(v) + 8, handler >> 32)
+            .unwrap();
+    }
+
+    /// Run until HLT (returned as Ok) or another terminal exit (Err), handling what the
+    /// core would handle.
+    fn run(&mut self) -> Result<(), Exit> {
+        let limit = RunLimit {
+            tsc: 0,
+            deadline: None,
+            max_instructions: 10_000,
+        };
+        for _ in 0..100_000 {
+            let exit = self.vcpu.run(&mut self.mem, &limit);
+            self.exits.push(exit);
+            match exit {
+                Exit::Hlt => {
+                    self.vcpu.skip_emulated_instruction();
+                    return Ok(());
+                }
+                Exit::Cpuid => {
+                    let leaf = self.vcpu.gpr(Gpr::Rax);
+                    self.vcpu.set_gpr(Gpr::Rax, 0x1234_0000 | leaf);
+                    self.vcpu.set_gpr(Gpr::Rbx, 0);
+                    self.vcpu.set_gpr(Gpr::Rcx, 0);
+                    self.vcpu.set_gpr(Gpr::Rdx, 0);
+                    self.vcpu.skip_emulated_instruction();
+                }
+                Exit::Rdmsr { index } => match self.vcpu.get_msr(index) {
+                    Some(v) => {
+                        self.vcpu.set_gpr(Gpr::Rax, v & 0xffff_ffff);
+                        self.vcpu.set_gpr(Gpr::Rdx, v >> 32);
+                        self.vcpu.skip_emulated_instruction();
+                    }
+                    None if index == 0xc000_0080 => {
+                        let v = self.vcpu.efer();
+                        self.vcpu.set_gpr(Gpr::Rax, v & 0xffff_ffff);
+                        self.vcpu.set_gpr(Gpr::Rdx, v >> 32);
+                        self.vcpu.skip_emulated_instruction();
+                    }
+                    None => self.vcpu.inject_event(Event::Exception {
+                        vector: 13,
+                        error_code: Some(0),
+                    }),
+                },
+                Exit::Wrmsr { index, value } => {
+                    if index == 0xc000_0080 {
+                        self.vcpu.set_efer(value);
+                        self.vcpu.skip_emulated_instruction();
+                    } else if self.vcpu.set_msr(index, value) {
+                        self.vcpu.skip_emulated_instruction();
+                    } else {
+                        self.vcpu.inject_event(Event::Exception {
+                            vector: 13,
+                            error_code: Some(0),
+                        });
+                    }
+                }
+                Exit::Io {
+                    port,
+                    direction,
+                    data,
+                    ..
+                } => match direction {
+                    Direction::Write => {
+                        if port == 0x3f8 {
+                            self.out.push(data as u8);
+                        }
+                        self.vcpu.skip_emulated_instruction();
+                    }
+                    Direction::Read => {
+                        let v = if self.input.is_empty() {
+                            0
+                        } else {
+                            self.input.remove(0)
+                        };
+                        self.vcpu.complete_pio_in(u32::from(v));
+                    }
+                },
+                Exit::Mmio {
+                    gpa,
+                    direction,
+                    data,
+                    ..
+                } => match direction {
+                    Direction::Read => {
+                        let v = self.mmio.get(&gpa).copied().unwrap_or(0);
+                        self.vcpu.complete_mmio(Some(v));
+                    }
+                    Direction::Write => {
+                        self.mmio.insert(gpa, data);
+                        self.vcpu.complete_mmio(None);
+                    }
+                },
+                Exit::Preempted => {}
+                other => return Err(other),
+            }
+        }
+        Err(Exit::Preempted)
+    }
+
+    fn gpr(&self, r: Gpr) -> u64 {
+        self.vcpu.gpr(r)
+    }
+}
+
+#[test]
+fn arithmetic_and_branches_in_long_mode() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    // Sum 1..=100 with a loop, then a few ALU forms.
+    a.xor(rax, rax).unwrap();
+    a.mov(ecx, 100u32).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.add(rax, rcx).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(top).unwrap();
+    a.mov(rbx, 0x1234_5678_9abc_def0u64).unwrap();
+    a.mov(ebx, ebx).unwrap(); // 32-bit write zero-extends
+    a.mov(rdx, -1i64).unwrap();
+    a.mov(dl, 0x12u32).unwrap();
+    a.mov(dh, 0x34u32).unwrap();
+    a.imul_3(rsi, rax, 3).unwrap();
+    a.mov(rdi, 7u64).unwrap();
+    a.shl(rdi, 4).unwrap();
+    a.bsr(r8, rdi).unwrap();
+    a.lea(r9, ptr(rdi + rsi * 2 + 5)).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 5050);
+    assert_eq!(h.gpr(Gpr::Rbx), 0x9abc_def0);
+    assert_eq!(h.gpr(Gpr::Rdx), 0xffff_ffff_ffff_3412);
+    assert_eq!(h.gpr(Gpr::Rsi), 15150);
+    assert_eq!(h.gpr(Gpr::Rdi), 0x70);
+    assert_eq!(h.gpr(Gpr::R8), 6);
+    assert_eq!(h.gpr(Gpr::R9), 0x70 + 15150 * 2 + 5);
+    assert!(h.vcpu.instructions_retired().unwrap() > 300);
+}
+
+/// Run `op` with RFLAGS preset to all-zero and all-one (the writable status flags) and
+/// return (result, flags) for each.
+fn flags_run(build: impl Fn(&mut CodeAssembler)) -> [(u64, u64); 2] {
+    let mut out = [(0, 0); 2];
+    for (k, preset) in [0u64, 0xcd5].into_iter().enumerate() {
+        let mut h = Harness::new();
+        h.long_mode();
+        let mut a = asm64();
+        a.mov(rax, preset).unwrap();
+        a.push(rax).unwrap();
+        a.popfq().unwrap();
+        build(&mut a);
+        a.pushfq().unwrap();
+        a.pop(rbx).unwrap();
+        a.hlt().unwrap();
+        h.load(&mut a, CODE, &[]);
+        h.run().unwrap();
+        out[k] = (h.gpr(Gpr::Rcx), h.gpr(Gpr::Rbx));
+    }
+    out
+}
+
+#[test]
+fn alu_flags_from_all_zero_and_all_one() {
+    let st = CF | PF | ZF | SF | OF | (1 << 4);
+    // ADD that overflows signed and carries: 0x7fffffff + 0x80000001 = 0 (CF, ZF, PF).
+    let r = flags_run(|a| {
+        a.mov(ecx, 0x7fff_ffffu32).unwrap();
+        a.add(ecx, 0x8000_0001u32 as i32).unwrap();
+    });
+    for (v, f) in r {
+        assert_eq!(v, 0);
+        assert_eq!(f & st, CF | ZF | PF | (1 << 4));
+    }
+    // ADC sees the preset carry.
+    let r = flags_run(|a| {
+        a.mov(ecx, 1u32).unwrap();
+        a.adc(ecx, 1).unwrap();
+    });
+    assert_eq!(r[0].0, 2);
+    assert_eq!(r[1].0, 3);
+    // INC keeps CF; DEC to zero sets ZF.
+    let r = flags_run(|a| {
+        a.mov(ecx, 1u32).unwrap();
+        a.dec(ecx).unwrap();
+    });
+    assert_eq!(r[0].1 & (CF | ZF), ZF);
+    assert_eq!(r[1].1 & (CF | ZF), CF | ZF);
+    // SUB with borrow, 8-bit.
+    let r = flags_run(|a| {
+        a.mov(ecx, 0u32).unwrap();
+        a.sub(cl, 1).unwrap();
+    });
+    for (v, f) in r {
+        assert_eq!(v, 0xff);
+        assert_eq!(f & (CF | SF | ZF | OF), CF | SF);
+    }
+    // Logic clears CF/OF whatever the preset.
+    let r = flags_run(|a| {
+        a.mov(rcx, -1i64).unwrap();
+        a.and(rcx, 0x80).unwrap();
+    });
+    for (v, f) in r {
+        assert_eq!(v, 0x80);
+        assert_eq!(f & (CF | OF | ZF | SF), 0);
+    }
+    // Shift count 0 changes nothing; SAR propagates the sign.
+    let r = flags_run(|a| {
+        a.mov(rcx, 0x8000_0000_0000_0000u64).unwrap();
+        a.sar(rcx, 63).unwrap();
+    });
+    assert_eq!(r[0].0, u64::MAX);
+    // CMOV / SETcc follow the preset flags.
+    let r = flags_run(|a| {
+        a.mov(ecx, 5u32).unwrap();
+        a.mov(edx, 9u32).unwrap();
+        a.cmovc(ecx, edx).unwrap();
+    });
+    assert_eq!((r[0].0, r[1].0), (5, 9));
+}
+
+#[test]
+fn string_ops_with_rep_and_df() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write(0x30000, b"hello, string world!").unwrap();
+    let mut a = asm64();
+    a.cld().unwrap();
+    a.mov(rsi, 0x30000u64).unwrap();
+    a.mov(rdi, 0x31000u64).unwrap();
+    a.mov(ecx, 20u32).unwrap();
+    a.rep().movsb().unwrap();
+    // Backwards fill of 4 qwords ending at 0x32018.
+    a.std().unwrap();
+    a.mov(rdi, 0x32018u64).unwrap();
+    a.mov(rax, 0x1122_3344_5566_7788u64).unwrap();
+    a.mov(ecx, 4u32).unwrap();
+    a.rep().stosq().unwrap();
+    a.cld().unwrap();
+    // REPNE SCASB finds '!'.
+    a.mov(rdi, 0x31000u64).unwrap();
+    a.mov(al, b'!' as u32).unwrap();
+    a.mov(ecx, 100u32).unwrap();
+    a.repne().scasb().unwrap();
+    a.mov(r10, rcx).unwrap();
+    // REPE CMPSB stops at the first difference.
+    a.mov(rsi, 0x30000u64).unwrap();
+    a.mov(rdi, 0x31000u64).unwrap();
+    a.mov(byte_ptr(0x3100au64), b'X' as u32).unwrap();
+    a.mov(ecx, 20u32).unwrap();
+    a.repe().cmpsb().unwrap();
+    a.mov(r11, rcx).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    let mut buf = [0u8; 20];
+    h.mem.read(0x31000, &mut buf).unwrap();
+    assert_eq!(&buf[..10], b"hello, str");
+    for k in 0..4 {
+        assert_eq!(
+            h.mem.read_u64(0x32000 + 8 * k).unwrap(),
+            0x1122_3344_5566_7788
+        );
+    }
+    assert_eq!(h.mem.read_u64(0x32020).unwrap(), 0);
+    assert_eq!(h.gpr(Gpr::Rdi), 0x31000 + 11);
+    assert_eq!(h.gpr(Gpr::R10), 100 - 20);
+    assert_eq!(h.gpr(Gpr::R11), 20 - 11);
+}
+
+#[test]
+fn mmio_read_modify_write_protocol() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mmio.insert(APIC + 0x80, 0x10);
+    let mut a = asm64();
+    a.mov(eax, 5u32).unwrap();
+    a.mov(rbx, APIC).unwrap();
+    a.add(dword_ptr(rbx + 0x80), eax).unwrap();
+    a.mov(ecx, dword_ptr(rbx + 0x80)).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    let mmio: Vec<Exit> = h
+        .exits
+        .iter()
+        .copied()
+        .filter(|e| matches!(e, Exit::Mmio { .. }))
+        .collect();
+    assert_eq!(
+        mmio,
+        [
+            Exit::Mmio {
+                gpa: APIC + 0x80,
+                size: 4,
+                direction: Direction::Read,
+                data: 0
+            },
+            Exit::Mmio {
+                gpa: APIC + 0x80,
+                size: 4,
+                direction: Direction::Write,
+                data: 0x15
+            },
+            Exit::Mmio {
+                gpa: APIC + 0x80,
+                size: 4,
+                direction: Direction::Read,
+                data: 0
+            },
+        ]
+    );
+    assert_eq!(h.gpr(Gpr::Rcx), 0x15);
+}
+
+#[test]
+fn port_io_protocol_and_string_io() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write(0x30000, b"abc").unwrap();
+    h.input = std::vec![7, 8, 9, 10];
+    let mut a = asm64();
+    a.mov(dx, 0x3f8u32).unwrap();
+    a.mov(al, b'X' as u32).unwrap();
+    a.out(dx, al).unwrap();
+    a.mov(rsi, 0x30000u64).unwrap();
+    a.mov(ecx, 3u32).unwrap();
+    a.rep().outsb().unwrap();
+    a.in_(al, dx).unwrap();
+    a.mov(r8, rax).unwrap();
+    a.mov(rdi, 0x31000u64).unwrap();
+    a.mov(ecx, 3u32).unwrap();
+    a.rep().insb().unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.out, b"Xabc");
+    assert_eq!(h.gpr(Gpr::R8) & 0xff, 7);
+    let mut buf = [0u8; 3];
+    h.mem.read(0x31000, &mut buf).unwrap();
+    assert_eq!(buf, [8, 9, 10]);
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    assert_eq!(h.gpr(Gpr::Rdi), 0x31003);
+    let io = h
+        .exits
+        .iter()
+        .filter(|e| matches!(e, Exit::Io { .. }))
+        .count();
+    assert_eq!(io, 1 + 3 + 1 + 3);
+}
+
+#[test]
+fn unimplemented_instruction_raises_ud_and_is_counted() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut ud_handler = a.create_label();
+    a.rdrand(eax).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut ud_handler).unwrap();
+    a.mov(r15, 0x600du64).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("ud", ud_handler)]);
+    let ud = h.label("ud");
+    h.gate(6, ud, 0);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R15), 0x600d);
+    // The #UD frame holds the faulting RIP.
+    assert_eq!(h.mem.read_u64(h.gpr(Gpr::Rsp)).unwrap(), CODE);
+    let names: Vec<(&str, u64)> = h.vcpu.unimplemented().collect();
+    assert_eq!(names, [("rdrand", 1)]);
+}
+
+#[test]
+fn triple_fault_without_idt() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.vcpu.set_idt(DescriptorTable { base: 0, limit: 0 });
+    let mut a = asm64();
+    a.ud2().unwrap();
+    h.load(&mut a, CODE, &[]);
+    assert_eq!(h.run(), Err(Exit::TripleFault));
+}
+
+#[test]
+fn page_fault_handler_maps_page_and_returns() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // Map 0x4000_0000 (1 GiB, PDPT entry 1) through a 4 KiB page table that starts empty.
+    h.mem.write_u64(0x2008, 0x7000 | 7).unwrap(); // PDPT[1] -> PD at 0x7000
+    h.mem.write_u64(0x7000, 0x8000 | 7).unwrap(); // PD[0] -> PT at 0x8000
+    let mut a = asm64();
+    let mut pf = a.create_label();
+    a.mov(rax, 0x4000_0010u64).unwrap();
+    a.mov(qword_ptr(rax), 0x77).unwrap();
+    a.mov(rbx, qword_ptr(rax)).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut pf).unwrap();
+    // Handler: map the faulting page to 0x200000, count, pop error code, return.
+    a.mov(rdx, cr2).unwrap();
+    a.mov(r12, rdx).unwrap();
+    a.mov(rcx, 0x20_0007u64).unwrap();
+    a.mov(qword_ptr(0x8000u64), rcx).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    a.inc(r13).unwrap();
+    a.add(rsp, 8).unwrap();
+    a.iretq().unwrap();
+    h.load(&mut a, CODE, &[("pf", pf)]);
+    let pf = h.label("pf");
+    h.gate(14, pf, 0);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R12), 0x4000_0010);
+    assert_eq!(h.gpr(Gpr::R13), 1);
+    assert_eq!(h.gpr(Gpr::Rbx), 0x77);
+    assert_eq!(h.mem.read_u64(0x20_0010).unwrap(), 0x77);
+}
+
+#[test]
+fn ring3_by_iretq_back_by_syscall_and_int() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut user = a.create_label();
+    let mut sys = a.create_label();
+    let mut int80 = a.create_label();
+    let mut after = a.create_label();
+    // Kernel: enable SYSCALL, go to ring 3 at `user`.
+    a.mov(ecx, 0xc000_0081u32).unwrap();
+    a.mov(edx, 0x0018_0008u32).unwrap(); // SYSRET base 0x18, SYSCALL CS 0x08
+    a.xor(eax, eax).unwrap();
+    a.wrmsr().unwrap();
+    a.mov(ecx, 0xc000_0082u32).unwrap();
+    a.lea(rax, ptr(sys)).unwrap();
+    a.mov(rdx, rax).unwrap();
+    a.shr(rdx, 32).unwrap();
+    a.wrmsr().unwrap();
+    a.push(0x23).unwrap(); // SS
+    a.push(0x2_0000).unwrap(); // RSP
+    a.push(0x202).unwrap(); // RFLAGS
+    a.push(0x2b).unwrap(); // CS
+    a.lea(rax, ptr(user)).unwrap();
+    a.push(rax).unwrap();
+    a.iretq().unwrap();
+    a.set_label(&mut user).unwrap();
+    a.mov(r8, 0x11u64).unwrap();
+    a.syscall().unwrap();
+    a.set_label(&mut after).unwrap();
+    a.mov(r9, cs).unwrap();
+    a.int(0x80).unwrap();
+    a.hlt().unwrap(); // never reached: ring 3 HLT would #GP
+                      // SYSCALL entry: note the CPL, return with SYSRET.
+    a.set_label(&mut sys).unwrap();
+    a.mov(r10, cs).unwrap();
+    a.mov(r14, rcx).unwrap();
+    a.sysretq().unwrap();
+    // INT 0x80 handler: runs at CPL 0 on RSP0, halts.
+    a.set_label(&mut int80).unwrap();
+    a.mov(r11, rsp).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("int80", int80), ("after", after)]);
+    let i80 = h.label("int80");
+    h.gate(0x80, i80, 3);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 0x11);
+    assert_eq!(h.gpr(Gpr::R10), 0x08);
+    assert_eq!(h.gpr(Gpr::R14), h.label("after"));
+    assert_eq!(h.gpr(Gpr::R9), 0x2b);
+    assert_eq!(h.gpr(Gpr::R11), KSTACK - 40);
+    assert_eq!(h.vcpu.cpl(), 0);
+    // The frame: SS, RSP, RFLAGS, CS of ring 3.
+    assert_eq!(h.mem.read_u64(KSTACK - 8).unwrap(), 0x23);
+    assert_eq!(h.mem.read_u64(KSTACK - 32).unwrap(), 0x2b);
+}
+
+#[test]
+fn real_to_protected_to_long_mode() {
+    let mut h = Harness::new();
+    // Tables prepared by "firmware": the same ones long_mode() writes, without entering it.
+    h.long_mode();
+    h.vcpu.vcpu_reset(opsvisor_core::ops::ResetKind::PowerOn);
+    // Real mode at 0000:7c00.
+    h.vcpu.set_segment(SegReg::Cs, &Segment::real_mode(0, true));
+    h.vcpu.set_rip(0x7c00);
+    // GDT gets a 32-bit code segment at 0x40.
+    h.mem.write_u64(GDT + 0x40, 0x00cf_9b00_0000_ffff).unwrap();
+    // GDTR image at 0x600.
+    h.mem.write_u16(0x600, 0x47).unwrap();
+    h.mem.write_u32(0x602, GDT as u32).unwrap();
+    let mut a16 = CodeAssembler::new(16).unwrap();
+    a16.cli().unwrap();
+    a16.lgdt(ptr(0x600u32)).unwrap();
+    a16.mov(eax, cr0).unwrap();
+    a16.or(eax, 1).unwrap();
+    a16.mov(cr0, eax).unwrap();
+    a16.jmp_far(0x40, 0x8000).unwrap();
+    h.load(&mut a16, 0x7c00, &[]);
+    let mut a32 = CodeAssembler::new(32).unwrap();
+    a32.mov(ax, 0x10u32).unwrap();
+    a32.mov(ds, ax).unwrap();
+    a32.mov(ss, ax).unwrap();
+    a32.mov(esp, 0x9000u32).unwrap();
+    a32.mov(eax, PML4 as u32).unwrap();
+    a32.mov(cr3, eax).unwrap();
+    a32.mov(eax, 0x20u32).unwrap();
+    a32.mov(cr4, eax).unwrap();
+    a32.mov(ecx, 0xc000_0080u32).unwrap();
+    a32.rdmsr().unwrap();
+    a32.or(eax, 0x100).unwrap();
+    a32.wrmsr().unwrap();
+    a32.mov(eax, cr0).unwrap();
+    a32.or(eax, 0x8000_0000u32 as i32).unwrap();
+    a32.mov(cr0, eax).unwrap();
+    a32.jmp_far(0x08, 0x9000).unwrap();
+    h.load(&mut a32, 0x8000, &[]);
+    let mut a = asm64();
+    a.mov(rax, 0x1_0000_0000u64).unwrap();
+    a.mov(rbx, rsp).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, 0x9000, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 0x1_0000_0000);
+    assert_eq!(h.gpr(Gpr::Rbx), 0x9000);
+    assert_eq!(h.vcpu.efer() & 0x500, 0x500);
+    assert_eq!(h.vcpu.state().bits, 64);
+}
+
+#[test]
+fn self_modifying_code_is_seen() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut patch = a.create_label();
+    a.xor(r12, r12).unwrap();
+    a.set_label(&mut patch).unwrap();
+    a.mov(eax, 1u32).unwrap(); // B8 imm32: the imm32 is patched below
+    a.add(r12, rax).unwrap();
+    a.lea(rbx, ptr(patch)).unwrap();
+    a.mov(dword_ptr(rbx + 1), 100u32 as i32).unwrap();
+    a.cmp(r12, 1).unwrap();
+    a.je(patch).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R12), 101);
+}
+
+#[test]
+fn interrupt_window_and_external_interrupt() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut irq = a.create_label();
+    a.cli().unwrap();
+    a.mov(eax, 1u32).unwrap();
+    a.sti().unwrap();
+    a.mov(ebx, 2u32).unwrap(); // in the STI shadow
+    a.mov(ecx, 3u32).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut irq).unwrap();
+    a.mov(r15, 0x99u64).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("irq", irq)]);
+    let irq = h.label("irq");
+    h.gate(0x30, irq, 0);
+    h.vcpu.enable_irq_window(true);
+    let limit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: 1000,
+    };
+    let e = h.vcpu.run(&mut h.mem, &limit);
+    assert_eq!(e, Exit::InterruptWindow);
+    // Window opens after the instruction in the shadow: RBX set, RCX not yet.
+    assert_eq!(h.gpr(Gpr::Rbx), 2);
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    assert!(h.vcpu.interrupt_allowed());
+    h.vcpu.enable_irq_window(false);
+    h.vcpu.inject_event(Event::ExternalInterrupt(0x30));
+    assert!(!h.vcpu.interrupt_allowed());
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R15), 0x99);
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    // Interrupt gate cleared IF; the frame returns to `mov ecx, 3`.
+    assert_eq!(h.vcpu.rflags() & IF, 0);
+}
+
+#[test]
+fn cpuid_and_msr_exits_and_gp_on_unknown_msr() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut gp = a.create_label();
+    a.mov(eax, 7u32).unwrap();
+    a.cpuid().unwrap();
+    a.mov(r8, rax).unwrap();
+    a.mov(ecx, 0xc000_0100u32).unwrap(); // FS.base
+    a.mov(eax, 0x30000u32).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.wrmsr().unwrap();
+    a.mov(r9, qword_ptr(0u64).fs()).unwrap();
+    a.mov(ecx, 0x1234u32).unwrap();
+    a.rdmsr().unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut gp).unwrap();
+    a.pop(r10).unwrap(); // error code
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("gp", gp)]);
+    let gp = h.label("gp");
+    h.gate(13, gp, 0);
+    h.mem.write_u64(0x30000, 0xfeed).unwrap();
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 0x1234_0007);
+    assert_eq!(h.gpr(Gpr::R9), 0xfeed);
+    assert_eq!(h.gpr(Gpr::R10), 0);
+    assert_eq!(h.vcpu.get_msr(0xc000_0100), Some(0x30000));
+}
+
+#[test]
+fn division_by_zero_raises_de() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut de = a.create_label();
+    a.mov(eax, 10u32).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.mov(ecx, 3u32).unwrap();
+    a.div(ecx).unwrap();
+    a.mov(r8, rax).unwrap();
+    a.mov(r9, rdx).unwrap();
+    a.xor(ecx, ecx).unwrap();
+    a.div(ecx).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut de).unwrap();
+    a.mov(r10, 1u64).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("de", de)]);
+    let de = h.label("de");
+    h.gate(0, de, 0);
+    h.run().unwrap();
+    assert_eq!((h.gpr(Gpr::R8), h.gpr(Gpr::R9), h.gpr(Gpr::R10)), (3, 1, 1));
+}
+
+/// Throughput: `cargo test -p opsvisor-emu --release -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // Integer/branch loop: 5 instructions per iteration.
+    let mut a = asm64();
+    a.mov(ecx, 20_000_000u32).unwrap();
+    a.xor(eax, eax).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.add(rax, rcx).unwrap();
+    a.xor(rbx, rax).unwrap();
+    a.sub(rdx, 3).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(top).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let limit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: u64::MAX,
+    };
+    let t = std::time::Instant::now();
+    let e = h.vcpu.run(&mut h.mem, &limit);
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(e, Exit::Hlt);
+    let n = h.vcpu.instructions_retired().unwrap();
+    std::println!(
+        "integer loop: {n} instructions in {dt:.3}s = {:.0} M/s",
+        n as f64 / dt / 1e6
+    );
+
+    // Memory loop: load, store, add through memory.
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.mov(ecx, 20_000_000u32).unwrap();
+    a.mov(rsi, 0x30000u64).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.mov(rax, qword_ptr(rsi)).unwrap();
+    a.add(qword_ptr(rsi + 8), rax).unwrap();
+    a.mov(qword_ptr(rsi + 16), rcx).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(top).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let t = std::time::Instant::now();
+    let e = h.vcpu.run(&mut h.mem, &limit);
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(e, Exit::Hlt);
+    let n = h.vcpu.instructions_retired().unwrap();
+    std::println!(
+        "memory loop: {n} instructions in {dt:.3}s = {:.0} M/s",
+        n as f64 / dt / 1e6
+    );
+
+    // CPUID round trip.
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.cpuid().unwrap();
+    a.jmp(top).unwrap();
+    h.load(&mut a, CODE, &[]);
+    let rounds = 2_000_000u32;
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        let e = h.vcpu.run(&mut h.mem, &limit);
+        debug_assert_eq!(e, Exit::Cpuid);
+        h.vcpu.set_gpr(Gpr::Rax, 1);
+        h.vcpu.set_gpr(Gpr::Rbx, 2);
+        h.vcpu.set_gpr(Gpr::Rcx, 3);
+        h.vcpu.set_gpr(Gpr::Rdx, 4);
+        h.vcpu.skip_emulated_instruction();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    std::println!("cpuid round trip: {:.1} ns", dt * 1e9 / f64::from(rounds));
+}
