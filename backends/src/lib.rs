@@ -135,7 +135,7 @@ const MMIO_HOLE_START: u64 = 0xc000_0000;
 
 /// Guest RAM of `size` bytes: from 0 up to the MMIO hole at 3 GiB, the rest above 4 GiB.
 pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
-    if size < MIN_MEMORY || size > MAX_MEMORY || size % 4096 != 0 {
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || size % 4096 != 0 {
         return Err(BuildError::Memory(format!(
             "guest memory of {size} bytes is not usable: it must be a multiple of 4 KiB between {} MiB and {} GiB",
             MIN_MEMORY >> 20,
@@ -214,7 +214,11 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
 
 /// Build a machine: guest memory, the kernel loaded into it (multiboot if it carries a
 /// multiboot header, otherwise a flat binary), the vCPU in the kernel's entry state.
-pub fn build_machine<P: Platform>(kernel: &[u8], opts: &MachineOptions, platform: P) -> Result<Machine<P>, BuildError> {
+pub fn build_machine<P: Platform>(
+    kernel: &[u8],
+    opts: &MachineOptions,
+    platform: P,
+) -> Result<Machine<P>, BuildError> {
     let mut mem = guest_memory(opts.memory)?;
     let state = if is_multiboot(kernel) {
         let modules: Vec<Module<'_>> = opts
@@ -234,7 +238,9 @@ pub fn build_machine<P: Platform>(kernel: &[u8], opts: &MachineOptions, platform
         )));
     } else {
         if kernel.is_empty() {
-            return Err(BuildError::Load(LoadError::Malformed("the kernel file is empty".into())));
+            return Err(BuildError::Load(LoadError::Malformed(
+                "the kernel file is empty".into(),
+            )));
         }
         if !opts.modules.is_empty() || !opts.cmdline.is_empty() {
             return Err(BuildError::Option(
@@ -250,7 +256,9 @@ pub fn build_machine<P: Platform>(kernel: &[u8], opts: &MachineOptions, platform
     state.apply(&mut vcpu);
     let config = VmConfig {
         max_instructions: opts.max_instructions,
-        timeout_ns: opts.timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+        timeout_ns: opts
+            .timeout
+            .map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
         collect_timing: opts.collect_timing,
         ..VmConfig::default()
     };
@@ -280,6 +288,8 @@ mod tests {
     fn backend_names_are_checked() {
         assert_eq!(BackendKind::parse("emu"), Ok(BackendKind::Emu));
         assert!(BackendKind::parse("vmx").unwrap_err().contains("not built"));
-        assert!(BackendKind::parse("kvm").unwrap_err().contains("unknown backend"));
+        assert!(BackendKind::parse("kvm")
+            .unwrap_err()
+            .contains("unknown backend"));
     }
 }

@@ -3,6 +3,8 @@
 //! per iteration; `baseline_loop` is the same loop without the exiting instruction, to
 //! subtract. `dispatch/*` compares a CPUID round trip through the `Backend` enum with
 //! the same round trip on the bare emulator type: the enum dispatch must cost nothing.
+// criterion_group! generates public functions without documentation.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use opsvisor_backends::Backend;
@@ -19,7 +21,12 @@ fn time_loop<B: X86Ops>(make: impl Fn() -> B, kind: ExitLoop, iters: u64) -> Dur
     let start = Instant::now();
     let outcome = vm.run();
     let took = start.elapsed();
-    assert_eq!(outcome, RunOutcome::DebugExit { status: 1 }, "{} guest failed", kind.name());
+    assert_eq!(
+        outcome,
+        RunOutcome::DebugExit { status: 1 },
+        "{} guest failed",
+        kind.name()
+    );
     took
 }
 
@@ -36,7 +43,13 @@ fn exit_round_trips(c: &mut Criterion) {
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.bench_function("cpuid_through_backend_enum", |b| {
-        b.iter_custom(|iters| time_loop(|| Backend::from(EmuSlot(EmuVcpu::new())), ExitLoop::Cpuid, iters))
+        b.iter_custom(|iters| {
+            time_loop(
+                || Backend::from(EmuSlot(EmuVcpu::new())),
+                ExitLoop::Cpuid,
+                iters,
+            )
+        })
     });
     group.bench_function("cpuid_direct_emu", |b| {
         b.iter_custom(|iters| time_loop(EmuVcpu::new, ExitLoop::Cpuid, iters))

@@ -1,9 +1,13 @@
 //! The emulator's guest instructions per second on an integer/branch loop and a
 //! memory/string loop (criterion reports "elements/s" = guest instructions/s).
+// criterion_group! generates public functions without documentation.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opsvisor_backends::Backend;
-use opsvisor_benches::{bench_vm, int_loop_program, mem_loop_program, INT_LOOP_INSTRUCTIONS, MEM_LOOP_INSTRUCTIONS};
+use opsvisor_benches::{
+    bench_vm, int_loop_program, mem_loop_program, INT_LOOP_INSTRUCTIONS, MEM_LOOP_INSTRUCTIONS,
+};
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_core::EmuSlot;
 use opsvisor_emu::EmuVcpu;
@@ -14,7 +18,8 @@ use std::time::{Duration, Instant};
 const ITERATIONS: u64 = 2_000_000;
 
 fn run(program: &[u8]) -> Duration {
-    let mut vm = bench_vm(Backend::from(EmuSlot(EmuVcpu::new())), program).expect("benchmark guest loads");
+    let mut vm =
+        bench_vm(Backend::from(EmuSlot(EmuVcpu::new())), program).expect("benchmark guest loads");
     let start = Instant::now();
     let outcome = vm.run();
     let took = start.elapsed();
@@ -26,8 +31,16 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("emu_throughput");
     group.sample_size(10);
     for (name, program, per_iteration) in [
-        ("int_branch_loop", int_loop_program(ITERATIONS), INT_LOOP_INSTRUCTIONS),
-        ("mem_string_loop", mem_loop_program(ITERATIONS), MEM_LOOP_INSTRUCTIONS),
+        (
+            "int_branch_loop",
+            int_loop_program(ITERATIONS),
+            INT_LOOP_INSTRUCTIONS,
+        ),
+        (
+            "mem_string_loop",
+            mem_loop_program(ITERATIONS),
+            MEM_LOOP_INSTRUCTIONS,
+        ),
     ] {
         let program = program.expect("benchmark guest assembles");
         group.throughput(Throughput::Elements(ITERATIONS * per_iteration));

@@ -13,7 +13,7 @@ use opsvisor_core::vm::{Vm, VmConfig};
 
 /// Where the code is loaded and starts.
 pub const CODE_ADDR: u64 = 0x10_0000;
-/// The PML4 (the PDPT and page directory follow it).
+/// The PML4 (the PDPT follows it).
 const PML4_ADDR: u64 = 0x1000;
 /// A scratch buffer the memory loops use.
 pub const DATA_ADDR: u64 = 0x20_0000;
@@ -202,18 +202,18 @@ pub fn mem_loop_program(iterations: u64) -> Result<Vec<u8>, String> {
     a.assemble(CODE_ADDR).map_err(asm_err)
 }
 
-/// Guest memory with identity-mapped 2 MiB pages for the first GiB and `code` at
-/// [`CODE_ADDR`].
+/// Guest memory with the first 4 GiB identity-mapped by 1 GiB pages (so the xAPIC page
+/// at 0xFEE00000 is reachable) and `code` at [`CODE_ADDR`].
 pub fn bench_memory(code: &[u8]) -> Result<GuestMemory, String> {
     let mut mem = GuestMemory::with_ram(MEMORY).map_err(|e| e.to_string())?;
     let pdpt = PML4_ADDR + 0x1000;
-    let pd = PML4_ADDR + 0x2000;
-    let w = |mem: &mut GuestMemory, gpa: u64, v: u64| mem.write_u64(gpa, v).map_err(|e| e.to_string());
+    let w =
+        |mem: &mut GuestMemory, gpa: u64, v: u64| mem.write_u64(gpa, v).map_err(|e| e.to_string());
     w(&mut mem, PML4_ADDR, pdpt | 0x3)?;
-    w(&mut mem, pdpt, pd | 0x3)?;
-    for i in 0..512u64 {
-        // Present, writable, 2 MiB page.
-        w(&mut mem, pd + i * 8, (i << 21) | 0x83)?;
+    for i in 0..4u64 {
+        // Present, writable, 1 GiB page; the last one (MMIO) uncached.
+        let pcd = if i == 3 { 0x10 } else { 0 };
+        w(&mut mem, pdpt + i * 8, (i << 30) | 0x83 | pcd)?;
     }
     mem.write(CODE_ADDR, code).map_err(|e| e.to_string())?;
     Ok(mem)

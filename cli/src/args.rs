@@ -64,17 +64,21 @@ EXIT STATUS:
 /// Parse a size: a number with an optional K, M or G suffix (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 10),
         Some((i, 'M' | 'm')) => (&t[..i], 20),
         Some((i, 'G' | 'g')) => (&t[..i], 30),
         _ => (t, 0),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid size '{text}': expected a number with an optional K, M or G suffix"))?;
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size '{text}' is too large"))
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("invalid size '{text}': expected a number with an optional K, M or G suffix")
+    })?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
 /// Parse a number in decimal or 0x-prefixed hexadecimal.
@@ -93,7 +97,9 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid --timeout '{text}': expected seconds, e.g. 10 or 2.5"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-        return Err(format!("invalid --timeout '{text}': must be a positive number of seconds"));
+        return Err(format!(
+            "invalid --timeout '{text}': must be a positive number of seconds"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -122,20 +128,32 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
         let mut value = |name: &str| -> Result<String, String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().cloned().ok_or_else(|| format!("option {name} needs a value")),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("option {name} needs a value")),
             }
         };
         match name {
             "-h" | "--help" => return Ok(Command::Help(USAGE)),
             "--backend" => machine.backend = BackendKind::parse(&value(name)?)?,
-            "--memory" | "-m" => machine.memory = parse_size(&value(name)?).map_err(|e| format!("--memory: {e}"))?,
+            "--memory" | "-m" => {
+                machine.memory = parse_size(&value(name)?).map_err(|e| format!("--memory: {e}"))?
+            }
             "--append" => machine.cmdline = value(name)?,
             "--module" => {
                 let spec = value(name)?;
-                let path = spec.split_whitespace().next().ok_or("--module needs a file name")?.to_string();
+                let path = spec
+                    .split_whitespace()
+                    .next()
+                    .ok_or("--module needs a file name")?
+                    .to_string();
                 modules.push((path, spec.trim().to_string()));
             }
-            "--stats" => stats = true,
+            "--stats" => {
+                stats = true;
+                machine.collect_timing = true;
+            }
             "--max-instructions" => {
                 let n = parse_u64(&value(name)?, "--max-instructions")?;
                 if n == 0 {
@@ -158,10 +176,16 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
                 machine.flat_mode = match value(name)?.as_str() {
                     "real" => FlatMode::Real,
                     "protected" => FlatMode::Protected,
-                    other => return Err(format!("invalid --mode '{other}': expected real or protected")),
+                    other => {
+                        return Err(format!(
+                            "invalid --mode '{other}': expected real or protected"
+                        ))
+                    }
                 }
             }
-            flag if flag.starts_with('-') && flag.len() > 1 => return Err(format!("unknown option '{flag}'")),
+            flag if flag.starts_with('-') && flag.len() > 1 => {
+                return Err(format!("unknown option '{flag}'"))
+            }
             path => {
                 if kernel.replace(path.to_string()).is_some() {
                     return Err(format!("more than one kernel given ('{path}' is extra)"));
@@ -199,8 +223,18 @@ mod tests {
     #[test]
     fn run_options_parse() {
         let Command::Run(run) = parse(&args(&[
-            "run", "--memory", "64M", "--append=console=ttyS0", "--module", "a.bin x y", "--stats",
-            "--max-instructions", "0x100", "--timeout", "2.5", "k.elf",
+            "run",
+            "--memory",
+            "64M",
+            "--append=console=ttyS0",
+            "--module",
+            "a.bin x y",
+            "--stats",
+            "--max-instructions",
+            "0x100",
+            "--timeout",
+            "2.5",
+            "k.elf",
         ]))
         .unwrap() else {
             panic!("not a run command")
@@ -208,7 +242,10 @@ mod tests {
         assert_eq!(run.kernel, "k.elf");
         assert_eq!(run.machine.memory, 64 << 20);
         assert_eq!(run.machine.cmdline, "console=ttyS0");
-        assert_eq!(run.modules, [("a.bin".to_string(), "a.bin x y".to_string())]);
+        assert_eq!(
+            run.modules,
+            [("a.bin".to_string(), "a.bin x y".to_string())]
+        );
         assert!(run.stats);
         assert_eq!(run.machine.max_instructions, Some(256));
         assert_eq!(run.machine.timeout, Some(Duration::from_millis(2500)));

@@ -54,9 +54,11 @@ fn run_guest(run: &RunArgs) -> Result<u8, String> {
     let kernel = read_file(&run.kernel, "kernel")?;
     let mut opts = run.machine.clone();
     for (path, cmdline) in &run.modules {
-        opts.modules.push((cmdline.clone(), read_file(path, "module")?));
+        opts.modules
+            .push((cmdline.clone(), read_file(path, "module")?));
     }
-    let mut vm = build_machine(&kernel, &opts, StdPlatform::new()).map_err(|e| format!("{}: {e}", run.kernel))?;
+    let mut vm = build_machine(&kernel, &opts, StdPlatform::new())
+        .map_err(|e| format!("{}: {e}", run.kernel))?;
     let outcome = vm.run();
     vm.platform.console_flush();
     if run.stats {
@@ -74,7 +76,10 @@ fn run_guest(run: &RunArgs) -> Result<u8, String> {
             STATUS_HALTED
         }
         RunOutcome::InstructionLimit => {
-            eprintln!("opsvisor: stopped after the instruction limit ({})", opts.max_instructions.unwrap_or(0));
+            eprintln!(
+                "opsvisor: stopped after the instruction limit ({})",
+                opts.max_instructions.unwrap_or(0)
+            );
             STATUS_LIMIT
         }
         RunOutcome::Timeout => {
@@ -92,7 +97,10 @@ fn run_guest(run: &RunArgs) -> Result<u8, String> {
 fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
     let secs = vm.run_time_ns() as f64 / 1e9;
     eprintln!("--- opsvisor statistics ({} backend) ---", vm.vcpu.name());
-    eprintln!("{:<20} {:>12} {:>14} {:>10}", "exit reason", "count", "host time", "per exit");
+    eprintln!(
+        "{:<20} {:>12} {:>14} {:>10}",
+        "exit reason", "count", "host time", "per exit"
+    );
     for (kind, count, ns) in vm.stats.rows() {
         eprintln!(
             "{:<20} {:>12} {:>11.3} ms {:>7} ns",
@@ -104,7 +112,11 @@ fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
     }
     eprintln!("{:<20} {:>12}", "total exits", vm.stats.total());
     if let Some(instructions) = vm.vcpu.instructions_retired() {
-        let rate = if secs > 0.0 { instructions as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            instructions as f64 / secs
+        } else {
+            0.0
+        };
         eprintln!(
             "instructions         {instructions:>12} in {secs:.3} s = {:.1} million/s",
             rate / 1e6
@@ -123,7 +135,11 @@ fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
 
 fn report_unimplemented(vcpu: &Backend) {
     if let Backend::Emu(slot) = vcpu {
-        let missing: Vec<String> = slot.0.unimplemented().map(|(name, n)| format!("{name} x{n}")).collect();
+        let missing: Vec<String> = slot
+            .0
+            .unimplemented()
+            .map(|(name, n)| format!("{name} x{n}"))
+            .collect();
         if !missing.is_empty() {
             eprintln!(
                 "opsvisor: the guest executed instructions the emulator does not implement (each raised #UD): {}",

@@ -23,7 +23,11 @@ fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
 fn assert_one_error_line(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "expected one error line, got: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one error line, got: {stderr}"
+    );
     assert!(stderr.contains(needle), "'{needle}' not in: {stderr}");
 }
 
@@ -53,11 +57,29 @@ fn elf64(machine: u16, multiboot: bool) -> Vec<u8> {
 #[test]
 fn a_corpus_guest_prints_and_exits_with_its_status() {
     let guest = opsvisor_corpus::image_path("hello");
-    let out = opsvisor(&["run", "--timeout", "60", "--append", "from the test", guest.to_str().unwrap()]);
+    let out = opsvisor(&[
+        "run",
+        "--timeout",
+        "60",
+        "--append",
+        "from the test",
+        guest.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("hello from opsvisor guest"), "stdout: {stdout}");
-    assert!(stdout.contains("from the test"), "the command line reaches the guest: {stdout}");
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("hello from opsvisor guest"),
+        "stdout: {stdout}"
+    );
+    assert!(
+        stdout.contains("from the test"),
+        "the command line reaches the guest: {stdout}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -73,7 +95,13 @@ fn stats_report_exits_and_instruction_rate() {
 #[test]
 fn limits_stop_the_run() {
     let spin = scratch("spin.bin", &[0xeb, 0xfe]); // jmp $
-    let out = opsvisor(&["run", "--flat", "--max-instructions", "100000", spin.to_str().unwrap()]);
+    let out = opsvisor(&[
+        "run",
+        "--flat",
+        "--max-instructions",
+        "100000",
+        spin.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(8));
     let out = opsvisor(&["run", "--flat", "--timeout", "0.2", spin.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(8));
@@ -86,19 +114,34 @@ fn limits_stop_the_run() {
 fn a_flat_binary_runs_in_real_mode() {
     // mov al, 0x21; out 0xf4, al  → status (0x21 << 1) | 1 = 0x43
     let code = scratch("real.bin", &[0xb0, 0x21, 0xe6, 0xf4, 0xf4]);
-    let out = opsvisor(&["run", "--mode", "real", "--load-addr", "0x7c00", code.to_str().unwrap()]);
+    let out = opsvisor(&[
+        "run",
+        "--mode",
+        "real",
+        "--load-addr",
+        "0x7c00",
+        code.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0x43));
 }
 
 #[test]
 fn a_missing_kernel_is_one_error_line() {
-    assert_one_error_line(&opsvisor(&["run", "/nonexistent/kernel"]), "cannot read kernel");
+    assert_one_error_line(
+        &opsvisor(&["run", "/nonexistent/kernel"]),
+        "cannot read kernel",
+    );
 }
 
 #[test]
 fn a_missing_module_is_one_error_line() {
     let guest = opsvisor_corpus::image_path("hello");
-    let out = opsvisor(&["run", "--module", "/nonexistent/module", guest.to_str().unwrap()]);
+    let out = opsvisor(&[
+        "run",
+        "--module",
+        "/nonexistent/module",
+        guest.to_str().unwrap(),
+    ]);
     assert_one_error_line(&out, "cannot read module");
 }
 
@@ -123,20 +166,33 @@ fn a_non_x86_elf_is_one_error_line() {
 #[test]
 fn a_file_that_is_no_kernel_is_one_error_line() {
     let text = scratch("notes.txt", b"this is not a kernel\n");
-    assert_one_error_line(&opsvisor(&["run", text.to_str().unwrap()]), "no multiboot header");
+    assert_one_error_line(
+        &opsvisor(&["run", text.to_str().unwrap()]),
+        "no multiboot header",
+    );
 }
 
 #[test]
 fn a_kernel_that_does_not_fit_is_one_error_line() {
     let code = scratch("far.bin", &[0x90; 64]);
-    let out = opsvisor(&["run", "--memory", "2M", "--load-addr", "0x300000", code.to_str().unwrap()]);
+    let out = opsvisor(&[
+        "run",
+        "--memory",
+        "2M",
+        "--load-addr",
+        "0x300000",
+        code.to_str().unwrap(),
+    ]);
     assert_one_error_line(&out, "far.bin");
 }
 
 #[test]
 fn bad_options_are_one_error_line() {
     assert_one_error_line(&opsvisor(&["run", "--memory", "lots", "k"]), "--memory");
-    assert_one_error_line(&opsvisor(&["run", "--memory", "1M", "k"]), "cannot read kernel");
+    assert_one_error_line(
+        &opsvisor(&["run", "--memory", "1M", "k"]),
+        "cannot read kernel",
+    );
     assert_one_error_line(&opsvisor(&["run", "--backend", "vmx", "k"]), "not built");
     assert_one_error_line(&opsvisor(&["run", "--timeout", "soon", "k"]), "--timeout");
     assert_one_error_line(&opsvisor(&["run"]), "no KERNEL");

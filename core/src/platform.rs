@@ -112,7 +112,10 @@ mod std_platform {
                             return true;
                         }
                         let timeout = Duration::from_nanos(deadline - now);
-                        input = cv.wait_timeout(input, timeout).unwrap_or_else(|e| e.into_inner()).0;
+                        input = cv
+                            .wait_timeout(input, timeout)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
                     }
                     None if input.closed => return false,
                     None => input = cv.wait(input).unwrap_or_else(|e| e.into_inner()),
@@ -139,11 +142,22 @@ mod std_platform {
         }
 
         fn console_read(&mut self) -> Option<u8> {
-            self.input.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.pop_front()
+            self.input
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bytes
+                .pop_front()
         }
 
         fn console_input_ready(&mut self) -> bool {
-            !self.input.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.is_empty()
+            !self
+                .input
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bytes
+                .is_empty()
         }
     }
 

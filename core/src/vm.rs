@@ -137,7 +137,13 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// A VM around a vCPU whose architectural state the caller has already set (for
     /// instance with a loader's [`crate::loader::BootState`]). Registers COM1, the
     /// debug-exit port, port 0x80 and the local APIC.
-    pub fn new(vcpu: B, mem: GuestMemory, platform: P, cpuid: CpuidPolicy, config: VmConfig) -> Vm<B, P> {
+    pub fn new(
+        vcpu: B,
+        mem: GuestMemory,
+        platform: P,
+        cpuid: CpuidPolicy,
+        config: VmConfig,
+    ) -> Vm<B, P> {
         let mut pio = Bus::new();
         // The three ranges are disjoint constants: registration cannot conflict.
         let _ = pio.register(u64::from(COM1_BASE), 8, PioDevice::Com1);
@@ -171,7 +177,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
 
     /// The guest's TSC now (reads the host clock).
     pub fn guest_tsc(&self) -> u64 {
-        self.platform.now_ns().wrapping_add_signed(self.msrs.tsc_offset())
+        self.platform
+            .now_ns()
+            .wrapping_add_signed(self.msrs.tsc_offset())
     }
 
     /// The guest TSC as of the last clock read (no clock read).
@@ -207,7 +215,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.mmio.unregister(old);
             }
             if let Some(base) = want {
-                if self.mmio.register(base, 0x1000, MmioDevice::LocalApic).is_ok() {
+                if self
+                    .mmio
+                    .register(base, 0x1000, MmioDevice::LocalApic)
+                    .is_ok()
+                {
                     self.apic_mmio_registered = Some(base);
                 }
             }
@@ -233,7 +245,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             let exit = self.vcpu.run(&mut self.mem, &self.limit);
             let kind = exit.kind();
             self.stats.count(kind);
-            let started = if self.config.collect_timing { self.platform.now_ns() } else { 0 };
+            let started = if self.config.collect_timing {
+                self.platform.now_ns()
+            } else {
+                0
+            };
             let flow = self.handle_exit(exit);
             if self.config.collect_timing {
                 let took = self.platform.now_ns().saturating_sub(started);
@@ -242,7 +258,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             exits_since_clock += 1;
             match flow {
                 Flow::Resume if exits_since_clock < self.config.exits_per_clock_read => {}
-                Flow::Events if exits_since_clock < self.config.exits_per_clock_read => self.deliver_events(),
+                Flow::Events if exits_since_clock < self.config.exits_per_clock_read => {
+                    self.deliver_events()
+                }
                 Flow::Stop(outcome) => return outcome,
                 Flow::Resume | Flow::Events | Flow::Clock => {
                     exits_since_clock = 0;
@@ -294,7 +312,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         };
         if self.vcpu.interrupt_allowed() {
             self.apic.acknowledge(vector);
-            self.vcpu.inject_event(crate::ops::Event::ExternalInterrupt(vector));
+            self.vcpu
+                .inject_event(crate::ops::Event::ExternalInterrupt(vector));
             if self.irq_window {
                 self.irq_window = false;
                 self.vcpu.enable_irq_window(false);
@@ -331,7 +350,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.vcpu.skip_emulated_instruction();
                 Flow::Resume
             }
-            Exit::TripleFault => Flow::Stop(RunOutcome::TripleFault { rip: self.vcpu.rip() }),
+            Exit::TripleFault => Flow::Stop(RunOutcome::TripleFault {
+                rip: self.vcpu.rip(),
+            }),
             Exit::SlatViolation { .. }
             | Exit::Exception { .. }
             | Exit::EntryFailed { .. }

@@ -288,8 +288,12 @@ pub struct Cpu {
     pub retired: u64,
     /// `retired` at the start of the current run.
     pub run_start: u64,
-    /// Guest TSC at the start of the current run.
+    /// The last guest TSC the core handed over (`RunLimit::tsc`).
     pub tsc_entry: u64,
+    /// `retired` when `tsc_entry` was handed over. The core re-reads its clock only now
+    /// and then, so several runs may start from the same `tsc_entry`: counting from here
+    /// rather than from the start of each run keeps the guest's TSC from stepping back.
+    pub tsc_base_retired: u64,
     /// Code pages written since the last check: their blocks must go.
     pub smc_pages: Vec<u64>,
     /// Per guest-physical page: which 128-byte chunks hold decoded code.
@@ -348,6 +352,7 @@ impl Cpu {
             retired: 0,
             run_start: 0,
             tsc_entry: 0,
+            tsc_base_retired: 0,
             smc_pages: Vec::with_capacity(8),
             code_chunks: Vec::new(),
             fetch_gen: 1,
@@ -460,11 +465,12 @@ impl Cpu {
         self.seg[s as usize]
     }
 
-    /// Guest TSC as of now: the entry value plus one tick per instruction retired in this run.
+    /// Guest TSC as of now: the core's last value plus one tick per instruction retired
+    /// since the core handed it over.
     #[inline]
     pub fn tsc(&self) -> u64 {
         self.tsc_entry
-            .wrapping_add(self.retired.wrapping_sub(self.run_start))
+            .wrapping_add(self.retired.wrapping_sub(self.tsc_base_retired))
     }
 
     /// Leave with exit `x` (see [`Ex::Exit`]).

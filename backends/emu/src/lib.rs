@@ -469,7 +469,10 @@ impl X86Ops for EmuVcpu {
         self.refresh_memory(mem);
         let c = &mut self.cpu;
         c.run_start = c.retired;
-        c.tsc_entry = limit.tsc;
+        if limit.tsc != c.tsc_entry {
+            c.tsc_entry = limit.tsc;
+            c.tsc_base_retired = c.retired;
+        }
         c.mmio.pos = 0;
         if let Some((gpa, size, value)) = c.ins_store.take() {
             let bytes = value.to_le_bytes();
@@ -487,7 +490,7 @@ impl X86Ops for EmuVcpu {
             return x;
         }
         let budget = match limit.deadline {
-            Some(d) => limit.max_instructions.min(d.saturating_sub(limit.tsc)),
+            Some(d) => limit.max_instructions.min(d.saturating_sub(self.cpu.tsc())),
             None => limit.max_instructions,
         };
         let stop_at = self.cpu.run_start.saturating_add(budget);

@@ -50,7 +50,12 @@ impl<D: Copy> Bus<D> {
     /// Map `start..start+len` to `device`.
     pub fn register(&mut self, start: u64, len: u64, device: D) -> Result<(), BusConflict> {
         let end = start.checked_add(len).ok_or(BusConflict { start })?;
-        if len == 0 || self.ranges.iter().any(|&(s, l, _)| start < s + l && s < end) {
+        if len == 0
+            || self
+                .ranges
+                .iter()
+                .any(|&(s, l, _)| start < s + l && s < end)
+        {
             return Err(BusConflict { start });
         }
         let at = self.ranges.partition_point(|&(s, _, _)| s < start);
@@ -85,7 +90,10 @@ mod tests {
         bus.register(0xf4, 4, PioDevice::DebugExit).unwrap();
         assert_eq!(bus.find(0x3fd), Some((PioDevice::Com1, 5)));
         assert_eq!(bus.find(0x400), None);
-        assert_eq!(bus.register(0x3fc, 2, PioDevice::PostCode), Err(BusConflict { start: 0x3fc }));
+        assert_eq!(
+            bus.register(0x3fc, 2, PioDevice::PostCode),
+            Err(BusConflict { start: 0x3fc })
+        );
         bus.unregister(0x3f8);
         assert_eq!(bus.find(0x3f8), None);
     }

@@ -5,7 +5,6 @@ use crate::ops::{Gpr, X86Ops};
 use crate::platform::Platform;
 use crate::vm::{Flow, Vm};
 
-
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn handle_cpuid(&mut self) -> Flow {
         let leaf = self.vcpu.gpr(Gpr::Rax) as u32;

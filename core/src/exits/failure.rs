@@ -30,10 +30,16 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 format!("unexpected intercepted exception {vector} (error code {error_code:?}) at rip {rip:#x}")
             }
             Exit::EntryFailed { reason, detail } => {
-                format!("{} could not enter the guest: reason {reason:#x}, detail {detail:#x}", self.vcpu.name())
+                format!(
+                    "{} could not enter the guest: reason {reason:#x}, detail {detail:#x}",
+                    self.vcpu.name()
+                )
             }
             Exit::EmulationFailure { rip } => {
-                format!("{} could not complete the instruction at rip {rip:#x}", self.vcpu.name())
+                format!(
+                    "{} could not complete the instruction at rip {rip:#x}",
+                    self.vcpu.name()
+                )
             }
             other => format!("unexpected exit {other:?} at rip {rip:#x}"),
         };

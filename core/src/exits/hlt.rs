@@ -18,14 +18,24 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             self.catch_up_clock();
             let interrupts_on = self.vcpu.rflags() & RFLAGS_IF != 0;
-            if self.vcpu.event_pending() || (interrupts_on && self.apic.pending_interrupt().is_some()) {
+            if self.vcpu.event_pending()
+                || (interrupts_on && self.apic.pending_interrupt().is_some())
+            {
                 return Flow::Clock;
             }
-            let timer = if interrupts_on { self.apic.next_deadline() } else { None };
+            let timer = if interrupts_on {
+                self.apic.next_deadline()
+            } else {
+                None
+            };
             // The guest TSC runs at 1 GHz from the host's nanosecond clock plus an offset,
             // so a TSC deadline converts to host time by removing the offset.
-            let timer_ns = timer.map(|tsc| tsc.wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg()));
-            let timeout_ns = self.config.timeout_ns.map(|t| self.run_started_ns().saturating_add(t));
+            let timer_ns =
+                timer.map(|tsc| tsc.wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg()));
+            let timeout_ns = self
+                .config
+                .timeout_ns
+                .map(|t| self.run_started_ns().saturating_add(t));
             let wake_ns = match (timer_ns, timeout_ns) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -9,7 +9,13 @@ use crate::platform::Platform;
 use crate::vm::{Flow, RunOutcome, Vm};
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
-    pub(crate) fn handle_io(&mut self, port: u16, size: u8, direction: Direction, data: u32) -> Flow {
+    pub(crate) fn handle_io(
+        &mut self,
+        port: u16,
+        size: u8,
+        direction: Direction,
+        data: u32,
+    ) -> Flow {
         let mask = match size {
             1 => 0xff,
             2 => 0xffff,
@@ -23,12 +29,17 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     Some((PioDevice::Com1, offset)) => {
                         let mut v = 0u32;
                         for i in 0..u32::from(size) {
-                            let byte = self.devices.com1.read((offset as u8).wrapping_add(i as u8) & 7, &mut self.platform);
+                            let byte = self
+                                .devices
+                                .com1
+                                .read((offset as u8).wrapping_add(i as u8) & 7, &mut self.platform);
                             v |= u32::from(byte) << (8 * i);
                         }
                         v
                     }
-                    Some((PioDevice::PostCode, _)) => u32::from(self.devices.post_code.read()) | !0xff,
+                    Some((PioDevice::PostCode, _)) => {
+                        u32::from(self.devices.post_code.read()) | !0xff
+                    }
                     Some((PioDevice::DebugExit, _)) | None => !0,
                 };
                 self.vcpu.complete_pio_in(value & mask);
@@ -40,7 +51,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     Some((PioDevice::Com1, offset)) => {
                         for i in 0..u32::from(size) {
                             let byte = (data >> (8 * i)) as u8;
-                            self.devices.com1.write((offset as u8).wrapping_add(i as u8) & 7, byte, &mut self.platform);
+                            self.devices.com1.write(
+                                (offset as u8).wrapping_add(i as u8) & 7,
+                                byte,
+                                &mut self.platform,
+                            );
                         }
                         Flow::Resume
                     }

@@ -14,9 +14,19 @@ pub(crate) fn apic_register_is_timer(offset: u32) -> bool {
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
-    pub(crate) fn handle_mmio(&mut self, gpa: u64, size: u8, direction: Direction, data: u64) -> Flow {
+    pub(crate) fn handle_mmio(
+        &mut self,
+        gpa: u64,
+        size: u8,
+        direction: Direction,
+        data: u64,
+    ) -> Flow {
         let size = u64::from(size.clamp(1, 8));
-        let mask = if size == 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 };
+        let mask = if size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * size)) - 1
+        };
         match (self.mmio.find(gpa), direction) {
             (Some((MmioDevice::LocalApic, offset)), Direction::Read) => {
                 // APIC registers are 32 bits wide at 16-byte strides; narrower reads take
@@ -27,7 +37,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 }
                 let now = self.limit.tsc;
                 let lo = u64::from(self.apic.mmio_read(dword, now));
-                let hi = if size == 8 { u64::from(self.apic.mmio_read(dword.wrapping_add(4) & 0xfff, now)) } else { 0 };
+                let hi = if size == 8 {
+                    u64::from(self.apic.mmio_read(dword.wrapping_add(4) & 0xfff, now))
+                } else {
+                    0
+                };
                 let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
                 self.vcpu.complete_mmio(Some(value));
                 Flow::Resume
@@ -43,7 +57,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     let now = self.limit.tsc;
                     self.apic.mmio_write(offset as u32, data as u32, now);
                     if size == 8 {
-                        self.apic.mmio_write((offset as u32 + 4) & 0xfff, (data >> 32) as u32, now);
+                        self.apic
+                            .mmio_write((offset as u32 + 4) & 0xfff, (data >> 32) as u32, now);
                     }
                 }
                 // EOI, TPR and self-IPIs change what is pending; the timer registers

@@ -30,7 +30,10 @@ const GP_VECTOR: u8 = 13;
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     fn msr_context(&mut self) -> (&mut crate::msr::MsrState, MsrContext<'_, B>) {
-        let host_tsc = self.limit.tsc.wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg());
+        let host_tsc = self
+            .limit
+            .tsc
+            .wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg());
         (
             &mut self.msrs,
             MsrContext {

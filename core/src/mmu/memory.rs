@@ -38,11 +38,18 @@ impl fmt::Display for MemError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             MemError::Unmapped { gpa, len } => {
-                write!(f, "guest-physical range {gpa:#x}..{:#x} is not RAM", gpa.wrapping_add(len))
+                write!(
+                    f,
+                    "guest-physical range {gpa:#x}..{:#x} is not RAM",
+                    gpa.wrapping_add(len)
+                )
             }
             MemError::Overlap { gpa } => write!(f, "memory region at {gpa:#x} overlaps another"),
             MemError::OutOfHostMemory { size } => {
-                write!(f, "cannot allocate {size} bytes of host memory for the guest")
+                write!(
+                    f,
+                    "cannot allocate {size} bytes of host memory for the guest"
+                )
             }
             MemError::BadRegion { gpa, size } => {
                 write!(f, "bad memory region at {gpa:#x} of {size:#x} bytes (page-aligned, non-empty, below 2^52)")
@@ -119,7 +126,9 @@ pub struct GuestMemory {
 impl GuestMemory {
     /// An empty map.
     pub fn new() -> GuestMemory {
-        GuestMemory { regions: Vec::new() }
+        GuestMemory {
+            regions: Vec::new(),
+        }
     }
 
     /// A map with `size` bytes of write-back RAM at guest-physical 0. The whole range is
@@ -134,7 +143,11 @@ impl GuestMemory {
     /// Add a region of zeroed RAM. The size must be a non-zero multiple of 4 KiB.
     pub fn add_ram(&mut self, gpa: u64, size: u64) -> Result<(), MemError> {
         let end = gpa.checked_add(size);
-        if size == 0 || gpa % 4096 != 0 || size % 4096 != 0 || end.is_none_or(|e| e > 1 << MAX_PHYS_BITS) {
+        if size == 0
+            || gpa % 4096 != 0
+            || size % 4096 != 0
+            || end.is_none_or(|e| e > 1 << MAX_PHYS_BITS)
+        {
             return Err(MemError::BadRegion { gpa, size });
         }
         let end = gpa + size;
@@ -142,11 +155,15 @@ impl GuestMemory {
             return Err(MemError::Overlap { gpa });
         }
         let len = usize::try_from(size).map_err(|_| MemError::OutOfHostMemory { size })?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(len).map_err(|_| MemError::OutOfHostMemory { size })?;
-        // Zeroed allocation of a large buffer maps zero pages lazily: untouched guest RAM
-        // costs the host nothing.
-        data.resize(len, 0);
+        // Ask first whether the host can provide the memory at all, so an impossible size
+        // is an error rather than an abort; then allocate it zeroed, which for a large
+        // buffer maps zero pages lazily: untouched guest RAM costs the host nothing.
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(len)
+            .map_err(|_| MemError::OutOfHostMemory { size })?;
+        drop(probe);
+        let data = alloc::vec![0u8; len];
         let at = self.regions.partition_point(|r| r.gpa < gpa);
         self.regions.insert(
             at,
@@ -173,7 +190,9 @@ impl GuestMemory {
     #[inline]
     pub fn region_index(&self, gpa: u64) -> Option<usize> {
         // Most maps hold one or two regions: a linear scan beats a binary search.
-        self.regions.iter().position(|r| gpa >= r.gpa && gpa - r.gpa < r.data.len() as u64)
+        self.regions
+            .iter()
+            .position(|r| gpa >= r.gpa && gpa - r.gpa < r.data.len() as u64)
     }
 
     /// Whether `gpa..gpa+len` lies inside one RAM region.
@@ -257,7 +276,9 @@ impl GuestMemory {
 
     /// Fill `gpa..gpa+len` with zeroes.
     pub fn zero(&mut self, gpa: u64, len: u64) -> Result<(), MemError> {
-        let s = self.slice_mut(gpa, len).ok_or(MemError::Unmapped { gpa, len })?;
+        let s = self
+            .slice_mut(gpa, len)
+            .ok_or(MemError::Unmapped { gpa, len })?;
         s.fill(0);
         Ok(())
     }
@@ -319,7 +340,13 @@ mod tests {
         let mut mem = GuestMemory::with_ram(0x2000).unwrap();
         mem.write_u32(0x1ffc, 0xdead_beef).unwrap();
         assert_eq!(mem.read_u32(0x1ffc).unwrap(), 0xdead_beef);
-        assert_eq!(mem.read_u64(0x1ffc), Err(MemError::Unmapped { gpa: 0x1ffc, len: 8 }));
+        assert_eq!(
+            mem.read_u64(0x1ffc),
+            Err(MemError::Unmapped {
+                gpa: 0x1ffc,
+                len: 8
+            })
+        );
         assert!(mem.write_u64(0x1ffc, 1).is_err());
         // The failed write changed nothing.
         assert_eq!(mem.read_u32(0x1ffc).unwrap(), 0xdead_beef);
@@ -339,9 +366,21 @@ mod tests {
     #[test]
     fn bad_regions_are_refused() {
         let mut mem = GuestMemory::with_ram(0x4000).unwrap();
-        assert_eq!(mem.add_ram(0x2000, 0x1000), Err(MemError::Overlap { gpa: 0x2000 }));
-        assert!(matches!(mem.add_ram(0x5001, 0x1000), Err(MemError::BadRegion { .. })));
-        assert!(matches!(mem.add_ram(0x8000, 0), Err(MemError::BadRegion { .. })));
-        assert!(matches!(mem.add_ram(0xffff_ffff_ffff_f000, 0x2000), Err(MemError::BadRegion { .. })));
+        assert_eq!(
+            mem.add_ram(0x2000, 0x1000),
+            Err(MemError::Overlap { gpa: 0x2000 })
+        );
+        assert!(matches!(
+            mem.add_ram(0x5001, 0x1000),
+            Err(MemError::BadRegion { .. })
+        ));
+        assert!(matches!(
+            mem.add_ram(0x8000, 0),
+            Err(MemError::BadRegion { .. })
+        ));
+        assert!(matches!(
+            mem.add_ram(0xffff_ffff_ffff_f000, 0x2000),
+            Err(MemError::BadRegion { .. })
+        ));
     }
 }

@@ -1,7 +1,7 @@
 //! PUSH POP PUSHF POPF PUSHA POPA ENTER LEAVE.
 
 use super::{ea, rd};
-use crate::arith::flags::{AC, ID, IF, IOPL, NT, RF, VM};
+use crate::arith::flags::{AC, ID, IF, IOPL, NT, RF, TF, VM};
 use crate::cpu::{sr, Cpu};
 use crate::decode::Op;
 use crate::exception::{ud, Ex, GP};
@@ -89,10 +89,11 @@ pub fn popf(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = stack_size(op);
     let v = c.pop(mem, size)?;
     let m = writable_flags(c, size);
-    let old_if = c.rflags & IF;
+    let old = c.rflags;
     c.rflags = ((c.rflags & !m) | (v & m) | 2) & !RF;
-    if old_if == 0 && c.rflags & IF != 0 {
-        // A newly opened interrupt window must be noticed at the next boundary.
+    if (old & IF == 0 && c.rflags & IF != 0) || (old ^ c.rflags) & TF != 0 {
+        // A newly opened interrupt window, or single-stepping switched on or off, must
+        // be noticed at the next instruction boundary, not at the end of the block.
         c.brk = true;
     }
     Ok(())
