@@ -446,7 +446,7 @@ impl<'a> Elf<'a> {
     /// written unless every segment fits in guest RAM. Returns [`Elf::phys_extent`].
     pub fn load(&self, mem: &mut GuestMemory) -> Result<Range<u64>, LoadError> {
         for (i, seg) in self.segments.iter().enumerate() {
-            if !super::flat::is_ram_range(mem, seg.paddr, seg.memsz) {
+            if !mem.is_ram_range(seg.paddr, seg.memsz) {
                 return Err(LoadError::DoesNotFit(format!(
                     "ELF segment {i} at physical {:#x}..{:#x} ({} bytes) is not inside guest RAM",
                     seg.paddr,
@@ -457,7 +457,7 @@ impl<'a> Elf<'a> {
         }
         for seg in &self.segments {
             mem.write(seg.paddr, self.segment_data(seg))?;
-            super::flat::zero_range(mem, seg.paddr + seg.filesz, seg.memsz - seg.filesz)?;
+            mem.zero_range(seg.paddr + seg.filesz, seg.memsz - seg.filesz)?;
         }
         Ok(self.phys_extent())
     }

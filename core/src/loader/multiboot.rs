@@ -20,7 +20,6 @@
 //!   loaded segments, IDTR limit 0, an unusable LDTR and a busy 32-bit TSS in TR.
 
 use super::elf;
-use super::flat::{is_ram_range, zero_range};
 use super::{BootState, LoadError, Module};
 use crate::mmu::memory::GuestMemory;
 use crate::ops::{DescriptorTable, Gpr, SegReg, Segment};
@@ -241,7 +240,7 @@ fn load_kludge(
         }
         bss_end
     };
-    if !is_ram_range(mem, load_addr, end - load_addr) {
+    if !mem.is_ram_range(load_addr, end - load_addr) {
         return Err(LoadError::DoesNotFit(format!(
             "the kernel at {load_addr:#x}..{end:#x} ({} bytes) is not inside guest RAM",
             end - load_addr
@@ -252,7 +251,7 @@ fn load_kludge(
         .get(file_start as usize..(file_start + load_len) as usize)
         .unwrap_or(&[]);
     mem.write(load_addr, bytes)?;
-    zero_range(mem, load_end, end - load_end)?;
+    mem.zero_range(load_end, end - load_end)?;
     Ok(Kernel {
         entry: k.entry_addr,
         ranges: alloc::vec![load_addr..end],
@@ -370,7 +369,7 @@ pub fn load_multiboot(
         let start = cursor;
         let fits = start
             .checked_add(len)
-            .is_some_and(|end| end <= FOUR_GIB && is_ram_range(mem, start, len));
+            .is_some_and(|end| end <= FOUR_GIB && mem.is_ram_range(start, len));
         if !fits {
             return Err(LoadError::DoesNotFit(format!(
                 "module {i} ({:?}, {len} bytes) at {start:#x}: not inside guest RAM below 4 GiB",
@@ -397,7 +396,7 @@ pub fn load_multiboot(
     occupied.extend(mod_ranges.iter().cloned());
     let free = |mem: &GuestMemory, base: u64| {
         let block = base..base.saturating_add(size);
-        is_ram_range(mem, base, size) && !occupied.iter().any(|r| overlaps(r, &block))
+        mem.is_ram_range(base, size) && !occupied.iter().any(|r| overlaps(r, &block))
     };
     let base = if BOOT_INFO_BASE.saturating_add(size) <= BOOT_INFO_LIMIT
         && free(mem, BOOT_INFO_BASE)

@@ -201,6 +201,42 @@ impl GuestMemory {
         self.slice(gpa, len).is_some()
     }
 
+    /// Whether `gpa..gpa+len` is entirely RAM; unlike [`GuestMemory::is_ram`] it may span
+    /// adjacent regions. An empty range is RAM if it does not wrap.
+    pub fn is_ram_range(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else {
+            return false;
+        };
+        let mut at = gpa;
+        while at < end {
+            match self.region_index(at).and_then(|i| self.regions.get(i)) {
+                Some(r) => at = r.end(),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Zero `gpa..gpa+len`, which may span adjacent regions. Nothing is written if any
+    /// part of it is not RAM.
+    pub fn zero_range(&mut self, gpa: u64, len: u64) -> Result<(), MemError> {
+        if !self.is_ram_range(gpa, len) {
+            return Err(MemError::Unmapped { gpa, len });
+        }
+        let end = gpa + len;
+        let mut at = gpa;
+        while at < end {
+            let region_end = self
+                .region_index(at)
+                .and_then(|i| self.regions.get(i))
+                .map_or(end, Region::end);
+            let n = region_end.min(end) - at;
+            self.zero(at, n)?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// The host bytes backing `gpa..gpa+len`, if they lie inside one region.
     #[inline]
     pub fn slice(&self, gpa: u64, len: u64) -> Option<&[u8]> {
@@ -382,5 +418,26 @@ mod tests {
             mem.add_ram(0xffff_ffff_ffff_f000, 0x2000),
             Err(MemError::BadRegion { .. })
         ));
+    }
+
+    #[test]
+    fn ranges_and_zeroing() {
+        let mut mem = GuestMemory::with_ram(0x1000).unwrap();
+        mem.add_ram(0x1000, 0x1000).unwrap();
+        mem.add_ram(0x4000, 0x1000).unwrap();
+        assert!(mem.is_ram_range(0x800, 0x1800));
+        assert!(!mem.is_ram_range(0x800, 0x1801));
+        assert!(!mem.is_ram_range(0x3000, 0x1000));
+        assert!(mem.is_ram_range(0x2000, 0));
+        assert!(!mem.is_ram_range(u64::MAX, 2));
+        mem.write(0xff0, &[0xff; 0x20]).unwrap();
+        mem.zero_range(0xff8, 0x10).unwrap();
+        assert_eq!(mem.read_u64(0xff0).unwrap(), u64::MAX);
+        assert_eq!(mem.read_u64(0xff8).unwrap(), 0);
+        assert_eq!(mem.read_u64(0x1000).unwrap(), 0);
+        assert_eq!(mem.read_u64(0x1008).unwrap(), u64::MAX);
+        mem.write_u64(0x1ff8, u64::MAX).unwrap();
+        assert!(mem.zero_range(0x1ff8, 0x10).is_err());
+        assert_eq!(mem.read_u64(0x1ff8).unwrap(), u64::MAX, "nothing zeroed");
     }
 }
