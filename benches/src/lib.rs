@@ -19,8 +19,8 @@ const PML4_ADDR: u64 = 0x1000;
 pub const DATA_ADDR: u64 = 0x20_0000;
 /// Top of the stack.
 const STACK_TOP: u64 = 0x8_0000;
-/// Guest RAM.
-const MEMORY: u64 = 64 << 20;
+/// Guest RAM of the benchmark VMs.
+pub const MEMORY: u64 = 64 << 20;
 /// A port no device claims.
 pub const NULL_PORT: u16 = 0x2f0;
 
@@ -204,8 +204,8 @@ pub fn mem_loop_program(iterations: u64) -> Result<Vec<u8>, String> {
 
 /// Guest memory with the first 4 GiB identity-mapped by 1 GiB pages (so the xAPIC page
 /// at 0xFEE00000 is reachable) and `code` at [`CODE_ADDR`].
-pub fn bench_memory(code: &[u8]) -> Result<GuestMemory, String> {
-    let mut mem = GuestMemory::with_ram(MEMORY).map_err(|e| e.to_string())?;
+pub fn bench_memory(code: &[u8], size: u64) -> Result<GuestMemory, String> {
+    let mut mem = GuestMemory::with_ram(size).map_err(|e| e.to_string())?;
     let pdpt = PML4_ADDR + 0x1000;
     let w =
         |mem: &mut GuestMemory, gpa: u64, v: u64| mem.write_u64(gpa, v).map_err(|e| e.to_string());
@@ -256,9 +256,20 @@ pub fn long_mode_state() -> BootState {
     state
 }
 
-/// A VM on backend `vcpu` that runs `code` from [`long_mode_state`].
-pub fn bench_vm<B: X86Ops>(mut vcpu: B, code: &[u8]) -> Result<Vm<B, CapturePlatform>, String> {
-    let mem = bench_memory(code)?;
+/// A VM on backend `vcpu` with [`MEMORY`] bytes of RAM that runs `code` from
+/// [`long_mode_state`].
+pub fn bench_vm<B: X86Ops>(vcpu: B, code: &[u8]) -> Result<Vm<B, CapturePlatform>, String> {
+    bench_vm_with_memory(vcpu, code, MEMORY)
+}
+
+/// [`bench_vm`] with `size` bytes of RAM (at least 4 MiB: the code sits at 1 MiB and the
+/// memory loop's buffer at 2 MiB).
+pub fn bench_vm_with_memory<B: X86Ops>(
+    mut vcpu: B,
+    code: &[u8],
+    size: u64,
+) -> Result<Vm<B, CapturePlatform>, String> {
+    let mem = bench_memory(code, size)?;
     vcpu.vcpu_reset(ResetKind::PowerOn);
     long_mode_state().apply(&mut vcpu);
     Ok(Vm::new(

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use opsvisor_benches::{bench_vm, CODE_ADDR};
+use opsvisor_benches::{bench_vm_with_memory, CODE_ADDR};
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_emu::EmuVcpu;
 
@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&shift, code)) = data.split_first() else { return };
     let mut image = vec![0x90u8; usize::from(shift) % 64];
     image.extend_from_slice(&code[..code.len().min(4096)]);
-    let Ok(mut vm) = bench_vm(EmuVcpu::new(), &image) else { return };
+    // 4 MiB of RAM keeps each execution cheap; the rest of the 4 GiB mapped by the
+    // page tables is not RAM, so wild accesses exercise the MMIO path.
+    let Ok(mut vm) = bench_vm_with_memory(EmuVcpu::new(), &image, 4 << 20) else { return };
     vm.config.max_instructions = Some(10_000);
     vm.config.timeout_ns = Some(2_000_000_000);
     let outcome = vm.run();
