@@ -251,7 +251,16 @@ impl Feature {
 pub struct CpuidPolicy {
     /// Sorted by (leaf, subleaf), one entry per pair.
     entries: Vec<CpuidEntry>,
+    /// A copy of the basic leaves below [`FAST_LEAVES`] (zeros where absent), kept in step
+    /// with `entries`: CPUID is the most frequent exit, and the common leaves are answered
+    /// from here by index instead of by three binary searches.
+    fast: [[u32; 4]; FAST_LEAVES],
+    /// Leaf 0 EAX (0 when leaf 0 is absent), kept in step with `entries`.
+    max_basic: u32,
 }
+
+/// Basic leaves with a copy in [`CpuidPolicy`]'s by-index table.
+const FAST_LEAVES: usize = 32;
 
 /// Four ASCII bytes as a little-endian register value, as CPUID returns strings.
 fn str_reg(bytes: &[u8]) -> u32 {
@@ -267,6 +276,8 @@ impl CpuidPolicy {
     pub fn empty() -> CpuidPolicy {
         CpuidPolicy {
             entries: Vec::new(),
+            fast: [[0; 4]; FAST_LEAVES],
+            max_basic: 0,
         }
     }
 
@@ -375,6 +386,19 @@ impl CpuidPolicy {
         policy
     }
 
+    /// Keep the by-index copy of `leaf` in step after it changed to `regs` (`None`:
+    /// removed). Indexed leaves are never answered from the copy.
+    fn sync_fast(&mut self, leaf: u32, regs: Option<[u32; 4]>) {
+        if leaf == 0 {
+            self.max_basic = regs.map_or(0, |r| r[0]);
+        }
+        if let Some(slot) = self.fast.get_mut(leaf as usize) {
+            if !is_indexed_leaf(leaf) {
+                *slot = regs.unwrap_or([0; 4]);
+            }
+        }
+    }
+
     fn position(&self, leaf: u32, subleaf: u32) -> Result<usize, usize> {
         self.entries
             .binary_search_by(|e| (e.leaf, e.subleaf).cmp(&(leaf, subleaf)))
@@ -405,6 +429,7 @@ impl CpuidPolicy {
                 },
             ),
         }
+        self.sync_fast(leaf, Some(regs));
     }
 
     /// The table's entry for `leaf`/`subleaf`, without the dynamic fields or out-of-range
@@ -420,7 +445,9 @@ impl CpuidPolicy {
     pub fn remove_leaf(&mut self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
         let subleaf = Self::key(leaf, subleaf);
         let i = self.position(leaf, subleaf).ok()?;
-        Some(self.entries.remove(i).regs)
+        let regs = self.entries.remove(i).regs;
+        self.sync_fast(leaf, None);
+        Some(regs)
     }
 
     /// Every entry, sorted by leaf and subleaf.
@@ -450,7 +477,7 @@ impl CpuidPolicy {
 
     /// The highest basic leaf (leaf 0 EAX).
     pub fn max_basic_leaf(&self) -> u32 {
-        self.leaf(0, 0).map_or(0, |r| r[0])
+        self.max_basic
     }
 
     /// The highest extended leaf (leaf 0x8000_0000 EAX), 0 if there are none.
@@ -481,23 +508,45 @@ impl CpuidPolicy {
     /// The result of CPUID for `leaf`/`subleaf`, as [EAX, EBX, ECX, EDX]. `apic_id` fills
     /// the initial APIC ID fields; `osxsave` mirrors CR4.OSXSAVE into leaf 1 ECX;
     /// `apic_enabled` mirrors IA32_APIC_BASE.EN into leaf 1 EDX.APIC.
+    #[inline]
     pub fn lookup(&self, leaf: u32, subleaf: u32, dynamic: &CpuidDynamic) -> [u32; 4] {
+        // Fast path: an in-range basic leaf that does not depend on ECX (the copy holds
+        // zeros for indexed leaves, so those are excluded here).
+        if leaf <= self.max_basic && !is_indexed_leaf(leaf) {
+            if let Some(regs) = self.fast.get(leaf as usize) {
+                let mut regs = *regs;
+                if leaf == 1 {
+                    Self::leaf1_dynamic(&mut regs, dynamic);
+                }
+                return regs;
+            }
+        }
+        self.lookup_slow(leaf, subleaf, dynamic)
+    }
+
+    /// Fill leaf 1's state-dependent fields.
+    #[inline]
+    fn leaf1_dynamic(regs: &mut [u32; 4], dynamic: &CpuidDynamic) {
+        regs[1] = (regs[1] & 0x00ff_ffff) | ((dynamic.apic_id & 0xff) << 24);
+        let (_, _, reg, bit) = Feature::Osxsave.location();
+        regs[reg as usize] &= !(1 << bit);
+        if dynamic.osxsave {
+            regs[reg as usize] |= 1 << bit;
+        }
+        let (_, _, reg, bit) = Feature::Apic.location();
+        if !dynamic.apic_enabled {
+            regs[reg as usize] &= !(1 << bit);
+        }
+    }
+
+    /// [`CpuidPolicy::lookup`] through the sorted table, for every leaf.
+    #[inline(never)]
+    fn lookup_slow(&self, leaf: u32, subleaf: u32, dynamic: &CpuidDynamic) -> [u32; 4] {
         let leaf = self.effective_leaf(leaf);
         let entry = self.leaf(leaf, subleaf);
         let mut regs = entry.unwrap_or([0; 4]);
         match leaf {
-            1 => {
-                regs[1] = (regs[1] & 0x00ff_ffff) | ((dynamic.apic_id & 0xff) << 24);
-                let (_, _, reg, bit) = Feature::Osxsave.location();
-                regs[reg as usize] &= !(1 << bit);
-                if dynamic.osxsave {
-                    regs[reg as usize] |= 1 << bit;
-                }
-                let (_, _, reg, bit) = Feature::Apic.location();
-                if !dynamic.apic_enabled {
-                    regs[reg as usize] &= !(1 << bit);
-                }
-            }
+            1 => Self::leaf1_dynamic(&mut regs, dynamic),
             0xb | 0x1f => {
                 if entry.is_none() {
                     // An invalid level still echoes the level number (SDM 2A, leaf 0xb).
@@ -768,5 +817,45 @@ mod tests {
         sorted.dedup();
         assert_eq!(keys, sorted);
         assert!(CpuidPolicy::empty().lookup(1, 0, &d)[2] == 0);
+    }
+
+    /// The by-index fast path answers exactly what the sorted table answers, through
+    /// edits that add, change and remove leaves (leaf 0 included).
+    #[test]
+    fn fast_path_matches_table() {
+        let check = |policy: &CpuidPolicy| {
+            for osxsave in [false, true] {
+                let d = CpuidDynamic {
+                    apic_id: 3,
+                    osxsave,
+                    apic_enabled: !osxsave,
+                };
+                for leaf in (0..40).chain([0x4000_0000, 0x8000_0000, 0x8000_0001]) {
+                    for subleaf in 0..3 {
+                        assert_eq!(
+                            policy.lookup(leaf, subleaf, &d),
+                            policy.lookup_slow(leaf, subleaf, &d),
+                            "leaf {leaf:#x}.{subleaf}"
+                        );
+                    }
+                }
+            }
+        };
+        let mut policy = CpuidPolicy::emulator();
+        check(&policy);
+        policy.set_leaf(7, 1, [5, 6, 7, 8]);
+        policy.set_leaf(3, 0, [1, 2, 3, 4]);
+        policy.set_leaf(0x1c, 0, [9, 9, 9, 9]);
+        check(&policy);
+        let mut high = policy.leaf(0, 0).unwrap();
+        high[0] = 0x30;
+        policy.set_leaf(0, 0, high);
+        check(&policy);
+        assert_eq!(policy.remove_leaf(3, 0), Some([1, 2, 3, 4]));
+        check(&policy);
+        assert!(policy.remove_leaf(0, 0).is_some());
+        assert_eq!(policy.max_basic_leaf(), 0);
+        check(&policy);
+        check(&CpuidPolicy::empty());
     }
 }

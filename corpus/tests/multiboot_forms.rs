@@ -27,12 +27,20 @@ fn without_kludge(mut image: Vec<u8>) -> Vec<u8> {
     let at = (0..8192usize.min(image.len() - 12))
         .step_by(4)
         .find(|&i| {
-            let (magic, flags, sum) = (u32_at(&image, i), u32_at(&image, i + 4), u32_at(&image, i + 8));
+            let (magic, flags, sum) = (
+                u32_at(&image, i),
+                u32_at(&image, i + 4),
+                u32_at(&image, i + 8),
+            );
             magic == MULTIBOOT_MAGIC && magic.wrapping_add(flags).wrapping_add(sum) == 0
         })
         .expect("the guest has a multiboot header");
     let flags = u32_at(&image, at + 4);
-    assert_ne!(flags & FLAG_AOUT_KLUDGE, 0, "the corpus guests use the kludge");
+    assert_ne!(
+        flags & FLAG_AOUT_KLUDGE,
+        0,
+        "the corpus guests use the kludge"
+    );
     let flags = flags & !FLAG_AOUT_KLUDGE;
     image[at + 4..at + 8].copy_from_slice(&flags.to_le_bytes());
     let sum = 0u32.wrapping_sub(MULTIBOOT_MAGIC).wrapping_sub(flags);
@@ -98,13 +106,23 @@ fn boot(image: &[u8]) -> (RunOutcome, String) {
     };
     let mut vm = build_machine(image, &opts, CapturePlatform::new()).expect("the image loads");
     let outcome = vm.run();
-    (outcome, String::from_utf8_lossy(&vm.platform.output).into_owned())
+    (
+        outcome,
+        String::from_utf8_lossy(&vm.platform.output).into_owned(),
+    )
 }
 
 fn assert_passes(image: &[u8]) {
     let (outcome, output) = boot(image);
-    assert_eq!(outcome, RunOutcome::DebugExit { status: 1 }, "output:\n{output}");
-    assert!(output.contains("cmdline: multiboot-forms"), "output:\n{output}");
+    assert_eq!(
+        outcome,
+        RunOutcome::DebugExit { status: 1 },
+        "output:\n{output}"
+    );
+    assert!(
+        output.contains("cmdline: multiboot-forms"),
+        "output:\n{output}"
+    );
     assert!(output.contains("PASS"), "output:\n{output}");
 }
 

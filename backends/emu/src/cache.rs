@@ -7,7 +7,7 @@ use crate::decode::{build, ends_block, Op};
 use crate::exception::Ex;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iced_x86::{Decoder, DecoderError, DecoderOptions};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Mnemonic};
 use opsvisor_core::exit::Exit;
 use opsvisor_core::mmu::memory::GuestMemory;
 
@@ -187,6 +187,11 @@ pub fn decode_block(
         let i = dec.decode();
         if dec.last_error() == DecoderError::NoMoreBytes {
             // Straddles the page end: stop before it.
+            break;
+        }
+        if !ops.is_empty() && matches!(i.mnemonic(), Mnemonic::Rdtsc | Mnemonic::Rdtscp) {
+            // The TSC counts retired instructions, and the block loop stores the count
+            // only between blocks: an instruction that reads it must start its block.
             break;
         }
         end = gpa + (pos + i.len()) as u64;

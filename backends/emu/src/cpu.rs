@@ -432,6 +432,31 @@ impl Cpu {
         };
     }
 
+    /// [`Cpu::get`] for a size known when the handler was chosen (1, 2, 4; anything else
+    /// is 8). Only byte registers carry the AH..BH bit, so wider sizes skip that test.
+    #[inline(always)]
+    pub fn get_s<const S: u8>(&self, code: u8) -> u64 {
+        if S == 1 {
+            self.get(code, 1)
+        } else {
+            self.gpr[usize::from(code & 0xf)] & mask(u32::from(S))
+        }
+    }
+
+    /// [`Cpu::set`] for a size known when the handler was chosen (see [`Cpu::get_s`]).
+    #[inline(always)]
+    pub fn set_s<const S: u8>(&mut self, code: u8, v: u64) {
+        match S {
+            1 => self.set(code, 1, v),
+            2 => {
+                let r = &mut self.gpr[usize::from(code & 0xf)];
+                *r = (*r & !0xffff) | (v & 0xffff);
+            }
+            4 => self.gpr[usize::from(code & 0xf)] = v & 0xffff_ffff,
+            _ => self.gpr[usize::from(code & 0xf)] = v,
+        }
+    }
+
     /// The stack address size mask (SS.B, or 64-bit mode).
     #[inline(always)]
     pub fn stack_mask(&self) -> u64 {

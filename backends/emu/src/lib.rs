@@ -41,6 +41,10 @@ pub struct EmuVcpu {
     pending: Option<Event>,
     irq_window: bool,
     nmi_window: bool,
+    /// The block the last run ended in and the `fetch_gen` it ran under: after an
+    /// intercept exit the next run follows this block's successor link instead of
+    /// translating RIP and hashing (the link is checked against RIP and the generation).
+    resume: (u32, u64),
 }
 
 impl Default for EmuVcpu {
@@ -68,6 +72,7 @@ impl EmuVcpu {
             pending: None,
             irq_window: false,
             nmi_window: false,
+            resume: (u32::MAX, 0),
         };
         reset::reset(&mut v.cpu, ResetKind::PowerOn);
         v
@@ -128,29 +133,38 @@ impl EmuVcpu {
     fn execute(&mut self, mem: &mut GuestMemory, stop_at: u64) -> Exit {
         let mut scratch: Option<Block> = None;
         // The cached block just executed and the generation it ran under.
-        let mut prev = u32::MAX;
-        let mut prev_gen = 0;
+        let (mut prev, mut prev_gen) = self.resume;
+        // The core sets the windows between runs only.
+        let windows = self.irq_window || self.nmi_window;
+        // Leave the loop, remembering where to resume.
+        macro_rules! leave {
+            ($x:expr) => {{
+                let x = $x;
+                self.resume = (prev, prev_gen);
+                return x;
+            }};
+        }
         loop {
             // ---- instruction boundary between blocks: the slow checks ----
             if !self.cpu.smc_pages.is_empty() {
                 self.process_smc();
             }
             if let Some((gpa, size, data)) = self.cpu.mmio.write.take() {
-                return Exit::Mmio {
+                leave!(Exit::Mmio {
                     gpa,
                     size,
                     direction: opsvisor_core::exit::Direction::Write,
                     data,
-                };
+                });
             }
             if self.cpu.retired >= stop_at {
-                return Exit::Preempted;
+                leave!(Exit::Preempted);
             }
             if self.irq_window && self.interrupt_allowed() {
-                return Exit::InterruptWindow;
+                leave!(Exit::InterruptWindow);
             }
             if self.nmi_window && self.nmi_allowed() {
-                return Exit::NmiWindow;
+                leave!(Exit::NmiWindow);
             }
             let c = &mut self.cpu;
             let single = c.shadow || c.rflags & TF != 0;
@@ -172,7 +186,7 @@ impl EmuVcpu {
                         }
                         i
                     }
-                    Err(Some(x)) => return x,
+                    Err(Some(x)) => leave!(x),
                     Err(None) => {
                         prev = u32::MAX;
                         continue;
@@ -182,62 +196,96 @@ impl EmuVcpu {
             prev = idx.unwrap_or(u32::MAX);
             prev_gen = self.cpu.fetch_gen;
             let EmuVcpu { cpu: c, cache, .. } = self;
-            let block = match idx {
+            let mut block = match idx {
                 Some(i) => match cache.blocks.get(i as usize) {
                     Some(b) => b,
-                    None => return Exit::EmulationFailure { rip },
+                    None => leave!(Exit::EmulationFailure { rip }),
                 },
                 None => match scratch.as_ref() {
                     Some(b) => b,
                     None => continue,
                 },
             };
-            let ops = if single {
-                &block.ops[..1.min(block.ops.len())]
-            } else {
-                &block.ops[..]
-            };
-            let had_shadow = c.shadow;
-            let tf = c.rflags & TF != 0;
-            c.brk = false;
-            let mut fault = None;
-            let mut retired_any = false;
-            for op in ops {
-                c.rip = op.next_ip;
-                if let Err(e) = (op.h)(c, mem, op) {
-                    c.rip = op.i.ip();
-                    fault = Some(e);
-                    break;
-                }
-                c.retired += 1;
-                retired_any = true;
-                if c.brk {
-                    break;
-                }
-            }
-            if retired_any && c.mmio.len != 0 {
-                // The instruction that consumed the replayed MMIO values has retired.
-                c.mmio.len = 0;
-                c.mmio.pos = 0;
-            }
-            if let Some(e) = fault {
-                prev = u32::MAX;
-                if let Some(x) = self.take_fault(mem, e) {
-                    return x;
-                }
-                continue;
-            }
-            if single {
-                if had_shadow {
-                    c.shadow = false;
-                }
-                if tf && retired_any {
-                    // Single-step trap after the instruction.
-                    c.dr[6] |= 1 << 14;
-                    prev = u32::MAX;
-                    if let Err(x) = interrupt::raise(c, mem, exception::DB, None) {
-                        return x;
+            // Run blocks back to back while nothing asks for the checks above: those only
+            // matter after an instruction set `brk` (SMC, MMIO store, mode change), at the
+            // budget's end, with a window requested, or when single-stepping.
+            loop {
+                let ops = if single {
+                    &block.ops[..1.min(block.ops.len())]
+                } else {
+                    &block.ops[..]
+                };
+                let had_shadow = c.shadow;
+                let tf = c.rflags & TF != 0;
+                c.brk = false;
+                let mut fault = None;
+                // Counted in a register and stored once per block: the only handlers that
+                // read the count (RDTSC, RDTSCP) always start a block (see `decode_block`).
+                let base = c.retired;
+                let mut done = 0u64;
+                for op in ops {
+                    c.rip = op.next_ip;
+                    if let Err(e) = (op.h)(c, mem, op) {
+                        c.rip = op.i.ip();
+                        fault = Some(e);
+                        break;
                     }
+                    done += 1;
+                    if c.brk {
+                        break;
+                    }
+                }
+                c.retired = base + done;
+                let retired_any = done != 0;
+                if retired_any && c.mmio.len != 0 {
+                    // The instruction that consumed the replayed MMIO values has retired.
+                    c.mmio.len = 0;
+                    c.mmio.pos = 0;
+                }
+                if let Some(e) = fault {
+                    if matches!(e, Ex::Fault(_)) {
+                        // Delivery moves RIP into the handler: no link from here.
+                        prev = u32::MAX;
+                    }
+                    // An exit keeps `prev`: the core usually resumes right after the
+                    // intercepted instruction, and the link to there is checked by RIP.
+                    if let Some(x) = self.take_fault(mem, e) {
+                        leave!(x);
+                    }
+                    break;
+                }
+                if single {
+                    if had_shadow {
+                        c.shadow = false;
+                    }
+                    if tf && retired_any {
+                        // Single-step trap after the instruction.
+                        c.dr[6] |= 1 << 14;
+                        prev = u32::MAX;
+                        if let Err(x) = interrupt::raise(c, mem, exception::DB, None) {
+                            leave!(x);
+                        }
+                    }
+                    break;
+                }
+                if c.brk
+                    || windows
+                    || c.retired >= stop_at
+                    || c.shadow
+                    || c.rflags & TF != 0
+                    || c.fetch_gen != prev_gen
+                {
+                    break;
+                }
+                match cache.follow(prev, c.rip, prev_gen) {
+                    Some(i) => match cache.blocks.get(i as usize) {
+                        Some(b) => {
+                            prev = i;
+                            block = b;
+                        }
+                        None => break,
+                    },
+                    None => break,
                 }
             }
         }
@@ -308,6 +356,7 @@ impl X86Ops for EmuVcpu {
 
     fn vcpu_reset(&mut self, kind: ResetKind) {
         reset::reset(&mut self.cpu, kind);
+        self.resume = (u32::MAX, 0);
         self.pending = None;
         self.irq_window = false;
         self.nmi_window = false;

@@ -109,29 +109,33 @@ pub struct RamMap {
 impl RamMap {
     /// Refresh from `mem`; returns true if anything moved (cached host addresses are then
     /// stale and the TLB must be flushed).
+    #[inline]
     pub fn refresh(&mut self, mem: &mut GuestMemory) -> bool {
-        let n = mem.regions().len();
-        let mut changed = n != self.regions.len();
-        if !changed {
-            for (i, r) in mem.regions().iter().enumerate() {
-                let cur = (r.gpa(), r.size(), r.bytes().as_ptr() as usize);
-                if self.regions.get(i) != Some(&cur) {
-                    changed = true;
-                    break;
-                }
+        // Every run starts here: the unchanged case is a straight comparison.
+        let regions = mem.regions();
+        let same = regions.len() == self.regions.len()
+            && regions
+                .iter()
+                .zip(&self.regions)
+                .all(|(r, &(gpa, len, host))| {
+                    r.gpa() == gpa && r.size() == len && r.bytes().as_ptr() as usize == host
+                });
+        if same {
+            return false;
+        }
+        self.rebuild(mem);
+        true
+    }
+
+    #[inline(never)]
+    fn rebuild(&mut self, mem: &mut GuestMemory) {
+        self.regions.clear();
+        let bounds: Vec<(u64, u64)> = mem.regions().iter().map(|r| (r.gpa(), r.size())).collect();
+        for (gpa, size) in bounds {
+            if let Some(s) = mem.slice_mut(gpa, size) {
+                self.regions.push((gpa, size, s.as_mut_ptr() as usize));
             }
         }
-        if changed {
-            self.regions.clear();
-            let bounds: Vec<(u64, u64)> =
-                mem.regions().iter().map(|r| (r.gpa(), r.size())).collect();
-            for (gpa, size) in bounds {
-                if let Some(s) = mem.slice_mut(gpa, size) {
-                    self.regions.push((gpa, size, s.as_mut_ptr() as usize));
-                }
-            }
-        }
-        changed
     }
 
     /// Host address of the guest-physical page `gpa_page`, if it is RAM.
@@ -432,6 +436,38 @@ impl Cpu {
                 m.len += 1;
             }
         }
+    }
+
+    /// Copy `len` bytes from linear `src` to linear `dst` in privilege class `sel` when
+    /// both ranges lie inside one page each whose translation the TLB holds for fast
+    /// access (so both are RAM and the destination holds no cached code), and when the
+    /// copy equals an element-by-element forward copy (the destination starts at or below
+    /// the source, or the ranges are disjoint). Returns false, having done nothing,
+    /// otherwise.
+    #[inline]
+    pub fn copy_lin_fast(&mut self, src: u64, dst: u64, len: u64, sel: usize) -> bool {
+        let (svpn, dvpn) = (src >> 12, dst >> 12);
+        let (soff, doff) = ((src & 0xfff) as usize, (dst & 0xfff) as usize);
+        if len > 4096 || soff + len as usize > 4096 || doff + len as usize > 4096 {
+            return false;
+        }
+        let set = &self.tlb.e[sel & 1];
+        let se = &set[(svpn as usize) & (TLB_SIZE - 1)];
+        let de = &set[(dvpn as usize) & (TLB_SIZE - 1)];
+        if se.rtag != svpn || de.wtag != dvpn {
+            return false;
+        }
+        let (s, d, n) = (se.host + soff, de.host + doff, len as usize);
+        if d > s && d < s + n {
+            // An overlapping copy upwards replicates a pattern element by element.
+            return false;
+        }
+        // SAFETY: rtag/wtag == vpn mean both hosts are 4 KiB RAM pages of the current
+        // run's memory map (the destination writable, without cached code), and both
+        // offset ranges were checked to stay inside their page. `copy` allows overlap,
+        // and for d <= s a forward copy is what the elements would produce.
+        unsafe { core::ptr::copy(s as *const u8, d as *mut u8, n) };
+        true
     }
 
     /// Write `size` bytes of `v` at linear `la` in privilege class `sel`.

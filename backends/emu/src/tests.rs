@@ -426,6 +426,100 @@ fn string_ops_with_rep_and_df() {
     assert_eq!(h.gpr(Gpr::R11), 20 - 11);
 }
 
+/// REP MOVS through the one-memmove fast path (both pages in the TLB) gives what the
+/// element-by-element path gives, including overlapping copies in both directions, and
+/// a copy onto decoded code still takes the checked path and is seen.
+#[test]
+fn rep_movs_fast_path_matches_elements() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let src: Vec<u8> = (0u8..64)
+        .map(|i| i.wrapping_mul(7).wrapping_add(1))
+        .collect();
+    h.mem.write(0x40000, &src).unwrap();
+    h.mem.write(0x42000, &src).unwrap();
+    h.mem.write(0x44000, &src).unwrap();
+    let mut a = asm64();
+    let mut patch = a.create_label();
+    // Touch source and destination first so that both translations are cached.
+    a.mov(rax, qword_ptr(0x40000u64)).unwrap();
+    a.mov(qword_ptr(0x41000u64), rax).unwrap();
+    a.mov(rsi, 0x40000u64).unwrap();
+    a.mov(rdi, 0x41000u64).unwrap();
+    a.mov(ecx, 8u32).unwrap();
+    a.rep().movsq().unwrap();
+    a.mov(r8, rsi).unwrap();
+    a.mov(r9, rdi).unwrap();
+    a.mov(r10, rcx).unwrap();
+    // Overlapping upwards by one byte: the first byte is replicated.
+    a.mov(rsi, 0x42000u64).unwrap();
+    a.mov(rdi, 0x42001u64).unwrap();
+    a.mov(ecx, 16u32).unwrap();
+    a.rep().movsb().unwrap();
+    // Overlapping downwards by one byte: a plain shift.
+    a.mov(rsi, 0x44001u64).unwrap();
+    a.mov(rdi, 0x44000u64).unwrap();
+    a.mov(ecx, 16u32).unwrap();
+    a.rep().movsb().unwrap();
+    // Copy a new immediate over an instruction that has been decoded already.
+    a.xor(r12, r12).unwrap();
+    a.set_label(&mut patch).unwrap();
+    a.mov(eax, 1u32).unwrap();
+    a.add(r12, rax).unwrap();
+    a.mov(dword_ptr(0x46000u64), 100u32 as i32).unwrap();
+    a.mov(rsi, 0x46000u64).unwrap();
+    a.lea(rdi, ptr(patch)).unwrap();
+    a.add(rdi, 1).unwrap();
+    a.mov(ecx, 4u32).unwrap();
+    a.rep().movsb().unwrap();
+    a.cmp(r12, 1).unwrap();
+    a.je(patch).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    let mut buf = [0u8; 64];
+    h.mem.read(0x41000, &mut buf).unwrap();
+    assert_eq!(&buf[..], &src[..]);
+    assert_eq!(
+        (h.gpr(Gpr::R8), h.gpr(Gpr::R9), h.gpr(Gpr::R10)),
+        (0x40040, 0x41040, 0)
+    );
+    let mut up = [0u8; 18];
+    h.mem.read(0x42000, &mut up).unwrap();
+    assert!(up[..17].iter().all(|&b| b == src[0]), "{up:?}");
+    assert_eq!(up[17], src[17]);
+    let mut down = [0u8; 17];
+    h.mem.read(0x44000, &mut down).unwrap();
+    assert_eq!(&down[..16], &src[1..17]);
+    assert_eq!(down[16], src[16]);
+    assert_eq!(h.gpr(Gpr::R12), 101);
+}
+
+/// RDTSC sees every instruction retired before it, even in the middle of straight-line
+/// code (the block loop stores the count only between blocks).
+#[test]
+fn rdtsc_counts_instructions_within_a_block() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.rdtsc().unwrap();
+    a.shl(rdx, 32).unwrap();
+    a.or(rax, rdx).unwrap();
+    a.mov(r8, rax).unwrap();
+    for _ in 0..5 {
+        a.nop().unwrap();
+    }
+    a.rdtscp().unwrap();
+    a.shl(rdx, 32).unwrap();
+    a.or(rax, rdx).unwrap();
+    a.sub(rax, r8).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    // RDTSC, SHL, OR, MOV and five NOPs retired between the two reads.
+    assert_eq!(h.gpr(Gpr::Rax), 9);
+}
+
 #[test]
 fn mmio_read_modify_write_protocol() {
     let mut h = Harness::new();

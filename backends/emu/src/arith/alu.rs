@@ -24,7 +24,7 @@ pub enum AluOp {
 }
 
 /// Flags of an addition `r = a + b (+ carry in)`, all operands already masked to `size`.
-#[inline]
+#[inline(always)]
 fn add_flags(size: u32, a: u64, b: u64, r: u64) -> u64 {
     // Per-bit carry out of a full adder: majority(a, b, carry-in), where carry-in = a ^ b ^ r.
     let carries = (a & b) | ((a | b) & !r);
@@ -36,7 +36,7 @@ fn add_flags(size: u32, a: u64, b: u64, r: u64) -> u64 {
 }
 
 /// Flags of a subtraction `r = a - b (- borrow in)`, all operands already masked to `size`.
-#[inline]
+#[inline(always)]
 fn sub_flags(size: u32, a: u64, b: u64, r: u64) -> u64 {
     // Per-bit borrow out of a full subtractor, with borrow-in = a ^ b ^ r.
     let borrows = (!a & b) | (!(a ^ b) & r);
@@ -51,7 +51,7 @@ fn sub_flags(size: u32, a: u64, b: u64, r: u64) -> u64 {
 ///
 /// ADD/ADC/SUB/SBB define all six status flags. AND/OR/XOR clear CF and OF and set SF ZF PF
 /// from the result; their AF is architecturally undefined and is cleared, as the host does.
-#[inline]
+#[inline(always)]
 pub fn alu(op: AluOp, size: u32, a: u64, b: u64, rflags: u64) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
@@ -90,7 +90,7 @@ pub fn alu(op: AluOp, size: u32, a: u64, b: u64, rflags: u64) -> (u64, u64) {
 }
 
 /// INC: `a + 1`; CF is preserved, the other five status flags are defined.
-#[inline]
+#[inline(always)]
 pub fn inc(size: u32, a: u64, rflags: u64) -> (u64, u64) {
     let m = mask(size);
     let a = a & m;
@@ -99,7 +99,7 @@ pub fn inc(size: u32, a: u64, rflags: u64) -> (u64, u64) {
 }
 
 /// DEC: `a - 1`; CF is preserved, the other five status flags are defined.
-#[inline]
+#[inline(always)]
 pub fn dec(size: u32, a: u64, rflags: u64) -> (u64, u64) {
     let m = mask(size);
     let a = a & m;
@@ -108,7 +108,7 @@ pub fn dec(size: u32, a: u64, rflags: u64) -> (u64, u64) {
 }
 
 /// NEG: `0 - a`; all six status flags are defined (CF is set unless `a` is zero).
-#[inline]
+#[inline(always)]
 pub fn neg(size: u32, a: u64, rflags: u64) -> (u64, u64) {
     let m = mask(size);
     let a = a & m;

@@ -6,7 +6,7 @@ use super::flags::{CF, OF, PF, SF, ZF};
 
 /// Evaluates condition `cc` on `rflags`. [`ConditionCode::None`] (an unconditional form) is
 /// true.
-#[inline]
+#[inline(always)]
 pub fn cond(cc: ConditionCode, rflags: u64) -> bool {
     let set = |flag: u64| rflags & flag != 0;
     let lt = set(SF) != set(OF);

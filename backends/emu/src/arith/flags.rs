@@ -38,7 +38,7 @@ pub const ID: u64 = 1 << 21;
 pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
 
 /// The value mask of an operand of `size` bytes (sizes other than 1, 2, 4 count as 8).
-#[inline]
+#[inline(always)]
 pub const fn mask(size: u32) -> u64 {
     match size {
         1 => 0xff,
@@ -49,7 +49,7 @@ pub const fn mask(size: u32) -> u64 {
 }
 
 /// The operand width of `size` bytes in bits (sizes other than 1, 2, 4 count as 8).
-#[inline]
+#[inline(always)]
 pub const fn bits(size: u32) -> u32 {
     match size {
         1 => 8,
@@ -60,14 +60,14 @@ pub const fn bits(size: u32) -> u32 {
 }
 
 /// The sign bit of an operand of `size` bytes.
-#[inline]
+#[inline(always)]
 pub const fn sign_bit(size: u32) -> u64 {
     let m = mask(size);
     m ^ (m >> 1)
 }
 
 /// Sign-extends the low `size` bytes of `v` to 64 bits.
-#[inline]
+#[inline(always)]
 pub const fn sign_extend(size: u32, v: u64) -> u64 {
     let shift = 64 - bits(size);
     (((v << shift) as i64) >> shift) as u64
@@ -75,13 +75,13 @@ pub const fn sign_extend(size: u32, v: u64) -> u64 {
 
 /// True when `v` has an even number of one bits, i.e. when PF is set for a result whose low
 /// byte is `v`.
-#[inline]
+#[inline(always)]
 pub const fn parity(v: u8) -> bool {
     v.count_ones() & 1 == 0
 }
 
 /// Returns `flag` if `cond` holds, else 0.
-#[inline]
+#[inline(always)]
 pub const fn flag_if(cond: bool, flag: u64) -> u64 {
     if cond {
         flag
@@ -91,31 +91,45 @@ pub const fn flag_if(cond: bool, flag: u64) -> u64 {
 }
 
 /// The PF value (0 or [`PF`]) for a result.
-#[inline]
+#[inline(always)]
 pub const fn pf(result: u64) -> u64 {
-    flag_if(parity(result as u8), PF)
+    PF_OF_BYTE[(result & 0xff) as usize] as u64
 }
 
+/// [`PF`] or 0 for each byte value: one load instead of a population count (the baseline
+/// x86-64 target has no POPCNT).
+const PF_OF_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        if parity(i as u8) {
+            t[i] = PF as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// The ZF value (0 or [`ZF`]) for a result of `size` bytes.
-#[inline]
+#[inline(always)]
 pub const fn zf(size: u32, result: u64) -> u64 {
     flag_if(result & mask(size) == 0, ZF)
 }
 
 /// The SF value (0 or [`SF`]) for a result of `size` bytes.
-#[inline]
+#[inline(always)]
 pub const fn sf(size: u32, result: u64) -> u64 {
     flag_if(result & sign_bit(size) != 0, SF)
 }
 
 /// ZF, SF and PF for a result of `size` bytes, as the usual "set according to the result".
-#[inline]
+#[inline(always)]
 pub const fn szp(size: u32, result: u64) -> u64 {
     zf(size, result) | sf(size, result) | pf(result)
 }
 
 /// Replaces the flags selected by `which` in `rflags` with those in `new`.
-#[inline]
+#[inline(always)]
 pub const fn update(rflags: u64, which: u64, new: u64) -> u64 {
     (rflags & !which) | (new & which)
 }

@@ -25,7 +25,7 @@ pub enum ShiftOp {
 }
 
 /// The count mask of the legacy shifts: 0x3f for 64-bit operands, 0x1f otherwise.
-#[inline]
+#[inline(always)]
 fn count_mask(size: u32) -> u8 {
     if bits(size) == 64 {
         0x3f
@@ -35,7 +35,7 @@ fn count_mask(size: u32) -> u8 {
 }
 
 /// OF as "the two top bits of the result differ" (used by ROR, RCR and the double shifts).
-#[inline]
+#[inline(always)]
 fn top_two_differ(size: u32, r: u64) -> bool {
     let s = sign_bit(size);
     ((r & s != 0) as u8 ^ (r & (s >> 1) != 0) as u8) != 0
@@ -61,7 +61,7 @@ fn top_two_differ(size: u32, r: u64) -> bool {
 ///   for count == width); SHR gives 0 beyond the width; SAR the sign.
 /// - RCL/RCR whose count is a nonzero multiple of 9 (8-bit) or 17 (16-bit) keep the value and
 ///   CF but still recompute OF with the formula above.
-#[inline]
+#[inline(always)]
 pub fn shift(op: ShiftOp, size: u32, a: u64, count: u8, rflags: u64) -> (u64, u64) {
     let n = bits(size);
     let m = mask(size);
@@ -138,7 +138,7 @@ pub fn shift(op: ShiftOp, size: u32, a: u64, count: u8, rflags: u64) -> (u64, u6
 }
 
 /// Rotates the `size`-byte value `a` (already masked) left by `k` bits (modulo the width).
-#[inline]
+#[inline(always)]
 fn rotl(size: u32, a: u64, k: u32) -> u64 {
     let n = bits(size);
     let k = k % n;
@@ -150,7 +150,7 @@ fn rotl(size: u32, a: u64, k: u32) -> u64 {
 }
 
 /// Rotates the `size`-byte value `a` (already masked) right by `k` bits (modulo the width).
-#[inline]
+#[inline(always)]
 fn rotr(size: u32, a: u64, k: u32) -> u64 {
     let n = bits(size);
     let k = k % n;
@@ -167,7 +167,7 @@ fn rotr(size: u32, a: u64, k: u32) -> u64 {
 /// bit shifted out of `dst`), SF ZF PF, and OF when the count is 1 (sign change). Undefined:
 /// AF, OF for counts above 1, and for 16-bit operands with a count above 16 the result and all
 /// flags; the host's behaviour is modelled (see the tests).
-#[inline]
+#[inline(always)]
 pub fn shld(size: u32, dst: u64, src: u64, count: u8, rflags: u64) -> (u64, u64) {
     let n = bits(size);
     let m = mask(size);
@@ -197,7 +197,7 @@ pub fn shld(size: u32, dst: u64, src: u64, count: u8, rflags: u64) -> (u64, u64)
 
 /// SHRD: shifts `dst` right by `count`, filling from the bottom of `src`; returns
 /// (result, rflags). Flags as for [`shld`], with CF the last bit shifted out of the bottom.
-#[inline]
+#[inline(always)]
 pub fn shrd(size: u32, dst: u64, src: u64, count: u8, rflags: u64) -> (u64, u64) {
     let n = bits(size);
     let m = mask(size);
@@ -219,31 +219,31 @@ pub fn shrd(size: u32, dst: u64, src: u64, count: u8, rflags: u64) -> (u64, u64)
 }
 
 /// The count mask of the BMI2 shifts: 0x3f for 64-bit operands, 0x1f otherwise.
-#[inline]
+#[inline(always)]
 fn bmi2_count(size: u32, count: u64) -> u32 {
     (count & if bits(size) == 64 { 0x3f } else { 0x1f }) as u32
 }
 
 /// SARX (BMI2): arithmetic right shift of a 4- or 8-byte operand; no flags.
-#[inline]
+#[inline(always)]
 pub fn sarx(size: u32, a: u64, count: u64) -> u64 {
     ((sign_extend(size, a) as i64) >> bmi2_count(size, count)) as u64 & mask(size)
 }
 
 /// SHLX (BMI2): left shift of a 4- or 8-byte operand; no flags.
-#[inline]
+#[inline(always)]
 pub fn shlx(size: u32, a: u64, count: u64) -> u64 {
     (a << bmi2_count(size, count)) & mask(size)
 }
 
 /// SHRX (BMI2): logical right shift of a 4- or 8-byte operand; no flags.
-#[inline]
+#[inline(always)]
 pub fn shrx(size: u32, a: u64, count: u64) -> u64 {
     (a & mask(size)) >> bmi2_count(size, count)
 }
 
 /// RORX (BMI2): rotate right of a 4- or 8-byte operand by an immediate; no flags.
-#[inline]
+#[inline(always)]
 pub fn rorx(size: u32, a: u64, imm: u8) -> u64 {
     rotr(size, a & mask(size), bmi2_count(size, u64::from(imm)))
 }

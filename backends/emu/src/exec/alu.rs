@@ -38,16 +38,16 @@ const fn op_of(k: u8) -> AluOp {
 }
 
 /// The handler for an ALU operation `k`, with (`wb`) or without write-back, specialised
-/// for the register/register and register/immediate forms.
-pub fn pick(k: u8, wb: bool, rr: bool, ri: bool) -> Handler {
+/// for the register/register and register/immediate forms and their operand `size`.
+pub fn pick(k: u8, wb: bool, rr: bool, ri: bool, size: u8) -> Handler {
     macro_rules! table {
         ($($k:ident),*) => {
             match (k, wb, rr, ri) {
                 $(
-                    ($k, true, true, _) => alu_rr::<$k, true>,
-                    ($k, false, true, _) => alu_rr::<$k, false>,
-                    ($k, true, _, true) => alu_ri::<$k, true>,
-                    ($k, false, _, true) => alu_ri::<$k, false>,
+                    ($k, true, true, _) => super::sized!(alu_rr::<$k, true>, size),
+                    ($k, false, true, _) => super::sized!(alu_rr::<$k, false>, size),
+                    ($k, true, _, true) => super::sized!(alu_ri::<$k, true>, size),
+                    ($k, false, _, true) => super::sized!(alu_ri::<$k, false>, size),
                     ($k, true, _, _) => alu_any::<$k, true>,
                     ($k, false, _, _) => alu_any::<$k, false>,
                 )*
@@ -58,34 +58,32 @@ pub fn pick(k: u8, wb: bool, rr: bool, ri: bool) -> Handler {
     table!(ADD, ADC, SUB, SBB, AND, OR, XOR)
 }
 
-/// Register, register.
-pub fn alu_rr<const K: u8, const WB: bool>(
+/// Register, register, operand size `S`.
+pub fn alu_rr<const K: u8, const WB: bool, const S: u8>(
     c: &mut Cpu,
     _: &mut GuestMemory,
     op: &Op,
 ) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let a = c.get(op.r[0], size);
-    let b = c.get(op.r[1], size);
-    let (r, f) = alu(op_of(K), size, a, b, c.rflags);
+    let a = c.get_s::<S>(op.r[0]);
+    let b = c.get_s::<S>(op.r[1]);
+    let (r, f) = alu(op_of(K), u32::from(S), a, b, c.rflags);
     if WB {
-        c.set(op.r[0], size, r);
+        c.set_s::<S>(op.r[0], r);
     }
     c.rflags = f;
     Ok(())
 }
 
-/// Register, immediate.
-pub fn alu_ri<const K: u8, const WB: bool>(
+/// Register, immediate, operand size `S`.
+pub fn alu_ri<const K: u8, const WB: bool, const S: u8>(
     c: &mut Cpu,
     _: &mut GuestMemory,
     op: &Op,
 ) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let a = c.get(op.r[0], size);
-    let (r, f) = alu(op_of(K), size, a, op.imm, c.rflags);
+    let a = c.get_s::<S>(op.r[0]);
+    let (r, f) = alu(op_of(K), u32::from(S), a, op.imm, c.rflags);
     if WB {
-        c.set(op.r[0], size, r);
+        c.set_s::<S>(op.r[0], r);
     }
     c.rflags = f;
     Ok(())
@@ -108,20 +106,18 @@ pub fn alu_any<const K: u8, const WB: bool>(
     Ok(())
 }
 
-/// INC register.
-pub fn inc_r(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let (r, f) = ainc(size, c.get(op.r[0], size), c.rflags);
-    c.set(op.r[0], size, r);
+/// INC register, operand size `S`.
+pub fn inc_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let (r, f) = ainc(u32::from(S), c.get_s::<S>(op.r[0]), c.rflags);
+    c.set_s::<S>(op.r[0], r);
     c.rflags = f;
     Ok(())
 }
 
-/// DEC register.
-pub fn dec_r(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let (r, f) = adec(size, c.get(op.r[0], size), c.rflags);
-    c.set(op.r[0], size, r);
+/// DEC register, operand size `S`.
+pub fn dec_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let (r, f) = adec(u32::from(S), c.get_s::<S>(op.r[0]), c.rflags);
+    c.set_s::<S>(op.r[0], r);
     c.rflags = f;
     Ok(())
 }

@@ -27,9 +27,9 @@ fn branch_size(op: &Op) -> u32 {
     op.i.stack_pointer_increment().unsigned_abs().max(2)
 }
 
-/// JMP rel.
+/// JMP rel (the target is in `op.imm`, see [`super::select`]).
 pub fn jmp_rel(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let t = op.i.near_branch_target();
+    let t = op.imm;
     check_target(c, t)?;
     c.rip = t;
     Ok(())
@@ -44,10 +44,10 @@ pub fn jmp_ind(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     Ok(())
 }
 
-/// Jcc rel, specialised per condition.
+/// Jcc rel, specialised per condition (the target is in `op.imm`).
 pub fn jcc<const CC: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     if cond(CC, c.rflags) {
-        let t = op.i.near_branch_target();
+        let t = op.imm;
         check_target(c, t)?;
         c.rip = t;
     }
@@ -63,9 +63,9 @@ pub fn jcc_for(cc: u8) -> Handler {
     T[usize::from(cc) % 17]
 }
 
-/// CALL rel.
+/// CALL rel (the target is in `op.imm`).
 pub fn call_rel(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let t = op.i.near_branch_target();
+    let t = op.imm;
     check_target(c, t)?;
     c.push(mem, op.next_ip, branch_size(op))?;
     c.rip = t;

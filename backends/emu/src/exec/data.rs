@@ -11,35 +11,32 @@ use crate::exception::{ud, Ex, GP};
 use iced_x86::{Mnemonic, OpKind};
 use opsvisor_core::mmu::memory::GuestMemory;
 
-/// MOV r, r.
-pub fn mov_rr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let v = c.get(op.r[1], size);
-    c.set(op.r[0], size, v);
+/// MOV r, r (operand size `S`).
+pub fn mov_rr<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = c.get_s::<S>(op.r[1]);
+    c.set_s::<S>(op.r[0], v);
     Ok(())
 }
 
-/// MOV r, imm.
-pub fn mov_ri(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    c.set(op.r[0], u32::from(op.size), op.imm);
+/// MOV r, imm (operand size `S`).
+pub fn mov_ri<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    c.set_s::<S>(op.r[0], op.imm);
     Ok(())
 }
 
-/// MOV r, m.
-pub fn mov_load(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
+/// MOV r, m (operand size `S`).
+pub fn mov_load<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let a = ea(c, op);
-    let v = c.rd(mem, op.seg, a, size)?;
-    c.set(op.r[0], size, v);
+    let v = c.rd(mem, op.seg, a, u32::from(S))?;
+    c.set_s::<S>(op.r[0], v);
     Ok(())
 }
 
-/// MOV m, r.
-pub fn mov_store(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
+/// MOV m, r (operand size `S`).
+pub fn mov_store<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let a = ea(c, op);
-    let v = c.get(op.r[1], size);
-    c.wr(mem, op.seg, a, size, v)
+    let v = c.get_s::<S>(op.r[1]);
+    c.wr(mem, op.seg, a, u32::from(S), v)
 }
 
 /// MOV, other forms (moffs, m/imm).
@@ -71,10 +68,10 @@ pub fn movbe(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     wr(c, mem, op, 0, size, bswap(size, v))
 }
 
-/// LEA r, m.
-pub fn lea(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+/// LEA r, m (operand size `S`).
+pub fn lea<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let a = ea(c, op);
-    c.set(op.r[0], u32::from(op.size), a);
+    c.set_s::<S>(op.r[0], a);
     Ok(())
 }
 

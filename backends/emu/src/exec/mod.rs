@@ -23,6 +23,28 @@ use crate::interrupt;
 use iced_x86::{ConditionCode, Mnemonic, OpKind};
 use opsvisor_core::mmu::memory::GuestMemory;
 
+/// The instance of handler `$f` for operand size `$size` (1, 2, 4, else 8), with any
+/// leading const arguments: `sized!(alu_rr::<ADD, true>, op.size)`.
+macro_rules! sized {
+    ($f:ident :: < $($a:tt),* >, $size:expr) => {
+        match $size {
+            1 => $f::<$($a,)* 1> as $crate::decode::Handler,
+            2 => $f::<$($a,)* 2>,
+            4 => $f::<$($a,)* 4>,
+            _ => $f::<$($a,)* 8>,
+        }
+    };
+    ($f:ident, $size:expr) => {
+        match $size {
+            1 => $f::<1> as $crate::decode::Handler,
+            2 => $f::<2>,
+            4 => $f::<4>,
+            _ => $f::<8>,
+        }
+    };
+}
+pub(crate) use sized;
+
 /// Effective address (offset in the segment) of the instruction's memory operand.
 #[inline(always)]
 pub fn ea(c: &Cpu, op: &Op) -> u64 {
@@ -144,6 +166,9 @@ fn is_imm(k: OpKind) -> bool {
 
 /// Choose the handler (and its detail) for `op`.
 pub fn select(op: &mut Op, bits: u32) {
+    use alu::{dec_r, inc_r};
+    use data::{lea, mov_load, mov_ri, mov_rr, mov_store};
+    use stack::{pop_r, push_r};
     use Mnemonic as M;
     let _ = bits;
     let (k0, k1) = kinds(op);
@@ -163,29 +188,29 @@ pub fn select(op: &mut Op, bits: u32) {
             || op.i.op_register(0).is_dr()
             || op.i.op_register(1).is_dr());
     op.h = match m {
-        M::Add => alu::pick(alu::ADD, true, rr, ri),
-        M::Or => alu::pick(alu::OR, true, rr, ri),
-        M::Adc => alu::pick(alu::ADC, true, rr, ri),
-        M::Sbb => alu::pick(alu::SBB, true, rr, ri),
-        M::And => alu::pick(alu::AND, true, rr, ri),
-        M::Sub => alu::pick(alu::SUB, true, rr, ri),
-        M::Xor => alu::pick(alu::XOR, true, rr, ri),
-        M::Cmp => alu::pick(alu::SUB, false, rr, ri),
-        M::Test => alu::pick(alu::AND, false, rr, ri),
-        M::Inc if k0 == OpKind::Register => alu::inc_r,
-        M::Dec if k0 == OpKind::Register => alu::dec_r,
+        M::Add => alu::pick(alu::ADD, true, rr, ri, op.size),
+        M::Or => alu::pick(alu::OR, true, rr, ri, op.size),
+        M::Adc => alu::pick(alu::ADC, true, rr, ri, op.size),
+        M::Sbb => alu::pick(alu::SBB, true, rr, ri, op.size),
+        M::And => alu::pick(alu::AND, true, rr, ri, op.size),
+        M::Sub => alu::pick(alu::SUB, true, rr, ri, op.size),
+        M::Xor => alu::pick(alu::XOR, true, rr, ri, op.size),
+        M::Cmp => alu::pick(alu::SUB, false, rr, ri, op.size),
+        M::Test => alu::pick(alu::AND, false, rr, ri, op.size),
+        M::Inc if k0 == OpKind::Register => sized!(inc_r, op.size),
+        M::Dec if k0 == OpKind::Register => sized!(dec_r, op.size),
         M::Inc => alu::inc,
         M::Dec => alu::dec,
         M::Neg => alu::neg,
         M::Not => alu::not,
 
-        M::Rol => shift::pick(crate::arith::shift::ShiftOp::Rol),
-        M::Ror => shift::pick(crate::arith::shift::ShiftOp::Ror),
-        M::Rcl => shift::pick(crate::arith::shift::ShiftOp::Rcl),
-        M::Rcr => shift::pick(crate::arith::shift::ShiftOp::Rcr),
-        M::Shl | M::Sal => shift::pick(crate::arith::shift::ShiftOp::Shl),
-        M::Shr => shift::pick(crate::arith::shift::ShiftOp::Shr),
-        M::Sar => shift::pick(crate::arith::shift::ShiftOp::Sar),
+        M::Rol => shift::pick(crate::arith::shift::ShiftOp::Rol, op),
+        M::Ror => shift::pick(crate::arith::shift::ShiftOp::Ror, op),
+        M::Rcl => shift::pick(crate::arith::shift::ShiftOp::Rcl, op),
+        M::Rcr => shift::pick(crate::arith::shift::ShiftOp::Rcr, op),
+        M::Shl | M::Sal => shift::pick(crate::arith::shift::ShiftOp::Shl, op),
+        M::Shr => shift::pick(crate::arith::shift::ShiftOp::Shr, op),
+        M::Sar => shift::pick(crate::arith::shift::ShiftOp::Sar, op),
         M::Shld => shift::shld,
         M::Shrd => shift::shrd,
         M::Sarx | M::Shlx | M::Shrx | M::Rorx => shift::bmi2_shift,
@@ -208,15 +233,19 @@ pub fn select(op: &mut Op, bits: u32) {
         M::Mov if creg => system::mov_cr_dr,
         M::Mov if sreg0 => segment::mov_to_sreg,
         M::Mov if sreg1 => segment::mov_from_sreg,
-        M::Mov if rr => data::mov_rr,
-        M::Mov if ri => data::mov_ri,
-        M::Mov if k0 == OpKind::Register && k1 == OpKind::Memory => data::mov_load,
-        M::Mov if k0 == OpKind::Memory && k1 == OpKind::Register => data::mov_store,
+        M::Mov if rr => sized!(mov_rr, op.size),
+        M::Mov if ri => sized!(mov_ri, op.size),
+        M::Mov if k0 == OpKind::Register && k1 == OpKind::Memory => {
+            sized!(mov_load, op.size)
+        }
+        M::Mov if k0 == OpKind::Memory && k1 == OpKind::Register => {
+            sized!(mov_store, op.size)
+        }
         M::Mov => data::mov,
         M::Movzx => data::movzx,
         M::Movsx | M::Movsxd => data::movsx,
         M::Movbe => data::movbe,
-        M::Lea => data::lea,
+        M::Lea => sized!(lea, op.size),
         M::Xchg => data::xchg,
         M::Cmpxchg => data::cmpxchg,
         M::Cmpxchg8b | M::Cmpxchg16b => data::cmpxchg_wide,
@@ -280,8 +309,8 @@ pub fn select(op: &mut Op, bits: u32) {
 
         M::Push if sreg0 => segment::push_sreg,
         M::Pop if sreg0 => segment::pop_sreg,
-        M::Push if k0 == OpKind::Register => stack::push_r,
-        M::Pop if k0 == OpKind::Register => stack::pop_r,
+        M::Push if k0 == OpKind::Register => sized!(push_r, op.size),
+        M::Pop if k0 == OpKind::Register => sized!(pop_r, op.size),
         M::Push => stack::push,
         M::Pop => stack::pop,
         M::Pushf | M::Pushfd | M::Pushfq => stack::pushf,
@@ -370,6 +399,11 @@ pub fn select(op: &mut Op, bits: u32) {
     };
     if op.i.is_string_instruction() {
         op.amask = crate::decode::addr_mask(&op.i);
+    }
+    if is_near(k0) {
+        // Relative branches have no immediate: keep the target where handlers load it
+        // directly instead of decoding it from the iced operand on every execution.
+        op.imm = op.i.near_branch_target();
     }
 }
 

@@ -29,17 +29,53 @@ const fn op_of(k: u8) -> ShiftOp {
     }
 }
 
-/// The handler for shift/rotate `s`.
-pub fn pick(s: ShiftOp) -> Handler {
-    match s {
-        ShiftOp::Rol => sh::<ROL>,
-        ShiftOp::Ror => sh::<ROR>,
-        ShiftOp::Rcl => sh::<RCL>,
-        ShiftOp::Rcr => sh::<RCR>,
-        ShiftOp::Shl => sh::<SHL>,
-        ShiftOp::Shr => sh::<SHR>,
-        ShiftOp::Sar => sh::<SAR>,
+/// The handler for shift/rotate `s`: register destinations get an instance per operand
+/// size and count source (CL or immediate), memory destinations the general one.
+pub fn pick(s: ShiftOp, op: &Op) -> Handler {
+    let reg = op.i.op_count() == 2 && op.i.op_kind(0) == OpKind::Register;
+    if !reg {
+        return match s {
+            ShiftOp::Rol => sh::<ROL>,
+            ShiftOp::Ror => sh::<ROR>,
+            ShiftOp::Rcl => sh::<RCL>,
+            ShiftOp::Rcr => sh::<RCR>,
+            ShiftOp::Shl => sh::<SHL>,
+            ShiftOp::Shr => sh::<SHR>,
+            ShiftOp::Sar => sh::<SAR>,
+        };
     }
+    let cl = op.i.op_kind(1) == OpKind::Register;
+    macro_rules! by_count {
+        ($k:ident) => {
+            if cl {
+                super::sized!(sh_r::<$k, true>, op.size)
+            } else {
+                super::sized!(sh_r::<$k, false>, op.size)
+            }
+        };
+    }
+    match s {
+        ShiftOp::Rol => by_count!(ROL),
+        ShiftOp::Ror => by_count!(ROR),
+        ShiftOp::Rcl => by_count!(RCL),
+        ShiftOp::Rcr => by_count!(RCR),
+        ShiftOp::Shl => by_count!(SHL),
+        ShiftOp::Shr => by_count!(SHR),
+        ShiftOp::Sar => by_count!(SAR),
+    }
+}
+
+/// A shift or rotate of a register of size `S` by CL (`CL`) or an immediate.
+pub fn sh_r<const K: u8, const CL: bool, const S: u8>(
+    c: &mut Cpu,
+    _: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let n = if CL { c.gpr[1] as u8 } else { op.imm as u8 };
+    let (r, f) = shift(op_of(K), u32::from(S), c.get_s::<S>(op.r[0]), n, c.rflags);
+    c.set_s::<S>(op.r[0], r);
+    c.rflags = f;
+    Ok(())
 }
 
 /// The count operand (operand `n`): CL or an immediate (1 for the D0/D1 forms).

@@ -14,18 +14,16 @@ fn stack_size(op: &Op) -> u32 {
     op.i.stack_pointer_increment().unsigned_abs()
 }
 
-/// PUSH r.
-pub fn push_r(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let v = c.get(op.r[0], size);
-    c.push(mem, v, size)
+/// PUSH r (operand size `S`).
+pub fn push_r<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = c.get_s::<S>(op.r[0]);
+    c.push(mem, v, u32::from(S))
 }
 
-/// POP r.
-pub fn pop_r(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let size = u32::from(op.size);
-    let v = c.pop(mem, size)?;
-    c.set(op.r[0], size, v);
+/// POP r (operand size `S`).
+pub fn pop_r<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = c.pop(mem, u32::from(S))?;
+    c.set_s::<S>(op.r[0], v);
     Ok(())
 }
 

@@ -73,10 +73,37 @@ fn repeat(
     Ok(())
 }
 
+/// REP MOVS in 64-bit mode, upwards, with a 64-bit address size, when the whole copy
+/// stays inside one page on each side and both translations are in the TLB: one memmove.
+/// Returns false when the general path must run.
+#[inline(always)]
+fn movs_fast(c: &mut Cpu, op: &Op, size: u32) -> bool {
+    if c.bits != 64 || op.amask != u64::MAX || c.rflags & DF != 0 || op.seg >= sr::FS {
+        return false;
+    }
+    let count = c.gpr[1];
+    if count == 0 || count > 4096 / u64::from(size) {
+        return false;
+    }
+    let len = count * u64::from(size);
+    let (src, dst) = (c.gpr[6], c.gpr[7]);
+    let sel = c.tlb.sel;
+    if !c.copy_lin_fast(src, dst, len, sel) {
+        return false;
+    }
+    c.gpr[6] = src.wrapping_add(len);
+    c.gpr[7] = dst.wrapping_add(len);
+    c.gpr[1] = 0;
+    true
+}
+
 /// MOVS.
 pub fn movs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     let seg = op.seg;
+    if op.i.has_rep_prefix() && movs_fast(c, op, elem(op.i.mnemonic())) {
+        return Ok(());
+    }
     repeat(c, mem, op, false, |c, mem, d, size| {
         let v = c.rd(mem, seg, c.gpr[6] & m, size)?;
         c.wr(mem, sr::ES, c.gpr[7] & m, size, v)?;
