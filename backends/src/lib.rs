@@ -4,9 +4,12 @@
 //! this crate, which knows the backend crates, names the concrete one. Backends that are
 //! not built yet are `Unavailable`, an uninhabited type, so their arms cost nothing.
 
+use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::flat::load_flat;
-use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
+use opsvisor_core::loader::multiboot::{
+    is_multiboot, load_multiboot, CODE_SELECTOR, DATA_SELECTOR,
+};
 use opsvisor_core::loader::{BootState, LoadError, Module};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
 use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
@@ -157,8 +160,6 @@ fn mem_error(e: MemError) -> BuildError {
 /// The state a flat binary starts in.
 fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
     let entry = opts.flat_entry.unwrap_or(opts.flat_load);
-    let mut state = BootState::default();
-    state.regs.rflags = 0x2;
     match opts.flat_mode {
         FlatMode::Real => {
             if entry >= 1 << 20 {
@@ -166,50 +167,28 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
                     "a real-mode entry point must lie below 1 MiB (got {entry:#x})"
                 )));
             }
+            // Start from the protected-mode state for LDTR and TR, then make it real mode.
+            let mut state = BootState::protected_flat(0, 0, 0);
             let cs = ((entry >> 4) & 0xf000) as u16;
-            for seg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
-                state.segments[seg as usize] = Segment::real_mode(cs, false);
-            }
+            state.set_data_segments(Segment::real_mode(cs, false));
             state.segments[SegReg::Cs as usize] = Segment::real_mode(cs, true);
             state.regs.rip = entry - (u64::from(cs) << 4);
-            state.cr0 = 0x10;
+            state.cr0 = CR0_ET;
+            Ok(state)
         }
         FlatMode::Protected => {
-            if entry >= 1 << 32 {
-                return Err(BuildError::Option(format!(
+            let entry = u32::try_from(entry).map_err(|_| {
+                BuildError::Option(format!(
                     "a protected-mode entry point must lie below 4 GiB (got {entry:#x})"
-                )));
-            }
-            let data = Segment {
-                selector: 0x18,
-                base: 0,
-                limit: 0xffff_ffff,
-                attr: 0xc093,
-            };
-            for seg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
-                state.segments[seg as usize] = data;
-            }
-            state.segments[SegReg::Cs as usize] = Segment {
-                selector: 0x10,
-                base: 0,
-                limit: 0xffff_ffff,
-                attr: 0xc09b,
-            };
-            state.regs.rip = entry;
-            state.cr0 = 0x11;
+                ))
+            })?;
+            Ok(BootState::protected_flat(
+                entry,
+                CODE_SELECTOR,
+                DATA_SELECTOR,
+            ))
         }
     }
-    state.segments[SegReg::Ldtr as usize] = Segment {
-        attr: Segment::UNUSABLE | 0x82,
-        limit: 0xffff,
-        ..Segment::default()
-    };
-    state.segments[SegReg::Tr as usize] = Segment {
-        attr: 0x8b,
-        limit: 0xffff,
-        ..Segment::default()
-    };
-    Ok(state)
 }
 
 /// Build a machine: guest memory, the kernel loaded into it (multiboot if it carries a

@@ -4,10 +4,11 @@
 //! debug-exit port, so a run returns `DebugExit { status: 1 }`.
 
 use iced_x86::code_asm::*;
+use opsvisor_core::arch::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::BootState;
 use opsvisor_core::mmu::memory::GuestMemory;
-use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::ops::{Gpr, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::platform::CapturePlatform;
 use opsvisor_core::vm::{Vm, VmConfig};
 
@@ -221,38 +222,14 @@ pub fn bench_memory(code: &[u8], size: u64) -> Result<GuestMemory, String> {
 
 /// The long-mode entry state: flat 64-bit code, paging on, interrupts off.
 pub fn long_mode_state() -> BootState {
-    let mut state = BootState::default();
-    let data = Segment {
-        selector: 0x10,
-        base: 0,
-        limit: 0xffff_ffff,
-        attr: 0xc093,
-    };
-    for seg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
-        state.segments[seg as usize] = data;
-    }
-    state.segments[SegReg::Cs as usize] = Segment {
-        selector: 0x08,
-        base: 0,
-        limit: 0xffff_ffff,
-        attr: 0xa09b,
-    };
-    state.segments[SegReg::Tr as usize] = Segment {
-        attr: 0x8b,
-        limit: 0x67,
-        ..Segment::default()
-    };
-    state.segments[SegReg::Ldtr as usize] = Segment {
-        attr: Segment::UNUSABLE | 0x82,
-        ..Segment::default()
-    };
-    state.cr0 = 0x8000_0011;
+    let mut state = BootState::protected_flat(0, 0x08, 0x10);
+    state.segments[SegReg::Cs as usize] = Segment::flat(0x08, Segment::CODE64);
+    state.cr0 = CR0_PG | CR0_ET | CR0_PE;
     state.cr3 = PML4_ADDR;
-    state.cr4 = 0x20;
-    state.efer = 0x500;
+    state.cr4 = CR4_PAE;
+    state.efer = EFER_LME | EFER_LMA;
     state.regs.rip = CODE_ADDR;
-    state.regs.rflags = 0x2;
-    state.regs.gpr[4] = STACK_TOP;
+    state.regs.gpr[Gpr::Rsp as usize] = STACK_TOP;
     state
 }
 

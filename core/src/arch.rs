@@ -4,6 +4,8 @@
 pub const RFLAGS_IF: u64 = 1 << 9;
 /// CR0.PE.
 pub const CR0_PE: u64 = 1 << 0;
+/// CR0.ET (always 1 on processors since the i486).
+pub const CR0_ET: u64 = 1 << 4;
 /// CR0.PG.
 pub const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE.

@@ -137,6 +137,27 @@ impl Segment {
         ((self.attr >> 5) & 3) as u8
     }
 
+    /// A flat 4 GiB segment (base 0, page-granular limit) with access rights `attr`.
+    pub const fn flat(selector: u16, attr: u32) -> Segment {
+        Segment {
+            selector,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr,
+        }
+    }
+
+    /// Access rights of a flat 32-bit execute/read code segment, DPL 0, accessed.
+    pub const CODE32: u32 = 0xc09b;
+    /// Access rights of a 64-bit execute/read code segment, DPL 0, accessed.
+    pub const CODE64: u32 = 0xa09b;
+    /// Access rights of a flat read/write data segment, DPL 0, accessed.
+    pub const DATA: u32 = 0xc093;
+    /// Access rights of a busy 32/64-bit TSS.
+    pub const TSS_BUSY: u32 = 0x8b;
+    /// Access rights of an LDT that is not loaded.
+    pub const LDT_UNUSABLE: u32 = Segment::UNUSABLE | 0x82;
+
     /// A real-mode segment: base = selector * 16, 64 KiB limit, read/write (or
     /// execute/read for CS) data, present.
     pub fn real_mode(selector: u16, code: bool) -> Segment {

@@ -32,6 +32,38 @@ pub struct BootState {
 }
 
 impl BootState {
+    /// 32-bit protected mode at `entry`, paging off, interrupts off: CS a flat code
+    /// segment with selector `code`, the data segments flat with selector `data`, no LDT,
+    /// and a busy TSS in TR (VMX refuses a guest whose TR is unusable), CR0 = PE | ET.
+    /// This is the multiboot machine state; the caller fills in registers and tables.
+    pub fn protected_flat(entry: u32, code: u16, data: u16) -> BootState {
+        let mut state = BootState::default();
+        state.regs.rip = u64::from(entry);
+        // Only the reserved bit 1: IF = 0, VM = 0.
+        state.regs.rflags = 0x2;
+        state.set_data_segments(Segment::flat(data, Segment::DATA));
+        state.segments[SegReg::Cs as usize] = Segment::flat(code, Segment::CODE32);
+        state.segments[SegReg::Ldtr as usize] = Segment {
+            limit: 0xffff,
+            attr: Segment::LDT_UNUSABLE,
+            ..Segment::default()
+        };
+        state.segments[SegReg::Tr as usize] = Segment {
+            limit: 0xffff,
+            attr: Segment::TSS_BUSY,
+            ..Segment::default()
+        };
+        state.cr0 = crate::arch::CR0_PE | crate::arch::CR0_ET;
+        state
+    }
+
+    /// Load `seg` into ES, SS, DS, FS and GS.
+    pub fn set_data_segments(&mut self, seg: Segment) {
+        for reg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
+            self.segments[reg as usize] = seg;
+        }
+    }
+
     /// Load this state into a vCPU.
     pub fn apply<B: X86Ops>(&self, vcpu: &mut B) {
         // Order matters for backends that derive the mode from the registers: EFER and

@@ -22,7 +22,7 @@
 use super::elf;
 use super::{BootState, LoadError, Module};
 use crate::mmu::memory::GuestMemory;
-use crate::ops::{DescriptorTable, Gpr, SegReg, Segment};
+use crate::ops::{DescriptorTable, Gpr};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -471,42 +471,9 @@ pub fn load_multiboot(
 
 /// The multiboot machine state: 32-bit protected mode, paging off, flat segments.
 fn entry_state(entry: u32, info: u32, gdt: u32) -> BootState {
-    let mut state = BootState::default();
+    let mut state = BootState::protected_flat(entry, CODE_SELECTOR, DATA_SELECTOR);
     state.regs.gpr[Gpr::Rax as usize] = u64::from(BOOT_MAGIC);
     state.regs.gpr[Gpr::Rbx as usize] = u64::from(info);
-    state.regs.rip = u64::from(entry);
-    // Only the reserved bit 1: IF = 0, VM = 0.
-    state.regs.rflags = 0x2;
-    let data = Segment {
-        selector: DATA_SELECTOR,
-        base: 0,
-        limit: 0xffff_ffff,
-        attr: 0xc093,
-    };
-    for seg in [SegReg::Es, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
-        state.segments[seg as usize] = data;
-    }
-    state.segments[SegReg::Cs as usize] = Segment {
-        selector: CODE_SELECTOR,
-        base: 0,
-        limit: 0xffff_ffff,
-        attr: 0xc09b,
-    };
-    state.segments[SegReg::Ldtr as usize] = Segment {
-        selector: 0,
-        base: 0,
-        limit: 0xffff,
-        attr: Segment::UNUSABLE | 0x82,
-    };
-    // VMX needs a usable TR: a busy 32-bit TSS.
-    state.segments[SegReg::Tr as usize] = Segment {
-        selector: 0,
-        base: 0,
-        limit: 0xffff,
-        attr: 0x8b,
-    };
-    // PE | ET.
-    state.cr0 = 0x11;
     state.gdt = DescriptorTable {
         base: u64::from(gdt),
         limit: (GDT.len() * 8 - 1) as u16,
@@ -520,6 +487,7 @@ mod tests {
     use super::*;
     use crate::loader::elf::tests::{build, Ph};
     use crate::loader::elf::{EM_386, EM_X86_64};
+    use crate::ops::{SegReg, Segment};
     use alloc::vec;
 
     fn header(flags: u32, kludge: Option<[u32; 5]>) -> Vec<u8> {
