@@ -138,7 +138,7 @@ fn report_unimplemented(vcpu: &Backend) {
         let missing: Vec<String> = slot
             .0
             .unimplemented()
-            .map(|(name, n)| format!("{name} x{n}"))
+            .map(|(mnemonic, n)| format!("{} x{n}", format!("{mnemonic:?}").to_lowercase()))
             .collect();
         if !missing.is_empty() {
             eprintln!(

@@ -202,6 +202,18 @@ pub fn decode_block(
             break;
         }
     }
+    if let [.., a, j] = &ops[..] {
+        if let Some(h) = crate::exec::fused::pick(a, j, bits) {
+            // The flag setter absorbs the Jcc that ends the block (see `exec::fused`).
+            let (next_ip, target) = (j.next_ip, j.imm);
+            ops.pop();
+            if let Some(a) = ops.last_mut() {
+                a.h = h;
+                a.next_ip = next_ip;
+                a.disp = target;
+            }
+        }
+    }
     if !ops.is_empty() {
         return Ok((
             Block {

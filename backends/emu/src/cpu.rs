@@ -221,8 +221,12 @@ pub struct Cpu {
     pub gpr: [u64; 17],
     /// RIP.
     pub rip: u64,
-    /// RFLAGS.
-    pub rflags: u64,
+    /// RFLAGS, raw: its status flags are stale while [`Cpu::lz`] holds a record (see
+    /// [`crate::lazy`]); read them through [`Cpu::rflags`], write through
+    /// [`Cpu::set_rflags`]. The other bits are always current.
+    pub rf: u64,
+    /// The last flag-setting instruction, if its flags are not in [`Cpu::rf`] yet.
+    pub lz: crate::lazy::Lazy,
     /// ES CS SS DS FS GS LDTR TR with their hidden parts.
     pub seg: [Segment; 8],
     /// CR0.
@@ -303,7 +307,7 @@ pub struct Cpu {
     /// The exit an [`Ex::Exit`] result stands for.
     pub exit: opsvisor_core::exit::Exit,
     /// Executions of unimplemented instructions, by mnemonic.
-    pub unimpl: BTreeMap<u16, (&'static str, u64)>,
+    pub unimpl: BTreeMap<u16, (iced_x86::Mnemonic, u64)>,
 }
 
 impl Default for Cpu {
@@ -318,7 +322,8 @@ impl Cpu {
         Cpu {
             gpr: [0; 17],
             rip: 0,
-            rflags: 2,
+            rf: 2,
+            lz: crate::lazy::Lazy::default(),
             seg: [Segment::default(); 8],
             cr0: 0,
             cr2: 0,
@@ -364,7 +369,7 @@ impl Cpu {
     /// Recompute the code size and CPL after CS, CR0 or EFER changed.
     pub fn update_mode(&mut self) {
         let cs = &self.seg[sr::CS as usize];
-        self.bits = if self.cr0 & cr0::PE == 0 || self.rflags & VM != 0 {
+        self.bits = if self.cr0 & cr0::PE == 0 || self.rf & VM != 0 {
             16
         } else if self.efer & efer::LMA != 0 && cs.attr & Segment::L != 0 {
             64
@@ -375,7 +380,7 @@ impl Cpu {
         };
         self.cpl = if self.cr0 & cr0::PE == 0 {
             0
-        } else if self.rflags & VM != 0 {
+        } else if self.rf & VM != 0 {
             3
         } else {
             cs.dpl()
@@ -400,7 +405,7 @@ impl Cpu {
     /// Whether the CPU is in protected mode (not real mode, not virtual-8086).
     #[inline(always)]
     pub fn protected(&self) -> bool {
-        self.cr0 & cr0::PE != 0 && self.rflags & VM == 0
+        self.cr0 & cr0::PE != 0 && self.rf & VM == 0
     }
 
     /// Read a register by operand code: bits 0-3 the register number, bit 4 set for
@@ -472,7 +477,7 @@ impl Cpu {
     /// The IOPL field of RFLAGS.
     #[inline]
     pub fn iopl(&self) -> u8 {
-        ((self.rflags >> 12) & 3) as u8
+        ((self.rf >> 12) & 3) as u8
     }
 
     /// #GP(0) unless CPL is 0.
@@ -512,11 +517,7 @@ impl Cpu {
 
     /// Record an unimplemented instruction.
     pub fn count_unimplemented(&mut self, m: iced_x86::Mnemonic) {
-        let e = self.unimpl.entry(m as u16).or_insert_with(|| {
-            // A name per distinct mnemonic, leaked once: bounded by the number of mnemonics.
-            let s = alloc::format!("{m:?}").to_lowercase();
-            (alloc::boxed::Box::leak(s.into_boxed_str()), 0)
-        });
+        let e = self.unimpl.entry(m as u16).or_insert((m, 0));
         e.1 = e.1.saturating_add(1);
     }
 }

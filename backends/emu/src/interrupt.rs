@@ -92,7 +92,7 @@ fn deliver_real(c: &mut Cpu, mem: &mut GuestMemory, vector: u8) -> Result<(), Ex
     let entry = c.rd_sys(mem, c.idtr.base.wrapping_add(off), 4)?;
     let save_sp = c.gpr[4];
     let frame = [
-        c.rflags & 0xffff,
+        c.rflags() & 0xffff,
         u64::from(c.seg[sr::CS as usize].selector),
         c.rip & 0xffff,
     ];
@@ -102,7 +102,7 @@ fn deliver_real(c: &mut Cpu, mem: &mut GuestMemory, vector: u8) -> Result<(), Ex
             return Err(e);
         }
     }
-    c.rflags &= !(IF | TF | AC | RF);
+    c.rf &= !(IF | TF | AC | RF);
     let sel = (entry >> 16) as u16;
     let cs = &mut c.seg[sr::CS as usize];
     cs.selector = sel;
@@ -182,7 +182,7 @@ fn deliver_protected(
     let old_cs = c.seg[sr::CS as usize];
     let old_ss = c.seg[sr::SS as usize];
     let old_sp = c.gpr[4];
-    let old_flags = c.rflags;
+    let old_flags = c.rflags();
     let old_cpl = c.cpl;
     let result = (|| {
         if new_cpl < c.cpl {
@@ -236,9 +236,9 @@ fn deliver_protected(
     cs.attr = (cs.attr & !(3 << 5)) | (u32::from(new_cpl) << 5) | 1;
     c.seg[sr::CS as usize] = cs;
     c.rip = off & if gate32 { 0xffff_ffff } else { 0xffff };
-    c.rflags &= !(TF | NT | RF | VM);
+    c.rf &= !(TF | NT | RF | VM);
     if !trap {
-        c.rflags &= !IF;
+        c.rf &= !IF;
     }
     c.update_mode();
     Ok(())
@@ -263,7 +263,7 @@ fn deliver_long(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> 
     let old_cs = c.seg[sr::CS as usize];
     let old_ss = c.seg[sr::SS as usize];
     let old_sp = c.gpr[4];
-    let old_flags = c.rflags;
+    let old_flags = c.rflags();
     let old_cpl = c.cpl;
     let tr = c.seg[sr::TR as usize];
     let mut rsp = old_sp;
@@ -313,9 +313,9 @@ fn deliver_long(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> 
     cs.attr = (cs.attr & !(3 << 5)) | (u32::from(new_cpl) << 5) | 1;
     c.seg[sr::CS as usize] = cs;
     c.rip = off;
-    c.rflags &= !(TF | NT | RF | VM);
+    c.rf &= !(TF | NT | RF | VM);
     if !trap {
-        c.rflags &= !IF;
+        c.rf &= !IF;
     }
     c.update_mode();
     Ok(())
@@ -323,7 +323,7 @@ fn deliver_long(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> 
 
 /// INT imm8.
 pub fn int_n(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    if c.rflags & VM != 0 && c.iopl() < 3 {
+    if c.rf & VM != 0 && c.iopl() < 3 {
         return Err(GP(0));
     }
     deliver(c, mem, op.imm as u8, Source::Software)
@@ -339,7 +339,7 @@ pub fn into(c: &mut Cpu, mem: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     if c.long64() {
         return Err(crate::exception::ud());
     }
-    if c.rflags & OF != 0 {
+    if c.rflags() & OF != 0 {
         deliver(c, mem, OF_VEC, Source::Software)?;
     }
     Ok(())
@@ -358,7 +358,7 @@ pub fn iret(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         _ => 4,
     };
     if !c.protected() {
-        if c.rflags & VM != 0 && c.iopl() < 3 {
+        if c.rf & VM != 0 && c.iopl() < 3 {
             return Err(GP(0));
         }
         let ip = c.peek(mem, 0, size)?;
@@ -368,7 +368,7 @@ pub fn iret(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
             return Err(GP(0));
         }
         let m = writable_flags(c, size) | RF;
-        c.rflags = (c.rflags & !m) | (fl & m) | 2;
+        c.set_rflags((c.rflags() & !m) | (fl & m) | 2);
         let m = c.stack_mask();
         c.gpr[4] = (c.gpr[4] & !m) | (c.gpr[4].wrapping_add(3 * u64::from(size)) & m);
         let seg = &mut c.seg[sr::CS as usize];
@@ -379,7 +379,7 @@ pub fn iret(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         c.update_mode();
         return Ok(());
     }
-    if c.rflags & NT != 0 {
+    if c.rf & NT != 0 {
         // Task return is not supported.
         return Err(GP(0));
     }
@@ -454,7 +454,7 @@ pub fn iret(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = mask & writable_flags(c, size)
         | (mask & (VM | crate::arith::flags::VIF | crate::arith::flags::VIP));
     c.cpl = saved_cpl;
-    c.rflags = (c.rflags & !m) | (fl & m) | 2;
+    c.set_rflags((c.rflags() & !m) | (fl & m) | 2);
     c.nmi_blocked = false;
     c.update_mode();
     Ok(())

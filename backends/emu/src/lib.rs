@@ -16,6 +16,7 @@ pub mod decode;
 pub mod exception;
 pub mod exec;
 pub mod interrupt;
+pub mod lazy;
 pub mod mem;
 pub mod reset;
 
@@ -80,7 +81,7 @@ impl EmuVcpu {
 
     /// Executions of instructions the emulator does not implement (each raised #UD), by
     /// mnemonic.
-    pub fn unimplemented(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    pub fn unimplemented(&self) -> impl Iterator<Item = (iced_x86::Mnemonic, u64)> + '_ {
         self.cpu.unimpl.values().copied()
     }
 
@@ -167,7 +168,7 @@ impl EmuVcpu {
                 leave!(Exit::NmiWindow);
             }
             let c = &mut self.cpu;
-            let single = c.shadow || c.rflags & TF != 0;
+            let single = c.shadow || c.rf & TF != 0;
             let rip = c.rip;
             let gen = c.fetch_gen;
             let linked = if prev_gen == gen {
@@ -216,12 +217,12 @@ impl EmuVcpu {
                     &block.ops[..]
                 };
                 let had_shadow = c.shadow;
-                let tf = c.rflags & TF != 0;
+                let tf = c.rf & TF != 0;
                 c.brk = false;
                 let mut fault = None;
-                // Counted in a register and stored once per block: the only handlers that
+                // Counted in a register and added once per block: the only handlers that
                 // read the count (RDTSC, RDTSCP) always start a block (see `decode_block`).
-                let base = c.retired;
+                // A fused pair (`exec::fused`) counts its second instruction itself.
                 let mut done = 0u64;
                 for op in ops {
                     c.rip = op.next_ip;
@@ -235,7 +236,7 @@ impl EmuVcpu {
                         break;
                     }
                 }
-                c.retired = base + done;
+                c.retired += done;
                 let retired_any = done != 0;
                 if retired_any && c.mmio.len != 0 {
                     // The instruction that consumed the replayed MMIO values has retired.
@@ -272,7 +273,7 @@ impl EmuVcpu {
                     || windows
                     || c.retired >= stop_at
                     || c.shadow
-                    || c.rflags & TF != 0
+                    || c.rf & TF != 0
                     || c.fetch_gen != prev_gen
                 {
                     break;
@@ -379,10 +380,10 @@ impl X86Ops for EmuVcpu {
         self.cpu.intercept = None;
     }
     fn rflags(&self) -> u64 {
-        self.cpu.rflags
+        self.cpu.rflags()
     }
     fn set_rflags(&mut self, rflags: u64) {
-        self.cpu.rflags = rflags | 2;
+        self.cpu.set_rflags(rflags | 2);
         self.cpu.update_mode();
     }
 
@@ -597,7 +598,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.shadow = shadow;
     }
     fn interrupt_allowed(&self) -> bool {
-        self.cpu.rflags & IF != 0 && !self.cpu.shadow && self.pending.is_none()
+        self.cpu.rf & IF != 0 && !self.cpu.shadow && self.pending.is_none()
     }
     fn nmi_allowed(&self) -> bool {
         !self.cpu.nmi_blocked && !self.cpu.shadow && self.pending.is_none()

@@ -11,7 +11,7 @@ pub fn reset(c: &mut Cpu, kind: ResetKind) {
     c.gpr = [0; 17];
     c.gpr[2] = RESET_EDX;
     c.rip = 0xfff0;
-    c.rflags = 2;
+    c.set_rflags(2);
     for s in 0..6 {
         c.seg[s] = Segment::real_mode(0, false);
     }

@@ -619,8 +619,8 @@ fn unimplemented_instruction_raises_ud_and_is_counted() {
     assert_eq!(h.gpr(Gpr::R15), 0x600d);
     // The #UD frame holds the faulting RIP.
     assert_eq!(h.mem.read_u64(h.gpr(Gpr::Rsp)).unwrap(), CODE);
-    let names: Vec<(&str, u64)> = h.vcpu.unimplemented().collect();
-    assert_eq!(names, [("rdrand", 1)]);
+    let names: Vec<(iced_x86::Mnemonic, u64)> = h.vcpu.unimplemented().collect();
+    assert_eq!(names, [(iced_x86::Mnemonic::Rdrand, 1)]);
 }
 
 #[test]
@@ -973,4 +973,139 @@ fn throughput() {
     }
     let dt = t.elapsed().as_secs_f64();
     std::println!("cpuid round trip: {:.1} ns", dt * 1e9 / f64::from(rounds));
+}
+
+/// Flag setters fused with the Jcc after them (`exec::fused`): every fused form, size and
+/// condition branches, sets RFLAGS and counts instructions as the two instructions do.
+#[test]
+fn fused_compare_and_branch_matches_eager_semantics() {
+    use crate::arith::alu::{alu, dec, AluOp};
+    use crate::arith::flags::ARITH;
+    type Jcc = fn(&mut CodeAssembler, CodeLabel) -> Result<(), IcedError>;
+    let conds: [(u8, Jcc); 12] = [
+        (3, |a, l| a.jb(l)),
+        (4, |a, l| a.jae(l)),
+        (5, |a, l| a.je(l)),
+        (6, |a, l| a.jne(l)),
+        (7, |a, l| a.jbe(l)),
+        (8, |a, l| a.ja(l)),
+        (9, |a, l| a.js(l)),
+        (10, |a, l| a.jns(l)),
+        (13, |a, l| a.jl(l)),
+        (14, |a, l| a.jge(l)),
+        (15, |a, l| a.jle(l)),
+        (16, |a, l| a.jg(l)),
+    ];
+    let values: [(u64, u64); 5] = [
+        (5, 5),
+        (1, 2),
+        (0x8000_0000, 1),
+        (u64::MAX, 0x7fff_ffff),
+        (0x7fff_ffff_ffff_ffff, 0xffff_ffff_8000_0000),
+    ];
+    let imm = |b: u64| b as u32 as i32;
+    let mut a = asm64();
+    let (mut not_taken, mut digest, mut count) = (0u64, 0u64, 0u64);
+    for form in 0..8 {
+        for size in [4u32, 8] {
+            for &(cc, jcc) in &conds {
+                for &(x, y) in &values {
+                    let m = if size == 4 { 0xffff_ffff } else { u64::MAX };
+                    // The immediate forms take y as a sign-extended imm32.
+                    let yi = (imm(y) as i64 as u64) & m;
+                    a.mov(rax, x).unwrap();
+                    a.mov(rbx, y).unwrap();
+                    let (r, f) = match (form, size) {
+                        (0, 4) => (a.cmp(eax, ebx), alu(AluOp::Sub, 4, x, y, 2)),
+                        (0, _) => (a.cmp(rax, rbx), alu(AluOp::Sub, 8, x, y, 2)),
+                        (1, 4) => (a.cmp(eax, imm(y)), alu(AluOp::Sub, 4, x, yi, 2)),
+                        (1, _) => (a.cmp(rax, imm(y)), alu(AluOp::Sub, 8, x, yi, 2)),
+                        (2, 4) => (a.test(eax, ebx), alu(AluOp::And, 4, x, y, 2)),
+                        (2, _) => (a.test(rax, rbx), alu(AluOp::And, 8, x, y, 2)),
+                        (3, 4) => (a.test(eax, imm(y)), alu(AluOp::And, 4, x, yi, 2)),
+                        (3, _) => (a.test(rax, imm(y)), alu(AluOp::And, 8, x, yi, 2)),
+                        (4, 4) => (a.sub(eax, imm(y)), alu(AluOp::Sub, 4, x, yi, 2)),
+                        (4, _) => (a.sub(rax, imm(y)), alu(AluOp::Sub, 8, x, yi, 2)),
+                        (5, 4) => (a.and(eax, imm(y)), alu(AluOp::And, 4, x, yi, 2)),
+                        (5, _) => (a.and(rax, imm(y)), alu(AluOp::And, 8, x, yi, 2)),
+                        (6, 4) => (a.add(eax, imm(y)), alu(AluOp::Add, 4, x, yi, 2)),
+                        (6, _) => (a.add(rax, imm(y)), alu(AluOp::Add, 8, x, yi, 2)),
+                        (_, 4) => (a.dec(eax), dec(4, x, 2)),
+                        (_, _) => (a.dec(rax), dec(8, x, 2)),
+                    };
+                    r.unwrap();
+                    let f = f.1;
+                    let mut skip = a.create_label();
+                    jcc(&mut a, skip).unwrap();
+                    let taken = crate::arith::cond::cond(crate::exec::CCS[usize::from(cc)], f);
+                    // LEA: counts without touching the flags under test.
+                    a.lea(r12, qword_ptr(r12 + 1)).unwrap();
+                    a.set_label(&mut skip).unwrap();
+                    a.pushfq().unwrap();
+                    a.pop(r13).unwrap();
+                    a.and(r13, (ARITH) as i32).unwrap();
+                    a.rol(r14, 5).unwrap();
+                    // Leaves CF clear for the next DEC, as the digest assumes.
+                    a.xor(r14, r13).unwrap();
+                    not_taken += u64::from(!taken);
+                    digest = digest.rotate_left(5) ^ (f & ARITH);
+                    count += 9 + u64::from(!taken);
+                }
+            }
+        }
+    }
+    a.hlt().unwrap();
+    let mut h = Harness::new();
+    h.long_mode();
+    h.load(&mut a, CODE, &[]);
+    let before = h.vcpu.instructions_retired().unwrap();
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R12), not_taken);
+    assert_eq!(h.gpr(Gpr::R14), digest);
+    // The HLT retires too (completed by the harness).
+    assert_eq!(h.vcpu.instructions_retired().unwrap() - before, count + 1);
+}
+
+/// Single-stepping stops between the two instructions of a fused pair.
+#[test]
+fn single_step_splits_a_fused_pair() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut db = a.create_label();
+    let mut jcc = a.create_label();
+    let mut skip = a.create_label();
+    a.mov(r9, 0x8_0000u64).unwrap();
+    a.mov(rax, 1u64).unwrap();
+    a.pushfq().unwrap();
+    a.or(qword_ptr(rsp), 0x100).unwrap();
+    a.popfq().unwrap();
+    a.cmp(rax, 2).unwrap();
+    a.set_label(&mut jcc).unwrap();
+    a.jne(skip).unwrap();
+    a.nop().unwrap();
+    a.set_label(&mut skip).unwrap();
+    a.pushfq().unwrap();
+    a.and(qword_ptr(rsp), !0x100).unwrap();
+    a.popfq().unwrap();
+    a.hlt().unwrap();
+    // #DB: record the RIP the trap returns to.
+    a.set_label(&mut db).unwrap();
+    a.push(rax).unwrap();
+    a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+    a.mov(qword_ptr(r9), rax).unwrap();
+    a.add(r9, 8).unwrap();
+    a.pop(rax).unwrap();
+    a.iretq().unwrap();
+    h.load(&mut a, CODE, &[("db", db), ("jcc", jcc), ("skip", skip)]);
+    let db = h.label("db");
+    h.gate(1, db, 0);
+    h.run().unwrap();
+    let traps: Vec<u64> = (0..h.gpr(Gpr::R9).saturating_sub(0x8_0000) / 8)
+        .map(|i| h.mem.read_u64(0x8_0000 + 8 * i).unwrap())
+        .collect();
+    // A trap after CMP (at the Jcc), then one after the taken Jcc (at its target).
+    let at = |l: &str| traps.iter().position(|&t| t == h.label(l));
+    let (j, s) = (at("jcc"), at("skip"));
+    assert!(j.is_some() && s == j.map(|j| j + 1), "traps at {traps:x?}");
 }

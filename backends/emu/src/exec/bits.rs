@@ -22,11 +22,11 @@ pub fn bt(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     };
     if op.i.op_kind(0) == OpKind::Register {
         let v = c.get(op.r[0], size);
-        let (r, f) = apply(m, size, v, bit, c.rflags);
+        let (r, f) = apply(m, size, v, bit, c.rflags());
         if m != Mnemonic::Bt {
             c.set(op.r[0], size, r);
         }
-        c.rflags = f;
+        c.set_rflags(f);
         return Ok(());
     }
     let mut addr = ea(c, op);
@@ -39,11 +39,11 @@ pub fn bt(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         bit = sbit.rem_euclid(width) as u64;
     }
     let v = c.rd(mem, op.seg, addr, size)?;
-    let (r, f) = apply(m, size, v, bit, c.rflags);
+    let (r, f) = apply(m, size, v, bit, c.rflags());
     if m != Mnemonic::Bt {
         c.wr(mem, op.seg, addr, size, r)?;
     }
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -62,16 +62,16 @@ pub fn scan(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let src = rd(c, mem, op, 1, size)?;
     let old = c.get(op.r[0], size);
     let (r, f) = match op.i.mnemonic() {
-        Mnemonic::Bsf => b::bsf(size, src, old, c.rflags),
-        Mnemonic::Bsr => b::bsr(size, src, old, c.rflags),
-        Mnemonic::Tzcnt => b::tzcnt(size, src, c.rflags),
-        Mnemonic::Lzcnt => b::lzcnt(size, src, c.rflags),
-        _ => b::popcnt(size, src, c.rflags),
+        Mnemonic::Bsf => b::bsf(size, src, old, c.rflags()),
+        Mnemonic::Bsr => b::bsr(size, src, old, c.rflags()),
+        Mnemonic::Tzcnt => b::tzcnt(size, src, c.rflags()),
+        Mnemonic::Lzcnt => b::lzcnt(size, src, c.rflags()),
+        _ => b::popcnt(size, src, c.rflags()),
     };
     // BSF/BSR with a zero source leave the destination as it was (but a 32-bit
     // destination is still zero-extended, as on the host).
     c.set(op.r[0], size, r);
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -86,7 +86,7 @@ pub fn bswap(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 /// ANDN BEXTR BLSI BLSMSK BLSR BZHI PDEP PEXT.
 pub fn bmi(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let f = c.rflags;
+    let f = c.rflags();
     let (r, nf) = match op.i.mnemonic() {
         Mnemonic::Andn => b::andn(size, c.get(op.r[1], size), rd(c, mem, op, 2, size)?, f),
         Mnemonic::Bextr => b::bextr(size, rd(c, mem, op, 1, size)?, c.get(op.r[2], size), f),
@@ -104,7 +104,7 @@ pub fn bmi(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         _ => b::blsr(size, rd(c, mem, op, 1, size)?, f),
     };
     c.set(op.r[0], size, r);
-    c.rflags = nf;
+    c.set_rflags(nf);
     Ok(())
 }
 
@@ -114,11 +114,11 @@ pub fn adx(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let a = c.get(op.r[0], size);
     let s = rd(c, mem, op, 1, size)?;
     let (r, f) = if op.i.mnemonic() == Mnemonic::Adcx {
-        b::adcx(size, a, s, c.rflags)
+        b::adcx(size, a, s, c.rflags())
     } else {
-        b::adox(size, a, s, c.rflags)
+        b::adox(size, a, s, c.rflags())
     };
     wr(c, mem, op, 0, size, r)?;
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }

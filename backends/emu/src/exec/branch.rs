@@ -1,6 +1,6 @@
 //! Near control transfers: JMP, Jcc, CALL, RET, LOOP/LOOPE/LOOPNE, JCXZ/JECXZ/JRCXZ.
 
-use super::{cond, rd};
+use super::rd;
 use crate::arith::flags::ZF;
 use crate::cpu::Cpu;
 use crate::decode::{addr_mask, Handler, Op};
@@ -46,7 +46,7 @@ pub fn jmp_ind(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 
 /// Jcc rel, specialised per condition (the target is in `op.imm`).
 pub fn jcc<const CC: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    if cond(CC, c.rflags) {
+    if c.cond(CC) {
         let t = op.imm;
         check_target(c, t)?;
         c.rip = t;
@@ -109,8 +109,8 @@ pub fn loop_(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let cx = c.gpr[1].wrapping_sub(1) & m;
     let taken = cx != 0
         && match op.i.mnemonic() {
-            Mnemonic::Loope => c.rflags & ZF != 0,
-            Mnemonic::Loopne => c.rflags & ZF == 0,
+            Mnemonic::Loope => c.rflags() & ZF != 0,
+            Mnemonic::Loopne => c.rflags() & ZF == 0,
             _ => true,
         };
     let t = op.i.near_branch_target();

@@ -1,7 +1,7 @@
 //! MOV, MOVZX, MOVSX(D), MOVBE, LEA, XCHG, CMPXCHG(8B/16B), XADD, the sign extensions,
 //! CMOVcc, SETcc, XLAT.
 
-use super::{cond, ea, rd, wr};
+use super::{ea, rd, wr};
 use crate::arith::alu::{alu, AluOp};
 use crate::arith::bits::bswap;
 use crate::arith::flags::{sign_extend, ZF};
@@ -89,7 +89,7 @@ pub fn cmpxchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let dst = rd(c, mem, op, 0, size)?;
     let acc = c.get(0, size);
-    let (_, f) = alu(AluOp::Sub, size, acc, dst, c.rflags);
+    let (_, f) = alu(AluOp::Sub, size, acc, dst, c.rflags());
     if f & ZF != 0 {
         let src = c.get(op.r[1], size);
         wr(c, mem, op, 0, size, src)?;
@@ -98,7 +98,7 @@ pub fn cmpxchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         wr(c, mem, op, 0, size, dst)?;
         c.set(0, size, dst);
     }
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -131,12 +131,12 @@ pub fn cmpxchg_wide(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), E
             half,
             bhi,
         )?;
-        c.rflags |= ZF;
+        c.update_flags(|f| f | ZF);
     } else {
         c.wr(mem, op.seg, a, half, lo)?;
         c.set(0, half, lo);
         c.set(2, half, hi);
-        c.rflags &= !ZF;
+        c.update_flags(|f| f & !ZF);
     }
     Ok(())
 }
@@ -146,10 +146,10 @@ pub fn xadd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let d = rd(c, mem, op, 0, size)?;
     let s = c.get(op.r[1], size);
-    let (r, f) = alu(AluOp::Add, size, d, s, c.rflags);
+    let (r, f) = alu(AluOp::Add, size, d, s, c.rflags());
     wr(c, mem, op, 0, size, r)?;
     c.set(op.r[1], size, d);
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -182,7 +182,7 @@ pub fn cwd(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 pub fn cmov(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let v = rd(c, mem, op, 1, size)?;
-    let v = if cond(op.aux, c.rflags) {
+    let v = if c.cond(op.aux) {
         v
     } else {
         c.get(op.r[0], size)
@@ -193,7 +193,7 @@ pub fn cmov(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 
 /// SETcc r/m8.
 pub fn setcc(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let v = u64::from(cond(op.aux, c.rflags));
+    let v = u64::from(c.cond(op.aux));
     wr(c, mem, op, 0, 1, v)
 }
 

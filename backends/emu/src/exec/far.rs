@@ -24,7 +24,7 @@ pub fn load_cs(
         let mut cs = c.seg[sr::CS as usize];
         cs.selector = sel;
         cs.base = u64::from(sel) << 4;
-        if c.rflags & crate::arith::flags::VM != 0 {
+        if c.rf & crate::arith::flags::VM != 0 {
             cs = Segment::real_mode(sel, true);
             cs.attr |= 3 << 5;
         }

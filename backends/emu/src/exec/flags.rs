@@ -10,11 +10,11 @@ use opsvisor_core::mmu::memory::GuestMemory;
 /// CLC STC CMC CLD STD.
 pub fn simple(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     match op.i.mnemonic() {
-        Mnemonic::Clc => c.rflags &= !CF,
-        Mnemonic::Stc => c.rflags |= CF,
-        Mnemonic::Cmc => c.rflags ^= CF,
-        Mnemonic::Cld => c.rflags &= !DF,
-        _ => c.rflags |= DF,
+        Mnemonic::Clc => c.update_flags(|f| f & !CF),
+        Mnemonic::Stc => c.update_flags(|f| f | CF),
+        Mnemonic::Cmc => c.update_flags(|f| f ^ CF),
+        Mnemonic::Cld => c.update_flags(|f| f & !DF),
+        _ => c.update_flags(|f| f | DF),
     }
     Ok(())
 }
@@ -30,7 +30,7 @@ fn if_allowed(c: &Cpu) -> Result<(), Ex> {
 /// CLI.
 pub fn cli(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     if_allowed(c)?;
-    c.rflags &= !IF;
+    c.rf &= !IF;
     Ok(())
 }
 
@@ -38,8 +38,8 @@ pub fn cli(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
 /// retires.
 pub fn sti(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     if_allowed(c)?;
-    if c.rflags & IF == 0 {
-        c.rflags |= IF;
+    if c.rf & IF == 0 {
+        c.rf |= IF;
         c.shadow = true;
         c.brk = true;
     }
@@ -48,7 +48,7 @@ pub fn sti(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
 
 /// LAHF (64-bit mode: requires CPUID LAHF-SAHF, which the policy advertises).
 pub fn lahf(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
-    let v = (c.rflags & (SF | ZF | AF | PF | CF)) | 2;
+    let v = (c.rflags() & (SF | ZF | AF | PF | CF)) | 2;
     c.set(0x10, 1, v);
     Ok(())
 }
@@ -57,7 +57,7 @@ pub fn lahf(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
 pub fn sahf(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     let m = SF | ZF | AF | PF | CF;
     let ah = (c.gpr[0] >> 8) & 0xff;
-    c.rflags = (c.rflags & !m) | (ah & m);
+    c.set_rflags((c.rflags() & !m) | (ah & m));
     Ok(())
 }
 
@@ -66,7 +66,7 @@ pub fn salc(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     if c.long64() {
         return Err(crate::exception::ud());
     }
-    let v = if c.rflags & CF != 0 { 0xff } else { 0 };
+    let v = if c.rflags() & CF != 0 { 0xff } else { 0 };
     c.set(0, 1, v);
     Ok(())
 }

@@ -137,7 +137,7 @@ pub fn outs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 /// Advance the string registers after one completed INS/OUTS element; returns whether
 /// the instruction is finished (RIP may move on).
 pub fn string_io_step(c: &mut Cpu, size: u8, ins: bool, rep: bool, amask: u64) -> bool {
-    let delta = if c.rflags & DF != 0 {
+    let delta = if c.rf & DF != 0 {
         (u64::from(size)).wrapping_neg()
     } else {
         u64::from(size)

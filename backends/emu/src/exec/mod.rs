@@ -7,6 +7,7 @@ pub mod branch;
 pub mod data;
 pub mod far;
 pub mod flags;
+pub mod fused;
 pub mod io;
 pub mod muldiv;
 pub mod segment;

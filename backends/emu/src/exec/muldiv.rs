@@ -21,9 +21,9 @@ fn store_wide(c: &mut Cpu, size: u32, lo: u64, hi: u64) {
 pub fn mul(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let b = rd(c, mem, op, 0, size)?;
-    let (lo, hi, f) = muldiv::mul(size, c.get(0, size), b, c.rflags);
+    let (lo, hi, f) = muldiv::mul(size, c.get(0, size), b, c.rflags());
     store_wide(c, size, lo, hi);
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -31,9 +31,9 @@ pub fn mul(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 pub fn imul1(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let b = rd(c, mem, op, 0, size)?;
-    let (lo, hi, f) = muldiv::imul_wide(size, c.get(0, size), b, c.rflags);
+    let (lo, hi, f) = muldiv::imul_wide(size, c.get(0, size), b, c.rflags());
     store_wide(c, size, lo, hi);
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -45,9 +45,9 @@ pub fn imul(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     } else {
         (c.get(op.r[0], size), rd(c, mem, op, 1, size)?)
     };
-    let (r, f) = muldiv::imul(size, a, b, c.rflags);
+    let (r, f) = muldiv::imul(size, a, b, c.rflags());
     c.set(op.r[0], size, r);
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -69,7 +69,7 @@ fn divide(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, f: DivFn) -> Result<(), E
         c.set(0, size, q);
         c.set(2, size, r);
     }
-    c.rflags = div_flags(c.rflags);
+    c.set_rflags(div_flags(c.rflags()));
     Ok(())
 }
 

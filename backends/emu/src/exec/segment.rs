@@ -82,7 +82,7 @@ pub fn load_data_seg(c: &mut Cpu, mem: &mut GuestMemory, s: u8, sel: u16) -> Res
         let seg = &mut c.seg[usize::from(s)];
         seg.selector = sel;
         seg.base = u64::from(sel) << 4;
-        if c.rflags & crate::arith::flags::VM != 0 {
+        if c.rf & crate::arith::flags::VM != 0 {
             *seg = Segment::real_mode(sel, false);
             seg.attr |= 3 << 5;
         }
@@ -243,9 +243,9 @@ pub fn lar_lsl(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
                 u64::from(seg.limit)
             };
             c.set(op.r[0], u32::from(op.size), v);
-            c.rflags |= ZF;
+            c.update_flags(|f| f | ZF);
         }
-        None => c.rflags &= !ZF,
+        None => c.update_flags(|f| f & !ZF),
     }
     Ok(())
 }
@@ -265,7 +265,11 @@ pub fn verr_verw(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> 
                 ty & 8 == 0 || ty & 2 != 0
             }
     });
-    c.rflags = if ok { c.rflags | ZF } else { c.rflags & !ZF };
+    c.set_rflags(if ok {
+        c.rflags() | ZF
+    } else {
+        c.rflags() & !ZF
+    });
     Ok(())
 }
 
@@ -278,9 +282,9 @@ pub fn arpl(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let s = c.get(op.r[1], 2);
     if d & 3 < s & 3 {
         wr(c, mem, op, 0, 2, (d & !3) | (s & 3))?;
-        c.rflags |= ZF;
+        c.update_flags(|f| f | ZF);
     } else {
-        c.rflags &= !ZF;
+        c.update_flags(|f| f & !ZF);
     }
     Ok(())
 }

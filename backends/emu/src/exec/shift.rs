@@ -5,6 +5,7 @@ use crate::arith::shift::{rorx, sarx, shift, shld as ashld, shlx, shrd as ashrd,
 use crate::cpu::Cpu;
 use crate::decode::{Handler, Op};
 use crate::exception::Ex;
+use crate::lazy;
 use iced_x86::{Mnemonic, OpKind};
 use opsvisor_core::mmu::memory::GuestMemory;
 
@@ -72,9 +73,26 @@ pub fn sh_r<const K: u8, const CL: bool, const S: u8>(
     op: &Op,
 ) -> Result<(), Ex> {
     let n = if CL { c.gpr[1] as u8 } else { op.imm as u8 };
-    let (r, f) = shift(op_of(K), u32::from(S), c.get_s::<S>(op.r[0]), n, c.rflags);
+    let a = c.get_s::<S>(op.r[0]);
+    if K == SHL || K == SHR || K == SAR {
+        // Lazy flags (see `crate::lazy`): the result does not depend on the flags, and a
+        // masked count of 0 leaves them alone.
+        let (r, _) = shift(op_of(K), u32::from(S), a, n, 0);
+        let cnt = n & if S == 8 { 0x3f } else { 0x1f };
+        if cnt != 0 {
+            let kind = match K {
+                SHL => lazy::SHL,
+                SHR => lazy::SHR,
+                _ => lazy::SAR,
+            };
+            c.lazy(kind, lazy::size_code(u32::from(S)), a, u64::from(cnt), r);
+        }
+        c.set_s::<S>(op.r[0], r);
+        return Ok(());
+    }
+    let (r, f) = shift(op_of(K), u32::from(S), a, n, c.rflags());
     c.set_s::<S>(op.r[0], r);
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -93,15 +111,15 @@ pub fn sh<const K: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<()
     let size = u32::from(op.size);
     let n = count(c, op, 1);
     if op.i.op_kind(0) == OpKind::Register {
-        let (r, f) = shift(op_of(K), size, c.get(op.r[0], size), n, c.rflags);
+        let (r, f) = shift(op_of(K), size, c.get(op.r[0], size), n, c.rflags());
         c.set(op.r[0], size, r);
-        c.rflags = f;
+        c.set_rflags(f);
         return Ok(());
     }
     let a = rd(c, mem, op, 0, size)?;
-    let (r, f) = shift(op_of(K), size, a, n, c.rflags);
+    let (r, f) = shift(op_of(K), size, a, n, c.rflags());
     wr(c, mem, op, 0, size, r)?;
-    c.rflags = f;
+    c.set_rflags(f);
     Ok(())
 }
 
@@ -125,9 +143,9 @@ fn double(
     let n = count(c, op, 2);
     let d = rd(c, mem, op, 0, size)?;
     let s = c.get(op.r[1], size);
-    let (r, fl) = f(size, d, s, n, c.rflags);
+    let (r, fl) = f(size, d, s, n, c.rflags());
     wr(c, mem, op, 0, size, r)?;
-    c.rflags = fl;
+    c.set_rflags(fl);
     Ok(())
 }
 

@@ -53,11 +53,11 @@ pub fn pop(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 
 /// PUSHF/PUSHFD/PUSHFQ (VM and RF are pushed as 0).
 pub fn pushf(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    if c.rflags & VM != 0 && c.iopl() < 3 {
+    if c.rf & VM != 0 && c.iopl() < 3 {
         return Err(GP(0));
     }
     let size = stack_size(op);
-    c.push(mem, c.rflags & !(VM | RF), size)
+    c.push(mem, c.rflags() & !(VM | RF), size)
 }
 
 /// The RFLAGS bits POPF and IRET may change at the current privilege.
@@ -81,15 +81,15 @@ pub fn writable_flags(c: &Cpu, size: u32) -> u64 {
 
 /// POPF/POPFD/POPFQ.
 pub fn popf(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    if c.rflags & VM != 0 && c.iopl() < 3 {
+    if c.rf & VM != 0 && c.iopl() < 3 {
         return Err(GP(0));
     }
     let size = stack_size(op);
     let v = c.pop(mem, size)?;
     let m = writable_flags(c, size);
-    let old = c.rflags;
-    c.rflags = ((c.rflags & !m) | (v & m) | 2) & !RF;
-    if (old & IF == 0 && c.rflags & IF != 0) || (old ^ c.rflags) & TF != 0 {
+    let old = c.rflags();
+    c.set_rflags(((c.rflags() & !m) | (v & m) | 2) & !RF);
+    if (old & IF == 0 && c.rf & IF != 0) || (old ^ c.rflags()) & TF != 0 {
         // A newly opened interrupt window, or single-stepping switched on or off, must
         // be noticed at the next instruction boundary, not at the end of the block.
         c.brk = true;

@@ -43,7 +43,7 @@ fn repeat(
     mut body: impl FnMut(&mut Cpu, &mut GuestMemory, u64, u32) -> Result<bool, Ex>,
 ) -> Result<(), Ex> {
     let size = elem(op.i.mnemonic());
-    let d = if c.rflags & DF != 0 {
+    let d = if c.rf & DF != 0 {
         (u64::from(size)).wrapping_neg()
     } else {
         u64::from(size)
@@ -78,7 +78,7 @@ fn repeat(
 /// Returns false when the general path must run.
 #[inline(always)]
 fn movs_fast(c: &mut Cpu, op: &Op, size: u32) -> bool {
-    if c.bits != 64 || op.amask != u64::MAX || c.rflags & DF != 0 || op.seg >= sr::FS {
+    if c.bits != 64 || op.amask != u64::MAX || c.rf & DF != 0 || op.seg >= sr::FS {
         return false;
     }
     let count = c.gpr[1];
@@ -151,8 +151,8 @@ pub fn cmps(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     repeat(c, mem, op, true, |c, mem, d, size| {
         let a = c.rd(mem, seg, c.gpr[6] & m, size)?;
         let b = c.rd(mem, sr::ES, c.gpr[7] & m, size)?;
-        let (_, f) = alu(AluOp::Sub, size, a, b, c.rflags);
-        c.rflags = f;
+        let (_, f) = alu(AluOp::Sub, size, a, b, c.rflags());
+        c.set_rflags(f);
         step(c, 6, d, m);
         step(c, 7, d, m);
         Ok(rep_continue(op, f))
@@ -164,8 +164,8 @@ pub fn scas(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     repeat(c, mem, op, true, |c, mem, d, size| {
         let b = c.rd(mem, sr::ES, c.gpr[7] & m, size)?;
-        let (_, f) = alu(AluOp::Sub, size, c.gpr[0], b, c.rflags);
-        c.rflags = f;
+        let (_, f) = alu(AluOp::Sub, size, c.gpr[0], b, c.rflags());
+        c.set_rflags(f);
         step(c, 7, d, m);
         Ok(rep_continue(op, f))
     })

@@ -43,14 +43,15 @@ pub fn syscall(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let sel = ((c.star >> 32) & 0xfffc) as u16;
     if c.lma() {
         c.gpr[1] = op.next_ip;
-        c.gpr[11] = c.rflags & !RF;
+        c.gpr[11] = c.rflags() & !RF;
         c.rip = if c.long64() { c.lstar } else { c.cstar };
-        c.rflags &= !(c.sfmask | RF);
+        let m = c.sfmask | RF;
+        c.update_flags(|f| f & !m);
         c.seg[sr::CS as usize] = flat_code(sel, 0, true);
     } else {
         c.gpr[1] = op.next_ip & 0xffff_ffff;
         c.rip = c.star & 0xffff_ffff;
-        c.rflags &= !(VM | IF | RF);
+        c.rf &= !(VM | IF | RF);
         c.seg[sr::CS as usize] = flat_code(sel, 0, false);
     }
     c.seg[sr::SS as usize] = flat_data(sel.wrapping_add(8), 0);
@@ -77,9 +78,9 @@ pub fn sysret(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         c.rip = c.gpr[1] & 0xffff_ffff;
     }
     if c.lma() {
-        c.rflags = (c.gpr[11] & 0x3c_7fd7) | 2;
+        c.set_rflags((c.gpr[11] & 0x3c_7fd7) | 2);
     } else {
-        c.rflags |= IF;
+        c.rf |= IF;
     }
     c.seg[sr::SS as usize] = flat_data(base.wrapping_add(8) | 3, 3);
     c.update_mode();
@@ -96,7 +97,7 @@ pub fn sysenter(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
         return Err(GP(0));
     }
     let long = c.lma();
-    c.rflags &= !(VM | IF | RF);
+    c.rf &= !(VM | IF | RF);
     c.seg[sr::CS as usize] = flat_code(sel, 0, long);
     c.seg[sr::SS as usize] = flat_data(sel.wrapping_add(8), 0);
     c.gpr[4] = if long {
