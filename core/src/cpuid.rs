@@ -60,7 +60,7 @@ pub enum CpuidReg {
 }
 
 /// Leaves whose output depends on the subleaf in ECX (SDM 2A, CPUID).
-pub fn is_indexed_leaf(leaf: u32) -> bool {
+pub const fn is_indexed_leaf(leaf: u32) -> bool {
     matches!(
         leaf,
         0x4 | 0x7
@@ -261,6 +261,20 @@ pub struct CpuidPolicy {
 
 /// Basic leaves with a copy in [`CpuidPolicy`]'s by-index table.
 const FAST_LEAVES: usize = 32;
+
+/// Bit `n` set: leaf `n` may be answered from the by-index table (it is below
+/// [`FAST_LEAVES`] and not indexed). One shift and test instead of a chain of comparisons.
+const FAST_MASK: u32 = {
+    let mut mask = 0;
+    let mut leaf = 0;
+    while leaf < FAST_LEAVES as u32 {
+        if !is_indexed_leaf(leaf) {
+            mask |= 1 << leaf;
+        }
+        leaf += 1;
+    }
+    mask
+};
 
 /// Four ASCII bytes as a little-endian register value, as CPUID returns strings.
 fn str_reg(bytes: &[u8]) -> u32 {
@@ -510,18 +524,31 @@ impl CpuidPolicy {
     /// `apic_enabled` mirrors IA32_APIC_BASE.EN into leaf 1 EDX.APIC.
     #[inline]
     pub fn lookup(&self, leaf: u32, subleaf: u32, dynamic: &CpuidDynamic) -> [u32; 4] {
+        self.lookup_with(leaf, subleaf, || *dynamic)
+    }
+
+    /// [`CpuidPolicy::lookup`] with the vCPU state read only for the leaves that report it
+    /// (leaf 1, 0xb, 0x1f): a CPUID exit for any other leaf does not pay for reading CR4
+    /// and IA32_APIC_BASE.
+    #[inline(always)]
+    pub fn lookup_with(
+        &self,
+        leaf: u32,
+        subleaf: u32,
+        dynamic: impl FnOnce() -> CpuidDynamic,
+    ) -> [u32; 4] {
         // Fast path: an in-range basic leaf that does not depend on ECX (the copy holds
         // zeros for indexed leaves, so those are excluded here).
-        if leaf <= self.max_basic && !is_indexed_leaf(leaf) {
+        if leaf <= self.max_basic && leaf < FAST_LEAVES as u32 && FAST_MASK >> leaf & 1 != 0 {
             if let Some(regs) = self.fast.get(leaf as usize) {
                 let mut regs = *regs;
                 if leaf == 1 {
-                    Self::leaf1_dynamic(&mut regs, dynamic);
+                    Self::leaf1_dynamic(&mut regs, &dynamic());
                 }
                 return regs;
             }
         }
-        self.lookup_slow(leaf, subleaf, dynamic)
+        self.lookup_slow(leaf, subleaf, &dynamic())
     }
 
     /// Fill leaf 1's state-dependent fields.

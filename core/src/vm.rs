@@ -74,8 +74,9 @@ impl Default for VmConfig {
     }
 }
 
-/// What the run loop does after an exit handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the run loop does after an exit handler. A plain tag (the outcome of a stop waits
+/// in `Vm::stop`), so the loop branches on it without moving a `RunOutcome` around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Flow {
     /// Re-enter at once.
     Resume,
@@ -84,8 +85,8 @@ pub(crate) enum Flow {
     Events,
     /// Time matters now: read the clock, update timers, deliver events.
     Clock,
-    /// Stop the run.
-    Stop(RunOutcome),
+    /// Stop the run with the outcome stored by [`Vm::stop`].
+    Stop,
 }
 
 /// The platform devices the core provides.
@@ -131,6 +132,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
     apic_mmio_registered: Option<u64>,
     /// Whether the core asked the backend for an interrupt window.
     irq_window: bool,
+    /// How the run ends, once a handler returned [`Flow::Stop`].
+    stop: Option<RunOutcome>,
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
@@ -170,6 +173,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             run_ended_ns: 0,
             apic_mmio_registered: None,
             irq_window: false,
+            stop: None,
         };
         vm.sync_apic_mmio();
         vm
@@ -226,6 +230,13 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
     }
 
+    /// End the run with `outcome` (a handler's `return self.stop(...)`).
+    #[cold]
+    pub(crate) fn stop(&mut self, outcome: RunOutcome) -> Flow {
+        self.stop = Some(outcome);
+        Flow::Stop
+    }
+
     /// Run the guest until it stops (debug exit, triple fault, a limit, or a failure).
     pub fn run(&mut self) -> RunOutcome {
         self.run_started_ns = self.platform.now_ns();
@@ -240,30 +251,32 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             return stop;
         }
         self.deliver_events();
-        let mut exits_since_clock: u32 = 0;
+        // Exits left before the clock must be read (counts down to 1).
+        let mut until_clock = self.config.exits_per_clock_read;
         loop {
             let exit = self.vcpu.run(&mut self.mem, &self.limit);
             let kind = exit.kind();
             self.stats.count(kind);
-            let started = if self.config.collect_timing {
-                self.platform.now_ns()
+            let flow = if self.config.collect_timing {
+                self.handle_exit_timed(exit)
             } else {
-                0
+                self.handle_exit(exit)
             };
-            let flow = self.handle_exit(exit);
-            if self.config.collect_timing {
-                let took = self.platform.now_ns().saturating_sub(started);
-                self.stats.add_time(kind, took);
-            }
-            exits_since_clock += 1;
             match flow {
-                Flow::Resume if exits_since_clock < self.config.exits_per_clock_read => {}
-                Flow::Events if exits_since_clock < self.config.exits_per_clock_read => {
+                Flow::Resume if until_clock > 1 => until_clock -= 1,
+                Flow::Events if until_clock > 1 => {
+                    until_clock -= 1;
                     self.deliver_events()
                 }
-                Flow::Stop(outcome) => return outcome,
+                Flow::Stop => {
+                    return self.stop.take().unwrap_or_else(|| {
+                        RunOutcome::Failed(String::from(
+                            "an exit handler stopped without an outcome",
+                        ))
+                    })
+                }
                 Flow::Resume | Flow::Events | Flow::Clock => {
-                    exits_since_clock = 0;
+                    until_clock = self.config.exits_per_clock_read;
                     if let Some(stop) = self.read_clock() {
                         return stop;
                     }
@@ -271,6 +284,19 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 }
             }
         }
+    }
+
+    /// [`Vm::handle_exit`], timed into the exit statistics (off the common path: the two
+    /// clock reads cost more than the exit).
+    #[cold]
+    #[inline(never)]
+    fn handle_exit_timed(&mut self, exit: Exit) -> Flow {
+        let kind = exit.kind();
+        let started = self.platform.now_ns();
+        let flow = self.handle_exit(exit);
+        let took = self.platform.now_ns().saturating_sub(started);
+        self.stats.add_time(kind, took);
+        flow
     }
 
     /// Read the clock, run the timers, check the run's limits and refresh the backend's
@@ -324,7 +350,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
     }
 
-    /// Dispatch one exit to its handler family.
+    /// Dispatch one exit to its handler family (inlined into the loop: a call here costs
+    /// as much as the CPUID handler itself).
+    #[inline(always)]
     fn handle_exit(&mut self, exit: Exit) -> Flow {
         match exit {
             Exit::Cpuid => self.handle_cpuid(),
@@ -350,9 +378,10 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.vcpu.skip_emulated_instruction();
                 Flow::Resume
             }
-            Exit::TripleFault => Flow::Stop(RunOutcome::TripleFault {
-                rip: self.vcpu.rip(),
-            }),
+            Exit::TripleFault => {
+                let rip = self.vcpu.rip();
+                self.stop(RunOutcome::TripleFault { rip })
+            }
             Exit::SlatViolation { .. }
             | Exit::Exception { .. }
             | Exit::EntryFailed { .. }

@@ -130,7 +130,100 @@ impl EmuVcpu {
         }
     }
 
+    /// Start a run under `limit`: the run's instruction base and TSC, and the instruction
+    /// count at which it must stop.
+    #[inline(always)]
+    fn enter(&mut self, limit: &RunLimit) -> u64 {
+        let c = &mut self.cpu;
+        c.run_start = c.retired;
+        if limit.tsc != c.tsc_entry {
+            c.tsc_entry = limit.tsc;
+            c.tsc_base_retired = c.retired;
+        }
+        c.mmio.pos = 0;
+        let budget = match limit.deadline {
+            Some(d) => limit.max_instructions.min(d.saturating_sub(c.tsc())),
+            None => limit.max_instructions,
+        };
+        c.run_start.saturating_add(budget)
+    }
+
+    /// A run with something to do before the first instruction: the memory map changed,
+    /// an INS element must be stored, or an event is injected.
+    #[cold]
+    #[inline(never)]
+    fn run_slow(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
+        self.refresh_memory(mem);
+        let stop_at = self.enter(limit);
+        if let Err(x) = self.enter_events(mem) {
+            return x;
+        }
+        self.execute(mem, stop_at)
+    }
+
+    /// Entry work for a run that has something to do before the first instruction: the
+    /// store of an INS element the core completed, and an injected event.
+    fn enter_events(&mut self, mem: &mut GuestMemory) -> Result<(), Exit> {
+        let c = &mut self.cpu;
+        if let Some((gpa, size, value)) = c.ins_store.take() {
+            let bytes = value.to_le_bytes();
+            let n = usize::from(size).min(4);
+            // The destination was checked when the element exited; a store to MMIO there
+            // is dropped (string input into device memory is not supported).
+            if mem.write(gpa, &bytes[..n]).is_ok() {
+                let page = gpa >> 12;
+                if c.code_chunks.get(page as usize).is_some_and(|m| *m != 0) {
+                    c.smc_pages.push(page);
+                }
+            }
+        }
+        self.deliver_pending(mem)
+    }
+
+    /// Whether the common re-entry after an intercept exit applies: nothing the slow checks
+    /// of [`EmuVcpu::execute`] look at is set, and the block the last run ended in links
+    /// to RIP under the current generation. Returns that block.
+    #[inline(always)]
+    fn quiet_resume(&self, stop_at: u64) -> Option<u32> {
+        let (prev, gen) = self.resume;
+        let c = &self.cpu;
+        let quiet = gen == c.fetch_gen
+            && !(self.irq_window | self.nmi_window)
+            && !c.shadow
+            && c.rf & TF == 0
+            && c.retired < stop_at
+            && c.smc_pages.is_empty()
+            && c.mmio.write.is_none();
+        if !quiet {
+            return None;
+        }
+        self.cache.follow(prev, c.rip, gen)
+    }
+
+    /// Run linked blocks from `first` (see [`EmuVcpu::quiet_resume`]) until something needs
+    /// the slow checks, then carry on in [`EmuVcpu::execute`]. Out of line, so that the
+    /// block loop gets the registers to itself.
+    #[inline(never)]
+    fn run_resumed(&mut self, mem: &mut GuestMemory, first: u32, stop_at: u64) -> Exit {
+        let gen = self.cpu.fetch_gen;
+        let (last, fault) = run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
+        self.resume = (last, gen);
+        match fault {
+            None => self.execute(mem, stop_at),
+            Some(Ex::Exit) => self.take_exit(),
+            Some(Ex::Fault(f)) => {
+                // Delivery moves RIP into the handler: no link from here.
+                self.resume.0 = u32::MAX;
+                match self.deliver_fault(mem, f) {
+                    Some(x) => x,
+                    None => self.execute(mem, stop_at),
+                }
+            }
+        }
+    }
+
     /// The interpreter loop.
+    #[inline(never)]
     fn execute(&mut self, mem: &mut GuestMemory, stop_at: u64) -> Exit {
         let mut scratch: Option<Block> = None;
         // The cached block just executed and the generation it ran under.
@@ -329,23 +422,106 @@ impl EmuVcpu {
     /// exit.
     fn take_fault(&mut self, mem: &mut GuestMemory, e: Ex) -> Option<Exit> {
         match e {
-            Ex::Exit => {
-                let mut x = self.cpu.exit;
-                if let Exit::EmulationFailure { rip } = &mut x {
-                    // Report the instruction, not the RIP after it.
-                    *rip = self.cpu.rip;
+            Ex::Exit => Some(self.take_exit()),
+            Ex::Fault(f) => self.deliver_fault(mem, f),
+        }
+    }
+
+    /// The exit an instruction stored in [`Cpu::exit`].
+    #[inline(always)]
+    fn take_exit(&mut self) -> Exit {
+        if let Exit::EmulationFailure { rip } = &mut self.cpu.exit {
+            // Report the instruction, not the RIP after it.
+            *rip = self.cpu.rip;
+        }
+        self.cpu.exit
+    }
+
+    /// Deliver an exception raised by an instruction (`Some` if delivery itself exits).
+    #[cold]
+    #[inline(never)]
+    fn deliver_fault(&mut self, mem: &mut GuestMemory, f: exception::Fault) -> Option<Exit> {
+        let (vector, error_code) = (f.vector(), f.error_code());
+        let c = &mut self.cpu;
+        c.intercept = None;
+        c.mmio.len = 0;
+        c.mmio.pos = 0;
+        c.mmio.write = None;
+        interrupt::raise(c, mem, vector, error_code).err()
+    }
+}
+
+/// One element of an intercepted string I/O instruction is done: step the registers and
+/// move past the instruction once the repetition ends.
+#[cold]
+#[inline(never)]
+fn string_step(c: &mut Cpu) {
+    let Some(ic) = c.intercept.take() else {
+        return;
+    };
+    if let InterceptKind::Str {
+        size,
+        ins,
+        rep,
+        amask,
+        ..
+    } = ic.kind
+    {
+        if exec::io::string_io_step(c, size, ins, rep, amask) {
+            c.rip = ic.next_ip;
+        }
+    }
+    c.retired += 1;
+    c.shadow = false;
+}
+
+/// Run cached blocks from `idx` on, following links made under `gen`, until an instruction
+/// does not retire (the fault is returned) or the boundary needs [`EmuVcpu::execute`]'s
+/// checks. Returns the last block run with the fault, if any. Never single-steps: callers
+/// enter only without TF or an interrupt shadow, and it stops as soon as either appears.
+#[inline(always)]
+fn run_linked(
+    c: &mut Cpu,
+    cache: &Cache,
+    mem: &mut GuestMemory,
+    mut idx: u32,
+    gen: u64,
+    stop_at: u64,
+) -> (u32, Option<Ex>) {
+    loop {
+        let Some(block) = cache.blocks.get(idx as usize) else {
+            return (u32::MAX, None);
+        };
+        c.brk = false;
+        for op in &block.ops {
+            c.rip = op.next_ip;
+            if let Err(e) = (op.h)(c, mem, op) {
+                c.rip = op.i.ip();
+                if !core::ptr::eq(op, block.ops.as_ptr()) {
+                    // Earlier instructions retired, the MMIO replay was for one of them.
+                    c.mmio.len = 0;
+                    c.mmio.pos = 0;
                 }
-                Some(x)
+                return (idx, Some(e));
             }
-            Ex::Fault(f) => {
-                let (vector, error_code) = (f.vector(), f.error_code());
-                let c = &mut self.cpu;
-                c.intercept = None;
-                c.mmio.len = 0;
-                c.mmio.pos = 0;
-                c.mmio.write = None;
-                interrupt::raise(c, mem, vector, error_code).err()
+            // Counted per instruction in memory, not in a register: the register is worth
+            // more across the handler call. RDTSC sees the same count either way.
+            c.retired += 1;
+            if c.brk {
+                break;
             }
+        }
+        if c.mmio.len != 0 && !block.ops.is_empty() {
+            // The instruction that consumed the replayed MMIO values has retired.
+            c.mmio.len = 0;
+            c.mmio.pos = 0;
+        }
+        if c.brk || c.retired >= stop_at || c.shadow || c.rf & TF != 0 || c.fetch_gen != gen {
+            return (idx, None);
+        }
+        match cache.follow(idx, c.rip, gen) {
+            Some(i) => idx = i,
+            None => return (idx, None),
         }
     }
 }
@@ -516,56 +692,31 @@ impl X86Ops for EmuVcpu {
     }
 
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
-        self.refresh_memory(mem);
-        let c = &mut self.cpu;
-        c.run_start = c.retired;
-        if limit.tsc != c.tsc_entry {
-            c.tsc_entry = limit.tsc;
-            c.tsc_base_retired = c.retired;
+        // Every call below is in tail position, so this path needs no frame of its own.
+        if self.cpu.ins_store.is_some() || self.pending.is_some() || self.cpu.ram.changed(mem) {
+            return self.run_slow(mem, limit);
         }
-        c.mmio.pos = 0;
-        if let Some((gpa, size, value)) = c.ins_store.take() {
-            let bytes = value.to_le_bytes();
-            let n = usize::from(size).min(4);
-            // The destination was checked when the element exited; a store to MMIO there
-            // is dropped (string input into device memory is not supported).
-            if mem.write(gpa, &bytes[..n]).is_ok() {
-                let page = gpa >> 12;
-                if c.code_chunks.get(page as usize).is_some_and(|m| *m != 0) {
-                    c.smc_pages.push(page);
-                }
-            }
+        let stop_at = self.enter(limit);
+        match self.quiet_resume(stop_at) {
+            Some(first) => self.run_resumed(mem, first, stop_at),
+            None => self.execute(mem, stop_at),
         }
-        if let Err(x) = self.deliver_pending(mem) {
-            return x;
-        }
-        let budget = match limit.deadline {
-            Some(d) => limit.max_instructions.min(d.saturating_sub(self.cpu.tsc())),
-            None => limit.max_instructions,
-        };
-        let stop_at = self.cpu.run_start.saturating_add(budget);
-        self.execute(mem, stop_at)
     }
 
+    #[inline]
     fn skip_emulated_instruction(&mut self) {
         let c = &mut self.cpu;
-        let Some(ic) = c.intercept.take() else {
-            return;
+        // Read only the tag and RIP for the common kinds; the string state stays put.
+        let next_ip = match &c.intercept {
+            None => return,
+            Some(cpu::Intercept {
+                next_ip,
+                kind: InterceptKind::Plain | InterceptKind::In { .. },
+            }) => *next_ip,
+            Some(_) => return string_step(c),
         };
-        match ic.kind {
-            InterceptKind::Plain | InterceptKind::In { .. } => c.rip = ic.next_ip,
-            InterceptKind::Str {
-                size,
-                ins,
-                rep,
-                amask,
-                ..
-            } => {
-                if exec::io::string_io_step(c, size, ins, rep, amask) {
-                    c.rip = ic.next_ip;
-                }
-            }
-        }
+        c.intercept = None;
+        c.rip = next_ip;
         c.retired += 1;
         c.shadow = false;
     }

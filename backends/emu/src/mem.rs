@@ -107,20 +107,24 @@ pub struct RamMap {
 }
 
 impl RamMap {
-    /// Refresh from `mem`; returns true if anything moved (cached host addresses are then
-    /// stale and the TLB must be flushed).
+    /// Whether `mem`'s regions differ from the ones cached (every run starts here: the
+    /// unchanged case is a straight comparison).
     #[inline]
-    pub fn refresh(&mut self, mem: &mut GuestMemory) -> bool {
-        // Every run starts here: the unchanged case is a straight comparison.
+    pub fn changed(&self, mem: &GuestMemory) -> bool {
         let regions = mem.regions();
-        let same = regions.len() == self.regions.len()
-            && regions
+        regions.len() != self.regions.len()
+            || !regions
                 .iter()
                 .zip(&self.regions)
                 .all(|(r, &(gpa, len, host))| {
                     r.gpa() == gpa && r.size() == len && r.bytes().as_ptr() as usize == host
-                });
-        if same {
+                })
+    }
+
+    /// Refresh from `mem`; returns true if anything moved (cached host addresses are then
+    /// stale and the TLB must be flushed).
+    pub fn refresh(&mut self, mem: &mut GuestMemory) -> bool {
+        if !self.changed(mem) {
             return false;
         }
         self.rebuild(mem);

@@ -1109,3 +1109,85 @@ fn single_step_splits_a_fused_pair() {
     let (j, s) = (at("jcc"), at("skip"));
     assert!(j.is_some() && s == j.map(|j| j + 1), "traps at {traps:x?}");
 }
+
+/// The quick re-entry after an intercept exit must notice what the core changed in between:
+/// an injected interrupt, TF set through RFLAGS, code rewritten behind the guest's back,
+/// and a new memory region.
+#[test]
+fn reentry_after_exit_sees_core_changes() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let (mut top, mut step, mut after, mut irq, mut db) = (
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+    );
+    a.set_label(&mut top).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.cpuid().unwrap();
+    a.set_label(&mut step).unwrap();
+    a.add(r12, 1).unwrap();
+    a.set_label(&mut after).unwrap();
+    a.cmp(r12, 1000).unwrap();
+    a.jb(top).unwrap();
+    a.hlt().unwrap();
+    // External interrupt: count it and record where it interrupted.
+    a.set_label(&mut irq).unwrap();
+    a.inc(r13).unwrap();
+    a.mov(r14, qword_ptr(rsp)).unwrap();
+    a.iretq().unwrap();
+    // #DB: record where the trap returns to and stop single-stepping.
+    a.set_label(&mut db).unwrap();
+    a.mov(r15, qword_ptr(rsp)).unwrap();
+    a.and(qword_ptr(rsp + 16), !0x100).unwrap();
+    a.iretq().unwrap();
+    let labels = [("step", step), ("after", after), ("irq", irq), ("db", db)];
+    h.load(&mut a, CODE, &labels);
+    let (irq, db) = (h.label("irq"), h.label("db"));
+    h.gate(0x30, irq, 0);
+    h.gate(1, db, 0);
+    h.vcpu.set_rflags(2 | IF);
+    let limit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: 10_000,
+    };
+    let mut cpuids = 0u64;
+    loop {
+        match h.vcpu.run(&mut h.mem, &limit) {
+            Exit::Cpuid => {
+                cpuids += 1;
+                h.vcpu.skip_emulated_instruction();
+                match cpuids {
+                    10 => h.vcpu.inject_event(Event::ExternalInterrupt(0x30)),
+                    20 => {
+                        let f = h.vcpu.rflags();
+                        h.vcpu.set_rflags(f | 0x100);
+                    }
+                    30 => {
+                        // `add r12, 1` becomes `add r12, 2`.
+                        let imm = h.label("after") - 1;
+                        h.mem.write_u8(imm, 2).unwrap();
+                        h.vcpu.invalidate_code();
+                    }
+                    40 => h.mem.add_ram(0x1000_0000, 0x10_0000).unwrap(),
+                    _ => {}
+                }
+            }
+            Exit::Preempted => {}
+            Exit::Hlt => break,
+            other => panic!("unexpected exit {other:?}"),
+        }
+        assert!(cpuids < 2000, "the guest loops");
+    }
+    assert_eq!(h.gpr(Gpr::R13), 1);
+    assert_eq!(h.gpr(Gpr::R14), h.label("step"));
+    // One instruction (the ADD) ran under TF before the trap.
+    assert_eq!(h.gpr(Gpr::R15), h.label("after"));
+    // R12 was 29 at the 30th exit; from then on each iteration adds 2: 31, 33, ... 1001.
+    assert_eq!(h.gpr(Gpr::R12), 1001);
+    assert_eq!(cpuids, 30 + (1001 - 31) / 2);
+}

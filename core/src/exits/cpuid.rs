@@ -6,15 +6,18 @@ use crate::platform::Platform;
 use crate::vm::{Flow, Vm};
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
+    // Inlined into the run loop: the call and its `Flow` return cost more than the lookup.
+    #[inline(always)]
     pub(crate) fn handle_cpuid(&mut self) -> Flow {
         let leaf = self.vcpu.gpr(Gpr::Rax) as u32;
         let subleaf = self.vcpu.gpr(Gpr::Rcx) as u32;
-        let dynamic = CpuidDynamic {
+        let vcpu = &self.vcpu;
+        let apic = &self.apic;
+        let [a, b, c, d] = self.cpuid.lookup_with(leaf, subleaf, || CpuidDynamic {
             apic_id: 0,
-            osxsave: self.vcpu.cr4() & crate::arch::CR4_OSXSAVE != 0,
-            apic_enabled: self.apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
-        };
-        let [a, b, c, d] = self.cpuid.lookup(leaf, subleaf, &dynamic);
+            osxsave: vcpu.cr4() & crate::arch::CR4_OSXSAVE != 0,
+            apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
+        });
         // CPUID writes the full 64-bit registers, zero-extending the 32-bit results.
         self.vcpu.set_gpr(Gpr::Rax, u64::from(a));
         self.vcpu.set_gpr(Gpr::Rbx, u64::from(b));

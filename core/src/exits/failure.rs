@@ -12,6 +12,8 @@ const UD_VECTOR: u8 = 6;
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// XSETBV (no XSAVE in any CPU model yet) and VMCALL/VMMCALL (no hypercall interface):
     /// the guest sees #UD, as on a CPU without them.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn handle_undefined_instruction(&mut self) -> Flow {
         self.vcpu.inject_event(Event::Exception {
             vector: UD_VECTOR,
@@ -20,6 +22,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         Flow::Resume
     }
 
+    #[cold]
+    #[inline(never)]
     pub(crate) fn handle_failure(&mut self, exit: Exit) -> Flow {
         let rip = self.vcpu.rip();
         let why = match exit {
@@ -43,6 +47,6 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             other => format!("unexpected exit {other:?} at rip {rip:#x}"),
         };
-        Flow::Stop(RunOutcome::Failed(why))
+        self.stop(RunOutcome::Failed(why))
     }
 }

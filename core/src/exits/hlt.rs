@@ -13,7 +13,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             let now_ns = self.platform.now_ns();
             if let Some(timeout) = self.config.timeout_ns {
                 if now_ns.saturating_sub(self.run_started_ns()) >= timeout {
-                    return Flow::Stop(RunOutcome::Timeout);
+                    return self.stop(RunOutcome::Timeout);
                 }
             }
             self.catch_up_clock();
@@ -43,7 +43,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             if timer_ns.is_none() {
                 // Nothing armed can raise an interrupt: no device here has an interrupt
                 // line yet, so the guest would sleep forever.
-                return Flow::Stop(RunOutcome::HaltedForever);
+                return self.stop(RunOutcome::HaltedForever);
             }
             self.platform.wait(wake_ns);
         }

@@ -59,7 +59,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                         }
                         Flow::Resume
                     }
-                    Some((PioDevice::DebugExit, _)) => Flow::Stop(RunOutcome::DebugExit {
+                    Some((PioDevice::DebugExit, _)) => self.stop(RunOutcome::DebugExit {
                         status: debug_exit::exit_status(data & mask),
                     }),
                     Some((PioDevice::PostCode, _)) => {
