@@ -1,0 +1,2 @@
+//! opsvisor's Intel VT-x backend (SDM volume 3C).
+#![no_std]
