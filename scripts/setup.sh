@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Install what opsvisor needs on a fresh machine. Idempotent: safe to run every time.
 #
-# - the Rust target the guest corpus (guests/) is built for: x86_64-unknown-none
+#   bash scripts/setup.sh           the Rust target the guest corpus (guests/) is built for,
+#                                   x86_64-unknown-none: all that the build and tests need
+#   bash scripts/setup.sh --qemu    also Debian's qemu-system-x86, for the corpus run under
+#                                   QEMU TCG (cargo test -p opsvisor-corpus --test qemu -- --ignored)
 #
-# The hardware backends' test machines (Bochs, QEMU, GRUB) arrive with their issues and
-# will be added here, so that nothing is ever installed by hand.
+# The hardware backends' test machines (Bochs, GRUB) arrive with their issues and are
+# added here, so that nothing is ever installed by hand.
 set -euo pipefail
+
+want_qemu=0
+for arg in "$@"; do
+    case "$arg" in
+        --qemu) want_qemu=1 ;;
+        *) echo "setup: unknown option $arg (known: --qemu)" >&2; exit 2 ;;
+    esac
+done
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo is missing: install Rust with rustup (https://rustup.rs) first" >&2
@@ -15,4 +26,22 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
     echo "setup: adding the Rust target x86_64-unknown-none (for the guest corpus)"
     rustup target add x86_64-unknown-none
+fi
+
+# Debian packages, installed only when missing (apt needs root: sudo is used if present).
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    echo "setup: installing ${missing[*]} from Debian's packages"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+if [ "$want_qemu" -eq 1 ]; then
+    apt_install qemu-system-x86
 fi
