@@ -257,6 +257,8 @@ impl MsrState {
         apic.tsc_moved(delta);
     }
 
+    /// Where the table keeps an MSR that lives in the backend's guest state when the
+    /// backend does not hold it (see [`X86Ops::get_msr`]); `None` for every other MSR.
     fn fallback_slot(index: u32) -> Option<Fallback> {
         Some(match index {
             index::STAR => Fallback::Star,
@@ -292,6 +294,14 @@ impl MsrState {
             cpuid,
             host_tsc,
         } = cx;
+        if let Some(slot) = Self::fallback_slot(index) {
+            if index == index::TSC_AUX && !cpuid.has_feature(Feature::Rdtscp) {
+                return Err(MsrFault);
+            }
+            return Ok(vcpu
+                .get_msr(index)
+                .unwrap_or(self.fallback[slot as usize]));
+        }
         let value = match index {
             index::EFER => vcpu.efer(),
             index::FS_BASE | index::GS_BASE => match vcpu.get_msr(index) {
@@ -304,23 +314,6 @@ impl MsrState {
                     };
                     vcpu.segment(seg).base
                 }
-            },
-            index::TSC_AUX if !cpuid.has_feature(Feature::Rdtscp) => return Err(MsrFault),
-            index::STAR
-            | index::LSTAR
-            | index::CSTAR
-            | index::SFMASK
-            | index::KERNEL_GS_BASE
-            | index::TSC_AUX
-            | index::SYSENTER_CS
-            | index::SYSENTER_ESP
-            | index::SYSENTER_EIP
-            | index::PAT => match vcpu.get_msr(index) {
-                Some(value) => value,
-                None => match Self::fallback_slot(index) {
-                    Some(slot) => self.fallback[slot as usize],
-                    None => return Err(MsrFault),
-                },
             },
             index::TSC => self.guest_tsc(host_tsc),
             index::TSC_ADJUST if cpuid.has_feature(Feature::TscAdjust) => self.tsc_adjust,
@@ -374,6 +367,25 @@ impl MsrState {
             cpuid,
             host_tsc,
         } = cx;
+        if let Some(slot) = Self::fallback_slot(index) {
+            let valid = match index {
+                index::LSTAR
+                | index::CSTAR
+                | index::KERNEL_GS_BASE
+                | index::SYSENTER_ESP
+                | index::SYSENTER_EIP => is_canonical(value),
+                index::TSC_AUX => cpuid.has_feature(Feature::Rdtscp) && value >> 32 == 0,
+                index::PAT => bytes_ok(value, is_pat_type),
+                _ => true,
+            };
+            if !valid {
+                return Err(MsrFault);
+            }
+            if !vcpu.set_msr(index, value) {
+                self.fallback[slot as usize] = value;
+            }
+            return Ok(());
+        }
         match index {
             index::EFER => {
                 let efer = Self::check_efer(value, vcpu, cpuid)?;
@@ -392,36 +404,6 @@ impl MsrState {
                     let mut segment = vcpu.segment(seg);
                     segment.base = value;
                     vcpu.set_segment(seg, &segment);
-                }
-            }
-            index::STAR
-            | index::LSTAR
-            | index::CSTAR
-            | index::SFMASK
-            | index::KERNEL_GS_BASE
-            | index::TSC_AUX
-            | index::SYSENTER_CS
-            | index::SYSENTER_ESP
-            | index::SYSENTER_EIP
-            | index::PAT => {
-                let valid = match index {
-                    index::LSTAR
-                    | index::CSTAR
-                    | index::KERNEL_GS_BASE
-                    | index::SYSENTER_ESP
-                    | index::SYSENTER_EIP => is_canonical(value),
-                    index::TSC_AUX => cpuid.has_feature(Feature::Rdtscp) && value >> 32 == 0,
-                    index::PAT => bytes_ok(value, is_pat_type),
-                    _ => true,
-                };
-                if !valid {
-                    return Err(MsrFault);
-                }
-                if !vcpu.set_msr(index, value) {
-                    match Self::fallback_slot(index) {
-                        Some(slot) => self.fallback[slot as usize] = value,
-                        None => return Err(MsrFault),
-                    }
                 }
             }
             index::TSC => {
