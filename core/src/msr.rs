@@ -298,9 +298,7 @@ impl MsrState {
             if index == index::TSC_AUX && !cpuid.has_feature(Feature::Rdtscp) {
                 return Err(MsrFault);
             }
-            return Ok(vcpu
-                .get_msr(index)
-                .unwrap_or(self.fallback[slot as usize]));
+            return Ok(vcpu.get_msr(index).unwrap_or(self.fallback[slot as usize]));
         }
         let value = match index {
             index::EFER => vcpu.efer(),
