@@ -3,18 +3,21 @@
 #
 #   bash scripts/setup.sh           the Rust target the guest corpus (guests/) is built for,
 #                                   x86_64-unknown-none: all that the build and tests need
-#   bash scripts/setup.sh --qemu    also Debian's qemu-system-x86, for the corpus run under
-#                                   QEMU TCG (cargo test -p opsvisor-corpus --test qemu -- --ignored)
+#   bash scripts/setup.sh --test-machines
+#                                   also the machines the hardware backends and the corpus
+#                                   cross-checks run on, from Debian's packages: QEMU
+#                                   (qemu-system-x86), Bochs with its BIOS images (bochs,
+#                                   bochsbios, vgabios) and what makes a GRUB ISO
+#                                   (grub-pc-bin, grub-common, xorriso, mtools)
 #
-# The hardware backends' test machines (Bochs, GRUB) arrive with their issues and are
-# added here, so that nothing is ever installed by hand.
+# Nothing is ever installed by hand: whatever a test needs is added here.
 set -euo pipefail
 
-want_qemu=0
+want_machines=0
 for arg in "$@"; do
     case "$arg" in
-        --qemu) want_qemu=1 ;;
-        *) echo "setup: unknown option $arg (known: --qemu)" >&2; exit 2 ;;
+        --test-machines) want_machines=1 ;;
+        *) echo "setup: unknown option $arg (known: --test-machines)" >&2; exit 2 ;;
     esac
 done
 
@@ -42,6 +45,6 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-if [ "$want_qemu" -eq 1 ]; then
-    apt_install qemu-system-x86
+if [ "$want_machines" -eq 1 ]; then
+    apt_install qemu-system-x86 bochs bochsbios vgabios grub-pc-bin grub-common xorriso mtools
 fi
