@@ -1,0 +1,154 @@
+//! Comparing two outcomes of the same snippet, leaving out what the architecture leaves
+//! undefined.
+//!
+//! Compared: how the run ended (completed, or the exception's vector, error code and
+//! #PF address), RIP as an offset into the snippet, all sixteen general registers, the
+//! scratch area, and RFLAGS' status flags, DF and AC minus the flags iced-x86 reports
+//! as undefined for the snippet's instructions. Not compared yet: x87/SSE state (the
+//! emulator has none).
+
+use crate::{Outcome, State, AC, AF, CF, CODE_BASE, DF, OF, PF, SF, ZF};
+use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, RflagsBits};
+
+/// The RFLAGS bits compared at all.
+pub const COMPARED_FLAGS: u64 = CF | PF | AF | ZF | SF | OF | DF | AC;
+
+/// Translate iced-x86's `RflagsBits` into RFLAGS bit positions.
+pub fn rflags_from_iced(bits: u32) -> u64 {
+    let map = [
+        (RflagsBits::OF, OF),
+        (RflagsBits::SF, SF),
+        (RflagsBits::ZF, ZF),
+        (RflagsBits::AF, AF),
+        (RflagsBits::CF, CF),
+        (RflagsBits::PF, PF),
+        (RflagsBits::DF, DF),
+        (RflagsBits::AC, AC),
+    ];
+    map.iter()
+        .filter(|(iced, _)| bits & iced != 0)
+        .fold(0, |acc, (_, f)| acc | f)
+}
+
+/// Decode a snippet (at [`CODE_BASE`]).
+pub fn decode(code: &[u8]) -> Vec<Instruction> {
+    let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while d.can_decode() {
+        out.push(d.decode());
+    }
+    out
+}
+
+/// Disassemble a snippet, one instruction per line with its offset.
+pub fn disassemble(code: &[u8]) -> String {
+    let mut f = IntelFormatter::new();
+    let mut text = String::new();
+    for i in decode(code) {
+        let mut line = String::new();
+        f.format(&i, &mut line);
+        text.push_str(&format!(
+            "  +{:#x}: {line}\n",
+            i.ip().wrapping_sub(CODE_BASE)
+        ));
+    }
+    text
+}
+
+/// Flag-dependence of a snippet: the flags whose final value is undefined, and whether
+/// some instruction reads a flag an earlier one left undefined (then its result is not
+/// predictable either, and the snippet is unfit for comparison).
+pub fn undefined_flags(code: &[u8]) -> (u64, bool) {
+    let mut undefined = 0u64;
+    let mut reads_undefined = false;
+    for i in decode(code) {
+        if rflags_from_iced(i.rflags_read()) & undefined != 0 {
+            reads_undefined = true;
+        }
+        let written = rflags_from_iced(i.rflags_modified());
+        let now_undefined = rflags_from_iced(i.rflags_undefined());
+        undefined = (undefined & !written) | now_undefined;
+    }
+    (undefined, reads_undefined)
+}
+
+/// Compare the outcomes of `code` run from `initial` on the reference (`native`) and the
+/// emulator (`emu`); `Err` describes every difference.
+pub fn compare(
+    code: &[u8],
+    initial: &State,
+    native: &Outcome,
+    emu: &Outcome,
+) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    if native.end != emu.end {
+        diffs.push(format!("end: native {:?}, emu {:?}", native.end, emu.end));
+    }
+    if native.rip_offset != emu.rip_offset {
+        diffs.push(format!(
+            "rip: native +{:#x}, emu +{:#x}",
+            native.rip_offset, emu.rip_offset
+        ));
+    }
+    for (n, (a, b)) in native
+        .state
+        .gpr
+        .iter()
+        .zip(emu.state.gpr.iter())
+        .enumerate()
+    {
+        if a != b {
+            diffs.push(format!(
+                "{}: native {a:#x}, emu {b:#x} (was {:#x})",
+                crate::gpr_name(n),
+                initial.gpr[n]
+            ));
+        }
+    }
+    let (undefined, _) = undefined_flags(code);
+    let mask = COMPARED_FLAGS & !undefined;
+    if native.state.rflags & mask != emu.state.rflags & mask {
+        diffs.push(format!(
+            "rflags: native {:#x}, emu {:#x} (compared bits {mask:#x}, was {:#x})",
+            native.state.rflags & mask,
+            emu.state.rflags & mask,
+            initial.rflags
+        ));
+    }
+    let differing: Vec<usize> = (0..native.state.scratch.len().min(emu.state.scratch.len()))
+        .filter(|&i| native.state.scratch[i] != emu.state.scratch[i])
+        .collect();
+    if let (Some(first), Some(last)) = (differing.first(), differing.last()) {
+        let (first, last) = (*first, *last);
+        diffs.push(format!(
+            "scratch differs at {} bytes in +{first:#x}..=+{last:#x}: native {:02x?}, emu {:02x?}",
+            differing.len(),
+            &native.state.scratch[first..=last.min(first + 15)],
+            &emu.state.scratch[first..=last.min(first + 15)],
+        ));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}  bytes: {:02x?}\n  {}",
+            disassemble(code),
+            code,
+            diffs.join("\n  ")
+        ))
+    }
+}
+
+/// Run `code` from `state` on the host and on the emulator and compare.
+#[cfg(feature = "emu")]
+pub fn differential(
+    runner: &mut crate::emu_runner::EmuRunner,
+    code: &[u8],
+    state: &State,
+) -> Result<(), String> {
+    let native = crate::run(code, state).map_err(|e| format!("{e}\n{}", disassemble(code)))?;
+    let emu = runner
+        .run(code, state)
+        .map_err(|e| format!("emulator: {e}\n{}  bytes: {code:02x?}", disassemble(code)))?;
+    compare(code, state, &native, &emu)
+}
