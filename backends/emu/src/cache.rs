@@ -3,7 +3,7 @@
 //! writes to code, and flushed whole when it grows too large.
 
 use crate::cpu::Cpu;
-use crate::decode::{build, ends_block, Op};
+use crate::decode::{build, ends_block, never_breaks, Op};
 use crate::exception::Ex;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -13,6 +13,7 @@ use opsvisor_core::mmu::memory::GuestMemory;
 
 /// Most instructions in one block.
 const MAX_BLOCK_OPS: usize = 64;
+const _: () = assert!(MAX_BLOCK_OPS <= 256, "Op::pos is a u8");
 /// Table slots (a power of two).
 const TABLE: usize = 1 << 14;
 /// Cached blocks before everything is flushed.
@@ -34,6 +35,9 @@ pub struct Block {
     /// Blocks that followed this one, valid while [`Cpu::fetch_gen`] is unchanged: the
     /// hot path goes from block to block without translating RIP or hashing.
     pub links: [Link; 2],
+    /// No instruction in the block can set [`Cpu::brk`] (see
+    /// [`crate::decode::never_breaks`]).
+    pub pure: bool,
 }
 
 /// A cached successor of a block.
@@ -182,6 +186,7 @@ pub fn decode_block(
     let mut dec = Decoder::with_ip(u32::from(bits), bytes, rip, DecoderOptions::NONE);
     let mut ops = Vec::new();
     let mut end = gpa;
+    let mut pure = true;
     while dec.can_decode() && ops.len() < MAX_BLOCK_OPS {
         let pos = dec.position();
         let i = dec.decode();
@@ -195,8 +200,11 @@ pub fn decode_block(
             break;
         }
         end = gpa + (pos + i.len()) as u64;
-        let op = build(&i, u32::from(bits));
+        let mut op = build(&i, u32::from(bits));
+        // Below MAX_BLOCK_OPS, so it fits.
+        op.pos = ops.len() as u8;
         let stop = ends_block(&i) || i.is_invalid();
+        pure &= never_breaks(&i);
         ops.push(op);
         if stop {
             break;
@@ -211,6 +219,7 @@ pub fn decode_block(
                 a.h = h;
                 a.next_ip = next_ip;
                 a.disp = target;
+                a.fused = true;
             }
         }
     }
@@ -223,6 +232,7 @@ pub fn decode_block(
                 end,
                 ops,
                 links: [NO_LINK; 2],
+                pure,
             },
             true,
         ));
@@ -247,6 +257,7 @@ pub fn decode_block(
             end: gpa + page_left,
             ops: alloc::vec![build(&i, u32::from(bits))],
             links: [NO_LINK; 2],
+            pure: never_breaks(&i),
         },
         false,
     ))

@@ -290,8 +290,6 @@ pub struct Cpu {
     pub ins_store: Option<(u64, u8, u32)>,
     /// Instructions retired since creation.
     pub retired: u64,
-    /// `retired` at the start of the current run.
-    pub run_start: u64,
     /// The last guest TSC the core handed over (`RunLimit::tsc`).
     pub tsc_entry: u64,
     /// `retired` when `tsc_entry` was handed over. The core re-reads its clock only now
@@ -355,7 +353,6 @@ impl Cpu {
             intercept: None,
             ins_store: None,
             retired: 0,
-            run_start: 0,
             tsc_entry: 0,
             tsc_base_retired: 0,
             smc_pages: Vec::with_capacity(8),

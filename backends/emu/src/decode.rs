@@ -41,6 +41,12 @@ pub struct Op {
     pub amask: u64,
     /// Handler-specific detail (ALU operation, condition, ...).
     pub aux: u8,
+    /// A flag setter that absorbed the Jcc after it (see [`crate::exec::fused`]): `h`,
+    /// `next_ip` and `disp` are the pair's, `i` is the flag setter alone.
+    pub fused: bool,
+    /// Position in its block (set by [`crate::cache::decode_block`]): the instructions
+    /// before it retired when it faults or exits.
+    pub pos: u8,
     /// The decoded instruction.
     pub i: Instruction,
 }
@@ -101,6 +107,81 @@ pub fn ends_block(i: &Instruction) -> bool {
                 | Mnemonic::Sti
                 | Mnemonic::Popf
         )
+}
+
+/// Whether executing `i` can never set [`Cpu::brk`]: a conservative list of register and
+/// immediate forms of data, arithmetic and near-branch instructions (no memory access, so
+/// no store to code or MMIO; no mode, paging, segment, flag-control or stack change), and
+/// CPUID, which only exits. A block made only of such instructions runs without a check
+/// after each one (see `run_linked`).
+pub fn never_breaks(i: &Instruction) -> bool {
+    let m = i.mnemonic();
+    let listed = i.is_jcc_short_or_near()
+        || matches!(
+            m,
+            Mnemonic::Add
+                | Mnemonic::Or
+                | Mnemonic::Adc
+                | Mnemonic::Sbb
+                | Mnemonic::And
+                | Mnemonic::Sub
+                | Mnemonic::Xor
+                | Mnemonic::Cmp
+                | Mnemonic::Test
+                | Mnemonic::Inc
+                | Mnemonic::Dec
+                | Mnemonic::Neg
+                | Mnemonic::Not
+                | Mnemonic::Shl
+                | Mnemonic::Sal
+                | Mnemonic::Shr
+                | Mnemonic::Sar
+                | Mnemonic::Rol
+                | Mnemonic::Ror
+                | Mnemonic::Rcl
+                | Mnemonic::Rcr
+                | Mnemonic::Mov
+                | Mnemonic::Movzx
+                | Mnemonic::Movsx
+                | Mnemonic::Movsxd
+                | Mnemonic::Xchg
+                | Mnemonic::Lea
+                | Mnemonic::Nop
+                | Mnemonic::Imul
+                | Mnemonic::Bswap
+                | Mnemonic::Bt
+                | Mnemonic::Bts
+                | Mnemonic::Btr
+                | Mnemonic::Btc
+                | Mnemonic::Bsf
+                | Mnemonic::Bsr
+                | Mnemonic::Cbw
+                | Mnemonic::Cwde
+                | Mnemonic::Cdqe
+                | Mnemonic::Cwd
+                | Mnemonic::Cdq
+                | Mnemonic::Cqo
+                | Mnemonic::Jmp
+                | Mnemonic::Cpuid
+        );
+    listed
+        && (0..i.op_count()).all(|n| match i.op_kind(n) {
+            OpKind::Register => i.op_register(n).is_gpr(),
+            // LEA computes an address without accessing it.
+            OpKind::Memory => m == Mnemonic::Lea,
+            OpKind::NearBranch16
+            | OpKind::NearBranch32
+            | OpKind::NearBranch64
+            | OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => true,
+            _ => false,
+        })
 }
 
 /// Build the [`Op`] for `i`, decoded in `bits`-bit code.
@@ -196,6 +277,8 @@ pub fn build(i: &Instruction, bits: u32) -> Op {
         seg: seg_index(i.memory_segment()),
         amask,
         aux: 0,
+        fused: false,
+        pos: 0,
         i: *i,
     };
     exec::select(&mut op, bits);

@@ -9,8 +9,9 @@
 //! and through the materialised flags otherwise.
 //!
 //! Invariant: the status bits of the raw flags word [`Cpu::rf`] are stale while a record
-//! is active, except CF under INC/DEC (which preserve it, so it is folded in when they are
-//! recorded). Every other RFLAGS bit (TF IF DF IOPL NT RF VM AC ...) is always current in
+//! is active. CF, which INC and DEC read to preserve it, is cheap to get from any record:
+//! compared from the operands for ADD and SUB, stored in the record ([`Lazy::cf`]) for the
+//! other kinds. Every other RFLAGS bit (TF IF DF IOPL NT RF VM AC ...) is always current in
 //! [`Cpu::rf`], so mode and system checks read it directly.
 
 use crate::arith::alu::{alu, dec, inc, AluOp};
@@ -54,12 +55,17 @@ pub const fn size_code(size: u32) -> u8 {
 pub struct Lazy {
     /// Kind (one of the constants above) shifted left by 2, or'ed with the size code.
     pub op: u8,
-    /// First operand, masked to the size.
+    /// First operand, masked to the size (stale after a logic operation, which does not
+    /// store it).
     pub a: u64,
-    /// Second operand (count for shifts), masked to the size.
+    /// Second operand (count for shifts), masked to the size: stored for ADD, SUB and the
+    /// shifts only.
     pub b: u64,
     /// Result, masked to the size.
     pub res: u64,
+    /// CF (0 or 1) for the kinds other than ADD and SUB: the CF INC and DEC preserve, the
+    /// last bit a shift moved out, 0 after a logic operation.
+    pub cf: u8,
 }
 
 impl Lazy {
@@ -86,8 +92,8 @@ impl Cpu {
             SUB => alu(AluOp::Sub, size, l.a, l.b, rf).1,
             // AND of the result with itself gives the flags of any logic op on it.
             LOGIC => alu(AluOp::And, size, l.res, l.res, rf).1,
-            INC => inc(size, l.a, rf).1,
-            DEC => dec(size, l.a, rf).1,
+            INC => inc(size, l.a, (rf & !CF) | u64::from(l.cf)).1,
+            DEC => dec(size, l.a, (rf & !CF) | u64::from(l.cf)).1,
             SHL => shift(ShiftOp::Shl, size, l.a, l.b as u8, rf).1,
             SHR => shift(ShiftOp::Shr, size, l.a, l.b as u8, rf).1,
             _ => shift(ShiftOp::Sar, size, l.a, l.b as u8, rf).1,
@@ -117,36 +123,63 @@ impl Cpu {
         self.set_rflags(v);
     }
 
-    /// Record a flag-setting instruction of `kind` on `size_code` operands (all values
-    /// already masked to the size). INC and DEC must go through [`Cpu::lazy_incdec`].
+    /// Record ADD, SUB or a logic operation (`kind`) on `size_code` operands (all values
+    /// already masked to the size). INC and DEC go through [`Cpu::lazy_incdec`], shifts
+    /// through [`Cpu::lazy_shift`].
     #[inline(always)]
     pub fn lazy(&mut self, kind: u8, size_code: u8, a: u64, b: u64, res: u64) {
+        if kind == LOGIC {
+            // Only the result matters for a logic operation (see `rflags`, `cf`, `cond`):
+            // leaving the operands stale saves two stores on the most common record.
+            self.lz.op = (kind << 2) | size_code;
+            self.lz.cf = 0;
+            self.lz.res = res;
+            return;
+        }
         self.lz = Lazy {
             op: (kind << 2) | size_code,
             a,
             b,
             res,
+            cf: 0,
         };
     }
 
-    /// Record INC or DEC: they keep CF, so the current CF goes into [`Cpu::rf`] first.
+    /// Record shift `kind` (SHL, SHR, SAR) of `a` by the nonzero masked count `cnt`, with
+    /// result `res` and the CF it produced (0 or [`CF`]).
+    #[inline(always)]
+    pub fn lazy_shift(&mut self, kind: u8, size_code: u8, a: u64, cnt: u64, res: u64, cf: u64) {
+        self.lz = Lazy {
+            op: (kind << 2) | size_code,
+            a,
+            b: cnt,
+            res,
+            cf: (cf & CF) as u8,
+        };
+    }
+
+    /// Record INC or DEC: they keep CF, so the current CF goes into the record (a byte
+    /// store, where folding it into [`Cpu::rf`] would be a read-modify-write).
     #[inline(always)]
     pub fn lazy_incdec(&mut self, kind: u8, size_code: u8, a: u64, res: u64) {
         let cf = self.cf();
-        self.rf = (self.rf & !CF) | cf;
-        self.lazy(kind, size_code, a, 1, res);
+        // `b` is not stored: nothing reads it for INC and DEC (the operand is always 1).
+        self.lz.op = (kind << 2) | size_code;
+        self.lz.cf = cf as u8;
+        self.lz.a = a;
+        self.lz.res = res;
     }
 
-    /// The current CF (0 or [`CF`]).
+    /// The current CF (0 or [`CF`]), without a call or a jump table: INC and DEC read it
+    /// on every execution (see [`Cpu::lazy_incdec`]).
     #[inline(always)]
     pub fn cf(&self) -> u64 {
         let l = &self.lz;
         match l.kind() {
-            NONE | INC | DEC => self.rf & CF,
             ADD => u64::from(l.res < l.a),
             SUB => u64::from(l.a < l.b),
-            LOGIC => 0,
-            _ => self.rflags() & CF,
+            NONE => self.rf & CF,
+            _ => u64::from(l.cf),
         }
     }
 
@@ -260,7 +293,7 @@ mod tests {
                         _ => ShiftOp::Sar,
                     };
                     let (r, f) = shift(op, size, a, cnt as u8, prev);
-                    c.lazy(kind, sc, a, cnt, r);
+                    c.lazy_shift(kind, sc, a, cnt, r, f);
                     f
                 }
             };

@@ -130,12 +130,12 @@ impl EmuVcpu {
         }
     }
 
-    /// Start a run under `limit`: the run's instruction base and TSC, and the instruction
-    /// count at which it must stop.
+    /// Start a run under `limit`: the run's TSC, and the instruction count at which it
+    /// must stop.
     #[inline(always)]
     fn enter(&mut self, limit: &RunLimit) -> u64 {
         let c = &mut self.cpu;
-        c.run_start = c.retired;
+        let run_start = c.retired;
         if limit.tsc != c.tsc_entry {
             c.tsc_entry = limit.tsc;
             c.tsc_base_retired = c.retired;
@@ -145,7 +145,7 @@ impl EmuVcpu {
             Some(d) => limit.max_instructions.min(d.saturating_sub(c.tsc())),
             None => limit.max_instructions,
         };
-        c.run_start.saturating_add(budget)
+        run_start.saturating_add(budget)
     }
 
     /// A run with something to do before the first instruction: the memory map changed,
@@ -289,6 +289,24 @@ impl EmuVcpu {
             };
             prev = idx.unwrap_or(u32::MAX);
             prev_gen = self.cpu.fetch_gen;
+            if let (Some(i), false, false) = (idx, single, windows) {
+                // The common case: cached blocks, back to back, in the tight loop.
+                let (last, fault) =
+                    run_linked(&mut self.cpu, &self.cache, mem, i, prev_gen, stop_at);
+                prev = last;
+                if let Some(e) = fault {
+                    if matches!(e, Ex::Fault(_)) {
+                        // Delivery moves RIP into the handler: no link from here.
+                        prev = u32::MAX;
+                    }
+                    // An exit keeps `prev`: the core usually resumes right after the
+                    // intercepted instruction, and the link to there is checked by RIP.
+                    if let Some(x) = self.take_fault(mem, e) {
+                        leave!(x);
+                    }
+                }
+                continue;
+            }
             let EmuVcpu { cpu: c, cache, .. } = self;
             let mut block = match idx {
                 Some(i) => match cache.blocks.get(i as usize) {
@@ -304,8 +322,17 @@ impl EmuVcpu {
             // matter after an instruction set `brk` (SMC, MMIO store, mode change), at the
             // budget's end, with a window requested, or when single-stepping.
             loop {
+                let unfused;
                 let ops = if single {
-                    &block.ops[..1.min(block.ops.len())]
+                    match block.ops.first() {
+                        Some(op) if op.fused => {
+                            // One instruction at a time splits a fused pair: run the flag
+                            // setter alone and stop at the Jcc (see `exec::fused`).
+                            unfused = decode::build(&op.i, u32::from(block.bits));
+                            core::slice::from_ref(&unfused)
+                        }
+                        _ => &block.ops[..1.min(block.ops.len())],
+                    }
                 } else {
                     &block.ops[..]
                 };
@@ -479,6 +506,12 @@ fn string_step(c: &mut Cpu) {
 /// does not retire (the fault is returned) or the boundary needs [`EmuVcpu::execute`]'s
 /// checks. Returns the last block run with the fault, if any. Never single-steps: callers
 /// enter only without TF or an interrupt shadow, and it stops as soon as either appears.
+///
+/// Between two blocks it checks only the budget. Everything else the slow checks look at
+/// changes only inside a handler that also sets [`Cpu::brk`], which ends the run at once:
+/// an interrupt shadow (STI, MOV SS, POP SS), TF (POPF, and IRET/SYSRET through
+/// [`Cpu::update_mode`]), a new `fetch_gen` (mode, CR3 and TLB changes), a store to code
+/// (SMC) and a store to MMIO.
 #[inline(always)]
 fn run_linked(
     c: &mut Cpu,
@@ -488,42 +521,89 @@ fn run_linked(
     gen: u64,
     stop_at: u64,
 ) -> (u32, Option<Ex>) {
-    loop {
-        let Some(block) = cache.blocks.get(idx as usize) else {
-            return (u32::MAX, None);
-        };
-        c.brk = false;
-        for op in &block.ops {
-            c.rip = op.next_ip;
-            if let Err(e) = (op.h)(c, mem, op) {
-                c.rip = op.i.ip();
-                if !core::ptr::eq(op, block.ops.as_ptr()) {
-                    // Earlier instructions retired, the MMIO replay was for one of them.
-                    c.mmio.len = 0;
-                    c.mmio.pos = 0;
+    let Some(mut block) = cache.blocks.get(idx as usize) else {
+        return (u32::MAX, None);
+    };
+    // Cleared once: the run ends as soon as a handler sets it.
+    c.brk = false;
+    // The loop leaves with the instruction that did not retire, if any; its bookkeeping
+    // is done after the loop, where it does not cost the loop registers.
+    let (idx, op, e) = 'run: loop {
+        // Instructions retired are added once per block, or where it is left early: only
+        // RDTSC and RDTSCP read the count, and they always start a block (see
+        // `decode_block`). A fused pair (`exec::fused`) counts its second instruction
+        // itself.
+        if block.pure {
+            // No instruction here can set `brk`: no check after each.
+            for op in &block.ops {
+                c.rip = op.next_ip;
+                if let Err(e) = (op.h)(c, mem, op) {
+                    break 'run (idx, op, e);
                 }
-                return (idx, Some(e));
+                debug_assert!(!c.brk, "{:?} set brk in a pure block", op.i.mnemonic());
             }
-            // Counted per instruction in memory, not in a register: the register is worth
-            // more across the handler call. RDTSC sees the same count either way.
-            c.retired += 1;
-            if c.brk {
-                break;
+        } else {
+            for op in &block.ops {
+                c.rip = op.next_ip;
+                if let Err(e) = (op.h)(c, mem, op) {
+                    break 'run (idx, op, e);
+                }
+                if c.brk {
+                    retired_with_brk(c, op);
+                    return (idx, None);
+                }
             }
         }
-        if c.mmio.len != 0 && !block.ops.is_empty() {
-            // The instruction that consumed the replayed MMIO values has retired.
-            c.mmio.len = 0;
-            c.mmio.pos = 0;
-        }
-        if c.brk || c.retired >= stop_at || c.shadow || c.rf & TF != 0 || c.fetch_gen != gen {
+        c.retired += block.ops.len() as u64;
+        // A cached block is never empty: an instruction retired, and with it the one that
+        // consumed any replayed MMIO values (a plain store costs less than a test).
+        c.mmio.len = 0;
+        c.mmio.pos = 0;
+        debug_assert!(
+            !c.shadow && c.rf & TF == 0 && c.fetch_gen == gen,
+            "a handler changed the shadow, TF or fetch_gen without setting brk"
+        );
+        if c.retired >= stop_at {
             return (idx, None);
         }
-        match cache.follow(idx, c.rip, gen) {
-            Some(i) => idx = i,
-            None => return (idx, None),
-        }
+        // The links of the block just run, without looking it up again.
+        let Some(next) = block.links.iter().find(|l| l.rip == c.rip && l.gen == gen) else {
+            return (idx, None);
+        };
+        let Some(b) = cache.blocks.get(next.idx as usize) else {
+            return (idx, None);
+        };
+        idx = next.idx;
+        block = b;
+    };
+    did_not_retire(c, op);
+    (idx, Some(e))
+}
+
+/// [`run_linked`]'s bookkeeping when `op` did not retire (a fault or an exit): RIP back
+/// at it, and the instructions before it in its block counted. Done after the block loop
+/// (and [`retired_with_brk`] out of line) so that inside the loop only the op pointer is
+/// live: with more, the compiler keeps a second induction variable there.
+#[inline(always)]
+fn did_not_retire(c: &mut Cpu, op: &decode::Op) {
+    c.rip = op.i.ip();
+    if op.pos != 0 {
+        c.retired += u64::from(op.pos);
+        // Earlier instructions retired, the MMIO replay was for one of them.
+        c.mmio.len = 0;
+        c.mmio.pos = 0;
     }
+}
+
+/// [`run_linked`]'s bookkeeping when `op` retired and set [`Cpu::brk`]: the instructions
+/// of its block up to it counted.
+#[cold]
+#[inline(never)]
+fn retired_with_brk(c: &mut Cpu, op: &decode::Op) {
+    c.retired += u64::from(op.pos) + 1;
+    // The instruction that consumed any replayed MMIO values has retired.
+    c.mmio.len = 0;
+    c.mmio.pos = 0;
 }
 
 impl X86Ops for EmuVcpu {

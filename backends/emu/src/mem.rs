@@ -103,22 +103,19 @@ impl Tlb {
 /// The host memory behind guest RAM during one run: (gpa, len, host address) per region.
 #[derive(Default, Debug)]
 pub struct RamMap {
+    /// The [`GuestMemory::map_id`] `regions` were taken from (0, which no map has, when
+    /// never filled).
+    map_id: u64,
     regions: Vec<(u64, u64, usize)>,
 }
 
 impl RamMap {
-    /// Whether `mem`'s regions differ from the ones cached (every run starts here: the
-    /// unchanged case is a straight comparison).
-    #[inline]
+    /// Whether `mem`'s layout differs from the one cached (every run starts here: one
+    /// comparison of [`GuestMemory::map_id`], which changes whenever a region is added and
+    /// differs between two maps).
+    #[inline(always)]
     pub fn changed(&self, mem: &GuestMemory) -> bool {
-        let regions = mem.regions();
-        regions.len() != self.regions.len()
-            || !regions
-                .iter()
-                .zip(&self.regions)
-                .all(|(r, &(gpa, len, host))| {
-                    r.gpa() == gpa && r.size() == len && r.bytes().as_ptr() as usize == host
-                })
+        mem.map_id() != self.map_id
     }
 
     /// Refresh from `mem`; returns true if anything moved (cached host addresses are then
@@ -133,6 +130,7 @@ impl RamMap {
 
     #[inline(never)]
     fn rebuild(&mut self, mem: &mut GuestMemory) {
+        self.map_id = mem.map_id();
         self.regions.clear();
         let bounds: Vec<(u64, u64)> = mem.regions().iter().map(|r| (r.gpa(), r.size())).collect();
         for (gpa, size) in bounds {

@@ -1191,3 +1191,58 @@ fn reentry_after_exit_sees_core_changes() {
     assert_eq!(h.gpr(Gpr::R12), 1001);
     assert_eq!(cpuids, 30 + (1001 - 31) / 2);
 }
+
+/// The blocks that skip the `brk` check after each instruction (`Block::pure`) hold only
+/// register and immediate forms that cannot set it; anything that may store to memory,
+/// change the mode, the stack, the flags' control bits or a segment is left out. (The
+/// block loop also asserts, in debug builds, that no instruction of a pure block set it.)
+#[test]
+fn never_breaks_lists_only_register_forms() {
+    /// Assembles one instruction.
+    type Emit = dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let decode = |build: &Emit| {
+        let mut a = asm64();
+        build(&mut a).unwrap();
+        let bytes = a.assemble(CODE).unwrap();
+        let mut d = iced_x86::Decoder::with_ip(64, &bytes, CODE, iced_x86::DecoderOptions::NONE);
+        d.decode()
+    };
+    let pure: [&Emit; 9] = [
+        &|a| a.add(rax, rbx),
+        &|a| a.xor(eax, eax),
+        &|a| a.shl(rbx, 1),
+        &|a| a.dec(r8),
+        &|a| a.lea(rsi, qword_ptr(rbx + r9 + 8)),
+        &|a| a.mov(rcx, 0x1234_5678_9abc_def0u64),
+        &|a| a.test(ecx, 1),
+        &|a| a.nop(),
+        &|a| a.cpuid(),
+    ];
+    for (n, b) in pure.iter().enumerate() {
+        let i = decode(b);
+        assert!(crate::decode::never_breaks(&i), "#{n} {i} should be pure");
+    }
+    let breaking: [&Emit; 14] = [
+        &|a| a.mov(qword_ptr(rbx), rax),
+        &|a| a.add(qword_ptr(rbx), 1),
+        &|a| a.mov(rax, qword_ptr(rbx)),
+        &|a| a.push(rax),
+        &|a| a.pop(rax),
+        &|a| a.popfq(),
+        &|a| a.sti(),
+        &|a| a.mov(ss, ax),
+        &|a| a.mov(cr3, rax),
+        &|a| a.out(dx, al),
+        &|a| a.rep().movsq(),
+        &|a| a.ret(),
+        &|a| a.wrmsr(),
+        &|a| a.nop_1(dword_ptr(rax)),
+    ];
+    for (n, b) in breaking.iter().enumerate() {
+        let i = decode(b);
+        assert!(
+            !crate::decode::never_breaks(&i),
+            "#{n} {i} must not be pure"
+        );
+    }
+}

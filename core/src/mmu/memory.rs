@@ -4,6 +4,16 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The source of [`GuestMemory::map_id`] values: shared by every map in the process, so
+/// no two maps (nor two states of one map) ever carry the same id.
+static NEXT_MAP_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_map_id() -> u64 {
+    // Only uniqueness matters, not ordering with other memory operations.
+    NEXT_MAP_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Why a guest-memory access or a change to the map failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,10 +127,18 @@ impl fmt::Debug for Region {
 pub const MAX_PHYS_BITS: u32 = 52;
 
 /// The guest-physical memory map.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GuestMemory {
     /// Sorted by address, non-overlapping.
     regions: Vec<Region>,
+    /// See [`GuestMemory::map_id`].
+    map_id: u64,
+}
+
+impl Default for GuestMemory {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl GuestMemory {
@@ -128,7 +146,19 @@ impl GuestMemory {
     pub fn new() -> GuestMemory {
         GuestMemory {
             regions: Vec::new(),
+            map_id: next_map_id(),
         }
+    }
+
+    /// An identifier of the map's current layout (which regions exist, where, and the
+    /// host memory behind them). It is unique in the process: every map starts with an
+    /// id of its own and takes a fresh one whenever a region is added, so a backend that
+    /// caches host addresses of guest RAM revalidates its cache with one comparison
+    /// instead of walking the regions. Moving the map keeps the id (the host memory does
+    /// not move with it).
+    #[inline]
+    pub fn map_id(&self) -> u64 {
+        self.map_id
     }
 
     /// A map with `size` bytes of write-back RAM at guest-physical 0. The whole range is
@@ -173,6 +203,7 @@ impl GuestMemory {
                 mem_type: MemoryType::WriteBack,
             },
         );
+        self.map_id = next_map_id();
         Ok(())
     }
 
@@ -397,6 +428,25 @@ mod tests {
         mem.write_u64(0xffc, 0x1122_3344_5566_7788).unwrap();
         assert_eq!(mem.read_u64(0xffc).unwrap(), 0x1122_3344_5566_7788);
         assert_eq!(mem.regions().len(), 2);
+    }
+
+    #[test]
+    fn map_id_changes_with_the_layout_only() {
+        let mut a = GuestMemory::with_ram(0x2000).unwrap();
+        let b = GuestMemory::with_ram(0x2000).unwrap();
+        assert_ne!(a.map_id(), b.map_id(), "two maps never share an id");
+        assert_ne!(a.map_id(), GuestMemory::default().map_id());
+        let before = a.map_id();
+        a.write_u64(0x10, 5).unwrap();
+        a.zero_range(0, 0x100).unwrap();
+        assert_eq!(a.map_id(), before, "writes keep the layout");
+        assert!(a.add_ram(0x1000, 0x1000).is_err());
+        assert_eq!(a.map_id(), before, "a refused region keeps the layout");
+        a.add_ram(0x4000, 0x1000).unwrap();
+        assert_ne!(a.map_id(), before, "a new region changes the id");
+        let after = a.map_id();
+        let moved = a;
+        assert_eq!(moved.map_id(), after, "moving the map keeps the id");
     }
 
     #[test]

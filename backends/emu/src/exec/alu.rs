@@ -96,6 +96,8 @@ fn exec(c: &mut Cpu, k: u8, size: u32, a: u64, b: u64) -> u64 {
 }
 
 /// Register, register, operand size `S`.
+// Inlined into the fused compare-and-branch handlers (`exec::fused`).
+#[inline(always)]
 pub fn alu_rr<const K: u8, const WB: bool, const S: u8>(
     c: &mut Cpu,
     _: &mut GuestMemory,
@@ -111,6 +113,8 @@ pub fn alu_rr<const K: u8, const WB: bool, const S: u8>(
 }
 
 /// Register, immediate, operand size `S`.
+// Inlined into the fused compare-and-branch handlers (`exec::fused`).
+#[inline(always)]
 pub fn alu_ri<const K: u8, const WB: bool, const S: u8>(
     c: &mut Cpu,
     _: &mut GuestMemory,
@@ -168,6 +172,8 @@ pub fn inc_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(
 }
 
 /// DEC register, operand size `S`.
+// Inlined into the fused compare-and-branch handlers (`exec::fused`).
+#[inline(always)]
 pub fn dec_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let r = incdec::<true>(c, u32::from(S), c.get_s::<S>(op.r[0]));
     c.set_s::<S>(op.r[0], r);

@@ -5,11 +5,11 @@
 //! Fused only in 64-bit code with a canonical target, so the Jcc cannot fault, and only
 //! register/register and register/immediate forms, so the first instruction cannot either:
 //! the pair always retires as a whole. The fused op's `next_ip` is the Jcc's and its `disp`
-//! the branch target. Under single-stepping or an interrupt shadow it executes only the
-//! first instruction and stops at the Jcc, which then runs from a block of its own.
+//! the branch target. Under single-stepping or an interrupt shadow the block loop runs the
+//! first instruction unfused instead ([`Op::fused`] tells it to), so the pair splits at
+//! the Jcc, which then runs from a block of its own; the handler never checks for that.
 
 use super::alu::{alu_ri, alu_rr, dec_r, ADD, AND, SUB};
-use crate::arith::flags::TF;
 use crate::cpu::Cpu;
 use crate::decode::{Handler, Op};
 use crate::exception::Ex;
@@ -40,11 +40,6 @@ pub fn fused<const F: u8, const S: u8, const CC: u8>(
         AND_RI => alu_ri::<AND, true, S>(c, mem, op)?,
         ADD_RI => alu_ri::<ADD, true, S>(c, mem, op)?,
         _ => dec_r::<S>(c, mem, op)?,
-    }
-    if c.shadow || c.rf & TF != 0 {
-        // One instruction at a time: stop at the Jcc (64-bit code: no IP masking).
-        c.rip = op.i.next_ip();
-        return Ok(());
     }
     // The block loop counts one instruction per op.
     c.retired += 1;

@@ -85,7 +85,9 @@ pub fn sh_r<const K: u8, const CL: bool, const S: u8>(
                 SHR => lazy::SHR,
                 _ => lazy::SAR,
             };
-            c.lazy(kind, lazy::size_code(u32::from(S)), a, u64::from(cnt), r);
+            let sc = lazy::size_code(u32::from(S));
+            let cf = shift_cf::<K>(u32::from(S), a, u32::from(cnt));
+            c.lazy_shift(kind, sc, a, u64::from(cnt), r, cf);
         }
         c.set_s::<S>(op.r[0], r);
         return Ok(());
@@ -94,6 +96,23 @@ pub fn sh_r<const K: u8, const CL: bool, const S: u8>(
     c.set_s::<S>(op.r[0], r);
     c.set_rflags(f);
     Ok(())
+}
+
+/// CF after SHL, SHR or SAR (`K`) of the `size`-byte value `a` (masked to the size) by
+/// the nonzero masked count `cnt`: the last bit moved out. Cheaper than asking
+/// [`shift`] for its flags, which computes all of them.
+#[inline(always)]
+fn shift_cf<const K: u8>(size: u32, a: u64, cnt: u32) -> u64 {
+    let n = size * 8;
+    // 1 <= cnt <= 63, so every shift amount below is under 64.
+    match K {
+        SHL if cnt <= n => (a >> (n - cnt)) & 1,
+        SHR if cnt <= n => (a >> (cnt - 1)) & 1,
+        // A left or right shift by more than the width moves out only zeros.
+        SHL | SHR => 0,
+        // SAR moves out copies of the sign bit once the value is exhausted.
+        _ => ((crate::arith::flags::sign_extend(size, a) as i64) >> (cnt - 1).min(63)) as u64 & 1,
+    }
 }
 
 /// The count operand (operand `n`): CL or an immediate (1 for the D0/D1 forms).
@@ -161,4 +180,44 @@ pub fn bmi2_shift(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex>
     };
     c.set(op.r[0], size, r);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arith::flags::{mask, CF};
+
+    /// The CF the lazy shift records keep is the one the eager shift computes, for every
+    /// size and masked count, on values that exercise the sign and the edges.
+    #[test]
+    fn shift_cf_matches_eager() {
+        let values = [
+            0u64,
+            1,
+            0x80,
+            0x7f,
+            0x8000,
+            0x8000_0001,
+            0x8000_0000_0000_0000,
+            0x5555_5555_5555_5555,
+            0xaaaa_aaaa_aaaa_aaaa,
+            u64::MAX,
+        ];
+        for size in [1u32, 2, 4, 8] {
+            let max = if size == 8 { 63u32 } else { 31 };
+            for &v in &values {
+                let a = v & mask(size);
+                for cnt in 1..=max {
+                    for (op, got) in [
+                        (ShiftOp::Shl, shift_cf::<SHL>(size, a, cnt)),
+                        (ShiftOp::Shr, shift_cf::<SHR>(size, a, cnt)),
+                        (ShiftOp::Sar, shift_cf::<SAR>(size, a, cnt)),
+                    ] {
+                        let want = shift(op, size, a, cnt as u8, 0).1 & CF;
+                        assert_eq!(got, want, "{op:?} size {size} a {a:#x} count {cnt}");
+                    }
+                }
+            }
+        }
+    }
 }
