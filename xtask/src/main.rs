@@ -1,6 +1,619 @@
-//! `cargo xtask`: builds the bare-metal image and runs it under Bochs and QEMU.
+//! `cargo xtask`: builds the opsvisor bare-metal image (`image/`) and runs it, with a guest,
+//! under Bochs and QEMU.
+//!
+//! ```text
+//! cargo xtask image                      build the image, print its path
+//! cargo xtask iso GUEST [--out FILE]     GRUB ISO (grub-mkrescue): image + GUEST as module
+//! cargo xtask usb GUEST OUT.img          bootable USB disk image (the ISO is hybrid)
+//! cargo xtask bochs GUEST [OPTIONS]      headless Bochs (default CPU corei7_skylake_x)
+//! cargo xtask bochs-vmx GUEST [OPTIONS]  the same (the name the issue uses)
+//! cargo xtask qemu GUEST [OPTIONS]       QEMU TCG, -kernel (PVH) + -initrd, or --iso
+//! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX)
+//! ```
+//!
+//! GUEST is a multiboot v1 kernel file or a corpus guest name (`guests/src/bin/NAME.rs`,
+//! built with `cargo build --release` in `guests/`). Options: `--cpu MODEL` (Bochs),
+//! `--timeout SECS` (default 120), `--megs MIB` (machine RAM, default 256), `--ips N`
+//! (Bochs' instructions per emulated second), `--append ARGS`
+//! (the image's command line), `--iso` (QEMU boots the GRUB ISO). `cargo xtask help`
+//! prints the details.
+//!
+//! A run streams the guest's serial output (COM1, captured to a file in a fresh temporary
+//! directory) to stdout as it arrives and ends when the emulator powers off, the timeout
+//! passes (the emulator is killed), or shortly after the image's final report. The image
+//! ends with `opsvisor-image: guest exit status N` (N = `(code << 1) | 1` of the guest's
+//! debug-exit write), `opsvisor-image: triple fault ...` or `opsvisor-image: failed: ...`.
+//! Exit status: 0 when N is 1 (the guest's PASS; under QEMU the emulator's own status must
+//! agree), 1 when the guest or the image failed, 2 on bad input, a missing tool or a host
+//! that cannot run the command, 3 on timeout. Bochs' own exit status carries nothing
+//! (it is always 1): only the serial report counts. A failed run keeps its temporary
+//! directory (COM1 capture, Bochs log) and says where.
+//!
+//! Every run gets its own temporary directory and ISO, and Bochs takes the first free VNC
+//! (rfb) port from 5900 on, so runs can go in parallel.
+//!
+//! The image is built in `image/target` (or `$IMAGE_TARGET_DIR`); corpus guests in
+//! `guests/target`.
+//!
+//! Bootable USB stick: `cargo xtask usb hello opsvisor.img`, then
+//! `sudo dd if=opsvisor.img of=/dev/sdX bs=4M conv=fsync` (the whole device, not a
+//! partition). The image reports on COM1 at 115200 baud.
 
-fn main() {
-    eprintln!("xtask: no commands yet");
-    std::process::exit(2);
+mod args;
+mod machines;
+
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../image/src/bootinfo.rs"]
+mod image_bootinfo;
+#[cfg(test)]
+mod image_bootinfo_tests;
+
+use args::{Command as Cmd, GuestSpec, RunOptions};
+use machines::Verdict;
+use std::fs;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Exit status: the guest failed, or the image did.
+const STATUS_FAILED: u8 = 1;
+/// Exit status: bad input, a missing tool, or a host that cannot run the command.
+const STATUS_BAD_INPUT: u8 = 2;
+/// Exit status: the run timed out.
+const STATUS_TIMEOUT: u8 = 3;
+/// How long an emulator may take to power off after the image's final report.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+/// The installer for the emulators and GRUB.
+const SETUP_HINT: &str = "install it with: bash scripts/setup.sh --test-machines";
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// Bad input or an unusable host (status 2).
+    BadInput(String),
+    /// The guest or the image failed (status 1).
+    Failed(String),
+    /// The run timed out (status 3).
+    Timeout(String),
+}
+
+impl Failure {
+    fn status(&self) -> u8 {
+        match self {
+            Failure::BadInput(_) => STATUS_BAD_INPUT,
+            Failure::Failed(_) => STATUS_FAILED,
+            Failure::Timeout(_) => STATUS_TIMEOUT,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::BadInput(m) | Failure::Failed(m) | Failure::Timeout(m) => m,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = match args::parse(&argv) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            eprintln!("xtask: {e} (see 'cargo xtask help')");
+            return ExitCode::from(STATUS_BAD_INPUT);
+        }
+    };
+    match run(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("xtask: {}", f.message());
+            ExitCode::from(f.status())
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Help => {
+            print!("{}", args::HELP);
+            Ok(())
+        }
+        Cmd::Image => {
+            println!("{}", build_image()?.display());
+            Ok(())
+        }
+        Cmd::Iso { run, out } => {
+            let (guest, name) = resolve_guest(&run.guest)?;
+            let image = build_image()?;
+            let out = match out {
+                Some(out) => out,
+                None => {
+                    let dir = image_target_dir().join("iso");
+                    fs::create_dir_all(&dir).map_err(|e| io_failure(&dir, e))?;
+                    dir.join(format!("{name}.iso"))
+                }
+            };
+            let tmp = TempDir::new("iso")?;
+            make_iso(&tmp, &image, &guest, &name, &run.append, &out)?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        Cmd::Usb { run, out } => {
+            let (guest, name) = resolve_guest(&run.guest)?;
+            let image = build_image()?;
+            let tmp = TempDir::new("usb")?;
+            make_iso(&tmp, &image, &guest, &name, &run.append, &out)?;
+            println!("{}", out.display());
+            eprintln!(
+                "xtask: {} is a hybrid ISO (BIOS; UEFI too if GRUB's EFI files are installed). \
+                 Write it to a whole USB stick, not a partition, erasing it: \
+                 sudo dd if={} of=/dev/sdX bs=4M conv=fsync",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Bochs(run) => bochs(&run),
+        Cmd::Qemu(run) => qemu(&run, false),
+        Cmd::QemuKvm(run) => {
+            kvm_usable()?;
+            qemu(&run, true)
+        }
+    }
+}
+
+/// The workspace root (xtask's parent directory).
+fn root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn image_target_dir() -> PathBuf {
+    match std::env::var_os("IMAGE_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => root().join("image").join("target"),
+    }
+}
+
+fn io_failure(path: &Path, e: std::io::Error) -> Failure {
+    Failure::BadInput(format!("{}: {e}", path.display()))
+}
+
+/// Run a build tool (cargo) in `dir`, its output going to our stderr.
+fn build(dir: &Path, args: &[&str], target_dir: &Path, what: &str) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(dir)
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir)
+        // The build runs in a workspace of its own, with its own target and flags.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| Failure::BadInput(format!("cannot run cargo to build {what}: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::BadInput(format!(
+            "building {what} failed ({status})"
+        )))
+    }
+}
+
+/// Build the image (release) and return its path.
+fn build_image() -> Result<PathBuf> {
+    let target = image_target_dir();
+    build(
+        &root().join("image"),
+        &["build", "--release", "--quiet"],
+        &target,
+        "the image",
+    )?;
+    Ok(target
+        .join("x86_64-unknown-none")
+        .join("release")
+        .join("opsvisor-image"))
+}
+
+/// The guest's file and a short name for it (built first if it is a corpus guest).
+fn resolve_guest(spec: &GuestSpec) -> Result<(PathBuf, String)> {
+    match spec {
+        GuestSpec::Path(path) => {
+            if !path.is_file() {
+                return Err(Failure::BadInput(format!(
+                    "guest '{}' is not a file",
+                    path.display()
+                )));
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "guest".into());
+            Ok((path.clone(), name))
+        }
+        GuestSpec::Corpus(name) => {
+            let guests = root().join("guests");
+            if !guests.join("src/bin").join(format!("{name}.rs")).is_file() {
+                let mut names: Vec<String> = fs::read_dir(guests.join("src/bin"))
+                    .map(|dir| {
+                        dir.filter_map(|e| e.ok())
+                            .filter_map(|e| {
+                                e.file_name()
+                                    .to_str()
+                                    .and_then(|n| n.strip_suffix(".rs"))
+                                    .map(String::from)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                return Err(Failure::BadInput(format!(
+                    "'{name}' is not a file nor a corpus guest (corpus: {})",
+                    names.join(", ")
+                )));
+            }
+            let target = guests.join("target");
+            build(
+                &guests,
+                &["build", "--release", "--quiet", "--bin", name],
+                &target,
+                &format!("corpus guest '{name}'"),
+            )?;
+            Ok((
+                target
+                    .join("x86_64-unknown-none")
+                    .join("release")
+                    .join(name),
+                name.clone(),
+            ))
+        }
+    }
+}
+
+/// A fresh temporary directory, removed on drop unless kept.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    fn new(what: &str) -> Result<TempDir> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "opsvisor-xtask-{what}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).map_err(|e| io_failure(&path, e))?;
+        Ok(TempDir { path, keep: false })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Nothing to do about a directory that cannot be removed: it is in /tmp.
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Spawn `cmd`, turning "not installed" into a clear error.
+fn spawn(cmd: &mut Command, tool: &str) -> Result<Child> {
+    cmd.spawn().map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            Failure::BadInput(format!("{tool} is not installed; {SETUP_HINT}"))
+        } else {
+            Failure::BadInput(format!("cannot run {tool}: {e}"))
+        }
+    })
+}
+
+/// Build a GRUB rescue ISO at `out` with the image (multiboot2) and the guest (module).
+fn make_iso(
+    tmp: &TempDir,
+    image: &Path,
+    guest: &Path,
+    name: &str,
+    append: &str,
+    out: &Path,
+) -> Result<()> {
+    let tree = tmp.path.join("iso-root");
+    let grub = tree.join("boot").join("grub");
+    fs::create_dir_all(&grub).map_err(|e| io_failure(&grub, e))?;
+    let copy = |from: &Path, to: PathBuf| {
+        fs::copy(from, &to)
+            .map(|_| ())
+            .map_err(|e| io_failure(from, e))
+    };
+    copy(image, tree.join("boot").join("opsvisor-image"))?;
+    copy(guest, tree.join("boot").join("guest"))?;
+    // The module's string is the guest's command line: keep it one plain word.
+    let word: String = name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    let cfg = machines::grub_cfg(append, &word);
+    fs::write(grub.join("grub.cfg"), cfg).map_err(|e| io_failure(&grub, e))?;
+    let output = spawn(
+        Command::new("grub-mkrescue")
+            .arg("-o")
+            .arg(out)
+            .arg(&tree)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "grub-mkrescue",
+    )?
+    .wait_with_output()
+    .map_err(|e| Failure::BadInput(format!("grub-mkrescue: {e}")))?;
+    if !output.status.success() {
+        let mut log = String::from_utf8_lossy(&output.stderr).into_owned();
+        log.push_str(&String::from_utf8_lossy(&output.stdout));
+        return Err(Failure::BadInput(format!(
+            "grub-mkrescue failed ({}): {}",
+            output.status,
+            log.lines().last().unwrap_or("")
+        )));
+    }
+    Ok(())
+}
+
+/// What a watched run produced.
+struct Watched {
+    serial: String,
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    elapsed: Duration,
+}
+
+/// Follow `com1` while `child` runs, copying new bytes to stdout; stop when it exits, when
+/// `timeout` passes, or [`POWER_OFF_GRACE`] after the image's final report (the emulator
+/// is killed in the last two cases).
+fn watch(mut child: Child, com1: &Path, timeout: Duration) -> Watched {
+    let start = Instant::now();
+    let mut serial = Vec::new();
+    let mut file: Option<fs::File> = None;
+    let mut reported_at: Option<Instant> = None;
+    let mut stdout = std::io::stdout();
+    let mut pump = |serial: &mut Vec<u8>, file: &mut Option<fs::File>| {
+        if file.is_none() {
+            *file = fs::File::open(com1).ok();
+        }
+        if let Some(f) = file {
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(serial.len() as u64)).is_ok()
+                && f.read_to_end(&mut buf).is_ok()
+                && !buf.is_empty()
+            {
+                // A closed stdout must not stop the run.
+                let _ = stdout.write_all(&buf);
+                let _ = stdout.flush();
+                serial.extend_from_slice(&buf);
+            }
+        }
+    };
+    let (status, timed_out) = loop {
+        let exited = child.try_wait().ok().flatten();
+        pump(&mut serial, &mut file);
+        if let Some(status) = exited {
+            break (Some(status), false);
+        }
+        if reported_at.is_none() && machines::verdict(&String::from_utf8_lossy(&serial)).is_some() {
+            reported_at = Some(Instant::now());
+        }
+        let grace_over = reported_at.is_some_and(|t| t.elapsed() > POWER_OFF_GRACE);
+        let timed_out = start.elapsed() > timeout;
+        if grace_over || timed_out {
+            // Kill and reap; a child that already exited makes both calls fail harmlessly.
+            let _ = child.kill();
+            let status = child.wait().ok();
+            pump(&mut serial, &mut file);
+            break (status, timed_out && reported_at.is_none());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Watched {
+        serial: String::from_utf8_lossy(&serial).into_owned(),
+        status,
+        timed_out,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Judge a run: the image's report, and for QEMU the emulator's status, which must agree.
+fn judge(
+    label: &str,
+    watched: &Watched,
+    qemu_status: bool,
+    tmp: &mut TempDir,
+    timeout: Duration,
+) -> Result<()> {
+    let secs = watched.elapsed.as_secs_f64();
+    let keep_note = |tmp: &mut TempDir| {
+        tmp.keep = true;
+        format!("files kept in {}", tmp.path.display())
+    };
+    if watched.timed_out {
+        let note = keep_note(tmp);
+        return Err(Failure::Timeout(format!(
+            "{label}: timed out after {} s without the image's report ({note})",
+            timeout.as_secs_f64()
+        )));
+    }
+    match machines::verdict(&watched.serial) {
+        Some(v) if v.passed() => {
+            let code = watched.status.and_then(|s| s.code());
+            if qemu_status && code != Some(1) {
+                let note = keep_note(tmp);
+                return Err(Failure::Failed(format!(
+                    "{label}: the image reported PASS but QEMU exited with {code:?}, not 1 ({note})"
+                )));
+            }
+            eprintln!("xtask: {label}: PASS (guest exit status 1) in {secs:.2} s");
+            Ok(())
+        }
+        Some(v) => {
+            let what = match v {
+                Verdict::GuestExit(n) => format!("FAIL (guest exit status {n})"),
+                Verdict::TripleFault(s) => format!("FAIL ({s})"),
+                Verdict::Failed(s) => format!("FAIL (image: {s})"),
+            };
+            let note = keep_note(tmp);
+            Err(Failure::Failed(format!(
+                "{label}: {what} in {secs:.2} s ({note})"
+            )))
+        }
+        None => {
+            let note = keep_note(tmp);
+            Err(Failure::Failed(format!(
+                "{label}: the emulator stopped ({}) in {secs:.2} s without the image's report ({note})",
+                watched
+                    .status
+                    .map_or("killed".into(), |s| s.to_string())
+            )))
+        }
+    }
+}
+
+fn bochs(run: &RunOptions) -> Result<()> {
+    let (guest, name) = resolve_guest(&run.guest)?;
+    let image = build_image()?;
+    let mut tmp = TempDir::new("bochs")?;
+    let iso = tmp.path.join("opsvisor.iso");
+    make_iso(&tmp, &image, &guest, &name, &run.append, &iso)?;
+    let com1 = tmp.path.join("com1.txt");
+    let log = tmp.path.join("bochs.log");
+    let rc = tmp.path.join("bochsrc");
+    let cont = tmp.path.join("continue.rc");
+    let write = |path: &Path, text: String| fs::write(path, text).map_err(|e| io_failure(path, e));
+    write(
+        &rc,
+        machines::bochsrc(&run.cpu, run.megs, run.ips, &iso, &com1, &log),
+    )?;
+    // Debian's Bochs starts in its debugger: `c` continues at once.
+    write(&cont, "c\n".into())?;
+    let out_path = tmp.path.join("bochs.out");
+    let out = fs::File::create(&out_path).map_err(|e| io_failure(&out_path, e))?;
+    let err = out.try_clone().map_err(|e| io_failure(&out_path, e))?;
+    let label = format!("bochs ({}) {name}", run.cpu);
+    eprintln!("xtask: {label}: starting (files in {})", tmp.path.display());
+    let child = spawn(
+        Command::new("bochs")
+            .arg("-q")
+            .arg("-rc")
+            .arg(&cont)
+            .arg("-f")
+            .arg(&rc)
+            .current_dir(&tmp.path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err),
+        "bochs",
+    )?;
+    let watched = watch(child, &com1, run.timeout);
+    judge(&label, &watched, false, &mut tmp, run.timeout)
+}
+
+fn qemu(run: &RunOptions, kvm: bool) -> Result<()> {
+    let (guest, name) = resolve_guest(&run.guest)?;
+    let image = build_image()?;
+    let mut tmp = TempDir::new("qemu")?;
+    let com1 = tmp.path.join("com1.txt");
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-display", "none", "-no-reboot", "-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", com1.display()))
+        .arg("-m")
+        .arg(run.megs.to_string())
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    if kvm {
+        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+    }
+    if run.iso {
+        let iso = tmp.path.join("opsvisor.iso");
+        make_iso(&tmp, &image, &guest, &name, &run.append, &iso)?;
+        cmd.arg("-cdrom").arg(&iso).args(["-boot", "d"]);
+    } else {
+        cmd.arg("-kernel")
+            .arg(&image)
+            .arg("-initrd")
+            .arg(&guest)
+            .arg("-append")
+            .arg(&run.append);
+    }
+    let out_path = tmp.path.join("qemu.out");
+    let out = fs::File::create(&out_path).map_err(|e| io_failure(&out_path, e))?;
+    let err = out.try_clone().map_err(|e| io_failure(&out_path, e))?;
+    let label = format!("{} {name}", if kvm { "qemu-kvm" } else { "qemu" });
+    let child = spawn(
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err),
+        "qemu-system-x86_64",
+    )?;
+    let watched = watch(child, &com1, run.timeout);
+    if watched.status.is_some_and(|s| s.code() == Some(1)) && watched.serial.is_empty() {
+        // QEMU itself refused to start: its message is in qemu.out.
+        let why = fs::read_to_string(&out_path).unwrap_or_default();
+        if !why.trim().is_empty() {
+            tmp.keep = true;
+            return Err(Failure::BadInput(format!(
+                "{label}: QEMU failed: {}",
+                why.lines().last().unwrap_or("")
+            )));
+        }
+    }
+    judge(&label, &watched, true, &mut tmp, run.timeout)
+}
+
+/// Check that this host can run the image under KVM with nested VMX.
+fn kvm_usable() -> Result<()> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_vmx = machines::cpuinfo_has_flag(&cpuinfo, "vmx");
+    let has_svm = machines::cpuinfo_has_flag(&cpuinfo, "svm");
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return Err(Failure::BadInput(format!(
+            "nested VMX is unavailable here: /dev/kvm cannot be opened ({e}); the CPU {} \
+             (this host is not a KVM host, or it is a guest without nested virtualization); \
+             use `cargo xtask bochs-vmx GUEST` to test under Bochs' VMX instead",
+            if has_vmx {
+                "has vmx"
+            } else if has_svm {
+                "has svm but not vmx"
+            } else {
+                "shows neither vmx nor svm"
+            }
+        )));
+    }
+    if !has_vmx {
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']))
+            .unwrap_or("unknown");
+        return Err(Failure::BadInput(format!(
+            "nested VMX is unavailable here: /dev/kvm opens but the CPU ({model}) has no vmx \
+             flag (an AMD host, or nested VMX is off: kvm_intel nested=1); use `cargo xtask \
+             bochs-vmx GUEST` instead"
+        )));
+    }
+    Ok(())
 }

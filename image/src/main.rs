@@ -1,0 +1,397 @@
+//! The opsvisor bare-metal image: a multiboot2 / PVH kernel that runs one guest on
+//! opsvisor's core run loop.
+//!
+//! Boot: GRUB (`multiboot2` + `module2`) or QEMU (`-kernel` + `-initrd`, PVH) starts the
+//! image in 32-bit mode ([`boot`]); it enters long mode on identity-mapped page tables,
+//! loads a GDT with a TSS and an IDT whose exceptions print a diagnostic and power off,
+//! and calls [`rust_main`]. That sets up COM1, reads the loader's memory map and modules
+//! ([`bootinfo`]), puts the heap on the largest free RAM range, calibrates the TSC,
+//! loads the first module (a multiboot v1 kernel) into guest memory with core's loader,
+//! picks the backend from CPUID and runs the guest. The guest's COM1 is forwarded to the
+//! host's.
+//!
+//! The last line on the serial console is one of
+//!
+//! ```text
+//! opsvisor-image: guest exit status N      (the guest wrote to port 0xF4; N = (code << 1) | 1)
+//! opsvisor-image: triple fault at rip 0x...
+//! opsvisor-image: failed: <reason>
+//! ```
+//!
+//! after which the image powers the machine off (QEMU: `isa-debug-exit` with the guest's
+//! code, so QEMU's exit status is N; Bochs: port 0x8900). A guest PASSes with status 1.
+//!
+//! Command line (GRUB: after the image's path; QEMU: `-append`), words separated by
+//! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `interactive` (a guest waiting for
+//! console input with nothing else to wake it waits; without it the run stops, as a test
+//! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
+//! ends the run with a report). The first module's string is the guest's command line; further modules
+//! become the guest's multiboot modules.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod boot;
+mod bootinfo;
+mod cpu;
+mod heap;
+mod platform;
+mod power;
+mod serial;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use bootinfo::{BootInfo, Phys, Range};
+use core::sync::atomic::{AtomicBool, Ordering};
+use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
+use opsvisor_core::loader::Module;
+use opsvisor_core::ops::{ResetKind, X86Ops};
+use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
+use opsvisor_core::{EmuSlot, GuestMemory, Unavailable};
+use opsvisor_emu::EmuVcpu;
+
+#[global_allocator]
+static HEAP: heap::Heap = heap::Heap::empty();
+
+/// The backend set of the image: the VMX and SVM backends have no `X86Ops` yet.
+type Backend = opsvisor_core::Backend<Unavailable, Unavailable, EmuVcpu>;
+
+/// Debug-exit code (QEMU status 255) when the run ends other than by the guest's exit.
+const CODE_IMAGE_FAILED: u8 = 0x7f;
+/// Default guest RAM.
+const DEFAULT_GUEST_MIB: u64 = 64;
+/// Heap the image itself needs beside the guest's RAM (emulator caches, tables).
+const HEAP_MARGIN: u64 = 16 << 20;
+/// The page tables map 0..4 GiB: the heap and the modules must lie below.
+const IDENTITY_MAPPED: u64 = 1 << 32;
+/// Guest RAM is one region below the 32-bit MMIO hole.
+const MAX_GUEST_MIB: u64 = 3 << 10;
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Physical memory as the identity map shows it.
+struct Identity;
+
+impl Phys for Identity {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        // QEMU puts PVH structures in page 0, but never at address 0 itself (and a null
+        // pointer is never valid in Rust).
+        let Some(end) = addr.checked_add(buf.len() as u64) else {
+            return false;
+        };
+        if addr == 0 || end > IDENTITY_MAPPED {
+            return false;
+        }
+        // SAFETY: the range is inside the identity map (every address below 4 GiB is
+        // mapped) and not at null; reading memory the loader handed over has no effect.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+}
+
+/// Entered from `boot.rs` in long mode with the loader's EAX and EBX and the entry point
+/// that ran (1 multiboot2, 2 PVH).
+#[no_mangle]
+extern "C" fn rust_main(eax: u32, ebx: u32, entry: u32) -> ! {
+    serial::init();
+    cpu::init_tables();
+    log!("opsvisor-image {} starting", env!("CARGO_PKG_VERSION"));
+    let code = match run(eax, ebx, entry) {
+        Ok(code) => code,
+        Err(why) => {
+            log!("failed: {}", why);
+            CODE_IMAGE_FAILED
+        }
+    };
+    power::shutdown(code)
+}
+
+/// Options from the image's command line.
+struct Options {
+    guest_mib: u64,
+    interactive: bool,
+    /// Raise #UD before loading the guest: checks that an exception ends the run with a
+    /// report instead of a hang.
+    fault: bool,
+}
+
+fn parse_options(cmdline: &str) -> Result<Options, String> {
+    let mut opts = Options {
+        guest_mib: DEFAULT_GUEST_MIB,
+        interactive: false,
+        fault: false,
+    };
+    for word in cmdline.split_ascii_whitespace() {
+        if let Some(v) = word.strip_prefix("mem=") {
+            let mib = v
+                .trim_end_matches(['M', 'm'])
+                .parse::<u64>()
+                .ok()
+                .filter(|m| (2..=MAX_GUEST_MIB).contains(m))
+                .ok_or_else(|| {
+                    format!("bad option '{word}': guest RAM is mem=<MiB>, 2 to {MAX_GUEST_MIB}")
+                })?;
+            opts.guest_mib = mib;
+        } else if word == "interactive" {
+            opts.interactive = true;
+        } else if word == "fault" {
+            opts.fault = true;
+        }
+        // Anything else (a path GRUB passes first, for instance) is not for the image.
+    }
+    Ok(opts)
+}
+
+/// The bytes of a boot module, checked to lie inside the identity map.
+fn module_bytes(range: Range, index: usize) -> Result<&'static [u8], String> {
+    if range.start < 4096 || range.end > IDENTITY_MAPPED || range.is_empty() {
+        return Err(format!(
+            "boot module {index} at {:#x}..{:#x} is outside the memory the image maps (4 KiB..4 GiB)",
+            range.start, range.end
+        ));
+    }
+    // SAFETY: the range is non-empty, identity-mapped, not at null, and excluded from the
+    // heap (`reserved` in `run`); nothing writes it while the image runs.
+    Ok(unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len() as usize) })
+}
+
+fn backend_choice() -> String {
+    let vmx = cpu::cpuid(1, 0)[2] & (1 << 5) != 0;
+    let svm = cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0001
+        && cpu::cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0;
+    let why = match (vmx, svm) {
+        (true, _) => "the CPU has VMX, but the vmx backend has no X86Ops implementation yet",
+        (_, true) => "the CPU has SVM, but there is no svm backend yet",
+        _ => "the CPU has neither VMX nor SVM",
+    };
+    format!("backend emu ({why})")
+}
+
+fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
+    // Nothing may allocate before the heap exists: boot errors are printed as they are.
+    let info: BootInfo = match bootinfo::parse(&Identity, eax, ebx, entry) {
+        Ok(info) => info,
+        Err(e) => {
+            log!("failed: {}", e);
+            return Ok(CODE_IMAGE_FAILED);
+        }
+    };
+    let ram_total: u64 = info.ram().iter().map(Range::len).sum();
+    log!(
+        "loader {}, {} MiB RAM in {} ranges, {} module(s), command line '{}'",
+        info.protocol.name(),
+        ram_total >> 20,
+        info.ram().len(),
+        info.modules().len(),
+        info.cmdline.as_str()
+    );
+
+    // The heap: the largest RAM range that is not the first MiB, the image or a module.
+    let image = Range {
+        start: core::ptr::addr_of!(__image_start) as u64,
+        end: core::ptr::addr_of!(__image_end) as u64,
+    };
+    let mut reserved = [Range::default(); bootinfo::MAX_MODULES + 1];
+    reserved[0] = image;
+    for (slot, m) in reserved[1..].iter_mut().zip(info.modules()) {
+        *slot = m.range;
+    }
+    let Some(heap) = bootinfo::largest_free(info.ram(), &reserved, 1 << 20, IDENTITY_MAPPED) else {
+        log!("failed: no free RAM for the heap below 4 GiB");
+        return Ok(CODE_IMAGE_FAILED);
+    };
+    // SAFETY: the range is RAM per the loader's map, below 4 GiB (identity-mapped), and
+    // excludes the image, the modules and the first MiB; of the boot data only the
+    // modules are read from here on, and `info` holds copies of the strings.
+    unsafe { HEAP.init(heap.start as usize, heap.end as usize) };
+    log!(
+        "heap {} MiB at {:#x}..{:#x}",
+        heap.len() >> 20,
+        heap.start,
+        heap.end
+    );
+    let opts = parse_options(info.cmdline.as_str())?;
+    let guest_bytes = opts.guest_mib << 20;
+    if heap.len() < guest_bytes + HEAP_MARGIN {
+        return Err(format!(
+            "the largest free RAM range ({} MiB) cannot hold {} MiB of guest RAM plus {} MiB for the image; give the machine more memory or pass mem=<MiB>",
+            heap.len() >> 20,
+            opts.guest_mib,
+            HEAP_MARGIN >> 20
+        ));
+    }
+
+    let (hz, source) = platform::tsc_hz();
+    log!(
+        "TSC {}.{:03} MHz ({})",
+        hz / 1_000_000,
+        hz / 1000 % 1000,
+        source.name()
+    );
+
+    if opts.fault {
+        log!("raising #UD as the command line asks (fault)");
+        // SAFETY: UD2 raises #UD, whose handler reports it and powers off.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    }
+
+    let Some(kernel_ref) = info.modules().first() else {
+        return Err(
+            "no boot module: pass the guest kernel as the first module (GRUB module2, QEMU -initrd)"
+                .into(),
+        );
+    };
+    let kernel = module_bytes(kernel_ref.range, 0)?;
+    if !is_multiboot(kernel) {
+        return Err(format!(
+            "boot module 0 ({} bytes) is not a multiboot kernel",
+            kernel.len()
+        ));
+    }
+    let mut extra = Vec::new();
+    for (i, m) in info.modules().iter().enumerate().skip(1) {
+        extra.push(Module {
+            cmdline: m.cmdline.as_str(),
+            data: module_bytes(m.range, i)?,
+        });
+    }
+
+    log!("{}", backend_choice());
+    let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
+    let state = load_multiboot(&mut mem, kernel, kernel_ref.cmdline.as_str(), &extra)
+        .map_err(|e| format!("boot module 0: {e}"))?;
+    let mut vcpu = Backend::from(EmuSlot(EmuVcpu::new()));
+    vcpu.vcpu_reset(ResetKind::PowerOn);
+    state.apply(&mut vcpu);
+    let mut vm = Vm::new(
+        vcpu,
+        mem,
+        platform::BareMetal::new(hz, opts.interactive),
+        CpuidPolicy::emulator(),
+        VmConfig::default(),
+    );
+    log!(
+        "guest: {} bytes, {} MiB RAM, command line '{}'",
+        kernel.len(),
+        opts.guest_mib,
+        kernel_ref.cmdline.as_str()
+    );
+    let outcome = vm.run();
+    let ms = vm.run_time_ns() / 1_000_000;
+    match vm.vcpu.instructions_retired() {
+        Some(n) => log!(
+            "guest ran {} ms, {} instructions, {} exits",
+            ms,
+            n,
+            vm.stats.total()
+        ),
+        None => log!("guest ran {} ms, {} exits", ms, vm.stats.total()),
+    }
+    log!(
+        "heap in use {} KiB, never touched {} MiB",
+        HEAP.in_use() >> 10,
+        HEAP.untouched() >> 20
+    );
+    Ok(match outcome {
+        RunOutcome::DebugExit { status } => {
+            log!("guest exit status {}", status);
+            // QEMU reports `(code << 1) | 1`: hand it the guest's code.
+            ((status >> 1) & 0x7f) as u8
+        }
+        RunOutcome::TripleFault { rip } => {
+            log!("triple fault at rip {:#x}", rip);
+            CODE_IMAGE_FAILED
+        }
+        RunOutcome::HaltedForever => {
+            log!("failed: the guest halted with nothing that could wake it");
+            CODE_IMAGE_FAILED
+        }
+        RunOutcome::InstructionLimit | RunOutcome::Timeout => {
+            log!("failed: the run hit its limit");
+            CODE_IMAGE_FAILED
+        }
+        RunOutcome::Failed(why) => {
+            log!("failed: {}", why);
+            CODE_IMAGE_FAILED
+        }
+    })
+}
+
+/// Exception names by vector.
+const EXCEPTIONS: [&str; 32] = [
+    "#DE",
+    "#DB",
+    "NMI",
+    "#BP",
+    "#OF",
+    "#BR",
+    "#UD",
+    "#NM",
+    "#DF",
+    "#MF(9)",
+    "#TS",
+    "#NP",
+    "#SS",
+    "#GP",
+    "#PF",
+    "reserved(15)",
+    "#MF",
+    "#AC",
+    "#MC",
+    "#XM",
+    "#VE",
+    "#CP",
+    "22",
+    "23",
+    "24",
+    "25",
+    "26",
+    "27",
+    "#HV",
+    "#VC",
+    "#SX",
+    "31",
+];
+
+static DYING: AtomicBool = AtomicBool::new(false);
+
+/// Called by the exception stubs with a pointer to [vector, error code, RIP, CS, RFLAGS,
+/// RSP, SS]. Prints the exception and powers off.
+#[no_mangle]
+extern "C" fn exception_handler(frame: *const [u64; 7]) -> ! {
+    if DYING.swap(true, Ordering::Relaxed) {
+        // A fault while reporting a fault: say nothing more.
+        power::shutdown(CODE_IMAGE_FAILED);
+    }
+    // SAFETY: the stub passes its stack pointer, under which the CPU and the stub pushed
+    // exactly these seven words.
+    let f = unsafe { &*frame };
+    let name = EXCEPTIONS.get(f[0] as usize).copied().unwrap_or("?");
+    log!(
+        "failed: exception {} (vector {}) error {:#x} at rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} cr2 {:#x}",
+        name,
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+        f[4],
+        f[5],
+        cpu::cr2()
+    );
+    power::shutdown(CODE_IMAGE_FAILED)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    if !DYING.swap(true, Ordering::Relaxed) {
+        log!("failed: panic: {}", info);
+    }
+    power::shutdown(CODE_IMAGE_FAILED)
+}

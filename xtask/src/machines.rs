@@ -1,0 +1,168 @@
+//! What the emulated machines are given (Bochs configuration, GRUB menu) and how their
+//! serial output is judged.
+
+use std::path::Path;
+
+/// The Bochs configuration for a headless run (see shared/notes/test-machines.md): no
+/// display client needed (rfb with timeout 0; Bochs takes the first free port from 5900
+/// on, so parallel runs do not clash), dummy sound (Debian's build aborts opening ALSA
+/// otherwise), COM1 to `com1`, the ISO as an ATA CD-ROM, triple faults fatal.
+pub fn bochsrc(cpu: &str, megs: u32, ips: u64, iso: &Path, com1: &Path, log: &Path) -> String {
+    format!(
+        "\
+config_interface: textconfig
+display_library: rfb, options=\"timeout=0\"
+megs: {megs}
+romimage: file=/usr/share/bochs/BIOS-bochs-latest
+vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
+cpu: model={cpu}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs=0
+ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
+ata0-master: type=cdrom, path=\"{iso}\", status=inserted
+boot: cdrom
+floppy_bootsig_check: disabled=1
+clock: sync=none, time0=local
+com1: enabled=1, mode=file, dev=\"{com1}\"
+port_e9_hack: enabled=1
+log: \"{log}\"
+panic: action=fatal
+error: action=report
+info: action=report
+debug: action=ignore
+mouse: enabled=0
+speaker: enabled=0
+sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
+",
+        iso = iso.display(),
+        com1 = com1.display(),
+        log = log.display(),
+    )
+}
+
+/// The GRUB menu: boot the image at once (no menu wait) with `append` as its command
+/// line and the guest as its first module, named `guest_name` (the guest's command line).
+pub fn grub_cfg(append: &str, guest_name: &str) -> String {
+    format!(
+        "\
+set timeout=0
+set default=0
+menuentry \"opsvisor\" {{
+    multiboot2 /boot/opsvisor-image {append}
+    module2 /boot/guest {guest_name}
+    boot
+}}
+"
+    )
+}
+
+/// How a run ended, as the image reported it on the serial console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// `opsvisor-image: guest exit status N`.
+    GuestExit(u32),
+    /// `opsvisor-image: triple fault ...`.
+    TripleFault(String),
+    /// `opsvisor-image: failed: ...`.
+    Failed(String),
+}
+
+impl Verdict {
+    /// Whether the guest passed (its exit status is 1: code 0 through the debug-exit port).
+    pub fn passed(&self) -> bool {
+        *self == Verdict::GuestExit(1)
+    }
+}
+
+/// The image's final report in `serial`, if it printed one (the last one wins).
+pub fn verdict(serial: &str) -> Option<Verdict> {
+    const PREFIX: &str = "opsvisor-image: ";
+    serial.lines().rev().find_map(|line| {
+        let rest = line.trim_end_matches('\r');
+        // The line may follow guest output that did not end its own line.
+        let rest = &rest[rest.find(PREFIX)? + PREFIX.len()..];
+        if let Some(n) = rest.strip_prefix("guest exit status ") {
+            n.trim().parse().ok().map(Verdict::GuestExit)
+        } else if rest.starts_with("triple fault") {
+            Some(Verdict::TripleFault(rest.into()))
+        } else {
+            rest.strip_prefix("failed: ")
+                .map(|why| Verdict::Failed(why.into()))
+        }
+    })
+}
+
+/// Whether /proc/cpuinfo's `flags` lines list `flag`.
+pub fn cpuinfo_has_flag(cpuinfo: &str, flag: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == flag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bochsrc_has_the_headless_essentials() {
+        let rc = bochsrc(
+            "ryzen",
+            512,
+            5_000_000,
+            Path::new("/t/a.iso"),
+            Path::new("/t/com1.txt"),
+            Path::new("/t/bochs.log"),
+        );
+        for want in [
+            "display_library: rfb, options=\"timeout=0\"",
+            "megs: 512",
+            "cpu: model=ryzen, count=1, ips=5000000,",
+            "path=\"/t/a.iso\"",
+            "com1: enabled=1, mode=file, dev=\"/t/com1.txt\"",
+            "sound: waveoutdrv=dummy",
+            "boot: cdrom",
+            "reset_on_triple_fault=0",
+        ] {
+            assert!(rc.contains(want), "missing {want}");
+        }
+    }
+
+    #[test]
+    fn grub_menu_boots_at_once() {
+        let cfg = grub_cfg("mem=32", "hello");
+        assert!(cfg.contains("set timeout=0"));
+        assert!(cfg.contains("multiboot2 /boot/opsvisor-image mem=32"));
+        assert!(cfg.contains("module2 /boot/guest hello"));
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(""), None);
+        assert_eq!(verdict("PASS\nno report\n"), None);
+        let pass = "opsvisor-image: starting\r\nPASS\r\nopsvisor-image: guest exit status 1\r\n";
+        assert_eq!(verdict(pass), Some(Verdict::GuestExit(1)));
+        assert!(verdict(pass).is_some_and(|v| v.passed()));
+        let fail = "FAIL: x\nopsvisor-image: guest exit status 3\n";
+        assert_eq!(verdict(fail), Some(Verdict::GuestExit(3)));
+        assert!(!Verdict::GuestExit(3).passed());
+        assert_eq!(
+            verdict("half a lineopsvisor-image: guest exit status 1"),
+            Some(Verdict::GuestExit(1))
+        );
+        assert_eq!(
+            verdict("opsvisor-image: failed: no boot module\n"),
+            Some(Verdict::Failed("no boot module".into()))
+        );
+        assert!(matches!(
+            verdict("opsvisor-image: triple fault at rip 0x10\n"),
+            Some(Verdict::TripleFault(_))
+        ));
+    }
+
+    #[test]
+    fn cpu_flags() {
+        let info = "processor : 0\nflags\t\t: fpu vme vmx sse\nbugs : vmx\n";
+        assert!(cpuinfo_has_flag(info, "vmx"));
+        assert!(!cpuinfo_has_flag(info, "svm"));
+        assert!(!cpuinfo_has_flag("bugs : svm\n", "svm"));
+    }
+}
