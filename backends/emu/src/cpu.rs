@@ -101,36 +101,6 @@ pub mod efer {
     pub const ALLOWED: u64 = SCE | LME | LMA | NXE;
 }
 
-/// MSR numbers whose value the emulator holds.
-pub mod msr {
-    /// IA32_SYSENTER_CS.
-    pub const SYSENTER_CS: u32 = 0x174;
-    /// IA32_SYSENTER_ESP.
-    pub const SYSENTER_ESP: u32 = 0x175;
-    /// IA32_SYSENTER_EIP.
-    pub const SYSENTER_EIP: u32 = 0x176;
-    /// IA32_PAT.
-    pub const PAT: u32 = 0x277;
-    /// IA32_EFER.
-    pub const EFER: u32 = 0xc000_0080;
-    /// STAR.
-    pub const STAR: u32 = 0xc000_0081;
-    /// LSTAR.
-    pub const LSTAR: u32 = 0xc000_0082;
-    /// CSTAR.
-    pub const CSTAR: u32 = 0xc000_0083;
-    /// SFMASK.
-    pub const SFMASK: u32 = 0xc000_0084;
-    /// FS.base.
-    pub const FS_BASE: u32 = 0xc000_0100;
-    /// GS.base.
-    pub const GS_BASE: u32 = 0xc000_0101;
-    /// KERNEL_GS_BASE.
-    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-    /// TSC_AUX.
-    pub const TSC_AUX: u32 = 0xc000_0103;
-}
-
 /// Segment register indices into [`Cpu::seg`] (the encoding order of [`SegReg`]).
 pub mod sr {
     /// ES.

@@ -242,10 +242,12 @@ pub fn build(i: &Instruction, bits: u32) -> Op {
                 0xffff_ffff
             }
             _ if i.memory_base().is_gpr64() || i.memory_index().is_gpr64() => u64::MAX,
-            // No base or index: the displacement size follows the address size.
+            // No base or index: iced reports the displacement size as the address size
+            // (8 for a 64-bit address, even though the encoding holds a sign-extended
+            // disp32), so 4 is a 32-bit address also in 64-bit code (the 0x67 prefix) and
+            // wraps at 4 GiB.
             2 => 0xffff,
-            4 if bits != 64 => 0xffff_ffff,
-            4 => u64::MAX,
+            4 => 0xffff_ffff,
             8 => u64::MAX,
             _ => {
                 if bits == 64 {
@@ -358,5 +360,35 @@ fn string_reg(i: &Instruction, n: u32) -> Register {
         OpKind::MemoryESEDI => Register::EDI,
         OpKind::MemoryESRDI => Register::RDI,
         _ => Register::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn amask(bytes: &[u8], bits: u32) -> u64 {
+        let i = Decoder::with_ip(bits, bytes, 0, DecoderOptions::NONE).decode();
+        build(&i, bits).amask
+    }
+
+    /// An absolute `[disp32]` operand (no base, no index) wraps with the address size:
+    /// 64-bit by default in 64-bit code (the displacement is sign-extended), 32-bit with
+    /// the 0x67 prefix, and in 32-bit code.
+    #[test]
+    fn absolute_operand_address_size() {
+        // mov eax, [0x80000000] (SIB, no base or index)
+        let plain = [0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x80];
+        assert_eq!(amask(&plain, 64), u64::MAX);
+        let short = [0x67, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x80];
+        assert_eq!(amask(&short, 64), 0xffff_ffff);
+        // mov eax, [0x80000000] in 32-bit code (mod 00, r/m 101)
+        assert_eq!(
+            amask(&[0x8b, 0x05, 0x00, 0x00, 0x00, 0x80], 32),
+            0xffff_ffff
+        );
+        // and with 0x67 there: a 16-bit address
+        assert_eq!(amask(&[0x67, 0x8b, 0x06, 0x00, 0x80], 32), 0xffff);
     }
 }

@@ -25,10 +25,12 @@ mod tests;
 
 use crate::arith::flags::{IF, TF};
 use crate::cache::{decode_block, Block, Cache};
-use crate::cpu::{cr0, efer, msr, sr, Cpu, InterceptKind};
+use crate::cpu::{cr0, efer, sr, Cpu, InterceptKind};
 use crate::exception::Ex;
 use opsvisor_core::exit::Exit;
 use opsvisor_core::mmu::memory::GuestMemory;
+// The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
+use opsvisor_core::msr::index as msr;
 use opsvisor_core::ops::{
     DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
 };

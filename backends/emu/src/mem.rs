@@ -23,6 +23,10 @@ pub struct TlbEntry {
     pub wtag: u64,
     /// Linear page number if instruction fetch is allowed (then `gpa` is valid).
     pub xtag: u64,
+    /// Linear page number if a write check passed (the walk set the dirty bit), whether or
+    /// not the page may take fast writes: the read half of a read-modify-write may then
+    /// use `host` when `rtag` matches too.
+    pub dtag: u64,
     /// The linear page number the other fields describe.
     pub vpn: u64,
     /// Guest-physical page address.
@@ -37,6 +41,7 @@ const EMPTY: TlbEntry = TlbEntry {
     rtag: INVALID,
     wtag: INVALID,
     xtag: INVALID,
+    dtag: INVALID,
     vpn: INVALID,
     gpa: 0,
     host: 0,
@@ -315,6 +320,7 @@ impl Cpu {
                 }
             }
             Kind::Write => {
+                e.dtag = vpn;
                 if host.is_some() {
                     e.rtag = vpn;
                     if !has_code {
@@ -353,9 +359,34 @@ impl Cpu {
             // current run's memory map, and off + size stays inside it.
             return Ok(unsafe { host_read(e.host + off, size) });
         }
-        self.read_slow(mem, la, size, sel)
+        self.read_slow(mem, la, size, sel, Kind::Read)
     }
 
+    /// Read `size` (1, 2, 4, 8) bytes at linear `la` in privilege class `sel` for a
+    /// read-modify-write instruction: the pages are checked for writing, as the processor
+    /// does for the read (a read-only or not-present page faults with W=1 in the error code
+    /// before anything is written).
+    #[inline(always)]
+    pub fn read_lin_rmw(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        size: u32,
+        sel: usize,
+    ) -> Result<u64, Ex> {
+        let vpn = la >> 12;
+        let off = (la & 0xfff) as usize;
+        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
+        if e.dtag == vpn && e.rtag == vpn && off + size as usize <= 4096 {
+            // SAFETY: rtag == vpn means `host` is the start of a 4 KiB RAM page of the
+            // current run's memory map, and off + size stays inside it.
+            return Ok(unsafe { host_read(e.host + off, size) });
+        }
+        self.read_slow(mem, la, size, sel, Kind::Write)
+    }
+
+    /// Translate for `kind` (Read, or Write for the read half of a read-modify-write) and
+    /// read.
     #[inline(never)]
     fn read_slow(
         &mut self,
@@ -363,14 +394,15 @@ impl Cpu {
         la: u64,
         size: u32,
         sel: usize,
+        kind: Kind,
     ) -> Result<u64, Ex> {
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: translate both before reading either.
             let first = 4096 - off;
-            let g1 = self.translate(mem, la, Kind::Read, sel)?;
+            let g1 = self.translate(mem, la, kind, sel)?;
             let la2 = self.wrap_la(la.wrapping_add(first));
-            let g2 = self.translate(mem, la2, Kind::Read, sel)?;
+            let g2 = self.translate(mem, la2, kind, sel)?;
             let mut v = 0u64;
             for i in 0..u64::from(size) {
                 let g = if i < first { g1 + i } else { g2 + (i - first) };
@@ -381,7 +413,7 @@ impl Cpu {
             }
             return Ok(v);
         }
-        let gpa = self.translate(mem, la, Kind::Read, sel)?;
+        let gpa = self.translate(mem, la, kind, sel)?;
         self.read_phys(mem, gpa, size)
     }
 
@@ -578,6 +610,20 @@ impl Cpu {
     pub fn rd(&mut self, mem: &mut GuestMemory, seg: u8, ea: u64, size: u32) -> Result<u64, Ex> {
         let la = self.linear(seg, ea, size, false)?;
         self.read_lin(mem, la, size, self.tlb.sel)
+    }
+
+    /// Read `size` bytes at `seg:ea` as the first half of a read-modify-write: segment and
+    /// paging checks are those of a write (see [`Cpu::read_lin_rmw`]).
+    #[inline(always)]
+    pub fn rd_rmw(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+    ) -> Result<u64, Ex> {
+        let la = self.linear(seg, ea, size, true)?;
+        self.read_lin_rmw(mem, la, size, self.tlb.sel)
     }
 
     /// Write `size` bytes at `seg:ea`.

@@ -1246,3 +1246,50 @@ fn never_breaks_lists_only_register_forms() {
         );
     }
 }
+
+/// The read of a read-modify-write instruction is checked as a write: on a page that is
+/// not present, `add [m], r` faults with W=1 in the error code (not as a read); once the
+/// handler maps the page it completes, a second RMW takes the cached translation, and the
+/// dirty bit is set. RMWs on a page that holds code (no fast writes) work too.
+#[test]
+fn read_modify_write_faults_as_a_write() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // 0x4000_0000 (PDPT entry 1) through a 4 KiB page table whose entry is not present.
+    h.mem.write_u64(0x2008, 0x7000 | 7).unwrap();
+    h.mem.write_u64(0x7000, 0x8000 | 7).unwrap();
+    h.mem.write_u64(0x8000, 0x20_0000).unwrap();
+    h.mem.write_u64(0x20_0010, 40).unwrap();
+    let mut a = asm64();
+    let mut pf = a.create_label();
+    let mut counter = a.create_label();
+    a.mov(rax, 0x4000_0010u64).unwrap();
+    a.mov(ecx, 2u32).unwrap();
+    a.add(qword_ptr(rax), rcx).unwrap();
+    a.add(qword_ptr(rax), rcx).unwrap();
+    a.inc(qword_ptr(counter)).unwrap();
+    a.inc(qword_ptr(counter)).unwrap();
+    a.mov(r15, qword_ptr(counter)).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut pf).unwrap();
+    // Handler: note the error code and CR2, map the page writable, retry.
+    a.pop(r12).unwrap();
+    a.mov(r13, cr2).unwrap();
+    a.inc(r14).unwrap();
+    a.mov(rdx, 0x20_0003u64).unwrap();
+    a.mov(qword_ptr(0x8000u64), rdx).unwrap();
+    a.invlpg(qword_ptr(r13)).unwrap();
+    a.iretq().unwrap();
+    a.set_label(&mut counter).unwrap();
+    a.dq(&[0]).unwrap();
+    h.load(&mut a, CODE, &[("pf", pf)]);
+    let pf = h.label("pf");
+    h.gate(14, pf, 0);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R14), 1, "one #PF");
+    assert_eq!(h.gpr(Gpr::R12), 0x2, "not present, write, supervisor");
+    assert_eq!(h.gpr(Gpr::R13), 0x4000_0010);
+    assert_eq!(h.mem.read_u64(0x20_0010).unwrap(), 44);
+    assert_ne!(h.mem.read_u64(0x8000).unwrap() & 0x40, 0, "dirty");
+    assert_eq!(h.gpr(Gpr::R15), 2);
+}

@@ -7,59 +7,23 @@
 //! A failing Code is shrunk to a minimal case, and all failing Codes of a group are
 //! reported together.
 //!
-//! Known emulator bugs (each with an ignored test in tests/regressions.rs) do not fail
-//! the run: `KNOWN_BUGS` patches the emulator's outcome where a bug can explain the
-//! difference and the comparison is repeated; how often each patch was needed is
-//! printed per group (`--nocapture`). Codes that fail on every case are left out
-//! (`EXCLUDED`), and Codes whose known bug a later instruction could carry are left
-//! out of the sequences (`NOT_IN_SEQUENCES`). Delete the entries when the bugs are fixed.
+//! Mismatches found are fixed in the emulator and recorded in tests/regressions.rs.
 #![cfg(all(target_os = "linux", target_arch = "x86_64", feature = "emu"))]
 
 use iced_x86::{Code, Mnemonic};
-use iced_x86::{Instruction, OpKind, Register};
-use opsvisor_oracle::compare::{compare, decode, disassemble, undefined_flags};
+use opsvisor_oracle::compare::{compare, disassemble, undefined_flags};
 use opsvisor_oracle::emu_runner::EmuRunner;
-use opsvisor_oracle::gen::gpr_number;
 use opsvisor_oracle::gen::{build, build_sequence, random_state, supported, BuildCtx, Choices};
-use opsvisor_oracle::{run, End, Outcome, State, ZF};
+use opsvisor_oracle::{run, State};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::time::Instant;
-
-/// Codes excluded because they mismatch on every run, each with the regression test
-/// that records the bug.
-const EXCLUDED: &[(Code, &str)] = &[
-    (Code::Crc32_r32_rm8, "crc32_is_not_implemented"),
-    (Code::Crc32_r32_rm16, "crc32_is_not_implemented"),
-    (Code::Crc32_r32_rm32, "crc32_is_not_implemented"),
-    (Code::Crc32_r64_rm8, "crc32_is_not_implemented"),
-    (Code::Crc32_r64_rm64, "crc32_is_not_implemented"),
-    (
-        Code::Movbe_r16_m16,
-        "movbe_16bit_loads_and_stores_wrong_bytes",
-    ),
-    (
-        Code::Movbe_m16_r16,
-        "movbe_16bit_loads_and_stores_wrong_bytes",
-    ),
-];
-
-/// Codes left out of sequences: those with known bugs whose effect a later instruction
-/// could carry (the single-instruction tests cover them with the known-bug patches).
-const NOT_IN_SEQUENCES: &[Mnemonic] = &[
-    Mnemonic::Bsf,
-    Mnemonic::Bsr,
-    Mnemonic::Cmpxchg,
-    Mnemonic::Xadd,
-];
 
 fn codes(mnemonics: &[Mnemonic]) -> Vec<Code> {
     Code::values()
         .filter(|c| mnemonics.contains(&c.mnemonic()) && supported(*c))
-        .filter(|c| !EXCLUDED.iter().any(|(x, _)| x == c))
         .collect()
 }
 
@@ -86,7 +50,6 @@ fn config(seed: u64, cases: u32) -> Config {
 }
 
 thread_local! {
-    static KNOWN_HITS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
     static EMU: RefCell<EmuRunner> = RefCell::new(EmuRunner::new().expect("emulator runner"));
 }
 
@@ -96,135 +59,10 @@ fn check(code: &[u8], state: &State) -> Result<(), TestCaseError> {
     }
     let fail = |e: String| TestCaseError::fail(format!("{e}\n{}", disassemble(code)));
     let native = run(code, state).map_err(|e| fail(e.to_string()))?;
-    let mut emu = EMU
+    let emu = EMU
         .with(|e| e.borrow_mut().run(code, state))
         .map_err(|e| fail(format!("emulator: {e}")))?;
-    let Err(diff) = compare(code, state, &native, &emu) else {
-        return Ok(());
-    };
-    // A mismatch fully explained by known emulator bugs passes (the bugs have their
-    // own ignored regression tests); anything else fails with the original report.
-    let instrs = decode(code);
-    let mut patched = false;
-    for (name, patch) in KNOWN_BUGS {
-        if patch(&instrs, &native, &mut emu) {
-            patched = true;
-            KNOWN_HITS.with(|h| *h.borrow_mut().entry(name).or_insert(0) += 1);
-        }
-    }
-    if patched && compare(code, state, &native, &emu).is_ok() {
-        return Ok(());
-    }
-    Err(TestCaseError::fail(diff))
-}
-
-type Patch = fn(&[Instruction], &Outcome, &mut Outcome) -> bool;
-
-/// Known emulator bugs, by the regression test (tests/regressions.rs) that records each:
-/// a patch that makes the emulator's outcome what it would be without the bug, applied
-/// only where the bug can be the cause.
-const KNOWN_BUGS: &[(&str, Patch)] = &[
-    ("rmw_page_fault_reports_read", patch_rmw_write_bit),
-    (
-        "bsf_bsr_32bit_zero_source_clears_upper_half",
-        patch_bsf_bsr_zero_source,
-    ),
-    (
-        "cmpxchg_32bit_register_failure_zero_extends_destination",
-        patch_cmpxchg32_failure,
-    ),
-    (
-        "xadd_same_register_keeps_old_value",
-        patch_xadd_same_register,
-    ),
-    (
-        "movsxd_16bit_reads_only_two_bytes",
-        patch_movsxd16_access_size,
-    ),
-];
-
-/// #PF of a read-modify-write access: the hardware reports a write (W=1).
-fn patch_rmw_write_bit(_: &[Instruction], native: &Outcome, emu: &mut Outcome) -> bool {
-    if let (End::Exception(n), End::Exception(e)) = (native.end, &mut emu.end) {
-        if n.vector == 14 && e.vector == 14 && n.error_code == e.error_code.map(|c| c | 2) {
-            e.error_code = n.error_code;
-            return true;
-        }
-    }
-    false
-}
-
-/// The only instruction of a single-instruction snippet, if that is what ran.
-fn single(instrs: &[Instruction], native: &Outcome) -> Option<Instruction> {
-    (instrs.len() == 1 && native.end == End::Completed).then(|| instrs[0])
-}
-
-/// Give the emulator the native value of `reg` if they agree in the low 32 bits.
-fn patch_upper_half(reg: Register, native: &Outcome, emu: &mut Outcome) -> bool {
-    let Some(n) = gpr_number(reg) else {
-        return false;
-    };
-    let (a, b) = (native.state.gpr[n], emu.state.gpr[n]);
-    if a != b && a as u32 == b as u32 {
-        emu.state.gpr[n] = a;
-        return true;
-    }
-    false
-}
-
-/// BSF/BSR r32 with a zero source: the host leaves all 64 bits of the destination alone.
-fn patch_bsf_bsr_zero_source(instrs: &[Instruction], native: &Outcome, emu: &mut Outcome) -> bool {
-    let Some(i) = single(instrs, native) else {
-        return false;
-    };
-    matches!(i.code(), Code::Bsf_r32_rm32 | Code::Bsr_r32_rm32)
-        && native.state.rflags & ZF != 0
-        && patch_upper_half(i.op0_register(), native, emu)
-}
-
-/// CMPXCHG r32, r32 that fails: the host does not write the destination.
-fn patch_cmpxchg32_failure(instrs: &[Instruction], native: &Outcome, emu: &mut Outcome) -> bool {
-    let Some(i) = single(instrs, native) else {
-        return false;
-    };
-    i.code() == Code::Cmpxchg_rm32_r32
-        && i.op0_kind() == OpKind::Register
-        && native.state.rflags & ZF == 0
-        && patch_upper_half(i.op0_register(), native, emu)
-}
-
-/// MOVSXD r16, m16: the host (AMD) reads four bytes, so it faults where the emulator's
-/// two-byte read does not.
-fn patch_movsxd16_access_size(instrs: &[Instruction], native: &Outcome, emu: &mut Outcome) -> bool {
-    let faulted = matches!(native.end, End::Exception(e) if e.vector == 14);
-    if instrs.len() == 1
-        && instrs[0].code() == Code::Movsxd_r16_rm16
-        && instrs[0].op1_kind() == OpKind::Memory
-        && faulted
-        && emu.end == End::Completed
-    {
-        *emu = native.clone();
-        return true;
-    }
-    false
-}
-
-/// XADD r, r with the same register: the sum is what remains.
-fn patch_xadd_same_register(instrs: &[Instruction], native: &Outcome, emu: &mut Outcome) -> bool {
-    let Some(i) = single(instrs, native) else {
-        return false;
-    };
-    if i.mnemonic() != Mnemonic::Xadd
-        || i.op0_kind() != OpKind::Register
-        || i.op0_register() != i.op1_register()
-    {
-        return false;
-    }
-    let Some(n) = gpr_number(i.op0_register()) else {
-        return false;
-    };
-    emu.state.gpr[n] = native.state.gpr[n];
-    true
+    compare(code, state, &native, &emu).map_err(TestCaseError::fail)
 }
 
 /// Run one Code; `Err` holds the minimal failing case.
@@ -270,9 +108,8 @@ fn run_group(name: &str, mnemonics: &[Mnemonic]) {
             Err(f) => failures.push(f),
         }
     }
-    let known = KNOWN_HITS.with(|h| std::mem::take(&mut *h.borrow_mut()));
     eprintln!(
-        "group {name}: {} Codes, {total} cases run, {} failing, {:.1}s, known-bug cases passed: {known:?}",
+        "group {name}: {} Codes, {total} cases run, {} failing, {:.1}s",
         codes.len(),
         failures.len(),
         start.elapsed().as_secs_f64()
@@ -288,10 +125,7 @@ fn run_group(name: &str, mnemonics: &[Mnemonic]) {
 
 /// Random 3-5 instruction sequences drawn from the group's Codes.
 fn run_sequences(name: &str, mnemonics: &[Mnemonic]) {
-    let codes: Vec<Code> = codes(mnemonics)
-        .into_iter()
-        .filter(|c| !NOT_IN_SEQUENCES.contains(&c.mnemonic()))
-        .collect();
+    let codes = codes(mnemonics);
     let start = Instant::now();
     let cases = cases().saturating_mul(8);
     let mut runner = TestRunner::new(config(0x5e90_0000 ^ name.len() as u64, cases));
@@ -301,9 +135,8 @@ fn run_sequences(name: &str, mnemonics: &[Mnemonic]) {
         let (bytes, state) = build_sequence(&codes, count, &mut ch);
         check(&bytes, &state)
     });
-    let known = KNOWN_HITS.with(|h| std::mem::take(&mut *h.borrow_mut()));
     eprintln!(
-        "sequences {name}: {cases} cases, {:.1}s, known-bug cases passed: {known:?}",
+        "sequences {name}: {cases} cases, {:.1}s",
         start.elapsed().as_secs_f64()
     );
     if let Err(e) = result {

@@ -1,8 +1,8 @@
 //! Mismatches the differential tests found between the emulator and the host CPU (an
-//! AMD EPYC when they were recorded), one test each with the exact bytes and state.
-//! They are ignored until the emulator is fixed; `cargo test -p opsvisor-oracle --test
-//! regressions -- --ignored` runs them. Each checks the host's behaviour first, so a test
-//! that starts failing on the host side points at a vendor difference, not the emulator.
+//! AMD EPYC when they were recorded), one test each with the exact bytes and state, kept
+//! after the fix so the bug stays fixed. Each checks the host's behaviour first, so a test
+//! that starts failing on the host side points at a vendor difference, not the emulator
+//! (CMPXCHG and MOVSXD follow AMD where Intel documents otherwise).
 #![cfg(all(target_os = "linux", target_arch = "x86_64", feature = "emu"))]
 
 use opsvisor_oracle::compare::differential;
@@ -36,7 +36,6 @@ fn check(code: &[u8], s: &State) {
 }
 
 #[test]
-#[ignore = "emu bug: #PF of a read-modify-write instruction reports a read (error code without W)"]
 fn rmw_page_fault_reports_read() {
     let mut s = state();
     s.gpr[RBX] = SCRATCH_BASE + SCRATCH_SIZE as u64;
@@ -55,7 +54,6 @@ fn rmw_page_fault_reports_read() {
 }
 
 #[test]
-#[ignore = "emu bug: BSF/BSR r32 with a zero source zero-extends the destination; the host leaves all 64 bits unchanged"]
 fn bsf_bsr_32bit_zero_source_clears_upper_half() {
     let mut s = state();
     s.gpr[R8] = 0xffff_ffff_8000_0000;
@@ -70,7 +68,6 @@ fn bsf_bsr_32bit_zero_source_clears_upper_half() {
 }
 
 #[test]
-#[ignore = "emu bug: CMPXCHG r32, r32 that fails zero-extends the destination; the host (AMD) does not write it"]
 fn cmpxchg_32bit_register_failure_zero_extends_destination() {
     let mut s = state();
     s.gpr[RAX] = 0;
@@ -84,7 +81,6 @@ fn cmpxchg_32bit_register_failure_zero_extends_destination() {
 }
 
 #[test]
-#[ignore = "emu bug: XADD with the same register for both operands keeps the old value instead of the sum"]
 fn xadd_same_register_keeps_old_value() {
     let mut s = state();
     s.gpr[R10] = 1;
@@ -96,7 +92,6 @@ fn xadd_same_register_keeps_old_value() {
 }
 
 #[test]
-#[ignore = "emu bug: CRC32 is not implemented (#UD)"]
 fn crc32_is_not_implemented() {
     let mut s = state();
     s.gpr[R10] = 0x1234_5678;
@@ -109,7 +104,6 @@ fn crc32_is_not_implemented() {
 }
 
 #[test]
-#[ignore = "emu bug: MOVBE with a 16-bit operand loads/stores the wrong bytes"]
 fn movbe_16bit_loads_and_stores_wrong_bytes() {
     let mut s = state();
     s.gpr[RBX] = SCRATCH_BASE + 0x100;
@@ -131,7 +125,6 @@ fn movbe_16bit_loads_and_stores_wrong_bytes() {
 }
 
 #[test]
-#[ignore = "emu bug: BT m, r with 32-bit address size does not wrap the bit-offset address at 4 GiB"]
 fn bt_register_offset_ignores_32bit_address_wrap() {
     let mut s = state();
     s.gpr[R13] = 0x4_77ff_b800;
@@ -151,7 +144,6 @@ fn bt_register_offset_ignores_32bit_address_wrap() {
 }
 
 #[test]
-#[ignore = "emu bug (AMD behaviour): MOVSXD r16, m16 reads two bytes; the host reads four and faults past the end of the page"]
 fn movsxd_16bit_reads_only_two_bytes() {
     let mut s = state();
     s.gpr[RBX] = SCRATCH_BASE + SCRATCH_SIZE as u64 - 2;

@@ -1,6 +1,6 @@
 //! ADD ADC SUB SBB AND OR XOR CMP TEST INC DEC NEG NOT, and the BCD adjustments.
 
-use super::{rd, wr};
+use super::{rd, rd_rmw, wr};
 use crate::arith::alu::{alu, neg as aneg, AluOp};
 use crate::arith::bcd;
 use crate::cpu::Cpu;
@@ -135,7 +135,11 @@ pub fn alu_any<const K: u8, const WB: bool>(
     op: &Op,
 ) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let a = rd(c, mem, op, 0, size)?;
+    let a = if WB {
+        rd_rmw(c, mem, op, 0, size)?
+    } else {
+        rd(c, mem, op, 0, size)?
+    };
     let b = rd(c, mem, op, 1, size)?;
     if WB {
         // The flags change only once the store has succeeded (a faulting store leaves them).
@@ -183,7 +187,7 @@ pub fn dec_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(
 /// INC (`DEC` false) or DEC r/m.
 fn incdec_rm<const DEC: bool>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let a = rd(c, mem, op, 0, size)?;
+    let a = rd_rmw(c, mem, op, 0, size)?;
     let m = crate::arith::flags::mask(size);
     let r = if DEC {
         a.wrapping_sub(1)
@@ -202,7 +206,7 @@ fn unary(
     f: fn(u32, u64, u64) -> (u64, u64),
 ) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let a = rd(c, mem, op, 0, size)?;
+    let a = rd_rmw(c, mem, op, 0, size)?;
     let (r, fl) = f(size, a, c.rflags());
     wr(c, mem, op, 0, size, r)?;
     c.set_rflags(fl);
@@ -227,7 +231,7 @@ pub fn neg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 /// NOT r/m (no flags).
 pub fn not(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let a = rd(c, mem, op, 0, size)?;
+    let a = rd_rmw(c, mem, op, 0, size)?;
     // The flags (possibly a lazy record) are left alone.
     wr(c, mem, op, 0, size, !a)
 }

@@ -38,7 +38,12 @@ pub fn bt(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         addr = addr.wrapping_add((unit * i64::from(size)) as u64) & op.amask;
         bit = sbit.rem_euclid(width) as u64;
     }
-    let v = c.rd(mem, op.seg, addr, size)?;
+    // BTS/BTR/BTC write the operand back: their read is checked as a write.
+    let v = if m == Mnemonic::Bt {
+        c.rd(mem, op.seg, addr, size)?
+    } else {
+        c.rd_rmw(mem, op.seg, addr, size)?
+    };
     let (r, f) = apply(m, size, v, bit, c.rflags());
     if m != Mnemonic::Bt {
         c.wr(mem, op.seg, addr, size, r)?;
@@ -68,9 +73,14 @@ pub fn scan(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         Mnemonic::Lzcnt => b::lzcnt(size, src, c.rflags()),
         _ => b::popcnt(size, src, c.rflags()),
     };
-    // BSF/BSR with a zero source leave the destination as it was (but a 32-bit
-    // destination is still zero-extended, as on the host).
-    c.set(op.r[0], size, r);
+    // BSF/BSR with a zero source leave the destination unwritten: all 64 bits stay, even
+    // for a 32-bit destination (AMD documents the destination as unchanged; Intel calls it
+    // undefined, and the host, the oracle's reference, does not zero-extend). TZCNT and
+    // LZCNT always write the operand size, POPCNT too.
+    let keep = src == 0 && matches!(op.i.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr);
+    if !keep {
+        c.set(op.r[0], size, r);
+    }
     c.set_rflags(f);
     Ok(())
 }

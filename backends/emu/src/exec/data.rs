@@ -1,9 +1,9 @@
 //! MOV, MOVZX, MOVSX(D), MOVBE, LEA, XCHG, CMPXCHG(8B/16B), XADD, the sign extensions,
 //! CMOVcc, SETcc, XLAT.
 
-use super::{ea, rd, wr};
+use super::{ea, rd, rd_rmw, wr};
 use crate::arith::alu::{alu, AluOp};
-use crate::arith::bits::bswap;
+use crate::arith::bits::{bswap, swap16};
 use crate::arith::flags::{sign_extend, ZF};
 use crate::cpu::{sr, Cpu};
 use crate::decode::Op;
@@ -61,11 +61,23 @@ pub fn movsx(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     Ok(())
 }
 
-/// MOVBE r, m / m, r.
+/// MOVSXD r16, m16 (operand-size prefix with REX.W clear). The vendors differ: Intel
+/// documents a 16-bit load; AMD's processors (the reference the oracle was run on) read
+/// four bytes, as the 32-bit form does, so the access faults when bytes 2-3 are not
+/// readable. This follows AMD; the destination takes the low 16 bits either way.
+pub fn movsxd16_load(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = rd(c, mem, op, 1, 4)?;
+    c.set(op.r[0], 2, v);
+    Ok(())
+}
+
+/// MOVBE r, m / m, r. The 16-bit form swaps the two bytes of the operand (unlike BSWAP
+/// r16, whose result is undefined).
 pub fn movbe(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let v = rd(c, mem, op, 1, size)?;
-    wr(c, mem, op, 0, size, bswap(size, v))
+    let v = if size == 2 { swap16(v) } else { bswap(size, v) };
+    wr(c, mem, op, 0, size, v)
 }
 
 /// LEA r, m (operand size `S`).
@@ -78,24 +90,31 @@ pub fn lea<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(),
 /// XCHG (implicitly locked with memory: a single vCPU makes that ordinary).
 pub fn xchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let a = rd(c, mem, op, 0, size)?;
+    let a = rd_rmw(c, mem, op, 0, size)?;
     let b = rd(c, mem, op, 1, size)?;
     wr(c, mem, op, 0, size, b)?;
     wr(c, mem, op, 1, size, a)
 }
 
 /// CMPXCHG r/m, r.
+///
+/// When the comparison fails, a memory destination is written back unchanged (both
+/// vendors document the write cycle, so the access faults as a write). A register
+/// destination is not written: Intel's pseudocode writes the old value back, which for a
+/// 32-bit register would clear bits 63:32, but AMD processors (the reference the oracle
+/// was run on) leave the register untouched, all 64 bits. This follows AMD.
 pub fn cmpxchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let dst = rd(c, mem, op, 0, size)?;
+    let dst = rd_rmw(c, mem, op, 0, size)?;
     let acc = c.get(0, size);
     let (_, f) = alu(AluOp::Sub, size, acc, dst, c.rflags());
     if f & ZF != 0 {
         let src = c.get(op.r[1], size);
         wr(c, mem, op, 0, size, src)?;
     } else {
-        // The destination is written back unchanged, as the processor does.
-        wr(c, mem, op, 0, size, dst)?;
+        if op.i.op_kind(0) == OpKind::Memory {
+            wr(c, mem, op, 0, size, dst)?;
+        }
         c.set(0, size, dst);
     }
     c.set_rflags(f);
@@ -113,8 +132,9 @@ pub fn cmpxchg_wide(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), E
     if wide && a & 15 != 0 {
         return Err(GP(0));
     }
-    let lo = c.rd(mem, op.seg, a, half)?;
-    let hi = c.rd(
+    // The whole operand is written either way, so both halves are checked as writes.
+    let lo = c.rd_rmw(mem, op.seg, a, half)?;
+    let hi = c.rd_rmw(
         mem,
         op.seg,
         a.wrapping_add(u64::from(half)) & op.amask,
@@ -141,14 +161,21 @@ pub fn cmpxchg_wide(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), E
     Ok(())
 }
 
-/// XADD r/m, r.
+/// XADD r/m, r: SRC := DEST, then DEST := the sum, so with the same register for both
+/// the sum is what remains.
 pub fn xadd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
-    let d = rd(c, mem, op, 0, size)?;
+    let d = rd_rmw(c, mem, op, 0, size)?;
     let s = c.get(op.r[1], size);
     let (r, f) = alu(AluOp::Add, size, d, s, c.rflags());
-    wr(c, mem, op, 0, size, r)?;
-    c.set(op.r[1], size, d);
+    if op.i.op_kind(0) == OpKind::Memory {
+        // The store may fault: it goes first, so a fault leaves the register unchanged.
+        wr(c, mem, op, 0, size, r)?;
+        c.set(op.r[1], size, d);
+    } else {
+        c.set(op.r[1], size, d);
+        c.set(op.r[0], size, r);
+    }
     c.set_rflags(f);
     Ok(())
 }

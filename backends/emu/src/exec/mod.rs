@@ -4,6 +4,7 @@
 pub mod alu;
 pub mod bits;
 pub mod branch;
+pub mod crc32;
 pub mod data;
 pub mod far;
 pub mod flags;
@@ -67,6 +68,18 @@ pub fn rd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, n: u32, size: u32) -> Res
         OpKind::Immediate8_2nd => Ok(u64::from(op.i.immediate8_2nd())),
         _ => Ok(op.imm),
     }
+}
+
+/// Read operand `n` as `size` bytes when the instruction will write it back (the
+/// destination of a read-modify-write): a memory operand is checked for writing already
+/// on the read, so a read-only or absent page faults as a write (W=1), as on hardware.
+#[inline]
+pub fn rd_rmw(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, n: u32, size: u32) -> Result<u64, Ex> {
+    if op.i.op_kind(n) == OpKind::Memory {
+        let a = ea(c, op);
+        return c.rd_rmw(mem, op.seg, a, size);
+    }
+    rd(c, mem, op, n, size)
 }
 
 /// Write operand `n` (register or memory) as `size` bytes.
@@ -244,6 +257,7 @@ pub fn select(op: &mut Op, bits: u32) {
         }
         M::Mov => data::mov,
         M::Movzx => data::movzx,
+        M::Movsxd if op.size == 2 && k1 == OpKind::Memory => data::movsxd16_load,
         M::Movsx | M::Movsxd => data::movsx,
         M::Movbe => data::movbe,
         M::Lea => sized!(lea, op.size),
@@ -286,6 +300,9 @@ pub fn select(op: &mut Op, bits: u32) {
         | M::Setle
         | M::Setg => data::setcc,
         M::Xlatb => data::xlat,
+        // Enumerated with SSE4.2 (which the CPU model does not report), but a general
+        // register instruction: executed when decoded.
+        M::Crc32 => crc32::crc32,
         M::Nop | M::Pause | M::Endbr32 | M::Endbr64 | M::Lfence | M::Mfence | M::Sfence => nop,
         M::Prefetch
         | M::Prefetchnta

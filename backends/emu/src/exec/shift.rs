@@ -1,6 +1,6 @@
 //! ROL ROR RCL RCR SHL/SAL SHR SAR, SHLD SHRD, and the BMI2 flagless shifts.
 
-use super::{rd, wr};
+use super::{rd, rd_rmw, wr};
 use crate::arith::shift::{rorx, sarx, shift, shld as ashld, shlx, shrd as ashrd, shrx, ShiftOp};
 use crate::cpu::Cpu;
 use crate::decode::{Handler, Op};
@@ -135,7 +135,7 @@ pub fn sh<const K: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<()
         c.set_rflags(f);
         return Ok(());
     }
-    let a = rd(c, mem, op, 0, size)?;
+    let a = rd_rmw(c, mem, op, 0, size)?;
     let (r, f) = shift(op_of(K), size, a, n, c.rflags());
     wr(c, mem, op, 0, size, r)?;
     c.set_rflags(f);
@@ -160,7 +160,7 @@ fn double(
 ) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let n = count(c, op, 2);
-    let d = rd(c, mem, op, 0, size)?;
+    let d = rd_rmw(c, mem, op, 0, size)?;
     let s = c.get(op.r[1], size);
     let (r, fl) = f(size, d, s, n, c.rflags());
     wr(c, mem, op, 0, size, r)?;
