@@ -61,47 +61,12 @@ _start32:
     movl %ebp, boot_info
     movl $boot_stack_top, %esp
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> four page directories; 2048 2 MiB pages cover
-       0..4 GiB. Every level is user-accessible (U=1) so ring-3 tests can run code and
-       use stacks inside the image; SMEP/SMAP stay off. */
-    movl $boot_pdpt, %eax
-    orl $7, %eax
-    movl %eax, boot_pml4
-    movl $boot_pdpt, %edi
-    movl $boot_pd, %eax
-    orl $7, %eax
-    movl $4, %ecx
-1:  movl %eax, (%edi)
-    addl $4096, %eax
-    addl $8, %edi
-    loop 1b
-    movl $boot_pd, %edi
-    movl $0x87, %eax            /* P | RW | US | PS */
-    xorl %ecx, %ecx
-2:  movl %eax, (%edi,%ecx,8)
-    cmpl $1536, %ecx            /* the 4th GiB is the MMIO hole: PCD | PWT */
-    jb 3f
-    orl $0x18, (%edi,%ecx,8)
-3:  addl $0x200000, %eax
-    incl %ecx
-    cmpl $2048, %ecx
-    jb 2b
-
-    movl $boot_pml4, %eax
-    movl %eax, %cr3
-    movl %cr4, %eax
-    orl $0x20, %eax             /* PAE */
-    movl %eax, %cr4
-    movl $0xC0000080, %ecx      /* EFER.LME */
-    rdmsr
-    orl $0x100, %eax
-    wrmsr
-    movl %cr0, %eax
-    andl $0x9FFFFFF3, %eax      /* clear CD, NW, TS, EM */
-    orl $0x80010001, %eax       /* PG | WP | PE */
-    movl %eax, %cr0
-    lgdt gdt64_ptr
-    ljmp $0x08, $long_entry
+"#,
+    // Identity-map 0..4 GiB with 2 MiB pages and enter long mode. Every level is
+    // user-accessible (U=1) so ring-3 tests can run code and use stacks inside the image;
+    // SMEP/SMAP stay off.
+    opsvisor_bare::long_mode_switch!(pages: user, gdt_ptr: "gdt64_ptr", cs: "0x08", entry: "long_entry"),
+    r#"
 
     .code64
 long_entry:
@@ -233,14 +198,9 @@ boot_info:
 user_saved_ksp:
     .quad 0
 
-    .section .bss, "aw", @nobits
-    .balign 4096
-boot_pml4:
-    .skip 4096
-boot_pdpt:
-    .skip 4096
-boot_pd:
-    .skip 4 * 4096
+"#,
+    opsvisor_bare::long_mode_page_tables!(),
+    r#"
     .global boot_stack_top
     .balign 16
 boot_stack:

@@ -4,31 +4,8 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Read a byte from an I/O port.
-pub fn inb(port: u16) -> u8 {
-    let v: u8;
-    // SAFETY: port I/O has no memory effects the compiler must know of.
-    unsafe {
-        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
-    v
-}
-
-/// Write a byte to an I/O port.
-pub fn outb(port: u16, v: u8) {
-    // SAFETY: as for inb.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
-    };
-}
-
-/// Write a dword to an I/O port.
-pub fn outl(port: u16, v: u32) {
-    // SAFETY: as for inb.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
-    };
-}
+/// Port I/O (shared with the image).
+pub use opsvisor_bare::port::{inb, outb, outl};
 
 /// CPUID leaf/subleaf: (EAX, EBX, ECX, EDX).
 pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {

@@ -3,6 +3,7 @@
 use crate::cell::Racy;
 use crate::cpu::{self, outb};
 use core::sync::atomic::{AtomicUsize, Ordering};
+use opsvisor_bare::desc::{interrupt_gate, lidt, TablePointer};
 
 /// The registers the entry stubs save, then the vector, the error code (zero for vectors
 /// without one) and the frame the CPU pushed. A handler may change any of them; they are
@@ -57,29 +58,17 @@ pub fn init() {
     for v in 0..256u64 {
         set_gate(v as u8, base + v * 16, 0, if v == 8 { 1 } else { 0 });
     }
-    let ptr = IdtPtr {
+    let ptr = TablePointer {
         limit: (256 * 16 - 1) as u16,
         base: IDT.get() as u64,
     };
-    // SAFETY: the IDT is a static that lives for the whole run.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(nostack)) };
+    // SAFETY: the IDT is a static that lives for the whole run, every gate filled in.
+    unsafe { lidt(&ptr) };
     mask_pic();
 }
 
-#[repr(C, packed)]
-struct IdtPtr {
-    limit: u16,
-    base: u64,
-}
-
 fn set_gate(vector: u8, handler: u64, dpl: u8, ist: u8) {
-    let lo = (handler & 0xFFFF)
-        | (u64::from(crate::boot::KERNEL_CS) << 16)
-        | (u64::from(ist & 7) << 32)
-        | (0x8Eu64 << 40) // present, 64-bit interrupt gate
-        | (u64::from(dpl & 3) << 45)
-        | ((handler >> 16) & 0xFFFF) << 48;
-    let hi = handler >> 32;
+    let [lo, hi] = interrupt_gate(handler, crate::boot::KERNEL_CS, ist, dpl);
     // SAFETY: single CPU; the entry is written whole before an interrupt of this vector
     // can use it (callers change gates with interrupts disabled).
     unsafe {

@@ -69,45 +69,10 @@ start32:
     movl %ebp, boot_ebx
     movl %edx, boot_proto
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages: 0..4 GiB. */
-    movl $boot_pdpt, %eax
-    orl $3, %eax
-    movl %eax, boot_pml4
-    movl $boot_pdpt, %edi
-    movl $boot_pd, %eax
-    orl $3, %eax
-    movl $4, %ecx
-1:  movl %eax, (%edi)
-    addl $4096, %eax
-    addl $8, %edi
-    loop 1b
-    movl $boot_pd, %edi
-    movl $0x83, %eax                        /* P | RW | PS */
-    xorl %ecx, %ecx
-2:  movl %eax, (%edi,%ecx,8)
-    cmpl $1536, %ecx                        /* the 4th GiB is the MMIO hole: PCD | PWT */
-    jb 3f
-    orl $0x18, (%edi,%ecx,8)
-3:  addl $0x200000, %eax
-    incl %ecx
-    cmpl $2048, %ecx
-    jb 2b
-
-    movl $boot_pml4, %eax
-    movl %eax, %cr3
-    movl %cr4, %eax
-    orl $0x20, %eax                         /* PAE */
-    movl %eax, %cr4
-    movl $0xC0000080, %ecx                  /* EFER.LME */
-    rdmsr
-    orl $0x100, %eax
-    wrmsr
-    movl %cr0, %eax
-    andl $0x9FFFFFF3, %eax                  /* clear CD, NW, TS, EM */
-    orl $0x80010001, %eax                   /* PG | WP | PE */
-    movl %eax, %cr0
-    lgdt gdt_ptr
-    ljmp $0x08, $long_entry
+"#,
+    // Identity-map 0..4 GiB with 2 MiB supervisor pages and enter long mode.
+    opsvisor_bare::long_mode_switch!(pages: kernel, gdt_ptr: "gdt_ptr", cs: "0x08", entry: "long_entry"),
+    r#"
 
     .code64
 long_entry:
@@ -176,14 +141,9 @@ boot_ebx:
 boot_proto:
     .long 0
 
-    .section .bss, "aw", @nobits
-    .balign 4096
-boot_pml4:
-    .skip 4096
-boot_pdpt:
-    .skip 4096
-boot_pd:
-    .skip 4 * 4096
+"#,
+    opsvisor_bare::long_mode_page_tables!(),
+    r#"
     .balign 16
     .global boot_stack_bottom
 boot_stack_bottom:

@@ -1,7 +1,8 @@
 //! core's `Platform` on bare metal: the TSC as the clock, host COM1 as the console.
 
-use crate::cpu::{cpuid, inb, outb, rdtsc};
+use crate::cpu::{cpuid, rdtsc};
 use crate::serial;
+use opsvisor_bare::port::{inb, outb};
 use opsvisor_core::platform::Platform;
 
 /// PIT input clock, Hz.

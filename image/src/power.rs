@@ -1,7 +1,9 @@
 //! Ending the run: report a status the emulator's harness can read, then power off.
 
-use crate::cpu::{halt_forever, outb, outl, outw};
+use crate::cpu::halt_forever;
 use crate::serial;
+use opsvisor_bare::desc::TablePointer;
+use opsvisor_bare::port::{outb, outl, outw};
 
 /// QEMU's `isa-debug-exit` port: QEMU exits with status `(value << 1) | 1`.
 const DEBUG_EXIT_PORT: u16 = 0xF4;
@@ -23,12 +25,7 @@ pub fn shutdown(code: u8) -> ! {
     outw(0xB004, 0x2000);
     // Keyboard controller: pulse the reset line (QEMU's -no-reboot turns it into an exit).
     outb(0x64, 0xFE);
-    #[repr(C, packed)]
-    struct Pointer {
-        limit: u16,
-        base: u64,
-    }
-    let empty = Pointer { limit: 0, base: 0 };
+    let empty = TablePointer { limit: 0, base: 0 };
     // SAFETY: an empty IDT makes the INT3 a triple fault: the machine resets, which is
     // the point; nothing runs after it on this CPU.
     unsafe {
