@@ -237,6 +237,8 @@ pub struct Cpu {
     pub sysenter_eip: u64,
     /// PAT.
     pub pat: u64,
+    /// x87, MMX and SSE registers.
+    pub fpu: crate::fpu::Fpu,
     /// Current privilege level.
     pub cpl: u8,
     /// Code size: 16, 32 or 64.
@@ -312,6 +314,7 @@ impl Cpu {
             sysenter_esp: 0,
             sysenter_eip: 0,
             pat: 0x0007_0406_0007_0406,
+            fpu: crate::fpu::Fpu::default(),
             cpl: 0,
             bits: 16,
             shadow: false,

@@ -283,7 +283,7 @@ pub fn build(i: &Instruction, bits: u32) -> Op {
         pos: 0,
         i: *i,
     };
-    exec::select(&mut op, bits);
+    let _implemented = exec::select(&mut op, bits);
     op
 }
 

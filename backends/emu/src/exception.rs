@@ -68,8 +68,12 @@ pub const SS: u8 = 12;
 pub const GP_VEC: u8 = 13;
 /// #PF.
 pub const PF: u8 = 14;
+/// #MF (x87 floating-point error).
+pub const MF: u8 = 16;
 /// #AC.
 pub const AC: u8 = 17;
+/// #XM (SIMD floating-point exception).
+pub const XM: u8 = 19;
 
 /// #GP(error code).
 #[allow(non_snake_case)]

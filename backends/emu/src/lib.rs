@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod decode;
 pub mod exception;
 pub mod exec;
+pub mod fpu;
 pub mod interrupt;
 pub mod lazy;
 pub mod mem;
@@ -96,6 +97,16 @@ impl EmuVcpu {
     /// The architectural state, read-only (for tests and debuggers).
     pub fn state(&self) -> &Cpu {
         &self.cpu
+    }
+
+    /// The x87/MMX/SSE state.
+    pub fn fpu(&self) -> &fpu::Fpu {
+        &self.cpu.fpu
+    }
+
+    /// The x87/MMX/SSE state, writable (the counterpart of KVM's `KVM_SET_FPU`).
+    pub fn fpu_mut(&mut self) -> &mut fpu::Fpu {
+        &mut self.cpu.fpu
     }
 
     fn deliver_pending(&mut self, mem: &mut GuestMemory) -> Result<(), Exit> {

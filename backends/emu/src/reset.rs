@@ -60,6 +60,11 @@ pub fn reset(c: &mut Cpu, kind: ResetKind) {
             c.sysenter_esp = 0;
             c.sysenter_eip = 0;
             c.pat = 0x0007_0406_0007_0406;
+            // SDM 3A table 10-1: FCW 0040H, FSW 0, FTW 5555H (every register holds
+            // +0, tagged valid), MXCSR 1F80H. INIT leaves the FPU state alone.
+            c.fpu = crate::fpu::Fpu::default();
+            c.fpu.x87.fcw = 0x0040;
+            c.fpu.x87.ftw = 0xff;
         }
         ResetKind::Init => {
             // Paging is off after INIT, so long mode cannot stay active.

@@ -115,6 +115,7 @@ pub fn compare(
             initial.rflags
         ));
     }
+    compare_fpu(code, &native.state, &emu.state, &mut diffs);
     let differing: Vec<usize> = (0..native.state.scratch.len().min(emu.state.scratch.len()))
         .filter(|&i| native.state.scratch[i] != emu.state.scratch[i])
         .collect();
@@ -136,6 +137,46 @@ pub fn compare(
             code,
             diffs.join("\n  ")
         ))
+    }
+}
+
+/// Compare the SSE and x87 state: XMM registers (lanes an approximate instruction
+/// produced are compared within its architectural error bound, see
+/// [`crate::sse_rules`]), MXCSR, and the x87 control, status (less the condition codes
+/// the instructions leave undefined, see [`crate::x87_rules`]) and tag words and
+/// registers. FIP, FDP and FOP are not compared: whether FXSAVE stores them depends on
+/// the host CPU (AMD stores them only while an exception is pending).
+fn compare_fpu(code: &[u8], native: &State, emu: &State, diffs: &mut Vec<String>) {
+    let instrs = decode(code);
+    for (n, (a, b)) in native.xmm.iter().zip(emu.xmm.iter()).enumerate() {
+        if a != b && !crate::sse_rules::xmm_equivalent(&instrs, n, *a, *b) {
+            diffs.push(format!("xmm{n}: native {a:#034x}, emu {b:#034x}"));
+        }
+    }
+    if native.mxcsr != emu.mxcsr {
+        diffs.push(format!(
+            "mxcsr: native {:#x}, emu {:#x}",
+            native.mxcsr, emu.mxcsr
+        ));
+    }
+    let (x, y) = (&native.x87, &emu.x87);
+    if x.fcw != y.fcw {
+        diffs.push(format!("fcw: native {:#x}, emu {:#x}", x.fcw, y.fcw));
+    }
+    let fsw_mask = !crate::x87_rules::undefined_fsw(&instrs);
+    if x.fsw & fsw_mask != y.fsw & fsw_mask {
+        diffs.push(format!(
+            "fsw: native {:#x}, emu {:#x} (compared bits {fsw_mask:#x})",
+            x.fsw, y.fsw
+        ));
+    }
+    if x.ftw != y.ftw {
+        diffs.push(format!("ftw: native {:#x}, emu {:#x}", x.ftw, y.ftw));
+    }
+    for (i, (a, b)) in x.st.iter().zip(y.st.iter()).enumerate() {
+        if a != b {
+            diffs.push(format!("st({i}): native {a:#022x}, emu {b:#022x}"));
+        }
     }
 }
 

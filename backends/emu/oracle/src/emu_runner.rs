@@ -270,6 +270,8 @@ impl EmuRunner {
         v.set_rip(CODE_BASE);
         v.set_rflags((state.rflags & RFLAGS_USER) | 0x2 | IF);
         v.set_interrupt_shadow(false);
+        // check_state refused reserved MXCSR bits, so the image always loads.
+        let _ = v.fpu_mut().fxrstor(&state.to_fxsave(), 16);
     }
 
     fn outcome(&mut self, code: &[u8], state: &State, vector: u8) -> Result<Outcome, EmuError> {
@@ -300,6 +302,7 @@ impl EmuRunner {
         }
         out.gpr[Gpr::Rsp as usize] = user_rsp;
         out.rflags = rflags;
+        out.set_fxsave(&self.vcpu.fpu().fxsave());
         self.mem
             .read(SCRATCH_PA, &mut out.scratch)
             .map_err(setup_err)?;

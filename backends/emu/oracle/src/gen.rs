@@ -162,6 +162,20 @@ fn gpr(size: u32, n: usize) -> Register {
     Register::values().nth(base as usize + n).unwrap_or(base)
 }
 
+/// Register `n` of the class starting at `first` (iced numbers each class consecutively).
+fn reg_at(first: Register, n: usize) -> Register {
+    Register::values().nth(first as usize + n).unwrap_or(first)
+}
+
+/// A random XMM (0..16) or MMX (0..8) register.
+fn vector_reg(xmm: bool, ch: &mut Choices) -> Register {
+    if xmm {
+        reg_at(Register::XMM0, ch.below(16) as usize)
+    } else {
+        reg_at(Register::MM0, ch.below(8) as usize)
+    }
+}
+
 /// Encoding number (0..16) of a general register's full 64-bit register.
 pub fn gpr_number(r: Register) -> Option<usize> {
     let full = r.full_register();
@@ -192,6 +206,16 @@ fn host_has(f: CpuidFeature) -> bool {
             CpuidFeature::LZCNT => has!("lzcnt"),
             CpuidFeature::POPCNT => has!("popcnt"),
             CpuidFeature::SSE4_2 => has!("sse4.2"),
+            CpuidFeature::FPU
+            | CpuidFeature::FPU287
+            | CpuidFeature::FPU387
+            | CpuidFeature::MMX
+            | CpuidFeature::SSE
+            | CpuidFeature::SSE2
+            | CpuidFeature::FXSR => true,
+            CpuidFeature::SSE3 => has!("sse3"),
+            CpuidFeature::SSSE3 => has!("ssse3"),
+            CpuidFeature::SSE4_1 => has!("sse4.1"),
             _ => false,
         }
     }
@@ -238,6 +262,14 @@ fn operand_supported(k: OpCodeOperandKind) -> bool {
             | K::imm32
             | K::imm32sex64
             | K::imm64
+            | K::mm_or_mem
+            | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::xmm_reg
+            | K::xmm_rm
+            | K::st0
+            | K::sti_opcode
     )
 }
 
@@ -479,6 +511,22 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
                 let r = reg(8, ch);
                 set_reg(&mut instr, r);
             }
+            K::mm_or_mem | K::xmm_or_mem => {
+                if ch.below(2) == 0 {
+                    memory_operand(&mut instr, i, ch, ctx, state)?;
+                    has_mem = true;
+                } else {
+                    let r = vector_reg(kind == K::xmm_or_mem, ch);
+                    set_reg(&mut instr, r);
+                }
+            }
+            K::mm_reg | K::mm_rm => set_reg(&mut instr, vector_reg(false, ch)),
+            K::xmm_reg | K::xmm_rm => set_reg(&mut instr, vector_reg(true, ch)),
+            K::st0 => set_reg(&mut instr, Register::ST0),
+            K::sti_opcode => {
+                let n = ch.below(8) as usize;
+                set_reg(&mut instr, reg_at(Register::ST0, n));
+            }
             K::al => set_reg(&mut instr, Register::AL),
             K::cl => set_reg(&mut instr, Register::CL),
             K::ax => set_reg(&mut instr, Register::AX),
@@ -598,7 +646,173 @@ pub fn random_state(ch: &mut Choices) -> State {
         let bytes = x.to_le_bytes();
         chunk.copy_from_slice(&bytes[..chunk.len()]);
     }
+    fill_fpu(ch.word(), &mut s);
     s
+}
+
+/// xorshift64 step.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Single-precision values that exercise the IEEE corner cases.
+const F32_EDGES: [u32; 16] = [
+    0x0000_0000, // +0
+    0x8000_0000, // -0
+    0x3f80_0000, // 1
+    0xbf80_0000, // -1
+    0x0000_0001, // smallest denormal
+    0x807f_ffff, // largest negative denormal
+    0x0080_0000, // smallest normal
+    0x7f7f_ffff, // largest finite
+    0x7f80_0000, // +inf
+    0xff80_0000, // -inf
+    0x7fc0_0000, // QNaN
+    0xffc0_0000, // the default NaN
+    0x7f80_0001, // SNaN
+    0x4f00_0000, // 2^31
+    0x3f00_0000, // 0.5
+    0x4b40_0001, // 2^23 + 2^22 + 1 (rounding boundary)
+];
+
+/// Double-precision values that exercise the IEEE corner cases.
+const F64_EDGES: [u64; 16] = [
+    0,
+    0x8000_0000_0000_0000,
+    0x3ff0_0000_0000_0000,
+    0xbff0_0000_0000_0000,
+    1,
+    0x800f_ffff_ffff_ffff,
+    0x0010_0000_0000_0000,
+    0x7fef_ffff_ffff_ffff,
+    0x7ff0_0000_0000_0000,
+    0xfff0_0000_0000_0000,
+    0x7ff8_0000_0000_0000,
+    0xfff8_0000_0000_0000,
+    0x7ff0_0000_0000_0001,
+    0x43e0_0000_0000_0000, // 2^63
+    0x3fe0_0000_0000_0000,
+    0x4338_0000_0000_0001,
+];
+
+/// A random 32-bit lane: an edge value, a float near 1 with random low bits, or bits.
+fn f32_lane(x: &mut u64) -> u32 {
+    let r = next(x);
+    match r & 3 {
+        0 => F32_EDGES[((r >> 8) & 15) as usize],
+        1 => 0x3f80_0000 ^ ((r >> 16) as u32 & 0x807f_ffff),
+        2 => ((r >> 20) as u32 & 0x0fff_ffff) | (((r >> 4) as u32 & 0xf) << 28),
+        _ => (r >> 32) as u32,
+    }
+}
+
+/// A random 64-bit lane (see [`f32_lane`]).
+fn f64_lane(x: &mut u64) -> u64 {
+    let r = next(x);
+    match r & 3 {
+        0 => F64_EDGES[((r >> 8) & 15) as usize],
+        1 => 0x3ff0_0000_0000_0000 ^ (next(x) & 0x800f_ffff_ffff_ffff),
+        2 => u64::from(f32_lane(x)) | (u64::from(f32_lane(x)) << 32),
+        _ => next(x),
+    }
+}
+
+/// A random 80-bit x87 register value: from a double, an integer, a special, or bits.
+fn f80_value(x: &mut u64) -> u128 {
+    let r = next(x);
+    let (sign, exp, sig): (u128, u128, u128) = match r & 7 {
+        0 => (0, 0, 0),                          // +0
+        1 => (0, 0x3fff, 1 << 63),               // 1
+        2 => (1, 0x7fff, 1 << 63),               // -inf
+        3 => (0, 0x7fff, 0xc000_0000_0000_0000), // QNaN
+        4 => (0, 0, u128::from(next(x) >> 1)),   // denormal
+        5 => (
+            u128::from((r >> 8) & 1),
+            0x3fff + u128::from((r >> 9) & 0x3f) - 0x20,
+            u128::from(next(x) | (1 << 63)),
+        ),
+        6 => (
+            u128::from((r >> 8) & 1),
+            u128::from((r >> 9) & 0x7fff),
+            u128::from(next(x) | (1 << 63)),
+        ),
+        _ => (
+            u128::from((r >> 8) & 1),
+            u128::from((r >> 9) & 0x7fff),
+            u128::from(next(x)),
+        ),
+    };
+    sig | (exp << 64) | (sign << 79)
+}
+
+/// Fill the SSE and x87 part of `s` from `seed`. Seed 0 (what shrinking reaches) keeps
+/// the default state; otherwise XMM lanes are float edge cases or random bits, MXCSR has
+/// random rounding, DAZ/FTZ and flags (and now and then unmasked exceptions), and the
+/// x87 stack holds a random number of values with random precision and rounding.
+pub fn fill_fpu(seed: u64, s: &mut State) {
+    if seed == 0 {
+        return;
+    }
+    let mut x = seed | 1;
+    for v in s.xmm.iter_mut() {
+        let mut lanes = 0u128;
+        match next(&mut x) & 3 {
+            0 => {
+                for l in 0..4 {
+                    lanes |= u128::from(f32_lane(&mut x)) << (32 * l);
+                }
+            }
+            1 => {
+                for l in 0..2 {
+                    lanes |= u128::from(f64_lane(&mut x)) << (64 * l);
+                }
+            }
+            _ => lanes = u128::from(next(&mut x)) | (u128::from(next(&mut x)) << 64),
+        }
+        *v = lanes;
+    }
+    let r = next(&mut x);
+    let masks = if r & 7 == 0 {
+        ((r >> 8) as u32 & 0x3f) << 7
+    } else {
+        0x3f << 7
+    };
+    let rc = ((r >> 16) as u32 & 3) << 13;
+    let daz_ftz = if r & (1 << 20) != 0 {
+        (((r >> 21) as u32 & 1) << 6) | (((r >> 22) as u32 & 1) << 15)
+    } else {
+        0
+    };
+    let flags = if r & (1 << 23) != 0 {
+        (r >> 24) as u32 & 0x3f
+    } else {
+        0
+    };
+    s.mxcsr = masks | rc | daz_ftz | flags;
+    let r = next(&mut x);
+    let depth = (r & 7) as usize + usize::from(r & 8 != 0);
+    let top = ((r >> 4) & 7) as usize;
+    let pc = [0u16, 2, 3, 3][((r >> 8) & 3) as usize] << 8;
+    let rc = (((r >> 10) & 3) as u16) << 10;
+    let masks = if (r >> 12) & 7 == 0 {
+        (r >> 16) as u16 & 0x3f
+    } else {
+        0x3f
+    };
+    s.x87.fcw = 0x40 | pc | rc | masks;
+    // The stack grows down from TOP: ST(0)..ST(depth-1) are full.
+    let new_top = (top + 8 - depth % 8) % 8;
+    s.x87.fsw = (new_top as u16) << 11;
+    s.x87.ftw = 0;
+    for i in 0..8 {
+        s.x87.st[i] = f80_value(&mut x);
+    }
+    for k in 0..depth.min(8) {
+        s.x87.ftw |= 1 << ((new_top + k) % 8);
+    }
 }
 
 /// Registers a sequence may pin as base and index: never written implicitly by the

@@ -23,6 +23,8 @@ pub mod emu_runner;
 pub mod gen;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod native;
+pub mod sse_rules;
+pub mod x87_rules;
 
 pub use check::{check_snippet, Rejection};
 

@@ -23,6 +23,7 @@ pub mod cond;
 pub mod flags;
 pub mod muldiv;
 pub mod shift;
+pub mod softfloat;
 
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) mod testutil;
