@@ -121,6 +121,18 @@ pub mod sr {
     pub const TR: u8 = 7;
 }
 
+/// The new value of a register that an instruction updates at address size `mask`
+/// (RSI/RDI/RCX of string instructions, RCX of LOOP): a 16-bit update keeps the upper
+/// bits, a 32-bit one is a 32-bit register write and clears them (SDM 1 3.4.1.1).
+#[inline(always)]
+pub fn addr_reg_write(old: u64, new: u64, mask: u64) -> u64 {
+    if mask == 0xffff {
+        (old & !mask) | (new & mask)
+    } else {
+        new & mask
+    }
+}
+
 /// Index of the always-zero pseudo register used for "no base"/"no index".
 pub const ZERO_REG: u8 = 16;
 

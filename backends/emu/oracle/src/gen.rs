@@ -270,6 +270,9 @@ fn operand_supported(k: OpCodeOperandKind) -> bool {
             | K::xmm_rm
             | K::st0
             | K::sti_opcode
+            | K::seg_rSI
+            | K::es_rDI
+            | K::seg_rDI
     )
 }
 
@@ -451,6 +454,13 @@ fn memory_operand(
 pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) -> Option<Vec<u8>> {
     use OpCodeOperandKind as K;
     let op = code.op_code();
+    if op
+        .op_kinds()
+        .iter()
+        .any(|k| matches!(k, K::seg_rSI | K::es_rDI | K::seg_rDI))
+    {
+        return build_string(code, ch, ctx, state);
+    }
     let mut instr = Instruction::default();
     instr.set_code(code);
     let mut has_mem = false;
@@ -607,6 +617,123 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
         encoder = Encoder::new(64);
         encoder.encode(&instr, ctx.ip).ok()?;
     }
+    Some(encoder.take_buffer())
+}
+
+/// A string instruction (MOVS, CMPS, STOS, LODS, SCAS, MASKMOVQ/MASKMOVDQU): 64- or
+/// 32-bit address size, with no prefix, REP/REPE or (for CMPS and SCAS) REPNE, a count
+/// of up to 24 elements, and RSI/RDI placed so the elements (walking up or down with
+/// DF) mostly stay inside the scratch area and sometimes run off it (the run then
+/// faults part-way, with the registers at the faulting element).
+fn build_string(
+    code: Code,
+    ch: &mut Choices,
+    ctx: &BuildCtx,
+    state: &mut State,
+) -> Option<Vec<u8>> {
+    use iced_x86::Mnemonic as M;
+    use OpCodeOperandKind as K;
+    if !matches!(ctx.mem, MemPlan::Free) {
+        // Sequences pin registers for their memory operands; a string instruction
+        // would move them under the later instructions.
+        return None;
+    }
+    let op = code.op_code();
+    let mut instr = Instruction::default();
+    instr.set_code(code);
+    let addr32 = ch.below(4) == 0;
+    let conditional = matches!(
+        code.mnemonic(),
+        M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq | M::Scasb | M::Scasw | M::Scasd | M::Scasq
+    );
+    let repeatable = op.can_use_rep_prefix() || op.can_use_repne_prefix();
+    let rep = if repeatable { ch.below(3) } else { 0 };
+    match rep {
+        1 if conditional => instr.set_has_repe_prefix(true),
+        1 => instr.set_has_rep_prefix(true),
+        2 if conditional => instr.set_has_repne_prefix(true),
+        2 => instr.set_has_rep_prefix(true),
+        _ => {}
+    }
+    let size = memory_size_of(code);
+    let count = if rep != 0 { ch.below(25) } else { 1 };
+    let down = state.rflags & crate::DF != 0;
+    let high = |ch: &mut Choices| if addr32 { ch.word() << 32 } else { 0 };
+    let place = |ch: &mut Choices| -> u64 {
+        let span = size * count.max(1);
+        let area = SCRATCH_SIZE as u64;
+        let off = if ch.below(8) == 0 {
+            // Anywhere, possibly running off either end.
+            ch.below(area + 64)
+        } else if down {
+            span - size + ch.below(area - span + 1)
+        } else {
+            ch.below(area - span + 1)
+        };
+        SCRATCH_BASE + off
+    };
+    for (i, &kind) in op.op_kinds().iter().enumerate() {
+        let i = i as u32;
+        match kind {
+            K::seg_rSI => {
+                instr.set_op_kind(
+                    i,
+                    if addr32 {
+                        OpKind::MemorySegESI
+                    } else {
+                        OpKind::MemorySegRSI
+                    },
+                );
+                state.gpr[6] = place(ch) | high(ch);
+            }
+            K::es_rDI => {
+                instr.set_op_kind(
+                    i,
+                    if addr32 {
+                        OpKind::MemoryESEDI
+                    } else {
+                        OpKind::MemoryESRDI
+                    },
+                );
+                state.gpr[7] = place(ch) | high(ch);
+            }
+            K::seg_rDI => {
+                instr.set_op_kind(
+                    i,
+                    if addr32 {
+                        OpKind::MemorySegEDI
+                    } else {
+                        OpKind::MemorySegRDI
+                    },
+                );
+                state.gpr[7] = place(ch) | high(ch);
+            }
+            K::al | K::ax | K::eax | K::rax => {
+                let r = match kind {
+                    K::al => Register::AL,
+                    K::ax => Register::AX,
+                    K::eax => Register::EAX,
+                    _ => Register::RAX,
+                };
+                instr.set_op_kind(i, OpKind::Register);
+                instr.set_op_register(i, r);
+            }
+            K::mm_reg | K::mm_rm => {
+                instr.set_op_kind(i, OpKind::Register);
+                instr.set_op_register(i, vector_reg(false, ch));
+            }
+            K::xmm_reg | K::xmm_rm => {
+                instr.set_op_kind(i, OpKind::Register);
+                instr.set_op_register(i, vector_reg(true, ch));
+            }
+            _ => return None,
+        }
+    }
+    if rep != 0 {
+        state.gpr[1] = count | high(ch);
+    }
+    let mut encoder = Encoder::new(64);
+    encoder.encode(&instr, ctx.ip).ok()?;
     Some(encoder.take_buffer())
 }
 

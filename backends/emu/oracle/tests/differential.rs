@@ -199,3 +199,39 @@ fn sequences_mixed() {
     }
     run_sequences("mixed", &group);
 }
+
+const STRINGS: &[Mnemonic] = &[
+    M::Movsb,
+    M::Movsw,
+    M::Movsd,
+    M::Movsq,
+    M::Cmpsb,
+    M::Cmpsw,
+    M::Cmpsd,
+    M::Cmpsq,
+    M::Stosb,
+    M::Stosw,
+    M::Stosd,
+    M::Stosq,
+    M::Lodsb,
+    M::Lodsw,
+    M::Lodsd,
+    M::Lodsq,
+    M::Scasb,
+    M::Scasw,
+    M::Scasd,
+    M::Scasq,
+];
+
+#[test]
+fn strings() {
+    // MOVSD and CMPSD are also SSE2 mnemonics: keep the string forms.
+    let codes = common::codes_where(|c| {
+        STRINGS.contains(&c.mnemonic())
+            && !c
+                .cpuid_features()
+                .iter()
+                .any(|f| *f == iced_x86::CpuidFeature::SSE2)
+    });
+    common::run_code_list("strings", codes);
+}

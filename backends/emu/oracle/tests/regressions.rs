@@ -161,3 +161,18 @@ fn movsxd_16bit_reads_only_two_bytes() {
     assert_eq!(native.state.gpr[R12], s.gpr[R12]);
     check(&code, &s);
 }
+
+#[test]
+fn string_32bit_address_size_zero_extends_rsi_rdi_rcx() {
+    let mut s = state();
+    // rep movsb [edi],[esi] with garbage in the upper halves: the 32-bit register
+    // updates clear them (the emulator kept them).
+    s.gpr[RSI] = 0xf705_adcc_0000_0000 | (SCRATCH_BASE + 0x100);
+    s.gpr[7] = 0x4171_6551_0000_0000 | (SCRATCH_BASE + 0x800);
+    s.gpr[1] = 0xb954_c16f_0000_0003;
+    let code = [0x67, 0xf3, 0xa4];
+    let native = run(&code, &s).expect("oracle");
+    assert_eq!(native.state.gpr[1], 0);
+    assert_eq!(native.state.gpr[RSI], SCRATCH_BASE + 0x103);
+    check(&code, &s);
+}

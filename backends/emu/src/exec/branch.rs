@@ -117,7 +117,7 @@ pub fn loop_(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     if taken {
         check_target(c, t)?;
     }
-    c.gpr[1] = (c.gpr[1] & !m) | cx;
+    c.gpr[1] = crate::cpu::addr_reg_write(c.gpr[1], cx, m);
     if taken {
         c.rip = t;
     }

@@ -143,11 +143,11 @@ pub fn string_io_step(c: &mut Cpu, size: u8, ins: bool, rep: bool, amask: u64) -
         u64::from(size)
     };
     let r = if ins { 7 } else { 6 };
-    c.gpr[r] = (c.gpr[r] & !amask) | (c.gpr[r].wrapping_add(delta) & amask);
+    c.gpr[r] = crate::cpu::addr_reg_write(c.gpr[r], c.gpr[r].wrapping_add(delta), amask);
     if !rep {
         return true;
     }
     let cx = c.gpr[1].wrapping_sub(1) & amask;
-    c.gpr[1] = (c.gpr[1] & !amask) | cx;
+    c.gpr[1] = crate::cpu::addr_reg_write(c.gpr[1], cx, amask);
     cx == 0
 }

@@ -4,7 +4,7 @@
 
 use crate::arith::alu::{alu, AluOp};
 use crate::arith::flags::{DF, ZF};
-use crate::cpu::{sr, Cpu};
+use crate::cpu::{addr_reg_write, sr, Cpu};
 use crate::decode::Op;
 use crate::exception::Ex;
 use iced_x86::Mnemonic;
@@ -30,7 +30,7 @@ fn elem(m: Mnemonic) -> u32 {
 
 #[inline(always)]
 fn step(c: &mut Cpu, r: usize, d: u64, m: u64) {
-    c.gpr[r] = (c.gpr[r] & !m) | (c.gpr[r].wrapping_add(d) & m);
+    c.gpr[r] = addr_reg_write(c.gpr[r], c.gpr[r].wrapping_add(d), m);
 }
 
 /// Run `body` once, or under REP until RCX reaches 0 (or `stop` says so), in chunks.
@@ -58,7 +58,7 @@ fn repeat(
     while c.gpr[1] & m != 0 {
         let go_on = body(c, mem, d, size)?;
         let cx = c.gpr[1].wrapping_sub(1) & m;
-        c.gpr[1] = (c.gpr[1] & !m) | cx;
+        c.gpr[1] = addr_reg_write(c.gpr[1], cx, m);
         if cond_rep && !go_on {
             return Ok(());
         }
