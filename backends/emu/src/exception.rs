@@ -52,6 +52,8 @@ pub const NMI: u8 = 2;
 pub const BP: u8 = 3;
 /// #OF.
 pub const OF: u8 = 4;
+/// #BR (BOUND range exceeded).
+pub const BR: u8 = 5;
 /// #UD.
 pub const UD: u8 = 6;
 /// #NM.

@@ -98,6 +98,12 @@ const FORBIDDEN: &[(Mnemonic, &str)] = &[
 /// Check that `code` is straight-line user code the oracle may run (see the module
 /// documentation for the rules).
 pub fn check_snippet(code: &[u8]) -> Result<(), Rejection> {
+    check_snippet_at(code, 64)
+}
+
+/// [`check_snippet`] for a snippet that runs at code size `bits` (64, or 32 in
+/// compatibility mode).
+pub fn check_snippet_at(code: &[u8], bits: u32) -> Result<(), Rejection> {
     if code.len() > crate::MAX_SNIPPET {
         return Err(Rejection {
             offset: 0,
@@ -105,7 +111,7 @@ pub fn check_snippet(code: &[u8]) -> Result<(), Rejection> {
             reason: "snippet longer than the code page allows",
         });
     }
-    let mut decoder = Decoder::with_ip(64, code, crate::CODE_BASE, DecoderOptions::NONE);
+    let mut decoder = Decoder::with_ip(bits, code, crate::CODE_BASE, DecoderOptions::NONE);
     let mut formatter = IntelFormatter::new();
     while decoder.can_decode() {
         let offset = decoder.position();
@@ -151,7 +157,17 @@ pub fn check_snippet(code: &[u8]) -> Result<(), Rejection> {
                 | Code::Popq_FS
                 | Code::Popw_GS
                 | Code::Popq_GS
-        );
+                | Code::Popd_GS
+                | Code::Popd_FS
+                | Code::Popw_SS
+                | Code::Popd_SS
+                | Code::Popw_DS
+                | Code::Popd_DS
+                | Code::Popw_ES
+                | Code::Popd_ES
+        ) || matches!(instr.mnemonic(), Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss);
+        // LDS/LES stay: DS and ES are not used by the host in 64-bit mode, and the
+        // loads are the legacy forms under test. FS (the host's TLS), GS and SS are not.
         if writes_sreg {
             return reject("loads a segment register");
         }

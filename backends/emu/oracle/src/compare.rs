@@ -32,7 +32,12 @@ pub fn rflags_from_iced(bits: u32) -> u64 {
 
 /// Decode a snippet (at [`CODE_BASE`]).
 pub fn decode(code: &[u8]) -> Vec<Instruction> {
-    let mut d = Decoder::with_ip(64, code, CODE_BASE, DecoderOptions::NONE);
+    decode_at(code, 64)
+}
+
+/// [`decode`] at code size `bits`.
+pub fn decode_at(code: &[u8], bits: u32) -> Vec<Instruction> {
+    let mut d = Decoder::with_ip(bits, code, CODE_BASE, DecoderOptions::NONE);
     let mut out = Vec::new();
     while d.can_decode() {
         out.push(d.decode());
@@ -42,9 +47,14 @@ pub fn decode(code: &[u8]) -> Vec<Instruction> {
 
 /// Disassemble a snippet, one instruction per line with its offset.
 pub fn disassemble(code: &[u8]) -> String {
+    disassemble_at(code, 64)
+}
+
+/// [`disassemble`] at code size `bits`.
+pub fn disassemble_at(code: &[u8], bits: u32) -> String {
     let mut f = IntelFormatter::new();
     let mut text = String::new();
-    for i in decode(code) {
+    for i in decode_at(code, bits) {
         let mut line = String::new();
         f.format(&i, &mut line);
         text.push_str(&format!(
@@ -59,9 +69,14 @@ pub fn disassemble(code: &[u8]) -> String {
 /// some instruction reads a flag an earlier one left undefined (then its result is not
 /// predictable either, and the snippet is unfit for comparison).
 pub fn undefined_flags(code: &[u8]) -> (u64, bool) {
+    undefined_flags_at(code, 64)
+}
+
+/// [`undefined_flags`] at code size `bits`.
+pub fn undefined_flags_at(code: &[u8], bits: u32) -> (u64, bool) {
     let mut undefined = 0u64;
     let mut reads_undefined = false;
-    for i in decode(code) {
+    for i in decode_at(code, bits) {
         if rflags_from_iced(i.rflags_read()) & undefined != 0 {
             reads_undefined = true;
         }
@@ -97,7 +112,13 @@ pub fn compare(
         .zip(emu.state.gpr.iter())
         .enumerate()
     {
-        if a != b {
+        // After compatibility mode the upper halves of RAX..RDI are undefined.
+        let m = if initial.bits == 32 && n < 8 {
+            0xffff_ffff
+        } else {
+            u64::MAX
+        };
+        if a & m != b & m {
             diffs.push(format!(
                 "{}: native {a:#x}, emu {b:#x} (was {:#x})",
                 crate::gpr_name(n),
@@ -105,7 +126,7 @@ pub fn compare(
             ));
         }
     }
-    let (undefined, _) = undefined_flags(code);
+    let (undefined, _) = undefined_flags_at(code, initial.bits);
     let mask = COMPARED_FLAGS & !undefined;
     if native.state.rflags & mask != emu.state.rflags & mask {
         diffs.push(format!(
@@ -115,7 +136,7 @@ pub fn compare(
             initial.rflags
         ));
     }
-    compare_fpu(code, &native.state, &emu.state, &mut diffs);
+    compare_fpu(code, initial.bits, &native.state, &emu.state, &mut diffs);
     let differing: Vec<usize> = (0..native.state.scratch.len().min(emu.state.scratch.len()))
         .filter(|&i| native.state.scratch[i] != emu.state.scratch[i])
         .collect();
@@ -133,7 +154,7 @@ pub fn compare(
     } else {
         Err(format!(
             "{}  bytes: {:02x?}\n  {}",
-            disassemble(code),
+            disassemble_at(code, initial.bits),
             code,
             diffs.join("\n  ")
         ))
@@ -146,8 +167,8 @@ pub fn compare(
 /// the instructions leave undefined, see [`crate::x87_rules`]) and tag words and
 /// registers. FIP, FDP and FOP are not compared: whether FXSAVE stores them depends on
 /// the host CPU (AMD stores them only while an exception is pending).
-fn compare_fpu(code: &[u8], native: &State, emu: &State, diffs: &mut Vec<String>) {
-    let instrs = decode(code);
+fn compare_fpu(code: &[u8], bits: u32, native: &State, emu: &State, diffs: &mut Vec<String>) {
+    let instrs = decode_at(code, bits);
     for (n, (a, b)) in native.xmm.iter().zip(emu.xmm.iter()).enumerate() {
         if a != b && !crate::sse_rules::xmm_equivalent(&instrs, n, *a, *b) {
             diffs.push(format!("xmm{n}: native {a:#034x}, emu {b:#034x}"));

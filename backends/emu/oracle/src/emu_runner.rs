@@ -56,10 +56,15 @@ const CODE_PA: u64 = 0x10000;
 const SCRATCH_PA: u64 = 0x20000;
 const RAM: u64 = 0x40000;
 
-const KERNEL_CS: u16 = 0x08;
-const USER_DS: u16 = 0x23;
-const USER_CS: u16 = 0x2b;
-const TSS_SEL: u16 = 0x30;
+// The selectors of Linux's x86-64 GDT, so that a snippet loading a segment register
+// (LDS/LES in compatibility mode) meets the same descriptors as on the host.
+const KERNEL_CS: u16 = 0x10;
+const USER32_CS: u16 = 0x23;
+const USER_DS: u16 = 0x2b;
+const USER_CS: u16 = 0x33;
+const TSS_SEL: u16 = 0x40;
+/// GDT limit: 16 entries, as Linux has.
+const GDT_LIMIT: u16 = 16 * 8 - 1;
 
 const PTE_P: u64 = 1;
 const PTE_W: u64 = 2;
@@ -142,12 +147,15 @@ impl EmuRunner {
         w(PML4 + 8 * idx(KBASE, 39), PDPT_KERNEL | PTE_P | PTE_W)?;
         w(PDPT_KERNEL + 8 * idx(KBASE, 30), PD_KERNEL | PTE_P | PTE_W)?;
         w(PD_KERNEL + 8 * idx(KBASE, 21), PTE_P | PTE_W | PTE_PS)?;
-        // GDT: null, kernel code, kernel data, user data (0x23), user code 64 (0x2b), TSS.
-        let gdt: [u64; 6] = [
+        // GDT as Linux lays it out: null, kernel code 32 (0x08), kernel code 64 (0x10),
+        // kernel data (0x18), user code 32 (0x23), user data (0x2b), user code 64
+        // (0x33), unused, TSS (0x40, two entries); the rest (LDT, TLS, per-CPU) empty.
+        let gdt: [u64; 7] = [
             0,
+            0x00cf_9b00_0000_ffff,
             0x00af_9b00_0000_ffff,
             0x00cf_9300_0000_ffff,
-            0,
+            0x00cf_fb00_0000_ffff,
             0x00cf_f300_0000_ffff,
             0x00af_fb00_0000_ffff,
         ];
@@ -227,7 +235,7 @@ impl EmuRunner {
         v.invalidate_code();
         v.set_gdt(DescriptorTable {
             base: KBASE + GDT,
-            limit: 0x3f,
+            limit: GDT_LIMIT,
         });
         v.set_idt(DescriptorTable {
             base: KBASE + IDT,
@@ -262,8 +270,13 @@ impl EmuRunner {
         for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss] {
             v.set_segment(s, &data);
         }
-        // CS last: its DPL sets the CPL.
-        v.set_segment(SegReg::Cs, &Segment::flat(USER_CS, 0xa0fb));
+        // CS last: its DPL sets the CPL. Code size 32 is compatibility mode.
+        let cs = if state.bits == 32 {
+            Segment::flat(USER32_CS, 0xc0fb)
+        } else {
+            Segment::flat(USER_CS, 0xa0fb)
+        };
+        v.set_segment(SegReg::Cs, &cs);
         for (i, reg) in Gpr::ALL.iter().enumerate() {
             v.set_gpr(*reg, state.gpr[i]);
         }

@@ -117,6 +117,9 @@ pub struct BuildCtx {
     pub avoid: RegSet,
     /// Memory addressing.
     pub mem: MemPlan,
+    /// Code size: 64, or 32 for compatibility mode (eight 32-bit registers, 32-bit
+    /// addressing, no RIP-relative operands).
+    pub bits: u32,
 }
 
 impl Default for BuildCtx {
@@ -125,6 +128,7 @@ impl Default for BuildCtx {
             ip: CODE_BASE,
             avoid: RegSet::default(),
             mem: MemPlan::Free,
+            bits: 64,
         }
     }
 }
@@ -276,6 +280,42 @@ fn operand_supported(k: OpCodeOperandKind) -> bool {
     )
 }
 
+/// Registers R8-R15, which do not exist outside 64-bit mode.
+const HIGH_REGS: RegSet = RegSet(0xff00);
+
+impl BuildCtx {
+    /// The registers operands must not use: `avoid`, plus R8-R15 at code size 32.
+    fn excluded_for_address(&self) -> RegSet {
+        if self.bits == 32 {
+            HIGH_REGS
+        } else {
+            RegSet::default()
+        }
+    }
+
+    fn excluded(&self) -> RegSet {
+        if self.bits == 32 {
+            RegSet(self.avoid.0 | HIGH_REGS.0)
+        } else {
+            self.avoid
+        }
+    }
+}
+
+/// Whether [`build`] can generate `code` at code size 32 (compatibility mode) and the
+/// host can run it: the instructions that exist only outside 64-bit mode.
+pub fn supported_legacy32(code: Code) -> bool {
+    let op = code.op_code();
+    op.is_instruction()
+        && op.mode32()
+        && !op.mode64()
+        && code.encoding() == EncodingKind::Legacy
+        && code.flow_control() != FlowControl::Call
+        && !code.is_privileged()
+        && op.op_kinds().iter().all(|&k| operand_supported(k))
+        && code.cpuid_features().iter().all(|&f| host_has(f))
+}
+
 /// Whether [`build`] can generate `code` and the host CPU can run it: a 64-bit-mode
 /// legacy or VEX instruction with straight-line flow, not privileged, whose operands
 /// are all general registers, immediates or one memory operand, and whose CPUID
@@ -370,17 +410,21 @@ fn memory_operand(
             instr.set_memory_displ_size(disp_size(disp));
         }
         MemPlan::Free => {
-            let form = ch.below(16);
+            let mut form = ch.below(16);
+            if ctx.bits == 32 && (12..15).contains(&form) {
+                // No RIP-relative addressing outside 64-bit mode: absolute instead.
+                form = 9;
+            }
             // 32-bit address size: the registers' low halves form the address, which
             // is fine because the scratch area is below 4 GiB.
-            let addr32 = form == 15;
+            let addr32 = form == 15 || ctx.bits == 32;
             let width = if addr32 { 4 } else { 8 };
             match form {
                 0..=5 | 15 => {
                     // [base + index*scale + disp] or [base + disp].
-                    let base = pick_reg(ch, RegSet::default(), true);
+                    let base = pick_reg(ch, ctx.excluded_for_address(), true);
                     let use_index = ch.below(2) == 0;
-                    let mut avoid = RegSet::default();
+                    let mut avoid = ctx.excluded_for_address();
                     avoid.insert(base);
                     let index = pick_reg(ch, avoid, false);
                     let xval = if use_index { ch.below(256) } else { 0 };
@@ -421,12 +465,12 @@ fn memory_operand(
                 }
                 6..=8 => {
                     // [index*scale + disp32].
-                    let index = pick_reg(ch, RegSet::default(), false);
+                    let index = pick_reg(ch, ctx.excluded_for_address(), false);
                     let xval = ch.below(1024);
                     let disp = target.wrapping_sub(xval * u64::from(scale)) as i64;
                     i32::try_from(disp).ok()?;
                     state.gpr[index] = xval;
-                    instr.set_memory_index(gpr(8, index));
+                    instr.set_memory_index(gpr(if ctx.bits == 32 { 4 } else { 8 }, index));
                     instr.set_memory_index_scale(scale);
                     instr.set_memory_displacement64(disp as u64);
                     instr.set_memory_displ_size(4);
@@ -467,7 +511,7 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
     for (i, &kind) in op.op_kinds().iter().enumerate() {
         let i = i as u32;
         let reg = |size: u32, ch: &mut Choices| -> Register {
-            let avoid = ctx.avoid;
+            let avoid = ctx.excluded();
             if size == 1 {
                 let allowed: Vec<Register> = GPR8
                     .iter()
@@ -599,7 +643,10 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
     if op.can_use_lock_prefix() && has_mem && ch.below(4) == 0 {
         instr.set_has_lock_prefix(true);
     }
-    let mut encoder = Encoder::new(64);
+    if ctx.bits == 32 && matches!(code.mnemonic(), iced_x86::Mnemonic::Lds | iced_x86::Mnemonic::Les) {
+        far_pointer_selector(&instr, ch, state);
+    }
+    let mut encoder = Encoder::new(ctx.bits);
     if encoder.encode(&instr, ctx.ip).is_err() {
         // AH..BH cannot be encoded with a REX prefix: use AL..BL instead.
         for i in 0..instr.op_count() {
@@ -614,10 +661,41 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
             }
         }
         // A failed encode may leave partial bytes behind: start a fresh buffer.
-        encoder = Encoder::new(64);
+        encoder = Encoder::new(ctx.bits);
         encoder.encode(&instr, ctx.ip).ok()?;
     }
     Some(encoder.take_buffer())
+}
+
+/// LDS/LES: put a selector worth loading into the far pointer the instruction reads
+/// (the memory operand's address is in the state already): null, Linux's user data and
+/// user code selectors, a kernel selector (#GP), or one beyond the GDT limit (#GP).
+/// Selectors 0x78-0x7f are avoided: Linux's per-CPU segment there has a limit that
+/// depends on the CPU the test runs on.
+fn far_pointer_selector(instr: &Instruction, ch: &mut Choices, state: &mut State) {
+    let reg_val = |r: Register| gpr_number(r).map_or(0, |n| state.gpr[n]);
+    let base = reg_val(instr.memory_base());
+    let index = reg_val(instr.memory_index());
+    let ea = base
+        .wrapping_add(index.wrapping_mul(u64::from(instr.memory_index_scale())))
+        .wrapping_add(instr.memory_displacement64())
+        & 0xffff_ffff;
+    let off = if instr.memory_size().size() == 6 { 4 } else { 2 };
+    let sel: u16 = match ch.below(8) {
+        0 => 0,
+        1 | 2 => 0x2b,
+        3 => 0x23,
+        4 => 0x33,
+        5 => 0x18,
+        6 => 0x80 | ch.word() as u16,
+        _ => ch.word() as u16 & 3,
+    };
+    let at = ea.wrapping_add(off).wrapping_sub(SCRATCH_BASE);
+    if let Ok(at) = usize::try_from(at) {
+        if at.checked_add(2).is_some_and(|end| end <= state.scratch.len()) {
+            state.scratch[at..at + 2].copy_from_slice(&sel.to_le_bytes());
+        }
+    }
 }
 
 /// A string instruction (MOVS, CMPS, STOS, LODS, SCAS, MASKMOVQ/MASKMOVDQU): 64- or
@@ -974,6 +1052,7 @@ pub fn build_sequence(codes: &[Code], count: usize, ch: &mut Choices) -> (Vec<u8
             ip: CODE_BASE + bytes.len() as u64,
             avoid,
             mem: MemPlan::Pinned { base, index },
+            ..BuildCtx::default()
         };
         // The memory plan never writes the state, so building cannot disturb it.
         if let Some(b) = build(code, ch, &ctx, &mut state) {

@@ -127,6 +127,11 @@ pub struct State {
     pub x87: X87,
     /// The scratch area's contents, exactly [`SCRATCH_SIZE`] bytes.
     pub scratch: Vec<u8>,
+    /// Code size the snippet runs at: 64 (64-bit mode) or 32 (compatibility mode, a
+    /// 32-bit code segment, for the instructions that exist only outside 64-bit mode).
+    /// At 32 only the low halves of RAX..RDI are defined at the end (the upper halves
+    /// are undefined after compatibility mode, SDM 1 3.4.1.1) and compared.
+    pub bits: u32,
 }
 
 impl Default for State {
@@ -147,6 +152,7 @@ impl State {
             mxcsr: MXCSR_DEFAULT,
             x87: X87::default(),
             scratch: vec![0; SCRATCH_SIZE],
+            bits: 64,
         }
     }
 
@@ -213,6 +219,9 @@ pub fn gpr_name(n: usize) -> &'static str {
 impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("State");
+        if self.bits != 64 {
+            d.field("bits", &self.bits);
+        }
         for (i, v) in self.gpr.iter().enumerate() {
             d.field(GPR_NAMES[i], &format_args!("{v:#x}"));
         }
@@ -298,6 +307,12 @@ impl std::error::Error for OracleError {}
 
 /// Check the parts of a state every runner relies on.
 pub fn check_state(state: &State) -> Result<(), OracleError> {
+    if !matches!(state.bits, 32 | 64) {
+        return Err(OracleError::BadState(format!(
+            "code size {} (must be 32 or 64)",
+            state.bits
+        )));
+    }
     if state.scratch.len() != SCRATCH_SIZE {
         return Err(OracleError::BadState(format!(
             "scratch is {} bytes, must be {SCRATCH_SIZE}",
@@ -320,8 +335,8 @@ pub fn check_state(state: &State) -> Result<(), OracleError> {
 /// Runs are serialised process-wide. Fails if the snippet is rejected by
 /// [`check_snippet`], the state is malformed, or the host is not Linux x86-64.
 pub fn run(code: &[u8], state: &State) -> Result<Outcome, OracleError> {
-    check_snippet(code).map_err(OracleError::Rejected)?;
     check_state(state)?;
+    check::check_snippet_at(code, state.bits).map_err(OracleError::Rejected)?;
     run_checked(code, state)
 }
 

@@ -89,6 +89,12 @@ struct Ctx {
     trapno: u64,
     /// `REG_ERR`: the hardware error code.
     err: u64,
+    /// The far pointer (offset, then selector) the entry jumps through: the code page
+    /// in the host's 64-bit code segment, or in its 32-bit one for compatibility mode.
+    far_entry: u64,
+    /// The host's data selector (SS), loaded into DS and ES, which compatibility mode
+    /// uses (64-bit Linux runs with null DS/ES, which would fault there).
+    data_sel: u64,
 }
 
 impl Ctx {
@@ -109,6 +115,8 @@ impl Ctx {
             si_addr: 0,
             trapno: 0,
             err: 0,
+            far_entry: 0,
+            data_sel: 0,
         }
     }
 }
@@ -121,7 +129,7 @@ core::arch::global_asm!(
     ".balign 8",
     "opsvisor_oracle_ctx: .quad 0",
     "opsvisor_oracle_spill: .quad 0",
-    "opsvisor_oracle_target: .quad {code}",
+    "opsvisor_oracle_far: .quad 0",
     ".popsection",
     ".pushsection .text.opsvisor_oracle,\"ax\",@progbits",
     // void opsvisor_oracle_enter(Ctx *ctx)
@@ -140,6 +148,11 @@ core::arch::global_asm!(
     "mov [rdi + {host_rsp}], rsp",
     "fxsave64 [rdi + {host_fx}]",
     "fxrstor64 [rdi + {fx_in}]",
+    "mov rax, [rdi + {far_entry}]",
+    "mov [rip + opsvisor_oracle_far], rax",
+    "mov rax, [rdi + {data_sel}]",
+    "mov ds, eax",
+    "mov es, eax",
     "push qword ptr [rdi + {rflags_in}]",
     "popfq",
     // From here on nothing may change the flags: MOV and JMP only.
@@ -159,7 +172,8 @@ core::arch::global_asm!(
     "mov r14, [rdi + {gpr_in} + 112]",
     "mov r15, [rdi + {gpr_in} + 120]",
     "mov rdi, [rdi + {gpr_in} + 56]",
-    "jmp qword ptr [rip + opsvisor_oracle_target]",
+    // A far jump (m16:32): into the 64-bit or the 32-bit code segment.
+    "jmp fword ptr [rip + opsvisor_oracle_far]",
     ".size opsvisor_oracle_enter, . - opsvisor_oracle_enter",
     // Reached from the exit stub after the snippet, with the snippet's registers.
     ".balign 16",
@@ -210,7 +224,8 @@ core::arch::global_asm!(
     "pop rbx",
     "ret",
     ".popsection",
-    code = const CODE_BASE,
+    far_entry = const offset_of!(Ctx, far_entry),
+    data_sel = const offset_of!(Ctx, data_sel),
     host_rsp = const offset_of!(Ctx, host_rsp),
     host_fx = const offset_of!(Ctx, host_fx),
     fx_in = const offset_of!(Ctx, fx_in),
@@ -397,6 +412,10 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c_voi
     c.trapno = g[libc::REG_TRAPNO as usize] as u64;
     c.err = g[libc::REG_ERR as usize] as u64;
     g[libc::REG_RIP as usize] = opsvisor_oracle_recover as *const () as usize as i64;
+    // A fault in compatibility mode: the recovery trampoline is 64-bit code. The CS
+    // field is the low 16 bits of REG_CSGSFS.
+    let csgsfs = &mut g[libc::REG_CSGSFS as usize];
+    *csgsfs = (*csgsfs & !0xffff) | (host_selectors().0 as i64);
     g[libc::REG_EFL as usize] &= !((TF | DF | AC) as i64);
 }
 
@@ -513,12 +532,39 @@ thread_local! {
     static ALT_STACK: Result<Option<AltStack>, String> = AltStack::install();
 }
 
-/// Copy `code` and the exit stub to the code page.
-fn load_code(code: &[u8]) -> Result<(), OracleError> {
+/// The host's 64-bit code selector and its data selector (SS), read once.
+fn host_selectors() -> (u16, u16) {
+    static SELECTORS: OnceLock<(u16, u16)> = OnceLock::new();
+    *SELECTORS.get_or_init(|| {
+        let (cs, ss): (u16, u16);
+        // SAFETY: reading segment registers has no side effects.
+        unsafe {
+            core::arch::asm!("mov {0:x}, cs", "mov {1:x}, ss", out(reg) cs, out(reg) ss,
+                options(nomem, nostack, preserves_flags));
+        }
+        (cs, ss)
+    })
+}
+
+/// Linux's 32-bit user code selector (`__USER32_CS`, GDT entry 4), the same on every
+/// x86-64 kernel.
+const USER32_CS: u16 = 0x23;
+
+/// Copy `code` and the exit stub to the code page. At code size 32 the stub first
+/// jumps far to the 64-bit code segment.
+fn load_code(code: &[u8], bits: u32) -> Result<(), OracleError> {
     let mut page = vec![0xccu8; CODE_SIZE as usize];
     page[..code.len()].copy_from_slice(code);
+    let mut stub_at = code.len();
+    if bits == 32 {
+        // jmp far host_cs:next (EA ptr16:32), straight into the 64-bit stub below.
+        let next = CODE_BASE as u32 + stub_at as u32 + 7;
+        page[stub_at] = 0xea;
+        page[stub_at + 1..stub_at + 5].copy_from_slice(&next.to_le_bytes());
+        page[stub_at + 5..stub_at + 7].copy_from_slice(&host_selectors().0.to_le_bytes());
+        stub_at += 7;
+    }
     // jmp qword ptr [rip+0]; .quad opsvisor_oracle_exit
-    let stub_at = code.len();
     page[stub_at..stub_at + 6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
     let exit = opsvisor_oracle_exit as *const () as usize as u64;
     page[stub_at + 6..stub_at + 14].copy_from_slice(&exit.to_le_bytes());
@@ -560,7 +606,7 @@ pub(crate) fn run(code: &[u8], state: &State) -> Result<Outcome, OracleError> {
     ALT_STACK
         .with(|a| a.as_ref().map(|_| ()).map_err(|e| e.clone()))
         .map_err(OracleError::Unavailable)?;
-    load_code(code)?;
+    load_code(code, state.bits)?;
     // SAFETY: the scratch area is our mapping (read/write, SCRATCH_SIZE bytes) and only
     // the snippet, which is not running, touches it; check_state fixed the length.
     unsafe {
@@ -574,6 +620,10 @@ pub(crate) fn run(code: &[u8], state: &State) -> Result<Outcome, OracleError> {
     ctx.gpr_in = state.gpr;
     ctx.rflags_in = (state.rflags & RFLAGS_USER) | 0x2 | IF;
     ctx.faulted = 0;
+    let (cs64, data) = host_selectors();
+    let cs = if state.bits == 32 { USER32_CS } else { cs64 };
+    ctx.far_entry = CODE_BASE | (u64::from(cs) << 32);
+    ctx.data_sel = u64::from(data);
     let ctx_ptr: *mut Ctx = &mut **ctx;
     let mask = block_async_signals();
     ACTIVE.store(ctx_ptr, Ordering::SeqCst);
@@ -625,7 +675,7 @@ fn vector_of(sig: c_int, trapno: u64) -> u8 {
     let fits: &[u64] = match sig {
         libc::SIGFPE => &[0, 16, 19],
         libc::SIGILL => &[6],
-        libc::SIGSEGV => &[13, 14],
+        libc::SIGSEGV => &[5, 13, 14],
         libc::SIGBUS => &[11, 12, 17],
         libc::SIGTRAP => &[1, 3],
         _ => &[],

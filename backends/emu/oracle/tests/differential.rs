@@ -235,3 +235,31 @@ fn strings() {
     });
     common::run_code_list("strings", codes);
 }
+
+/// The forms that exist only outside 64-bit mode, run in compatibility mode: BCD
+/// adjusts, PUSHA/POPA, BOUND, ARPL, LES/LDS.
+const LEGACY32: &[Mnemonic] = &[
+    M::Daa,
+    M::Das,
+    M::Aaa,
+    M::Aas,
+    M::Aam,
+    M::Aad,
+    M::Pusha,
+    M::Pushad,
+    M::Popa,
+    M::Popad,
+    M::Bound,
+    M::Arpl,
+    M::Les,
+    M::Lds,
+];
+
+#[test]
+fn legacy32() {
+    let codes: Vec<iced_x86::Code> = iced_x86::Code::values()
+        .filter(|c| LEGACY32.contains(&c.mnemonic()) && opsvisor_oracle::gen::supported_legacy32(*c))
+        .collect();
+    assert!(codes.len() >= 14, "legacy group: {codes:?}");
+    common::run_code_list_at("legacy32", codes, 32);
+}

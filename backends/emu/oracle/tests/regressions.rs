@@ -176,3 +176,26 @@ fn string_32bit_address_size_zero_extends_rsi_rdi_rcx() {
     assert_eq!(native.state.gpr[RSI], SCRATCH_BASE + 0x103);
     check(&code, &s);
 }
+
+#[test]
+fn bound_out_of_range_raises_br_in_compatibility_mode() {
+    let mut s = state();
+    s.bits = 32;
+    // bound eax, [ebx]: bounds 0x10..=0x20 at the start of scratch, index 0x21.
+    s.gpr[RBX] = SCRATCH_BASE;
+    s.scratch[0..8].copy_from_slice(&[0x10, 0, 0, 0, 0x20, 0, 0, 0]);
+    s.gpr[RAX] = 0x21;
+    let code = [0x62, 0x03];
+    let native = run(&code, &s).expect("oracle");
+    assert_eq!(
+        native.end,
+        End::Exception(Exception {
+            vector: 5,
+            error_code: None,
+            address: None
+        })
+    );
+    check(&code, &s);
+    s.gpr[RAX] = 0x20;
+    check(&code, &s);
+}

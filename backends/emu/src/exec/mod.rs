@@ -3,6 +3,7 @@
 
 pub mod alu;
 pub mod bits;
+pub mod bound;
 pub mod branch;
 pub mod crc32;
 pub mod data;
@@ -413,6 +414,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
 
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => segment::load_far_pointer,
         M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => alu::bcd,
+        M::Bound => bound::bound,
         _ => match family_handler(op) {
             Some(h) => h,
             None => {

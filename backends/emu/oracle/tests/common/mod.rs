@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use iced_x86::{Code, Mnemonic};
-use opsvisor_oracle::compare::{compare, disassemble, undefined_flags};
+use opsvisor_oracle::compare::{compare, disassemble_at, undefined_flags_at};
 use opsvisor_oracle::emu_runner::EmuRunner;
 use opsvisor_oracle::gen::{build, build_sequence, random_state, supported, BuildCtx, Choices};
 use opsvisor_oracle::{run, State};
@@ -47,10 +47,10 @@ thread_local! {
 }
 
 pub fn check(code: &[u8], state: &State) -> Result<(), TestCaseError> {
-    if undefined_flags(code).1 {
+    if undefined_flags_at(code, state.bits).1 {
         return Err(TestCaseError::reject("reads an undefined flag"));
     }
-    let fail = |e: String| TestCaseError::fail(format!("{e}\n{}", disassemble(code)));
+    let fail = |e: String| TestCaseError::fail(format!("{e}\n{}", disassemble_at(code, state.bits)));
     let native = run(code, state).map_err(|e| fail(e.to_string()))?;
     let emu = EMU
         .with(|e| e.borrow_mut().run(code, state))
@@ -60,12 +60,22 @@ pub fn check(code: &[u8], state: &State) -> Result<(), TestCaseError> {
 
 /// Run one Code; `Err` holds the minimal failing case.
 pub fn run_code(code: Code, cases: u32) -> Result<u32, String> {
+    run_code_at(code, cases, 64)
+}
+
+/// [`run_code`] at code size `bits` (32: compatibility mode).
+pub fn run_code_at(code: Code, cases: u32, bits: u32) -> Result<u32, String> {
     let mut runner = TestRunner::new(config(0x0dd0_0000 ^ code as u64, cases));
     let built = std::cell::Cell::new(0u32);
     let result = runner.run(&vec(any::<u64>(), 48), |words| {
         let mut ch = Choices::new(&words);
         let mut state = random_state(&mut ch);
-        let Some(bytes) = build(code, &mut ch, &BuildCtx::default(), &mut state) else {
+        state.bits = bits;
+        let ctx = BuildCtx {
+            bits,
+            ..BuildCtx::default()
+        };
+        let Some(bytes) = build(code, &mut ch, &ctx, &mut state) else {
             return Err(TestCaseError::reject("not encodable"));
         };
         built.set(built.get() + 1);
@@ -76,7 +86,12 @@ pub fn run_code(code: Code, cases: u32) -> Result<u32, String> {
         Err(TestError::Fail(why, words)) => {
             let mut ch = Choices::new(&words);
             let mut state = random_state(&mut ch);
-            let bytes = build(code, &mut ch, &BuildCtx::default(), &mut state);
+            state.bits = bits;
+            let ctx = BuildCtx {
+                bits,
+                ..BuildCtx::default()
+            };
+            let bytes = build(code, &mut ch, &ctx, &mut state);
             Err(format!(
                 "{code:?}: {why}\n  state: {state:?}\n  bytes: {bytes:02x?}"
             ))
@@ -99,6 +114,11 @@ pub fn codes_where(pred: impl Fn(Code) -> bool) -> Vec<Code> {
 
 /// Run every Code of `codes` (see [`run_code`]); all failures are reported together.
 pub fn run_code_list(name: &str, codes: Vec<Code>) {
+    run_code_list_at(name, codes, 64);
+}
+
+/// [`run_code_list`] at code size `bits` (32: compatibility mode).
+pub fn run_code_list_at(name: &str, codes: Vec<Code>, bits: u32) {
     assert!(
         !codes.is_empty(),
         "group {name} has no Code the host supports"
@@ -108,7 +128,7 @@ pub fn run_code_list(name: &str, codes: Vec<Code>) {
     let mut failures = Vec::new();
     let mut total = 0u64;
     for &code in &codes {
-        match run_code(code, cases) {
+        match run_code_at(code, cases, bits) {
             Ok(n) => total += u64::from(n),
             Err(f) => failures.push(f),
         }
