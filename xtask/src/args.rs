@@ -70,6 +70,11 @@ pub enum Command {
     Qemu(RunOptions),
     /// Run under QEMU with KVM (nested VMX).
     QemuKvm(RunOptions),
+    /// Regenerate docs/emu-coverage.md, or with `check` fail when it is out of date.
+    Coverage {
+        /// Only check.
+        check: bool,
+    },
 }
 
 /// The help text.
@@ -84,6 +89,8 @@ USAGE:
     cargo xtask bochs-vmx GUEST [OPTIONS]   the same, named for its VMX CPU model
     cargo xtask qemu GUEST [OPTIONS]        boot under QEMU TCG (-kernel, PVH)
     cargo xtask qemu-kvm GUEST [OPTIONS]    boot under QEMU with KVM (-cpu host, nested VMX)
+    cargo xtask coverage [--check]          regenerate docs/emu-coverage.md (the emulator's
+                                            instruction coverage); --check fails if it is stale
     cargo xtask help                        this text
 
 GUEST is a file (a multiboot v1 kernel) or the name of a corpus guest (guests/src/bin/NAME.rs,
@@ -157,6 +164,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             no_more(cmd, &positional)?;
             Ok(Command::QemuKvm(run))
         }
+        "coverage" => match rest {
+            [] => Ok(Command::Coverage { check: false }),
+            [flag] if flag == "--check" => Ok(Command::Coverage { check: true }),
+            [extra, ..] => Err(format!("'coverage': unexpected argument '{extra}'")),
+        },
         other => Err(format!("unknown command '{other}'")),
     }
 }
@@ -277,6 +289,15 @@ mod tests {
     fn no_arguments_is_help() {
         assert_eq!(parse(&[]), Ok(Command::Help));
         assert_eq!(parse(&args("help")), Ok(Command::Help));
+        assert_eq!(
+            parse(&args("coverage")),
+            Ok(Command::Coverage { check: false })
+        );
+        assert_eq!(
+            parse(&args("coverage --check")),
+            Ok(Command::Coverage { check: true })
+        );
+        assert!(parse(&args("coverage --fix")).is_err());
         assert_eq!(parse(&args("image")), Ok(Command::Image));
         assert!(parse(&args("image x")).is_err());
     }

@@ -163,6 +163,31 @@ fn run(cmd: Cmd) -> Result<()> {
             kvm_usable()?;
             qemu(&run, true)
         }
+        Cmd::Coverage { check } => coverage(check),
+    }
+}
+
+/// Regenerate (or check) docs/emu-coverage.md with the oracle crate's `emu-coverage`
+/// program, which reads the emulator and the differential test groups.
+fn coverage(check: bool) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let doc = root().join("docs").join("emu-coverage.md");
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args(["run", "-q", "-p", "opsvisor-oracle", "--bin", "emu-coverage", "--"])
+        .arg(if check { "--check" } else { "--write" })
+        .arg(&doc)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| Failure::BadInput(format!("cannot run cargo: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(Failure::Failed(format!(
+            "{} is out of date",
+            doc.display()
+        ))),
+        _ => Err(Failure::BadInput(format!("emu-coverage failed ({status})"))),
     }
 }
 

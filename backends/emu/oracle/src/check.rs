@@ -51,6 +51,18 @@ const FORBIDDEN: &[(Mnemonic, &str)] = &[
     (Mnemonic::Sysexit, "system call return"),
     (Mnemonic::Sysret, "system call return"),
     (Mnemonic::Int, "software interrupt"),
+    (
+        Mnemonic::Popf,
+        "may set TF, whose single-step trap would fire outside the snippet",
+    ),
+    (
+        Mnemonic::Popfd,
+        "may set TF, whose single-step trap would fire outside the snippet",
+    ),
+    (
+        Mnemonic::Popfq,
+        "may set TF, whose single-step trap would fire outside the snippet",
+    ),
     (Mnemonic::Into, "software interrupt"),
     (Mnemonic::Wrfsbase, "writes the FS base (host TLS)"),
     (Mnemonic::Wrgsbase, "writes the GS base"),

@@ -277,6 +277,8 @@ fn operand_supported(k: OpCodeOperandKind) -> bool {
             | K::seg_rSI
             | K::es_rDI
             | K::seg_rDI
+            | K::mem_offs
+            | K::seg_rBX_al
     )
 }
 
@@ -565,6 +567,24 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
                 let r = reg(8, ch);
                 set_reg(&mut instr, r);
             }
+            K::mem_offs => {
+                // MOV AL/AX/EAX/RAX <-> [moffs64]: an absolute 64-bit address.
+                let size = memory_size_of(code);
+                instr.set_op_kind(i, OpKind::Memory);
+                instr.set_memory_displacement64(pick_target(ch, size));
+                instr.set_memory_displ_size(8);
+                has_mem = true;
+            }
+            K::seg_rBX_al => {
+                // XLAT: [RBX + AL] (EBX with a 32-bit address size).
+                let addr32 = ch.below(4) == 0;
+                instr.set_op_kind(i, OpKind::Memory);
+                instr.set_memory_base(if addr32 { Register::EBX } else { Register::RBX });
+                instr.set_memory_index(Register::AL);
+                let table = pick_target(ch, 256).min(SCRATCH_BASE + SCRATCH_SIZE as u64);
+                state.gpr[3] = table | if addr32 { ch.word() << 32 } else { 0 };
+                has_mem = true;
+            }
             K::mm_or_mem | K::xmm_or_mem => {
                 if ch.below(2) == 0 {
                     memory_operand(&mut instr, i, ch, ctx, state)?;
@@ -586,6 +606,15 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
             K::ax => set_reg(&mut instr, Register::AX),
             K::eax => set_reg(&mut instr, Register::EAX),
             K::rax => set_reg(&mut instr, Register::RAX),
+            K::imm8 if i == 1 && matches!(code.mnemonic(), iced_x86::Mnemonic::Enter) => {
+                // ENTER's nesting level is the instruction's second immediate.
+                instr.set_op_kind(i, OpKind::Immediate8_2nd);
+                instr.set_immediate8_2nd(if ch.below(2) == 0 {
+                    ch.below(4) as u8
+                } else {
+                    ch.word() as u8
+                });
+            }
             K::imm8 | K::imm8_const_1 | K::imm8sex16 | K::imm8sex32 | K::imm8sex64 => {
                 let kind_out = match kind {
                     K::imm8sex16 => OpKind::Immediate8to16,
@@ -623,6 +652,17 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
             }
             _ => return None,
         }
+    }
+    if matches!(
+        code.mnemonic(),
+        iced_x86::Mnemonic::Enter | iced_x86::Mnemonic::Leave
+    ) {
+        // ENTER and LEAVE address memory through RBP (LEAVE loads RSP from it): keep it
+        // in the scratch area, never pointing into the host's memory.
+        if matches!(ctx.mem, MemPlan::Pinned { .. }) || ctx.excluded().contains(5) {
+            return None;
+        }
+        state.gpr[5] = pick_target(ch, 8);
     }
     if is_bit_test_with_register_offset(code) && has_mem {
         // BT* m, r: the register is a signed bit offset that moves the address by up to

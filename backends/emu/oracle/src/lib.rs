@@ -19,8 +19,11 @@
 pub mod check;
 pub mod compare;
 #[cfg(feature = "emu")]
+pub mod coverage;
+#[cfg(feature = "emu")]
 pub mod emu_runner;
 pub mod gen;
+pub mod groups;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod native;
 pub mod sse_rules;

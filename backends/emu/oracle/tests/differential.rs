@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{run_group, run_sequences};
+use common::run_sequences;
 use iced_x86::Mnemonic;
 
 use Mnemonic as M;
@@ -120,67 +120,11 @@ const CMOV_SETCC: &[Mnemonic] = &[
     M::Setg,
 ];
 const XCHG: &[Mnemonic] = &[M::Xchg, M::Xadd, M::Cmpxchg, M::Cmpxchg8b, M::Cmpxchg16b];
-const MISC: &[Mnemonic] = &[
-    M::Crc32,
-    M::Clc,
-    M::Stc,
-    M::Cmc,
-    M::Cld,
-    M::Std,
-    M::Lahf,
-    M::Sahf,
-    M::Push,
-    M::Pop,
-];
 
+/// Every Code of the integer group (see `opsvisor_oracle::groups`).
 #[test]
-fn alu() {
-    run_group("alu", ALU);
-}
-
-#[test]
-fn unary() {
-    run_group("unary", UNARY);
-}
-
-#[test]
-fn shifts() {
-    run_group("shifts", SHIFTS);
-}
-
-#[test]
-fn muldiv() {
-    run_group("muldiv", MULDIV);
-}
-
-#[test]
-fn bits() {
-    run_group("bits", BITS);
-}
-
-#[test]
-fn bmi_adx() {
-    run_group("bmi_adx", BMI_ADX);
-}
-
-#[test]
-fn moves() {
-    run_group("moves", MOVES);
-}
-
-#[test]
-fn cmov_setcc() {
-    run_group("cmov_setcc", CMOV_SETCC);
-}
-
-#[test]
-fn xchg() {
-    run_group("xchg", XCHG);
-}
-
-#[test]
-fn misc() {
-    run_group("misc", MISC);
+fn integer() {
+    common::run_group_named("integer");
 }
 
 #[test]
@@ -200,66 +144,8 @@ fn sequences_mixed() {
     run_sequences("mixed", &group);
 }
 
-const STRINGS: &[Mnemonic] = &[
-    M::Movsb,
-    M::Movsw,
-    M::Movsd,
-    M::Movsq,
-    M::Cmpsb,
-    M::Cmpsw,
-    M::Cmpsd,
-    M::Cmpsq,
-    M::Stosb,
-    M::Stosw,
-    M::Stosd,
-    M::Stosq,
-    M::Lodsb,
-    M::Lodsw,
-    M::Lodsd,
-    M::Lodsq,
-    M::Scasb,
-    M::Scasw,
-    M::Scasd,
-    M::Scasq,
-];
-
-#[test]
-fn strings() {
-    // MOVSD and CMPSD are also SSE2 mnemonics: keep the string forms.
-    let codes = common::codes_where(|c| {
-        STRINGS.contains(&c.mnemonic())
-            && !c
-                .cpuid_features()
-                .iter()
-                .any(|f| *f == iced_x86::CpuidFeature::SSE2)
-    });
-    common::run_code_list("strings", codes);
-}
-
-/// The forms that exist only outside 64-bit mode, run in compatibility mode: BCD
-/// adjusts, PUSHA/POPA, BOUND, ARPL, LES/LDS.
-const LEGACY32: &[Mnemonic] = &[
-    M::Daa,
-    M::Das,
-    M::Aaa,
-    M::Aas,
-    M::Aam,
-    M::Aad,
-    M::Pusha,
-    M::Pushad,
-    M::Popa,
-    M::Popad,
-    M::Bound,
-    M::Arpl,
-    M::Les,
-    M::Lds,
-];
-
+/// The legacy forms, in compatibility mode.
 #[test]
 fn legacy32() {
-    let codes: Vec<iced_x86::Code> = iced_x86::Code::values()
-        .filter(|c| LEGACY32.contains(&c.mnemonic()) && opsvisor_oracle::gen::supported_legacy32(*c))
-        .collect();
-    assert!(codes.len() >= 14, "legacy group: {codes:?}");
-    common::run_code_list_at("legacy32", codes, 32);
+    common::run_group_named("legacy32");
 }

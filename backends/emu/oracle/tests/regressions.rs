@@ -199,3 +199,17 @@ fn bound_out_of_range_raises_br_in_compatibility_mode() {
     s.gpr[RAX] = 0x20;
     check(&code, &s);
 }
+
+#[test]
+fn enter_new_stack_top_faults_as_a_write() {
+    let mut s = state();
+    s.gpr[5] = SCRATCH_BASE + 0xb30;
+    // enter 0FFF8h, 2: the new stack top is 64 KiB below the scratch area.
+    let code = [0xc8, 0xf8, 0xff, 0x02];
+    let native = run(&code, &s).expect("oracle");
+    match native.end {
+        End::Exception(e) => assert_eq!((e.vector, e.error_code), (14, Some(6))),
+        End::Completed => panic!("expected a #PF"),
+    }
+    check(&code, &s);
+}

@@ -184,8 +184,9 @@ pub fn enter(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         }
         c.set(5, size, frame);
         c.gpr[4] = (c.gpr[4] & !m) | (c.gpr[4].wrapping_sub(alloc) & m);
-        // Touch the new stack top so a #PF/#SS happens now, as on the processor.
-        c.rd(mem, sr::SS, c.gpr[4] & m, 1)?;
+        // Check the new stack top for writing so a #PF/#SS happens now, as on the
+        // processor (which reports it as a write: W=1 in the #PF error code).
+        c.probe_write(mem, sr::SS, c.gpr[4] & m, 1)?;
         Ok(())
     })();
     if r.is_err() {

@@ -104,6 +104,13 @@ pub fn run_group(name: &str, mnemonics: &[Mnemonic]) {
     run_code_list(name, codes(mnemonics));
 }
 
+/// Run the differential test of the coverage group `name` (every Code of it the
+/// generator can build), at the group's code size.
+pub fn run_group_named(name: &str) {
+    let group = opsvisor_oracle::groups::group(name).expect("group exists");
+    run_code_list_at(name, group.testable_codes(), group.bits);
+}
+
 /// The Codes the generator supports that satisfy `pred` (for groups chosen by CPUID
 /// feature or encoding rather than by mnemonic).
 pub fn codes_where(pred: impl Fn(Code) -> bool) -> Vec<Code> {
