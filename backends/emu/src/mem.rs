@@ -605,10 +605,27 @@ impl Cpu {
 
     // ---- segment-relative accesses at the current privilege ----
 
+    /// Alignment check (SDM 3A 6.15, #AC): at CPL 3 with CR0.AM and RFLAGS.AC set, a
+    /// 2-, 4- or 8-byte data or stack access to an address that is not a multiple of its
+    /// size raises #AC(0). CPL is tested first: kernel code never pays for the rest.
+    #[inline(always)]
+    pub fn check_alignment(&self, la: u64, size: u32) -> Result<(), Ex> {
+        if self.cpl == 3
+            && size.is_power_of_two()
+            && la & u64::from(size - 1) != 0
+            && self.cr0 & cr0::AM != 0
+            && self.rf & crate::arith::flags::AC != 0
+        {
+            return Err(fault_ec(crate::exception::AC, 0));
+        }
+        Ok(())
+    }
+
     /// Read `size` bytes at `seg:ea`.
     #[inline(always)]
     pub fn rd(&mut self, mem: &mut GuestMemory, seg: u8, ea: u64, size: u32) -> Result<u64, Ex> {
         let la = self.linear(seg, ea, size, false)?;
+        self.check_alignment(la, size)?;
         self.read_lin(mem, la, size, self.tlb.sel)
     }
 
@@ -623,6 +640,7 @@ impl Cpu {
         size: u32,
     ) -> Result<u64, Ex> {
         let la = self.linear(seg, ea, size, true)?;
+        self.check_alignment(la, size)?;
         self.read_lin_rmw(mem, la, size, self.tlb.sel)
     }
 
@@ -637,6 +655,7 @@ impl Cpu {
         v: u64,
     ) -> Result<(), Ex> {
         let la = self.linear(seg, ea, size, true)?;
+        self.check_alignment(la, size)?;
         self.write_lin(mem, la, size, v, self.tlb.sel)
     }
 

@@ -358,6 +358,17 @@ fn empty_sigaction() -> libc::sigaction {
 
 /// The handler for the five fault signals.
 extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c_void) {
+    // The kernel enters handlers with the interrupted code's AC flag: clear it before
+    // anything (memcpy included) makes a misaligned access that would fault again.
+    // SAFETY: only RFLAGS.AC changes, through the (alternate) stack, which has room.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "and dword ptr [rsp], {mask}",
+            "popfq",
+            mask = const !(1u32 << 18),
+        );
+    }
     let ctx = ACTIVE.load(Ordering::SeqCst);
     // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext for this thread.
     let uc = unsafe { &mut *uctx.cast::<libc::ucontext_t>() };
@@ -564,10 +575,14 @@ fn load_code(code: &[u8], bits: u32) -> Result<(), OracleError> {
         page[stub_at + 5..stub_at + 7].copy_from_slice(&host_selectors().0.to_le_bytes());
         stub_at += 7;
     }
-    // jmp qword ptr [rip+0]; .quad opsvisor_oracle_exit
-    page[stub_at..stub_at + 6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    // jmp qword ptr [rip+disp]; the address of opsvisor_oracle_exit in the next 8-byte
+    // aligned slot (aligned so that the jump cannot raise #AC when the snippet set AC).
+    let slot = (stub_at + 6).next_multiple_of(8);
+    let disp = (slot - (stub_at + 6)) as u32;
+    page[stub_at..stub_at + 2].copy_from_slice(&[0xff, 0x25]);
+    page[stub_at + 2..stub_at + 6].copy_from_slice(&disp.to_le_bytes());
     let exit = opsvisor_oracle_exit as *const () as usize as u64;
-    page[stub_at + 6..stub_at + 14].copy_from_slice(&exit.to_le_bytes());
+    page[slot..slot + 8].copy_from_slice(&exit.to_le_bytes());
     let unavailable = OracleError::Unavailable;
     protect(CODE_BASE, CODE_SIZE, libc::PROT_READ | libc::PROT_WRITE).map_err(unavailable)?;
     // SAFETY: the code page is our mapping, writable now, and nothing runs on it.

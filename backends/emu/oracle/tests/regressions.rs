@@ -213,3 +213,37 @@ fn enter_new_stack_top_faults_as_a_write() {
     }
     check(&code, &s);
 }
+
+#[test]
+fn alignment_check_covers_cmpxchg8b_as_one_8_byte_access() {
+    let mut s = state();
+    s.rflags |= opsvisor_oracle::AC;
+    s.gpr[RBX] = SCRATCH_BASE + 0x594;
+    // cmpxchg8b [rbx]: 4-byte aligned, not 8-byte aligned.
+    let code = [0x0f, 0xc7, 0x0b];
+    let native = run(&code, &s).expect("oracle");
+    assert_eq!(
+        native.end,
+        End::Exception(Exception {
+            vector: 17,
+            error_code: Some(0),
+            address: None
+        })
+    );
+    check(&code, &s);
+}
+
+#[test]
+fn alignment_check_covers_enter_stack_top_probe() {
+    let mut s = state();
+    s.rflags |= opsvisor_oracle::AC;
+    s.gpr[5] = SCRATCH_BASE + 0x608;
+    // enter 0FFFFh, 3: the new stack top is odd, and checked before paging.
+    let code = [0xc8, 0xff, 0xff, 0x03];
+    let native = run(&code, &s).expect("oracle");
+    match native.end {
+        End::Exception(e) => assert_eq!(e.vector, 17),
+        End::Completed => panic!("expected #AC"),
+    }
+    check(&code, &s);
+}

@@ -132,6 +132,9 @@ pub fn cmpxchg_wide(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), E
     if wide && a & 15 != 0 {
         return Err(GP(0));
     }
+    // CMPXCHG8B is one 8-byte access for alignment checking.
+    let la = c.linear(op.seg, a, 2 * half, true)?;
+    c.check_alignment(la, 2 * half)?;
     // The whole operand is written either way, so both halves are checked as writes.
     let lo = c.rd_rmw(mem, op.seg, a, half)?;
     let hi = c.rd_rmw(

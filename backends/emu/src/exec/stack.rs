@@ -184,9 +184,12 @@ pub fn enter(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         }
         c.set(5, size, frame);
         c.gpr[4] = (c.gpr[4] & !m) | (c.gpr[4].wrapping_sub(alloc) & m);
-        // Check the new stack top for writing so a #PF/#SS happens now, as on the
-        // processor (which reports it as a write: W=1 in the #PF error code).
-        c.probe_write(mem, sr::SS, c.gpr[4] & m, 1)?;
+        // Check the new stack top as an operand-size write so a #AC/#PF/#SS happens now,
+        // as on the processor (which reports it as a write: W=1 in the #PF error code).
+        let top = c.gpr[4] & m;
+        let la = c.linear(sr::SS, top, size, true)?;
+        c.check_alignment(la, size)?;
+        c.probe_write(mem, sr::SS, top, size)?;
         Ok(())
     })();
     if r.is_err() {

@@ -81,6 +81,10 @@ fn movs_fast(c: &mut Cpu, op: &Op, size: u32) -> bool {
     if c.bits != 64 || op.amask != u64::MAX || c.rf & DF != 0 || op.seg >= sr::FS {
         return false;
     }
+    if c.cpl == 3 && c.rf & crate::arith::flags::AC != 0 {
+        // Alignment checking may fault part-way: the element loop checks each access.
+        return false;
+    }
     let count = c.gpr[1];
     if count == 0 || count > 4096 / u64::from(size) {
         return false;

@@ -58,6 +58,17 @@ pub fn check(code: &[u8], state: &State) -> Result<(), TestCaseError> {
     compare(code, state, &native, &emu).map_err(TestCaseError::fail)
 }
 
+/// One case in eight of the general-purpose groups runs with RFLAGS.AC set, so
+/// misaligned accesses raise #AC (the oracle's host, like the emulator runner, has
+/// CR0.AM set). The FPU/SIMD groups keep AC clear.
+fn with_alignment_check(state: &mut State, ch: &mut Choices, code: Code) {
+    let general = opsvisor_oracle::groups::group("integer").is_some_and(|g| (g.contains)(code))
+        || opsvisor_oracle::groups::group("legacy32").is_some_and(|g| (g.contains)(code));
+    if general && ch.below(8) == 0 {
+        state.rflags |= opsvisor_oracle::AC;
+    }
+}
+
 /// Run one Code; `Err` holds the minimal failing case.
 pub fn run_code(code: Code, cases: u32) -> Result<u32, String> {
     run_code_at(code, cases, 64)
@@ -71,6 +82,7 @@ pub fn run_code_at(code: Code, cases: u32, bits: u32) -> Result<u32, String> {
         let mut ch = Choices::new(&words);
         let mut state = random_state(&mut ch);
         state.bits = bits;
+        with_alignment_check(&mut state, &mut ch, code);
         let ctx = BuildCtx {
             bits,
             ..BuildCtx::default()
@@ -87,6 +99,7 @@ pub fn run_code_at(code: Code, cases: u32, bits: u32) -> Result<u32, String> {
             let mut ch = Choices::new(&words);
             let mut state = random_state(&mut ch);
             state.bits = bits;
+            with_alignment_check(&mut state, &mut ch, code);
             let ctx = BuildCtx {
                 bits,
                 ..BuildCtx::default()
