@@ -50,7 +50,8 @@ pub fn check(code: &[u8], state: &State) -> Result<(), TestCaseError> {
     if undefined_flags_at(code, state.bits).1 {
         return Err(TestCaseError::reject("reads an undefined flag"));
     }
-    let fail = |e: String| TestCaseError::fail(format!("{e}\n{}", disassemble_at(code, state.bits)));
+    let fail =
+        |e: String| TestCaseError::fail(format!("{e}\n{}", disassemble_at(code, state.bits)));
     let native = run(code, state).map_err(|e| fail(e.to_string()))?;
     let emu = EMU
         .with(|e| e.borrow_mut().run(code, state))
