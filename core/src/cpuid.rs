@@ -300,9 +300,10 @@ impl CpuidPolicy {
     /// GenuineIntel, family 6 model 0x9e stepping 10 (a generic modern core). Basic leaves
     /// up to 0x16 (so the TSC leaves 0x15/0x16 exist; leaves the model does not fill, such
     /// as 4, 0xa and 0xd, read zeros), hypervisor leaves up to 0x4000_0010, extended leaves
-    /// up to 0x8000_0008. No x87, SSE or XSAVE yet (the emulator does not implement them):
-    /// FPU, FXSR, MMX, SSE*, XSAVE and AVX are all clear. MAXPHYADDR is
-    /// [`PHYS_ADDR_BITS`].
+    /// up to 0x8000_0008. The instruction-set extensions are exactly those the emulator
+    /// implements (checked by the oracle crate's `cpuid_policy` test): MMX, SSE, SSE2, SSSE3,
+    /// SSE4.1, SSE4.2 (SSE3 joins with the x87's FISTTP), POPCNT, MOVBE, CMPXCHG16B, BMI1/2, ADX, LZCNT; XSAVE, AVX and later are
+    /// clear. MAXPHYADDR is [`PHYS_ADDR_BITS`].
     pub fn emulator() -> CpuidPolicy {
         let mut policy = CpuidPolicy::empty();
         let vendor = b"GenuineIntel";
@@ -334,6 +335,12 @@ impl CpuidPolicy {
             Cmov,
             Pat,
             Clfsh,
+            Mmx,
+            Sse,
+            Sse2,
+            Ssse3,
+            Sse41,
+            Sse42,
             Cx16,
             X2apic,
             Movbe,
@@ -689,18 +696,19 @@ mod tests {
             ("popcnt", fi.has_popcnt()),
             ("movbe", fi.has_movbe()),
             ("hypervisor", fi.has_hypervisor()),
+            ("mmx", fi.has_mmx()),
+            ("sse", fi.has_sse()),
+            ("sse2", fi.has_sse2()),
+            ("ssse3", fi.has_ssse3()),
+            ("sse4.1", fi.has_sse41()),
+            ("sse4.2", fi.has_sse42()),
         ] {
             assert!(have, "{name}");
         }
         for (name, have) in [
             ("fpu", fi.has_fpu()),
             ("fxsr", fi.has_fxsave_fxstor()),
-            ("sse", fi.has_sse()),
-            ("sse2", fi.has_sse2()),
             ("sse3", fi.has_sse3()),
-            ("ssse3", fi.has_ssse3()),
-            ("sse4.1", fi.has_sse41()),
-            ("sse4.2", fi.has_sse42()),
             ("xsave", fi.has_xsave()),
             ("oxsave", fi.has_oxsave()),
             ("avx", fi.has_avx()),

@@ -149,3 +149,40 @@ fn sequences_mixed() {
 fn legacy32() {
     common::run_group_named("legacy32");
 }
+
+/// The MMX, SSE, ..., SSE4.2 groups: every Code of each (integer and floating-point
+/// forms alike) against the host CPU.
+#[test]
+fn mmx() {
+    common::run_group_named("mmx");
+}
+
+#[test]
+fn sse() {
+    common::run_group_named("sse");
+}
+
+#[test]
+fn sse2() {
+    common::run_group_named("sse2");
+}
+
+#[test]
+fn sse3() {
+    common::run_group_named("sse3");
+}
+
+#[test]
+fn ssse3() {
+    common::run_group_named("ssse3");
+}
+
+#[test]
+fn sse4_1() {
+    common::run_group_named("sse4_1");
+}
+
+#[test]
+fn sse4_2() {
+    common::run_group_named("sse4_2");
+}
