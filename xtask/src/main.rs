@@ -174,7 +174,15 @@ fn coverage(check: bool) -> Result<()> {
     let doc = root().join("docs").join("emu-coverage.md");
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["run", "-q", "-p", "opsvisor-oracle", "--bin", "emu-coverage", "--"])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "opsvisor-oracle",
+            "--bin",
+            "emu-coverage",
+            "--",
+        ])
         .arg(if check { "--check" } else { "--write" })
         .arg(&doc)
         .stdout(Stdio::inherit())
@@ -183,10 +191,7 @@ fn coverage(check: bool) -> Result<()> {
         .map_err(|e| Failure::BadInput(format!("cannot run cargo: {e}")))?;
     match status.code() {
         Some(0) => Ok(()),
-        Some(1) => Err(Failure::Failed(format!(
-            "{} is out of date",
-            doc.display()
-        ))),
+        Some(1) => Err(Failure::Failed(format!("{} is out of date", doc.display()))),
         _ => Err(Failure::BadInput(format!("emu-coverage failed ({status})"))),
     }
 }

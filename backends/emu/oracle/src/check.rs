@@ -177,7 +177,10 @@ pub fn check_snippet_at(code: &[u8], bits: u32) -> Result<(), Rejection> {
                 | Code::Popd_DS
                 | Code::Popw_ES
                 | Code::Popd_ES
-        ) || matches!(instr.mnemonic(), Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss);
+        ) || matches!(
+            instr.mnemonic(),
+            Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss
+        );
         // LDS/LES stay: DS and ES are not used by the host in 64-bit mode, and the
         // loads are the legacy forms under test. FS (the host's TLS), GS and SS are not.
         if writes_sreg {

@@ -3,8 +3,8 @@
 //! implemented" ([`opsvisor_emu::exec::is_implemented`]) and whether the differential
 //! test of the group runs the Code against the host CPU ([`crate::groups::testable`]).
 
-use crate::groups::{testable, Group, EXCLUDED, GROUPS};
 use crate::gen::{build, BuildCtx, Choices};
+use crate::groups::{testable, Group, EXCLUDED, GROUPS};
 use crate::State;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
 use std::fmt::Write;

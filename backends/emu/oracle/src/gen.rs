@@ -683,7 +683,12 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
     if op.can_use_lock_prefix() && has_mem && ch.below(4) == 0 {
         instr.set_has_lock_prefix(true);
     }
-    if ctx.bits == 32 && matches!(code.mnemonic(), iced_x86::Mnemonic::Lds | iced_x86::Mnemonic::Les) {
+    if ctx.bits == 32
+        && matches!(
+            code.mnemonic(),
+            iced_x86::Mnemonic::Lds | iced_x86::Mnemonic::Les
+        )
+    {
         far_pointer_selector(&instr, ch, state);
     }
     let mut encoder = Encoder::new(ctx.bits);
@@ -720,7 +725,11 @@ fn far_pointer_selector(instr: &Instruction, ch: &mut Choices, state: &mut State
         .wrapping_add(index.wrapping_mul(u64::from(instr.memory_index_scale())))
         .wrapping_add(instr.memory_displacement64())
         & 0xffff_ffff;
-    let off = if instr.memory_size().size() == 6 { 4 } else { 2 };
+    let off = if instr.memory_size().size() == 6 {
+        4
+    } else {
+        2
+    };
     let sel: u16 = match ch.below(8) {
         0 => 0,
         1 | 2 => 0x2b,
@@ -732,7 +741,10 @@ fn far_pointer_selector(instr: &Instruction, ch: &mut Choices, state: &mut State
     };
     let at = ea.wrapping_add(off).wrapping_sub(SCRATCH_BASE);
     if let Ok(at) = usize::try_from(at) {
-        if at.checked_add(2).is_some_and(|end| end <= state.scratch.len()) {
+        if at
+            .checked_add(2)
+            .is_some_and(|end| end <= state.scratch.len())
+        {
             state.scratch[at..at + 2].copy_from_slice(&sel.to_le_bytes());
         }
     }

@@ -94,8 +94,7 @@ pub const EXCLUDED: &[(M, &str)] = &[
 ];
 
 fn excluded(code: Code) -> bool {
-    EXCLUDED.iter().any(|(m, _)| *m == code.mnemonic())
-        || is_segment_register_code(code)
+    EXCLUDED.iter().any(|(m, _)| *m == code.mnemonic()) || is_segment_register_code(code)
 }
 
 /// MOV to/from segment registers, PUSH/POP of segment registers: their values are the
@@ -103,9 +102,12 @@ fn excluded(code: Code) -> bool {
 fn is_segment_register_code(code: Code) -> bool {
     use iced_x86::OpCodeOperandKind as K;
     let kinds = code.op_code().op_kinds();
-    kinds
-        .iter()
-        .any(|k| matches!(k, K::seg_reg | K::es | K::cs | K::ss | K::ds | K::fs | K::gs))
+    kinds.iter().any(|k| {
+        matches!(
+            k,
+            K::seg_reg | K::es | K::cs | K::ss | K::ds | K::fs | K::gs
+        )
+    })
 }
 
 /// The user-mode Codes of 64-bit mode in general (legacy or VEX encoding, straight-line,
@@ -160,7 +162,10 @@ fn integer(code: Code) -> bool {
 fn x87(code: Code) -> bool {
     user64(code)
         && code.encoding() == EncodingKind::Legacy
-        && (code.cpuid_features().iter().any(|f| matches!(f, F::FPU | F::FPU287 | F::FPU387))
+        && (code
+            .cpuid_features()
+            .iter()
+            .any(|f| matches!(f, F::FPU | F::FPU287 | F::FPU387))
             || code.mnemonic() == M::Wait)
 }
 

@@ -9,7 +9,9 @@ use opsvisor_oracle::groups::group;
 
 fn fully_implemented(name: &str) -> bool {
     let g = group(name).expect("group exists");
-    g.codes().into_iter().all(|c| status(c, g) != Status::Missing)
+    g.codes()
+        .into_iter()
+        .all(|c| status(c, g) != Status::Missing)
 }
 
 #[test]

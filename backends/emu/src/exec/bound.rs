@@ -12,7 +12,12 @@ pub fn bound(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);
     let a = ea(c, op);
     let lower = c.rd(mem, op.seg, a, size)?;
-    let upper = c.rd(mem, op.seg, a.wrapping_add(u64::from(size)) & op.amask, size)?;
+    let upper = c.rd(
+        mem,
+        op.seg,
+        a.wrapping_add(u64::from(size)) & op.amask,
+        size,
+    )?;
     let index = c.get(op.r[0], size);
     let signed = |v: u64| -> i64 {
         if size == 2 {
