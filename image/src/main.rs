@@ -22,7 +22,8 @@
 //! code, so QEMU's exit status is N; Bochs: port 0x8900). A guest PASSes with status 1.
 //!
 //! Command line (GRUB: after the image's path; QEMU: `-append`), words separated by
-//! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `interactive` (a guest waiting for
+//! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `backend=auto|vmx|emu` (auto:
+//! VMX when the CPU has it and it can be enabled, else the emulator), `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report). The first module's string is the guest's command line; further modules
@@ -51,14 +52,16 @@ use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
 use opsvisor_core::loader::Module;
 use opsvisor_core::ops::{ResetKind, X86Ops};
 use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
-use opsvisor_core::{EmuSlot, GuestMemory, Unavailable};
+use opsvisor_core::{EmuSlot, GuestMemory, Unavailable, VmxSlot};
 use opsvisor_emu::EmuVcpu;
+use opsvisor_vmx::{VmxConfig, VmxVcpu};
 
 #[global_allocator]
 static HEAP: heap::Heap = heap::Heap::empty();
 
-/// The backend set of the image: the VMX and SVM backends have no `X86Ops` yet.
-type Backend = opsvisor_core::Backend<Unavailable, Unavailable, EmuVcpu>;
+/// The backend set of the image: VMX when the CPU has it, else the emulator (the SVM
+/// backend has no `X86Ops` yet).
+type Backend = opsvisor_core::Backend<VmxVcpu, Unavailable, EmuVcpu>;
 
 /// Debug-exit code (QEMU status 255) when the run ends other than by the guest's exit.
 const CODE_IMAGE_FAILED: u8 = 0x7f;
@@ -113,8 +116,23 @@ extern "C" fn rust_main(eax: u32, ebx: u32, entry: u32) -> ! {
     power::shutdown(code)
 }
 
+/// Which backend the command line asks for (`backend=`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BackendWish {
+    /// VMX when the CPU has it and enabling it succeeds, else the emulator.
+    Auto,
+    /// VMX or fail.
+    Vmx,
+    /// The emulator.
+    Emu,
+}
+
+/// What `backend=` accepts.
+const BACKEND_USAGE: &str = "the backend is backend=auto, backend=vmx or backend=emu";
+
 /// Options from the image's command line.
 struct Options {
+    backend: BackendWish,
     guest_mib: u64,
     interactive: bool,
     /// Raise #UD before loading the guest: checks that an exception ends the run with a
@@ -124,6 +142,7 @@ struct Options {
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
     let mut opts = Options {
+        backend: BackendWish::Auto,
         guest_mib: DEFAULT_GUEST_MIB,
         interactive: false,
         fault: false,
@@ -139,6 +158,13 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
                     format!("bad option '{word}': guest RAM is mem=<MiB>, 2 to {MAX_GUEST_MIB}")
                 })?;
             opts.guest_mib = mib;
+        } else if let Some(v) = word.strip_prefix("backend=") {
+            opts.backend = match v {
+                "auto" => BackendWish::Auto,
+                "vmx" => BackendWish::Vmx,
+                "emu" => BackendWish::Emu,
+                _ => return Err(format!("bad option '{word}': {BACKEND_USAGE}")),
+            };
         } else if word == "interactive" {
             opts.interactive = true;
         } else if word == "fault" {
@@ -162,16 +188,69 @@ fn module_bytes(range: Range, index: usize) -> Result<&'static [u8], String> {
     Ok(unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len() as usize) })
 }
 
-fn backend_choice() -> String {
-    let vmx = cpu::cpuid(1, 0)[2] & (1 << 5) != 0;
+/// The CPUID the guest sees: the emulator's model; on VMX with the host's physical-address
+/// width, since the guest's page tables are walked by the processor, whose reserved
+/// address bits are the host's.
+fn cpuid_policy(vmx: bool) -> CpuidPolicy {
+    let mut policy = CpuidPolicy::emulator();
+    if vmx && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
+        let host = cpu::cpuid(0x8000_0008, 0);
+        if let Some(mut leaf) = policy.leaf(0x8000_0008, 0) {
+            leaf[0] = (leaf[0] & !0xff) | (host[0] & 0xff);
+            policy.set_leaf(0x8000_0008, 0, leaf);
+        }
+    }
+    policy
+}
+
+/// Pick the backend: VMX when asked for or available, else the emulator. Logs the
+/// choice and why; `Err` when `backend=vmx` was asked for and VMX cannot run.
+fn choose_backend(wish: BackendWish, tsc_hz: u64) -> Result<Backend, String> {
+    let vmx_cpu = cpu::cpuid(1, 0)[2] & (1 << 5) != 0;
     let svm = cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0001
         && cpu::cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0;
-    let why = match (vmx, svm) {
-        (true, _) => "the CPU has VMX, but the vmx backend has no X86Ops implementation yet",
-        (_, true) => "the CPU has SVM, but there is no svm backend yet",
-        _ => "the CPU has neither VMX nor SVM",
+    let why = match (wish, vmx_cpu) {
+        (BackendWish::Emu, _) => "backend=emu on the command line".into(),
+        (_, true) => {
+            let config = VmxConfig {
+                // The image maps all memory it uses 1:1.
+                to_phys: opsvisor_vmx::page::identity,
+                tsc_hz,
+            };
+            // SAFETY: CPL 0, one CPU, interrupts off, long mode with the TSS loaded by
+            // `cpu::init_tables`; the heap is identity-mapped, so the identity is the
+            // true physical translation. The image never leaves VMX operation: it
+            // powers off at the end.
+            match unsafe { VmxVcpu::enable(config) } {
+                Ok(vcpu) => {
+                    let f = vcpu.controls().features;
+                    log!(
+                        "backend vmx (the CPU has VMX: EPT{}{}, unrestricted guest, VPID {}, preemption timer {})",
+                        if f.ept_2m_pages { " with 2 MiB pages" } else { "" },
+                        if f.ept_accessed_dirty { ", A/D" } else { "" },
+                        if f.vpid { "on" } else { "off" },
+                        if f.preemption_timer { "on" } else { "off" },
+                    );
+                    return Ok(Backend::from(VmxSlot(vcpu)));
+                }
+                Err(e) if wish == BackendWish::Vmx => {
+                    return Err(format!("vmx backend unavailable: {e}"));
+                }
+                Err(e) => format!("the CPU has VMX, but the vmx backend cannot run: {e}"),
+            }
+        }
+        (BackendWish::Vmx, false) => {
+            return Err(
+                "vmx backend unavailable: the CPU does not report VMX (CPUID.1:ECX bit 5)".into(),
+            )
+        }
+        (BackendWish::Auto, false) if svm => {
+            "the CPU has SVM, but there is no svm backend yet".into()
+        }
+        (BackendWish::Auto, false) => String::from("the CPU has neither VMX nor SVM"),
     };
-    format!("backend emu ({why})")
+    log!("backend emu ({})", why);
+    Ok(Backend::from(EmuSlot(EmuVcpu::new())))
 }
 
 fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
@@ -263,18 +342,18 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         });
     }
 
-    log!("{}", backend_choice());
+    let mut vcpu = choose_backend(opts.backend, hz)?;
     let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
     let state = load_multiboot(&mut mem, kernel, kernel_ref.cmdline.as_str(), &extra)
         .map_err(|e| format!("boot module 0: {e}"))?;
-    let mut vcpu = Backend::from(EmuSlot(EmuVcpu::new()));
     vcpu.vcpu_reset(ResetKind::PowerOn);
     state.apply(&mut vcpu);
+    let vm_backend_is_vmx = matches!(vcpu, Backend::Vmx(_));
     let mut vm = Vm::new(
         vcpu,
         mem,
         platform::BareMetal::new(hz, opts.interactive),
-        CpuidPolicy::emulator(),
+        cpuid_policy(vm_backend_is_vmx),
         VmConfig::default(),
     );
     log!(
@@ -284,6 +363,11 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         kernel_ref.cmdline.as_str()
     );
     let outcome = vm.run();
+    if let Backend::Vmx(VmxSlot(vmx)) = &vm.vcpu {
+        if let Some(failure) = vmx.last_failure() {
+            log!("vmx: {:?}", failure);
+        }
+    }
     let ms = vm.run_time_ns() / 1_000_000;
     match vm.vcpu.instructions_retired() {
         Some(n) => log!(

@@ -4,7 +4,7 @@
 
 pub mod fields;
 #[cfg(target_arch = "x86_64")]
-mod hardware;
+pub(crate) mod hardware;
 
 pub use fields::{Field, FieldType, Width};
 #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,1224 @@
+//! The VMX vCPU on the running processor: VMXON, the VMCS, VM entry and exit, and
+//! `impl X86Ops for VmxVcpu`.
+//!
+//! One vCPU per processor: [`VmxVcpu::enable`] enters VMX root operation, loads the
+//! VMCS (which then stays current), and the operations read and write guest state with
+//! VMREAD/VMWRITE. The guest general registers other than RSP live in [`VmxVcpu`] and
+//! are swapped by the entry/exit assembly below; CR2 and the SYSCALL MSRs, which VMX
+//! does not switch, are kept in the processor (the host never uses them).
+
+use crate::bitmaps::{
+    IoBitmaps, MsrBitmap, MSR_FS_BASE, MSR_GS_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+    MSR_SYSENTER_ESP,
+};
+use crate::caps::{HardwareMsrs, InveptType, MsrRead, VmxCaps};
+use crate::controls::{entry_ctls, proc_based, Controls};
+use crate::enable::{
+    check_features, feature_control_action, host_control_registers, EnableError,
+    FeatureControlAction, GuestCrRules, IA32_FEATURE_CONTROL,
+};
+use crate::ept_tables::{EptError, EptTables};
+use crate::event::{EntryEvent, VectoringEvent, BLOCKING_BY_NMI};
+use crate::exits::entry_failure::instruction_failure;
+use crate::exits::{
+    BackendExit, ControlRegister, CrAccess, EptViolation, ExitDecoder, Gprs, VmxExit,
+};
+use crate::mmio::{self, MmioInstruction};
+use crate::page::{HostPhys, Page};
+use crate::state::{read_segment, write_guest_defaults, write_segment, ResetState, PAT_DEFAULT};
+use crate::vmcs::hardware::vmx_outcome;
+use crate::vmcs::{fields, Field, HardwareVmcs, InstructionError, VmcsAccess, VmxError};
+use alloc::boxed::Box;
+use core::arch::{asm, global_asm};
+use opsvisor_core::exit::Direction;
+use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
+use opsvisor_core::ops::{
+    DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+};
+use opsvisor_core::{Exit, GuestMemory};
+
+// VM entry and exit.
+//
+// `opsvisor_vmx_run(gprs, launched)` (System V ABI) saves the host's callee-saved
+// registers and the `gprs` pointer on the stack, writes that stack pointer into
+// HOST_RSP, loads the guest's general registers from `gprs` (RSP is the VMCS's) and
+// executes VMRESUME, or VMLAUNCH when `launched` is 0. If the instruction fails, it
+// falls through with CF (VMfailInvalid) or ZF (VMfailValid) set and returns 1 or 2.
+// A VM exit arrives at `opsvisor_vmx_exit` (HOST_RIP) with RSP = HOST_RSP, whose top
+// slot holds the `gprs` pointer: it stores the guest registers there, restores the
+// host's and returns 0 from `opsvisor_vmx_run`. RFLAGS after an exit is 0x2, so DF is
+// clear as the ABI requires.
+global_asm!(
+    r#"
+    .text
+    .p2align 4
+    .global opsvisor_vmx_run
+opsvisor_vmx_run:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+    mov rax, 0x6c14
+    vmwrite rax, rsp
+    jbe 3f
+    test rsi, rsi
+    mov rax, [rdi]
+    mov rcx, [rdi + 8]
+    mov rdx, [rdi + 16]
+    mov rbx, [rdi + 24]
+    mov rbp, [rdi + 40]
+    mov rsi, [rdi + 48]
+    mov r8, [rdi + 64]
+    mov r9, [rdi + 72]
+    mov r10, [rdi + 80]
+    mov r11, [rdi + 88]
+    mov r12, [rdi + 96]
+    mov r13, [rdi + 104]
+    mov r14, [rdi + 112]
+    mov r15, [rdi + 120]
+    mov rdi, [rdi + 56]
+    jnz 1f
+    vmlaunch
+    jmp 3f
+1:
+    vmresume
+3:
+    mov eax, 1
+    jc 4f
+    mov eax, 2
+4:
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+
+    .p2align 4
+    .global opsvisor_vmx_exit
+opsvisor_vmx_exit:
+    xchg rdi, [rsp]
+    mov [rdi], rax
+    mov [rdi + 8], rcx
+    mov [rdi + 16], rdx
+    mov [rdi + 24], rbx
+    mov [rdi + 40], rbp
+    mov [rdi + 48], rsi
+    mov [rdi + 64], r8
+    mov [rdi + 72], r9
+    mov [rdi + 80], r10
+    mov [rdi + 88], r11
+    mov [rdi + 96], r12
+    mov [rdi + 104], r13
+    mov [rdi + 112], r14
+    mov [rdi + 120], r15
+    pop rax
+    mov [rdi + 56], rax
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    xor eax, eax
+    ret
+"#
+);
+
+extern "sysv64" {
+    fn opsvisor_vmx_run(gprs: *mut u64, launched: u64) -> u64;
+    fn opsvisor_vmx_exit();
+}
+
+/// IA32_EFER.
+const MSR_EFER: u32 = 0xc000_0080;
+/// IA32_PAT.
+const MSR_PAT: u32 = 0x277;
+/// IA32_STAR.
+const MSR_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR.
+const MSR_LSTAR: u32 = 0xc000_0082;
+/// IA32_CSTAR.
+const MSR_CSTAR: u32 = 0xc000_0083;
+/// IA32_FMASK.
+const MSR_SFMASK: u32 = 0xc000_0084;
+/// IA32_KERNEL_GS_BASE.
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// IA32_TSC_AUX.
+const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const CR0_PE: u64 = 1;
+const CR0_TS: u64 = 1 << 3;
+const CR0_PG: u64 = 1 << 31;
+const RFLAGS_IF: u64 = 1 << 9;
+/// Interruptibility state: blocking by STI and by MOV SS.
+const BLOCKING_BY_STI: u64 = 1;
+const BLOCKING_BY_MOV_SS: u64 = 2;
+/// Exit reasons handled here that the decoder leaves to the backend.
+const REASON_RDTSC: u16 = 16;
+const REASON_RDTSCP: u16 = 51;
+/// Longest stretch the guest runs without the core looking at the clock.
+const MAX_SLICE_NS: u64 = 10_000_000;
+/// #UD.
+const UD: u8 = 6;
+
+fn rdmsr(index: u32) -> u64 {
+    // SAFETY: only called (by VmxVcpu, which exists only after `enable` succeeded at
+    // CPL 0) for architectural MSRs every VMX-capable 64-bit processor has, or TSC_AUX
+    // when RDTSCP is enabled; RDMSR writes only EDX:EAX.
+    unsafe { HardwareMsrs::new() }.read_msr(index).unwrap_or(0)
+}
+
+fn wrmsr(index: u32, value: u64) {
+    // SAFETY: as for `rdmsr`: CPL 0, an MSR that exists; the callers pass values core
+    // has validated (canonical addresses) for MSRs that only affect SYSCALL/SWAPGS/
+    // RDTSCP, which the host never executes.
+    unsafe {
+        asm!(
+            "wrmsr",
+            in("ecx") index,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear at CPL 0 anyway).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Read CR0, CR3 or CR4 of the host.
+macro_rules! read_cr {
+    ($cr:literal) => {{
+        let v: u64;
+        // SAFETY: reading a control register at CPL 0 has no side effect.
+        unsafe { asm!(concat!("mov {}, ", $cr), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+
+/// Read a segment selector of the host.
+macro_rules! read_sel {
+    ($seg:literal) => {{
+        let v: u16;
+        // SAFETY: reading a segment selector has no side effect.
+        unsafe { asm!(concat!("mov {0:x}, ", $seg), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+
+/// A VMX instruction on a physical-address operand (VMXON, VMCLEAR, VMPTRLD).
+macro_rules! vmx_phys_op {
+    ($insn:literal, $phys:expr) => {{
+        let phys: u64 = $phys;
+        let cf: u8;
+        let zf: u8;
+        // SAFETY: the callers run at CPL 0 with CR4.VMXE set (VMXON) or in VMX root
+        // operation (VMCLEAR, VMPTRLD), on a page-aligned region this vCPU owns for its
+        // whole life; the operand is the address of a local. Failures are reported in
+        // CF/ZF, captured at once.
+        unsafe {
+            asm!(
+                concat!($insn, " qword ptr [{p}]"),
+                "setc {cf}",
+                "setz {zf}",
+                p = in(reg) &phys,
+                cf = out(reg_byte) cf,
+                zf = out(reg_byte) zf,
+                options(nostack),
+            );
+        }
+        vmx_outcome(cf, zf)
+    }};
+}
+
+/// What the backend needs from the host.
+#[derive(Clone, Copy, Debug)]
+pub struct VmxConfig {
+    /// Host virtual to physical translation of heap memory.
+    pub to_phys: HostPhys,
+    /// The host TSC frequency in Hz (for the preemption timer and guest RDTSC).
+    pub tsc_hz: u64,
+}
+
+/// Why the last run ended in [`Exit::EmulationFailure`] or [`Exit::EntryFailed`], for
+/// the host's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmxFailure {
+    /// An exit the backend cannot handle.
+    Unhandled(BackendExit),
+    /// The exit information did not decode.
+    Decode(crate::exits::DecodeError),
+    /// A VMREAD or VMWRITE failed.
+    Vmcs(VmxError),
+    /// The EPT tables could not be built.
+    Ept(EptError),
+    /// An event could not be encoded for injection.
+    Inject(crate::event::InjectError),
+}
+
+/// The VMX vCPU.
+pub struct VmxVcpu {
+    /// Guest RAX..R15 in encoding order (the RSP slot is unused: RSP is in the VMCS).
+    gprs: Gprs,
+    vmcs: HardwareVmcs,
+    caps: VmxCaps,
+    controls: Controls,
+    decoder: ExitDecoder,
+    rules: GuestCrRules,
+    /// The primary processor-based controls as currently written.
+    proc: u32,
+    launched: bool,
+    /// The event to inject at the next entry.
+    pending: Option<EntryEvent>,
+    /// Size of the port read the core is completing.
+    pio_in_size: u8,
+    /// The MMIO instruction the core is completing.
+    mmio: Option<MmioInstruction>,
+    /// Guest CR2 (not switched by VMX).
+    cr2: u64,
+    ept: Option<EptTables>,
+    ept_map_id: u64,
+    eptp: u64,
+    msr_bitmap: MsrBitmap,
+    io_bitmaps: IoBitmaps,
+    vmxon_region: Box<Page>,
+    vmcs_region: Box<Page>,
+    config: VmxConfig,
+    /// Guest TSC as of the host TSC `entry_host_tsc` (RDTSC exiting).
+    entry_guest_tsc: u64,
+    entry_host_tsc: u64,
+    last_guest_tsc: u64,
+    vmcs_error: Option<VmxError>,
+    failure: Option<VmxFailure>,
+}
+
+impl core::fmt::Debug for VmxVcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VmxVcpu")
+            .field("launched", &self.launched)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether CPUID reports VMX (CPUID.1:ECX bit 5).
+pub fn cpu_has_vmx() -> bool {
+    // CPUID is always available in 64-bit mode.
+    core::arch::x86_64::__cpuid(1).ecx & (1 << 5) != 0
+}
+
+impl VmxVcpu {
+    /// Enter VMX root operation and set up a VMCS for one guest.
+    ///
+    /// # Safety
+    ///
+    /// Runs at CPL 0 on the only processor in use, with interrupts disabled, in 64-bit
+    /// mode with a GDT holding a TSS in TR; `config.to_phys` gives the true physical
+    /// address of heap memory. The processor stays in VMX root operation afterwards
+    /// (nothing leaves it: the image powers off at the end of its run).
+    pub unsafe fn enable(config: VmxConfig) -> Result<VmxVcpu, EnableError> {
+        if !cpu_has_vmx() {
+            return Err(EnableError::NoVmx);
+        }
+        // SAFETY: CPL 0 (the caller's contract) and CPUID reports VMX.
+        let msrs = unsafe { HardwareMsrs::new() };
+        let caps = VmxCaps::read(&msrs).map_err(EnableError::Caps)?;
+        let controls = Controls::compute(&caps).map_err(EnableError::Controls)?;
+        check_features(&controls)?;
+        match feature_control_action(rdmsr(IA32_FEATURE_CONTROL)) {
+            FeatureControlAction::Ready => {}
+            FeatureControlAction::LockedOff => return Err(EnableError::DisabledByFirmware),
+            // Unlocked: writing it is allowed once (it exists on every VMX processor).
+            FeatureControlAction::Write(value) => wrmsr(IA32_FEATURE_CONTROL, value),
+        }
+        let cr0 = read_cr!("cr0");
+        let cr4 = read_cr!("cr4");
+        let (new_cr0, new_cr4) =
+            host_control_registers(cr0, cr4, &caps).ok_or(EnableError::FixedBits { cr0, cr4 })?;
+        // SAFETY: the new values differ from the running ones only in CR0.NE and
+        // CR4.VMXE (checked by `host_control_registers`), which change neither paging
+        // nor how the host's code runs.
+        unsafe {
+            asm!("mov cr0, {}", in(reg) new_cr0, options(nostack, preserves_flags));
+            asm!("mov cr4, {}", in(reg) new_cr4, options(nostack, preserves_flags));
+        }
+
+        let revision = u64::from(caps.basic.revision_id());
+        let mut vmxon_region = Page::zeroed();
+        vmxon_region.0[0] = revision;
+        let mut vmcs_region = Page::zeroed();
+        vmcs_region.0[0] = revision;
+        let vmxon_phys = (config.to_phys)(vmxon_region.addr());
+        let vmcs_phys = (config.to_phys)(vmcs_region.addr());
+        for phys in [vmxon_phys, vmcs_phys] {
+            if caps.basic.physical_address_32bit() && phys >> 32 != 0 {
+                return Err(EnableError::Address(phys));
+            }
+        }
+        vmx_phys_op!("vmxon", vmxon_phys).map_err(EnableError::Vmxon)?;
+        vmx_phys_op!("vmclear", vmcs_phys).map_err(EnableError::Vmcs)?;
+        vmx_phys_op!("vmptrld", vmcs_phys).map_err(EnableError::Vmcs)?;
+
+        let rules = GuestCrRules::new(&caps, controls.features.unrestricted_guest);
+        let mut proc = controls.proc;
+        // Guest RDTSC/RDTSCP exit so that the guest's TSC is core's 1 GHz clock.
+        if caps.proc.allows(proc_based::RDTSC_EXITING) {
+            proc |= proc_based::RDTSC_EXITING;
+        }
+        let mut vcpu = VmxVcpu {
+            gprs: [0; 16],
+            // SAFETY: VMXON succeeded above: this processor is in VMX root operation at
+            // CPL 0, and stays so (see this function's contract).
+            vmcs: unsafe { HardwareVmcs::new() },
+            caps,
+            controls,
+            decoder: ExitDecoder::new(&caps),
+            rules,
+            proc,
+            launched: false,
+            pending: None,
+            pio_in_size: 1,
+            mmio: None,
+            cr2: 0,
+            ept: None,
+            ept_map_id: 0,
+            eptp: 0,
+            msr_bitmap: MsrBitmap::new(),
+            io_bitmaps: IoBitmaps::new(),
+            vmxon_region,
+            vmcs_region,
+            config,
+            entry_guest_tsc: 0,
+            entry_host_tsc: 0,
+            last_guest_tsc: 0,
+            vmcs_error: None,
+            failure: None,
+        };
+        vcpu.setup().map_err(EnableError::Vmcs)?;
+        vcpu.vcpu_reset(ResetKind::PowerOn);
+        match vcpu.vmcs_error.take() {
+            Some(e) => Err(EnableError::Vmcs(e)),
+            None => Ok(vcpu),
+        }
+    }
+
+    /// The controls in use (features found, for the host's log).
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// The capability MSRs.
+    pub fn caps(&self) -> &VmxCaps {
+        &self.caps
+    }
+
+    /// Why the last run failed, if it did.
+    pub fn last_failure(&self) -> Option<VmxFailure> {
+        self.failure
+    }
+
+    /// The host-physical addresses of the VMXON region and the VMCS.
+    pub fn regions(&self) -> (u64, u64) {
+        (
+            (self.config.to_phys)(self.vmxon_region.addr()),
+            (self.config.to_phys)(self.vmcs_region.addr()),
+        )
+    }
+
+    /// Write the controls, the host state and the guest defaults.
+    fn setup(&mut self) -> Result<(), VmxError> {
+        use fields::*;
+        let phys = self.config.to_phys;
+        self.controls.write(&mut self.vmcs)?;
+        self.vmcs
+            .write(PRIMARY_PROC_BASED_VM_EXEC_CONTROLS, self.proc.into())?;
+        self.vmcs.write(EXCEPTION_BITMAP, 0)?;
+        self.vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+        self.vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+        self.vmcs.write(CR3_TARGET_COUNT, 0)?;
+        self.vmcs.write(VM_EXIT_MSR_STORE_COUNT, 0)?;
+        self.vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0)?;
+        self.vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+        self.vmcs.write(VM_ENTRY_INTR_INFO, 0)?;
+        self.vmcs.write(TSC_OFFSET, 0)?;
+        self.vmcs
+            .write(IO_BITMAP_A, phys(self.io_bitmaps.a().addr()))?;
+        self.vmcs
+            .write(IO_BITMAP_B, phys(self.io_bitmaps.b().addr()))?;
+        self.vmcs
+            .write(MSR_BITMAP, phys(self.msr_bitmap.page().addr()))?;
+        if self.controls.features.vpid {
+            self.vmcs.write(VIRTUAL_PROCESSOR_ID, 1)?;
+        }
+        self.vmcs
+            .write(CR0_GUEST_HOST_MASK, self.rules.cr0_mask())?;
+        self.vmcs
+            .write(CR4_GUEST_HOST_MASK, self.rules.cr4_mask())?;
+
+        // Host state: as the processor runs now.
+        self.vmcs.write(HOST_CR0, read_cr!("cr0"))?;
+        self.vmcs.write(HOST_CR3, read_cr!("cr3"))?;
+        self.vmcs.write(HOST_CR4, read_cr!("cr4"))?;
+        // VM entry requires RPL 0 and TI 0 in the host selectors.
+        let sel = |s: u16| u64::from(s & 0xf8);
+        self.vmcs.write(HOST_CS_SELECTOR, sel(read_sel!("cs")))?;
+        self.vmcs.write(HOST_SS_SELECTOR, sel(read_sel!("ss")))?;
+        self.vmcs.write(HOST_DS_SELECTOR, sel(read_sel!("ds")))?;
+        self.vmcs.write(HOST_ES_SELECTOR, sel(read_sel!("es")))?;
+        self.vmcs.write(HOST_FS_SELECTOR, sel(read_sel!("fs")))?;
+        self.vmcs.write(HOST_GS_SELECTOR, sel(read_sel!("gs")))?;
+        let mut gdtr = [0u8; 10];
+        let mut idtr = [0u8; 10];
+        let tr: u16;
+        // SAFETY: SGDT/SIDT store 10 bytes into the local buffers; STR reads TR.
+        unsafe {
+            asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags));
+            asm!("sidt [{}]", in(reg) idtr.as_mut_ptr(), options(nostack, preserves_flags));
+            asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags));
+        }
+        let table_base = |b: &[u8; 10]| {
+            let mut base = [0u8; 8];
+            base.copy_from_slice(&b[2..10]);
+            u64::from_le_bytes(base)
+        };
+        let gdt_base = table_base(&gdtr);
+        let gdt_limit = u64::from(u16::from_le_bytes([gdtr[0], gdtr[1]]));
+        self.vmcs.write(HOST_GDTR_BASE, gdt_base)?;
+        self.vmcs.write(HOST_IDTR_BASE, table_base(&idtr))?;
+        self.vmcs.write(HOST_TR_SELECTOR, sel(tr))?;
+        let tr_index = u64::from(tr & 0xfff8);
+        let tr_base = if tr_index + 15 <= gdt_limit {
+            // SAFETY: the 16-byte TSS descriptor lies inside the loaded GDT (checked
+            // against its limit), which is mapped memory the host set up.
+            let (low, high) = unsafe {
+                let p = (gdt_base + tr_index) as *const u64;
+                (p.read_unaligned(), p.add(1).read_unaligned())
+            };
+            ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32)
+        } else {
+            0
+        };
+        self.vmcs.write(HOST_TR_BASE, tr_base)?;
+        self.vmcs.write(HOST_FS_BASE, rdmsr(MSR_FS_BASE))?;
+        self.vmcs.write(HOST_GS_BASE, rdmsr(MSR_GS_BASE))?;
+        self.vmcs.write(HOST_IA32_SYSENTER_CS, 0)?;
+        self.vmcs.write(HOST_IA32_SYSENTER_ESP, 0)?;
+        self.vmcs.write(HOST_IA32_SYSENTER_EIP, 0)?;
+        if self.controls.features.efer_switch {
+            self.vmcs.write(HOST_IA32_EFER, rdmsr(MSR_EFER))?;
+        }
+        if self.controls.features.pat_switch {
+            self.vmcs.write(HOST_IA32_PAT, rdmsr(MSR_PAT))?;
+        }
+        self.vmcs
+            .write(HOST_RIP, opsvisor_vmx_exit as *const () as u64)?;
+        write_guest_defaults(&mut self.vmcs)
+    }
+
+    fn read(&self, field: Field) -> u64 {
+        // The fields this backend reads exist on every processor it accepts; a failure
+        // would be a bug, reported at the next run through `vmcs_error` of the write
+        // side, and reads as 0 here.
+        self.vmcs.read(field).unwrap_or(0)
+    }
+
+    fn write(&mut self, field: Field, value: u64) {
+        if let Err(e) = self.vmcs.write(field, value) {
+            self.vmcs_error.get_or_insert(e);
+        }
+    }
+
+    fn fail(&mut self, failure: VmxFailure) -> Exit {
+        self.failure = Some(failure);
+        Exit::EmulationFailure { rip: self.rip() }
+    }
+
+    /// Retiring an instruction ends a STI or MOV SS interrupt shadow.
+    fn clear_interrupt_shadow(&mut self) {
+        let state = self.read(fields::GUEST_INTERRUPTIBILITY_STATE);
+        if state & (BLOCKING_BY_STI | BLOCKING_BY_MOV_SS) != 0 {
+            self.write(
+                fields::GUEST_INTERRUPTIBILITY_STATE,
+                state & !(BLOCKING_BY_STI | BLOCKING_BY_MOV_SS),
+            );
+        }
+    }
+
+    /// Make EFER.LMA and the "IA-32e mode guest" entry control follow EFER.LME and
+    /// CR0.PG, as the processor does when software sets CR0.PG.
+    fn sync_long_mode(&mut self) {
+        let efer = self.read(fields::GUEST_IA32_EFER);
+        let lma = efer & EFER_LME != 0 && self.read(fields::GUEST_CR0) & CR0_PG != 0;
+        let new_efer = if lma {
+            efer | EFER_LMA
+        } else {
+            efer & !EFER_LMA
+        };
+        if new_efer != efer {
+            self.write(fields::GUEST_IA32_EFER, new_efer);
+        }
+        self.set_ia32e(new_efer & EFER_LMA != 0);
+    }
+
+    fn set_ia32e(&mut self, on: bool) {
+        let entry = self.read(fields::VM_ENTRY_CONTROLS) as u32;
+        let want = if on {
+            entry | entry_ctls::IA32E_MODE_GUEST
+        } else {
+            entry & !entry_ctls::IA32E_MODE_GUEST
+        };
+        if want != entry {
+            self.write(fields::VM_ENTRY_CONTROLS, want.into());
+        }
+    }
+
+    fn set_proc_bit(&mut self, bit: u32, on: bool) {
+        let proc = if on {
+            self.proc | bit
+        } else {
+            self.proc & !bit
+        };
+        if proc != self.proc {
+            self.proc = proc;
+            self.write(fields::PRIMARY_PROC_BASED_VM_EXEC_CONTROLS, proc.into());
+        }
+    }
+
+    /// (Re)build the EPT tables when the memory map changed.
+    fn ensure_ept(&mut self, mem: &GuestMemory) -> Result<(), VmxFailure> {
+        if self.ept.is_some() && self.ept_map_id == mem.map_id() {
+            return Ok(());
+        }
+        let tables = EptTables::build(
+            mem,
+            self.config.to_phys,
+            self.controls.features.ept_2m_pages,
+        )
+        .map_err(VmxFailure::Ept)?;
+        let ept_caps = self.caps.ept_vpid.unwrap_or(crate::caps::EptVpidCaps(0));
+        let eptp = ept_caps
+            .eptp(tables.root(), false)
+            .ok_or(VmxFailure::Ept(EptError::UnalignedRegion { gpa: 0 }))?;
+        self.ept = Some(tables);
+        self.ept_map_id = mem.map_id();
+        self.eptp = eptp;
+        self.write(fields::EPT_POINTER, eptp);
+        self.flush_tlb_all();
+        Ok(())
+    }
+
+    fn host_ns(&self, ticks: u64) -> u64 {
+        let hz = self.config.tsc_hz.max(1);
+        (u128::from(ticks) * 1_000_000_000 / u128::from(hz)).min(u128::from(u64::MAX)) as u64
+    }
+
+    fn host_ticks(&self, ns: u64) -> u64 {
+        (u128::from(ns) * u128::from(self.config.tsc_hz) / 1_000_000_000).min(u128::from(u64::MAX))
+            as u64
+    }
+
+    /// The guest TSC now: core's clock at the last clock read plus the host time since.
+    fn guest_tsc(&mut self) -> u64 {
+        let elapsed = rdtsc().wrapping_sub(self.entry_host_tsc);
+        let tsc = self.entry_guest_tsc.wrapping_add(self.host_ns(elapsed));
+        // Never step back (the core may hand an older clock reading at the next run).
+        self.last_guest_tsc = self.last_guest_tsc.max(tsc);
+        self.last_guest_tsc
+    }
+
+    /// One VM entry and exit; `Err` when the entry instruction failed.
+    fn enter(&mut self) -> Result<(), VmxError> {
+        if let Some(event) = self.pending {
+            if let Err(e) = event.write(&mut self.vmcs) {
+                self.vmcs_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = self.vmcs_error.take() {
+            return Err(e);
+        }
+        let cr2 = self.cr2;
+        // SAFETY: CR2 holds only the last page-fault address; the host reads it solely
+        // in its exception report. The guest's value must be in place at entry.
+        unsafe { asm!("mov cr2, {}", in(reg) cr2, options(nomem, nostack, preserves_flags)) };
+        // SAFETY: the VMCS is current and fully set up (`setup`), HOST_RIP points at
+        // `opsvisor_vmx_exit`, and `gprs` is a valid 16-quadword array the assembly
+        // reads and writes only while this call runs. The assembly preserves every
+        // callee-saved register and the stack pointer, and guest execution touches
+        // host memory only through the EPT, which maps guest RAM alone.
+        let result = unsafe { opsvisor_vmx_run(self.gprs.as_mut_ptr(), u64::from(self.launched)) };
+        // SAFETY: reading CR2 has no side effect.
+        unsafe { asm!("mov {}, cr2", out(reg) self.cr2, options(nomem, nostack, preserves_flags)) };
+        match result {
+            0 => {
+                self.launched = true;
+                // Delivered, or reported again in the IDT-vectoring information.
+                self.pending = None;
+                Ok(())
+            }
+            1 => Err(VmxError::FailInvalid),
+            _ => Err(VmxError::FailValid(InstructionError(
+                self.read(fields::VM_INSTRUCTION_ERROR) as u32,
+            ))),
+        }
+    }
+
+    /// The host TSC at which this run must give control back to the core: the core's
+    /// next deadline, and at most [`MAX_SLICE_NS`] from now.
+    fn run_deadline(&self, limit: &RunLimit) -> u64 {
+        let budget = limit.deadline.map_or(MAX_SLICE_NS, |d| {
+            d.saturating_sub(limit.tsc).min(MAX_SLICE_NS)
+        });
+        self.entry_host_tsc.saturating_add(self.host_ticks(budget))
+    }
+
+    /// Arm the preemption timer for what is left until `deadline` (host TSC): exits the
+    /// backend handles itself re-enter without resetting the budget.
+    fn preemption_timer(&mut self, deadline: u64) {
+        if !self.controls.features.preemption_timer {
+            return;
+        }
+        let ticks =
+            deadline.saturating_sub(rdtsc()) >> self.controls.features.preemption_timer_rate;
+        self.write(
+            fields::VMX_PREEMPTION_TIMER_VALUE,
+            ticks.min(u64::from(u32::MAX)),
+        );
+    }
+
+    /// Up to 15 bytes of the instruction at the guest's CS:RIP, read through the guest's
+    /// page tables; fewer when the instruction runs into memory that is not RAM.
+    fn fetch_instruction(&self, mem: &mut GuestMemory, buf: &mut [u8; 15]) -> usize {
+        let regs = PagingRegs {
+            cr0: self.read(fields::GUEST_CR0),
+            cr3: self.cr3(),
+            cr4: self.read(fields::GUEST_CR4),
+            efer: self.efer(),
+        };
+        let long = self.efer() & EFER_LMA != 0;
+        let cs = self.segment(SegReg::Cs);
+        let mut linear = cs.base.wrapping_add(self.rip());
+        if !(long && cs.attr & Segment::L != 0) {
+            linear &= 0xffff_ffff;
+        }
+        let access = Access {
+            fetch: true,
+            user: self.cpl() == 3,
+            ..Access::default()
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            let at = linear.wrapping_add(done as u64);
+            let Ok(t) = walk(mem, &regs, at, access) else {
+                break;
+            };
+            let in_page = (4096 - (at & 0xfff)) as usize;
+            let n = in_page.min(buf.len() - done);
+            let Some(dst) = buf.get_mut(done..done + n) else {
+                break;
+            };
+            if mem.read(t.gpa, dst).is_err() {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
+
+    /// An EPT violation: an access to guest-physical memory that is not RAM. A data
+    /// access by a plain move becomes core's MMIO exit; anything else ends the run.
+    fn handle_ept_violation(&mut self, mem: &mut GuestMemory, v: EptViolation) -> Option<Exit> {
+        let Some(direction) = v.direction() else {
+            // Fetching code from outside RAM.
+            return Some(v.to_slat_violation());
+        };
+        if mem.is_ram(v.gpa, 1) {
+            // RAM is always mapped: the tables are out of step with the map.
+            self.ept = None;
+            return Some(self.fail(VmxFailure::Unhandled(BackendExit::EptViolation(v))));
+        }
+        let mut bytes = [0u8; 15];
+        let n = self.fetch_instruction(mem, &mut bytes);
+        let cs = self.segment(SegReg::Cs);
+        let bitness = if self.efer() & EFER_LMA != 0 && cs.attr & Segment::L != 0 {
+            64
+        } else if cs.attr & Segment::DB != 0 {
+            32
+        } else {
+            16
+        };
+        let gprs = self.gprs;
+        let rsp = self.read(fields::GUEST_RSP);
+        let decoded = mmio::decode(bytes.get(..n).unwrap_or(&[]), bitness, |r| match r {
+            Gpr::Rsp => rsp,
+            r => gprs[r as usize],
+        });
+        match decoded {
+            Some(insn) if insn.direction == direction => {
+                self.mmio = Some(insn);
+                Some(Exit::Mmio {
+                    gpa: v.gpa,
+                    size: insn.size,
+                    direction,
+                    data: insn.data,
+                })
+            }
+            _ => Some(self.fail(VmxFailure::Unhandled(BackendExit::EptViolation(v)))),
+        }
+    }
+
+    /// Handle an exit the core does not see; `Some` ends the run with that exit.
+    fn handle_backend_exit(&mut self, mem: &mut GuestMemory, exit: BackendExit) -> Option<Exit> {
+        match exit {
+            BackendExit::EptViolation(v) => self.handle_ept_violation(mem, v),
+            BackendExit::HostInterrupt { .. } | BackendExit::HostNmi => {
+                // The host runs with interrupts off and handles no device interrupt:
+                // the core re-evaluates events and re-enters.
+                Some(Exit::ExternalInterrupt)
+            }
+            BackendExit::Init | BackendExit::Sipi { .. } => None,
+            BackendExit::ControlRegister(access) => self.handle_cr(access),
+            BackendExit::RefusedInstruction { .. } => {
+                self.inject_event(Event::Exception {
+                    vector: UD,
+                    error_code: None,
+                });
+                None
+            }
+            BackendExit::Invlpg { address } => {
+                self.flush_tlb_gva(address);
+                self.skip_emulated_instruction();
+                None
+            }
+            BackendExit::Unexpected { reason }
+                if reason == REASON_RDTSC || reason == REASON_RDTSCP =>
+            {
+                let tsc = self.guest_tsc();
+                self.gprs[Gpr::Rax as usize] = tsc & 0xffff_ffff;
+                self.gprs[Gpr::Rdx as usize] = tsc >> 32;
+                if reason == REASON_RDTSCP {
+                    self.gprs[Gpr::Rcx as usize] = rdmsr(MSR_TSC_AUX) & 0xffff_ffff;
+                }
+                self.skip_emulated_instruction();
+                None
+            }
+            other => Some(self.fail(VmxFailure::Unhandled(other))),
+        }
+    }
+
+    fn handle_cr(&mut self, access: CrAccess) -> Option<Exit> {
+        match access {
+            CrAccess::MovTo { cr, gpr } => {
+                let value = self.gpr(gpr);
+                match cr {
+                    ControlRegister::Cr0 => self.set_cr0(value),
+                    ControlRegister::Cr3 => self.set_cr3(value),
+                    ControlRegister::Cr4 => self.set_cr4(value),
+                    ControlRegister::Cr8 => {
+                        return Some(
+                            self.fail(VmxFailure::Unhandled(BackendExit::ControlRegister(access))),
+                        )
+                    }
+                }
+            }
+            CrAccess::MovFrom { cr, gpr } => {
+                let value = match cr {
+                    ControlRegister::Cr3 => self.cr3(),
+                    _ => {
+                        return Some(
+                            self.fail(VmxFailure::Unhandled(BackendExit::ControlRegister(access))),
+                        )
+                    }
+                };
+                self.set_gpr(gpr, value);
+            }
+            CrAccess::Clts => {
+                let cr0 = self.cr0() & !CR0_TS;
+                self.set_cr0(cr0);
+            }
+            CrAccess::Lmsw { source, .. } => {
+                // LMSW loads PE, MP, EM and TS, and cannot clear PE.
+                let old = self.cr0();
+                let new = (old & !0xe) | (u64::from(source) & 0xf) | (old & CR0_PE);
+                self.set_cr0(new);
+            }
+        }
+        self.skip_emulated_instruction();
+        None
+    }
+}
+
+impl X86Ops for VmxVcpu {
+    fn name(&self) -> &'static str {
+        "vmx"
+    }
+
+    fn vcpu_reset(&mut self, kind: ResetKind) {
+        self.gprs = [0; 16];
+        // EDX holds the processor signature after reset.
+        self.gprs[Gpr::Rdx as usize] = 0x600;
+        self.write(fields::GUEST_RSP, 0);
+        for seg in SegReg::ALL {
+            self.set_segment(seg, &ResetState::segment(seg));
+        }
+        self.set_gdt(DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        });
+        self.set_idt(DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        });
+        if kind == ResetKind::PowerOn {
+            self.set_efer(0);
+            self.write(fields::GUEST_IA32_PAT, PAT_DEFAULT);
+        }
+        self.set_cr4(0);
+        self.set_cr3(0);
+        self.set_cr0(ResetState::CR0);
+        self.cr2 = 0;
+        self.write(fields::GUEST_RIP, ResetState::RIP);
+        self.write(fields::GUEST_RFLAGS, ResetState::RFLAGS);
+        self.write(fields::GUEST_INTERRUPTIBILITY_STATE, 0);
+        self.write(fields::GUEST_ACTIVITY_STATE, 0);
+        self.pending = None;
+    }
+
+    fn gpr(&self, reg: Gpr) -> u64 {
+        match reg {
+            Gpr::Rsp => self.read(fields::GUEST_RSP),
+            r => self.gprs[r as usize],
+        }
+    }
+
+    fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        match reg {
+            Gpr::Rsp => self.write(fields::GUEST_RSP, value),
+            r => self.gprs[r as usize] = value,
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.read(fields::GUEST_RIP)
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.write(fields::GUEST_RIP, rip);
+    }
+
+    fn rflags(&self) -> u64 {
+        self.read(fields::GUEST_RFLAGS)
+    }
+
+    fn set_rflags(&mut self, rflags: u64) {
+        // Bit 1 is always 1; the reserved bits are 0 (a VM-entry check).
+        self.write(fields::GUEST_RFLAGS, (rflags & 0x3f_7fd5) | 2);
+    }
+
+    fn segment(&self, seg: SegReg) -> Segment {
+        read_segment(&self.vmcs, seg).unwrap_or_default()
+    }
+
+    fn set_segment(&mut self, seg: SegReg, value: &Segment) {
+        if let Err(e) = write_segment(&mut self.vmcs, seg, value) {
+            self.vmcs_error.get_or_insert(e);
+        }
+    }
+
+    fn cpl(&self) -> u8 {
+        ((self.read(fields::GUEST_SS_ACCESS_RIGHTS) >> 5) & 3) as u8
+    }
+
+    fn cr0(&self) -> u64 {
+        GuestCrRules::visible(
+            self.read(fields::GUEST_CR0),
+            self.read(fields::CR0_READ_SHADOW),
+            self.rules.cr0_mask(),
+        )
+    }
+
+    fn set_cr0(&mut self, value: u64) {
+        self.write(fields::CR0_READ_SHADOW, value);
+        self.write(fields::GUEST_CR0, self.rules.cr0_actual(value));
+        self.sync_long_mode();
+    }
+
+    fn cr2(&self) -> u64 {
+        self.cr2
+    }
+
+    fn set_cr2(&mut self, value: u64) {
+        self.cr2 = value;
+    }
+
+    fn cr3(&self) -> u64 {
+        self.read(fields::GUEST_CR3)
+    }
+
+    fn set_cr3(&mut self, value: u64) {
+        self.write(fields::GUEST_CR3, value);
+        self.flush_tlb_current();
+    }
+
+    fn cr4(&self) -> u64 {
+        GuestCrRules::visible(
+            self.read(fields::GUEST_CR4),
+            self.read(fields::CR4_READ_SHADOW),
+            self.rules.cr4_mask(),
+        )
+    }
+
+    fn set_cr4(&mut self, value: u64) {
+        self.write(fields::CR4_READ_SHADOW, value);
+        self.write(fields::GUEST_CR4, self.rules.cr4_actual(value));
+    }
+
+    fn efer(&self) -> u64 {
+        self.read(fields::GUEST_IA32_EFER)
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        self.write(fields::GUEST_IA32_EFER, value);
+        self.set_ia32e(value & EFER_LMA != 0);
+    }
+
+    fn gdt(&self) -> DescriptorTable {
+        DescriptorTable {
+            base: self.read(fields::GUEST_GDTR_BASE),
+            limit: self.read(fields::GUEST_GDTR_LIMIT) as u16,
+        }
+    }
+
+    fn set_gdt(&mut self, table: DescriptorTable) {
+        self.write(fields::GUEST_GDTR_BASE, table.base);
+        self.write(fields::GUEST_GDTR_LIMIT, table.limit.into());
+    }
+
+    fn idt(&self) -> DescriptorTable {
+        DescriptorTable {
+            base: self.read(fields::GUEST_IDTR_BASE),
+            limit: self.read(fields::GUEST_IDTR_LIMIT) as u16,
+        }
+    }
+
+    fn set_idt(&mut self, table: DescriptorTable) {
+        self.write(fields::GUEST_IDTR_BASE, table.base);
+        self.write(fields::GUEST_IDTR_LIMIT, table.limit.into());
+    }
+
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        Some(match index {
+            MSR_FS_BASE => self.read(fields::GUEST_FS_BASE),
+            MSR_GS_BASE => self.read(fields::GUEST_GS_BASE),
+            MSR_SYSENTER_CS => self.read(fields::GUEST_IA32_SYSENTER_CS),
+            MSR_SYSENTER_ESP => self.read(fields::GUEST_IA32_SYSENTER_ESP),
+            MSR_SYSENTER_EIP => self.read(fields::GUEST_IA32_SYSENTER_EIP),
+            MSR_PAT if self.controls.features.pat_switch => self.read(fields::GUEST_IA32_PAT),
+            // Not switched by VMX: the guest's values live in the processor.
+            MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SFMASK | MSR_KERNEL_GS_BASE => rdmsr(index),
+            MSR_TSC_AUX if self.controls.features.rdtscp => rdmsr(index),
+            _ => return None,
+        })
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        match index {
+            MSR_FS_BASE => self.write(fields::GUEST_FS_BASE, value),
+            MSR_GS_BASE => self.write(fields::GUEST_GS_BASE, value),
+            MSR_SYSENTER_CS => self.write(fields::GUEST_IA32_SYSENTER_CS, value),
+            MSR_SYSENTER_ESP => self.write(fields::GUEST_IA32_SYSENTER_ESP, value),
+            MSR_SYSENTER_EIP => self.write(fields::GUEST_IA32_SYSENTER_EIP, value),
+            MSR_PAT if self.controls.features.pat_switch => {
+                self.write(fields::GUEST_IA32_PAT, value)
+            }
+            MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SFMASK | MSR_KERNEL_GS_BASE => {
+                wrmsr(index, value)
+            }
+            MSR_TSC_AUX if self.controls.features.rdtscp => wrmsr(index, value),
+            _ => return false,
+        }
+        true
+    }
+
+    fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
+        self.failure = None;
+        if let Err(f) = self.ensure_ept(mem) {
+            return self.fail(f);
+        }
+        self.entry_guest_tsc = limit.tsc;
+        self.entry_host_tsc = rdtsc();
+        let deadline = self.run_deadline(limit);
+        loop {
+            self.preemption_timer(deadline);
+            if let Err(e) = self.enter() {
+                self.failure = Some(VmxFailure::Vmcs(e));
+                return instruction_failure(e);
+            }
+            match VectoringEvent::read(&self.vmcs) {
+                Ok(Some(event)) => self.pending = Some(event.reinjection()),
+                Ok(None) => {}
+                Err(e) => return self.fail(VmxFailure::Decode(e)),
+            }
+            let exit = match self.decoder.decode(&self.vmcs, &self.gprs) {
+                Ok(exit) => exit,
+                Err(e) => return self.fail(VmxFailure::Decode(e)),
+            };
+            match exit {
+                VmxExit::Core(exit) => {
+                    if let Exit::Io {
+                        size,
+                        direction: Direction::Read,
+                        ..
+                    } = exit
+                    {
+                        self.pio_in_size = size;
+                    }
+                    return exit;
+                }
+                VmxExit::Backend(exit) => {
+                    if let Some(exit) = self.handle_backend_exit(mem, exit) {
+                        return exit;
+                    }
+                }
+            }
+        }
+    }
+
+    fn skip_emulated_instruction(&mut self) {
+        let len = self.read(fields::VM_EXIT_INSTRUCTION_LEN);
+        let rip = self.rip().wrapping_add(len);
+        self.set_rip(rip);
+        self.clear_interrupt_shadow();
+    }
+
+    fn complete_pio_in(&mut self, value: u32) {
+        let rax = self.gprs[Gpr::Rax as usize];
+        self.gprs[Gpr::Rax as usize] = match self.pio_in_size {
+            1 => (rax & !0xff) | u64::from(value & 0xff),
+            2 => (rax & !0xffff) | u64::from(value & 0xffff),
+            // A 32-bit IN zero-extends into RAX.
+            _ => u64::from(value),
+        };
+        self.skip_emulated_instruction();
+    }
+
+    fn complete_mmio(&mut self, read: Option<u64>) {
+        // Without a decoded MMIO instruction there is nothing to retire.
+        let Some(insn) = self.mmio.take() else {
+            return;
+        };
+        if let (Some(value), Some(dest)) = (read, insn.dest) {
+            let old = self.gpr(dest.reg);
+            self.set_gpr(dest.reg, dest.merge(old, value, insn.size));
+        }
+        // The exit instruction length is undefined for EPT violations: use the decoded one.
+        let rip = self.rip().wrapping_add(u64::from(insn.len));
+        self.set_rip(rip);
+        self.clear_interrupt_shadow();
+    }
+
+    fn interrupt_shadow(&self) -> bool {
+        self.read(fields::GUEST_INTERRUPTIBILITY_STATE) & (BLOCKING_BY_STI | BLOCKING_BY_MOV_SS)
+            != 0
+    }
+
+    fn set_interrupt_shadow(&mut self, shadow: bool) {
+        let state = self.read(fields::GUEST_INTERRUPTIBILITY_STATE)
+            & !(BLOCKING_BY_STI | BLOCKING_BY_MOV_SS);
+        // Blocking by STI requires RFLAGS.IF = 1 at entry: use MOV SS blocking
+        // otherwise.
+        let bit = if self.rflags() & RFLAGS_IF != 0 {
+            BLOCKING_BY_STI
+        } else {
+            BLOCKING_BY_MOV_SS
+        };
+        self.write(
+            fields::GUEST_INTERRUPTIBILITY_STATE,
+            if shadow { state | bit } else { state },
+        );
+    }
+
+    fn interrupt_allowed(&self) -> bool {
+        self.pending.is_none() && self.rflags() & RFLAGS_IF != 0 && !self.interrupt_shadow()
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        self.pending.is_none()
+            && self.read(fields::GUEST_INTERRUPTIBILITY_STATE)
+                & (BLOCKING_BY_NMI | BLOCKING_BY_MOV_SS)
+                == 0
+    }
+
+    fn inject_event(&mut self, event: Event) {
+        // An event re-injected after an interrupted delivery goes first; the core queues
+        // new ones only when `event_pending` is false.
+        if self.pending.is_some() {
+            return;
+        }
+        let protected = self.read(fields::GUEST_CR0) & CR0_PE != 0;
+        match EntryEvent::from_event(
+            event,
+            protected,
+            self.controls.features.any_exception_error_code,
+        ) {
+            Ok(entry) => self.pending = Some(entry),
+            Err(e) => self.failure = Some(VmxFailure::Inject(e)),
+        }
+    }
+
+    fn event_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn enable_irq_window(&mut self, enable: bool) {
+        self.set_proc_bit(proc_based::INTERRUPT_WINDOW_EXITING, enable);
+    }
+
+    fn enable_nmi_window(&mut self, enable: bool) {
+        if self.controls.features.nmi_window {
+            self.set_proc_bit(proc_based::NMI_WINDOW_EXITING, enable);
+        }
+    }
+
+    fn flush_tlb_all(&mut self) {
+        if self.eptp == 0 {
+            // No EPT hierarchy loaded yet: nothing cached for this guest.
+            return;
+        }
+        let kind = self
+            .controls
+            .features
+            .invept
+            .unwrap_or(InveptType::AllContext);
+        let descriptor: [u64; 2] = [self.eptp, 0];
+        let cf: u8;
+        let zf: u8;
+        // SAFETY: VMX root operation at CPL 0 (this vCPU exists); the processor
+        // supports INVEPT of this type (from its capabilities); the descriptor is a
+        // local 16-byte array. INVEPT only invalidates cached translations.
+        unsafe {
+            asm!(
+                "invept {k}, [{d}]",
+                "setc {cf}",
+                "setz {zf}",
+                k = in(reg) kind as u64,
+                d = in(reg) descriptor.as_ptr(),
+                cf = out(reg_byte) cf,
+                zf = out(reg_byte) zf,
+                options(nostack),
+            );
+        }
+        if let Err(e) = vmx_outcome(cf, zf) {
+            self.vmcs_error.get_or_insert(e);
+        }
+    }
+}
