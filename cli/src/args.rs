@@ -13,6 +13,8 @@ pub enum Command {
     Version,
     /// Boot a kernel.
     Run(RunArgs),
+    /// Run a snippet from a JSON state (`opsvisor exec`).
+    Exec(crate::exec::ExecArgs),
 }
 
 /// `opsvisor run` options.
@@ -33,11 +35,16 @@ opsvisor: an x86-64 virtual machine framework (VMX, SVM and emulator backends)
 
 USAGE:
     opsvisor run [OPTIONS] KERNEL
+    opsvisor exec [--trace] [--max-instructions N] STATE.json
     opsvisor --help | --version
 
 KERNEL is a multiboot v1 kernel (ELF32, ELF64 or a.out-kludge) or a flat binary.
 The guest's COM1 serial port is this program's stdin/stdout. A guest write of V to
 port 0xf4 ends the run with exit status (V << 1) | 1, as QEMU's isa-debug-exit.
+
+'opsvisor exec' runs a code snippet on the emulator from a JSON state (mode, registers,
+memory regions, code) and prints the final state as JSON; 'opsvisor exec --help' tells
+the format.
 
 OPTIONS:
     --backend NAME          backend to run on: emu (default: emu)
@@ -110,6 +117,10 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
         None | Some("-h" | "--help" | "help") => Ok(Command::Help(USAGE)),
         Some("-V" | "--version") => Ok(Command::Version),
         Some("run") => parse_run(&argv[1..]),
+        Some("exec") if argv[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            Ok(Command::Help(crate::exec::USAGE))
+        }
+        Some("exec") => crate::exec::parse_args(&argv[1..]).map(Command::Exec),
         Some(other) => Err(format!("unknown command '{other}'")),
     }
 }

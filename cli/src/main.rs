@@ -2,6 +2,7 @@
 //! console on stdin/stdout and the guest's debug-exit status as the program's own.
 
 mod args;
+mod exec;
 
 use args::{Command, RunArgs};
 use opsvisor_backends::{build_machine, Backend};
@@ -32,6 +33,16 @@ fn main() -> ExitCode {
             println!("opsvisor {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Ok(Command::Exec(args)) => match exec::exec(&args) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("opsvisor: {message}");
+                ExitCode::from(STATUS_BAD_INPUT)
+            }
+        },
         Ok(Command::Run(run)) => match run_guest(&run) {
             Ok(code) => ExitCode::from(code),
             Err(message) => {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run one cargo-fuzz target for a while and print its speed.
+#
+#   bash scripts/fuzz.sh TARGET SECONDS     (e.g. emu_differential 60)
+#
+# Targets: emu_robustness, emu_differential, emu_modes (fuzz/fuzz_targets/). The corpus
+# is fuzz/corpus/TARGET (checked-in seeds; new inputs are added there), crashes go to
+# fuzz/artifacts/TARGET. Exits non-zero if the fuzzer found a failure. The last line is
+# "TARGET: N exec/s over SECONDS s".
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+target=${1:?usage: fuzz.sh TARGET SECONDS}
+seconds=${2:?usage: fuzz.sh TARGET SECONDS}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+mkdir -p "corpus/$target" "artifacts/$target"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+# The differential target runs snippets natively in-process: ASan's shadow memory would
+# make most addresses valid on the host side (see the target's documentation).
+sanitizer=()
+[ "$target" = emu_differential ] && sanitizer=(-s none)
+# RUSTC_BOOTSTRAP lets the stable toolchain take the sanitizer flags cargo-fuzz passes.
+# The differential target runs snippets natively and catches their signals itself, so
+# libFuzzer must leave SIGSEGV/SIGBUS/SIGFPE/SIGILL to it.
+RUSTC_BOOTSTRAP=1 cargo fuzz run "${sanitizer[@]}" "$target" --fuzz-dir . -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+    -handle_segv=0 -handle_bus=0 -handle_fpe=0 -handle_ill=0 \
+    "corpus/$target" 2>&1 | tee "$log" || status=$?
+rate=$(grep -o 'exec/s: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || true)
+echo "$target: ${rate:-?} exec/s over $seconds s"
+exit "$status"
