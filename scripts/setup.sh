@@ -9,15 +9,18 @@
 #                                   (qemu-system-x86), Bochs with its BIOS images (bochs,
 #                                   bochsbios, vgabios) and what makes a GRUB ISO
 #                                   (grub-pc-bin, grub-common, xorriso, mtools)
+#   bash scripts/setup.sh --fuzz    also cargo-fuzz (the fuzz targets in fuzz/, scripts/fuzz.sh)
 #
 # Nothing is ever installed by hand: whatever a test needs is added here.
 set -euo pipefail
 
 want_machines=0
+want_fuzz=0
 for arg in "$@"; do
     case "$arg" in
         --test-machines) want_machines=1 ;;
-        *) echo "setup: unknown option $arg (known: --test-machines)" >&2; exit 2 ;;
+        --fuzz) want_fuzz=1 ;;
+        *) echo "setup: unknown option $arg (known: --test-machines, --fuzz)" >&2; exit 2 ;;
     esac
 done
 
@@ -47,4 +50,9 @@ apt_install() {
 
 if [ "$want_machines" -eq 1 ]; then
     apt_install qemu-system-x86 bochs bochsbios vgabios grub-pc-bin grub-common xorriso mtools
+fi
+
+if [ "$want_fuzz" -eq 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz (crates.io)"
+    cargo install cargo-fuzz --locked
 fi

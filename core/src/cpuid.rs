@@ -301,8 +301,8 @@ impl CpuidPolicy {
     /// up to 0x16 (so the TSC leaves 0x15/0x16 exist; leaves the model does not fill, such
     /// as 4, 0xa and 0xd, read zeros), hypervisor leaves up to 0x4000_0010, extended leaves
     /// up to 0x8000_0008. The instruction-set extensions are exactly those the emulator
-    /// implements (checked by the oracle crate's `cpuid_policy` test): MMX, SSE, SSE2, SSSE3,
-    /// SSE4.1, SSE4.2 (SSE3 joins with the x87's FISTTP), POPCNT, MOVBE, CMPXCHG16B, BMI1/2, ADX, LZCNT; XSAVE, AVX and later are
+    /// implements (checked by the oracle crate's `cpuid_policy` test): x87, FXSR, MMX, SSE
+    /// through SSE4.2, POPCNT, MOVBE, CMPXCHG16B, BMI1/2, ADX, LZCNT; XSAVE, AVX and later are
     /// clear. MAXPHYADDR is [`PHYS_ADDR_BITS`].
     pub fn emulator() -> CpuidPolicy {
         let mut policy = CpuidPolicy::empty();
@@ -323,6 +323,7 @@ impl CpuidPolicy {
         policy.set_leaf(1, 0, [0x0009_06ea, 0x0001_0800, 0, 0]);
         use Feature::*;
         for feature in [
+            Fpu,
             Pse,
             Tsc,
             Msr,
@@ -336,8 +337,10 @@ impl CpuidPolicy {
             Pat,
             Clfsh,
             Mmx,
+            Fxsr,
             Sse,
             Sse2,
+            Sse3,
             Ssse3,
             Sse41,
             Sse42,
@@ -696,9 +699,12 @@ mod tests {
             ("popcnt", fi.has_popcnt()),
             ("movbe", fi.has_movbe()),
             ("hypervisor", fi.has_hypervisor()),
+            ("fpu", fi.has_fpu()),
+            ("fxsr", fi.has_fxsave_fxstor()),
             ("mmx", fi.has_mmx()),
             ("sse", fi.has_sse()),
             ("sse2", fi.has_sse2()),
+            ("sse3", fi.has_sse3()),
             ("ssse3", fi.has_ssse3()),
             ("sse4.1", fi.has_sse41()),
             ("sse4.2", fi.has_sse42()),
@@ -706,9 +712,6 @@ mod tests {
             assert!(have, "{name}");
         }
         for (name, have) in [
-            ("fpu", fi.has_fpu()),
-            ("fxsr", fi.has_fxsave_fxstor()),
-            ("sse3", fi.has_sse3()),
             ("xsave", fi.has_xsave()),
             ("oxsave", fi.has_oxsave()),
             ("avx", fi.has_avx()),

@@ -212,6 +212,18 @@ fn canonical(la: u64) -> bool {
     ((la as i64) << 16 >> 16) as u64 == la
 }
 
+/// A non-canonical address raises #GP(0), except through SS, where it raises #SS(0)
+/// (SDM 3A 6.15, "Interrupt 12"). Translation does not know the segment, so the
+/// segment-relative accessors remap its #GP on their (cold) error path.
+#[cold]
+fn stack_canonical(e: Ex, seg: u8, la: u64) -> Ex {
+    if seg == sr::SS && !canonical(la) && e == GP(0) {
+        fault_ec(SS, 0)
+    } else {
+        e
+    }
+}
+
 impl Cpu {
     /// Segment-relative offset `ea` of an access of `size` bytes through segment `seg` to a
     /// linear address, with the checks protected mode makes.
@@ -627,6 +639,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, false)?;
         self.check_alignment(la, size)?;
         self.read_lin(mem, la, size, self.tlb.sel)
+            .map_err(|e| stack_canonical(e, seg, la))
     }
 
     /// Read `size` bytes at `seg:ea` as the first half of a read-modify-write: segment and
@@ -642,6 +655,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         self.check_alignment(la, size)?;
         self.read_lin_rmw(mem, la, size, self.tlb.sel)
+            .map_err(|e| stack_canonical(e, seg, la))
     }
 
     /// Write `size` bytes at `seg:ea`.
@@ -657,6 +671,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         self.check_alignment(la, size)?;
         self.write_lin(mem, la, size, v, self.tlb.sel)
+            .map_err(|e| stack_canonical(e, seg, la))
     }
 
     /// Check that `seg:ea` can be written (for instructions that must fault before side
@@ -671,6 +686,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         let sel = self.tlb.sel;
         self.translate(mem, la, Kind::Write, sel)
+            .map_err(|e| stack_canonical(e, seg, la))
     }
 
     /// Supervisor (implicit) read of linear memory: descriptor tables, the TSS.

@@ -16,9 +16,9 @@
 //!   Linux has it, so `INT3` works from user mode) to a one-byte `HLT` handler at its own
 //!   address: the `HLT` exit tells which vector was delivered, and the frame on the kernel
 //!   stack (RSP0 from the TSS) gives the error code, RIP, RFLAGS and RSP at the fault.
-//! - The snippet is followed by a `HLT`, which raises #GP(0) at CPL 3: a #GP whose RIP is
-//!   the end of the snippet means the snippet completed (no instruction of the snippet
-//!   can fault at that address).
+//! - The code page is the host's byte for byte ([`crate::code_page`]): the snippet is
+//!   followed by the exit stub, whose jump target is not mapped here: the #PF on fetching
+//!   it means the snippet completed.
 //!
 //! Comparison granularity: the native oracle learns the vector from the kernel's
 //! `REG_TRAPNO`, the error code from `REG_ERR` and the #PF address from `si_addr`, so
@@ -193,8 +193,7 @@ impl EmuRunner {
         if code.len() > crate::MAX_SNIPPET {
             return Err(EmuError::Setup("snippet too long".into()));
         }
-        let mut page = vec![0xf4u8; CODE_SIZE as usize];
-        page[..code.len()].copy_from_slice(code);
+        let page = crate::code_page(code, state.bits);
         let m = &mut self.mem;
         m.write(CODE_PA, &page).map_err(setup_err)?;
         m.write(SCRATCH_PA, &state.scratch).map_err(setup_err)?;
@@ -266,9 +265,21 @@ impl EmuRunner {
                 attr: Segment::LDT_UNUSABLE,
             },
         );
+        // The host's selectors: the oracle loads DS and ES with the user data selector
+        // (compatibility mode needs them); FS and GS are null, as Linux leaves them
+        // for 64-bit processes (their bases come from MSRs).
         let data = Segment::flat(USER_DS, 0xc0f3);
-        for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss] {
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Ss] {
             v.set_segment(s, &data);
+        }
+        let null = Segment {
+            selector: 0,
+            base: 0,
+            limit: 0,
+            attr: Segment::UNUSABLE,
+        };
+        for s in [SegReg::Fs, SegReg::Gs] {
+            v.set_segment(s, &null);
         }
         // CS last: its DPL sets the CPL. Code size 32 is compatibility mode.
         let cs = if state.bits == 32 {
@@ -320,7 +331,13 @@ impl EmuRunner {
             .read(SCRATCH_PA, &mut out.scratch)
             .map_err(setup_err)?;
         let rip_offset = rip.wrapping_sub(CODE_BASE);
-        let end = if vector == 13 && error_code == Some(0) && rip_offset == code.len() as u64 {
+        let completed = vector == 14 && self.vcpu.cr2() == crate::exit_stub().0;
+        let rip_offset = if completed {
+            code.len() as u64
+        } else {
+            rip_offset
+        };
+        let end = if completed {
             End::Completed
         } else {
             End::Exception(Exception {

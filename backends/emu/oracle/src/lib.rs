@@ -333,6 +333,49 @@ pub fn check_state(state: &State) -> Result<(), OracleError> {
     Ok(())
 }
 
+/// The exit stub's jump target and the 64-bit code selector its 32-bit form jumps to:
+/// the host's exit trampoline and user code segment (elsewhere, where the oracle cannot
+/// run, a fixed unmapped address and Linux's selector, so the emulator side still works).
+pub fn exit_stub() -> (u64, u16) {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        native::exit_stub()
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        (0x7ff0_0000_0000, 0x33)
+    }
+}
+
+/// The code page both sides run, byte for byte (so a snippet that reads past its own
+/// end, RIP-relative, sees the same bytes): the snippet, then the exit stub, then
+/// INT3 filler. The stub is `jmp qword ptr [rip+disp]` through an 8-byte aligned slot
+/// (aligned so the jump cannot raise #AC when the snippet set AC) holding
+/// [`exit_stub`]'s target; at code size 32 a far jump to the 64-bit code segment comes
+/// first. On the host the target is the exit trampoline; on the emulator it is unmapped,
+/// and the instruction fetch that faults there marks the snippet as completed.
+pub fn code_page(code: &[u8], bits: u32) -> Vec<u8> {
+    let (target, cs64) = exit_stub();
+    let mut page = vec![0xccu8; CODE_SIZE as usize];
+    let len = code.len().min(MAX_SNIPPET);
+    page[..len].copy_from_slice(&code[..len]);
+    let mut stub_at = len;
+    if bits == 32 {
+        // jmp far cs64:next (EA ptr16:32), straight into the 64-bit stub below.
+        let next = CODE_BASE as u32 + stub_at as u32 + 7;
+        page[stub_at] = 0xea;
+        page[stub_at + 1..stub_at + 5].copy_from_slice(&next.to_le_bytes());
+        page[stub_at + 5..stub_at + 7].copy_from_slice(&cs64.to_le_bytes());
+        stub_at += 7;
+    }
+    let slot = (stub_at + 6).next_multiple_of(8);
+    let disp = (slot - (stub_at + 6)) as u32;
+    page[stub_at..stub_at + 2].copy_from_slice(&[0xff, 0x25]);
+    page[stub_at + 2..stub_at + 6].copy_from_slice(&disp.to_le_bytes());
+    page[slot..slot + 8].copy_from_slice(&target.to_le_bytes());
+    page
+}
+
 /// Run `code` on the host CPU from `state`.
 ///
 /// Runs are serialised process-wide. Fails if the snippet is rejected by

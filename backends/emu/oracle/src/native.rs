@@ -543,6 +543,15 @@ thread_local! {
     static ALT_STACK: Result<Option<AltStack>, String> = AltStack::install();
 }
 
+/// The exit stub's target (the exit trampoline) and the host's 64-bit code selector:
+/// what [`crate::code_page`] puts after the snippet.
+pub(crate) fn exit_stub() -> (u64, u16) {
+    (
+        opsvisor_oracle_exit as *const () as usize as u64,
+        host_selectors().0,
+    )
+}
+
 /// The host's 64-bit code selector and its data selector (SS), read once.
 fn host_selectors() -> (u16, u16) {
     static SELECTORS: OnceLock<(u16, u16)> = OnceLock::new();
@@ -561,28 +570,9 @@ fn host_selectors() -> (u16, u16) {
 /// x86-64 kernel.
 const USER32_CS: u16 = 0x23;
 
-/// Copy `code` and the exit stub to the code page. At code size 32 the stub first
-/// jumps far to the 64-bit code segment.
+/// Copy the code page ([`crate::code_page`]: the snippet and the exit stub) in.
 fn load_code(code: &[u8], bits: u32) -> Result<(), OracleError> {
-    let mut page = vec![0xccu8; CODE_SIZE as usize];
-    page[..code.len()].copy_from_slice(code);
-    let mut stub_at = code.len();
-    if bits == 32 {
-        // jmp far host_cs:next (EA ptr16:32), straight into the 64-bit stub below.
-        let next = CODE_BASE as u32 + stub_at as u32 + 7;
-        page[stub_at] = 0xea;
-        page[stub_at + 1..stub_at + 5].copy_from_slice(&next.to_le_bytes());
-        page[stub_at + 5..stub_at + 7].copy_from_slice(&host_selectors().0.to_le_bytes());
-        stub_at += 7;
-    }
-    // jmp qword ptr [rip+disp]; the address of opsvisor_oracle_exit in the next 8-byte
-    // aligned slot (aligned so that the jump cannot raise #AC when the snippet set AC).
-    let slot = (stub_at + 6).next_multiple_of(8);
-    let disp = (slot - (stub_at + 6)) as u32;
-    page[stub_at..stub_at + 2].copy_from_slice(&[0xff, 0x25]);
-    page[stub_at + 2..stub_at + 6].copy_from_slice(&disp.to_le_bytes());
-    let exit = opsvisor_oracle_exit as *const () as usize as u64;
-    page[slot..slot + 8].copy_from_slice(&exit.to_le_bytes());
+    let page = crate::code_page(code, bits);
     let unavailable = OracleError::Unavailable;
     protect(CODE_BASE, CODE_SIZE, libc::PROT_READ | libc::PROT_WRITE).map_err(unavailable)?;
     // SAFETY: the code page is our mapping, writable now, and nothing runs on it.

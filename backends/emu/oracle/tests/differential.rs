@@ -186,3 +186,15 @@ fn sse4_1() {
 fn sse4_2() {
     common::run_group_named("sse4_2");
 }
+
+/// The x87 and FXSAVE/FXRSTOR groups (tests/differential_x87.rs adds x87 sequences, the
+/// 32-bit environment layouts and per-family runs).
+#[test]
+fn x87() {
+    common::run_group_named("x87");
+}
+
+#[test]
+fn fxsr() {
+    common::run_group_named("fxsr");
+}
