@@ -3,10 +3,11 @@
 #
 #   bash scripts/fuzz.sh TARGET SECONDS     (e.g. emu_differential 60)
 #
-# Targets: emu_robustness, emu_differential, emu_modes (fuzz/fuzz_targets/). The corpus
-# is fuzz/corpus/TARGET (checked-in seeds; new inputs are added there), crashes go to
-# fuzz/artifacts/TARGET. Exits non-zero if the fuzzer found a failure. The last line is
-# "TARGET: N exec/s over SECONDS s".
+# Targets: emu_robustness, emu_differential, emu_modes (fuzz/fuzz_targets/). The seeds
+# are fuzz/corpus/TARGET (checked in, read only); the inputs a run discovers go to a
+# temporary directory (FUZZ_CORPUS=DIR keeps them), crashes to fuzz/artifacts/TARGET. Exits non-zero if the fuzzer found a failure. The last line is
+# "TARGET: N exec/s over SECONDS s". The mutation seed is fixed (FUZZ_SEED, default 1)
+# so a CI run is reproducible; set FUZZ_SEED to explore elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 target=${1:?usage: fuzz.sh TARGET SECONDS}
@@ -14,7 +15,9 @@ seconds=${2:?usage: fuzz.sh TARGET SECONDS}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p "corpus/$target" "artifacts/$target"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+found=${FUZZ_CORPUS:-$(mktemp -d)}
+mkdir -p "$found"
+trap 'rm -f "$log"; [ -n "${FUZZ_CORPUS:-}" ] || rm -rf "$found"' EXIT
 status=0
 # The differential target runs snippets natively in-process: ASan's shadow memory would
 # make most addresses valid on the host side (see the target's documentation).
@@ -24,9 +27,9 @@ sanitizer=()
 # The differential target runs snippets natively and catches their signals itself, so
 # libFuzzer must leave SIGSEGV/SIGBUS/SIGFPE/SIGILL to it.
 RUSTC_BOOTSTRAP=1 cargo fuzz run "${sanitizer[@]}" "$target" --fuzz-dir . -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -seed="${FUZZ_SEED:-1}" \
     -handle_segv=0 -handle_bus=0 -handle_fpe=0 -handle_ill=0 \
-    "corpus/$target" 2>&1 | tee "$log" || status=$?
+    "$found" "corpus/$target" 2>&1 | tee "$log" || status=$?
 rate=$(grep -o 'exec/s: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || true)
 echo "$target: ${rate:-?} exec/s over $seconds s"
 exit "$status"

@@ -51,9 +51,17 @@ fn oracle_page(addr: u64) -> bool {
 /// Instructions whose result depends on the host rather than the CPU: INT1 (see above),
 /// reads of a segment register's selector (Linux's on the host, the emulator runner's
 /// own on the emulator), of the time, random numbers, CPUID and processor IDs, the
-/// host's FS/GS base, and descriptor queries of the two different GDTs.
+/// host's FS/GS base, and descriptor queries of the two different GDTs; and what the
+/// coverage groups leave out for the reasons they record (vendor-specific hint NOPs,
+/// ...: `opsvisor_oracle::groups::EXCLUDED`).
 fn host_specific(i: &iced_x86::Instruction) -> bool {
     use iced_x86::Mnemonic as M;
+    if opsvisor_oracle::groups::EXCLUDED
+        .iter()
+        .any(|(m, _)| *m == i.mnemonic())
+    {
+        return true;
+    }
     matches!(
         i.mnemonic(),
         M::Int1

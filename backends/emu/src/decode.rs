@@ -72,6 +72,26 @@ pub fn reg_code(r: Register) -> u8 {
     }
 }
 
+/// The segment of the memory operand. In 64-bit mode ES, CS, SS and DS override prefixes
+/// are ignored (SDM 1 3.3.7.1): the operand uses its default segment, which matters for
+/// the fault a non-canonical address raises (#SS only for the stack segment's default
+/// users, RSP/RBP-based operands).
+fn effective_segment(i: &Instruction, bits: u32) -> Register {
+    let seg = i.memory_segment();
+    if bits != 64
+        || !matches!(
+            i.segment_prefix(),
+            Register::ES | Register::CS | Register::SS | Register::DS
+        )
+    {
+        return seg;
+    }
+    match i.memory_base() {
+        Register::RSP | Register::RBP | Register::ESP | Register::EBP => Register::SS,
+        _ => Register::DS,
+    }
+}
+
 /// Index of a segment register in [`Cpu::seg`].
 pub fn seg_index(r: Register) -> u8 {
     match r {
@@ -276,7 +296,7 @@ pub fn build(i: &Instruction, bits: u32) -> Op {
         base,
         index,
         scale,
-        seg: seg_index(i.memory_segment()),
+        seg: seg_index(effective_segment(i, bits)),
         amask,
         aux: 0,
         fused: false,

@@ -126,7 +126,12 @@ pub fn compare(
             ));
         }
     }
-    let (undefined, _) = undefined_flags_at(code, initial.bits);
+    // What the state holds was left by the instructions that retired: those before the
+    // host's final RIP (all of them when the snippet completed; a fault stops before the
+    // faulting one).
+    let retired = usize::try_from(native.rip_offset).map_or(code.len(), |n| n.min(code.len()));
+    let executed = &code[..retired];
+    let (undefined, _) = undefined_flags_at(executed, initial.bits);
     let mask = COMPARED_FLAGS & !undefined;
     if native.state.rflags & mask != emu.state.rflags & mask {
         diffs.push(format!(
@@ -136,7 +141,13 @@ pub fn compare(
             initial.rflags
         ));
     }
-    compare_fpu(code, initial.bits, &native.state, &emu.state, &mut diffs);
+    compare_fpu(
+        executed,
+        initial.bits,
+        &native.state,
+        &emu.state,
+        &mut diffs,
+    );
     let fxsave = decode_at(code, initial.bits).iter().any(|i| {
         matches!(
             i.mnemonic(),

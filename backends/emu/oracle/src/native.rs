@@ -525,12 +525,15 @@ impl Drop for AltStack {
         let mut current: libc::stack_t = unsafe { core::mem::zeroed() };
         // SAFETY: as above.
         let ok = unsafe { libc::sigaltstack(ptr::null(), &mut current) } == 0;
-        if ok && current.ss_sp == self.mem && current.ss_flags & libc::SS_ONSTACK == 0 {
-            // Still ours (thread-exit cleanup may have disabled it already): put the
-            // previous one back before unmapping.
+        let enabled = current.ss_flags & (libc::SS_ONSTACK | libc::SS_DISABLE) == 0;
+        if ok && current.ss_sp == self.mem && enabled {
+            // Still ours and enabled: put the previous one back before unmapping. When
+            // Rust's own thread-exit cleanup ran first it disabled the alternate stack
+            // and freed the previous one: restoring that would leave a dangling stack for
+            // the next signal (libFuzzer's timer, at exit), so nothing is restored then.
             // SAFETY: restoring the disposition the thread had.
             unsafe { libc::sigaltstack(&self.previous, ptr::null_mut()) };
-        } else if ok && current.ss_sp == self.mem {
+        } else if ok && current.ss_sp == self.mem && current.ss_flags & libc::SS_ONSTACK != 0 {
             // Cannot happen (we are not in a handler), but never unmap a stack in use.
             return;
         }

@@ -9,13 +9,17 @@ const C1: u16 = 1 << 9;
 const C2: u16 = 1 << 10;
 const C3: u16 = 1 << 14;
 const ALL: u16 = C0 | C1 | C2 | C3;
+/// What the instructions that may leave C1 alone "define": nothing (see `cc_effect`).
+const C1_IF_DEFINED: u16 = 0;
 
 /// (condition codes the instruction defines, condition codes it leaves undefined).
 /// Instructions that do not touch the condition codes define and undefine nothing.
 fn cc_effect(m: Mnemonic) -> (u16, u16) {
     use Mnemonic as M;
     match m {
-        // C1 defined (stack fault / round-up), the rest undefined.
+        // C1 written (stack fault / round-up), the rest undefined. Whether these write C1
+        // when nothing happened differs by vendor (the AMD host leaves an earlier C1 in
+        // place after FLD), so an undefined C1 stays undefined through them.
         M::Fld
         | M::Fild
         | M::Fbld
@@ -59,8 +63,10 @@ fn cc_effect(m: Mnemonic) -> (u16, u16) {
         | M::Fxtract
         | M::Fxch
         | M::Fincstp
-        | M::Fdecstp
-        | M::Fcmovb
+        | M::Fdecstp => (C1_IF_DEFINED, C0 | C2 | C3),
+        // C1 changes only on a stack underflow (observed on the host), so an earlier
+        // undefined C1 stays undefined; C0, C2 and C3 are undefined.
+        M::Fcmovb
         | M::Fcmove
         | M::Fcmovbe
         | M::Fcmovu
@@ -71,7 +77,7 @@ fn cc_effect(m: Mnemonic) -> (u16, u16) {
         | M::Fcomi
         | M::Fcomip
         | M::Fucomi
-        | M::Fucomip => (C1, C0 | C2 | C3),
+        | M::Fucomip => (0, C0 | C2 | C3),
         // The transcendental instructions: C1 is the round-up indicator of a result
         // the emulator only approximates (see `st_equivalent`), so it cannot be
         // predicted and is not compared; C2 (argument out of range) is defined for the

@@ -247,3 +247,66 @@ fn alignment_check_covers_enter_stack_top_probe() {
     }
     check(&code, &s);
 }
+
+#[test]
+fn non_canonical_stack_relative_access_raises_ss() {
+    let mut s = state();
+    s.gpr[1] = 0x8000_0000_0000;
+    // add [rsp+rcx], cl: found by the emu_differential fuzz target.
+    let code = [0x00, 0x0c, 0x0c];
+    let native = run(&code, &s).expect("oracle");
+    assert_eq!(
+        native.end,
+        End::Exception(Exception {
+            vector: 12,
+            error_code: Some(0),
+            address: None
+        })
+    );
+    check(&code, &s);
+}
+
+#[test]
+fn bytes_after_the_snippet_are_the_same_on_both_sides() {
+    let s = state();
+    // mov eax, [rip]: reads the exit stub that follows the snippet (fuzz finding).
+    let code = [0x8b, 0x05, 0, 0, 0, 0];
+    check(&code, &s);
+}
+
+#[test]
+fn cmps_reports_the_destination_fault_first() {
+    let mut s = state();
+    s.gpr[RSI] = 0xa6a6_d966_6666_af66;
+    s.gpr[7] = 0;
+    // cmpsb: both operands fault; the host reports #PF at ES:[RDI] (fuzz finding).
+    let code = [0xa6];
+    check(&code, &s);
+}
+
+#[test]
+fn ss_override_is_ignored_in_64_bit_mode() {
+    let mut s = state();
+    s.gpr[7] = 0x8000_0000_0000;
+    // add ah, ss:[rdi+2Ch]: the prefix is ignored, a non-canonical address is #GP(0).
+    let code = [0x36, 0x02, 0x67, 0x2c];
+    let native = run(&code, &s).expect("oracle");
+    assert_eq!(
+        native.end,
+        End::Exception(Exception {
+            vector: 13,
+            error_code: Some(0),
+            address: None
+        })
+    );
+    check(&code, &s);
+}
+
+#[test]
+fn cmps_reports_the_destination_gp_before_the_source_page_fault() {
+    let mut s = state();
+    s.gpr[RSI] = 0;
+    s.gpr[7] = 0xa6a6_d966_6666_af66;
+    let code = [0xa6];
+    check(&code, &s);
+}

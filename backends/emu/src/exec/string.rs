@@ -153,8 +153,11 @@ pub fn cmps(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     let seg = op.seg;
     repeat(c, mem, op, true, |c, mem, d, size| {
-        let a = c.rd(mem, seg, c.gpr[6] & m, size)?;
+        // ES:[RDI] is read first: when both operands fault, the processor reports the
+        // destination's fault, #PF or #GP alike (observed on the AMD host of the
+        // differential tests; the SDM leaves the order open).
         let b = c.rd(mem, sr::ES, c.gpr[7] & m, size)?;
+        let a = c.rd(mem, seg, c.gpr[6] & m, size)?;
         let (_, f) = alu(AluOp::Sub, size, a, b, c.rflags());
         c.set_rflags(f);
         step(c, 6, d, m);
