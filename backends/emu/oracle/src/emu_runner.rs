@@ -27,8 +27,8 @@
 //! the input's.
 
 use crate::{
-    has_error_code, End, Exception, Outcome, State, CODE_BASE, CODE_SIZE, IF, RFLAGS_USER,
-    SCRATCH_BASE, SCRATCH_SIZE,
+    has_error_code, End, Exception, Outcome, State, CODE_BASE, IF, RFLAGS_USER, SCRATCH_BASE,
+    SCRATCH_SIZE,
 };
 use core::fmt;
 use opsvisor_core::exit::Exit;
