@@ -7,8 +7,10 @@
 //! and calls [`rust_main`]. That sets up COM1, reads the loader's memory map and modules
 //! ([`bootinfo`]), puts the heap on the largest free RAM range, calibrates the TSC,
 //! loads the first module (a multiboot v1 kernel) into guest memory with core's loader,
-//! picks the backend from CPUID and runs the guest. The guest's COM1 is forwarded to the
-//! host's.
+//! picks the backend from CPUID and runs the guest. On the VMX backend a built-in probe
+//! guest first measures the round trip of a CPUID and a VMCALL exit in TSC cycles
+//! ([`probe`]) and prints it (`opsvisor-image: vmx round trip: ...`). The guest's COM1 is
+//! forwarded to the host's.
 //!
 //! The last line on the serial console is one of
 //!
@@ -40,6 +42,7 @@ mod cpu;
 mod heap;
 mod platform;
 mod power;
+mod probe;
 mod serial;
 
 use alloc::format;
@@ -343,6 +346,20 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     }
 
     let mut vcpu = choose_backend(opts.backend, hz)?;
+    if matches!(vcpu, Backend::Vmx(_)) {
+        let (back, figures) = probe::round_trip(vcpu, hz);
+        vcpu = back;
+        match figures {
+            Ok(t) => log!(
+                "vmx round trip: cpuid {} cycles, vmcall {} cycles (median of {} runs of {} exits; vmcall includes its #UD delivery)",
+                t.cpuid,
+                t.vmcall,
+                probe::RUNS,
+                probe::LOOPS
+            ),
+            Err(e) => log!("vmx round trip: the probe failed: {}", e),
+        }
+    }
     let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
     let state = load_multiboot(&mut mem, kernel, kernel_ref.cmdline.as_str(), &extra)
         .map_err(|e| format!("boot module 0: {e}"))?;

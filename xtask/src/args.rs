@@ -7,9 +7,13 @@ use std::time::Duration;
 pub const DEFAULT_BOCHS_CPU: &str = "corei7_skylake_x";
 /// Default limit on one emulator run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default Bochs instructions per emulated second (the notes' value: keeps the BIOS's
-/// timed waits short).
-pub const DEFAULT_IPS: u64 = 5_000_000;
+/// Default Bochs instructions per emulated second. Bochs' clock advances with the
+/// instructions it emulates, so this sets how much emulated time one VM exit costs: at
+/// 5 000 000 a timer tick's exits (~4 400 instructions) take ~0.9 ms, longer than the
+/// 0.5 ms period apic_timer_periodic programs, and the guest never gets past its
+/// interrupts on the VMX backend. At 50 000 000 every corpus guest passes, and the
+/// BIOS's timed waits cost well under a second more.
+pub const DEFAULT_IPS: u64 = 50_000_000;
 /// Default RAM of the emulated machine, MiB (the image keeps 64 MiB for the guest and
 /// needs some for itself).
 pub const DEFAULT_MEGS: u32 = 256;
@@ -66,6 +70,9 @@ pub enum Command {
     },
     /// Run under Bochs.
     Bochs(RunOptions),
+    /// Boot every corpus guest in turn under Bochs on the VMX backend (`backend=vmx`
+    /// is added to the image's command line); the guest in the options is unused.
+    BochsCorpus(RunOptions),
     /// Run under QEMU TCG.
     Qemu(RunOptions),
     /// Run under QEMU with KVM (nested VMX).
@@ -87,6 +94,10 @@ USAGE:
     cargo xtask usb GUEST OUT.img           bootable USB disk image (the hybrid GRUB ISO)
     cargo xtask bochs GUEST [OPTIONS]       boot under headless Bochs
     cargo xtask bochs-vmx GUEST [OPTIONS]   the same, named for its VMX CPU model
+    cargo xtask bochs-vmx --corpus [OPTIONS]
+                                            every corpus guest in turn on the VMX backend
+                                            (backend=vmx): one PASS/FAIL line per guest and
+                                            a summary (alias: cargo xtask corpus-vmx)
     cargo xtask qemu GUEST [OPTIONS]        boot under QEMU TCG (-kernel, PVH)
     cargo xtask qemu-kvm GUEST [OPTIONS]    boot under QEMU with KVM (-cpu host, nested VMX)
     cargo xtask coverage [--check]          regenerate docs/emu-coverage.md (the emulator's
@@ -100,16 +111,21 @@ OPTIONS:
     --cpu MODEL       Bochs CPU model (default corei7_skylake_x; ryzen for SVM)
     --timeout SECS    give up after SECS seconds (default 120); the emulator is killed
     --megs MIB        RAM of the emulated machine (default 256)
-    --ips N           Bochs instructions per emulated second (default 5000000); the emulated
-                      clock runs slower against the work done with a larger N, which timing-
-                      sensitive guests on the image's emulator backend may need (50000000)
-    --append ARGS     the image's command line: mem=<MiB> (guest RAM, default 64), interactive,
-                      fault (raise #UD first: checks the exception report)
+    --ips N           Bochs instructions per emulated second (default 50000000); the emulated
+                      clock runs slower against the work done with a larger N, which timer
+                      guests need (at 5000000 one exit costs ~70 us of emulated time)
+    --append ARGS     the image's command line: mem=<MiB> (guest RAM, default 64),
+                      backend=auto|vmx|emu, interactive, fault (raise #UD first: checks the
+                      exception report); --corpus adds backend=vmx itself
     --iso             qemu: boot the GRUB ISO as a CD instead of -kernel/-initrd
 
 The guest's serial output is streamed to stdout as it arrives. Exit status: 0 when the image
 reports the guest's PASS (`opsvisor-image: guest exit status 1`), 1 when the guest or the
-image failed, 2 on bad input or a missing tool, 3 on timeout.
+image failed, 2 on bad input or a missing tool, 3 on timeout, 4 when the image was asked for
+the VMX backend (backend=vmx, --corpus) and the CPU cannot run it (the Bochs model has no
+VMX, or VMX without EPT and unrestricted guest, as core2_penryn_t9600). --corpus exits 0 when
+every guest passes, 1 when any fails (a timeout counts as a failure), 4 as soon as the CPU is
+refused.
 
 To boot real hardware: `cargo xtask usb hello opsvisor.img`, then
 `sudo dd if=opsvisor.img of=/dev/sdX bs=4M conv=fsync` (sdX: the whole USB stick, not a
@@ -149,6 +165,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 [_, extra, ..] => Err(format!("'usb': unexpected argument '{extra}'")),
             }
         }
+        "bochs-vmx" if rest.iter().any(|a| a == "--corpus") => {
+            let rest: Vec<String> = rest.iter().filter(|a| *a != "--corpus").cloned().collect();
+            corpus(cmd, &rest)
+        }
+        "corpus-vmx" => corpus(cmd, rest),
         "bochs" | "bochs-vmx" => {
             let (run, _, positional) = parse_run(rest, false)?;
             no_more(cmd, &positional)?;
@@ -171,6 +192,37 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         other => Err(format!("unknown command '{other}'")),
     }
+}
+
+/// The image's command-line word that the corpus command adds.
+pub const CORPUS_BACKEND: &str = "backend=vmx";
+
+/// `bochs-vmx --corpus` / `corpus-vmx`: the run options without a guest.
+fn corpus(cmd: &str, args: &[String]) -> Result<Command, String> {
+    // A placeholder guest lets `parse_run` read the options; a real one is refused.
+    let mut with_guest = vec![String::from("corpus")];
+    with_guest.extend_from_slice(args);
+    let (mut run, _, positional) = parse_run(&with_guest, false)?;
+    if let Some(extra) = positional.first() {
+        return Err(format!(
+            "'{cmd}' runs every corpus guest: unexpected argument '{extra}'"
+        ));
+    }
+    if run
+        .append
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("backend="))
+    {
+        return Err(format!(
+            "'{cmd}' runs the vmx backend: leave backend= out of --append"
+        ));
+    }
+    run.append = if run.append.trim().is_empty() {
+        CORPUS_BACKEND.into()
+    } else {
+        format!("{} {CORPUS_BACKEND}", run.append.trim())
+    };
+    Ok(Command::BochsCorpus(run))
 }
 
 fn no_more(cmd: &str, positional: &[String]) -> Result<(), String> {
@@ -313,7 +365,7 @@ mod tests {
         assert_eq!(run.megs, DEFAULT_MEGS);
 
         let Ok(Command::Bochs(run)) = parse(&args(
-            "bochs-vmx --cpu ryzen ./k.elf --timeout 7.5 --megs 512 --ips 50000000",
+            "bochs-vmx --cpu ryzen ./k.elf --timeout 7.5 --megs 512 --ips 20000000",
         )) else {
             panic!("not a bochs command");
         };
@@ -321,7 +373,7 @@ mod tests {
         assert_eq!(run.cpu, "ryzen");
         assert_eq!(run.timeout, Duration::from_millis(7500));
         assert_eq!(run.megs, 512);
-        assert_eq!(run.ips, 50_000_000);
+        assert_eq!(run.ips, 20_000_000);
     }
 
     #[test]
@@ -351,6 +403,56 @@ mod tests {
             .unwrap_err()
             .contains("output file"));
         assert!(parse(&args("bochs hello --out x")).is_err());
+    }
+
+    #[test]
+    fn corpus_options() {
+        for line in [
+            "bochs-vmx --corpus",
+            "corpus-vmx",
+            "bochs-vmx --timeout 30 --corpus",
+        ] {
+            let Ok(Command::BochsCorpus(run)) = parse(&args(line)) else {
+                panic!("{line}: not a corpus command");
+            };
+            assert_eq!(run.cpu, DEFAULT_BOCHS_CPU, "{line}");
+            assert_eq!(run.append, "backend=vmx", "{line}");
+        }
+        let Ok(Command::BochsCorpus(run)) = parse(&args(
+            "bochs-vmx --corpus --cpu core2_penryn_t9600 --append mem=32 --timeout 60",
+        )) else {
+            panic!("not a corpus command");
+        };
+        assert_eq!(run.cpu, "core2_penryn_t9600");
+        assert_eq!(run.append, "mem=32 backend=vmx");
+        assert_eq!(run.timeout, Duration::from_secs(60));
+        // Only bochs-vmx takes --corpus.
+        assert_eq!(
+            parse(&args("bochs --corpus")),
+            Err("unknown option '--corpus'".into())
+        );
+        assert!(matches!(
+            parse(&args("bochs-vmx hello")),
+            Ok(Command::Bochs(_))
+        ));
+    }
+
+    #[test]
+    fn corpus_refuses_a_guest_and_a_backend() {
+        let mut with_backend = args("bochs-vmx --corpus --append");
+        with_backend.push("mem=8 backend=vmx".into());
+        let err = parse(&with_backend).expect_err("backend in --append");
+        assert!(err.contains("leave backend= out"), "{err}");
+        for (line, want) in [
+            ("bochs-vmx --corpus hello", "unexpected argument 'hello'"),
+            ("corpus-vmx hello", "unexpected argument 'hello'"),
+            ("corpus-vmx --append backend=emu", "leave backend= out"),
+            ("corpus-vmx --cpu", "needs a value"),
+            ("corpus-vmx --bogus", "unknown option"),
+        ] {
+            let err = parse(&args(line)).expect_err(line);
+            assert!(err.contains(want), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! cargo xtask usb GUEST OUT.img          bootable USB disk image (the ISO is hybrid)
 //! cargo xtask bochs GUEST [OPTIONS]      headless Bochs (default CPU corei7_skylake_x)
 //! cargo xtask bochs-vmx GUEST [OPTIONS]  the same (the name the issue uses)
+//! cargo xtask bochs-vmx --corpus [OPTIONS]
+//!                                        every corpus guest on the VMX backend, one
+//!                                        PASS/FAIL line each and a summary (= corpus-vmx)
 //! cargo xtask qemu GUEST [OPTIONS]       QEMU TCG, -kernel (PVH) + -initrd, or --iso
 //! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX)
 //! ```
@@ -25,7 +28,10 @@
 //! debug-exit write), `opsvisor-image: triple fault ...` or `opsvisor-image: failed: ...`.
 //! Exit status: 0 when N is 1 (the guest's PASS; under QEMU the emulator's own status must
 //! agree), 1 when the guest or the image failed, 2 on bad input, a missing tool or a host
-//! that cannot run the command, 3 on timeout. Bochs' own exit status carries nothing
+//! that cannot run the command, 3 on timeout, 4 when the image, told `backend=vmx`,
+//! reports that the CPU cannot run the VMX backend (`VMX backend refuses this CPU`).
+//! The corpus command stops at that refusal (every guest would meet it), and otherwise
+//! exits 1 if any guest failed or timed out. Bochs' own exit status carries nothing
 //! (it is always 1): only the serial report counts. A failed run keeps its temporary
 //! directory (COM1 capture, Bochs log) and says where.
 //!
@@ -64,6 +70,10 @@ const STATUS_FAILED: u8 = 1;
 const STATUS_BAD_INPUT: u8 = 2;
 /// Exit status: the run timed out.
 const STATUS_TIMEOUT: u8 = 3;
+/// Exit status: the image refused to run the VMX backend on this CPU.
+const STATUS_REFUSED: u8 = 4;
+/// How the image words its refusal of `backend=vmx` (main.rs, `choose_backend`).
+const VMX_REFUSAL: &str = "vmx backend unavailable: ";
 /// How long an emulator may take to power off after the image's final report.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 /// The installer for the emulators and GRUB.
@@ -78,6 +88,8 @@ enum Failure {
     Failed(String),
     /// The run timed out (status 3).
     Timeout(String),
+    /// The CPU cannot run the VMX backend the image was told to use (status 4).
+    Refused(String),
 }
 
 impl Failure {
@@ -86,12 +98,16 @@ impl Failure {
             Failure::BadInput(_) => STATUS_BAD_INPUT,
             Failure::Failed(_) => STATUS_FAILED,
             Failure::Timeout(_) => STATUS_TIMEOUT,
+            Failure::Refused(_) => STATUS_REFUSED,
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            Failure::BadInput(m) | Failure::Failed(m) | Failure::Timeout(m) => m,
+            Failure::BadInput(m)
+            | Failure::Failed(m)
+            | Failure::Timeout(m)
+            | Failure::Refused(m) => m,
         }
     }
 }
@@ -157,7 +173,8 @@ fn run(cmd: Cmd) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Bochs(run) => bochs(&run),
+        Cmd::Bochs(run) => bochs(&run, true),
+        Cmd::BochsCorpus(run) => bochs_corpus(&run),
         Cmd::Qemu(run) => qemu(&run, false),
         Cmd::QemuKvm(run) => {
             kvm_usable()?;
@@ -410,10 +427,10 @@ struct Watched {
     elapsed: Duration,
 }
 
-/// Follow `com1` while `child` runs, copying new bytes to stdout; stop when it exits, when
-/// `timeout` passes, or [`POWER_OFF_GRACE`] after the image's final report (the emulator
-/// is killed in the last two cases).
-fn watch(mut child: Child, com1: &Path, timeout: Duration) -> Watched {
+/// Follow `com1` while `child` runs, copying new bytes to stdout if `stream`; stop when it
+/// exits, when `timeout` passes, or [`POWER_OFF_GRACE`] after the image's final report
+/// (the emulator is killed in the last two cases).
+fn watch(mut child: Child, com1: &Path, timeout: Duration, stream: bool) -> Watched {
     let start = Instant::now();
     let mut serial = Vec::new();
     let mut file: Option<fs::File> = None;
@@ -429,9 +446,11 @@ fn watch(mut child: Child, com1: &Path, timeout: Duration) -> Watched {
                 && f.read_to_end(&mut buf).is_ok()
                 && !buf.is_empty()
             {
-                // A closed stdout must not stop the run.
-                let _ = stdout.write_all(&buf);
-                let _ = stdout.flush();
+                if stream {
+                    // A closed stdout must not stop the run.
+                    let _ = stdout.write_all(&buf);
+                    let _ = stdout.flush();
+                }
                 serial.extend_from_slice(&buf);
             }
         }
@@ -464,13 +483,15 @@ fn watch(mut child: Child, com1: &Path, timeout: Duration) -> Watched {
     }
 }
 
-/// Judge a run: the image's report, and for QEMU the emulator's status, which must agree.
+/// Judge a run: the image's report, and for QEMU the emulator's status, which must agree;
+/// a PASS is reported on stderr if `report_pass`.
 fn judge(
     label: &str,
     watched: &Watched,
     qemu_status: bool,
     tmp: &mut TempDir,
     timeout: Duration,
+    report_pass: bool,
 ) -> Result<()> {
     let secs = watched.elapsed.as_secs_f64();
     let keep_note = |tmp: &mut TempDir| {
@@ -493,14 +514,24 @@ fn judge(
                     "{label}: the image reported PASS but QEMU exited with {code:?}, not 1 ({note})"
                 )));
             }
-            eprintln!("xtask: {label}: PASS (guest exit status 1) in {secs:.2} s");
+            if report_pass {
+                eprintln!("xtask: {label}: PASS (guest exit status 1) in {secs:.2} s");
+            }
             Ok(())
         }
         Some(v) => {
             let what = match v {
                 Verdict::GuestExit(n) => format!("FAIL (guest exit status {n})"),
                 Verdict::TripleFault(s) => format!("FAIL ({s})"),
-                Verdict::Failed(s) => format!("FAIL (image: {s})"),
+                Verdict::Failed(s) => {
+                    // Nothing to keep: the image's reason is the whole story.
+                    if let Some(why) = s.strip_prefix(VMX_REFUSAL) {
+                        return Err(Failure::Refused(format!(
+                            "{label}: VMX backend refuses this CPU: {why}"
+                        )));
+                    }
+                    format!("FAIL (image: {s})")
+                }
             };
             let note = keep_note(tmp);
             Err(Failure::Failed(format!(
@@ -519,7 +550,9 @@ fn judge(
     }
 }
 
-fn bochs(run: &RunOptions) -> Result<()> {
+/// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to
+/// stdout as it arrives.
+fn bochs(run: &RunOptions, stream: bool) -> Result<()> {
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("bochs")?;
@@ -540,7 +573,9 @@ fn bochs(run: &RunOptions) -> Result<()> {
     let out = fs::File::create(&out_path).map_err(|e| io_failure(&out_path, e))?;
     let err = out.try_clone().map_err(|e| io_failure(&out_path, e))?;
     let label = format!("bochs ({}) {name}", run.cpu);
-    eprintln!("xtask: {label}: starting (files in {})", tmp.path.display());
+    if stream {
+        eprintln!("xtask: {label}: starting (files in {})", tmp.path.display());
+    }
     let child = spawn(
         Command::new("bochs")
             .arg("-q")
@@ -554,8 +589,83 @@ fn bochs(run: &RunOptions) -> Result<()> {
             .stderr(err),
         "bochs",
     )?;
-    let watched = watch(child, &com1, run.timeout);
-    judge(&label, &watched, false, &mut tmp, run.timeout)
+    let watched = watch(child, &com1, run.timeout, stream);
+    judge(&label, &watched, false, &mut tmp, run.timeout, stream)
+}
+
+/// The corpus guests' names (guests/src/bin/*.rs), sorted.
+fn corpus_names() -> Result<Vec<String>> {
+    let dir = root().join("guests").join("src").join("bin");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .map_err(|e| io_failure(&dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".rs"))
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(Failure::BadInput(format!(
+            "no corpus guest in {}",
+            dir.display()
+        )));
+    }
+    Ok(names)
+}
+
+/// Boot every corpus guest in turn under Bochs with `run`'s options (the image's command
+/// line already says `backend=vmx`); one line per guest, then a summary.
+fn bochs_corpus(run: &RunOptions) -> Result<()> {
+    let names = corpus_names()?;
+    eprintln!(
+        "xtask: corpus on bochs ({}), image command line '{}': {} guests",
+        run.cpu,
+        run.append,
+        names.len()
+    );
+    let mut failed = Vec::new();
+    for name in &names {
+        let one = RunOptions {
+            guest: GuestSpec::Corpus(name.clone()),
+            ..run.clone()
+        };
+        let started = Instant::now();
+        match bochs(&one, false) {
+            Ok(()) => println!("PASS  {name}  ({:.2} s)", started.elapsed().as_secs_f64()),
+            Err(Failure::Refused(why)) => {
+                // Every guest would meet the same refusal: say it once and stop.
+                println!("REFUSED  {name}");
+                return Err(Failure::Refused(format!(
+                    "corpus not run: {why}; pick a CPU model with VMX, EPT and unrestricted \
+                     guest (default {})",
+                    args::DEFAULT_BOCHS_CPU
+                )));
+            }
+            Err(Failure::BadInput(why)) => return Err(Failure::BadInput(why)),
+            Err(f) => {
+                println!("FAIL  {name}  ({})", f.message());
+                failed.push(name.as_str());
+            }
+        }
+    }
+    // The plain closing line test harnesses read: 'N passed, N failed'.
+    println!(
+        "corpus-vmx: {} passed, {} failed",
+        names.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "corpus on bochs ({}): failed: {}",
+            run.cpu,
+            failed.join(", ")
+        )))
+    }
 }
 
 fn qemu(run: &RunOptions, kvm: bool) -> Result<()> {
@@ -595,7 +705,7 @@ fn qemu(run: &RunOptions, kvm: bool) -> Result<()> {
         cmd.stdin(Stdio::null()).stdout(out).stderr(err),
         "qemu-system-x86_64",
     )?;
-    let watched = watch(child, &com1, run.timeout);
+    let watched = watch(child, &com1, run.timeout, true);
     if watched.status.is_some_and(|s| s.code() == Some(1)) && watched.serial.is_empty() {
         // QEMU itself refused to start: its message is in qemu.out.
         let why = fs::read_to_string(&out_path).unwrap_or_default();
@@ -607,7 +717,7 @@ fn qemu(run: &RunOptions, kvm: bool) -> Result<()> {
             )));
         }
     }
-    judge(&label, &watched, true, &mut tmp, run.timeout)
+    judge(&label, &watched, true, &mut tmp, run.timeout, true)
 }
 
 /// Check that this host can run the image under KVM with nested VMX.

@@ -7,7 +7,8 @@
 //! construction ([`ept_tables`]), the MSR and I/O bitmaps ([`bitmaps`]), guest state in
 //! the VMCS ([`state`]) and the MMIO instruction decoder ([`mmio`]). The part that needs
 //! the processor, VMXON, VM entry/exit and `impl X86Ops for VmxVcpu`, is in `vcpu`
-//! (x86-64 only).
+//! (x86-64 only); `replay` runs that vCPU's exit-handling half on the host against
+//! scripted exits, for tests and benchmarks.
 #![no_std]
 #![deny(missing_docs)]
 
@@ -22,6 +23,8 @@ pub mod event;
 pub mod exits;
 pub mod mmio;
 pub mod page;
+#[cfg(target_arch = "x86_64")]
+pub mod replay;
 pub mod state;
 #[cfg(target_arch = "x86_64")]
 pub mod vcpu;

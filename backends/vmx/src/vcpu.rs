@@ -6,6 +6,15 @@
 //! VMREAD/VMWRITE. The guest general registers other than RSP live in [`VmxVcpu`] and
 //! are swapped by the entry/exit assembly below; CR2 and the SYSCALL MSRs, which VMX
 //! does not switch, are kept in the processor (the host never uses them).
+//!
+//! The few processor operations the vCPU needs besides VMREAD/VMWRITE (VM entry,
+//! INVEPT, the MSRs VMX does not switch, the TSC) go through [`VmxProcessor`], which
+//! [`HardwareVmcs`] implements with the real instructions. `VmxVcpu` is generic over it
+//! (defaulting to the hardware) for one reason: [`crate::replay::ReplayVmcs`]
+//! implements it on an in-memory VMCS that replays scripted exits, so the host can run
+//! and benchmark the exit-handling half of [`X86Ops::run`] (decode, core's handler,
+//! the completion's VMCS writes) without VT-x. The hardware path is the same code,
+//! monomorphised for `HardwareVmcs`.
 
 use crate::bitmaps::{
     IoBitmaps, MsrBitmap, MSR_FS_BASE, MSR_GS_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
@@ -133,6 +142,124 @@ opsvisor_vmx_exit:
 extern "sysv64" {
     fn opsvisor_vmx_run(gprs: *mut u64, launched: u64) -> u64;
     fn opsvisor_vmx_exit();
+}
+
+/// What [`VmxVcpu`] needs from the processor besides VMREAD and VMWRITE.
+///
+/// [`HardwareVmcs`] executes the instructions; [`crate::replay::ReplayVmcs`] plays
+/// scripted exits back on the host (tests and benchmarks of the exit path).
+pub trait VmxProcessor: VmcsAccess {
+    /// VM entry: VMLAUNCH (`launched` false) or VMRESUME with the guest's general
+    /// registers from `gprs` (RSP is the VMCS's) and CR2 from `cr2`; returns at the next
+    /// VM exit with both updated, or `Err` when the entry instruction failed.
+    ///
+    /// # Safety
+    ///
+    /// On hardware: the VMCS is current and fully set up (controls, host state whose
+    /// HOST_RIP is this module's exit stub, EPT that maps guest RAM alone), so that
+    /// the guest cannot reach host memory and the exit returns here.
+    unsafe fn enter(
+        &mut self,
+        gprs: &mut Gprs,
+        cr2: &mut u64,
+        launched: bool,
+    ) -> Result<(), VmxError>;
+
+    /// INVEPT of type `kind` for `eptp`.
+    ///
+    /// # Safety
+    ///
+    /// The processor supports INVEPT (it has EPT); an unsupported type only fails.
+    unsafe fn invept(&mut self, kind: InveptType, eptp: u64) -> Result<(), VmxError>;
+
+    /// RDMSR of an MSR whose guest value lives in the processor (VMX does not switch
+    /// it).
+    ///
+    /// # Safety
+    ///
+    /// The MSR exists on this processor.
+    unsafe fn read_msr(&self, index: u32) -> u64;
+
+    /// WRMSR of such an MSR.
+    ///
+    /// # Safety
+    ///
+    /// The MSR exists, `value` is valid for it (canonical addresses), and it affects
+    /// nothing the host relies on (SYSCALL/SWAPGS/RDTSCP state: the host never executes
+    /// them).
+    unsafe fn write_msr(&mut self, index: u32, value: u64);
+
+    /// The host's time-stamp counter.
+    fn tsc(&self) -> u64;
+}
+
+impl VmxProcessor for HardwareVmcs {
+    unsafe fn enter(
+        &mut self,
+        gprs: &mut Gprs,
+        cr2: &mut u64,
+        launched: bool,
+    ) -> Result<(), VmxError> {
+        let guest_cr2 = *cr2;
+        // SAFETY: CR2 holds only the last page-fault address; the host reads it solely
+        // in its exception report. The guest's value must be in place at entry.
+        unsafe { asm!("mov cr2, {}", in(reg) guest_cr2, options(nomem, nostack, preserves_flags)) };
+        // SAFETY: the caller guarantees a current, fully set up VMCS (HOST_RIP at
+        // `opsvisor_vmx_exit`); `gprs` is a valid 16-quadword array the assembly reads
+        // and writes only while this call runs. The assembly preserves every
+        // callee-saved register and the stack pointer, and guest execution touches
+        // host memory only through the EPT, which maps guest RAM alone.
+        let result = unsafe { opsvisor_vmx_run(gprs.as_mut_ptr(), u64::from(launched)) };
+        // SAFETY: reading CR2 has no side effect.
+        unsafe {
+            asm!(
+                "mov {}, cr2",
+                out(reg) * cr2,
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+        match result {
+            0 => Ok(()),
+            1 => Err(VmxError::FailInvalid),
+            _ => Err(VmxError::FailValid(InstructionError(
+                self.read(fields::VM_INSTRUCTION_ERROR).unwrap_or(0) as u32,
+            ))),
+        }
+    }
+
+    unsafe fn invept(&mut self, kind: InveptType, eptp: u64) -> Result<(), VmxError> {
+        let descriptor: [u64; 2] = [eptp, 0];
+        let cf: u8;
+        let zf: u8;
+        // SAFETY: VMX root operation at CPL 0 (`HardwareVmcs`' contract) on a processor
+        // with INVEPT (the caller's); the descriptor is a local 16-byte array. INVEPT
+        // only invalidates cached translations; an unsupported type sets CF/ZF.
+        unsafe {
+            asm!(
+                "invept {k}, [{d}]",
+                "setc {cf}",
+                "setz {zf}",
+                k = in(reg) kind as u64,
+                d = in(reg) descriptor.as_ptr(),
+                cf = out(reg_byte) cf,
+                zf = out(reg_byte) zf,
+                options(nostack),
+            );
+        }
+        vmx_outcome(cf, zf)
+    }
+
+    unsafe fn read_msr(&self, index: u32) -> u64 {
+        rdmsr(index)
+    }
+
+    unsafe fn write_msr(&mut self, index: u32, value: u64) {
+        wrmsr(index, value)
+    }
+
+    fn tsc(&self) -> u64 {
+        rdtsc()
+    }
 }
 
 /// IA32_EFER.
@@ -266,11 +393,12 @@ pub enum VmxFailure {
     Inject(crate::event::InjectError),
 }
 
-/// The VMX vCPU.
-pub struct VmxVcpu {
+/// The VMX vCPU, on the processor ([`HardwareVmcs`], the default) or, for host tests
+/// and benchmarks, on [`crate::replay::ReplayVmcs`].
+pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     /// Guest RAX..R15 in encoding order (the RSP slot is unused: RSP is in the VMCS).
     gprs: Gprs,
-    vmcs: HardwareVmcs,
+    vmcs: V,
     caps: VmxCaps,
     controls: Controls,
     decoder: ExitDecoder,
@@ -294,15 +422,18 @@ pub struct VmxVcpu {
     vmxon_region: Box<Page>,
     vmcs_region: Box<Page>,
     config: VmxConfig,
-    /// Guest TSC as of the host TSC `entry_host_tsc` (RDTSC exiting).
+    /// Guest TSC as of the host TSC `entry_host_tsc` (RDTSC exiting): core's clock
+    /// reading ([`RunLimit::tsc`]) and the host TSC when this vCPU first saw it.
     entry_guest_tsc: u64,
     entry_host_tsc: u64,
+    /// Whether `entry_guest_tsc`/`entry_host_tsc` hold a reading (see `anchor_clock`).
+    tsc_anchored: bool,
     last_guest_tsc: u64,
     vmcs_error: Option<VmxError>,
     failure: Option<VmxFailure>,
 }
 
-impl core::fmt::Debug for VmxVcpu {
+impl<V: VmxProcessor> core::fmt::Debug for VmxVcpu<V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("VmxVcpu")
             .field("launched", &self.launched)
@@ -317,7 +448,7 @@ pub fn cpu_has_vmx() -> bool {
     core::arch::x86_64::__cpuid(1).ecx & (1 << 5) != 0
 }
 
-impl VmxVcpu {
+impl VmxVcpu<HardwareVmcs> {
     /// Enter VMX root operation and set up a VMCS for one guest.
     ///
     /// # Safety
@@ -326,7 +457,7 @@ impl VmxVcpu {
     /// mode with a GDT holding a TSS in TR; `config.to_phys` gives the true physical
     /// address of heap memory. The processor stays in VMX root operation afterwards
     /// (nothing leaves it: the image powers off at the end of its run).
-    pub unsafe fn enable(config: VmxConfig) -> Result<VmxVcpu, EnableError> {
+    pub unsafe fn enable(config: VmxConfig) -> Result<VmxVcpu<HardwareVmcs>, EnableError> {
         if !cpu_has_vmx() {
             return Err(EnableError::NoVmx);
         }
@@ -369,41 +500,10 @@ impl VmxVcpu {
         vmx_phys_op!("vmclear", vmcs_phys).map_err(EnableError::Vmcs)?;
         vmx_phys_op!("vmptrld", vmcs_phys).map_err(EnableError::Vmcs)?;
 
-        let rules = GuestCrRules::new(&caps, controls.features.unrestricted_guest);
-        let mut proc = controls.proc;
-        // Guest RDTSC/RDTSCP exit so that the guest's TSC is core's 1 GHz clock.
-        if caps.proc.allows(proc_based::RDTSC_EXITING) {
-            proc |= proc_based::RDTSC_EXITING;
-        }
-        let mut vcpu = VmxVcpu {
-            gprs: [0; 16],
-            // SAFETY: VMXON succeeded above: this processor is in VMX root operation at
-            // CPL 0, and stays so (see this function's contract).
-            vmcs: unsafe { HardwareVmcs::new() },
-            caps,
-            controls,
-            decoder: ExitDecoder::new(&caps),
-            rules,
-            proc,
-            launched: false,
-            pending: None,
-            pio_in_size: 1,
-            mmio: None,
-            cr2: 0,
-            ept: None,
-            ept_map_id: 0,
-            eptp: 0,
-            msr_bitmap: MsrBitmap::new(),
-            io_bitmaps: IoBitmaps::new(),
-            vmxon_region,
-            vmcs_region,
-            config,
-            entry_guest_tsc: 0,
-            entry_host_tsc: 0,
-            last_guest_tsc: 0,
-            vmcs_error: None,
-            failure: None,
-        };
+        // SAFETY: VMXON succeeded above: this processor is in VMX root operation at
+        // CPL 0, and stays so (see this function's contract).
+        let vmcs = unsafe { HardwareVmcs::new() };
+        let mut vcpu = VmxVcpu::assemble(vmcs, caps, controls, config, vmxon_region, vmcs_region);
         vcpu.setup().map_err(EnableError::Vmcs)?;
         vcpu.vcpu_reset(ResetKind::PowerOn);
         match vcpu.vmcs_error.take() {
@@ -412,59 +512,10 @@ impl VmxVcpu {
         }
     }
 
-    /// The controls in use (features found, for the host's log).
-    pub fn controls(&self) -> &Controls {
-        &self.controls
-    }
-
-    /// The capability MSRs.
-    pub fn caps(&self) -> &VmxCaps {
-        &self.caps
-    }
-
-    /// Why the last run failed, if it did.
-    pub fn last_failure(&self) -> Option<VmxFailure> {
-        self.failure
-    }
-
-    /// The host-physical addresses of the VMXON region and the VMCS.
-    pub fn regions(&self) -> (u64, u64) {
-        (
-            (self.config.to_phys)(self.vmxon_region.addr()),
-            (self.config.to_phys)(self.vmcs_region.addr()),
-        )
-    }
-
     /// Write the controls, the host state and the guest defaults.
     fn setup(&mut self) -> Result<(), VmxError> {
         use fields::*;
-        let phys = self.config.to_phys;
-        self.controls.write(&mut self.vmcs)?;
-        self.vmcs
-            .write(PRIMARY_PROC_BASED_VM_EXEC_CONTROLS, self.proc.into())?;
-        self.vmcs.write(EXCEPTION_BITMAP, 0)?;
-        self.vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
-        self.vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
-        self.vmcs.write(CR3_TARGET_COUNT, 0)?;
-        self.vmcs.write(VM_EXIT_MSR_STORE_COUNT, 0)?;
-        self.vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0)?;
-        self.vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
-        self.vmcs.write(VM_ENTRY_INTR_INFO, 0)?;
-        self.vmcs.write(TSC_OFFSET, 0)?;
-        self.vmcs
-            .write(IO_BITMAP_A, phys(self.io_bitmaps.a().addr()))?;
-        self.vmcs
-            .write(IO_BITMAP_B, phys(self.io_bitmaps.b().addr()))?;
-        self.vmcs
-            .write(MSR_BITMAP, phys(self.msr_bitmap.page().addr()))?;
-        if self.controls.features.vpid {
-            self.vmcs.write(VIRTUAL_PROCESSOR_ID, 1)?;
-        }
-        self.vmcs
-            .write(CR0_GUEST_HOST_MASK, self.rules.cr0_mask())?;
-        self.vmcs
-            .write(CR4_GUEST_HOST_MASK, self.rules.cr4_mask())?;
-
+        self.write_controls()?;
         // Host state: as the processor runs now.
         self.vmcs.write(HOST_CR0, read_cr!("cr0"))?;
         self.vmcs.write(HOST_CR3, read_cr!("cr3"))?;
@@ -523,6 +574,131 @@ impl VmxVcpu {
         self.vmcs
             .write(HOST_RIP, opsvisor_vmx_exit as *const () as u64)?;
         write_guest_defaults(&mut self.vmcs)
+    }
+}
+
+impl<V: VmxProcessor> VmxVcpu<V> {
+    /// A vCPU around `vmcs`, whose controls, host state and guest defaults the caller
+    /// writes next.
+    pub(crate) fn assemble(
+        vmcs: V,
+        caps: VmxCaps,
+        controls: Controls,
+        config: VmxConfig,
+        vmxon_region: Box<Page>,
+        vmcs_region: Box<Page>,
+    ) -> VmxVcpu<V> {
+        let rules = GuestCrRules::new(&caps, controls.features.unrestricted_guest);
+        let mut proc = controls.proc;
+        // Guest RDTSC/RDTSCP exit so that the guest's TSC is core's 1 GHz clock.
+        if caps.proc.allows(proc_based::RDTSC_EXITING) {
+            proc |= proc_based::RDTSC_EXITING;
+        }
+        VmxVcpu {
+            gprs: [0; 16],
+            vmcs,
+            caps,
+            controls,
+            decoder: ExitDecoder::new(&caps),
+            rules,
+            proc,
+            launched: false,
+            pending: None,
+            pio_in_size: 1,
+            mmio: None,
+            cr2: 0,
+            ept: None,
+            ept_map_id: 0,
+            eptp: 0,
+            msr_bitmap: MsrBitmap::new(),
+            io_bitmaps: IoBitmaps::new(),
+            vmxon_region,
+            vmcs_region,
+            config,
+            entry_guest_tsc: 0,
+            entry_host_tsc: 0,
+            tsc_anchored: false,
+            last_guest_tsc: 0,
+            vmcs_error: None,
+            failure: None,
+        }
+    }
+
+    /// Write the execution, exit and entry controls and the structures they point to
+    /// (bitmaps, CR masks): everything but the host state and the guest state.
+    pub(crate) fn write_controls(&mut self) -> Result<(), VmxError> {
+        use fields::*;
+        let phys = self.config.to_phys;
+        self.controls.write(&mut self.vmcs)?;
+        self.vmcs
+            .write(PRIMARY_PROC_BASED_VM_EXEC_CONTROLS, self.proc.into())?;
+        self.vmcs.write(EXCEPTION_BITMAP, 0)?;
+        self.vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+        self.vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+        self.vmcs.write(CR3_TARGET_COUNT, 0)?;
+        self.vmcs.write(VM_EXIT_MSR_STORE_COUNT, 0)?;
+        self.vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0)?;
+        self.vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+        self.vmcs.write(VM_ENTRY_INTR_INFO, 0)?;
+        self.vmcs.write(TSC_OFFSET, 0)?;
+        self.vmcs
+            .write(IO_BITMAP_A, phys(self.io_bitmaps.a().addr()))?;
+        self.vmcs
+            .write(IO_BITMAP_B, phys(self.io_bitmaps.b().addr()))?;
+        self.vmcs
+            .write(MSR_BITMAP, phys(self.msr_bitmap.page().addr()))?;
+        if self.controls.features.vpid {
+            self.vmcs.write(VIRTUAL_PROCESSOR_ID, 1)?;
+        }
+        self.vmcs
+            .write(CR0_GUEST_HOST_MASK, self.rules.cr0_mask())?;
+        self.vmcs
+            .write(CR4_GUEST_HOST_MASK, self.rules.cr4_mask())?;
+
+        Ok(())
+    }
+
+    /// Write the controls and the guest defaults, then reset: the setup of a vCPU
+    /// whose processor needs no host state ([`crate::replay::ReplayVmcs`]).
+    pub(crate) fn setup_for_replay(&mut self) -> Result<(), VmxError> {
+        self.write_controls()?;
+        write_guest_defaults(&mut self.vmcs)?;
+        self.vcpu_reset(ResetKind::PowerOn);
+        self.vmcs_error.take().map_or(Ok(()), Err)
+    }
+
+    /// The processor (or its stand-in) this vCPU runs on.
+    pub fn processor(&self) -> &V {
+        &self.vmcs
+    }
+
+    /// The processor, mutable: only for stand-ins (on hardware, VMWRITEs behind the
+    /// vCPU's back could break the host state).
+    pub(crate) fn processor_mut(&mut self) -> &mut V {
+        &mut self.vmcs
+    }
+
+    /// The controls in use (features found, for the host's log).
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// The capability MSRs.
+    pub fn caps(&self) -> &VmxCaps {
+        &self.caps
+    }
+
+    /// Why the last run failed, if it did.
+    pub fn last_failure(&self) -> Option<VmxFailure> {
+        self.failure
+    }
+
+    /// The host-physical addresses of the VMXON region and the VMCS.
+    pub fn regions(&self) -> (u64, u64) {
+        (
+            (self.config.to_phys)(self.vmxon_region.addr()),
+            (self.config.to_phys)(self.vmcs_region.addr()),
+        )
     }
 
     fn read(&self, field: Field) -> u64 {
@@ -629,7 +805,7 @@ impl VmxVcpu {
 
     /// The guest TSC now: core's clock at the last clock read plus the host time since.
     fn guest_tsc(&mut self) -> u64 {
-        let elapsed = rdtsc().wrapping_sub(self.entry_host_tsc);
+        let elapsed = self.vmcs.tsc().wrapping_sub(self.entry_host_tsc);
         let tsc = self.entry_guest_tsc.wrapping_add(self.host_ns(elapsed));
         // Never step back (the core may hand an older clock reading at the next run).
         self.last_guest_tsc = self.last_guest_tsc.max(tsc);
@@ -646,39 +822,46 @@ impl VmxVcpu {
         if let Some(e) = self.vmcs_error.take() {
             return Err(e);
         }
-        let cr2 = self.cr2;
-        // SAFETY: CR2 holds only the last page-fault address; the host reads it solely
-        // in its exception report. The guest's value must be in place at entry.
-        unsafe { asm!("mov cr2, {}", in(reg) cr2, options(nomem, nostack, preserves_flags)) };
-        // SAFETY: the VMCS is current and fully set up (`setup`), HOST_RIP points at
-        // `opsvisor_vmx_exit`, and `gprs` is a valid 16-quadword array the assembly
-        // reads and writes only while this call runs. The assembly preserves every
-        // callee-saved register and the stack pointer, and guest execution touches
-        // host memory only through the EPT, which maps guest RAM alone.
-        let result = unsafe { opsvisor_vmx_run(self.gprs.as_mut_ptr(), u64::from(self.launched)) };
-        // SAFETY: reading CR2 has no side effect.
-        unsafe { asm!("mov {}, cr2", out(reg) self.cr2, options(nomem, nostack, preserves_flags)) };
-        match result {
-            0 => {
-                self.launched = true;
-                // Delivered, or reported again in the IDT-vectoring information.
-                self.pending = None;
-                Ok(())
-            }
-            1 => Err(VmxError::FailInvalid),
-            _ => Err(VmxError::FailValid(InstructionError(
-                self.read(fields::VM_INSTRUCTION_ERROR) as u32,
-            ))),
+        // SAFETY: `setup` (hardware) or the replay constructor wrote the controls and
+        // the host state; EPT is loaded by `ensure_ept` before every entry.
+        let result = unsafe {
+            self.vmcs
+                .enter(&mut self.gprs, &mut self.cr2, self.launched)
+        };
+        if result.is_ok() {
+            self.launched = true;
+            // Delivered, or reported again in the IDT-vectoring information.
+            self.pending = None;
         }
+        result
     }
 
     /// The host TSC at which this run must give control back to the core: the core's
     /// next deadline, and at most [`MAX_SLICE_NS`] from now.
-    fn run_deadline(&self, limit: &RunLimit) -> u64 {
-        let budget = limit.deadline.map_or(MAX_SLICE_NS, |d| {
-            d.saturating_sub(limit.tsc).min(MAX_SLICE_NS)
-        });
-        self.entry_host_tsc.saturating_add(self.host_ticks(budget))
+    fn run_deadline(&self, limit: &RunLimit, now: u64) -> u64 {
+        let slice_end = now.saturating_add(self.host_ticks(MAX_SLICE_NS));
+        match limit.deadline {
+            // The deadline is on core's clock, anchored at `entry_host_tsc`.
+            Some(d) => {
+                let budget = d.saturating_sub(self.entry_guest_tsc);
+                slice_end.min(self.entry_host_tsc.saturating_add(self.host_ticks(budget)))
+            }
+            None => slice_end,
+        }
+    }
+
+    /// Tie core's clock reading to the host TSC. Core refreshes [`RunLimit::tsc`] only
+    /// when it reads its clock (not after every exit), so the same reading comes back
+    /// for several runs: it is anchored to the host TSC of the run that first sees it,
+    /// and the guest's TSC runs on from there. Re-anchoring a stale reading at every
+    /// run would step the guest's TSC back (clamped, it would stand still, and a guest
+    /// comparing two RDTSCs would see no time pass).
+    fn anchor_clock(&mut self, limit: &RunLimit, now: u64) {
+        if !self.tsc_anchored || limit.tsc != self.entry_guest_tsc {
+            self.entry_guest_tsc = limit.tsc;
+            self.entry_host_tsc = now;
+            self.tsc_anchored = true;
+        }
     }
 
     /// Arm the preemption timer for what is left until `deadline` (host TSC): exits the
@@ -687,8 +870,8 @@ impl VmxVcpu {
         if !self.controls.features.preemption_timer {
             return;
         }
-        let ticks =
-            deadline.saturating_sub(rdtsc()) >> self.controls.features.preemption_timer_rate;
+        let ticks = deadline.saturating_sub(self.vmcs.tsc())
+            >> self.controls.features.preemption_timer_rate;
         self.write(
             fields::VMX_PREEMPTION_TIMER_VALUE,
             ticks.min(u64::from(u32::MAX)),
@@ -806,7 +989,9 @@ impl VmxVcpu {
                 self.gprs[Gpr::Rax as usize] = tsc & 0xffff_ffff;
                 self.gprs[Gpr::Rdx as usize] = tsc >> 32;
                 if reason == REASON_RDTSCP {
-                    self.gprs[Gpr::Rcx as usize] = rdmsr(MSR_TSC_AUX) & 0xffff_ffff;
+                    // SAFETY: RDTSCP exits only when it is enabled, so TSC_AUX exists.
+                    let aux = unsafe { self.vmcs.read_msr(MSR_TSC_AUX) };
+                    self.gprs[Gpr::Rcx as usize] = aux & 0xffff_ffff;
                 }
                 self.skip_emulated_instruction();
                 None
@@ -857,7 +1042,7 @@ impl VmxVcpu {
     }
 }
 
-impl X86Ops for VmxVcpu {
+impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     fn name(&self) -> &'static str {
         "vmx"
     }
@@ -891,6 +1076,8 @@ impl X86Ops for VmxVcpu {
         self.write(fields::GUEST_INTERRUPTIBILITY_STATE, 0);
         self.write(fields::GUEST_ACTIVITY_STATE, 0);
         self.pending = None;
+        // A new guest brings a new clock.
+        self.tsc_anchored = false;
     }
 
     fn gpr(&self, reg: Gpr) -> u64 {
@@ -1024,8 +1211,12 @@ impl X86Ops for VmxVcpu {
             MSR_SYSENTER_EIP => self.read(fields::GUEST_IA32_SYSENTER_EIP),
             MSR_PAT if self.controls.features.pat_switch => self.read(fields::GUEST_IA32_PAT),
             // Not switched by VMX: the guest's values live in the processor.
-            MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SFMASK | MSR_KERNEL_GS_BASE => rdmsr(index),
-            MSR_TSC_AUX if self.controls.features.rdtscp => rdmsr(index),
+            // SAFETY: every 64-bit processor has these; TSC_AUX only with RDTSCP.
+            MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SFMASK | MSR_KERNEL_GS_BASE => unsafe {
+                self.vmcs.read_msr(index)
+            },
+            // SAFETY: as above.
+            MSR_TSC_AUX if self.controls.features.rdtscp => unsafe { self.vmcs.read_msr(index) },
             _ => return None,
         })
     }
@@ -1040,10 +1231,16 @@ impl X86Ops for VmxVcpu {
             MSR_PAT if self.controls.features.pat_switch => {
                 self.write(fields::GUEST_IA32_PAT, value)
             }
-            MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SFMASK | MSR_KERNEL_GS_BASE => {
-                wrmsr(index, value)
-            }
-            MSR_TSC_AUX if self.controls.features.rdtscp => wrmsr(index, value),
+            // SAFETY: these MSRs exist on every 64-bit processor (TSC_AUX with RDTSCP);
+            // core has validated the values (canonical addresses), and they only affect
+            // SYSCALL/SWAPGS/RDTSCP, which the host never executes.
+            MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SFMASK | MSR_KERNEL_GS_BASE => unsafe {
+                self.vmcs.write_msr(index, value)
+            },
+            // SAFETY: as above.
+            MSR_TSC_AUX if self.controls.features.rdtscp => unsafe {
+                self.vmcs.write_msr(index, value)
+            },
             _ => return false,
         }
         true
@@ -1054,9 +1251,9 @@ impl X86Ops for VmxVcpu {
         if let Err(f) = self.ensure_ept(mem) {
             return self.fail(f);
         }
-        self.entry_guest_tsc = limit.tsc;
-        self.entry_host_tsc = rdtsc();
-        let deadline = self.run_deadline(limit);
+        let now = self.vmcs.tsc();
+        self.anchor_clock(limit, now);
+        let deadline = self.run_deadline(limit, now);
         loop {
             self.preemption_timer(deadline);
             if let Err(e) = self.enter() {
@@ -1199,25 +1396,8 @@ impl X86Ops for VmxVcpu {
             .features
             .invept
             .unwrap_or(InveptType::AllContext);
-        let descriptor: [u64; 2] = [self.eptp, 0];
-        let cf: u8;
-        let zf: u8;
-        // SAFETY: VMX root operation at CPL 0 (this vCPU exists); the processor
-        // supports INVEPT of this type (from its capabilities); the descriptor is a
-        // local 16-byte array. INVEPT only invalidates cached translations.
-        unsafe {
-            asm!(
-                "invept {k}, [{d}]",
-                "setc {cf}",
-                "setz {zf}",
-                k = in(reg) kind as u64,
-                d = in(reg) descriptor.as_ptr(),
-                cf = out(reg_byte) cf,
-                zf = out(reg_byte) zf,
-                options(nostack),
-            );
-        }
-        if let Err(e) = vmx_outcome(cf, zf) {
+        // SAFETY: a non-zero EPTP means EPT is in use, so the processor has INVEPT.
+        if let Err(e) = unsafe { self.vmcs.invept(kind, self.eptp) } {
             self.vmcs_error.get_or_insert(e);
         }
     }

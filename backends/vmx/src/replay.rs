@@ -1,0 +1,580 @@
+//! Scripted VM exits on the host: a [`VmxProcessor`] whose "VM entry" writes the next
+//! exit of a script into an [`InMemoryVmcs`], as the processor records an exit.
+//!
+//! With it, [`VmxVcpu`]'s [`X86Ops::run`](opsvisor_core::X86Ops::run) runs its whole
+//! exit-handling half on the host: vectoring information, exit decoding, the backend's
+//! own handling (EPT violation → MMIO instruction fetch and decode), and, once core's
+//! handler has run, the completion's VMCS writes (RIP advance, GPRs, interrupt shadow).
+//! Only the world switch itself is missing. The benchmarks of the VMX exit path
+//! (`benches/benches/vmx_exit.rs`) and this module's tests use it; the bare-metal
+//! image never does.
+//!
+//! A script is one exit replayed `count` times (a guest looping on one instruction:
+//! each replay puts RIP back on the instruction), then a final exit, replayed for every
+//! entry after (typically the guest's OUT to the debug-exit port, which ends core's
+//! run loop).
+
+use crate::caps::{InveptType, VmxCaps};
+use crate::enable::{check_features, EnableError};
+use crate::exits::{reason, Gprs};
+use crate::vcpu::{VmxConfig, VmxProcessor, VmxVcpu};
+use crate::vmcs::{fields, Field, InMemoryVmcs, VmcsAccess, VmxError};
+use core::fmt;
+use opsvisor_core::ops::Gpr;
+
+/// The host-physical translation for a replaying vCPU ([`VmxConfig::to_phys`]): no
+/// processor ever reads the structures a replay builds (EPT, bitmaps), so any
+/// page-aligned value serves; this rounds the virtual address down to its page, since
+/// a host allocator does not align guest RAM to pages the way the bare-metal image's
+/// does.
+pub fn replay_phys(addr: u64) -> u64 {
+    addr & !0xfff
+}
+
+/// Fields one scripted exit can set besides the exit reason.
+pub const MAX_SCRIPTED_FIELDS: usize = 8;
+
+/// Why a script was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayError {
+    /// A scripted exit sets more than [`MAX_SCRIPTED_FIELDS`] fields.
+    TooManyFields,
+    /// A scripted field is not one the in-memory VMCS knows.
+    UnknownField(Field),
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::TooManyFields => write!(
+                f,
+                "a scripted exit sets more than {MAX_SCRIPTED_FIELDS} VMCS fields"
+            ),
+            ReplayError::UnknownField(field) => {
+                write!(f, "VMCS field {:#06x} is not scriptable", field.encoding())
+            }
+        }
+    }
+}
+
+/// One VM exit as the processor would record it: the exit-information fields, the
+/// guest-state fields the exit leaves (RIP), and the guest registers at the exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScriptedExit {
+    /// The basic exit reason.
+    reason: u16,
+    fields: [(Field, u64); MAX_SCRIPTED_FIELDS],
+    len: usize,
+    /// More fields were given than fit (refused by [`ReplayVmcs::new`]).
+    overflow: bool,
+    gprs: [Option<u64>; 16],
+}
+
+/// The bits of an EPT-violation qualification for a data read of a final translation
+/// with a valid guest-linear address (SDM 3C table 28-7).
+const EPT_READ_TRANSLATED: u64 = 1 | (1 << 7) | (1 << 8);
+
+impl ScriptedExit {
+    /// An exit with basic reason `basic` and nothing else set.
+    pub fn new(basic: u16) -> ScriptedExit {
+        ScriptedExit {
+            reason: basic,
+            fields: [(fields::VM_EXIT_REASON, 0); MAX_SCRIPTED_FIELDS],
+            len: 0,
+            overflow: false,
+            gprs: [None; 16],
+        }
+    }
+
+    /// Also set `field` to `value` at the exit.
+    pub fn field(mut self, field: Field, value: u64) -> ScriptedExit {
+        match self.fields.get_mut(self.len) {
+            Some(slot) => {
+                *slot = (field, value);
+                self.len += 1;
+            }
+            None => self.overflow = true,
+        }
+        self
+    }
+
+    /// Also set guest register `reg` (not RSP, which is a VMCS field) at the exit.
+    pub fn gpr(mut self, reg: Gpr, value: u64) -> ScriptedExit {
+        if let Some(slot) = self.gprs.get_mut(reg as usize) {
+            *slot = Some(value);
+        }
+        self
+    }
+
+    /// An instruction exit at `rip` whose instruction is `len` bytes long.
+    fn instruction(basic: u16, rip: u64, len: u64) -> ScriptedExit {
+        ScriptedExit::new(basic)
+            .field(fields::GUEST_RIP, rip)
+            .field(fields::VM_EXIT_INSTRUCTION_LEN, len)
+    }
+
+    /// CPUID (0F A2) at `rip` with EAX = `leaf`, ECX = `subleaf`.
+    pub fn cpuid(rip: u64, leaf: u32, subleaf: u32) -> ScriptedExit {
+        ScriptedExit::instruction(reason::CPUID, rip, 2)
+            .gpr(Gpr::Rax, leaf.into())
+            .gpr(Gpr::Rcx, subleaf.into())
+    }
+
+    /// RDMSR (0F 32) at `rip` with ECX = `index`.
+    pub fn rdmsr(rip: u64, index: u32) -> ScriptedExit {
+        ScriptedExit::instruction(reason::RDMSR, rip, 2).gpr(Gpr::Rcx, index.into())
+    }
+
+    /// WRMSR (0F 30) at `rip` of `value` (EDX:EAX) to MSR `index`.
+    pub fn wrmsr(rip: u64, index: u32, value: u64) -> ScriptedExit {
+        ScriptedExit::instruction(reason::WRMSR, rip, 2)
+            .gpr(Gpr::Rcx, index.into())
+            .gpr(Gpr::Rax, value & 0xffff_ffff)
+            .gpr(Gpr::Rdx, value >> 32)
+    }
+
+    /// OUT of `size` bytes (1, 2 or 4; anything else is taken as 4) of RAX to `port`:
+    /// `OUT DX, AL/AX/EAX` (1 byte, 2 with the operand-size prefix for AX) with DX =
+    /// `port`, or, with `immediate`, `OUT imm8, AL/AX/EAX` (2 or 3 bytes).
+    pub fn out(rip: u64, port: u16, size: u8, immediate: bool, rax: u64) -> ScriptedExit {
+        // Qualification (SDM 3C table 28-5): size - 1 in bits 2:0, bit 3 clear for
+        // OUT, bit 6 for an immediate port, the port in bits 31:16.
+        let size_bits = match size {
+            1 => 0,
+            2 => 1,
+            _ => 3,
+        };
+        let qualification =
+            size_bits | if immediate { 1 << 6 } else { 0 } | (u64::from(port) << 16);
+        let len = u64::from(immediate) + 1 + u64::from(size == 2);
+        let exit = ScriptedExit::instruction(reason::IO_INSTRUCTION, rip, len)
+            .field(fields::EXIT_QUALIFICATION, qualification)
+            .gpr(Gpr::Rax, rax);
+        if immediate {
+            exit
+        } else {
+            exit.gpr(Gpr::Rdx, port.into())
+        }
+    }
+
+    /// An EPT violation at `rip` on a data read of guest-physical `gpa` through
+    /// guest-linear `linear` (an MMIO load: the backend fetches and decodes the
+    /// instruction at `rip`). The exit instruction length is undefined for EPT
+    /// violations, so none is set.
+    pub fn ept_read(rip: u64, gpa: u64, linear: u64) -> ScriptedExit {
+        ScriptedExit::new(reason::EPT_VIOLATION)
+            .field(fields::GUEST_RIP, rip)
+            .field(fields::EXIT_QUALIFICATION, EPT_READ_TRANSLATED)
+            .field(fields::GUEST_PHYSICAL_ADDRESS, gpa)
+            .field(fields::GUEST_LINEAR_ADDRESS, linear)
+    }
+
+    /// Record this exit in `vmcs` and `gprs`, as the processor does at a VM exit.
+    pub fn record(&self, vmcs: &mut InMemoryVmcs, gprs: &mut Gprs) -> Result<(), VmxError> {
+        vmcs.set_exit_info(fields::VM_EXIT_REASON, self.reason.into())?;
+        for &(field, value) in self.fields.iter().take(self.len) {
+            vmcs.set_exit_info(field, value)?;
+        }
+        for (slot, value) in gprs.iter_mut().zip(self.gprs) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An in-memory VMCS whose VM entries replay a script of exits (see the module
+/// documentation).
+#[derive(Clone, Debug)]
+pub struct ReplayVmcs {
+    vmcs: InMemoryVmcs,
+    repeat: ScriptedExit,
+    /// Replays of `repeat` left before `last`.
+    remaining: u64,
+    last: ScriptedExit,
+    entries: u64,
+    invepts: u64,
+    /// The guest's values of the MSRs VMX does not switch (STAR, LSTAR, CSTAR, SFMASK,
+    /// KERNEL_GS_BASE, TSC_AUX), which on hardware live in the processor.
+    msrs: [u64; 6],
+}
+
+/// The MSRs a [`ReplayVmcs`] holds for the guest, in `msrs` order.
+const UNSWITCHED_MSRS: [u32; 6] = [
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0xc000_0102,
+    0xc000_0103,
+];
+
+impl ReplayVmcs {
+    /// A zeroed VMCS that replays `repeat` `count` times, then `last` for ever.
+    pub fn new(
+        repeat: ScriptedExit,
+        count: u64,
+        last: ScriptedExit,
+    ) -> Result<ReplayVmcs, ReplayError> {
+        // Check both scripts once, so that `enter` cannot fail on them.
+        for script in [&repeat, &last] {
+            if script.overflow {
+                return Err(ReplayError::TooManyFields);
+            }
+            let mut scratch = InMemoryVmcs::new();
+            for &(field, value) in script.fields.iter().take(script.len) {
+                scratch
+                    .set_exit_info(field, value)
+                    .map_err(|_| ReplayError::UnknownField(field))?;
+            }
+        }
+        Ok(ReplayVmcs {
+            vmcs: InMemoryVmcs::new(),
+            repeat,
+            remaining: count,
+            last,
+            entries: 0,
+            invepts: 0,
+            msrs: [0; 6],
+        })
+    }
+
+    /// Replay the repeated exit `count` more times before the last one.
+    pub fn rearm(&mut self, count: u64) {
+        self.remaining = count;
+    }
+
+    /// VM entries so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// INVEPTs so far.
+    pub fn invepts(&self) -> u64 {
+        self.invepts
+    }
+
+    /// The VMCS as the vCPU left it.
+    pub fn vmcs(&self) -> &InMemoryVmcs {
+        &self.vmcs
+    }
+}
+
+impl VmcsAccess for ReplayVmcs {
+    #[inline]
+    fn read(&self, field: Field) -> Result<u64, VmxError> {
+        self.vmcs.read(field)
+    }
+
+    #[inline]
+    fn write(&mut self, field: Field, value: u64) -> Result<(), VmxError> {
+        self.vmcs.write(field, value)
+    }
+}
+
+/// VM-entry interruption information: valid.
+const ENTRY_INFO_VALID: u64 = 1 << 31;
+
+impl VmxProcessor for ReplayVmcs {
+    /// Records the next scripted exit. An event queued for injection counts as
+    /// delivered (the valid bit of the entry interruption information is cleared, as a
+    /// successful entry does).
+    unsafe fn enter(
+        &mut self,
+        gprs: &mut Gprs,
+        _cr2: &mut u64,
+        _launched: bool,
+    ) -> Result<(), VmxError> {
+        self.entries = self.entries.wrapping_add(1);
+        let info = self.vmcs.read(fields::VM_ENTRY_INTR_INFO)?;
+        if info & ENTRY_INFO_VALID != 0 {
+            self.vmcs
+                .write(fields::VM_ENTRY_INTR_INFO, info & !ENTRY_INFO_VALID)?;
+        }
+        let script = if self.remaining > 0 {
+            self.remaining -= 1;
+            &self.repeat
+        } else {
+            &self.last
+        };
+        script.record(&mut self.vmcs, gprs)
+    }
+
+    unsafe fn invept(&mut self, _kind: InveptType, _eptp: u64) -> Result<(), VmxError> {
+        self.invepts = self.invepts.wrapping_add(1);
+        Ok(())
+    }
+
+    unsafe fn read_msr(&self, index: u32) -> u64 {
+        UNSWITCHED_MSRS
+            .iter()
+            .position(|&m| m == index)
+            .and_then(|i| self.msrs.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    unsafe fn write_msr(&mut self, index: u32, value: u64) {
+        if let Some(slot) = UNSWITCHED_MSRS
+            .iter()
+            .position(|&m| m == index)
+            .and_then(|i| self.msrs.get_mut(i))
+        {
+            *slot = value;
+        }
+    }
+
+    fn tsc(&self) -> u64 {
+        // SAFETY: RDTSC only reads the counter; user mode may execute it unless the OS
+        // set CR4.TSD, which Linux does not by default.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+}
+
+impl VmxVcpu<ReplayVmcs> {
+    /// A vCPU of the processor described by `caps` on `replay`: the controls and guest
+    /// defaults written as [`VmxVcpu::enable`] writes them (no host state: nothing
+    /// returns through it), then a power-on reset.
+    pub fn replay(
+        caps: VmxCaps,
+        config: VmxConfig,
+        replay: ReplayVmcs,
+    ) -> Result<VmxVcpu<ReplayVmcs>, EnableError> {
+        let controls = crate::controls::Controls::compute(&caps).map_err(EnableError::Controls)?;
+        check_features(&controls)?;
+        let revision = u64::from(caps.basic.revision_id());
+        let mut vmxon_region = crate::page::Page::zeroed();
+        vmxon_region.0[0] = revision;
+        let mut vmcs_region = crate::page::Page::zeroed();
+        vmcs_region.0[0] = revision;
+        let mut vcpu = VmxVcpu::assemble(replay, caps, controls, config, vmxon_region, vmcs_region);
+        vcpu.setup_for_replay().map_err(EnableError::Vmcs)?;
+        Ok(vcpu)
+    }
+
+    /// The replaying VMCS (to re-arm its script between runs).
+    pub fn replay_mut(&mut self) -> &mut ReplayVmcs {
+        self.processor_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::fixtures::CORE_I7_SKYLAKE_X;
+    use opsvisor_core::cpuid::CpuidPolicy;
+    use opsvisor_core::exit::Direction;
+    use opsvisor_core::ops::{RunLimit, SegReg, Segment};
+    use opsvisor_core::platform::Platform;
+    use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
+    use opsvisor_core::{Exit, ExitKind, GuestMemory, X86Ops};
+
+    /// A clock that never moves and no console.
+    struct Still;
+
+    impl Platform for Still {
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn wait(&mut self, _: Option<u64>) -> bool {
+            false
+        }
+        fn console_write(&mut self, _: &[u8]) {}
+        fn console_read(&mut self) -> Option<u8> {
+            None
+        }
+        fn console_input_ready(&mut self) -> bool {
+            false
+        }
+    }
+
+    const LIMIT: RunLimit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: 1000,
+    };
+
+    /// `OUT 0xF4, EAX` with EAX = 0: the debug exit with status 1.
+    fn debug_exit(rip: u64) -> ScriptedExit {
+        ScriptedExit::out(rip, 0xf4, 4, true, 0)
+    }
+
+    fn vcpu(repeat: ScriptedExit, count: u64) -> VmxVcpu<ReplayVmcs> {
+        let caps = VmxCaps::read(&CORE_I7_SKYLAKE_X).unwrap();
+        let config = VmxConfig {
+            to_phys: replay_phys,
+            tsc_hz: 1_000_000_000,
+        };
+        let replay = ReplayVmcs::new(repeat, count, debug_exit(0x9000)).unwrap();
+        VmxVcpu::replay(caps, config, replay).unwrap()
+    }
+
+    /// 32-bit flat protected mode, no paging.
+    fn flat32(vcpu: &mut VmxVcpu<ReplayVmcs>) {
+        vcpu.set_cr0(0x11);
+        vcpu.set_segment(SegReg::Cs, &Segment::flat(8, Segment::CODE32));
+        for seg in [SegReg::Ds, SegReg::Es, SegReg::Ss] {
+            vcpu.set_segment(seg, &Segment::flat(0x10, Segment::DATA));
+        }
+    }
+
+    #[test]
+    fn instruction_exits_complete_in_the_vmcs() {
+        let mut vcpu = vcpu(ScriptedExit::cpuid(0x1000, 7, 0), 1);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        let e = vcpu.run(&mut mem, &LIMIT);
+        assert_eq!(e, Exit::Cpuid, "{:?}", vcpu.last_failure());
+        assert_eq!(vcpu.gpr(Gpr::Rax), 7);
+        vcpu.set_gpr(Gpr::Rbx, 0xabcd);
+        vcpu.skip_emulated_instruction();
+        assert_eq!(vcpu.rip(), 0x1002);
+        assert_eq!(vcpu.gpr(Gpr::Rbx), 0xabcd);
+        // The script's last exit, for ever after.
+        for _ in 0..2 {
+            assert_eq!(
+                vcpu.run(&mut mem, &LIMIT),
+                Exit::Io {
+                    port: 0xf4,
+                    size: 4,
+                    direction: Direction::Write,
+                    data: 0
+                }
+            );
+        }
+        assert_eq!(vcpu.processor().entries(), 3);
+        // The EPT was built and flushed once.
+        assert_eq!(vcpu.processor().invepts(), 1);
+    }
+
+    #[test]
+    fn mmio_read_is_fetched_decoded_and_retired() {
+        // mov eax, [ecx] at 0x1000, ECX pointing at the xAPIC version register.
+        let apic = 0xfee0_0030;
+        let exit = ScriptedExit::ept_read(0x1000, apic, apic).gpr(Gpr::Rcx, apic);
+        let mut vcpu = vcpu(exit, 1);
+        flat32(&mut vcpu);
+        vcpu.set_gpr(Gpr::Rax, 0xffff_ffff_0000_0000);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        mem.write(0x1000, &[0x8b, 0x01]).unwrap();
+        let Exit::Mmio {
+            gpa,
+            size,
+            direction,
+            ..
+        } = vcpu.run(&mut mem, &LIMIT)
+        else {
+            panic!("not an MMIO exit");
+        };
+        assert_eq!((gpa, size, direction), (apic, 4, Direction::Read));
+        vcpu.complete_mmio(Some(0x5_0014));
+        // A 32-bit load zero-extends into RAX.
+        assert_eq!(vcpu.gpr(Gpr::Rax), 0x5_0014);
+        assert_eq!(vcpu.rip(), 0x1002);
+    }
+
+    #[test]
+    fn core_run_loop_handles_replayed_exits() {
+        let apic = 0xfee0_0030;
+        for (exit, kind, flat) in [
+            (ScriptedExit::cpuid(0x1000, 0, 0), ExitKind::Cpuid, false),
+            (ScriptedExit::rdmsr(0x1000, 0x10), ExitKind::Rdmsr, false),
+            (
+                ScriptedExit::wrmsr(0x1000, 0x6e0, u64::MAX >> 1),
+                ExitKind::Wrmsr,
+                false,
+            ),
+            (
+                ScriptedExit::out(0x1000, 0x2f0, 1, false, 0),
+                ExitKind::Io,
+                false,
+            ),
+            (
+                ScriptedExit::ept_read(0x1000, apic, apic).gpr(Gpr::Rcx, apic),
+                ExitKind::Mmio,
+                true,
+            ),
+        ] {
+            let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+            mem.write(0x1000, &[0x8b, 0x01]).unwrap();
+            let mut vcpu = vcpu(exit, 50);
+            if flat {
+                flat32(&mut vcpu);
+            }
+            let mut vm = Vm::new(
+                vcpu,
+                mem,
+                Still,
+                CpuidPolicy::emulator(),
+                VmConfig::default(),
+            );
+            assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 }, "{kind:?}");
+            // The final debug exit is one more I/O exit.
+            let io = u64::from(kind == ExitKind::Io);
+            assert_eq!(vm.stats.exits(kind), 50 + io, "{kind:?}");
+            assert_eq!(vm.vcpu.processor().entries(), 51, "{kind:?}");
+            // The guest saw no exception: nothing was injected.
+            assert_eq!(vm.stats.exits(ExitKind::Exception), 0);
+            assert!(!vm.vcpu.event_pending(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn scripts_are_checked() {
+        extern crate std;
+        use std::string::ToString;
+        let mut big = ScriptedExit::new(reason::CPUID);
+        for _ in 0..=MAX_SCRIPTED_FIELDS {
+            big = big.field(fields::GUEST_RIP, 0);
+        }
+        let last = ScriptedExit::new(reason::HLT);
+        assert_eq!(
+            ReplayVmcs::new(big, 1, last).unwrap_err(),
+            ReplayError::TooManyFields
+        );
+        let unknown = Field::from_encoding(0x6fff);
+        let bad = ScriptedExit::new(reason::CPUID).field(unknown, 1);
+        assert_eq!(
+            ReplayVmcs::new(last, 1, bad).unwrap_err(),
+            ReplayError::UnknownField(unknown)
+        );
+        assert!(ReplayError::UnknownField(unknown)
+            .to_string()
+            .contains("0x6fff"));
+    }
+
+    #[test]
+    fn replay_vcpu_refuses_a_cpu_without_ept() {
+        let caps = VmxCaps::read(&crate::caps::fixtures::CORE2_PENRYN_T9600).unwrap();
+        let config = VmxConfig {
+            to_phys: replay_phys,
+            tsc_hz: 1,
+        };
+        let replay = ReplayVmcs::new(debug_exit(0), 0, debug_exit(0)).unwrap();
+        assert!(matches!(
+            VmxVcpu::replay(caps, config, replay),
+            Err(EnableError::NoEpt)
+        ));
+    }
+
+    #[test]
+    fn injected_events_count_as_delivered() {
+        use opsvisor_core::ops::Event;
+        let mut vcpu = vcpu(
+            ScriptedExit::new(reason::VMCALL).field(fields::GUEST_RIP, 0x1000),
+            2,
+        );
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hypercall);
+        vcpu.inject_event(Event::Exception {
+            vector: 6,
+            error_code: None,
+        });
+        assert!(vcpu.event_pending());
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hypercall);
+        assert!(!vcpu.event_pending());
+        assert_eq!(
+            vcpu.processor().vmcs().read(fields::VM_ENTRY_INTR_INFO),
+            Ok(0x306)
+        );
+    }
+}
