@@ -10,12 +10,16 @@ use opsvisor_core::vm::RunOutcome;
 use opsvisor_emu::EmuVcpu;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&shift, code)) = data.split_first() else { return };
+    let Some((&shift, code)) = data.split_first() else {
+        return;
+    };
     let mut image = vec![0x90u8; usize::from(shift) % 64];
     image.extend_from_slice(&code[..code.len().min(4096)]);
     // 4 MiB of RAM keeps each execution cheap; the rest of the 4 GiB mapped by the
     // page tables is not RAM, so wild accesses exercise the MMIO path.
-    let Ok(mut vm) = bench_vm_with_memory(EmuVcpu::new(), &image, 4 << 20) else { return };
+    let Ok(mut vm) = bench_vm_with_memory(EmuVcpu::new(), &image, 4 << 20) else {
+        return;
+    };
     vm.config.max_instructions = Some(10_000);
     vm.config.timeout_ns = Some(2_000_000_000);
     let outcome = vm.run();

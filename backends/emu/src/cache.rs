@@ -200,6 +200,7 @@ pub fn decode_block(
             break;
         }
         end = gpa + (pos + i.len()) as u64;
+        let i = crate::decode::correct_decode(i, &bytes[pos..pos + i.len()], u32::from(bits));
         let mut op = build(&i, u32::from(bits));
         // Below MAX_BLOCK_OPS, so it fits.
         op.pos = ops.len() as u8;
@@ -249,6 +250,7 @@ pub fn decode_block(
     buf[n1..].copy_from_slice(b2);
     let mut dec = Decoder::with_ip(u32::from(bits), &buf, rip, DecoderOptions::NONE);
     let i = dec.decode();
+    let i = crate::decode::correct_decode(i, &buf[..i.len().min(15)], u32::from(bits));
     Ok((
         Block {
             rip,

@@ -92,6 +92,37 @@ fn effective_segment(i: &Instruction, bits: u32) -> Register {
     }
 }
 
+/// Correct iced-x86's reading of `F3 REX.B 90`: iced decodes it as PAUSE, but REX.B
+/// makes opcode 90 `XCHG r8, rAX` (only plain 90 is NOP/PAUSE), which is what the
+/// processor executes (observed on the host by the emu_differential fuzz target).
+/// `bytes` are the instruction's own bytes.
+pub fn correct_decode(i: Instruction, bytes: &[u8], bits: u32) -> Instruction {
+    if bits != 64 || i.code() != Code::Pause || bytes.len() < 2 {
+        return i;
+    }
+    let rex = bytes[bytes.len() - 2];
+    if rex & 0xf1 != 0x41 {
+        return i;
+    }
+    let operand16 = bytes[..bytes.len() - 2].contains(&0x66);
+    let (code, r8, acc) = if rex & 8 != 0 {
+        (Code::Xchg_r64_RAX, Register::R8, Register::RAX)
+    } else if operand16 {
+        (Code::Xchg_r16_AX, Register::R8W, Register::AX)
+    } else {
+        (Code::Xchg_r32_EAX, Register::R8D, Register::EAX)
+    };
+    match Instruction::with2(code, r8, acc) {
+        Ok(mut x) => {
+            x.set_len(i.len());
+            x.set_ip(i.ip());
+            x.set_next_ip(i.next_ip());
+            x
+        }
+        Err(_) => i,
+    }
+}
+
 /// Index of a segment register in [`Cpu::seg`].
 pub fn seg_index(r: Register) -> u8 {
     match r {

@@ -310,3 +310,31 @@ fn cmps_reports_the_destination_gp_before_the_source_page_fault() {
     let code = [0xa6];
     check(&code, &s);
 }
+
+#[test]
+fn clflush_checks_its_address_like_a_read() {
+    let s = state();
+    // clflush [38000007h]: not mapped, so #PF (fuzz finding; the emulator treated
+    // CLFLUSH as a plain NOP).
+    let code = [0x0f, 0xae, 0x3c, 0x25, 0x07, 0x00, 0x00, 0x38];
+    let native = run(&code, &s).expect("oracle");
+    assert!(matches!(
+        native.end,
+        End::Exception(Exception { vector: 14, .. })
+    ));
+    check(&code, &s);
+}
+
+#[test]
+fn pause_with_rex_b_is_xchg_r8() {
+    let mut s = state();
+    s.gpr[RAX] = 0x1234;
+    s.gpr[R8] = 0x5678;
+    // F3 41 90 and F3 4D 90: iced-x86 reads PAUSE; REX.B makes it XCHG r8d/r8, eAX/rAX
+    // (fuzz finding).
+    for code in [[0xf3u8, 0x41, 0x90], [0xf3, 0x4d, 0x90]] {
+        let native = run(&code, &s).expect("oracle");
+        assert_eq!(native.state.gpr[R8], 0x1234);
+        check(&code, &s);
+    }
+}

@@ -319,7 +319,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         | M::Prefetcht1
         | M::Prefetcht2
         | M::Prefetchw => nop,
-        M::Clflush | M::Clflushopt | M::Clwb => nop,
+        M::Clflush | M::Clflushopt | M::Clwb => system::cache_line_flush,
         M::Ud0 | M::Ud1 | M::Ud2 | M::INVALID => raise_ud,
         M::Lahf => flags::lahf,
         M::Sahf => flags::sahf,

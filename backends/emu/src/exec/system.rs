@@ -297,6 +297,17 @@ pub fn cache_flush(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     c.require_cpl0()
 }
 
+/// CLFLUSH / CLFLUSHOPT / CLWB: no cache to write back, but the address is checked as a
+/// one-byte read (segment limits, canonical form, paging: a non-present page raises #PF,
+/// SDM 2 "CLFLUSH"), without reading it (an MMIO address has no side effect).
+pub fn cache_line_flush(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let a = ea(c, op);
+    let la = c.linear(op.seg, a, 1, false)?;
+    let sel = c.tlb.sel;
+    c.translate(mem, la, crate::mem::Kind::Read, sel)?;
+    Ok(())
+}
+
 /// RDTSC: the guest TSC, one tick per retired instruction since the core's last sync.
 pub fn rdtsc(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     if c.cr4 & cr4::TSD != 0 && c.cpl > 0 && c.protected() {
