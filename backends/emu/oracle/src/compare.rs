@@ -74,9 +74,14 @@ pub fn undefined_flags(code: &[u8]) -> (u64, bool) {
 
 /// [`undefined_flags`] at code size `bits`.
 pub fn undefined_flags_at(code: &[u8], bits: u32) -> (u64, bool) {
+    undefined_flags_of(&decode_at(code, bits))
+}
+
+/// [`undefined_flags`] of decoded instructions.
+fn undefined_flags_of(instrs: &[Instruction]) -> (u64, bool) {
     let mut undefined = 0u64;
     let mut reads_undefined = false;
-    for i in decode_at(code, bits) {
+    for i in instrs {
         if rflags_from_iced(i.rflags_read()) & undefined != 0 {
             reads_undefined = true;
         }
@@ -130,8 +135,8 @@ pub fn compare(
     // host's final RIP (all of them when the snippet completed; a fault stops before the
     // faulting one).
     let retired = usize::try_from(native.rip_offset).map_or(code.len(), |n| n.min(code.len()));
-    let executed = &code[..retired];
-    let (undefined, _) = undefined_flags_at(executed, initial.bits);
+    let executed = decode_at(&code[..retired], initial.bits);
+    let (undefined, _) = undefined_flags_of(&executed);
     let mask = COMPARED_FLAGS & !undefined;
     if native.state.rflags & mask != emu.state.rflags & mask {
         diffs.push(format!(
@@ -141,14 +146,8 @@ pub fn compare(
             initial.rflags
         ));
     }
-    compare_fpu(
-        executed,
-        initial.bits,
-        &native.state,
-        &emu.state,
-        &mut diffs,
-    );
-    let fxsave = decode_at(code, initial.bits).iter().any(|i| {
+    compare_fpu(&executed, &native.state, &emu.state, &mut diffs);
+    let fxsave = executed.iter().any(|i| {
         matches!(
             i.mnemonic(),
             iced_x86::Mnemonic::Fxsave | iced_x86::Mnemonic::Fxsave64
@@ -187,10 +186,9 @@ pub fn compare(
 /// the instructions leave undefined, see [`crate::x87_rules`]) and tag words and
 /// registers. FIP, FDP and FOP are not compared: whether FXSAVE stores them depends on
 /// the host CPU (AMD stores them only while an exception is pending).
-fn compare_fpu(code: &[u8], bits: u32, native: &State, emu: &State, diffs: &mut Vec<String>) {
-    let instrs = decode_at(code, bits);
+fn compare_fpu(instrs: &[Instruction], native: &State, emu: &State, diffs: &mut Vec<String>) {
     for (n, (a, b)) in native.xmm.iter().zip(emu.xmm.iter()).enumerate() {
-        if a != b && !crate::sse_rules::xmm_equivalent(&instrs, n, *a, *b) {
+        if a != b && !crate::sse_rules::xmm_equivalent(instrs, n, *a, *b) {
             diffs.push(format!("xmm{n}: native {a:#034x}, emu {b:#034x}"));
         }
     }
@@ -204,7 +202,7 @@ fn compare_fpu(code: &[u8], bits: u32, native: &State, emu: &State, diffs: &mut 
     if x.fcw != y.fcw {
         diffs.push(format!("fcw: native {:#x}, emu {:#x}", x.fcw, y.fcw));
     }
-    let fsw_mask = !crate::x87_rules::undefined_fsw(&instrs);
+    let fsw_mask = !crate::x87_rules::undefined_fsw(instrs);
     if x.fsw & fsw_mask != y.fsw & fsw_mask {
         diffs.push(format!(
             "fsw: native {:#x}, emu {:#x} (compared bits {fsw_mask:#x})",
@@ -215,7 +213,7 @@ fn compare_fpu(code: &[u8], bits: u32, native: &State, emu: &State, diffs: &mut 
         diffs.push(format!("ftw: native {:#x}, emu {:#x}", x.ftw, y.ftw));
     }
     for (i, (a, b)) in x.st.iter().zip(y.st.iter()).enumerate() {
-        if a != b && !crate::x87_rules::st_equivalent(&instrs, i, *a, *b) {
+        if a != b && !crate::x87_rules::st_equivalent(instrs, i, *a, *b) {
             diffs.push(format!("st({i}): native {a:#022x}, emu {b:#022x}"));
         }
     }

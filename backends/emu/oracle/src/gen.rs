@@ -162,8 +162,7 @@ fn gpr(size: u32, n: usize) -> Register {
         4 => Register::EAX,
         _ => Register::RAX,
     };
-    // Register numbers within a size class are consecutive in iced's enum.
-    Register::values().nth(base as usize + n).unwrap_or(base)
+    reg_at(base, n)
 }
 
 /// Register `n` of the class starting at `first` (iced numbers each class consecutively).
@@ -698,9 +697,7 @@ pub fn build(code: Code, ch: &mut Choices, ctx: &BuildCtx, state: &mut State) ->
             if instr.op_kind(i) == OpKind::Register {
                 let r = instr.op_register(i);
                 if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) {
-                    let low = Register::values()
-                        .nth(r as usize - Register::AH as usize + Register::AL as usize)
-                        .unwrap_or(Register::AL);
+                    let low = reg_at(Register::AL, r as usize - Register::AH as usize);
                     instr.set_op_register(i, low);
                 }
             }

@@ -220,6 +220,33 @@ fn source(x: &mut X87) -> Result<u128, bool> {
     Ok(st(x, 0))
 }
 
+/// The start of a store of ST(0) to a `W`-byte memory float or integer: the destination
+/// is checked for writing first, C1 cleared, and the value returned with its address.
+/// From an empty ST(0) the masked response stores `indefinite` (and pops for the
+/// popping forms) and there is nothing left to do: `None`.
+fn store_operand<const W: u32, const P: bool>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+    indefinite: u64,
+) -> Result<Option<(u64, u128)>, Ex> {
+    start(c, op)?;
+    let a = check_dest(c, mem, op, W)?;
+    c.fpu.x87.fsw &= !fsw::C1;
+    match source(&mut c.fpu.x87) {
+        Ok(v) => Ok(Some((a, v))),
+        Err(masked_ie) => {
+            if masked_ie {
+                c.wr(mem, op.seg, a, W, indefinite)?;
+                if P {
+                    pop(&mut c.fpu.x87);
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// The indefinite of a memory float format.
 fn indefinite(w: u32) -> u64 {
     if w == 4 {
@@ -245,20 +272,8 @@ fn fst_mfp<const W: u32, const P: bool>(
     mem: &mut GuestMemory,
     op: &Op,
 ) -> Result<(), Ex> {
-    start(c, op)?;
-    let a = check_dest(c, mem, op, W)?;
-    c.fpu.x87.fsw &= !fsw::C1;
-    let v = match source(&mut c.fpu.x87) {
-        Ok(v) => v,
-        Err(masked_ie) => {
-            if masked_ie {
-                c.wr(mem, op.seg, a, W, indefinite(W))?;
-                if P {
-                    pop(&mut c.fpu.x87);
-                }
-            }
-            return Ok(());
-        }
+    let Some((a, v)) = store_operand::<W, P>(c, mem, op, indefinite(W))? else {
+        return Ok(());
     };
     let x = &c.fpu.x87;
     let mut e = env(x, false);
@@ -343,20 +358,8 @@ fn fist<const W: u32, const P: bool, const T: bool>(
     mem: &mut GuestMemory,
     op: &Op,
 ) -> Result<(), Ex> {
-    start(c, op)?;
-    let a = check_dest(c, mem, op, W)?;
-    c.fpu.x87.fsw &= !fsw::C1;
-    let v = match source(&mut c.fpu.x87) {
-        Ok(v) => v,
-        Err(masked_ie) => {
-            if masked_ie {
-                c.wr(mem, op.seg, a, W, int_indefinite(W))?;
-                if P {
-                    pop(&mut c.fpu.x87);
-                }
-            }
-            return Ok(());
-        }
+    let Some((a, v)) = store_operand::<W, P>(c, mem, op, int_indefinite(W))? else {
+        return Ok(());
     };
     let x = &c.fpu.x87;
     let mut e = env(x, false);
