@@ -28,8 +28,10 @@
 //! VMX when the CPU has it and it can be enabled, else the emulator), `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
-//! ends the run with a report). The first module's string is the guest's command line; further modules
-//! become the guest's multiboot modules.
+//! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
+//! guest: each runs on VMX and on the emulator and the final states are compared, see
+//! [`differential`]; needs VMX). The first module's string is the guest's command line;
+//! further modules become the guest's multiboot modules.
 
 #![no_std]
 #![no_main]
@@ -39,6 +41,7 @@ extern crate alloc;
 mod boot;
 mod bootinfo;
 mod cpu;
+mod differential;
 mod heap;
 mod platform;
 mod power;
@@ -141,6 +144,8 @@ struct Options {
     /// Raise #UD before loading the guest: checks that an exception ends the run with a
     /// report instead of a hang.
     fault: bool,
+    /// Module 0 is a differential case pack.
+    differential: bool,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -149,6 +154,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         guest_mib: DEFAULT_GUEST_MIB,
         interactive: false,
         fault: false,
+        differential: false,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -172,6 +178,8 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.interactive = true;
         } else if word == "fault" {
             opts.fault = true;
+        } else if word == "diff" {
+            opts.differential = true;
         }
         // Anything else (a path GRUB passes first, for instance) is not for the image.
     }
@@ -331,6 +339,16 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         );
     };
     let kernel = module_bytes(kernel_ref.range, 0)?;
+    if opts.differential {
+        if opts.backend == BackendWish::Emu {
+            return Err("diff compares the vmx backend with the emulator: leave out backend=emu".into());
+        }
+        let vcpu = choose_backend(BackendWish::Vmx, hz)?;
+        let Backend::Vmx(VmxSlot(vmx)) = vcpu else {
+            return Err("vmx backend unavailable: the differential run needs VMX".into());
+        };
+        return differential::run(vmx, kernel, cpuid_policy(true), hz);
+    }
     if !is_multiboot(kernel) {
         return Err(format!(
             "boot module 0 ({} bytes) is not a multiboot kernel",

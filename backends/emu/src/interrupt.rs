@@ -23,6 +23,23 @@ pub enum Source {
     Software,
 }
 
+/// Whether an exception is a fault (SDM 3A table 6-1): everything but #DB (a trap
+/// here: instruction breakpoints are not emulated), #BP, #OF, #DF and #MC.
+pub fn is_fault(vector: u8) -> bool {
+    vector < 32 && !matches!(vector, 1 | 2 | 3 | 4 | 8 | 18)
+}
+
+/// The RFLAGS image an event pushes: a fault sets RF in it (SDM 3A 17.3.1.1), so that
+/// the IRET back to the faulting instruction does not trigger its instruction breakpoint
+/// again.
+fn pushed_flags(c: &Cpu, vector: u8, src: Source) -> u64 {
+    let flags = c.rflags();
+    match src {
+        Source::Exception(_) if is_fault(vector) => flags | RF,
+        _ => flags,
+    }
+}
+
 /// Deliver an exception with the #DF/triple-fault rules. `Err` carries only exits
 /// (triple fault, emulation failure).
 pub fn raise(
@@ -182,7 +199,7 @@ fn deliver_protected(
     let old_cs = c.seg[sr::CS as usize];
     let old_ss = c.seg[sr::SS as usize];
     let old_sp = c.gpr[4];
-    let old_flags = c.rflags();
+    let old_flags = pushed_flags(c, vector, src);
     let old_cpl = c.cpl;
     let result = (|| {
         if new_cpl < c.cpl {
@@ -263,7 +280,7 @@ fn deliver_long(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> 
     let old_cs = c.seg[sr::CS as usize];
     let old_ss = c.seg[sr::SS as usize];
     let old_sp = c.gpr[4];
-    let old_flags = c.rflags();
+    let old_flags = pushed_flags(c, vector, src);
     let old_cpl = c.cpl;
     let tr = c.seg[sr::TR as usize];
     let mut rsp = old_sp;
@@ -352,6 +369,8 @@ pub fn int1(c: &mut Cpu, mem: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
 
 /// IRET / IRETD / IRETQ.
 pub fn iret(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    // IRET may load TF and RF, which the block loop must see before the next instruction.
+    c.brk = true;
     let size = match op.i.code() {
         iced_x86::Code::Iretw => 2,
         iced_x86::Code::Iretq => 8,

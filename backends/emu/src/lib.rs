@@ -24,7 +24,7 @@ pub mod reset;
 #[cfg(test)]
 mod tests;
 
-use crate::arith::flags::{IF, TF};
+use crate::arith::flags::{IF, RF, TF};
 use crate::cache::{decode_block, Block, Cache};
 use crate::cpu::{cr0, efer, sr, Cpu, InterceptKind};
 use crate::exception::Ex;
@@ -203,7 +203,7 @@ impl EmuVcpu {
         let quiet = gen == c.fetch_gen
             && !(self.irq_window | self.nmi_window)
             && !c.shadow
-            && c.rf & TF == 0
+            && c.rf & (TF | RF) == 0
             && c.retired < stop_at
             && c.smc_pages.is_empty()
             && c.mmio.write.is_none();
@@ -274,7 +274,9 @@ impl EmuVcpu {
                 leave!(Exit::NmiWindow);
             }
             let c = &mut self.cpu;
-            let single = c.shadow || c.rf & TF != 0;
+            // RF (set by an IRET back to a faulting instruction) lasts one instruction:
+            // run that one alone, like a single step, to clear it after.
+            let single = c.shadow || c.rf & (TF | RF) != 0;
             let rip = c.rip;
             let gen = c.fetch_gen;
             let linked = if prev_gen == gen {
@@ -351,6 +353,7 @@ impl EmuVcpu {
                 };
                 let had_shadow = c.shadow;
                 let tf = c.rf & TF != 0;
+                let had_rf = c.rf & RF != 0;
                 c.brk = false;
                 let mut fault = None;
                 // Counted in a register and added once per block: the only handlers that
@@ -392,6 +395,11 @@ impl EmuVcpu {
                     if had_shadow {
                         c.shadow = false;
                     }
+                    if had_rf && retired_any && !ops.first().is_some_and(|op| is_iret(&op.i)) {
+                        // The processor clears RF after every instruction it completes,
+                        // except IRET, which loads it (SDM 3A 17.3.1.1).
+                        c.rf &= !RF;
+                    }
                     if tf && retired_any {
                         // Single-step trap after the instruction.
                         c.dr[6] |= 1 << 14;
@@ -406,7 +414,7 @@ impl EmuVcpu {
                     || windows
                     || c.retired >= stop_at
                     || c.shadow
-                    || c.rf & TF != 0
+                    || c.rf & (TF | RF) != 0
                     || c.fetch_gen != prev_gen
                 {
                     break;
@@ -573,8 +581,8 @@ fn run_linked(
         c.mmio.len = 0;
         c.mmio.pos = 0;
         debug_assert!(
-            !c.shadow && c.rf & TF == 0 && c.fetch_gen == gen,
-            "a handler changed the shadow, TF or fetch_gen without setting brk"
+            !c.shadow && c.rf & (TF | RF) == 0 && c.fetch_gen == gen,
+            "a handler changed the shadow, TF, RF or fetch_gen without setting brk"
         );
         if c.retired >= stop_at {
             return (idx, None);
@@ -626,6 +634,9 @@ impl X86Ops for EmuVcpu {
 
     fn vcpu_reset(&mut self, kind: ResetKind) {
         reset::reset(&mut self.cpu, kind);
+        // After a reset the host loads new code into guest memory behind the guest's back
+        // (a loader, the differential runner): decoded blocks from before must not run.
+        self.cache.flush(&mut self.cpu);
         self.resume = (u32::MAX, 0);
         self.pending = None;
         self.irq_window = false;
@@ -875,4 +886,12 @@ impl X86Ops for EmuVcpu {
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)
     }
+}
+
+/// Whether `i` is IRET in any operand size.
+fn is_iret(i: &iced_x86::Instruction) -> bool {
+    matches!(
+        i.mnemonic(),
+        iced_x86::Mnemonic::Iret | iced_x86::Mnemonic::Iretd | iced_x86::Mnemonic::Iretq
+    )
 }

@@ -26,6 +26,7 @@ pub mod page;
 #[cfg(target_arch = "x86_64")]
 pub mod replay;
 pub mod state;
+pub mod string_io;
 #[cfg(target_arch = "x86_64")]
 pub mod vcpu;
 pub mod vmcs;

@@ -245,6 +245,22 @@ impl ReplayVmcs {
         self.remaining = count;
     }
 
+    /// Replace the script: from the next entry on, replay `repeat` `count` times, then
+    /// `last` for ever. The VMCS keeps its contents (a guest that goes on to other
+    /// instructions); the scripts are checked as in [`ReplayVmcs::new`].
+    pub fn rescript(
+        &mut self,
+        repeat: ScriptedExit,
+        count: u64,
+        last: ScriptedExit,
+    ) -> Result<(), ReplayError> {
+        let checked = ReplayVmcs::new(repeat, count, last)?;
+        self.repeat = checked.repeat;
+        self.remaining = checked.remaining;
+        self.last = checked.last;
+        Ok(())
+    }
+
     /// VM entries so far.
     pub fn entries(&self) -> u64 {
         self.entries

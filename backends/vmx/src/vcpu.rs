@@ -30,11 +30,12 @@ use crate::ept_tables::{EptError, EptTables};
 use crate::event::{EntryEvent, VectoringEvent, BLOCKING_BY_NMI};
 use crate::exits::entry_failure::instruction_failure;
 use crate::exits::{
-    BackendExit, ControlRegister, CrAccess, EptViolation, ExitDecoder, Gprs, VmxExit,
+    BackendExit, ControlRegister, CrAccess, EptViolation, ExitDecoder, Gprs, StringIo, VmxExit,
 };
 use crate::mmio::{self, MmioInstruction};
 use crate::page::{HostPhys, Page};
 use crate::state::{read_segment, write_guest_defaults, write_segment, ResetState, PAT_DEFAULT};
+use crate::string_io::{self, Element, InsStore, StringIoError};
 use crate::vmcs::hardware::vmx_outcome;
 use crate::vmcs::{fields, Field, HardwareVmcs, InstructionError, VmcsAccess, VmxError};
 use alloc::boxed::Box;
@@ -262,6 +263,8 @@ impl VmxProcessor for HardwareVmcs {
     }
 }
 
+/// RFLAGS.RF (resume flag).
+const RFLAGS_RF: u64 = 1 << 16;
 /// IA32_EFER.
 const MSR_EFER: u32 = 0xc000_0080;
 /// IA32_PAT.
@@ -295,6 +298,8 @@ const REASON_RDTSCP: u16 = 51;
 const MAX_SLICE_NS: u64 = 10_000_000;
 /// #UD.
 const UD: u8 = 6;
+/// #GP.
+const GP: u8 = 13;
 
 fn rdmsr(index: u32) -> u64 {
     // SAFETY: only called (by VmxVcpu, which exists only after `enable` succeeded at
@@ -391,6 +396,8 @@ pub enum VmxFailure {
     Ept(EptError),
     /// An event could not be encoded for injection.
     Inject(crate::event::InjectError),
+    /// An INS/OUTS element could not be completed (MMIO operand, undecodable).
+    StringIo(StringIoError),
 }
 
 /// The VMX vCPU, on the processor ([`HardwareVmcs`], the default) or, for host tests
@@ -412,6 +419,13 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     pio_in_size: u8,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
+    /// The INS/OUTS element the core is completing (see [`crate::string_io`]).
+    string_op: Option<Element>,
+    /// A completed INS element's value, stored into guest memory before the next
+    /// entry (`complete_pio_in` has no access to it).
+    ins_store: Option<InsStore>,
+    /// Guest CR8 (the TPR): CR8 accesses exit, so the guest never reaches the host's.
+    cr8: u64,
     /// Guest CR2 (not switched by VMX).
     cr2: u64,
     ept: Option<EptTables>,
@@ -606,6 +620,9 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             pending: None,
             pio_in_size: 1,
             mmio: None,
+            string_op: None,
+            ins_store: None,
+            cr8: 0,
             cr2: 0,
             ept: None,
             ept_map_id: 0,
@@ -970,6 +987,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             }
             BackendExit::Init | BackendExit::Sipi { .. } => None,
             BackendExit::ControlRegister(access) => self.handle_cr(access),
+            BackendExit::StringIo(s) => self.handle_string_io(mem, s),
             BackendExit::RefusedInstruction { .. } => {
                 self.inject_event(Event::Exception {
                     vector: UD,
@@ -1008,21 +1026,26 @@ impl<V: VmxProcessor> VmxVcpu<V> {
                     ControlRegister::Cr0 => self.set_cr0(value),
                     ControlRegister::Cr3 => self.set_cr3(value),
                     ControlRegister::Cr4 => self.set_cr4(value),
-                    ControlRegister::Cr8 => {
-                        return Some(
-                            self.fail(VmxFailure::Unhandled(BackendExit::ControlRegister(access))),
-                        )
+                    // The TPR has 4 bits; setting a reserved bit is #GP(0) (as in the
+                    // emulator backend), and the instruction does not retire.
+                    ControlRegister::Cr8 if value > 15 => {
+                        self.inject_event(Event::Exception {
+                            vector: GP,
+                            error_code: Some(0),
+                        });
+                        return None;
                     }
+                    ControlRegister::Cr8 => self.cr8 = value,
                 }
             }
             CrAccess::MovFrom { cr, gpr } => {
                 let value = match cr {
+                    // Reads of CR0/CR4 come from the read shadows and do not exit; should
+                    // one arrive, the guest gets the same shadowed value.
+                    ControlRegister::Cr0 => self.cr0(),
                     ControlRegister::Cr3 => self.cr3(),
-                    _ => {
-                        return Some(
-                            self.fail(VmxFailure::Unhandled(BackendExit::ControlRegister(access))),
-                        )
-                    }
+                    ControlRegister::Cr4 => self.cr4(),
+                    ControlRegister::Cr8 => self.cr8,
                 };
                 self.set_gpr(gpr, value);
             }
@@ -1039,6 +1062,58 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         }
         self.skip_emulated_instruction();
         None
+    }
+}
+
+impl<V: VmxProcessor> VmxVcpu<V> {
+    /// The control registers the processor translates guest-linear addresses with.
+    fn paging_regs(&self) -> PagingRegs {
+        PagingRegs {
+            cr0: self.read(fields::GUEST_CR0),
+            cr3: self.cr3(),
+            cr4: self.read(fields::GUEST_CR4),
+            efer: self.efer(),
+        }
+    }
+
+    /// INS/OUTS: one element to the core (see [`crate::string_io`]).
+    fn handle_string_io(&mut self, mem: &mut GuestMemory, exit: StringIo) -> Option<Exit> {
+        let operand = match exit.operand {
+            Some(operand) => operand,
+            None => {
+                // The processor does not report the address size: decode the instruction.
+                let mut bytes = [0u8; 15];
+                let n = self.fetch_instruction(mem, &mut bytes);
+                let bitness = string_io::code_bitness(self);
+                let decoded = string_io::decode_operand(
+                    bytes.get(..n).unwrap_or(&[]),
+                    bitness,
+                    exit.direction,
+                );
+                match decoded {
+                    Some(operand) => operand,
+                    None => {
+                        let rip = self.rip();
+                        return Some(
+                            self.fail(VmxFailure::StringIo(StringIoError::Undecodable { rip })),
+                        );
+                    }
+                }
+            }
+        };
+        let paging = self.paging_regs();
+        match string_io::start(self, mem, &paging, &exit, operand) {
+            string_io::Start::Io(io, element) => {
+                self.string_op = Some(element);
+                Some(io)
+            }
+            string_io::Start::Retire => {
+                self.skip_emulated_instruction();
+                None
+            }
+            string_io::Start::Faulted => None,
+            string_io::Start::Fail(e) => Some(self.fail(VmxFailure::StringIo(e))),
+        }
     }
 }
 
@@ -1076,6 +1151,9 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.write(fields::GUEST_INTERRUPTIBILITY_STATE, 0);
         self.write(fields::GUEST_ACTIVITY_STATE, 0);
         self.pending = None;
+        self.cr8 = 0;
+        self.string_op = None;
+        self.ins_store = None;
         // A new guest brings a new clock.
         self.tsc_anchored = false;
     }
@@ -1248,6 +1326,13 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
 
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
         self.failure = None;
+        // A string I/O element completes before the next exit or not at all.
+        self.string_op = None;
+        if let Some(store) = self.ins_store.take() {
+            // The destination was RAM when the element exited; if the core has changed
+            // the map since, the store is dropped (as in the emulator backend).
+            let _ = store.write(mem);
+        }
         if let Err(f) = self.ensure_ept(mem) {
             return self.fail(f);
         }
@@ -1291,6 +1376,12 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     }
 
     fn skip_emulated_instruction(&mut self) {
+        if let Some(element) = self.string_op.take() {
+            if !element.advance(self) {
+                // REP with a count left: RIP stays, the next entry runs the next element.
+                return;
+            }
+        }
         let len = self.read(fields::VM_EXIT_INSTRUCTION_LEN);
         let rip = self.rip().wrapping_add(len);
         self.set_rip(rip);
@@ -1298,6 +1389,13 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     }
 
     fn complete_pio_in(&mut self, value: u32) {
+        if let Some(element) = self.string_op {
+            if element.is_input() {
+                self.ins_store = Some(element.ins_store(value));
+            }
+            self.skip_emulated_instruction();
+            return;
+        }
         let rax = self.gprs[Gpr::Rax as usize];
         self.gprs[Gpr::Rax as usize] = match self.pio_in_size {
             1 => (rax & !0xff) | u64::from(value & 0xff),
@@ -1362,6 +1460,15 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
             return;
         }
         let protected = self.read(fields::GUEST_CR0) & CR0_PE != 0;
+        if let Event::Exception { vector, .. } = event {
+            // The processor sets RF in the RFLAGS image a fault pushes (SDM 3A
+            // 17.3.1.1), but not for an injected one: set it first, as KVM does, so the
+            // guest sees the frame silicon would have pushed. Real mode pushes 16 bits.
+            if protected && crate::event::is_fault(vector) {
+                let rflags = self.read(fields::GUEST_RFLAGS) | RFLAGS_RF;
+                self.write(fields::GUEST_RFLAGS, rflags);
+            }
+        }
         match EntryEvent::from_event(
             event,
             protected,

@@ -1,0 +1,114 @@
+//! The differential run (`diff` on the command line): every case of the pack in boot
+//! module 0 runs on the VMX backend and on the emulator compiled into this image, from
+//! the same initial state in the same 2 MiB environment, and the final states are
+//! compared (`opsvisor_vmdiff`). A case that differs is shrunk on the spot — both
+//! backends are here, so each candidate costs two short runs — and reported with the
+//! minimized case in hex, which `cargo xtask vmx-diff` decodes and disassembles.
+//!
+//! Serial lines (all prefixed `opsvisor-image: `):
+//!
+//! ```text
+//! vmdiff: case I (MODE) differs; minimized from A to B items in R runs
+//! vmdiff: case I minimized: <hex of the case body>
+//! vmdiff: case I   <what>: vmx <value>, emu <value>
+//! vmdiff: case I (MODE): both backends ran out of their limits
+//! differential: N cases, D differ, U unfinished
+//! ```
+//!
+//! The last line is the run's verdict; the image then powers off with code 1 (all the
+//! same) or `CODE_IMAGE_FAILED`.
+
+use crate::platform::BareMetal;
+use crate::{log, CODE_IMAGE_FAILED};
+use alloc::format;
+use alloc::string::String;
+use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_emu::EmuVcpu;
+use opsvisor_vmdiff::case::{to_hex, Case, Pack};
+use opsvisor_vmdiff::minimize::minimize;
+use opsvisor_vmdiff::run::{run_pair, Runner, Verdict};
+use opsvisor_vmx::VmxVcpu;
+
+/// The power-off code of a run where every case agreed: 0, as for a guest that passed
+/// (QEMU's isa-debug-exit then reports status 1).
+const CODE_ALL_SAME: u8 = 0;
+
+/// Run every case of `pack` on `vmx` and the emulator; the code to power off with.
+pub fn run(vmx: VmxVcpu, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Result<u8, String> {
+    let cases = Pack::open(pack).map_err(|e| format!("boot module 0: {e}"))?;
+    let count = cases.case_count();
+    let mut left = Runner::new(vmx, BareMetal::new(hz, false), cpuid.clone())
+        .map_err(|e| format!("differential RAM: {e}"))?;
+    let mut right = Runner::new(EmuVcpu::new(), BareMetal::new(hz, false), cpuid)
+        .map_err(|e| format!("differential RAM: {e}"))?;
+    log!("vmdiff: {} cases, vmx against the emulator", count);
+    let (mut differ, mut unfinished) = (0u32, 0u32);
+    for (index, case) in cases.enumerate() {
+        let case = case.map_err(|e| format!("boot module 0: {e}"))?;
+        match run_pair(&mut left, &mut right, &case).map_err(|e| format!("case {index}: {e}"))? {
+            Verdict::Same => {}
+            Verdict::Unfinished => {
+                unfinished += 1;
+                log!(
+                    "vmdiff: case {} ({}): both backends ran out of their limits",
+                    index,
+                    case.mode.name()
+                );
+            }
+            Verdict::Differ(_) => {
+                differ += 1;
+                report(index, &case, &mut left, &mut right)?;
+            }
+        }
+    }
+    log!(
+        "differential: {} cases, {} differ, {} unfinished",
+        count,
+        differ,
+        unfinished
+    );
+    Ok(if differ == 0 && unfinished == 0 {
+        CODE_ALL_SAME
+    } else {
+        CODE_IMAGE_FAILED
+    })
+}
+
+/// Minimize a differing case and print it with what differs.
+fn report(
+    index: usize,
+    case: &Case,
+    left: &mut Runner<VmxVcpu, BareMetal>,
+    right: &mut Runner<EmuVcpu, BareMetal>,
+) -> Result<(), String> {
+    let (small, runs) = minimize(case, |candidate| {
+        matches!(run_pair(left, right, candidate), Ok(Verdict::Differ(_)))
+    });
+    log!(
+        "vmdiff: case {} ({}) differs; minimized from {} to {} items in {} runs",
+        index,
+        case.mode.name(),
+        case.items.len(),
+        small.items.len(),
+        runs
+    );
+    log!("vmdiff: case {} minimized: {}", index, to_hex(&small.encode()));
+    // Run the minimized case once more for its differences (the last candidate run may
+    // have been one that did not differ).
+    match run_pair(left, right, &small).map_err(|e| format!("case {index}: {e}"))? {
+        Verdict::Differ(diffs) => {
+            for d in diffs {
+                log!("vmdiff: case {}   {}: vmx {}, emu {}", index, d.what, d.left, d.right);
+            }
+        }
+        other => log!(
+            "vmdiff: case {}   the minimized case no longer differs ({:?}): the difference depends on state outside the case",
+            index,
+            other
+        ),
+    }
+    if let Some(failure) = left.vcpu().and_then(|v| v.last_failure()) {
+        log!("vmdiff: case {}   vmx: {:?}", index, failure);
+    }
+    Ok(())
+}

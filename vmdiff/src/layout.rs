@@ -1,0 +1,391 @@
+//! The guest environment every case runs in: 2 MiB of RAM holding descriptor tables,
+//! exception handlers, page tables, the code, a data area and a stack, and the initial
+//! vCPU state for the case's mode.
+//!
+//! Every exception and interrupt vector leads to a handler that is a single HLT with
+//! interrupts off, so a case always ends in the core's "halted with nothing to wake it"
+//! outcome: either at the HLT after its code, or in vector N's handler (the final RIP
+//! says which, the stack holds the frame and error code). The state compared is therefore
+//! architecture only — registers, memory, descriptor-table and page-table bits — and the
+//! same on silicon, Bochs and the emulator.
+//!
+//! Page-table entries start with their accessed and dirty bits set, so a processor that
+//! sets them speculatively (silicon may) leaves nothing to compare; only the case's own
+//! writes change the tables.
+
+use crate::case::{Case, Mode};
+use opsvisor_core::arch::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+use opsvisor_core::ops::{DescriptorTable, Gpr, ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::{GuestMemory, MemError};
+
+/// Guest RAM of the environment.
+pub const RAM: u64 = 2 << 20;
+/// The real-mode interrupt vector table.
+pub const IVT: u64 = 0x0;
+/// The GDT.
+pub const GDT: u64 = 0x1000;
+/// The protected- and long-mode IDT.
+pub const IDT: u64 = 0x2000;
+/// The handler page: vector N's handler is the HLT at `HANDLERS + 8 * N`.
+pub const HANDLERS: u64 = 0x3000;
+/// The TSS (TR points here in the protected and long modes).
+pub const TSS: u64 = 0x4000;
+/// An LDT with two descriptors, for LLDT and selectors with TI set.
+pub const LDT: u64 = 0x5000;
+/// Long mode: PML4 (CR3), PDPT, PD and one page table mapping 0..2 MiB in 4 KiB pages.
+pub const PML4: u64 = 0x10000;
+/// A second PML4 with the same mappings (a valid other value for MOV CR3).
+pub const PML4_ALT: u64 = 0x16000;
+/// 32-bit paging: the page directory (CR3) and its page table.
+pub const PD32: u64 = 0x14000;
+/// A second 32-bit page directory with the same mappings.
+pub const PD32_ALT: u64 = 0x17000;
+/// The code: the case's instructions, then HLT.
+pub const CODE: u64 = 0x20000;
+/// The data area the generated memory operands use (RBX points into its middle).
+pub const DATA: u64 = 0x30000;
+/// Size of the data area.
+pub const DATA_SIZE: u64 = 0x2000;
+/// RBX at the start: `[rbx + disp8]` stays inside the data area.
+pub const DATA_POINTER: u64 = DATA + 0x800;
+/// The stack page.
+pub const STACK: u64 = 0x40000;
+/// RSP at the start (the middle of the stack page).
+pub const STACK_POINTER: u64 = STACK + 0x800;
+
+/// Selectors of the GDT.
+pub mod selector {
+    /// Flat 32-bit code, DPL 0.
+    pub const CODE32: u16 = 0x08;
+    /// Flat read/write data, DPL 0.
+    pub const DATA: u16 = 0x10;
+    /// 64-bit code, DPL 0.
+    pub const CODE64: u16 = 0x18;
+    /// The TSS (16 bytes in long mode: 0x20 and 0x28).
+    pub const TSS: u16 = 0x20;
+    /// 16-bit code, base 0, limit 64 KiB.
+    pub const CODE16: u16 = 0x30;
+    /// 16-bit data, base 0, limit 64 KiB.
+    pub const DATA16: u16 = 0x38;
+    /// Flat read/write data, DPL 3.
+    pub const DATA_DPL3: u16 = 0x40;
+    /// Flat read-only data.
+    pub const DATA_READ_ONLY: u16 = 0x48;
+    /// Flat execute-only code.
+    pub const CODE_EXECUTE_ONLY: u16 = 0x50;
+    /// The LDT.
+    pub const LDT: u16 = 0x58;
+    /// Read/write data, not present.
+    pub const DATA_NOT_PRESENT: u16 = 0x60;
+    /// Read/write data at the data area with a 4 KiB byte-granular limit.
+    pub const DATA_SMALL: u16 = 0x68;
+    /// LDT entry 0 (flat data), TI set.
+    pub const LDT_DATA: u16 = 0x04;
+    /// LDT entry 1 (flat 32-bit code), TI set.
+    pub const LDT_CODE: u16 = 0x0c;
+    /// The GDT limit: selectors up to 0x70 exist.
+    pub const GDT_LIMIT: u16 = 0x77;
+}
+
+/// CR0 bits a case may set at the start: MP, EM, TS, NE, WP, AM.
+pub const CR0_OPTIONAL: u64 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 16) | (1 << 18);
+/// CR4 bits a case may set at the start: DE, PSE, PGE, OSFXSR, OSXMMEXCPT.
+pub const CR4_OPTIONAL: u64 = (1 << 3) | (1 << 4) | (1 << 7) | (1 << 9) | (1 << 10);
+/// EFER bits a case may set at the start (modes with EFER): SCE, NXE.
+pub const EFER_OPTIONAL: u64 = (1 << 0) | (1 << 11);
+/// RFLAGS bits a case may set at the start: CF, PF, AF, ZF, SF, DF, OF.
+pub const RFLAGS_OPTIONAL: u64 = 0x0cd5;
+
+/// A GDT/LDT descriptor.
+const fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
+    (limit as u64 & 0xffff)
+        | ((base as u64 & 0xff_ffff) << 16)
+        | ((access as u64) << 40)
+        | (((limit as u64 >> 16) & 0xf) << 48)
+        | (((flags as u64) & 0xf) << 52)
+        | (((base as u64) >> 24) << 56)
+}
+
+/// The GDT (the TSS slots are filled per mode).
+///
+/// The "flat" segments end at the end of RAM (limit 2 MiB, page-granular): outside
+/// paging, an access past RAM is then a #GP or #SS on every backend instead of an
+/// access to nothing, which silicon and the emulator would reach by different paths.
+const GDT_ENTRIES: [u64; 15] = [
+    0,
+    descriptor(0, RAM_PAGES_LIMIT, 0x9b, 0xc),
+    descriptor(0, RAM_PAGES_LIMIT, 0x93, 0xc),
+    descriptor(0, RAM_PAGES_LIMIT, 0x9b, 0xa),
+    0,
+    0,
+    descriptor(0, 0xffff, 0x9b, 0x0),
+    descriptor(0, 0xffff, 0x93, 0x0),
+    descriptor(0, RAM_PAGES_LIMIT, 0xf3, 0xc),
+    descriptor(0, RAM_PAGES_LIMIT, 0x91, 0xc),
+    descriptor(0, RAM_PAGES_LIMIT, 0x99, 0xc),
+    descriptor(LDT as u32, 0x0f, 0x82, 0x0),
+    descriptor(0, RAM_PAGES_LIMIT, 0x13, 0xc),
+    descriptor(DATA as u32, 0xfff, 0x93, 0x4),
+    0,
+];
+
+/// The limit field of a page-granular segment that ends with RAM.
+const RAM_PAGES_LIMIT: u32 = (RAM >> 12) as u32 - 1;
+
+/// The LDT: flat data and flat 32-bit code.
+const LDT_ENTRIES: [u64; 2] = [
+    descriptor(0, RAM_PAGES_LIMIT, 0x93, 0xc),
+    descriptor(0, RAM_PAGES_LIMIT, 0x9b, 0xc),
+];
+
+/// The hidden part of a GDT "flat" segment as loaded from its descriptor.
+pub fn flat_segment(selector: u16, attr: u32) -> Segment {
+    Segment {
+        selector,
+        base: 0,
+        limit: RAM as u32 - 1,
+        attr,
+    }
+}
+
+/// The vector whose handler holds `rip` after it halted there, if it is one.
+pub fn handler_vector(rip: u64) -> Option<u8> {
+    let off = rip.checked_sub(HANDLERS + 1)?;
+    (off < 256 * 8 && off % 8 == 0).then_some((off / 8) as u8)
+}
+
+/// The data area's initial contents from `seed` (splitmix64).
+pub fn data_bytes(seed: u64, out: &mut [u8]) {
+    let mut state = seed;
+    for chunk in out.chunks_mut(8) {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let bytes = z.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// Why a case could not be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// Guest memory refused a write (the memory is smaller than [`RAM`]).
+    Memory(MemError),
+    /// The code does not fit in its page.
+    CodeTooLong(usize),
+    /// The runner's backend is missing (an earlier run did not give it back).
+    Unavailable,
+}
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SetupError::Memory(e) => write!(f, "guest memory: {e}"),
+            SetupError::CodeTooLong(n) => write!(f, "the case's code is {n} bytes, over 4 KiB"),
+            SetupError::Unavailable => f.write_str("the runner's backend was not given back"),
+        }
+    }
+}
+
+impl From<MemError> for SetupError {
+    fn from(e: MemError) -> Self {
+        SetupError::Memory(e)
+    }
+}
+
+/// Backend-held MSRs the environment sets at the start and the comparison reads back.
+pub const MSRS: [(u32, &str, u64); 12] = [
+    (0xc000_0100, "FS_BASE", 0),
+    (0xc000_0101, "GS_BASE", 0),
+    (0xc000_0102, "KERNEL_GS_BASE", 0),
+    (0xc000_0081, "STAR", 0),
+    (0xc000_0082, "LSTAR", 0),
+    (0xc000_0083, "CSTAR", 0),
+    (0xc000_0084, "SFMASK", 0),
+    (0x174, "SYSENTER_CS", 0),
+    (0x175, "SYSENTER_ESP", 0),
+    (0x176, "SYSENTER_EIP", 0),
+    (0xc000_0103, "TSC_AUX", 0),
+    (0x277, "PAT", 0x0007_0406_0007_0406),
+];
+
+fn write_tables(mem: &mut GuestMemory, mode: Mode) -> Result<(), MemError> {
+    for (i, e) in GDT_ENTRIES.iter().enumerate() {
+        mem.write_u64(GDT + 8 * i as u64, *e)?;
+    }
+    let long = matches!(mode, Mode::Long64 | Mode::Compat32);
+    // The TSS: a busy 32-bit TSS, or in long mode the low half of a 64-bit one (the
+    // upper half, base 63:32, is the zero entry after it).
+    mem.write_u64(GDT + 0x20, descriptor(TSS as u32, 0x67, 0x8b, 0))?;
+    for (i, e) in LDT_ENTRIES.iter().enumerate() {
+        mem.write_u64(LDT + 8 * i as u64, *e)?;
+    }
+    // Handlers: a page of HLT.
+    mem.write(HANDLERS, &[0xf4; 4096])?;
+    for v in 0..256u64 {
+        let handler = HANDLERS + 8 * v;
+        // Real-mode vectors: segment 0x300, offset 8 * v.
+        mem.write_u32(IVT + 4 * v, (0x300 << 16) | (8 * v) as u32)?;
+        if long {
+            let lo = (handler & 0xffff)
+                | (u64::from(selector::CODE64) << 16)
+                | (0x8e << 40)
+                | ((handler >> 16 & 0xffff) << 48);
+            mem.write_u64(IDT + 16 * v, lo)?;
+            mem.write_u64(IDT + 16 * v + 8, handler >> 32)?;
+        } else if mode != Mode::Real {
+            let gate = (handler & 0xffff)
+                | (u64::from(selector::CODE32) << 16)
+                | (0x8e << 40)
+                | ((handler >> 16 & 0xffff) << 48);
+            mem.write_u64(IDT + 8 * v, gate)?;
+        }
+    }
+    // Identity map of 0..2 MiB in 4 KiB pages, accessed and dirty already.
+    const PRESENT_RW_A: u64 = 0x23;
+    const PRESENT_RW_AD: u64 = 0x63;
+    for root in [PML4, PML4_ALT] {
+        mem.write_u64(root, (PML4 + 0x1000) | PRESENT_RW_A)?;
+    }
+    mem.write_u64(PML4 + 0x1000, (PML4 + 0x2000) | PRESENT_RW_A)?;
+    mem.write_u64(PML4 + 0x2000, (PML4 + 0x3000) | PRESENT_RW_A)?;
+    for root in [PD32, PD32_ALT] {
+        mem.write_u32(root, ((PD32 + 0x1000) | PRESENT_RW_A) as u32)?;
+    }
+    for page in 0..512u64 {
+        mem.write_u64(PML4 + 0x3000 + 8 * page, (page << 12) | PRESENT_RW_AD)?;
+        mem.write_u32(PD32 + 0x1000 + 4 * page, ((page << 12) | PRESENT_RW_AD) as u32)?;
+    }
+    Ok(())
+}
+
+/// Write the environment and the case's code and data into `mem` (all of it is zeroed
+/// first) and put `vcpu` in the case's initial state.
+pub fn prepare<B: X86Ops>(
+    case: &Case,
+    mem: &mut GuestMemory,
+    vcpu: &mut B,
+) -> Result<(), SetupError> {
+    let (code, _) = case.assemble();
+    if code.len() > 4096 {
+        return Err(SetupError::CodeTooLong(code.len()));
+    }
+    mem.zero_range(0, RAM)?;
+    write_tables(mem, case.mode)?;
+    mem.write(CODE, &code)?;
+    let mut data = [0u8; DATA_SIZE as usize];
+    data_bytes(case.seed, &mut data);
+    mem.write(DATA, &data)?;
+
+    vcpu.vcpu_reset(ResetKind::PowerOn);
+    let long = matches!(case.mode, Mode::Long64 | Mode::Compat32);
+    let (cr0, cr3, cr4, efer) = match case.mode {
+        Mode::Real => (CR0_ET, 0, 0, 0),
+        Mode::Protected32 => (CR0_ET | CR0_PE, 0, 0, case.efer & EFER_OPTIONAL),
+        Mode::Paged32 => (CR0_ET | CR0_PE | CR0_PG, PD32, 0, case.efer & EFER_OPTIONAL),
+        Mode::Long64 | Mode::Compat32 => (
+            CR0_ET | CR0_PE | CR0_PG,
+            PML4,
+            CR4_PAE,
+            EFER_LME | EFER_LMA | (case.efer & EFER_OPTIONAL),
+        ),
+    };
+    let mut cr0 = cr0 | (case.cr0 & CR0_OPTIONAL);
+    if cr0 & CR0_PG == 0 {
+        // WP means nothing without paging; keep the start state one a real OS would have.
+        cr0 &= !(1 << 16);
+    }
+    let mut cr4 = cr4 | (case.cr4 & CR4_OPTIONAL);
+    if case.mode == Mode::Real {
+        cr4 &= !(1 << 7);
+    }
+    vcpu.set_efer(efer);
+    vcpu.set_cr4(cr4);
+    vcpu.set_cr3(cr3);
+    vcpu.set_cr0(cr0);
+    vcpu.set_cr2(0);
+    vcpu.set_gdt(DescriptorTable {
+        base: GDT,
+        limit: selector::GDT_LIMIT,
+    });
+    vcpu.set_idt(match case.mode {
+        Mode::Real => DescriptorTable {
+            base: IVT,
+            limit: 0x3ff,
+        },
+        _ if long => DescriptorTable {
+            base: IDT,
+            limit: 0xfff,
+        },
+        _ => DescriptorTable {
+            base: IDT,
+            limit: 0x7ff,
+        },
+    });
+
+    let mut regs = opsvisor_core::ops::Regs {
+        gpr: case.gprs,
+        rip: 0,
+        rflags: (case.rflags & RFLAGS_OPTIONAL) | 2,
+    };
+    if case.mode != Mode::Long64 {
+        // Outside 64-bit mode only the low halves exist.
+        for g in regs.gpr.iter_mut() {
+            *g &= 0xffff_ffff;
+        }
+    }
+    if case.mode == Mode::Real {
+        let seg = |sel: u16, code| Segment::real_mode(sel, code);
+        vcpu.set_segment(SegReg::Cs, &seg((CODE >> 4) as u16, true));
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs] {
+            vcpu.set_segment(s, &seg((DATA >> 4) as u16, false));
+        }
+        vcpu.set_segment(SegReg::Ss, &seg((STACK >> 4) as u16, false));
+        regs.gpr[Gpr::Rbx as usize] = DATA_POINTER - DATA;
+        regs.gpr[Gpr::Rsp as usize] = STACK_POINTER - STACK;
+    } else {
+        let cs = match case.mode {
+            Mode::Long64 => Segment {
+                selector: selector::CODE64,
+                base: 0,
+                limit: RAM as u32 - 1,
+                attr: Segment::CODE64,
+            },
+            _ => flat_segment(selector::CODE32, Segment::CODE32),
+        };
+        vcpu.set_segment(SegReg::Cs, &cs);
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss] {
+            vcpu.set_segment(s, &flat_segment(selector::DATA, Segment::DATA));
+        }
+        vcpu.set_segment(
+            SegReg::Tr,
+            &Segment {
+                selector: selector::TSS,
+                base: TSS,
+                limit: 0x67,
+                attr: Segment::TSS_BUSY,
+            },
+        );
+        vcpu.set_segment(
+            SegReg::Ldtr,
+            &Segment {
+                selector: 0,
+                base: 0,
+                limit: 0,
+                attr: Segment::LDT_UNUSABLE,
+            },
+        );
+        regs.gpr[Gpr::Rbx as usize] = DATA_POINTER;
+        regs.gpr[Gpr::Rsp as usize] = STACK_POINTER;
+        regs.rip = CODE;
+    }
+    vcpu.set_regs(&regs);
+    for (index, _, value) in MSRS {
+        // A backend that does not hold one leaves it to the core, which starts fresh.
+        let _ = vcpu.set_msr(index, value);
+    }
+    vcpu.set_interrupt_shadow(false);
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The environment and the comparison, checked on the emulator backend: every mode
+//! starts where the layout says, faults end in the right handler, and the comparison
+//! finds exactly the fields two different runs leave different.
+
+use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::ops::{Gpr, SegReg};
+use opsvisor_core::platform::CapturePlatform;
+use opsvisor_emu::EmuVcpu;
+use opsvisor_vmdiff::case::{BranchOp, Case, Item, Mode};
+use opsvisor_vmdiff::layout::{self, CODE, DATA_POINTER};
+use opsvisor_vmdiff::minimize::minimize;
+use opsvisor_vmdiff::run::{run_pair, Runner, Verdict};
+use opsvisor_vmdiff::snapshot::Ending;
+
+fn runner() -> Runner<EmuVcpu, CapturePlatform> {
+    Runner::new(EmuVcpu::new(), CapturePlatform::new(), CpuidPolicy::emulator()).unwrap()
+}
+
+fn case(mode: Mode, items: Vec<Item>) -> Case {
+    Case {
+        mode,
+        gprs: [0x1111; 16],
+        rflags: 0,
+        cr0: 0,
+        cr4: 0,
+        efer: 0,
+        seed: 1,
+        items,
+    }
+}
+
+/// The linear address the final RIP points at.
+fn linear_rip(s: &opsvisor_vmdiff::Snapshot) -> u64 {
+    s.segments[SegReg::Cs as usize].base + s.regs.rip
+}
+
+#[test]
+fn every_mode_runs_to_the_final_hlt() {
+    let mut r = runner();
+    for mode in Mode::ALL {
+        // A NOP, then the environment's HLT.
+        let s = r.run(&case(mode, vec![Item::Insn(vec![0x90])])).unwrap();
+        assert_eq!(s.ending, Ending::Halted, "{mode:?}");
+        assert_eq!(linear_rip(&s), CODE + 2, "{mode:?}");
+        assert_eq!(s.vector(), None);
+    }
+}
+
+#[test]
+fn faults_end_in_their_handler_with_the_frame_on_the_stack() {
+    let mut r = runner();
+    for mode in Mode::ALL {
+        // UD2 is #UD (6) everywhere; INT3 is #BP (3).
+        let s = r.run(&case(mode, vec![Item::Insn(vec![0x0f, 0x0b])])).unwrap();
+        assert_eq!(s.vector(), Some(6), "{mode:?}");
+        let s = r.run(&case(mode, vec![Item::Insn(vec![0xcc])])).unwrap();
+        assert_eq!(s.vector(), Some(3), "{mode:?}");
+    }
+    // In 64-bit mode the frame's RIP is the faulting instruction's.
+    let s = r
+        .run(&case(Mode::Long64, vec![Item::Insn(vec![0x90]), Item::Insn(vec![0x0f, 0x0b])]))
+        .unwrap();
+    let mem = r.memory().unwrap();
+    let rsp = s.regs.gpr[Gpr::Rsp as usize];
+    assert_eq!(mem.read_u64(rsp).unwrap(), CODE + 1);
+}
+
+#[test]
+fn memory_outside_ram_faults_instead_of_reaching_nothing() {
+    let mut r = runner();
+    // mov eax, [0x300000] (past the 2 MiB of RAM): #GP past the segment limit in the
+    // 32-bit modes, #PF in 64-bit mode (no limits; the page is not mapped).
+    let load = Item::Insn(vec![0x8b, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00]);
+    for mode in [Mode::Protected32, Mode::Paged32, Mode::Compat32] {
+        let s = r.run(&case(mode, vec![load.clone()])).unwrap();
+        assert_eq!(s.vector(), Some(13), "{mode:?}");
+    }
+    let s = r.run(&case(Mode::Long64, vec![load])).unwrap();
+    assert_eq!(s.vector(), Some(14));
+    assert_eq!(s.control[1], 0x30_0000);
+}
+
+#[test]
+fn branches_skip_items() {
+    let mut r = runner();
+    // stc; jc over "mov eax, 5"; the final HLT.
+    let s = r
+        .run(&case(
+            Mode::Protected32,
+            vec![
+                Item::Insn(vec![0xf9]),
+                Item::Branch {
+                    op: BranchOp::Jcc,
+                    cond: 2,
+                    skip: 1,
+                },
+                Item::Insn(vec![0xb8, 5, 0, 0, 0]),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(s.regs.gpr[Gpr::Rax as usize], 0x1111);
+    assert_eq!(s.ending, Ending::Halted);
+}
+
+#[test]
+fn the_comparison_names_what_differs() {
+    let mut left = runner();
+    let mut right = runner();
+    let same = case(Mode::Long64, vec![Item::Insn(vec![0x48, 0x01, 0xc8])]);
+    assert!(matches!(run_pair(&mut left, &mut right, &same).unwrap(), Verdict::Same));
+
+    // Different cases stand in for two backends that disagree: mov [rbx+4], al vs a NOP
+    // of the same length: the code bytes differ, and RAM at DATA_POINTER + 4; nothing else.
+    let a = left
+        .run(&case(Mode::Long64, vec![Item::Insn(vec![0x88, 0x43, 0x04])]))
+        .unwrap();
+    let b = right
+        .run(&case(Mode::Long64, vec![Item::Insn(vec![0x0f, 0x1f, 0x00])]))
+        .unwrap();
+    let diffs = opsvisor_vmdiff::snapshot::compare(
+        &a,
+        left.memory().unwrap(),
+        &b,
+        right.memory().unwrap(),
+    );
+    let names: Vec<&str> = diffs.iter().map(|d| d.what.as_str()).collect();
+    let mut want: Vec<String> = (0..3).map(|i| format!("memory {:#x}", CODE + i)).collect();
+    want.push(format!("memory {:#x}", DATA_POINTER + 4));
+    assert_eq!(names, want);
+}
+
+#[test]
+fn a_difference_minimizes_to_the_instruction_that_causes_it() {
+    // Stand-in for a backend bug: the right side runs the case with its CPUID removed.
+    let mut left = runner();
+    let mut right = runner();
+    let cpuid = Item::Insn(vec![0x0f, 0xa2]);
+    let big = case(
+        Mode::Long64,
+        vec![
+            Item::Insn(vec![0x90]),
+            Item::Insn(vec![0x31, 0xc0]),
+            cpuid.clone(),
+            Item::Insn(vec![0xf8]),
+        ],
+    );
+    let (small, _) = minimize(&big, |c| {
+        let mut without = c.clone();
+        without.items.retain(|i| *i != cpuid);
+        let a = left.run(c).unwrap();
+        let b = right.run(&without).unwrap();
+        !opsvisor_vmdiff::snapshot::compare(&a, left.memory().unwrap(), &b, right.memory().unwrap())
+            .is_empty()
+    });
+    assert_eq!(small.items, vec![cpuid]);
+}
+
+#[test]
+fn state_does_not_leak_from_one_case_to_the_next() {
+    let mut r = runner();
+    let plain = case(Mode::Long64, vec![Item::Insn(vec![0x90])]);
+    let first = r.run(&plain).unwrap();
+    // wrmsr FS_BASE (ecx = 0xc0000100, edx:eax = 0x1111:0x1111), lgdt-free but stateful.
+    let mut wr = case(
+        Mode::Long64,
+        vec![
+            Item::Insn(vec![0xb9, 0x00, 0x01, 0x00, 0xc0]),
+            Item::Insn(vec![0x0f, 0x30]),
+        ],
+    );
+    wr.gprs[Gpr::Rdx as usize] = 0;
+    let s = r.run(&wr).unwrap();
+    assert_eq!(s.msrs[0], Some(0x1111));
+    assert_eq!(r.run(&plain).unwrap(), first);
+    assert_eq!(layout::handler_vector(layout::HANDLERS + 8 * 13 + 1), Some(13));
+}
