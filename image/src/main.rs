@@ -237,7 +237,12 @@ fn choose_backend(wish: BackendWish, tsc_hz: u64) -> Result<Backend, String> {
                     let f = vcpu.controls().features;
                     log!(
                         "backend vmx (the CPU has VMX: EPT{}{}, unrestricted guest, VPID {}, preemption timer {})",
-                        if f.ept_2m_pages { " with 2 MiB pages" } else { "" },
+                        match (f.ept_1g_pages, f.ept_2m_pages) {
+                            (true, true) => " with 1 GiB and 2 MiB pages",
+                            (true, false) => " with 1 GiB pages",
+                            (false, true) => " with 2 MiB pages",
+                            (false, false) => "",
+                        },
                         if f.ept_accessed_dirty { ", A/D" } else { "" },
                         if f.vpid { "on" } else { "off" },
                         if f.preemption_timer { "on" } else { "off" },
@@ -341,7 +346,9 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     let kernel = module_bytes(kernel_ref.range, 0)?;
     if opts.differential {
         if opts.backend == BackendWish::Emu {
-            return Err("diff compares the vmx backend with the emulator: leave out backend=emu".into());
+            return Err(
+                "diff compares the vmx backend with the emulator: leave out backend=emu".into(),
+            );
         }
         let vcpu = choose_backend(BackendWish::Vmx, hz)?;
         let Backend::Vmx(VmxSlot(vmx)) = vcpu else {

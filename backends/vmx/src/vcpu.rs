@@ -795,7 +795,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         let tables = EptTables::build(
             mem,
             self.config.to_phys,
-            self.controls.features.ept_2m_pages,
+            self.caps.ept_vpid.unwrap_or(crate::caps::EptVpidCaps(0)),
         )
         .map_err(VmxFailure::Ept)?;
         let ept_caps = self.caps.ept_vpid.unwrap_or(crate::caps::EptVpidCaps(0));
