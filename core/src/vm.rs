@@ -50,7 +50,8 @@ pub enum RunOutcome {
 /// Run-loop settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmConfig {
-    /// Stop after this many guest instructions (backends that count them).
+    /// Stop after this many guest instructions in one [`Vm::run`] (backends that count
+    /// them).
     pub max_instructions: Option<u64>,
     /// Stop after this much host time, in nanoseconds.
     pub timeout_ns: Option<u64>,
@@ -128,6 +129,9 @@ pub struct Vm<B: X86Ops, P: Platform> {
     run_started_ns: u64,
     /// Host time (ns) when the last run ended.
     run_ended_ns: u64,
+    /// The backend's retired-instruction count when the current or last run started:
+    /// [`VmConfig::max_instructions`] counts from there, whatever the vCPU ran before.
+    retired_at_start: u64,
     /// The xAPIC page currently registered on the MMIO bus.
     apic_mmio_registered: Option<u64>,
     /// Whether the core asked the backend for an interrupt window.
@@ -171,6 +175,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             },
             run_started_ns: 0,
             run_ended_ns: 0,
+            retired_at_start: 0,
             apic_mmio_registered: None,
             irq_window: false,
             stop: None,
@@ -240,6 +245,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// Run the guest until it stops (debug exit, triple fault, a limit, or a failure).
     pub fn run(&mut self) -> RunOutcome {
         self.run_started_ns = self.platform.now_ns();
+        self.retired_at_start = self.vcpu.instructions_retired().unwrap_or(0);
         let outcome = self.run_loop();
         self.run_ended_ns = self.platform.now_ns();
         self.platform.console_flush();
@@ -310,7 +316,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
         let mut slice = self.config.time_slice.max(1);
         if let Some(max) = self.config.max_instructions {
-            let done = self.vcpu.instructions_retired().unwrap_or(0);
+            let done = self
+                .vcpu
+                .instructions_retired()
+                .unwrap_or(0)
+                .saturating_sub(self.retired_at_start);
             if done >= max {
                 return Some(RunOutcome::InstructionLimit);
             }

@@ -462,7 +462,10 @@ pub fn from_hex(hex: &str) -> Result<Vec<u8>, FormatError> {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),
         b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(FormatError(format!("'{}' is not a hex digit", char::from(c)))),
+        _ => Err(FormatError(format!(
+            "'{}' is not a hex digit",
+            char::from(c)
+        ))),
     };
     hex.as_bytes()
         .chunks(2)
@@ -504,7 +507,13 @@ mod tests {
 
     #[test]
     fn pack_round_trip() {
-        let cases = vec![sample(), Case { mode: Mode::Real, ..sample() }];
+        let cases = vec![
+            sample(),
+            Case {
+                mode: Mode::Real,
+                ..sample()
+            },
+        ];
         let pack = encode_pack(&cases);
         let back: Result<Vec<Case>, _> = Pack::open(&pack).unwrap().collect();
         assert_eq!(back.unwrap(), cases);

@@ -75,7 +75,8 @@ pub mod selector {
     pub const CODE_EXECUTE_ONLY: u16 = 0x50;
     /// The LDT.
     pub const LDT: u16 = 0x58;
-    /// Read/write data, not present.
+    /// Read/write data, not present (in IA-32e mode: the upper half of the LDT's
+    /// 16-byte descriptor, all zero).
     pub const DATA_NOT_PRESENT: u16 = 0x60;
     /// Read/write data at the data area with a 4 KiB byte-granular limit.
     pub const DATA_SMALL: u16 = 0x68;
@@ -216,6 +217,11 @@ fn write_tables(mem: &mut GuestMemory, mode: Mode) -> Result<(), MemError> {
         mem.write_u64(GDT + 8 * i as u64, *e)?;
     }
     let long = matches!(mode, Mode::Long64 | Mode::Compat32);
+    if long {
+        // IA-32e mode: system descriptors are 16 bytes; the LDT's upper half (base 63:32
+        // and a zero type field) takes the slot of the not-present data descriptor.
+        mem.write_u64(GDT + u64::from(selector::DATA_NOT_PRESENT), 0)?;
+    }
     // The TSS: a busy 32-bit TSS, or in long mode the low half of a 64-bit one (the
     // upper half, base 63:32, is the zero entry after it).
     mem.write_u64(GDT + 0x20, descriptor(TSS as u32, 0x67, 0x8b, 0))?;
@@ -256,7 +262,10 @@ fn write_tables(mem: &mut GuestMemory, mode: Mode) -> Result<(), MemError> {
     }
     for page in 0..512u64 {
         mem.write_u64(PML4 + 0x3000 + 8 * page, (page << 12) | PRESENT_RW_AD)?;
-        mem.write_u32(PD32 + 0x1000 + 4 * page, ((page << 12) | PRESENT_RW_AD) as u32)?;
+        mem.write_u32(
+            PD32 + 0x1000 + 4 * page,
+            ((page << 12) | PRESENT_RW_AD) as u32,
+        )?;
     }
     Ok(())
 }

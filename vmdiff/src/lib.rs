@@ -19,6 +19,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod case;
+pub mod flags;
 pub mod layout;
 pub mod minimize;
 pub mod run;

@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(small.items, vec![cpuid]);
         assert_eq!(small.gprs[Gpr::Rcx as usize], 5);
         assert_eq!(small.gprs[Gpr::Rax as usize], 0);
-        assert_eq!((small.rflags, small.cr0, small.cr4, small.efer, small.seed), (0, 0, 0, 0, 0));
+        assert_eq!(
+            (small.rflags, small.cr0, small.cr4, small.efer, small.seed),
+            (0, 0, 0, 0, 0)
+        );
         assert!(tries <= MAX_TRIES);
     }
 

@@ -66,8 +66,8 @@ const CODE_BIT: u32 = 1 << 3;
 const CONTROL_NAMES: [&str; 5] = ["cr0", "cr2", "cr3", "cr4", "efer"];
 /// Names of the general registers.
 const GPR_NAMES: [&str; 16] = [
-    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15",
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
 ];
 /// Names of the segment registers.
 const SEGMENT_NAMES: [&str; 8] = ["es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr"];
@@ -133,12 +133,14 @@ fn comparable(s: Segment) -> Segment {
     }
 }
 
-/// Compare two final states and the guest RAM each run left; empty when they agree.
+/// Compare two final states and the guest RAM each run left, RFLAGS without the bits
+/// of `undefined_flags` (see [`crate::flags`]); empty when they agree.
 pub fn compare(
     left: &Snapshot,
     left_mem: &GuestMemory,
     right: &Snapshot,
     right_mem: &GuestMemory,
+    undefined_flags: u64,
 ) -> Vec<Difference> {
     let mut out = Vec::new();
     let mut field = |what: &str, l: u64, r: u64| {
@@ -155,7 +157,11 @@ pub fn compare(
         field(GPR_NAMES[i], left.regs.gpr[i], right.regs.gpr[i]);
     }
     field("rip", left.regs.rip, right.regs.rip);
-    field("rflags", left.regs.rflags, right.regs.rflags);
+    field(
+        "rflags",
+        left.regs.rflags & !undefined_flags,
+        right.regs.rflags & !undefined_flags,
+    );
     let real_mode = left.control[0] & CR0_PE == 0 && right.control[0] & CR0_PE == 0;
     for (i, name) in SEGMENT_NAMES.iter().enumerate() {
         let (mut l, mut r) = (comparable(left.segments[i]), comparable(right.segments[i]));

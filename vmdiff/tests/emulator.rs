@@ -13,7 +13,12 @@ use opsvisor_vmdiff::run::{run_pair, Runner, Verdict};
 use opsvisor_vmdiff::snapshot::Ending;
 
 fn runner() -> Runner<EmuVcpu, CapturePlatform> {
-    Runner::new(EmuVcpu::new(), CapturePlatform::new(), CpuidPolicy::emulator()).unwrap()
+    Runner::new(
+        EmuVcpu::new(),
+        CapturePlatform::new(),
+        CpuidPolicy::emulator(),
+    )
+    .unwrap()
 }
 
 fn case(mode: Mode, items: Vec<Item>) -> Case {
@@ -51,14 +56,19 @@ fn faults_end_in_their_handler_with_the_frame_on_the_stack() {
     let mut r = runner();
     for mode in Mode::ALL {
         // UD2 is #UD (6) everywhere; INT3 is #BP (3).
-        let s = r.run(&case(mode, vec![Item::Insn(vec![0x0f, 0x0b])])).unwrap();
+        let s = r
+            .run(&case(mode, vec![Item::Insn(vec![0x0f, 0x0b])]))
+            .unwrap();
         assert_eq!(s.vector(), Some(6), "{mode:?}");
         let s = r.run(&case(mode, vec![Item::Insn(vec![0xcc])])).unwrap();
         assert_eq!(s.vector(), Some(3), "{mode:?}");
     }
     // In 64-bit mode the frame's RIP is the faulting instruction's.
     let s = r
-        .run(&case(Mode::Long64, vec![Item::Insn(vec![0x90]), Item::Insn(vec![0x0f, 0x0b])]))
+        .run(&case(
+            Mode::Long64,
+            vec![Item::Insn(vec![0x90]), Item::Insn(vec![0x0f, 0x0b])],
+        ))
         .unwrap();
     let mem = r.memory().unwrap();
     let rsp = s.regs.gpr[Gpr::Rsp as usize];
@@ -107,21 +117,31 @@ fn the_comparison_names_what_differs() {
     let mut left = runner();
     let mut right = runner();
     let same = case(Mode::Long64, vec![Item::Insn(vec![0x48, 0x01, 0xc8])]);
-    assert!(matches!(run_pair(&mut left, &mut right, &same).unwrap(), Verdict::Same));
+    assert!(matches!(
+        run_pair(&mut left, &mut right, &same).unwrap(),
+        Verdict::Same
+    ));
 
     // Different cases stand in for two backends that disagree: mov [rbx+4], al vs a NOP
     // of the same length: the code bytes differ, and RAM at DATA_POINTER + 4; nothing else.
     let a = left
-        .run(&case(Mode::Long64, vec![Item::Insn(vec![0x88, 0x43, 0x04])]))
+        .run(&case(
+            Mode::Long64,
+            vec![Item::Insn(vec![0x88, 0x43, 0x04])],
+        ))
         .unwrap();
     let b = right
-        .run(&case(Mode::Long64, vec![Item::Insn(vec![0x0f, 0x1f, 0x00])]))
+        .run(&case(
+            Mode::Long64,
+            vec![Item::Insn(vec![0x0f, 0x1f, 0x00])],
+        ))
         .unwrap();
     let diffs = opsvisor_vmdiff::snapshot::compare(
         &a,
         left.memory().unwrap(),
         &b,
         right.memory().unwrap(),
+        0,
     );
     let names: Vec<&str> = diffs.iter().map(|d| d.what.as_str()).collect();
     let mut want: Vec<String> = (0..3).map(|i| format!("memory {:#x}", CODE + i)).collect();
@@ -149,8 +169,14 @@ fn a_difference_minimizes_to_the_instruction_that_causes_it() {
         without.items.retain(|i| *i != cpuid);
         let a = left.run(c).unwrap();
         let b = right.run(&without).unwrap();
-        !opsvisor_vmdiff::snapshot::compare(&a, left.memory().unwrap(), &b, right.memory().unwrap())
-            .is_empty()
+        !opsvisor_vmdiff::snapshot::compare(
+            &a,
+            left.memory().unwrap(),
+            &b,
+            right.memory().unwrap(),
+            0,
+        )
+        .is_empty()
     });
     assert_eq!(small.items, vec![cpuid]);
 }
@@ -172,5 +198,25 @@ fn state_does_not_leak_from_one_case_to_the_next() {
     let s = r.run(&wr).unwrap();
     assert_eq!(s.msrs[0], Some(0x1111));
     assert_eq!(r.run(&plain).unwrap(), first);
-    assert_eq!(layout::handler_vector(layout::HANDLERS + 8 * 13 + 1), Some(13));
+    assert_eq!(
+        layout::handler_vector(layout::HANDLERS + 8 * 13 + 1),
+        Some(13)
+    );
+}
+
+#[test]
+fn every_case_gets_the_whole_instruction_budget() {
+    use opsvisor_core::X86Ops;
+    use opsvisor_vmdiff::run::CASE_INSTRUCTION_LIMIT;
+    let mut r = runner();
+    // jmp $ never ends: each run must stop at its own budget, not at the vCPU's
+    // lifetime count (the emulator never resets that).
+    let spin = case(Mode::Long64, vec![Item::Insn(vec![0xeb, 0xfe])]);
+    for _ in 0..3 {
+        let before = r.vcpu().unwrap().instructions_retired().unwrap();
+        let s = r.run(&spin).unwrap();
+        assert_eq!(s.ending, Ending::Unfinished);
+        let ran = r.vcpu().unwrap().instructions_retired().unwrap() - before;
+        assert!(ran >= CASE_INSTRUCTION_LIMIT, "ran {ran}");
+    }
 }

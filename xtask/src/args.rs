@@ -77,6 +77,8 @@ pub enum Command {
     Qemu(RunOptions),
     /// Run under QEMU with KVM (nested VMX).
     QemuKvm(RunOptions),
+    /// Differential run: generated cases on VMX against the emulator inside the image.
+    VmxDiff(DiffOptions),
     /// Regenerate docs/emu-coverage.md, or with `check` fail when it is out of date.
     Coverage {
         /// Only check.
@@ -85,6 +87,42 @@ pub enum Command {
 }
 
 /// The help text.
+/// Default number of differential cases.
+pub const DEFAULT_DIFF_CASES: usize = 100;
+/// Time allowed per differential case on top of [`DEFAULT_TIMEOUT`] when `--timeout`
+/// is not given.
+pub const DIFF_TIME_PER_CASE: Duration = Duration::from_millis(200);
+/// Default seed of the differential case generator.
+pub const DEFAULT_DIFF_SEED: u64 = 1;
+
+/// Where the differential cases run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiffTarget {
+    /// Headless Bochs with a VMX CPU model.
+    Bochs,
+    /// QEMU with KVM and nested VMX.
+    QemuKvm,
+    /// Write a bootable USB disk image with the cases, for bare metal.
+    Usb(PathBuf),
+    /// Decode the differences in a serial log captured elsewhere.
+    Report(PathBuf),
+}
+
+/// Options of `vmx-diff`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Machine options (the guest is the generated pack).
+    pub run: RunOptions,
+    /// How many cases.
+    pub cases: usize,
+    /// The generator's seed.
+    pub seed: u64,
+    /// Mode names to generate for (empty: all).
+    pub modes: Vec<String>,
+    /// Where to run them.
+    pub target: DiffTarget,
+}
+
 pub const HELP: &str = "\
 cargo xtask: build the opsvisor bare-metal image and run it under Bochs and QEMU
 
@@ -100,12 +138,31 @@ USAGE:
                                             a summary (alias: cargo xtask corpus-vmx)
     cargo xtask qemu GUEST [OPTIONS]        boot under QEMU TCG (-kernel, PVH)
     cargo xtask qemu-kvm GUEST [OPTIONS]    boot under QEMU with KVM (-cpu host, nested VMX)
+    cargo xtask vmx-diff [DIFF OPTIONS] [OPTIONS]
+                                            differential run: generate proptest cases (short
+                                            random instruction sequences, system instructions
+                                            included, from random states in real, 32-bit
+                                            protected, paged, long and compatibility mode),
+                                            boot the image with them under Bochs, run each on
+                                            VMX and on the emulator in the image, and report
+                                            every difference with the case minimized
     cargo xtask coverage [--check]          regenerate docs/emu-coverage.md (the emulator's
                                             instruction coverage); --check fails if it is stale
     cargo xtask help                        this text
 
 GUEST is a file (a multiboot v1 kernel) or the name of a corpus guest (guests/src/bin/NAME.rs,
 built with `cargo build --release` in guests/).
+
+DIFF OPTIONS:
+    --cases N         how many cases (default 100)
+    --seed S          generator seed (default 1); the same seed gives the same cases
+    --modes LIST      comma-separated: real,prot32,paged32,long64,compat32 (default all)
+    --kvm             run under QEMU/KVM with nested VMX instead of Bochs (real silicon)
+    --usb OUT.img     write a bootable USB image with the cases for bare metal instead of
+                      running them; the result comes on COM1 (115200 baud)
+    --report LOG      decode the differences in a serial log captured from such a run
+  The default --timeout is 120 s plus 0.2 s per case.
+  Exit status 0 when every case ends the same on both backends, 1 when any differs.
 
 OPTIONS:
     --cpu MODEL       Bochs CPU model (default corei7_skylake_x; ryzen for SVM)
@@ -185,6 +242,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             no_more(cmd, &positional)?;
             Ok(Command::QemuKvm(run))
         }
+        "vmx-diff" => vmx_diff(rest),
         "coverage" => match rest {
             [] => Ok(Command::Coverage { check: false }),
             [flag] if flag == "--check" => Ok(Command::Coverage { check: true }),
@@ -196,6 +254,78 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 
 /// The image's command-line word that the corpus command adds.
 pub const CORPUS_BACKEND: &str = "backend=vmx";
+
+fn vmx_diff(args: &[String]) -> Result<Command, String> {
+    let mut cases = DEFAULT_DIFF_CASES;
+    let mut seed = DEFAULT_DIFF_SEED;
+    let mut modes = Vec::new();
+    let mut target = DiffTarget::Bochs;
+    // The machine options go to parse_run, with the pack standing in for the guest.
+    let mut machine = vec![String::from("./cases.pack")];
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--cases" => {
+                let v = value("--cases")?;
+                cases = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| format!("--cases: '{v}' is not a count (1 to 100000)"))?;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                seed = v
+                    .parse()
+                    .map_err(|_| format!("--seed: '{v}' is not a number"))?;
+            }
+            "--modes" => {
+                modes = value("--modes")?
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(String::from)
+                    .collect();
+                if modes.is_empty() {
+                    return Err("--modes needs at least one mode".into());
+                }
+            }
+            "--kvm" => target = DiffTarget::QemuKvm,
+            "--usb" => target = DiffTarget::Usb(PathBuf::from(value("--usb")?)),
+            "--report" => target = DiffTarget::Report(PathBuf::from(value("--report")?)),
+            _ => machine.push(arg.clone()),
+        }
+    }
+    let timeout_given = machine.iter().any(|a| a == "--timeout");
+    let (mut run, _, positional) = parse_run(&machine, false)?;
+    no_more("vmx-diff", &positional)?;
+    if !timeout_given {
+        // Bochs runs about 15 cases a second, and a differing case's minimization a few
+        // hundred more runs: scale the limit with the count.
+        run.timeout = DEFAULT_TIMEOUT + DIFF_TIME_PER_CASE * cases as u32;
+    }
+    if run
+        .append
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("backend=") || w == "diff")
+    {
+        return Err(
+            "'vmx-diff' sets the image's backend and diff mode itself: leave them out of --append"
+                .into(),
+        );
+    }
+    Ok(Command::VmxDiff(DiffOptions {
+        run,
+        cases,
+        seed,
+        modes,
+        target,
+    }))
+}
 
 /// `bochs-vmx --corpus` / `corpus-vmx`: the run options without a guest.
 fn corpus(cmd: &str, args: &[String]) -> Result<Command, String> {
@@ -374,6 +504,34 @@ mod tests {
         assert_eq!(run.timeout, Duration::from_millis(7500));
         assert_eq!(run.megs, 512);
         assert_eq!(run.ips, 20_000_000);
+    }
+
+    #[test]
+    fn vmx_diff_options() {
+        let Ok(Command::VmxDiff(d)) = parse(&args("vmx-diff")) else {
+            panic!("not a vmx-diff command");
+        };
+        assert_eq!(
+            (d.cases, d.seed, d.target),
+            (DEFAULT_DIFF_CASES, 1, DiffTarget::Bochs)
+        );
+        assert!(d.modes.is_empty());
+        let Ok(Command::VmxDiff(d)) = parse(&args(
+            "vmx-diff --cases 7 --seed 9 --modes real,long64 --cpu corei7_icelake_u --kvm",
+        )) else {
+            panic!("not a vmx-diff command");
+        };
+        assert_eq!((d.cases, d.seed), (7, 9));
+        assert_eq!(d.modes, vec!["real", "long64"]);
+        assert_eq!(d.run.cpu, "corei7_icelake_u");
+        assert_eq!(d.target, DiffTarget::QemuKvm);
+        let Ok(Command::VmxDiff(d)) = parse(&args("vmx-diff --cases 5000 --timeout 30")) else {
+            panic!("not a vmx-diff command");
+        };
+        assert_eq!(d.run.timeout, Duration::from_secs(30));
+        assert!(parse(&args("vmx-diff --cases 0")).is_err());
+        assert!(parse(&args("vmx-diff --append backend=emu")).is_err());
+        assert!(parse(&args("vmx-diff extra")).is_err());
     }
 
     #[test]

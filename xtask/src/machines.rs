@@ -63,13 +63,59 @@ pub enum Verdict {
     TripleFault(String),
     /// `opsvisor-image: failed: ...`.
     Failed(String),
+    /// `opsvisor-image: differential: N cases, D differ, U unfinished`.
+    Differential {
+        /// Cases run.
+        cases: u32,
+        /// Cases whose final states differ.
+        differ: u32,
+        /// Cases neither backend finished.
+        unfinished: u32,
+    },
 }
 
 impl Verdict {
-    /// Whether the guest passed (its exit status is 1: code 0 through the debug-exit port).
+    /// Whether the guest passed (its exit status is 1: code 0 through the debug-exit
+    /// port), or every differential case agreed.
     pub fn passed(&self) -> bool {
-        *self == Verdict::GuestExit(1)
+        match self {
+            Verdict::GuestExit(status) => *status == 1,
+            Verdict::Differential {
+                differ, unfinished, ..
+            } => *differ == 0 && *unfinished == 0,
+            _ => false,
+        }
     }
+
+    /// What the verdict says, for the runner's PASS/FAIL line.
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::GuestExit(n) => format!("guest exit status {n}"),
+            Verdict::TripleFault(s) => s.clone(),
+            Verdict::Failed(s) => format!("image: {s}"),
+            Verdict::Differential {
+                cases,
+                differ,
+                unfinished,
+            } => format!("{cases} cases, {differ} differ, {unfinished} unfinished"),
+        }
+    }
+}
+
+/// Read `N cases, D differ, U unfinished`.
+fn differential_counts(text: &str) -> Option<Verdict> {
+    let mut numbers = text.split(", ").map(|part| {
+        let (n, _) = part.trim().split_once(' ')?;
+        n.parse::<u32>().ok()
+    });
+    let cases = numbers.next()??;
+    let differ = numbers.next()??;
+    let unfinished = numbers.next()??;
+    Some(Verdict::Differential {
+        cases,
+        differ,
+        unfinished,
+    })
 }
 
 /// The image's final report in `serial`, if it printed one (the last one wins).
@@ -81,6 +127,8 @@ pub fn verdict(serial: &str) -> Option<Verdict> {
         let rest = &rest[rest.find(PREFIX)? + PREFIX.len()..];
         if let Some(n) = rest.strip_prefix("guest exit status ") {
             n.trim().parse().ok().map(Verdict::GuestExit)
+        } else if let Some(counts) = rest.strip_prefix("differential: ") {
+            differential_counts(counts)
         } else if rest.starts_with("triple fault") {
             Some(Verdict::TripleFault(rest.into()))
         } else {
@@ -101,6 +149,23 @@ pub fn cpuinfo_has_flag(cpuinfo: &str, flag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differential_verdicts() {
+        let v = verdict("x\nopsvisor-image: differential: 40 cases, 0 differ, 0 unfinished\r\n");
+        assert_eq!(
+            v,
+            Some(Verdict::Differential {
+                cases: 40,
+                differ: 0,
+                unfinished: 0
+            })
+        );
+        assert!(v.is_some_and(|v| v.passed()));
+        let v = verdict("opsvisor-image: differential: 40 cases, 2 differ, 0 unfinished\n");
+        assert!(v.is_some_and(|v| !v.passed()));
+        assert_eq!(verdict("opsvisor-image: differential: garbage\n"), None);
+    }
 
     #[test]
     fn bochsrc_has_the_headless_essentials() {

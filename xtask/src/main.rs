@@ -46,6 +46,7 @@
 //! partition). The image reports on COM1 at 115200 baud.
 
 mod args;
+mod differential;
 mod machines;
 
 #[cfg(test)]
@@ -173,13 +174,14 @@ fn run(cmd: Cmd) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Bochs(run) => bochs(&run, true),
+        Cmd::Bochs(run) => bochs(&run, true, None),
         Cmd::BochsCorpus(run) => bochs_corpus(&run),
-        Cmd::Qemu(run) => qemu(&run, false),
+        Cmd::Qemu(run) => qemu(&run, false, None),
         Cmd::QemuKvm(run) => {
             kvm_usable()?;
-            qemu(&run, true)
+            qemu(&run, true, None)
         }
+        Cmd::VmxDiff(diff) => differential::vmx_diff(&diff),
         Cmd::Coverage { check } => coverage(check),
     }
 }
@@ -515,7 +517,7 @@ fn judge(
                 )));
             }
             if report_pass {
-                eprintln!("xtask: {label}: PASS (guest exit status 1) in {secs:.2} s");
+                eprintln!("xtask: {label}: PASS ({}) in {secs:.2} s", v.describe());
             }
             Ok(())
         }
@@ -523,6 +525,7 @@ fn judge(
             let what = match v {
                 Verdict::GuestExit(n) => format!("FAIL (guest exit status {n})"),
                 Verdict::TripleFault(s) => format!("FAIL ({s})"),
+                Verdict::Differential { .. } => format!("FAIL ({})", v.describe()),
                 Verdict::Failed(s) => {
                     // Nothing to keep: the image's reason is the whole story.
                     if let Some(why) = s.strip_prefix(VMX_REFUSAL) {
@@ -552,7 +555,7 @@ fn judge(
 
 /// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to
 /// stdout as it arrives.
-fn bochs(run: &RunOptions, stream: bool) -> Result<()> {
+fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Result<()> {
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("bochs")?;
@@ -590,6 +593,9 @@ fn bochs(run: &RunOptions, stream: bool) -> Result<()> {
         "bochs",
     )?;
     let watched = watch(child, &com1, run.timeout, stream);
+    if let Some(out) = serial_out {
+        out.clone_from(&watched.serial);
+    }
     judge(&label, &watched, false, &mut tmp, run.timeout, stream)
 }
 
@@ -633,7 +639,7 @@ fn bochs_corpus(run: &RunOptions) -> Result<()> {
             ..run.clone()
         };
         let started = Instant::now();
-        match bochs(&one, false) {
+        match bochs(&one, false, None) {
             Ok(()) => println!("PASS  {name}  ({:.2} s)", started.elapsed().as_secs_f64()),
             Err(Failure::Refused(why)) => {
                 // Every guest would meet the same refusal: say it once and stop.
@@ -668,7 +674,7 @@ fn bochs_corpus(run: &RunOptions) -> Result<()> {
     }
 }
 
-fn qemu(run: &RunOptions, kvm: bool) -> Result<()> {
+fn qemu(run: &RunOptions, kvm: bool, serial_out: Option<&mut String>) -> Result<()> {
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("qemu")?;
@@ -716,6 +722,9 @@ fn qemu(run: &RunOptions, kvm: bool) -> Result<()> {
                 why.lines().last().unwrap_or("")
             )));
         }
+    }
+    if let Some(out) = serial_out {
+        out.clone_from(&watched.serial);
     }
     judge(&label, &watched, true, &mut tmp, run.timeout, true)
 }

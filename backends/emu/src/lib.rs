@@ -786,7 +786,9 @@ impl X86Ops for EmuVcpu {
             msr::GS_BASE => c.seg[sr::GS as usize].base = value,
             msr::KERNEL_GS_BASE => c.kernel_gs_base = value,
             msr::TSC_AUX => c.tsc_aux = value & 0xffff_ffff,
-            msr::SYSENTER_CS => c.sysenter_cs = value,
+            // 32 bits wide on Intel (the VMCS guest field is 32 bits; the upper half of a
+            // WRMSR is dropped).
+            msr::SYSENTER_CS => c.sysenter_cs = value & 0xffff_ffff,
             msr::SYSENTER_ESP => c.sysenter_esp = value,
             msr::SYSENTER_EIP => c.sysenter_eip = value,
             msr::PAT => c.pat = value,

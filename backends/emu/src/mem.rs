@@ -208,7 +208,8 @@ pub enum Kind {
     Fetch,
 }
 
-fn canonical(la: u64) -> bool {
+/// Whether `la` is a canonical 48-bit address.
+pub(crate) fn canonical(la: u64) -> bool {
     ((la as i64) << 16 >> 16) as u64 == la
 }
 

@@ -235,9 +235,25 @@ pub fn lar_lsl(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         return Err(ud());
     }
     let sel = rd(c, mem, op, 1, 2)? as u16;
-    match visible(c, mem, sel) {
+    let lar = op.i.mnemonic() == Mnemonic::Lar;
+    let ia32e = c.lma();
+    let valid_type = |seg: &Segment| {
+        if seg.attr & Segment::S != 0 {
+            return true;
+        }
+        // System descriptors LAR and LSL accept (SDM LAR/LSL tables): LDT and TSSs, and
+        // for LAR the call gates (IA-32e mode) or every gate but interrupt/trap gates.
+        let ty = seg.attr & 0xf;
+        match (ia32e, lar) {
+            (true, true) => matches!(ty, 0x2 | 0x9 | 0xb | 0xc),
+            (true, false) => matches!(ty, 0x2 | 0x9 | 0xb),
+            (false, true) => matches!(ty, 0x1..=0x5 | 0x9 | 0xb | 0xc),
+            (false, false) => matches!(ty, 0x1..=0x3 | 0x9 | 0xb),
+        }
+    };
+    match visible(c, mem, sel).filter(valid_type) {
         Some(seg) => {
-            let v = if op.i.mnemonic() == Mnemonic::Lar {
+            let v = if lar {
                 u64::from(seg.attr & 0xf0ff) << 8
             } else {
                 u64::from(seg.limit)

@@ -31,10 +31,6 @@ fn flat_data(sel: u16, dpl: u8) -> Segment {
     }
 }
 
-fn canonical(v: u64) -> bool {
-    ((v as i64) << 16 >> 16) as u64 == v
-}
-
 /// SYSCALL.
 pub fn syscall(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     if c.efer & efer::SCE == 0 || !c.protected() {
@@ -68,7 +64,7 @@ pub fn sysret(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let base = ((c.star >> 48) & 0xffff) as u16;
     let to64 = op.i.code() == Code::Sysretq && c.long64();
     if to64 {
-        if !canonical(c.gpr[1]) {
+        if !crate::mem::canonical(c.gpr[1]) {
             return Err(GP(0));
         }
         c.seg[sr::CS as usize] = flat_code(base.wrapping_add(16) | 3, 3, true);
@@ -126,7 +122,7 @@ pub fn sysexit(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     }
     let to64 = op.i.code() == Code::Sysexitq;
     if to64 {
-        if !canonical(c.gpr[2]) || !canonical(c.gpr[1]) {
+        if !crate::mem::canonical(c.gpr[2]) || !crate::mem::canonical(c.gpr[1]) {
             return Err(GP(0));
         }
         c.seg[sr::CS as usize] = flat_code(base.wrapping_add(32) | 3, 3, true);

@@ -89,7 +89,8 @@ pub fn lldt_ltr(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let mut seg = desc_to_seg(sel, raw);
     let ty = seg.attr & 0x1f;
     let ok = if ltr {
-        ty == 0x09 || ty == 0x01
+        // IA-32e mode has no 16-bit TSS.
+        ty == 0x09 || (ty == 0x01 && !c.lma())
     } else {
         ty == 0x02
     };
@@ -100,8 +101,21 @@ pub fn lldt_ltr(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         return Err(fault_ec(NP, u32::from(sel & !3)));
     }
     if c.lma() {
-        let hi = c.rd_sys(mem, c.gdtr.base.wrapping_add(u64::from(sel & !7) + 8), 8)?;
+        // IA-32e mode: a 16-byte descriptor, whose upper half must lie inside the GDT,
+        // have a zero type field (bits 12:8 of its second dword) and give a canonical
+        // base (SDM 3A 8.2.3 and the LLDT/LTR pages).
+        let hi_at = u64::from(sel & !7) + 8;
+        if hi_at + 7 > u64::from(c.gdtr.limit) {
+            return Err(GP(u32::from(sel & !3)));
+        }
+        let hi = c.rd_sys(mem, c.gdtr.base.wrapping_add(hi_at), 8)?;
+        if (hi >> 40) & 0x1f != 0 {
+            return Err(GP(u32::from(sel & !3)));
+        }
         seg.base |= (hi & 0xffff_ffff) << 32;
+        if !crate::mem::canonical(seg.base) {
+            return Err(GP(u32::from(sel & !3)));
+        }
     }
     if ltr {
         // Mark the TSS busy in the GDT, as the processor does.
