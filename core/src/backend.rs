@@ -8,6 +8,7 @@
 //! A backend that is not built in is [`Unavailable`], an uninhabited type.
 
 use crate::exit::Exit;
+use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
 use crate::ops::{DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops};
 use enum_dispatch::enum_dispatch;
@@ -203,6 +204,14 @@ macro_rules! forward_x86_ops {
             #[inline(always)]
             fn instructions_retired(&self) -> Option<u64> {
                 self.0.instructions_retired()
+            }
+            #[inline(always)]
+            fn fpu_state(&self) -> Option<FxsaveArea> {
+                self.0.fpu_state()
+            }
+            #[inline(always)]
+            fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
+                self.0.set_fpu_state(state)
             }
         }
     };

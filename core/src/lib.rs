@@ -23,6 +23,7 @@ pub mod cpuid;
 pub mod devices;
 pub mod exit;
 pub mod exits;
+pub mod fpu;
 pub mod loader;
 pub mod mmu;
 pub mod msr;

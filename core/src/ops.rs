@@ -6,6 +6,7 @@
 //! that KVM marks `KVM_X86_OP_OPTIONAL` have default bodies here.
 
 use crate::exit::Exit;
+use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
 use enum_dispatch::enum_dispatch;
 
@@ -385,5 +386,23 @@ pub trait X86Ops {
     /// Guest instructions retired so far, where the backend counts them.
     fn instructions_retired(&self) -> Option<u64> {
         None
+    }
+
+    // ---- x87/MMX/SSE state (optional; KVM's `KVM_GET_FPU`/`KVM_SET_FPU`) ----
+
+    /// The guest's x87/MMX/SSE state as a 512-byte FXSAVE image in the 64-bit layout
+    /// (all sixteen XMM registers; see [`crate::fpu`]); `None` if this backend does not
+    /// hold it. MXCSR_MASK in the image tells which MXCSR bits the backend supports.
+    fn fpu_state(&self) -> Option<FxsaveArea> {
+        None
+    }
+    /// Load the guest's x87/MMX/SSE state from an FXSAVE image (64-bit layout; its
+    /// MXCSR_MASK and reserved bytes are ignored, as FXRSTOR ignores them). An image the
+    /// processor would refuse (MXCSR bits outside the backend's MXCSR_MASK) is an
+    /// error and changes nothing; [`FpuStateError::Unsupported`] if this backend does
+    /// not hold the state.
+    fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
+        let _ = state;
+        Err(FpuStateError::Unsupported)
     }
 }

@@ -14,6 +14,7 @@
 //!          items:u16 item*
 //! item  := 0 len:u8 bytes          (one instruction, 1..=15 bytes)
 //!        | 1 op:u8 cond:u8 skip:u8 (a forward branch over `skip` items)
+//! flags := bit 0: the code starts at CPL 3 (not in real mode); other bits zero
 //! ```
 
 use alloc::format;
@@ -152,6 +153,8 @@ pub enum Item {
 pub struct Case {
     /// The mode the code starts in.
     pub mode: Mode,
+    /// The code starts at CPL 3 (user mode; protected and long modes only).
+    pub user: bool,
     /// RAX..R15 at the start. RSP and RBX are replaced by the environment (stack and data
     /// pointer); R8..R15 matter only in 64-bit mode.
     pub gprs: [u64; 16],
@@ -223,7 +226,7 @@ impl Case {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(200);
         out.push(self.mode as u8);
-        out.push(0);
+        out.push(u8::from(self.user));
         for g in self.gprs {
             out.extend_from_slice(&g.to_le_bytes());
         }
@@ -253,8 +256,12 @@ impl Case {
         let mode = Mode::from_u8(mode_byte)
             .ok_or_else(|| FormatError(format!("unknown mode {mode_byte}")))?;
         let flags = r.u8("the flags")?;
-        if flags != 0 {
+        if flags & !1 != 0 {
             return Err(FormatError(format!("unknown case flags {flags:#x}")));
+        }
+        let user = flags & 1 != 0;
+        if user && mode == Mode::Real {
+            return Err(FormatError("a real-mode case cannot start at CPL 3".into()));
         }
         let mut gprs = [0u64; 16];
         for g in gprs.iter_mut() {
@@ -309,6 +316,7 @@ impl Case {
         }
         Ok(Case {
             mode,
+            user,
             gprs,
             rflags,
             cr0,
@@ -481,6 +489,7 @@ mod tests {
     fn sample() -> Case {
         Case {
             mode: Mode::Long64,
+            user: true,
             gprs: [7; 16],
             rflags: 0x8d5,
             cr0: 1 << 16,
@@ -511,6 +520,7 @@ mod tests {
             sample(),
             Case {
                 mode: Mode::Real,
+                user: false,
                 ..sample()
             },
         ];
@@ -540,6 +550,14 @@ mod tests {
         let mut body = sample().encode();
         body[0] = 9;
         assert_eq!(Case::decode(&body).unwrap_err().0, "unknown mode 9");
+        let mut body = Case {
+            mode: Mode::Real,
+            ..sample()
+        }
+        .encode();
+        assert!(Case::decode(&body).unwrap_err().0.contains("CPL 3"));
+        body[1] = 2;
+        assert!(Case::decode(&body).is_err());
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub const DATA_POINTER: u64 = DATA + 0x800;
 pub const STACK: u64 = 0x40000;
 /// RSP at the start (the middle of the stack page).
 pub const STACK_POINTER: u64 = STACK + 0x800;
+/// The stack an event from CPL 3 switches to (the TSS's RSP0/ESP0): the top of the
+/// page after the stack.
+pub const KERNEL_STACK_TOP: u64 = 0x42000;
 
 /// Selectors of the GDT.
 pub mod selector {
@@ -80,12 +83,16 @@ pub mod selector {
     pub const DATA_NOT_PRESENT: u16 = 0x60;
     /// Read/write data at the data area with a 4 KiB byte-granular limit.
     pub const DATA_SMALL: u16 = 0x68;
+    /// Flat 32-bit code, DPL 3.
+    pub const CODE32_DPL3: u16 = 0x70;
+    /// 64-bit code, DPL 3.
+    pub const CODE64_DPL3: u16 = 0x78;
     /// LDT entry 0 (flat data), TI set.
     pub const LDT_DATA: u16 = 0x04;
     /// LDT entry 1 (flat 32-bit code), TI set.
     pub const LDT_CODE: u16 = 0x0c;
-    /// The GDT limit: selectors up to 0x70 exist.
-    pub const GDT_LIMIT: u16 = 0x77;
+    /// The GDT limit: selectors up to 0x78 exist.
+    pub const GDT_LIMIT: u16 = 0x7f;
 }
 
 /// CR0 bits a case may set at the start: MP, EM, TS, NE, WP, AM.
@@ -94,8 +101,14 @@ pub const CR0_OPTIONAL: u64 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 
 pub const CR4_OPTIONAL: u64 = (1 << 3) | (1 << 4) | (1 << 7) | (1 << 9) | (1 << 10);
 /// EFER bits a case may set at the start (modes with EFER): SCE, NXE.
 pub const EFER_OPTIONAL: u64 = (1 << 0) | (1 << 11);
-/// RFLAGS bits a case may set at the start: CF, PF, AF, ZF, SF, DF, OF.
-pub const RFLAGS_OPTIONAL: u64 = 0x0cd5;
+/// RFLAGS bits a case may set at the start: CF, PF, AF, ZF, SF, DF, OF, IOPL (CPL 3
+/// port access, CLI/STI) and AC (alignment checks at CPL 3 with CR0.AM).
+pub const RFLAGS_OPTIONAL: u64 = 0x0cd5 | (3 << 12) | (1 << 18);
+/// IDT vectors whose gates have DPL 3, so that INT n from CPL 3 reaches them (#BP and
+/// #OF for INT3/INTO, and 0x80-0x8f); INT n to any other vector from CPL 3 is a #GP.
+pub fn user_gate(vector: u64) -> bool {
+    matches!(vector, 3 | 4 | 0x80..=0x8f)
+}
 
 /// A GDT/LDT descriptor.
 const fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
@@ -112,7 +125,7 @@ const fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
 /// The "flat" segments end at the end of RAM (limit 2 MiB, page-granular): outside
 /// paging, an access past RAM is then a #GP or #SS on every backend instead of an
 /// access to nothing, which silicon and the emulator would reach by different paths.
-const GDT_ENTRIES: [u64; 15] = [
+const GDT_ENTRIES: [u64; 16] = [
     0,
     descriptor(0, RAM_PAGES_LIMIT, 0x9b, 0xc),
     descriptor(0, RAM_PAGES_LIMIT, 0x93, 0xc),
@@ -127,7 +140,8 @@ const GDT_ENTRIES: [u64; 15] = [
     descriptor(LDT as u32, 0x0f, 0x82, 0x0),
     descriptor(0, RAM_PAGES_LIMIT, 0x13, 0xc),
     descriptor(DATA as u32, 0xfff, 0x93, 0x4),
-    0,
+    descriptor(0, RAM_PAGES_LIMIT, 0xfb, 0xc),
+    descriptor(0, RAM_PAGES_LIMIT, 0xfb, 0xa),
 ];
 
 /// The limit field of a page-granular segment that ends with RAM.
@@ -223,8 +237,15 @@ fn write_tables(mem: &mut GuestMemory, mode: Mode) -> Result<(), MemError> {
         mem.write_u64(GDT + u64::from(selector::DATA_NOT_PRESENT), 0)?;
     }
     // The TSS: a busy 32-bit TSS, or in long mode the low half of a 64-bit one (the
-    // upper half, base 63:32, is the zero entry after it).
+    // upper half, base 63:32, is the zero entry after it). An event from CPL 3 switches
+    // to its ring-0 stack: RSP0 (64-bit TSS) or SS0:ESP0 (32-bit).
     mem.write_u64(GDT + 0x20, descriptor(TSS as u32, 0x67, 0x8b, 0))?;
+    if long {
+        mem.write_u64(TSS + 4, KERNEL_STACK_TOP)?;
+    } else {
+        mem.write_u32(TSS + 4, KERNEL_STACK_TOP as u32)?;
+        mem.write_u32(TSS + 8, u32::from(selector::DATA))?;
+    }
     for (i, e) in LDT_ENTRIES.iter().enumerate() {
         mem.write_u64(LDT + 8 * i as u64, *e)?;
     }
@@ -234,24 +255,26 @@ fn write_tables(mem: &mut GuestMemory, mode: Mode) -> Result<(), MemError> {
         let handler = HANDLERS + 8 * v;
         // Real-mode vectors: segment 0x300, offset 8 * v.
         mem.write_u32(IVT + 4 * v, (0x300 << 16) | (8 * v) as u32)?;
+        let gate_type = if user_gate(v) { 0xee } else { 0x8e };
         if long {
             let lo = (handler & 0xffff)
                 | (u64::from(selector::CODE64) << 16)
-                | (0x8e << 40)
+                | (gate_type << 40)
                 | ((handler >> 16 & 0xffff) << 48);
             mem.write_u64(IDT + 16 * v, lo)?;
             mem.write_u64(IDT + 16 * v + 8, handler >> 32)?;
         } else if mode != Mode::Real {
             let gate = (handler & 0xffff)
                 | (u64::from(selector::CODE32) << 16)
-                | (0x8e << 40)
+                | (gate_type << 40)
                 | ((handler >> 16 & 0xffff) << 48);
             mem.write_u64(IDT + 8 * v, gate)?;
         }
     }
-    // Identity map of 0..2 MiB in 4 KiB pages, accessed and dirty already.
-    const PRESENT_RW_A: u64 = 0x23;
-    const PRESENT_RW_AD: u64 = 0x63;
+    // Identity map of 0..2 MiB in 4 KiB pages, user-accessible (CPL 3 cases run in the
+    // same tables), accessed and dirty already.
+    const PRESENT_RW_A: u64 = 0x27;
+    const PRESENT_RW_AD: u64 = 0x67;
     for root in [PML4, PML4_ALT] {
         mem.write_u64(root, (PML4 + 0x1000) | PRESENT_RW_A)?;
     }
@@ -355,19 +378,35 @@ pub fn prepare<B: X86Ops>(
         regs.gpr[Gpr::Rbx as usize] = DATA_POINTER - DATA;
         regs.gpr[Gpr::Rsp as usize] = STACK_POINTER - STACK;
     } else {
+        // CPL 3: the DPL-3 descriptors with RPL 3 (the CPL is SS.DPL).
+        let (rpl, dpl) = if case.user { (3, 3 << 5) } else { (0, 0) };
         let cs = match case.mode {
-            Mode::Long64 => Segment {
-                selector: selector::CODE64,
-                base: 0,
-                limit: RAM as u32 - 1,
-                attr: Segment::CODE64,
-            },
-            _ => flat_segment(selector::CODE32, Segment::CODE32),
+            Mode::Long64 => flat_segment(
+                if case.user {
+                    selector::CODE64_DPL3
+                } else {
+                    selector::CODE64
+                } | rpl,
+                Segment::CODE64 | dpl,
+            ),
+            _ => flat_segment(
+                if case.user {
+                    selector::CODE32_DPL3
+                } else {
+                    selector::CODE32
+                } | rpl,
+                Segment::CODE32 | dpl,
+            ),
         };
-        vcpu.set_segment(SegReg::Cs, &cs);
+        let data_selector = if case.user {
+            selector::DATA_DPL3 | rpl
+        } else {
+            selector::DATA
+        };
         for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss] {
-            vcpu.set_segment(s, &flat_segment(selector::DATA, Segment::DATA));
+            vcpu.set_segment(s, &flat_segment(data_selector, Segment::DATA | dpl));
         }
+        vcpu.set_segment(SegReg::Cs, &cs);
         vcpu.set_segment(
             SegReg::Tr,
             &Segment {

@@ -82,6 +82,7 @@ mod tests {
         let cpuid = Item::Insn(vec![0x0f, 0xa2]);
         let case = Case {
             mode: Mode::Long64,
+            user: false,
             gprs: [5; 16],
             rflags: 0xcd5,
             cr0: 2,
@@ -113,6 +114,7 @@ mod tests {
     fn the_number_of_tries_is_bounded() {
         let case = Case {
             mode: Mode::Real,
+            user: false,
             gprs: [1; 16],
             rflags: 0,
             cr0: 0,

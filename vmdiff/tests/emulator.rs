@@ -24,6 +24,7 @@ fn runner() -> Runner<EmuVcpu, CapturePlatform> {
 fn case(mode: Mode, items: Vec<Item>) -> Case {
     Case {
         mode,
+        user: false,
         gprs: [0x1111; 16],
         rflags: 0,
         cr0: 0,
@@ -218,5 +219,71 @@ fn every_case_gets_the_whole_instruction_budget() {
         assert_eq!(s.ending, Ending::Unfinished);
         let ran = r.vcpu().unwrap().instructions_retired().unwrap() - before;
         assert!(ran >= CASE_INSTRUCTION_LIMIT, "ran {ran}");
+    }
+}
+
+#[test]
+fn user_mode_cases_fault_into_ring_0_on_the_kernel_stack() {
+    use opsvisor_vmdiff::layout::KERNEL_STACK_TOP;
+    let mut r = runner();
+    for mode in [
+        Mode::Protected32,
+        Mode::Paged32,
+        Mode::Long64,
+        Mode::Compat32,
+    ] {
+        let user = |items| Case {
+            user: true,
+            ..case(mode, items)
+        };
+        // CLI at CPL 3 with IOPL 0: #GP(0), delivered on the ring-0 stack.
+        let s = r.run(&user(vec![Item::Insn(vec![0xfa])])).unwrap();
+        assert_eq!(s.vector(), Some(13), "{mode:?}");
+        assert_eq!(s.segments[SegReg::Cs as usize].selector & 3, 0);
+        let rsp = s.regs.gpr[Gpr::Rsp as usize];
+        assert!(
+            rsp < KERNEL_STACK_TOP && rsp > KERNEL_STACK_TOP - 64,
+            "{mode:?} {rsp:#x}"
+        );
+        // INT 0x80 has a DPL-3 gate; INT 0x20 does not (#GP).
+        let s = r.run(&user(vec![Item::Insn(vec![0xcd, 0x80])])).unwrap();
+        assert_eq!(s.vector(), Some(0x80), "{mode:?}");
+        let s = r.run(&user(vec![Item::Insn(vec![0xcd, 0x20])])).unwrap();
+        assert_eq!(s.vector(), Some(13), "{mode:?}");
+        // The code itself runs: a NOP reaches the final HLT, which is privileged (#GP).
+        let s = r.run(&user(vec![Item::Insn(vec![0x90])])).unwrap();
+        assert_eq!(s.vector(), Some(13), "{mode:?}");
+    }
+}
+
+#[test]
+fn user_mode_port_access_follows_the_tss_io_bitmap() {
+    // The environment's TSS has I/O map base 0: the bitmap is the TSS's own bytes, so
+    // byte 5 (bits of ports 0x28-0x2f) is the second byte of the ring-0 stack pointer,
+    // 0x20: port 0x2d is denied, 0x2c allowed; ports past the TSS limit are denied.
+    let mut r = runner();
+    for mode in [Mode::Protected32, Mode::Long64] {
+        for (port, vector) in [(0x2cu64, 13), (0x2d, 13), (0x400, 13), (0x80, 13)] {
+            let mut c = Case {
+                user: true,
+                // out dx, al
+                ..case(mode, vec![Item::Insn(vec![0xee])])
+            };
+            c.gprs[Gpr::Rdx as usize] = port;
+            let s = r.run(&c).unwrap();
+            // A permitted OUT retires and the final HLT faults (RIP after the OUT);
+            // a denied one faults on the OUT itself.
+            let denied = matches!(port, 0x2d | 0x400);
+            let mem = r.memory().unwrap();
+            let frame_rip = mem
+                .read_u32(s.regs.gpr[Gpr::Rsp as usize] + if mode == Mode::Long64 { 8 } else { 4 })
+                .unwrap();
+            assert_eq!(s.vector(), Some(vector));
+            assert_eq!(
+                u64::from(frame_rip),
+                CODE + u64::from(!denied),
+                "{mode:?} port {port:#x}"
+            );
+        }
     }
 }

@@ -90,6 +90,7 @@ fn every_item_decodes_to_one_instruction_and_cases_round_trip() {
 fn disassembly_shows_offsets_text_and_branch_targets() {
     let case = Case {
         mode: Mode::Long64,
+        user: false,
         gprs: [0; 16],
         rflags: 0,
         cr0: 0,
@@ -665,6 +666,7 @@ fn generated_cases_follow_the_rules() {
 fn the_checker_catches_broken_cases() {
     let case = |mode, items: Vec<Vec<u8>>| Case {
         mode,
+        user: false,
         gprs: [0; 16],
         rflags: 0,
         cr0: 0,

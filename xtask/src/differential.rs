@@ -142,8 +142,9 @@ fn describe(case: &Case) -> Vec<String> {
         .map(|(_, (n, v))| format!("{n}={v:#x}"))
         .collect();
     let mut out = vec![format!(
-        "mode {}; {}; rflags {:#x} cr0+{:#x} cr4+{:#x} efer+{:#x} data seed {:#x}",
+        "mode {}{}; {}; rflags {:#x} cr0+{:#x} cr4+{:#x} efer+{:#x} data seed {:#x}",
         case.mode.name(),
+        if case.user { " at CPL 3" } else { "" },
         if regs.is_empty() {
             "registers 0".to_string()
         } else {

@@ -29,6 +29,7 @@ use crate::cache::{decode_block, Block, Cache};
 use crate::cpu::{cr0, efer, sr, Cpu, InterceptKind};
 use crate::exception::Ex;
 use opsvisor_core::exit::Exit;
+use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::memory::GuestMemory;
 // The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
 use opsvisor_core::msr::index as msr;
@@ -887,6 +888,26 @@ impl X86Ops for EmuVcpu {
     }
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)
+    }
+
+    fn fpu_state(&self) -> Option<FxsaveArea> {
+        Some(FxsaveArea(self.cpu.fpu.fxsave()))
+    }
+    fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
+        // Checked before anything changes: the emulated FXRSTOR refuses the same image.
+        self.cpu
+            .fpu
+            .fxrstor(state.as_bytes(), 16)
+            .map_err(
+                |fpu::ReservedMxcsrBits(mxcsr)| FpuStateError::ReservedMxcsrBits {
+                    mxcsr,
+                    mask: fpu::mxcsr::WRITABLE,
+                },
+            )?;
+        // The 64-bit layout has no FCS/FDS; FXRSTOR64 leaves them zero too.
+        self.cpu.fpu.x87.fcs = 0;
+        self.cpu.fpu.x87.fds = 0;
+        Ok(())
     }
 }
 

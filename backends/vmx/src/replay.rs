@@ -20,6 +20,7 @@ use crate::exits::{reason, Gprs};
 use crate::vcpu::{VmxConfig, VmxProcessor, VmxVcpu};
 use crate::vmcs::{fields, Field, InMemoryVmcs, VmcsAccess, VmxError};
 use core::fmt;
+use opsvisor_core::fpu::FxsaveArea;
 use opsvisor_core::ops::Gpr;
 
 /// The host-physical translation for a replaying vCPU ([`VmxConfig::to_phys`]): no
@@ -198,7 +199,18 @@ pub struct ReplayVmcs {
     /// The guest's values of the MSRs VMX does not switch (STAR, LSTAR, CSTAR, SFMASK,
     /// KERNEL_GS_BASE, TSC_AUX), which on hardware live in the processor.
     msrs: [u64; 6],
+    /// The x87/MMX/SSE state, which on hardware lives in the processor: the
+    /// architectural fields of the last FXRSTOR's image (see [`ReplayVmcs::fxrstor`]).
+    fpu: FxsaveArea,
+    /// The MXCSR_MASK this stand-in's FXSAVE reports.
+    mxcsr_mask: u32,
+    /// FXRSTORs so far.
+    fxrstors: u64,
 }
+
+/// The MXCSR_MASK of a [`ReplayVmcs`] unless set: every bit of the low 16, DAZ
+/// included, as processors since the Pentium 4 report.
+pub const REPLAY_MXCSR_MASK: u32 = 0xffff;
 
 /// The MSRs a [`ReplayVmcs`] holds for the guest, in `msrs` order.
 const UNSWITCHED_MSRS: [u32; 6] = [
@@ -237,7 +249,24 @@ impl ReplayVmcs {
             entries: 0,
             invepts: 0,
             msrs: [0; 6],
+            // What a processor holds before anyone loads it: zeros (a stand-in: the
+            // vCPU's power-on reset loads its own state).
+            fpu: FxsaveArea::zeroed(),
+            mxcsr_mask: REPLAY_MXCSR_MASK,
+            fxrstors: 0,
         })
+    }
+
+    /// Report `mask` as MXCSR_MASK in FXSAVE images from now on: 0 is an early SSE
+    /// processor's (which lacks DAZ), another value a processor that supports exactly
+    /// those MXCSR bits.
+    pub fn set_mxcsr_mask(&mut self, mask: u32) {
+        self.mxcsr_mask = mask;
+    }
+
+    /// FXRSTORs so far.
+    pub fn fxrstors(&self) -> u64 {
+        self.fxrstors
     }
 
     /// Replay the repeated exit `count` more times before the last one.
@@ -345,6 +374,44 @@ impl VmxProcessor for ReplayVmcs {
         // set CR4.TSD, which Linux does not by default.
         unsafe { core::arch::x86_64::_rdtsc() }
     }
+
+    /// Stores what FXSAVE64 stores: the held state and this stand-in's MXCSR_MASK; the
+    /// reserved bytes of `area` keep their contents.
+    unsafe fn fxsave(&self, area: &mut FxsaveArea) {
+        let held = self.fpu.as_bytes();
+        let out = area.as_bytes_mut();
+        // FCW..MXCSR, then the x87 registers' 10 bytes each, then XMM0-15.
+        out[..28].copy_from_slice(&held[..28]);
+        for n in 0..8 {
+            out[32 + 16 * n..48 + 16 * n].copy_from_slice(&held[32 + 16 * n..48 + 16 * n]);
+        }
+        out[160..416].copy_from_slice(&held[160..416]);
+        area.set_mxcsr_mask(self.mxcsr_mask);
+    }
+
+    /// Holds what FXRSTOR64 loads: the fields the processor has, with the bits it does
+    /// not keep (byte 5, FOP's top five bits, the six bytes after each x87 register)
+    /// zero, as a later FXSAVE stores them.
+    unsafe fn fxrstor(&mut self, area: &FxsaveArea) {
+        // The caller's contract; the hardware would fault instead.
+        debug_assert!(area.check_mxcsr(self.mxcsr_mask).is_ok(), "{area:?}");
+        self.fxrstors = self.fxrstors.wrapping_add(1);
+        let mut held = FxsaveArea::zeroed();
+        held.set_fcw(area.fcw());
+        held.set_fsw(area.fsw());
+        held.set_ftw(area.ftw());
+        held.set_fop(area.fop() & 0x7ff);
+        held.set_fip(area.fip());
+        held.set_fdp(area.fdp());
+        held.set_mxcsr(area.mxcsr());
+        for n in 0..8 {
+            held.set_st(n, area.st(n));
+        }
+        for n in 0..16 {
+            held.set_xmm(n, area.xmm(n));
+        }
+        self.fpu = held;
+    }
 }
 
 impl VmxVcpu<ReplayVmcs> {
@@ -380,7 +447,8 @@ mod tests {
     use crate::caps::fixtures::CORE_I7_SKYLAKE_X;
     use opsvisor_core::cpuid::CpuidPolicy;
     use opsvisor_core::exit::Direction;
-    use opsvisor_core::ops::{RunLimit, SegReg, Segment};
+    use opsvisor_core::fpu::FpuStateError;
+    use opsvisor_core::ops::{ResetKind, RunLimit, SegReg, Segment};
     use opsvisor_core::platform::Platform;
     use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
     use opsvisor_core::{Exit, ExitKind, GuestMemory, X86Ops};
@@ -570,6 +638,192 @@ mod tests {
             VmxVcpu::replay(caps, config, replay),
             Err(EnableError::NoEpt)
         ));
+    }
+
+    /// xorshift64*: fixed seeds, so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// A random image in the form FXSAVE stores it (FOP in 11 bits, zero padding and
+    /// reserved bytes, the stand-in's MXCSR_MASK), MXCSR within `mask`.
+    fn random_fpu(rng: &mut Rng, mask: u32) -> FxsaveArea {
+        let mut a = FxsaveArea::zeroed();
+        a.set_fcw(rng.next() as u16);
+        a.set_fsw(rng.next() as u16);
+        a.set_ftw(rng.next() as u8);
+        a.set_fop(rng.next() as u16 & 0x7ff);
+        a.set_fip(rng.next());
+        a.set_fdp(rng.next());
+        a.set_mxcsr(rng.next() as u32 & mask);
+        a.set_mxcsr_mask(REPLAY_MXCSR_MASK);
+        for n in 0..8 {
+            let mut st = [0u8; 10];
+            st[..8].copy_from_slice(&rng.next().to_le_bytes());
+            st[8..].copy_from_slice(&rng.next().to_le_bytes()[..2]);
+            a.set_st(n, st);
+        }
+        for n in 0..16 {
+            a.set_xmm(n, u128::from(rng.next()) << 64 | u128::from(rng.next()));
+        }
+        a
+    }
+
+    /// The reset image as FXSAVE reports it.
+    fn reset_fpu() -> FxsaveArea {
+        let mut reset = FxsaveArea::reset();
+        reset.set_mxcsr_mask(REPLAY_MXCSR_MASK);
+        reset
+    }
+
+    #[test]
+    fn fpu_state_round_trips() {
+        let mut vcpu = vcpu(debug_exit(0), 0);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..200 {
+            let image = random_fpu(&mut rng, REPLAY_MXCSR_MASK);
+            assert_eq!(vcpu.set_fpu_state(&image), Ok(()));
+            let back = vcpu.fpu_state().unwrap();
+            assert_eq!(back.as_bytes(), image.as_bytes(), "{image:?}");
+        }
+    }
+
+    #[test]
+    fn fpu_state_ignores_what_fxrstor_ignores() {
+        let mut vcpu = vcpu(debug_exit(0), 0);
+        let image = random_fpu(&mut Rng(7), REPLAY_MXCSR_MASK);
+        let mut noisy = image;
+        let b = noisy.as_bytes_mut();
+        b[5] = 0xa5;
+        b[7] |= 0xf8; // FOP bits 11-15
+        b[28..32].fill(0x5a); // MXCSR_MASK
+        for n in 0..8 {
+            b[42 + 16 * n..48 + 16 * n].fill(0xc3);
+        }
+        b[416..].fill(0x3c);
+        assert_eq!(vcpu.set_fpu_state(&noisy), Ok(()));
+        assert_eq!(vcpu.fpu_state().unwrap().as_bytes(), image.as_bytes());
+    }
+
+    #[test]
+    fn reserved_mxcsr_bits_are_refused_before_fxrstor() {
+        let mut vcpu = vcpu(debug_exit(0), 0);
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let good = random_fpu(&mut rng, REPLAY_MXCSR_MASK);
+        assert_eq!(vcpu.set_fpu_state(&good), Ok(()));
+        let loads = vcpu.processor().fxrstors();
+        for bit in 16..32 {
+            let mut bad = random_fpu(&mut rng, REPLAY_MXCSR_MASK);
+            let mxcsr = bad.mxcsr() | 1 << bit;
+            bad.set_mxcsr(mxcsr);
+            assert_eq!(
+                vcpu.set_fpu_state(&bad),
+                Err(FpuStateError::ReservedMxcsrBits {
+                    mxcsr,
+                    mask: REPLAY_MXCSR_MASK
+                })
+            );
+            assert_eq!(vcpu.fpu_state().unwrap(), good, "bit {bit}");
+        }
+        assert_eq!(vcpu.processor().fxrstors(), loads);
+    }
+
+    #[test]
+    fn mxcsr_is_checked_against_the_processors_mask() {
+        const DAZ: u32 = 1 << 6;
+        let mut image = FxsaveArea::reset();
+        image.set_mxcsr(0x1f80 | DAZ);
+        // A processor without DAZ: FXSAVE stores MXCSR_MASK 0, meaning 0xFFBF.
+        let mut vcpu = vcpu(debug_exit(0), 0);
+        vcpu.replay_mut().set_mxcsr_mask(0);
+        assert_eq!(
+            vcpu.set_fpu_state(&image),
+            Err(FpuStateError::ReservedMxcsrBits {
+                mxcsr: 0x1fc0,
+                mask: 0xffbf
+            })
+        );
+        assert_eq!(vcpu.fpu_state().unwrap().mxcsr(), 0x1f80);
+        // One that reports its mask, without DAZ.
+        vcpu.replay_mut().set_mxcsr_mask(0xffbf);
+        assert!(vcpu.set_fpu_state(&image).is_err());
+        // One with DAZ.
+        vcpu.replay_mut().set_mxcsr_mask(0xffff);
+        assert_eq!(vcpu.set_fpu_state(&image), Ok(()));
+        assert_eq!(vcpu.fpu_state().unwrap().mxcsr(), 0x1fc0);
+    }
+
+    #[test]
+    fn power_on_reset_loads_the_reset_fpu_state_and_init_keeps_it() {
+        let mut vcpu = vcpu(debug_exit(0), 0);
+        // The stand-in starts with zeros; the vCPU's own power-on reset loaded the
+        // reset state.
+        assert_eq!(vcpu.fpu_state(), Some(reset_fpu()));
+        let image = random_fpu(&mut Rng(99), REPLAY_MXCSR_MASK);
+        assert_eq!(vcpu.set_fpu_state(&image), Ok(()));
+        vcpu.vcpu_reset(ResetKind::Init);
+        assert_eq!(vcpu.fpu_state(), Some(image));
+        vcpu.vcpu_reset(ResetKind::PowerOn);
+        let after = vcpu.fpu_state().unwrap();
+        assert_eq!(after, reset_fpu());
+        assert_eq!(
+            (after.fcw(), after.ftw(), after.mxcsr()),
+            (0x40, 0xff, 0x1f80)
+        );
+    }
+
+    /// The instructions behind `HardwareVmcs::fxsave`/`fxrstor`, on the host's own
+    /// x87/SSE state (user mode may execute them): a loaded image reads back, then the
+    /// test thread's state is put back.
+    #[test]
+    fn fxsave64_reads_back_what_fxrstor64_loaded() {
+        use crate::vcpu::{fxrstor64, fxsave64};
+        let mut rng = Rng(0x5eed);
+        let mut saved = FxsaveArea::zeroed();
+        // SAFETY: the OS keeps CR0.EM/TS clear for user code (or handles #NM).
+        unsafe { fxsave64(&mut saved) };
+        let mask = saved.effective_mxcsr_mask();
+        assert_eq!(saved.mxcsr() & !mask, 0);
+        // The reset control words (the ones the test harness runs with) and an empty
+        // x87 stack, so that nothing between the two restores computes differently;
+        // FOP/FIP/FDP stay 0, since AMD processors store them only with an x87
+        // exception pending.
+        let mut image = FxsaveArea::reset();
+        image.set_mxcsr(0x1f80 | (rng.next() as u32 & 0x3f));
+        for n in 0..8 {
+            let mut st = [0u8; 10];
+            st[..8].copy_from_slice(&rng.next().to_le_bytes());
+            image.set_st(n, st);
+        }
+        for n in 0..16 {
+            image.set_xmm(n, u128::from(rng.next()) << 64 | u128::from(rng.next()));
+        }
+        assert_eq!(image.check_mxcsr(mask), Ok(()));
+        let mut back = FxsaveArea::zeroed();
+        // SAFETY: as above, and both images' MXCSR are within the processor's mask.
+        unsafe {
+            fxrstor64(&image);
+            fxsave64(&mut back);
+            fxrstor64(&saved);
+        }
+        assert_eq!(
+            (back.fcw(), back.fsw(), back.ftw(), back.mxcsr()),
+            (image.fcw(), image.fsw(), image.ftw(), image.mxcsr())
+        );
+        assert_eq!(back.mxcsr_mask(), saved.mxcsr_mask());
+        for n in 0..8 {
+            assert_eq!(back.st(n), image.st(n), "ST{n}");
+        }
+        for n in 0..16 {
+            assert_eq!(back.xmm(n), image.xmm(n), "XMM{n}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use opsvisor_core::ops::{Event, Gpr, SegReg, Segment, X86Ops};
 use opsvisor_core::{Exit, GuestMemory};
 
 const CR0_PE: u64 = 1;
+const CR0_AM: u64 = 1 << 18;
 const CR4_LA57: u64 = 1 << 12;
 const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_DF: u64 = 1 << 10;
@@ -37,6 +38,8 @@ const RFLAGS_AC: u64 = 1 << 18;
 const SS_FAULT: u8 = 12;
 const GP_FAULT: u8 = 13;
 const PF_FAULT: u8 = 14;
+/// #AC.
+const AC_FAULT: u8 = 17;
 const PAGE_SIZE: u64 = 4096;
 
 /// Why a string I/O instruction cannot be completed; the run ends with it.
@@ -191,6 +194,20 @@ pub fn start<C: X86Ops>(
             return Start::Faulted;
         }
     };
+    // The I/O exit comes before the memory access (SDM 3C 26.1.1), so its alignment
+    // check is the backend's: #AC(0) at CPL 3 with CR0.AM and RFLAGS.AC, after the
+    // segment checks and before the translation, as the processor orders them.
+    if cpu.cpl() == 3
+        && cpu.cr0() & CR0_AM != 0
+        && rflags & RFLAGS_AC != 0
+        && linear & (u64::from(size) - 1) != 0
+    {
+        cpu.inject_event(Event::Exception {
+            vector: AC_FAULT,
+            error_code: Some(0),
+        });
+        return Start::Faulted;
+    }
 
     // The element may cross into the next page: translate each part.
     let first_len = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))).min(u64::from(size)) as u8;
@@ -607,6 +624,42 @@ mod tests {
         assert_eq!(vcpu.gpr(Gpr::Rcx), 7, "no REP: the count is not used");
         assert_eq!(vcpu.rip(), RIP + 1);
         assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hlt);
+    }
+
+    #[test]
+    fn misaligned_element_at_cpl3_with_alignment_checks_is_an_ac() {
+        // OUTSW (66 6F) from an odd address at CPL 3, CR0.AM and RFLAGS.AC set.
+        let exit = string_exit(
+            2,
+            COM1,
+            2,
+            false,
+            false,
+            info(AddressSize::Bits32, SegReg::Ds),
+        );
+        let mut vcpu = vcpu(exit, 1);
+        flat32(&mut vcpu);
+        vcpu.set_cr0(0x11 | CR0_AM);
+        let user_data = Segment {
+            attr: Segment::DATA | (3 << 5),
+            ..Segment::flat(0x23, Segment::DATA)
+        };
+        for seg in [SegReg::Ds, SegReg::Ss] {
+            vcpu.set_segment(seg, &user_data);
+        }
+        vcpu.set_segment(
+            SegReg::Cs,
+            &Segment {
+                attr: Segment::CODE32 | (3 << 5),
+                ..Segment::flat(0x1b, Segment::CODE32)
+            },
+        );
+        vcpu.set_rflags(2 | RFLAGS_AC);
+        vcpu.set_gpr(Gpr::Rsi, 0x2001);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hlt, "no I/O exit");
+        assert_eq!(injected(&vcpu), (0xb11, 0));
+        assert_eq!(vcpu.gpr(Gpr::Rsi), 0x2001);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! One vCPU per processor: [`VmxVcpu::enable`] enters VMX root operation, loads the
 //! VMCS (which then stays current), and the operations read and write guest state with
 //! VMREAD/VMWRITE. The guest general registers other than RSP live in [`VmxVcpu`] and
-//! are swapped by the entry/exit assembly below; CR2 and the SYSCALL MSRs, which VMX
-//! does not switch, are kept in the processor (the host never uses them).
+//! are swapped by the entry/exit assembly below; CR2, the SYSCALL MSRs and the
+//! x87/MMX/SSE registers, which VMX does not switch, are kept in the processor (the
+//! host never uses them).
 //!
 //! The few processor operations the vCPU needs besides VMREAD/VMWRITE (VM entry,
 //! INVEPT, the MSRs VMX does not switch, the TSC) go through [`VmxProcessor`], which
@@ -41,6 +42,7 @@ use crate::vmcs::{fields, Field, HardwareVmcs, InstructionError, VmcsAccess, Vmx
 use alloc::boxed::Box;
 use core::arch::{asm, global_asm};
 use opsvisor_core::exit::Direction;
+use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
 use opsvisor_core::ops::{
     DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
@@ -192,6 +194,30 @@ pub trait VmxProcessor: VmcsAccess {
 
     /// The host's time-stamp counter.
     fn tsc(&self) -> u64;
+
+    /// FXSAVE64 of the processor's x87/MMX/SSE state into `area`: between VM exits that
+    /// state is the guest's, since VMX does not switch it and the host code never uses
+    /// x87 or SSE (the image is built soft-float). Fields FXSAVE does not store (the
+    /// reserved bytes) keep their contents.
+    ///
+    /// XMM0-15 and MXCSR are stored only with CR4.OSFXSR set, which
+    /// [`VmxVcpu::enable`] sets.
+    ///
+    /// # Safety
+    ///
+    /// On hardware: CR0.EM and CR0.TS are clear (FXSAVE raises #NM otherwise), as the
+    /// host runs (its boot code clears them and every VM exit loads HOST_CR0).
+    unsafe fn fxsave(&self, area: &mut FxsaveArea);
+
+    /// FXRSTOR64 of the x87/MMX/SSE state from `area`: the state the guest runs with
+    /// from the next VM entry.
+    ///
+    /// # Safety
+    ///
+    /// As for [`VmxProcessor::fxsave`], and MXCSR in `area` sets no bit outside the
+    /// processor's MXCSR_MASK (FXRSTOR raises #GP(0) otherwise); nothing on the host
+    /// relies on the x87/SSE state it replaces.
+    unsafe fn fxrstor(&mut self, area: &FxsaveArea);
 }
 
 impl VmxProcessor for HardwareVmcs {
@@ -261,6 +287,56 @@ impl VmxProcessor for HardwareVmcs {
     fn tsc(&self) -> u64 {
         rdtsc()
     }
+
+    unsafe fn fxsave(&self, area: &mut FxsaveArea) {
+        // SAFETY: the caller's contract is `fxsave64`'s.
+        unsafe { fxsave64(area) }
+    }
+
+    unsafe fn fxrstor(&mut self, area: &FxsaveArea) {
+        // SAFETY: the caller's contract is `fxrstor64`'s.
+        unsafe { fxrstor64(area) }
+    }
+}
+
+/// FXSAVE64: the processor's x87/MMX/SSE state into `area`.
+///
+/// # Safety
+///
+/// CR0.EM and CR0.TS are clear (FXSAVE raises #NM otherwise).
+pub(crate) unsafe fn fxsave64(area: &mut FxsaveArea) {
+    // SAFETY: `area` is a valid, 16-byte aligned (`FxsaveArea` is `align(16)`) 512-byte
+    // buffer that FXSAVE64 writes and nothing else; with CR0.EM/TS clear (the caller's
+    // contract) it cannot fault.
+    unsafe {
+        asm!(
+            "fxsave64 [{}]",
+            in(reg) core::ptr::from_mut(area),
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// FXRSTOR64: the processor's x87/MMX/SSE state from `area`.
+///
+/// # Safety
+///
+/// CR0.EM and CR0.TS are clear (FXRSTOR raises #NM otherwise) and MXCSR in `area`
+/// sets no bit outside the processor's MXCSR_MASK (#GP(0) otherwise).
+pub(crate) unsafe fn fxrstor64(area: &FxsaveArea) {
+    // SAFETY: `area` is a valid, 16-byte aligned 512-byte buffer that FXRSTOR64 only
+    // reads; with the caller's contract it cannot fault. It replaces the x87, MMX and
+    // SSE registers, declared clobbered (the C ABI's caller-saved set includes all of
+    // them) so that compiled code keeps nothing there across it; MXCSR and FCW change
+    // too, which the host code, built soft-float, never consults.
+    unsafe {
+        asm!(
+            "fxrstor64 [{}]",
+            in(reg) core::ptr::from_ref(area),
+            clobber_abi("C"),
+            options(readonly, nostack, preserves_flags),
+        )
+    };
 }
 
 /// RFLAGS.RF (resume flag).
@@ -287,6 +363,8 @@ const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1;
 const CR0_TS: u64 = 1 << 3;
 const CR0_PG: u64 = 1 << 31;
+/// CR4.OSFXSR: FXSAVE/FXRSTOR include the SSE state.
+const CR4_OSFXSR: u64 = 1 << 9;
 const RFLAGS_IF: u64 = 1 << 9;
 /// Interruptibility state: blocking by STI and by MOV SS.
 const BLOCKING_BY_STI: u64 = 1;
@@ -490,9 +568,18 @@ impl VmxVcpu<HardwareVmcs> {
         let cr4 = read_cr!("cr4");
         let (new_cr0, new_cr4) =
             host_control_registers(cr0, cr4, &caps).ok_or(EnableError::FixedBits { cr0, cr4 })?;
-        // SAFETY: the new values differ from the running ones only in CR0.NE and
-        // CR4.VMXE (checked by `host_control_registers`), which change neither paging
-        // nor how the host's code runs.
+        // The guest's x87/SSE state lives in the processor and is read and loaded with
+        // FXSAVE/FXRSTOR, which move XMM0-15 and MXCSR only with CR4.OSFXSR set. The
+        // host code never executes SSE (it is built soft-float), so the bit changes
+        // nothing else; every VMX processor allows it (IA32_VMX_CR4_FIXED1).
+        let new_cr4 = if caps.cr4.fixed1 & CR4_OSFXSR != 0 {
+            new_cr4 | CR4_OSFXSR
+        } else {
+            new_cr4
+        };
+        // SAFETY: the new values differ from the running ones only in CR0.NE,
+        // CR4.VMXE (checked by `host_control_registers`) and CR4.OSFXSR, which change
+        // neither paging nor how the host's code runs.
         unsafe {
             asm!("mov cr0, {}", in(reg) new_cr0, options(nostack, preserves_flags));
             asm!("mov cr4, {}", in(reg) new_cr4, options(nostack, preserves_flags));
@@ -1141,6 +1228,11 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         if kind == ResetKind::PowerOn {
             self.set_efer(0);
             self.write(fields::GUEST_IA32_PAT, PAT_DEFAULT);
+            // A new guest must not see the previous one's x87/SSE registers. KVM's reset
+            // state (FNINIT, MXCSR 0x1F80), not the SDM's power-on FCW 0x0040; INIT
+            // leaves the state alone. MXCSR 0x1F80 is within every MXCSR_MASK, so the
+            // load cannot be refused.
+            let _ = self.set_fpu_state(&FxsaveArea::reset());
         }
         self.set_cr4(0);
         self.set_cr3(0);
@@ -1507,5 +1599,27 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         if let Err(e) = unsafe { self.vmcs.invept(kind, self.eptp) } {
             self.vmcs_error.get_or_insert(e);
         }
+    }
+
+    fn fpu_state(&self) -> Option<FxsaveArea> {
+        // Zeroed first: FXSAVE leaves the reserved bytes as they are.
+        let mut area = FxsaveArea::zeroed();
+        // SAFETY: this vCPU's processor is one `enable` set up, with CR0.EM/TS clear
+        // in the host, or a stand-in.
+        unsafe { self.vmcs.fxsave(&mut area) };
+        Some(area)
+    }
+
+    fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
+        // FXRSTOR would raise #GP(0) in the host for MXCSR bits this processor lacks
+        // (DAZ on early SSE processors): check against its own MXCSR_MASK first.
+        let mut current = FxsaveArea::zeroed();
+        // SAFETY: as in `fpu_state`.
+        unsafe { self.vmcs.fxsave(&mut current) };
+        state.check_mxcsr(current.effective_mxcsr_mask())?;
+        // SAFETY: as in `fpu_state`, and MXCSR was just checked against MXCSR_MASK;
+        // the x87/SSE state belongs to the guest, the host code never uses it.
+        unsafe { self.vmcs.fxrstor(state) };
+        Ok(())
     }
 }

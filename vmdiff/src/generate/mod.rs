@@ -251,10 +251,13 @@ pub fn case_strategy_excluding(mode: Mode, exclude: &'static [Mnemonic]) -> Boxe
         any::<u64>(),
         1..=MAX_GENERATED_ITEMS,
         any::<u64>(),
+        // One case in four outside real mode starts in user mode (CPL 3).
+        prop::bool::weighted(if mode == Mode::Real { 0.0 } else { 0.25 }),
     )
         .prop_map(
-            move |(gprs, rflags, cr0, cr4, efer, seed, target, code_seed)| Case {
+            move |(gprs, rflags, cr0, cr4, efer, seed, target, code_seed, user)| Case {
                 mode,
+                user,
                 gprs,
                 rflags: rflags & RFLAGS_OPTIONAL,
                 cr0: cr0 & CR0_OPTIONAL,

@@ -1,6 +1,6 @@
 //! IN OUT INS OUTS: one `Exit::Io` per element, completed by the core.
 
-use crate::arith::flags::DF;
+use crate::arith::flags::{DF, VM};
 use crate::cpu::{sr, Cpu, InterceptKind};
 use crate::decode::{addr_mask, Op};
 use crate::exception::{Ex, GP};
@@ -8,11 +8,29 @@ use crate::exec::system::intercept;
 use iced_x86::OpKind;
 use opsvisor_core::exit::{Direction, Exit};
 use opsvisor_core::mmu::memory::GuestMemory;
+use opsvisor_core::ops::Segment;
 
-/// I/O permission: CPL <= IOPL in protected mode (the TSS bitmap is not consulted: a
-/// guest that lowers IOPL gets #GP for every port).
-fn check_io(c: &Cpu) -> Result<(), Ex> {
-    if c.protected() && c.cpl > c.iopl() {
+/// I/O permission (SDM 1 19.5): free in real mode and when CPL <= IOPL; otherwise (and
+/// always in virtual-8086 mode) every bit of the TSS's I/O permission bitmap covering
+/// the `size` ports from `port` must be clear. The processor reads the bitmap two bytes
+/// at a time, so both must lie inside the TSS limit; a 16-bit TSS has no bitmap.
+fn check_io(c: &mut Cpu, mem: &mut GuestMemory, port: u16, size: u8) -> Result<(), Ex> {
+    if !c.protected() || (c.rf & VM == 0 && c.cpl <= c.iopl()) {
+        return Ok(());
+    }
+    let tr = c.seg[sr::TR as usize];
+    let tss32 = matches!(tr.attr & 0xf, 0x9 | 0xb);
+    if tr.attr & Segment::UNUSABLE != 0 || !tss32 || tr.limit < 0x67 {
+        return Err(GP(0));
+    }
+    let map = c.rd_sys(mem, tr.base.wrapping_add(0x66), 2)?;
+    let byte = map + u64::from(port / 8);
+    if byte + 1 > u64::from(tr.limit) {
+        return Err(GP(0));
+    }
+    let bits = c.rd_sys(mem, tr.base.wrapping_add(byte), 2)?;
+    let wanted = ((1u64 << size) - 1) << (port & 7);
+    if bits & wanted != 0 {
         return Err(GP(0));
     }
     Ok(())
@@ -27,10 +45,10 @@ fn port_of(c: &Cpu, op: &Op, n: u32) -> u16 {
 }
 
 /// IN AL/AX/EAX, imm8/DX.
-pub fn in_(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    check_io(c)?;
+pub fn in_(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = op.size;
     let port = port_of(c, op, 1);
+    check_io(c, mem, port, size)?;
     intercept(
         c,
         op,
@@ -45,10 +63,10 @@ pub fn in_(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 }
 
 /// OUT imm8/DX, AL/AX/EAX.
-pub fn out(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    check_io(c)?;
+pub fn out(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = op.size1;
     let port = port_of(c, op, 0);
+    check_io(c, mem, port, size)?;
     let data = c.get(0, u32::from(size)) as u32;
     intercept(
         c,
@@ -73,15 +91,20 @@ fn element_size(op: &Op) -> u8 {
 
 /// INS m, DX (with REP: one exit per element).
 pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    check_io(c)?;
+    let size = element_size(op);
+    // The permission check comes first, even for a REP form with a zero count (which then
+    // does nothing), as on Bochs and in KVM's emulator.
+    check_io(c, mem, c.gpr[2] as u16, size)?;
     let amask = addr_mask(&op.i);
     let rep = op.i.has_rep_prefix() || op.i.has_repne_prefix();
     if rep && c.gpr[1] & amask == 0 {
         return Ok(());
     }
-    let size = element_size(op);
     let di = c.gpr[7] & amask;
-    // The destination is checked before the port is read.
+    // The destination is checked before the port is read: segment, alignment (#AC at
+    // CPL 3 with CR0.AM and RFLAGS.AC), then paging.
+    let la = c.linear(sr::ES, di, u32::from(size), true)?;
+    c.check_alignment(la, u32::from(size))?;
     let gpa = c.probe_write(mem, sr::ES, di, u32::from(size))?;
     let port = c.gpr[2] as u16;
     intercept(
@@ -105,13 +128,13 @@ pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 
 /// OUTS DX, m (with REP: one exit per element).
 pub fn outs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    check_io(c)?;
+    let size = element_size(op);
+    check_io(c, mem, c.gpr[2] as u16, size)?;
     let amask = addr_mask(&op.i);
     let rep = op.i.has_rep_prefix() || op.i.has_repne_prefix();
     if rep && c.gpr[1] & amask == 0 {
         return Ok(());
     }
-    let size = element_size(op);
     let si = c.gpr[6] & amask;
     let data = c.rd(mem, op.seg, si, u32::from(size))? as u32;
     let port = c.gpr[2] as u16;
