@@ -5,17 +5,20 @@
 //! drop them one at a time; forward branches are items of their own whose displacement is
 //! computed when the code is laid out, so they stay valid when items around them go.
 //!
-//! Pack format (little-endian), version 1:
+//! Pack format (little-endian), version 2:
 //!
 //! ```text
-//! pack  := "OPSVDIF1" count:u32 case*
+//! pack  := "OPSVDIF2" count:u32 case*
 //! case  := len:u32 body            (len = bytes of body)
 //! body  := mode:u8 flags:u8 gprs:16*u64 rflags:u64 cr0:u64 cr4:u64 efer:u64 seed:u64
-//!          items:u16 item*
+//!          fpu_seed:u64 items:u16 item*
 //! item  := 0 len:u8 bytes          (one instruction, 1..=15 bytes)
 //!        | 1 op:u8 cond:u8 skip:u8 (a forward branch over `skip` items)
 //! flags := bit 0: the code starts at CPL 3 (not in real mode); other bits zero
 //! ```
+//!
+//! `seed` gives the data area's contents, `fpu_seed` the initial x87/MMX/SSE state
+//! (see [`crate::layout::fpu_image`]). Version 1 had no `fpu_seed`.
 
 use alloc::format;
 use alloc::string::String;
@@ -23,7 +26,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 /// The pack's magic and version.
-pub const MAGIC: &[u8; 8] = b"OPSVDIF1";
+pub const MAGIC: &[u8; 8] = b"OPSVDIF2";
 /// At most this many items in a case.
 pub const MAX_ITEMS: usize = 64;
 /// A branch skips at most this many items (so its displacement fits in 8 bits).
@@ -168,6 +171,8 @@ pub struct Case {
     pub efer: u64,
     /// Seed of the data pages' initial contents.
     pub seed: u64,
+    /// Seed of the initial x87/MMX/SSE state (see [`crate::layout::fpu_image`]).
+    pub fpu_seed: u64,
     /// The code, followed by the environment's final HLT.
     pub items: Vec<Item>,
 }
@@ -230,7 +235,14 @@ impl Case {
         for g in self.gprs {
             out.extend_from_slice(&g.to_le_bytes());
         }
-        for v in [self.rflags, self.cr0, self.cr4, self.efer, self.seed] {
+        for v in [
+            self.rflags,
+            self.cr0,
+            self.cr4,
+            self.efer,
+            self.seed,
+            self.fpu_seed,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&(self.items.len() as u16).to_le_bytes());
@@ -272,6 +284,7 @@ impl Case {
         let cr4 = r.u64("CR4")?;
         let efer = r.u64("EFER")?;
         let seed = r.u64("the data seed")?;
+        let fpu_seed = r.u64("the FPU seed")?;
         let n = usize::from(r.u16("the item count")?);
         if n > MAX_ITEMS {
             return Err(FormatError(format!(
@@ -323,6 +336,7 @@ impl Case {
             cr4,
             efer,
             seed,
+            fpu_seed,
             items,
         })
     }
@@ -406,7 +420,7 @@ impl<'a> Pack<'a> {
         let magic = reader.take(8, "the magic")?;
         if magic != MAGIC {
             return Err(FormatError(
-                "not a differential case pack (the magic is not OPSVDIF1)".into(),
+                "not a differential case pack of this version (the magic is not OPSVDIF2)".into(),
             ));
         }
         let count = reader.u32("the case count")?;
@@ -496,6 +510,7 @@ mod tests {
             cr4: 0,
             efer: 1 << 11,
             seed: 42,
+            fpu_seed: 0x0123_4567_89ab_cdef,
             items: vec![
                 Item::Insn(vec![0x48, 0x01, 0xc8]),
                 Item::Branch {
@@ -558,6 +573,22 @@ mod tests {
         assert!(Case::decode(&body).unwrap_err().0.contains("CPL 3"));
         body[1] = 2;
         assert!(Case::decode(&body).is_err());
+    }
+
+    #[test]
+    fn the_fpu_seed_is_packed_and_version_1_is_refused() {
+        let a = sample();
+        let b = Case {
+            fpu_seed: 7,
+            ..sample()
+        };
+        assert_ne!(a.encode(), b.encode());
+        assert_eq!(Case::decode(&b.encode()).unwrap().fpu_seed, 7);
+        // The eight bytes after the data seed (2 + 16 * 8 + 5 * 8 = 170).
+        assert_eq!(&a.encode()[170..178], &a.fpu_seed.to_le_bytes());
+        let mut old = encode_pack(&[a]);
+        old[..8].copy_from_slice(b"OPSVDIF1");
+        assert!(Pack::open(&old).is_err());
     }
 
     #[test]

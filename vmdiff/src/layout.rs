@@ -15,6 +15,7 @@
 
 use crate::case::{Case, Mode};
 use opsvisor_core::arch::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::ops::{DescriptorTable, Gpr, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::{GuestMemory, MemError};
 
@@ -169,18 +170,186 @@ pub fn handler_vector(rip: u64) -> Option<u8> {
     (off < 256 * 8 && off % 8 == 0).then_some((off / 8) as u8)
 }
 
+/// One step of splitmix64: advances `state` and returns the next value.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The data area's initial contents from `seed` (splitmix64).
 pub fn data_bytes(seed: u64, out: &mut [u8]) {
     let mut state = seed;
     for chunk in out.chunks_mut(8) {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let bytes = z.to_le_bytes();
+        let bytes = splitmix(&mut state).to_le_bytes();
         chunk.copy_from_slice(&bytes[..chunk.len()]);
     }
+}
+
+/// The random source of [`fpu_image`].
+struct FpuRng(u64);
+
+impl FpuRng {
+    fn next(&mut self) -> u64 {
+        splitmix(&mut self.0)
+    }
+    /// Uniform in `0..n` (`n` > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// An index drawn with probability proportional to `weights`.
+    fn weighted(&mut self, weights: &[u64]) -> usize {
+        let total: u64 = weights.iter().sum();
+        let mut r = self.below(total.max(1));
+        for (i, w) in weights.iter().enumerate() {
+            if r < *w {
+                return i;
+            }
+            r -= w;
+        }
+        weights.len() - 1
+    }
+}
+
+/// A random IEEE value with `exp_bits` exponent bits and `frac_bits` fraction bits
+/// (binary32: 8 and 23, binary64: 11 and 52), as its bit pattern: mostly normal numbers
+/// near 1 and small integers, then zeros, infinities, quiet and signalling NaNs,
+/// denormals and normals of any exponent.
+fn ieee(rng: &mut FpuRng, exp_bits: u32, frac_bits: u32) -> u64 {
+    let sign = (rng.next() & 1) << (exp_bits + frac_bits);
+    let exp_max = (1u64 << exp_bits) - 1;
+    let bias = exp_max >> 1;
+    let frac_mask = (1u64 << frac_bits) - 1;
+    let quiet = 1u64 << (frac_bits - 1);
+    let frac = rng.next() & frac_mask;
+    let (exp, frac) = match rng.weighted(&[30, 12, 12, 8, 5, 5, 5, 8, 15]) {
+        // Near 1: exponents within 2^±24.
+        0 => (bias - 24 + rng.below(49), frac),
+        // A small integer (1..=1024, exact).
+        1 => {
+            let n = 1 + rng.below(1024);
+            let top = 63 - u64::from(n.leading_zeros());
+            (bias + top, ((n << frac_bits) >> top) & frac_mask)
+        }
+        2 => (0, 0),
+        3 => (exp_max, 0),
+        4 => (exp_max, quiet | (frac & (quiet - 1))),
+        // Signalling: quiet bit clear, some other fraction bit set.
+        5 => (exp_max, (frac & (quiet - 1)) | 1),
+        // Denormal.
+        6 => (0, frac | 1),
+        // Near the ends of the exponent range (overflow and underflow).
+        7 => {
+            let e = if rng.next() & 1 == 0 {
+                1 + rng.below(4)
+            } else {
+                exp_max - 1 - rng.below(4)
+            };
+            (e, frac)
+        }
+        _ => (1 + rng.below(exp_max - 1), frac),
+    };
+    sign | (exp << frac_bits) | frac
+}
+
+/// A random 80-bit x87 value in one of the formats every vendor handles alike:
+/// normals (integer bit set), zeros, infinities, quiet and signalling NaNs (integer bit
+/// set) and denormals (exponent 0, integer bit clear). No unnormals, pseudo-NaNs,
+/// pseudo-infinities or pseudo-denormals, which processors treat differently.
+fn extended(rng: &mut FpuRng) -> [u8; 10] {
+    const INTEGER: u64 = 1 << 63;
+    const QUIET: u64 = 1 << 62;
+    let sign = (rng.next() & 1) << 15;
+    let frac = rng.next() & !INTEGER;
+    let (exp, mantissa) = match rng.weighted(&[30, 12, 12, 8, 5, 5, 5, 8, 15]) {
+        0 => (0x3fff - 64 + rng.below(129), INTEGER | frac),
+        // A small integer (1..=1024, exact).
+        1 => {
+            let n = 1 + rng.below(1024);
+            let lz = u64::from(n.leading_zeros());
+            (0x3fff + 63 - lz, n << lz)
+        }
+        2 => (0, 0),
+        3 => (0x7fff, INTEGER),
+        4 => (0x7fff, INTEGER | QUIET | frac),
+        5 => (0x7fff, INTEGER | (frac & !QUIET) | 1),
+        6 => (0, frac | 1),
+        7 => {
+            let e = if rng.next() & 1 == 0 {
+                1 + rng.below(4)
+            } else {
+                0x7ffe - rng.below(4)
+            };
+            (e, INTEGER | frac)
+        }
+        _ => (1 + rng.below(0x7ffe), INTEGER | frac),
+    };
+    let mut out = [0u8; 10];
+    out[..8].copy_from_slice(&mantissa.to_le_bytes());
+    out[8..].copy_from_slice(&((sign as u16) | exp as u16).to_le_bytes());
+    out
+}
+
+/// A random 128-bit XMM value: four binary32 lanes, two binary64 lanes, or integers.
+fn xmm_value(rng: &mut FpuRng) -> u128 {
+    match rng.weighted(&[35, 35, 20, 10]) {
+        0 => (0..4).fold(0u128, |v, i| {
+            v | (u128::from(ieee(rng, 8, 23) as u32) << (32 * i))
+        }),
+        1 => u128::from(ieee(rng, 11, 52)) | (u128::from(ieee(rng, 11, 52)) << 64),
+        2 => u128::from(rng.next()) | (u128::from(rng.next()) << 64),
+        // Small and boundary integers per 32-bit lane.
+        _ => (0..4).fold(0u128, |v, i| {
+            let lane: u32 = match rng.below(6) {
+                0 => 0,
+                1 => u32::MAX,
+                2 => 0x8000_0000,
+                3 => 0x7fff_ffff,
+                4 => rng.below(256) as u32,
+                _ => rng.next() as u32,
+            };
+            v | (u128::from(lane) << (32 * i))
+        }),
+    }
+}
+
+/// The initial x87/MMX/SSE state of a case from `seed` (splitmix64, like
+/// [`data_bytes`]).
+///
+/// - FCW: every x87 exception masked (an unmasked pending one would need #MF/FERR
+///   handling, left out), random rounding control and a random precision control of
+///   24, 53 or 64 bits (not the reserved 01).
+/// - FSW: 0 but a random TOP.
+/// - Abridged FTW random; ST0-7 random values of the formats [`extended`] draws.
+/// - MXCSR: every SIMD exception masked, no flags set, random RC, FTZ and DAZ.
+/// - XMM0-15: floats, doubles, zeros, infinities, NaNs, denormals and integers.
+/// - FOP, FIP, FDP and MXCSR_MASK: 0.
+pub fn fpu_image(seed: u64) -> FxsaveArea {
+    let mut rng = FpuRng(seed);
+    let mut a = FxsaveArea::zeroed();
+    let pc = [0u16, 2, 3][rng.below(3) as usize];
+    let rc = rng.below(4) as u16;
+    // Bit 6 is reserved and reads as 1 (FNINIT's 0x037f has it).
+    a.set_fcw(0x007f | (pc << 8) | (rc << 10));
+    a.set_fsw((rng.below(8) as u16) << 11);
+    a.set_ftw(rng.next() as u8);
+    for n in 0..8 {
+        let v = extended(&mut rng);
+        a.set_st(n, v);
+    }
+    let bits = rng.next();
+    let mxcsr = FxsaveArea::RESET_MXCSR
+        | ((bits & 3) as u32) << 13
+        | if bits & 4 != 0 { 1 << 15 } else { 0 }
+        | if bits & 8 != 0 { 1 << 6 } else { 0 };
+    a.set_mxcsr(mxcsr);
+    for n in 0..16 {
+        let v = xmm_value(&mut rng);
+        a.set_xmm(n, v);
+    }
+    a
 }
 
 /// Why a case could not be set up.
@@ -192,6 +361,9 @@ pub enum SetupError {
     CodeTooLong(usize),
     /// The runner's backend is missing (an earlier run did not give it back).
     Unavailable,
+    /// The backend did not load the case's x87/MMX/SSE state (the differential needs
+    /// it on both sides, so a backend without it is an error too).
+    Fpu(FpuStateError),
 }
 
 impl core::fmt::Display for SetupError {
@@ -200,6 +372,7 @@ impl core::fmt::Display for SetupError {
             SetupError::Memory(e) => write!(f, "guest memory: {e}"),
             SetupError::CodeTooLong(n) => write!(f, "the case's code is {n} bytes, over 4 KiB"),
             SetupError::Unavailable => f.write_str("the runner's backend was not given back"),
+            SetupError::Fpu(e) => write!(f, "the case's x87/SSE state was not loaded: {e}"),
         }
     }
 }
@@ -435,5 +608,7 @@ pub fn prepare<B: X86Ops>(
         let _ = vcpu.set_msr(index, value);
     }
     vcpu.set_interrupt_shadow(false);
+    vcpu.set_fpu_state(&fpu_image(case.fpu_seed))
+        .map_err(SetupError::Fpu)?;
     Ok(())
 }

@@ -89,6 +89,7 @@ mod tests {
             cr4: 8,
             efer: 1,
             seed: 9,
+            fpu_seed: 0x5eed,
             items: vec![
                 Item::Insn(vec![0x90]),
                 cpuid.clone(),
@@ -121,6 +122,7 @@ mod tests {
             cr4: 0,
             efer: 0,
             seed: 0,
+            fpu_seed: 0,
             items: vec![Item::Insn(vec![0x90]); 64],
         };
         let mut runs = 0;

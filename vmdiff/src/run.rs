@@ -7,7 +7,7 @@
 //! so a hardware backend builds its second-level page tables once.
 
 use crate::case::Case;
-use crate::flags::undefined_flags;
+use crate::flags::{undefined_flags, undefined_fsw};
 use crate::layout::{self, SetupError};
 use crate::snapshot::{compare, Difference, Ending, Snapshot};
 use opsvisor_core::cpuid::CpuidPolicy;
@@ -117,7 +117,7 @@ pub fn run_pair<A: X86Ops, P: Platform, B: X86Ops, Q: Platform>(
     let (Some(lm), Some(rm)) = (left.memory(), right.memory()) else {
         return Err(SetupError::Unavailable);
     };
-    let diffs = compare(&l, lm, &r, rm, undefined_flags(case));
+    let diffs = compare(&l, lm, &r, rm, undefined_flags(case), undefined_fsw(case));
     Ok(if diffs.is_empty() {
         Verdict::Same
     } else {

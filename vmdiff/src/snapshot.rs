@@ -2,13 +2,21 @@
 //!
 //! Compared: how the run ended, RAX..R15, RIP, RFLAGS, the eight segment registers with
 //! their hidden parts, CR0, CR2, CR3, CR4, EFER, GDTR, IDTR, the backend-held MSRs of
-//! [`crate::layout::MSRS`], and every byte of guest RAM (descriptor tables, page tables,
-//! data, stack — whatever the case wrote).
+//! [`crate::layout::MSRS`], the x87/MMX/SSE state, and every byte of guest RAM
+//! (descriptor tables, page tables, data, stack — whatever the case wrote).
+//!
+//! Of the x87/MMX/SSE state, FCW, FSW, the abridged tag word, MXCSR, ST0-7 (their ten
+//! significant bytes; MM0-7 are their low eight) and XMM0-15 are compared. FOP, FIP/FCS
+//! and FDP/FDS are not (the emulator does not track them as silicon does: which
+//! instructions update them, and how, varies between processors), nor MXCSR_MASK (a
+//! property of the processor, not state). FSW's C0/C2/C3 are left out when an
+//! instruction of the case may leave them undefined (see [`crate::flags::undefined_fsw`]).
 
 use crate::layout::{self, MSRS};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use opsvisor_core::fpu::FxsaveArea;
 use opsvisor_core::ops::{DescriptorTable, Gpr, Regs, SegReg, Segment, X86Ops};
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_core::GuestMemory;
@@ -55,6 +63,8 @@ pub struct Snapshot {
     pub tables: [DescriptorTable; 2],
     /// The values of [`MSRS`] (`None`: the backend does not hold it).
     pub msrs: [Option<u64>; MSRS.len()],
+    /// The x87/MMX/SSE state (`None`: the backend does not hold it).
+    pub fpu: Option<FxsaveArea>,
 }
 
 /// CR0.PE.
@@ -90,6 +100,7 @@ impl Snapshot {
             control: [vcpu.cr0(), vcpu.cr2(), vcpu.cr3(), vcpu.cr4(), vcpu.efer()],
             tables: [vcpu.gdt(), vcpu.idt()],
             msrs,
+            fpu: vcpu.fpu_state(),
         }
     }
 
@@ -134,13 +145,15 @@ fn comparable(s: Segment) -> Segment {
 }
 
 /// Compare two final states and the guest RAM each run left, RFLAGS without the bits
-/// of `undefined_flags` (see [`crate::flags`]); empty when they agree.
+/// of `undefined_flags` and FSW without those of `undefined_fsw` (see [`crate::flags`]);
+/// empty when they agree.
 pub fn compare(
     left: &Snapshot,
     left_mem: &GuestMemory,
     right: &Snapshot,
     right_mem: &GuestMemory,
     undefined_flags: u64,
+    undefined_fsw: u16,
 ) -> Vec<Difference> {
     let mut out = Vec::new();
     let mut field = |what: &str, l: u64, r: u64| {
@@ -195,6 +208,12 @@ pub fn compare(
             field(name, l, r);
         }
     }
+    compare_fpu(
+        left.fpu.as_ref(),
+        right.fpu.as_ref(),
+        undefined_fsw,
+        &mut out,
+    );
     if left.ending != right.ending {
         out.push(Difference {
             what: "ending".into(),
@@ -204,6 +223,62 @@ pub fn compare(
     }
     compare_memory(left_mem, right_mem, &mut out);
     out
+}
+
+/// Add the differing fields of the x87/MMX/SSE state (see the module documentation).
+fn compare_fpu(
+    left: Option<&FxsaveArea>,
+    right: Option<&FxsaveArea>,
+    undefined_fsw: u16,
+    out: &mut Vec<Difference>,
+) {
+    let (l, r) = match (left, right) {
+        (Some(l), Some(r)) => (l, r),
+        (None, None) => return,
+        // The setup loads the state on both sides, so a backend that cannot give it back
+        // is a difference, not something to skip.
+        (l, r) => {
+            let show = |a: Option<&FxsaveArea>| match a {
+                Some(_) => String::from("held"),
+                None => String::from("not held"),
+            };
+            out.push(Difference {
+                what: "fpu".into(),
+                left: show(l),
+                right: show(r),
+            });
+            return;
+        }
+    };
+    let mut field = |what: &str, a: u128, b: u128, digits: usize| {
+        if a != b {
+            out.push(Difference {
+                what: what.into(),
+                left: format!("{a:#0w$x}", w = digits + 2),
+                right: format!("{b:#0w$x}", w = digits + 2),
+            });
+        }
+    };
+    field("fcw", l.fcw().into(), r.fcw().into(), 4);
+    field(
+        "fsw",
+        (l.fsw() & !undefined_fsw).into(),
+        (r.fsw() & !undefined_fsw).into(),
+        4,
+    );
+    field("ftw", l.ftw().into(), r.ftw().into(), 2);
+    field("mxcsr", l.mxcsr().into(), r.mxcsr().into(), 8);
+    let ten = |a: [u8; 10]| {
+        let mut b = [0u8; 16];
+        b[..10].copy_from_slice(&a);
+        u128::from_le_bytes(b)
+    };
+    for n in 0..8 {
+        field(&format!("st{n}"), ten(l.st(n)), ten(r.st(n)), 20);
+    }
+    for n in 0..16 {
+        field(&format!("xmm{n}"), l.xmm(n), r.xmm(n), 32);
+    }
 }
 
 /// Add the differing bytes of guest RAM (page by page; the first few listed).

@@ -31,6 +31,7 @@ fn case(mode: Mode, items: Vec<Item>) -> Case {
         cr4: 0,
         efer: 0,
         seed: 1,
+        fpu_seed: 0x5eed,
         items,
     }
 }
@@ -143,6 +144,7 @@ fn the_comparison_names_what_differs() {
         &b,
         right.memory().unwrap(),
         0,
+        0,
     );
     let names: Vec<&str> = diffs.iter().map(|d| d.what.as_str()).collect();
     let mut want: Vec<String> = (0..3).map(|i| format!("memory {:#x}", CODE + i)).collect();
@@ -175,6 +177,7 @@ fn a_difference_minimizes_to_the_instruction_that_causes_it() {
             left.memory().unwrap(),
             &b,
             right.memory().unwrap(),
+            0,
             0,
         )
         .is_empty()

@@ -97,6 +97,7 @@ fn disassembly_shows_offsets_text_and_branch_targets() {
         cr4: 0,
         efer: 0,
         seed: 0,
+        fpu_seed: 0,
         items: vec![
             Item::Insn(vec![0x48, 0x01, 0xc8]),
             Item::Branch {
@@ -192,6 +193,130 @@ const FORBIDDEN: &[Mnemonic] = &[
     Mnemonic::Jmp,
     Mnemonic::Call,
     Mnemonic::Getsec,
+    // x87 transcendentals: the emulator computes them approximately.
+    Mnemonic::Fsin,
+    Mnemonic::Fcos,
+    Mnemonic::Fsincos,
+    Mnemonic::Fptan,
+    Mnemonic::Fpatan,
+    Mnemonic::F2xm1,
+    Mnemonic::Fyl2x,
+    Mnemonic::Fyl2xp1,
+    // Vendor-specific approximations.
+    Mnemonic::Rcpps,
+    Mnemonic::Rcpss,
+    Mnemonic::Rsqrtps,
+    Mnemonic::Rsqrtss,
+    // Copy the undefined condition codes (and FIP/FDP/FOP) out.
+    Mnemonic::Fstsw,
+    Mnemonic::Fnstsw,
+    Mnemonic::Fstenv,
+    Mnemonic::Fnstenv,
+    Mnemonic::Fsave,
+    Mnemonic::Fnsave,
+    Mnemonic::Fxsave,
+    Mnemonic::Fxsave64,
+    // Load random memory as x87/SSE state.
+    Mnemonic::Fxrstor,
+    Mnemonic::Fxrstor64,
+    Mnemonic::Frstor,
+    Mnemonic::Fldenv,
+    // Store to DS:rDI.
+    Mnemonic::Maskmovq,
+    Mnemonic::Maskmovdqu,
+];
+
+/// The x87 instructions the generator may emit.
+const X87: &[Mnemonic] = &[
+    Mnemonic::Fld,
+    Mnemonic::Fst,
+    Mnemonic::Fstp,
+    Mnemonic::Fild,
+    Mnemonic::Fist,
+    Mnemonic::Fistp,
+    Mnemonic::Fisttp,
+    Mnemonic::Fbld,
+    Mnemonic::Fbstp,
+    Mnemonic::Fld1,
+    Mnemonic::Fldz,
+    Mnemonic::Fldpi,
+    Mnemonic::Fldl2e,
+    Mnemonic::Fldl2t,
+    Mnemonic::Fldlg2,
+    Mnemonic::Fldln2,
+    Mnemonic::Fadd,
+    Mnemonic::Faddp,
+    Mnemonic::Fiadd,
+    Mnemonic::Fsub,
+    Mnemonic::Fsubp,
+    Mnemonic::Fisub,
+    Mnemonic::Fsubr,
+    Mnemonic::Fsubrp,
+    Mnemonic::Fisubr,
+    Mnemonic::Fmul,
+    Mnemonic::Fmulp,
+    Mnemonic::Fimul,
+    Mnemonic::Fdiv,
+    Mnemonic::Fdivp,
+    Mnemonic::Fidiv,
+    Mnemonic::Fdivr,
+    Mnemonic::Fdivrp,
+    Mnemonic::Fidivr,
+    Mnemonic::Fchs,
+    Mnemonic::Fabs,
+    Mnemonic::Fsqrt,
+    Mnemonic::Frndint,
+    Mnemonic::Fscale,
+    Mnemonic::Fxtract,
+    Mnemonic::Fprem,
+    Mnemonic::Fprem1,
+    Mnemonic::Fcom,
+    Mnemonic::Fcomp,
+    Mnemonic::Fcompp,
+    Mnemonic::Fucom,
+    Mnemonic::Fucomp,
+    Mnemonic::Fucompp,
+    Mnemonic::Ficom,
+    Mnemonic::Ficomp,
+    Mnemonic::Fcomi,
+    Mnemonic::Fcomip,
+    Mnemonic::Fucomi,
+    Mnemonic::Fucomip,
+    Mnemonic::Ftst,
+    Mnemonic::Fxam,
+    Mnemonic::Fxch,
+    Mnemonic::Fincstp,
+    Mnemonic::Fdecstp,
+    Mnemonic::Ffree,
+    Mnemonic::Fninit,
+    Mnemonic::Finit,
+    Mnemonic::Fnclex,
+    Mnemonic::Fclex,
+    Mnemonic::Fldcw,
+    Mnemonic::Fnstcw,
+    Mnemonic::Fstcw,
+    Mnemonic::Fcmovb,
+    Mnemonic::Fcmove,
+    Mnemonic::Fcmovbe,
+    Mnemonic::Fcmovu,
+    Mnemonic::Fcmovnb,
+    Mnemonic::Fcmovne,
+    Mnemonic::Fcmovnbe,
+    Mnemonic::Fcmovnu,
+    Mnemonic::Fnop,
+    Mnemonic::Wait,
+];
+
+/// The extensions whose (legacy-encoded) instructions the SIMD family may emit: those
+/// the emulator's CPUID reports.
+const SIMD: &[CpuidFeature] = &[
+    CpuidFeature::MMX,
+    CpuidFeature::SSE,
+    CpuidFeature::SSE2,
+    CpuidFeature::SSE3,
+    CpuidFeature::SSSE3,
+    CpuidFeature::SSE4_1,
+    CpuidFeature::SSE4_2,
 ];
 
 /// Instructions that fault, interrupt or halt: allowed in items despite their flow
@@ -293,14 +418,24 @@ fn check_case(case: &Case) -> Result<(), String> {
         regs.clear();
         regs.extend(info.used_registers().iter().copied());
         let memory: Vec<_> = info.used_memory().to_vec();
-        // No FPU, MMX, SSE or AVX state.
-        if regs.iter().any(|u| {
+        // x87, MMX and SSE..SSE4.2 only as listed; nothing AVX or later, nothing of an
+        // extension the emulator's CPUID does not report.
+        let vector_state = regs.iter().any(|u| {
             let r = u.register();
             r.is_st() || r.is_mm() || r.is_xmm() || r.is_ymm() || r.is_zmm() || r.is_k()
         }) || (m != Mnemonic::Crc32 // SSE4.2 by CPUID, but general registers only
-            && ins.cpuid_features().iter().any(|f| FPU_OR_VECTOR.contains(f)))
-        {
-            return fail("FPU/vector state");
+            && ins.cpuid_features().iter().any(|f| FPU_OR_VECTOR.contains(f)));
+        let allowed_fpu = ins.encoding() == EncodingKind::Legacy
+            && (X87.contains(&m) || ins.cpuid_features().iter().all(|f| SIMD.contains(f)))
+            && !regs.iter().any(|u| {
+                let r = u.register();
+                r.is_ymm() || r.is_zmm() || r.is_k()
+            });
+        if vector_state && !allowed_fpu {
+            return fail("FPU/vector instruction not allowed");
+        }
+        if let Err(why) = check_fpu_setup(&ins, prev(1), prev(2), prev(3)) {
+            return fail(why);
         }
         if !matches!(ins.flow_control(), FlowControl::Next) && !EVENTS.contains(&m) {
             return fail("control transfer outside a branch item");
@@ -627,6 +762,84 @@ fn check_case(case: &Case) -> Result<(), String> {
     Ok(())
 }
 
+/// The value `store` wrote at `ins`'s memory operand plus `offset`, if `store` is a
+/// `mov [rbx+d], imm` of that place.
+fn stored_at(store: Option<Instruction>, ins: &Instruction, offset: u64) -> Option<u64> {
+    let p = store?;
+    let want = ins.memory_displacement64().wrapping_add(offset);
+    let mask = match ins.memory_base() {
+        Register::BX => 0xffff,
+        Register::EBX => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    (matches!(p.code(), Code::Mov_rm16_imm16 | Code::Mov_rm32_imm32)
+        && p.op0_kind() == OpKind::Memory
+        && p.memory_displacement64() & mask == want & mask)
+        .then(|| p.immediate(1))
+}
+
+/// Whether `p` stores with `code` to the same place `ins` reads.
+fn same_place(p: Option<Instruction>, code: Code, ins: &Instruction) -> bool {
+    p.is_some_and(|p| p.code() == code && p.memory_displacement64() == ins.memory_displacement64())
+}
+
+/// LDMXCSR, FLDCW, FLD m80 and FBLD load only what was stored just before: a valid
+/// MXCSR or control word with every exception masked, an 80-bit value of a supported
+/// format, valid BCD digits.
+fn check_fpu_setup(
+    ins: &Instruction,
+    p1: Option<Instruction>,
+    p2: Option<Instruction>,
+    p3: Option<Instruction>,
+) -> Result<(), &'static str> {
+    match ins.code() {
+        Code::Ldmxcsr_m32 => {
+            let ok = same_place(p1, Code::Stmxcsr_m32, ins)
+                || stored_at(p1, ins, 0).is_some_and(|v| v & 0x1f80 == 0x1f80 && v >> 16 == 0);
+            ok.then_some(())
+                .ok_or("LDMXCSR not of a stored valid, masked MXCSR")
+        }
+        Code::Fldcw_m2byte => {
+            let ok = same_place(p1, Code::Fnstcw_m2byte, ins)
+                || stored_at(p1, ins, 0).is_some_and(|v| v & 0x3f == 0x3f);
+            ok.then_some(())
+                .ok_or("FLDCW not of a stored masked control word")
+        }
+        Code::Fld_m80fp | Code::Fbld_m80bcd => {
+            if ins.code() == Code::Fld_m80fp && same_place(p1, Code::Fstp_m80fp, ins) {
+                return Ok(());
+            }
+            let (Some(lo), Some(hi), Some(top)) = (
+                stored_at(p3, ins, 0),
+                stored_at(p2, ins, 4),
+                stored_at(p1, ins, 8),
+            ) else {
+                return Err("80-bit load of memory not stored just before");
+            };
+            let mantissa = lo | hi << 32;
+            let ok = if ins.code() == Code::Fbld_m80bcd {
+                // Eighteen digits (sixteen in the low eight bytes, two in the ninth) and a
+                // sign byte of 0x00 or 0x80.
+                (0..16).all(|i| (mantissa >> (4 * i)) & 0xf < 10)
+                    && (0..2).all(|i| (top >> (4 * i)) & 0xf < 10)
+                    && top & 0x7f00 == 0
+            } else {
+                let exp = top & 0x7fff;
+                let integer = mantissa >> 63 == 1;
+                // Not an unnormal, pseudo-NaN/infinity or pseudo-denormal.
+                if exp == 0 {
+                    !integer
+                } else {
+                    integer
+                }
+            };
+            ok.then_some(())
+                .ok_or("80-bit load of an unsupported value")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The selector that `store` (the item before `ins`: `mov word [rbx+d], sel`) left
 /// where `ins` reads it.
 fn stored_selector(store: Option<Instruction>, mode: Mode, ins: &Instruction) -> Option<u64> {
@@ -673,10 +886,13 @@ fn the_checker_catches_broken_cases() {
         cr4: 0,
         efer: 0,
         seed: 0,
+        fpu_seed: 0,
         items: items.into_iter().map(Item::Insn).collect(),
     };
     // mov rbx, rax; rdtsc; mov eax, [rcx]; mov cr3, rax; lgdt [rbx]; wrmsr; popf; in al, 0x60;
-    // lmsw ax (real mode); fld1; ret; shld ax, cx, 17; shld ax, cx, cl
+    // lmsw ax (real mode); fsin; ret; shld ax, cx, 17; shld ax, cx, cl; rcpps xmm0, xmm1;
+    // fnstsw ax; fxsave [rbx]; ldmxcsr [rbx]; fldcw [rbx]; fld tword [rbx]; fbld [rbx];
+    // vaddps xmm0, xmm1, xmm2; aesenc xmm0, xmm1; movaps xmm0, [rcx]
     for (mode, bad) in [
         (Mode::Long64, vec![vec![0x48, 0x89, 0xc3]]),
         (Mode::Long64, vec![vec![0x0f, 0x31]]),
@@ -687,10 +903,38 @@ fn the_checker_catches_broken_cases() {
         (Mode::Protected32, vec![vec![0x9d]]),
         (Mode::Protected32, vec![vec![0xe4, 0x60]]),
         (Mode::Real, vec![vec![0x0f, 0x01, 0xf0]]),
-        (Mode::Long64, vec![vec![0xd9, 0xe8]]),
+        (Mode::Long64, vec![vec![0xd9, 0xfe]]),
         (Mode::Long64, vec![vec![0xc3]]),
         (Mode::Protected32, vec![vec![0x66, 0x0f, 0xa4, 0xc8, 0x11]]),
         (Mode::Protected32, vec![vec![0x66, 0x0f, 0xa5, 0xc8]]),
+        (Mode::Long64, vec![vec![0x0f, 0x53, 0xc1]]),
+        (Mode::Long64, vec![vec![0xdf, 0xe0]]),
+        (Mode::Long64, vec![vec![0x0f, 0xae, 0x03]]),
+        (Mode::Long64, vec![vec![0x0f, 0xae, 0x13]]),
+        (Mode::Protected32, vec![vec![0xd9, 0x2b]]),
+        (Mode::Protected32, vec![vec![0xdb, 0x2b]]),
+        (Mode::Protected32, vec![vec![0xdf, 0x23]]),
+        (Mode::Long64, vec![vec![0xc5, 0xf0, 0x58, 0xc2]]),
+        (Mode::Long64, vec![vec![0x66, 0x0f, 0x38, 0xdc, 0xc1]]),
+        (Mode::Long64, vec![vec![0x0f, 0x28, 0x01]]),
+        // ldmxcsr of a stored value with an exception unmasked (bit 7 clear).
+        (
+            Mode::Long64,
+            vec![
+                vec![0xc7, 0x43, 0x10, 0x00, 0x1f, 0x00, 0x00],
+                vec![0x0f, 0xae, 0x53, 0x10],
+            ],
+        ),
+        // fld tword of a stored pseudo-denormal (exponent 0, integer bit set).
+        (
+            Mode::Protected32,
+            vec![
+                vec![0xc7, 0x43, 0x10, 0, 0, 0, 0],
+                vec![0xc7, 0x43, 0x14, 0, 0, 0, 0x80],
+                vec![0x66, 0xc7, 0x43, 0x18, 0, 0],
+                vec![0xdb, 0x6b, 0x10],
+            ],
+        ),
     ] {
         assert!(
             check_case(&case(mode, bad.clone())).is_err(),
@@ -730,6 +974,33 @@ fn the_checker_catches_broken_cases() {
         ],
     );
     check_case(&good).unwrap();
+    // Good FPU setups: stmxcsr [rbx+0x10]; ldmxcsr [rbx+0x10]. mov word [rbx+0x10], 0x37f;
+    // fldcw [rbx+0x10]. Three stores of 1.0, fld tword [rbx+0x10]. movaps xmm9, [rbx+0x20].
+    for (mode, items) in [
+        (
+            Mode::Long64,
+            vec![vec![0x0f, 0xae, 0x5b, 0x10], vec![0x0f, 0xae, 0x53, 0x10]],
+        ),
+        (
+            Mode::Protected32,
+            vec![
+                vec![0x66, 0xc7, 0x43, 0x10, 0x7f, 0x03],
+                vec![0xd9, 0x6b, 0x10],
+            ],
+        ),
+        (
+            Mode::Protected32,
+            vec![
+                vec![0xc7, 0x43, 0x10, 0, 0, 0, 0],
+                vec![0xc7, 0x43, 0x14, 0, 0, 0, 0x80],
+                vec![0x66, 0xc7, 0x43, 0x18, 0xff, 0x3f],
+                vec![0xdb, 0x6b, 0x10],
+            ],
+        ),
+        (Mode::Long64, vec![vec![0x44, 0x0f, 0x28, 0x4b, 0x20]]),
+    ] {
+        check_case(&case(mode, items.clone())).unwrap_or_else(|e| panic!("{items:02x?}: {e}"));
+    }
 }
 
 #[test]
@@ -836,6 +1107,31 @@ fn families_are_all_drawn_and_system_items_are_frequent() {
         Mnemonic::Into,
         Mnemonic::Hlt,
         Mnemonic::Sti,
+        Mnemonic::Movaps,
+        Mnemonic::Movdqu,
+        Mnemonic::Paddb,
+        Mnemonic::Addsd,
+        Mnemonic::Comiss,
+        Mnemonic::Pshufb,
+        Mnemonic::Cvtsi2sd,
+        Mnemonic::Pmovmskb,
+        Mnemonic::Pextrw,
+        Mnemonic::Roundsd,
+        Mnemonic::Pcmpistri,
+        Mnemonic::Ldmxcsr,
+        Mnemonic::Stmxcsr,
+        Mnemonic::Emms,
+        Mnemonic::Fld,
+        Mnemonic::Fistp,
+        Mnemonic::Fbld,
+        Mnemonic::Fldpi,
+        Mnemonic::Fdivrp,
+        Mnemonic::Fprem1,
+        Mnemonic::Fcomi,
+        Mnemonic::Fxam,
+        Mnemonic::Fldcw,
+        Mnemonic::Fcmovnbe,
+        Mnemonic::Wait,
     ] {
         assert!(seen.contains(&m), "{m:?} never generated");
     }

@@ -142,7 +142,8 @@ USAGE:
                                             differential run: generate proptest cases (short
                                             random instruction sequences, system instructions
                                             included, from random states in real, 32-bit
-                                            protected, paged, long and compatibility mode),
+                                            protected, paged, long and compatibility mode,
+                                            at CPL 0 or 3),
                                             boot the image with them under Bochs, run each on
                                             VMX and on the emulator in the image, and report
                                             every difference with the case minimized
@@ -161,8 +162,10 @@ DIFF OPTIONS:
     --usb OUT.img     write a bootable USB image with the cases for bare metal instead of
                       running them; the result comes on COM1 (115200 baud)
     --report LOG      decode the differences in a serial log captured from such a run
-  The default --timeout is 120 s plus 0.2 s per case.
-  Exit status 0 when every case ends the same on both backends, 1 when any differs.
+  The default --timeout is 120 s plus 0.2 s per case. Under Bochs the instructions its CPU
+  model is known to get wrong are not generated (opsvisor_vmdiff::generate::BOCHS_QUIRKS).
+  Exit status 0 when every case ends the same on both backends, 1 when any differs, 4 when
+  the CPU cannot run the VMX backend.
 
 OPTIONS:
     --cpu MODEL       Bochs CPU model (default corei7_skylake_x; ryzen for SVM)

@@ -1,12 +1,14 @@
-//! Building blocks shared by the families: the per-case random source, register pools,
-//! the `[rbx+disp8]` operand, and encoding with a decode-back check.
+//! Building blocks shared by the families: the per-case random source, register pools
+//! (general, MMX, XMM and x87 stack registers), the `[rbx+disp8]` operand, and encoding
+//! with a decode-back check.
 
 use crate::case::{Item, Mode};
 use alloc::vec::Vec;
 use iced_x86::{
     Code, Decoder, DecoderOptions, Encoder, Instruction, InstructionInfoFactory, MemoryOperand,
-    OpAccess, OpCodeOperandKind, OpKind, Register,
+    Mnemonic, OpAccess, OpCodeOperandKind, OpKind, Register,
 };
+use std::sync::OnceLock;
 
 /// The random source of one case: splitmix64 from a seed proptest draws, so a case is a
 /// pure function of its strategy values.
@@ -135,6 +137,22 @@ pub(crate) fn mem_at(mode: Mode, disp: i64) -> MemoryOperand {
     )
 }
 
+/// Move the memory operand of `ins` (if it has one) to an `align`-byte aligned
+/// displacement (RBX is 16-byte aligned): legacy SSE instructions with a 16-byte operand
+/// raise #GP when it is misaligned, which a random displacement would nearly always be.
+pub(crate) fn align_mem(g: &Gen, ins: &mut Instruction, align: i64) {
+    for i in 0..ins.op_count() {
+        if ins.op_kind(i) == OpKind::Memory {
+            let disp = match g.bits() {
+                16 => i64::from(ins.memory_displacement64() as u16 as i16),
+                32 => i64::from(ins.memory_displacement64() as u32 as i32),
+                _ => ins.memory_displacement64() as i64,
+            };
+            set_mem(ins, i, mem_at(g.mode, disp & !(align - 1)));
+        }
+    }
+}
+
 /// A random `[rbx+disp8]`.
 pub(crate) fn mem(g: &mut Gen) -> MemoryOperand {
     let d = g.disp();
@@ -228,6 +246,65 @@ pub(crate) fn scratch(g: &mut Gen, size: u32) -> Register {
             return r;
         }
     }
+}
+
+/// An XMM register: XMM0-15 in 64-bit mode, XMM0-7 elsewhere.
+pub(crate) fn xmm(g: &mut Gen) -> Register {
+    let n = if g.long() { 16 } else { 8 };
+    xmm_n(g.below(n) as usize)
+}
+
+/// XMM`n` (`n` < 16).
+pub(crate) fn xmm_n(n: usize) -> Register {
+    const XMM: [Register; 16] = [
+        Register::XMM0,
+        Register::XMM1,
+        Register::XMM2,
+        Register::XMM3,
+        Register::XMM4,
+        Register::XMM5,
+        Register::XMM6,
+        Register::XMM7,
+        Register::XMM8,
+        Register::XMM9,
+        Register::XMM10,
+        Register::XMM11,
+        Register::XMM12,
+        Register::XMM13,
+        Register::XMM14,
+        Register::XMM15,
+    ];
+    XMM[n & 15]
+}
+
+/// An MMX register, MM0-7.
+pub(crate) fn mm(g: &mut Gen) -> Register {
+    const MM: [Register; 8] = [
+        Register::MM0,
+        Register::MM1,
+        Register::MM2,
+        Register::MM3,
+        Register::MM4,
+        Register::MM5,
+        Register::MM6,
+        Register::MM7,
+    ];
+    g.pick(&MM)
+}
+
+/// An x87 stack register, ST(0)-ST(7).
+pub(crate) fn st(g: &mut Gen) -> Register {
+    const ST: [Register; 8] = [
+        Register::ST0,
+        Register::ST1,
+        Register::ST2,
+        Register::ST3,
+        Register::ST4,
+        Register::ST5,
+        Register::ST6,
+        Register::ST7,
+    ];
+    g.pick(&ST)
 }
 
 /// Whether `r` is part of RBX or RSP.
@@ -361,9 +438,10 @@ const GPR16_ALL: [Register; 16] = [
 ];
 
 /// Fill the operands of `code` at random from its operand kinds: registers from the
-/// pools, memory as `[rbx+disp8]`, immediates from [`Gen::value`]. `None` if an operand
-/// kind is one the generator never emits (far pointers, absolute offsets, vector or
-/// control registers, ...), or if the result would write RBX/RSP.
+/// pools (general, MMX, XMM, x87 stack), memory as `[rbx+disp8]`, immediates from
+/// [`Gen::value`]. `None` if an operand kind is one the generator never emits (far
+/// pointers, absolute offsets, AVX or control registers, ...), or if the result would
+/// write RBX/RSP.
 pub(crate) fn fill(g: &mut Gen, code: Code) -> Option<Instruction> {
     fill_raw(g, code).filter(|ins| !writes_pointer_reg(ins))
 }
@@ -396,6 +474,19 @@ pub(crate) fn fill_raw(g: &mut Gen, code: Code) -> Option<Instruction> {
                 }
             }
             OpCodeOperandKind::mem => set_mem(&mut ins, i, mem(g)),
+            OpCodeOperandKind::mm_or_mem | OpCodeOperandKind::xmm_or_mem => {
+                if g.chance(1, 3) {
+                    set_mem(&mut ins, i, mem(g));
+                } else if kind == OpCodeOperandKind::mm_or_mem {
+                    set_reg(&mut ins, i, mm(g));
+                } else {
+                    set_reg(&mut ins, i, xmm(g));
+                }
+            }
+            OpCodeOperandKind::mm_reg | OpCodeOperandKind::mm_rm => set_reg(&mut ins, i, mm(g)),
+            OpCodeOperandKind::xmm_reg | OpCodeOperandKind::xmm_rm => set_reg(&mut ins, i, xmm(g)),
+            OpCodeOperandKind::st0 => set_reg(&mut ins, i, Register::ST0),
+            OpCodeOperandKind::sti_opcode => set_reg(&mut ins, i, st(g)),
             OpCodeOperandKind::r8_reg | OpCodeOperandKind::r8_opcode => {
                 set_reg(&mut ins, i, any_reg(g, 1))
             }
@@ -482,6 +573,14 @@ pub(crate) fn fillable(code: Code) -> bool {
                 | OpCodeOperandKind::r32_or_mem
                 | OpCodeOperandKind::r64_or_mem
                 | OpCodeOperandKind::mem
+                | OpCodeOperandKind::mm_or_mem
+                | OpCodeOperandKind::xmm_or_mem
+                | OpCodeOperandKind::mm_reg
+                | OpCodeOperandKind::mm_rm
+                | OpCodeOperandKind::xmm_reg
+                | OpCodeOperandKind::xmm_rm
+                | OpCodeOperandKind::st0
+                | OpCodeOperandKind::sti_opcode
                 | OpCodeOperandKind::r8_reg
                 | OpCodeOperandKind::r8_opcode
                 | OpCodeOperandKind::r16_reg
@@ -542,4 +641,55 @@ pub(crate) fn set_mem(ins: &mut Instruction, i: u32, m: MemoryOperand) {
     ins.set_memory_displ_size(m.displ_size);
     ins.set_memory_displacement64(m.displacement as u64);
     ins.set_segment_prefix(m.segment_prefix);
+}
+
+/// Per bitness (16, 32, 64): each mnemonic with its encodings usable there.
+pub(crate) type Table = Vec<(Mnemonic, Vec<Code>)>;
+
+/// The table for `mode`'s bitness, built by `build` once per bitness into `tables`.
+pub(crate) fn table_for(
+    tables: &'static OnceLock<[Table; 3]>,
+    mode: Mode,
+    build: fn(Mode) -> Table,
+) -> &'static Table {
+    let tables = tables.get_or_init(|| {
+        [
+            build(Mode::Real),
+            build(Mode::Protected32),
+            build(Mode::Long64),
+        ]
+    });
+    match mode.bitness() {
+        16 => &tables[0],
+        32 => &tables[1],
+        _ => &tables[2],
+    }
+}
+
+/// Every encoding `usable` accepts in `mode`, grouped by mnemonic: only the mnemonics of
+/// `only`, in its order, when given (those without a usable encoding dropped), else every
+/// mnemonic met, in encoding order.
+pub(crate) fn encodings_by_mnemonic(
+    mode: Mode,
+    only: Option<&[Mnemonic]>,
+    usable: fn(Code, Mode) -> bool,
+) -> Table {
+    let mut out: Table = only
+        .unwrap_or(&[])
+        .iter()
+        .map(|m| (*m, Vec::new()))
+        .collect();
+    for code in Code::values() {
+        if !usable(code, mode) {
+            continue;
+        }
+        let m = code.mnemonic();
+        match out.iter_mut().find(|(x, _)| *x == m) {
+            Some(entry) => entry.1.push(code),
+            None if only.is_none() => out.push((m, alloc::vec![code])),
+            None => {}
+        }
+    }
+    out.retain(|(_, codes)| !codes.is_empty());
+    out
 }

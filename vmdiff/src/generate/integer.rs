@@ -8,6 +8,7 @@
 use super::emit::{self, Gen};
 use crate::case::{Item, Mode};
 use alloc::vec::Vec;
+use emit::Table;
 use iced_x86::{Code, EncodingKind, Mnemonic, OpCodeOperandKind};
 use std::sync::OnceLock;
 
@@ -128,38 +129,11 @@ const MNEMONICS: &[Mnemonic] = &[
     Mnemonic::Crc32,
 ];
 
-/// Per bitness (16, 32, 64): each mnemonic with its encodings usable there.
-type Table = Vec<(Mnemonic, Vec<Code>)>;
-
 fn table(mode: Mode) -> &'static Table {
     static TABLES: OnceLock<[Table; 3]> = OnceLock::new();
-    let tables = TABLES.get_or_init(|| {
-        [
-            build(Mode::Real),
-            build(Mode::Protected32),
-            build(Mode::Long64),
-        ]
-    });
-    match mode.bitness() {
-        16 => &tables[0],
-        32 => &tables[1],
-        _ => &tables[2],
-    }
-}
-
-fn build(mode: Mode) -> Table {
-    let mut out: Table = MNEMONICS.iter().map(|m| (*m, Vec::new())).collect();
-    for code in Code::values() {
-        if !usable(code, mode) {
-            continue;
-        }
-        let m = code.mnemonic();
-        if let Some(entry) = out.iter_mut().find(|(x, _)| *x == m) {
-            entry.1.push(code);
-        }
-    }
-    out.retain(|(_, codes)| !codes.is_empty());
-    out
+    emit::table_for(&TABLES, mode, |mode| {
+        emit::encodings_by_mnemonic(mode, Some(MNEMONICS), usable)
+    })
 }
 
 fn usable(code: Code, mode: Mode) -> bool {

@@ -2,7 +2,8 @@
 //!
 //! A case is an initial state (general registers mixing small, boundary and random
 //! values; random subsets of the environment's optional RFLAGS/CR0/CR4/EFER bits; a data
-//! seed) and 1..=12 items drawn by family:
+//! seed; an x87/MMX/SSE state seed, see [`crate::layout::fpu_image`]) and 1..=12 items
+//! drawn by family:
 //!
 //! | family | weight | module |
 //! |---|---|---|
@@ -14,6 +15,8 @@
 //! | system (CPUID, MSRs, CRs, tables, VMX, ...) | 16 | [`system`] |
 //! | port I/O | 5 | [`io`] |
 //! | exceptions, interrupts, HLT | 4 | [`control`] |
+//! | MMX and SSE..SSE4.2 | 10 | [`simd`] |
+//! | x87 | 6 | [`x87`] |
 //!
 //! A family returns a *group*: the instruction and the setup items it needs (a selector
 //! loaded before MOV SS, pointers before MOVS, ...), each a separate item so that
@@ -22,16 +25,19 @@
 //! a case deterministic and inside guest RAM are stated in each family's module; the
 //! common ones are: RBX (the data pointer) and RSP are written only by stack
 //! instructions, explicit memory operands are `[rbx+disp8]` (`[bx+disp8]`) or the stack,
-//! branches only go forward, and nothing reads time, entropy or FPU/SSE state.
+//! branches only go forward, nothing reads time or entropy, and nothing makes an x87 or
+//! SIMD exception unmasked.
 
 mod control;
 mod emit;
 mod integer;
 mod io;
 mod segment;
+mod simd;
 mod stack;
 mod string;
 mod system;
+mod x87;
 
 use crate::case::{BranchOp, Case, Item, Mode, MAX_SKIP};
 use crate::flags::{undefined_by, SETTLE};
@@ -58,12 +64,15 @@ enum Family {
     System,
     Io,
     Event,
+    Simd,
+    X87,
 }
 
-/// Weights per group drawn. System-side families (segment, system, I/O, events) are 37%
-/// of the groups; with their setup items about 45% of the items, of which a quarter of
-/// all items are the privileged or faulting instructions themselves.
-const FAMILIES: [(u32, Family); 8] = [
+/// Weights per group drawn. System-side families (segment, system, I/O, events) are a
+/// third of the groups; with their setup items about 40% of the items, of which about a
+/// fifth of all items are the privileged or faulting instructions themselves. The x87
+/// and SIMD families are 14% of the groups.
+const FAMILIES: [(u32, Family); 10] = [
     (36, Family::Integer),
     (11, Family::Stack),
     (11, Family::Branch),
@@ -72,6 +81,8 @@ const FAMILIES: [(u32, Family); 8] = [
     (16, Family::System),
     (5, Family::Io),
     (4, Family::Event),
+    (10, Family::Simd),
+    (6, Family::X87),
 ];
 
 /// What a family drew: a group of items that must run in order (setup items, then the
@@ -114,6 +125,8 @@ fn piece(g: &mut Gen, exclude: &[Mnemonic]) -> Option<Piece> {
         Family::System => system::group(g)?,
         Family::Io => io::group(g)?,
         Family::Event => control::event(g)?,
+        Family::Simd => simd::group(g)?,
+        Family::X87 => x87::group(g)?,
     };
     if !exclude.is_empty() && group.iter().any(|item| is_excluded(g.mode, item, exclude)) {
         return None;
@@ -235,6 +248,30 @@ fn gpr() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// CR0.EM (bit 2) and CR0.TS (bit 3) make every x87/MMX/SSE instruction fault (#NM or
+/// #UD): each is kept one time in four (so set in one case in eight), using bits of the
+/// random value above the optional ones, so that most x87 and SIMD items run.
+fn fpu_usable_cr0(cr0: u64) -> u64 {
+    let mut cr0 = cr0;
+    if (cr0 >> 40) & 3 != 3 {
+        cr0 &= !(1 << 2);
+    }
+    if (cr0 >> 42) & 3 != 3 {
+        cr0 &= !(1 << 3);
+    }
+    cr0
+}
+
+/// CR4.OSFXSR (bit 9) clear makes SSE instructions #UD: it is set in seven cases in
+/// eight (the bit, or either of two random bits above the optional ones).
+fn fpu_usable_cr4(cr4: u64) -> u64 {
+    if (cr4 >> 40) & 3 != 0 {
+        cr4 | (1 << 9)
+    } else {
+        cr4
+    }
+}
+
 /// Random cases in `mode`: initial state and 1..=12 items.
 pub fn case_strategy(mode: Mode) -> BoxedStrategy<Case> {
     case_strategy_excluding(mode, &[])
@@ -251,19 +288,21 @@ pub fn case_strategy_excluding(mode: Mode, exclude: &'static [Mnemonic]) -> Boxe
         any::<u64>(),
         1..=MAX_GENERATED_ITEMS,
         any::<u64>(),
+        any::<u64>(),
         // One case in four outside real mode starts in user mode (CPL 3).
         prop::bool::weighted(if mode == Mode::Real { 0.0 } else { 0.25 }),
     )
         .prop_map(
-            move |(gprs, rflags, cr0, cr4, efer, seed, target, code_seed, user)| Case {
+            move |(gprs, rflags, cr0, cr4, efer, seed, target, code_seed, fpu_seed, user)| Case {
                 mode,
                 user,
                 gprs,
                 rflags: rflags & RFLAGS_OPTIONAL,
-                cr0: cr0 & CR0_OPTIONAL,
-                cr4: cr4 & CR4_OPTIONAL,
+                cr0: fpu_usable_cr0(cr0) & CR0_OPTIONAL,
+                cr4: fpu_usable_cr4(cr4) & CR4_OPTIONAL,
                 efer: efer & EFER_OPTIONAL,
                 seed,
+                fpu_seed,
                 items: items(mode, target, code_seed, exclude),
             },
         )
