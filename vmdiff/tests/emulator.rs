@@ -290,3 +290,17 @@ fn user_mode_port_access_follows_the_tss_io_bitmap() {
         }
     }
 }
+
+#[test]
+fn a_faulting_x87_store_leaves_the_status_word_alone() {
+    // Found by vmx-diff (seed 7, case 1071): fbstp tbyte [ebx-0x22] at CPL 3 with CR0.AM
+    // and RFLAGS.AC, ST(0) empty. The misaligned destination raises #AC before the stack
+    // underflow is noticed: FSW keeps IE and SF clear (Bochs, and the SDM's order).
+    let hex = "010100000000000000000000000000000000000000000000000070e6b2aebcb12ee4080000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000453804000000000022000500000000000000000000000000000000000000000000000000000000001d3408647b523a9c01000003df73de";
+    let case = Case::decode(&opsvisor_vmdiff::case::from_hex(hex).unwrap()).unwrap();
+    let mut r = runner();
+    let s = r.run(&case).unwrap();
+    assert_eq!(s.vector(), Some(17));
+    let fsw = s.fpu.unwrap().fsw();
+    assert_eq!(fsw & 0x41, 0, "fsw {fsw:#x}");
+}
