@@ -48,14 +48,17 @@ pub enum Mode {
     Long64 = 3,
     /// Compatibility mode: 32-bit code in long mode.
     Compat32 = 4,
+    /// 32-bit protected mode with PAE paging (PDPTEs, 8-byte entries, NX).
+    Pae32 = 5,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Real,
         Mode::Protected32,
         Mode::Paged32,
+        Mode::Pae32,
         Mode::Long64,
         Mode::Compat32,
     ];
@@ -64,7 +67,7 @@ impl Mode {
     pub fn bitness(self) -> u32 {
         match self {
             Mode::Real => 16,
-            Mode::Protected32 | Mode::Paged32 | Mode::Compat32 => 32,
+            Mode::Protected32 | Mode::Paged32 | Mode::Pae32 | Mode::Compat32 => 32,
             Mode::Long64 => 64,
         }
     }
@@ -77,6 +80,7 @@ impl Mode {
             Mode::Paged32 => "paged32",
             Mode::Long64 => "long64",
             Mode::Compat32 => "compat32",
+            Mode::Pae32 => "pae32",
         }
     }
 

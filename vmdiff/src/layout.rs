@@ -41,6 +41,13 @@ pub const PML4_ALT: u64 = 0x16000;
 pub const PD32: u64 = 0x14000;
 /// A second 32-bit page directory with the same mappings.
 pub const PD32_ALT: u64 = 0x17000;
+/// PAE paging: the page-directory-pointer table (CR3; only its first entry present),
+/// whose directory maps 0..2 MiB through the long-mode page table.
+pub const PAE_PDPT: u64 = 0x18000;
+/// A second PAE PDPT with the same mappings (32-byte aligned, as CR3 requires).
+pub const PAE_PDPT_ALT: u64 = 0x18020;
+/// The PAE page directory.
+pub const PAE_PD: u64 = 0x19000;
 /// The code: the case's instructions, then HLT.
 pub const CODE: u64 = 0x20000;
 /// The data area the generated memory operands use (RBX points into its middle).
@@ -456,6 +463,12 @@ fn write_tables(mem: &mut GuestMemory, mode: Mode) -> Result<(), MemError> {
     for root in [PD32, PD32_ALT] {
         mem.write_u32(root, ((PD32 + 0x1000) | PRESENT_RW_A) as u32)?;
     }
+    // PAE: a PDPTE holds only P (its bits 2:1 and 8:5 are reserved); the directory's
+    // first entry points at the same page table as long mode's.
+    for root in [PAE_PDPT, PAE_PDPT_ALT] {
+        mem.write_u64(root, PAE_PD | 1)?;
+    }
+    mem.write_u64(PAE_PD, (PML4 + 0x3000) | PRESENT_RW_A)?;
     for page in 0..512u64 {
         mem.write_u64(PML4 + 0x3000 + 8 * page, (page << 12) | PRESENT_RW_AD)?;
         mem.write_u32(
@@ -490,6 +503,12 @@ pub fn prepare<B: X86Ops>(
         Mode::Real => (CR0_ET, 0, 0, 0),
         Mode::Protected32 => (CR0_ET | CR0_PE, 0, 0, case.efer & EFER_OPTIONAL),
         Mode::Paged32 => (CR0_ET | CR0_PE | CR0_PG, PD32, 0, case.efer & EFER_OPTIONAL),
+        Mode::Pae32 => (
+            CR0_ET | CR0_PE | CR0_PG,
+            PAE_PDPT,
+            CR4_PAE,
+            case.efer & EFER_OPTIONAL,
+        ),
         Mode::Long64 | Mode::Compat32 => (
             CR0_ET | CR0_PE | CR0_PG,
             PML4,

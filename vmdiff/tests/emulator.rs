@@ -83,7 +83,12 @@ fn memory_outside_ram_faults_instead_of_reaching_nothing() {
     // mov eax, [0x300000] (past the 2 MiB of RAM): #GP past the segment limit in the
     // 32-bit modes, #PF in 64-bit mode (no limits; the page is not mapped).
     let load = Item::Insn(vec![0x8b, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00]);
-    for mode in [Mode::Protected32, Mode::Paged32, Mode::Compat32] {
+    for mode in [
+        Mode::Protected32,
+        Mode::Paged32,
+        Mode::Pae32,
+        Mode::Compat32,
+    ] {
         let s = r.run(&case(mode, vec![load.clone()])).unwrap();
         assert_eq!(s.vector(), Some(13), "{mode:?}");
     }
@@ -232,6 +237,7 @@ fn user_mode_cases_fault_into_ring_0_on_the_kernel_stack() {
     for mode in [
         Mode::Protected32,
         Mode::Paged32,
+        Mode::Pae32,
         Mode::Long64,
         Mode::Compat32,
     ] {
@@ -303,4 +309,22 @@ fn a_faulting_x87_store_leaves_the_status_word_alone() {
     assert_eq!(s.vector(), Some(17));
     let fsw = s.fpu.unwrap().fsw();
     assert_eq!(fsw & 0x41, 0, "fsw {fsw:#x}");
+}
+
+#[test]
+fn pae_paging_maps_the_environment() {
+    use opsvisor_vmdiff::layout::{data_bytes, DATA, DATA_SIZE, PAE_PDPT};
+    let mut r = runner();
+    // mov eax, [ebx+4]: the data area is mapped through the PDPT, directory and table.
+    let s = r
+        .run(&case(Mode::Pae32, vec![Item::Insn(vec![0x8b, 0x43, 0x04])]))
+        .unwrap();
+    assert_eq!(s.vector(), None);
+    assert_eq!(s.control[3] & (1 << 5), 1 << 5, "CR4.PAE");
+    assert_eq!(s.control[2], PAE_PDPT);
+    let mut data = vec![0u8; DATA_SIZE as usize];
+    data_bytes(1, &mut data);
+    let at = (DATA_POINTER + 4 - DATA) as usize;
+    let want = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    assert_eq!(s.regs.gpr[Gpr::Rax as usize], u64::from(want));
 }

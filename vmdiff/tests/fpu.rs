@@ -325,7 +325,7 @@ mod generated {
     }
 
     #[test]
-    fn two_emulator_runs_of_generated_fpu_cases_agree_and_mostly_run_through() {
+    fn two_emulator_runs_of_generated_fpu_cases_agree_and_many_run_through() {
         let (mut left, mut right) = (runner(), runner());
         let mut through = 0;
         let mut total = 0;
@@ -339,9 +339,10 @@ mod generated {
             through += usize::from(s.ending == Ending::Halted && s.vector().is_none());
         }
         assert!(total > 100);
-        // CR0.EM/TS and CR4.OSFXSR are random, and other families fault too; still, most
-        // cases with x87/SIMD items reach the final HLT.
-        assert!(through * 3 > total, "{through} of {total} ran through");
+        // CR0.EM/TS and CR4.OSFXSR are random, CPL-3 cases end in #GP at the final HLT,
+        // and other families fault too; still, a good share of the cases with x87/SIMD
+        // items reach the final HLT (a third with seed 22), so their results are compared.
+        assert!(through * 4 > total, "{through} of {total} ran through");
     }
 
     #[test]

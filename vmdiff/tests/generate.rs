@@ -14,7 +14,9 @@ use opsvisor_core::platform::CapturePlatform;
 use opsvisor_emu::EmuVcpu;
 use opsvisor_vmdiff::case::{Case, Item, Mode, MAX_SKIP};
 use opsvisor_vmdiff::generate::{case_strategy, disassemble, generate, MAX_GENERATED_ITEMS};
-use opsvisor_vmdiff::layout::{selector, MSRS, PD32, PD32_ALT, PML4, PML4_ALT};
+use opsvisor_vmdiff::layout::{
+    selector, MSRS, PAE_PDPT, PAE_PDPT_ALT, PD32, PD32_ALT, PML4, PML4_ALT,
+};
 use opsvisor_vmdiff::run::Runner;
 use opsvisor_vmdiff::snapshot::Ending;
 use proptest::strategy::{Strategy, ValueTree};
@@ -580,6 +582,7 @@ fn check_case(case: &Case) -> Result<(), String> {
                     let ok = known.get(src).is_some_and(|v| match mode {
                         Mode::Long64 | Mode::Compat32 => v == PML4 || v == PML4_ALT,
                         Mode::Paged32 => v == PD32 || v == PD32_ALT,
+                        Mode::Pae32 => v == PAE_PDPT || v == PAE_PDPT_ALT,
                         _ => roots.contains(&v),
                     });
                     if !ok {
@@ -597,7 +600,10 @@ fn check_case(case: &Case) -> Result<(), String> {
                     };
                     let allowed: u64 = if cr == Register::CR0 {
                         (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 16) | (1 << 18)
-                    } else if matches!(mode, Mode::Paged32 | Mode::Long64 | Mode::Compat32) {
+                    } else if matches!(
+                        mode,
+                        Mode::Paged32 | Mode::Pae32 | Mode::Long64 | Mode::Compat32
+                    ) {
                         (1 << 2) | (1 << 3) | (1 << 7) | (1 << 9) | (1 << 10)
                     } else {
                         (1 << 2) | (1 << 3) | (1 << 9) | (1 << 10)
@@ -1173,23 +1179,30 @@ fn generated_cases_run_to_an_end_on_the_emulator() {
 #[test]
 fn excluded_instructions_never_appear_and_undefined_flags_are_settled() {
     use opsvisor_vmdiff::flags::{undefined_by, SETTLE};
-    use opsvisor_vmdiff::generate::{generate_excluding, BOCHS_QUIRKS};
+    use opsvisor_vmdiff::generate::{bochs_quirks, generate_excluding};
     let with = generate(3000, 11, &Mode::ALL);
-    let adox = |cases: &[Case]| {
-        cases.iter().any(|c| {
-            c.items.iter().any(|i| match i {
-                Item::Insn(b) => decode_one(c.mode, b).mnemonic() == Mnemonic::Adox,
-                Item::Branch { .. } => false,
+    let quirky = |cases: &[Case]| {
+        cases
+            .iter()
+            .flat_map(|c| {
+                c.items.iter().filter_map(move |i| match i {
+                    Item::Insn(b) => Some(decode_one(c.mode, b)),
+                    Item::Branch { .. } => None,
+                })
             })
-        })
+            .filter(bochs_quirks)
+            .map(|i| i.mnemonic())
+            .collect::<std::collections::HashSet<_>>()
     };
-    assert!(adox(&with), "3000 cases should draw ADOX at least once");
-    assert!(!adox(&generate_excluding(
-        3000,
-        11,
-        &Mode::ALL,
-        BOCHS_QUIRKS
-    )));
+    // Unfiltered cases draw each kind of quirk; filtered ones never do.
+    let drawn = quirky(&with);
+    for m in [Mnemonic::Adox, Mnemonic::Fld] {
+        assert!(
+            drawn.contains(&m),
+            "3000 cases should draw {m:?}: {drawn:?}"
+        );
+    }
+    assert!(quirky(&generate_excluding(3000, 11, &Mode::ALL, bochs_quirks)).is_empty());
     // Every instruction that leaves a flag undefined is followed by the settling CMP
     // before any branch (a branch could skip it) and before the end.
     let settle = Item::Insn(SETTLE.to_vec());

@@ -142,8 +142,8 @@ USAGE:
                                             differential run: generate proptest cases (short
                                             random instruction sequences, system instructions
                                             included, from random states in real, 32-bit
-                                            protected, paged, long and compatibility mode,
-                                            at CPL 0 or 3),
+                                            protected, paged (2-level and PAE), long and
+                                            compatibility mode, at CPL 0 or 3),
                                             boot the image with them under Bochs, run each on
                                             VMX and on the emulator in the image, and report
                                             every difference with the case minimized
@@ -157,7 +157,7 @@ built with `cargo build --release` in guests/).
 DIFF OPTIONS:
     --cases N         how many cases (default 100)
     --seed S          generator seed (default 1); the same seed gives the same cases
-    --modes LIST      comma-separated: real,prot32,paged32,long64,compat32 (default all)
+    --modes LIST      comma-separated: real,prot32,paged32,pae32,long64,compat32 (default all)
     --kvm             run under QEMU/KVM with nested VMX instead of Bochs (real silicon)
     --usb OUT.img     write a bootable USB image with the cases for bare metal instead of
                       running them; the result comes on COM1 (115200 baud)

@@ -503,6 +503,38 @@ mod tests {
     }
 
     #[test]
+    fn pae_paging_takes_its_pdptes_from_guest_memory() {
+        use crate::vmcs::fields;
+        let mut vcpu = vcpu(ScriptedExit::cpuid(0x1000, 0, 0), 2);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        // Four PDPTEs at 0x5020 (CR3 bits 4:0 are ignored).
+        for i in 0..4u64 {
+            mem.write_u64(0x5020 + 8 * i, 0x10001 + 0x1000 * i).unwrap();
+        }
+        flat32(&mut vcpu);
+        vcpu.set_cr4(1 << 5);
+        vcpu.set_cr3(0x5020 | 0x18);
+        vcpu.set_cr0(0x8000_0011);
+        let pdptes = |vcpu: &VmxVcpu<ReplayVmcs>| {
+            [
+                fields::GUEST_PDPTE0,
+                fields::GUEST_PDPTE1,
+                fields::GUEST_PDPTE2,
+                fields::GUEST_PDPTE3,
+            ]
+            .map(|f| vcpu.processor().vmcs().read(f).unwrap())
+        };
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Cpuid);
+        assert_eq!(pdptes(&vcpu), [0x10001, 0x11001, 0x12001, 0x13001]);
+        // A new CR3 set through the backend reloads them before the next entry.
+        mem.write_u64(0x6000, 0x20001).unwrap();
+        vcpu.skip_emulated_instruction();
+        vcpu.set_cr3(0x6000);
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Cpuid);
+        assert_eq!(pdptes(&vcpu), [0x20001, 0, 0, 0]);
+    }
+
+    #[test]
     fn instruction_exits_complete_in_the_vmcs() {
         let mut vcpu = vcpu(ScriptedExit::cpuid(0x1000, 7, 0), 1);
         let mut mem = GuestMemory::with_ram(2 << 20).unwrap();

@@ -363,6 +363,8 @@ const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1;
 const CR0_TS: u64 = 1 << 3;
 const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+const CR4_PAE: u64 = 1 << 5;
 /// CR4.OSFXSR: FXSAVE/FXRSTOR include the SSE state.
 const CR4_OSFXSR: u64 = 1 << 9;
 const RFLAGS_IF: u64 = 1 << 9;
@@ -506,6 +508,11 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     cr8: u64,
     /// Guest CR2 (not switched by VMX).
     cr2: u64,
+    /// CR0, CR3, CR4 or EFER changed through the backend: with EPT, a guest in PAE paging
+    /// takes its four PDPTEs from the VMCS at entry (SDM 3C 28.3.1.6), so they must be
+    /// reloaded from guest memory before the next entry. (A MOV CR3 the guest runs
+    /// itself loads them in the processor.)
+    pdptes_stale: bool,
     ept: Option<EptTables>,
     ept_map_id: u64,
     eptp: u64,
@@ -711,6 +718,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             ins_store: None,
             cr8: 0,
             cr2: 0,
+            pdptes_stale: true,
             ept: None,
             ept_map_id: 0,
             eptp: 0,
@@ -1105,6 +1113,31 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         }
     }
 
+    /// In PAE paging (CR0.PG, CR4.PAE, not IA32e), load the four PDPTEs at CR3 from guest
+    /// memory into the VMCS, as MOV CR3 would have loaded them into the processor. A
+    /// PDPTE outside RAM reads as not present.
+    fn load_pdptes(&mut self, mem: &GuestMemory) {
+        self.pdptes_stale = false;
+        let pae =
+            self.cr0() & CR0_PG != 0 && self.cr4() & CR4_PAE != 0 && self.efer() & EFER_LMA == 0;
+        if !pae {
+            return;
+        }
+        let table = self.cr3() & 0xffff_ffe0;
+        for (i, field) in [
+            fields::GUEST_PDPTE0,
+            fields::GUEST_PDPTE1,
+            fields::GUEST_PDPTE2,
+            fields::GUEST_PDPTE3,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let entry = mem.read_u64(table + 8 * i as u64).unwrap_or(0);
+            self.write(field, entry);
+        }
+    }
+
     fn handle_cr(&mut self, access: CrAccess) -> Option<Exit> {
         match access {
             CrAccess::MovTo { cr, gpr } => {
@@ -1307,6 +1340,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.write(fields::CR0_READ_SHADOW, value);
         self.write(fields::GUEST_CR0, self.rules.cr0_actual(value));
         self.sync_long_mode();
+        self.pdptes_stale = true;
     }
 
     fn cr2(&self) -> u64 {
@@ -1324,6 +1358,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     fn set_cr3(&mut self, value: u64) {
         self.write(fields::GUEST_CR3, value);
         self.flush_tlb_current();
+        self.pdptes_stale = true;
     }
 
     fn cr4(&self) -> u64 {
@@ -1337,6 +1372,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     fn set_cr4(&mut self, value: u64) {
         self.write(fields::CR4_READ_SHADOW, value);
         self.write(fields::GUEST_CR4, self.rules.cr4_actual(value));
+        self.pdptes_stale = true;
     }
 
     fn efer(&self) -> u64 {
@@ -1346,6 +1382,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     fn set_efer(&mut self, value: u64) {
         self.write(fields::GUEST_IA32_EFER, value);
         self.set_ia32e(value & EFER_LMA != 0);
+        self.pdptes_stale = true;
     }
 
     fn gdt(&self) -> DescriptorTable {
@@ -1433,6 +1470,9 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         let deadline = self.run_deadline(limit, now);
         loop {
             self.preemption_timer(deadline);
+            if self.pdptes_stale {
+                self.load_pdptes(mem);
+            }
             if let Err(e) = self.enter() {
                 self.failure = Some(VmxFailure::Vmcs(e));
                 return instruction_failure(e);

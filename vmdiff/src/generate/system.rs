@@ -8,7 +8,7 @@
 
 use super::emit::{self, Gen};
 use crate::case::{Item, Mode};
-use crate::layout::{MSRS, PD32, PD32_ALT, PML4, PML4_ALT};
+use crate::layout::{MSRS, PAE_PDPT, PAE_PDPT_ALT, PD32, PD32_ALT, PML4, PML4_ALT};
 use alloc::vec;
 use alloc::vec::Vec;
 use iced_x86::{Code, Instruction, Register};
@@ -160,7 +160,10 @@ fn read_cr(g: &mut Gen) -> Option<Vec<Item>> {
 fn write_cr0_cr4(g: &mut Gen) -> Option<Vec<Item>> {
     let mode = g.mode;
     let (read, write, size) = cr_codes(mode);
-    let paging = matches!(mode, Mode::Paged32 | Mode::Long64 | Mode::Compat32);
+    let paging = matches!(
+        mode,
+        Mode::Paged32 | Mode::Pae32 | Mode::Long64 | Mode::Compat32
+    );
     let (cr, bit) = if g.chance(1, 2) {
         // TS, MP, EM, NE, AM, WP.
         (Register::CR0, g.pick(&[3u32, 1, 2, 5, 18, 16]))
@@ -188,6 +191,7 @@ fn write_cr3(g: &mut Gen) -> Option<Vec<Item>> {
     let roots: &[u64] = match mode {
         Mode::Long64 | Mode::Compat32 => &[PML4, PML4_ALT],
         Mode::Paged32 => &[PD32, PD32_ALT],
+        Mode::Pae32 => &[PAE_PDPT, PAE_PDPT_ALT],
         // Paging off: CR3 is only held.
         Mode::Real | Mode::Protected32 => &[0, PD32_ALT, PML4_ALT],
     };
