@@ -18,3 +18,11 @@ pub const EFER_LMA: u64 = 1 << 10;
 pub const APIC_BASE_ENABLE: u64 = 1 << 11;
 /// CR4.OSXSAVE.
 pub const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Whether exception `vector` is a fault (SDM 3A table 6-1; the same rule as KVM's
+/// `exception_type`): every vector below 32 but #DB (a trap: instruction breakpoints are
+/// not emulated), NMI, #BP, #OF, #DF and #MC. A fault's pushed RFLAGS image has RF set
+/// (SDM 3A 17.3.1.1), which both the emulator's delivery and VMX's injection apply.
+pub fn exception_is_fault(vector: u8) -> bool {
+    vector < 32 && !matches!(vector, 1 | 2 | 3 | 4 | 8 | 18)
+}

@@ -178,7 +178,7 @@ pub fn handler_vector(rip: u64) -> Option<u8> {
 }
 
 /// One step of splitmix64: advances `state` and returns the next value.
-fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -8,6 +8,7 @@ use crate::exception::{combine, fault_ec, Ex, BP, DB, GP, NP, OF as OF_VEC, SS, 
 use crate::exec::far::null_outer_segments;
 use crate::exec::segment::{desc_to_seg, load_data_seg, read_desc};
 use crate::exec::stack::writable_flags;
+use opsvisor_core::arch::exception_is_fault;
 use opsvisor_core::exit::Exit;
 use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::ops::Segment;
@@ -23,19 +24,13 @@ pub enum Source {
     Software,
 }
 
-/// Whether an exception is a fault (SDM 3A table 6-1): everything but #DB (a trap
-/// here: instruction breakpoints are not emulated), #BP, #OF, #DF and #MC.
-pub fn is_fault(vector: u8) -> bool {
-    vector < 32 && !matches!(vector, 1 | 2 | 3 | 4 | 8 | 18)
-}
-
 /// The RFLAGS image an event pushes: a fault sets RF in it (SDM 3A 17.3.1.1), so that
 /// the IRET back to the faulting instruction does not trigger its instruction breakpoint
 /// again.
 fn pushed_flags(c: &Cpu, vector: u8, src: Source) -> u64 {
     let flags = c.rflags();
     match src {
-        Source::Exception(_) if is_fault(vector) => flags | RF,
+        Source::Exception(_) if exception_is_fault(vector) => flags | RF,
         _ => flags,
     }
 }

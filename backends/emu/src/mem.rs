@@ -675,6 +675,24 @@ impl Cpu {
             .map_err(|e| stack_canonical(e, seg, la))
     }
 
+    /// [`Cpu::probe_write`] for an explicit data store that is alignment-checked as an
+    /// access of `align` bytes: segment, then #AC (see [`Cpu::check_alignment`]), then
+    /// paging, in the order the processor checks them.
+    pub fn probe_write_aligned(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+        align: u32,
+    ) -> Result<u64, Ex> {
+        let la = self.linear(seg, ea, size, true)?;
+        self.check_alignment(la, align)?;
+        let sel = self.tlb.sel;
+        self.translate(mem, la, Kind::Write, sel)
+            .map_err(|e| stack_canonical(e, seg, la))
+    }
+
     /// Check that `seg:ea` can be written (for instructions that must fault before side
     /// effects) and return its guest-physical address.
     pub fn probe_write(

@@ -102,12 +102,6 @@ impl InterruptionInfo {
 /// Guest interruptibility state, bit 3: blocking by NMI.
 pub const BLOCKING_BY_NMI: u64 = 1 << 3;
 
-/// Whether an exception is a fault (SDM 3A table 6-1; the same rule as KVM's
-/// `exception_type`): everything but #DB, NMI, #BP, #OF, #DF and #MC.
-pub fn is_fault(vector: u8) -> bool {
-    vector < 32 && !matches!(vector, 1 | 2 | 3 | 4 | 8 | 18)
-}
-
 /// Whether exception `vector` pushes an error code in protected mode: #DF, #TS, #NP,
 /// #SS, #GP, #PF, #AC and #CP (the vectors for which VM entry requires the
 /// deliver-error-code bit, SDM 3C 27.2.1.3).

@@ -1596,7 +1596,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
             // The processor sets RF in the RFLAGS image a fault pushes (SDM 3A
             // 17.3.1.1), but not for an injected one: set it first, as KVM does, so the
             // guest sees the frame silicon would have pushed. Real mode pushes 16 bits.
-            if protected && crate::event::is_fault(vector) {
+            if protected && opsvisor_core::arch::exception_is_fault(vector) {
                 let rflags = self.read(fields::GUEST_RFLAGS) | RFLAGS_RF;
                 self.write(fields::GUEST_RFLAGS, rflags);
             }

@@ -103,9 +103,7 @@ pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let di = c.gpr[7] & amask;
     // The destination is checked before the port is read: segment, alignment (#AC at
     // CPL 3 with CR0.AM and RFLAGS.AC), then paging.
-    let la = c.linear(sr::ES, di, u32::from(size), true)?;
-    c.check_alignment(la, u32::from(size))?;
-    let gpa = c.probe_write(mem, sr::ES, di, u32::from(size))?;
+    let gpa = c.probe_write_aligned(mem, sr::ES, di, u32::from(size), u32::from(size))?;
     let port = c.gpr[2] as u16;
     intercept(
         c,

@@ -92,9 +92,7 @@ pub fn check_dest(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, w: u32) -> Result
     // Segment, then alignment (#AC at CPL 3: an 80-bit operand needs 8-byte alignment,
     // as the 8-byte access it starts with), then paging: all before the stack check
     // touches FSW.
-    let la = c.linear(op.seg, a, w, true)?;
-    c.check_alignment(la, if w == 10 { 8 } else { w })?;
-    c.probe_write(mem, op.seg, a, w)?;
+    c.probe_write_aligned(mem, op.seg, a, w, if w == 10 { 8 } else { w })?;
     let last = a.wrapping_add(u64::from(w) - 1);
     if last & !0xfff != a & !0xfff {
         c.probe_write(mem, op.seg, last & !0xfff, 1)?;
