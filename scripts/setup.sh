@@ -10,17 +10,22 @@
 #                                   bochsbios, vgabios) and what makes a GRUB ISO
 #                                   (grub-pc-bin, grub-common, xorriso, mtools)
 #   bash scripts/setup.sh --fuzz    also cargo-fuzz (the fuzz targets in fuzz/, scripts/fuzz.sh)
+#   bash scripts/setup.sh --linux-guest
+#                                   also what scripts/linux-guest.sh needs to build the Linux
+#                                   guest from Debian's packages (cpio, lz4), then runs it
 #
 # Nothing is ever installed by hand: whatever a test needs is added here.
 set -euo pipefail
 
 want_machines=0
 want_fuzz=0
+want_linux=0
 for arg in "$@"; do
     case "$arg" in
         --test-machines) want_machines=1 ;;
         --fuzz) want_fuzz=1 ;;
-        *) echo "setup: unknown option $arg (known: --test-machines, --fuzz)" >&2; exit 2 ;;
+        --linux-guest) want_linux=1 ;;
+        *) echo "setup: unknown option $arg (known: --test-machines, --fuzz, --linux-guest)" >&2; exit 2 ;;
     esac
 done
 
@@ -55,4 +60,9 @@ fi
 if [ "$want_fuzz" -eq 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "setup: installing cargo-fuzz (crates.io)"
     cargo install cargo-fuzz --locked
+fi
+
+if [ "$want_linux" -eq 1 ]; then
+    apt_install cpio lz4 gzip
+    bash "$(dirname "$0")/linux-guest.sh"
 fi
