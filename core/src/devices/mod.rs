@@ -4,5 +4,6 @@
 
 pub mod bus;
 pub mod debug_exit;
+pub mod pci;
 pub mod post_code;
 pub mod uart;
