@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod debug_exit;
+pub mod fw_cfg;
 pub mod pci;
 pub mod post_code;
 pub mod uart;
