@@ -376,3 +376,91 @@ fn acpica_disassembles_every_table_and_evaluates_s5() {
         );
     }
 }
+
+/// Linux itself reads opsvisor's tables: Debian's cloud kernel (scripts/linux-guest.sh)
+/// boots on QEMU's `pc` machine told to use them instead of SeaBIOS's (`acpi_rsdp=`;
+/// QEMU's generic loader puts them in RAM that `memmap=` keeps from Linux). QEMU's PIIX4
+/// has its PM registers at the same ports, its GPE0 at 0xAFE0 and powers off on
+/// SLP_TYP 0, so the tables are configured that way. The log must show the tables, the
+/// MADT's CPUs and overrides, the PM timer, the PCI windows from `_CRS`, the serial
+/// port, keyboard controller and RTC bound through their ACPI nodes, and a power-off
+/// through `\_S5`. About 5 s under TCG.
+#[test]
+#[ignore = "needs QEMU and the Linux guest (bash scripts/setup.sh --test-machines --linux-guest)"]
+fn linux_on_qemu_boots_with_these_tables_and_powers_off_through_s5() {
+    // Where scripts/linux-guest.sh puts the guest, or OPSVISOR_LINUX_GUEST.
+    let guest = std::env::var_os("OPSVISOR_LINUX_GUEST").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/linux-guest"),
+        std::path::PathBuf::from,
+    );
+    let base = 0x700_0000u64;
+    let mut mem = GuestMemory::with_ram(base + AREA_LEN).unwrap();
+    let mut config = AcpiConfig::pc(4, 256 << 20);
+    config.s5_sleep_type = 0;
+    config.gpe0_port = 0xafe0;
+    let layout = build_tables(&mut mem, base, AREA_LEN, &config).unwrap();
+    let dir = std::env::temp_dir().join(format!("opsvisor-acpi-linux-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blob = dir.join("tables.bin");
+    std::fs::write(&blob, mem.slice(base, layout.end - base).unwrap()).unwrap();
+    let append = format!(
+        "console=ttyS0 panic=-1 acpi_rsdp={:#x} memmap=64K${base:#x}",
+        layout.rsdp
+    );
+    let loader = format!("loader,file={},addr={base:#x},force-raw=on", blob.display());
+    let kernel = guest.join("vmlinuz");
+    let initrd = guest.join("initrd.gz");
+    let log = run(
+        &dir,
+        "timeout",
+        &[
+            "300",
+            "qemu-system-x86_64",
+            "-M",
+            "pc",
+            "-m",
+            "256",
+            "-smp",
+            "4",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            &append,
+            "-device",
+            &loader,
+        ],
+    );
+    for needle in [
+        "ACPI: RSDP 0x0000000007000000 000024 (v02 OPSVSR)",
+        "ACPI: FACP 0x",
+        "ACPI: APIC 0x",
+        "ACPI: PM-Timer IO Port: 0x608",
+        "ACPI: LAPIC_NMI (acpi_id[0xff] dfl dfl lint[0x1])",
+        "IOAPIC[0]: apic_id 0, version 32, address 0xfec00000, GSI 0-23",
+        "ACPI: INT_SRC_OVR (bus 0 bus_irq 0 global_irq 2 dfl dfl)",
+        "ACPI: INT_SRC_OVR (bus 0 bus_irq 9 global_irq 9 high level)",
+        "smp: Brought up 1 node, 4 CPUs",
+        "ACPI: 1 ACPI AML tables successfully acquired and loaded",
+        "ACPI: PM: (supports S0 S5)",
+        "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
+        "pci_bus 0000:00: root bus resource [io  0x0000-0x0cf7 window]",
+        "pci_bus 0000:00: root bus resource [mem 0x10000000-0xfebfffff window]",
+        "ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A",
+        "i8042: PNP: PS/2 Controller [PNP0303:KBD] at 0x60,0x64 irq 1",
+        "rtc_cmos 00:01: registered as rtc0",
+        "ACPI: PM: Preparing to enter system sleep state S5",
+        "reboot: Power down",
+    ] {
+        assert!(
+            log.contains(needle),
+            "the boot log lacks {needle:?}:\n{log}"
+        );
+    }
+    for bad in ["ACPI Error", "ACPI BIOS Error", "ACPI Warning", "FW_BUG"] {
+        assert!(!log.contains(bad), "the boot log has {bad:?}:\n{log}");
+    }
+}
