@@ -374,7 +374,10 @@ mod tests {
                         let (hr, hf) = host_rr_wide!($insn, size, old, src, f);
                         ck.case();
                         ck.value(|| what($insn), r, hr & m);
-                        ck.flags(|| what($insn), mf, hf, ARITH);
+                        // Only ZF is defined; CF, OF, SF, AF and PF after a zero source differ
+                        // between AMD parts (some Zen hosts set PF and clear the rest), so they
+                        // are not compared.
+                        ck.flags(|| what($insn), mf, hf, ZF);
                         // The documented zero-source rule: the whole register is untouched.
                         if src & m == 0 {
                             ck.value(
