@@ -7,14 +7,24 @@
 //! MSRs, APIC accesses) and at least every [`VmConfig::exits_per_clock_read`] exits. The
 //! backend's own budget (the emulator's instruction slice, VMX's preemption timer) bounds
 //! the time between those reads.
+//!
+//! Interrupts take one path ([`crate::irq`]): a device drives a line with
+//! [`Vm::set_irq`]; the PIC and the I/O APIC turn lines into LINT0 levels and messages;
+//! the local APIC decides what is pending; [`Vm::deliver_events`] injects, in priority
+//! order, an NMI, the local APIC's highest fixed interrupt, or the PIC's vector through
+//! LINT0 (ExtINT, after the INTA cycle), or asks the backend for the window in which the
+//! guest can take it.
 
 use crate::apic::LocalApic;
 use crate::cpuid::CpuidPolicy;
 use crate::devices::bus::{Bus, MmioDevice, PioDevice};
 use crate::devices::debug_exit::DEBUG_EXIT_PORT;
+use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
+use crate::devices::pic::{ELCR_BASE, PIC_MASTER_BASE, PIC_SLAVE_BASE};
 use crate::devices::post_code::{PostCode, POST_CODE_PORT};
 use crate::devices::uart::{Uart16550, COM1_BASE};
 use crate::exit::Exit;
+use crate::irq::IrqChip;
 use crate::mmu::memory::GuestMemory;
 use crate::msr::MsrState;
 use crate::ops::{RunLimit, X86Ops};
@@ -90,6 +100,9 @@ pub(crate) enum Flow {
     Stop,
 }
 
+/// The ISA IRQ COM1's interrupt output drives.
+pub const COM1_IRQ: u32 = 4;
+
 /// The platform devices the core provides.
 #[derive(Debug, Default)]
 pub struct Devices {
@@ -97,6 +110,8 @@ pub struct Devices {
     pub com1: Uart16550,
     /// Port 0x80.
     pub post_code: PostCode,
+    /// The interrupt controllers (8259 pair, I/O APIC) and the lines that feed them.
+    pub irqchip: IrqChip,
 }
 
 /// One virtual machine with one vCPU.
@@ -136,6 +151,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
     apic_mmio_registered: Option<u64>,
     /// Whether the core asked the backend for an interrupt window.
     irq_window: bool,
+    /// Whether the core asked the backend for an NMI window.
+    nmi_window: bool,
     /// How the run ends, once a handler returned [`Flow::Stop`].
     stop: Option<RunOutcome>,
 }
@@ -143,7 +160,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// A VM around a vCPU whose architectural state the caller has already set (for
     /// instance with a loader's [`crate::loader::BootState`]). Registers COM1, the
-    /// debug-exit port, port 0x80 and the local APIC.
+    /// debug-exit port, port 0x80, the PIC pair with its ELCR, the I/O APIC and the local
+    /// APIC.
     pub fn new(
         vcpu: B,
         mem: GuestMemory,
@@ -152,10 +170,15 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         config: VmConfig,
     ) -> Vm<B, P> {
         let mut pio = Bus::new();
-        // The three ranges are disjoint constants: registration cannot conflict.
+        // The ranges are disjoint constants: registration cannot conflict.
         let _ = pio.register(u64::from(COM1_BASE), 8, PioDevice::Com1);
         let _ = pio.register(u64::from(DEBUG_EXIT_PORT), 4, PioDevice::DebugExit);
         let _ = pio.register(u64::from(POST_CODE_PORT), 1, PioDevice::PostCode);
+        for base in [PIC_MASTER_BASE, PIC_SLAVE_BASE, ELCR_BASE] {
+            let _ = pio.register(u64::from(base), 2, PioDevice::Pic);
+        }
+        let mut mmio = Bus::new();
+        let _ = mmio.register(IOAPIC_BASE, IOAPIC_SIZE, MmioDevice::IoApic);
         let mut vm = Vm {
             vcpu,
             mem,
@@ -165,7 +188,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             apic: LocalApic::new(0),
             devices: Devices::default(),
             pio,
-            mmio: Bus::new(),
+            mmio,
             stats: ExitStats::default(),
             config,
             limit: RunLimit {
@@ -178,6 +201,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             retired_at_start: 0,
             apic_mmio_registered: None,
             irq_window: false,
+            nmi_window: false,
             stop: None,
         };
         vm.sync_apic_mmio();
@@ -203,6 +227,39 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         // Never step back: the backend may have shown the guest a later value.
         self.limit.tsc = self.limit.tsc.max(tsc);
         self.apic.update(self.limit.tsc);
+    }
+
+    /// Drive interrupt line `line` (ISA IRQ 0-15 or GSI 16-23; see [`crate::irq`] for the
+    /// wiring) to `level`, as a device's interrupt output. Setting the level a line
+    /// already has changes nothing. Call it from an exit handler that then returns
+    /// [`Flow::Events`], or between runs: the run loop delivers what it made pending
+    /// before the guest runs again. Returns whether the line changed.
+    pub fn set_irq(&mut self, line: u32, level: bool) -> bool {
+        self.devices
+            .irqchip
+            .set_irq(line, level, core::slice::from_mut(&mut self.apic))
+    }
+
+    /// Raise and lower `line`: one edge, for a source that signals events.
+    pub fn pulse_irq(&mut self, line: u32) {
+        self.devices
+            .irqchip
+            .pulse_irq(line, core::slice::from_mut(&mut self.apic));
+    }
+
+    /// Pulse the NMI line (LINT1 of every local APIC; QEMU's `nmi` command, KVM's
+    /// `KVM_NMI`): an NMI where LINT1 is programmed for one, as a PC firmware leaves it,
+    /// or directly while the APIC is globally disabled.
+    pub fn nmi(&mut self) {
+        self.apic.set_lint1(true);
+        self.apic.set_lint1(false);
+    }
+
+    /// Bring COM1's interrupt line to what the UART computes now (after an access, or
+    /// when console input may have arrived). Returns whether the line changed.
+    pub(crate) fn update_com1_irq(&mut self) -> bool {
+        let level = self.devices.com1.irq_pending(&mut self.platform);
+        self.set_irq(COM1_IRQ, level)
     }
 
     /// Host time (ns) at which the current run started.
@@ -328,6 +385,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
         let tsc = now_ns.wrapping_add_signed(self.msrs.tsc_offset());
         self.apic.update(tsc);
+        // Console input may have arrived since the UART was last looked at.
+        self.update_com1_irq();
         self.limit = RunLimit {
             tsc,
             deadline: self.apic.next_deadline(),
@@ -336,18 +395,47 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         None
     }
 
-    /// Deliver the highest-priority pending interrupt if the guest can take it, or ask the
-    /// backend to exit when it can.
+    /// Route the local APIC's EOI broadcasts, then deliver what is pending, highest
+    /// priority first: an NMI, else the local APIC's highest fixed interrupt, else an
+    /// external interrupt whose vector the PIC's INTA cycle gives. What the guest cannot
+    /// take now gets a window exit instead (an NMI window, an interrupt window).
     pub(crate) fn deliver_events(&mut self) {
-        let Some(vector) = self.apic.pending_interrupt() else {
+        while let Some(vector) = self.apic.take_eoi_broadcast() {
+            self.devices
+                .irqchip
+                .eoi(vector, core::slice::from_mut(&mut self.apic));
+        }
+        let nmi_window = if self.apic.nmi_pending() {
+            if self.vcpu.nmi_allowed() {
+                self.apic.nmi_injected();
+                self.vcpu.inject_event(crate::ops::Event::Nmi);
+                false
+            } else {
+                true
+            }
+        } else {
+            false
+        };
+        if nmi_window != self.nmi_window {
+            self.nmi_window = nmi_window;
+            self.vcpu.enable_nmi_window(nmi_window);
+        }
+        let fixed = self.apic.pending_interrupt();
+        if fixed.is_none() && !self.apic.extint_pending() {
             if self.irq_window {
                 self.irq_window = false;
                 self.vcpu.enable_irq_window(false);
             }
             return;
-        };
+        }
         if self.vcpu.interrupt_allowed() {
-            self.apic.acknowledge(vector);
+            let vector = match fixed {
+                Some(vector) => {
+                    self.apic.acknowledge(vector);
+                    vector
+                }
+                None => self.acknowledge_extint(),
+            };
             self.vcpu
                 .inject_event(crate::ops::Event::ExternalInterrupt(vector));
             if self.irq_window {
@@ -358,6 +446,15 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             self.irq_window = true;
             self.vcpu.enable_irq_window(true);
         }
+    }
+
+    /// The INTA cycle of an external interrupt the guest is about to take.
+    #[cold]
+    fn acknowledge_extint(&mut self) -> u8 {
+        self.apic.extint_acknowledged();
+        self.devices
+            .irqchip
+            .acknowledge_extint(core::slice::from_mut(&mut self.apic))
     }
 
     /// Dispatch one exit to its handler family (inlined into the loop: a call here costs

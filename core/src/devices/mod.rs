@@ -1,8 +1,8 @@
 //! Platform devices, one per file, and the port-I/O and MMIO buses they register on.
-//!
-//! INTERFACE STUB — being implemented; signatures are fixed.
 
 pub mod bus;
 pub mod debug_exit;
+pub mod ioapic;
+pub mod pic;
 pub mod post_code;
 pub mod uart;
