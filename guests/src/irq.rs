@@ -87,14 +87,23 @@ pub fn pic_specific_eoi(irq: u8) {
 /// The I/O APIC's base address.
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 
-/// Read I/O APIC register `index` through IOREGSEL/IOWIN.
+/// Read I/O APIC register `index` through IOREGSEL/IOWIN. The load is a plain `MOV`
+/// (as Linux's `readl`), never folded into another instruction's memory operand: a
+/// hypervisor decodes MMIO instructions, and the plain moves are what drivers emit.
 pub fn ioapic_read(index: u32) -> u32 {
+    let value: u32;
     // SAFETY: the I/O APIC page is identity-mapped by the boot tables; IOREGSEL and IOWIN
     // are aligned 32-bit registers.
     unsafe {
         core::ptr::write_volatile(IOAPIC_BASE as *mut u32, index);
-        core::ptr::read_volatile((IOAPIC_BASE + 0x10) as *const u32)
+        core::arch::asm!(
+            "mov {0:e}, dword ptr [{1}]",
+            out(reg) value,
+            in(reg) IOAPIC_BASE + 0x10,
+            options(nostack, preserves_flags)
+        );
     }
+    value
 }
 
 /// Write I/O APIC register `index`.

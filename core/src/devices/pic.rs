@@ -662,7 +662,7 @@ mod tests {
         // takes IR2, the slave answers IRQ 15.
         pic.write_port(0x21, 0x00);
         pic.write_port(0xa1, 0x00);
-        pic.write_port(0x21, 0xff & !(1 << CASCADE_IRQ));
+        pic.write_port(0x21, !(1 << CASCADE_IRQ));
         pulse(&mut pic, 11);
         pic.write_port(0xa1, 0x08);
         assert!(pic.output(), "the master latched IR2");
