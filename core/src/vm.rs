@@ -496,3 +496,305 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apic::{reg, LVT_DELIVERY_EXTINT, LVT_DELIVERY_NMI};
+    use crate::arch::RFLAGS_IF;
+    use crate::exit::Direction;
+    use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, SegReg, Segment};
+    use alloc::vec::Vec;
+
+    /// A vCPU that records what the run loop asks of it; the test decides when the guest
+    /// can take an interrupt or an NMI.
+    #[derive(Default)]
+    struct EventVcpu {
+        rflags: u64,
+        nmi_ok: bool,
+        /// An injected event not yet taken by the "guest".
+        pending: Option<Event>,
+        injected: Vec<Event>,
+        irq_window: bool,
+        nmi_window: bool,
+        pio_in: Option<u32>,
+    }
+
+    impl EventVcpu {
+        /// The guest took the queued event.
+        fn enter(&mut self) {
+            self.pending = None;
+        }
+    }
+
+    impl X86Ops for EventVcpu {
+        fn name(&self) -> &'static str {
+            "events"
+        }
+        fn vcpu_reset(&mut self, _kind: ResetKind) {}
+        fn gpr(&self, _reg: Gpr) -> u64 {
+            0
+        }
+        fn set_gpr(&mut self, _reg: Gpr, _value: u64) {}
+        fn rip(&self) -> u64 {
+            0
+        }
+        fn set_rip(&mut self, _rip: u64) {}
+        fn rflags(&self) -> u64 {
+            self.rflags
+        }
+        fn set_rflags(&mut self, rflags: u64) {
+            self.rflags = rflags;
+        }
+        fn segment(&self, _seg: SegReg) -> Segment {
+            Segment::default()
+        }
+        fn set_segment(&mut self, _seg: SegReg, _value: &Segment) {}
+        fn cpl(&self) -> u8 {
+            0
+        }
+        fn cr0(&self) -> u64 {
+            0
+        }
+        fn set_cr0(&mut self, _value: u64) {}
+        fn cr2(&self) -> u64 {
+            0
+        }
+        fn set_cr2(&mut self, _value: u64) {}
+        fn cr3(&self) -> u64 {
+            0
+        }
+        fn set_cr3(&mut self, _value: u64) {}
+        fn cr4(&self) -> u64 {
+            0
+        }
+        fn set_cr4(&mut self, _value: u64) {}
+        fn efer(&self) -> u64 {
+            0
+        }
+        fn set_efer(&mut self, _value: u64) {}
+        fn gdt(&self) -> DescriptorTable {
+            DescriptorTable::default()
+        }
+        fn set_gdt(&mut self, _table: DescriptorTable) {}
+        fn idt(&self) -> DescriptorTable {
+            DescriptorTable::default()
+        }
+        fn set_idt(&mut self, _table: DescriptorTable) {}
+        fn get_msr(&self, _index: u32) -> Option<u64> {
+            None
+        }
+        fn set_msr(&mut self, _index: u32, _value: u64) -> bool {
+            false
+        }
+        fn run(&mut self, _mem: &mut GuestMemory, _limit: &RunLimit) -> Exit {
+            Exit::Hlt
+        }
+        fn skip_emulated_instruction(&mut self) {}
+        fn complete_pio_in(&mut self, value: u32) {
+            self.pio_in = Some(value);
+        }
+        fn complete_mmio(&mut self, _read: Option<u64>) {}
+        fn interrupt_shadow(&self) -> bool {
+            false
+        }
+        fn set_interrupt_shadow(&mut self, _shadow: bool) {}
+        fn interrupt_allowed(&self) -> bool {
+            self.rflags & RFLAGS_IF != 0 && self.pending.is_none()
+        }
+        fn nmi_allowed(&self) -> bool {
+            self.nmi_ok && self.pending.is_none()
+        }
+        fn inject_event(&mut self, event: Event) {
+            self.pending = Some(event);
+            self.injected.push(event);
+        }
+        fn event_pending(&self) -> bool {
+            self.pending.is_some()
+        }
+        fn enable_irq_window(&mut self, enable: bool) {
+            self.irq_window = enable;
+        }
+        fn enable_nmi_window(&mut self, enable: bool) {
+            self.nmi_window = enable;
+        }
+        fn flush_tlb_all(&mut self) {}
+    }
+
+    /// A clock that stands still and a console with nothing attached.
+    struct Quiet;
+
+    impl Platform for Quiet {
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn wait(&mut self, _deadline_ns: Option<u64>) -> bool {
+            false
+        }
+        fn console_write(&mut self, _bytes: &[u8]) {}
+        fn console_read(&mut self) -> Option<u8> {
+            None
+        }
+        fn console_input_ready(&mut self) -> bool {
+            false
+        }
+    }
+
+    fn vm() -> Vm<EventVcpu, Quiet> {
+        let mem = GuestMemory::with_ram(1 << 20).unwrap();
+        let mut vm = Vm::new(
+            EventVcpu::default(),
+            mem,
+            Quiet,
+            CpuidPolicy::emulator(),
+            VmConfig::default(),
+        );
+        vm.apic.mmio_write(reg::SVR, 0x1ff, 0);
+        vm
+    }
+
+    fn outb(vm: &mut Vm<EventVcpu, Quiet>, port: u16, value: u8) -> Flow {
+        vm.handle_io(port, 1, Direction::Write, u32::from(value))
+    }
+
+    fn inb(vm: &mut Vm<EventVcpu, Quiet>, port: u16) -> u8 {
+        vm.handle_io(port, 1, Direction::Read, 0);
+        vm.vcpu.pio_in.take().unwrap() as u8
+    }
+
+    /// Linux's init_8259A: vectors 0x30/0x38, then the masks.
+    fn init_pic(vm: &mut Vm<EventVcpu, Quiet>, masks: [u8; 2]) {
+        for (port, value) in [
+            (0x21, 0xff),
+            (0x20, 0x11),
+            (0x21, 0x30),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xa0, 0x11),
+            (0xa1, 0x38),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+            (0x21, masks[0]),
+            (0xa1, masks[1]),
+        ] {
+            assert_eq!(outb(vm, port, value), Flow::Events);
+        }
+    }
+
+    fn ioapic_write(vm: &mut Vm<EventVcpu, Quiet>, index: u32, value: u32) -> Flow {
+        vm.handle_mmio(0xfec0_0000, 4, Direction::Write, u64::from(index));
+        vm.handle_mmio(0xfec0_0010, 4, Direction::Write, u64::from(value))
+    }
+
+    #[test]
+    fn nmi_first_then_fixed_then_the_pic_through_lint0() {
+        let mut vm = vm();
+        init_pic(&mut vm, [0, 0]);
+        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        vm.set_irq(3, true);
+        vm.apic.deliver_fixed(0x50, false);
+        vm.nmi();
+        // Interrupts disabled, NMIs blocked: both windows are requested.
+        vm.deliver_events();
+        assert!(vm.vcpu.injected.is_empty());
+        assert!(vm.vcpu.irq_window && vm.vcpu.nmi_window);
+        // The NMI goes first; the interrupt waits for the next entry.
+        vm.vcpu.nmi_ok = true;
+        vm.vcpu.rflags = RFLAGS_IF;
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected, [Event::Nmi]);
+        assert!(!vm.vcpu.nmi_window && vm.vcpu.irq_window);
+        vm.vcpu.enter();
+        // Then the local APIC's fixed interrupt, then the PIC's vector (its INTA).
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(vm.devices.irqchip.pic.isr(), 0, "no INTA yet");
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(
+            vm.vcpu.injected,
+            [
+                Event::Nmi,
+                Event::ExternalInterrupt(0x50),
+                Event::ExternalInterrupt(0x33)
+            ]
+        );
+        assert_eq!(vm.devices.irqchip.pic.isr(), 0x0008);
+        assert!(!vm.vcpu.irq_window, "nothing left: window closed");
+        // The handler's EOI to the PIC: IRQ 3 made no new edge, nothing more.
+        assert_eq!(outb(&mut vm, 0x20, 0x63), Flow::Events);
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected.len(), 3);
+    }
+
+    #[test]
+    fn com1_level_interrupt_through_the_ioapic_and_the_eoi_broadcast() {
+        let mut vm = vm();
+        // Pin 4: vector 0x41, level-triggered, physical destination 0.
+        ioapic_write(&mut vm, 0x11 + 8, 0);
+        assert_eq!(ioapic_write(&mut vm, 0x10 + 8, 0x8041), Flow::Events);
+        vm.vcpu.rflags = RFLAGS_IF;
+        // The UART raises IRQ 4 once OUT2 and the THR-empty interrupt are on.
+        assert_eq!(outb(&mut vm, 0x3fc, 0x0b), Flow::Resume, "line still low");
+        assert_eq!(outb(&mut vm, 0x3f9, 0x02), Flow::Events, "line raised");
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(vm.vcpu.injected, [Event::ExternalInterrupt(0x41)]);
+        // The guest's EOI without reading IIR: broadcast, remote IRR cleared, the
+        // still-high line delivers again.
+        assert_eq!(
+            vm.handle_mmio(0xfee0_00b0, 4, Direction::Write, 0),
+            Flow::Events
+        );
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(vm.vcpu.injected.len(), 2);
+        // Reading IIR drops the line; the next EOI ends it.
+        assert_eq!(inb(&mut vm, 0x3fa) & 0x0f, 0x02);
+        assert!(!vm.devices.irqchip.line(COM1_IRQ));
+        vm.handle_mmio(0xfee0_00b0, 4, Direction::Write, 0);
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected.len(), 2);
+        assert_eq!(vm.devices.irqchip.ioapic.entry(4) & (1 << 14), 0);
+        // The PIC saw the line too (masked there since reset).
+        assert_eq!(vm.devices.irqchip.pic.irr() & 0x10, 0x10);
+        assert_eq!(inb(&mut vm, 0x21), 0xfb, "the BIOS masks");
+    }
+
+    #[test]
+    fn hlt_wakes_for_the_pic_and_for_nmis() {
+        let mut vm = vm();
+        init_pic(&mut vm, [0xef, 0xff]);
+        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.vcpu.rflags = RFLAGS_IF;
+        assert_eq!(vm.handle_hlt(), Flow::Stop, "nothing can wake it");
+        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
+        vm.set_irq(4, true);
+        assert_eq!(
+            vm.handle_hlt(),
+            Flow::Clock,
+            "the PIC's IRQ 4 through LINT0"
+        );
+        // With IF clear only an NMI wakes it.
+        vm.vcpu.rflags = 0;
+        assert_eq!(vm.handle_hlt(), Flow::Stop);
+        vm.stop = None;
+        vm.apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        vm.nmi();
+        assert_eq!(vm.handle_hlt(), Flow::Clock);
+    }
+
+    #[test]
+    fn set_irq_reports_changes_and_ignores_unwired_lines() {
+        let mut vm = vm();
+        assert!(vm.set_irq(9, true));
+        assert!(!vm.set_irq(9, true));
+        assert!(vm.set_irq(9, false));
+        assert!(!vm.set_irq(24, true));
+        assert!(!vm.set_irq(u32::MAX, true));
+        vm.pulse_irq(0);
+        assert!(!vm.devices.irqchip.line(0));
+        assert_eq!(vm.devices.irqchip.pic.irr() & 1, 1, "the edge was latched");
+    }
+}
