@@ -42,10 +42,10 @@
 //!   and the acknowledge) the chip answers with IR7's vector and sets no ISR bit: the
 //!   spurious IRQ 7, or IRQ 15 when the master took IR2 and the slave had nothing.
 //!
-//! The reset state is the one a PC BIOS leaves the pair in before an operating system
-//! starts (SeaBIOS: vector bases 0x08 and 0x70, ICW4 8086 mode, every line masked except
-//! the cascade), because no BIOS runs before opsvisor's guests; an operating system
-//! initialises both chips anyway.
+//! No BIOS runs before opsvisor's guests, so the reset state is the programming a PC
+//! BIOS gives the pair at POST (vector bases 0x08 and 0x70, ICW4 8086 mode), with every
+//! line masked except the cascade since no firmware here owns a device; an operating
+//! system initialises both chips anyway.
 
 /// The master's command port (its data port is the next one).
 pub const PIC_MASTER_BASE: u16 = 0x20;
