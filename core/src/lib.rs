@@ -25,6 +25,7 @@ pub mod devices;
 pub mod exit;
 pub mod exits;
 pub mod fpu;
+pub mod irq;
 pub mod loader;
 pub mod mmu;
 pub mod msr;

@@ -75,6 +75,8 @@ macro_rules! __with_guest_list {
             cpuid: ("", ["LM set", "PASS"], 30),
             apic_disable: ("", ["APIC globally disabled", "PASS"], 30),
             exceptions: ("", ["all exceptions delivered as expected", "PASS"], 30),
+            pic_irq: ("", ["virtual wire: one interrupt", "level-triggered: the interrupt repeats", "the local APIC is globally disabled", "PASS"], 30),
+            ioapic_irq: ("", ["IRQ 4 delivered as vector 0x44", "the EOI broadcast cleared remote IRR", "NMI delivery mode: one NMI", "PASS"], 30),
         }
     };
 }
