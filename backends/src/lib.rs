@@ -252,8 +252,20 @@ pub fn load_kernel(
         return Ok(load_bzimage(mem, kernel, &linux_boot(opts))?);
     }
     if elf::is_elf(kernel) {
-        let parsed = elf::parse(kernel)?;
-        if pvh_entry(&parsed)?.is_none() {
+        // Without a multiboot header, an ELF kernel is booted through its PVH note; a
+        // file whose headers do not let the note be read is refused saying both.
+        let unreadable = |e: LoadError| {
+            let what =
+                "an ELF kernel without a multiboot header, whose PVH entry note cannot be read";
+            BuildError::Load(match e {
+                LoadError::UnknownFormat(s) => LoadError::UnknownFormat(format!("{what}: {s}")),
+                LoadError::Malformed(s) => LoadError::Malformed(format!("{what}: {s}")),
+                LoadError::Unsupported(s) => LoadError::Unsupported(format!("{what}: {s}")),
+                other => other,
+            })
+        };
+        let parsed = elf::parse(kernel).map_err(unreadable)?;
+        if pvh_entry(&parsed).map_err(unreadable)?.is_none() {
             return Err(BuildError::Load(LoadError::UnknownFormat(
                 "an ELF kernel without a multiboot header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): opsvisor boots ELF kernels through one of the two".into(),
             )));
