@@ -9,11 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use std::cell::RefCell;
 use opsvisor_core::loader::linux::{LinuxBoot, BOOT_PARAMS_ADDR};
 use opsvisor_core::loader::pvh::{load_pvh, XEN_HVM_START_MAGIC};
 use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::ops::Gpr;
+use std::cell::RefCell;
 
 /// A zeroed 64 KiB block to compare guest RAM with.
 static ZERO: [u8; 1 << 16] = [0; 1 << 16];
@@ -21,11 +21,9 @@ static ZERO: [u8; 1 << 16] = [0; 1 << 16];
 /// Whether guest RAM is still all zero. Slice comparison is a `memcmp`, which ASan checks
 /// once per call rather than per byte.
 fn untouched(mem: &GuestMemory) -> bool {
-    mem.regions().iter().all(|r| {
-        r.bytes()
-            .chunks(ZERO.len())
-            .all(|c| c == &ZERO[..c.len()])
-    })
+    mem.regions()
+        .iter()
+        .all(|r| r.bytes().chunks(ZERO.len()).all(|c| c == &ZERO[..c.len()]))
 }
 
 thread_local! {
@@ -57,7 +55,11 @@ fn run(mem: &mut GuestMemory, ram: u64, image: &[u8], initrd: &[u8], cmdline: &s
     };
     match load_pvh(mem, image, &boot) {
         Ok(state) => {
-            assert!(state.regs.rip < ram, "entry {:#x} outside RAM", state.regs.rip);
+            assert!(
+                state.regs.rip < ram,
+                "entry {:#x} outside RAM",
+                state.regs.rip
+            );
             let start_info = state.regs.gpr[Gpr::Rbx as usize];
             assert_eq!(start_info, BOOT_PARAMS_ADDR);
             assert_eq!(mem.read_u32(start_info), Ok(XEN_HVM_START_MAGIC));
