@@ -20,7 +20,9 @@
 //! - the protected-mode kernel at `pref_address` if `init_size` bytes from there fit in
 //!   usable RAM below the end of low RAM, otherwise (relocatable kernels) at the lowest
 //!   `kernel_alignment`-aligned address from 1 MiB where they fit; a kernel that is not
-//!   relocatable goes at `pref_address` (1 MiB before protocol 2.10) or nowhere;
+//!   relocatable goes at `pref_address` (1 MiB before protocol 2.10) or nowhere. A
+//!   relocatable kernel runs from no lower than `pref_address` wherever it is loaded
+//!   (see [`place_kernel`]), and the check counts that;
 //! - the initrd as high as possible below `initrd_addr_max` and the end of low RAM,
 //!   page aligned, clear of the kernel's `init_size` span (see [`super::linux`]);
 //! - the command line (at most `cmdline_size` characters), the zero page, the GDT and
@@ -334,33 +336,51 @@ pub fn parse_header(image: &[u8]) -> Result<SetupHeader, LoadError> {
     Ok(h)
 }
 
-/// Where the kernel goes, and how much room it needs there.
+/// Where the kernel goes: the range from its load address to the end of the memory it
+/// needs, `init_size` bytes from its runtime start (and its own bytes from the load
+/// address, if they reach further).
+///
+/// The runtime start of a relocatable kernel is its load address rounded up to
+/// `kernel_alignment`, as boot.rst defines it, but never below `pref_address`: Linux's
+/// decompressor (`startup_32`/`startup_64`) moves a kernel loaded lower up to
+/// `LOAD_PHYSICAL_ADDR`, which is what `pref_address` holds. So a kernel whose
+/// `pref_address` span does not fit cannot be made to fit lower, and is refused rather
+/// than left to decompress past the end of RAM and over the initrd.
 fn place_kernel(h: &SetupHeader, pm_len: u64, low_end: u64) -> Result<Range<u64>, LoadError> {
-    let span = u64::from(h.init_size).max(pm_len);
-    let fits = |at: u64| at >= HIGH_MEMORY && at.checked_add(span).is_some_and(|e| e <= low_end);
+    let init_size = u64::from(h.init_size);
+    let align = u64::from(h.kernel_alignment).max(PAGE);
     let pref = (h.pref_address != 0).then_some(h.pref_address);
-    let at = match pref {
-        Some(p) if fits(p) => Some(p),
-        _ if !h.relocatable => None,
-        _ => {
-            let align = u64::from(h.kernel_alignment).max(PAGE);
-            HIGH_MEMORY
-                .checked_add(align - 1)
-                .map(|v| v & !(align - 1))
-                .filter(|&a| fits(a))
-        }
+    // The range a kernel loaded at `at` occupies, if it lies in RAM from 1 MiB to
+    // `low_end`.
+    let span = |at: u64| -> Option<Range<u64>> {
+        let runtime = if h.relocatable {
+            at.checked_add(align - 1)? & !(align - 1)
+        } else {
+            at
+        };
+        let runtime = runtime.max(pref.unwrap_or(0));
+        let end = runtime.checked_add(init_size)?.max(at.checked_add(pm_len)?);
+        (at >= HIGH_MEMORY && end <= low_end).then_some(at..end)
     };
-    at.map(|a| a..a + span).ok_or_else(|| {
-        let at = pref.unwrap_or(HIGH_MEMORY);
+    // The lowest address the kernel may go: 1 MiB, aligned for a relocatable kernel.
+    let lowest = if h.relocatable {
+        (HIGH_MEMORY + align - 1) & !(align - 1)
+    } else {
+        HIGH_MEMORY
+    };
+    let first = pref.unwrap_or(lowest);
+    let placed = span(first).or_else(|| if h.relocatable { span(lowest) } else { None });
+    placed.ok_or_else(|| {
         let what = if h.init_size != 0 {
             format!("init_size {:#x}", h.init_size)
         } else {
             String::from("the protected-mode kernel")
         };
+        let need = init_size.max(pm_len);
         LoadError::DoesNotFit(format!(
-            "{what}: the kernel needs {span:#x} bytes ({} MiB) of RAM from {at:#x}{}, but usable RAM from 1 MiB ends at {low_end:#x} ({} MiB)",
-            span >> 20,
-            if h.relocatable { " or a lower aligned address" } else { " (the kernel is not relocatable)" },
+            "{what}: the kernel needs {need:#x} bytes ({} MiB) of RAM from {first:#x}{}, but usable RAM from 1 MiB ends at {low_end:#x} ({} MiB)",
+            need >> 20,
+            if h.relocatable { "" } else { " (the kernel is not relocatable)" },
             low_end >> 20
         ))
     })
@@ -732,11 +752,36 @@ mod tests {
     #[test]
     fn kernel_placement() {
         let mut f = image(0x020f, 0x1000);
-        // pref_address does not fit in 16 MiB of RAM: the lowest 2 MiB-aligned address.
-        let mut mem = GuestMemory::with_ram(16 << 20).unwrap();
+        // pref_address 16 MiB + init_size 4 MiB does not fit in 18 MiB of RAM, and
+        // loading lower would not help: the kernel would still run from 16 MiB.
+        let mut mem = GuestMemory::with_ram(18 << 20).unwrap();
+        match err(load_bzimage(&mut mem, &f, &boot("", None))) {
+            LoadError::DoesNotFit(s) => assert!(s.contains("init_size 0x400000"), "{s}"),
+            e => panic!("{e:?}"),
+        }
+        // Without a pref_address the lowest 2 MiB-aligned address from 1 MiB.
+        set(&mut f, hdr::PREF_ADDRESS, 0, 8);
         let st = load_bzimage(&mut mem, &f, &boot("", None)).unwrap();
         assert_eq!(st.regs.rip, 0x20_0200);
         assert_eq!(zp32(&mem, hdr::RAMDISK_IMAGE), 0, "no initrd");
+        // A pref_address below 1 MiB is not used either.
+        set(&mut f, hdr::PREF_ADDRESS, 0x1_0000, 8);
+        let mut mem = GuestMemory::with_ram(18 << 20).unwrap();
+        let st = load_bzimage(&mut mem, &f, &boot("", None)).unwrap();
+        assert_eq!(st.regs.rip, 0x20_0200);
+        // An unaligned pref_address: the runtime start is rounded up to 18 MiB, and the
+        // span with it; loaded lower, the kernel would still run from pref_address.
+        set(&mut f, hdr::PREF_ADDRESS, 0x101_0000, 8);
+        let mut mem = GuestMemory::with_ram(20 << 20).unwrap();
+        assert!(matches!(
+            load_bzimage(&mut mem, &f, &boot("", None)),
+            Err(LoadError::DoesNotFit(_))
+        ));
+        let mut mem = GuestMemory::with_ram(22 << 20).unwrap();
+        assert!(
+            load_bzimage(&mut mem, &f, &boot("", None)).is_ok_and(|st| st.regs.rip == 0x101_0200)
+        );
+        set(&mut f, hdr::PREF_ADDRESS, 0x100_0000, 8);
         // Not relocatable: at pref_address or nowhere.
         f[hdr::RELOCATABLE_KERNEL] = 0;
         let mut mem = GuestMemory::with_ram(16 << 20).unwrap();
@@ -751,9 +796,15 @@ mod tests {
         let mut mem = GuestMemory::with_ram(32 << 20).unwrap();
         let st = load_bzimage(&mut mem, &f, &boot("", None)).unwrap();
         assert_eq!(st.regs.rip, 0x100_0200);
-        // Before protocol 2.10 there is neither pref_address nor init_size: the lowest
-        // aligned address from 1 MiB, with room for the kernel's own bytes.
-        let f = image(0x0209, 0x1000);
+        // Before protocol 2.10 there is neither pref_address nor init_size: 1 MiB for a
+        // kernel that is not relocatable, the lowest aligned address from 1 MiB for one
+        // that is, with room for the kernel's own bytes.
+        let mut f = image(0x0209, 0x1000);
+        f[hdr::RELOCATABLE_KERNEL] = 0;
+        let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
+        let st = load_bzimage(&mut mem, &f, &boot("", None)).unwrap();
+        assert_eq!(st.regs.rip, 0x10_0000);
+        f[hdr::RELOCATABLE_KERNEL] = 1;
         let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
         let st = load_bzimage(&mut mem, &f, &boot("", None)).unwrap();
         // No XLF_KERNEL_64 before 2.12: the 32-bit protocol.
