@@ -48,8 +48,8 @@
 
 use super::e820::{MemoryMap, HIGH_MEMORY};
 use super::linux::{
-    self, check_cmdline, place_initrd, put, LinuxBoot, BOOT_CS, BOOT_DS, BOOT_GDT_ADDR,
-    BOOT_PARAMS_ADDR, CMDLINE_ADDR, PAGE, PAGE_TABLES_ADDR,
+    self, check_cmdline, place_initrd, put, LinuxBoot, LinuxLayout, BOOT_CS, BOOT_DS,
+    BOOT_GDT_ADDR, BOOT_PARAMS_ADDR, CMDLINE_ADDR, PAGE, PAGE_TABLES_ADDR,
 };
 use super::{BootState, LoadError};
 use crate::arch::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
@@ -393,6 +393,15 @@ pub fn load_bzimage(
     image: &[u8],
     boot: &LinuxBoot<'_>,
 ) -> Result<BootState, LoadError> {
+    load_bzimage_with_layout(mem, image, boot).map(|(state, _)| state)
+}
+
+/// [`load_bzimage`], also telling where everything went.
+pub fn load_bzimage_with_layout(
+    mem: &mut GuestMemory,
+    image: &[u8],
+    boot: &LinuxBoot<'_>,
+) -> Result<(BootState, LinuxLayout), LoadError> {
     let h = parse_header(image)?;
     let setup_size = h.setup_size();
     let kernel_bytes = &image[setup_size..];
@@ -493,11 +502,18 @@ pub fn load_bzimage(
         linux::GDT_CODE32
     };
     mem.write(BOOT_GDT_ADDR, &linux::gdt(code))?;
+    let layout = LinuxLayout {
+        kernel: kernel.start..kernel.start + kernel_bytes.len() as u64,
+        initrd: initrd.map(|(at, d)| at..at + d.len() as u64),
+        cmdline: CMDLINE_ADDR,
+        boot_params: BOOT_PARAMS_ADDR,
+        memory_map: map,
+    };
     if !long_mode {
-        return Ok(entry_state_32(kernel.start));
+        return Ok((entry_state_32(kernel.start), layout));
     }
     mem.write(PAGE_TABLES_ADDR, &identity_map(low_end))?;
-    Ok(entry_state_64(kernel.start + ENTRY_64_OFFSET))
+    Ok((entry_state_64(kernel.start + ENTRY_64_OFFSET), layout))
 }
 
 /// The page tables at [`PAGE_TABLES_ADDR`]: a PML4 whose first entry points at a PDPT
@@ -628,7 +644,16 @@ mod tests {
         assert!(is_bzimage(&f));
         let mut mem = GuestMemory::with_ram(64 << 20).unwrap();
         let initrd = vec![0x5au8; 0x2345];
-        let st = load_bzimage(&mut mem, &f, &boot("console=ttyS0", Some(&initrd))).unwrap();
+        let (st, layout) =
+            load_bzimage_with_layout(&mut mem, &f, &boot("console=ttyS0", Some(&initrd))).unwrap();
+        let top = ((64 << 20) - 0x2345) & !0xfff;
+        assert_eq!(layout.kernel, 0x100_0000..0x100_1000);
+        assert_eq!(layout.initrd, Some(top..top + 0x2345));
+        assert_eq!(
+            (layout.cmdline, layout.boot_params),
+            (CMDLINE_ADDR, BOOT_PARAMS_ADDR)
+        );
+        assert_eq!(layout.memory_map.entries().len(), 5);
 
         // The kernel at pref_address.
         let mut got = vec![0u8; 0x1000];

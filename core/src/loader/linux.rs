@@ -18,7 +18,7 @@
 //! usable. The initrd goes as high as it can in RAM below 4 GiB (and below the kernel's
 //! limit), clear of the kernel.
 
-use super::e820::{EBDA_START, HIGH_MEMORY};
+use super::e820::{MemoryMap, EBDA_START, HIGH_MEMORY};
 use super::LoadError;
 use alloc::format;
 use alloc::string::String;
@@ -34,6 +34,23 @@ pub struct LinuxBoot<'a> {
     /// The guest-physical address of the ACPI RSDP, if the platform built ACPI tables
     /// (the zero page's `acpi_rsdp_addr`, PVH's `rsdp_paddr`).
     pub rsdp_addr: Option<u64>,
+}
+
+/// Where a Linux loader put what it loaded, for the platform to describe it elsewhere
+/// (fw_cfg's kernel, initrd and command-line items, its `etc/e820` file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxLayout {
+    /// The kernel's bytes in guest memory: a bzImage's protected-mode part at its load
+    /// address, or the extent of an ELF kernel's segments (bss included).
+    pub kernel: Range<u64>,
+    /// The initrd, if one was given.
+    pub initrd: Option<Range<u64>>,
+    /// The command line (NUL-terminated): [`CMDLINE_ADDR`].
+    pub cmdline: u64,
+    /// The zero page or `hvm_start_info`: [`BOOT_PARAMS_ADDR`].
+    pub boot_params: u64,
+    /// The memory map the kernel was given.
+    pub memory_map: MemoryMap,
 }
 
 /// Where the loaders put the GDT.

@@ -31,8 +31,8 @@
 use super::e820::MemoryMap;
 use super::elf::{self, Elf, ElfNote, XEN_ELFNOTE_PHYS32_ENTRY};
 use super::linux::{
-    self, check_cmdline, place_initrd, put, LinuxBoot, BOOT_CS, BOOT_DS, BOOT_GDT_ADDR,
-    BOOT_PARAMS_ADDR, CMDLINE_ADDR, PAGE,
+    self, check_cmdline, place_initrd, put, LinuxBoot, LinuxLayout, BOOT_CS, BOOT_DS,
+    BOOT_GDT_ADDR, BOOT_PARAMS_ADDR, CMDLINE_ADDR, PAGE,
 };
 use super::{BootState, LoadError};
 use crate::mmu::memory::GuestMemory;
@@ -117,6 +117,15 @@ pub fn load_pvh(
     image: &[u8],
     boot: &LinuxBoot<'_>,
 ) -> Result<BootState, LoadError> {
+    load_pvh_with_layout(mem, image, boot).map(|(state, _)| state)
+}
+
+/// [`load_pvh`], also telling where everything went.
+pub fn load_pvh_with_layout(
+    mem: &mut GuestMemory,
+    image: &[u8],
+    boot: &LinuxBoot<'_>,
+) -> Result<(BootState, LinuxLayout), LoadError> {
     let elf = elf::parse(image)?;
     let entry = pvh_entry(&elf)?.ok_or_else(|| {
         LoadError::UnknownFormat(String::from(
@@ -223,7 +232,14 @@ pub fn load_pvh(
         limit: 31,
     };
     state.segments[SegReg::Tr as usize].limit = 0x67;
-    Ok(state)
+    let layout = LinuxLayout {
+        kernel,
+        initrd: initrd.map(|(at, d)| at..at + d.len() as u64),
+        cmdline: CMDLINE_ADDR,
+        boot_params: BOOT_PARAMS_ADDR,
+        memory_map: map,
+    };
+    Ok((state, layout))
 }
 
 /// The segments' physical ranges, for error messages.
@@ -336,7 +352,15 @@ mod tests {
         assert!(is_pvh(&f));
         let mut mem = GuestMemory::with_ram(64 << 20).unwrap();
         let initrd = vec![0x33u8; 5000];
-        let st = load_pvh(&mut mem, &f, &boot("console=ttyS0", Some(&initrd))).unwrap();
+        let (st, layout) =
+            load_pvh_with_layout(&mut mem, &f, &boot("console=ttyS0", Some(&initrd))).unwrap();
+        let top = ((64 << 20) - 5000) & !0xfff;
+        assert_eq!(layout.kernel, 0x100_0000..0x100_1100, "segments and bss");
+        assert_eq!(layout.initrd, Some(top..top + 5000));
+        assert_eq!(
+            (layout.cmdline, layout.boot_params),
+            (CMDLINE_ADDR, BOOT_PARAMS_ADDR)
+        );
 
         // The segment, and its bss.
         assert_eq!(mem.read_u8(0x100_0000).unwrap(), 0x80);
