@@ -1,5 +1,6 @@
 //! Platform devices, one per file, and the port-I/O and MMIO buses they register on.
 
+pub mod acpi_pm;
 pub mod bus;
 pub mod debug_exit;
 pub mod fw_cfg;
@@ -11,4 +12,5 @@ pub mod pic;
 pub mod pit;
 pub mod post_code;
 pub mod reset_control;
+pub mod rtc;
 pub mod uart;
