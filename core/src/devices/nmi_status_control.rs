@@ -147,4 +147,82 @@ mod tests {
             u16::from(pit.read(2, now + 1_000_000)) | u16::from(pit.read(2, now + 1_000_000)) << 8;
         assert_eq!(held, later);
     }
+
+    /// Linux's `quick_pit_calibrate`, run against the model with the TSC at 1 GHz (one
+    /// tick per machine nanosecond) and each port access taking 1 µs: it must see the
+    /// MSB of channel 2 step down every 256 clocks and compute the TSC frequency to within
+    /// its 500 ppm.
+    #[test]
+    fn linux_quick_pit_calibrate() {
+        struct Machine {
+            pit: Pit,
+            port: NmiStatusControl,
+            now: u64,
+        }
+        impl Machine {
+            fn inb(&mut self, port: u16) -> u8 {
+                self.now += 1_000;
+                match port {
+                    0x61 => self.port.read(&mut self.pit, self.now),
+                    _ => self.pit.read(port - 0x40, self.now),
+                }
+            }
+            fn outb(&mut self, value: u8, port: u16) {
+                self.now += 1_000;
+                match port {
+                    0x61 => self.port.write(value, &mut self.pit, self.now),
+                    _ => self.pit.write(port - 0x40, value, self.now),
+                }
+            }
+            fn verify_msb(&mut self, value: u8) -> bool {
+                self.inb(0x42);
+                self.inb(0x42) == value
+            }
+            /// `pit_expect_msb`: (success, TSC at the last match, delta to the miss).
+            fn expect_msb(&mut self, value: u8) -> (bool, u64, u64) {
+                let mut count = 0;
+                let mut tsc = 0;
+                while count < 50_000 {
+                    if !self.verify_msb(value) {
+                        break;
+                    }
+                    tsc = self.now;
+                    count += 1;
+                }
+                (count > 5, tsc, self.now - tsc)
+            }
+        }
+        let mut m = Machine {
+            pit: Pit::new(0),
+            port: NmiStatusControl::new(),
+            now: 3_000_000,
+        };
+        let v = m.inb(0x61);
+        m.outb((v & !0x02) | 0x01, 0x61);
+        m.outb(0xb0, 0x43);
+        m.outb(0xff, 0x42);
+        m.outb(0xff, 0x42);
+        m.verify_msb(0);
+        let (ok, tsc, d1) = m.expect_msb(0xff);
+        assert!(ok);
+        let max_iterations = 25 * PIT_HZ_FOR_LINUX / 1000 / 256;
+        let mut result = None;
+        for i in 1..=max_iterations {
+            let (ok, at, d2) = m.expect_msb(0xff - i as u8);
+            assert!(ok, "MSB {:#x} seen", 0xff - i);
+            let delta = at - tsc;
+            if d1 + d2 >= delta >> 11 {
+                continue;
+            }
+            assert!(m.verify_msb(0xfe - i as u8));
+            let delta = delta as i64 + (d2 as i64 - d1 as i64) / 2;
+            result = Some(delta as u64 * PIT_HZ_FOR_LINUX / (i * 256 * 1000));
+            break;
+        }
+        let khz = result.expect("fast calibration converged");
+        assert!(khz.abs_diff(1_000_000) <= 500, "{khz} kHz");
+    }
+
+    /// Linux's PIT_TICK_RATE.
+    const PIT_HZ_FOR_LINUX: u64 = 1_193_182;
 }

@@ -1175,6 +1175,55 @@ mod tests {
     }
 
     #[test]
+    fn modes_6_and_7_are_2_and_3_and_the_control_port_reads_open_bus() {
+        let mut pit = Pit::new(0);
+        // 0x3c: channel 0, LSB/MSB, mode bits 110.
+        program(&mut pit, CH0, 0x3c, 10, T0);
+        let load = clock_edges(T0) + 1;
+        // The status byte reports the bits as written.
+        assert_eq!(status(&mut pit, 0, edge_time(load)), 0xbc);
+        assert!(!pit.out(0, edge_time(load + 9)));
+        assert!(pit.out(0, edge_time(load + 10)));
+        // 0x3e: mode bits 111, a square wave.
+        program(&mut pit, CH0, 0x3e, 10, edge_time(load + 20));
+        let l2 = load + 21;
+        assert!(pit.out(0, edge_time(l2 + 4)));
+        assert!(!pit.out(0, edge_time(l2 + 5)));
+        assert_eq!(latched(&mut pit, 0, edge_time(l2 + 6)), 8);
+        assert_eq!(pit.read(CTRL, T0), 0xff);
+        assert_eq!(pit.read(4, T0), 0xff);
+        pit.write(4, 0x30, T0);
+        pit.set_gate(3, true, T0);
+        assert!(!pit.gate(3));
+        assert!(!pit.out(3, T0));
+    }
+
+    #[test]
+    fn mode1_count_runs_from_the_trigger() {
+        let mut pit = Pit::new(0);
+        // Channel 2, LSB/MSB, mode 1, count 300.
+        program(&mut pit, CH2, 0xb2, 300, T0);
+        // Not triggered: the counting element holds what it had.
+        let before = latched(&mut pit, 2, T0 + 1_000_000);
+        assert_eq!(latched(&mut pit, 2, T0 + 2_000_000), before);
+        let trigger = T0 + 2_000_000;
+        pit.set_gate(2, true, trigger);
+        let load = clock_edges(trigger) + 1;
+        assert_eq!(latched(&mut pit, 2, edge_time(load)), 300);
+        assert_eq!(latched(&mut pit, 2, edge_time(load + 100)), 200);
+        // A new count written mid-shot waits for the next trigger.
+        pit.write(CH2, 50, edge_time(load + 100));
+        pit.write(CH2, 0, edge_time(load + 100));
+        assert_eq!(latched(&mut pit, 2, edge_time(load + 150)), 150);
+        assert!(pit.out(2, edge_time(load + 300)));
+        pit.set_gate(2, false, edge_time(load + 400));
+        pit.set_gate(2, true, edge_time(load + 400));
+        assert_eq!(latched(&mut pit, 2, edge_time(load + 401)), 50);
+        assert!(!pit.out(2, edge_time(load + 450)));
+        assert!(pit.out(2, edge_time(load + 451)));
+    }
+
+    #[test]
     fn hostile_programming_never_panics() {
         let mut pit = gated();
         let mut x = 0x1234_5678u32;
