@@ -524,6 +524,48 @@ mod tests {
         assert!(took.abs_diff(edge_time(65536)) < 1_001);
     }
 
+    /// The SCI rises exactly at `next_deadline`, and never when it says `None`.
+    #[test]
+    fn next_deadline_agrees_with_the_sci() {
+        for timer_32bit in [false, true] {
+            let mut pm = AcpiPm::new(timer_32bit, T0);
+            let mut x = 0x1357_9bdfu32;
+            let mut now = T0;
+            let mut checked = 0;
+            for _ in 0..2_000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                now += u64::from(x) * 400;
+                match x % 4 {
+                    0 => pm.write(EN, 2, x >> 8, now),
+                    1 => pm.write(STS, 2, x >> 8, now),
+                    2 => pm.write(CNT, 1, (x >> 8) & 1, now),
+                    _ => pm.update(now),
+                }
+                match pm.next_deadline() {
+                    Some(deadline) => {
+                        assert!(!pm.sci_level() && deadline > now);
+                        let mut before = pm.clone();
+                        before.update(deadline - 1);
+                        assert!(!before.sci_level());
+                        let mut at = pm.clone();
+                        at.update(deadline);
+                        assert!(at.sci_level());
+                        checked += 1;
+                    }
+                    None if !pm.sci_level() => {
+                        let mut later = pm.clone();
+                        later.update(now + 10_000_000_000_000);
+                        assert!(!later.sci_level());
+                    }
+                    None => {}
+                }
+            }
+            assert!(checked > 30, "{checked}");
+        }
+    }
+
     #[test]
     fn hostile_accesses_never_panic() {
         let mut pm = AcpiPm::new(false, T0);

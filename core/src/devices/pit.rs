@@ -1223,6 +1223,48 @@ mod tests {
         assert!(pit.out(2, edge_time(load + 451)));
     }
 
+    /// Whatever the programming, the edge `next_deadline` is computed from is the edge the
+    /// counting produces: none a nanosecond before it, one at it.
+    #[test]
+    fn next_rising_edge_agrees_with_the_count() {
+        let mut pit = gated();
+        let mut x = 0x0bad_5eedu32;
+        let mut now = T0;
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            now += u64::from(x % 20_000);
+            let value = (x >> 16) as u8;
+            match x % 6 {
+                // Channel 0 programmed in a random mode with a small count.
+                0 => program(
+                    &mut pit,
+                    CH0,
+                    0x30 | (value & 0x0f),
+                    u16::from(value) + 1,
+                    now,
+                ),
+                1 => pit.write(CH0, value, now),
+                2 => pit.write(CTRL, value & 0x3f, now),
+                _ => pit.update(now),
+            }
+            pit.take_irq_edges();
+            let Some(edge) = pit.channels[0].next_rising_edge() else {
+                continue;
+            };
+            let mut before = pit.clone();
+            before.update(edge_time(edge) - 1);
+            assert_eq!(before.take_irq_edges(), 0, "{:?}", pit.channels[0]);
+            let mut at = pit.clone();
+            at.update(edge_time(edge));
+            assert!(at.take_irq_edges() >= 1, "{:?}", pit.channels[0]);
+            checked += 1;
+        }
+        assert!(checked > 5_000, "{checked}");
+    }
+
     #[test]
     fn hostile_programming_never_panics() {
         let mut pit = gated();

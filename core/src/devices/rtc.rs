@@ -1003,6 +1003,66 @@ mod tests {
         let _ = clock(&mut rtc, u64::MAX);
     }
 
+    /// Whatever the registers say, IRQ 8 rises exactly at `next_deadline`, and never when
+    /// it says `None`.
+    #[test]
+    fn next_deadline_agrees_with_the_flags() {
+        let mut rtc = rtc_at(LEAP_EVE, 123_456_789);
+        let mut x = 0x5eed_1234u32;
+        let mut now = T0;
+        let mut checked = 0;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            now += u64::from(x % 300_000_000);
+            let value = (x >> 8) as u8;
+            match x % 8 {
+                // Rate select and divider.
+                0 => put(&mut rtc, 0x0a, value & 0x7f, now),
+                // Interrupt enables and formats (SET only rarely).
+                1 => put(
+                    &mut rtc,
+                    0x0b,
+                    value & if x & 0x100 != 0 { 0xff } else { 0x7f },
+                    now,
+                ),
+                // Alarm registers, often "don't care".
+                2 => put(
+                    &mut rtc,
+                    [1, 3, 5][(x >> 20) as usize % 3],
+                    value | if x & 1 != 0 { 0xc0 } else { 0 },
+                    now,
+                ),
+                3 => {
+                    get(&mut rtc, 0x0c, now);
+                }
+                _ => rtc.update(now),
+            }
+            let horizon = now + 3 * 86_400_000 * MS;
+            match rtc.next_deadline() {
+                Some(deadline) => {
+                    assert!(!rtc.irq_level());
+                    assert!(deadline > now);
+                    let mut before = rtc.clone();
+                    before.update(deadline - 1);
+                    assert!(!before.irq_level(), "{before:?}");
+                    let mut at = rtc.clone();
+                    at.update(deadline);
+                    assert!(at.irq_level(), "{at:?}");
+                    checked += 1;
+                }
+                None if !rtc.irq_level() => {
+                    let mut later = rtc.clone();
+                    later.update(horizon);
+                    assert!(!later.irq_level(), "{later:?}");
+                }
+                None => {}
+            }
+        }
+        assert!(checked > 200, "{checked}");
+    }
+
     #[test]
     fn hostile_register_values_never_panic() {
         let mut rtc = rtc_at(LEAP_EVE, 0);
