@@ -1,21 +1,23 @@
 //! The ACPI fixed-hardware registers of a PIIX4-style chipset: the PM1a event and control
-//! blocks, the PM timer and a GPE0 block, and the SCI they raise (ISA IRQ 9, level, active
-//! high).
+//! blocks, the PM timer and a GPE0 block, and the SCI they raise.
 //!
-//! The port layout ([`PM_BASE`] and the `*_BLK` constants) is what the FADT describes:
+//! The FADT points at each block on its own, so the device is accessed per block
+//! ([`PmBlock`]) at an offset inside it; where the blocks sit in I/O space is the
+//! machine's choice (`crate::acpi::AcpiConfig`: 0x600, 0x604, 0x608 and 0x620 on the PC
+//! machine, as the FADT built from it says):
 //!
-//! | block | ports | registers |
+//! | block | length | registers |
 //! |---|---|---|
-//! | PM1a_EVT_BLK | 0x600-0x603 | PM1_STS (16 bits), PM1_EN (16 bits) |
-//! | PM1a_CNT_BLK | 0x604-0x605 | PM1_CNT (16 bits) |
-//! | PM_TMR_BLK | 0x608-0x60B | PM_TMR (32 bits, read-only) |
-//! | GPE0_BLK | 0x620-0x623 | GPE0_STS (16 bits), GPE0_EN (16 bits) |
+//! | PM1a_EVT_BLK | 4 | PM1_STS (offset 0, 16 bits), PM1_EN (offset 2, 16 bits) |
+//! | PM1a_CNT_BLK | 2 | PM1_CNT (16 bits) |
+//! | PM_TMR_BLK | 4 | PM_TMR (32 bits, read-only) |
+//! | GPE0_BLK | 4 | GPE0_STS (offset 0, 16 bits), GPE0_EN (offset 2, 16 bits) |
 //!
-//! The device decodes `PM_BASE..PM_BASE + PM_IO_LEN` (0x600-0x623); the ports between the
-//! blocks read 0xff and ignore writes. Every register may be accessed by bytes, words or
-//! dwords at any offset; an access is split into the registers it touches, each updated
-//! once with the bytes written to it (so a 16-bit PM1_CNT write sees SLP_TYP and SLP_EN
-//! together).
+//! Every register may be accessed by bytes, words or dwords at any offset (the FADT's
+//! Generic Address Structures say words for PM1, a dword for the timer, bytes for GPE0);
+//! an access is split into the registers it touches, each updated once with the bytes
+//! written to it (so a 16-bit PM1_CNT write sees SLP_TYP and SLP_EN together). Bytes past
+//! the end of a block read 0xff and ignore writes.
 //!
 //! - **PM1_STS** (write 1 to clear): TMR_STS (bit 0) is set whenever the timer's top bit
 //!   (23, or 31 with [`AcpiPm::new`]'s `timer_32bit`, the FADT's TMR_VAL_EXT) toggles;
@@ -24,8 +26,8 @@
 //!   PWRBTN_EN (8), RTC_EN (10).
 //! - **PM1_CNT**: SCI_EN (bit 0) and BM_RLD (1) are stored, GBL_RLS (2) is write-only,
 //!   SLP_TYP (12-10) is stored, SLP_EN (13) is write-only: writing it requests the sleep
-//!   state SLP_TYP, which [`AcpiPm::take_sleep_request`] hands to the machine. This
-//!   machine's `\_S5` is [`SLP_TYP_S5`] (0, QEMU's PIIX4 value). SCI_EN reads 1 from
+//!   state SLP_TYP, which [`AcpiPm::take_sleep_request`] hands to the machine (the
+//!   DSDT's `\_S5` value, `crate::acpi::S5_SLEEP_TYPE`, is soft off). SCI_EN reads 1 from
 //!   power-on: there is no SMI command port (the FADT's SMI_CMD is 0), so the machine is
 //!   always in ACPI mode, which is what ACPI tells the OS to assume then.
 //! - **PM_TMR**: a free-running 3.579545 MHz count from [`AcpiPm::new`]'s `now`, 24 bits
@@ -33,41 +35,40 @@
 //! - **GPE0**: status (write 1 to clear) and enable, 16 bits each; nothing here raises a
 //!   general-purpose event.
 //!
-//! **SCI** ([`AcpiPm::sci_level`], IRQ 9, level-triggered active high as the MADT's
-//! override says): SCI_EN and (a PM1 status bit with its enable, or a GPE0 status bit with
-//! its enable). It stays high until the guest clears the status bit.
+//! **SCI** ([`AcpiPm::sci_level`], ISA IRQ 9 = GSI 9, level-triggered active high as the
+//! MADT's override says): SCI_EN and (a PM1 status bit with its enable, or a GPE0 status
+//! bit with its enable). It stays high until the guest clears the status bit.
 //!
 //! **Time.** Every access takes `now` (machine nanoseconds) and first brings the timer's
 //! status up to date arithmetically; [`AcpiPm::next_deadline`] is when TMR_STS will next
-//! raise the SCI (every 2.34 s, or 600 s with 32 bits, while TMR_EN is set), so no bound
+//! raise the SCI (every 2.34 s, or 1200 s with 32 bits, while TMR_EN is set), so no bound
 //! on the rate is needed.
 
-/// Base of the PM I/O space.
-pub const PM_BASE: u16 = 0x600;
-/// Ports the device decodes from [`PM_BASE`] (through the end of GPE0_BLK).
-pub const PM_IO_LEN: u16 = 0x24;
-/// PM1a_EVT_BLK: PM1_STS, PM1_EN.
-pub const PM1A_EVT_BLK: u16 = 0x600;
-/// PM1_EVT_LEN in the FADT.
-pub const PM1_EVT_LEN: u8 = 4;
-/// PM1a_CNT_BLK: PM1_CNT.
-pub const PM1A_CNT_BLK: u16 = 0x604;
-/// PM1_CNT_LEN in the FADT.
-pub const PM1_CNT_LEN: u8 = 2;
-/// PM_TMR_BLK: the PM timer.
-pub const PM_TMR_BLK: u16 = 0x608;
-/// PM_TMR_LEN in the FADT.
-pub const PM_TMR_LEN: u8 = 4;
-/// GPE0_BLK: GPE0_STS, GPE0_EN.
-pub const GPE0_BLK: u16 = 0x620;
-/// GPE0_BLK_LEN in the FADT.
-pub const GPE0_BLK_LEN: u8 = 4;
-/// SCI_INT in the FADT: the ISA IRQ (and GSI) of the SCI, level-triggered active high.
-pub const SCI_IRQ: u8 = 9;
 /// The PM timer's frequency, Hz.
 pub const PM_TIMER_HZ: u64 = 3_579_545;
-/// The SLP_TYP value of S5 (soft off) on this machine, for the DSDT's `\_S5` package.
-pub const SLP_TYP_S5: u8 = 0;
+
+/// One of the register blocks the FADT describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmBlock {
+    /// PM1a_EVT_BLK: PM1_STS at offset 0, PM1_EN at offset 2.
+    Pm1aEvent,
+    /// PM1a_CNT_BLK: PM1_CNT.
+    Pm1aControl,
+    /// PM_TMR_BLK: the PM timer.
+    Timer,
+    /// GPE0_BLK: GPE0_STS at offset 0, GPE0_EN at offset 2.
+    Gpe0,
+}
+
+impl PmBlock {
+    /// The block's length in bytes (the FADT's `*_LEN` field).
+    pub const fn size(self) -> u16 {
+        match self {
+            PmBlock::Pm1aControl => 2,
+            _ => 4,
+        }
+    }
+}
 
 /// PM1_STS / PM1_EN: the timer's top bit toggled / its enable.
 pub const PM1_TMR: u16 = 1 << 0;
@@ -97,7 +98,7 @@ const PM1_CNT_STORED: u16 = PM1_CNT_SCI_EN | 1 << 1 | 7 << PM1_CNT_SLP_TYP_SHIFT
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 
-/// A register of the block, by its offset from [`PM_BASE`].
+/// One register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Register {
     Pm1Status,
@@ -108,14 +109,14 @@ enum Register {
     Gpe0Enable,
 }
 
-/// (offset from PM_BASE, width in bytes, register).
-const REGISTERS: [(u16, u16, Register); 6] = [
-    (0x00, 2, Register::Pm1Status),
-    (0x02, 2, Register::Pm1Enable),
-    (0x04, 2, Register::Pm1Control),
-    (0x08, 4, Register::Timer),
-    (0x20, 2, Register::Gpe0Status),
-    (0x22, 2, Register::Gpe0Enable),
+/// (block, offset in the block, width in bytes, register).
+const REGISTERS: [(PmBlock, u16, u16, Register); 6] = [
+    (PmBlock::Pm1aEvent, 0, 2, Register::Pm1Status),
+    (PmBlock::Pm1aEvent, 2, 2, Register::Pm1Enable),
+    (PmBlock::Pm1aControl, 0, 2, Register::Pm1Control),
+    (PmBlock::Timer, 0, 4, Register::Timer),
+    (PmBlock::Gpe0, 0, 2, Register::Gpe0Status),
+    (PmBlock::Gpe0, 2, 2, Register::Gpe0Enable),
 ];
 
 /// The ACPI PM registers. See the module documentation.
@@ -156,13 +157,14 @@ impl AcpiPm {
         }
     }
 
-    /// Read `size` bytes (1, 2 or 4; other sizes read 4) at `PM_BASE + offset`; bytes no
+    /// Read `size` bytes (1, 2 or 4; other sizes read 4) at `offset` in `block`; bytes no
     /// register holds read 0xff.
-    pub fn read(&mut self, offset: u16, size: u8, now: u64) -> u32 {
+    pub fn read(&mut self, block: PmBlock, offset: u16, size: u8, now: u64) -> u32 {
         self.sync(now);
         let mut value = 0u32;
         for i in 0..access_len(size) {
-            let byte = match register_at(offset.wrapping_add(i)) {
+            let at = offset.checked_add(i);
+            let byte = match at.and_then(|at| register_at(block, at)) {
                 Some((register, byte)) => (self.register(register) >> (8 * byte)) as u8,
                 None => 0xff,
             };
@@ -171,17 +173,22 @@ impl AcpiPm {
         value
     }
 
-    /// Write `size` bytes (1, 2 or 4; other sizes write 4) of `value` at `PM_BASE +
-    /// offset`.
-    pub fn write(&mut self, offset: u16, size: u8, value: u32, now: u64) {
+    /// Write `size` bytes (1, 2 or 4; other sizes write 4) of `value` at `offset` in
+    /// `block`.
+    pub fn write(&mut self, block: PmBlock, offset: u16, size: u8, value: u32, now: u64) {
         self.sync(now);
         let len = access_len(size);
-        for &(start, width, register) in &REGISTERS {
+        for &(in_block, start, width, register) in &REGISTERS {
+            if in_block != block {
+                continue;
+            }
             // The bytes of this register the access covers, in the register's positions.
             let mut mask = 0u32;
             let mut bits = 0u32;
             for i in 0..len {
-                let at = offset.wrapping_add(i);
+                let Some(at) = offset.checked_add(i) else {
+                    break;
+                };
                 if (start..start + width).contains(&at) {
                     let shift = 8 * u32::from(at - start);
                     mask |= 0xff << shift;
@@ -222,7 +229,7 @@ impl AcpiPm {
     }
 
     /// The sleep state requested by a PM1_CNT write with SLP_EN set since the last call:
-    /// its SLP_TYP (0-7; [`SLP_TYP_S5`] is soft off).
+    /// its SLP_TYP (0-7; `crate::acpi::S5_SLEEP_TYPE` is soft off).
     pub fn take_sleep_request(&mut self) -> Option<u8> {
         self.sleep_request.take()
     }
@@ -303,26 +310,57 @@ fn access_len(size: u8) -> u16 {
     }
 }
 
-/// The register holding the byte at `offset`, and that byte's index in it.
-fn register_at(offset: u16) -> Option<(Register, u16)> {
+/// The register holding the byte at `offset` in `block`, and that byte's index in it.
+fn register_at(block: PmBlock, offset: u16) -> Option<(Register, u16)> {
     REGISTERS
         .iter()
-        .find(|&&(start, width, _)| (start..start + width).contains(&offset))
-        .map(|&(start, _, register)| (register, offset - start))
+        .find(|&&(in_block, start, width, _)| {
+            in_block == block && (start..start + width).contains(&offset)
+        })
+        .map(|&(_, start, _, register)| (register, offset - start))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acpi;
     use crate::devices::pit::{edge_time, Pit};
 
     const T0: u64 = 7_000_000_000;
-    const STS: u16 = PM1A_EVT_BLK - PM_BASE;
+    const STS: u16 = acpi::PM1A_EVENT_PORT;
     const EN: u16 = STS + 2;
-    const CNT: u16 = PM1A_CNT_BLK - PM_BASE;
-    const TMR: u16 = PM_TMR_BLK - PM_BASE;
-    const GPE_STS: u16 = GPE0_BLK - PM_BASE;
+    const CNT: u16 = acpi::PM1A_CONTROL_PORT;
+    const TMR: u16 = acpi::PM_TIMER_PORT;
+    const GPE_STS: u16 = acpi::GPE0_PORT;
     const GPE_EN: u16 = GPE_STS + 2;
+
+    /// The block and offset of `port` on the PC machine, as the port bus decodes it.
+    fn decode(port: u16) -> Option<(PmBlock, u16)> {
+        [
+            (PmBlock::Pm1aEvent, acpi::PM1A_EVENT_PORT),
+            (PmBlock::Pm1aControl, acpi::PM1A_CONTROL_PORT),
+            (PmBlock::Timer, acpi::PM_TIMER_PORT),
+            (PmBlock::Gpe0, acpi::GPE0_PORT),
+        ]
+        .into_iter()
+        .find(|&(block, at)| (at..at + block.size()).contains(&port))
+        .map(|(block, at)| (block, port - at))
+    }
+
+    /// An IN from `port`: the device's block or nothing (all ones).
+    fn rd(pm: &mut AcpiPm, port: u16, size: u8, now: u64) -> u32 {
+        match decode(port) {
+            Some((block, offset)) => pm.read(block, offset, size, now),
+            None => u32::MAX >> (32 - 8 * u32::from(access_len(size))),
+        }
+    }
+
+    /// An OUT to `port`.
+    fn wr(pm: &mut AcpiPm, port: u16, size: u8, value: u32, now: u64) {
+        if let Some((block, offset)) = decode(port) {
+            pm.write(block, offset, size, value, now);
+        }
+    }
 
     /// Machine time at which the timer has counted `ticks` since T0.
     fn at_ticks(ticks: u64) -> u64 {
@@ -331,73 +369,86 @@ mod tests {
     }
 
     #[test]
-    fn layout_matches_the_fadt_constants() {
-        assert_eq!(PM_TMR_BLK, 0x608);
-        assert_eq!(PM1A_EVT_BLK + u16::from(PM1_EVT_LEN), PM1A_CNT_BLK);
-        assert!(PM1A_CNT_BLK + u16::from(PM1_CNT_LEN) <= PM_TMR_BLK);
-        assert_eq!(GPE0_BLK + u16::from(GPE0_BLK_LEN), PM_BASE + PM_IO_LEN);
+    fn block_lengths_are_the_fadts() {
+        assert_eq!(
+            PmBlock::Pm1aEvent.size(),
+            u16::from(acpi::fadt::PM1_EVT_LEN)
+        );
+        assert_eq!(
+            PmBlock::Pm1aControl.size(),
+            u16::from(acpi::fadt::PM1_CNT_LEN)
+        );
+        assert_eq!(PmBlock::Timer.size(), u16::from(acpi::fadt::PM_TMR_LEN));
+        assert_eq!(PmBlock::Gpe0.size(), u16::from(acpi::fadt::GPE0_BLK_LEN));
     }
 
     #[test]
     fn power_on_state() {
         let mut pm = AcpiPm::new(false, T0);
-        assert_eq!(pm.read(STS, 2, T0), 0);
-        assert_eq!(pm.read(EN, 2, T0), 0);
-        assert_eq!(pm.read(CNT, 2, T0), 1);
-        assert_eq!(pm.read(TMR, 4, T0), 0);
-        assert_eq!(pm.read(GPE_STS, 4, T0), 0);
+        assert_eq!(rd(&mut pm, STS, 2, T0), 0);
+        assert_eq!(rd(&mut pm, EN, 2, T0), 0);
+        assert_eq!(rd(&mut pm, CNT, 2, T0), 1);
+        assert_eq!(rd(&mut pm, TMR, 4, T0), 0);
+        assert_eq!(rd(&mut pm, GPE_STS, 4, T0), 0);
         assert!(!pm.sci_level());
         assert_eq!(pm.next_deadline(), None);
         assert_eq!(pm.take_sleep_request(), None);
-        // Gaps between the blocks.
-        assert_eq!(pm.read(0x06, 2, T0), 0xffff);
-        assert_eq!(pm.read(0x0c, 4, T0), 0xffff_ffff);
-        assert_eq!(pm.read(0x1f, 1, T0), 0xff);
+        // Bytes past the end of a block.
+        assert_eq!(pm.read(PmBlock::Pm1aControl, 2, 2, T0), 0xffff);
+        assert_eq!(pm.read(PmBlock::Pm1aControl, 1, 2, T0), 0xff00);
+        assert_eq!(pm.read(PmBlock::Timer, 4, 4, T0), 0xffff_ffff);
+        assert_eq!(pm.read(PmBlock::Pm1aEvent, 3, 2, T0), 0xff00);
+        pm.write(PmBlock::Gpe0, 4, 4, 0xffff_ffff, T0);
+        pm.write(PmBlock::Pm1aControl, 2, 2, 0xffff, T0);
+        assert_eq!(pm.read(PmBlock::Gpe0, 0, 4, T0), 0);
+        assert_eq!(pm.take_sleep_request(), None);
     }
 
     #[test]
     fn timer_runs_at_3_579545_mhz() {
         let mut pm = AcpiPm::new(false, T0);
-        assert_eq!(pm.read(TMR, 4, T0 + 1_000), 3);
-        assert_eq!(pm.read(TMR, 4, at_ticks(1234) - 1), 1233);
-        assert_eq!(pm.read(TMR, 4, at_ticks(1234)), 1234);
-        assert_eq!(pm.read(TMR, 4, T0 + 1_000_000_000), 3_579_545);
+        assert_eq!(rd(&mut pm, TMR, 4, T0 + 1_000), 3);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(1234) - 1), 1233);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(1234)), 1234);
+        assert_eq!(rd(&mut pm, TMR, 4, T0 + 1_000_000_000), 3_579_545);
         // Byte and word reads of the same instant agree with the dword.
         let now = T0 + 2_345_678_901;
-        let dword = pm.read(TMR, 4, now);
-        let bytes: u32 = (0..4).map(|i| pm.read(TMR + i, 1, now) << (8 * i)).sum();
-        let words = pm.read(TMR, 2, now) | pm.read(TMR + 2, 2, now) << 16;
+        let dword = rd(&mut pm, TMR, 4, now);
+        let bytes: u32 = (0..4)
+            .map(|i| rd(&mut pm, TMR + i, 1, now) << (8 * i))
+            .sum();
+        let words = rd(&mut pm, TMR, 2, now) | rd(&mut pm, TMR + 2, 2, now) << 16;
         assert_eq!(bytes, dword);
         assert_eq!(words, dword);
         // Writes are ignored.
-        pm.write(TMR, 4, 0, now);
-        assert_eq!(pm.read(TMR, 4, now), dword);
+        wr(&mut pm, TMR, 4, 0, now);
+        assert_eq!(rd(&mut pm, TMR, 4, now), dword);
     }
 
     #[test]
     fn timer_wraps_at_24_bits_and_sets_tmr_sts() {
         let mut pm = AcpiPm::new(false, T0);
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x7f_ffff)), 0x7f_ffff);
-        assert_eq!(pm.read(STS, 2, at_ticks(0x7f_ffff)), 0);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x7f_ffff)), 0x7f_ffff);
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0x7f_ffff)), 0);
         // Bit 23 goes 0 -> 1: TMR_STS.
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x80_0000)), 0x80_0000);
-        assert_eq!(pm.read(STS, 2, at_ticks(0x80_0000)), 1);
-        pm.write(STS, 2, 1, at_ticks(0x80_0000));
-        assert_eq!(pm.read(STS, 2, at_ticks(0xff_ffff)), 0);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x80_0000)), 0x80_0000);
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0x80_0000)), 1);
+        wr(&mut pm, STS, 2, 1, at_ticks(0x80_0000));
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0xff_ffff)), 0);
         // Bit 23 goes 1 -> 0 at the wrap: TMR_STS again, the count restarts from 0.
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x100_0000)), 0);
-        assert_eq!(pm.read(STS, 2, at_ticks(0x100_0000)), 1);
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x100_0005)), 5);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x100_0000)), 0);
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0x100_0000)), 1);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x100_0005)), 5);
     }
 
     #[test]
     fn timer_32bit() {
         let mut pm = AcpiPm::new(true, T0);
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x100_0005)), 0x100_0005);
-        assert_eq!(pm.read(STS, 2, at_ticks(0x100_0005)), 0);
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x8000_0000)), 0x8000_0000);
-        assert_eq!(pm.read(STS, 2, at_ticks(0x8000_0000)), 1);
-        assert_eq!(pm.read(TMR, 4, at_ticks(0x1_0000_0007)), 7);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x100_0005)), 0x100_0005);
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0x100_0005)), 0);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x8000_0000)), 0x8000_0000);
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0x8000_0000)), 1);
+        assert_eq!(rd(&mut pm, TMR, 4, at_ticks(0x1_0000_0007)), 7);
         // 2^32 ticks of 3.579545 MHz: 1199.86 s per wrap.
         let wrap = at_ticks(1 << 32) - T0;
         assert_eq!(wrap / 1_000_000_000, 1199);
@@ -406,8 +457,8 @@ mod tests {
     #[test]
     fn timer_overflow_raises_the_sci_when_enabled() {
         let mut pm = AcpiPm::new(false, T0);
-        pm.write(EN, 2, u32::from(PM1_TMR), T0);
-        assert_eq!(pm.read(EN, 2, T0), 1);
+        wr(&mut pm, EN, 2, u32::from(PM1_TMR), T0);
+        assert_eq!(rd(&mut pm, EN, 2, T0), 1);
         assert_eq!(pm.next_deadline(), Some(at_ticks(0x80_0000)));
         pm.update(at_ticks(0x80_0000) - 1);
         assert!(!pm.sci_level());
@@ -415,13 +466,13 @@ mod tests {
         assert!(pm.sci_level());
         assert_eq!(pm.next_deadline(), None);
         // Write 1 to clear lowers it; the next toggle is 2^23 ticks (2.34 s) later.
-        pm.write(STS, 2, u32::from(PM1_TMR), at_ticks(0x80_0000));
+        wr(&mut pm, STS, 2, u32::from(PM1_TMR), at_ticks(0x80_0000));
         assert!(!pm.sci_level());
         assert_eq!(pm.next_deadline(), Some(at_ticks(0x100_0000)));
         // Without SCI_EN: status but no SCI.
-        pm.write(CNT, 2, 0, at_ticks(0x80_0000));
+        wr(&mut pm, CNT, 2, 0, at_ticks(0x80_0000));
         pm.update(at_ticks(0x100_0000));
-        assert_eq!(pm.read(STS, 2, at_ticks(0x100_0000)), 1);
+        assert_eq!(rd(&mut pm, STS, 2, at_ticks(0x100_0000)), 1);
         assert!(!pm.sci_level());
         assert_eq!(pm.next_deadline(), None);
     }
@@ -429,12 +480,12 @@ mod tests {
     #[test]
     fn huge_elapsed_time() {
         let mut pm = AcpiPm::new(true, 0);
-        pm.write(EN, 2, u32::from(PM1_TMR), 0);
-        let v = pm.read(TMR, 4, u64::MAX);
+        wr(&mut pm, EN, 2, u32::from(PM1_TMR), 0);
+        let v = rd(&mut pm, TMR, 4, u64::MAX);
         let ticks = u128::from(u64::MAX) * u128::from(PM_TIMER_HZ) / NS_PER_SEC;
         assert_eq!(v, ticks as u32);
         assert!(pm.sci_level());
-        pm.write(STS, 2, 0xffff, u64::MAX);
+        wr(&mut pm, STS, 2, 0xffff, u64::MAX);
         assert_eq!(pm.next_deadline(), Some(u64::MAX));
     }
 
@@ -443,32 +494,32 @@ mod tests {
         let mut pm = AcpiPm::new(false, T0);
         pm.press_power_button(T0);
         pm.wake(T0);
-        assert_eq!(pm.read(STS, 2, T0), 0x8100);
+        assert_eq!(rd(&mut pm, STS, 2, T0), 0x8100);
         assert!(!pm.sci_level());
-        pm.write(EN, 2, 0xffff, T0);
-        assert_eq!(pm.read(EN, 2, T0), 0x0521);
+        wr(&mut pm, EN, 2, 0xffff, T0);
+        assert_eq!(rd(&mut pm, EN, 2, T0), 0x0521);
         assert!(pm.sci_level());
         // Writing 0 clears nothing; a byte write clears only its byte's bits.
-        pm.write(STS, 2, 0, T0);
-        assert_eq!(pm.read(STS, 2, T0), 0x8100);
-        pm.write(STS + 1, 1, 0x80, T0);
-        assert_eq!(pm.read(STS, 2, T0), 0x0100);
+        wr(&mut pm, STS, 2, 0, T0);
+        assert_eq!(rd(&mut pm, STS, 2, T0), 0x8100);
+        wr(&mut pm, STS + 1, 1, 0x80, T0);
+        assert_eq!(rd(&mut pm, STS, 2, T0), 0x0100);
         assert!(pm.sci_level());
         // A dword write at PM1a_EVT_BLK: status (clear PWRBTN) and enable together.
-        pm.write(STS, 4, 0x0000_0100, T0);
-        assert_eq!(pm.read(STS, 4, T0), 0);
+        wr(&mut pm, STS, 4, 0x0000_0100, T0);
+        assert_eq!(rd(&mut pm, STS, 4, T0), 0);
         assert!(!pm.sci_level());
     }
 
     #[test]
     fn gpe0_block() {
         let mut pm = AcpiPm::new(false, T0);
-        pm.write(GPE_EN, 2, 0xffff, T0);
-        assert_eq!(pm.read(GPE_STS, 4, T0), 0xffff_0000);
-        pm.write(GPE_STS, 2, 0xffff, T0);
-        assert_eq!(pm.read(GPE_STS, 2, T0), 0);
-        pm.write(GPE_EN + 1, 1, 0, T0);
-        assert_eq!(pm.read(GPE_EN, 2, T0), 0x00ff);
+        wr(&mut pm, GPE_EN, 2, 0xffff, T0);
+        assert_eq!(rd(&mut pm, GPE_STS, 4, T0), 0xffff_0000);
+        wr(&mut pm, GPE_STS, 2, 0xffff, T0);
+        assert_eq!(rd(&mut pm, GPE_STS, 2, T0), 0);
+        wr(&mut pm, GPE_EN + 1, 1, 0, T0);
+        assert_eq!(rd(&mut pm, GPE_EN, 2, T0), 0x00ff);
         assert!(!pm.sci_level());
     }
 
@@ -477,25 +528,25 @@ mod tests {
     #[test]
     fn slp_en_requests_sleep() {
         let mut pm = AcpiPm::new(false, T0);
-        let control = pm.read(CNT, 2, T0);
-        let typed = (control & !(7 << 10)) | u32::from(SLP_TYP_S5) << 10;
-        pm.write(CNT, 2, typed, T0);
+        let control = rd(&mut pm, CNT, 2, T0);
+        let typed = (control & !(7 << 10)) | u32::from(acpi::S5_SLEEP_TYPE) << 10;
+        wr(&mut pm, CNT, 2, typed, T0);
         assert_eq!(pm.take_sleep_request(), None);
-        pm.write(CNT, 2, typed | u32::from(PM1_CNT_SLP_EN), T0);
-        assert_eq!(pm.take_sleep_request(), Some(SLP_TYP_S5));
+        wr(&mut pm, CNT, 2, typed | u32::from(PM1_CNT_SLP_EN), T0);
+        assert_eq!(pm.take_sleep_request(), Some(acpi::S5_SLEEP_TYPE));
         assert_eq!(pm.take_sleep_request(), None);
         // SLP_EN reads 0; SLP_TYP and SCI_EN read back.
-        pm.write(CNT, 2, 0x3c01 | 0x4000, T0);
+        wr(&mut pm, CNT, 2, 0x3c01 | 0x4000, T0);
         assert_eq!(pm.take_sleep_request(), Some(7));
-        assert_eq!(pm.read(CNT, 2, T0), 0x1c01);
+        assert_eq!(rd(&mut pm, CNT, 2, T0), 0x1c01);
         // A byte write of the high byte alone carries SLP_TYP and SLP_EN together.
-        pm.write(CNT + 1, 1, 0x24, T0);
+        wr(&mut pm, CNT + 1, 1, 0x24, T0);
         assert_eq!(pm.take_sleep_request(), Some(1));
-        assert_eq!(pm.read(CNT, 2, T0), 0x0401);
+        assert_eq!(rd(&mut pm, CNT, 2, T0), 0x0401);
         // A low-byte write does not request anything.
-        pm.write(CNT, 1, 0xff, T0);
+        wr(&mut pm, CNT, 1, 0xff, T0);
         assert_eq!(pm.take_sleep_request(), None);
-        assert_eq!(pm.read(CNT, 2, T0), 0x0403);
+        assert_eq!(rd(&mut pm, CNT, 2, T0), 0x0403);
     }
 
     /// Linux's `verify_pmtmr_rate`: the PM timer read around a PIT channel 2 countdown
@@ -510,11 +561,11 @@ mod tests {
         pit.write(3, 0xb0, now);
         pit.write(2, 0xff, now);
         pit.write(2, 0xff, now);
-        let v1 = pm.read(TMR, 4, now);
+        let v1 = rd(&mut pm, TMR, 4, now);
         while !pit.out(2, now) {
             now += 1_000;
         }
-        let v2 = pm.read(TMR, 4, now);
+        let v2 = rd(&mut pm, TMR, 4, now);
         let delta = (v2.wrapping_sub(v1)) & 0xff_ffff;
         // PMTMR_TICKS_PER_SEC * CALIBRATE_LATCH / CLOCK_TICK_RATE.
         let expected = (PM_TIMER_HZ * 0xffff / 1_193_182) as u32;
@@ -538,9 +589,9 @@ mod tests {
                 x ^= x << 5;
                 now += u64::from(x) * 400;
                 match x % 4 {
-                    0 => pm.write(EN, 2, x >> 8, now),
-                    1 => pm.write(STS, 2, x >> 8, now),
-                    2 => pm.write(CNT, 1, (x >> 8) & 1, now),
+                    0 => wr(&mut pm, EN, 2, x >> 8, now),
+                    1 => wr(&mut pm, STS, 2, x >> 8, now),
+                    2 => wr(&mut pm, CNT, 1, (x >> 8) & 1, now),
                     _ => pm.update(now),
                 }
                 match pm.next_deadline() {
@@ -576,12 +627,18 @@ mod tests {
             x ^= x >> 17;
             x ^= x << 5;
             now += u64::from(x % 1_000_000);
-            let offset = ((x >> 4) as u16 % 0x30) | if x & 1 != 0 { 0xfff0 } else { 0 };
+            let block = [
+                PmBlock::Pm1aEvent,
+                PmBlock::Pm1aControl,
+                PmBlock::Timer,
+                PmBlock::Gpe0,
+            ][(x >> 4) as usize % 4];
+            let offset = ((x >> 6) as u16 % 8) | if x & 1 != 0 { 0xfff8 } else { 0 };
             let size = [1, 2, 4, 3, 0][(x >> 12) as usize % 5];
             if x & 2 != 0 {
-                pm.read(offset, size, now);
+                pm.read(block, offset, size, now);
             } else {
-                pm.write(offset, size, x, now);
+                pm.write(block, offset, size, x, now);
                 pm.take_sleep_request();
             }
             if let Some(deadline) = pm.next_deadline() {

@@ -58,8 +58,9 @@ pub const PIT_BASE: u16 = 0x40;
 pub const PIT_PORTS: u16 = 4;
 /// The input clock, Hz (the PC's 14.31818 MHz crystal divided by 12).
 pub const PIT_HZ: u64 = 1_193_182;
-/// The ISA IRQ that channel 0's OUT drives (edge-triggered, active high).
-pub const PIT_IRQ: u8 = 0;
+/// The ISA IRQ that channel 0's OUT drives (edge-triggered, active high), a line of
+/// `crate::vm::Vm::set_irq` (the I/O APIC sees it on pin 2).
+pub const PIT_IRQ: u32 = 0;
 /// The shortest time between two interrupt deadlines [`Pit::next_deadline`] reports after
 /// edges were taken: 10 µs, the local APIC's `MIN_PERIODIC_TICKS`. The PIT's shortest
 /// legal period is 2 clocks (1.68 µs); edges closer than this are taken together.

@@ -5,15 +5,15 @@
 //! chipset latches from the same write ([`Rtc::nmi_masked`]). Port 0x70 is write-only and
 //! reads 0xff.
 //!
-//! **The clock** (registers 0x00-0x09 and the century at [`CMOS_CENTURY`], which the FADT's
-//! `CENTURY` field names) starts at the host's wall-clock time (UTC, as QEMU's default
-//! `-rtc base=utc`), given to [`Rtc::new`], and runs on the machine clock: updates happen
-//! at whole seconds of the divider chain, which keeps the sub-second phase of the wall
-//! clock. The time is kept as a count of seconds and the registers are generated from it
+//! **The clock** (registers 0x00-0x09 and the century at 0x32,
+//! `crate::acpi::RTC_CENTURY_INDEX`, which the FADT's `CENTURY` field names) starts at the
+//! host's wall-clock time (UTC, as QEMU's default `-rtc base=utc`), given to
+//! [`Rtc::new`], and runs on the machine clock: updates happen at whole seconds of the
+//! divider chain, which keeps the sub-second phase of the wall clock. The time is kept as a count of seconds and the registers are generated from it
 //! in the format register B selects (BCD or binary, 24-hour or 12-hour with bit 7 = PM),
 //! so changing the format changes what the registers read at once (as in QEMU). While the
-//! clock is stopped — register B's SET bit, or the divider in reset (register A bits
-//! 6-4 = 11x) — the registers hold exactly what the guest writes, and restarting the
+//! clock is stopped — register B's SET bit, or the divider stopped (register A bits 6-4
+//! other than 000-010; 11x is the reset Linux uses) — the registers hold exactly what the guest writes, and restarting the
 //! clock reads them back as the new time (each field decoded in the current format;
 //! out-of-range values carry into the next field arithmetically); a divider taken out of
 //! reset makes its first update 500 ms later, as the MC146818 does. A time register
@@ -22,10 +22,10 @@
 //! years wrap at 9999.
 //!
 //! **Registers A-D.** A: UIP (read-only) is set for the [`UIP_WINDOW_NS`] before each
-//! update while the clock runs; DV (bits 6-4) stops the divider at 11x, otherwise it runs
-//! with a 32.768 kHz time base; RS (bits 3-0) selects the periodic rate. B: SET, PIE,
-//! AIE, UIE, SQWE (stored: the square-wave pin is unconnected on a PC), DM, 24/12, DSE
-//! (stored; the clock keeps UTC). Setting SET clears UIE, as on the MC146818. C: IRQF, PF,
+//! update while the clock runs; DV (bits 6-4) runs the divider at 000-010 (all on the
+//! 32.768 kHz time base a PC has, as in QEMU) and stops it otherwise; RS (bits 3-0)
+//! selects the periodic rate. B: SET, PIE, AIE, UIE, SQWE (stored: the square-wave pin is
+//! unconnected on a PC), DM, 24/12, DSE (stored; the clock keeps UTC). Setting SET clears UIE, as on the MC146818. C: IRQF, PF,
 //! AF, UF; reading it returns and clears them, lowering IRQ 8. D: VRT (battery good)
 //! always set. C and D ignore writes.
 //!
@@ -52,10 +52,9 @@
 pub const RTC_BASE: u16 = 0x70;
 /// Number of ports (index, data).
 pub const RTC_PORTS: u16 = 2;
-/// The ISA IRQ the RTC interrupts on (edge-triggered at the PIC, active high).
-pub const RTC_IRQ: u8 = 8;
-/// The century register (BCD or binary as register B says), for the FADT's `CENTURY`.
-pub const CMOS_CENTURY: u8 = 0x32;
+/// The ISA IRQ the RTC interrupts on (edge-triggered, active high), a line of
+/// `crate::vm::Vm::set_irq`.
+pub const RTC_IRQ: u32 = 8;
 /// How long before each update UIP reads 1: 8 cycles of the 32.768 kHz time base
 /// (244.140625 µs, rounded up).
 pub const UIP_WINDOW_NS: u64 = 244_141;
@@ -74,7 +73,8 @@ const REG_A: usize = 0x0a;
 const REG_B: usize = 0x0b;
 const REG_C: usize = 0x0c;
 const REG_D: usize = 0x0d;
-const CENTURY: usize = CMOS_CENTURY as usize;
+/// The century register (BCD or binary as register B says), where the FADT says it is.
+const CENTURY: usize = crate::acpi::RTC_CENTURY_INDEX as usize;
 
 const A_UIP: u8 = 0x80;
 const B_SET: u8 = 0x80;
