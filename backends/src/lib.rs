@@ -6,17 +6,18 @@
 
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
-use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage};
+use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage_with_layout};
 use opsvisor_core::loader::elf;
 use opsvisor_core::loader::flat::load_flat;
-use opsvisor_core::loader::linux::LinuxBoot;
+use opsvisor_core::loader::linux::{LinuxBoot, LinuxLayout};
 use opsvisor_core::loader::multiboot::{
     is_multiboot, load_multiboot, CODE_SELECTOR, DATA_SELECTOR,
 };
-use opsvisor_core::loader::pvh::{load_pvh, pvh_entry};
+use opsvisor_core::loader::pvh::{load_pvh_with_layout, pvh_entry};
 use opsvisor_core::loader::{BootState, LoadError, Module};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
 use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::pc;
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::{Vm, VmConfig};
 use opsvisor_core::{EmuSlot, Unavailable};
@@ -73,10 +74,6 @@ pub struct MachineOptions {
     pub modules: Vec<(String, Vec<u8>)>,
     /// The initial ramdisk of a Linux kernel (bzImage or PVH).
     pub initrd: Option<Vec<u8>>,
-    /// The guest-physical address of the ACPI RSDP the platform built, handed to Linux
-    /// kernels (the zero page's `acpi_rsdp_addr`, PVH's `rsdp_paddr`); `None` without
-    /// ACPI tables.
-    pub rsdp_addr: Option<u64>,
     /// Stop after this many guest instructions.
     pub max_instructions: Option<u64>,
     /// Stop after this much wall-clock time.
@@ -102,7 +99,6 @@ impl Default for MachineOptions {
             cmdline: String::new(),
             modules: Vec::new(),
             initrd: None,
-            rsdp_addr: None,
             max_instructions: None,
             timeout: None,
             collect_timing: false,
@@ -218,22 +214,35 @@ fn linux_options(opts: &MachineOptions, format: &str) -> Result<(), BuildError> 
 }
 
 /// What a Linux kernel is booted with.
-fn linux_boot(opts: &MachineOptions) -> LinuxBoot<'_> {
+fn linux_boot(opts: &MachineOptions, rsdp_addr: Option<u64>) -> LinuxBoot<'_> {
     LinuxBoot {
         cmdline: &opts.cmdline,
         initrd: opts.initrd.as_deref(),
-        rsdp_addr: opts.rsdp_addr,
+        rsdp_addr,
     }
+}
+
+/// A kernel in guest memory: the state its entry expects, and for a Linux kernel where its
+/// parts went.
+#[derive(Clone, Debug)]
+pub struct LoadedKernel {
+    /// The vCPU state at the kernel's entry.
+    pub state: BootState,
+    /// Where a Linux kernel (bzImage or PVH) and its initrd and command line went.
+    pub linux: Option<LinuxLayout>,
 }
 
 /// Load `kernel` into `mem` in the format it is in, tried in this order (as QEMU's
 /// `-kernel` does): a multiboot v1 header in the first 8 KiB, a Linux bzImage (boot flag
 /// and "HdrS"), an ELF kernel with a PVH entry note, and with `--flat` a flat binary.
+/// `rsdp_addr` is the ACPI RSDP a Linux kernel is told about.
 pub fn load_kernel(
     mem: &mut GuestMemory,
     kernel: &[u8],
     opts: &MachineOptions,
-) -> Result<BootState, BuildError> {
+    rsdp_addr: Option<u64>,
+) -> Result<LoadedKernel, BuildError> {
+    let plain = |state| LoadedKernel { state, linux: None };
     if is_multiboot(kernel) {
         if opts.initrd.is_some() {
             return Err(BuildError::Option(
@@ -245,11 +254,15 @@ pub fn load_kernel(
             .iter()
             .map(|(cmdline, data)| Module { cmdline, data })
             .collect();
-        return Ok(load_multiboot(mem, kernel, &opts.cmdline, &modules)?);
+        return Ok(plain(load_multiboot(mem, kernel, &opts.cmdline, &modules)?));
     }
     if is_bzimage(kernel) {
         linux_options(opts, "a Linux bzImage")?;
-        return Ok(load_bzimage(mem, kernel, &linux_boot(opts))?);
+        let (state, layout) = load_bzimage_with_layout(mem, kernel, &linux_boot(opts, rsdp_addr))?;
+        return Ok(LoadedKernel {
+            state,
+            linux: Some(layout),
+        });
     }
     if elf::is_elf(kernel) {
         // Without a multiboot header, an ELF kernel is booted through its PVH note; a
@@ -271,7 +284,11 @@ pub fn load_kernel(
             )));
         }
         linux_options(opts, "an ELF kernel with a PVH entry")?;
-        return Ok(load_pvh(mem, kernel, &linux_boot(opts))?);
+        let (state, layout) = load_pvh_with_layout(mem, kernel, &linux_boot(opts, rsdp_addr))?;
+        return Ok(LoadedKernel {
+            state,
+            linux: Some(layout),
+        });
     }
     if !opts.flat {
         return Err(BuildError::Load(LoadError::UnknownFormat(
@@ -288,18 +305,26 @@ pub fn load_kernel(
             "--module, --append and --initrd need a multiboot or Linux kernel; this one is a flat binary".into(),
         ));
     }
-    Ok(load_flat(mem, kernel, opts.flat_load, flat_state(opts)?)?)
+    Ok(plain(load_flat(
+        mem,
+        kernel,
+        opts.flat_load,
+        flat_state(opts)?,
+    )?))
 }
 
-/// Build a machine: guest memory, the kernel loaded into it ([`load_kernel`]), the vCPU
-/// in the kernel's entry state.
+/// Build a machine: guest memory with the PC's ACPI tables ([`pc::build_acpi`]), the
+/// kernel loaded into it ([`load_kernel`]), the vCPU in the kernel's entry state, and the
+/// boot described in fw_cfg.
 pub fn build_machine<P: Platform>(
     kernel: &[u8],
     opts: &MachineOptions,
     platform: P,
 ) -> Result<Machine<P>, BuildError> {
     let mut mem = guest_memory(opts.memory)?;
-    let state = load_kernel(&mut mem, kernel, opts)?;
+    let acpi = pc::build_acpi(&mut mem, 1)
+        .map_err(|e| BuildError::Memory(format!("the ACPI tables: {e}")))?;
+    let LoadedKernel { state, linux } = load_kernel(&mut mem, kernel, opts, Some(acpi.rsdp))?;
     let mut vcpu = match opts.backend {
         BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
     };
@@ -316,7 +341,10 @@ pub fn build_machine<P: Platform>(
     let cpuid = match opts.backend {
         BackendKind::Emu => CpuidPolicy::emulator(),
     };
-    Ok(Vm::new(vcpu, mem, platform, cpuid, config))
+    let mut vm = Vm::new(vcpu, mem, platform, cpuid, config);
+    vm.describe_boot_in_fw_cfg(linux.as_ref().map(|layout| (layout, opts.cmdline.as_str())))
+        .map_err(|e| BuildError::Memory(format!("describing the boot in fw_cfg: {e}")))?;
+    Ok(vm)
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct RunArgs {
     pub initrd: Option<String>,
     /// Print exit statistics at the end.
     pub stats: bool,
+    /// `--no-reboot`: a guest that resets the machine ends the run instead of starting
+    /// again.
+    pub no_reboot: bool,
     /// Everything else, ready for the machine builder.
     pub machine: MachineOptions,
 }
@@ -62,14 +65,18 @@ OPTIONS:
     --load-addr ADDR        flat binary: guest-physical load address (default: 0x100000)
     --entry ADDR            flat binary: entry point (default: the load address)
     --mode real|protected   flat binary: CPU mode at entry (default: protected)
+    --no-reboot             a guest that resets the machine ends the run (status 12)
+                            instead of booting the kernel again, as QEMU's -no-reboot
 
 EXIT STATUS:
+    0       the guest powered the machine off (ACPI S5, e.g. Linux's poweroff)
     odd     the guest's debug-exit status (V << 1) | 1
     2       bad input: missing or invalid kernel or module, bad option
     4       the guest triple-faulted
     6       the guest halted with interrupts off or no timer to wake it
     8       --timeout or --max-instructions ended the run
     10      the backend could not continue (reported on stderr)
+    12      the guest reset the machine and --no-reboot was given
 ";
 
 /// Parse a size: a number with an optional K, M or G suffix (powers of 1024).
@@ -135,6 +142,7 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
     let mut initrd = None;
     let mut kernel = None;
     let mut stats = false;
+    let mut no_reboot = false;
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -184,6 +192,7 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
             }
             "--timeout" => machine.timeout = Some(parse_timeout(&value(name)?)?),
             "--flat" => machine.flat = true,
+            "--no-reboot" => no_reboot = true,
             "--load-addr" => {
                 machine.flat = true;
                 machine.flat_load = parse_u64(&value(name)?, "--load-addr")?;
@@ -220,6 +229,7 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
         modules,
         initrd,
         stats,
+        no_reboot,
         machine,
     }))
 }

@@ -10,7 +10,10 @@ use opsvisor_core::platform::{Platform, StdPlatform};
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_core::X86Ops;
 use std::process::ExitCode;
+use std::time::Instant;
 
+/// Exit status when the guest powered the machine off (ACPI S5).
+const STATUS_POWER_OFF: u8 = 0;
 /// Exit status for bad input: a missing or invalid kernel, a bad option.
 const STATUS_BAD_INPUT: u8 = 2;
 /// Exit status when the guest triple-faulted.
@@ -21,6 +24,8 @@ const STATUS_HALTED: u8 = 6;
 const STATUS_LIMIT: u8 = 8;
 /// Exit status when the backend could not go on (an internal limitation).
 const STATUS_FAILED: u8 = 10;
+/// Exit status when the guest reset the machine and `--no-reboot` was given.
+const STATUS_RESET: u8 = 12;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -71,41 +76,64 @@ fn run_guest(run: &RunArgs) -> Result<u8, String> {
     if let Some(path) = &run.initrd {
         opts.initrd = Some(read_file(path, "initrd")?);
     }
-    let mut vm = build_machine(&kernel, &opts, StdPlatform::new())
-        .map_err(|e| format!("{}: {e}", run.kernel))?;
-    let outcome = vm.run();
-    vm.platform.console_flush();
-    if run.stats {
-        print_stats(&vm);
+    let mut platform = StdPlatform::new();
+    let started = Instant::now();
+    loop {
+        let mut vm =
+            build_machine(&kernel, &opts, platform).map_err(|e| format!("{}: {e}", run.kernel))?;
+        let outcome = vm.run();
+        vm.platform.console_flush();
+        if run.stats {
+            print_stats(&vm);
+        }
+        report_unimplemented(&vm.vcpu);
+        let code = match outcome {
+            RunOutcome::DebugExit { status } => status as u8,
+            RunOutcome::PowerOff => STATUS_POWER_OFF,
+            RunOutcome::Reset if run.no_reboot => {
+                eprintln!("opsvisor: the guest reset the machine (--no-reboot)");
+                STATUS_RESET
+            }
+            RunOutcome::Reset => {
+                // Boot the kernel again on a new machine, as a PC that resets runs its
+                // firmware again; the console and the time limit carry over.
+                if let Some(limit) = run.machine.timeout {
+                    let left = limit.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        eprintln!("opsvisor: stopped after the timeout");
+                        return Ok(STATUS_LIMIT);
+                    }
+                    opts.timeout = Some(left);
+                }
+                platform = vm.into_platform();
+                continue;
+            }
+            RunOutcome::TripleFault { rip } => {
+                eprintln!("opsvisor: the guest triple-faulted at rip {rip:#x}");
+                STATUS_TRIPLE_FAULT
+            }
+            RunOutcome::HaltedForever => {
+                eprintln!("opsvisor: the guest halted with nothing that could wake it");
+                STATUS_HALTED
+            }
+            RunOutcome::InstructionLimit => {
+                eprintln!(
+                    "opsvisor: stopped after the instruction limit ({})",
+                    opts.max_instructions.unwrap_or(0)
+                );
+                STATUS_LIMIT
+            }
+            RunOutcome::Timeout => {
+                eprintln!("opsvisor: stopped after the timeout");
+                STATUS_LIMIT
+            }
+            RunOutcome::Failed(why) => {
+                eprintln!("opsvisor: {why}");
+                STATUS_FAILED
+            }
+        };
+        return Ok(code);
     }
-    report_unimplemented(&vm.vcpu);
-    let code = match outcome {
-        RunOutcome::DebugExit { status } => status as u8,
-        RunOutcome::TripleFault { rip } => {
-            eprintln!("opsvisor: the guest triple-faulted at rip {rip:#x}");
-            STATUS_TRIPLE_FAULT
-        }
-        RunOutcome::HaltedForever => {
-            eprintln!("opsvisor: the guest halted with nothing that could wake it");
-            STATUS_HALTED
-        }
-        RunOutcome::InstructionLimit => {
-            eprintln!(
-                "opsvisor: stopped after the instruction limit ({})",
-                opts.max_instructions.unwrap_or(0)
-            );
-            STATUS_LIMIT
-        }
-        RunOutcome::Timeout => {
-            eprintln!("opsvisor: stopped after the timeout");
-            STATUS_LIMIT
-        }
-        RunOutcome::Failed(why) => {
-            eprintln!("opsvisor: {why}");
-            STATUS_FAILED
-        }
-    };
-    Ok(code)
 }
 
 fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {

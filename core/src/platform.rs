@@ -31,6 +31,11 @@ pub trait Platform {
     fn console_read(&mut self) -> Option<u8>;
     /// Whether console input is waiting.
     fn console_input_ready(&mut self) -> bool;
+    /// Whether console input may still arrive (it is waiting, or the console is open): a
+    /// guest halted until input arrives is stopped when none ever can.
+    fn console_input_possible(&mut self) -> bool {
+        true
+    }
 }
 
 #[cfg(feature = "std")]
@@ -175,6 +180,11 @@ mod std_platform {
                 .bytes
                 .is_empty()
         }
+
+        fn console_input_possible(&mut self) -> bool {
+            let input = self.input.0.lock().unwrap_or_else(|e| e.into_inner());
+            !input.closed || !input.bytes.is_empty()
+        }
     }
 
     impl Drop for StdPlatform {
@@ -245,6 +255,10 @@ mod std_platform {
             self.input.pop_front()
         }
         fn console_input_ready(&mut self) -> bool {
+            !self.input.is_empty()
+        }
+        fn console_input_possible(&mut self) -> bool {
+            // The buffer is all the input there will ever be.
             !self.input.is_empty()
         }
     }

@@ -439,6 +439,14 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
             log!("failed: the guest halted with nothing that could wake it");
             CODE_IMAGE_FAILED
         }
+        RunOutcome::PowerOff => {
+            log!("guest powered off");
+            0
+        }
+        RunOutcome::Reset => {
+            log!("guest reset the machine");
+            CODE_IMAGE_FAILED
+        }
         RunOutcome::InstructionLimit | RunOutcome::Timeout => {
             log!("failed: the run hit its limit");
             CODE_IMAGE_FAILED

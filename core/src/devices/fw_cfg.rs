@@ -168,6 +168,12 @@ pub enum FwCfgError {
         /// Its length.
         len: u64,
     },
+    /// An item whose guest-physical address does not fit the 32-bit ADDR item that names
+    /// it.
+    AddressAbove4G {
+        /// The address.
+        addr: u64,
+    },
     /// A guest-memory item outside RAM.
     NotRam {
         /// First byte.
@@ -195,6 +201,10 @@ impl fmt::Display for FwCfgError {
             FwCfgError::TooLarge { len } => {
                 write!(f, "fw_cfg item of {len} bytes: at most 4 GiB - 2")
             }
+            FwCfgError::AddressAbove4G { addr } => write!(
+                f,
+                "fw_cfg item at guest-physical {addr:#x}: its address item holds 32 bits"
+            ),
             FwCfgError::NotRam { gpa, len } => write!(
                 f,
                 "fw_cfg item at guest-physical {gpa:#x}+{len:#x} is not RAM"
