@@ -195,6 +195,18 @@ pub struct MmioState {
     pub want: Option<(u64, u8)>,
     /// A store to MMIO made by the instruction just retired: (gpa, size, data).
     pub write: Option<(u64, u8, u64)>,
+    /// A second store to MMIO by the same instruction (the upper part of a store that
+    /// straddles two pages outside RAM), reported after `write`.
+    pub write2: Option<(u64, u8, u64)>,
+}
+
+impl MmioState {
+    /// The next MMIO store to report, in program order.
+    pub fn take_write(&mut self) -> Option<(u64, u8, u64)> {
+        let w = self.write.take();
+        self.write = self.write2.take();
+        w
+    }
 }
 
 /// The architectural state plus the emulator's per-vCPU caches.
@@ -282,7 +294,8 @@ pub struct Cpu {
     pub tsc_base_retired: u64,
     /// Code pages written since the last check: their blocks must go.
     pub smc_pages: Vec<u64>,
-    /// Per guest-physical page: which 128-byte chunks hold decoded code.
+    /// Per RAM page, by its dense index ([`crate::mem::RamMap::page_slot`]): which
+    /// 128-byte chunks hold decoded code.
     pub code_chunks: Vec<u32>,
     /// Bumped whenever cached translations or blocks may have become stale.
     pub fetch_gen: u64,

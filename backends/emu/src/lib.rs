@@ -137,8 +137,10 @@ impl EmuVcpu {
     fn refresh_memory(&mut self, mem: &mut GuestMemory) {
         if self.cpu.ram.refresh(mem) {
             self.cpu.tlb.flush(true);
-            let pages = self.cpu.ram.end().div_ceil(4096) as usize;
+            // One entry per RAM page (dense: see `RamMap::page_slot`).
+            let pages = self.cpu.ram.pages();
             self.cpu.code_chunks.clear();
+            self.cpu.code_chunks.shrink_to(pages);
             self.cpu.code_chunks.resize(pages, 0);
             self.cache.flush(&mut self.cpu);
         }
@@ -186,7 +188,7 @@ impl EmuVcpu {
             // is dropped (string input into device memory is not supported).
             if mem.write(gpa, &bytes[..n]).is_ok() {
                 let page = gpa >> 12;
-                if c.code_chunks.get(page as usize).is_some_and(|m| *m != 0) {
+                if c.code_chunks_of(page).is_some_and(|m| m != 0) {
                     c.smc_pages.push(page);
                 }
             }
@@ -257,7 +259,7 @@ impl EmuVcpu {
             if !self.cpu.smc_pages.is_empty() {
                 self.process_smc();
             }
-            if let Some((gpa, size, data)) = self.cpu.mmio.write.take() {
+            if let Some((gpa, size, data)) = self.cpu.mmio.take_write() {
                 leave!(Exit::Mmio {
                     gpa,
                     size,
@@ -496,6 +498,7 @@ impl EmuVcpu {
         c.mmio.len = 0;
         c.mmio.pos = 0;
         c.mmio.write = None;
+        c.mmio.write2 = None;
         interrupt::raise(c, mem, vector, error_code).err()
     }
 }

@@ -1293,3 +1293,180 @@ fn read_modify_write_faults_as_a_write() {
     assert_ne!(h.mem.read_u64(0x8000).unwrap() & 0x40, 0, "dirty");
     assert_eq!(h.gpr(Gpr::R15), 2);
 }
+
+/// The end of RAM in the test machine (4 MiB; the identity map goes on to 1 GiB, so the
+/// pages above are mapped but not RAM).
+const RAM_END: u64 = 4 << 20;
+
+/// The MMIO exits the run made, in order.
+fn mmio_exits(h: &Harness) -> Vec<Exit> {
+    h.exits
+        .iter()
+        .copied()
+        .filter(|e| matches!(e, Exit::Mmio { .. }))
+        .collect()
+}
+
+/// A read that straddles the end of RAM takes its low part from RAM and its high part
+/// from the bus (an MMIO read of just those bytes); a store splits the same way, the RAM
+/// part written and the rest an MMIO store. An access straddling two pages that are both
+/// outside RAM is two MMIO accesses. None of this ends the run.
+#[test]
+fn accesses_straddling_the_end_of_ram_split_into_ram_and_bus_parts() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write_u32(RAM_END - 4, 0x4433_2211).unwrap();
+    h.mmio.insert(RAM_END, 0xddcc_bbaa);
+    h.mmio.insert(RAM_END + 0xffe, 0xbbaa);
+    h.mmio.insert(RAM_END + 0x1000, 0xffee_ddcc_bbaa_9988);
+    let mut a = asm64();
+    a.mov(rbx, RAM_END - 4).unwrap();
+    a.mov(rax, qword_ptr(rbx)).unwrap();
+    a.mov(rdx, 0x0102_0304_0506_0708u64).unwrap();
+    a.mov(qword_ptr(rbx), rdx).unwrap();
+    // Both pages outside RAM: two reads, then two stores.
+    a.mov(rbx, RAM_END + 0xffe).unwrap();
+    a.mov(rsi, qword_ptr(rbx)).unwrap();
+    a.mov(qword_ptr(rbx), rdx).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 0xddcc_bbaa_4433_2211);
+    assert_eq!(h.mem.read_u32(RAM_END - 4).unwrap(), 0x0506_0708);
+    assert_eq!(h.gpr(Gpr::Rsi), 0xdd_ccbb_aa99_88bb_aa);
+    let read = |gpa, size| Exit::Mmio {
+        gpa,
+        size,
+        direction: Direction::Read,
+        data: 0,
+    };
+    let write = |gpa, size, data| Exit::Mmio {
+        gpa,
+        size,
+        direction: Direction::Write,
+        data,
+    };
+    assert_eq!(
+        mmio_exits(&h),
+        [
+            read(RAM_END, 4),
+            write(RAM_END, 4, 0x0102_0304),
+            read(RAM_END + 0xffe, 2),
+            read(RAM_END + 0x1000, 6),
+            write(RAM_END + 0xffe, 2, 0x0708),
+            write(RAM_END + 0x1000, 6, 0x0102_0304_0506),
+        ]
+    );
+}
+
+/// REP string instructions on memory outside RAM run to the end, one MMIO access per
+/// element and exit, in both directions (stores with REP STOS, loads with REP LODS).
+#[test]
+fn rep_string_instructions_outside_ram_run_element_by_element() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mmio.insert(RAM_END + 0x100, 0x11);
+    h.mmio.insert(RAM_END + 0x107, 0x77);
+    let mut a = asm64();
+    a.cld().unwrap();
+    a.mov(rdi, RAM_END + 0x200).unwrap();
+    a.mov(eax, 0x5au32).unwrap();
+    a.mov(ecx, 16u32).unwrap();
+    a.rep().stosb().unwrap();
+    a.mov(rsi, RAM_END + 0x100).unwrap();
+    a.mov(ecx, 8u32).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.rep().lodsb().unwrap();
+    a.mov(r8, rax).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 0x210);
+    assert_eq!(h.gpr(Gpr::Rsi), RAM_END + 0x108);
+    assert_eq!(h.gpr(Gpr::R8), 0x77, "the last element loaded");
+    let exits = mmio_exits(&h);
+    let stores: Vec<u64> = exits
+        .iter()
+        .filter_map(|e| match *e {
+            Exit::Mmio {
+                gpa,
+                direction: Direction::Write,
+                data: 0x5a,
+                size: 1,
+            } => Some(gpa),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stores,
+        (0..16).map(|i| RAM_END + 0x200 + i).collect::<Vec<_>>()
+    );
+    let loads: Vec<u64> = exits
+        .iter()
+        .filter_map(|e| match *e {
+            Exit::Mmio {
+                gpa,
+                direction: Direction::Read,
+                ..
+            } => Some(gpa),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        loads,
+        (0..8).map(|i| RAM_END + 0x100 + i).collect::<Vec<_>>()
+    );
+}
+
+/// An instruction whose bytes run past the end of RAM reads the missing bytes as all
+/// ones (unbacked memory): `mov eax, imm32` with two bytes in RAM loads 0xffffff11. The
+/// next instruction lies wholly outside RAM, which is refused as before.
+#[test]
+fn an_instruction_straddling_the_end_of_ram_reads_ones_beyond_it() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.mov(rax, RAM_END - 2).unwrap();
+    a.jmp(rax).unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.mem.write(RAM_END - 2, &[0xb8, 0x11]).unwrap();
+    let end = h.run();
+    assert_eq!(h.gpr(Gpr::Rax), 0xffff_ff11);
+    assert_eq!(end, Err(Exit::SlatViolation { gpa: RAM_END + 3 }));
+}
+
+/// The self-modifying-code table has one entry per RAM page, wherever the RAM is: a
+/// 2 MiB region at 256 GiB (near the top of the 39-bit physical address space the CPU
+/// model reports) adds 512 entries, not 2^26, and code there that patches itself is
+/// still seen.
+#[test]
+fn code_tracking_is_sized_by_ram_not_by_address() {
+    const HIGH: u64 = 1 << 38;
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.add_ram(HIGH, 2 << 20).unwrap();
+    // PDPT entry 256 -> PD at 0xb000 -> a 2 MiB page at 256 GiB.
+    h.mem.write_u64(0x2000 + 256 * 8, 0xb000 | 7).unwrap();
+    h.mem.write_u64(0xb000, HIGH | 0x87).unwrap();
+    let mut a = asm64();
+    a.mov(rax, HIGH).unwrap();
+    a.jmp(rax).unwrap();
+    h.load(&mut a, CODE, &[]);
+    let mut high = asm64();
+    let mut patch = high.create_label();
+    high.xor(r12, r12).unwrap();
+    high.set_label(&mut patch).unwrap();
+    high.mov(eax, 1u32).unwrap();
+    high.add(r12, rax).unwrap();
+    high.lea(rbx, ptr(patch)).unwrap();
+    high.mov(dword_ptr(rbx + 1), 100u32 as i32).unwrap();
+    high.cmp(r12, 1).unwrap();
+    high.je(patch).unwrap();
+    high.hlt().unwrap();
+    h.load(&mut high, HIGH, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R12), 101);
+    let pages = ((4 << 20) + (2 << 20)) / 4096;
+    assert_eq!(h.vcpu.state().code_chunks.len(), pages);
+}
