@@ -271,6 +271,9 @@ pub struct Cpu {
     pub shadow: bool,
     /// NMIs blocked (between NMI delivery and IRET).
     pub nmi_blocked: bool,
+    /// Exceptions and software interrupts end the run instead of being delivered (see
+    /// [`crate::EmuVcpu::set_event_exits`]).
+    pub event_exits: bool,
     /// Set by a handler when the current block must end after this instruction (mode,
     /// paging, shadow, self-modifying code, MMIO store).
     pub brk: bool,
@@ -344,6 +347,7 @@ impl Cpu {
             bits: 16,
             shadow: false,
             nmi_blocked: false,
+            event_exits: false,
             brk: false,
             tlb: Tlb::new(),
             ram: RamMap::default(),

@@ -95,6 +95,20 @@ impl EmuVcpu {
         self.cache.flush(&mut self.cpu);
     }
 
+    /// Make every exception and software interrupt (INT n, INT3, INTO, INT1) end the run
+    /// with [`Exit::Exception`] instead of being delivered through the IDT, the way a
+    /// VMX exception bitmap with every bit set ends it: nothing is pushed, no handler
+    /// runs. The registers are those the event found: for a fault, RIP at the faulting
+    /// instruction and its partial effects (a REP count) in place; for INT n, INT3, INTO
+    /// and INT1, RIP at the instruction (its length tells the return address); for a
+    /// single-step trap, RIP after the instruction. Software interrupts first pass the
+    /// gate checks of protected mode (a DPL-0 gate at CPL 3 ends with #GP instead).
+    /// External interrupts and NMIs are still delivered. For tools that run snippets
+    /// and report how they ended (`opsvisor exec`).
+    pub fn set_event_exits(&mut self, on: bool) {
+        self.cpu.event_exits = on;
+    }
+
     /// The architectural state, read-only (for tests and debuggers).
     pub fn state(&self) -> &Cpu {
         &self.cpu

@@ -1470,3 +1470,67 @@ fn code_tracking_is_sized_by_ram_not_by_address() {
     let pages = ((4 << 20) + (2 << 20)) / 4096;
     assert_eq!(h.vcpu.state().code_chunks.len(), pages);
 }
+
+/// With event exits on, exceptions and software interrupts end the run where they arise,
+/// with nothing pushed and no handler run: a fault leaves RIP at the instruction with its
+/// registers as they were, INT3 leaves RIP at itself, and INT n through a gate that is
+/// not present ends with the #NP that check raises.
+#[test]
+fn event_exits_report_exceptions_without_delivering_them() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.vcpu.set_event_exits(true);
+    let stack = 0x20_0000u64;
+    h.mem.write(stack - 64, &[0x5a; 64]).unwrap();
+    // A division by zero, INT3 and INT 0x40, each run from its own RIP.
+    let mut a = asm64();
+    let mut de = a.create_label();
+    let mut brk = a.create_label();
+    let mut np = a.create_label();
+    a.mov(rsp, stack).unwrap();
+    a.mov(ecx, 3u32).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.xor(ebx, ebx).unwrap();
+    a.set_label(&mut de).unwrap();
+    a.div(rbx).unwrap();
+    a.set_label(&mut brk).unwrap();
+    a.int3().unwrap();
+    a.set_label(&mut np).unwrap();
+    a.int(0x40).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("de", de), ("bp", brk), ("np", np)]);
+    // A present gate for INT3 (its handler never runs); none for 0x40.
+    h.gate(3, CODE, 0);
+    assert_eq!(
+        h.run(),
+        Err(Exit::Exception {
+            vector: 0,
+            error_code: None
+        })
+    );
+    assert_eq!(h.vcpu.rip(), h.label("de"));
+    assert_eq!(h.gpr(Gpr::Rsp), stack);
+    assert_eq!(h.gpr(Gpr::Rcx), 3);
+    h.vcpu.set_rip(h.label("bp"));
+    assert_eq!(
+        h.run(),
+        Err(Exit::Exception {
+            vector: 3,
+            error_code: None
+        })
+    );
+    assert_eq!(h.vcpu.rip(), h.label("bp"));
+    h.vcpu.set_rip(h.label("np"));
+    assert_eq!(
+        h.run(),
+        Err(Exit::Exception {
+            vector: 11,
+            error_code: Some(0x40 * 8 + 2)
+        })
+    );
+    assert_eq!(h.vcpu.rip(), h.label("np"));
+    assert_eq!(h.gpr(Gpr::Rsp), stack);
+    let mut below = [0u8; 64];
+    h.mem.read(stack - 64, &mut below).unwrap();
+    assert_eq!(below, [0x5a; 64], "no frame was pushed");
+}
