@@ -7,12 +7,10 @@
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::flat::load_flat;
-use opsvisor_core::loader::multiboot::{
-    is_multiboot, load_multiboot, CODE_SELECTOR, DATA_SELECTOR,
-};
+use opsvisor_core::loader::multiboot::{find_header, load_multiboot, CODE_SELECTOR, DATA_SELECTOR};
 use opsvisor_core::loader::{BootState, LoadError, Module};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
-use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::ops::{DescriptorTable, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::{Vm, VmConfig};
 use opsvisor_core::{EmuSlot, Unavailable};
@@ -38,8 +36,11 @@ impl BackendKind {
     pub fn parse(name: &str) -> Result<BackendKind, String> {
         match name {
             "emu" => Ok(BackendKind::Emu),
-            "vmx" | "svm" => Err(format!(
-                "backend '{name}' is not built into this version of opsvisor (available: emu)"
+            "vmx" => Err(String::from(
+                "backend 'vmx' runs in opsvisor's bare-metal image (see 'cargo xtask help'), not in this program (available here: emu)",
+            )),
+            "svm" => Err(String::from(
+                "backend 'svm' is not implemented yet (available here: emu)",
             )),
             other => Err(format!("unknown backend '{other}' (available: emu)")),
         }
@@ -62,10 +63,10 @@ pub struct MachineOptions {
     pub backend: BackendKind,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
-    /// The kernel command line.
-    pub cmdline: String,
+    /// The kernel command line, as bytes (it reaches the guest unchanged).
+    pub cmdline: Vec<u8>,
     /// Boot modules: (module command line, bytes).
-    pub modules: Vec<(String, Vec<u8>)>,
+    pub modules: Vec<(Vec<u8>, Vec<u8>)>,
     /// Stop after this many guest instructions.
     pub max_instructions: Option<u64>,
     /// Stop after this much wall-clock time.
@@ -75,8 +76,9 @@ pub struct MachineOptions {
     /// Boot the kernel as a flat binary (it has no multiboot header). Without this, a
     /// kernel that is not multiboot is refused rather than run as raw bytes.
     pub flat: bool,
-    /// Guest-physical load address of a flat binary.
-    pub flat_load: u64,
+    /// Guest-physical load address of a flat binary (default: [`FLAT_LOAD_REAL`] in
+    /// real mode, [`FLAT_LOAD_PROTECTED`] in protected mode).
+    pub flat_load: Option<u64>,
     /// Entry point of a flat binary (guest-physical; defaults to the load address).
     pub flat_entry: Option<u64>,
     /// CPU mode a flat binary starts in.
@@ -88,13 +90,13 @@ impl Default for MachineOptions {
         MachineOptions {
             backend: BackendKind::Emu,
             memory: 256 << 20,
-            cmdline: String::new(),
+            cmdline: Vec::new(),
             modules: Vec::new(),
             max_instructions: None,
             timeout: None,
             collect_timing: false,
             flat: false,
-            flat_load: 0x10_0000,
+            flat_load: None,
             flat_entry: None,
             flat_mode: FlatMode::Protected,
         }
@@ -133,8 +135,14 @@ impl From<LoadError> for BuildError {
 pub const MIN_MEMORY: u64 = 2 << 20;
 /// Largest guest RAM accepted (the page-table walker's physical address width bounds it).
 pub const MAX_MEMORY: u64 = 64 << 30;
-/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB.
-const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB: guest RAM
+/// below 4 GiB (where modules and the multiboot information go) is at most this much.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// Where a flat binary goes in real mode by default: where a PC's firmware loads a boot
+/// sector.
+pub const FLAT_LOAD_REAL: u64 = 0x7c00;
+/// Where a flat binary goes in protected mode by default: 1 MiB.
+pub const FLAT_LOAD_PROTECTED: u64 = 0x10_0000;
 
 /// Guest RAM of `size` bytes: from 0 up to the MMIO hole at 3 GiB, the rest above 4 GiB.
 pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
@@ -157,9 +165,17 @@ fn mem_error(e: MemError) -> BuildError {
     BuildError::Memory(e.to_string())
 }
 
+/// Where a flat binary is loaded.
+fn flat_load(opts: &MachineOptions) -> u64 {
+    opts.flat_load.unwrap_or(match opts.flat_mode {
+        FlatMode::Real => FLAT_LOAD_REAL,
+        FlatMode::Protected => FLAT_LOAD_PROTECTED,
+    })
+}
+
 /// The state a flat binary starts in.
 fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
-    let entry = opts.flat_entry.unwrap_or(opts.flat_load);
+    let entry = opts.flat_entry.unwrap_or(flat_load(opts));
     match opts.flat_mode {
         FlatMode::Real => {
             if entry >= 1 << 20 {
@@ -174,6 +190,16 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
             state.segments[SegReg::Cs as usize] = Segment::real_mode(cs, true);
             state.regs.rip = entry - (u64::from(cs) << 4);
             state.cr0 = CR0_ET;
+            // The descriptor-table registers of a processor after reset: the IVT at 0
+            // with a limit of 0xffff, so INT n and exceptions go through it.
+            state.idt = DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            };
+            state.gdt = DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            };
             Ok(state)
         }
         FlatMode::Protected => {
@@ -199,7 +225,19 @@ pub fn build_machine<P: Platform>(
     platform: P,
 ) -> Result<Machine<P>, BuildError> {
     let mut mem = guest_memory(opts.memory)?;
-    let state = if is_multiboot(kernel) {
+    let multiboot = match find_header(kernel) {
+        Ok(_) => true,
+        // The magic is there but the header is broken: say so (unless the kernel was
+        // named a flat binary, whose bytes may hold anything).
+        Err(e @ LoadError::Malformed(_)) if !opts.flat => return Err(BuildError::Load(e)),
+        Err(_) => false,
+    };
+    let state = if multiboot {
+        if opts.flat {
+            return Err(BuildError::Option(String::from(
+                "--flat (or --load-addr, --entry, --mode) was given, but the kernel is a multiboot kernel: leave them out to boot it",
+            )));
+        }
         let modules: Vec<Module<'_>> = opts
             .modules
             .iter()
@@ -226,7 +264,7 @@ pub fn build_machine<P: Platform>(
                 "--module and --append need a multiboot kernel; this one is a flat binary".into(),
             ));
         }
-        load_flat(&mut mem, kernel, opts.flat_load, flat_state(opts)?)?
+        load_flat(&mut mem, kernel, flat_load(opts), flat_state(opts)?)?
     };
     let mut vcpu = match opts.backend {
         BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
@@ -266,7 +304,9 @@ mod tests {
     #[test]
     fn backend_names_are_checked() {
         assert_eq!(BackendKind::parse("emu"), Ok(BackendKind::Emu));
-        assert!(BackendKind::parse("vmx").unwrap_err().contains("not built"));
+        assert!(BackendKind::parse("vmx")
+            .unwrap_err()
+            .contains("bare-metal image"));
         assert!(BackendKind::parse("kvm")
             .unwrap_err()
             .contains("unknown backend"));

@@ -1333,7 +1333,7 @@ fn accesses_straddling_the_end_of_ram_split_into_ram_and_bus_parts() {
     h.run().unwrap();
     assert_eq!(h.gpr(Gpr::Rax), 0xddcc_bbaa_4433_2211);
     assert_eq!(h.mem.read_u32(RAM_END - 4).unwrap(), 0x0506_0708);
-    assert_eq!(h.gpr(Gpr::Rsi), 0xdd_ccbb_aa99_88bb_aa);
+    assert_eq!(h.gpr(Gpr::Rsi), 0xddcc_bbaa_9988_bbaa);
     let read = |gpa, size| Exit::Mmio {
         gpa,
         size,
