@@ -584,4 +584,50 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].start, s[0].end), (0x1000, 0x3000));
     }
+
+    fn spec(text: &str) -> Spec {
+        super::super::state::parse(text).unwrap()
+    }
+
+    /// The page tables are sized from the request: scattered regions (each needing its
+    /// own tables) and a system area that itself needs many tables both fit.
+    #[test]
+    fn page_tables_fit_scattered_regions() {
+        for (mode, step, count) in [(64, 30, 4000u64), (32, 22, 1000)] {
+            let regions: Vec<String> = (1..=count)
+                .map(|i| format!(r#"{{"address":"{:#x}","size":16}}"#, i << step))
+                .collect();
+            let ip = if mode == 64 { "rip" } else { "eip" };
+            let s = spec(&format!(
+                r#"{{"mode":{mode},"regs":{{"{ip}":"0x1000"}},"code":"90","memory":[{}]}}"#,
+                regions.join(",")
+            ));
+            let m = build(&s).unwrap_or_else(|e| panic!("mode {mode}: {e}"));
+            // Every region is mapped: the first and the last byte translate.
+            for r in &s.regions {
+                assert!(m.mem.is_ram(r.address, 1));
+            }
+            let (_, size) = m.system;
+            assert!(size < 64 << 20, "mode {mode}: {size:#x}");
+        }
+    }
+
+    #[test]
+    fn cpl3_machines_have_user_segments() {
+        let m = build(&spec(
+            r#"{"mode":64,"cpl":3,"regs":{"rip":"0x1000"},"code":"90"}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.vcpu.cpl(), 3);
+        assert_eq!(m.vcpu.segment(SegReg::Cs).selector, USER_CODE64_SEL);
+        assert_eq!(m.vcpu.segment(SegReg::Ss).selector, USER_DATA_SEL);
+        assert_eq!(m.vcpu.rflags(), 0x202);
+        assert_ne!(m.vcpu.cr0() & CR0_AM, 0);
+        let m = build(&spec(
+            r#"{"mode":32,"cpl":3,"regs":{"eip":"0x1000","eflags":"0x3002"},"code":"90"}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.vcpu.segment(SegReg::Cs).selector, USER_CODE32_SEL);
+        assert_eq!(m.vcpu.rflags(), 0x3002, "given flags are kept");
+    }
 }

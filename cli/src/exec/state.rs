@@ -747,4 +747,53 @@ mod tests {
         let s = parse(r#"{"mode":64,"code":"90"}"#).unwrap();
         assert_eq!((s.rip, s.regions[0].address), (0, 0));
     }
+
+    #[test]
+    fn cpl_is_0_or_3_outside_real_mode() {
+        assert_eq!(parse(r#"{"mode":64,"cpl":3}"#).unwrap().cpl, 3);
+        assert_eq!(parse(r#"{"mode":32}"#).unwrap().cpl, 0);
+        let e = parse(r#"{"mode":16,"cpl":3}"#).unwrap_err();
+        assert!(e.starts_with("cpl: 3 needs mode 32 or 64"), "{e}");
+        let e = parse(r#"{"mode":64,"cpl":1}"#).unwrap_err();
+        assert_eq!(e, "cpl: expected 0 or 3");
+    }
+
+    #[test]
+    fn overlaps_are_found_whatever_the_order() {
+        let e = parse(
+            r#"{"mode":64,"memory":[{"address":"0x5000","size":"0x2000"},{"address":"0x1000","size":16},{"address":"0x6000","size":1}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("memory[2]: 0x6000..0x6001 overlaps memory[0] at 0x5000..0x7000"),
+            "{e}"
+        );
+        // A long region covering a later short one, with one in between.
+        let e = parse(
+            r#"{"mode":64,"memory":[{"address":"0x3000","size":1},{"address":"0x1000","size":"0x10000"},{"address":"0x2000","size":1}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("memory[2]: 0x2000..0x2001 overlaps memory[1] at 0x1000..0x11000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sizes_are_bounded_before_anything_is_built() {
+        let many: Vec<String> = (0..=MAX_REGIONS)
+            .map(|i| format!(r#"{{"address":{},"size":1}}"#, i * 4096))
+            .collect();
+        let e = parse(&format!(r#"{{"mode":64,"memory":[{}]}}"#, many.join(","))).unwrap_err();
+        assert_eq!(e, "memory: 4097 regions is more than the limit of 4096");
+        let values = format!(r#"{{"mode":64,"x":[{}]}}"#, "0,".repeat(MAX_VALUES));
+        let e = parse(&values).unwrap_err();
+        assert_eq!(e, "state: more than 262144 JSON values (the limit)");
+        // Separators inside strings are not values.
+        let text = format!(r#"{{"mode":64,"code":"{}"}}"#, "90,".repeat(MAX_VALUES));
+        assert!(!parse(&text).unwrap_err().contains("JSON values"));
+        // A region given by size holds no bytes.
+        let s = parse(r#"{"mode":64,"memory":[{"address":0,"size":"0x40000000"}]}"#).unwrap();
+        assert_eq!(s.regions[0].contents, Contents::Zeros(1 << 30));
+    }
 }
