@@ -240,8 +240,12 @@ pub fn no_value(name: &str, inline: Option<&OsStr>) -> Result<(), String> {
     }
 }
 
-/// Parse the arguments after the program name.
+/// Parse the arguments after the program name. An error is one line naming the problem.
 pub fn parse(argv: &[OsString]) -> Result<Command, String> {
+    parse_words(argv).map_err(|e| crate::one_line(&e))
+}
+
+fn parse_words(argv: &[OsString]) -> Result<Command, String> {
     let Some(first) = argv.first() else {
         return Ok(Command::Help(USAGE));
     };

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(run)) => match run_guest(run) {
             Ok(code) => ExitCode::from(code),
             Err(message) => {
-                eprintln!("opsvisor: {message}");
+                eprintln!("opsvisor: {}", opsvisor::one_line(&message));
                 ExitCode::from(STATUS_BAD_INPUT)
             }
         },

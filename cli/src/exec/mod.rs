@@ -202,14 +202,24 @@ pub fn parse_args(argv: &[OsString]) -> Result<Command, String> {
 }
 
 /// Run one state document and write its result to `out` as one JSON object (`pretty`:
-/// one field per line; otherwise on one line). `Err` is a bad state (nothing written),
-/// `Ok(Err)` a failure to write.
+/// one field per line; otherwise on one line). `Err` is a bad state (one line, nothing
+/// written), `Ok(Err)` a failure to write.
 pub fn run_state<W: Write>(
     text: &str,
     options: &RunOptions,
     out: &mut W,
     pretty: bool,
 ) -> Result<io::Result<()>, String> {
+    prepare(text)
+        .map(|(spec, code, mut m)| {
+            let initial = m.vcpu.fpu().fxsave();
+            write_run(&mut m, &spec, code, &initial, options, out, pretty)
+        })
+        .map_err(|e| crate::one_line(&e))
+}
+
+/// The parsed state, its code region and its machine.
+fn prepare(text: &str) -> Result<(state::Spec, (u64, u64), machine::Machine), String> {
     let spec = state::parse(text)?;
     let code = match spec.code_region {
         Some(i) => {
@@ -231,11 +241,8 @@ pub fn run_state<W: Write>(
             (r.address, r.end())
         }
     };
-    let mut m = machine::build(&spec)?;
-    let initial = m.vcpu.fpu().fxsave();
-    Ok(write_run(
-        &mut m, &spec, code, &initial, options, out, pretty,
-    ))
+    let m = machine::build(&spec)?;
+    Ok((spec, code, m))
 }
 
 fn write_run<W: Write>(
@@ -324,7 +331,7 @@ pub fn main(args: &ExecArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("opsvisor: {message}");
+            eprintln!("opsvisor: {}", crate::one_line(&message));
             ExitCode::from(2)
         }
     }
