@@ -58,7 +58,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut mem) = GuestMemory::with_ram(4 << 20) else {
         return;
     };
-    if let Ok(extent) = parsed.load(&mut mem) {
-        assert!(mem.is_ram_range(extent.start, extent.end - extent.start));
+    if parsed.load(&mut mem).is_ok() {
+        // Every segment is in RAM; the last one written holds its file bytes (earlier
+        // ones may be overwritten by later overlapping ones).
+        for seg in parsed.segments() {
+            assert!(mem.is_ram_range(seg.paddr, seg.memsz));
+        }
+        if let Some(last) = parsed.segments().last() {
+            let data = parsed.segment_data(last);
+            let mut back = vec![0u8; data.len()];
+            mem.read(last.paddr, &mut back).expect("in RAM");
+            assert_eq!(back, data);
+        }
     }
 });

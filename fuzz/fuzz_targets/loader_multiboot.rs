@@ -4,8 +4,8 @@
 //! image (libFuzzer's -rss_limit_mb / -malloc_limit_mb, see scripts/fuzz.sh). A loaded
 //! kernel's entry state must point where the loader says it put things.
 //!
-//! Input: byte 0 picks the guest RAM (2, 4, 8 or 16 MiB, with or without a second
-//! region above 4 GiB) and the number of modules (0..3); then, separated by the bytes
+//! Input: byte 0 picks the guest RAM (2 or 4 MiB, with or without a second region of
+//! 1 MiB above 4 GiB) and the number of modules (0..3); then, separated by the bytes
 //! "\n--\n", the kernel image, the command line and each module's bytes. A header-less
 //! input gets a valid multiboot header written at a position byte 1 picks, so most
 //! inputs reach the image and module paths instead of stopping at "no header".
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&shape, rest)) = data.split_first() else {
         return;
     };
-    let ram = 2u64 << (shape & 3);
+    let ram = 2u64 << (shape & 1);
     let high = shape & 4 != 0;
     let module_count = usize::from(shape >> 3 & 3);
     let parts = split(rest, b"\n--\n");
