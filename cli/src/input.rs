@@ -38,18 +38,14 @@ pub fn read_bounded(
 }
 
 /// Read the file at `path`, at most `limit` bytes. `what` names it in errors ("kernel",
-/// "module", "state"); `bound` says what the limit is ("the guest's 256 MiB of RAM").
+/// "module", "state"); `bound` says what the limit is, with its size ("the guest's
+/// 256 MiB of RAM (--memory)").
 pub fn read_file(path: &Path, what: &str, limit: u64, bound: &str) -> Result<Vec<u8>, String> {
     let name = path.display();
     let cannot = |e: std::io::Error| format!("cannot read {what} '{name}': {e}");
     let meta = std::fs::metadata(path).map_err(cannot)?;
     let kind = meta.file_type();
-    let too_big = |size: String| {
-        format!(
-            "{what} '{name}' is {size}, more than {bound} ({})",
-            size_text(limit)
-        )
-    };
+    let too_big = |size: String| format!("{what} '{name}' {size}, more than {bound}");
     if kind.is_dir() {
         return Err(format!("cannot read {what} '{name}': it is a directory"));
     }
@@ -64,11 +60,11 @@ pub fn read_file(path: &Path, what: &str, limit: u64, bound: &str) -> Result<Vec
         ));
     }
     if kind.is_file() && meta.len() > limit {
-        return Err(too_big(format!("{} bytes", meta.len())));
+        return Err(too_big(format!("is {} bytes", meta.len())));
     }
     let file = File::open(path).map_err(cannot)?;
     // A regular file may grow between the check and the read: the read is bounded too.
-    read_bounded(file, limit, || too_big(String::from("larger than that"))).map_err(cannot)?
+    read_bounded(file, limit, || too_big(String::from("holds more"))).map_err(cannot)?
 }
 
 #[cfg(test)]
@@ -110,9 +106,9 @@ mod tests {
         let f = File::create(&big).unwrap();
         // Sparse: 8 GiB of size, no blocks; refused from the metadata alone.
         f.set_len(8 << 30).unwrap();
-        let e = read_file(&big, "module", 256 << 20, "the guest's RAM").unwrap_err();
+        let e = read_file(&big, "module", 256 << 20, "the guest's 256 MiB of RAM").unwrap_err();
         assert!(
-            e.ends_with("is 8589934592 bytes, more than the guest's RAM (256 MiB)"),
+            e.ends_with("is 8589934592 bytes, more than the guest's 256 MiB of RAM"),
             "{e}"
         );
         std::fs::write(&big, b"small").unwrap();

@@ -56,16 +56,15 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
         &run.kernel,
         "kernel",
         ram,
-        &format!("the guest's RAM ({}, --memory)", size_text(ram)),
+        &format!("the guest's {} of RAM (--memory)", size_text(ram)),
     )?;
     let mut room = ram.min(MMIO_HOLE_START);
     for (path, cmdline) in &run.modules {
-        let data = read_file(
-            path,
-            "module",
-            room,
-            "what the guest's RAM below 4 GiB leaves for it after the modules before it (--memory)",
-        )?;
+        let bound = format!(
+            "the {} of guest RAM below 4 GiB left for it (--memory)",
+            size_text(room)
+        );
+        let data = read_file(path, "module", room, &bound)?;
         room -= data.len() as u64;
         opts.modules.push((cmdline.clone(), data));
     }

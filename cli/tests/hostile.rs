@@ -243,7 +243,7 @@ fn input_files_are_checked_before_they_are_read() {
     assert_one_line(
         &out,
         2,
-        "is 2147483648 bytes, more than what the guest's RAM",
+        "is 2147483648 bytes, more than the 256 MiB of guest RAM below 4 GiB left for it",
     );
     assert!(!stderr(&out).contains("kernel does not fit"));
     // A pipe is read up to the bound, no further.
@@ -266,7 +266,11 @@ fn input_files_are_checked_before_they_are_read() {
         },
         30,
     );
-    assert_one_line(&out, 2, "more than the guest's RAM (2 MiB, --memory)");
+    assert_one_line(
+        &out,
+        2,
+        "holds more, more than the guest's 2 MiB of RAM (--memory)",
+    );
     feeder.join().expect("feeder");
 }
 

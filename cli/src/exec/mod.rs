@@ -342,14 +342,13 @@ fn single(args: &ExecArgs, stdin_named: bool) -> Result<(), String> {
     let (name, bytes) = if stdin_named {
         let limit = state::MAX_TEXT;
         let bytes = crate::input::read_bounded(io::stdin().lock(), limit, || {
-            format!("-: the state is more than the {limit}-byte limit")
+            format!("-: the state holds more than {}", state_bound())
         })
         .map_err(|e| format!("cannot read standard input: {e}"))??;
         (String::from("-"), bytes)
     } else {
         let path = args.input.as_deref().unwrap_or(std::path::Path::new("-"));
-        let bytes =
-            crate::input::read_file(path, "state", state::MAX_TEXT, "the limit for a state")?;
+        let bytes = crate::input::read_file(path, "state", state::MAX_TEXT, &state_bound())?;
         (path.display().to_string(), bytes)
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| format!("{name}: not UTF-8 text: {e}"))?;
@@ -358,6 +357,14 @@ fn single(args: &ExecArgs, stdin_named: bool) -> Result<(), String> {
         .map_err(|e| format!("{name}: {e}"))?
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write the output: {e}"))
+}
+
+/// The limit on a state's text, for errors.
+fn state_bound() -> String {
+    format!(
+        "the {} limit for a state",
+        crate::input::size_text(state::MAX_TEXT)
+    )
 }
 
 /// Batch mode: one result line per state line.
@@ -372,10 +379,7 @@ fn batch(mut input: impl BufRead, options: &RunOptions) -> Result<(), String> {
         number += 1;
         let problem = match line {
             Line::End => return Ok(()),
-            Line::TooLong => Some(format!(
-                "the state is more than the {}-byte limit",
-                state::MAX_TEXT
-            )),
+            Line::TooLong => Some(format!("the state is more than {}", state_bound())),
             Line::Text if buf.trim_ascii().is_empty() => continue,
             Line::Text => match std::str::from_utf8(&buf) {
                 Err(e) => Some(format!("not UTF-8 text: {e}")),
