@@ -187,6 +187,14 @@ impl RamMap {
         self.find(gpa_page).map(|(r, off)| r.host + off as usize)
     }
 
+    /// Host address and dense index ([`RamMap::page_slot`]) of the guest-physical page
+    /// `gpa_page`, if it is RAM: one search for both.
+    #[inline]
+    pub fn host_page_and_slot(&self, gpa_page: u64) -> Option<(usize, usize)> {
+        self.find(gpa_page)
+            .map(|(r, off)| (r.host + off as usize, r.first_slot + (off / 4096) as usize))
+    }
+
     /// The dense index (0..[`RamMap::pages`]) of the RAM page with page number `page`
     /// (guest-physical address / 4096), if it is RAM.
     #[inline]
@@ -368,8 +376,10 @@ impl Cpu {
         };
         let vpn = la >> 12;
         let gpa_page = gpa & !0xfff;
-        let host = self.ram.host_page(gpa_page);
-        let has_code = self.page_has_code(gpa_page);
+        let found = self.ram.host_page_and_slot(gpa_page);
+        let host = found.map(|(host, _)| host);
+        let has_code =
+            found.is_some_and(|(_, slot)| self.code_chunks.get(slot).is_some_and(|&m| m != 0));
         let e = &mut self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
         if e.vpn != vpn || e.gpa != gpa_page {
             *e = EMPTY;
