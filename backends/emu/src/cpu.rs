@@ -168,6 +168,9 @@ pub enum InterceptKind {
         amask: u64,
         /// Destination of an INS element.
         gpa: u64,
+        /// Destination of the INS element's bytes on the next page, when it crosses a
+        /// page boundary (each page is translated on its own).
+        gpa2: u64,
     },
 }
 
@@ -285,8 +288,9 @@ pub struct Cpu {
     pub mmio: MmioState,
     /// The intercepted instruction awaiting completion.
     pub intercept: Option<Intercept>,
-    /// An INS element to store on the next run: (gpa, size, value).
-    pub ins_store: Option<(u64, u8, u32)>,
+    /// An INS element to store on the next run: (gpa, size, value, gpa of the bytes on
+    /// the next page).
+    pub ins_store: Option<(u64, u8, u32, u64)>,
     /// Instructions retired since creation.
     pub retired: u64,
     /// The last guest TSC the core handed over (`RunLimit::tsc`).

@@ -195,15 +195,24 @@ impl EmuVcpu {
     /// store of an INS element the core completed, and an injected event.
     fn enter_events(&mut self, mem: &mut GuestMemory) -> Result<(), Exit> {
         let c = &mut self.cpu;
-        if let Some((gpa, size, value)) = c.ins_store.take() {
+        if let Some((gpa, size, value, gpa2)) = c.ins_store.take() {
             let bytes = value.to_le_bytes();
             let n = usize::from(size).min(4);
-            // The destination was checked when the element exited; a store to MMIO there
-            // is dropped (string input into device memory is not supported).
-            if mem.write(gpa, &bytes[..n]).is_ok() {
-                let page = gpa >> 12;
-                if c.code_chunks_of(page).is_some_and(|m| m != 0) {
-                    c.smc_pages.push(page);
+            // The destination was checked when the element exited, page by page when it
+            // crosses a page boundary. Bytes outside RAM are dropped: string input into
+            // device memory is not supported, and unbacked memory drops writes.
+            let first = (4096 - (gpa & 0xfff)).min(n as u64) as usize;
+            for (i, &b) in bytes[..n].iter().enumerate() {
+                let at = if i < first {
+                    gpa + i as u64
+                } else {
+                    gpa2 + (i - first) as u64
+                };
+                if mem.write_u8(at, b).is_ok() {
+                    let page = at >> 12;
+                    if c.code_chunks_of(page).is_some_and(|m| m != 0) {
+                        c.smc_pages.push(page);
+                    }
                 }
             }
         }
@@ -853,8 +862,9 @@ impl X86Ops for EmuVcpu {
                 size,
                 ins: true,
                 gpa,
+                gpa2,
                 ..
-            }) => c.ins_store = Some((gpa, size, value)),
+            }) => c.ins_store = Some((gpa, size, value, gpa2)),
             _ => {}
         }
         self.skip_emulated_instruction();

@@ -765,6 +765,35 @@ impl Cpu {
             .map_err(|e| stack_canonical(e, seg, la))
     }
 
+    /// [`Cpu::probe_write_aligned`] for a store whose bytes may run into the next page
+    /// (an INS element): both pages are checked, and both guest-physical addresses are
+    /// returned, the second for the bytes from the page boundary on (when the store
+    /// stays in one page, the address those bytes would have, unused).
+    pub fn probe_write_split(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+        align: u32,
+    ) -> Result<(u64, u64), Ex> {
+        let la = self.linear(seg, ea, size, true)?;
+        self.check_alignment(la, align)?;
+        let sel = self.tlb.sel;
+        let gpa = self
+            .translate(mem, la, Kind::Write, sel)
+            .map_err(|e| stack_canonical(e, seg, la))?;
+        let first = 4096 - (la & 0xfff);
+        let gpa2 = if first < u64::from(size) {
+            let la2 = self.wrap_la(la.wrapping_add(first));
+            self.translate(mem, la2, Kind::Write, sel)
+                .map_err(|e| stack_canonical(e, seg, la2))?
+        } else {
+            gpa.wrapping_add(first)
+        };
+        Ok((gpa, gpa2))
+    }
+
     /// Check that `seg:ea` can be written (for instructions that must fault before side
     /// effects) and return its guest-physical address.
     pub fn probe_write(

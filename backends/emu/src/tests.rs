@@ -1534,3 +1534,44 @@ fn event_exits_report_exceptions_without_delivering_them() {
     h.mem.read(stack - 64, &mut below).unwrap();
     assert_eq!(below, [0x5a; 64], "no frame was pushed");
 }
+
+/// An INS element that crosses a page boundary is stored page by page: each page is
+/// translated on its own (the next linear page may map anywhere), and the bytes past the
+/// end of RAM are dropped while the ones in RAM are stored.
+#[test]
+fn ins_elements_crossing_a_page_are_stored_page_by_page() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // Linear 0x4000_0000 and 0x4000_1000 through a 4 KiB page table, onto two physical
+    // pages that are not adjacent.
+    h.mem.write_u64(0x2008, 0x7000 | 7).unwrap();
+    h.mem.write_u64(0x7000, 0x8000 | 7).unwrap();
+    h.mem.write_u64(0x8000, 0x20_0000 | 3).unwrap();
+    h.mem.write_u64(0x8008, 0x30_0000 | 3).unwrap();
+    h.input = std::vec![0xa1, 0xb2];
+    h.mem.write_u8(0x30_0000, 0xee).unwrap();
+    h.mem.write_u8(0x20_1000, 0xee).unwrap();
+    let mut a = asm64();
+    a.mov(edx, 0x60u32).unwrap();
+    a.mov(rdi, 0x4000_0fffu64).unwrap();
+    a.insw().unwrap();
+    a.mov(rdi, RAM_END - 1).unwrap();
+    a.insw().unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    // The harness answers a port read with one byte: the high byte of each word is 0.
+    assert_eq!(h.mem.read_u8(0x20_0fff).unwrap(), 0xa1);
+    assert_eq!(
+        h.mem.read_u8(0x30_0000).unwrap(),
+        0x00,
+        "the next linear page's byte"
+    );
+    assert_eq!(
+        h.mem.read_u8(0x20_1000).unwrap(),
+        0xee,
+        "not the next physical byte"
+    );
+    assert_eq!(h.mem.read_u8(RAM_END - 1).unwrap(), 0xb2);
+    assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 1);
+}
