@@ -10,13 +10,11 @@ use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage_with_layout};
 use opsvisor_core::loader::elf;
 use opsvisor_core::loader::flat::load_flat;
 use opsvisor_core::loader::linux::{LinuxBoot, LinuxLayout};
-use opsvisor_core::loader::multiboot::{
-    is_multiboot, load_multiboot, CODE_SELECTOR, DATA_SELECTOR,
-};
+use opsvisor_core::loader::multiboot::{find_header, load_multiboot, CODE_SELECTOR, DATA_SELECTOR};
 use opsvisor_core::loader::pvh::{load_pvh_with_layout, pvh_entry};
 use opsvisor_core::loader::{BootState, LoadError, Module};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
-use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::ops::{DescriptorTable, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::pc;
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::{Vm, VmConfig};
@@ -43,8 +41,11 @@ impl BackendKind {
     pub fn parse(name: &str) -> Result<BackendKind, String> {
         match name {
             "emu" => Ok(BackendKind::Emu),
-            "vmx" | "svm" => Err(format!(
-                "backend '{name}' is not built into this version of opsvisor (available: emu)"
+            "vmx" => Err(String::from(
+                "backend 'vmx' runs in opsvisor's bare-metal image (see 'cargo xtask help'), not in this program (available here: emu)",
+            )),
+            "svm" => Err(String::from(
+                "backend 'svm' is not implemented yet (available here: emu)",
             )),
             other => Err(format!("unknown backend '{other}' (available: emu)")),
         }
@@ -67,11 +68,11 @@ pub struct MachineOptions {
     pub backend: BackendKind,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
-    /// The kernel command line (`--append`): multiboot's `cmdline`, or the Linux command
-    /// line of a bzImage or PVH kernel.
-    pub cmdline: String,
+    /// The kernel command line (`--append`), as bytes (it reaches the guest unchanged):
+    /// multiboot's `cmdline`, or the Linux command line of a bzImage or PVH kernel.
+    pub cmdline: Vec<u8>,
     /// Multiboot modules: (module command line, bytes).
-    pub modules: Vec<(String, Vec<u8>)>,
+    pub modules: Vec<(Vec<u8>, Vec<u8>)>,
     /// The initial ramdisk of a Linux kernel (bzImage or PVH).
     pub initrd: Option<Vec<u8>>,
     /// Stop after this many guest instructions.
@@ -83,8 +84,9 @@ pub struct MachineOptions {
     /// Boot the kernel as a flat binary. Without this, a kernel in none of the formats
     /// [`build_machine`] recognises is refused rather than run as raw bytes.
     pub flat: bool,
-    /// Guest-physical load address of a flat binary.
-    pub flat_load: u64,
+    /// Guest-physical load address of a flat binary (default: [`FLAT_LOAD_REAL`] in
+    /// real mode, [`FLAT_LOAD_PROTECTED`] in protected mode).
+    pub flat_load: Option<u64>,
     /// Entry point of a flat binary (guest-physical; defaults to the load address).
     pub flat_entry: Option<u64>,
     /// CPU mode a flat binary starts in.
@@ -96,14 +98,14 @@ impl Default for MachineOptions {
         MachineOptions {
             backend: BackendKind::Emu,
             memory: 256 << 20,
-            cmdline: String::new(),
+            cmdline: Vec::new(),
             modules: Vec::new(),
             initrd: None,
             max_instructions: None,
             timeout: None,
             collect_timing: false,
             flat: false,
-            flat_load: 0x10_0000,
+            flat_load: None,
             flat_entry: None,
             flat_mode: FlatMode::Protected,
         }
@@ -142,8 +144,14 @@ impl From<LoadError> for BuildError {
 pub const MIN_MEMORY: u64 = 2 << 20;
 /// Largest guest RAM accepted (the page-table walker's physical address width bounds it).
 pub const MAX_MEMORY: u64 = 64 << 30;
-/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB.
+/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB: guest RAM
+/// below 4 GiB (where modules and the multiboot information go) is at most this much.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// Where a flat binary goes in real mode by default: where a PC's firmware loads a boot
+/// sector.
+pub const FLAT_LOAD_REAL: u64 = 0x7c00;
+/// Where a flat binary goes in protected mode by default: 1 MiB.
+pub const FLAT_LOAD_PROTECTED: u64 = 0x10_0000;
 
 /// The refusal of a kernel in no known format.
 const UNKNOWN_FORMAT: &str = "not a multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry note; pass --flat for a flat binary";
@@ -169,9 +177,17 @@ fn mem_error(e: MemError) -> BuildError {
     BuildError::Memory(e.to_string())
 }
 
+/// Where a flat binary is loaded.
+fn flat_load(opts: &MachineOptions) -> u64 {
+    opts.flat_load.unwrap_or(match opts.flat_mode {
+        FlatMode::Real => FLAT_LOAD_REAL,
+        FlatMode::Protected => FLAT_LOAD_PROTECTED,
+    })
+}
+
 /// The state a flat binary starts in.
 fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
-    let entry = opts.flat_entry.unwrap_or(opts.flat_load);
+    let entry = opts.flat_entry.unwrap_or(flat_load(opts));
     match opts.flat_mode {
         FlatMode::Real => {
             if entry >= 1 << 20 {
@@ -186,6 +202,16 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
             state.segments[SegReg::Cs as usize] = Segment::real_mode(cs, true);
             state.regs.rip = entry - (u64::from(cs) << 4);
             state.cr0 = CR0_ET;
+            // The descriptor-table registers of a processor after reset: the IVT at 0
+            // with a limit of 0xffff, so INT n and exceptions go through it.
+            state.idt = DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            };
+            state.gdt = DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            };
             Ok(state)
         }
         FlatMode::Protected => {
@@ -243,7 +269,30 @@ pub fn load_kernel(
     rsdp_addr: Option<u64>,
 ) -> Result<LoadedKernel, BuildError> {
     let plain = |state| LoadedKernel { state, linux: None };
-    if is_multiboot(kernel) {
+    let multiboot = match find_header(kernel) {
+        Ok(_) => true,
+        // The magic is there but the header is broken: say so (unless the kernel was
+        // named a flat binary, whose bytes may hold anything).
+        Err(e @ LoadError::Malformed(_)) if !opts.flat => return Err(BuildError::Load(e)),
+        Err(_) => false,
+    };
+    if opts.flat {
+        let format = if multiboot {
+            Some("a multiboot kernel")
+        } else if is_bzimage(kernel) {
+            Some("a Linux bzImage")
+        } else if elf::is_elf(kernel) {
+            Some("an ELF kernel")
+        } else {
+            None
+        };
+        if let Some(format) = format {
+            return Err(BuildError::Option(format!(
+                "--flat (or --load-addr, --entry, --mode) was given, but the kernel is {format}: leave them out to boot it"
+            )));
+        }
+    }
+    if multiboot {
         if opts.initrd.is_some() {
             return Err(BuildError::Option(
                 "--initrd is for Linux kernels; this kernel is multiboot: pass the file with --module".into(),
@@ -308,7 +357,7 @@ pub fn load_kernel(
     Ok(plain(load_flat(
         mem,
         kernel,
-        opts.flat_load,
+        flat_load(opts),
         flat_state(opts)?,
     )?))
 }
@@ -342,8 +391,12 @@ pub fn build_machine<P: Platform>(
         BackendKind::Emu => CpuidPolicy::emulator(),
     };
     let mut vm = Vm::new(vcpu, mem, platform, cpuid, config);
-    vm.describe_boot_in_fw_cfg(linux.as_ref().map(|layout| (layout, opts.cmdline.as_str())))
-        .map_err(|e| BuildError::Memory(format!("describing the boot in fw_cfg: {e}")))?;
+    vm.describe_boot_in_fw_cfg(
+        linux
+            .as_ref()
+            .map(|layout| (layout, opts.cmdline.as_slice())),
+    )
+    .map_err(|e| BuildError::Memory(format!("describing the boot in fw_cfg: {e}")))?;
     Ok(vm)
 }
 
@@ -366,7 +419,9 @@ mod tests {
     #[test]
     fn backend_names_are_checked() {
         assert_eq!(BackendKind::parse("emu"), Ok(BackendKind::Emu));
-        assert!(BackendKind::parse("vmx").unwrap_err().contains("not built"));
+        assert!(BackendKind::parse("vmx")
+            .unwrap_err()
+            .contains("bare-metal image"));
         assert!(BackendKind::parse("kvm")
             .unwrap_err()
             .contains("unknown backend"));

@@ -42,7 +42,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// what the loader put in guest memory (`linux`; `cmdline` is its command line).
     pub fn describe_boot_in_fw_cfg(
         &mut self,
-        linux: Option<(&LinuxLayout, &str)>,
+        linux: Option<(&LinuxLayout, &[u8])>,
     ) -> Result<(), FwCfgError> {
         let map = match linux {
             Some((layout, _)) => layout.memory_map.clone(),

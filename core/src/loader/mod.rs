@@ -88,8 +88,9 @@ impl BootState {
 /// A boot module (multiboot `module` / the command line's `--module`).
 #[derive(Clone, Copy, Debug)]
 pub struct Module<'a> {
-    /// The module's string (its name and arguments).
-    pub cmdline: &'a str,
+    /// The module's string (its name and arguments), as bytes: it reaches the guest
+    /// unchanged (a C string; it should hold no NUL).
+    pub cmdline: &'a [u8],
     /// The module's bytes.
     pub data: &'a [u8],
 }
@@ -115,7 +116,7 @@ impl fmt::Display for LoadError {
             LoadError::UnknownFormat(s) => write!(f, "unknown kernel format: {s}"),
             LoadError::Malformed(s) => write!(f, "malformed kernel: {s}"),
             LoadError::Unsupported(s) => write!(f, "unsupported kernel: {s}"),
-            LoadError::DoesNotFit(s) => write!(f, "kernel does not fit in guest memory: {s}"),
+            LoadError::DoesNotFit(s) => write!(f, "does not fit in guest memory: {s}"),
             LoadError::Memory(e) => write!(f, "{e}"),
         }
     }

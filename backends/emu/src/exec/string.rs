@@ -63,7 +63,10 @@ fn repeat(
             return Ok(());
         }
         n += 1;
-        if n >= CHUNK && cx != 0 {
+        // An element that reached MMIO (a store waiting to be reported, a replayed read)
+        // or code ends the chunk, so each such element gets its own exit (one element per
+        // exit, as VMX reports REP string accesses to MMIO) and each read its own replay.
+        if (n >= CHUNK || c.brk) && cx != 0 {
             // Come back to this instruction at the next boundary.
             c.rip = op.i.ip();
             c.brk = true;
