@@ -86,6 +86,9 @@ LIMITS:
     up to the same bound.
 
 CONSOLE:
+    On a terminal the console is raw (every key, Ctrl-C included, goes to the guest) and
+    Ctrl-A is QEMU's escape key: Ctrl-A x ends the run, Ctrl-A Ctrl-A sends Ctrl-A,
+    Ctrl-A h lists the keys. From a pipe or a file every byte goes to the guest.
     Input is read from stdin only as fast as the guest reads it (at most 4 KiB ahead).
     Output waits for stdout when stdout does not take it (a paused terminal, a full pipe),
     as a serial line with flow control does; with --timeout, output stdout has not taken
@@ -101,6 +104,7 @@ EXIT STATUS:
     8       --timeout or --max-instructions ended the run
     10      the backend could not continue (reported on stderr)
     12      the guest reset the machine and --no-reboot was given
+    14      the run was ended from the console (Ctrl-A x)
 ";
 
 /// Parse a size: a number with an optional K, M or G suffix (powers of 1024).

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod exec;
 pub mod input;
+pub mod terminal;
 
 /// `message` on one line: control characters (a newline in a file name, a JSON key, an
 /// option) are written as escapes, so every error stays the one line the program

@@ -4,6 +4,7 @@
 use opsvisor::args::{self, Command, RunArgs};
 use opsvisor::exec;
 use opsvisor::input::{read_file, size_text};
+use opsvisor::terminal::RawTerminal;
 use opsvisor_backends::{build_machine, Backend, MachineOptions, MMIO_HOLE_START};
 use opsvisor_core::platform::{Platform, StdPlatform};
 use opsvisor_core::vm::RunOutcome;
@@ -26,6 +27,8 @@ const STATUS_LIMIT: u8 = 8;
 const STATUS_FAILED: u8 = 10;
 /// Exit status when the guest reset the machine and `--no-reboot` was given.
 const STATUS_RESET: u8 = 12;
+/// Exit status when the user ended the run from the console (Ctrl-A x).
+const STATUS_QUIT: u8 = 14;
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -55,7 +58,11 @@ fn main() -> ExitCode {
 
 fn run_guest(run: RunArgs) -> Result<u8, String> {
     let started = Instant::now();
-    let mut platform = StdPlatform::new();
+    // On a terminal the console is raw, with QEMU's escape key (Ctrl-A x ends the run);
+    // from a pipe or a file every byte goes to the guest.
+    let terminal = RawTerminal::enter();
+    let mut platform =
+        StdPlatform::with_console_escape(std::io::stdin(), std::io::stdout(), terminal.is_some());
     let mut timeout = run.machine.timeout;
     loop {
         let (kernel, mut opts) = read_inputs(&run)?;
@@ -114,6 +121,10 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
             RunOutcome::Reset => {
                 eprintln!("opsvisor: the guest reset the machine (--no-reboot){lost}");
                 STATUS_RESET
+            }
+            RunOutcome::Quit => {
+                eprintln!("opsvisor: ended from the console (Ctrl-A x){lost}");
+                STATUS_QUIT
             }
             RunOutcome::TripleFault { rip } => {
                 eprintln!("opsvisor: the guest triple-faulted at rip {rip:#x}{lost}");
