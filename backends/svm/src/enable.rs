@@ -91,7 +91,7 @@ pub fn reachable(phys: u64, size: u64, phys_bits: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::fixtures::{BOCHS_RYZEN, BOCHS_TURION64_TYLER, QEMU_QEMU64_SVM_NPT};
+    use crate::caps::fixtures::{BOCHS_RYZEN, BOCHS_TURION64_TYLER, QEMU_TCG_MAX};
     extern crate std;
     use std::string::ToString;
 
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn nested_paging_is_required() {
-        for ok in [BOCHS_RYZEN, QEMU_QEMU64_SVM_NPT] {
+        for ok in [BOCHS_RYZEN, QEMU_TCG_MAX] {
             assert_eq!(
                 check_features(&SvmCaps::read(&ok).unwrap()),
                 Ok(()),

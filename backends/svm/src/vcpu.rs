@@ -247,6 +247,8 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     nmi: NmiState,
     /// Guest TSC as of host TSC `entry_host_tsc` (see `anchor_clock`).
     entry_guest_tsc: u64,
+    /// Core's clock reading that `entry_guest_tsc` was anchored for.
+    reading: u64,
     entry_host_tsc: u64,
     tsc_anchored: bool,
     last_guest_tsc: u64,
@@ -348,6 +350,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             irq_window: false,
             nmi: NmiState::default(),
             entry_guest_tsc: 0,
+            reading: 0,
             entry_host_tsc: 0,
             tsc_anchored: false,
             last_guest_tsc: 0,
@@ -531,11 +534,25 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         self.last_guest_tsc
     }
 
-    /// Tie core's clock reading to the host TSC (see the VMX backend's `anchor_clock`:
-    /// the same reading comes back for several runs and is anchored once).
+    /// Tie core's clock reading to the host TSC. Core refreshes [`RunLimit::tsc`] only
+    /// when it reads its clock, so the same reading comes back for several runs: it is
+    /// anchored to the host TSC of the run that first sees it. A new reading is older
+    /// than the run that sees it by the time core spent between the two (an exit's
+    /// handling: tens of microseconds under QEMU's TCG), so the guest's TSC, which ran on
+    /// from the previous anchor meanwhile, is already past it: the guest's TSC carries
+    /// on from where it is rather than go back to the reading and stand still (clamped)
+    /// until the reading catches up, which a guest timing two timer ticks by RDTSC sees
+    /// as no time passing between them.
     fn anchor_clock(&mut self, limit: &RunLimit, now: u64) {
-        if !self.tsc_anchored || limit.tsc != self.entry_guest_tsc {
-            self.entry_guest_tsc = limit.tsc;
+        if !self.tsc_anchored || limit.tsc != self.reading {
+            let ran_on = if self.tsc_anchored {
+                let elapsed = now.wrapping_sub(self.entry_host_tsc);
+                self.entry_guest_tsc.wrapping_add(self.host_ns(elapsed))
+            } else {
+                0
+            };
+            self.reading = limit.tsc;
+            self.entry_guest_tsc = limit.tsc.max(ran_on);
             self.entry_host_tsc = now;
             self.tsc_anchored = true;
         }
@@ -546,8 +563,10 @@ impl<P: SvmProcessor> SvmVcpu<P> {
     fn run_deadline(&self, limit: &RunLimit, now: u64) -> u64 {
         let slice_end = now.saturating_add(self.host_ticks(MAX_SLICE_NS));
         match limit.deadline {
+            // The deadline is on core's clock: count from its reading, anchored at
+            // `entry_host_tsc` (the guest's TSC may be a little ahead of it).
             Some(d) => {
-                let budget = d.saturating_sub(self.entry_guest_tsc);
+                let budget = d.saturating_sub(self.reading);
                 slice_end.min(self.entry_host_tsc.saturating_add(self.host_ticks(budget)))
             }
             None => slice_end,

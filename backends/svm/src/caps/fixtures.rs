@@ -27,44 +27,49 @@ impl CpuidRead for CpuidFixture {
 const AMD: [u32; 3] = [0x6874_7541, 0x444d_4163, 0x6974_6e65];
 
 /// Bochs 2.7 `ryzen`: nested paging, LBR virtualization, SVM lock, NRIP save,
-/// flush-by-ASID, pause filter; 0x8000 ASIDs.
+/// flush-by-ASID, pause filter (EDX 0x44f); 0x8000 ASIDs; 40 physical-address bits.
 pub const BOCHS_RYZEN: CpuidFixture = CpuidFixture {
     name: "bochs ryzen",
     leaves: &[
         (0, [0xd, AMD[0], AMD[1], AMD[2]]),
-        (1, [0x0080_0f11, 0x0000_0800, 0x7ed8_320b, 0x178b_fbff]),
+        (1, [0x0080_0f11, 0x0001_0800, 0x76d8_320b, 0x178b_fbff]),
         (7, [0, 0x209c_01a9, 0, 0]),
         (0x8000_0000, [0x8000_001f, AMD[0], AMD[1], AMD[2]]),
-        (0x8000_0001, [0x0080_0f11, 0, 0x3581_ffff, 0x2fd3_fbff]),
-        (0x8000_0008, [0x0000_3030, 0, 0, 0]),
+        (
+            0x8000_0001,
+            [0x0080_0f11, 0x2000_0000, 0x35c2_23ff, 0x2fd3_fbff],
+        ),
+        (0x8000_0008, [0x0000_3028, 1, 0, 0]),
         (0x8000_000a, [1, 0x8000, 0, 0x44f]),
     ],
 };
 
-/// QEMU 7.2 TCG `-cpu qemu64,+svm,+npt`: nested paging only (no NRIP save, no decode
-/// assists, no flush-by-ASID); 16 ASIDs.
-pub const QEMU_QEMU64_SVM_NPT: CpuidFixture = CpuidFixture {
-    name: "qemu qemu64,+svm,+npt",
+/// QEMU 7.2 TCG `-cpu max`: nested paging, virtual GIF and the VMRUN address check
+/// (EDX 0x10010001), no NRIP save, decode assists or flush-by-ASID; 16 ASIDs.
+pub const QEMU_TCG_MAX: CpuidFixture = CpuidFixture {
+    name: "qemu tcg max",
     leaves: &[
         (0, [0xd, AMD[0], AMD[1], AMD[2]]),
-        (1, [0x0000_0663, 0x0000_0800, 0x8020_2001, 0x0783_fbfd]),
+        (1, [0x0006_0fb1, 0x0000_0800, 0xf6d8_320b, 0x0fcb_fbfd]),
+        (7, [0, 0x01d8_43a9, 0x8001_020c, 0]),
         (0x8000_0000, [0x8000_000a, AMD[0], AMD[1], AMD[2]]),
-        (0x8000_0001, [0x0000_0663, 0, 0x0000_0005, 0x2193_fbfd]),
-        (0x8000_0008, [0x0000_3028, 0, 0, 0]),
-        (0x8000_000a, [1, 0x10, 0, 0x1]),
+        (0x8000_0001, [0x0006_0fb1, 0, 0x75, 0xedd3_fbfd]),
+        (0x8000_0008, [0x0000_3928, 0, 0, 0]),
+        (0x8000_000a, [1, 0x10, 0, 0x1001_0001]),
     ],
 };
 
-/// Bochs 2.7 `turion64_tyler`: SVM without nested paging.
+/// Bochs 2.7 `turion64_tyler`: SVM without nested paging (EDX 0x2: LBR virtualization
+/// alone); 0x40 ASIDs.
 pub const BOCHS_TURION64_TYLER: CpuidFixture = CpuidFixture {
     name: "bochs turion64_tyler",
     leaves: &[
         (0, [0x1, AMD[0], AMD[1], AMD[2]]),
-        (1, [0x0006_0f82, 0x0000_0800, 0x0000_2001, 0x178b_fbff]),
+        (1, [0x0006_0f82, 0x0001_0800, 0x0000_2001, 0x178b_fbff]),
         (0x8000_0000, [0x8000_0018, AMD[0], AMD[1], AMD[2]]),
-        (0x8000_0001, [0x0006_0f82, 0, 0x0000_011f, 0xebd3_fbff]),
+        (0x8000_0001, [0x0006_0f82, 0x59f, 0x11f, 0xebd3_fbff]),
         (0x8000_0008, [0x0000_3028, 0, 0, 0]),
-        (0x8000_000a, [1, 0x40, 0, 0x0]),
+        (0x8000_000a, [1, 0x40, 0, 0x2]),
     ],
 };
 

@@ -241,16 +241,20 @@ mod tests {
         assert!(f.npt() && f.lbr_virtualization() && f.svm_lock() && f.nrip_save());
         assert!(f.flush_by_asid() && f.pause_filter());
         assert!(!f.decode_assists() && !f.vmcb_clean());
+        assert_eq!(caps.phys_bits, 40);
+        assert!(caps.pages_1g && caps.rdtscp);
         assert_eq!(vendor(&BOCHS_RYZEN), AMD_VENDOR);
     }
 
     #[test]
-    fn qemu_has_nested_paging_alone() {
-        let caps = SvmCaps::read(&QEMU_QEMU64_SVM_NPT).unwrap();
+    fn qemu_has_nested_paging_without_nrip_save() {
+        let caps = SvmCaps::read(&QEMU_TCG_MAX).unwrap();
         assert_eq!(caps.asids, 0x10);
-        assert!(caps.features.npt());
+        assert!(caps.features.npt() && caps.features.vgif());
         assert!(!caps.features.nrip_save() && !caps.features.flush_by_asid());
-        assert!(!caps.features.decode_assists());
+        assert!(!caps.features.decode_assists() && !caps.features.vmcb_clean());
+        assert!(caps.pages_1g);
+        assert_eq!(caps.phys_bits, 40);
     }
 
     #[test]
