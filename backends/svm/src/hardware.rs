@@ -325,6 +325,12 @@ impl SvmProcessor for HardwareSvm {
         }
     }
 
+    unsafe fn load_cr2(&mut self, cr2: u64) {
+        // SAFETY: CPL 0 (the caller's contract); CR2 holds only the last page-fault
+        // address, which the host reads solely in its exception report.
+        unsafe { asm!("mov cr2, {}", in(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    }
+
     unsafe fn invlpga(&mut self, gva: u64, asid: u32) {
         // SAFETY: EFER.SVME is set at CPL 0 (this value exists only after `new`);
         // INVLPGA only invalidates the TLB entry of `gva` in `asid`.

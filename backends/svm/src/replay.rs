@@ -250,6 +250,9 @@ pub struct ReplayVmcb {
     last: ScriptedExit,
     runs: u64,
     invlpgas: u64,
+    /// The processor's CR2 as [`SvmProcessor::load_cr2`] set it, and how often it did.
+    processor_cr2: u64,
+    cr2_loads: u64,
     /// The VMCB as the last #VMEXIT left it (what the processor caches).
     cached: Option<InMemoryVmcb>,
     clean_violations: u64,
@@ -286,6 +289,8 @@ impl ReplayVmcb {
             last,
             runs: 0,
             invlpgas: 0,
+            processor_cr2: 0,
+            cr2_loads: 0,
             cached: None,
             clean_violations: 0,
             tsc_aux: 0,
@@ -321,6 +326,11 @@ impl ReplayVmcb {
     /// INVLPGAs so far.
     pub fn invlpgas(&self) -> u64 {
         self.invlpgas
+    }
+
+    /// The processor's CR2 as the vCPU last loaded it, and how many loads there were.
+    pub fn processor_cr2(&self) -> (u64, u64) {
+        (self.processor_cr2, self.cr2_loads)
     }
 
     /// FXRSTORs so far.
@@ -381,6 +391,11 @@ impl SvmProcessor for ReplayVmcb {
         // The scripts were checked by `new`: recording cannot fail.
         let _ = script.record(&mut self.vmcb, gprs);
         self.cached = Some(self.vmcb.clone());
+    }
+
+    unsafe fn load_cr2(&mut self, cr2: u64) {
+        self.cr2_loads = self.cr2_loads.wrapping_add(1);
+        self.processor_cr2 = cr2;
     }
 
     unsafe fn invlpga(&mut self, _gva: u64, _asid: u32) {

@@ -893,3 +893,23 @@ fn fpu_state_round_trips_and_mxcsr_is_checked() {
         Err(FpuStateError::ReservedMxcsrBits { .. })
     ));
 }
+
+#[test]
+fn cr2_reaches_the_processor_when_written() {
+    let mut vcpu = vcpu(ScriptedExit::cpuid(RIP, 0, 0), 5);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    vcpu.run(&mut mem, &LIMIT);
+    // The reset's CR2 went in once; exits leave it to the processor.
+    assert_eq!(vcpu.replay_vmcb().processor_cr2(), (0, 1));
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.replay_vmcb().processor_cr2(), (0, 1));
+    // Core sets CR2 with a #PF: the next VMRUN finds it in the processor too.
+    vcpu.set_cr2(0xdead_b000);
+    vcpu.inject_event(Event::Exception {
+        vector: 14,
+        error_code: Some(2),
+    });
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.replay_vmcb().processor_cr2(), (0xdead_b000, 2));
+    assert_eq!(vmcb(&vcpu, fields::CR2), 0xdead_b000);
+}

@@ -62,6 +62,17 @@ pub trait SvmProcessor: VmcbAccess {
     /// cannot reach host memory and the #VMEXIT returns here.
     unsafe fn run(&mut self, gprs: &mut Gprs, timer_ticks: Option<u64>);
 
+    /// Put `cr2` in the processor's CR2 before the next VMRUN. VMRUN loads the VMCB's
+    /// CR2 itself, but Bochs 2.7 reads the field and drops it (its `SvmEnterGuest`), so
+    /// the guest would run with the CR2 its last #PF left; between #VMEXIT and VMRUN the
+    /// processor's CR2 is the guest's anyway (VMRUN does not switch the host's, which
+    /// the host never uses).
+    ///
+    /// # Safety
+    ///
+    /// CPL 0 (as everything here).
+    unsafe fn load_cr2(&mut self, cr2: u64);
+
     /// INVLPGA: drop the translation of `gva` tagged with `asid`.
     ///
     /// # Safety
@@ -226,6 +237,9 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     tlb_control: u64,
     /// Clean bits to clear at the next VMRUN (fields written since the last one).
     dirty: u32,
+    /// CR2 was written through the backend since the last VMRUN (see
+    /// [`SvmProcessor::load_cr2`]).
+    cr2_written: bool,
     /// The event to inject at the next VMRUN.
     pending: Option<EventInfo>,
     /// Size of the port read the core is completing.
@@ -336,6 +350,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             asid,
             tlb_control: tlb_control::FLUSH_ALL,
             dirty: clean::ALL,
+            cr2_written: true,
             pending: None,
             pio_in_size: 1,
             insn_len: 0,
@@ -595,6 +610,12 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             rax,
             self.read(fields::RFLAGS),
         ];
+        if self.cr2_written {
+            let cr2 = self.read(fields::CR2);
+            // SAFETY: CPL 0; CR2 holds only the last page-fault address.
+            unsafe { self.cpu.load_cr2(cr2) };
+            self.cr2_written = false;
+        }
         let ticks = deadline.saturating_sub(self.cpu.tsc());
         // SAFETY: `setup` wrote the control area (intercepts, maps, ASID, nested paging
         // enabled) and `ensure_npt` loaded nested tables that map guest RAM alone.
@@ -977,7 +998,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.set_cr4(0);
         self.set_cr3(0);
         self.set_cr0(ResetState::CR0);
-        self.write(fields::CR2, 0);
+        self.set_cr2(0);
         self.write(fields::DR6, opsvisor_core::arch::DR6_DEFAULT);
         self.write(fields::DR7, opsvisor_core::arch::DR7_DEFAULT);
         self.write(fields::RIP, ResetState::RIP);
@@ -1064,6 +1085,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
 
     fn set_cr2(&mut self, value: u64) {
         self.write(fields::CR2, value);
+        self.cr2_written = true;
     }
 
     fn cr3(&self) -> u64 {
