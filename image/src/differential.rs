@@ -30,8 +30,8 @@ use opsvisor_emu::EmuVcpu;
 use opsvisor_svm::SvmVcpu;
 use opsvisor_vmdiff::case::{to_hex, Case, Pack};
 use opsvisor_vmdiff::minimize::minimize;
-use opsvisor_vmdiff::run::{run_pair, Runner, Verdict};
-use opsvisor_vmdiff::snapshot::Difference;
+use opsvisor_vmdiff::run::{run_pair_tolerating, Runner, Verdict};
+use opsvisor_vmdiff::snapshot::{Difference, Tolerances};
 use opsvisor_vmx::VmxVcpu;
 
 /// A hardware backend the differential run compares with the emulator.
@@ -87,10 +87,16 @@ pub fn run<H: Hardware>(hw: H, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Resu
     let mut right = Runner::new(EmuVcpu::new(), Silent(BareMetal::new(hz, false)), cpuid)
         .map_err(|e| format!("differential RAM: {e}"))?;
     log!("vmdiff: {} cases, {} against the emulator", count, name);
+    let tolerances = tolerances_of_this_processor();
+    if tolerances.frame_rf {
+        log!("vmdiff: the processor is QEMU's TCG, which delivers faults without RF: RF in the final exception frame is not compared");
+    }
     let (mut differ, mut unfinished) = (0u32, 0u32);
     for (index, case) in cases.enumerate() {
         let case = case.map_err(|e| format!("boot module 0: {e}"))?;
-        match run_pair(&mut left, &mut right, &case).map_err(|e| format!("case {index}: {e}"))? {
+        match run_pair_tolerating(&mut left, &mut right, &case, tolerances)
+            .map_err(|e| format!("case {index}: {e}"))?
+        {
             Verdict::Same => {}
             Verdict::Unfinished => {
                 unfinished += 1;
@@ -102,7 +108,7 @@ pub fn run<H: Hardware>(hw: H, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Resu
             }
             Verdict::Differ(diffs) => {
                 differ += 1;
-                report(index, &case, &diffs, &mut left, &mut right)?;
+                report(index, &case, &diffs, &mut left, &mut right, tolerances)?;
             }
         }
     }
@@ -126,15 +132,18 @@ fn report<H: Hardware>(
     found: &[Difference],
     left: &mut Runner<H, Silent>,
     right: &mut Runner<EmuVcpu, Silent>,
+    tolerances: Tolerances,
 ) -> Result<(), String> {
     // A smaller case counts only if it still differs in one of the fields the whole case
     // differed in: dropping a setup item (the count before a REP, the value before a MOV
     // CR3) must not trade the difference for another one.
-    let (small, runs) = minimize(case, |candidate| match run_pair(left, right, candidate) {
-        Ok(Verdict::Differ(diffs)) => diffs
-            .iter()
-            .any(|d| found.iter().any(|f| same_field(&f.what, &d.what))),
-        _ => false,
+    let (small, runs) = minimize(case, |candidate| {
+        match run_pair_tolerating(left, right, candidate, tolerances) {
+            Ok(Verdict::Differ(diffs)) => diffs
+                .iter()
+                .any(|d| found.iter().any(|f| same_field(&f.what, &d.what))),
+            _ => false,
+        }
     });
     log!(
         "vmdiff: case {} ({}) differs; minimized from {} to {} items in {} runs",
@@ -151,7 +160,7 @@ fn report<H: Hardware>(
     );
     // Run the minimized case once more for its differences (the last candidate run may
     // have been one that did not differ).
-    match run_pair(left, right, &small).map_err(|e| format!("case {index}: {e}"))? {
+    match run_pair_tolerating(left, right, &small, tolerances).map_err(|e| format!("case {index}: {e}"))? {
         Verdict::Differ(diffs) => {
             for d in diffs {
                 log!(
@@ -181,4 +190,18 @@ fn report<H: Hardware>(
 /// Whether two differences concern the same field (any two memory bytes count as one).
 fn same_field(a: &str, b: &str) -> bool {
     a == b || (a.starts_with("memory") && b.starts_with("memory"))
+}
+
+/// What the comparison tolerates of this processor: QEMU's TCG (its brand string starts
+/// "QEMU TCG") delivers faults without RF in the pushed RFLAGS image.
+fn tolerances_of_this_processor() -> Tolerances {
+    let mut brand = [0u8; 16];
+    if crate::cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0002 {
+        for (chunk, reg) in brand.chunks_mut(4).zip(crate::cpu::cpuid(0x8000_0002, 0)) {
+            chunk.copy_from_slice(&reg.to_le_bytes());
+        }
+    }
+    Tolerances {
+        frame_rf: brand.starts_with(b"QEMU TCG"),
+    }
 }

@@ -1,11 +1,13 @@
 //! The I/O and MSR permission maps (APM 2 15.10.1, 15.11).
 //!
 //! Every port exits to core: the 12 KiB I/O permission map is all ones (its bit 65536
-//! and beyond cover accesses that wrap past port 0xFFFF). Every MSR exits, except those
-//! whose guest value the processor itself switches at VMRUN and #VMEXIT through the VMCB
-//! (FS and GS base with the segments, KERNEL_GS_BASE, the SYSCALL MSRs and the SYSENTER
-//! MSRs through VMLOAD/VMSAVE): for those a guest access touches only its own state,
-//! and the backend reads them from the VMCB.
+//! and beyond cover accesses that wrap past port 0xFFFF). Every MSR access exits, except
+//! reads of the MSRs whose guest value the processor itself switches at VMRUN and
+//! #VMEXIT through the VMCB (FS and GS base with the segments, KERNEL_GS_BASE, the
+//! SYSCALL MSRs and the SYSENTER MSRs through VMLOAD/VMSAVE): a read touches only the
+//! guest's own value. Their writes exit too, so that core checks the value (canonical
+//! addresses, reserved bits) before the backend stores it in the VMCB: QEMU's TCG takes
+//! a non-canonical LSTAR without the #GP silicon raises.
 
 use crate::page::Pages;
 use alloc::boxed::Box;
@@ -31,7 +33,7 @@ pub const MSR_GS_BASE: u32 = 0xc000_0101;
 /// KernelGSbase.
 pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
-/// MSRs the guest reads and writes without an exit (see the module documentation).
+/// MSRs the guest reads without an exit (see the module documentation).
 pub const PASS_THROUGH_MSRS: [u32; 10] = [
     MSR_FS_BASE,
     MSR_GS_BASE,
@@ -66,14 +68,14 @@ impl Default for Msrpm {
 }
 
 impl Msrpm {
-    /// The map this backend runs with: everything intercepted but
+    /// The map this backend runs with: everything intercepted but reads of
     /// [`PASS_THROUGH_MSRS`].
     pub fn new() -> Msrpm {
         let mut map = Msrpm {
             pages: Pages::filled(0xff),
         };
         for msr in PASS_THROUGH_MSRS {
-            map.set_intercept(msr, false, false);
+            map.set_intercept(msr, false, true);
         }
         map
     }
@@ -149,11 +151,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_vmcb_switched_msrs_pass_through() {
+    fn only_reads_of_vmcb_switched_msrs_pass_through() {
         let map = Msrpm::new();
         for msr in PASS_THROUGH_MSRS {
             assert!(!map.intercepts(msr, false), "{msr:#x} read");
-            assert!(!map.intercepts(msr, true), "{msr:#x} write");
+            assert!(map.intercepts(msr, true), "{msr:#x} write");
         }
         // EFER (SVME must stay set), PAT (G_PAT through core's checks), the APIC
         // base, TSC_AUX, the TSC and the x2APIC range all exit; so does anything
@@ -183,9 +185,9 @@ mod tests {
         let word = |m: &Msrpm, byte: usize| {
             (m.pages.0[byte / 4096][(byte % 4096) / 8] >> ((byte % 8) * 8)) as u8
         };
+        assert_eq!(word(&map, 0x820) & 0x30, 0x20, "reads pass, writes exit");
+        map.set_intercept(MSR_LSTAR, false, false);
         assert_eq!(word(&map, 0x820) & 0x30, 0);
-        map.set_intercept(MSR_LSTAR, false, true);
-        assert_eq!(word(&map, 0x820) & 0x30, 0x20);
         // MSR 0xC0010114 (VM_CR): byte 0x1000 + 0x114 / 4 = 0x1045, bits 0 and 1.
         map.set_intercept(0xc001_0114, false, false);
         assert_eq!(word(&map, 0x1045) & 0x3, 0);

@@ -6,6 +6,8 @@
 //! - CPUID, HLT, port I/O (through the all-ones I/O permission map), MSRs (through the
 //!   MSR permission map), XSETBV, INVD/WBINVD and VMMCALL go to core.
 //! - RDTSC and RDTSCP exit so that the guest's TSC is core's 1 GHz clock, as on VMX.
+//! - Writes of CR8 exit, so that the backend raises the #GP of a reserved TPR bit itself
+//!   (QEMU's TCG takes them into V_TPR without it); reads come from V_TPR.
 //! - Shutdown exits: a triple fault in the guest must not shut the processor down.
 //! - The SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA) exit and
 //!   become #UD: the guest's CPUID does not offer SVM. VMRUN's intercept is also one of
@@ -18,6 +20,9 @@
 
 use crate::vmcb::fields::{self, misc1, misc2};
 use crate::vmcb::{VmcbAccess, VmcbError};
+
+/// The write intercept of CR8 in the CR vector (bit 16 + 8).
+pub const CR8_WRITE: u32 = 1 << 24;
 
 /// The intercept vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +43,7 @@ impl Intercepts {
     /// The intercepts every guest of this backend runs with (see the module
     /// documentation).
     pub const BASE: Intercepts = Intercepts {
-        cr: 0,
+        cr: CR8_WRITE,
         dr: 0,
         exceptions: 0,
         misc1: misc1::INTR
@@ -103,8 +108,8 @@ mod tests {
             assert_ne!(i.misc1 & bit, 0, "{bit:#x}");
         }
         // With nested paging, neither CR3 nor INVLPG nor #PF need the host; task
-        // switches and PAUSE run in the guest.
-        assert_eq!(i.cr, 0);
+        // switches and PAUSE run in the guest. CR8 writes are checked by the backend.
+        assert_eq!(i.cr, CR8_WRITE);
         assert_eq!(i.exceptions, 0);
         for bit in [
             misc1::INVLPG,

@@ -6,6 +6,12 @@
 //! bits 55:52 (AVL, L, D/B, G) in its bits 11:8 (APM 2 15.5.1); core's layout has the
 //! latter at bits 15:12. SVM has no "unusable" bit: as in KVM, an unusable segment is
 //! stored not present, and a segment that is not present reads back unusable.
+//!
+//! TR goes into the VMCB with its type available (9 for a 32/64-bit TSS, 1 for a 16-bit
+//! one) and reads back busy, as KVM reads it (`svm_get_segment`): VMRUN does not look at
+//! the cached type, QEMU's TCG does when it takes the ring-0 stack from the TSS for an
+//! interrupt at CPL 3, and aborts ("invalid tss type") on a busy one, which its own LTR
+//! never caches.
 
 use crate::vmcb::{fields, VmcbAccess, VmcbError};
 use opsvisor_core::arch::{DR6_DEFAULT, DR7_DEFAULT, PAT_DEFAULT};
@@ -42,8 +48,13 @@ pub fn write_segment<V: VmcbAccess>(
     value: &Segment,
 ) -> Result<(), VmcbError> {
     let f = fields::segment(seg);
+    let attr = if seg == SegReg::Tr {
+        value.attr & !TSS_BUSY
+    } else {
+        value.attr
+    };
     vmcb.write(f.selector, value.selector.into())?;
-    vmcb.write(f.attrib, to_vmcb_attrib(value.attr).into())?;
+    vmcb.write(f.attrib, to_vmcb_attrib(attr).into())?;
     vmcb.write(f.limit, value.limit.into())?;
     vmcb.write(f.base, value.base)?;
     if seg == SegReg::Ss {
@@ -55,13 +66,21 @@ pub fn write_segment<V: VmcbAccess>(
 /// Read a segment register from the state save area.
 pub fn read_segment<V: VmcbAccess>(vmcb: &V, seg: SegReg) -> Segment {
     let f = fields::segment(seg);
+    let attr = from_vmcb_attrib(vmcb.read(f.attrib) as u16);
     Segment {
         selector: vmcb.read(f.selector) as u16,
         base: vmcb.read(f.base),
         limit: vmcb.read(f.limit) as u32,
-        attr: from_vmcb_attrib(vmcb.read(f.attrib) as u16),
+        attr: if seg == SegReg::Tr {
+            attr | TSS_BUSY
+        } else {
+            attr
+        },
     }
 }
+
+/// The busy bit of a TSS descriptor's type (bit 1).
+const TSS_BUSY: u32 = 1 << 1;
 
 /// Guest-state fields that are not registers core sets: DR6, DR7, G_PAT and DBGCTL at
 /// their reset values, no interrupt shadow.
@@ -120,6 +139,29 @@ mod tests {
         assert_eq!(vmcb.read(fields::CPL), 3);
         assert_eq!(vmcb.read(fields::SS.attrib), 0xcf3);
         assert_eq!(read_segment(&vmcb, SegReg::Ss), user_ss);
+    }
+
+    #[test]
+    fn tr_is_stored_available_and_read_busy() {
+        let mut vmcb = InMemoryVmcb::new();
+        let tr = Segment {
+            selector: 0x20,
+            base: 0x4000,
+            limit: 0x67,
+            attr: Segment::TSS_BUSY,
+        };
+        write_segment(&mut vmcb, SegReg::Tr, &tr).unwrap();
+        assert_eq!(vmcb.read(fields::TR.attrib), 0x89);
+        assert_eq!(read_segment(&vmcb, SegReg::Tr), tr);
+        // A 16-bit TSS, and what a processor's VMSAVE leaves after the guest's LTR.
+        vmcb.write(fields::TR.attrib, 0x81).unwrap();
+        assert_eq!(read_segment(&vmcb, SegReg::Tr).attr, 0x83);
+        vmcb.write(fields::TR.attrib, 0x8b).unwrap();
+        assert_eq!(read_segment(&vmcb, SegReg::Tr).attr, 0x8b);
+        // Other segments are stored as they are.
+        let ds = Segment::flat(0x10, Segment::DATA);
+        write_segment(&mut vmcb, SegReg::Ds, &ds).unwrap();
+        assert_eq!(read_segment(&vmcb, SegReg::Ds), ds);
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub enum SvmFailure {
     InstructionLength {
         /// Guest RIP.
         rip: u64,
+        /// The control registers the instruction was fetched with: CR0, CR3, CR4, EFER.
+        paging: [u64; 4],
     },
     /// VMRUN refused the VMCB (VMEXIT_INVALID); the consistency check that fails, or
     /// `None` when every check the APM lists passes.
@@ -168,9 +170,10 @@ impl core::fmt::Display for SvmFailure {
             SvmFailure::Decode(e) => write!(f, "{e}"),
             SvmFailure::Vmcb(e) => write!(f, "{e}"),
             SvmFailure::Npt(e) => write!(f, "nested page tables: {e}"),
-            SvmFailure::InstructionLength { rip } => write!(
+            SvmFailure::InstructionLength { rip, paging } => write!(
                 f,
-                "the intercepted instruction at rip {rip:#x} did not decode (no NRIP save)"
+                "the intercepted instruction at rip {rip:#x} did not decode (no NRIP save; fetched with CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x})",
+                paging[0], paging[1], paging[2], paging[3]
             ),
             other => write!(f, "{other:?}"),
         }
@@ -694,7 +697,11 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         let mut bytes = [0u8; 15];
         let paging = self.paging_regs();
         let n = fetch_instruction(self, mem, &paging, &mut bytes);
-        instruction_length(bytes.get(..n).unwrap_or(&[]), code_bitness(self))
+        instruction_length(
+            bytes.get(..n).unwrap_or(&[]),
+            code_bitness(self),
+            DecoderOptions::AMD,
+        )
     }
 
     /// A nested page fault: an access to guest-physical memory that is not RAM. A data
@@ -743,7 +750,8 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         let operand = match exit.operand() {
             Some(operand) => operand,
             None => {
-                // Without decode assists the segment of OUTS is not reported.
+                // Without decode assists the segment of OUTS is not reported, and QEMU
+                // leaves out the address size: the instruction says both.
                 let mut bytes = [0u8; 15];
                 let n = self.instruction_bytes(mem, &mut bytes);
                 let decoded = string_io::decode_operand(
@@ -783,10 +791,11 @@ impl<P: SvmProcessor> SvmVcpu<P> {
     fn decode_cr(&self, mem: &mut GuestMemory) -> Result<CrInsn, ()> {
         let mut bytes = [0u8; 15];
         let n = self.instruction_bytes(mem, &mut bytes);
+        // AMD's decoding: LOCK MOV CR0 is MOV CR8 outside 64-bit mode.
         let mut decoder = Decoder::try_new(
             code_bitness(self),
             bytes.get(..n).unwrap_or(&[]),
-            DecoderOptions::NONE,
+            DecoderOptions::AMD,
         )
         .map_err(|_| ())?;
         if !decoder.can_decode() {
@@ -1189,6 +1198,13 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
             }
             _ => return false,
         };
+        // SFMASK holds 32 bits (its upper half reads as zero), which VMLOAD keeps of
+        // the VMCB's field; store what the register will hold.
+        let value = if index == MSR_SFMASK {
+            value & 0xffff_ffff
+        } else {
+            value
+        };
         self.write(field, value);
         true
     }
@@ -1233,7 +1249,11 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
                     Some(len) => self.insn_len = len,
                     None => {
                         let rip = self.rip();
-                        return self.fail(SvmFailure::InstructionLength { rip });
+                        let p = self.paging_regs();
+                        return self.fail(SvmFailure::InstructionLength {
+                            rip,
+                            paging: [p.cr0, p.cr3, p.cr4, p.efer],
+                        });
                     }
                 }
             }

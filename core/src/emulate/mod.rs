@@ -13,7 +13,7 @@ use crate::arch::EFER_LMA;
 use crate::mmu::memory::GuestMemory;
 use crate::mmu::walk::{walk, Access, PagingRegs};
 use crate::ops::{SegReg, Segment, X86Ops};
-use iced_x86::{Decoder, DecoderOptions, Instruction};
+use iced_x86::{Decoder, Instruction};
 
 /// The longest x86 instruction, in bytes.
 pub const MAX_INSTRUCTION_LEN: usize = 15;
@@ -71,11 +71,12 @@ pub fn fetch_instruction<C: X86Ops>(
 }
 
 /// The length of the instruction at the start of `bytes` for a code size of `bitness`
-/// (16, 32 or 64), or `None` when the bytes do not hold a whole valid instruction.
-/// Backends whose processor does not report the next RIP (SVM without NRIP save) retire
-/// an intercepted instruction with it.
-pub fn instruction_length(bytes: &[u8], bitness: u32) -> Option<u8> {
-    let mut decoder = Decoder::try_new(bitness, bytes, DecoderOptions::NONE).ok()?;
+/// (16, 32 or 64), decoded with iced's `options` (`DecoderOptions::AMD` on an AMD
+/// processor, where for instance LOCK MOV CR0 is MOV CR8), or `None` when the bytes do
+/// not hold a whole valid instruction. Backends whose processor does not report the next
+/// RIP (SVM without NRIP save) retire an intercepted instruction with it.
+pub fn instruction_length(bytes: &[u8], bitness: u32, options: u32) -> Option<u8> {
+    let mut decoder = Decoder::try_new(bitness, bytes, options).ok()?;
     if !decoder.can_decode() {
         return None;
     }
@@ -91,24 +92,37 @@ pub fn instruction_length(bytes: &[u8], bitness: u32) -> Option<u8> {
 mod tests {
     use super::*;
 
+    use iced_x86::DecoderOptions;
+
+    const NONE: u32 = DecoderOptions::NONE;
+
     #[test]
     fn lengths_include_prefixes_and_operands() {
         // CPUID; CPUID with an operand-size prefix; RDMSR; HLT; WRMSR.
-        assert_eq!(instruction_length(&[0x0f, 0xa2, 0x90], 64), Some(2));
-        assert_eq!(instruction_length(&[0x66, 0x0f, 0xa2], 32), Some(3));
-        assert_eq!(instruction_length(&[0x0f, 0x32], 16), Some(2));
-        assert_eq!(instruction_length(&[0xf4], 16), Some(1));
+        assert_eq!(instruction_length(&[0x0f, 0xa2, 0x90], 64, NONE), Some(2));
+        assert_eq!(instruction_length(&[0x66, 0x0f, 0xa2], 32, NONE), Some(3));
+        assert_eq!(instruction_length(&[0x0f, 0x32], 16, NONE), Some(2));
+        assert_eq!(instruction_length(&[0xf4], 16, NONE), Some(1));
         // OUT imm8, AL; IN EAX, DX.
-        assert_eq!(instruction_length(&[0xe6, 0x80], 32), Some(2));
-        assert_eq!(instruction_length(&[0xed], 64), Some(1));
+        assert_eq!(instruction_length(&[0xe6, 0x80], 32, NONE), Some(2));
+        assert_eq!(instruction_length(&[0xed], 64, NONE), Some(1));
         // VMMCALL, XSETBV, WBINVD.
-        assert_eq!(instruction_length(&[0x0f, 0x01, 0xd9], 64), Some(3));
-        assert_eq!(instruction_length(&[0x0f, 0x01, 0xd1], 32), Some(3));
-        assert_eq!(instruction_length(&[0x0f, 0x09], 16), Some(2));
+        assert_eq!(instruction_length(&[0x0f, 0x01, 0xd9], 64, NONE), Some(3));
+        assert_eq!(instruction_length(&[0x0f, 0x01, 0xd1], 32, NONE), Some(3));
+        assert_eq!(instruction_length(&[0x0f, 0x09], 16, NONE), Some(2));
         // Truncated, empty, invalid, a bad code size.
-        assert_eq!(instruction_length(&[0x0f], 64), None);
-        assert_eq!(instruction_length(&[], 64), None);
-        assert_eq!(instruction_length(&[0x0f, 0xff], 64), None);
-        assert_eq!(instruction_length(&[0x90], 8), None);
+        assert_eq!(instruction_length(&[0x0f], 64, NONE), None);
+        assert_eq!(instruction_length(&[], 64, NONE), None);
+        assert_eq!(instruction_length(&[0x0f, 0xff], 64, NONE), None);
+        assert_eq!(instruction_length(&[0x90], 8, NONE), None);
+        // LOCK MOV CR0, EDI is AMD's MOV CR8 in 32-bit code, #UD on Intel.
+        assert_eq!(
+            instruction_length(&[0xf0, 0x0f, 0x22, 0xc7], 32, NONE),
+            None
+        );
+        assert_eq!(
+            instruction_length(&[0xf0, 0x0f, 0x22, 0xc7], 32, DecoderOptions::AMD),
+            Some(4)
+        );
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! IN/OUT become core's [`Exit::Io`] directly. Core expects one element per exit, so
 //! INS/OUTS become a [`StringIo`] that the backend walks element by element with core's
-//! [`opsvisor_core::emulate::string_io`].
+//! [`opsvisor_core::emulate::string_io`]. QEMU 7.2's TCG reports INS/OUTS without their
+//! address size (bits 9:7 all clear): the backend then decodes the instruction, as for
+//! the segment without decode assists.
 
 use super::{code, BackendExit, DecodeError, Gprs, SvmExit};
 use crate::vmcb::{fields, VmcbAccess};
@@ -27,7 +29,7 @@ pub struct IoInfo {
     pub string: bool,
     /// With a REP prefix.
     pub rep: bool,
-    /// The address size (bits 9:7), when exactly one is given.
+    /// The address size (bits 9:7), when given.
     pub address_size: Option<AddressSize>,
     /// The effective segment (bits 12:10): meaningful with decode assists only.
     pub segment_bits: u8,
@@ -35,7 +37,7 @@ pub struct IoInfo {
 
 impl IoInfo {
     /// Decode a raw EXITINFO1; `None` when the size bits do not name exactly one size,
-    /// or a string form does not name exactly one address size.
+    /// or the address-size bits name more than one.
     pub fn decode(info1: u64) -> Option<IoInfo> {
         let size = match (info1 >> 4) & 7 {
             1 => 1,
@@ -44,15 +46,13 @@ impl IoInfo {
             _ => return None,
         };
         let address_size = match (info1 >> 7) & 7 {
+            0 => None,
             1 => Some(AddressSize::Bits16),
             2 => Some(AddressSize::Bits32),
             4 => Some(AddressSize::Bits64),
-            _ => None,
+            _ => return None,
         };
         let string = info1 & (1 << 2) != 0;
-        if string && address_size.is_none() {
-            return None;
-        }
         Some(IoInfo {
             port: (info1 >> 16) as u16,
             size,
@@ -74,19 +74,19 @@ impl IoInfo {
 pub struct StringIo {
     /// The port side.
     pub insn: StringInsn,
-    /// The address size of RSI/RDI and RCX (always reported).
-    pub address_size: AddressSize,
+    /// The address size of RSI/RDI and RCX, when reported.
+    pub address_size: Option<AddressSize>,
     /// The segment of the memory operand: ES for INS; for OUTS the one decode assists
     /// report, or `None` without them (the backend decodes the instruction).
     pub segment: Option<SegReg>,
 }
 
 impl StringIo {
-    /// The operand, when the segment is known.
+    /// The operand, when both its address size and its segment are known.
     pub fn operand(&self) -> Option<StringIoOperand> {
-        self.segment.map(|segment| StringIoOperand {
-            address_size: self.address_size,
-            segment,
+        Some(StringIoOperand {
+            address_size: self.address_size?,
+            segment: self.segment?,
         })
     }
 }
@@ -118,7 +118,7 @@ pub(crate) fn decode<V: VmcbAccess>(
             data,
         }));
     }
-    let address_size = io.address_size.ok_or(invalid)?;
+    let address_size = io.address_size;
     let segment = match io.direction {
         // INS always stores through ES.
         Direction::Read => Some(SegReg::Es),
@@ -222,7 +222,7 @@ mod tests {
                 direction: Direction::Write,
                 rep: true,
             },
-            address_size: AddressSize::Bits32,
+            address_size: Some(AddressSize::Bits32),
             segment: Some(SegReg::Fs),
         };
         assert_eq!(
@@ -274,7 +274,6 @@ mod tests {
             info(0x3f8, 3, false, false, false, 2, 0), // two sizes
             info(0x3f8, 0, false, false, false, 2, 0), // no size
             info(0x3f8, 1, false, true, false, 6, 0),  // two address sizes on OUTS
-            info(0x3f8, 1, false, true, false, 0, 0),  // none
         ] {
             assert_eq!(
                 decode_with(code::IOIO, &[(fields::EXITINFO1, bad)], &[0; 16]),
