@@ -244,10 +244,17 @@ pub fn bochs_quirks(i: &Instruction) -> bool {
 ///   ring3 guest notes;
 /// - LSS and LTR: TCG loads a null selector where silicon raises #GP (`lss esi` of
 ///   selector 3 at CPL 0 in 64-bit mode, seed 1 case 763; `ltr ax` with AX 0, case 1016);
+/// - loads of DS, ES, FS and GS (MOV, POP, LDS, LES, LFS, LGS): TCG checks neither a
+///   null data segment nor a segment limit on the accesses through it, so a case that
+///   loads a null selector and then stores through it runs on where silicon raises #GP
+///   (`pop ds; mov word [ebx-5Dh], 38h` in paged32, seed 1 case 1962);
 /// - XSETBV: TCG raises #GP for CPL 3 before the #UD of CR4.OSXSAVE clear (long64 at CPL
 ///   3, seed 1 case 1028);
 /// - MINSS/MINSD/MINPS/MINPD and the MAX ones: TCG leaves MXCSR.DE clear for a denormal
 ///   operand (`minsd xmm5, [ebx-2Ch]`, seed 1 case 1496);
+/// - CMPXCHG8B and CMPXCHG16B: TCG clears the status flags other than ZF, which the
+///   instruction leaves alone (`cmp al, al; cmpxchg8b [rbx+18h]` lost PF, seed 1 case
+///   1028);
 /// - MOVS, LODS, STOS, CMPS and SCAS with a REP prefix: TCG checks no data segment limit,
 ///   so a large count runs past the environment's 2 MiB segments into a #PF where
 ///   silicon raises #GP (`rep lodsd` with ECX 0xffffffff, seed 1 case 1962); INS and
@@ -319,9 +326,14 @@ pub fn qemu_tcg_quirks(i: &Instruction) -> bool {
                 | Mnemonic::Scasw
                 | Mnemonic::Scasd
                 | Mnemonic::Scasq
-        )
+        );
+    let data_segment_load = matches!(
+        i.mnemonic(),
+        Mnemonic::Lds | Mnemonic::Les | Mnemonic::Lfs | Mnemonic::Lgs
+    ) || (matches!(i.mnemonic(), Mnemonic::Mov | Mnemonic::Pop)
         && i.op_count() > 0
-        && (0..i.op_count()).all(|n| i.op_kind(n) != OpKind::Register);
+        && i.op0_kind() == OpKind::Register
+        && i.op0_register().is_segment_register());
     let others = matches!(
         i.mnemonic(),
         Mnemonic::Movbe
@@ -339,6 +351,8 @@ pub fn qemu_tcg_quirks(i: &Instruction) -> bool {
             | Mnemonic::Maxsd
             | Mnemonic::Maxps
             | Mnemonic::Maxpd
+            | Mnemonic::Cmpxchg8b
+            | Mnemonic::Cmpxchg16b
     );
     x87 || mmx
         || nested_enter
@@ -347,6 +361,7 @@ pub fn qemu_tcg_quirks(i: &Instruction) -> bool {
         || aligned_sse
         || test_alias
         || rep_string
+        || data_segment_load
         || others
 }
 
