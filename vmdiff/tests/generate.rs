@@ -1261,17 +1261,16 @@ fn qemu_tcg_quirks_name_what_tcg_gets_wrong() {
 }
 
 #[test]
-fn qemu_tcg_state_drops_alignment_checks_and_ts_under_em() {
+fn qemu_tcg_state_drops_alignment_checks_and_em() {
     use opsvisor_vmdiff::generate::qemu_tcg_state;
     let mut cases = generate(500, 3, &Mode::ALL);
     assert!(cases.iter().any(|c| c.cr0 & (1 << 18) != 0));
-    assert!(cases.iter().any(|c| c.cr0 & 0xc == 0xc));
+    assert!(cases.iter().any(|c| c.cr0 & 0x4 != 0));
     let before: Vec<u64> = cases.iter().map(|c| c.cr0).collect();
     cases.iter_mut().for_each(qemu_tcg_state);
     for (c, old) in cases.iter().zip(before) {
-        assert_eq!(c.cr0 & (1 << 18), 0);
-        assert_ne!(c.cr0 & 0xc, 0xc);
+        assert_eq!(c.cr0 & ((1 << 18) | 4), 0);
         // Nothing else changes.
-        assert_eq!(c.cr0 | (1 << 18) | (1 << 3), old | (1 << 18) | (1 << 3));
+        assert_eq!(c.cr0 | (1 << 18) | 4, old | (1 << 18) | 4);
     }
 }

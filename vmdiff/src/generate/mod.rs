@@ -48,7 +48,7 @@ use alloc::vec::Vec;
 use emit::Gen;
 use iced_x86::{
     Code, Decoder, DecoderOptions, EncodingKind, Formatter, Instruction, IntelFormatter, Mnemonic,
-    OpCodeTableKind, OpKind,
+    OpCodeTableKind, OpKind, Register,
 };
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
@@ -250,8 +250,14 @@ pub fn bochs_quirks(i: &Instruction) -> bool {
 ///   (`pop ds; mov word [ebx-5Dh], 38h` in paged32, seed 1 case 1962);
 /// - XSETBV: TCG raises #GP for CPL 3 before the #UD of CR4.OSXSAVE clear (long64 at CPL
 ///   3, seed 1 case 1028);
-/// - MINSS/MINSD/MINPS/MINPD and the MAX ones: TCG leaves MXCSR.DE clear for a denormal
-///   operand (`minsd xmm5, [ebx-2Ch]`, seed 1 case 1496);
+/// - SSE floating-point arithmetic, compares and conversions from floating point: TCG
+///   never reports a denormal operand (MXCSR.DE, and its #XM when unmasked): `minsd
+///   xmm5, [ebx-2Ch]` (seed 1 case 1496), `addpd xmm2, xmm6` (seed 2 case 56);
+/// - ADCX and ADOX: TCG computes the wrong CF and OF, and ADOX leaves other bits of
+///   RFLAGS set (`adox r14d, ebp`, seed 2 case 228; `adcx edi, esi`, case 893);
+/// - MOV to CR0 and LMSW: they can set CR0.EM, under which TCG raises #NM before the #UD
+///   of an SSE instruction (`lmsw ax; addps xmm2, xmm5`, seed 2 case 1811; see also
+///   [`qemu_tcg_state`]);
 /// - CMPXCHG8B and CMPXCHG16B: TCG clears the status flags other than ZF, which the
 ///   instruction leaves alone (`cmp al, al; cmpxchg8b [rbx+18h]` lost PF, seed 1 case
 ///   1028);
@@ -334,6 +340,18 @@ pub fn qemu_tcg_quirks(i: &Instruction) -> bool {
         && i.op_count() > 0
         && i.op0_kind() == OpKind::Register
         && i.op0_register().is_segment_register());
+    let sse_fp = match i.mnemonic() {
+        // CMPSD is also the string compare.
+        Mnemonic::Cmpsd => {
+            (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm())
+        }
+        m => i.encoding() == EncodingKind::Legacy && SSE_FP.contains(&m),
+    };
+    let cr0_write = i.mnemonic() == Mnemonic::Lmsw
+        || (i.mnemonic() == Mnemonic::Mov
+            && i.op_count() > 0
+            && i.op0_kind() == OpKind::Register
+            && i.op0_register() == Register::CR0);
     let others = matches!(
         i.mnemonic(),
         Mnemonic::Movbe
@@ -343,14 +361,8 @@ pub fn qemu_tcg_quirks(i: &Instruction) -> bool {
             | Mnemonic::Lss
             | Mnemonic::Ltr
             | Mnemonic::Xsetbv
-            | Mnemonic::Minss
-            | Mnemonic::Minsd
-            | Mnemonic::Minps
-            | Mnemonic::Minpd
-            | Mnemonic::Maxss
-            | Mnemonic::Maxsd
-            | Mnemonic::Maxps
-            | Mnemonic::Maxpd
+            | Mnemonic::Adcx
+            | Mnemonic::Adox
             | Mnemonic::Cmpxchg8b
             | Mnemonic::Cmpxchg16b
     );
@@ -362,26 +374,88 @@ pub fn qemu_tcg_quirks(i: &Instruction) -> bool {
         || test_alias
         || rep_string
         || data_segment_load
+        || sse_fp
+        || cr0_write
         || others
 }
+
+/// The SSE floating-point instructions whose denormal operands QEMU's TCG does not
+/// report (see [`qemu_tcg_quirks`]).
+const SSE_FP: &[Mnemonic] = &[
+    Mnemonic::Addps,
+    Mnemonic::Addpd,
+    Mnemonic::Addss,
+    Mnemonic::Addsd,
+    Mnemonic::Subps,
+    Mnemonic::Subpd,
+    Mnemonic::Subss,
+    Mnemonic::Subsd,
+    Mnemonic::Mulps,
+    Mnemonic::Mulpd,
+    Mnemonic::Mulss,
+    Mnemonic::Mulsd,
+    Mnemonic::Divps,
+    Mnemonic::Divpd,
+    Mnemonic::Divss,
+    Mnemonic::Divsd,
+    Mnemonic::Sqrtps,
+    Mnemonic::Sqrtpd,
+    Mnemonic::Sqrtss,
+    Mnemonic::Sqrtsd,
+    Mnemonic::Minps,
+    Mnemonic::Minpd,
+    Mnemonic::Minss,
+    Mnemonic::Minsd,
+    Mnemonic::Maxps,
+    Mnemonic::Maxpd,
+    Mnemonic::Maxss,
+    Mnemonic::Maxsd,
+    Mnemonic::Cmpps,
+    Mnemonic::Cmppd,
+    Mnemonic::Cmpss,
+    Mnemonic::Comiss,
+    Mnemonic::Comisd,
+    Mnemonic::Ucomiss,
+    Mnemonic::Ucomisd,
+    Mnemonic::Haddps,
+    Mnemonic::Haddpd,
+    Mnemonic::Hsubps,
+    Mnemonic::Hsubpd,
+    Mnemonic::Addsubps,
+    Mnemonic::Addsubpd,
+    Mnemonic::Dpps,
+    Mnemonic::Dppd,
+    Mnemonic::Roundps,
+    Mnemonic::Roundpd,
+    Mnemonic::Roundss,
+    Mnemonic::Roundsd,
+    Mnemonic::Cvtps2pd,
+    Mnemonic::Cvtpd2ps,
+    Mnemonic::Cvtss2sd,
+    Mnemonic::Cvtsd2ss,
+    Mnemonic::Cvtps2dq,
+    Mnemonic::Cvttps2dq,
+    Mnemonic::Cvtpd2dq,
+    Mnemonic::Cvttpd2dq,
+    Mnemonic::Cvtss2si,
+    Mnemonic::Cvttss2si,
+    Mnemonic::Cvtsd2si,
+    Mnemonic::Cvttsd2si,
+];
 
 /// CR0.AM.
 const CR0_AM: u64 = 1 << 18;
 /// CR0.EM.
 const CR0_EM: u64 = 1 << 2;
-/// CR0.TS.
-const CR0_TS: u64 = 1 << 3;
 
 /// The start state of `case` without what QEMU 7.2's TCG does not implement: CR0.AM
 /// cleared (TCG raises no #AC: `sgdt [rbx+41h]` misaligned at CPL 3 with RFLAGS.AC stored
-/// where silicon faults, seed 1 case 83), and CR0.TS cleared where CR0.EM is set (an SSE
-/// instruction then raises #UD before #NM, TCG raises #NM: `psubq xmm6, xmm4`, seed 1
-/// case 78).
+/// where silicon faults, seed 1 case 83), and CR0.EM cleared (an SSE instruction under
+/// EM and TS raises #UD before #NM, TCG raises #NM: `psubq xmm6, xmm4`, seed 1 case 78;
+/// the cases' CR0 writes, which could set EM again, are left out by
+/// [`qemu_tcg_quirks`]).
 pub fn qemu_tcg_state(case: &mut Case) {
-    case.cr0 &= !CR0_AM;
-    if case.cr0 & CR0_EM != 0 {
-        case.cr0 &= !CR0_TS;
-    }
+    case.cr0 &= !(CR0_AM | CR0_EM);
 }
 
 /// `group`, ended with [`SETTLE`] if one of its instructions leaves a status flag
