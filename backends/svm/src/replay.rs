@@ -9,10 +9,11 @@
 //! the SVM exit path (`benches/benches/svm_exit.rs`) and the tests use it; the
 //! bare-metal image never does.
 //!
-//! It also checks the VMCB clean bits the vCPU hands the processor: a field that changed
-//! since the last VMRUN while its clean bit was set is counted
-//! ([`ReplayVmcb::clean_violations`]), since a processor would have run with its stale
-//! cached copy.
+//! On request ([`ReplayVmcb::check_clean_bits`]) it also checks the VMCB clean bits the
+//! vCPU hands the processor: a field that changed since the last VMRUN while its clean
+//! bit was set is counted ([`ReplayVmcb::clean_violations`]), since a processor would
+//! have run with its stale cached copy. (The check copies the page at every VMRUN, which
+//! the benchmarks leave out.)
 //!
 //! A script is one exit replayed `count` times (a guest looping on one instruction:
 //! each replay puts RIP back on the instruction), then a final exit, replayed for every
@@ -253,8 +254,11 @@ pub struct ReplayVmcb {
     /// The processor's CR2 as [`SvmProcessor::load_cr2`] set it, and how often it did.
     processor_cr2: u64,
     cr2_loads: u64,
-    /// The VMCB as the last #VMEXIT left it (what the processor caches).
-    cached: Option<InMemoryVmcb>,
+    /// The VMCB as the last #VMEXIT left it (what the processor caches), once there was
+    /// one (allocated up front: the exit path allocates nothing).
+    cached: InMemoryVmcb,
+    has_cached: bool,
+    checking_clean_bits: bool,
     clean_violations: u64,
     /// TSC_AUX, which on hardware lives in the processor.
     tsc_aux: u64,
@@ -291,7 +295,9 @@ impl ReplayVmcb {
             invlpgas: 0,
             processor_cr2: 0,
             cr2_loads: 0,
-            cached: None,
+            cached: InMemoryVmcb::new(),
+            has_cached: false,
+            checking_clean_bits: false,
             clean_violations: 0,
             tsc_aux: 0,
             fpu: FxsaveArea::zeroed(),
@@ -338,6 +344,12 @@ impl ReplayVmcb {
         self.fxrstors
     }
 
+    /// Check the clean bits from now on (see the module documentation).
+    pub fn check_clean_bits(mut self) -> ReplayVmcb {
+        self.checking_clean_bits = true;
+        self
+    }
+
     /// VMRUNs that marked clean a field that had changed since the last #VMEXIT.
     pub fn clean_violations(&self) -> u64 {
         self.clean_violations
@@ -349,16 +361,18 @@ impl ReplayVmcb {
     }
 
     /// Count the clean bits set over fields that changed since the last #VMEXIT.
-    fn check_clean_bits(&mut self) {
+    fn count_clean_violations(&mut self) {
         let clean_bits = self.vmcb.read(fields::VMCB_CLEAN) as u32;
-        let Some(cached) = &self.cached else {
+        if !self.has_cached {
             // The first VMRUN loads everything whatever the bits say; a processor
             // would, as the VMCB is new to it.
             return;
-        };
+        }
         for (bit, start, end) in CLEAN_RANGES {
             let range = usize::from(start)..usize::from(end);
-            if clean_bits & bit != 0 && self.vmcb.bytes()[range.clone()] != cached.bytes()[range] {
+            if clean_bits & bit != 0
+                && self.vmcb.bytes()[range.clone()] != self.cached.bytes()[range]
+            {
                 self.clean_violations += 1;
             }
         }
@@ -381,7 +395,9 @@ impl SvmProcessor for ReplayVmcb {
     /// Records the next scripted exit.
     unsafe fn run(&mut self, gprs: &mut Gprs, _timer_ticks: Option<u64>) {
         self.runs = self.runs.wrapping_add(1);
-        self.check_clean_bits();
+        if self.checking_clean_bits {
+            self.count_clean_violations();
+        }
         let script = if self.remaining > 0 {
             self.remaining -= 1;
             &self.repeat
@@ -390,7 +406,10 @@ impl SvmProcessor for ReplayVmcb {
         };
         // The scripts were checked by `new`: recording cannot fail.
         let _ = script.record(&mut self.vmcb, gprs);
-        self.cached = Some(self.vmcb.clone());
+        if self.checking_clean_bits {
+            self.cached.copy_from(&self.vmcb);
+            self.has_cached = true;
+        }
     }
 
     unsafe fn load_cr2(&mut self, cr2: u64) {

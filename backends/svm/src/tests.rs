@@ -567,7 +567,11 @@ fn vmexit_invalid_names_the_failing_check_and_keeps_the_guest_state() {
 fn clean_bits_never_hide_a_change() {
     // The synthetic processor has VMCB clean bits: a VMRUN that marks clean a field
     // written since the last one would run with a stale copy.
-    let mut vcpu = vcpu_on(&ZEN_FEATURES, ScriptedExit::cpuid(RIP, 0, 0), 100);
+    let caps = SvmCaps::read(&ZEN_FEATURES).unwrap();
+    let replay = ReplayVmcb::new(ScriptedExit::cpuid(RIP, 0, 0), 100, debug_exit(0x9000))
+        .unwrap()
+        .check_clean_bits();
+    let mut vcpu = SvmVcpu::replay(caps, config(), replay).unwrap();
     let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
     vcpu.run(&mut mem, &LIMIT);
     assert_ne!(

@@ -152,6 +152,11 @@ impl InMemoryVmcb {
     pub fn bytes(&self) -> &[u8; 4096] {
         &self.bytes
     }
+
+    /// Make this VMCB a copy of `other` (without allocating).
+    pub fn copy_from(&mut self, other: &InMemoryVmcb) {
+        self.bytes.copy_from_slice(&other.bytes[..]);
+    }
 }
 
 impl VmcbAccess for InMemoryVmcb {
