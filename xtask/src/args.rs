@@ -145,7 +145,6 @@ pub enum Command {
     },
 }
 
-/// The help text.
 /// Default number of differential cases.
 pub const DEFAULT_DIFF_CASES: usize = 100;
 /// Time allowed per differential case on top of [`DEFAULT_TIMEOUT`] when `--timeout`
@@ -186,6 +185,7 @@ pub struct DiffOptions {
     pub target: DiffTarget,
 }
 
+/// The help text.
 pub const HELP: &str = "\
 cargo xtask: build the opsvisor bare-metal image and run it under Bochs and QEMU
 
