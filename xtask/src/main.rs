@@ -740,7 +740,12 @@ fn run_qemu(
         .arg("-cpu")
         .arg(&run.cpu);
     if !kvm {
-        cmd.args(["-icount", "shift=0"]);
+        // The guest's clock follows the instructions executed (4 ns each), not the host's
+        // time: TCG's #VMEXITs take a quarter of a million host cycles, and on the host's
+        // clock a guest's timer periods would pass inside one. At 32 ns an instruction the
+        // exits' own work outruns apic_timer_periodic's 0.5 ms period; at 1 ns the corpus's
+        // multi-second RTC waits take minutes.
+        cmd.args(["-icount", "shift=2"]);
     }
     if run.iso {
         let iso = tmp.path.join("opsvisor.iso");
