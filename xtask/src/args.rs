@@ -125,9 +125,14 @@ pub enum Command {
     },
     /// Run under Bochs.
     Bochs(RunOptions),
-    /// Boot the Linux guest on the VMX backend under Bochs and check it reached its
-    /// marker and powered off.
-    BochsLinux(RunOptions),
+    /// Boot the Linux guest on a hardware backend and check it reached its marker and
+    /// powered off.
+    Linux {
+        /// Machine options, the guest and its initrd set.
+        run: RunOptions,
+        /// Bochs or QEMU TCG.
+        machine: Machine,
+    },
     /// Boot every corpus guest in turn on a hardware backend (its `backend=` is added
     /// to the image's command line); the guest in the options is unused.
     Corpus {
@@ -216,6 +221,10 @@ USAGE:
                                             vmlinuz, or vmlinux with --pvh, and initrd.gz) on
                                             the VMX backend under Bochs; exit 0 when it reaches
                                             its /init marker and powers off
+    cargo xtask qemu-svm-linux [--dir DIR] [--pvh] [OPTIONS]
+    cargo xtask bochs-svm-linux [--dir DIR] [--pvh] [OPTIONS]
+                                            the same on the SVM backend under QEMU TCG, or under
+                                            Bochs (ryzen)
     cargo xtask qemu GUEST [OPTIONS]        boot under QEMU TCG (-kernel, PVH; -cpu max, whose
                                             SVM the image picks on its own)
     cargo xtask qemu-svm GUEST [OPTIONS]    boot under QEMU TCG on the SVM backend (backend=svm
@@ -362,7 +371,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         "vmx-diff" => diff(cmd, rest, Some(HwBackend::Vmx)),
         "diff" => diff(cmd, rest, None),
-        "bochs-linux" => bochs_linux(rest),
+        "bochs-linux" => linux(cmd, rest, Machine::Bochs, HwBackend::Vmx),
+        "bochs-svm-linux" => linux(cmd, rest, Machine::Bochs, HwBackend::Svm),
+        "qemu-svm-linux" => linux(cmd, rest, Machine::Qemu, HwBackend::Svm),
         "coverage" => match rest {
             [] => Ok(Command::Coverage { check: false }),
             [flag] if flag == "--check" => Ok(Command::Coverage { check: true }),
@@ -492,26 +503,38 @@ const LINUX_MEGS: u32 = 512;
 /// `bochs-linux`'s default guest RAM.
 const LINUX_GUEST_MIB: u32 = 256;
 
-/// `bochs-linux`: the Linux guest (`--dir`, default [`LINUX_GUEST_DIR`]: its `vmlinuz`, or
-/// `vmlinux` with `--pvh`, and `initrd.gz`) on the VMX backend under Bochs.
-fn bochs_linux(args: &[String]) -> Result<Command, String> {
+/// `bochs-linux`, `qemu-svm-linux`, `bochs-svm-linux`: the Linux guest (`--dir`, default
+/// [`LINUX_GUEST_DIR`]: its `vmlinuz`, or `vmlinux` with `--pvh`, and `initrd.gz`) on
+/// `backend` under `machine`.
+fn linux(
+    cmd: &str,
+    args: &[String],
+    machine: Machine,
+    backend: HwBackend,
+) -> Result<Command, String> {
     let mut dir = PathBuf::from(LINUX_GUEST_DIR);
     let mut pvh = false;
-    let mut machine = vec![String::from("./linux")];
+    let mut words = vec![String::from("./linux")];
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--dir" => dir = PathBuf::from(it.next().ok_or("--dir needs a value")?),
             "--pvh" => pvh = true,
-            _ => machine.push(arg.clone()),
+            _ => words.push(arg.clone()),
         }
     }
-    let given = |name: &str| machine.iter().any(|a| a == name);
+    let given = |name: &str| words.iter().any(|a| a == name);
     let (timeout, megs) = (given("--timeout"), given("--megs"));
-    let (mut run, _, positional) = parse_run(&machine, false, Machine::Bochs, DEFAULT_BOCHS_CPU)?;
-    no_more("bochs-linux", &positional)?;
+    let default_cpu = match machine {
+        Machine::Bochs => backend.bochs_cpu(),
+        Machine::Qemu => DEFAULT_QEMU_CPU,
+    };
+    let (mut run, _, positional) = parse_run(&words, false, machine, default_cpu)?;
+    no_more(cmd, &positional)?;
     if run.initrd.is_some() {
-        return Err("'bochs-linux' takes the initrd from --dir: leave out --initrd".into());
+        return Err(format!(
+            "'{cmd}' takes the initrd from --dir: leave out --initrd"
+        ));
     }
     run.guest = GuestSpec::Path(dir.join(if pvh { "vmlinux" } else { "vmlinuz" }));
     run.initrd = Some(dir.join("initrd.gz"));
@@ -534,7 +557,10 @@ fn bochs_linux(args: &[String]) -> Result<Command, String> {
             .trim()
             .to_string();
     }
-    Ok(Command::BochsLinux(with_backend(run, HwBackend::Vmx)))
+    Ok(Command::Linux {
+        run: with_backend(run, backend),
+        machine,
+    })
 }
 
 /// The corpus commands: the run options without a guest, the backend's word added.
@@ -725,7 +751,11 @@ mod tests {
 
     #[test]
     fn bochs_linux_takes_the_guest_from_its_directory() {
-        let Ok(Command::BochsLinux(run)) = parse(&args("bochs-linux")) else {
+        let Ok(Command::Linux {
+            run,
+            machine: Machine::Bochs,
+        }) = parse(&args("bochs-linux"))
+        else {
             panic!("parsed")
         };
         assert_eq!(
@@ -739,7 +769,7 @@ mod tests {
         assert_eq!(run.guest_append.as_deref(), Some("console=ttyS0"));
         assert_eq!(run.append, "mem=256 backend=vmx");
         assert_eq!((run.megs, run.timeout), (LINUX_MEGS, LINUX_TIMEOUT));
-        let Ok(Command::BochsLinux(run)) = parse(&args(
+        let Ok(Command::Linux { run, .. }) = parse(&args(
             "bochs-linux --pvh --dir /tmp/lg --guest-append quiet --append mem=512 --megs 1024",
         )) else {
             panic!("parsed")
@@ -750,6 +780,15 @@ mod tests {
         assert_eq!(run.megs, 1024);
         assert!(parse(&args("bochs-linux --initrd x")).is_err());
         assert!(parse(&args("bochs-linux extra")).is_err());
+        let Ok(Command::Linux {
+            run,
+            machine: Machine::Qemu,
+        }) = parse(&args("qemu-svm-linux"))
+        else {
+            panic!("parsed")
+        };
+        assert_eq!(run.append, "mem=256 backend=svm");
+        assert_eq!(run.cpu, DEFAULT_QEMU_CPU);
     }
 
     #[test]

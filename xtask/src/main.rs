@@ -187,7 +187,7 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Bochs(run) => bochs(&run, true, None),
-        Cmd::BochsLinux(run) => bochs_linux(&run),
+        Cmd::Linux { run, machine } => linux(&run, machine),
         Cmd::Corpus {
             run,
             machine,
@@ -639,9 +639,9 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
     judge(&label, &watched, false, &mut tmp, run.timeout, stream)
 }
 
-/// Boot the Linux guest under Bochs (`run` comes from `bochs-linux`) and check that its
-/// /init printed the marker and that the guest powered the machine off.
-fn bochs_linux(run: &RunOptions) -> Result<()> {
+/// Boot the Linux guest under `machine` (`run` comes from `bochs-linux` and its siblings)
+/// and check that its /init printed the marker and that the guest powered the machine off.
+fn linux(run: &RunOptions, machine: Machine) -> Result<()> {
     let kernel = match &run.guest {
         GuestSpec::Path(path) => Some(path),
         GuestSpec::Corpus(_) => None,
@@ -655,16 +655,19 @@ fn bochs_linux(run: &RunOptions) -> Result<()> {
         }
     }
     let mut serial = String::new();
-    bochs(run, true, Some(&mut serial))?;
+    match machine {
+        Machine::Bochs => bochs(run, true, Some(&mut serial))?,
+        Machine::Qemu => qemu(run, false, Some(&mut serial))?,
+    }
     if serial.contains(args::LINUX_MARKER) {
         eprintln!(
-            "xtask: bochs-linux: the guest reached '{}' and powered off",
+            "xtask: linux: the guest reached '{}' and powered off",
             args::LINUX_MARKER
         );
         Ok(())
     } else {
         Err(Failure::Failed(format!(
-            "bochs-linux: the guest powered off without printing '{}'",
+            "linux: the guest powered off without printing '{}'",
             args::LINUX_MARKER
         )))
     }
