@@ -2,7 +2,8 @@
 //! (the [`crate::GUESTS`] table and one test per guest on each backend) and `cargo
 //! xtask`, which includes this file with `#[path]` for each guest's expected ending and
 //! console input when it runs the corpus under Bochs. So the file holds nothing but the
-//! macro, and the macro names no item of either crate except the callback it is given.
+//! list and a helper for its optional fields, and they name no item of either crate
+//! except the callback they are given.
 
 /// Calls `$callback!` (a macro exported by the crate that includes this file) with
 /// `{ extra tokens }` and then, per guest,
@@ -42,5 +43,17 @@ macro_rules! __with_guest_list {
             reset_8042: ("", ["the reset line is high", "resetting through the 8042"], 30, outcome = Reset),
             acpi_s5: ("", ["\\_S5: SLP_TYPa", "entering S5: PM1a_CNT"], 30, outcome = PowerOff),
         }
+    };
+}
+
+/// The second expression if there is one, else the first (a list entry's optional field).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __given_or {
+    ($default:expr) => {
+        $default
+    };
+    ($default:expr, $given:expr) => {
+        $given
     };
 }

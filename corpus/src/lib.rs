@@ -93,18 +93,6 @@ impl RunReport {
     }
 }
 
-/// The second expression if there is one, else the first (a list entry's optional field).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __given_or {
-    ($default:expr) => {
-        $default
-    };
-    ($default:expr, $given:expr) => {
-        $given
-    };
-}
-
 /// Expands the guest list into the [`GUESTS`] table.
 #[doc(hidden)]
 #[macro_export]

@@ -27,7 +27,9 @@
 //! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `backend=auto|vmx|emu` (auto:
 //! VMX when the CPU has it and it can be enabled, else the emulator), `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
-//! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
+//! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
+//! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
+//! `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
 //! guest: each runs on VMX and on the emulator and the final states are compared, see
 //! [`differential`]; needs VMX). The first module is the guest kernel, in any format
@@ -43,6 +45,7 @@ extern crate alloc;
 
 mod boot;
 mod bootinfo;
+mod console_input;
 mod cpu;
 mod differential;
 mod heap;
@@ -149,6 +152,8 @@ struct Options {
     fault: bool,
     /// Module 0 is a differential case pack.
     differential: bool,
+    /// `console-input=HEX`: what the guest reads on its console before COM1's input.
+    console_input: console_input::ConsoleInput,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -158,6 +163,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         interactive: false,
         fault: false,
         differential: false,
+        console_input: console_input::ConsoleInput::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -183,6 +189,9 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.fault = true;
         } else if word == "diff" {
             opts.differential = true;
+        } else if let Some(hex) = word.strip_prefix("console-input=") {
+            opts.console_input = console_input::ConsoleInput::from_hex(hex)
+                .map_err(|why| format!("bad option '{word}': console input is {why}"))?;
         }
         // Anything else (a path GRUB passes first, for instance) is not for the image.
     }
@@ -421,7 +430,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     let mut vm = Vm::new(
         vcpu,
         mem,
-        platform::BareMetal::new(hz, opts.interactive),
+        platform::BareMetal::new(hz, opts.interactive).with_input(opts.console_input),
         cpuid_policy(vm_backend_is_vmx),
         VmConfig::default(),
     );
