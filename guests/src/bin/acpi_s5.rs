@@ -15,7 +15,7 @@
 use rt::acpi::{fadt, Tables};
 use rt::apic::{spin_until, tsc_ticks_for_ms};
 use rt::cpu::{inw, outb, outw};
-use rt::{check, check_or_tcg, println};
+use rt::{check, check_or_qemu, println};
 
 rt::entry!(main);
 
@@ -43,7 +43,7 @@ fn main(_: &'static rt::multiboot::Info) {
     };
     println!("\\_S5: SLP_TYPa {}, SLP_TYPb {}", slp_typa, slp_typb);
     check!(slp_typa < 8, "SLP_TYPa fits the 3-bit field");
-    check_or_tcg!(
+    check_or_qemu!(
         slp_typa == 5,
         "QEMU's PIIX4 powers off with sleep type 0",
         "\\_S5 is sleep type 5"

@@ -18,9 +18,9 @@
 
 use rt::acpi::{fadt, Sdt, Tables};
 use rt::apic::Apic;
-use rt::cpu::{cpuid, inb, inl, inw, is_qemu_tcg, outw};
+use rt::cpu::{cpuid, inb, inl, inw, outw, qemu_devices};
 use rt::irq::ioapic_read;
-use rt::{check, check_eq, check_or_tcg, check_quiet, println};
+use rt::{check, check_eq, check_or_qemu, check_quiet, println};
 
 rt::entry!(main);
 
@@ -44,7 +44,7 @@ fn main(_: &'static rt::multiboot::Info) {
         rsdp.addr % 16 == 0 && (0xE_0000..0x10_0000).contains(&rsdp.addr),
         "RSDP found by the BIOS-area scan, both checksums valid"
     );
-    check_or_tcg!(
+    check_or_qemu!(
         rsdp.revision >= 2 && tables.xsdt.is_some(),
         QEMU_ACPI_1,
         "RSDP revision 2 with an XSDT"
@@ -91,7 +91,7 @@ fn fadt_checks(tables: &Tables) -> Sdt {
         println!("FAIL: no FADT (FACP) in the root table");
         rt::exit(rt::EXIT_FAIL);
     };
-    let qemu = is_qemu_tcg();
+    let qemu = qemu_devices();
     println!("FADT revision {}, {} bytes", f.revision(), f.len());
     check_eq!(f.u16(fadt::SCI_INT), 9, "FADT: SCI on IRQ 9");
     check_eq!(f.u32(fadt::PM1A_EVT_BLK), 0x600, "FADT: PM1a event block");
@@ -109,7 +109,7 @@ fn fadt_checks(tables: &Tables) -> Sdt {
     );
 
     let revision_2 = f.revision() >= 3 && f.len() >= 244;
-    check_or_tcg!(
+    check_or_qemu!(
         revision_2,
         QEMU_ACPI_1,
         "FADT revision {} has the ACPI 2.0 fields",

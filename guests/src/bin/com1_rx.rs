@@ -21,7 +21,7 @@ use rt::apic::{self, spin_until, tsc_ticks_for_ms, Apic};
 use rt::cell::Racy;
 use rt::cpu::{cli, inb, outb, sti};
 use rt::irq::{ioapic_set_entry, COUNT, ENTRY_MASKED};
-use rt::{check, check_eq, check_or_tcg, println};
+use rt::{check, check_eq, check_or_qemu, println};
 
 rt::entry!(main);
 
@@ -165,7 +165,7 @@ fn main(_: &'static rt::multiboot::Info) {
         "IIR reports received data ({:#04x}) once IER enables it",
         pending
     );
-    check_or_tcg!(
+    check_or_qemu!(
         without_out2 == 0,
         "QEMU's 16550 does not gate its interrupt with OUT2",
         "no interrupt while MCR.OUT2 is clear ({})",
@@ -209,7 +209,7 @@ fn main(_: &'static rt::multiboot::Info) {
         "no interrupt's IIR named another source"
     );
     let spurious = NOTHING_PENDING.load(Ordering::SeqCst);
-    check_or_tcg!(
+    check_or_qemu!(
         spurious == 0,
         "QEMU's 16550 interrupts again after the FIFO was read empty",
         "every interrupt's IIR said received data or character timeout ({} said none)",

@@ -19,7 +19,7 @@ use core::sync::atomic::{compiler_fence, Ordering};
 use rt::cell::Racy;
 use rt::cpu::{inb, inl, outb, outl, outw};
 use rt::multiboot::{Info, MmapEntry};
-use rt::{check, check_eq, check_or_tcg, println};
+use rt::{check, check_eq, check_or_qemu, println};
 
 rt::entry!(main);
 
@@ -275,7 +275,7 @@ fn directory(info: &Info) -> File {
         covered,
         "every available range of the multiboot map is RAM in etc/e820"
     );
-    check_or_tcg!(
+    check_or_qemu!(
         same && count == n,
         QEMU_E820,
         "etc/e820 is the multiboot memory map, entry for entry"

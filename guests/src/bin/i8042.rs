@@ -20,7 +20,7 @@ use rt::apic::{self, spin_until, tsc_ticks_for_ms, Apic};
 use rt::cell::Racy;
 use rt::cpu::{cli, inb, outb};
 use rt::irq::{count, ioapic_set_entry, reset_count, window, COUNT, ENTRY_MASKED};
-use rt::{check, check_eq, check_or_tcg, println};
+use rt::{check, check_eq, check_or_qemu, println};
 
 rt::entry!(main);
 
@@ -156,7 +156,7 @@ fn main(_: &'static rt::multiboot::Info) {
     // Keyboard interrupt off while the controller is tested (as Linux does).
     let quiet = (original & !CTR_KBD_INT) | CTR_AUX_DISABLE;
     write_ctr(quiet);
-    check_or_tcg!(
+    check_or_qemu!(
         inb(STATUS) & STATUS_CMD == 0,
         QEMU_CMD_BIT,
         "status: the last write (the command byte's value) went to the data port"
@@ -167,7 +167,7 @@ fn main(_: &'static rt::multiboot::Info) {
         "the command byte reads back what was written"
     );
     command(0xAD);
-    check_or_tcg!(
+    check_or_qemu!(
         inb(STATUS) & STATUS_CMD != 0,
         QEMU_CMD_BIT,
         "status: the last write went to the command port"

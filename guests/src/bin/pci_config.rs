@@ -16,8 +16,8 @@
 #![no_std]
 #![no_main]
 
-use rt::cpu::{inb, inl, inw, is_qemu_tcg, outb, outl, outw};
-use rt::{check_eq, check_or_tcg, println};
+use rt::cpu::{inb, inl, inw, outb, outl, outw, qemu_devices};
+use rt::{check_eq, check_or_qemu, println};
 
 rt::entry!(main);
 
@@ -143,7 +143,7 @@ fn absent() {
             devices += 1;
         }
     }
-    check_or_tcg!(
+    check_or_qemu!(
         devices == 1,
         "QEMU's pc machine has the PIIX3 and a VGA card on bus 0",
         "bus 0 holds only the host bridge ({} devices)",
@@ -164,7 +164,7 @@ fn data_widths() {
     check_eq!(words, [0x8086, 0x1237], "word reads at 0xCFC and 0xCFE");
     // A word at 0xCFD: byte enables 1 and 2 of the dword, valid on the PCI bus.
     let middle = inw(CONFIG_DATA + 1);
-    check_or_tcg!(
+    check_or_qemu!(
         middle == 0x3780,
         "QEMU reads a word at 0xCFD as 0",
         "a word read at 0xCFD: bytes 1 and 2 ({:#x})",
@@ -174,7 +174,7 @@ fn data_widths() {
     // The address's low two bits do not select a byte: the port offset does.
     outl(CONFIG_ADDRESS, address(0, 0, 0, 0) | 2);
     let (back, data) = (inl(CONFIG_ADDRESS), inl(CONFIG_DATA));
-    check_or_tcg!(
+    check_or_qemu!(
         back == ENABLE && data == 0x1237_8086,
         "QEMU keeps CONFIG_ADDRESS bits 1-0 and adds them to the register",
         "CONFIG_ADDRESS bits 1-0 read as 0 and select nothing ({:#x}, {:#x})",
@@ -246,7 +246,7 @@ fn bridge_registers() {
     write(0, 0, 0, 0x10, 4, 0xFFFF_FFFF);
     check_eq!(host(0x10, 4), 0, "BAR 0 sizing: no BAR");
 
-    let qemu = is_qemu_tcg();
+    let qemu = qemu_devices();
     // Command: parity-error response (bit 6) and SERR# (bit 8) are writable; memory and
     // bus master (bits 1, 2) are hardwired on in the 440FX; I/O space (bit 0) stays off.
     let command = host(0x04, 2);
@@ -261,17 +261,17 @@ fn bridge_registers() {
         "command {:#06x}: all ones -> {:#06x}, zero -> {:#06x}, byte 0x05 = 1 -> {:#06x}",
         command, all, none, serr
     );
-    check_or_tcg!(
+    check_or_qemu!(
         all == 0x0146,
         QEMU_MASKS,
         "command: all ones written reads 0x0146"
     );
-    check_or_tcg!(
+    check_or_qemu!(
         none == 0x0006,
         QEMU_MASKS,
         "command: memory and bus master stay on"
     );
-    check_or_tcg!(
+    check_or_qemu!(
         serr & 0x0100 != 0 && serr & 0x00FF == none & 0x00FF,
         QEMU_MASKS,
         "command: a byte write to 0x05 sets SERR# enable only"
@@ -292,7 +292,7 @@ fn bridge_registers() {
     write(0, 0, 0, 0x0D, 1, 0xFF);
     let latency = (host(0x0C, 4) >> 8) & 0xFF;
     write(0, 0, 0, 0x0C, 4, saved);
-    check_or_tcg!(
+    check_or_qemu!(
         latency == 0xF8,
         QEMU_MASKS,
         "latency timer: bits 7-3 writable ({:#x})",
