@@ -260,6 +260,13 @@ pub fn is_opsvisor() -> bool {
     &signature == b"opsvisor\0\0\0\0"
 }
 
+/// Whether the machine's devices are QEMU's own (`-M pc` under TCG, as the corpus's QEMU
+/// runner starts it) rather than opsvisor's, which a guest also meets on QEMU's CPU when
+/// opsvisor's image runs it there.
+pub fn qemu_devices() -> bool {
+    is_qemu_tcg() && !is_opsvisor()
+}
+
 /// The probe's RIP and length slots, for guests that write their own probed asm: store
 /// the faulting instruction's address and length there (after [`arm_probe`]`(0, 0)` to
 /// clear the last result), run it, then [`take_probe`].

@@ -28,7 +28,9 @@
 //! VMX on an Intel CPU that has it, SVM on an AMD CPU that has it, when the backend can
 //! be enabled; else the emulator), `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
-//! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
+//! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
+//! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
+//! `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
 //! guest: each runs on the hardware backend, VMX or SVM as `backend=` picks, and on the
 //! emulator and the final states are compared, see [`differential`]). The first module is
@@ -44,6 +46,7 @@ extern crate alloc;
 
 mod boot;
 mod bootinfo;
+mod console_input;
 mod cpu;
 mod differential;
 mod heap;
@@ -153,6 +156,8 @@ struct Options {
     fault: bool,
     /// Module 0 is a differential case pack.
     differential: bool,
+    /// `console-input=HEX`: what the guest reads on its console before COM1's input.
+    console_input: console_input::ConsoleInput,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -162,6 +167,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         interactive: false,
         fault: false,
         differential: false,
+        console_input: console_input::ConsoleInput::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -188,6 +194,9 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.fault = true;
         } else if word == "diff" {
             opts.differential = true;
+        } else if let Some(hex) = word.strip_prefix("console-input=") {
+            opts.console_input = console_input::ConsoleInput::from_hex(hex)
+                .map_err(|why| format!("bad option '{word}': console input is {why}"))?;
         }
         // Anything else (a path GRUB passes first, for instance) is not for the image.
     }
@@ -518,7 +527,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     let mut vm = Vm::new(
         vcpu,
         mem,
-        platform::BareMetal::new(hz, opts.interactive),
+        platform::BareMetal::new(hz, opts.interactive).with_input(opts.console_input),
         cpuid_policy(hardware),
         VmConfig::default(),
     );

@@ -67,6 +67,8 @@ pub enum Verdict {
     GuestExit(u32),
     /// `opsvisor-image: guest powered off` (ACPI S5).
     PoweredOff,
+    /// `opsvisor-image: guest reset the machine`.
+    Reset,
     /// `opsvisor-image: triple fault ...`.
     TripleFault(String),
     /// `opsvisor-image: failed: ...`.
@@ -84,7 +86,9 @@ pub enum Verdict {
 
 impl Verdict {
     /// Whether the guest passed (its exit status is 1: code 0 through the debug-exit
-    /// port), or every differential case agreed.
+    /// port, or it powered off, as Linux's `poweroff` does), or every differential case
+    /// agreed. A reset is no pass here: a corpus guest that resets on purpose is judged
+    /// by its table entry instead (`corpus::Outcome`).
     pub fn passed(&self) -> bool {
         match self {
             Verdict::GuestExit(status) => *status == 1,
@@ -101,6 +105,7 @@ impl Verdict {
         match self {
             Verdict::GuestExit(n) => format!("guest exit status {n}"),
             Verdict::PoweredOff => "guest powered off".into(),
+            Verdict::Reset => "guest reset the machine".into(),
             Verdict::TripleFault(s) => s.clone(),
             Verdict::Failed(s) => format!("image: {s}"),
             Verdict::Differential {
@@ -141,6 +146,8 @@ pub fn verdict(serial: &str) -> Option<Verdict> {
             differential_counts(counts)
         } else if rest.trim() == "guest powered off" {
             Some(Verdict::PoweredOff)
+        } else if rest.trim() == "guest reset the machine" {
+            Some(Verdict::Reset)
         } else if rest.starts_with("triple fault") {
             Some(Verdict::TripleFault(rest.into()))
         } else {
@@ -241,6 +248,9 @@ mod tests {
             verdict("opsvisor-image: triple fault at rip 0x10\n"),
             Some(Verdict::TripleFault(_))
         ));
+        let reset = "resetting through 0xCF9\r\nopsvisor-image: guest reset the machine\r\n";
+        assert_eq!(verdict(reset), Some(Verdict::Reset));
+        assert!(!Verdict::Reset.passed(), "a reset alone is no pass");
     }
 
     #[test]

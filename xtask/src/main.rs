@@ -54,6 +54,7 @@
 //! partition). The image reports on COM1 at 115200 baud.
 
 mod args;
+mod corpus;
 mod differential;
 mod machines;
 
@@ -63,6 +64,9 @@ mod machines;
 mod image_bootinfo;
 #[cfg(test)]
 mod image_bootinfo_tests;
+#[cfg(test)]
+#[path = "../../image/src/console_input.rs"]
+mod image_console_input;
 
 use args::{Command as Cmd, GuestSpec, HwBackend, Machine, RunOptions};
 use machines::Verdict;
@@ -523,7 +527,9 @@ fn watch(mut child: Child, com1: &Path, timeout: Duration, stream: bool) -> Watc
 }
 
 /// Judge a run: the image's report, and for QEMU the emulator's status, which must agree;
-/// a PASS is reported on stderr if `report_pass`.
+/// a PASS is reported on stderr if `report_pass`. A corpus guest passes when the run
+/// ended as its table entry says (`expected`); any other guest as [`Verdict::passed`]
+/// says.
 fn judge(
     label: &str,
     watched: &Watched,
@@ -531,6 +537,7 @@ fn judge(
     tmp: &mut TempDir,
     timeout: Duration,
     report_pass: bool,
+    expected: Option<corpus::Outcome>,
 ) -> Result<()> {
     let secs = watched.elapsed.as_secs_f64();
     let keep_note = |tmp: &mut TempDir| {
@@ -544,10 +551,16 @@ fn judge(
             timeout.as_secs_f64()
         )));
     }
+    let passed = |v: &Verdict| match expected {
+        Some(outcome) => outcome.accepts(v),
+        None => v.passed(),
+    };
     match machines::verdict(&watched.serial) {
-        Some(v) if v.passed() => {
+        Some(v) if passed(&v) => {
             let code = watched.status.and_then(|s| s.code());
-            if qemu_status && code != Some(1) {
+            // The image ends QEMU with the guest's code; after a reset it reports a
+            // failed run (the reset ended it early), which a corpus guest meant.
+            if qemu_status && v != Verdict::Reset && code != Some(1) {
                 let note = keep_note(tmp);
                 return Err(Failure::Failed(format!(
                     "{label}: the image reported PASS but QEMU exited with {code:?}, not 1 ({note})"
@@ -560,8 +573,18 @@ fn judge(
         }
         Some(v) => {
             let what = match v {
+                _ if expected.is_some_and(|o| o != corpus::Outcome::Pass)
+                    && !matches!(v, Verdict::Failed(_)) =>
+                {
+                    format!(
+                        "FAIL ({}, expected {})",
+                        v.describe(),
+                        expected.map_or("", corpus::Outcome::describe)
+                    )
+                }
                 Verdict::GuestExit(n) => format!("FAIL (guest exit status {n})"),
                 Verdict::PoweredOff => "FAIL (guest powered off)".into(),
+                Verdict::Reset => "FAIL (guest reset the machine)".into(),
                 Verdict::TripleFault(s) => format!("FAIL ({s})"),
                 Verdict::Differential { .. } => format!("FAIL ({})", v.describe()),
                 Verdict::Failed(s) => {
@@ -593,9 +616,25 @@ fn judge(
     }
 }
 
+/// For a corpus guest, its table entry's ending, and `run` with the guest's console input
+/// on the image's command line (`console-input=`); other guests run as given.
+fn with_corpus_entry(run: &RunOptions) -> (RunOptions, Option<corpus::Outcome>) {
+    let entry = match &run.guest {
+        GuestSpec::Corpus(name) => corpus::guest(name),
+        GuestSpec::Path(_) => None,
+    };
+    let mut run = run.clone();
+    if let Some(word) = entry.and_then(|g| corpus::console_input_word(g.input)) {
+        run.append = format!("{} {word}", run.append).trim().to_string();
+    }
+    (run, entry.map(|g| g.outcome))
+}
+
 /// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to
 /// stdout as it arrives.
 fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Result<()> {
+    let (run, expected) = with_corpus_entry(run);
+    let run = &run;
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("bochs")?;
@@ -636,7 +675,15 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
     if let Some(out) = serial_out {
         out.clone_from(&watched.serial);
     }
-    judge(&label, &watched, false, &mut tmp, run.timeout, stream)
+    judge(
+        &label,
+        &watched,
+        false,
+        &mut tmp,
+        run.timeout,
+        stream,
+        expected,
+    )
 }
 
 /// Boot the Linux guest under `machine` (`run` comes from `bochs-linux` and its siblings)
@@ -781,6 +828,8 @@ fn run_qemu(
     serial_out: Option<&mut String>,
     stream: bool,
 ) -> Result<()> {
+    let (run, expected) = with_corpus_entry(run);
+    let run = &run;
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("qemu")?;
@@ -843,7 +892,15 @@ fn run_qemu(
     if let Some(out) = serial_out {
         out.clone_from(&watched.serial);
     }
-    judge(&label, &watched, true, &mut tmp, run.timeout, stream)
+    judge(
+        &label,
+        &watched,
+        true,
+        &mut tmp,
+        run.timeout,
+        stream,
+        expected,
+    )
 }
 
 /// Check that this host can run the image under KVM with nested VMX.
