@@ -135,7 +135,8 @@ EXIT TRACE (--trace-exits FILE):
     FILE slows the guest, as the console does), e.g.
       {\"time_ns\":5210,\"vcpu\":0,\"reason\":\"io\",\"rip\":\"0x100a3c\",\"port\":\"0x3f8\",\"size\":1,\"direction\":\"write\",\"value\":\"0x68\"}
     time_ns is the machine clock (ns since the program started), vcpu the vCPU's index,
-    rip where the exiting instruction is, reason one of: cpuid, rdmsr, wrmsr, io, mmio,
+    rip the vCPU's RIP at the exit: the exiting instruction's (the emulator posts MMIO
+    writes, so theirs is the next instruction's), reason one of: cpuid, rdmsr, wrmsr, io, mmio,
     hlt, interrupt-window, nmi-window, preempted, external-interrupt, slat-violation,
     exception, triple-fault, xsetbv, cache-flush, hypercall, entry-failed,
     emulation-failure (--trace-filter takes these, msr for both MSR kinds, and all). Then,
@@ -550,9 +551,11 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
 }
 
 /// The name of an argument as clap's error context gives it ("--memory <SIZE>",
-/// "[KERNEL]"): the option alone.
+/// "--verbose...", "[KERNEL]"): the option alone.
 fn option_name(spec: &str) -> &str {
-    spec.split([' ', '=']).next().unwrap_or(spec)
+    let name = spec.split([' ', '=']).next().unwrap_or(spec);
+    // A repeatable flag is shown as "--verbose...".
+    name.trim_end_matches("...")
 }
 
 /// The first word of `argv` that is not an option: the subcommand, if any.

@@ -8,6 +8,7 @@ pub mod breakdown;
 pub mod exec;
 pub mod input;
 pub mod observer;
+pub mod output;
 pub mod trace;
 
 /// `message` on one line: control characters (a newline in a file name, a JSON key, an

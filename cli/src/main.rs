@@ -11,6 +11,7 @@ use opsvisor::breakdown::Breakdown;
 use opsvisor::exec;
 use opsvisor::input::{read_file, size_text};
 use opsvisor::observer::Observed;
+use opsvisor::output::OutputFile;
 use opsvisor::trace::{TraceSummary, TraceWriter};
 use opsvisor_backends::{build_machine, Backend, MachineOptions, MMIO_HOLE_START};
 use opsvisor_core::platform::{Platform, StdPlatform};
@@ -166,7 +167,7 @@ fn open_console(serial: &Serial) -> Result<StdPlatform, String> {
     Ok(match serial {
         Serial::Stdio => StdPlatform::new(),
         Serial::File(path) => {
-            let file = std::fs::File::create(path).map_err(|e| {
+            let file = OutputFile::create(path).map_err(|e| {
                 format!("cannot create the serial output '{}': {e}", path.display())
             })?;
             StdPlatform::with_console(std::io::empty(), file)

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `time_ns` is the machine clock (the platform's), `vcpu` the vCPU's index, `reason` an
-//! [`ExitKind`] name, `rip` the exiting instruction's address; the fields after them
+//! [`ExitKind`] name, `rip` the vCPU's RIP at the exit (the exiting instruction's; the
+//! emulator posts MMIO writes, so theirs is the next instruction's); the fields after them
 //! identify the exit (see [`TraceWriter::exit`]). Addresses and values are 0x-prefixed
 //! hex strings (a JSON reader holds numbers as doubles, which lose 64-bit values); times,
 //! indices, sizes and vectors are numbers.
@@ -23,11 +24,11 @@
 //! for stdout. Only past the run's deadline (`--timeout`) are chunks the file did not
 //! take dropped, and counted, so that the timeout holds whatever the file does.
 
+use crate::output::OutputFile;
 use opsvisor_core::exit::Direction;
 use opsvisor_core::ops::Gpr;
 use opsvisor_core::{Exit, ExitKind, X86Ops};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -192,7 +193,7 @@ pub struct TraceWriter {
 impl TraceWriter {
     /// A trace into `path` (created, or truncated), of the exits `filter` selects.
     pub fn create(options: &TraceOptions) -> Result<TraceWriter, String> {
-        let file = File::create(&options.path).map_err(|e| {
+        let file = OutputFile::create(&options.path).map_err(|e| {
             format!(
                 "cannot create the exit trace '{}': {e}",
                 options.path.display()
