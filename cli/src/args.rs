@@ -103,6 +103,7 @@ EXIT STATUS:
     8       --timeout or --max-instructions ended the run
     10      the backend could not continue (reported on stderr)
     12      the guest reset the machine and --no-reboot was given
+    14      the run was ended from the console (Ctrl-A x)
 
 ENVIRONMENT:
     RUST_LOG    diagnostics to show on stderr, in env_logger's syntax (e.g. debug,
@@ -124,8 +125,11 @@ LIMITS:
     up to the same bound.
 
 CONSOLE:
-    With --serial stdio (the default), input is read from stdin only as fast as the guest
-    reads it (at most 4 KiB ahead). Output waits for its destination when it does not
+    With --serial stdio (the default), on a terminal the console is raw (every key, Ctrl-C
+    included, goes to the guest) and Ctrl-A is QEMU's escape key: Ctrl-A x ends the run,
+    Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h lists the keys. From a pipe or a file every byte
+    goes to the guest. Input is read from stdin only as fast as the guest reads it (at
+    most 4 KiB ahead). Output waits for its destination when it does not
     take it (a paused terminal, a full pipe, a slow disk), as a serial line with flow
     control does; with --timeout, output not taken when the timeout passes is dropped,
     the count is reported, and the run ends on time.

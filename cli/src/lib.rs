@@ -9,6 +9,7 @@ pub mod exec;
 pub mod input;
 pub mod observer;
 pub mod output;
+pub mod terminal;
 pub mod trace;
 
 /// `message` on one line: control characters (a newline in a file name, a JSON key, an

@@ -12,6 +12,7 @@ use opsvisor::exec;
 use opsvisor::input::{read_file, size_text};
 use opsvisor::observer::Observed;
 use opsvisor::output::OutputFile;
+use opsvisor::terminal::RawTerminal;
 use opsvisor::trace::{TraceSummary, TraceWriter};
 use opsvisor_backends::{build_machine, Backend, MachineOptions, MMIO_HOLE_START};
 use opsvisor_core::platform::{Platform, StdPlatform};
@@ -36,6 +37,8 @@ const STATUS_LIMIT: u8 = 8;
 const STATUS_FAILED: u8 = 10;
 /// Exit status when the guest reset the machine and `--no-reboot` was given.
 const STATUS_RESET: u8 = 12;
+/// Exit status when the user ended the run from the console (Ctrl-A x).
+const STATUS_QUIT: u8 = 14;
 
 /// Write the program's one line about a bad input or the run's end on stderr.
 fn error_line(message: &str) {
@@ -162,22 +165,34 @@ impl Host for Observed<StdPlatform> {
     }
 }
 
-/// The console `--serial` asks for.
-fn open_console(serial: &Serial) -> Result<StdPlatform, String> {
+/// The console `--serial` asks for, and for stdio on a terminal the guard that keeps the
+/// terminal raw (with QEMU's escape key: Ctrl-A x ends the run) until it is dropped.
+fn open_console(serial: &Serial) -> Result<(StdPlatform, Option<RawTerminal>), String> {
     Ok(match serial {
-        Serial::Stdio => StdPlatform::new(),
+        Serial::Stdio => {
+            // From a pipe or a file every byte goes to the guest.
+            let terminal = RawTerminal::enter();
+            let escape = terminal.is_some();
+            let console =
+                StdPlatform::with_console_escape(std::io::stdin(), std::io::stdout(), escape);
+            (console, terminal)
+        }
         Serial::File(path) => {
             let file = OutputFile::create(path).map_err(|e| {
                 format!("cannot create the serial output '{}': {e}", path.display())
             })?;
-            StdPlatform::with_console(std::io::empty(), file)
+            (StdPlatform::with_console(std::io::empty(), file), None)
         }
-        Serial::None => StdPlatform::with_console(std::io::empty(), std::io::sink()),
+        Serial::None => (
+            StdPlatform::with_console(std::io::empty(), std::io::sink()),
+            None,
+        ),
     })
 }
 
 fn run_guest(run: RunArgs) -> Result<u8, String> {
-    let console = open_console(&run.serial)?;
+    // The terminal stays raw for the run (and the reboots), restored when this returns.
+    let (console, _terminal) = open_console(&run.serial)?;
     log::info!(
         "console: {}",
         match &run.serial {
@@ -279,6 +294,10 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
             RunOutcome::Reset => {
                 error_line(&format!("the guest reset the machine (--no-reboot){lost}"));
                 STATUS_RESET
+            }
+            RunOutcome::Quit => {
+                error_line(&format!("ended from the console (Ctrl-A x){lost}"));
+                STATUS_QUIT
             }
             RunOutcome::TripleFault { rip } => {
                 error_line(&format!("the guest triple-faulted at rip {rip:#x}{lost}"));

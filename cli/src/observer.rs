@@ -57,6 +57,10 @@ impl<P: Platform> Platform for Observed<P> {
         self.inner.console_input_possible()
     }
 
+    fn stop_requested(&mut self) -> bool {
+        self.inner.stop_requested()
+    }
+
     #[inline]
     fn observe_exit<B: X86Ops>(&mut self, vcpu: u32, exit: &Exit, cpu: &B) {
         if let Some(trace) = &mut self.trace {

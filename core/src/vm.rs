@@ -62,6 +62,9 @@ pub enum RunOutcome {
     HaltedForever,
     /// The guest powered the machine off: ACPI sleep state S5 through PM1a_CNT.
     PowerOff,
+    /// The user ended the run from the console (QEMU's Ctrl-A x; see
+    /// [`Platform::stop_requested`]).
+    Quit,
     /// The guest reset the machine (the keyboard controller's reset line, the reset
     /// control register at 0xCF9, which is also the ACPI reset register). The VM stops;
     /// its owner decides whether to start the guest again, as QEMU does unless
@@ -372,6 +375,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             if now_ns.saturating_sub(self.run_started_ns) >= timeout {
                 return Some(RunOutcome::Timeout);
             }
+        }
+        if self.platform.stop_requested() {
+            return Some(RunOutcome::Quit);
         }
         let mut slice = self.config.time_slice.max(1);
         if let Some(max) = self.config.max_instructions {
@@ -853,6 +859,7 @@ mod tests {
     struct Ticking {
         now: core::cell::Cell<u64>,
         waits: u32,
+        stop: bool,
     }
 
     impl Platform for Ticking {
@@ -875,6 +882,9 @@ mod tests {
         }
         fn console_input_possible(&mut self) -> bool {
             false
+        }
+        fn stop_requested(&mut self) -> bool {
+            self.stop
         }
     }
 
@@ -926,6 +936,19 @@ mod tests {
         assert!(
             (54_000_000..=56_000_000).contains(&tick),
             "the first tick at 65536 PIT clocks, not {tick} ns"
+        );
+    }
+
+    #[test]
+    fn the_console_can_end_the_run() {
+        let mut vm = ticking_vm();
+        vm.platform.stop = true;
+        assert_eq!(vm.handle_hlt(), Flow::Stop, "a halted guest");
+        assert_eq!(vm.stop.take(), Some(RunOutcome::Quit));
+        assert_eq!(
+            vm.run(),
+            RunOutcome::Quit,
+            "a running guest, at the clock read"
         );
     }
 

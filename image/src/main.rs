@@ -30,8 +30,11 @@
 //! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
 //! guest: each runs on VMX and on the emulator and the final states are compared, see
-//! [`differential`]; needs VMX). The first module's string is the guest's command line;
-//! further modules become the guest's multiboot modules.
+//! [`differential`]; needs VMX). The first module is the guest kernel, in any format
+//! core's loader takes (multiboot, a Linux bzImage, an ELF kernel with a PVH note), and its
+//! string is the guest's command line; further modules become a multiboot guest's modules,
+//! or a Linux guest's initrd (one). The guest's machine is core's PC: its devices, ACPI
+//! tables and fw_cfg, as in the `opsvisor` program.
 
 #![no_std]
 #![no_main]
@@ -54,8 +57,8 @@ use alloc::vec::Vec;
 use bootinfo::{BootInfo, Phys, Range};
 use core::sync::atomic::{AtomicBool, Ordering};
 use opsvisor_core::cpuid::CpuidPolicy;
-use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
-use opsvisor_core::loader::Module;
+use opsvisor_core::loader::{load_kernel, KernelFormat, KernelOptions, Module, KERNEL_FORMATS};
+use opsvisor_core::pc;
 use opsvisor_core::ops::{ResetKind, X86Ops};
 use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
 use opsvisor_core::{EmuSlot, GuestMemory, Unavailable, VmxSlot};
@@ -356,18 +359,30 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         };
         return differential::run(vmx, kernel, cpuid_policy(true), hz);
     }
-    if !is_multiboot(kernel) {
-        return Err(format!(
-            "boot module 0 ({} bytes) is not a multiboot kernel",
-            kernel.len()
-        ));
-    }
+    let format = KernelFormat::of(kernel)
+        .map_err(|e| format!("boot module 0: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "boot module 0 ({} bytes) is not {KERNEL_FORMATS}",
+                kernel.len()
+            )
+        })?;
+    // A multiboot guest gets the further modules as its own; a Linux kernel (bzImage or
+    // PVH) takes module 1 as its initrd.
     let mut extra = Vec::new();
+    let mut initrd = None;
     for (i, m) in info.modules().iter().enumerate().skip(1) {
-        extra.push(Module {
-            cmdline: m.cmdline.as_str().as_bytes(),
-            data: module_bytes(m.range, i)?,
-        });
+        let data = module_bytes(m.range, i)?;
+        if format == KernelFormat::Multiboot {
+            extra.push(Module {
+                cmdline: m.cmdline.as_str().as_bytes(),
+                data,
+            });
+        } else if initrd.replace(data).is_some() {
+            return Err(format!(
+                "boot module {i}: a Linux kernel takes one more module, its initrd"
+            ));
+        }
     }
 
     let mut vcpu = choose_backend(opts.backend, hz)?;
@@ -386,13 +401,20 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         }
     }
     let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
-    let state = load_multiboot(
+    let acpi = pc::build_acpi(&mut mem, 1).map_err(|e| format!("the ACPI tables: {e}"))?;
+    let cmdline = kernel_ref.cmdline.as_str().as_bytes();
+    let loaded = load_kernel(
         &mut mem,
         kernel,
-        kernel_ref.cmdline.as_str().as_bytes(),
-        &extra,
+        &KernelOptions {
+            cmdline,
+            modules: &extra,
+            initrd,
+            rsdp_addr: Some(acpi.rsdp),
+        },
     )
     .map_err(|e| format!("boot module 0: {e}"))?;
+    let state = loaded.state;
     vcpu.vcpu_reset(ResetKind::PowerOn);
     state.apply(&mut vcpu);
     let vm_backend_is_vmx = matches!(vcpu, Backend::Vmx(_));
@@ -403,8 +425,11 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         cpuid_policy(vm_backend_is_vmx),
         VmConfig::default(),
     );
+    vm.finish_firmware(loaded.linux.as_ref().map(|layout| (layout, cmdline)))
+        .map_err(|e| format!("fw_cfg: {e}"))?;
     log!(
-        "guest: {} bytes, {} MiB RAM, command line '{}'",
+        "guest: {}, {} bytes, {} MiB RAM, command line '{}'",
+        format.name(),
         kernel.len(),
         opts.guest_mib,
         kernel_ref.cmdline.as_str()
@@ -452,7 +477,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
             log!("guest reset the machine");
             CODE_IMAGE_FAILED
         }
-        RunOutcome::InstructionLimit | RunOutcome::Timeout => {
+        RunOutcome::InstructionLimit | RunOutcome::Timeout | RunOutcome::Quit => {
             log!("failed: the run hit its limit");
             CODE_IMAGE_FAILED
         }

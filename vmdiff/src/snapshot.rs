@@ -48,7 +48,9 @@ impl Ending {
             RunOutcome::TripleFault { .. } => Ending::TripleFault,
             RunOutcome::PowerOff => Ending::PowerOff,
             RunOutcome::Reset => Ending::Reset,
-            RunOutcome::InstructionLimit | RunOutcome::Timeout => Ending::Unfinished,
+            RunOutcome::InstructionLimit | RunOutcome::Timeout | RunOutcome::Quit => {
+                Ending::Unfinished
+            }
             RunOutcome::Failed(why) => Ending::Failed(why),
         }
     }

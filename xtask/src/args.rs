@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub append: String,
     /// QEMU: boot the GRUB ISO instead of `-kernel`/`-initrd`.
     pub iso: bool,
+    /// A Linux guest's initrd (the image's second module).
+    pub initrd: Option<PathBuf>,
+    /// The guest's command line (its module's string; default: the guest's name).
+    pub guest_append: Option<String>,
 }
 
 /// What to do.
@@ -70,6 +74,9 @@ pub enum Command {
     },
     /// Run under Bochs.
     Bochs(RunOptions),
+    /// Boot the Linux guest on the VMX backend under Bochs and check it reached its
+    /// marker and powered off.
+    BochsLinux(RunOptions),
     /// Boot every corpus guest in turn under Bochs on the VMX backend (`backend=vmx`
     /// is added to the image's command line); the guest in the options is unused.
     BochsCorpus(RunOptions),
@@ -136,6 +143,12 @@ USAGE:
                                             every corpus guest in turn on the VMX backend
                                             (backend=vmx): one PASS/FAIL line per guest and
                                             a summary (alias: cargo xtask corpus-vmx)
+    cargo xtask bochs-linux [--dir DIR] [--pvh] [OPTIONS]
+                                            boot the Linux guest (DIR, default
+                                            target/linux-guest from scripts/linux-guest.sh:
+                                            vmlinuz, or vmlinux with --pvh, and initrd.gz) on
+                                            the VMX backend under Bochs; exit 0 when it reaches
+                                            its /init marker and powers off
     cargo xtask qemu GUEST [OPTIONS]        boot under QEMU TCG (-kernel, PVH)
     cargo xtask qemu-kvm GUEST [OPTIONS]    boot under QEMU with KVM (-cpu host, nested VMX)
     cargo xtask vmx-diff [DIFF OPTIONS] [OPTIONS]
@@ -151,8 +164,9 @@ USAGE:
                                             instruction coverage); --check fails if it is stale
     cargo xtask help                        this text
 
-GUEST is a file (a multiboot v1 kernel) or the name of a corpus guest (guests/src/bin/NAME.rs,
-built with `cargo build --release` in guests/).
+GUEST is a file (a kernel in any format the image loads: multiboot v1, a Linux bzImage, an
+ELF kernel with a PVH note) or the name of a corpus guest (guests/src/bin/NAME.rs, built with
+`cargo build --release` in guests/).
 
 DIFF OPTIONS:
     --cases N         how many cases (default 100)
@@ -177,7 +191,10 @@ OPTIONS:
     --append ARGS     the image's command line: mem=<MiB> (guest RAM, default 64),
                       backend=auto|vmx|emu, interactive, fault (raise #UD first: checks the
                       exception report); --corpus adds backend=vmx itself
-    --iso             qemu: boot the GRUB ISO as a CD instead of -kernel/-initrd
+    --iso             qemu: boot the GRUB ISO as a CD instead of -kernel/-initrd (implied
+                      by --initrd)
+    --initrd FILE     a Linux guest's initrd (the image's second module)
+    --guest-append S  the guest's command line (its module's string; default: its name)
 
 The guest's serial output is streamed to stdout as it arrives. Exit status: 0 when the image
 reports the guest's PASS (`opsvisor-image: guest exit status 1`), 1 when the guest or the
@@ -246,6 +263,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Ok(Command::QemuKvm(run))
         }
         "vmx-diff" => vmx_diff(rest),
+        "bochs-linux" => bochs_linux(rest),
         "coverage" => match rest {
             [] => Ok(Command::Coverage { check: false }),
             [flag] if flag == "--check" => Ok(Command::Coverage { check: true }),
@@ -330,6 +348,69 @@ fn vmx_diff(args: &[String]) -> Result<Command, String> {
     }))
 }
 
+/// Where `bochs-linux` finds the Linux guest (`scripts/linux-guest.sh`'s default).
+pub const LINUX_GUEST_DIR: &str = "target/linux-guest";
+/// The marker the Linux guest's /init prints.
+pub const LINUX_MARKER: &str = "opsvisor-linux-guest: init reached";
+
+/// `bochs-linux`: the Linux guest (`--dir`, default [`LINUX_GUEST_DIR`]: its `vmlinuz`, or
+/// `vmlinux` with `--pvh`, and `initrd.gz`) on the VMX backend under Bochs.
+fn bochs_linux(args: &[String]) -> Result<Command, String> {
+    let mut dir = PathBuf::from(LINUX_GUEST_DIR);
+    let mut pvh = false;
+    let mut machine = vec![String::from("./linux")];
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--dir" => dir = PathBuf::from(it.next().ok_or("--dir needs a value")?),
+            "--pvh" => pvh = true,
+            _ => machine.push(arg.clone()),
+        }
+    }
+    let given = |name: &str| machine.iter().any(|a| a == name);
+    let (timeout, megs) = (given("--timeout"), given("--megs"));
+    let (mut run, _, positional) = parse_run(&machine, false)?;
+    no_more("bochs-linux", &positional)?;
+    if run.initrd.is_some() {
+        return Err("'bochs-linux' takes the initrd from --dir: leave out --initrd".into());
+    }
+    run.guest = GuestSpec::Path(dir.join(if pvh { "vmlinux" } else { "vmlinuz" }));
+    run.initrd = Some(dir.join("initrd.gz"));
+    run.guest_append = Some(match run.guest_append {
+        Some(more) => format!("console=ttyS0 {more}"),
+        None => "console=ttyS0".into(),
+    });
+    if !timeout {
+        run.timeout = LINUX_TIMEOUT;
+    }
+    if !megs {
+        run.megs = LINUX_MEGS;
+    }
+    if !run
+        .append
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("mem="))
+    {
+        run.append = format!("{} mem={LINUX_GUEST_MIB}", run.append.trim());
+    }
+    if !run
+        .append
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("backend="))
+    {
+        run.append = format!("{} {CORPUS_BACKEND}", run.append.trim());
+    }
+    run.append = run.append.trim().into();
+    Ok(Command::BochsLinux(run))
+}
+
+/// `bochs-linux`'s default time limit: Bochs runs the boot in a few minutes.
+const LINUX_TIMEOUT: Duration = Duration::from_secs(900);
+/// `bochs-linux`'s default RAM of the emulated machine.
+const LINUX_MEGS: u32 = 512;
+/// `bochs-linux`'s default guest RAM.
+const LINUX_GUEST_MIB: u32 = 256;
+
 /// `bochs-vmx --corpus` / `corpus-vmx`: the run options without a guest.
 fn corpus(cmd: &str, args: &[String]) -> Result<Command, String> {
     // A placeholder guest lets `parse_run` read the options; a real one is refused.
@@ -381,6 +462,8 @@ fn parse_run(
         ips: DEFAULT_IPS,
         append: String::new(),
         iso: false,
+        initrd: None,
+        guest_append: None,
     };
     let mut out = None;
     let mut it = args.iter();
@@ -431,6 +514,8 @@ fn parse_run(
                     })?;
             }
             "--append" => run.append = value("--append")?,
+            "--initrd" => run.initrd = Some(PathBuf::from(value("--initrd")?)),
+            "--guest-append" => run.guest_append = Some(value("--guest-append")?),
             "--iso" => run.iso = true,
             "--out" if allow_out => out = Some(PathBuf::from(value("--out")?)),
             flag if flag.starts_with("--") => return Err(format!("unknown option '{flag}'")),
@@ -485,6 +570,35 @@ mod tests {
         assert!(parse(&args("coverage --fix")).is_err());
         assert_eq!(parse(&args("image")), Ok(Command::Image));
         assert!(parse(&args("image x")).is_err());
+    }
+
+    #[test]
+    fn bochs_linux_takes_the_guest_from_its_directory() {
+        let Ok(Command::BochsLinux(run)) = parse(&args("bochs-linux")) else {
+            panic!("parsed")
+        };
+        assert_eq!(
+            run.guest,
+            GuestSpec::Path(PathBuf::from("target/linux-guest/vmlinuz"))
+        );
+        assert_eq!(
+            run.initrd,
+            Some(PathBuf::from("target/linux-guest/initrd.gz"))
+        );
+        assert_eq!(run.guest_append.as_deref(), Some("console=ttyS0"));
+        assert_eq!(run.append, "mem=256 backend=vmx");
+        assert_eq!((run.megs, run.timeout), (LINUX_MEGS, LINUX_TIMEOUT));
+        let Ok(Command::BochsLinux(run)) = parse(&args(
+            "bochs-linux --pvh --dir /tmp/lg --guest-append quiet --append mem=512 --megs 1024",
+        )) else {
+            panic!("parsed")
+        };
+        assert_eq!(run.guest, GuestSpec::Path(PathBuf::from("/tmp/lg/vmlinux")));
+        assert_eq!(run.guest_append.as_deref(), Some("console=ttyS0 quiet"));
+        assert_eq!(run.append, "mem=512 backend=vmx");
+        assert_eq!(run.megs, 1024);
+        assert!(parse(&args("bochs-linux --initrd x")).is_err());
+        assert!(parse(&args("bochs-linux extra")).is_err());
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn vmx_diff(d: &DiffOptions) -> Result<()> {
         }
         DiffTarget::Usb(out) => {
             let image = build_image()?;
-            make_iso(&tmp, &image, &pack, "cases", &run.append, out)?;
+            make_iso(&tmp, &image, &pack, "cases", &run, out)?;
             println!("{}", out.display());
             eprintln!(
                 "xtask: {} boots the image with {} differential cases (BIOS; write it to a whole \

@@ -155,7 +155,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 }
             };
             let tmp = TempDir::new("iso")?;
-            make_iso(&tmp, &image, &guest, &name, &run.append, &out)?;
+            make_iso(&tmp, &image, &guest, &name, &run, &out)?;
             println!("{}", out.display());
             Ok(())
         }
@@ -163,7 +163,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let (guest, name) = resolve_guest(&run.guest)?;
             let image = build_image()?;
             let tmp = TempDir::new("usb")?;
-            make_iso(&tmp, &image, &guest, &name, &run.append, &out)?;
+            make_iso(&tmp, &image, &guest, &name, &run, &out)?;
             println!("{}", out.display());
             eprintln!(
                 "xtask: {} is a hybrid ISO (BIOS; UEFI too if GRUB's EFI files are installed). \
@@ -175,6 +175,7 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Bochs(run) => bochs(&run, true, None),
+        Cmd::BochsLinux(run) => bochs_linux(&run),
         Cmd::BochsCorpus(run) => bochs_corpus(&run),
         Cmd::Qemu(run) => qemu(&run, false, None),
         Cmd::QemuKvm(run) => {
@@ -371,13 +372,14 @@ fn spawn(cmd: &mut Command, tool: &str) -> Result<Child> {
     })
 }
 
-/// Build a GRUB rescue ISO at `out` with the image (multiboot2) and the guest (module).
+/// Build a GRUB rescue ISO at `out` with the image (multiboot2) and the guest (module),
+/// and `run`'s initrd as the second module if it has one.
 fn make_iso(
     tmp: &TempDir,
     image: &Path,
     guest: &Path,
     name: &str,
-    append: &str,
+    run: &RunOptions,
     out: &Path,
 ) -> Result<()> {
     let tree = tmp.path.join("iso-root");
@@ -390,12 +392,31 @@ fn make_iso(
     };
     copy(image, tree.join("boot").join("opsvisor-image"))?;
     copy(guest, tree.join("boot").join("guest"))?;
-    // The module's string is the guest's command line: keep it one plain word.
-    let word: String = name
+    if let Some(initrd) = &run.initrd {
+        if !initrd.is_file() {
+            return Err(Failure::BadInput(format!(
+                "initrd '{}' is not a file",
+                initrd.display()
+            )));
+        }
+        copy(initrd, tree.join("boot").join("initrd"))?;
+    }
+    // The module's string is the guest's command line: the guest's name as one plain word
+    // unless one is given (GRUB's configuration takes it as one line).
+    let cmdline: String = run
+        .guest_append
+        .clone()
+        .unwrap_or_else(|| name.into())
         .chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() || (c == ' ' && run.guest_append.is_some()) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let cfg = machines::grub_cfg(append, &word);
+    let cfg = machines::grub_cfg(&run.append, &cmdline, run.initrd.is_some());
     fs::write(grub.join("grub.cfg"), cfg).map_err(|e| io_failure(&grub, e))?;
     let output = spawn(
         Command::new("grub-mkrescue")
@@ -524,6 +545,7 @@ fn judge(
         Some(v) => {
             let what = match v {
                 Verdict::GuestExit(n) => format!("FAIL (guest exit status {n})"),
+                Verdict::PoweredOff => "FAIL (guest powered off)".into(),
                 Verdict::TripleFault(s) => format!("FAIL ({s})"),
                 Verdict::Differential { .. } => format!("FAIL ({})", v.describe()),
                 Verdict::Failed(s) => {
@@ -560,7 +582,7 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
     let image = build_image()?;
     let mut tmp = TempDir::new("bochs")?;
     let iso = tmp.path.join("opsvisor.iso");
-    make_iso(&tmp, &image, &guest, &name, &run.append, &iso)?;
+    make_iso(&tmp, &image, &guest, &name, run, &iso)?;
     let com1 = tmp.path.join("com1.txt");
     let log = tmp.path.join("bochs.log");
     let rc = tmp.path.join("bochsrc");
@@ -597,6 +619,37 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
         out.clone_from(&watched.serial);
     }
     judge(&label, &watched, false, &mut tmp, run.timeout, stream)
+}
+
+/// Boot the Linux guest under Bochs (`run` comes from `bochs-linux`) and check that its
+/// /init printed the marker and that the guest powered the machine off.
+fn bochs_linux(run: &RunOptions) -> Result<()> {
+    let kernel = match &run.guest {
+        GuestSpec::Path(path) => Some(path),
+        GuestSpec::Corpus(_) => None,
+    };
+    for path in kernel.into_iter().chain(run.initrd.as_ref()) {
+        if !path.is_file() {
+            return Err(Failure::BadInput(format!(
+                "{} is missing: run 'bash scripts/setup.sh --linux-guest' (or scripts/linux-guest.sh) first",
+                path.display()
+            )));
+        }
+    }
+    let mut serial = String::new();
+    bochs(run, true, Some(&mut serial))?;
+    if serial.contains(args::LINUX_MARKER) {
+        eprintln!(
+            "xtask: bochs-linux: the guest reached '{}' and powered off",
+            args::LINUX_MARKER
+        );
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "bochs-linux: the guest powered off without printing '{}'",
+            args::LINUX_MARKER
+        )))
+    }
 }
 
 /// The corpus guests' names (guests/src/bin/*.rs), sorted.
@@ -691,9 +744,10 @@ fn qemu(run: &RunOptions, kvm: bool, serial_out: Option<&mut String>) -> Result<
     } else {
         cmd.args(["-accel", "tcg", "-cpu", "max"]);
     }
-    if run.iso {
+    // QEMU's -kernel (PVH) passes one module: a guest with an initrd goes on the ISO.
+    if run.iso || run.initrd.is_some() {
         let iso = tmp.path.join("opsvisor.iso");
-        make_iso(&tmp, &image, &guest, &name, &run.append, &iso)?;
+        make_iso(&tmp, &image, &guest, &name, run, &iso)?;
         cmd.arg("-cdrom").arg(&iso).args(["-boot", "d"]);
     } else {
         cmd.arg("-kernel")

@@ -19,6 +19,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     return self.stop(RunOutcome::Timeout);
                 }
             }
+            if self.platform.stop_requested() {
+                return self.stop(RunOutcome::Quit);
+            }
             self.catch_up_clock();
             self.update_platform_timers(now_ns);
             self.update_com1_irq();
