@@ -201,7 +201,7 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
             Serial::None => String::from("nothing attached"),
         }
     );
-    if run.trace.is_none() && !run.stats {
+    if run.trace.is_none() && !run.breakdown {
         return run_machine(&run, console);
     }
     let trace = run.trace.as_ref().map(TraceWriter::create).transpose()?;
@@ -211,7 +211,7 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
     let host = Observed {
         inner: console,
         trace,
-        breakdown: run.stats.then(Box::default),
+        breakdown: run.breakdown.then(Box::default),
     };
     run_machine(&run, host)
 }
@@ -394,22 +394,28 @@ fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>) {
         "--- opsvisor statistics ({} backend) ---",
         vm.vcpu.name()
     );
-    let _ = writeln!(
-        out,
-        "{:<24} {:>12} {:>8} {:>14} {:>10}",
-        "exit reason", "count", "share", "host time", "per exit"
-    );
+    // Host time per exit only when it was measured (--stats, not --stats-counts).
+    let timed = vm.config.collect_timing;
+    let _ = write!(out, "{:<24} {:>12} {:>8}", "exit reason", "count", "share");
+    let _ = if timed {
+        writeln!(out, " {:>14} {:>10}", "host time", "per exit")
+    } else {
+        writeln!(out)
+    };
     let total = vm.stats.total();
     for (kind, count, ns) in vm.stats.rows() {
-        let _ = writeln!(
-            out,
-            "  {:<22} {:>12} {:>7.2}% {:>11.3} ms {:>7} ns",
-            kind.name(),
-            count,
-            count as f64 * 100.0 / total.max(1) as f64,
-            ns as f64 / 1e6,
-            ns / count.max(1)
-        );
+        let share = count as f64 * 100.0 / total.max(1) as f64;
+        let _ = write!(out, "  {:<22} {count:>12} {share:>7.2}%", kind.name());
+        let _ = if timed {
+            writeln!(
+                out,
+                " {:>11.3} ms {:>7} ns",
+                ns as f64 / 1e6,
+                ns / count.max(1)
+            )
+        } else {
+            writeln!(out)
+        };
     }
     let _ = writeln!(out, "{:<24} {:>12}", "total exits", total);
     if let Some(breakdown) = vm.platform.breakdown() {
