@@ -71,6 +71,7 @@ macro_rules! __with_guest_list {
             apic_timer_periodic: ("", ["xAPIC MMIO: tick 5 arrived", "xAPIC MMIO: no interrupt after stopping", "PASS"], 30),
             apic_timer_tsc_deadline: ("", ["PASS"], 30),
             hlt_wakeup: ("", ["HLT returned after exactly one timer interrupt", "the pending interrupt woke the HLT", "PASS"], 30),
+            timer_busy_loop: ("", ["the timer interrupted a loop that never exits", "PASS"], 30),
             msr: ("", ["SWAPGS: GS_BASE = old KERNEL_GS_BASE", "PASS"], 30),
             cpuid: ("", ["LM set", "PASS"], 30),
             apic_disable: ("", ["APIC globally disabled", "PASS"], 30),
