@@ -1,9 +1,13 @@
-//! What the core needs from the host it runs on: a clock, a way to wait, and a console.
+//! What the core needs from the host it runs on: a clock, a way to wait, a console, and
+//! a place to report exits to (tracing, statistics).
 //!
 //! The run loop is generic over [`Platform`] (no trait object on the exit path). The
 //! `std` feature provides [`StdPlatform`] (monotonic clock, stdin/stdout console) and
 //! [`CapturePlatform`] (output captured in memory, for tests and benchmarks); the
 //! bare-metal image brings its own.
+
+use crate::exit::Exit;
+use crate::ops::X86Ops;
 
 /// Frequency of the guest's time-stamp counter: one tick per nanosecond. The APIC timer
 /// runs off the same clock, so every core deadline is a guest TSC value.
@@ -41,6 +45,32 @@ pub trait Platform {
     /// returns when it becomes true.
     fn stop_requested(&mut self) -> bool {
         false
+    }
+
+    /// The run loop reports every exit here before the core handles it: `vcpu` is the
+    /// vCPU's index, `cpu` its state at the exit (RIP as the backend leaves it: at the
+    /// exiting instruction, after it for the emulator's posted MMIO writes; CPUID's leaf
+    /// and subleaf in EAX and ECX). For exit traces and statistics. The default does
+    /// nothing, and inlined into the monomorphized run loop it costs nothing: a host that
+    /// observes exits is a separate `Platform` type, never a run-time test on the exit
+    /// path.
+    #[inline(always)]
+    fn observe_exit<B: X86Ops>(&mut self, vcpu: u32, exit: &Exit, cpu: &B) {
+        let _ = (vcpu, exit, cpu);
+    }
+
+    /// What the guest's read in the exit last observed returned: the value of an IN
+    /// element, of an MMIO load, of RDMSR (not called when the read raised an exception).
+    #[inline(always)]
+    fn observe_read(&mut self, value: u64) {
+        let _ = value;
+    }
+
+    /// The host time the core took to handle the exit last observed, when the run loop
+    /// measures it (`VmConfig::collect_timing`).
+    #[inline(always)]
+    fn observe_exit_time(&mut self, ns: u64) {
+        let _ = ns;
     }
 }
 

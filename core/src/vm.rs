@@ -322,6 +322,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             let exit = self.vcpu.run(&mut self.mem, &self.limit);
             let kind = exit.kind();
             self.stats.count(kind);
+            self.platform
+                .observe_exit(self.apic.id(), &exit, &self.vcpu);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {
@@ -361,6 +363,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let flow = self.handle_exit(exit);
         let took = self.platform.now_ns().saturating_sub(started);
         self.stats.add_time(kind, took);
+        self.platform.observe_exit_time(took);
         flow
     }
 

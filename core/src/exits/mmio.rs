@@ -44,6 +44,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 };
                 let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
                 self.vcpu.complete_mmio(Some(value));
+                self.platform.observe_read(value);
                 Flow::Resume
             }
             (Some((MmioDevice::LocalApic, offset)), Direction::Write) => {
@@ -72,6 +73,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             (Some((MmioDevice::IoApic, offset)), Direction::Read) => {
                 let value = self.devices.irqchip.ioapic_read(offset, size as u8);
                 self.vcpu.complete_mmio(Some(u64::from(value) & mask));
+                self.platform.observe_read(u64::from(value) & mask);
                 Flow::Resume
             }
             (Some((MmioDevice::IoApic, offset)), Direction::Write) => {
@@ -87,6 +89,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             (None, Direction::Read) => {
                 self.vcpu.complete_mmio(Some(mask));
+                self.platform.observe_read(mask);
                 Flow::Resume
             }
             (None, Direction::Write) => {

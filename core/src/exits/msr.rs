@@ -57,6 +57,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
                 self.vcpu.set_gpr(Gpr::Rdx, value >> 32);
                 self.vcpu.skip_emulated_instruction();
+                self.platform.observe_read(value);
                 Flow::Resume
             }
             Err(_) => self.inject_gp(),
