@@ -12,6 +12,7 @@
 //!                                        PASS/FAIL line each and a summary (= corpus-vmx)
 //! cargo xtask qemu GUEST [OPTIONS]       QEMU TCG, -kernel (PVH) + -initrd, or --iso
 //! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX)
+//! cargo xtask bench-peers [OPTIONS]      the peer benchmark (opsvisor, QEMU TCG, Bochs)
 //! ```
 //!
 //! GUEST is a multiboot v1 kernel file or a corpus guest name (`guests/src/bin/NAME.rs`,
@@ -48,6 +49,7 @@
 mod args;
 mod differential;
 mod machines;
+mod peers;
 
 #[cfg(test)]
 #[allow(dead_code)]
@@ -182,6 +184,7 @@ fn run(cmd: Cmd) -> Result<()> {
             qemu(&run, true, None)
         }
         Cmd::VmxDiff(diff) => differential::vmx_diff(&diff),
+        Cmd::BenchPeers(o) => peers::bench_peers(&o),
         Cmd::Coverage { check } => coverage(check),
     }
 }
