@@ -108,18 +108,27 @@ fn run_guest(run: &RunArgs) -> Result<u8, String> {
 fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
     let secs = vm.run_time_ns() as f64 / 1e9;
     eprintln!("--- opsvisor statistics ({} backend) ---", vm.vcpu.name());
-    eprintln!(
-        "{:<20} {:>12} {:>14} {:>10}",
-        "exit reason", "count", "host time", "per exit"
-    );
-    for (kind, count, ns) in vm.stats.rows() {
+    let timed = vm.config.collect_timing;
+    if timed {
         eprintln!(
-            "{:<20} {:>12} {:>11.3} ms {:>7} ns",
-            kind.name(),
-            count,
-            ns as f64 / 1e6,
-            ns / count.max(1)
+            "{:<20} {:>12} {:>14} {:>10}",
+            "exit reason", "count", "host time", "per exit"
         );
+    } else {
+        eprintln!("{:<20} {:>12}", "exit reason", "count");
+    }
+    for (kind, count, ns) in vm.stats.rows() {
+        if timed {
+            eprintln!(
+                "{:<20} {:>12} {:>11.3} ms {:>7} ns",
+                kind.name(),
+                count,
+                ns as f64 / 1e6,
+                ns / count.max(1)
+            );
+        } else {
+            eprintln!("{:<20} {:>12}", kind.name(), count);
+        }
     }
     eprintln!("{:<20} {:>12}", "total exits", vm.stats.total());
     if let Some(instructions) = vm.vcpu.instructions_retired() {

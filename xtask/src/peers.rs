@@ -6,7 +6,7 @@
 //! peer boots it twice, with N and k·N iterations; the difference of the two runs' CPU
 //! time (user + system time of the child, from `getrusage(RUSAGE_CHILDREN)` around its
 //! `wait`) is the cost of (k-1)·N iterations with the boot cancelled. The instructions
-//! those iterations execute are counted by opsvisor's emulator (its `--stats`); the guest
+//! those iterations execute are counted by opsvisor's emulator (its `--stats-counts`); the guest
 //! is deterministic, so QEMU and Bochs execute the same ones, and the same count divides
 //! every peer's time. Every peer must print the same checksums.
 
@@ -277,7 +277,7 @@ fn checksum(serial: &str, workload: &str, n: u64) -> Option<String> {
     })
 }
 
-/// The instruction count of opsvisor's `--stats`.
+/// The instruction count of opsvisor's `--stats-counts`.
 fn instructions(stats: &str) -> Option<u64> {
     stats.lines().find_map(|l| {
         let rest = l.strip_prefix("instructions")?;
@@ -302,7 +302,8 @@ fn run_peer(
     let (cpu, code, stdout, stderr, serial) = match peer {
         Peer::Opsvisor => {
             let mut cmd = Command::new(opsvisor);
-            cmd.args(["run", "--stats", "--memory"])
+            // Counts only: `--stats` would read the clock twice per exit.
+            cmd.args(["run", "--stats-counts", "--memory"])
                 .arg(format!("{GUEST_MIB}M"))
                 .arg("--append")
                 .arg(&append)

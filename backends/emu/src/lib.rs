@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod lazy;
 pub mod mem;
 pub mod reset;
+pub mod tlb;
 
 #[cfg(test)]
 mod tests;

@@ -1293,3 +1293,263 @@ fn read_modify_write_faults_as_a_write() {
     assert_ne!(h.mem.read_u64(0x8000).unwrap() & 0x40, 0, "dirty");
     assert_eq!(h.gpr(Gpr::R15), 2);
 }
+
+/// A #PF handler for the paging tests below: logs CR2, the error code, RCX, RSI and RDI
+/// (40 bytes per fault from `FAULT_LOG`, the count in R13), then maps the faulting page of
+/// the 4 KiB table at 0x8000 (virtual 0x4000_0000 + n·4 KiB) to physical 0x20_0000 +
+/// n·4 KiB, present, writable, and returns to retry.
+const FAULT_LOG: u64 = 0x7_0000;
+
+fn paging_fault_handler(a: &mut CodeAssembler) -> CodeLabel {
+    let mut pf = a.create_label();
+    a.set_label(&mut pf).unwrap();
+    a.push(rax).unwrap();
+    a.push(rdx).unwrap();
+    a.mov(rax, r13).unwrap();
+    a.imul_3(rax, rax, 40).unwrap();
+    a.add(rax, FAULT_LOG as i32).unwrap();
+    a.mov(rdx, cr2).unwrap();
+    a.mov(qword_ptr(rax), rdx).unwrap();
+    a.mov(rdx, qword_ptr(rsp + 16)).unwrap();
+    a.mov(qword_ptr(rax + 8), rdx).unwrap();
+    a.mov(qword_ptr(rax + 16), rcx).unwrap();
+    a.mov(qword_ptr(rax + 24), rsi).unwrap();
+    a.mov(qword_ptr(rax + 32), rdi).unwrap();
+    a.inc(r13).unwrap();
+    // PTE n = 0x20_0000 + n·4 KiB | P RW.
+    a.mov(rdx, cr2).unwrap();
+    a.shr(rdx, 12).unwrap();
+    a.and(edx, 511).unwrap();
+    a.mov(rax, rdx).unwrap();
+    a.shl(rax, 12).unwrap();
+    a.add(rax, 0x20_0003).unwrap();
+    a.mov(qword_ptr(rdx * 8 + 0x8000), rax).unwrap();
+    a.mov(rdx, cr2).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    a.pop(rdx).unwrap();
+    a.pop(rax).unwrap();
+    a.add(rsp, 8).unwrap();
+    a.iretq().unwrap();
+    pf
+}
+
+/// The logged faults: (CR2, error code, RCX, RSI, RDI).
+fn faults(h: &Harness) -> Vec<[u64; 5]> {
+    (0..h.gpr(Gpr::R13))
+        .map(|i| {
+            let mut f = [0; 5];
+            for (k, v) in f.iter_mut().enumerate() {
+                *v = h.mem.read_u64(FAULT_LOG + 40 * i + 8 * k as u64).unwrap();
+            }
+            f
+        })
+        .collect()
+}
+
+/// Virtual 0x4000_0000.. through a 4 KiB page table at 0x8000 with `ptes` (entry n maps
+/// 0x20_0000 + n·4 KiB when present).
+fn map_4k(h: &mut Harness, ptes: &[u64]) {
+    h.mem.write_u64(0x2008, 0x7000 | 7).unwrap();
+    h.mem.write_u64(0x7000, 0x8000 | 7).unwrap();
+    for (n, &pte) in ptes.iter().enumerate() {
+        h.mem.write_u64(0x8000 + 8 * n as u64, pte).unwrap();
+    }
+}
+
+/// REP string instructions that run into a page they may not access fault at the first
+/// element on that page, with RCX, RSI and RDI counting the elements before it (the
+/// elements on the first page went to host memory in one bulk step), and finish the run
+/// after the handler maps the page: MOVSB reading across into a not-present page, STOSQ
+/// going down into a read-only page (a write fault, P and W), CMPSB whose ES:[RDI] side
+/// crosses first, and LODSD/SCASB that stop early.
+#[test]
+fn rep_string_faults_at_the_page_boundary_with_the_registers_of_the_element() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // Pages 0 and 3 present and writable, 1 and 4 not present, 2 read-only.
+    map_4k(&mut h, &[0x20_0003, 0, 0x20_2001, 0x20_3003, 0, 0x20_5003]);
+    let pattern: Vec<u8> = (0..0x6000u32).map(|i| (i * 13 + i / 251) as u8).collect();
+    h.mem.write(0x20_0000, &pattern).unwrap();
+    let mut a = asm64();
+    a.xor(r13d, r13d).unwrap();
+    // CR0.WP: supervisor writes to read-only pages fault.
+    a.mov(rax, cr0).unwrap();
+    a.or(rax, 1 << 16).unwrap();
+    a.mov(cr0, rax).unwrap();
+    // 1. MOVSB from 0x4000_0f00 (0x300 bytes) to 0x60000: the source crosses into page 1.
+    a.cld().unwrap();
+    a.mov(rsi, 0x4000_0f00u64).unwrap();
+    a.mov(rdi, 0x6_0000u64).unwrap();
+    a.mov(ecx, 0x300u32).unwrap();
+    a.rep().movsb().unwrap();
+    a.mov(r8, rcx).unwrap();
+    a.mov(r9, rsi).unwrap();
+    a.mov(r10, rdi).unwrap();
+    // 2. STOSQ down from 0x4000_3040 (20 qwords): 9 on page 3, then page 2 (read-only).
+    a.std().unwrap();
+    a.mov(rdi, 0x4000_3040u64).unwrap();
+    a.mov(rax, 0x0102_0304_0506_0708u64).unwrap();
+    a.mov(ecx, 20u32).unwrap();
+    a.rep().stosq().unwrap();
+    a.cld().unwrap();
+    a.mov(r11, rdi).unwrap();
+    // 3. REPE CMPSB of equal bytes: RSI from 0x62000 (RAM), RDI from 0x4000_3ff0 into
+    //    page 4 (not present); after the fault the bytes differ at 0x4000_4008.
+    a.mov(rsi, 0x6_2000u64).unwrap();
+    a.mov(rdi, 0x4000_3ff0u64).unwrap();
+    a.mov(ecx, 0x100u32).unwrap();
+    a.repe().cmpsb().unwrap();
+    a.mov(r12, rcx).unwrap();
+    a.mov(r14, rdi).unwrap();
+    // 4. REPNE SCASB for byte 0xEE (placed at 0x4000_5123), and LODSD over page 5.
+    a.mov(rdi, 0x4000_5000u64).unwrap();
+    a.mov(al, 0xeeu32).unwrap();
+    a.mov(ecx, 0x1000u32).unwrap();
+    a.repne().scasb().unwrap();
+    a.mov(r15, rcx).unwrap();
+    a.mov(rsi, 0x4000_5000u64).unwrap();
+    a.mov(ecx, 0x400u32).unwrap();
+    a.rep().lodsd().unwrap();
+    a.mov(rbx, rax).unwrap();
+    a.hlt().unwrap();
+    let pf = paging_fault_handler(&mut a);
+    h.load(&mut a, CODE, &[("pf", pf)]);
+    let pf = h.label("pf");
+    h.gate(14, pf, 0);
+    // CMPSB's source: the bytes at 0x4000_3ff0.. as they will be, one differing.
+    let mut cmp = pattern[0x3ff0..0x40f0].to_vec();
+    cmp[0x18] ^= 0xff;
+    h.mem.write(0x6_2000, &cmp).unwrap();
+    h.mem.write(0x20_5000, &[0u8; 0x1000]).unwrap();
+    h.mem.write_u8(0x20_5123, 0xee).unwrap();
+    let last = 0x20_5ffc;
+    h.mem.write(last, &0xdead_beefu32.to_le_bytes()).unwrap();
+    h.run().unwrap();
+    assert_eq!(
+        faults(&h),
+        [
+            // MOVSB: 0x100 bytes done, the read of 0x4000_1000 faults (not present).
+            [0x4000_1000, 0, 0x200, 0x4000_1000, 0x6_0100],
+            // STOSQ: 9 qwords done, the write to 0x4000_2ff8 faults (present, write);
+            // RSI is what MOVSB left.
+            [0x4000_2ff8, 3, 11, 0x4000_1200, 0x4000_2ff8],
+            // CMPSB: 16 bytes done, ES:[RDI] at 0x4000_4000 faults first.
+            [0x4000_4000, 0, 0xf0, 0x6_2010, 0x4000_4000],
+        ]
+    );
+    assert_eq!(
+        (h.gpr(Gpr::R8), h.gpr(Gpr::R9), h.gpr(Gpr::R10)),
+        (0, 0x4000_1200, 0x6_0300)
+    );
+    let mut copied = [0u8; 0x300];
+    h.mem.read(0x6_0000, &mut copied).unwrap();
+    // Page 1 was mapped by the handler to 0x20_1000, which holds the pattern too.
+    assert_eq!(&copied[..], &pattern[0xf00..0x1200]);
+    assert_eq!(h.gpr(Gpr::R11), 0x4000_3040 - 20 * 8);
+    for k in 0..20u64 {
+        let at = 0x20_3040 - 8 * k;
+        assert_eq!(
+            h.mem.read_u64(at).unwrap(),
+            0x0102_0304_0506_0708,
+            "{at:#x}"
+        );
+    }
+    // CMPSB stopped after the differing byte at offset 0x18.
+    assert_eq!(
+        (h.gpr(Gpr::R12), h.gpr(Gpr::R14)),
+        (0x100 - 0x19, 0x4000_4009)
+    );
+    assert_eq!(h.gpr(Gpr::R15), 0x1000 - 0x124);
+    assert_eq!(h.gpr(Gpr::Rbx), 0xdead_beef);
+}
+
+/// The TLB against page-table changes: a remapped 4 KiB page is seen after INVLPG and
+/// after a CR3 reload (before them the old or the new mapping, as the SDM allows); a
+/// global page after INVLPG and after CR4.PGE is toggled; a 2 MiB page after INVLPG of
+/// another 4 KiB part of it (one large-page translation covers the whole page).
+#[test]
+fn tlb_sees_remapped_pages_after_invlpg_cr3_and_pge() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let (a_frame, b_frame) = (0x20_0000u64, 0x20_1000u64);
+    map_4k(&mut h, &[a_frame | 3]);
+    h.mem.write_u64(a_frame, 0xaaaa).unwrap();
+    h.mem.write_u64(b_frame, 0xbbbb).unwrap();
+    // PD[1]: a 2 MiB page at 0x4020_0000 -> 0 (RAM is 4 MiB); the new target 0x20_0000.
+    h.mem.write_u64(0x7008, 0x83).unwrap();
+    h.mem.write_u64(0x3_8000, 0x1111).unwrap();
+    h.mem.write_u64(0x23_8000, 0x6666).unwrap();
+    let va = 0x4000_0000u64;
+    let mut a = asm64();
+    let read = |a: &mut CodeAssembler, r: AsmRegister64| {
+        a.mov(rdx, va).unwrap();
+        a.mov(r, qword_ptr(rdx)).unwrap();
+    };
+    let set_pte = |a: &mut CodeAssembler, v: u64| {
+        a.mov(rax, v).unwrap();
+        a.mov(qword_ptr(0x8000u64), rax).unwrap();
+    };
+    read(&mut a, r8);
+    set_pte(&mut a, b_frame | 3);
+    read(&mut a, r9); // either
+    a.mov(rdx, va).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    read(&mut a, r10); // new
+    set_pte(&mut a, a_frame | 3);
+    a.mov(rax, cr3).unwrap();
+    a.mov(cr3, rax).unwrap();
+    read(&mut a, r11); // new (A again)
+                       // Global: CR4.PGE on, the page global.
+    a.mov(rax, cr4).unwrap();
+    a.or(rax, 0x80).unwrap();
+    a.mov(cr4, rax).unwrap();
+    set_pte(&mut a, a_frame | 0x103);
+    a.mov(rdx, va).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    read(&mut a, r12); // A, now cached as global
+    set_pte(&mut a, b_frame | 0x103);
+    a.mov(rax, cr3).unwrap();
+    a.mov(cr3, rax).unwrap();
+    read(&mut a, r13); // either: a CR3 write may keep global entries
+    a.mov(rdx, va).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    read(&mut a, r14); // B
+    set_pte(&mut a, a_frame | 0x103);
+    a.mov(rax, cr4).unwrap();
+    a.and(rax, !0x80).unwrap();
+    a.mov(cr4, rax).unwrap();
+    a.or(rax, 0x80).unwrap();
+    a.mov(cr4, rax).unwrap();
+    read(&mut a, r15); // A
+                       // Large page: read through it, retarget it, INVLPG another 4 KiB part of it.
+    a.mov(rdx, 0x4023_8000u64).unwrap();
+    a.mov(rbx, qword_ptr(rdx)).unwrap();
+    a.mov(rax, 0x20_0000u64 | 0x83).unwrap();
+    a.mov(qword_ptr(0x7008u64), rax).unwrap();
+    a.mov(rdx, 0x4020_5000u64).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    a.mov(rdx, 0x4023_8000u64).unwrap();
+    a.mov(rcx, qword_ptr(rdx)).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    let either = [0xaaaa, 0xbbbb];
+    assert_eq!(h.gpr(Gpr::R8), 0xaaaa);
+    assert!(either.contains(&h.gpr(Gpr::R9)), "{:#x}", h.gpr(Gpr::R9));
+    assert_eq!(h.gpr(Gpr::R10), 0xbbbb, "after INVLPG");
+    assert_eq!(h.gpr(Gpr::R11), 0xaaaa, "after the CR3 reload");
+    assert_eq!(h.gpr(Gpr::R12), 0xaaaa);
+    assert!(either.contains(&h.gpr(Gpr::R13)), "{:#x}", h.gpr(Gpr::R13));
+    assert_eq!(h.gpr(Gpr::R14), 0xbbbb, "a global page after INVLPG");
+    assert_eq!(
+        h.gpr(Gpr::R15),
+        0xaaaa,
+        "a global page after CR4.PGE toggled"
+    );
+    assert_eq!(h.gpr(Gpr::Rbx), 0x1111);
+    assert_eq!(
+        h.gpr(Gpr::Rcx),
+        0x6666,
+        "the 2 MiB page after INVLPG inside it"
+    );
+}
