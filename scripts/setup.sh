@@ -7,8 +7,10 @@
 #                                   also the machines the hardware backends and the corpus
 #                                   cross-checks run on, from Debian's packages: QEMU
 #                                   (qemu-system-x86), Bochs with its BIOS images (bochs,
-#                                   bochsbios, vgabios) and what makes a GRUB ISO
-#                                   (grub-pc-bin, grub-common, xorriso, mtools)
+#                                   bochsbios, vgabios), what makes a GRUB ISO
+#                                   (grub-pc-bin, grub-common, xorriso, mtools), and ACPICA's
+#                                   iasl and acpiexec (acpica-tools), which check the ACPI
+#                                   tables in core/tests/acpi_tables.rs
 #   bash scripts/setup.sh --fuzz    also cargo-fuzz (the fuzz targets in fuzz/, scripts/fuzz.sh)
 #   bash scripts/setup.sh --linux-guest
 #                                   also what scripts/linux-guest.sh needs to build the Linux
@@ -54,7 +56,7 @@ apt_install() {
 }
 
 if [ "$want_machines" -eq 1 ]; then
-    apt_install qemu-system-x86 bochs bochsbios vgabios grub-pc-bin grub-common xorriso mtools
+    apt_install qemu-system-x86 bochs bochsbios vgabios grub-pc-bin grub-common xorriso mtools acpica-tools
 fi
 
 if [ "$want_fuzz" -eq 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then

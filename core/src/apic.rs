@@ -14,11 +14,29 @@
 //!   faults, as on a part without CMCI. Directed EOI is not offered (version bit 24 = 0),
 //!   so SVR bit 12 is reserved.
 //! - **Interrupt sources.** The timer, the error LVT, IPIs sent to itself through the ICR
-//!   or the x2APIC SELF IPI register, and [`LocalApic::deliver_fixed`] for platform
-//!   devices. With a single vCPU, IPIs whose destination does not include this APIC, and
-//!   delivery modes other than fixed and lowest-priority (SMI, NMI, INIT, SIPI), are
-//!   accepted and dropped; the ICR delivery-status bit always reads 0 (idle). Thermal,
-//!   performance, LINT0 and LINT1 have no source here: their LVTs are plain storage.
+//!   or the x2APIC SELF IPI register, interrupt messages from the I/O APIC
+//!   ([`LocalApic::deliver_message`], routed by [`crate::irq`]), and the LINT0 and LINT1
+//!   pins ([`LocalApic::set_lint0`], [`LocalApic::set_lint1`]). With a single vCPU, IPIs
+//!   whose destination does not include this APIC are accepted and dropped; fixed,
+//!   lowest-priority and NMI IPIs to itself are delivered, SMI, INIT and SIPI are not
+//!   modelled and are dropped; the ICR delivery-status bit always reads 0 (idle). Thermal
+//!   and performance have no source here: their LVTs are plain storage.
+//! - **LINT0 and LINT1.** On a PC, LINT0 carries the 8259 PIC's INTR output and LINT1
+//!   the NMI line. Their LVTs select what an asserted pin does (SDM 3A 11.5.1): fixed (the
+//!   LVT's vector; edge-triggered on the rising edge, or level-triggered with the LVT's
+//!   remote IRR set on acceptance and cleared by that vector's EOI, after which a pin
+//!   still asserted delivers again), NMI (on the rising edge), or ExtINT (level-sensitive:
+//!   while the pin is asserted an external interrupt is pending whose vector comes from
+//!   the PIC's INTA cycle, not from IRR: the virtual-wire mode of the MP specification).
+//!   Polarity (bit 13) inverts the pin; SMI and INIT are not modelled. While the APIC is
+//!   globally disabled (IA32_APIC_BASE.EN clear) the pins bypass it as on a processor
+//!   without one: LINT0 is the INTR input and LINT1 the NMI input.
+//! - **NMIs** (from LINT0/LINT1, I/O APIC messages and self IPIs) wait in one latch,
+//!   [`LocalApic::nmi_pending`], until the run loop injects one; a second NMI that arrives
+//!   before the first is injected is merged with it, as in the processor's latch.
+//! - **EOI broadcast.** The EOI of a vector whose TMR bit is set (a level-triggered
+//!   interrupt) is recorded for the I/O APIC ([`LocalApic::take_eoi_broadcast`]), whose
+//!   remote IRR it clears; it also ends a level-triggered LINT0/LINT1 interrupt.
 //! - **Timer.** Its input clock is the guest TSC ([`crate::platform::GUEST_TSC_HZ`], one
 //!   tick per nanosecond) divided by the divide configuration, so every deadline is a
 //!   guest TSC value. One-shot, periodic and TSC-deadline modes; see [`LocalApic::update`].
@@ -34,6 +52,7 @@
 //! timer up to date, so a register read sees a timer that has already fired.
 
 use crate::cpuid::PHYS_ADDR_BITS;
+use crate::irq::{DeliveryMode, IrqMessage};
 
 /// Default xAPIC MMIO base.
 pub const APIC_DEFAULT_BASE: u64 = 0xfee0_0000;
@@ -140,7 +159,23 @@ pub struct ApicFault;
 /// The LVT registers, in register order (index = (offset - 0x320) / 16).
 const LVT_COUNT: usize = 6;
 const LVT_TIMER: usize = 0;
+const LVT_LINT0: usize = 3;
 const LVT_ERROR: usize = 5;
+
+/// LVT bits 10:8: delivery mode.
+pub const LVT_DELIVERY_MODE_MASK: u32 = 7 << 8;
+/// LVT delivery mode: fixed.
+pub const LVT_DELIVERY_FIXED: u32 = 0;
+/// LVT delivery mode: NMI.
+pub const LVT_DELIVERY_NMI: u32 = 4 << 8;
+/// LVT delivery mode: ExtINT.
+pub const LVT_DELIVERY_EXTINT: u32 = 7 << 8;
+/// LVT LINT0/LINT1 bit 13: the pin is active low.
+pub const LVT_ACTIVE_LOW: u32 = 1 << 13;
+/// LVT LINT0/LINT1 bit 14: remote IRR (read-only).
+pub const LVT_REMOTE_IRR: u32 = 1 << 14;
+/// LVT LINT0/LINT1 bit 15: level-triggered (fixed delivery only).
+pub const LVT_LEVEL: u32 = 1 << 15;
 
 /// Bits of each LVT that software may write (SDM 3A figure 11-8); delivery status (12)
 /// and remote IRR (14) are read-only and read 0 here.
@@ -278,6 +313,18 @@ pub struct LocalApic {
     timer_period: u64,
     /// IA32_TSC_DEADLINE while armed in TSC-deadline mode, else 0.
     tsc_deadline: u64,
+    /// The levels driven onto LINT0 and LINT1 (outside inputs: a reset keeps them).
+    lint_level: [bool; 2],
+    /// Remote IRR of the LINT0 and LINT1 LVTs (level-triggered fixed delivery).
+    lint_remote_irr: [bool; 2],
+    /// The NMI latch.
+    nmi_pending: bool,
+    /// An ExtINT message was accepted and awaits its INTA cycle.
+    extint_request: bool,
+    /// Vectors whose EOI the I/O APIC has yet to see.
+    eoi_broadcast: VectorSet,
+    /// Whether `eoi_broadcast` has any bit set.
+    eoi_broadcast_pending: bool,
 }
 
 impl LocalApic {
@@ -307,14 +354,23 @@ impl LocalApic {
             timer_deadline: None,
             timer_period: 0,
             tsc_deadline: 0,
+            lint_level: [false; 2],
+            lint_remote_irr: [false; 2],
+            nmi_pending: false,
+            extint_request: false,
+            eoi_broadcast: VectorSet::default(),
+            eoi_broadcast_pending: false,
         };
         apic.reset_registers();
         apic
     }
 
-    /// Power-on or INIT reset: back to the state [`LocalApic::new`] gives, ID kept.
+    /// Power-on or INIT reset: back to the state [`LocalApic::new`] gives, ID kept (and
+    /// the levels on LINT0 and LINT1, which outside devices drive).
     pub fn reset(&mut self) {
+        let lint_level = self.lint_level;
         *self = LocalApic::new(self.apic_id);
+        self.lint_level = lint_level;
     }
 
     /// The power-up register state (SDM 3A 11.4.7.1), which a hardware disable also
@@ -337,6 +393,10 @@ impl LocalApic {
         self.timer_deadline = None;
         self.timer_period = 0;
         self.tsc_deadline = 0;
+        self.lint_remote_irr = [false; 2];
+        self.extint_request = false;
+        self.eoi_broadcast = VectorSet::default();
+        self.eoi_broadcast_pending = false;
     }
 
     /// The initial APIC ID (the x2APIC ID).
@@ -727,8 +787,15 @@ impl LocalApic {
             1 | 2 => true, // self, all including self
             _ => false,    // all excluding self: nobody else exists
         };
-        // Only fixed and lowest-priority interrupts carry a vector for the IRR; NMI, SMI,
-        // INIT and SIPI to this one vCPU are not modelled and are dropped.
+        // Only fixed and lowest-priority interrupts carry a vector for the IRR; an NMI
+        // sets the NMI latch; SMI, INIT and SIPI to this one vCPU are not modelled and
+        // are dropped.
+        if delivery_mode == 4 {
+            if to_self {
+                self.nmi_pending = true;
+            }
+            return;
+        }
         if delivery_mode > 1 {
             return;
         }
@@ -768,6 +835,15 @@ impl LocalApic {
             }
             reg::ICR_LOW => self.icr_low,
             reg::ICR_HIGH if !x2apic => self.icr_high,
+            reg::LVT_LINT0 | reg::LVT_LINT1 => {
+                let pin = ((offset - reg::LVT_LINT0) >> 4) as usize;
+                let remote_irr = if self.lint_remote_irr[pin] {
+                    LVT_REMOTE_IRR
+                } else {
+                    0
+                };
+                self.lvt[LVT_LINT0 + pin] | remote_irr
+            }
             reg::LVT_TIMER..=reg::LVT_ERROR => self.lvt[((offset - reg::LVT_TIMER) >> 4) as usize],
             reg::TIMER_INITIAL => self.initial_count,
             reg::TIMER_CURRENT => self.current_count(now),
@@ -869,6 +945,13 @@ impl LocalApic {
                     new |= LVT_MASKED;
                 }
                 self.lvt[index] = new;
+                if let Some(pin) = index.checked_sub(LVT_LINT0).filter(|&p| p < 2) {
+                    if !Self::lint_is_level_fixed(new) {
+                        self.lint_remote_irr[pin] = false;
+                    }
+                    // A level-triggered pin that is asserted when it is unmasked requests.
+                    self.lint_level_request(pin);
+                }
             }
             reg::TIMER_INITIAL => {
                 // Ignored in TSC-deadline mode (SDM 3A 11.5.4.1).
@@ -906,12 +989,178 @@ impl LocalApic {
         }
     }
 
-    /// End of interrupt: the highest in-service vector is done.
+    /// End of interrupt: the highest in-service vector is done. For a level-triggered
+    /// vector (TMR set) the EOI is also broadcast: to the I/O APIC through
+    /// [`LocalApic::take_eoi_broadcast`], and to the LINT pins' remote IRR.
     fn eoi(&mut self) {
         if let Some(vector) = self.isr.highest() {
             self.isr.set(vector, false);
-            // A level-triggered vector would now send an EOI message to the I/O APICs;
-            // there are none yet, so there is nothing more to do.
+            if self.tmr.get(vector) {
+                self.eoi_broadcast.set(vector, true);
+                self.eoi_broadcast_pending = true;
+                for pin in 0..2 {
+                    if self.lint_remote_irr[pin] && self.lvt[LVT_LINT0 + pin] as u8 == vector {
+                        self.lint_remote_irr[pin] = false;
+                        self.lint_level_request(pin);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next level-triggered vector whose EOI the I/O APIC must see (the run loop
+    /// drains these after every APIC write).
+    #[inline]
+    pub fn take_eoi_broadcast(&mut self) -> Option<u8> {
+        if !self.eoi_broadcast_pending {
+            return None;
+        }
+        let vector = self.eoi_broadcast.highest();
+        match vector {
+            Some(v) => self.eoi_broadcast.set(v, false),
+            None => self.eoi_broadcast_pending = false,
+        }
+        vector
+    }
+
+    /// Drive the LINT0 pin (the PIC's INTR output on a PC).
+    pub fn set_lint0(&mut self, level: bool) {
+        self.set_lint(0, level);
+    }
+
+    /// Drive the LINT1 pin (the NMI line on a PC).
+    pub fn set_lint1(&mut self, level: bool) {
+        self.set_lint(1, level);
+    }
+
+    fn lint_is_level_fixed(lvt: u32) -> bool {
+        lvt & (LVT_DELIVERY_MODE_MASK | LVT_LEVEL) == LVT_DELIVERY_FIXED | LVT_LEVEL
+    }
+
+    /// Whether LINT `pin` is asserted as its LVT reads it (polarity applied).
+    fn lint_asserted(&self, pin: usize) -> bool {
+        self.lint_level[pin] != (self.lvt[LVT_LINT0 + pin] & LVT_ACTIVE_LOW != 0)
+    }
+
+    fn set_lint(&mut self, pin: usize, level: bool) {
+        let was = self.lint_asserted(pin);
+        let was_high = self.lint_level[pin];
+        self.lint_level[pin] = level;
+        if !self.is_enabled() {
+            // Globally disabled: LINT0 is INTR (read by `extint_pending`), LINT1 is NMI.
+            if pin == 1 && level && !was_high {
+                self.nmi_pending = true;
+            }
+            return;
+        }
+        let lvt = self.lvt[LVT_LINT0 + pin];
+        let rising = self.lint_asserted(pin) && !was;
+        if lvt & LVT_MASKED != 0 {
+            return;
+        }
+        match lvt & LVT_DELIVERY_MODE_MASK {
+            LVT_DELIVERY_FIXED if lvt & LVT_LEVEL != 0 => self.lint_level_request(pin),
+            LVT_DELIVERY_FIXED if rising => self.lvt_interrupt(lvt),
+            LVT_DELIVERY_NMI if rising => self.nmi_pending = true,
+            // ExtINT is level-sensitive (`extint_pending` reads the pin); SMI and INIT are
+            // not modelled.
+            _ => {}
+        }
+    }
+
+    /// A level-triggered fixed LINT pin requests while it is asserted, unmasked and its
+    /// remote IRR is clear.
+    fn lint_level_request(&mut self, pin: usize) {
+        let lvt = self.lvt[LVT_LINT0 + pin];
+        if !self.is_enabled()
+            || lvt & LVT_MASKED != 0
+            || !Self::lint_is_level_fixed(lvt)
+            || self.lint_remote_irr[pin]
+            || !self.lint_asserted(pin)
+        {
+            return;
+        }
+        let vector = lvt as u8;
+        let errors = self.accept(vector, true);
+        if errors != 0 {
+            self.log_error(errors);
+        } else if self.irr.get(vector) {
+            self.lint_remote_irr[pin] = true;
+        }
+    }
+
+    /// Whether an NMI is waiting to be injected.
+    #[inline]
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
+    /// The run loop injected the pending NMI.
+    pub fn nmi_injected(&mut self) {
+        self.nmi_pending = false;
+    }
+
+    /// Whether an external interrupt is pending whose vector the PIC supplies (INTA): an
+    /// accepted ExtINT message, LINT0 asserted in ExtINT mode and unmasked, or, with the
+    /// APIC globally disabled, LINT0 (INTR) high. The TPR and PPR do not apply to it.
+    #[inline]
+    pub fn extint_pending(&self) -> bool {
+        if !self.is_enabled() {
+            return self.lint_level[0];
+        }
+        self.extint_request
+            || (self.lvt[LVT_LINT0] & (LVT_MASKED | LVT_DELIVERY_MODE_MASK) == LVT_DELIVERY_EXTINT
+                && self.lint_asserted(0))
+    }
+
+    /// The run loop performed the INTA cycle for a pending external interrupt.
+    pub fn extint_acknowledged(&mut self) {
+        self.extint_request = false;
+    }
+
+    /// Whether an interrupt message with this 8-bit destination (physical: an APIC ID,
+    /// 0xFF for all; logical: matched against the LDR, flat or cluster) is addressed to
+    /// this APIC. An APIC that is globally disabled accepts nothing.
+    pub fn accepts_destination(&self, destination: u8, logical: bool) -> bool {
+        if !self.is_enabled() {
+            return false;
+        }
+        let x2apic = self.is_x2apic();
+        let dest = if x2apic && destination == 0xff {
+            // An 8-bit broadcast reaches x2APIC-mode APICs too.
+            0xffff_ffff
+        } else {
+            u32::from(destination)
+        };
+        self.matches_destination(dest, logical, x2apic)
+    }
+
+    /// Accept an interrupt message already addressed to this APIC (see
+    /// [`LocalApic::accepts_destination`]). Returns whether it was accepted: fixed and
+    /// lowest-priority messages need a software-enabled APIC and a vector of 16 or more
+    /// (they set IRR, and TMR for level-triggered ones); NMI is always accepted; ExtINT
+    /// needs a software-enabled APIC and waits for its INTA cycle; SMI and INIT are not
+    /// modelled and are refused.
+    pub fn deliver_message(&mut self, msg: &IrqMessage) -> bool {
+        if !self.is_enabled() {
+            return false;
+        }
+        match msg.delivery {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                self.deliver_fixed(msg.vector, msg.level_triggered)
+            }
+            DeliveryMode::Nmi => {
+                self.nmi_pending = true;
+                true
+            }
+            DeliveryMode::ExtInt if self.is_software_enabled() => {
+                self.extint_request = true;
+                true
+            }
+            DeliveryMode::ExtInt
+            | DeliveryMode::Smi
+            | DeliveryMode::Init
+            | DeliveryMode::Reserved => false,
         }
     }
 }
@@ -1131,8 +1380,9 @@ mod tests {
         apic.mmio_write(reg::ICR_LOW, (1 << 11) | 0x39, 0);
         apic.mmio_write(reg::ICR_HIGH, 0x3200_0000, 0);
         apic.mmio_write(reg::ICR_LOW, (1 << 11) | 0x3a, 0);
-        // NMI and INIT to self: dropped.
+        // NMI to self: the NMI latch, not IRR; INIT to self: dropped.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (4 << 8) | 0x3b, 0);
+        assert!(apic.nmi_pending());
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (5 << 8) | 0x3c, 0);
         // Lowest priority to self: delivered.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (1 << 8) | 0x3d, 0);
@@ -1540,5 +1790,148 @@ mod tests {
             .unwrap();
         apic.set_tsc_deadline(100, 0);
         assert_eq!(apic.next_deadline(), Some(100));
+    }
+
+    #[test]
+    fn lint0_extint_is_the_virtual_wire() {
+        let mut apic = enabled();
+        apic.set_lint0(true);
+        assert!(!apic.extint_pending(), "LINT0 is masked at reset");
+        apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        assert!(apic.extint_pending());
+        assert_eq!(
+            apic.pending_interrupt(),
+            None,
+            "the vector comes from the PIC"
+        );
+        // The TPR does not hold ExtINT back.
+        apic.mmio_write(reg::TPR, 0xf0, 0);
+        assert!(apic.extint_pending());
+        apic.set_lint0(false);
+        assert!(!apic.extint_pending());
+        // Active low.
+        apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT | LVT_ACTIVE_LOW, 0);
+        assert!(apic.extint_pending());
+        apic.set_lint0(true);
+        assert!(!apic.extint_pending());
+        // Software disable masks the LVT.
+        apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        apic.mmio_write(reg::SVR, 0xff, 0);
+        assert!(!apic.extint_pending());
+        assert_eq!(
+            apic.mmio_read(reg::LVT_LINT0, 0),
+            LVT_MASKED | LVT_DELIVERY_EXTINT
+        );
+        // Globally disabled: LINT0 is INTR, whatever the LVT said.
+        apic.set_base_msr(APIC_DEFAULT_BASE).unwrap();
+        assert!(apic.extint_pending());
+        apic.set_lint0(false);
+        assert!(!apic.extint_pending());
+        // The pin's level survives a reset.
+        apic.set_lint0(true);
+        apic.reset();
+        apic.set_base_msr(APIC_DEFAULT_BASE).unwrap();
+        assert!(apic.extint_pending());
+    }
+
+    #[test]
+    fn lint_nmi_mode_on_rising_edges() {
+        let mut apic = enabled();
+        apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        apic.set_lint1(true);
+        assert!(apic.nmi_pending());
+        apic.nmi_injected();
+        apic.set_lint1(true);
+        assert!(!apic.nmi_pending(), "no new edge");
+        apic.set_lint1(false);
+        apic.set_lint1(true);
+        assert!(apic.nmi_pending());
+        apic.nmi_injected();
+        // LINT0 in NMI mode: the PIC's INTR rising raises an NMI.
+        apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_NMI, 0);
+        apic.set_lint0(true);
+        assert!(apic.nmi_pending());
+        assert!(!apic.extint_pending());
+        apic.nmi_injected();
+        // Masked: nothing.
+        apic.mmio_write(reg::LVT_LINT1, LVT_MASKED | LVT_DELIVERY_NMI, 0);
+        apic.set_lint1(false);
+        apic.set_lint1(true);
+        assert!(!apic.nmi_pending());
+        // Globally disabled: LINT1 is the NMI input.
+        apic.set_base_msr(APIC_DEFAULT_BASE).unwrap();
+        apic.set_lint1(false);
+        apic.set_lint1(true);
+        assert!(apic.nmi_pending());
+    }
+
+    #[test]
+    fn lint0_fixed_edge_and_level() {
+        let mut apic = enabled();
+        apic.mmio_write(reg::LVT_LINT0, 0x41, 0);
+        apic.set_lint0(true);
+        assert_eq!(apic.pending_interrupt(), Some(0x41));
+        apic.acknowledge(0x41);
+        apic.mmio_write(reg::EOI, 0, 0);
+        assert_eq!(apic.take_eoi_broadcast(), None, "edge: no broadcast");
+        apic.set_lint0(true);
+        assert_eq!(apic.pending_interrupt(), None, "no new edge");
+        // Level-triggered: requests at once since the pin is high, remote IRR set.
+        apic.mmio_write(reg::LVT_LINT0, LVT_LEVEL | 0x42, 0);
+        assert_eq!(apic.pending_interrupt(), Some(0x42));
+        assert_eq!(
+            apic.mmio_read(reg::LVT_LINT0, 0),
+            LVT_LEVEL | LVT_REMOTE_IRR | 0x42
+        );
+        apic.acknowledge(0x42);
+        // The EOI clears remote IRR; the pin is still high: again.
+        apic.mmio_write(reg::EOI, 0, 0);
+        assert_eq!(apic.take_eoi_broadcast(), Some(0x42));
+        assert_eq!(apic.pending_interrupt(), Some(0x42));
+        apic.acknowledge(0x42);
+        apic.set_lint0(false);
+        apic.mmio_write(reg::EOI, 0, 0);
+        assert_eq!(apic.mmio_read(reg::LVT_LINT0, 0), LVT_LEVEL | 0x42);
+        assert_eq!(apic.pending_interrupt(), None);
+        // Rewriting the LVT keeps remote IRR read-only; switching to edge clears it.
+        apic.set_lint0(true);
+        apic.mmio_write(reg::LVT_LINT0, LVT_LEVEL | LVT_REMOTE_IRR | 0x42, 0);
+        assert_ne!(apic.mmio_read(reg::LVT_LINT0, 0) & LVT_REMOTE_IRR, 0);
+        apic.mmio_write(reg::LVT_LINT0, 0x42, 0);
+        assert_eq!(apic.mmio_read(reg::LVT_LINT0, 0), 0x42);
+    }
+
+    #[test]
+    fn messages_from_the_io_apic() {
+        let msg = |delivery, vector, level_triggered| IrqMessage {
+            vector,
+            delivery,
+            logical: false,
+            destination: 0,
+            level_triggered,
+        };
+        let mut apic = LocalApic::new(0);
+        // Software disabled: NMI is accepted, fixed and ExtINT are not.
+        assert!(!apic.deliver_message(&msg(DeliveryMode::Fixed, 0x40, false)));
+        assert!(!apic.deliver_message(&msg(DeliveryMode::ExtInt, 0, false)));
+        assert!(apic.deliver_message(&msg(DeliveryMode::Nmi, 0, false)));
+        assert!(apic.nmi_pending());
+        apic.mmio_write(reg::SVR, 0x1ff, 0);
+        assert!(apic.deliver_message(&msg(DeliveryMode::Fixed, 0x40, true)));
+        assert_eq!(apic.mmio_read(reg::TMR0 + 0x20, 0), 1);
+        assert!(apic.deliver_message(&msg(DeliveryMode::LowestPriority, 0x41, false)));
+        assert_eq!(apic.mmio_read(reg::IRR0 + 0x20, 0), 3);
+        assert!(!apic.deliver_message(&msg(DeliveryMode::Fixed, 0x0f, false)));
+        assert!(!apic.deliver_message(&msg(DeliveryMode::Init, 0, false)));
+        assert!(!apic.deliver_message(&msg(DeliveryMode::Smi, 0, false)));
+        assert!(apic.deliver_message(&msg(DeliveryMode::ExtInt, 0, false)));
+        assert!(apic.extint_pending());
+        apic.extint_acknowledged();
+        assert!(!apic.extint_pending());
+        // Globally disabled: nothing.
+        apic.set_base_msr(APIC_DEFAULT_BASE).unwrap();
+        apic.nmi_injected();
+        assert!(!apic.deliver_message(&msg(DeliveryMode::Nmi, 0, false)));
+        assert!(!apic.nmi_pending());
     }
 }

@@ -16,6 +16,7 @@ extern crate std;
 // so that the generated impl is emitted beside the enum where its types are in scope.
 pub mod ops;
 
+pub mod acpi;
 pub mod apic;
 pub mod arch;
 pub mod backend;
@@ -24,6 +25,7 @@ pub mod devices;
 pub mod exit;
 pub mod exits;
 pub mod fpu;
+pub mod irq;
 pub mod loader;
 pub mod mmu;
 pub mod msr;

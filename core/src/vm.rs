@@ -7,14 +7,24 @@
 //! MSRs, APIC accesses) and at least every [`VmConfig::exits_per_clock_read`] exits. The
 //! backend's own budget (the emulator's instruction slice, VMX's preemption timer) bounds
 //! the time between those reads.
+//!
+//! Interrupts take one path ([`crate::irq`]): a device drives a line with
+//! [`Vm::set_irq`]; the PIC and the I/O APIC turn lines into LINT0 levels and messages;
+//! the local APIC decides what is pending; [`Vm::deliver_events`] injects, in priority
+//! order, an NMI, the local APIC's highest fixed interrupt, or the PIC's vector through
+//! LINT0 (ExtINT, after the INTA cycle), or asks the backend for the window in which the
+//! guest can take it.
 
 use crate::apic::LocalApic;
 use crate::cpuid::CpuidPolicy;
 use crate::devices::bus::{Bus, MmioDevice, PioDevice};
 use crate::devices::debug_exit::DEBUG_EXIT_PORT;
+use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
+use crate::devices::pic::{ELCR_BASE, PIC_MASTER_BASE, PIC_SLAVE_BASE};
 use crate::devices::post_code::{PostCode, POST_CODE_PORT};
 use crate::devices::uart::{Uart16550, COM1_BASE};
 use crate::exit::Exit;
+use crate::irq::IrqChip;
 use crate::mmu::memory::GuestMemory;
 use crate::msr::MsrState;
 use crate::ops::{RunLimit, X86Ops};
@@ -90,6 +100,9 @@ pub(crate) enum Flow {
     Stop,
 }
 
+/// The ISA IRQ COM1's interrupt output drives.
+pub const COM1_IRQ: u32 = 4;
+
 /// The platform devices the core provides.
 #[derive(Debug, Default)]
 pub struct Devices {
@@ -97,6 +110,8 @@ pub struct Devices {
     pub com1: Uart16550,
     /// Port 0x80.
     pub post_code: PostCode,
+    /// The interrupt controllers (8259 pair, I/O APIC) and the lines that feed them.
+    pub irqchip: IrqChip,
 }
 
 /// One virtual machine with one vCPU.
@@ -136,6 +151,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
     apic_mmio_registered: Option<u64>,
     /// Whether the core asked the backend for an interrupt window.
     irq_window: bool,
+    /// Whether the core asked the backend for an NMI window.
+    nmi_window: bool,
     /// How the run ends, once a handler returned [`Flow::Stop`].
     stop: Option<RunOutcome>,
 }
@@ -143,7 +160,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// A VM around a vCPU whose architectural state the caller has already set (for
     /// instance with a loader's [`crate::loader::BootState`]). Registers COM1, the
-    /// debug-exit port, port 0x80 and the local APIC.
+    /// debug-exit port, port 0x80, the PIC pair with its ELCR, the I/O APIC and the local
+    /// APIC.
     pub fn new(
         vcpu: B,
         mem: GuestMemory,
@@ -152,10 +170,15 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         config: VmConfig,
     ) -> Vm<B, P> {
         let mut pio = Bus::new();
-        // The three ranges are disjoint constants: registration cannot conflict.
+        // The ranges are disjoint constants: registration cannot conflict.
         let _ = pio.register(u64::from(COM1_BASE), 8, PioDevice::Com1);
         let _ = pio.register(u64::from(DEBUG_EXIT_PORT), 4, PioDevice::DebugExit);
         let _ = pio.register(u64::from(POST_CODE_PORT), 1, PioDevice::PostCode);
+        for base in [PIC_MASTER_BASE, PIC_SLAVE_BASE, ELCR_BASE] {
+            let _ = pio.register(u64::from(base), 2, PioDevice::Pic);
+        }
+        let mut mmio = Bus::new();
+        let _ = mmio.register(IOAPIC_BASE, IOAPIC_SIZE, MmioDevice::IoApic);
         let mut vm = Vm {
             vcpu,
             mem,
@@ -165,7 +188,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             apic: LocalApic::new(0),
             devices: Devices::default(),
             pio,
-            mmio: Bus::new(),
+            mmio,
             stats: ExitStats::default(),
             config,
             limit: RunLimit {
@@ -178,6 +201,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             retired_at_start: 0,
             apic_mmio_registered: None,
             irq_window: false,
+            nmi_window: false,
             stop: None,
         };
         vm.sync_apic_mmio();
@@ -203,6 +227,39 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         // Never step back: the backend may have shown the guest a later value.
         self.limit.tsc = self.limit.tsc.max(tsc);
         self.apic.update(self.limit.tsc);
+    }
+
+    /// Drive interrupt line `line` (ISA IRQ 0-15 or GSI 16-23; see [`crate::irq`] for the
+    /// wiring) to `level`, as a device's interrupt output. Setting the level a line
+    /// already has changes nothing. Call it from an exit handler that then returns
+    /// [`Flow::Events`], or between runs: the run loop delivers what it made pending
+    /// before the guest runs again. Returns whether the line changed.
+    pub fn set_irq(&mut self, line: u32, level: bool) -> bool {
+        self.devices
+            .irqchip
+            .set_irq(line, level, core::slice::from_mut(&mut self.apic))
+    }
+
+    /// Raise and lower `line`: one edge, for a source that signals events.
+    pub fn pulse_irq(&mut self, line: u32) {
+        self.devices
+            .irqchip
+            .pulse_irq(line, core::slice::from_mut(&mut self.apic));
+    }
+
+    /// Pulse the NMI line (LINT1 of every local APIC; QEMU's `nmi` command, KVM's
+    /// `KVM_NMI`): an NMI where LINT1 is programmed for one, as a PC firmware leaves it,
+    /// or directly while the APIC is globally disabled.
+    pub fn nmi(&mut self) {
+        self.apic.set_lint1(true);
+        self.apic.set_lint1(false);
+    }
+
+    /// Bring COM1's interrupt line to what the UART computes now (after an access, or
+    /// when console input may have arrived). Returns whether the line changed.
+    pub(crate) fn update_com1_irq(&mut self) -> bool {
+        let level = self.devices.com1.irq_pending(&mut self.platform);
+        self.set_irq(COM1_IRQ, level)
     }
 
     /// Host time (ns) at which the current run started.
@@ -328,6 +385,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
         let tsc = now_ns.wrapping_add_signed(self.msrs.tsc_offset());
         self.apic.update(tsc);
+        // Console input may have arrived since the UART was last looked at.
+        self.update_com1_irq();
         self.limit = RunLimit {
             tsc,
             deadline: self.apic.next_deadline(),
@@ -336,18 +395,47 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         None
     }
 
-    /// Deliver the highest-priority pending interrupt if the guest can take it, or ask the
-    /// backend to exit when it can.
+    /// Route the local APIC's EOI broadcasts, then deliver what is pending, highest
+    /// priority first: an NMI, else the local APIC's highest fixed interrupt, else an
+    /// external interrupt whose vector the PIC's INTA cycle gives. What the guest cannot
+    /// take now gets a window exit instead (an NMI window, an interrupt window).
     pub(crate) fn deliver_events(&mut self) {
-        let Some(vector) = self.apic.pending_interrupt() else {
+        while let Some(vector) = self.apic.take_eoi_broadcast() {
+            self.devices
+                .irqchip
+                .eoi(vector, core::slice::from_mut(&mut self.apic));
+        }
+        let nmi_window = if self.apic.nmi_pending() {
+            if self.vcpu.nmi_allowed() {
+                self.apic.nmi_injected();
+                self.vcpu.inject_event(crate::ops::Event::Nmi);
+                false
+            } else {
+                true
+            }
+        } else {
+            false
+        };
+        if nmi_window != self.nmi_window {
+            self.nmi_window = nmi_window;
+            self.vcpu.enable_nmi_window(nmi_window);
+        }
+        let fixed = self.apic.pending_interrupt();
+        if fixed.is_none() && !self.apic.extint_pending() {
             if self.irq_window {
                 self.irq_window = false;
                 self.vcpu.enable_irq_window(false);
             }
             return;
-        };
+        }
         if self.vcpu.interrupt_allowed() {
-            self.apic.acknowledge(vector);
+            let vector = match fixed {
+                Some(vector) => {
+                    self.apic.acknowledge(vector);
+                    vector
+                }
+                None => self.acknowledge_extint(),
+            };
             self.vcpu
                 .inject_event(crate::ops::Event::ExternalInterrupt(vector));
             if self.irq_window {
@@ -358,6 +446,15 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             self.irq_window = true;
             self.vcpu.enable_irq_window(true);
         }
+    }
+
+    /// The INTA cycle of an external interrupt the guest is about to take.
+    #[cold]
+    fn acknowledge_extint(&mut self) -> u8 {
+        self.apic.extint_acknowledged();
+        self.devices
+            .irqchip
+            .acknowledge_extint(core::slice::from_mut(&mut self.apic))
     }
 
     /// Dispatch one exit to its handler family (inlined into the loop: a call here costs
@@ -397,5 +494,307 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             | Exit::EntryFailed { .. }
             | Exit::EmulationFailure { .. } => self.handle_failure(exit),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apic::{reg, LVT_DELIVERY_EXTINT, LVT_DELIVERY_NMI};
+    use crate::arch::RFLAGS_IF;
+    use crate::exit::Direction;
+    use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, SegReg, Segment};
+    use alloc::vec::Vec;
+
+    /// A vCPU that records what the run loop asks of it; the test decides when the guest
+    /// can take an interrupt or an NMI.
+    #[derive(Default)]
+    struct EventVcpu {
+        rflags: u64,
+        nmi_ok: bool,
+        /// An injected event not yet taken by the "guest".
+        pending: Option<Event>,
+        injected: Vec<Event>,
+        irq_window: bool,
+        nmi_window: bool,
+        pio_in: Option<u32>,
+    }
+
+    impl EventVcpu {
+        /// The guest took the queued event.
+        fn enter(&mut self) {
+            self.pending = None;
+        }
+    }
+
+    impl X86Ops for EventVcpu {
+        fn name(&self) -> &'static str {
+            "events"
+        }
+        fn vcpu_reset(&mut self, _kind: ResetKind) {}
+        fn gpr(&self, _reg: Gpr) -> u64 {
+            0
+        }
+        fn set_gpr(&mut self, _reg: Gpr, _value: u64) {}
+        fn rip(&self) -> u64 {
+            0
+        }
+        fn set_rip(&mut self, _rip: u64) {}
+        fn rflags(&self) -> u64 {
+            self.rflags
+        }
+        fn set_rflags(&mut self, rflags: u64) {
+            self.rflags = rflags;
+        }
+        fn segment(&self, _seg: SegReg) -> Segment {
+            Segment::default()
+        }
+        fn set_segment(&mut self, _seg: SegReg, _value: &Segment) {}
+        fn cpl(&self) -> u8 {
+            0
+        }
+        fn cr0(&self) -> u64 {
+            0
+        }
+        fn set_cr0(&mut self, _value: u64) {}
+        fn cr2(&self) -> u64 {
+            0
+        }
+        fn set_cr2(&mut self, _value: u64) {}
+        fn cr3(&self) -> u64 {
+            0
+        }
+        fn set_cr3(&mut self, _value: u64) {}
+        fn cr4(&self) -> u64 {
+            0
+        }
+        fn set_cr4(&mut self, _value: u64) {}
+        fn efer(&self) -> u64 {
+            0
+        }
+        fn set_efer(&mut self, _value: u64) {}
+        fn gdt(&self) -> DescriptorTable {
+            DescriptorTable::default()
+        }
+        fn set_gdt(&mut self, _table: DescriptorTable) {}
+        fn idt(&self) -> DescriptorTable {
+            DescriptorTable::default()
+        }
+        fn set_idt(&mut self, _table: DescriptorTable) {}
+        fn get_msr(&self, _index: u32) -> Option<u64> {
+            None
+        }
+        fn set_msr(&mut self, _index: u32, _value: u64) -> bool {
+            false
+        }
+        fn run(&mut self, _mem: &mut GuestMemory, _limit: &RunLimit) -> Exit {
+            Exit::Hlt
+        }
+        fn skip_emulated_instruction(&mut self) {}
+        fn complete_pio_in(&mut self, value: u32) {
+            self.pio_in = Some(value);
+        }
+        fn complete_mmio(&mut self, _read: Option<u64>) {}
+        fn interrupt_shadow(&self) -> bool {
+            false
+        }
+        fn set_interrupt_shadow(&mut self, _shadow: bool) {}
+        fn interrupt_allowed(&self) -> bool {
+            self.rflags & RFLAGS_IF != 0 && self.pending.is_none()
+        }
+        fn nmi_allowed(&self) -> bool {
+            self.nmi_ok && self.pending.is_none()
+        }
+        fn inject_event(&mut self, event: Event) {
+            self.pending = Some(event);
+            self.injected.push(event);
+        }
+        fn event_pending(&self) -> bool {
+            self.pending.is_some()
+        }
+        fn enable_irq_window(&mut self, enable: bool) {
+            self.irq_window = enable;
+        }
+        fn enable_nmi_window(&mut self, enable: bool) {
+            self.nmi_window = enable;
+        }
+        fn flush_tlb_all(&mut self) {}
+    }
+
+    /// A clock that stands still and a console with nothing attached.
+    struct Quiet;
+
+    impl Platform for Quiet {
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn wait(&mut self, _deadline_ns: Option<u64>) -> bool {
+            false
+        }
+        fn console_write(&mut self, _bytes: &[u8]) {}
+        fn console_read(&mut self) -> Option<u8> {
+            None
+        }
+        fn console_input_ready(&mut self) -> bool {
+            false
+        }
+    }
+
+    fn vm() -> Vm<EventVcpu, Quiet> {
+        let mem = GuestMemory::with_ram(1 << 20).unwrap();
+        let mut vm = Vm::new(
+            EventVcpu::default(),
+            mem,
+            Quiet,
+            CpuidPolicy::emulator(),
+            VmConfig::default(),
+        );
+        vm.apic.mmio_write(reg::SVR, 0x1ff, 0);
+        vm
+    }
+
+    fn outb(vm: &mut Vm<EventVcpu, Quiet>, port: u16, value: u8) -> Flow {
+        vm.handle_io(port, 1, Direction::Write, u32::from(value))
+    }
+
+    fn inb(vm: &mut Vm<EventVcpu, Quiet>, port: u16) -> u8 {
+        vm.handle_io(port, 1, Direction::Read, 0);
+        vm.vcpu.pio_in.take().unwrap() as u8
+    }
+
+    /// Linux's init_8259A: vectors 0x30/0x38, then the masks.
+    fn init_pic(vm: &mut Vm<EventVcpu, Quiet>, masks: [u8; 2]) {
+        for (port, value) in [
+            (0x21, 0xff),
+            (0x20, 0x11),
+            (0x21, 0x30),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xa0, 0x11),
+            (0xa1, 0x38),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+            (0x21, masks[0]),
+            (0xa1, masks[1]),
+        ] {
+            assert_eq!(outb(vm, port, value), Flow::Events);
+        }
+    }
+
+    fn ioapic_write(vm: &mut Vm<EventVcpu, Quiet>, index: u32, value: u32) -> Flow {
+        vm.handle_mmio(0xfec0_0000, 4, Direction::Write, u64::from(index));
+        vm.handle_mmio(0xfec0_0010, 4, Direction::Write, u64::from(value))
+    }
+
+    #[test]
+    fn nmi_first_then_fixed_then_the_pic_through_lint0() {
+        let mut vm = vm();
+        init_pic(&mut vm, [0, 0]);
+        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        vm.set_irq(3, true);
+        vm.apic.deliver_fixed(0x50, false);
+        vm.nmi();
+        // Interrupts disabled, NMIs blocked: both windows are requested.
+        vm.deliver_events();
+        assert!(vm.vcpu.injected.is_empty());
+        assert!(vm.vcpu.irq_window && vm.vcpu.nmi_window);
+        // The NMI goes first; the interrupt waits for the next entry.
+        vm.vcpu.nmi_ok = true;
+        vm.vcpu.rflags = RFLAGS_IF;
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected, [Event::Nmi]);
+        assert!(!vm.vcpu.nmi_window && vm.vcpu.irq_window);
+        vm.vcpu.enter();
+        // Then the local APIC's fixed interrupt, then the PIC's vector (its INTA).
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(vm.devices.irqchip.pic.isr(), 0, "no INTA yet");
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(
+            vm.vcpu.injected,
+            [
+                Event::Nmi,
+                Event::ExternalInterrupt(0x50),
+                Event::ExternalInterrupt(0x33)
+            ]
+        );
+        assert_eq!(vm.devices.irqchip.pic.isr(), 0x0008);
+        assert!(!vm.vcpu.irq_window, "nothing left: window closed");
+        // The handler's EOI to the PIC: IRQ 3 made no new edge, nothing more.
+        assert_eq!(outb(&mut vm, 0x20, 0x63), Flow::Events);
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected.len(), 3);
+    }
+
+    #[test]
+    fn com1_level_interrupt_through_the_ioapic_and_the_eoi_broadcast() {
+        let mut vm = vm();
+        // Pin 4: vector 0x41, level-triggered, physical destination 0.
+        ioapic_write(&mut vm, 0x11 + 8, 0);
+        assert_eq!(ioapic_write(&mut vm, 0x10 + 8, 0x8041), Flow::Events);
+        vm.vcpu.rflags = RFLAGS_IF;
+        // The UART raises IRQ 4 once OUT2 and the THR-empty interrupt are on.
+        assert_eq!(outb(&mut vm, 0x3fc, 0x0b), Flow::Resume, "line still low");
+        assert_eq!(outb(&mut vm, 0x3f9, 0x02), Flow::Events, "line raised");
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(vm.vcpu.injected, [Event::ExternalInterrupt(0x41)]);
+        // The guest's EOI without reading IIR: broadcast, remote IRR cleared, the
+        // still-high line delivers again.
+        assert_eq!(
+            vm.handle_mmio(0xfee0_00b0, 4, Direction::Write, 0),
+            Flow::Events
+        );
+        vm.deliver_events();
+        vm.vcpu.enter();
+        assert_eq!(vm.vcpu.injected.len(), 2);
+        // Reading IIR drops the line; the next EOI ends it.
+        assert_eq!(inb(&mut vm, 0x3fa) & 0x0f, 0x02);
+        assert!(!vm.devices.irqchip.line(COM1_IRQ));
+        vm.handle_mmio(0xfee0_00b0, 4, Direction::Write, 0);
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected.len(), 2);
+        assert_eq!(vm.devices.irqchip.ioapic.entry(4) & (1 << 14), 0);
+        // The PIC saw the line too (masked there since reset).
+        assert_eq!(vm.devices.irqchip.pic.irr() & 0x10, 0x10);
+        assert_eq!(inb(&mut vm, 0x21), 0xfb, "the BIOS masks");
+    }
+
+    #[test]
+    fn hlt_wakes_for_the_pic_and_for_nmis() {
+        let mut vm = vm();
+        init_pic(&mut vm, [0xef, 0xff]);
+        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.vcpu.rflags = RFLAGS_IF;
+        assert_eq!(vm.handle_hlt(), Flow::Stop, "nothing can wake it");
+        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
+        vm.set_irq(4, true);
+        assert_eq!(
+            vm.handle_hlt(),
+            Flow::Clock,
+            "the PIC's IRQ 4 through LINT0"
+        );
+        // With IF clear only an NMI wakes it.
+        vm.vcpu.rflags = 0;
+        assert_eq!(vm.handle_hlt(), Flow::Stop);
+        vm.stop = None;
+        vm.apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        vm.nmi();
+        assert_eq!(vm.handle_hlt(), Flow::Clock);
+    }
+
+    #[test]
+    fn set_irq_reports_changes_and_ignores_unwired_lines() {
+        let mut vm = vm();
+        assert!(vm.set_irq(9, true));
+        assert!(!vm.set_irq(9, true));
+        assert!(vm.set_irq(9, false));
+        assert!(!vm.set_irq(24, true));
+        assert!(!vm.set_irq(u32::MAX, true));
+        vm.pulse_irq(0);
+        assert!(!vm.devices.irqchip.line(0));
+        assert_eq!(vm.devices.irqchip.pic.irr() & 1, 1, "the edge was latched");
     }
 }

@@ -23,6 +23,10 @@ pub mod reg {
     pub const TPR: u32 = 0x80;
     /// End of interrupt.
     pub const EOI: u32 = 0xB0;
+    /// Logical destination.
+    pub const LDR: u32 = 0xD0;
+    /// Destination format.
+    pub const DFR: u32 = 0xE0;
     /// Spurious-interrupt vector (bit 8: APIC software enable).
     pub const SVR: u32 = 0xF0;
     /// In-service register, first of 8.

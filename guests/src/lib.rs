@@ -24,6 +24,7 @@ pub mod cell;
 pub mod cpu;
 pub mod gdt;
 pub mod interrupts;
+pub mod irq;
 pub mod multiboot;
 pub mod paging;
 pub mod serial;

@@ -12,6 +12,9 @@ pub enum PioDevice {
     DebugExit,
     /// The POST code port 0x80.
     PostCode,
+    /// The 8259 PIC pair and its ELCR (ports 0x20-0x21, 0xA0-0xA1, 0x4D0-0x4D1): the
+    /// handler passes the port itself.
+    Pic,
 }
 
 /// A device on the MMIO bus.
@@ -19,6 +22,8 @@ pub enum PioDevice {
 pub enum MmioDevice {
     /// The local APIC's xAPIC page.
     LocalApic,
+    /// The I/O APIC's page.
+    IoApic,
 }
 
 /// Why a device could not be registered.

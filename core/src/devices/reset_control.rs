@@ -50,7 +50,10 @@ mod tests {
     fn rst_cpu_requests_a_reset() {
         let mut rc = ResetControl::default();
         rc.write(0x02);
-        assert!(!rc.take_reset_request(), "SYS_RST alone only selects the kind");
+        assert!(
+            !rc.take_reset_request(),
+            "SYS_RST alone only selects the kind"
+        );
         assert_eq!(rc.read(), 0x02);
         // The FADT's reset value.
         rc.write(0x06);

@@ -14,9 +14,9 @@
 //! IIR reports the highest-priority pending interrupt among those enabled in IER (line
 //! status, received data, THR empty, modem status) for guests that poll it, with the
 //! 16550's THR-empty rules: pending when enabled or after a THR write, cleared by reading
-//! IIR while it is the reported source. No interrupt controller is wired to the UART yet:
-//! it raises no interrupt line. [`Uart16550::irq_pending`] computes what the line (IRQ 4,
-//! gated by MCR.OUT2 as on the PC) would be, for when one is.
+//! IIR while it is the reported source. [`Uart16550::irq_pending`] computes the interrupt
+//! line (gated by MCR.OUT2 as on the PC); the VM drives COM1's IRQ 4 with it after every
+//! access and whenever console input may have arrived.
 
 use crate::platform::Platform;
 
@@ -164,6 +164,13 @@ impl Uart16550 {
     /// pending and MCR.OUT2 connects the line to the interrupt controller.
     pub fn irq_pending<P: Platform>(&mut self, console: &mut P) -> bool {
         self.mcr & MCR_OUT2 != 0 && self.pending(console) != IIR_NONE
+    }
+
+    /// Whether console input would raise the interrupt line: the received-data interrupt
+    /// is enabled, MCR.OUT2 connects the line, and the UART is not in loopback (where its
+    /// input is its own output).
+    pub fn console_input_interrupts(&self) -> bool {
+        self.ier & IER_RX != 0 && self.mcr & MCR_OUT2 != 0 && !self.loopback()
     }
 
     /// Read the register at `offset` (0..8) from the base port.

@@ -1,10 +1,12 @@
-//! HLT: the vCPU sleeps until an interrupt can be delivered or a timer deadline passes.
-//! The host thread blocks in [`Platform::wait`]; it never spins.
+//! HLT: the vCPU sleeps until an NMI or an interrupt it can take is pending (a fixed
+//! interrupt of the local APIC, or the PIC's through LINT0), a timer deadline passes, or
+//! console input raises COM1's interrupt. The host thread blocks in [`Platform::wait`];
+//! it never spins.
 
 use crate::arch::RFLAGS_IF;
 use crate::ops::X86Ops;
 use crate::platform::Platform;
-use crate::vm::{Flow, RunOutcome, Vm};
+use crate::vm::{Flow, RunOutcome, Vm, COM1_IRQ};
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn handle_hlt(&mut self) -> Flow {
@@ -17,9 +19,12 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 }
             }
             self.catch_up_clock();
+            self.update_com1_irq();
             let interrupts_on = self.vcpu.rflags() & RFLAGS_IF != 0;
             if self.vcpu.event_pending()
-                || (interrupts_on && self.apic.pending_interrupt().is_some())
+                || self.apic.nmi_pending()
+                || (interrupts_on
+                    && (self.apic.pending_interrupt().is_some() || self.apic.extint_pending()))
             {
                 return Flow::Clock;
             }
@@ -40,12 +45,19 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if timer_ns.is_none() {
-                // Nothing armed can raise an interrupt: no device here has an interrupt
-                // line yet, so the guest would sleep forever.
+            // Console input can wake the guest only through COM1's received-data
+            // interrupt, and only by raising its line: a line already high has done all
+            // it can.
+            let console_wakes = self.devices.com1.console_input_interrupts()
+                && !self.devices.irqchip.line(COM1_IRQ);
+            if timer_ns.is_none() && !console_wakes {
+                // Nothing armed can raise an interrupt: the guest would sleep forever.
                 return self.stop(RunOutcome::HaltedForever);
             }
-            self.platform.wait(wake_ns);
+            if !self.platform.wait(wake_ns) && timer_ns.is_none() {
+                // No input can ever arrive (the console is closed).
+                return self.stop(RunOutcome::HaltedForever);
+            }
         }
     }
 }

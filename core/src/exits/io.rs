@@ -1,5 +1,8 @@
 //! Port I/O: dispatched on the port bus. A port no device claims reads as all ones and
-//! ignores writes, as on a PC whose bus has nothing there.
+//! ignores writes, as on a PC whose bus has nothing there. The byte-wide devices (the
+//! UART, the PIC) take a wider access as byte accesses to consecutive ports. After a COM1
+//! access its interrupt line is brought up to date; after a PIC access what the CPU may
+//! take is looked at again.
 
 use crate::devices::bus::PioDevice;
 use crate::devices::debug_exit;
@@ -37,13 +40,27 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                         }
                         v
                     }
+                    Some((PioDevice::Pic, _)) => {
+                        let apics = core::slice::from_mut(&mut self.apic);
+                        let mut v = 0u32;
+                        for i in 0..u16::from(size) {
+                            let byte = self.devices.irqchip.pic_read(port.wrapping_add(i), apics);
+                            v |= u32::from(byte) << (8 * i);
+                        }
+                        self.vcpu.complete_pio_in(v & mask);
+                        return Flow::Events;
+                    }
                     Some((PioDevice::PostCode, _)) => {
                         u32::from(self.devices.post_code.read()) | !0xff
                     }
                     Some((PioDevice::DebugExit, _)) | None => !0,
                 };
                 self.vcpu.complete_pio_in(value & mask);
-                Flow::Resume
+                if matches!(device, Some((PioDevice::Com1, _))) && self.update_com1_irq() {
+                    Flow::Events
+                } else {
+                    Flow::Resume
+                }
             }
             Direction::Write => {
                 self.vcpu.skip_emulated_instruction();
@@ -57,7 +74,22 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                                 &mut self.platform,
                             );
                         }
-                        Flow::Resume
+                        if self.update_com1_irq() {
+                            Flow::Events
+                        } else {
+                            Flow::Resume
+                        }
+                    }
+                    Some((PioDevice::Pic, _)) => {
+                        let apics = core::slice::from_mut(&mut self.apic);
+                        for i in 0..u16::from(size) {
+                            self.devices.irqchip.pic_write(
+                                port.wrapping_add(i),
+                                (data >> (8 * i)) as u8,
+                                apics,
+                            );
+                        }
+                        Flow::Events
                     }
                     Some((PioDevice::DebugExit, _)) => self.stop(RunOutcome::DebugExit {
                         status: debug_exit::exit_status(data & mask),

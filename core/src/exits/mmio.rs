@@ -69,6 +69,21 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     Flow::Events
                 }
             }
+            (Some((MmioDevice::IoApic, offset)), Direction::Read) => {
+                let value = self.devices.irqchip.ioapic_read(offset, size as u8);
+                self.vcpu.complete_mmio(Some(u64::from(value) & mask));
+                Flow::Resume
+            }
+            (Some((MmioDevice::IoApic, offset)), Direction::Write) => {
+                self.vcpu.complete_mmio(None);
+                self.devices.irqchip.ioapic_write(
+                    offset,
+                    size as u8,
+                    data as u32,
+                    core::slice::from_mut(&mut self.apic),
+                );
+                Flow::Events
+            }
             (None, Direction::Read) => {
                 self.vcpu.complete_mmio(Some(mask));
                 Flow::Resume

@@ -1,0 +1,457 @@
+//! Interrupt routing: the one path from a device's interrupt line to the local APICs
+//! (Linux KVM's `irqchip` and `kvm_set_irq` are the model).
+//!
+//! A device raises or lowers a line with [`IrqChip::set_irq`] (the VM's entry point is
+//! [`crate::vm::Vm::set_irq`]). Lines 0-15 are the ISA IRQs and lines 16-23 the further
+//! inputs of the I/O APIC (GSIs 16-23), wired as on a PC and as QEMU's `pc` machine and
+//! its MADT describe them:
+//!
+//! | line | 8259 PIC input | I/O APIC pin |
+//! |---|---|---|
+//! | 0 (PIT) | IR0 | 2 (the interrupt source override IRQ 0 → GSI 2) |
+//! | 1, 3-15 | IRQ n | n |
+//! | 2 | none: IR2 is the slave's cascade | none: pin 2 belongs to IRQ 0 |
+//! | 16-23 | none | n |
+//!
+//! I/O APIC pin 0 has no source (as in QEMU). Every line is active high when asserted;
+//! what the PIC and the I/O APIC make of it (edge or level, polarity) is their
+//! programming. A line keeps the level its device set last; setting the same level again
+//! changes nothing, so an edge source pulses ([`IrqChip::pulse_irq`]).
+//!
+//! The PIC's INTR output drives LINT0 of every local APIC. The I/O APIC's messages go to
+//! the local APICs their destination names ([`deliver_message`]): physical (an APIC ID,
+//! 0xFF for all), logical flat or cluster; lowest-priority delivery picks one of the
+//! addressed APICs, the one with the lowest processor priority. A message no APIC accepts
+//! is dropped. The local APICs' EOI broadcasts come back through [`IrqChip::eoi`].
+
+use crate::apic::LocalApic;
+use crate::devices::ioapic::IoApic;
+use crate::devices::pic::Pic;
+
+/// Lines a device can drive: ISA IRQs 0-15 and GSIs 16-23.
+pub const IRQ_LINES: u32 = 24;
+
+/// How an interrupt message is delivered (the I/O APIC's delivery-mode field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// The vector, to every addressed APIC.
+    Fixed,
+    /// The vector, to the addressed APIC with the lowest priority.
+    LowestPriority,
+    /// A system-management interrupt.
+    Smi,
+    /// A non-maskable interrupt (the vector is ignored).
+    Nmi,
+    /// INIT.
+    Init,
+    /// An external interrupt: the vector comes from the 8259 PIC's INTA cycle.
+    ExtInt,
+    /// Encodings 3 and 6: no delivery.
+    Reserved,
+}
+
+impl DeliveryMode {
+    /// The mode encoded in the low three bits of `bits`.
+    pub fn from_bits(bits: u8) -> DeliveryMode {
+        match bits & 7 {
+            0 => DeliveryMode::Fixed,
+            1 => DeliveryMode::LowestPriority,
+            2 => DeliveryMode::Smi,
+            4 => DeliveryMode::Nmi,
+            5 => DeliveryMode::Init,
+            7 => DeliveryMode::ExtInt,
+            _ => DeliveryMode::Reserved,
+        }
+    }
+}
+
+/// An interrupt message on the APIC bus (from the I/O APIC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqMessage {
+    /// The vector (fixed and lowest-priority delivery).
+    pub vector: u8,
+    /// How it is delivered.
+    pub delivery: DeliveryMode,
+    /// Logical (true) or physical destination mode.
+    pub logical: bool,
+    /// The 8-bit destination.
+    pub destination: u8,
+    /// Level-triggered: the accepting APIC sets the vector's TMR bit and broadcasts its
+    /// EOI.
+    pub level_triggered: bool,
+}
+
+/// Hand `msg` to the local APICs it is addressed to; returns whether one accepted it.
+pub fn deliver_message(msg: &IrqMessage, apics: &mut [LocalApic]) -> bool {
+    let logical = msg.logical;
+    let dest = msg.destination;
+    if msg.delivery == DeliveryMode::LowestPriority {
+        let target = apics
+            .iter_mut()
+            .filter(|apic| apic.accepts_destination(dest, logical))
+            .min_by_key(|apic| apic.ppr() & 0xf0);
+        return target.is_some_and(|apic| apic.deliver_message(msg));
+    }
+    let mut accepted = false;
+    for apic in apics.iter_mut() {
+        if apic.accepts_destination(dest, logical) {
+            accepted |= apic.deliver_message(msg);
+        }
+    }
+    accepted
+}
+
+/// The I/O APIC pin ISA IRQ or GSI `line` is wired to.
+pub fn ioapic_pin(line: u32) -> Option<usize> {
+    match line {
+        0 => Some(2),
+        2 => None,
+        1..IRQ_LINES => Some(line as usize),
+        _ => None,
+    }
+}
+
+/// The machine's interrupt controllers (the PIC pair and the I/O APIC) and the lines
+/// that feed them.
+#[derive(Clone, Debug, Default)]
+pub struct IrqChip {
+    /// The 8259 pair (ports 0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1).
+    pub pic: Pic,
+    /// The I/O APIC at 0xFEC00000.
+    pub ioapic: IoApic,
+    /// Each line's level as its device set it.
+    lines: u32,
+}
+
+impl IrqChip {
+    /// The controllers in their reset state, every line low.
+    pub fn new() -> IrqChip {
+        IrqChip::default()
+    }
+
+    /// The level `line` was last set to.
+    pub fn line(&self, line: u32) -> bool {
+        line < IRQ_LINES && self.lines & (1 << line) != 0
+    }
+
+    /// Drive `line` (ISA IRQ 0-15 or GSI 16-23) to `level`. Returns whether the line
+    /// changed (then what the CPU may take can have changed too); other numbers are
+    /// ignored.
+    #[inline]
+    pub fn set_irq(&mut self, line: u32, level: bool, apics: &mut [LocalApic]) -> bool {
+        if line >= IRQ_LINES || self.line(line) == level {
+            return false;
+        }
+        self.lines ^= 1 << line;
+        self.route(line, level, apics);
+        true
+    }
+
+    #[cold]
+    fn route(&mut self, line: u32, level: bool, apics: &mut [LocalApic]) {
+        if line < 16 {
+            self.pic.set_irq(line as u8, level);
+            self.sync_pic(apics);
+        }
+        if let Some(pin) = ioapic_pin(line) {
+            self.ioapic
+                .set_input(pin, level, &mut |m| deliver_message(m, apics));
+        }
+    }
+
+    /// Raise and lower `line`: one edge, for sources that signal events rather than
+    /// states.
+    pub fn pulse_irq(&mut self, line: u32, apics: &mut [LocalApic]) {
+        self.set_irq(line, true, apics);
+        self.set_irq(line, false, apics);
+    }
+
+    /// Carry the PIC's INTR output to every local APIC's LINT0.
+    fn sync_pic(&mut self, apics: &mut [LocalApic]) {
+        let output = self.pic.output();
+        for apic in apics.iter_mut() {
+            apic.set_lint0(output);
+        }
+    }
+
+    /// A read of a PIC or ELCR port.
+    pub fn pic_read(&mut self, port: u16, apics: &mut [LocalApic]) -> u8 {
+        let value = self.pic.read_port(port);
+        // A poll acknowledges an interrupt.
+        self.sync_pic(apics);
+        value
+    }
+
+    /// A write to a PIC or ELCR port.
+    pub fn pic_write(&mut self, port: u16, value: u8, apics: &mut [LocalApic]) {
+        self.pic.write_port(port, value);
+        self.sync_pic(apics);
+    }
+
+    /// The INTA cycle for an external interrupt the CPU is taking: the PIC's vector.
+    pub fn acknowledge_extint(&mut self, apics: &mut [LocalApic]) -> u8 {
+        let vector = self.pic.acknowledge();
+        self.sync_pic(apics);
+        vector
+    }
+
+    /// An MMIO read in the I/O APIC's page.
+    pub fn ioapic_read(&self, offset: u64, size: u8) -> u32 {
+        self.ioapic.mmio_read(offset, size)
+    }
+
+    /// An MMIO write in the I/O APIC's page.
+    pub fn ioapic_write(&mut self, offset: u64, size: u8, value: u32, apics: &mut [LocalApic]) {
+        self.ioapic
+            .mmio_write(offset, size, value, &mut |m| deliver_message(m, apics));
+    }
+
+    /// A local APIC's EOI broadcast for the level-triggered `vector`.
+    pub fn eoi(&mut self, vector: u8, apics: &mut [LocalApic]) {
+        self.ioapic.eoi(vector, &mut |m| deliver_message(m, apics));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apic::{reg, APIC_BASE_EN, APIC_BASE_EXTD, APIC_DEFAULT_BASE};
+    use crate::devices::ioapic::{IOREGSEL, IOWIN};
+
+    fn apic(id: u32) -> LocalApic {
+        let mut apic = LocalApic::new(id);
+        apic.mmio_write(reg::SVR, 0x1ff, 0);
+        apic
+    }
+
+    fn program(chip: &mut IrqChip, apics: &mut [LocalApic], pin: u32, entry: u64) {
+        chip.ioapic_write(IOREGSEL, 4, 0x11 + 2 * pin, apics);
+        chip.ioapic_write(IOWIN, 4, (entry >> 32) as u32, apics);
+        chip.ioapic_write(IOREGSEL, 4, 0x10 + 2 * pin, apics);
+        chip.ioapic_write(IOWIN, 4, entry as u32, apics);
+    }
+
+    /// Vectors requested in `apic`'s IRR (bits 32-255 as a list).
+    fn irr(apic: &mut LocalApic) -> alloc::vec::Vec<u8> {
+        let mut v = alloc::vec::Vec::new();
+        for word in 1..8u32 {
+            let bits = apic.mmio_read(reg::IRR0 + 0x10 * word, 0);
+            for bit in 0..32 {
+                if bits & (1 << bit) != 0 {
+                    v.push((word * 32 + bit) as u8);
+                }
+            }
+        }
+        v
+    }
+
+    fn linux_pic(chip: &mut IrqChip, apics: &mut [LocalApic]) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x30),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xa0, 0x11),
+            (0xa1, 0x38),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+        ] {
+            chip.pic_write(port, value, apics);
+        }
+    }
+
+    #[test]
+    fn wiring_of_the_lines() {
+        assert_eq!(ioapic_pin(0), Some(2));
+        assert_eq!(ioapic_pin(1), Some(1));
+        assert_eq!(ioapic_pin(2), None);
+        assert_eq!(ioapic_pin(4), Some(4));
+        assert_eq!(ioapic_pin(23), Some(23));
+        assert_eq!(ioapic_pin(24), None);
+        let mut chip = IrqChip::new();
+        let mut apics = [apic(0)];
+        assert!(chip.set_irq(4, true, &mut apics));
+        assert!(!chip.set_irq(4, true, &mut apics), "no change");
+        assert!(chip.line(4));
+        assert!(!chip.set_irq(24, true, &mut apics));
+        assert!(!chip.line(24));
+    }
+
+    #[test]
+    fn isa_irq0_reaches_ioapic_pin2_and_pic_ir0() {
+        let mut chip = IrqChip::new();
+        let mut apics = [apic(0)];
+        linux_pic(&mut chip, &mut apics);
+        program(&mut chip, &mut apics, 2, 0x30);
+        program(&mut chip, &mut apics, 0, 0x3f);
+        chip.pulse_irq(0, &mut apics);
+        assert_eq!(irr(&mut apics[0]), [0x30], "pin 2, not pin 0");
+        assert_eq!(chip.pic.irr() & 1, 1, "and the PIC's IR0");
+        // GSI 16-23 reach only the I/O APIC.
+        program(&mut chip, &mut apics, 20, 0x0000_0000_0000_a061);
+        assert_eq!(
+            irr(&mut apics[0]),
+            [0x30, 0x61],
+            "active low: the idle line asserts"
+        );
+        chip.set_irq(20, true, &mut apics);
+        assert_eq!(chip.pic.irr() & !1, 0);
+    }
+
+    #[test]
+    fn pic_through_lint0_in_virtual_wire_mode() {
+        let mut chip = IrqChip::new();
+        let mut apics = [apic(0)];
+        linux_pic(&mut chip, &mut apics);
+        chip.set_irq(4, true, &mut apics);
+        assert!(chip.pic.output());
+        assert!(!apics[0].extint_pending(), "LINT0 masked at reset");
+        apics[0].mmio_write(reg::LVT_LINT0, 0x700, 0);
+        assert!(apics[0].extint_pending());
+        assert_eq!(apics[0].pending_interrupt(), None, "not an IRR vector");
+        assert_eq!(chip.acknowledge_extint(&mut apics), 0x34);
+        assert!(!apics[0].extint_pending(), "INTR fell with the INTA cycle");
+        chip.pic_write(0x20, 0x20, &mut apics);
+        chip.set_irq(4, false, &mut apics);
+        // With the APIC globally disabled, INTR reaches the CPU directly.
+        apics[0].mmio_write(reg::LVT_LINT0, 0x1_0700, 0);
+        chip.set_irq(4, true, &mut apics);
+        assert!(!apics[0].extint_pending());
+        apics[0].set_base_msr(APIC_DEFAULT_BASE).unwrap();
+        assert!(apics[0].extint_pending());
+        assert_eq!(chip.acknowledge_extint(&mut apics), 0x34);
+    }
+
+    #[test]
+    fn level_triggered_ioapic_interrupt_and_eoi_broadcast() {
+        let mut chip = IrqChip::new();
+        let mut apics = [apic(0)];
+        program(&mut chip, &mut apics, 4, 0x0000_0000_0000_8044);
+        chip.set_irq(4, true, &mut apics);
+        let v = apics[0].pending_interrupt().unwrap();
+        assert_eq!(v, 0x44);
+        apics[0].acknowledge(v);
+        assert_eq!(apics[0].mmio_read(reg::TMR0 + 0x20, 0), 1 << 4, "TMR set");
+        assert_ne!(chip.ioapic.entry(4) & (1 << 14), 0, "remote IRR set");
+        // The guest's EOI is broadcast; the line is still high, so it comes again.
+        apics[0].mmio_write(reg::EOI, 0, 0);
+        assert_eq!(apics[0].take_eoi_broadcast(), Some(0x44));
+        assert_eq!(apics[0].take_eoi_broadcast(), None);
+        chip.eoi(0x44, &mut apics);
+        assert_eq!(apics[0].pending_interrupt(), Some(0x44));
+        apics[0].acknowledge(0x44);
+        chip.set_irq(4, false, &mut apics);
+        apics[0].mmio_write(reg::EOI, 0, 0);
+        let vector = apics[0].take_eoi_broadcast().unwrap();
+        chip.eoi(vector, &mut apics);
+        assert_eq!(chip.ioapic.entry(4) & (1 << 14), 0);
+        assert_eq!(apics[0].pending_interrupt(), None);
+        // An edge-triggered vector's EOI is not broadcast.
+        apics[0].deliver_fixed(0x50, false);
+        apics[0].acknowledge(0x50);
+        apics[0].mmio_write(reg::EOI, 0, 0);
+        assert_eq!(apics[0].take_eoi_broadcast(), None);
+    }
+
+    #[test]
+    fn destinations_physical_logical_and_lowest_priority() {
+        let mut apics = [apic(0), apic(1), apic(2)];
+        let msg = |dest: u8, logical: bool, delivery: DeliveryMode| IrqMessage {
+            vector: 0x40,
+            delivery,
+            logical,
+            destination: dest,
+            level_triggered: false,
+        };
+        let take = |apics: &mut [LocalApic]| -> [bool; 3] {
+            let mut got = [false; 3];
+            for (i, apic) in apics.iter_mut().enumerate() {
+                got[i] = apic.pending_interrupt() == Some(0x40);
+                if got[i] {
+                    apic.acknowledge(0x40);
+                    apic.mmio_write(reg::EOI, 0, 0);
+                }
+            }
+            got
+        };
+        assert!(deliver_message(
+            &msg(1, false, DeliveryMode::Fixed),
+            &mut apics
+        ));
+        assert_eq!(take(&mut apics), [false, true, false]);
+        assert!(deliver_message(
+            &msg(0xff, false, DeliveryMode::Fixed),
+            &mut apics
+        ));
+        assert_eq!(take(&mut apics), [true, true, true]);
+        assert!(
+            !deliver_message(&msg(7, false, DeliveryMode::Fixed), &mut apics),
+            "dropped"
+        );
+        // Logical flat: LDR bits 0, 1, 2.
+        for (i, apic) in apics.iter_mut().enumerate() {
+            apic.mmio_write(reg::LDR, 1 << (24 + i), 0);
+        }
+        assert!(deliver_message(
+            &msg(0b101, true, DeliveryMode::Fixed),
+            &mut apics
+        ));
+        assert_eq!(take(&mut apics), [true, false, true]);
+        // Logical cluster: cluster 1, members 1 and 2.
+        for (i, apic) in apics.iter_mut().enumerate() {
+            apic.mmio_write(reg::DFR, 0x0fff_ffff, 0);
+            apic.mmio_write(reg::LDR, (0x10 | (1 << i)) << 24, 0);
+        }
+        assert!(deliver_message(
+            &msg(0x16, true, DeliveryMode::Fixed),
+            &mut apics
+        ));
+        assert_eq!(take(&mut apics), [false, true, true]);
+        assert!(!deliver_message(
+            &msg(0x26, true, DeliveryMode::Fixed),
+            &mut apics
+        ));
+        // Lowest priority: one APIC, the one with the lowest priority.
+        apics[0].mmio_write(reg::TPR, 0x30, 0);
+        apics[1].mmio_write(reg::TPR, 0x20, 0);
+        apics[2].mmio_write(reg::TPR, 0x10, 0);
+        assert!(deliver_message(
+            &msg(0x13, true, DeliveryMode::LowestPriority),
+            &mut apics
+        ));
+        assert_eq!(take(&mut apics), [false, true, false]);
+        // x2APIC: physical ID, and 0xFF is still a broadcast.
+        apics[2]
+            .set_base_msr(APIC_DEFAULT_BASE | APIC_BASE_EN | APIC_BASE_EXTD)
+            .unwrap();
+        assert!(apics[2].accepts_destination(2, false));
+        assert!(apics[2].accepts_destination(0xff, false));
+        assert!(!apics[2].accepts_destination(1, false));
+        // A globally disabled APIC accepts nothing.
+        apics[1].set_base_msr(APIC_DEFAULT_BASE).unwrap();
+        assert!(!apics[1].accepts_destination(0xff, false));
+    }
+
+    #[test]
+    fn nmi_and_extint_messages() {
+        let mut chip = IrqChip::new();
+        let mut apics = [apic(0)];
+        linux_pic(&mut chip, &mut apics);
+        program(&mut chip, &mut apics, 5, 0x400);
+        chip.pulse_irq(5, &mut apics);
+        assert!(apics[0].nmi_pending());
+        assert_eq!(apics[0].pending_interrupt(), None);
+        apics[0].nmi_injected();
+        // ExtINT: the CPU asks the PIC for the vector (IRQ 5 is also on the PIC).
+        program(&mut chip, &mut apics, 5, 0x700);
+        chip.pulse_irq(5, &mut apics);
+        assert!(apics[0].extint_pending());
+        assert_eq!(chip.acknowledge_extint(&mut apics), 0x35);
+        apics[0].extint_acknowledged();
+        assert!(!apics[0].extint_pending());
+        // SMI and INIT are not modelled: not accepted.
+        program(&mut chip, &mut apics, 6, 0x200);
+        chip.pulse_irq(6, &mut apics);
+        assert!(!apics[0].nmi_pending() && apics[0].pending_interrupt().is_none());
+    }
+}
