@@ -218,11 +218,26 @@ impl EmuVcpu {
     /// Run linked blocks from `first` (see [`EmuVcpu::quiet_resume`]) until something needs
     /// the slow checks, then carry on in [`EmuVcpu::execute`]. Out of line, so that the
     /// block loop gets the registers to itself.
+    ///
+    /// A block left early because a handler set `brk` goes on here too when the slow
+    /// checks find nothing to do (the common case: an MMIO read replayed after its exit,
+    /// whose instruction ends its block so the read log is cleared when it retires) and the
+    /// block it left from links to RIP.
     #[inline(never)]
     fn run_resumed(&mut self, mem: &mut GuestMemory, first: u32, stop_at: u64) -> Exit {
         let gen = self.cpu.fetch_gen;
-        let (last, fault) = run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
-        self.resume = (last, gen);
+        let mut first = first;
+        let fault = loop {
+            let (last, fault) = run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
+            self.resume = (last, gen);
+            if fault.is_some() {
+                break fault;
+            }
+            match self.quiet_resume(stop_at) {
+                Some(next) => first = next,
+                None => break None,
+            }
+        };
         match fault {
             None => self.execute(mem, stop_at),
             Some(Ex::Exit) => self.take_exit(),

@@ -73,7 +73,7 @@ impl RamMap {
 /// `p..p+size` must lie inside a live guest RAM region (a TLB entry's page, with the offset
 /// checked against the page end).
 #[inline(always)]
-unsafe fn host_read(p: usize, size: u32) -> u64 {
+pub(crate) unsafe fn host_read(p: usize, size: u32) -> u64 {
     let p = p as *const u8;
     // SAFETY: the caller guarantees p..p+size is readable guest RAM; unaligned reads are
     // allowed by read_unaligned.
@@ -92,7 +92,7 @@ unsafe fn host_read(p: usize, size: u32) -> u64 {
 /// # Safety
 /// As for [`host_read`], and no reference to those bytes may be alive.
 #[inline(always)]
-unsafe fn host_write(p: usize, size: u32, v: u64) {
+pub(crate) unsafe fn host_write(p: usize, size: u32, v: u64) {
     let p = p as *mut u8;
     // SAFETY: the caller guarantees p..p+size is writable guest RAM with no live reference.
     unsafe {
@@ -211,6 +211,9 @@ impl Cpu {
         sel: usize,
     ) -> Result<u64, Ex> {
         let need = kind.perm();
+        if let Some(gpa_page) = self.tlb.cached(sel, la, need) {
+            return Ok(gpa_page | (la & 0xfff));
+        }
         let gpa_page = if self.cr0 & cr0::PG == 0 {
             // Unpaged: every kind of access is allowed and there is no dirty bit to set.
             let gpa_page = la & 0xffff_f000;
@@ -535,6 +538,35 @@ impl Cpu {
             return Err(fault_ec(crate::exception::AC, 0));
         }
         Ok(())
+    }
+
+    /// The host address of an explicit access of `size` bytes at `seg:ea` at the current
+    /// privilege (a write if `write`), when the access needs nothing the checked path
+    /// ([`Cpu::rd`], [`Cpu::wr`], [`Cpu::rd_rmw`]) does: 64-bit mode (no segment checks; FS
+    /// and GS add their base), no alignment check to make (below CPL 3, or aligned), and
+    /// a TLB entry that lets this kind of access use the host page. `None` otherwise: the
+    /// caller then takes the checked path, which decides everything again.
+    ///
+    /// A write address is also what the read half of a read-modify-write may use (the
+    /// write tag implies the read permission and the dirty bit).
+    #[inline(always)]
+    pub fn fast_host(&self, seg: u8, ea: u64, size: u32, write: bool) -> Option<usize> {
+        if self.bits != 64 {
+            return None;
+        }
+        let la = if seg >= sr::FS {
+            ea.wrapping_add(self.seg[usize::from(seg & 7)].base)
+        } else {
+            ea
+        };
+        if self.cpl == 3 && la & u64::from(size - 1) != 0 {
+            return None;
+        }
+        let (e, tag) = self
+            .tlb
+            .probe(self.tlb.sel, la, la.wrapping_add(u64::from(size) - 1));
+        let t = if write { e.write } else { e.read };
+        (t == tag).then(|| e.addend.wrapping_add(la as usize))
     }
 
     /// Read `size` bytes at `seg:ea`.

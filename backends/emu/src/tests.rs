@@ -1006,15 +1006,34 @@ fn fused_compare_and_branch_matches_eager_semantics() {
     let imm = |b: u64| b as u32 as i32;
     let mut a = asm64();
     let (mut not_taken, mut digest, mut count) = (0u64, 0u64, 0u64);
-    for form in 0..8 {
-        for size in [4u32, 8] {
+    // The memory forms' operand lives at R15.
+    a.mov(r15, 0x5_0000u64).unwrap();
+    for form in 0..15 {
+        for size in [1u32, 4, 8] {
+            let memory = form >= 10;
+            if size == 1 && !matches!(form, 12 | 14) {
+                continue;
+            }
             for &(cc, jcc) in &conds {
                 for &(x, y) in &values {
-                    let m = if size == 4 { 0xffff_ffff } else { u64::MAX };
-                    // The immediate forms take y as a sign-extended imm32.
-                    let yi = (imm(y) as i64 as u64) & m;
+                    let m = match size {
+                        1 => 0xff,
+                        4 => 0xffff_ffff,
+                        _ => u64::MAX,
+                    };
+                    // The immediate forms take y as a sign-extended imm32 (imm8 for bytes).
+                    let yi = if size == 1 {
+                        y & 0xff
+                    } else {
+                        (imm(y) as i64 as u64) & m
+                    };
                     a.mov(rax, x).unwrap();
                     a.mov(rbx, y).unwrap();
+                    if memory {
+                        // CMP r, m reads y from memory; the others x.
+                        let v = if form == 10 { rbx } else { rax };
+                        a.mov(qword_ptr(r15), v).unwrap();
+                    }
                     let (r, f) = match (form, size) {
                         (0, 4) => (a.cmp(eax, ebx), alu(AluOp::Sub, 4, x, y, 2)),
                         (0, _) => (a.cmp(rax, rbx), alu(AluOp::Sub, 8, x, y, 2)),
@@ -1030,8 +1049,30 @@ fn fused_compare_and_branch_matches_eager_semantics() {
                         (5, _) => (a.and(rax, imm(y)), alu(AluOp::And, 8, x, yi, 2)),
                         (6, 4) => (a.add(eax, imm(y)), alu(AluOp::Add, 4, x, yi, 2)),
                         (6, _) => (a.add(rax, imm(y)), alu(AluOp::Add, 8, x, yi, 2)),
-                        (_, 4) => (a.dec(eax), dec(4, x, 2)),
-                        (_, _) => (a.dec(rax), dec(8, x, 2)),
+                        (7, 4) => (a.dec(eax), dec(4, x, 2)),
+                        (7, _) => (a.dec(rax), dec(8, x, 2)),
+                        (8, 4) => (a.add(eax, ebx), alu(AluOp::Add, 4, x, y, 2)),
+                        (8, _) => (a.add(rax, rbx), alu(AluOp::Add, 8, x, y, 2)),
+                        (9, 4) => (a.sub(eax, ebx), alu(AluOp::Sub, 4, x, y, 2)),
+                        (9, _) => (a.sub(rax, rbx), alu(AluOp::Sub, 8, x, y, 2)),
+                        (10, 4) => (a.cmp(eax, dword_ptr(r15)), alu(AluOp::Sub, 4, x, y, 2)),
+                        (10, _) => (a.cmp(rax, qword_ptr(r15)), alu(AluOp::Sub, 8, x, y, 2)),
+                        (11, 4) => (a.cmp(dword_ptr(r15), ebx), alu(AluOp::Sub, 4, x, y, 2)),
+                        (11, _) => (a.cmp(qword_ptr(r15), rbx), alu(AluOp::Sub, 8, x, y, 2)),
+                        (12, 1) => (
+                            a.cmp(byte_ptr(r15), y as u8 as i8 as i32),
+                            alu(AluOp::Sub, 1, x, yi, 2),
+                        ),
+                        (12, 4) => (a.cmp(dword_ptr(r15), imm(y)), alu(AluOp::Sub, 4, x, yi, 2)),
+                        (12, _) => (a.cmp(qword_ptr(r15), imm(y)), alu(AluOp::Sub, 8, x, yi, 2)),
+                        (13, 4) => (a.test(dword_ptr(r15), ebx), alu(AluOp::And, 4, x, y, 2)),
+                        (13, _) => (a.test(qword_ptr(r15), rbx), alu(AluOp::And, 8, x, y, 2)),
+                        (14, 1) => (
+                            a.test(byte_ptr(r15), y as u8 as i8 as i32),
+                            alu(AluOp::And, 1, x, yi, 2),
+                        ),
+                        (14, 4) => (a.test(dword_ptr(r15), imm(y)), alu(AluOp::And, 4, x, yi, 2)),
+                        (_, _) => (a.test(qword_ptr(r15), imm(y)), alu(AluOp::And, 8, x, yi, 2)),
                     };
                     r.unwrap();
                     let f = f.1;
@@ -1049,7 +1090,7 @@ fn fused_compare_and_branch_matches_eager_semantics() {
                     a.xor(r14, r13).unwrap();
                     not_taken += u64::from(!taken);
                     digest = digest.rotate_left(5) ^ (f & ARITH);
-                    count += 9 + u64::from(!taken);
+                    count += 9 + u64::from(memory) + u64::from(!taken);
                 }
             }
         }
@@ -1063,7 +1104,48 @@ fn fused_compare_and_branch_matches_eager_semantics() {
     assert_eq!(h.gpr(Gpr::R12), not_taken);
     assert_eq!(h.gpr(Gpr::R14), digest);
     // The HLT retires too (completed by the harness).
-    assert_eq!(h.vcpu.instructions_retired().unwrap() - before, count + 1);
+    // The HLT and the MOV to R15 retire too.
+    assert_eq!(h.vcpu.instructions_retired().unwrap() - before, count + 2);
+}
+
+/// A fused comparison with memory that faults has done nothing: the #PF reports the CMP,
+/// the handler maps the page, and the pair runs again and branches on the new value.
+#[test]
+fn fused_memory_compare_faults_before_the_branch() {
+    let mut h = Harness::new();
+    h.long_mode();
+    map_4k(&mut h, &[0]);
+    h.mem.write_u64(0x20_0000, 7).unwrap();
+    let mut a = asm64();
+    let mut cmp = a.create_label();
+    let mut equal = a.create_label();
+    a.xor(r13d, r13d).unwrap();
+    a.xor(r12d, r12d).unwrap();
+    a.mov(rsi, 0x4000_0000u64).unwrap();
+    a.set_label(&mut cmp).unwrap();
+    a.cmp(qword_ptr(rsi), 7).unwrap();
+    a.je(equal).unwrap();
+    a.mov(r12d, 1u32).unwrap();
+    a.set_label(&mut equal).unwrap();
+    a.hlt().unwrap();
+    let pf = paging_fault_handler(&mut a);
+    h.load(&mut a, CODE, &[("pf", pf), ("cmp", cmp)]);
+    let pf = h.label("pf");
+    h.gate(14, pf, 0);
+    h.run().unwrap();
+    let f = faults(&h);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0][0], f[0][1]),
+        (0x4000_0000, 0),
+        "a read of the unmapped page"
+    );
+    assert_eq!(fault_rip(&h, 0), h.label("cmp"), "the fault is the CMP's");
+    assert_eq!(
+        h.gpr(Gpr::R12),
+        0,
+        "the branch went on the value behind the new mapping"
+    );
 }
 
 /// Single-stepping stops between the two instructions of a fused pair.
@@ -1294,8 +1376,9 @@ fn read_modify_write_faults_as_a_write() {
     assert_eq!(h.gpr(Gpr::R15), 2);
 }
 
-/// A #PF handler for the paging tests below: logs CR2, the error code, RCX, RSI and RDI
-/// (40 bytes per fault from `FAULT_LOG`, the count in R13), then maps the faulting page of
+/// A #PF handler for the paging tests below: logs CR2, the error code, RCX, RSI, RDI and
+/// the RIP it returns to (48 bytes per fault from `FAULT_LOG`, the count in R13), then
+/// maps the faulting page of
 /// the 4 KiB table at 0x8000 (virtual 0x4000_0000 + n·4 KiB) to physical 0x20_0000 +
 /// n·4 KiB, present, writable, and returns to retry.
 const FAULT_LOG: u64 = 0x7_0000;
@@ -1306,7 +1389,7 @@ fn paging_fault_handler(a: &mut CodeAssembler) -> CodeLabel {
     a.push(rax).unwrap();
     a.push(rdx).unwrap();
     a.mov(rax, r13).unwrap();
-    a.imul_3(rax, rax, 40).unwrap();
+    a.imul_3(rax, rax, 48).unwrap();
     a.add(rax, FAULT_LOG as i32).unwrap();
     a.mov(rdx, cr2).unwrap();
     a.mov(qword_ptr(rax), rdx).unwrap();
@@ -1315,6 +1398,8 @@ fn paging_fault_handler(a: &mut CodeAssembler) -> CodeLabel {
     a.mov(qword_ptr(rax + 16), rcx).unwrap();
     a.mov(qword_ptr(rax + 24), rsi).unwrap();
     a.mov(qword_ptr(rax + 32), rdi).unwrap();
+    a.mov(rdx, qword_ptr(rsp + 24)).unwrap();
+    a.mov(qword_ptr(rax + 40), rdx).unwrap();
     a.inc(r13).unwrap();
     // PTE n = 0x20_0000 + n·4 KiB | P RW.
     a.mov(rdx, cr2).unwrap();
@@ -1333,13 +1418,18 @@ fn paging_fault_handler(a: &mut CodeAssembler) -> CodeLabel {
     pf
 }
 
+/// The RIP the `i`th logged fault returned to.
+fn fault_rip(h: &Harness, i: u64) -> u64 {
+    h.mem.read_u64(FAULT_LOG + 48 * i + 40).unwrap()
+}
+
 /// The logged faults: (CR2, error code, RCX, RSI, RDI).
 fn faults(h: &Harness) -> Vec<[u64; 5]> {
     (0..h.gpr(Gpr::R13))
         .map(|i| {
             let mut f = [0; 5];
             for (k, v) in f.iter_mut().enumerate() {
-                *v = h.mem.read_u64(FAULT_LOG + 40 * i + 8 * k as u64).unwrap();
+                *v = h.mem.read_u64(FAULT_LOG + 48 * i + 8 * k as u64).unwrap();
             }
             f
         })

@@ -295,6 +295,16 @@ impl Tlb {
         }
     }
 
+    /// The guest-physical page of linear `la` in class `sel` when the table's entry for it
+    /// (not the victims, not the large pages) validated access kind `need`: the first thing
+    /// a slow path tries (an MMIO access, a store to a page with code, a crossing access).
+    #[inline(always)]
+    pub fn cached(&self, sel: usize, la: u64, need: u8) -> Option<u64> {
+        let c = &self.classes[sel & 1];
+        let m = &c.meta[(la >> 12) as usize & TLB_MASK];
+        (m.tag == (la & !0xfff) | c.epoch && m.perms & need != 0).then_some(m.gpa)
+    }
+
     /// A cached translation of linear `la` in class `sel` for an access of kind `need`
     /// ([`perm`]), without walking: from the table, the victims, or a large page.
     /// Returns the guest-physical page, and whether it came from a large page (the caller
