@@ -3,7 +3,8 @@
 #
 #   bash scripts/fuzz.sh TARGET SECONDS     (e.g. emu_differential 60)
 #
-# Targets: emu_robustness, emu_differential, emu_modes (fuzz/fuzz_targets/). The seeds
+# Targets: emu_robustness, emu_differential, emu_modes, bzimage_load, pvh_load
+# (fuzz/fuzz_targets/). The seeds
 # are fuzz/corpus/TARGET (checked in, read only); the inputs a run discovers go to a
 # temporary directory (FUZZ_CORPUS=DIR keeps them), crashes to fuzz/artifacts/TARGET. Exits non-zero if the fuzzer found a failure. The last line is
 # "TARGET: N exec/s over SECONDS s". The mutation seed is fixed (FUZZ_SEED, default 1)

@@ -6,10 +6,14 @@
 
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage};
+use opsvisor_core::loader::elf;
 use opsvisor_core::loader::flat::load_flat;
+use opsvisor_core::loader::linux::LinuxBoot;
 use opsvisor_core::loader::multiboot::{
     is_multiboot, load_multiboot, CODE_SELECTOR, DATA_SELECTOR,
 };
+use opsvisor_core::loader::pvh::{load_pvh, pvh_entry};
 use opsvisor_core::loader::{BootState, LoadError, Module};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
 use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
@@ -62,18 +66,25 @@ pub struct MachineOptions {
     pub backend: BackendKind,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
-    /// The kernel command line.
+    /// The kernel command line (`--append`): multiboot's `cmdline`, or the Linux command
+    /// line of a bzImage or PVH kernel.
     pub cmdline: String,
-    /// Boot modules: (module command line, bytes).
+    /// Multiboot modules: (module command line, bytes).
     pub modules: Vec<(String, Vec<u8>)>,
+    /// The initial ramdisk of a Linux kernel (bzImage or PVH).
+    pub initrd: Option<Vec<u8>>,
+    /// The guest-physical address of the ACPI RSDP the platform built, handed to Linux
+    /// kernels (the zero page's `acpi_rsdp_addr`, PVH's `rsdp_paddr`); `None` without
+    /// ACPI tables.
+    pub rsdp_addr: Option<u64>,
     /// Stop after this many guest instructions.
     pub max_instructions: Option<u64>,
     /// Stop after this much wall-clock time.
     pub timeout: Option<Duration>,
     /// Measure host time per exit kind.
     pub collect_timing: bool,
-    /// Boot the kernel as a flat binary (it has no multiboot header). Without this, a
-    /// kernel that is not multiboot is refused rather than run as raw bytes.
+    /// Boot the kernel as a flat binary. Without this, a kernel in none of the formats
+    /// [`build_machine`] recognises is refused rather than run as raw bytes.
     pub flat: bool,
     /// Guest-physical load address of a flat binary.
     pub flat_load: u64,
@@ -90,6 +101,8 @@ impl Default for MachineOptions {
             memory: 256 << 20,
             cmdline: String::new(),
             modules: Vec::new(),
+            initrd: None,
+            rsdp_addr: None,
             max_instructions: None,
             timeout: None,
             collect_timing: false,
@@ -134,7 +147,10 @@ pub const MIN_MEMORY: u64 = 2 << 20;
 /// Largest guest RAM accepted (the page-table walker's physical address width bounds it).
 pub const MAX_MEMORY: u64 = 64 << 30;
 /// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB.
-const MMIO_HOLE_START: u64 = 0xc000_0000;
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+
+/// The refusal of a kernel in no known format.
+const UNKNOWN_FORMAT: &str = "not a multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry note; pass --flat for a flat binary";
 
 /// Guest RAM of `size` bytes: from 0 up to the MMIO hole at 3 GiB, the rest above 4 GiB.
 pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
@@ -191,43 +207,99 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
     }
 }
 
-/// Build a machine: guest memory, the kernel loaded into it (multiboot if it carries a
-/// multiboot header, otherwise a flat binary), the vCPU in the kernel's entry state.
+/// Refuse the options a Linux kernel (bzImage or PVH) does not take.
+fn linux_options(opts: &MachineOptions, format: &str) -> Result<(), BuildError> {
+    if !opts.modules.is_empty() {
+        return Err(BuildError::Option(format!(
+            "--module is for multiboot kernels; this kernel is {format}: pass its initial ramdisk with --initrd"
+        )));
+    }
+    Ok(())
+}
+
+/// What a Linux kernel is booted with.
+fn linux_boot(opts: &MachineOptions) -> LinuxBoot<'_> {
+    LinuxBoot {
+        cmdline: &opts.cmdline,
+        initrd: opts.initrd.as_deref(),
+        rsdp_addr: opts.rsdp_addr,
+    }
+}
+
+/// Load `kernel` into `mem` in the format it is in, tried in this order (as QEMU's
+/// `-kernel` does): a multiboot v1 header in the first 8 KiB, a Linux bzImage (boot flag
+/// and "HdrS"), an ELF kernel with a PVH entry note, and with `--flat` a flat binary.
+pub fn load_kernel(
+    mem: &mut GuestMemory,
+    kernel: &[u8],
+    opts: &MachineOptions,
+) -> Result<BootState, BuildError> {
+    if is_multiboot(kernel) {
+        if opts.initrd.is_some() {
+            return Err(BuildError::Option(
+                "--initrd is for Linux kernels; this kernel is multiboot: pass the file with --module".into(),
+            ));
+        }
+        let modules: Vec<Module<'_>> = opts
+            .modules
+            .iter()
+            .map(|(cmdline, data)| Module { cmdline, data })
+            .collect();
+        return Ok(load_multiboot(mem, kernel, &opts.cmdline, &modules)?);
+    }
+    if is_bzimage(kernel) {
+        linux_options(opts, "a Linux bzImage")?;
+        return Ok(load_bzimage(mem, kernel, &linux_boot(opts))?);
+    }
+    if elf::is_elf(kernel) {
+        // Without a multiboot header, an ELF kernel is booted through its PVH note; a
+        // file whose headers do not let the note be read is refused saying both.
+        let unreadable = |e: LoadError| {
+            let what =
+                "an ELF kernel without a multiboot header, whose PVH entry note cannot be read";
+            BuildError::Load(match e {
+                LoadError::UnknownFormat(s) => LoadError::UnknownFormat(format!("{what}: {s}")),
+                LoadError::Malformed(s) => LoadError::Malformed(format!("{what}: {s}")),
+                LoadError::Unsupported(s) => LoadError::Unsupported(format!("{what}: {s}")),
+                other => other,
+            })
+        };
+        let parsed = elf::parse(kernel).map_err(unreadable)?;
+        if pvh_entry(&parsed).map_err(unreadable)?.is_none() {
+            return Err(BuildError::Load(LoadError::UnknownFormat(
+                "an ELF kernel without a multiboot header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): opsvisor boots ELF kernels through one of the two".into(),
+            )));
+        }
+        linux_options(opts, "an ELF kernel with a PVH entry")?;
+        return Ok(load_pvh(mem, kernel, &linux_boot(opts))?);
+    }
+    if !opts.flat {
+        return Err(BuildError::Load(LoadError::UnknownFormat(
+            UNKNOWN_FORMAT.into(),
+        )));
+    }
+    if kernel.is_empty() {
+        return Err(BuildError::Load(LoadError::Malformed(
+            "the kernel file is empty".into(),
+        )));
+    }
+    if !opts.modules.is_empty() || !opts.cmdline.is_empty() || opts.initrd.is_some() {
+        return Err(BuildError::Option(
+            "--module, --append and --initrd need a multiboot or Linux kernel; this one is a flat binary".into(),
+        ));
+    }
+    Ok(load_flat(mem, kernel, opts.flat_load, flat_state(opts)?)?)
+}
+
+/// Build a machine: guest memory, the kernel loaded into it ([`load_kernel`]), the vCPU
+/// in the kernel's entry state.
 pub fn build_machine<P: Platform>(
     kernel: &[u8],
     opts: &MachineOptions,
     platform: P,
 ) -> Result<Machine<P>, BuildError> {
     let mut mem = guest_memory(opts.memory)?;
-    let state = if is_multiboot(kernel) {
-        let modules: Vec<Module<'_>> = opts
-            .modules
-            .iter()
-            .map(|(cmdline, data)| Module { cmdline, data })
-            .collect();
-        load_multiboot(&mut mem, kernel, &opts.cmdline, &modules)?
-    } else if kernel.starts_with(b"\x7fELF") {
-        return Err(BuildError::Load(LoadError::Unsupported(
-            "ELF kernel without a multiboot header: opsvisor boots multiboot kernels and flat binaries".into(),
-        )));
-    } else if !opts.flat {
-        return Err(BuildError::Load(LoadError::UnknownFormat(
-            "no multiboot header in the first 8 KiB; to boot a flat binary pass --flat (with --load-addr, --entry, --mode)"
-                .into(),
-        )));
-    } else {
-        if kernel.is_empty() {
-            return Err(BuildError::Load(LoadError::Malformed(
-                "the kernel file is empty".into(),
-            )));
-        }
-        if !opts.modules.is_empty() || !opts.cmdline.is_empty() {
-            return Err(BuildError::Option(
-                "--module and --append need a multiboot kernel; this one is a flat binary".into(),
-            ));
-        }
-        load_flat(&mut mem, kernel, opts.flat_load, flat_state(opts)?)?
-    };
+    let state = load_kernel(&mut mem, kernel, opts)?;
     let mut vcpu = match opts.backend {
         BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
     };

@@ -17,6 +17,28 @@ pub fn inb(port: u16) -> u8 {
     v
 }
 
+/// Read a word from an I/O port.
+#[inline]
+pub fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: as for `inb`.
+    unsafe {
+        asm!("in ax, dx", out("ax") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Read a doubleword from an I/O port.
+#[inline]
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for `inb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
 /// Write a byte to an I/O port.
 #[inline]
 pub fn outb(port: u16, v: u8) {

@@ -24,6 +24,8 @@ pub struct RunArgs {
     pub kernel: String,
     /// (path, module command line) for every `--module`.
     pub modules: Vec<(String, String)>,
+    /// `--initrd`: the Linux kernel's initial ramdisk.
+    pub initrd: Option<String>,
     /// Print exit statistics at the end.
     pub stats: bool,
     /// Everything else, ready for the machine builder.
@@ -38,7 +40,8 @@ USAGE:
     opsvisor exec [--trace] [--max-instructions N] STATE.json
     opsvisor --help | --version
 
-KERNEL is a multiboot v1 kernel (ELF32, ELF64 or a.out-kludge) or a flat binary.
+KERNEL is a multiboot v1 kernel (ELF32, ELF64 or a.out-kludge), a Linux bzImage, an
+ELF kernel with a PVH entry note (a Linux vmlinux), or, with --flat, a flat binary.
 The guest's COM1 serial port is this program's stdin/stdout. A guest write of V to
 port 0xf4 ends the run with exit status (V << 1) | 1, as QEMU's isa-debug-exit.
 
@@ -49,8 +52,9 @@ the format.
 OPTIONS:
     --backend NAME          backend to run on: emu (default: emu)
     --memory SIZE           guest RAM, e.g. 256M, 1G, 65536K (default: 256M)
-    --append STRING         kernel command line (multiboot)
+    --append STRING         kernel command line (multiboot, Linux)
     --module 'FILE [ARGS]'  add a multiboot module; its string is 'FILE [ARGS]' (repeatable)
+    --initrd FILE           initial ramdisk of a Linux kernel (bzImage or PVH)
     --stats                 print exits by reason (count, host time) and instructions/s
     --stats-counts          the same without the host time per exit (no clock reads on
                             the exit path: what benchmarks use)
@@ -130,6 +134,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
 fn parse_run(argv: &[String]) -> Result<Command, String> {
     let mut machine = MachineOptions::default();
     let mut modules = Vec::new();
+    let mut initrd = None;
     let mut kernel = None;
     let mut stats = false;
     let mut it = argv.iter();
@@ -162,6 +167,11 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
                     .ok_or("--module needs a file name")?
                     .to_string();
                 modules.push((path, spec.trim().to_string()));
+            }
+            "--initrd" => {
+                if initrd.replace(value(name)?).is_some() {
+                    return Err("--initrd given more than once".into());
+                }
             }
             "--stats" => {
                 stats = true;
@@ -211,6 +221,7 @@ fn parse_run(argv: &[String]) -> Result<Command, String> {
     Ok(Command::Run(RunArgs {
         kernel,
         modules,
+        initrd,
         stats,
         machine,
     }))
@@ -274,6 +285,7 @@ mod tests {
             [("a.bin".to_string(), "a.bin x y".to_string())]
         );
         assert!(run.stats);
+        assert_eq!(run.initrd, None);
         assert_eq!(run.machine.max_instructions, Some(256));
         assert_eq!(run.machine.timeout, Some(Duration::from_millis(2500)));
     }
@@ -289,5 +301,10 @@ mod tests {
         assert!(err(&["run", "a", "b"]).contains("more than one kernel"));
         assert!(err(&["run", "--timeout", "-1", "k"]).contains("positive"));
         assert!(err(&["fly"]).contains("unknown command"));
+        assert!(err(&["run", "--initrd", "a", "--initrd", "b", "k"]).contains("more than once"));
+        let Command::Run(run) = parse(&args(&["run", "--initrd=rd.gz", "bzImage"])).unwrap() else {
+            panic!("not a run command")
+        };
+        assert_eq!(run.initrd.as_deref(), Some("rd.gz"));
     }
 }

@@ -68,6 +68,9 @@ fn run_guest(run: &RunArgs) -> Result<u8, String> {
         opts.modules
             .push((cmdline.clone(), read_file(path, "module")?));
     }
+    if let Some(path) = &run.initrd {
+        opts.initrd = Some(read_file(path, "initrd")?);
+    }
     let mut vm = build_machine(&kernel, &opts, StdPlatform::new())
         .map_err(|e| format!("{}: {e}", run.kernel))?;
     let outcome = vm.run();

@@ -168,7 +168,7 @@ fn a_file_that_is_no_kernel_is_one_error_line() {
     let text = scratch("notes.txt", b"this is not a kernel\n");
     assert_one_error_line(
         &opsvisor(&["run", text.to_str().unwrap()]),
-        "no multiboot header",
+        "not a multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry note",
     );
 }
 

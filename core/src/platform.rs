@@ -13,6 +13,11 @@ pub const GUEST_TSC_HZ: u64 = 1_000_000_000;
 pub trait Platform {
     /// Monotonic time in nanoseconds since an arbitrary start (the guest TSC's base).
     fn now_ns(&self) -> u64;
+    /// Wall-clock time, nanoseconds since 1970-01-01 00:00:00 UTC: where the guest's CMOS
+    /// clock starts. A host without a wall clock keeps the default, the Unix epoch itself.
+    fn wall_clock_ns(&self) -> u64 {
+        0
+    }
     /// Block until `deadline_ns` (if any) passes or console input arrives, whichever is
     /// first. With no deadline it may block until input arrives; if input can never
     /// arrive (console closed) it returns `false` at once so the caller can stop a guest
@@ -36,6 +41,13 @@ mod std_platform {
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::{Duration, Instant};
     use std::vec::Vec;
+
+    /// The host's time of day; a clock set before 1970 reads as the epoch.
+    fn system_wall_clock_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
 
     /// Console input gathered by the reader thread.
     #[derive(Default)]
@@ -95,6 +107,10 @@ mod std_platform {
     impl Platform for StdPlatform {
         fn now_ns(&self) -> u64 {
             self.start.elapsed().as_nanos() as u64
+        }
+
+        fn wall_clock_ns(&self) -> u64 {
+            system_wall_clock_ns()
         }
 
         fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
@@ -200,6 +216,9 @@ mod std_platform {
     impl Platform for CapturePlatform {
         fn now_ns(&self) -> u64 {
             self.start.elapsed().as_nanos() as u64
+        }
+        fn wall_clock_ns(&self) -> u64 {
+            system_wall_clock_ns()
         }
         fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
             if !self.input.is_empty() {

@@ -79,6 +79,9 @@ macro_rules! __with_guest_list {
             bench: ("", ["table CRC-32 equals the bitwise CRC-32", "the qword loop copied 1 MiB", "bench exit n=1 checksum", "PASS"], 60),
             pic_irq: ("", ["virtual wire: one interrupt", "level-triggered: the interrupt repeats", "the local APIC is globally disabled", "PASS"], 30),
             ioapic_irq: ("", ["IRQ 4 delivered as vector 0x44", "the EOI broadcast cleared remote IRR", "NMI delivery mode: one NMI", "PASS"], 30),
+            pit: ("", ["mode 0: OUT2 rose N + 1 clocks after the write", "mode 3: OUT2 rises every 20000 clocks", "PASS"], 60),
+            rtc: ("", ["the seconds stepped by one when UIP fell", "the alarm matched at the second update", "PASS"], 60),
+            acpi_pm: ("", ["PM timer rate", "TMR_STS set by the toggle of bit 23", "PASS"], 60),
         }
     };
 }

@@ -5,7 +5,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Port I/O (shared with the image).
-pub use opsvisor_bare::port::{inb, outb, outl};
+pub use opsvisor_bare::port::{inb, inl, inw, outb, outl, outw};
 
 /// CPUID leaf/subleaf: (EAX, EBX, ECX, EDX).
 pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {

@@ -86,6 +86,17 @@ macro_rules! check {
     }};
 }
 
+/// [`check!`] that prints only a failure: for checks repeated in polling loops.
+#[macro_export]
+macro_rules! check_quiet {
+    ($cond:expr, $($arg:tt)*) => {{
+        if !$cond {
+            $crate::println!("FAIL: {} [{}:{}: {}]", format_args!($($arg)*), file!(), line!(), stringify!($cond));
+            $crate::exit($crate::EXIT_FAIL);
+        }
+    }};
+}
+
 /// Check two values are equal, printing both.
 #[macro_export]
 macro_rules! check_eq {

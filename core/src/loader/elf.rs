@@ -11,7 +11,9 @@
 //! Loaders place `PT_LOAD` segments at their physical address (`p_paddr`), copy
 //! `p_filesz` bytes and zero the rest up to `p_memsz` ([`Elf::load`]). `PT_NOTE` segments
 //! are parsed into [`ElfNote`]s (the PVH entry point is the Xen note
-//! [`XEN_ELFNOTE_PHYS32_ENTRY`]). Section headers are not read.
+//! [`XEN_ELFNOTE_PHYS32_ENTRY`]). Section headers are read only when a caller asks for
+//! the notes of `SHT_NOTE` sections ([`Elf::section_notes`]), so a kernel whose program
+//! headers are sound is not refused over its section table.
 
 use super::LoadError;
 use crate::mmu::memory::GuestMemory;
@@ -30,6 +32,8 @@ pub const PT_LOAD: u32 = 1;
 pub const PT_NOTE: u32 = 4;
 /// The Xen ELF note (name "Xen") giving the 32-bit PVH entry point.
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// Section header type of a note section.
+pub const SHT_NOTE: u32 = 7;
 
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
@@ -88,6 +92,8 @@ pub struct Elf<'a> {
     entry: u64,
     segments: Vec<LoadSegment>,
     notes: Vec<ElfNote<'a>>,
+    /// `e_shoff`, `e_shentsize`, `e_shnum`, checked only by [`Elf::section_notes`].
+    sections: (u64, u16, u16),
 }
 
 /// Whether `image` starts with the ELF magic (it may still fail to parse).
@@ -241,6 +247,11 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
             le16(image, 44),
         )
     };
+    let sections = if is64 {
+        (le64(image, 40), le16(image, 58), le16(image, 60))
+    } else {
+        (u64::from(le32(image, 32)), le16(image, 46), le16(image, 48))
+    };
     if phnum == 0xffff {
         return Err(LoadError::Unsupported(String::from(
             "more than 65534 program headers (PN_XNUM)",
@@ -325,7 +336,8 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
                         image.len()
                     ))
                 })?;
-                parse_notes(bytes, if align == 8 { 8 } else { 4 }, i, &mut notes)?;
+                let label = format!("note segment {i}");
+                parse_notes(bytes, if align == 8 { 8 } else { 4 }, &label, &mut notes)?;
             }
             _ => {}
         }
@@ -342,22 +354,19 @@ pub fn parse(image: &[u8]) -> Result<Elf<'_>, LoadError> {
         entry,
         segments,
         notes,
+        sections,
     })
 }
 
-/// Split a note segment into notes: 4-byte `namesz`, `descsz` and `type`, then the name
-/// and the descriptor, each padded to `align`.
+/// Split a note segment or section (`label` names it in errors) into notes: 4-byte
+/// `namesz`, `descsz` and `type`, then the name and the descriptor, each padded to `align`.
 fn parse_notes<'a>(
     mut bytes: &'a [u8],
     align: usize,
-    seg: usize,
+    label: &str,
     out: &mut Vec<ElfNote<'a>>,
 ) -> Result<(), LoadError> {
-    let bad = |what: &str| {
-        LoadError::Malformed(format!(
-            "note segment {seg}: {what} extends past the segment"
-        ))
-    };
+    let bad = |what: &str| LoadError::Malformed(format!("{label}: {what} extends past its end"));
     let pad = |n: usize| n.checked_add(align - 1).map(|v| v & !(align - 1));
     // Fewer than 12 bytes cannot hold a note header: trailing padding.
     while bytes.len() >= 12 {
@@ -424,6 +433,77 @@ impl<'a> Elf<'a> {
             .find(|n| n.name == name && n.note_type == note_type)
     }
 
+    /// The notes of every `SHT_NOTE` section, in section order, for kernels whose note
+    /// is in a section no `PT_NOTE` segment covers. Checks the section header table
+    /// against the file (extended numbering through section 0's `sh_size` included); a
+    /// file without a section table has no section notes.
+    pub fn section_notes(&self) -> Result<Vec<ElfNote<'a>>, LoadError> {
+        let (shoff, shentsize, shnum) = self.sections;
+        let mut notes = Vec::new();
+        if shoff == 0 {
+            return Ok(notes);
+        }
+        let is64 = self.class == ElfClass::Elf64;
+        let min = if is64 { 64 } else { 40 };
+        if shentsize < min {
+            return Err(LoadError::Malformed(format!(
+                "section header entry size {shentsize} is smaller than {min}"
+            )));
+        }
+        let entry = |i: u64| {
+            let at = shoff.checked_add(i.checked_mul(u64::from(shentsize))?)?;
+            range(self.image, at, u64::from(shentsize))
+        };
+        let bad_table = |n: u64| {
+            LoadError::Malformed(format!(
+                "section header table at offset {shoff:#x} ({n} entries of {shentsize} bytes) extends past the end of the file ({} bytes)",
+                self.image.len()
+            ))
+        };
+        // With more than 0xff00 sections, e_shnum is 0 and section 0's sh_size counts them.
+        let count = if shnum == 0 {
+            let first = entry(0).ok_or_else(|| bad_table(1))?;
+            if is64 {
+                le64(first, 32)
+            } else {
+                u64::from(le32(first, 20))
+            }
+        } else {
+            u64::from(shnum)
+        };
+        let table_len = count.checked_mul(u64::from(shentsize));
+        if table_len
+            .and_then(|n| range(self.image, shoff, n))
+            .is_none()
+        {
+            return Err(bad_table(count));
+        }
+        for i in 0..count {
+            let sh = entry(i).ok_or_else(|| bad_table(count))?;
+            if le32(sh, 4) != SHT_NOTE {
+                continue;
+            }
+            let (offset, size, align) = if is64 {
+                (le64(sh, 24), le64(sh, 32), le64(sh, 48))
+            } else {
+                (
+                    u64::from(le32(sh, 16)),
+                    u64::from(le32(sh, 20)),
+                    u64::from(le32(sh, 32)),
+                )
+            };
+            let bytes = range(self.image, offset, size).ok_or_else(|| {
+                LoadError::Malformed(format!(
+                    "note section {i}: file bytes {offset:#x}+{size:#x} extend past the end of the file ({} bytes)",
+                    self.image.len()
+                ))
+            })?;
+            let label = format!("note section {i}");
+            parse_notes(bytes, if align == 8 { 8 } else { 4 }, &label, &mut notes)?;
+        }
+        Ok(notes)
+    }
+
     /// A segment's bytes in the file (`filesz` of them).
     pub fn segment_data(&self, seg: &LoadSegment) -> &'a [u8] {
         range(self.image, seg.offset, seg.filesz).unwrap_or(&[])
@@ -442,9 +522,8 @@ impl<'a> Elf<'a> {
         start..end
     }
 
-    /// Copy every loadable segment to its physical address and zero its bss. Nothing is
-    /// written unless every segment fits in guest RAM. Returns [`Elf::phys_extent`].
-    pub fn load(&self, mem: &mut GuestMemory) -> Result<Range<u64>, LoadError> {
+    /// Check that every loadable segment lies inside guest RAM.
+    pub fn check_fits(&self, mem: &GuestMemory) -> Result<(), LoadError> {
         for (i, seg) in self.segments.iter().enumerate() {
             if !mem.is_ram_range(seg.paddr, seg.memsz) {
                 return Err(LoadError::DoesNotFit(format!(
@@ -455,6 +534,14 @@ impl<'a> Elf<'a> {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Copy every loadable segment to its physical address and zero its bss. Nothing is
+    /// written unless every segment fits in guest RAM ([`Elf::check_fits`]). Returns
+    /// [`Elf::phys_extent`].
+    pub fn load(&self, mem: &mut GuestMemory) -> Result<Range<u64>, LoadError> {
+        self.check_fits(mem)?;
         for seg in &self.segments {
             mem.write(seg.paddr, self.segment_data(seg))?;
             mem.zero_range(seg.paddr + seg.filesz, seg.memsz - seg.filesz)?;

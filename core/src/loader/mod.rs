@@ -1,9 +1,13 @@
 //! Guest loaders: put a kernel image into guest memory and produce the vCPU state it
 //! starts in.
 
+pub mod bzimage;
+pub mod e820;
 pub mod elf;
 pub mod flat;
+pub mod linux;
 pub mod multiboot;
+pub mod pvh;
 
 use crate::mmu::memory::MemError;
 use crate::ops::{DescriptorTable, Regs, SegReg, Segment, X86Ops};

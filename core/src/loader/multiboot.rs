@@ -10,6 +10,9 @@
 //!   "a.out kludge") makes the loader use the header's address fields; without it the
 //!   image must be ELF. Unlike GRUB and QEMU, both ELF32 and ELF64 are accepted, as long
 //!   as the entry point lies below 4 GiB (the kernel is entered in 32-bit mode).
+//! - The memory map is the PC map every boot format reports ([`super::e820`]): usable RAM
+//!   to 0x9FC00 and from 1 MiB, the legacy area reserved, RAM above 4 GiB usable;
+//!   `mem_lower` and `mem_upper` agree with it.
 //! - The information structure, the memory map, the GDT and every string go in one block,
 //!   at [`BOOT_INFO_BASE`] below 640 KiB if it fits there without touching the kernel or
 //!   the modules, and otherwise on the first page after the modules.
@@ -19,6 +22,7 @@
 //!   in guest memory whose selectors [`CODE_SELECTOR`] and [`DATA_SELECTOR`] match the
 //!   loaded segments, IDTR limit 0, an unusable LDTR and a busy 32-bit TSS in TR.
 
+use super::e820::{MemoryMap, EBDA_START, HIGH_MEMORY};
 use super::elf;
 use super::{BootState, LoadError, Module};
 use crate::mmu::memory::GuestMemory;
@@ -59,11 +63,12 @@ pub const MMAP_AVAILABLE: u32 = 1;
 /// Memory-map type of reserved memory.
 pub const MMAP_RESERVED: u32 = 2;
 
-/// Where the information block goes when it fits (below 640 KiB, above the real-mode
-/// interrupt vectors and the BIOS data area).
+/// Where the information block goes when it fits (in conventional memory, above the
+/// real-mode interrupt vectors and the BIOS data area).
 pub const BOOT_INFO_BASE: u64 = 0x9000;
-/// The end of the area at [`BOOT_INFO_BASE`]: the start of the legacy hole.
-pub const BOOT_INFO_LIMIT: u64 = 0xA_0000;
+/// The end of the area at [`BOOT_INFO_BASE`]: the start of the extended BIOS data area,
+/// which the memory map reports reserved.
+pub const BOOT_INFO_LIMIT: u64 = EBDA_START;
 /// The boot loader name the kernel is told.
 pub const BOOT_LOADER_NAME: &str = "opsvisor";
 /// The flat 32-bit code selector CS holds at entry.
@@ -71,8 +76,6 @@ pub const CODE_SELECTOR: u16 = 0x10;
 /// The flat 32-bit data selector DS, ES, FS, GS and SS hold at entry.
 pub const DATA_SELECTOR: u16 = 0x18;
 
-/// The legacy VGA and ROM hole, reported reserved.
-const HOLE: Range<u64> = 0xA_0000..0x10_0000;
 const FOUR_GIB: u64 = 1 << 32;
 const PAGE: u64 = 4096;
 
@@ -302,29 +305,14 @@ fn contiguous_ram_end(mem: &GuestMemory, start: u64) -> u64 {
     at
 }
 
-/// The memory map: every RAM region as available except for the legacy hole, which is
-/// reported reserved whether or not it is backed by RAM. Sorted, adjacent entries of one
-/// type merged.
+/// The memory map as (start, end, type) triples: the PC map every boot format reports
+/// (see [`MemoryMap`]); its types are multiboot's (1 available, 2 reserved).
 fn memory_map(mem: &GuestMemory) -> Vec<(u64, u64, u32)> {
-    let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
-    for r in mem.regions() {
-        let (start, end) = (r.gpa(), r.end());
-        for (s, e) in [(start, end.min(HOLE.start)), (start.max(HOLE.end), end)] {
-            if s < e {
-                ranges.push((s, e, MMAP_AVAILABLE));
-            }
-        }
-    }
-    ranges.push((HOLE.start, HOLE.end, MMAP_RESERVED));
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64, u32)> = Vec::with_capacity(ranges.len());
-    for (s, e, t) in ranges {
-        match merged.last_mut() {
-            Some(last) if last.1 == s && last.2 == t => last.1 = e,
-            _ => merged.push((s, e, t)),
-        }
-    }
-    merged
+    MemoryMap::new(mem)
+        .entries()
+        .iter()
+        .map(|e| (e.addr, e.end(), e.kind))
+        .collect()
 }
 
 fn put32(buf: &mut [u8], at: usize, v: u32) {
@@ -427,8 +415,8 @@ pub fn load_multiboot(
         addr(at)
     };
 
-    let mem_lower = contiguous_ram_end(mem, 0).min(HOLE.start) / 1024;
-    let mem_upper = contiguous_ram_end(mem, HOLE.end).saturating_sub(HOLE.end) / 1024;
+    let mem_lower = contiguous_ram_end(mem, 0).min(EBDA_START) / 1024;
+    let mem_upper = contiguous_ram_end(mem, HIGH_MEMORY).saturating_sub(HIGH_MEMORY) / 1024;
     put32(
         &mut block,
         0,
@@ -602,7 +590,7 @@ mod tests {
 
         // The information structure.
         assert_eq!(info_u32(&mem, info, 0), 0x24d);
-        assert_eq!(info_u32(&mem, info, 4), 640);
+        assert_eq!(info_u32(&mem, info, 4), 639);
         assert_eq!(info_u32(&mem, info, 8), 15 * 1024);
         assert_eq!(
             c_string(&mem, u64::from(info_u32(&mem, info, 16))),
@@ -648,8 +636,8 @@ mod tests {
         assert_eq!(
             entries,
             [
-                (0, 0xa_0000, 1),
-                (0xa_0000, 0x6_0000, 2),
+                (0, 0x9_fc00, 1),
+                (0x9_fc00, 0x6_0400, 2),
                 (0x10_0000, 15 << 20, 1)
             ]
         );
@@ -665,7 +653,7 @@ mod tests {
             memory_map(&mem),
             [
                 (0, 0x8_0000, 1),
-                (0xa_0000, 0x10_0000, 2),
+                (0x9_fc00, 0x10_0000, 2),
                 (0x10_0000, 0x20_1000, 1),
                 (1 << 32, (1 << 32) + 0x1000, 1)
             ]
