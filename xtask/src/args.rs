@@ -93,6 +93,8 @@ pub enum Command {
 pub const BENCH_WORKLOADS: [(&str, u64); 3] = [("int", 1000), ("mem", 5), ("exit", 2000)];
 /// Default k: the long run does k·N iterations.
 pub const DEFAULT_BENCH_K: u64 = 4;
+/// Where `scripts/linux-guest.sh` puts the Linux guest, relative to the workspace root.
+pub const DEFAULT_LINUX_GUEST: &str = "target/linux-guest";
 /// Default limit on one run of the peer benchmark.
 pub const DEFAULT_BENCH_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -133,6 +135,10 @@ pub struct BenchOptions {
     pub opsvisor: Option<PathBuf>,
     /// Limit on one run.
     pub timeout: Duration,
+    /// The Linux boot: the directory holding `vmlinuz` and `initrd.gz`
+    /// (`scripts/linux-guest.sh`), and whether it was asked for (`--linux`) or is only
+    /// used if it is there (the default `target/linux-guest`).
+    pub linux: Option<(PathBuf, bool)>,
 }
 
 impl BenchOptions {
@@ -252,6 +258,11 @@ BENCH OPTIONS:
     --repeat R        run each point R times and keep the least CPU time (default 1)
     --opsvisor PATH   the opsvisor program to measure (default: build target/release/opsvisor)
     --timeout SECS    limit on one run (default 600)
+    --linux DIR       also boot Linux (DIR/vmlinuz with DIR/initrd.gz, from
+                      scripts/linux-guest.sh) to its init and power-off on opsvisor and on QEMU
+                      (-M pc) and compare the boot's CPU time; by default it runs when
+                      target/linux-guest holds the guest
+    --no-linux        leave the Linux boot out
   The guest is the corpus guest `bench` (guests/src/bin/bench.rs). Instructions are counted
   by opsvisor's emulator for the same iterations (the guest is deterministic: every peer runs
   the same instructions). Exit status 0 when every peer passed and printed the same
@@ -358,7 +369,9 @@ fn bench_peers(args: &[String]) -> Result<Command, String> {
         repeat: 1,
         opsvisor: None,
         timeout: DEFAULT_BENCH_TIMEOUT,
+        linux: None,
     };
+    let mut no_linux = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -432,6 +445,8 @@ fn bench_peers(args: &[String]) -> Result<Command, String> {
             }
             "--repeat" => o.repeat = count("--repeat", &value("--repeat")?, 100)? as u32,
             "--opsvisor" => o.opsvisor = Some(PathBuf::from(value("--opsvisor")?)),
+            "--linux" => o.linux = Some((PathBuf::from(value("--linux")?), true)),
+            "--no-linux" => no_linux = true,
             "--timeout" => {
                 let v = value("--timeout")?;
                 let secs: f64 = v
@@ -445,6 +460,13 @@ fn bench_peers(args: &[String]) -> Result<Command, String> {
             }
             other => return Err(format!("'bench-peers': unexpected argument '{other}'")),
         }
+    }
+    if no_linux {
+        if o.linux.is_some() {
+            return Err("'bench-peers': --linux and --no-linux contradict each other".into());
+        }
+    } else if o.linux.is_none() {
+        o.linux = Some((PathBuf::from(DEFAULT_LINUX_GUEST), false));
     }
     Ok(Command::BenchPeers(o))
 }
@@ -818,6 +840,16 @@ mod tests {
         assert_eq!(o.k, DEFAULT_BENCH_K);
         assert_eq!(o.workloads.len(), 3);
         assert_eq!(o.peers, None);
+        assert_eq!(o.linux, Some((PathBuf::from(DEFAULT_LINUX_GUEST), false)));
+        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --linux /l")) else {
+            panic!("not a bench-peers command");
+        };
+        assert_eq!(o.linux, Some((PathBuf::from("/l"), true)));
+        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --no-linux")) else {
+            panic!("not a bench-peers command");
+        };
+        assert_eq!(o.linux, None);
+        assert!(parse(&args("bench-peers --no-linux --linux /l")).is_err());
         let Ok(Command::BenchPeers(o)) = parse(&args(
             "bench-peers --workloads mem=2,int --k 3 --peers qemu,opsvisor --repeat 2 --timeout 9",
         )) else {

@@ -122,6 +122,9 @@ pub fn bench_peers(o: &BenchOptions) -> Result<()> {
         rows.push((workload.clone(), *n, results));
     }
     print!("{}", table(o, &peers, &rows));
+    if let Some(line) = linux_boot(o, &opsvisor, &peers, &tmp)? {
+        println!("{line}");
+    }
     if mismatches.is_empty() {
         println!("checksums: every peer printed the same");
         Ok(())
@@ -195,6 +198,125 @@ fn table(o: &BenchOptions, peers: &[Peer], rows: &[(String, u64, Vec<PeerResult>
         let _ = writeln!(t);
     }
     t
+}
+
+/// What /init of scripts/linux-guest.sh prints once the kernel has booted.
+const LINUX_MARKER: &str = "opsvisor-linux-guest: init reached";
+/// The Linux guest's command line on both peers.
+const LINUX_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// Boot Linux to its init (which powers the machine off) on opsvisor and on QEMU (`-M pc`),
+/// each once; the line that compares their CPU time (and wall time), or `None` when the
+/// guest is not there and was not asked for.
+fn linux_boot(
+    o: &BenchOptions,
+    opsvisor: &Path,
+    peers: &[Peer],
+    tmp: &TempDir,
+) -> Result<Option<String>> {
+    let Some((dir, asked)) = &o.linux else {
+        return Ok(None);
+    };
+    let dir = if dir.is_absolute() {
+        dir.clone()
+    } else {
+        root().join(dir)
+    };
+    let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("initrd.gz"));
+    if !kernel.is_file() || !initrd.is_file() {
+        if *asked {
+            return Err(Failure::BadInput(format!(
+                "--linux: {} has no vmlinuz and initrd.gz (make them with                  bash scripts/linux-guest.sh {})",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        eprintln!(
+            "xtask: no Linux guest in {} (bash scripts/linux-guest.sh makes one): the boot              is left out",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    let mut times = Vec::new();
+    for &peer in peers.iter().filter(|p| **p != Peer::Bochs) {
+        let run_dir = tmp.path.join(format!("{}-linux", peer.name()));
+        fs::create_dir_all(&run_dir).map_err(|e| io_failure(&run_dir, e))?;
+        let mut cmd = match peer {
+            Peer::Opsvisor => {
+                let mut c = Command::new(opsvisor);
+                c.args(["run", "--memory"]).arg(format!("{GUEST_MIB}M"));
+                c
+            }
+            _ => {
+                let mut c = Command::new("qemu-system-x86_64");
+                c.args(["-M", "pc", "-accel", "tcg", "-m"])
+                    .arg(GUEST_MIB.to_string())
+                    .args(["-nographic", "-no-reboot"]);
+                c
+            }
+        };
+        let initrd_flag = if peer == Peer::Opsvisor {
+            "--initrd"
+        } else {
+            "-initrd"
+        };
+        let append_flag = if peer == Peer::Opsvisor {
+            "--append"
+        } else {
+            "-append"
+        };
+        cmd.arg(initrd_flag)
+            .arg(&initrd)
+            .arg(append_flag)
+            .arg(LINUX_CMDLINE);
+        if peer == Peer::Qemu {
+            cmd.arg("-kernel");
+        }
+        cmd.arg(&kernel);
+        let started = Instant::now();
+        let (cpu, code, out, err) = measure(cmd, peer.name(), &run_dir, o.timeout)?;
+        let wall = started.elapsed();
+        if !out.contains(LINUX_MARKER) {
+            return Err(Failure::Failed(format!(
+                "{} did not boot Linux to its init (status {code:?}); the last lines:\n{}\n{}",
+                peer.name(),
+                out.lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                err.trim_end()
+            )));
+        }
+        eprintln!(
+            "xtask: {:<8} linux boot  {:>8.3} s CPU  {:>8.3} s wall",
+            peer.name(),
+            cpu.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+        times.push((peer, cpu, wall));
+    }
+    let mut line = String::from("linux boot to init and power-off (CPU s, wall s):");
+    for (peer, cpu, wall) in &times {
+        let _ = write!(
+            line,
+            " {} {:.2} ({:.2})",
+            peer.name(),
+            cpu.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+    }
+    let cpu_of = |p: Peer| times.iter().find(|t| t.0 == p).map(|t| t.1.as_secs_f64());
+    if let (Some(ours), Some(qemu)) = (cpu_of(Peer::Opsvisor), cpu_of(Peer::Qemu)) {
+        let _ = write!(line, "; opsvisor/qemu {:.2}x", qemu / ours);
+    }
+    if peers.contains(&Peer::Bochs) {
+        line.push_str(" (Bochs left out: it boots Linux only through a BIOS and a boot loader)");
+    }
+    Ok(Some(line))
 }
 
 /// `cargo build --release -p opsvisor`; the program's path.

@@ -202,8 +202,12 @@ impl EmuVcpu {
     fn quiet_resume(&self, stop_at: u64) -> Option<u32> {
         let (prev, gen) = self.resume;
         let c = &self.cpu;
+        // A requested window that is closed can only open through an instruction that
+        // sets `brk` (see `execute`).
+        let window_open = (self.irq_window && self.interrupt_allowed())
+            || (self.nmi_window && self.nmi_allowed());
         let quiet = gen == c.fetch_gen
-            && !(self.irq_window | self.nmi_window)
+            && !window_open
             && !c.shadow
             && c.rf & (TF | RF) == 0
             && c.retired < stop_at
@@ -321,7 +325,10 @@ impl EmuVcpu {
             };
             prev = idx.unwrap_or(u32::MAX);
             prev_gen = self.cpu.fetch_gen;
-            if let (Some(i), false, false) = (idx, single, windows) {
+            // A requested window is closed here (the checks above left otherwise), and only
+            // an instruction that sets `brk` can open it (STI, POPF setting IF, IRET and the
+            // other mode changes): the tight loop stops there and the checks run again.
+            if let (Some(i), false) = (idx, single) {
                 // The common case: cached blocks, back to back, in the tight loop.
                 let (last, fault) =
                     run_linked(&mut self.cpu, &self.cache, mem, i, prev_gen, stop_at);
