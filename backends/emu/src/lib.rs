@@ -841,7 +841,8 @@ impl X86Ops for EmuVcpu {
             None => return,
             Some(cpu::Intercept {
                 next_ip,
-                kind: InterceptKind::Plain | InterceptKind::In { .. },
+                kind:
+                    InterceptKind::Plain | InterceptKind::In { .. } | InterceptKind::MmioLoad { .. },
             }) => *next_ip,
             Some(_) => return string_step(c),
         };
@@ -867,8 +868,26 @@ impl X86Ops for EmuVcpu {
     }
 
     fn complete_mmio(&mut self, read: Option<u64>) {
+        let c = &mut self.cpu;
+        if let (
+            Some(v),
+            Some(cpu::Intercept {
+                next_ip,
+                kind: InterceptKind::MmioLoad { reg, size },
+            }),
+        ) = (read, c.intercept)
+        {
+            // A plain load: it retires with the value, as a hardware backend completes it.
+            c.intercept = None;
+            c.mmio.want = None;
+            c.set(reg, u32::from(size), v);
+            c.rip = next_ip;
+            c.retired += 1;
+            c.shadow = false;
+            return;
+        }
         if let Some(v) = read {
-            self.cpu.mmio_complete_read(v);
+            c.mmio_complete_read(v);
         }
     }
 

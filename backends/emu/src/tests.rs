@@ -565,6 +565,61 @@ fn mmio_read_modify_write_protocol() {
     assert_eq!(h.gpr(Gpr::Rcx), 0x15);
 }
 
+/// A plain MMIO load completes from the value the core supplies, like a hardware
+/// backend's: one exit, the register written with the load's size rules, the instructions
+/// after it run and are counted once; the same loads single-stepped go through the
+/// replay and still trap after each instruction.
+#[test]
+fn mmio_load_completes_without_running_again() {
+    for stepping in [false, true] {
+        let mut h = Harness::new();
+        h.long_mode();
+        h.mmio.insert(APIC + 0x30, 0x8005_0014);
+        h.mmio.insert(APIC + 0x20, 0xfedc_ba98_7654_3210);
+        let mut a = asm64();
+        let mut db = a.create_label();
+        a.mov(r9, 0x8_0000u64).unwrap();
+        a.mov(rbx, APIC).unwrap();
+        a.mov(rcx, u64::MAX).unwrap();
+        a.mov(rdx, u64::MAX).unwrap();
+        if stepping {
+            a.pushfq().unwrap();
+            a.or(qword_ptr(rsp), 0x100).unwrap();
+            a.popfq().unwrap();
+        }
+        a.mov(ecx, dword_ptr(rbx + 0x30)).unwrap();
+        a.mov(dl, byte_ptr(rbx + 0x30)).unwrap();
+        a.mov(rsi, qword_ptr(rbx + 0x20)).unwrap();
+        a.lea(rdi, qword_ptr(rcx + 1)).unwrap();
+        a.pushfq().unwrap();
+        a.and(qword_ptr(rsp), !0x100).unwrap();
+        a.popfq().unwrap();
+        a.hlt().unwrap();
+        // #DB: count the traps.
+        a.set_label(&mut db).unwrap();
+        a.inc(r10).unwrap();
+        a.iretq().unwrap();
+        h.load(&mut a, CODE, &[("db", db)]);
+        let db = h.label("db");
+        h.gate(1, db, 0);
+        h.run().unwrap();
+        let reads = h
+            .exits
+            .iter()
+            .filter(|e| matches!(e, Exit::Mmio { .. }))
+            .count();
+        assert_eq!(reads, 3, "one exit per load (stepping {stepping})");
+        assert_eq!(h.gpr(Gpr::Rcx), 0x8005_0014, "a 32-bit load zero-extends");
+        assert_eq!(h.gpr(Gpr::Rdx), 0xffff_ffff_ffff_ff14, "a byte load merges");
+        assert_eq!(h.gpr(Gpr::Rsi), 0xfedc_ba98_7654_3210);
+        assert_eq!(h.gpr(Gpr::Rdi), 0x8005_0015);
+        if stepping {
+            // A trap after each instruction from the three loads to the POPFQ clearing TF.
+            assert_eq!(h.gpr(Gpr::R10), 7);
+        }
+    }
+}
+
 #[test]
 fn port_io_protocol_and_string_io() {
     let mut h = Harness::new();

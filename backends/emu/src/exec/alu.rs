@@ -280,6 +280,25 @@ pub fn dec_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(
     Ok(())
 }
 
+/// INC (`DEC` false) or DEC of a memory operand of `S` bytes (Linux's preempt count,
+/// reference counts).
+pub fn incdec_m<const DEC: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let a = super::load_rmw::<S>(c, mem, op)?;
+    let m = crate::arith::flags::mask(u32::from(S));
+    let r = if DEC {
+        a.wrapping_sub(1)
+    } else {
+        a.wrapping_add(1)
+    } & m;
+    super::store::<S>(c, mem, op, r)?;
+    incdec::<DEC>(c, u32::from(S), a);
+    Ok(())
+}
+
 /// INC (`DEC` false) or DEC r/m.
 fn incdec_rm<const DEC: bool>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);

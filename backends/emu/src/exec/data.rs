@@ -5,7 +5,7 @@ use super::{ea, load, rd, rd_rmw, store, wr};
 use crate::arith::alu::{alu, AluOp};
 use crate::arith::bits::{bswap, swap16};
 use crate::arith::flags::{sign_extend, ZF};
-use crate::cpu::{sr, Cpu};
+use crate::cpu::{sr, Cpu, Intercept, InterceptKind};
 use crate::decode::Op;
 use crate::exception::{ud, Ex, GP};
 use iced_x86::{Mnemonic, OpKind};
@@ -26,9 +26,38 @@ pub fn mov_ri<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<
 
 /// MOV r, m (operand size `S`).
 pub fn mov_load<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let v = load::<S>(c, mem, op)?;
-    c.set_s::<S>(op.r[0], v);
-    Ok(())
+    match load::<S>(c, mem, op) {
+        Ok(v) => {
+            c.set_s::<S>(op.r[0], v);
+            Ok(())
+        }
+        Err(Ex::Exit) => Err(mmio_load_exit(c, op, S)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A load exited: when it is the instruction's MMIO read and nothing asks for the
+/// instruction to run again (single-stepping, RF), the core's value completes it directly
+/// (see [`InterceptKind::MmioLoad`]); otherwise it is replayed as any MMIO access.
+#[cold]
+#[inline(never)]
+fn mmio_load_exit(c: &mut Cpu, op: &Op, size: u8) -> Ex {
+    let read = matches!(
+        c.exit,
+        opsvisor_core::exit::Exit::Mmio {
+            direction: opsvisor_core::exit::Direction::Read,
+            ..
+        }
+    );
+    let replaying = c.mmio.len != 0;
+    let stepping = c.rf & (crate::arith::flags::TF | crate::arith::flags::RF) != 0;
+    if read && !replaying && !stepping && !op.fused {
+        c.intercept = Some(Intercept {
+            next_ip: op.next_ip,
+            kind: InterceptKind::MmioLoad { reg: op.r[0], size },
+        });
+    }
+    Ex::Exit
 }
 
 /// MOV m, r (operand size `S`).

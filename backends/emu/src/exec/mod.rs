@@ -248,7 +248,7 @@ fn is_imm(k: OpKind) -> bool {
 /// [`unimplemented`], or plain #UD for the VEX/EVEX forms the CPU model does not have).
 pub fn select(op: &mut Op, bits: u32) -> bool {
     let mut implemented = true;
-    use alu::{dec_r, inc_r};
+    use alu::{dec_r, inc_r, incdec_m};
     use data::{lea, mov_load, mov_mi, mov_ri, mov_rr, mov_store};
     use stack::{pop_r, push_r};
     use Mnemonic as M;
@@ -298,6 +298,12 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         M::Test => alu::pick(alu::AND, false, form, op.size),
         M::Inc if k0 == OpKind::Register => sized!(inc_r, op.size),
         M::Dec if k0 == OpKind::Register => sized!(dec_r, op.size),
+        M::Inc if k0 == OpKind::Memory && op.i.memory_size().size() == usize::from(op.size) => {
+            sized!(incdec_m::<false>, op.size)
+        }
+        M::Dec if k0 == OpKind::Memory && op.i.memory_size().size() == usize::from(op.size) => {
+            sized!(incdec_m::<true>, op.size)
+        }
         M::Inc => alu::inc,
         M::Dec => alu::dec,
         M::Neg => alu::neg,

@@ -35,15 +35,14 @@ fn step(c: &mut Cpu, r: usize, d: u64, m: u64) {
     c.gpr[r] = addr_reg_write(c.gpr[r], c.gpr[r].wrapping_add(d), m);
 }
 
-/// Which string instruction a REP loop runs (see [`bulk`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Str {
-    Movs,
-    Stos,
-    Lods,
-    Cmps,
-    Scas,
-}
+/// Which string instruction a REP loop runs (see [`bulk`]): a constant parameter, so that
+/// each instruction gets its own bulk step.
+type Str = u8;
+const MOVS: Str = 0;
+const STOS: Str = 1;
+const LODS: Str = 2;
+const CMPS: Str = 3;
+const SCAS: Str = 4;
 
 /// Run `body` once, or under REP until RCX reaches 0 (or, for CMPS and SCAS, until
 /// `body` says the condition ended it), in chunks of [`CHUNK`] elements. Under REP, the
@@ -54,11 +53,10 @@ enum Str {
 /// at a time, which faults where the processor does, with RCX, RSI and RDI counting
 /// the elements done.
 #[inline(always)]
-fn repeat(
+fn repeat<const K: Str>(
     c: &mut Cpu,
     mem: &mut GuestMemory,
     op: &Op,
-    kind: Str,
     mut body: impl FnMut(&mut Cpu, &mut GuestMemory, u64, u32) -> Result<bool, Ex>,
 ) -> Result<(), Ex> {
     let size = elem(op.i.mnemonic());
@@ -73,11 +71,11 @@ fn repeat(
         body(c, mem, d, size)?;
         return Ok(());
     }
-    let cond_rep = matches!(kind, Str::Cmps | Str::Scas);
+    let cond_rep = K == CMPS || K == SCAS;
     let mut n = 0;
     while c.gpr[1] & m != 0 {
         let max = (CHUNK - n).min(c.gpr[1] & m);
-        let (done, go_on) = match bulk(c, op, kind, size, max) {
+        let (done, go_on) = match bulk::<K>(c, op, size, max) {
             Some(r) => r,
             None => (1, body(c, mem, d, size)?),
         };
@@ -121,17 +119,18 @@ fn span(
         return None;
     }
     let back = c.rf & DF != 0;
-    // Elements on this page, and before the offset wraps.
+    // Elements on this page, and before the offset wraps (the size is a power of two).
+    let sh = size.trailing_zeros();
     let (in_page, in_addr) = if back {
-        (off / size + 1, ea / size + 1)
+        ((off >> sh) + 1, (ea >> sh) + 1)
     } else {
         let room = m - ea;
         let in_addr = if room < size - 1 {
             0
         } else {
-            (room - (size - 1)) / size + 1
+            ((room - (size - 1)) >> sh) + 1
         };
-        ((4096 - off) / size, in_addr)
+        ((4096 - off) >> sh, in_addr)
     };
     let n = max.min(in_page).min(in_addr);
     if n == 0 {
@@ -154,7 +153,7 @@ fn span(
 /// page for fast reads (`write` false) or fast writes in the current class.
 #[inline(always)]
 fn host(c: &Cpu, la: u64, size: u64, write: bool) -> Option<usize> {
-    let (e, tag) = c.tlb.probe(c.tlb.sel, la, la + size - 1);
+    let (e, tag) = c.tlb.probe(c.tlb.sel, la, la.wrapping_add(size - 1));
     let t = if write { e.write } else { e.read };
     (t == tag).then(|| e.addend.wrapping_add(la as usize))
 }
@@ -219,13 +218,18 @@ unsafe fn store(a: usize, size: u64, v: u64) {
 /// down, at or above it; or the ranges apart — all in host addresses, so two linear
 /// aliases of one page count as overlapping), and element by element otherwise.
 #[inline(never)]
-fn bulk(c: &mut Cpu, op: &Op, kind: Str, size: u32, max: u64) -> Option<(u64, bool)> {
+fn bulk<const K: Str>(c: &mut Cpu, op: &Op, size: u32, max: u64) -> Option<(u64, bool)> {
     let z = u64::from(size);
     let back = c.rf & DF != 0;
     let m = op.amask;
-    let reads_src = matches!(kind, Str::Movs | Str::Cmps | Str::Lods);
-    let uses_dst = kind != Str::Lods;
-    let writes_dst = matches!(kind, Str::Movs | Str::Stos);
+    if (K == MOVS || K == STOS) && !back {
+        if let Some(done) = short_forward::<K>(c, op, z, max) {
+            return Some((done, true));
+        }
+    }
+    let reads_src = K == MOVS || K == CMPS || K == LODS;
+    let uses_dst = K != LODS;
+    let writes_dst = K == MOVS || K == STOS;
     let mut n = max;
     let mut s = 0;
     let mut d = 0;
@@ -244,8 +248,8 @@ fn bulk(c: &mut Cpu, op: &Op, kind: Str, size: u32, max: u64) -> Option<(u64, bo
     // the current memory map (`span` kept it on its first element's page, whose host
     // address `host` found in a TLB entry valid for this access kind); a page written is
     // writable and holds no decoded code, and no reference to guest memory is alive.
-    let done = match kind {
-        Str::Movs => {
+    let done = match K {
+        MOVS => {
             let len = (n * z) as usize;
             // The lowest byte of each run.
             let (slo, dlo) = if back {
@@ -266,7 +270,7 @@ fn bulk(c: &mut Cpu, op: &Op, kind: Str, size: u32, max: u64) -> Option<(u64, bo
             }
             n
         }
-        Str::Stos => {
+        STOS => {
             let v = c.gpr[0];
             if z == 1 {
                 let lo = if back { d + 1 - n as usize } else { d };
@@ -280,21 +284,21 @@ fn bulk(c: &mut Cpu, op: &Op, kind: Str, size: u32, max: u64) -> Option<(u64, bo
             }
             n
         }
-        Str::Lods => {
+        LODS => {
             // Only the last element stays in the accumulator; reading RAM has no effect.
             // SAFETY: see above.
             let v = unsafe { load(at(s, n - 1, z, back), z) };
             c.set(0, size, v);
             n
         }
-        Str::Cmps | Str::Scas => {
+        _ => {
             let repne = op.i.has_repne_prefix();
             let acc = c.gpr[0] & crate::arith::flags::mask(size);
             let mut k = 0;
             let (a, b) = loop {
                 // SAFETY: see above.
                 let b = unsafe { load(at(d, k, z, back), z) };
-                let a = if kind == Str::Cmps {
+                let a = if K == CMPS {
                     // SAFETY: see above.
                     unsafe { load(at(s, k, z, back), z) }
                 } else {
@@ -325,11 +329,60 @@ fn bulk(c: &mut Cpu, op: &Op, kind: Str, size: u32, max: u64) -> Option<(u64, bo
     Some((done, go_on))
 }
 
+/// The short forward MOVS or STOS in 64-bit code with a 64-bit address size (a kernel's
+/// small `memcpy` and `memset`): all `max` elements at once when each side's run lies in
+/// one page the TLB holds for fast access (one probe per side, against the run's last
+/// byte), with no alignment check to make. Returns the elements done, or `None` to take
+/// the general bulk step.
+#[inline(always)]
+fn short_forward<const K: Str>(c: &mut Cpu, op: &Op, z: u64, max: u64) -> Option<u64> {
+    if c.bits != 64 || op.amask != u64::MAX || c.cpl == 3 {
+        return None;
+    }
+    let len = max * z;
+    if len > 4096 {
+        return None;
+    }
+    let dst = c.gpr[7];
+    let d = host(c, dst, len, true)?;
+    if K == MOVS {
+        let src = if op.seg >= sr::FS {
+            c.gpr[6].wrapping_add(c.seg[usize::from(op.seg & 7)].base)
+        } else {
+            c.gpr[6]
+        };
+        let s = host(c, src, len, false)?;
+        let n = len as usize;
+        if d > s && d < s + n {
+            // Overlapping upwards: the elements replicate a pattern; the general step
+            // does them one by one.
+            return None;
+        }
+        // SAFETY: both runs lie in one RAM page each that the TLB holds for fast access
+        // (the probes were against the runs' last bytes; the destination writable and
+        // without code); `copy` allows overlap, and with the destination at or below the
+        // source it gives what the elements do.
+        unsafe { core::ptr::copy(s as *const u8, d as *mut u8, n) };
+        c.gpr[6] = c.gpr[6].wrapping_add(len);
+    } else if z == 1 {
+        // SAFETY: the run lies in one writable RAM page without code (see above).
+        unsafe { core::ptr::write_bytes(d as *mut u8, c.gpr[0] as u8, len as usize) };
+    } else {
+        let v = c.gpr[0];
+        for k in 0..max {
+            // SAFETY: as above.
+            unsafe { store(at(d, k, z, false), z, v) };
+        }
+    }
+    c.gpr[7] = dst.wrapping_add(len);
+    Some(max)
+}
+
 /// MOVS.
 pub fn movs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     let seg = op.seg;
-    repeat(c, mem, op, Str::Movs, |c, mem, d, size| {
+    repeat::<MOVS>(c, mem, op, |c, mem, d, size| {
         let v = c.rd(mem, seg, c.gpr[6] & m, size)?;
         c.wr(mem, sr::ES, c.gpr[7] & m, size, v)?;
         step(c, 6, d, m);
@@ -341,7 +394,7 @@ pub fn movs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 /// STOS.
 pub fn stos(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
-    repeat(c, mem, op, Str::Stos, |c, mem, d, size| {
+    repeat::<STOS>(c, mem, op, |c, mem, d, size| {
         let v = c.gpr[0];
         c.wr(mem, sr::ES, c.gpr[7] & m, size, v)?;
         step(c, 7, d, m);
@@ -353,7 +406,7 @@ pub fn stos(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 pub fn lods(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     let seg = op.seg;
-    repeat(c, mem, op, Str::Lods, |c, mem, d, size| {
+    repeat::<LODS>(c, mem, op, |c, mem, d, size| {
         let v = c.rd(mem, seg, c.gpr[6] & m, size)?;
         c.set(0, size, v);
         step(c, 6, d, m);
@@ -373,7 +426,7 @@ fn rep_continue(op: &Op, rflags: u64) -> bool {
 pub fn cmps(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     let seg = op.seg;
-    repeat(c, mem, op, Str::Cmps, |c, mem, d, size| {
+    repeat::<CMPS>(c, mem, op, |c, mem, d, size| {
         // ES:[RDI] is read first: when both operands fault, the processor reports the
         // destination's fault, #PF or #GP alike (observed on the AMD host of the
         // differential tests; the SDM leaves the order open).
@@ -390,7 +443,7 @@ pub fn cmps(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 /// SCAS.
 pub fn scas(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
-    repeat(c, mem, op, Str::Scas, |c, mem, d, size| {
+    repeat::<SCAS>(c, mem, op, |c, mem, d, size| {
         let b = c.rd(mem, sr::ES, c.gpr[7] & m, size)?;
         let (_, f) = alu(AluOp::Sub, size, c.gpr[0], b, c.rflags());
         c.set_rflags(f);
