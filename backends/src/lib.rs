@@ -6,17 +6,16 @@
 
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
-use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage};
-use opsvisor_core::loader::elf;
 use opsvisor_core::loader::flat::load_flat;
-use opsvisor_core::loader::linux::LinuxBoot;
-use opsvisor_core::loader::multiboot::{
-    is_multiboot, load_multiboot, CODE_SELECTOR, DATA_SELECTOR,
+use opsvisor_core::loader::multiboot::{CODE_SELECTOR, DATA_SELECTOR};
+pub use opsvisor_core::loader::LoadedKernel;
+use opsvisor_core::loader::{
+    load_kernel as core_load_kernel, BootState, KernelFormat, KernelOptions, LoadError, Module,
+    KERNEL_FORMATS,
 };
-use opsvisor_core::loader::pvh::{load_pvh, pvh_entry};
-use opsvisor_core::loader::{BootState, LoadError, Module};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
-use opsvisor_core::ops::{ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::ops::{DescriptorTable, ResetKind, SegReg, Segment, X86Ops};
+use opsvisor_core::pc;
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::{Vm, VmConfig};
 use opsvisor_core::{EmuSlot, Unavailable};
@@ -42,8 +41,11 @@ impl BackendKind {
     pub fn parse(name: &str) -> Result<BackendKind, String> {
         match name {
             "emu" => Ok(BackendKind::Emu),
-            "vmx" | "svm" => Err(format!(
-                "backend '{name}' is not built into this version of opsvisor (available: emu)"
+            "vmx" => Err(String::from(
+                "backend 'vmx' runs in opsvisor's bare-metal image (see 'cargo xtask help'), not in this program (available here: emu)",
+            )),
+            "svm" => Err(String::from(
+                "backend 'svm' is not implemented yet (available here: emu)",
             )),
             other => Err(format!("unknown backend '{other}' (available: emu)")),
         }
@@ -66,17 +68,13 @@ pub struct MachineOptions {
     pub backend: BackendKind,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
-    /// The kernel command line (`--append`): multiboot's `cmdline`, or the Linux command
-    /// line of a bzImage or PVH kernel.
-    pub cmdline: String,
+    /// The kernel command line (`--append`), as bytes (it reaches the guest unchanged):
+    /// multiboot's `cmdline`, or the Linux command line of a bzImage or PVH kernel.
+    pub cmdline: Vec<u8>,
     /// Multiboot modules: (module command line, bytes).
-    pub modules: Vec<(String, Vec<u8>)>,
+    pub modules: Vec<(Vec<u8>, Vec<u8>)>,
     /// The initial ramdisk of a Linux kernel (bzImage or PVH).
     pub initrd: Option<Vec<u8>>,
-    /// The guest-physical address of the ACPI RSDP the platform built, handed to Linux
-    /// kernels (the zero page's `acpi_rsdp_addr`, PVH's `rsdp_paddr`); `None` without
-    /// ACPI tables.
-    pub rsdp_addr: Option<u64>,
     /// Stop after this many guest instructions.
     pub max_instructions: Option<u64>,
     /// Stop after this much wall-clock time.
@@ -86,8 +84,9 @@ pub struct MachineOptions {
     /// Boot the kernel as a flat binary. Without this, a kernel in none of the formats
     /// [`build_machine`] recognises is refused rather than run as raw bytes.
     pub flat: bool,
-    /// Guest-physical load address of a flat binary.
-    pub flat_load: u64,
+    /// Guest-physical load address of a flat binary (default: [`FLAT_LOAD_REAL`] in
+    /// real mode, [`FLAT_LOAD_PROTECTED`] in protected mode).
+    pub flat_load: Option<u64>,
     /// Entry point of a flat binary (guest-physical; defaults to the load address).
     pub flat_entry: Option<u64>,
     /// CPU mode a flat binary starts in.
@@ -99,15 +98,14 @@ impl Default for MachineOptions {
         MachineOptions {
             backend: BackendKind::Emu,
             memory: 256 << 20,
-            cmdline: String::new(),
+            cmdline: Vec::new(),
             modules: Vec::new(),
             initrd: None,
-            rsdp_addr: None,
             max_instructions: None,
             timeout: None,
             collect_timing: false,
             flat: false,
-            flat_load: 0x10_0000,
+            flat_load: None,
             flat_entry: None,
             flat_mode: FlatMode::Protected,
         }
@@ -146,11 +144,14 @@ impl From<LoadError> for BuildError {
 pub const MIN_MEMORY: u64 = 2 << 20;
 /// Largest guest RAM accepted (the page-table walker's physical address width bounds it).
 pub const MAX_MEMORY: u64 = 64 << 30;
-/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB.
-pub const MMIO_HOLE_START: u64 = 0xc000_0000;
-
-/// The refusal of a kernel in no known format.
-const UNKNOWN_FORMAT: &str = "not a multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry note; pass --flat for a flat binary";
+/// Start of the 32-bit MMIO hole below 4 GiB: guest RAM below 4 GiB (where modules and
+/// the multiboot information go) is at most this much.
+pub const MMIO_HOLE_START: u64 = pc::MMIO_HOLE_START;
+/// Where a flat binary goes in real mode by default: where a PC's firmware loads a boot
+/// sector.
+pub const FLAT_LOAD_REAL: u64 = 0x7c00;
+/// Where a flat binary goes in protected mode by default: 1 MiB.
+pub const FLAT_LOAD_PROTECTED: u64 = 0x10_0000;
 
 /// Guest RAM of `size` bytes: from 0 up to the MMIO hole at 3 GiB, the rest above 4 GiB.
 pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
@@ -173,9 +174,17 @@ fn mem_error(e: MemError) -> BuildError {
     BuildError::Memory(e.to_string())
 }
 
+/// Where a flat binary is loaded.
+fn flat_load(opts: &MachineOptions) -> u64 {
+    opts.flat_load.unwrap_or(match opts.flat_mode {
+        FlatMode::Real => FLAT_LOAD_REAL,
+        FlatMode::Protected => FLAT_LOAD_PROTECTED,
+    })
+}
+
 /// The state a flat binary starts in.
 fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
-    let entry = opts.flat_entry.unwrap_or(opts.flat_load);
+    let entry = opts.flat_entry.unwrap_or(flat_load(opts));
     match opts.flat_mode {
         FlatMode::Real => {
             if entry >= 1 << 20 {
@@ -190,6 +199,16 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
             state.segments[SegReg::Cs as usize] = Segment::real_mode(cs, true);
             state.regs.rip = entry - (u64::from(cs) << 4);
             state.cr0 = CR0_ET;
+            // The descriptor-table registers of a processor after reset: the IVT at 0
+            // with a limit of 0xffff, so INT n and exceptions go through it.
+            state.idt = DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            };
+            state.gdt = DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            };
             Ok(state)
         }
         FlatMode::Protected => {
@@ -207,76 +226,57 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
     }
 }
 
-/// Refuse the options a Linux kernel (bzImage or PVH) does not take.
-fn linux_options(opts: &MachineOptions, format: &str) -> Result<(), BuildError> {
-    if !opts.modules.is_empty() {
-        return Err(BuildError::Option(format!(
-            "--module is for multiboot kernels; this kernel is {format}: pass its initial ramdisk with --initrd"
-        )));
-    }
-    Ok(())
-}
-
-/// What a Linux kernel is booted with.
-fn linux_boot(opts: &MachineOptions) -> LinuxBoot<'_> {
-    LinuxBoot {
-        cmdline: &opts.cmdline,
-        initrd: opts.initrd.as_deref(),
-        rsdp_addr: opts.rsdp_addr,
-    }
-}
-
-/// Load `kernel` into `mem` in the format it is in, tried in this order (as QEMU's
-/// `-kernel` does): a multiboot v1 header in the first 8 KiB, a Linux bzImage (boot flag
-/// and "HdrS"), an ELF kernel with a PVH entry note, and with `--flat` a flat binary.
+/// Load `kernel` into `mem` in the format it is in ([`core_load_kernel`]: multiboot, a
+/// Linux bzImage, an ELF kernel with a PVH entry note), or with `--flat` as a flat binary.
+/// `rsdp_addr` is the ACPI RSDP a Linux kernel is told about.
 pub fn load_kernel(
     mem: &mut GuestMemory,
     kernel: &[u8],
     opts: &MachineOptions,
-) -> Result<BootState, BuildError> {
-    if is_multiboot(kernel) {
-        if opts.initrd.is_some() {
-            return Err(BuildError::Option(
-                "--initrd is for Linux kernels; this kernel is multiboot: pass the file with --module".into(),
-            ));
+    rsdp_addr: Option<u64>,
+) -> Result<LoadedKernel, BuildError> {
+    let format = match KernelFormat::of(kernel) {
+        Ok(format) => format,
+        // The multiboot magic is there but the header is broken: say so (unless the
+        // kernel was named a flat binary, whose bytes may hold anything).
+        Err(e) if !opts.flat => return Err(BuildError::Load(e)),
+        Err(_) => None,
+    };
+    if let Some(format) = format {
+        if opts.flat {
+            return Err(BuildError::Option(format!(
+                "--flat (or --load-addr, --entry, --mode) was given, but the kernel is {}: leave them out to boot it",
+                format.name()
+            )));
         }
         let modules: Vec<Module<'_>> = opts
             .modules
             .iter()
             .map(|(cmdline, data)| Module { cmdline, data })
             .collect();
-        return Ok(load_multiboot(mem, kernel, &opts.cmdline, &modules)?);
-    }
-    if is_bzimage(kernel) {
-        linux_options(opts, "a Linux bzImage")?;
-        return Ok(load_bzimage(mem, kernel, &linux_boot(opts))?);
-    }
-    if elf::is_elf(kernel) {
-        // Without a multiboot header, an ELF kernel is booted through its PVH note; a
-        // file whose headers do not let the note be read is refused saying both.
-        let unreadable = |e: LoadError| {
-            let what =
-                "an ELF kernel without a multiboot header, whose PVH entry note cannot be read";
-            BuildError::Load(match e {
-                LoadError::UnknownFormat(s) => LoadError::UnknownFormat(format!("{what}: {s}")),
-                LoadError::Malformed(s) => LoadError::Malformed(format!("{what}: {s}")),
-                LoadError::Unsupported(s) => LoadError::Unsupported(format!("{what}: {s}")),
-                other => other,
-            })
+        let options = KernelOptions {
+            cmdline: &opts.cmdline,
+            modules: &modules,
+            initrd: opts.initrd.as_deref(),
+            rsdp_addr,
         };
-        let parsed = elf::parse(kernel).map_err(unreadable)?;
-        if pvh_entry(&parsed).map_err(unreadable)?.is_none() {
-            return Err(BuildError::Load(LoadError::UnknownFormat(
-                "an ELF kernel without a multiboot header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): opsvisor boots ELF kernels through one of the two".into(),
-            )));
-        }
-        linux_options(opts, "an ELF kernel with a PVH entry")?;
-        return Ok(load_pvh(mem, kernel, &linux_boot(opts))?);
+        return core_load_kernel(mem, kernel, &options).map_err(|e| match e {
+            // The refusal in this program's spelling of the options.
+            LoadError::Option(_) => BuildError::Option(match format {
+                KernelFormat::Multiboot => "--initrd is for Linux kernels; this kernel is multiboot: pass the file with --module".into(),
+                _ => format!(
+                    "--module is for multiboot kernels; this kernel is {}: pass its initial ramdisk with --initrd",
+                    format.name()
+                ),
+            }),
+            e => BuildError::Load(e),
+        });
     }
+    let plain = |state| LoadedKernel { state, linux: None };
     if !opts.flat {
-        return Err(BuildError::Load(LoadError::UnknownFormat(
-            UNKNOWN_FORMAT.into(),
-        )));
+        return Err(BuildError::Load(LoadError::UnknownFormat(format!(
+            "not {KERNEL_FORMATS}; pass --flat for a flat binary"
+        ))));
     }
     if kernel.is_empty() {
         return Err(BuildError::Load(LoadError::Malformed(
@@ -288,18 +288,26 @@ pub fn load_kernel(
             "--module, --append and --initrd need a multiboot or Linux kernel; this one is a flat binary".into(),
         ));
     }
-    Ok(load_flat(mem, kernel, opts.flat_load, flat_state(opts)?)?)
+    Ok(plain(load_flat(
+        mem,
+        kernel,
+        flat_load(opts),
+        flat_state(opts)?,
+    )?))
 }
 
-/// Build a machine: guest memory, the kernel loaded into it ([`load_kernel`]), the vCPU
-/// in the kernel's entry state.
+/// Build a machine: guest memory with the PC's ACPI tables ([`pc::build_acpi`]), the
+/// kernel loaded into it ([`load_kernel`]), the vCPU in the kernel's entry state, and the
+/// boot described in fw_cfg.
 pub fn build_machine<P: Platform>(
     kernel: &[u8],
     opts: &MachineOptions,
     platform: P,
 ) -> Result<Machine<P>, BuildError> {
     let mut mem = guest_memory(opts.memory)?;
-    let state = load_kernel(&mut mem, kernel, opts)?;
+    let acpi = pc::build_acpi(&mut mem, 1)
+        .map_err(|e| BuildError::Memory(format!("the ACPI tables: {e}")))?;
+    let LoadedKernel { state, linux } = load_kernel(&mut mem, kernel, opts, Some(acpi.rsdp))?;
     let mut vcpu = match opts.backend {
         BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
     };
@@ -316,7 +324,14 @@ pub fn build_machine<P: Platform>(
     let cpuid = match opts.backend {
         BackendKind::Emu => CpuidPolicy::emulator(),
     };
-    Ok(Vm::new(vcpu, mem, platform, cpuid, config))
+    let mut vm = Vm::new(vcpu, mem, platform, cpuid, config);
+    vm.finish_firmware(
+        linux
+            .as_ref()
+            .map(|layout| (layout, opts.cmdline.as_slice())),
+    )
+    .map_err(|e| BuildError::Memory(format!("describing the boot in fw_cfg: {e}")))?;
+    Ok(vm)
 }
 
 #[cfg(test)]
@@ -338,7 +353,9 @@ mod tests {
     #[test]
     fn backend_names_are_checked() {
         assert_eq!(BackendKind::parse("emu"), Ok(BackendKind::Emu));
-        assert!(BackendKind::parse("vmx").unwrap_err().contains("not built"));
+        assert!(BackendKind::parse("vmx")
+            .unwrap_err()
+            .contains("bare-metal image"));
         assert!(BackendKind::parse("kvm")
             .unwrap_err()
             .contains("unknown backend"));

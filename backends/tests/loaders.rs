@@ -99,9 +99,12 @@ fn pvh_elf(entry: Option<u32>) -> Vec<u8> {
     f
 }
 
+/// The RSDP address the tests hand the loaders.
+const RSDP: u64 = 0xf_0000;
+
 fn load(kernel: &[u8], opts: &MachineOptions) -> Result<(GuestMemory, BootState), BuildError> {
     let mut mem = guest_memory(opts.memory)?;
-    let state = load_kernel(&mut mem, kernel, opts)?;
+    let state = load_kernel(&mut mem, kernel, opts, Some(RSDP))?.state;
     Ok((mem, state))
 }
 
@@ -302,7 +305,6 @@ fn real_linux_kernel_loads() {
             memory,
             cmdline: "console=ttyS0".into(),
             initrd: Some(initrd.clone()),
-            rsdp_addr: Some(0xf_0000),
             ..MachineOptions::default()
         };
 
@@ -330,7 +332,7 @@ fn real_linux_kernel_loads() {
         let mut got = vec![0u8; initrd.len()];
         mem.read(ramdisk, &mut got).unwrap();
         assert!(got == initrd, "the initrd");
-        assert_eq!(mem.read_u64(zp + 0x70).unwrap(), 0xf_0000, "acpi_rsdp_addr");
+        assert_eq!(mem.read_u64(zp + 0x70).unwrap(), RSDP, "acpi_rsdp_addr");
         let e820 = zero_page_map(&mem, zp);
         if memory > 3 << 30 {
             assert_eq!(*e820.last().unwrap(), (1 << 32, 7 << 30, 1));

@@ -64,9 +64,25 @@ fn long_mode_snippet_computes() {
     assert_eq!(reg(&out, "rsp"), 0x7008);
     assert_eq!(reg(&out, "rip"), 0x1010);
     assert!(out["flags"].as_array().unwrap().contains(&json!("ZF")));
-    assert_eq!(out["memory"][0]["bytes"], "0300000000000000");
+    // The bytes that changed: the store and the push.
     assert_eq!(
-        out["memory"][1]["bytes"],
+        out["memory"],
+        json!([{"address": "0x2000", "bytes": "03"}, {"address": "0x7008", "bytes": "03"}])
+    );
+    // The whole writable regions, when asked for.
+    let all = exec(
+        "long.json",
+        &json!({
+            "mode": 64,
+            "regs": {"rax": 1, "rbx": "0x2", "rip": "0x1000", "rsp": "0x7010"},
+            "code": "4801d8 4889042500200000 50 4883e803",
+            "memory": [{"address": "0x2000", "size": 8}, {"address": "0x7000", "size": 16}]
+        }),
+        &["--memory-output", "all"],
+    );
+    assert_eq!(all["memory"][0]["bytes"], "0300000000000000");
+    assert_eq!(
+        all["memory"][1]["bytes"],
         "00000000000000000300000000000000"
     );
 }
@@ -94,9 +110,8 @@ fn protected_mode_snippet_computes_and_faults_with_the_stack_intact() {
     assert_eq!(reg(&out, "eax"), 0x15);
     assert_eq!(reg(&out, "eip"), 0x1008, "the faulting instruction");
     assert_eq!(reg(&out, "esp"), 0x4020);
-    assert_eq!(out["memory"][0]["bytes"], "1000000015000000");
-    // The frame the CPU pushed below ESP is not left in the snippet's memory.
-    assert_eq!(out["memory"][1]["bytes"], "aa".repeat(32));
+    // Only the store changed memory: no exception frame below ESP.
+    assert_eq!(out["memory"], json!([{"address": "0x3004", "bytes": "15"}]));
 }
 
 #[test]
@@ -122,8 +137,10 @@ fn real_mode_snippet_uses_segments_and_halts() {
     assert_eq!(reg(&out, "esp"), 0xfe);
     assert_eq!(reg(&out, "eip"), 0x9, "after the HLT");
     assert_eq!(out["segments"]["ds"]["base"], "0x2000");
-    assert_eq!(out["memory"][0]["bytes"], "34123512");
-    assert_eq!(out["memory"][1]["bytes"], "3512");
+    assert_eq!(
+        out["memory"],
+        json!([{"address": "0x2012", "bytes": "3512"}, {"address": "0x30fe", "bytes": "3512"}])
+    );
 }
 
 #[test]
@@ -335,7 +352,7 @@ fn exec_agrees_with_the_host_cpu() {
             "code": hex,
             "memory": [{"address": format!("{SCRATCH_BASE:#x}"), "bytes": scratch}]
         }),
-        &[],
+        &["--memory-output", "all"],
     );
     assert_eq!(out["end"]["reason"], "completed");
     for (n, name) in names.iter().enumerate() {
@@ -357,4 +374,134 @@ fn exec_agrees_with_the_host_cpu() {
         Some(2 * SCRATCH_SIZE)
     );
     assert_eq!(out["memory"][0]["bytes"], bytes.as_str());
+}
+
+/// `--batch`: one state per line in, one result per line out, in order, from one
+/// process; a bad line gives an error line and the rest run; blank lines give nothing.
+#[test]
+fn batch_mode_answers_each_line() {
+    let states = [
+        r#"{"mode":64,"regs":{"rip":"0x1000","rax":1},"code":"48ffc0"}"#,
+        "",
+        r#"{"mode":64,"regs":{"rqx":1}}"#,
+        r#"{"mode":32,"regs":{"eip":"0x1000"},"code":"0f0b"}"#,
+        "not json",
+        r#"{"mode":16,"regs":{"ip":"0x100","ax":"0x41"},"code":"40f4"}"#,
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsvisor"))
+        .args(["exec", "--batch"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for s in states {
+            writeln!(stdin, "{s}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0]["regs"]["rax"], "0x2");
+    assert_eq!(lines[1]["line"], 3);
+    assert!(lines[1]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("regs.rqx: unknown register"));
+    assert_eq!(lines[2]["end"]["name"], "#UD");
+    assert_eq!(lines[3]["line"], 5);
+    assert!(lines[3]["error"].as_str().unwrap().contains("invalid JSON"));
+    assert_eq!(lines[4]["end"]["reason"], "hlt");
+    assert_eq!(lines[4]["regs"]["eax"], "0x42");
+    // The same state gives the same result in both modes.
+    let single = exec(
+        "batch-same.json",
+        &serde_json::from_str(states[0]).unwrap(),
+        &[],
+    );
+    assert_eq!(single, lines[0]);
+}
+
+/// CPL 3 states run in the environment of a user-mode process: IF set and IOPL 0 in
+/// the flags PUSHF sees, POPF leaving IF and IOPL alone, CLI and port I/O raising #GP,
+/// RFLAGS.AC enabling #AC (CR0.AM is set), INT n through a kernel gate raising #GP, INT3
+/// and INT 0x80 going through (DPL-3 gates), the supervisor-only system area out of reach.
+#[test]
+fn cpl3_states_behave_as_a_user_process() {
+    let user = |name: &str, mode: u32, code: &str, regs: Value| {
+        let mut regs = regs;
+        let ip = if mode == 64 { "rip" } else { "eip" };
+        regs[ip] = json!("0x1000");
+        exec(
+            name,
+            &json!({"mode": mode, "cpl": 3, "regs": regs, "code": code,
+                    "memory": [{"address": "0x8000", "size": 4096}]}),
+            &[],
+        )
+    };
+    // pushfq; pop rax; push rax with IF clear and IOPL 3 set; popfq; pushfq; pop rbx
+    let out = user(
+        "cpl3-flags.json",
+        64,
+        "9c58 50 48b8 0232000000000000 4825ffdfffff 50 9d 9c 5b",
+        json!({"rsp": "0x9000"}),
+    );
+    assert_eq!(out["end"]["reason"], "completed", "{out}");
+    assert_eq!(out["cpl"], 3);
+    assert_eq!(
+        reg(&out, "rbx") & 0x3200,
+        0x200,
+        "IF stays set, IOPL stays 0"
+    );
+    // CLI and IN raise #GP(0).
+    for (name, code) in [("cpl3-cli.json", "fa"), ("cpl3-in.json", "ec")] {
+        let out = user(name, 32, code, json!({}));
+        assert_eq!(
+            out["end"],
+            json!({"reason": "exception", "vector": 13, "name": "#GP", "error_code": "0x0"})
+        );
+    }
+    // With IOPL 3 given, IN reaches the port.
+    let out = user(
+        "cpl3-iopl.json",
+        32,
+        "ec",
+        json!({"eflags": "0x3202", "edx": "0x60"}),
+    );
+    assert_eq!(out["end"]["reason"], "io");
+    // AC set: a misaligned load raises #AC(0).
+    let out = user(
+        "cpl3-ac.json",
+        64,
+        "8b042501800000",
+        json!({"rflags": "0x40202"}),
+    );
+    assert_eq!(
+        out["end"],
+        json!({"reason": "exception", "vector": 17, "name": "#AC", "error_code": "0x0"})
+    );
+    // INT 0x21: #GP with the IDT vector in the error code; INT3 and INT 0x80 go through.
+    let out = user("cpl3-int.json", 64, "cd21", json!({}));
+    assert_eq!(out["end"]["error_code"], "0x10a");
+    let out = user("cpl3-int3.json", 64, "cc", json!({}));
+    assert_eq!(out["end"]["name"], "#BP");
+    assert_eq!(reg(&out, "rip"), 0x1001);
+    let out = user("cpl3-int80.json", 32, "cd80", json!({}));
+    assert_eq!(out["end"], json!({"reason": "interrupt", "vector": 128}));
+    // The system area (the top 2 GiB in mode 64) is supervisor-only.
+    let out = user(
+        "cpl3-sys.json",
+        64,
+        "8b00",
+        json!({"rax": "0xffffffff80000000"}),
+    );
+    assert_eq!(out["end"]["vector"], 14);
+    assert_eq!(out["end"]["error_code"], "0x5", "present, user, read");
 }

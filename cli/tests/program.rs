@@ -189,11 +189,11 @@ fn a_kernel_that_does_not_fit_is_one_error_line() {
 #[test]
 fn bad_options_are_one_error_line() {
     assert_one_error_line(&opsvisor(&["run", "--memory", "lots", "k"]), "--memory");
+    assert_one_error_line(&opsvisor(&["run", "--memory", "1M", "k"]), "from 2M to 64G");
     assert_one_error_line(
-        &opsvisor(&["run", "--memory", "1M", "k"]),
-        "cannot read kernel",
+        &opsvisor(&["run", "--backend", "vmx", "k"]),
+        "bare-metal image",
     );
-    assert_one_error_line(&opsvisor(&["run", "--backend", "vmx", "k"]), "not built");
     assert_one_error_line(&opsvisor(&["run", "--timeout", "soon", "k"]), "--timeout");
     assert_one_error_line(&opsvisor(&["run"]), "no KERNEL");
 }

@@ -612,6 +612,19 @@ impl LocalApic {
         }
     }
 
+    /// [`LocalApic::next_deadline`] for a vCPU that sleeps until an interrupt could become
+    /// deliverable: also `None` while the timer's vector is already requested (its IRR bit
+    /// set), since firing again changes nothing delivery depends on (an IRR bit holds one
+    /// request; the timer's own state is brought up to date by every access). A halted
+    /// guest whose timer interrupt is held back by the TPR or an interrupt in service
+    /// then sleeps instead of waking at every period.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        if self.irr.get((self.lvt[LVT_TIMER] & 0xff) as u8) {
+            return None;
+        }
+        self.next_deadline()
+    }
+
     /// The highest-priority requested interrupt that may be delivered now (IRR above PPR).
     ///
     /// The highest IRR vector whose priority class (vector bits 7:4) is above the PPR's,

@@ -46,7 +46,9 @@ pub enum Exit {
     Mmio {
         /// Guest-physical address.
         gpa: u64,
-        /// Access size in bytes: 1, 2, 4 or 8.
+        /// Access size in bytes: 1, 2, 4 or 8, or 1 to 7 for the part outside RAM of an
+        /// access that straddles a page boundary (the emulator splits such an access at
+        /// the boundary, as the bus sees it).
         size: u8,
         /// Read or write.
         direction: Direction,

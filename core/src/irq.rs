@@ -134,6 +134,22 @@ impl IrqChip {
         line < IRQ_LINES && self.lines & (1 << line) != 0
     }
 
+    /// Whether an interrupt on `line` could reach a CPU now: its PIC input is unmasked
+    /// (and for the slave's inputs the cascade input on the master too), or the I/O APIC
+    /// pin it is wired to is unmasked. Whether the local APICs take the PIC's output
+    /// through LINT0 is not looked at, so the answer errs towards "could". A timer whose
+    /// line is masked everywhere need not wake anything: its edges still reach the PIC's
+    /// IRR, which a later unmask delivers.
+    pub fn line_unmasked(&self, line: u32) -> bool {
+        let pic = line < 16 && {
+            let imr = self.pic.imr();
+            // The slave's output is the master's input 2.
+            imr & (1 << line) == 0 && (line < 8 || imr & (1 << 2) == 0)
+        };
+        pic || ioapic_pin(line)
+            .is_some_and(|pin| self.ioapic.entry(pin) & crate::devices::ioapic::ENTRY_MASKED == 0)
+    }
+
     /// Drive `line` (ISA IRQ 0-15 or GSI 16-23) to `level`. Returns whether the line
     /// changed (then what the CPU may take can have changed too); other numbers are
     /// ignored.

@@ -29,6 +29,7 @@ pub mod irq;
 pub mod loader;
 pub mod mmu;
 pub mod msr;
+pub mod pc;
 pub mod platform;
 pub mod stats;
 pub mod vm;

@@ -31,6 +31,11 @@ pub trait Platform {
     fn console_read(&mut self) -> Option<u8>;
     /// Whether console input is waiting.
     fn console_input_ready(&mut self) -> bool;
+    /// Whether console input may still arrive (it is waiting, or the console is open): a
+    /// guest halted until input arrives is stopped when none ever can.
+    fn console_input_possible(&mut self) -> bool {
+        true
+    }
 }
 
 #[cfg(feature = "std")]
@@ -38,7 +43,7 @@ mod std_platform {
     use super::Platform;
     use std::collections::VecDeque;
     use std::io::{Read, Write};
-    use std::sync::{Arc, Condvar, Mutex};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard};
     use std::time::{Duration, Instant};
     use std::vec::Vec;
 
@@ -49,51 +54,216 @@ mod std_platform {
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// Console input the reader thread holds for the guest, at most. When the guest does
+    /// not read (its UART's receive buffer stays full), the thread stops reading, so the
+    /// input stays in the host's pipe or terminal: input is taken at the rate the guest
+    /// takes it, as on a serial line with flow control, and never piles up in the host.
+    pub const INPUT_BUFFER: usize = 4096;
+    /// Console output handed to the writer thread and not yet written, at most. When the
+    /// host's stdout does not take output (a pipe nobody reads, a stopped terminal), the
+    /// guest's writes wait for room: the run is slowed to the rate stdout takes output,
+    /// never buffered without bound.
+    pub const OUTPUT_BUFFER: usize = 64 * 1024;
+    /// Guest output gathered before it is handed to the writer thread.
+    const LOCAL_OUTPUT: usize = 4096;
+
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Console input gathered by the reader thread.
     #[derive(Default)]
     struct Input {
         bytes: VecDeque<u8>,
+        /// The input ended (or could not be read).
         closed: bool,
+        /// The reader thread waits for room in `bytes`.
+        reader_waiting: bool,
     }
 
-    /// The host process: `Instant` as the clock, stdout as the console, stdin read by a
-    /// background thread (so waiting for input never spins).
+    /// Console output waiting for the writer thread.
+    #[derive(Default)]
+    struct Output {
+        bytes: VecDeque<u8>,
+        /// The writer thread is writing a chunk it took from `bytes`.
+        writing: bool,
+        /// The output stream failed (closed): everything from now on is discarded, as a
+        /// UART with nothing attached discards it.
+        broken: bool,
+    }
+
+    /// One side of the console: its state and the condition variable that signals
+    /// changes to it (both directions: data arrived, room appeared).
+    struct Channel<T> {
+        state: Mutex<T>,
+        changed: Condvar,
+    }
+
+    impl<T: Default> Channel<T> {
+        fn new() -> Arc<Channel<T>> {
+            Arc::new(Channel {
+                state: Mutex::new(T::default()),
+                changed: Condvar::new(),
+            })
+        }
+    }
+
+    /// The host process: `Instant` as the clock, and a console on stdin and stdout
+    /// served by two threads, each through a bounded buffer (see [`INPUT_BUFFER`] and
+    /// [`OUTPUT_BUFFER`]): waiting for input never spins, and a stdout that blocks never
+    /// blocks the run loop past the output deadline ([`StdPlatform::set_output_deadline`]).
     pub struct StdPlatform {
         start: Instant,
         out: Vec<u8>,
-        input: Arc<(Mutex<Input>, Condvar)>,
+        input: Arc<Channel<Input>>,
+        output: Arc<Channel<Output>>,
+        /// See [`StdPlatform::set_output_deadline`].
+        output_deadline_ns: Option<u64>,
+        /// Output bytes dropped because the deadline passed while stdout was full.
+        dropped: u64,
     }
 
     impl StdPlatform {
         /// A platform whose console is this process's stdin and stdout.
         pub fn new() -> StdPlatform {
-            let input = Arc::new((Mutex::new(Input::default()), Condvar::new()));
-            let feed = Arc::clone(&input);
+            StdPlatform::with_console(std::io::stdin(), std::io::stdout())
+        }
+
+        /// A platform whose console reads `input` and writes `output`, each on a thread
+        /// of its own.
+        pub fn with_console<R, W>(input: R, output: W) -> StdPlatform
+        where
+            R: Read + Send + 'static,
+            W: Write + Send + 'static,
+        {
+            let platform = StdPlatform {
+                start: Instant::now(),
+                out: Vec::with_capacity(LOCAL_OUTPUT),
+                input: Channel::new(),
+                output: Channel::new(),
+                output_deadline_ns: None,
+                dropped: 0,
+            };
+            let feed = Arc::clone(&platform.input);
             let spawned = std::thread::Builder::new()
                 .name("console-input".into())
-                .spawn(move || {
-                    let mut stdin = std::io::stdin();
-                    let mut buf = [0u8; 256];
-                    loop {
-                        let n = stdin.read(&mut buf).unwrap_or(0);
-                        let (lock, cv) = &*feed;
-                        let mut input = lock.lock().unwrap_or_else(|e| e.into_inner());
-                        if n == 0 {
-                            input.closed = true;
-                            cv.notify_all();
-                            return;
-                        }
-                        input.bytes.extend(&buf[..n]);
-                        cv.notify_all();
-                    }
-                });
+                .spawn(move || read_input(input, &feed));
             if spawned.is_err() {
-                input.0.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+                lock(&platform.input.state).closed = true;
             }
-            StdPlatform {
-                start: Instant::now(),
-                out: Vec::with_capacity(4096),
-                input,
+            let drain = Arc::clone(&platform.output);
+            let spawned = std::thread::Builder::new()
+                .name("console-output".into())
+                .spawn(move || write_output(output, &drain));
+            if spawned.is_err() {
+                lock(&platform.output.state).broken = true;
+            }
+            platform
+        }
+
+        /// From `deadline_ns` on (this platform's clock, [`Platform::now_ns`]) console
+        /// output does not wait for a stdout that takes nothing more: what does not fit in
+        /// the buffer is dropped and counted ([`StdPlatform::output_dropped`]). Without a
+        /// deadline, output waits for stdout as long as it takes. The program sets it to
+        /// the end of `--timeout`, so the timeout holds whatever the terminal does.
+        pub fn set_output_deadline(&mut self, deadline_ns: Option<u64>) {
+            self.output_deadline_ns = deadline_ns;
+        }
+
+        /// Console output bytes dropped so far because stdout took nothing more before
+        /// the output deadline.
+        pub fn output_dropped(&self) -> u64 {
+            self.dropped
+        }
+
+        /// Hand all gathered output to the writer thread and wait until it is written,
+        /// or until the output deadline. Returns [`StdPlatform::output_dropped`].
+        pub fn drain_output(&mut self) -> u64 {
+            self.console_flush();
+            let deadline = self.output_deadline_ns;
+            let out = &self.output;
+            let mut state = lock(&out.state);
+            while (!state.bytes.is_empty() || state.writing) && !state.broken {
+                match self.time_left(deadline) {
+                    None => state = out.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                    Some(left) if left.is_zero() => {
+                        self.dropped += state.bytes.len() as u64;
+                        state.bytes.clear();
+                        break;
+                    }
+                    Some(left) => {
+                        state = out
+                            .changed
+                            .wait_timeout(state, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                }
+            }
+            self.dropped
+        }
+
+        /// Time until `deadline` (`None`: no deadline; zero: passed).
+        fn time_left(&self, deadline: Option<u64>) -> Option<Duration> {
+            deadline.map(|d| {
+                let now = self.start.elapsed().as_nanos() as u64;
+                Duration::from_nanos(d.saturating_sub(now))
+            })
+        }
+    }
+
+    /// The reader thread: read while the buffer has room, wait while it is full.
+    fn read_input(mut input: impl Read, feed: &Channel<Input>) {
+        let mut buf = [0u8; 256];
+        loop {
+            let room = {
+                let mut state = lock(&feed.state);
+                while state.bytes.len() >= INPUT_BUFFER {
+                    state.reader_waiting = true;
+                    state = feed.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                state.reader_waiting = false;
+                INPUT_BUFFER - state.bytes.len()
+            };
+            let n = input.read(&mut buf[..room.min(256)]).unwrap_or(0);
+            let mut state = lock(&feed.state);
+            if n == 0 {
+                state.closed = true;
+                feed.changed.notify_all();
+                return;
+            }
+            state.bytes.extend(&buf[..n]);
+            feed.changed.notify_all();
+        }
+    }
+
+    /// The writer thread: write what the run loop hands over, chunk by chunk.
+    fn write_output(mut output: impl Write, drain: &Channel<Output>) {
+        let mut chunk = Vec::with_capacity(OUTPUT_BUFFER);
+        loop {
+            {
+                let mut state = lock(&drain.state);
+                state.writing = false;
+                drain.changed.notify_all();
+                while state.bytes.is_empty() {
+                    state = drain.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                chunk.clear();
+                chunk.extend(state.bytes.drain(..));
+                state.writing = true;
+                drain.changed.notify_all();
+            }
+            if output
+                .write_all(&chunk)
+                .and_then(|()| output.flush())
+                .is_err()
+            {
+                let mut state = lock(&drain.state);
+                state.broken = true;
+                state.writing = false;
+                state.bytes.clear();
+                drain.changed.notify_all();
+                return;
             }
         }
     }
@@ -115,8 +285,8 @@ mod std_platform {
 
         fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
             self.console_flush();
-            let (lock, cv) = &*self.input;
-            let mut input = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (lock_, cv) = (&self.input.state, &self.input.changed);
+            let mut input = lock(lock_);
             loop {
                 if !input.bytes.is_empty() {
                     return true;
@@ -141,45 +311,76 @@ mod std_platform {
 
         fn console_write(&mut self, bytes: &[u8]) {
             self.out.extend_from_slice(bytes);
-            if bytes.contains(&b'\n') || self.out.len() >= 4096 {
+            if bytes.contains(&b'\n') || self.out.len() >= LOCAL_OUTPUT {
                 self.console_flush();
             }
         }
 
         fn console_flush(&mut self) {
-            if !self.out.is_empty() {
-                let mut stdout = std::io::stdout().lock();
-                // A closed stdout must not stop the guest: output is dropped, as a UART
-                // with nothing attached drops it.
-                let _ = stdout.write_all(&self.out);
-                let _ = stdout.flush();
-                self.out.clear();
+            if self.out.is_empty() {
+                return;
             }
+            let deadline = self.output_deadline_ns;
+            let out = Arc::clone(&self.output);
+            let mut state = lock(&out.state);
+            let mut pending = &self.out[..];
+            while !pending.is_empty() {
+                if state.broken {
+                    // A closed stdout must not stop the guest: output is dropped, as a
+                    // UART with nothing attached drops it.
+                    break;
+                }
+                let room = OUTPUT_BUFFER.saturating_sub(state.bytes.len());
+                if room > 0 {
+                    let n = room.min(pending.len());
+                    state.bytes.extend(&pending[..n]);
+                    pending = &pending[n..];
+                    out.changed.notify_all();
+                    continue;
+                }
+                // Full: wait for the writer thread to take some, up to the deadline.
+                match self.time_left(deadline) {
+                    None => state = out.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                    Some(left) if left.is_zero() => {
+                        self.dropped += pending.len() as u64;
+                        break;
+                    }
+                    Some(left) => {
+                        state = out
+                            .changed
+                            .wait_timeout(state, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                }
+            }
+            drop(state);
+            self.out.clear();
         }
 
         fn console_read(&mut self) -> Option<u8> {
-            self.input
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bytes
-                .pop_front()
+            let mut input = lock(&self.input.state);
+            let byte = input.bytes.pop_front();
+            if input.reader_waiting {
+                // Room again: the reader thread may read on.
+                self.input.changed.notify_all();
+            }
+            byte
         }
 
         fn console_input_ready(&mut self) -> bool {
-            !self
-                .input
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bytes
-                .is_empty()
+            !lock(&self.input.state).bytes.is_empty()
+        }
+
+        fn console_input_possible(&mut self) -> bool {
+            let input = lock(&self.input.state);
+            !input.closed || !input.bytes.is_empty()
         }
     }
 
     impl Drop for StdPlatform {
         fn drop(&mut self) {
-            self.console_flush();
+            self.drain_output();
         }
     }
 
@@ -247,8 +448,134 @@ mod std_platform {
         fn console_input_ready(&mut self) -> bool {
             !self.input.is_empty()
         }
+        fn console_input_possible(&mut self) -> bool {
+            // The buffer is all the input there will ever be.
+            !self.input.is_empty()
+        }
     }
 }
 
 #[cfg(feature = "std")]
 pub use std_platform::{CapturePlatform, StdPlatform};
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::std_platform::{INPUT_BUFFER, OUTPUT_BUFFER};
+    use super::{Platform, StdPlatform};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use std::vec::Vec;
+
+    /// Endless input (like `yes`) that counts what was taken from it.
+    struct Endless(Arc<AtomicUsize>);
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(b'y');
+            self.0.fetch_add(buf.len(), Ordering::SeqCst);
+            Ok(buf.len())
+        }
+    }
+
+    /// An output nobody reads: every write blocks for good.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// An output that takes everything, slowly.
+    struct Slow(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_micros(200));
+            let n = buf.len().min(1000);
+            self.0.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn settle() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn console_input_is_taken_only_as_the_guest_reads_it() {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let mut p = StdPlatform::with_console(Endless(Arc::clone(&taken)), Vec::new());
+        settle();
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            INPUT_BUFFER,
+            "the buffer filled, no more"
+        );
+        for _ in 0..1000 {
+            assert_eq!(p.console_read(), Some(b'y'));
+        }
+        settle();
+        assert_eq!(taken.load(Ordering::SeqCst), INPUT_BUFFER + 1000);
+        assert!(p.console_input_ready());
+    }
+
+    #[test]
+    fn a_blocked_output_holds_the_guest_only_until_the_deadline() {
+        let mut p = StdPlatform::with_console(std::io::empty(), Stuck);
+        p.set_output_deadline(Some(p.now_ns() + 300_000_000));
+        let started = Instant::now();
+        let line = [b'x'; 1023];
+        let mut written = 0u64;
+        for _ in 0..400 {
+            p.console_write(&line);
+            p.console_write(b"\n");
+            written += 1024;
+        }
+        let dropped = p.drain_output();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250),
+            "waited for room: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "but not past the deadline: {took:?}"
+        );
+        // The writer thread holds one chunk, the buffer another; the rest is dropped.
+        assert!(
+            dropped >= written - 2 * OUTPUT_BUFFER as u64,
+            "{dropped} of {written}"
+        );
+        assert_eq!(p.output_dropped(), dropped);
+        // Later output is dropped at once.
+        let again = Instant::now();
+        p.console_write(&[b'y'; 4096]);
+        assert!(again.elapsed() < Duration::from_millis(200));
+        assert_eq!(p.drain_output(), dropped + 4096);
+    }
+
+    #[test]
+    fn without_a_deadline_output_waits_for_a_slow_stdout_and_loses_nothing() {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let mut p = StdPlatform::with_console(std::io::empty(), Slow(Arc::clone(&sink)));
+        let text: Vec<u8> = (0..(3 * OUTPUT_BUFFER as u32))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for chunk in text.chunks(777) {
+            p.console_write(chunk);
+        }
+        assert_eq!(p.drain_output(), 0);
+        assert_eq!(*sink.lock().unwrap(), text);
+    }
+}

@@ -15,22 +15,29 @@
 //! LINT0 (ExtINT, after the INTA cycle), or asks the backend for the window in which the
 //! guest can take it.
 
+use crate::acpi::SCI_IRQ;
 use crate::apic::LocalApic;
 use crate::cpuid::CpuidPolicy;
 use crate::devices::bus::{Bus, MmioDevice, PioDevice};
-use crate::devices::debug_exit::DEBUG_EXIT_PORT;
-use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
-use crate::devices::pic::{ELCR_BASE, PIC_MASTER_BASE, PIC_SLAVE_BASE};
-use crate::devices::post_code::{PostCode, POST_CODE_PORT};
-use crate::devices::uart::{Uart16550, COM1_BASE};
+use crate::devices::pit::PIT_IRQ;
+use crate::devices::rtc::RTC_IRQ;
+pub use crate::devices::COM1_IRQ;
+use crate::devices::{register_ports, Devices};
 use crate::exit::Exit;
-use crate::irq::IrqChip;
 use crate::mmu::memory::GuestMemory;
 use crate::msr::MsrState;
 use crate::ops::{RunLimit, X86Ops};
 use crate::platform::Platform;
 use crate::stats::ExitStats;
 use alloc::string::String;
+
+/// The earlier of two optional times.
+pub(crate) fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +60,13 @@ pub enum RunOutcome {
     /// The guest halted with nothing that could ever wake it (interrupts disabled, or no
     /// timer armed and no interrupt source).
     HaltedForever,
+    /// The guest powered the machine off: ACPI sleep state S5 through PM1a_CNT.
+    PowerOff,
+    /// The guest reset the machine (the keyboard controller's reset line, the reset
+    /// control register at 0xCF9, which is also the ACPI reset register). The VM stops;
+    /// its owner decides whether to start the guest again, as QEMU does unless
+    /// `-no-reboot`.
+    Reset,
     /// The run could not continue; the string says why.
     Failed(String),
 }
@@ -100,20 +114,6 @@ pub(crate) enum Flow {
     Stop,
 }
 
-/// The ISA IRQ COM1's interrupt output drives.
-pub const COM1_IRQ: u32 = 4;
-
-/// The platform devices the core provides.
-#[derive(Debug, Default)]
-pub struct Devices {
-    /// COM1.
-    pub com1: Uart16550,
-    /// Port 0x80.
-    pub post_code: PostCode,
-    /// The interrupt controllers (8259 pair, I/O APIC) and the lines that feed them.
-    pub irqchip: IrqChip,
-}
-
 /// One virtual machine with one vCPU.
 pub struct Vm<B: X86Ops, P: Platform> {
     /// The vCPU's backend.
@@ -159,9 +159,9 @@ pub struct Vm<B: X86Ops, P: Platform> {
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// A VM around a vCPU whose architectural state the caller has already set (for
-    /// instance with a loader's [`crate::loader::BootState`]). Registers COM1, the
-    /// debug-exit port, port 0x80, the PIC pair with its ELCR, the I/O APIC and the local
-    /// APIC.
+    /// instance with a loader's [`crate::loader::BootState`]), with the PC's platform
+    /// devices ([`Devices`], registered by [`register_ports`]) and the local APIC. The
+    /// firmware tables are the caller's to build ([`crate::pc`]).
     pub fn new(
         vcpu: B,
         mem: GuestMemory,
@@ -170,15 +170,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         config: VmConfig,
     ) -> Vm<B, P> {
         let mut pio = Bus::new();
-        // The ranges are disjoint constants: registration cannot conflict.
-        let _ = pio.register(u64::from(COM1_BASE), 8, PioDevice::Com1);
-        let _ = pio.register(u64::from(DEBUG_EXIT_PORT), 4, PioDevice::DebugExit);
-        let _ = pio.register(u64::from(POST_CODE_PORT), 1, PioDevice::PostCode);
-        for base in [PIC_MASTER_BASE, PIC_SLAVE_BASE, ELCR_BASE] {
-            let _ = pio.register(u64::from(base), 2, PioDevice::Pic);
-        }
         let mut mmio = Bus::new();
-        let _ = mmio.register(IOAPIC_BASE, IOAPIC_SIZE, MmioDevice::IoApic);
+        register_ports(&mut pio, &mut mmio);
+        let devices = Devices::new(&mem, platform.wall_clock_ns(), platform.now_ns());
         let mut vm = Vm {
             vcpu,
             mem,
@@ -186,7 +180,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             cpuid,
             msrs: MsrState::new(),
             apic: LocalApic::new(0),
-            devices: Devices::default(),
+            devices,
             pio,
             mmio,
             stats: ExitStats::default(),
@@ -206,6 +200,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         };
         vm.sync_apic_mmio();
         vm
+    }
+
+    /// Give up the VM and keep its host services (the console of a machine that reboots).
+    pub fn into_platform(self) -> P {
+        self.platform
     }
 
     /// The guest's TSC now (reads the host clock).
@@ -385,14 +384,61 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
         let tsc = now_ns.wrapping_add_signed(self.msrs.tsc_offset());
         self.apic.update(tsc);
+        self.update_platform_timers(now_ns);
         // Console input may have arrived since the UART was last looked at.
         self.update_com1_irq();
         self.limit = RunLimit {
             tsc,
-            deadline: self.apic.next_deadline(),
+            deadline: self.next_deadline_tsc(),
             max_instructions: slice,
         };
         None
+    }
+
+    /// Bring the platform timers (the PIT, the RTC, the ACPI PM timer) to `now_ns` and
+    /// their interrupt lines with them: IRQ 0 gets one edge however many periods of
+    /// channel 0 passed (an edge-triggered input latches one request), IRQ 8 and the SCI
+    /// follow their levels.
+    pub(crate) fn update_platform_timers(&mut self, now_ns: u64) {
+        let d = &mut self.devices;
+        d.pit.update(now_ns);
+        d.rtc.update(now_ns);
+        d.acpi_pm.update(now_ns);
+        if d.pit.take_irq_edges() > 0 {
+            self.pulse_irq(PIT_IRQ);
+        }
+        let rtc = self.devices.rtc.irq_level();
+        self.set_irq(RTC_IRQ, rtc);
+        let sci = self.devices.acpi_pm.sci_level();
+        self.set_irq(u32::from(SCI_IRQ), sci);
+    }
+
+    /// The guest TSC value of machine time `ns` (the TSC is the machine clock plus the
+    /// guest's offset; a time before the TSC's zero is its zero).
+    fn ns_to_tsc(&self, ns: u64) -> u64 {
+        let tsc = i128::from(ns) + i128::from(self.msrs.tsc_offset());
+        u64::try_from(tsc.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The machine time at which the guest TSC reads `tsc`.
+    fn tsc_to_ns(&self, tsc: u64) -> u64 {
+        let ns = i128::from(tsc) - i128::from(self.msrs.tsc_offset());
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The next time, as a guest TSC value, at which a timer may raise an interrupt: the
+    /// local APIC's timer or a platform timer.
+    fn next_deadline_tsc(&self) -> Option<u64> {
+        let platform = self.devices.next_deadline().map(|ns| self.ns_to_tsc(ns));
+        earliest(self.apic.next_deadline(), platform)
+    }
+
+    /// When a halted vCPU must wake to look again, as machine time: the platform timers'
+    /// next deadline, or the local APIC timer's unless its vector is already requested
+    /// ([`LocalApic::next_wakeup`]).
+    pub(crate) fn next_wakeup_ns(&self) -> Option<u64> {
+        let apic = self.apic.next_wakeup().map(|tsc| self.tsc_to_ns(tsc));
+        earliest(apic, self.devices.next_deadline())
     }
 
     /// Route the local APIC's EOI broadcasts, then deliver what is pending, highest
@@ -677,7 +723,8 @@ mod tests {
             (0x21, masks[0]),
             (0xa1, masks[1]),
         ] {
-            assert_eq!(outb(vm, port, value), Flow::Events);
+            // Clock: an unmasked line can make a platform timer's deadline matter.
+            assert_eq!(outb(vm, port, value), Flow::Clock);
         }
     }
 
@@ -723,7 +770,7 @@ mod tests {
         assert_eq!(vm.devices.irqchip.pic.isr(), 0x0008);
         assert!(!vm.vcpu.irq_window, "nothing left: window closed");
         // The handler's EOI to the PIC: IRQ 3 made no new edge, nothing more.
-        assert_eq!(outb(&mut vm, 0x20, 0x63), Flow::Events);
+        assert_eq!(outb(&mut vm, 0x20, 0x63), Flow::Clock);
         vm.deliver_events();
         assert_eq!(vm.vcpu.injected.len(), 3);
     }
@@ -733,7 +780,7 @@ mod tests {
         let mut vm = vm();
         // Pin 4: vector 0x41, level-triggered, physical destination 0.
         ioapic_write(&mut vm, 0x11 + 8, 0);
-        assert_eq!(ioapic_write(&mut vm, 0x10 + 8, 0x8041), Flow::Events);
+        assert_eq!(ioapic_write(&mut vm, 0x10 + 8, 0x8041), Flow::Clock);
         vm.vcpu.rflags = RFLAGS_IF;
         // The UART raises IRQ 4 once OUT2 and the THR-empty interrupt are on.
         assert_eq!(outb(&mut vm, 0x3fc, 0x0b), Flow::Resume, "line still low");
@@ -796,5 +843,138 @@ mod tests {
         vm.pulse_irq(0);
         assert!(!vm.devices.irqchip.line(0));
         assert_eq!(vm.devices.irqchip.pic.irr() & 1, 1, "the edge was latched");
+    }
+
+    /// A clock that moves only when the VM waits: each wait jumps to its deadline.
+    #[derive(Default)]
+    struct Ticking {
+        now: core::cell::Cell<u64>,
+        waits: u32,
+    }
+
+    impl Platform for Ticking {
+        fn now_ns(&self) -> u64 {
+            self.now.get()
+        }
+        fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
+            self.waits += 1;
+            if let Some(deadline) = deadline_ns {
+                self.now.set(self.now.get().max(deadline));
+            }
+            true
+        }
+        fn console_write(&mut self, _bytes: &[u8]) {}
+        fn console_read(&mut self) -> Option<u8> {
+            None
+        }
+        fn console_input_ready(&mut self) -> bool {
+            false
+        }
+        fn console_input_possible(&mut self) -> bool {
+            false
+        }
+    }
+
+    fn ticking_vm() -> Vm<EventVcpu, Ticking> {
+        let mem = GuestMemory::with_ram(1 << 20).unwrap();
+        let config = VmConfig {
+            timeout_ns: Some(1_000_000_000),
+            ..VmConfig::default()
+        };
+        let mut vm = Vm::new(
+            EventVcpu::default(),
+            mem,
+            Ticking::default(),
+            CpuidPolicy::emulator(),
+            config,
+        );
+        vm.apic.mmio_write(reg::SVR, 0x1ff, 0);
+        vm.vcpu.rflags = RFLAGS_IF;
+        vm
+    }
+
+    #[test]
+    fn hlt_sleeps_through_timers_that_cannot_interrupt() {
+        // The local APIC timer runs periodically at its shortest period, but the TPR holds
+        // its vector back: once it is requested, firing again changes nothing.
+        let mut vm = ticking_vm();
+        vm.apic.mmio_write(reg::TPR, 0xf0, 0);
+        vm.apic
+            .mmio_write(reg::LVT_TIMER, 0x40 | crate::apic::LVT_TIMER_PERIODIC, 0);
+        vm.apic.mmio_write(reg::TIMER_DIVIDE, 0xb, 0);
+        vm.apic.mmio_write(reg::TIMER_INITIAL, 1, 0);
+        assert_eq!(vm.handle_hlt(), Flow::Stop);
+        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
+        assert!(vm.platform.waits <= 2, "woke {} times", vm.platform.waits);
+
+        // The PIT counts from power-on (18.2 Hz), but IRQ 0 is masked at the PIC and the
+        // I/O APIC as firmware leaves them.
+        let mut vm = ticking_vm();
+        assert_eq!(vm.handle_hlt(), Flow::Stop);
+        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
+        assert_eq!(vm.platform.waits, 0);
+        // Unmasked at the PIC (through LINT0 in virtual-wire mode), its tick wakes HLT.
+        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        let apics = core::slice::from_mut(&mut vm.apic);
+        vm.devices.irqchip.pic_write(0x21, 0xfe, apics);
+        assert_eq!(vm.handle_hlt(), Flow::Clock);
+        assert_eq!(vm.platform.waits, 1);
+        let tick = vm.platform.now.get();
+        assert!(
+            (54_000_000..=56_000_000).contains(&tick),
+            "the first tick at 65536 PIT clocks, not {tick} ns"
+        );
+    }
+
+    #[test]
+    fn keyboard_bytes_each_raise_irq1() {
+        let mut vm = vm();
+        // I/O APIC pin 1: vector 0x51, edge.
+        ioapic_write(&mut vm, 0x11 + 2, 0);
+        ioapic_write(&mut vm, 0x10 + 2, 0x51);
+        vm.vcpu.rflags = RFLAGS_IF;
+        // The keyboard's answer to "identify" is three bytes; Linux's handler reads one
+        // per interrupt.
+        outb(&mut vm, 0x60, 0xf2);
+        for (n, byte) in [0xfa, 0xab, 0x41].into_iter().enumerate() {
+            vm.deliver_events();
+            vm.vcpu.enter();
+            assert_eq!(vm.vcpu.injected.len(), n + 1, "an interrupt for byte {n}");
+            assert_eq!(inb(&mut vm, 0x60), byte);
+            vm.apic.mmio_write(reg::EOI, 0, 0);
+        }
+        vm.deliver_events();
+        assert_eq!(vm.vcpu.injected.len(), 3, "nothing after the last byte");
+    }
+
+    #[test]
+    fn power_off_and_reset_end_the_run() {
+        let mut vm = vm();
+        // PM1a_CNT: a sleep type the DSDT does not declare is no sleep state.
+        let slp = |typ: u32| (typ << 10) | (1 << 13);
+        assert_ne!(vm.handle_io(0x604, 2, Direction::Write, slp(1)), Flow::Stop);
+        assert_eq!(
+            vm.handle_io(
+                0x604,
+                2,
+                Direction::Write,
+                slp(u32::from(crate::acpi::S5_SLEEP_TYPE))
+            ),
+            Flow::Stop
+        );
+        assert_eq!(vm.stop.take(), Some(RunOutcome::PowerOff));
+        // The reset control register (the FADT's reset register) and the 8042's pulse.
+        assert_eq!(outb(&mut vm, 0xcf9, 0x02), Flow::Resume);
+        assert_eq!(outb(&mut vm, 0xcf9, 0x06), Flow::Stop);
+        assert_eq!(vm.stop.take(), Some(RunOutcome::Reset));
+        assert_eq!(outb(&mut vm, 0x64, 0xfe), Flow::Stop);
+        assert_eq!(vm.stop.take(), Some(RunOutcome::Reset));
+        // A dword at 0xCF8 is the PCI configuration address, not the reset register.
+        assert_eq!(
+            vm.handle_io(0xcf8, 4, Direction::Write, 0x8000_0000),
+            Flow::Resume
+        );
+        assert_eq!(vm.handle_io(0xcfc, 4, Direction::Read, 0), Flow::Resume);
+        assert_eq!(vm.vcpu.pio_in.take(), Some(0x1237_8086), "the host bridge");
     }
 }

@@ -223,7 +223,7 @@ pub fn run_on_emulator(guest: &Guest) -> RunReport {
     let opts = MachineOptions {
         backend: BackendKind::Emu,
         memory: 128 << 20,
-        cmdline: guest.cmdline.to_string(),
+        cmdline: guest.cmdline.as_bytes().to_vec(),
         timeout: Some(Duration::from_secs(guest.timeout_secs)),
         ..MachineOptions::default()
     };

@@ -42,11 +42,11 @@ fuzz_target!(|data: &[u8]| {
     let pick = usize::from(params[0] % 8);
     let ram = (2 + pick as u64) << 20;
     let initrd = vec![0x5a; usize::from(u16::from_le_bytes([params[1], params[2]]))];
-    let cmdline = "x".repeat(usize::from(params[3]));
+    let cmdline = vec![b'x'; usize::from(params[3])];
     RAM.with_borrow_mut(|mems| run(&mut mems[pick], ram, image, &initrd, &cmdline));
 });
 
-fn run(mem: &mut GuestMemory, ram: u64, image: &[u8], initrd: &[u8], cmdline: &str) {
+fn run(mem: &mut GuestMemory, ram: u64, image: &[u8], initrd: &[u8], cmdline: &[u8]) {
     let boot = LinuxBoot {
         cmdline,
         initrd: (!initrd.is_empty()).then_some(initrd),

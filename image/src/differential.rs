@@ -54,6 +54,9 @@ impl Platform for Silent {
     fn console_input_ready(&mut self) -> bool {
         false
     }
+    fn console_input_possible(&mut self) -> bool {
+        false
+    }
 }
 
 /// Run every case of `pack` on `vmx` and the emulator; the code to power off with.

@@ -365,7 +365,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     let mut extra = Vec::new();
     for (i, m) in info.modules().iter().enumerate().skip(1) {
         extra.push(Module {
-            cmdline: m.cmdline.as_str(),
+            cmdline: m.cmdline.as_str().as_bytes(),
             data: module_bytes(m.range, i)?,
         });
     }
@@ -386,8 +386,13 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         }
     }
     let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
-    let state = load_multiboot(&mut mem, kernel, kernel_ref.cmdline.as_str(), &extra)
-        .map_err(|e| format!("boot module 0: {e}"))?;
+    let state = load_multiboot(
+        &mut mem,
+        kernel,
+        kernel_ref.cmdline.as_str().as_bytes(),
+        &extra,
+    )
+    .map_err(|e| format!("boot module 0: {e}"))?;
     vcpu.vcpu_reset(ResetKind::PowerOn);
     state.apply(&mut vcpu);
     let vm_backend_is_vmx = matches!(vcpu, Backend::Vmx(_));
@@ -437,6 +442,14 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         }
         RunOutcome::HaltedForever => {
             log!("failed: the guest halted with nothing that could wake it");
+            CODE_IMAGE_FAILED
+        }
+        RunOutcome::PowerOff => {
+            log!("guest powered off");
+            0
+        }
+        RunOutcome::Reset => {
+            log!("guest reset the machine");
             CODE_IMAGE_FAILED
         }
         RunOutcome::InstructionLimit | RunOutcome::Timeout => {

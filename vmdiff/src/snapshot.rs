@@ -28,6 +28,10 @@ pub enum Ending {
     Halted,
     /// The case wrote to the debug-exit port.
     DebugExit(i32),
+    /// The case powered the machine off (ACPI S5).
+    PowerOff,
+    /// The case reset the machine.
+    Reset,
     /// Triple fault (shutdown).
     TripleFault,
     /// The instruction or time limit ran out.
@@ -42,6 +46,8 @@ impl Ending {
             RunOutcome::HaltedForever => Ending::Halted,
             RunOutcome::DebugExit { status } => Ending::DebugExit(status),
             RunOutcome::TripleFault { .. } => Ending::TripleFault,
+            RunOutcome::PowerOff => Ending::PowerOff,
+            RunOutcome::Reset => Ending::Reset,
             RunOutcome::InstructionLimit | RunOutcome::Timeout => Ending::Unfinished,
             RunOutcome::Failed(why) => Ending::Failed(why),
         }

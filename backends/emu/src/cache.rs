@@ -135,7 +135,7 @@ impl Cache {
                 }
             }
         }
-        if let Some(m) = cpu.code_chunks.get_mut(page as usize) {
+        if let Some(m) = cpu.code_chunks_mut(page) {
             *m = 0;
         }
         cpu.fetch_gen = cpu.fetch_gen.wrapping_add(1);
@@ -154,12 +154,13 @@ impl Cache {
         for ch in first..=last {
             mask |= 1 << ch;
         }
-        if let Some(m) = cpu.code_chunks.get_mut(page as usize) {
-            if *m == 0 {
+        if let Some(m) = cpu.code_chunks_mut(page) {
+            let was = *m;
+            *m |= mask;
+            if was == 0 {
                 // Stores to this page must now take the checked path.
                 cpu.tlb.protect_code_page(page << 12);
             }
-            *m |= mask;
         }
         self.page_blocks.entry(page).or_default().push(idx);
         self.table[slot(block.gpa, block.bits)] = idx;
@@ -244,10 +245,12 @@ pub fn decode_block(
     buf[..n1].copy_from_slice(&bytes[..n1]);
     let la2 = cpu.wrap_la(la.wrapping_add(page_left));
     let gpa2 = cpu.fetch_gpa(mem, la2)?;
-    let Some(b2) = mem.slice(gpa2, (15 - n1) as u64) else {
-        return Err(cpu.exit_with(Exit::SlatViolation { gpa: gpa2 }));
-    };
-    buf[n1..].copy_from_slice(b2);
+    match mem.slice(gpa2, (15 - n1) as u64) {
+        Some(b2) => buf[n1..].copy_from_slice(b2),
+        // The instruction runs past the end of RAM: the bytes beyond read as unbacked
+        // memory does on a PC, all ones. (Fetching wholly outside RAM is refused above.)
+        None => buf[n1..].fill(0xff),
+    }
     let mut dec = Decoder::with_ip(u32::from(bits), &buf, rip, DecoderOptions::NONE);
     let i = dec.decode();
     let i = crate::decode::correct_decode(i, &buf[..i.len().min(15)], u32::from(bits));

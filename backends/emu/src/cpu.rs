@@ -176,6 +176,9 @@ pub enum InterceptKind {
         amask: u64,
         /// Destination of an INS element.
         gpa: u64,
+        /// Destination of the INS element's bytes on the next page, when it crosses a
+        /// page boundary (each page is translated on its own).
+        gpa2: u64,
     },
 }
 
@@ -203,6 +206,18 @@ pub struct MmioState {
     pub want: Option<(u64, u8)>,
     /// A store to MMIO made by the instruction just retired: (gpa, size, data).
     pub write: Option<(u64, u8, u64)>,
+    /// A second store to MMIO by the same instruction (the upper part of a store that
+    /// straddles two pages outside RAM), reported after `write`.
+    pub write2: Option<(u64, u8, u64)>,
+}
+
+impl MmioState {
+    /// The next MMIO store to report, in program order.
+    pub fn take_write(&mut self) -> Option<(u64, u8, u64)> {
+        let w = self.write.take();
+        self.write = self.write2.take();
+        w
+    }
 }
 
 /// The architectural state plus the emulator's per-vCPU caches.
@@ -267,6 +282,9 @@ pub struct Cpu {
     pub shadow: bool,
     /// NMIs blocked (between NMI delivery and IRET).
     pub nmi_blocked: bool,
+    /// Exceptions and software interrupts end the run instead of being delivered (see
+    /// [`crate::EmuVcpu::set_event_exits`]).
+    pub event_exits: bool,
     /// Set by a handler when the current block must end after this instruction (mode,
     /// paging, shadow, self-modifying code, MMIO store).
     pub brk: bool,
@@ -278,8 +296,9 @@ pub struct Cpu {
     pub mmio: MmioState,
     /// The intercepted instruction awaiting completion.
     pub intercept: Option<Intercept>,
-    /// An INS element to store on the next run: (gpa, size, value).
-    pub ins_store: Option<(u64, u8, u32)>,
+    /// An INS element to store on the next run: (gpa, size, value, gpa of the bytes on
+    /// the next page).
+    pub ins_store: Option<(u64, u8, u32, u64)>,
     /// Instructions retired since creation.
     pub retired: u64,
     /// The last guest TSC the core handed over (`RunLimit::tsc`).
@@ -290,7 +309,8 @@ pub struct Cpu {
     pub tsc_base_retired: u64,
     /// Code pages written since the last check: their blocks must go.
     pub smc_pages: Vec<u64>,
-    /// Per guest-physical page: which 128-byte chunks hold decoded code.
+    /// Per RAM page, by its dense index ([`crate::mem::RamMap::page_slot`]): which
+    /// 128-byte chunks hold decoded code.
     pub code_chunks: Vec<u32>,
     /// Bumped whenever cached translations or blocks may have become stale.
     pub fetch_gen: u64,
@@ -339,6 +359,7 @@ impl Cpu {
             bits: 16,
             shadow: false,
             nmi_blocked: false,
+            event_exits: false,
             brk: false,
             tlb: Tlb::new(),
             ram: RamMap::default(),

@@ -82,6 +82,9 @@ pub fn deliver(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> R
     c.brk = true;
     c.mmio.len = 0;
     c.mmio.pos = 0;
+    if c.event_exits && src != Source::External {
+        return event_exit(c, mem, vector, src);
+    }
     if !c.protected() {
         return deliver_real(c, mem, vector);
     }
@@ -90,6 +93,25 @@ pub fn deliver(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> R
     } else {
         deliver_protected(c, mem, vector, src)
     }
+}
+
+/// An exception or software interrupt ends the run as [`Exit::Exception`] instead of
+/// being delivered (the emulator's counterpart of VMX's exception bitmap, for every
+/// vector). A software interrupt first makes the checks that decide whether it is
+/// delivered at all (the IDT limit, the gate's DPL against CPL, the gate's presence), so
+/// at CPL 3 `INT n` through a DPL-0 gate ends with the #GP it raises, as it does in a
+/// user-mode process.
+#[cold]
+fn event_exit(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> Result<(), Ex> {
+    if src == Source::Software && c.protected() {
+        let size = if c.lma() { 16 } else { 8 };
+        read_gate(c, mem, vector, src, size)?;
+    }
+    let error_code = match src {
+        Source::Exception(ec) => ec,
+        Source::Software | Source::External => None,
+    };
+    Err(c.exit_with(Exit::Exception { vector, error_code }))
 }
 
 fn ext_bit(src: Source) -> u32 {

@@ -96,6 +96,20 @@ impl EmuVcpu {
         self.cache.flush(&mut self.cpu);
     }
 
+    /// Make every exception and software interrupt (INT n, INT3, INTO, INT1) end the run
+    /// with [`Exit::Exception`] instead of being delivered through the IDT, the way a
+    /// VMX exception bitmap with every bit set ends it: nothing is pushed, no handler
+    /// runs. The registers are those the event found: for a fault, RIP at the faulting
+    /// instruction and its partial effects (a REP count) in place; for INT n, INT3, INTO
+    /// and INT1, RIP at the instruction (its length tells the return address); for a
+    /// single-step trap, RIP after the instruction. Software interrupts first pass the
+    /// gate checks of protected mode (a DPL-0 gate at CPL 3 ends with #GP instead).
+    /// External interrupts and NMIs are still delivered. For tools that run snippets
+    /// and report how they ended (`opsvisor exec`).
+    pub fn set_event_exits(&mut self, on: bool) {
+        self.cpu.event_exits = on;
+    }
+
     /// The architectural state, read-only (for tests and debuggers).
     pub fn state(&self) -> &Cpu {
         &self.cpu
@@ -138,8 +152,10 @@ impl EmuVcpu {
     fn refresh_memory(&mut self, mem: &mut GuestMemory) {
         if self.cpu.ram.refresh(mem) {
             self.cpu.tlb.flush(true);
-            let pages = self.cpu.ram.end().div_ceil(4096) as usize;
+            // One entry per RAM page (dense: see `RamMap::page_slot`).
+            let pages = self.cpu.ram.pages();
             self.cpu.code_chunks.clear();
+            self.cpu.code_chunks.shrink_to(pages);
             self.cpu.code_chunks.resize(pages, 0);
             self.cache.flush(&mut self.cpu);
         }
@@ -180,15 +196,24 @@ impl EmuVcpu {
     /// store of an INS element the core completed, and an injected event.
     fn enter_events(&mut self, mem: &mut GuestMemory) -> Result<(), Exit> {
         let c = &mut self.cpu;
-        if let Some((gpa, size, value)) = c.ins_store.take() {
+        if let Some((gpa, size, value, gpa2)) = c.ins_store.take() {
             let bytes = value.to_le_bytes();
             let n = usize::from(size).min(4);
-            // The destination was checked when the element exited; a store to MMIO there
-            // is dropped (string input into device memory is not supported).
-            if mem.write(gpa, &bytes[..n]).is_ok() {
-                let page = gpa >> 12;
-                if c.code_chunks.get(page as usize).is_some_and(|m| *m != 0) {
-                    c.smc_pages.push(page);
+            // The destination was checked when the element exited, page by page when it
+            // crosses a page boundary. Bytes outside RAM are dropped: string input into
+            // device memory is not supported, and unbacked memory drops writes.
+            let first = (4096 - (gpa & 0xfff)).min(n as u64) as usize;
+            for (i, &b) in bytes[..n].iter().enumerate() {
+                let at = if i < first {
+                    gpa + i as u64
+                } else {
+                    gpa2 + (i - first) as u64
+                };
+                if mem.write_u8(at, b).is_ok() {
+                    let page = at >> 12;
+                    if c.code_chunks_of(page).is_some_and(|m| m != 0) {
+                        c.smc_pages.push(page);
+                    }
                 }
             }
         }
@@ -277,7 +302,7 @@ impl EmuVcpu {
             if !self.cpu.smc_pages.is_empty() {
                 self.process_smc();
             }
-            if let Some((gpa, size, data)) = self.cpu.mmio.write.take() {
+            if let Some((gpa, size, data)) = self.cpu.mmio.take_write() {
                 leave!(Exit::Mmio {
                     gpa,
                     size,
@@ -519,6 +544,7 @@ impl EmuVcpu {
         c.mmio.len = 0;
         c.mmio.pos = 0;
         c.mmio.write = None;
+        c.mmio.write2 = None;
         interrupt::raise(c, mem, vector, error_code).err()
     }
 }
@@ -860,8 +886,9 @@ impl X86Ops for EmuVcpu {
                 size,
                 ins: true,
                 gpa,
+                gpa2,
                 ..
-            }) => c.ins_store = Some((gpa, size, value)),
+            }) => c.ins_store = Some((gpa, size, value, gpa2)),
             _ => {}
         }
         self.skip_emulated_instruction();

@@ -13,13 +13,32 @@ use opsvisor_core::ops::Segment;
 use crate::tlb::perm;
 pub use crate::tlb::Tlb;
 
-/// The host memory behind guest RAM during one run: (gpa, len, host address) per region.
+/// One RAM region as a run sees it.
+#[derive(Clone, Copy, Debug)]
+struct RamRegion {
+    /// First guest-physical address.
+    gpa: u64,
+    /// Size in bytes (a multiple of 4 KiB).
+    len: u64,
+    /// Host address of the first byte.
+    host: usize,
+    /// Index of the region's first page among all RAM pages (see [`RamMap::page_slot`]).
+    first_slot: usize,
+}
+
+/// The host memory behind guest RAM during one run, region by region, and a dense
+/// numbering of the RAM pages: per-page tables (the self-modifying-code chunks) are
+/// indexed by it, so they cost host memory in proportion to the RAM that exists, never
+/// to the highest guest-physical address (a map with RAM at 1 TiB has as few slots as
+/// one with the same RAM at 0).
 #[derive(Default, Debug)]
 pub struct RamMap {
     /// The [`GuestMemory::map_id`] `regions` were taken from (0, which no map has, when
     /// never filled).
     map_id: u64,
-    regions: Vec<(u64, u64, usize)>,
+    regions: Vec<RamRegion>,
+    /// RAM pages in all regions.
+    pages: usize,
 }
 
 impl RamMap {
@@ -45,25 +64,67 @@ impl RamMap {
     fn rebuild(&mut self, mem: &mut GuestMemory) {
         self.map_id = mem.map_id();
         self.regions.clear();
+        self.pages = 0;
         let bounds: Vec<(u64, u64)> = mem.regions().iter().map(|r| (r.gpa(), r.size())).collect();
-        for (gpa, size) in bounds {
-            if let Some(s) = mem.slice_mut(gpa, size) {
-                self.regions.push((gpa, size, s.as_mut_ptr() as usize));
+        for (gpa, len) in bounds {
+            if let Some(s) = mem.slice_mut(gpa, len) {
+                let first_slot = self.pages;
+                // Regions are host allocations, so their page count fits in a usize.
+                self.pages += (len / 4096) as usize;
+                self.regions.push(RamRegion {
+                    gpa,
+                    len,
+                    host: s.as_mut_ptr() as usize,
+                    first_slot,
+                });
             }
         }
     }
 
-    /// Host address of the guest-physical page `gpa_page`, if it is RAM.
-    pub fn host_page(&self, gpa_page: u64) -> Option<usize> {
-        self.regions.iter().find_map(|&(g, len, host)| {
-            let off = gpa_page.wrapping_sub(g);
-            (gpa_page >= g && off < len && len - off >= 4096).then(|| host + off as usize)
+    /// The region holding the whole 4 KiB page at `gpa_page`, and the page's offset in it.
+    #[inline]
+    fn find(&self, gpa_page: u64) -> Option<(&RamRegion, u64)> {
+        self.regions.iter().find_map(|r| {
+            let off = gpa_page.wrapping_sub(r.gpa);
+            (gpa_page >= r.gpa && off < r.len && r.len - off >= 4096).then_some((r, off))
         })
     }
 
-    /// One past the highest RAM address.
-    pub fn end(&self) -> u64 {
-        self.regions.iter().map(|r| r.0 + r.1).max().unwrap_or(0)
+    /// Host address of the guest-physical page `gpa_page`, if it is RAM.
+    pub fn host_page(&self, gpa_page: u64) -> Option<usize> {
+        self.find(gpa_page).map(|(r, off)| r.host + off as usize)
+    }
+
+    /// Host address and dense index ([`RamMap::page_slot`]) of the guest-physical page
+    /// `gpa_page`, if it is RAM: one search for both.
+    #[inline]
+    pub fn host_page_and_slot(&self, gpa_page: u64) -> Option<(usize, usize)> {
+        self.find(gpa_page)
+            .map(|(r, off)| (r.host + off as usize, r.first_slot + (off / 4096) as usize))
+    }
+
+    /// The dense index (0..[`RamMap::pages`]) of the RAM page with page number `page`
+    /// (guest-physical address / 4096), if it is RAM.
+    #[inline]
+    pub fn page_slot(&self, page: u64) -> Option<usize> {
+        let gpa = page.checked_mul(4096)?;
+        self.find(gpa)
+            .map(|(r, off)| r.first_slot + (off / 4096) as usize)
+    }
+
+    /// The number of RAM pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+}
+
+/// The low `size` bytes (1 to 8) of a value.
+#[inline]
+fn byte_mask(size: u32) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * size)) - 1
     }
 }
 
@@ -276,19 +337,36 @@ impl Cpu {
     /// Fill the TLB's entry for linear `la` in class `sel`: guest-physical page `gpa_page`,
     /// validated for `perms`, with its host address when it is RAM.
     fn fill_tlb(&mut self, sel: usize, la: u64, gpa_page: u64, perms: u8) {
-        let host = self.ram.host_page(gpa_page).unwrap_or(0);
-        let has_code = self.page_has_code(gpa_page);
+        // One search of the RAM map for both the host address and the code-table slot.
+        let found = self.ram.host_page_and_slot(gpa_page);
+        let host = found.map_or(0, |(host, _)| host);
+        let has_code =
+            found.is_some_and(|(_, slot)| self.code_chunks.get(slot).is_some_and(|&m| m != 0));
         self.tlb.fill(sel, la, gpa_page, perms, host, has_code);
     }
 
     /// Whether guest-physical page `gpa_page` holds decoded instructions.
     #[inline]
     pub fn page_has_code(&self, gpa_page: u64) -> bool {
-        match self.code_chunks.get((gpa_page >> 12) as usize) {
-            Some(&m) => m != 0,
-            // Pages beyond the tracked range never hold cached code.
+        match self.code_chunks_of(gpa_page >> 12) {
+            Some(m) => m != 0,
+            // Pages that are not RAM never hold cached code.
             None => false,
         }
+    }
+
+    /// The code-chunk mask of the RAM page with page number `page` (`None` outside RAM).
+    #[inline]
+    pub fn code_chunks_of(&self, page: u64) -> Option<u32> {
+        let slot = self.ram.page_slot(page)?;
+        self.code_chunks.get(slot).copied()
+    }
+
+    /// The code-chunk mask of the RAM page with page number `page`, writable.
+    #[inline]
+    pub fn code_chunks_mut(&mut self, page: u64) -> Option<&mut u32> {
+        let slot = self.ram.page_slot(page)?;
+        self.code_chunks.get_mut(slot)
     }
 
     /// Read `size` (1, 2, 4, 8) bytes at linear `la` in privilege class `sel`.
@@ -348,20 +426,17 @@ impl Cpu {
     ) -> Result<u64, Ex> {
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
-            // Split across two pages: translate both before reading either.
+            // Split across two pages: translate both before reading either. Each part is
+            // read on its own, from RAM or as an MMIO read: a part outside RAM reads what
+            // the bus answers there (a device's register, or all ones where nothing is),
+            // as the two bus transactions of a split access do on a PC.
             let first = 4096 - off;
             let g1 = self.translate(mem, la, kind, sel)?;
             let la2 = self.wrap_la(la.wrapping_add(first));
             let g2 = self.translate(mem, la2, kind, sel)?;
-            let mut v = 0u64;
-            for i in 0..u64::from(size) {
-                let g = if i < first { g1 + i } else { g2 + (i - first) };
-                let Ok(b) = mem.read_u8(g) else {
-                    return Err(self.fail());
-                };
-                v |= u64::from(b) << (8 * i);
-            }
-            return Ok(v);
+            let lo = self.read_phys(mem, g1, first as u32)?;
+            let hi = self.read_phys(mem, g2, size - first as u32)?;
+            return Ok(lo | hi << (8 * first));
         }
         let gpa = self.translate(mem, la, kind, sel)?;
         self.read_phys(mem, gpa, size)
@@ -456,22 +531,15 @@ impl Cpu {
     ) -> Result<(), Ex> {
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
+            // Split across two pages: both translations are checked before either part
+            // is stored; then each part goes to RAM or, outside RAM, to the bus as an MMIO
+            // store of its own (dropped where no device is), as on a PC.
             let first = 4096 - off;
             let g1 = self.translate(mem, la, Kind::Write, sel)?;
             let la2 = self.wrap_la(la.wrapping_add(first));
             let g2 = self.translate(mem, la2, Kind::Write, sel)?;
-            if !mem.is_ram(g1, first) || !mem.is_ram(g2, u64::from(size) - first) {
-                return Err(self.fail());
-            }
-            self.note_code_write(g1, first as u32);
-            self.note_code_write(g2, size - first as u32);
-            for i in 0..u64::from(size) {
-                let g = if i < first { g1 + i } else { g2 + (i - first) };
-                if mem.write_u8(g, (v >> (8 * i)) as u8).is_err() {
-                    return Err(self.fail());
-                }
-            }
-            return Ok(());
+            self.write_phys(mem, g1, first as u32, v)?;
+            return self.write_phys(mem, g2, size - first as u32, v >> (8 * first));
         }
         let gpa = self.translate(mem, la, Kind::Write, sel)?;
         self.write_phys(mem, gpa, size, v)
@@ -491,11 +559,16 @@ impl Cpu {
             self.note_code_write(gpa, size);
             return Ok(());
         }
-        if self.mmio.write.is_some() {
-            // Two MMIO stores in one instruction cannot be reported as one exit.
+        let store = Some((gpa, size as u8, v & byte_mask(size)));
+        if self.mmio.write.is_none() {
+            self.mmio.write = store;
+        } else if self.mmio.write2.is_none() {
+            // The second part of a store split across two pages outside RAM.
+            self.mmio.write2 = store;
+        } else {
+            // More MMIO stores in one instruction than the exits can carry.
             return Err(self.fail());
         }
-        self.mmio.write = Some((gpa, size as u8, v & crate::arith::flags::mask(size)));
         self.brk = true;
         Ok(())
     }
@@ -505,7 +578,7 @@ impl Cpu {
     #[inline]
     fn note_code_write(&mut self, gpa: u64, size: u32) {
         let page = gpa >> 12;
-        let Some(&chunks) = self.code_chunks.get(page as usize) else {
+        let Some(chunks) = self.code_chunks_of(page) else {
             return;
         };
         if chunks == 0 {
@@ -626,6 +699,35 @@ impl Cpu {
         let sel = self.tlb.sel;
         self.translate(mem, la, Kind::Write, sel)
             .map_err(|e| stack_canonical(e, seg, la))
+    }
+
+    /// [`Cpu::probe_write_aligned`] for a store whose bytes may run into the next page
+    /// (an INS element): both pages are checked, and both guest-physical addresses are
+    /// returned, the second for the bytes from the page boundary on (when the store
+    /// stays in one page, the address those bytes would have, unused).
+    pub fn probe_write_split(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+        align: u32,
+    ) -> Result<(u64, u64), Ex> {
+        let la = self.linear(seg, ea, size, true)?;
+        self.check_alignment(la, align)?;
+        let sel = self.tlb.sel;
+        let gpa = self
+            .translate(mem, la, Kind::Write, sel)
+            .map_err(|e| stack_canonical(e, seg, la))?;
+        let first = 4096 - (la & 0xfff);
+        let gpa2 = if first < u64::from(size) {
+            let la2 = self.wrap_la(la.wrapping_add(first));
+            self.translate(mem, la2, Kind::Write, sel)
+                .map_err(|e| stack_canonical(e, seg, la2))?
+        } else {
+            gpa.wrapping_add(first)
+        };
+        Ok((gpa, gpa2))
     }
 
     /// Check that `seg:ea` can be written (for instructions that must fault before side

@@ -1698,3 +1698,285 @@ fn tlb_sees_remapped_pages_after_invlpg_cr3_and_pge() {
         "the 2 MiB page after INVLPG inside it"
     );
 }
+
+/// The end of RAM in the test machine (4 MiB; the identity map goes on to 1 GiB, so the
+/// pages above are mapped but not RAM).
+const RAM_END: u64 = 4 << 20;
+
+/// The MMIO exits the run made, in order.
+fn mmio_exits(h: &Harness) -> Vec<Exit> {
+    h.exits
+        .iter()
+        .copied()
+        .filter(|e| matches!(e, Exit::Mmio { .. }))
+        .collect()
+}
+
+/// A read that straddles the end of RAM takes its low part from RAM and its high part
+/// from the bus (an MMIO read of just those bytes); a store splits the same way, the RAM
+/// part written and the rest an MMIO store. An access straddling two pages that are both
+/// outside RAM is two MMIO accesses. None of this ends the run.
+#[test]
+fn accesses_straddling_the_end_of_ram_split_into_ram_and_bus_parts() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write_u32(RAM_END - 4, 0x4433_2211).unwrap();
+    h.mmio.insert(RAM_END, 0xddcc_bbaa);
+    h.mmio.insert(RAM_END + 0xffe, 0xbbaa);
+    h.mmio.insert(RAM_END + 0x1000, 0xffee_ddcc_bbaa_9988);
+    let mut a = asm64();
+    a.mov(rbx, RAM_END - 4).unwrap();
+    a.mov(rax, qword_ptr(rbx)).unwrap();
+    a.mov(rdx, 0x0102_0304_0506_0708u64).unwrap();
+    a.mov(qword_ptr(rbx), rdx).unwrap();
+    // Both pages outside RAM: two reads, then two stores.
+    a.mov(rbx, RAM_END + 0xffe).unwrap();
+    a.mov(rsi, qword_ptr(rbx)).unwrap();
+    a.mov(qword_ptr(rbx), rdx).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 0xddcc_bbaa_4433_2211);
+    assert_eq!(h.mem.read_u32(RAM_END - 4).unwrap(), 0x0506_0708);
+    assert_eq!(h.gpr(Gpr::Rsi), 0xddcc_bbaa_9988_bbaa);
+    let read = |gpa, size| Exit::Mmio {
+        gpa,
+        size,
+        direction: Direction::Read,
+        data: 0,
+    };
+    let write = |gpa, size, data| Exit::Mmio {
+        gpa,
+        size,
+        direction: Direction::Write,
+        data,
+    };
+    assert_eq!(
+        mmio_exits(&h),
+        [
+            read(RAM_END, 4),
+            write(RAM_END, 4, 0x0102_0304),
+            read(RAM_END + 0xffe, 2),
+            read(RAM_END + 0x1000, 6),
+            write(RAM_END + 0xffe, 2, 0x0708),
+            write(RAM_END + 0x1000, 6, 0x0102_0304_0506),
+        ]
+    );
+}
+
+/// REP string instructions on memory outside RAM run to the end, one MMIO access per
+/// element and exit, in both directions (stores with REP STOS, loads with REP LODS).
+#[test]
+fn rep_string_instructions_outside_ram_run_element_by_element() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mmio.insert(RAM_END + 0x100, 0x11);
+    h.mmio.insert(RAM_END + 0x107, 0x77);
+    let mut a = asm64();
+    a.cld().unwrap();
+    a.mov(rdi, RAM_END + 0x200).unwrap();
+    a.mov(eax, 0x5au32).unwrap();
+    a.mov(ecx, 16u32).unwrap();
+    a.rep().stosb().unwrap();
+    a.mov(rsi, RAM_END + 0x100).unwrap();
+    a.mov(ecx, 8u32).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.rep().lodsb().unwrap();
+    a.mov(r8, rax).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 0x210);
+    assert_eq!(h.gpr(Gpr::Rsi), RAM_END + 0x108);
+    assert_eq!(h.gpr(Gpr::R8), 0x77, "the last element loaded");
+    let exits = mmio_exits(&h);
+    let stores: Vec<u64> = exits
+        .iter()
+        .filter_map(|e| match *e {
+            Exit::Mmio {
+                gpa,
+                direction: Direction::Write,
+                data: 0x5a,
+                size: 1,
+            } => Some(gpa),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stores,
+        (0..16).map(|i| RAM_END + 0x200 + i).collect::<Vec<_>>()
+    );
+    let loads: Vec<u64> = exits
+        .iter()
+        .filter_map(|e| match *e {
+            Exit::Mmio {
+                gpa,
+                direction: Direction::Read,
+                ..
+            } => Some(gpa),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        loads,
+        (0..8).map(|i| RAM_END + 0x100 + i).collect::<Vec<_>>()
+    );
+}
+
+/// An instruction whose bytes run past the end of RAM reads the missing bytes as all
+/// ones (unbacked memory): `mov eax, imm32` with two bytes in RAM loads 0xffffff11. The
+/// next instruction lies wholly outside RAM, which is refused as before.
+#[test]
+fn an_instruction_straddling_the_end_of_ram_reads_ones_beyond_it() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.mov(rax, RAM_END - 2).unwrap();
+    a.jmp(rax).unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.mem.write(RAM_END - 2, &[0xb8, 0x11]).unwrap();
+    let end = h.run();
+    assert_eq!(h.gpr(Gpr::Rax), 0xffff_ff11);
+    assert_eq!(end, Err(Exit::SlatViolation { gpa: RAM_END + 3 }));
+}
+
+/// The self-modifying-code table has one entry per RAM page, wherever the RAM is: a
+/// 2 MiB region at 256 GiB (near the top of the 39-bit physical address space the CPU
+/// model reports) adds 512 entries, not 2^26, and code there that patches itself is
+/// still seen.
+#[test]
+fn code_tracking_is_sized_by_ram_not_by_address() {
+    const HIGH: u64 = 1 << 38;
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.add_ram(HIGH, 2 << 20).unwrap();
+    // PDPT entry 256 -> PD at 0xb000 -> a 2 MiB page at 256 GiB.
+    h.mem.write_u64(0x2000 + 256 * 8, 0xb000 | 7).unwrap();
+    h.mem.write_u64(0xb000, HIGH | 0x87).unwrap();
+    let mut a = asm64();
+    a.mov(rax, HIGH).unwrap();
+    a.jmp(rax).unwrap();
+    h.load(&mut a, CODE, &[]);
+    let mut high = asm64();
+    let mut patch = high.create_label();
+    high.xor(r12, r12).unwrap();
+    high.set_label(&mut patch).unwrap();
+    high.mov(eax, 1u32).unwrap();
+    high.add(r12, rax).unwrap();
+    high.lea(rbx, ptr(patch)).unwrap();
+    high.mov(dword_ptr(rbx + 1), 100u32 as i32).unwrap();
+    high.cmp(r12, 1).unwrap();
+    high.je(patch).unwrap();
+    high.hlt().unwrap();
+    h.load(&mut high, HIGH, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R12), 101);
+    let pages = ((4 << 20) + (2 << 20)) / 4096;
+    assert_eq!(h.vcpu.state().code_chunks.len(), pages);
+}
+
+/// With event exits on, exceptions and software interrupts end the run where they arise,
+/// with nothing pushed and no handler run: a fault leaves RIP at the instruction with its
+/// registers as they were, INT3 leaves RIP at itself, and INT n through a gate that is
+/// not present ends with the #NP that check raises.
+#[test]
+fn event_exits_report_exceptions_without_delivering_them() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.vcpu.set_event_exits(true);
+    let stack = 0x20_0000u64;
+    h.mem.write(stack - 64, &[0x5a; 64]).unwrap();
+    // A division by zero, INT3 and INT 0x40, each run from its own RIP.
+    let mut a = asm64();
+    let mut de = a.create_label();
+    let mut brk = a.create_label();
+    let mut np = a.create_label();
+    a.mov(rsp, stack).unwrap();
+    a.mov(ecx, 3u32).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.xor(ebx, ebx).unwrap();
+    a.set_label(&mut de).unwrap();
+    a.div(rbx).unwrap();
+    a.set_label(&mut brk).unwrap();
+    a.int3().unwrap();
+    a.set_label(&mut np).unwrap();
+    a.int(0x40).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("de", de), ("bp", brk), ("np", np)]);
+    // A present gate for INT3 (its handler never runs); none for 0x40.
+    h.gate(3, CODE, 0);
+    assert_eq!(
+        h.run(),
+        Err(Exit::Exception {
+            vector: 0,
+            error_code: None
+        })
+    );
+    assert_eq!(h.vcpu.rip(), h.label("de"));
+    assert_eq!(h.gpr(Gpr::Rsp), stack);
+    assert_eq!(h.gpr(Gpr::Rcx), 3);
+    h.vcpu.set_rip(h.label("bp"));
+    assert_eq!(
+        h.run(),
+        Err(Exit::Exception {
+            vector: 3,
+            error_code: None
+        })
+    );
+    assert_eq!(h.vcpu.rip(), h.label("bp"));
+    h.vcpu.set_rip(h.label("np"));
+    assert_eq!(
+        h.run(),
+        Err(Exit::Exception {
+            vector: 11,
+            error_code: Some(0x40 * 8 + 2)
+        })
+    );
+    assert_eq!(h.vcpu.rip(), h.label("np"));
+    assert_eq!(h.gpr(Gpr::Rsp), stack);
+    let mut below = [0u8; 64];
+    h.mem.read(stack - 64, &mut below).unwrap();
+    assert_eq!(below, [0x5a; 64], "no frame was pushed");
+}
+
+/// An INS element that crosses a page boundary is stored page by page: each page is
+/// translated on its own (the next linear page may map anywhere), and the bytes past the
+/// end of RAM are dropped while the ones in RAM are stored.
+#[test]
+fn ins_elements_crossing_a_page_are_stored_page_by_page() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // Linear 0x4000_0000 and 0x4000_1000 through a 4 KiB page table, onto two physical
+    // pages that are not adjacent.
+    h.mem.write_u64(0x2008, 0x7000 | 7).unwrap();
+    h.mem.write_u64(0x7000, 0x8000 | 7).unwrap();
+    h.mem.write_u64(0x8000, 0x20_0000 | 3).unwrap();
+    h.mem.write_u64(0x8008, 0x30_0000 | 3).unwrap();
+    h.input = std::vec![0xa1, 0xb2];
+    h.mem.write_u8(0x30_0000, 0xee).unwrap();
+    h.mem.write_u8(0x20_1000, 0xee).unwrap();
+    let mut a = asm64();
+    a.mov(edx, 0x60u32).unwrap();
+    a.mov(rdi, 0x4000_0fffu64).unwrap();
+    a.insw().unwrap();
+    a.mov(rdi, RAM_END - 1).unwrap();
+    a.insw().unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    // The harness answers a port read with one byte: the high byte of each word is 0.
+    assert_eq!(h.mem.read_u8(0x20_0fff).unwrap(), 0xa1);
+    assert_eq!(
+        h.mem.read_u8(0x30_0000).unwrap(),
+        0x00,
+        "the next linear page's byte"
+    );
+    assert_eq!(
+        h.mem.read_u8(0x20_1000).unwrap(),
+        0xee,
+        "not the next physical byte"
+    );
+    assert_eq!(h.mem.read_u8(RAM_END - 1).unwrap(), 0xb2);
+    assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 1);
+}

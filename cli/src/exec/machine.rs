@@ -4,11 +4,20 @@
 //!
 //! The system structures sit in a free stretch of guest-physical memory that no region
 //! touches (below 1 MiB in mode 16, so real-mode vectors reach it; otherwise as high
-//! below 4 GiB as there is room). Every one of the 256 vectors leads to its own one-byte
-//! `HLT` handler, so the address the vCPU halts at names the vector; the frame the CPU
-//! pushed gives the error code and the interrupted RIP, RFLAGS and RSP.
+//! below 4 GiB as there is room). The vCPU runs with event exits on
+//! ([`EmuVcpu::set_event_exits`]): an exception or software interrupt ends the run before
+//! anything is pushed, so no exception frame ever touches the snippet's memory. The IDT
+//! still holds a gate for every vector (each leading to a one-byte `HLT`), because INT n
+//! checks its gate before it is reported: DPL 3 for INT3, INTO and INT 0x80, DPL 0 for
+//! the rest, as Linux sets them, so at CPL 3 the other vectors raise #GP as in a user
+//! process.
+//!
+//! At CPL 3 the snippet's segments are user segments (Linux's selectors: 0x23/0x2b in
+//! mode 32, 0x33/0x2b in mode 64), its pages are user pages, the TSS has no I/O
+//! permission bitmap (IN/OUT need IOPL 3), CR0.AM is set (so RFLAGS.AC enables #AC) and
+//! RFLAGS defaults to IF set: the environment of a user-mode host process.
 
-use super::state::{Mode, Spec};
+use super::state::{Contents, Mode, Spec};
 use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::ops::{DescriptorTable, Gpr, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_emu::EmuVcpu;
@@ -33,6 +42,14 @@ const REAL_HANDLERS: u64 = 0x400;
 const CODE_SEL: u16 = 0x08;
 const DATA_SEL: u16 = 0x10;
 const TSS_SEL: u16 = 0x18;
+/// User code in mode 32 (GDT index 4, RPL 3).
+const USER_CODE32_SEL: u16 = 0x23;
+/// User data in modes 32 and 64 (GDT index 5, RPL 3).
+const USER_DATA_SEL: u16 = 0x2b;
+/// User code in mode 64 (GDT index 6, RPL 3).
+const USER_CODE64_SEL: u16 = 0x33;
+/// The I/O map base a TSS of 0x68 bytes gets: past its limit, so there is no bitmap.
+const NO_IO_BITMAP: u32 = 0x68;
 
 // CR0, CR4 and EFER bits.
 const CR0_PE: u64 = 1;
@@ -40,6 +57,7 @@ const CR0_MP: u64 = 1 << 1;
 const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_WP: u64 = 1 << 16;
+const CR0_AM: u64 = 1 << 18;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PSE: u64 = 1 << 4;
 const CR4_PAE: u64 = 1 << 5;
@@ -53,6 +71,11 @@ const EFER_NXE: u64 = 1 << 11;
 
 const PTE_P: u64 = 1;
 const PTE_W: u64 = 2;
+const PTE_U: u64 = 4;
+/// RFLAGS.IF.
+const IF: u64 = 1 << 9;
+/// The DPL bits of a segment's attributes.
+const DPL3: u32 = 3 << 5;
 
 /// The built machine.
 pub struct Machine {
@@ -62,9 +85,7 @@ pub struct Machine {
     pub mem: GuestMemory,
     /// The mode it started in.
     pub mode: Mode,
-    /// Linear address of the handler of vector 0 (vector v's is this + v).
-    pub handlers: u64,
-    /// Guest-physical start and size of the system area, for messages.
+    /// Guest-physical start and size of the system area.
     pub system: (u64, u64),
 }
 
@@ -165,8 +186,8 @@ impl Tables<'_> {
         r.map_err(|e| e.to_string())
     }
 
-    /// Map the 4 KiB page at `linear` to `phys`.
-    fn map(&mut self, linear: u64, phys: u64, writable: bool) -> Result<(), String> {
+    /// Map the 4 KiB page at `linear` to `phys`, for user accesses too when `user`.
+    fn map(&mut self, linear: u64, phys: u64, writable: bool, user: bool) -> Result<(), String> {
         let (levels, bits, mask) = if self.long {
             (4u32, 9u32, 0x000f_ffff_ffff_f000u64)
         } else {
@@ -182,12 +203,12 @@ impl Tables<'_> {
             } else {
                 let t = self.alloc()?;
                 // Intermediate levels allow everything; the leaf decides.
-                self.write(at, t | PTE_P | PTE_W)?;
+                self.write(at, t | PTE_P | PTE_W | PTE_U)?;
                 t
             };
         }
         let at = self.entry(table, (linear >> 12) & ((1 << bits) - 1));
-        let flags = PTE_P | if writable { PTE_W } else { 0 };
+        let flags = PTE_P | if writable { PTE_W } else { 0 } | if user { PTE_U } else { 0 };
         self.write(at, phys | flags)
     }
 }
@@ -201,45 +222,73 @@ fn gdt_entry(base: u64, limit: u32, access: u64, flags: u64) -> u64 {
         | (((base >> 24) & 0xff) << 56)
 }
 
+/// The system area's size for `tables` page-table pages.
+fn system_size(tables: u64) -> u64 {
+    TABLES + tables * PAGE
+}
+
+/// Where the system area goes and how many page-table pages it holds: enough for the
+/// regions' pages and for the system area's own pages (which depend on where it lands
+/// and on its size, hence the loop; it ends because the count only grows and each
+/// round adds at most a few tables).
+fn place_system(
+    mode: Mode,
+    used: &[Span],
+    user_pages: &BTreeSet<u64>,
+) -> Result<(u64, u64, u64), String> {
+    let top = match mode {
+        // Below the EBDA/ROM hole: a real-mode far pointer reaches it.
+        Mode::Real => 0xa_0000,
+        _ => 1 << 32,
+    };
+    let no_room = |size: u64| {
+        format!(
+            "memory: the regions leave no free {size:#x}-byte stretch below {top:#x} for the emulator's descriptor tables, handlers and page tables"
+        )
+    };
+    if mode == Mode::Real {
+        let sys = free_below(used, top, PAGE).ok_or_else(|| no_room(PAGE))?;
+        return Ok((sys, PAGE, 0));
+    }
+    let (levels, bits) = if mode == Mode::Long { (4, 9) } else { (2, 10) };
+    let mut tables = table_count(user_pages, levels, bits);
+    for _ in 0..16 {
+        let size = system_size(tables);
+        let sys = free_below(used, top, size).ok_or_else(|| no_room(size))?;
+        let linear = if mode == Mode::Long { KBASE } else { sys };
+        let mut all = user_pages.clone();
+        all.extend((linear / PAGE)..(linear + size) / PAGE);
+        let need = table_count(&all, levels, bits);
+        if need <= tables {
+            return Ok((sys, size, tables));
+        }
+        tables = need;
+    }
+    Err(String::from(
+        "memory: the regions are spread so widely that their page tables cannot be placed",
+    ))
+}
+
 /// Build the machine for `spec`.
 pub fn build(spec: &Spec) -> Result<Machine, String> {
     let mode = spec.mode;
-    let user = spans(spec.regions.iter().map(|r| (r.address, r.end())));
+    let user = spec.cpl == 3;
+    let used = spans(spec.regions.iter().map(|r| (r.address, r.end())));
     let writable_pages: BTreeSet<u64> = spec
         .regions
         .iter()
         .filter(|r| r.writable)
         .flat_map(|r| (r.address / PAGE)..r.end().div_ceil(PAGE))
         .collect();
-    let user_pages: BTreeSet<u64> = user
+    let user_pages: BTreeSet<u64> = used
         .iter()
         .flat_map(|s| (s.start / PAGE)..(s.end / PAGE))
         .collect();
-
-    // Size the system area: fixed pages plus the page tables (with room for the
-    // tables that map the system area itself).
-    let (sys_size, tables) = match mode {
-        Mode::Real => (PAGE, 0),
-        Mode::Protected | Mode::Long => {
-            let (levels, bits) = if mode == Mode::Long { (4, 9) } else { (2, 10) };
-            let n = table_count(&user_pages, levels, bits) + u64::from(levels) * 2;
-            (TABLES + n * PAGE, n)
-        }
-    };
-    let top = match mode {
-        // Below the EBDA/ROM hole: a real-mode far pointer reaches it.
-        Mode::Real => 0xa_0000,
-        _ => 1 << 32,
-    };
-    let sys = free_below(&user, top, sys_size).ok_or_else(|| {
-        format!(
-            "memory: the regions leave no free {sys_size:#x}-byte stretch below {top:#x} for the emulator's descriptor tables and handlers"
-        )
-    })?;
+    let (sys, sys_size, tables) = place_system(mode, &used, &user_pages)?;
 
     let mut mem = GuestMemory::new();
     let all = spans(
-        user.iter()
+        used.iter()
             .map(|s| (s.start, s.end))
             .chain(std::iter::once((sys, sys + sys_size))),
     );
@@ -248,8 +297,11 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
             .map_err(|e| format!("memory: {e}"))?;
     }
     for r in &spec.regions {
-        mem.write(r.address, &r.bytes)
-            .map_err(|e| format!("{}: {e}", r.name))?;
+        // Guest RAM starts zeroed: regions given by size need no writing.
+        if let Contents::Bytes(bytes) = &r.contents {
+            mem.write(r.address, bytes)
+                .map_err(|e| format!("{}: {e}", r.name))?;
+        }
     }
     let w =
         |mem: &mut GuestMemory, at: u64, v: u64| mem.write_u64(at, v).map_err(|e| e.to_string());
@@ -257,11 +309,10 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
     let sys_linear = if mode == Mode::Long { KBASE } else { sys };
     let mut vcpu = EmuVcpu::new();
     vcpu.vcpu_reset(ResetKind::PowerOn);
-    let handlers;
+    vcpu.set_event_exits(true);
     let stack_top = sys_linear + STACK_TOP;
     match mode {
         Mode::Real => {
-            handlers = sys + REAL_HANDLERS;
             let seg = sys >> 4;
             for v in 0..256u64 {
                 // Far pointer offset:segment to the handler (sys is page-aligned, so the
@@ -270,7 +321,7 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
                 mem.write_u32(sys + 4 * v, ptr as u32)
                     .map_err(|e| e.to_string())?;
             }
-            mem.write(handlers, &[0xf4; 256])
+            mem.write(sys + REAL_HANDLERS, &[0xf4; 256])
                 .map_err(|e| e.to_string())?;
             vcpu.set_idt(DescriptorTable {
                 base: sys,
@@ -280,10 +331,11 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
         }
         Mode::Protected | Mode::Long => {
             let long = mode == Mode::Long;
-            handlers = sys_linear + HANDLERS;
+            let handlers = sys_linear + HANDLERS;
             mem.write(sys + HANDLERS, &[0xf4; 256])
                 .map_err(|e| e.to_string())?;
-            // GDT: null, code (64- or 32-bit), data, TSS.
+            // GDT: null, code (64- or 32-bit), data, TSS (two slots in mode 64), then the
+            // user segments.
             let code_flags = if long { 0xa } else { 0xc };
             w(
                 &mut mem,
@@ -295,21 +347,40 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
             w(&mut mem, sys + GDT + 24, gdt_entry(tss, 0x67, 0x8b, 0))?;
             if long {
                 w(&mut mem, sys + GDT + 32, tss >> 32)?;
-                // RSP0 and IST1: every vector switches to the exception stack, so the
-                // frame never lands on the snippet's stack.
+                w(
+                    &mut mem,
+                    sys + GDT + u64::from(USER_CODE64_SEL & !7),
+                    gdt_entry(0, 0xfffff, 0xfb, 0xa),
+                )?;
+                // RSP0 and IST1 point at the system area's stack.
                 w(&mut mem, sys + TSS + 4, stack_top)?;
                 w(&mut mem, sys + TSS + 0x24, stack_top)?;
             } else {
+                w(
+                    &mut mem,
+                    sys + GDT + u64::from(USER_CODE32_SEL & !7),
+                    gdt_entry(0, 0xfffff, 0xfb, 0xc),
+                )?;
                 mem.write_u32(sys + TSS + 4, stack_top as u32)
                     .map_err(|e| e.to_string())?;
                 mem.write_u32(sys + TSS + 8, u32::from(DATA_SEL))
                     .map_err(|e| e.to_string())?;
             }
+            w(
+                &mut mem,
+                sys + GDT + u64::from(USER_DATA_SEL & !7),
+                gdt_entry(0, 0xfffff, 0xf3, 0xc),
+            )?;
+            // No I/O permission bitmap: IN/OUT at CPL 3 need IOPL 3.
+            mem.write_u16(sys + TSS + 0x66, NO_IO_BITMAP as u16)
+                .map_err(|e| e.to_string())?;
             for v in 0..256u64 {
                 let h = handlers + v;
+                // Linux's DPL-3 gates: INT3, INTO, INT 0x80.
+                let dpl: u64 = if matches!(v, 3 | 4 | 0x80) { 3 } else { 0 };
                 let lo = (h & 0xffff)
                     | (u64::from(CODE_SEL) << 16)
-                    | (0x8e << 40)
+                    | ((0x8e | dpl << 5) << 40)
                     | (((h >> 16) & 0xffff) << 48);
                 if long {
                     w(&mut mem, sys + IDT + 16 * v, lo | (1 << 32))?;
@@ -320,14 +391,15 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
             }
             vcpu.set_gdt(DescriptorTable {
                 base: sys_linear + GDT,
-                limit: if long { 0x27 } else { 0x1f },
+                limit: if long { 0x37 } else { 0x2f },
             });
             vcpu.set_idt(DescriptorTable {
                 base: sys_linear + IDT,
                 limit: if long { 0xfff } else { 0x7ff },
             });
             // Identity paging for the regions (read-only pages stay read-only for CPL 0
-            // too: CR0.WP is set by default), the system area mapped behind them.
+            // too: CR0.WP is set by default; user pages at CPL 3), the system area
+            // mapped behind them for the supervisor only.
             let mut t = Tables {
                 mem: &mut mem,
                 next: sys + TABLES,
@@ -338,10 +410,10 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
             t.root = t.alloc()?;
             for &page in &user_pages {
                 let a = page * PAGE;
-                t.map(a, a, writable_pages.contains(&page))?;
+                t.map(a, a, writable_pages.contains(&page), user)?;
             }
             for off in (0..sys_size).step_by(PAGE as usize) {
-                t.map(sys_linear + off, sys + off, true)?;
+                t.map(sys_linear + off, sys + off, true, false)?;
             }
             let root = t.root;
             vcpu.set_cr3(root);
@@ -367,8 +439,9 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
     }
 
     // Control registers: the state's values, with the bits that define the mode forced.
+    let default_cr0 = CR0_MP | CR0_ET | CR0_NE | CR0_WP | if user { CR0_AM } else { 0 };
     let (cr0, cr4) = (
-        spec.cr0.unwrap_or(CR0_MP | CR0_ET | CR0_NE | CR0_WP),
+        spec.cr0.unwrap_or(default_cr0),
         spec.cr4.unwrap_or(CR4_OSFXSR | CR4_OSXMMEXCPT),
     );
     let cr4_mode = CR4_PAE | CR4_PSE | CR4_LA57 | CR4_PCIDE;
@@ -401,12 +474,21 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
     ];
     for seg in order {
         let is_cs = seg == SegReg::Cs;
-        let mut s = match mode {
-            Mode::Real => Segment::real_mode(0, is_cs),
-            Mode::Protected if is_cs => Segment::flat(CODE_SEL, Segment::CODE32),
-            Mode::Long if is_cs => Segment::flat(CODE_SEL, Segment::CODE64),
-            Mode::Long if matches!(seg, SegReg::Fs | SegReg::Gs) => Segment::flat(0, Segment::DATA),
-            _ => Segment::flat(DATA_SEL, Segment::DATA),
+        let fs_gs = matches!(seg, SegReg::Fs | SegReg::Gs);
+        let mut s = match (mode, user) {
+            (Mode::Real, _) => Segment::real_mode(0, is_cs),
+            (Mode::Protected, false) if is_cs => Segment::flat(CODE_SEL, Segment::CODE32),
+            (Mode::Long, false) if is_cs => Segment::flat(CODE_SEL, Segment::CODE64),
+            (Mode::Protected, true) if is_cs => {
+                Segment::flat(USER_CODE32_SEL, Segment::CODE32 | DPL3)
+            }
+            (Mode::Long, true) if is_cs => Segment::flat(USER_CODE64_SEL, Segment::CODE64 | DPL3),
+            // Null FS and GS with base 0, as a 64-bit Linux process starts.
+            (Mode::Long, _) if fs_gs => {
+                Segment::flat(0, Segment::DATA | if user { DPL3 } else { 0 })
+            }
+            (_, false) => Segment::flat(DATA_SEL, Segment::DATA),
+            (_, true) => Segment::flat(USER_DATA_SEL, Segment::DATA | DPL3),
         };
         if let Some(given) = spec.segments[seg as usize] {
             if let Some(sel) = given.selector {
@@ -429,15 +511,19 @@ pub fn build(spec: &Spec) -> Result<Machine, String> {
         vcpu.set_gpr(*reg, spec.gpr[i]);
     }
     vcpu.set_rip(spec.rip);
-    // Bit 1 is always set.
-    vcpu.set_rflags(spec.rflags | 0x2);
+    // Bit 1 is always set; a user process runs with interrupts enabled.
+    let rflags = if spec.rflags_given || !user {
+        spec.rflags
+    } else {
+        spec.rflags | IF
+    };
+    vcpu.set_rflags(rflags | 0x2);
     load_fpu(&mut vcpu, spec, mode)?;
     vcpu.invalidate_code();
     Ok(Machine {
         vcpu,
         mem,
         mode,
-        handlers,
         system: (sys, sys_size),
     })
 }
@@ -497,5 +583,51 @@ mod tests {
         let s = spans([(0x1000, 0x1010), (0x1800, 0x1810), (0x2000, 0x2001)].into_iter());
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].start, s[0].end), (0x1000, 0x3000));
+    }
+
+    fn spec(text: &str) -> Spec {
+        super::super::state::parse(text).unwrap()
+    }
+
+    /// The page tables are sized from the request: scattered regions (each needing its
+    /// own tables) and a system area that itself needs many tables both fit.
+    #[test]
+    fn page_tables_fit_scattered_regions() {
+        for (mode, step, count) in [(64, 30, 4000u64), (32, 22, 1000)] {
+            let regions: Vec<String> = (1..=count)
+                .map(|i| format!(r#"{{"address":"{:#x}","size":16}}"#, i << step))
+                .collect();
+            let ip = if mode == 64 { "rip" } else { "eip" };
+            let s = spec(&format!(
+                r#"{{"mode":{mode},"regs":{{"{ip}":"0x1000"}},"code":"90","memory":[{}]}}"#,
+                regions.join(",")
+            ));
+            let m = build(&s).unwrap_or_else(|e| panic!("mode {mode}: {e}"));
+            // Every region is mapped: the first and the last byte translate.
+            for r in &s.regions {
+                assert!(m.mem.is_ram(r.address, 1));
+            }
+            let (_, size) = m.system;
+            assert!(size < 64 << 20, "mode {mode}: {size:#x}");
+        }
+    }
+
+    #[test]
+    fn cpl3_machines_have_user_segments() {
+        let m = build(&spec(
+            r#"{"mode":64,"cpl":3,"regs":{"rip":"0x1000"},"code":"90"}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.vcpu.cpl(), 3);
+        assert_eq!(m.vcpu.segment(SegReg::Cs).selector, USER_CODE64_SEL);
+        assert_eq!(m.vcpu.segment(SegReg::Ss).selector, USER_DATA_SEL);
+        assert_eq!(m.vcpu.rflags(), 0x202);
+        assert_ne!(m.vcpu.cr0() & CR0_AM, 0);
+        let m = build(&spec(
+            r#"{"mode":32,"cpl":3,"regs":{"eip":"0x1000","eflags":"0x3002"},"code":"90"}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.vcpu.segment(SegReg::Cs).selector, USER_CODE32_SEL);
+        assert_eq!(m.vcpu.rflags(), 0x3002, "given flags are kept");
     }
 }

@@ -3,8 +3,17 @@
 
 use serde_json::{Map, Value};
 
-/// Largest total of guest memory a state may ask for: the regions are host allocations.
+/// Largest total of the regions' sizes: guest RAM is a host allocation.
 pub const MAX_MEMORY: u64 = 1 << 30;
+/// Most regions a state may give (each costs a page or two of RAM and page tables
+/// beyond its size, so with [`MAX_MEMORY`] this bounds the machine).
+pub const MAX_REGIONS: usize = 4096;
+/// Largest state document, in bytes: bytes given inline are hex, so this bounds them to
+/// half of it (larger regions are given with "size").
+pub const MAX_TEXT: u64 = 64 << 20;
+/// Most JSON values (numbers, strings, objects, ...) in a state: a parsed value costs
+/// tens of times its text, so this, not [`MAX_TEXT`], bounds the parser's memory.
+pub const MAX_VALUES: usize = 1 << 18;
 
 /// The CPU mode the snippet runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,23 +94,52 @@ pub struct SegmentSpec {
     pub limit: Option<u32>,
 }
 
+/// A region's initial contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Contents {
+    /// The bytes given.
+    Bytes(Vec<u8>),
+    /// This many zero bytes (`"size"`): nothing is allocated for them beyond guest RAM,
+    /// which starts zeroed.
+    Zeros(u64),
+}
+
 /// One memory region.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionSpec {
     /// First address (guest-physical, identity-mapped).
     pub address: u64,
-    /// Initial contents (zero-filled when only a size is given).
-    pub bytes: Vec<u8>,
-    /// Whether the snippet may write it (and its bytes are in the output).
+    /// Initial contents.
+    pub contents: Contents,
+    /// Whether the snippet may write it.
     pub writable: bool,
     /// Where it came from, for messages ("memory[2]", "code").
     pub name: String,
 }
 
 impl RegionSpec {
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        match &self.contents {
+            Contents::Bytes(b) => b.len() as u64,
+            Contents::Zeros(n) => *n,
+        }
+    }
+
     /// One past the last address.
     pub fn end(&self) -> u64 {
-        self.address.saturating_add(self.bytes.len() as u64)
+        self.address.saturating_add(self.size())
+    }
+
+    /// The initial bytes at `offset..offset + out.len()` of the region.
+    pub fn initial(&self, offset: u64, out: &mut [u8]) {
+        match &self.contents {
+            Contents::Bytes(b) => {
+                let at = offset as usize;
+                out.copy_from_slice(&b[at..at + out.len()]);
+            }
+            Contents::Zeros(_) => out.fill(0),
+        }
     }
 }
 
@@ -123,12 +161,16 @@ pub struct X87Spec {
 pub struct Spec {
     /// The CPU mode.
     pub mode: Mode,
+    /// The privilege level the snippet runs at: 0, or 3 (user-mode segments and pages).
+    pub cpl: u8,
     /// RAX..R15 (absent ones are zero).
     pub gpr: [u64; 16],
     /// RIP.
     pub rip: u64,
-    /// RFLAGS.
+    /// RFLAGS (as given; see [`Spec::rflags_given`]).
     pub rflags: u64,
+    /// Whether RFLAGS was given (at CPL 3 the default has IF set, as in a user process).
+    pub rflags_given: bool,
     /// ES, CS, SS, DS, FS, GS.
     pub segments: [Option<SegmentSpec>; 6],
     /// CR0, CR4, EFER as given (the mode's own bits are applied on top).
@@ -235,16 +277,55 @@ fn check_keys(obj: &Map<String, Value>, field: &str, allowed: &[&str]) -> R<()> 
     Ok(())
 }
 
+/// Count the JSON values in `text` (roughly: the separators and openings outside
+/// strings) and refuse it when there are more than [`MAX_VALUES`], before parsing.
+fn check_size(text: &str) -> R<()> {
+    if text.len() as u64 > MAX_TEXT {
+        return err(
+            "state",
+            format!(
+                "{} bytes is more than the {MAX_TEXT}-byte limit",
+                text.len()
+            ),
+        );
+    }
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => values += 1,
+            _ => {}
+        }
+        if values > MAX_VALUES {
+            return err(
+                "state",
+                format!("more than {MAX_VALUES} JSON values (the limit)"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Parse a state document.
 pub fn parse(text: &str) -> R<Spec> {
+    check_size(text)?;
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let top = object(&doc, "state")?;
     check_keys(
         top,
         "",
         &[
-            "mode", "regs", "segments", "cr0", "cr4", "efer", "xmm", "mxcsr", "x87", "memory",
-            "code",
+            "mode", "cpl", "regs", "segments", "cr0", "cr4", "efer", "xmm", "mxcsr", "x87",
+            "memory", "code",
         ],
     )?;
     let mode = match top.get("mode") {
@@ -257,11 +338,24 @@ pub fn parse(text: &str) -> R<Spec> {
             Err(_) => return err("mode", "expected 16, 32 or 64"),
         },
     };
+    let cpl = match top.get("cpl") {
+        None => 0,
+        Some(v) => match number(v, "cpl") {
+            Ok(0) => 0,
+            Ok(3) if mode == Mode::Real => {
+                return err("cpl", "3 needs mode 32 or 64 (real mode runs at CPL 0)")
+            }
+            Ok(3) => 3,
+            _ => return err("cpl", "expected 0 or 3"),
+        },
+    };
     let mut spec = Spec {
         mode,
+        cpl,
         gpr: [0; 16],
         rip: 0,
         rflags: 0x2,
+        rflags_given: false,
         segments: [None; 6],
         cr0: None,
         cr4: None,
@@ -272,9 +366,8 @@ pub fn parse(text: &str) -> R<Spec> {
         regions: Vec::new(),
         code_region: None,
     };
-    let mut rip_given = false;
     if let Some(regs) = top.get("regs") {
-        rip_given = parse_regs(&mut spec, object(regs, "regs")?)?;
+        parse_regs(&mut spec, object(regs, "regs")?)?;
     }
     if let Some(segs) = top.get("segments") {
         parse_segments(&mut spec, object(segs, "segments")?)?;
@@ -323,17 +416,11 @@ pub fn parse(text: &str) -> R<Spec> {
         if bytes.is_empty() {
             return err("code", "empty");
         }
-        if !rip_given {
-            return err(
-                "code",
-                format!("needs regs.{} (the code is placed there)", mode.ip_name()),
-            );
-        }
         let address = code_address(&spec);
         spec.code_region = Some(spec.regions.len());
         spec.regions.push(RegionSpec {
             address,
-            bytes,
+            contents: Contents::Bytes(bytes),
             writable: false,
             name: "code".into(),
         });
@@ -342,13 +429,22 @@ pub fn parse(text: &str) -> R<Spec> {
         let Value::Array(list) = v else {
             return err("memory", "expected a list of regions");
         };
-        let mut total: u64 = spec.regions.iter().map(|r| r.bytes.len() as u64).sum();
+        if list.len() + spec.regions.len() > MAX_REGIONS {
+            return err(
+                "memory",
+                format!(
+                    "{} regions is more than the limit of {MAX_REGIONS}",
+                    list.len() + spec.regions.len()
+                ),
+            );
+        }
+        let mut total: u64 = spec.regions.iter().map(RegionSpec::size).sum();
         for (i, r) in list.iter().enumerate() {
             let name = format!("memory[{i}]");
             let region = parse_region(r, &name, MAX_MEMORY - total.min(MAX_MEMORY))?;
             // Checked as the regions are read, so a long list of large regions is
             // refused before all of it is allocated.
-            total += region.bytes.len() as u64;
+            total += region.size();
             spec.regions.push(region);
         }
     }
@@ -373,10 +469,9 @@ pub fn code_address(spec: &Spec) -> u64 {
     }
 }
 
-fn parse_regs(spec: &mut Spec, regs: &Map<String, Value>) -> R<bool> {
+fn parse_regs(spec: &mut Spec, regs: &Map<String, Value>) -> R<()> {
     let mode = spec.mode;
     let mut seen = [false; 18];
-    let mut rip_given = false;
     for (key, v) in regs {
         let field = format!("regs.{key}");
         let name = key.as_str();
@@ -429,15 +524,15 @@ fn parse_regs(spec: &mut Spec, regs: &Map<String, Value>) -> R<bool> {
         }
         let value = u64_of(v, &field, bits)?;
         match slot {
-            16 => {
-                spec.rip = value;
-                rip_given = true;
+            16 => spec.rip = value,
+            17 => {
+                spec.rflags = value;
+                spec.rflags_given = true;
             }
-            17 => spec.rflags = value,
             n => spec.gpr[n] = value,
         }
     }
-    Ok(rip_given)
+    Ok(())
 }
 
 fn parse_segments(spec: &mut Spec, segs: &Map<String, Value>) -> R<()> {
@@ -502,10 +597,10 @@ fn parse_region(v: &Value, field: &str, room: u64) -> R<RegionSpec> {
         Some(a) => u64_of(a, &format!("{field}.address"), 64)?,
         None => return err(&format!("{field}.address"), "missing"),
     };
-    let bytes = match (obj.get("bytes"), obj.get("size")) {
+    let contents = match (obj.get("bytes"), obj.get("size")) {
         (Some(_), Some(_)) => return err(field, "give either bytes or size, not both"),
         (None, None) => return err(field, "needs bytes or size"),
-        (Some(b), None) => hex_bytes(b, &format!("{field}.bytes"))?,
+        (Some(b), None) => Contents::Bytes(hex_bytes(b, &format!("{field}.bytes"))?),
         (None, Some(s)) => {
             let size = u64_of(s, &format!("{field}.size"), 64)?;
             if size > room {
@@ -516,10 +611,10 @@ fn parse_region(v: &Value, field: &str, room: u64) -> R<RegionSpec> {
                     ),
                 );
             }
-            vec![0; size as usize]
+            Contents::Zeros(size)
         }
     };
-    if bytes.is_empty() {
+    if matches!(&contents, Contents::Bytes(b) if b.is_empty()) || contents == Contents::Zeros(0) {
         return err(field, "empty region");
     }
     let writable = match obj.get("writable") {
@@ -529,7 +624,7 @@ fn parse_region(v: &Value, field: &str, room: u64) -> R<RegionSpec> {
     };
     Ok(RegionSpec {
         address,
-        bytes,
+        contents,
         writable,
         name: field.to_string(),
     })
@@ -545,7 +640,7 @@ fn check_regions(spec: &Spec) -> R<()> {
     };
     let mut total = 0u64;
     for r in &spec.regions {
-        let size = r.bytes.len() as u64;
+        let size = r.size();
         if r.address.checked_add(size).is_none_or(|end| end > limit) {
             return err(
                 &r.name,
@@ -565,21 +660,32 @@ fn check_regions(spec: &Spec) -> R<()> {
             );
         }
     }
-    for (i, a) in spec.regions.iter().enumerate() {
-        for b in &spec.regions[i + 1..] {
-            if a.address < b.end() && b.address < a.end() {
+    // Sorted by address, each region can only overlap the one before it that reaches
+    // furthest.
+    let mut order: Vec<&RegionSpec> = spec.regions.iter().collect();
+    order.sort_by_key(|r| (r.address, r.end()));
+    let mut furthest: Option<&RegionSpec> = None;
+    for b in order {
+        if let Some(a) = furthest {
+            if b.address < a.end() {
+                // Name the later of the two in the document, as it reads.
+                let index = |r: &RegionSpec| spec.regions.iter().position(|x| std::ptr::eq(x, r));
+                let (first, second) = if index(a) < index(b) { (a, b) } else { (b, a) };
                 return err(
-                    &b.name,
+                    &second.name,
                     format!(
                         "{:#x}..{:#x} overlaps {} at {:#x}..{:#x}",
-                        b.address,
-                        b.end(),
-                        a.name,
-                        a.address,
-                        a.end()
+                        second.address,
+                        second.end(),
+                        first.name,
+                        first.address,
+                        first.end()
                     ),
                 );
             }
+        }
+        if furthest.is_none_or(|a| b.end() > a.end()) {
+            furthest = Some(b);
         }
     }
     Ok(())
@@ -637,8 +743,57 @@ mod tests {
         let s = parse(r#"{"mode":16,"regs":{"ip":"0x10"},"segments":{"cs":{"selector":"0x100"}},"code":"f4"}"#)
             .unwrap();
         assert_eq!(s.regions[0].address, 0x1010);
-        assert!(parse(r#"{"mode":64,"code":"90"}"#)
-            .unwrap_err()
-            .starts_with("code: needs regs.rip"));
+        // Without rip the code goes to CS base + 0, as the help says absent registers are 0.
+        let s = parse(r#"{"mode":64,"code":"90"}"#).unwrap();
+        assert_eq!((s.rip, s.regions[0].address), (0, 0));
+    }
+
+    #[test]
+    fn cpl_is_0_or_3_outside_real_mode() {
+        assert_eq!(parse(r#"{"mode":64,"cpl":3}"#).unwrap().cpl, 3);
+        assert_eq!(parse(r#"{"mode":32}"#).unwrap().cpl, 0);
+        let e = parse(r#"{"mode":16,"cpl":3}"#).unwrap_err();
+        assert!(e.starts_with("cpl: 3 needs mode 32 or 64"), "{e}");
+        let e = parse(r#"{"mode":64,"cpl":1}"#).unwrap_err();
+        assert_eq!(e, "cpl: expected 0 or 3");
+    }
+
+    #[test]
+    fn overlaps_are_found_whatever_the_order() {
+        let e = parse(
+            r#"{"mode":64,"memory":[{"address":"0x5000","size":"0x2000"},{"address":"0x1000","size":16},{"address":"0x6000","size":1}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("memory[2]: 0x6000..0x6001 overlaps memory[0] at 0x5000..0x7000"),
+            "{e}"
+        );
+        // A long region covering a later short one, with one in between.
+        let e = parse(
+            r#"{"mode":64,"memory":[{"address":"0x3000","size":1},{"address":"0x1000","size":"0x10000"},{"address":"0x2000","size":1}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("memory[2]: 0x2000..0x2001 overlaps memory[1] at 0x1000..0x11000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sizes_are_bounded_before_anything_is_built() {
+        let many: Vec<String> = (0..=MAX_REGIONS)
+            .map(|i| format!(r#"{{"address":{},"size":1}}"#, i * 4096))
+            .collect();
+        let e = parse(&format!(r#"{{"mode":64,"memory":[{}]}}"#, many.join(","))).unwrap_err();
+        assert_eq!(e, "memory: 4097 regions is more than the limit of 4096");
+        let values = format!(r#"{{"mode":64,"x":[{}]}}"#, "0,".repeat(MAX_VALUES));
+        let e = parse(&values).unwrap_err();
+        assert_eq!(e, "state: more than 262144 JSON values (the limit)");
+        // Separators inside strings are not values.
+        let text = format!(r#"{{"mode":64,"code":"{}"}}"#, "90,".repeat(MAX_VALUES));
+        assert!(!parse(&text).unwrap_err().contains("JSON values"));
+        // A region given by size holds no bytes.
+        let s = parse(r#"{"mode":64,"memory":[{"address":0,"size":"0x40000000"}]}"#).unwrap();
+        assert_eq!(s.regions[0].contents, Contents::Zeros(1 << 30));
     }
 }

@@ -15,6 +15,21 @@ pub enum PioDevice {
     /// The 8259 PIC pair and its ELCR (ports 0x20-0x21, 0xA0-0xA1, 0x4D0-0x4D1): the
     /// handler passes the port itself.
     Pic,
+    /// The 8254 PIT (0x40-0x43).
+    Pit,
+    /// Port 0x61, NMI status and control (PIT channel 2's gate and output).
+    NmiStatusControl,
+    /// The 8042 keyboard controller (0x60 and 0x64): the handler passes the port itself.
+    Keyboard,
+    /// The CMOS RTC (0x70-0x71).
+    Rtc,
+    /// QEMU's fw_cfg (0x510-0x51B).
+    FwCfg,
+    /// PCI configuration mechanism #1 (0xCF8-0xCFF), with the reset control register at
+    /// byte port 0xCF9 inside it.
+    PciConfig,
+    /// One of the ACPI fixed-hardware register blocks.
+    AcpiPm(crate::devices::acpi_pm::PmBlock),
 }
 
 /// A device on the MMIO bus.

@@ -168,6 +168,12 @@ pub enum FwCfgError {
         /// Its length.
         len: u64,
     },
+    /// An item whose guest-physical address does not fit the 32-bit ADDR item that names
+    /// it.
+    AddressAbove4G {
+        /// The address.
+        addr: u64,
+    },
     /// A guest-memory item outside RAM.
     NotRam {
         /// First byte.
@@ -195,6 +201,10 @@ impl fmt::Display for FwCfgError {
             FwCfgError::TooLarge { len } => {
                 write!(f, "fw_cfg item of {len} bytes: at most 4 GiB - 2")
             }
+            FwCfgError::AddressAbove4G { addr } => write!(
+                f,
+                "fw_cfg item at guest-physical {addr:#x}: its address item holds 32 bits"
+            ),
             FwCfgError::NotRam { gpa, len } => write!(
                 f,
                 "fw_cfg item at guest-physical {gpa:#x}+{len:#x} is not RAM"
@@ -354,9 +364,9 @@ impl FwCfg {
     }
     /// The command line: CMDLINE_ADDR, CMDLINE_SIZE (with the NUL) and CMDLINE_DATA
     /// (NUL-terminated), as QEMU's Linux loader sets them.
-    pub fn set_cmdline(&mut self, addr: u32, cmdline: &str) -> Result<(), FwCfgError> {
+    pub fn set_cmdline(&mut self, addr: u32, cmdline: &[u8]) -> Result<(), FwCfgError> {
         let mut bytes = Vec::with_capacity(cmdline.len() + 1);
-        bytes.extend_from_slice(cmdline.as_bytes());
+        bytes.extend_from_slice(cmdline);
         bytes.push(0);
         self.set_sized(
             keys::CMDLINE_ADDR,
@@ -845,7 +855,7 @@ mod tests {
         g.mem.write(0x8_0000, &kernel).unwrap();
         let data = FwCfgData::guest_memory(&g.mem, 0x8_0000, kernel.len() as u64).unwrap();
         g.dev.set_kernel(0x10_0000, data).unwrap();
-        g.dev.set_cmdline(0x2_0000, "console=ttyS0").unwrap();
+        g.dev.set_cmdline(0x2_0000, b"console=ttyS0").unwrap();
         g.dev.set_kernel_entry(0x100_0200).unwrap();
         assert_eq!(g.get_u(keys::KERNEL_ADDR, 4), 0x10_0000);
         assert_eq!(g.get_u(keys::KERNEL_SIZE, 4), 5000);

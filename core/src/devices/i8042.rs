@@ -233,12 +233,9 @@ impl I8042 {
             // Read the output port.
             0xd0 => self.push(self.output_port, false),
             // Pulse output lines: a 0 in bit 0 of the mask pulses the reset line.
-            0xf0..=0xff => {
-                if command & 1 == 0 {
-                    self.reset_requested = true;
-                }
-            }
-            // Anything else (diagnostic dumps, vendor commands) is ignored.
+            0xf0..=0xff if command & 1 == 0 => self.reset_requested = true,
+            // Anything else (pulses of the other lines, diagnostic dumps, vendor commands)
+            // is ignored.
             _ => {}
         }
     }

@@ -1,4 +1,13 @@
-//! Platform devices, one per file, and the port-I/O and MMIO buses they register on.
+//! Platform devices, one per file, the port-I/O and MMIO buses they register on, and
+//! [`Devices`], the set a PC machine has.
+//!
+//! The set is what Linux and QEMU-targeted kernels look for on a PC (QEMU's `-M pc`
+//! without its graphics and disks): COM1, the 8259 pair and the I/O APIC ([`IrqChip`]),
+//! the PIT with port 0x61, the CMOS RTC, the 8042 with a keyboard, PCI configuration
+//! mechanism #1 with a host bridge and the reset control register, the ACPI PM block,
+//! QEMU's fw_cfg, and QEMU's debug-exit port and the POST-code port. Which port each
+//! answers on is [`register_ports`]; the exit handlers dispatch by `match` on
+//! [`bus::PioDevice`] and [`bus::MmioDevice`].
 
 pub mod acpi_pm;
 pub mod bus;
@@ -14,3 +23,209 @@ pub mod post_code;
 pub mod reset_control;
 pub mod rtc;
 pub mod uart;
+
+use crate::irq::IrqChip;
+use crate::mmu::memory::GuestMemory;
+use acpi_pm::{AcpiPm, PmBlock};
+use bus::{Bus, MmioDevice, PioDevice};
+use fw_cfg::{FwCfg, FwCfgConfig};
+use i8042::I8042;
+use nmi_status_control::NmiStatusControl;
+use pci::PciHost;
+use pit::Pit;
+use post_code::PostCode;
+use reset_control::ResetControl;
+use rtc::{CmosConfig, Rtc};
+use uart::Uart16550;
+
+/// The ISA IRQ COM1's interrupt output drives.
+pub const COM1_IRQ: u32 = 4;
+/// The ISA IRQ the keyboard controller's keyboard port drives.
+pub const KEYBOARD_IRQ: u32 = 1;
+
+/// The platform devices of one machine (shared by its vCPUs; each vCPU's local APIC is
+/// its own).
+#[derive(Debug)]
+pub struct Devices {
+    /// COM1.
+    pub com1: Uart16550,
+    /// Port 0x80.
+    pub post_code: PostCode,
+    /// The interrupt controllers (8259 pair, I/O APIC) and the lines that feed them.
+    pub irqchip: IrqChip,
+    /// The 8254 PIT.
+    pub pit: Pit,
+    /// Port 0x61.
+    pub nmi_status_control: NmiStatusControl,
+    /// The CMOS RTC.
+    pub rtc: Rtc,
+    /// The 8042 keyboard controller.
+    pub keyboard: I8042,
+    /// The PCI host bridge's configuration space.
+    pub pci: PciHost,
+    /// The reset control register (0xCF9).
+    pub reset_control: ResetControl,
+    /// The ACPI PM registers.
+    pub acpi_pm: AcpiPm,
+    /// QEMU's fw_cfg.
+    pub fw_cfg: FwCfg,
+}
+
+impl Devices {
+    /// The devices of a PC with one vCPU and the RAM of `mem`, as firmware leaves them:
+    /// the CMOS clock set from `wall_clock_ns` (the host's time of day), the timers
+    /// counting from `now` (machine nanoseconds).
+    pub fn new(mem: &GuestMemory, wall_clock_ns: u64, now: u64) -> Devices {
+        let (below_4g, above_4g) = mem.regions().iter().fold((0u64, 0u64), |(lo, hi), r| {
+            let below = r.end().min(1 << 32).saturating_sub(r.gpa());
+            (lo + below, hi + (r.size() - below))
+        });
+        let cmos = CmosConfig {
+            ram_below_4g: below_4g,
+            ram_above_4g: above_4g,
+            cpus: 1,
+        };
+        Devices {
+            com1: Uart16550::new(),
+            post_code: PostCode::default(),
+            irqchip: IrqChip::new(),
+            pit: Pit::new(now),
+            nmi_status_control: NmiStatusControl::new(),
+            rtc: Rtc::new(&cmos, wall_clock_ns, now),
+            keyboard: I8042::new(),
+            pci: PciHost::new(),
+            reset_control: ResetControl::default(),
+            acpi_pm: AcpiPm::new(false, now),
+            fw_cfg: FwCfg::new(FwCfgConfig {
+                nb_cpus: 1,
+                max_cpus: 1,
+                ram_size: mem.ram_size(),
+                nographic: true,
+                dma: true,
+            }),
+        }
+    }
+
+    /// The earliest machine time at which a platform timer (the PIT's channel 0, the
+    /// RTC, the ACPI PM timer) raises an interrupt that could reach a CPU: timers whose
+    /// line is masked at both the PIC and the I/O APIC ([`IrqChip::line_unmasked`]) are
+    /// left out, so a halted guest is not woken by them and the emulator's run slice does
+    /// not end for them.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let unmasked = |line: u32, deadline: Option<u64>| {
+            deadline.filter(|_| self.irqchip.line_unmasked(line))
+        };
+        [
+            unmasked(pit::PIT_IRQ, self.pit.next_deadline()),
+            unmasked(rtc::RTC_IRQ, self.rtc.next_deadline()),
+            unmasked(
+                u32::from(crate::acpi::SCI_IRQ),
+                self.acpi_pm.next_deadline(),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// Put every platform device on the buses (the local APIC's page is registered by the VM,
+/// since it moves with IA32_APIC_BASE).
+pub fn register_ports(pio: &mut Bus<PioDevice>, mmio: &mut Bus<MmioDevice>) {
+    use crate::acpi;
+    let ports: [(u16, u16, PioDevice); 17] = [
+        (pic::PIC_MASTER_BASE, 2, PioDevice::Pic),
+        (pic::PIC_SLAVE_BASE, 2, PioDevice::Pic),
+        (pic::ELCR_BASE, 2, PioDevice::Pic),
+        (pit::PIT_BASE, pit::PIT_PORTS, PioDevice::Pit),
+        (
+            nmi_status_control::NMI_STATUS_CONTROL_PORT,
+            1,
+            PioDevice::NmiStatusControl,
+        ),
+        (i8042::DATA_PORT, 1, PioDevice::Keyboard),
+        (i8042::COMMAND_PORT, 1, PioDevice::Keyboard),
+        (rtc::RTC_BASE, rtc::RTC_PORTS, PioDevice::Rtc),
+        (post_code::POST_CODE_PORT, 1, PioDevice::PostCode),
+        (debug_exit::DEBUG_EXIT_PORT, 4, PioDevice::DebugExit),
+        (uart::COM1_BASE, 8, PioDevice::Com1),
+        (
+            fw_cfg::FW_CFG_PORT_BASE,
+            fw_cfg::FW_CFG_PORT_LEN,
+            PioDevice::FwCfg,
+        ),
+        (pci::PCI_PORT_BASE, pci::PCI_PORT_LEN, PioDevice::PciConfig),
+        (
+            acpi::PM1A_EVENT_PORT,
+            PmBlock::Pm1aEvent.size(),
+            PioDevice::AcpiPm(PmBlock::Pm1aEvent),
+        ),
+        (
+            acpi::PM1A_CONTROL_PORT,
+            PmBlock::Pm1aControl.size(),
+            PioDevice::AcpiPm(PmBlock::Pm1aControl),
+        ),
+        (
+            acpi::PM_TIMER_PORT,
+            PmBlock::Timer.size(),
+            PioDevice::AcpiPm(PmBlock::Timer),
+        ),
+        (
+            acpi::GPE0_PORT,
+            PmBlock::Gpe0.size(),
+            PioDevice::AcpiPm(PmBlock::Gpe0),
+        ),
+    ];
+    for (base, len, device) in ports {
+        // The ranges are disjoint constants (a test checks it): registration cannot
+        // conflict.
+        let _ = pio.register(u64::from(base), u64::from(len), device);
+    }
+    let _ = mmio.register(ioapic::IOAPIC_BASE, ioapic::IOAPIC_SIZE, MmioDevice::IoApic);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_port_range_is_registered() {
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        register_ports(&mut pio, &mut mmio);
+        for (port, device) in [
+            (0x20, PioDevice::Pic),
+            (0xa1, PioDevice::Pic),
+            (0x4d1, PioDevice::Pic),
+            (0x43, PioDevice::Pit),
+            (0x61, PioDevice::NmiStatusControl),
+            (0x60, PioDevice::Keyboard),
+            (0x64, PioDevice::Keyboard),
+            (0x71, PioDevice::Rtc),
+            (0x80, PioDevice::PostCode),
+            (0xf4, PioDevice::DebugExit),
+            (0x3ff, PioDevice::Com1),
+            (0x511, PioDevice::FwCfg),
+            (0x51b, PioDevice::FwCfg),
+            (0xcf9, PioDevice::PciConfig),
+            (0xcff, PioDevice::PciConfig),
+            (0x601, PioDevice::AcpiPm(PmBlock::Pm1aEvent)),
+            (0x605, PioDevice::AcpiPm(PmBlock::Pm1aControl)),
+            (0x60b, PioDevice::AcpiPm(PmBlock::Timer)),
+            (0x623, PioDevice::AcpiPm(PmBlock::Gpe0)),
+        ] {
+            assert_eq!(
+                pio.find(port).map(|(d, _)| d),
+                Some(device),
+                "port {port:#x}"
+            );
+        }
+        for port in [0x62, 0x65, 0x606, 0x60c, 0x624, 0x3f7] {
+            assert_eq!(pio.find(port), None, "port {port:#x}");
+        }
+        assert_eq!(
+            mmio.find(0xfec0_0010).map(|(d, _)| d),
+            Some(MmioDevice::IoApic)
+        );
+    }
+}

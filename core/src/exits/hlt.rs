@@ -1,12 +1,13 @@
 //! HLT: the vCPU sleeps until an NMI or an interrupt it can take is pending (a fixed
-//! interrupt of the local APIC, or the PIC's through LINT0), a timer deadline passes, or
-//! console input raises COM1's interrupt. The host thread blocks in [`Platform::wait`];
+//! interrupt of the local APIC, or the PIC's through LINT0), a timer deadline passes (the
+//! local APIC's timer, the PIT, the RTC, the ACPI PM timer), or console input raises
+//! COM1's interrupt. The host thread blocks in [`Platform::wait`];
 //! it never spins.
 
 use crate::arch::RFLAGS_IF;
 use crate::ops::X86Ops;
 use crate::platform::Platform;
-use crate::vm::{Flow, RunOutcome, Vm, COM1_IRQ};
+use crate::vm::{earliest, Flow, RunOutcome, Vm, COM1_IRQ};
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn handle_hlt(&mut self) -> Flow {
@@ -19,6 +20,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 }
             }
             self.catch_up_clock();
+            self.update_platform_timers(now_ns);
             self.update_com1_irq();
             let interrupts_on = self.vcpu.rflags() & RFLAGS_IF != 0;
             if self.vcpu.event_pending()
@@ -28,28 +30,24 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             {
                 return Flow::Clock;
             }
-            let timer = if interrupts_on {
-                self.apic.next_deadline()
+            // Only a maskable interrupt can end this HLT, so the timers matter only while
+            // the guest takes interrupts.
+            let timer_ns = if interrupts_on {
+                self.next_wakeup_ns()
             } else {
                 None
             };
-            // The guest TSC runs at 1 GHz from the host's nanosecond clock plus an offset,
-            // so a TSC deadline converts to host time by removing the offset.
-            let timer_ns =
-                timer.map(|tsc| tsc.wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg()));
             let timeout_ns = self
                 .config
                 .timeout_ns
                 .map(|t| self.run_started_ns().saturating_add(t));
-            let wake_ns = match (timer_ns, timeout_ns) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake_ns = earliest(timer_ns, timeout_ns);
             // Console input can wake the guest only through COM1's received-data
             // interrupt, and only by raising its line: a line already high has done all
             // it can.
             let console_wakes = self.devices.com1.console_input_interrupts()
-                && !self.devices.irqchip.line(COM1_IRQ);
+                && !self.devices.irqchip.line(COM1_IRQ)
+                && self.platform.console_input_possible();
             if timer_ns.is_none() && !console_wakes {
                 // Nothing armed can raise an interrupt: the guest would sleep forever.
                 return self.stop(RunOutcome::HaltedForever);

@@ -82,7 +82,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     data as u32,
                     core::slice::from_mut(&mut self.apic),
                 );
-                Flow::Events
+                // Unmasking a pin can make a platform timer's deadline matter.
+                Flow::Clock
             }
             (None, Direction::Read) => {
                 self.vcpu.complete_mmio(Some(mask));

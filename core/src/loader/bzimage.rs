@@ -493,7 +493,7 @@ pub fn load_bzimage_with_layout(
         mem.write(at, data)?;
     }
     let mut cmdline = vec![0u8; boot.cmdline.len() + 1];
-    cmdline[..boot.cmdline.len()].copy_from_slice(boot.cmdline.as_bytes());
+    cmdline[..boot.cmdline.len()].copy_from_slice(boot.cmdline);
     mem.write(CMDLINE_ADDR, &cmdline)?;
     mem.write(BOOT_PARAMS_ADDR, &zero_page)?;
     let code = if long_mode {
@@ -626,7 +626,7 @@ mod tests {
 
     fn boot<'a>(cmdline: &'a str, initrd: Option<&'a [u8]>) -> LinuxBoot<'a> {
         LinuxBoot {
-            cmdline,
+            cmdline: cmdline.as_bytes(),
             initrd,
             rsdp_addr: Some(0xf_0000),
         }

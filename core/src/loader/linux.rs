@@ -27,8 +27,8 @@ use core::ops::Range;
 /// What a Linux kernel is booted with besides its image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinuxBoot<'a> {
-    /// The kernel command line.
-    pub cmdline: &'a str,
+    /// The kernel command line (bytes, as given: Linux takes any but NUL).
+    pub cmdline: &'a [u8],
     /// The initial ramdisk, if any.
     pub initrd: Option<&'a [u8]>,
     /// The guest-physical address of the ACPI RSDP, if the platform built ACPI tables
@@ -92,8 +92,8 @@ const GDT_DATA: u64 = 0x00cf_9300_0000_ffff;
 /// Check the command line against the kernel's limit (`max_len` characters without the
 /// NUL, when the kernel states one) and the room at [`CMDLINE_ADDR`]; `field` names the
 /// limit in the error.
-pub(crate) fn check_cmdline(cmdline: &str, max_len: Option<(u64, &str)>) -> Result<(), LoadError> {
-    if let Some(at) = cmdline.bytes().position(|b| b == 0) {
+pub(crate) fn check_cmdline(cmdline: &[u8], max_len: Option<(u64, &str)>) -> Result<(), LoadError> {
+    if let Some(at) = cmdline.iter().position(|&b| b == 0) {
         return Err(LoadError::Unsupported(format!(
             "the command line has a NUL byte at offset {at}: the kernel would see only what precedes it"
         )));
@@ -197,21 +197,21 @@ mod tests {
 
     #[test]
     fn command_lines_are_checked() {
-        assert!(check_cmdline("console=ttyS0", Some((2047, "cmdline_size"))).is_ok());
-        assert!(check_cmdline("", Some((0, "cmdline_size"))).is_ok());
-        match check_cmdline("abcd", Some((3, "cmdline_size"))) {
+        assert!(check_cmdline(b"console=ttyS0", Some((2047, "cmdline_size"))).is_ok());
+        assert!(check_cmdline(b"", Some((0, "cmdline_size"))).is_ok());
+        match check_cmdline(b"abcd", Some((3, "cmdline_size"))) {
             Err(LoadError::Unsupported(s)) => assert!(s.contains("cmdline_size of 3"), "{s}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            check_cmdline("a\0b", None),
+            check_cmdline(b"a\0b", None),
             Err(LoadError::Unsupported(s)) if s.contains("offset 1")
         ));
         let long = "x".repeat((CMDLINE_LIMIT - CMDLINE_ADDR) as usize);
         assert!(matches!(
-            check_cmdline(&long, None),
+            check_cmdline(long.as_bytes(), None),
             Err(LoadError::DoesNotFit(_))
         ));
-        assert!(check_cmdline(&long[1..], None).is_ok());
+        assert!(check_cmdline(&long.as_bytes()[1..], None).is_ok());
     }
 }

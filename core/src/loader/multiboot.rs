@@ -333,7 +333,7 @@ fn put64(buf: &mut [u8], at: usize, v: u64) {
 pub fn load_multiboot(
     mem: &mut GuestMemory,
     image: &[u8],
-    cmdline: &str,
+    cmdline: &[u8],
     modules: &[Module<'_>],
 ) -> Result<BootState, LoadError> {
     let header = find_header(image)?;
@@ -361,7 +361,7 @@ pub fn load_multiboot(
         if !fits {
             return Err(LoadError::DoesNotFit(format!(
                 "module {i} ({:?}, {len} bytes) at {start:#x}: not inside guest RAM below 4 GiB",
-                m.cmdline
+                String::from_utf8_lossy(m.cmdline)
             )));
         }
         mem.write(start, m.data)?;
@@ -405,10 +405,10 @@ pub fn load_multiboot(
 
     let mut block = alloc::vec![0u8; size as usize];
     let mut strings = strings_offset;
-    let mut put_str = |block: &mut [u8], s: &str| -> u32 {
+    let mut put_str = |block: &mut [u8], s: &[u8]| -> u32 {
         let at = strings;
         if let Some(dst) = block.get_mut(at..at + s.len()) {
-            dst.copy_from_slice(s.as_bytes());
+            dst.copy_from_slice(s);
         }
         // The NUL is already there: the block starts zeroed.
         strings += s.len() + 1;
@@ -430,7 +430,7 @@ pub fn load_multiboot(
     put32(&mut block, 24, addr(mods_offset));
     put32(&mut block, 44, (mmap.len() * MMAP_ENTRY_SIZE) as u32);
     put32(&mut block, 48, addr(MMAP_OFFSET));
-    let name_addr = put_str(&mut block, BOOT_LOADER_NAME);
+    let name_addr = put_str(&mut block, BOOT_LOADER_NAME.as_bytes());
     put32(&mut block, 64, name_addr);
 
     for (i, d) in GDT.iter().enumerate() {
@@ -534,15 +534,15 @@ mod tests {
         mem.write(0x10_0200, &[0xee; 0x1000]).unwrap();
         let modules = [
             Module {
-                cmdline: "initrd one",
+                cmdline: b"initrd one",
                 data: &[0xaa; 0x1001],
             },
             Module {
-                cmdline: "two",
+                cmdline: b"two",
                 data: b"hello",
             },
         ];
-        let st = load_multiboot(&mut mem, &image, "console=ttyS0", &modules).unwrap();
+        let st = load_multiboot(&mut mem, &image, b"console=ttyS0", &modules).unwrap();
 
         // Where the bytes landed, and the bss.
         let mut got = vec![0u8; 0x200];
@@ -659,7 +659,7 @@ mod tests {
             ]
         );
         let image = kludge_image();
-        let st = load_multiboot(&mut mem, &image, "", &[]).unwrap();
+        let st = load_multiboot(&mut mem, &image, b"", &[]).unwrap();
         let info = st.regs.gpr[Gpr::Rbx as usize];
         assert_eq!(info_u32(&mem, info, 4), 512);
         assert_eq!(info_u32(&mem, info, 8), 0x10_1000 / 1024);
@@ -680,10 +680,10 @@ mod tests {
             let image = build(is64, machine, 0x20_0020, &phs, &body);
             let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
             let modules = [Module {
-                cmdline: "m",
+                cmdline: b"m",
                 data: &[1, 2, 3],
             }];
-            let st = load_multiboot(&mut mem, &image, "x", &modules).unwrap();
+            let st = load_multiboot(&mut mem, &image, b"x", &modules).unwrap();
             assert_eq!(st.regs.rip, 0x20_0020);
             assert_eq!(mem.read_u8(0x20_0000).unwrap(), 0x90);
             assert_eq!(mem.read_u8(0x20_0040).unwrap(), 0);
@@ -708,7 +708,7 @@ mod tests {
         );
         let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &image, "", &[])),
+            err_text(load_multiboot(&mut mem, &image, b"", &[])),
             LoadError::Unsupported(s) if s.contains("above 4 GiB")
         ));
     }
@@ -723,7 +723,7 @@ mod tests {
         );
         f[..h.len()].copy_from_slice(&h);
         let mut mem = GuestMemory::with_ram(1 << 20).unwrap();
-        let st = load_multiboot(&mut mem, &f, "abc", &[]).unwrap();
+        let st = load_multiboot(&mut mem, &f, b"abc", &[]).unwrap();
         let info = st.regs.gpr[Gpr::Rbx as usize];
         assert_eq!(info, 0x2_0000);
         assert_eq!(c_string(&mem, u64::from(info_u32(&mem, info, 16))), "abc");
@@ -734,12 +734,12 @@ mod tests {
         let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
         // Empty file, no header.
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &[], "", &[])),
+            err_text(load_multiboot(&mut mem, &[], b"", &[])),
             LoadError::UnknownFormat(_)
         ));
         assert!(!is_multiboot(&[]));
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &[0x90; 0x4000], "", &[])),
+            err_text(load_multiboot(&mut mem, &[0x90; 0x4000], b"", &[])),
             LoadError::UnknownFormat(_)
         ));
         // A header past the first 8 KiB is not found.
@@ -755,7 +755,7 @@ mod tests {
         bad[0x48] ^= 1;
         assert!(!is_multiboot(&bad));
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &bad, "", &[])),
+            err_text(load_multiboot(&mut mem, &bad, b"", &[])),
             LoadError::Malformed(s) if s.contains("checksum")
         ));
         // Unsupported required flag.
@@ -763,13 +763,13 @@ mod tests {
         f[..12].copy_from_slice(&header(1 << 5, None));
         assert!(is_multiboot(&f));
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &f, "", &[])),
+            err_text(load_multiboot(&mut mem, &f, b"", &[])),
             LoadError::Unsupported(s) if s.contains("0x20")
         ));
         // No kludge and not ELF.
         f[..12].copy_from_slice(&header(HEADER_MEMORY_INFO | (1 << 20), None));
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &f, "", &[])),
+            err_text(load_multiboot(&mut mem, &f, b"", &[])),
             LoadError::UnknownFormat(_)
         ));
         // Kludge fields cut off by the end of the file.
@@ -791,13 +791,13 @@ mod tests {
     fn kludge_errors() {
         let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
         let malformed = |mem: &mut GuestMemory, f: &[u32; 5], needle: &str| match err_text(
-            load_multiboot(mem, &kludge(*f, 0x100), "", &[]),
+            load_multiboot(mem, &kludge(*f, 0x100), b"", &[]),
         ) {
             LoadError::Malformed(s) => assert!(s.contains(needle), "{s:?} lacks {needle:?}"),
             e => panic!("{e:?}"),
         };
         let ok = [0x10_0020, 0x10_0000, 0x10_0100, 0x10_1000, 0x10_0000];
-        assert!(load_multiboot(&mut mem, &kludge(ok, 0x100), "", &[]).is_ok());
+        assert!(load_multiboot(&mut mem, &kludge(ok, 0x100), b"", &[]).is_ok());
         // header_addr below load_addr.
         malformed(
             &mut mem,
@@ -828,7 +828,7 @@ mod tests {
         match err_text(load_multiboot(
             &mut mem,
             &kludge([0x3f_ff20, 0x3f_ff00, 0, 0x40_1000, 0], 0x100),
-            "",
+            b"",
             &[],
         )) {
             LoadError::DoesNotFit(s) => assert!(s.contains("kernel"), "{s}"),
@@ -837,10 +837,10 @@ mod tests {
         // A module that does not fit.
         let big = vec![0u8; 4 << 20];
         let modules = [Module {
-            cmdline: "big",
+            cmdline: b"big",
             data: &big,
         }];
-        match err_text(load_multiboot(&mut mem, &kludge(ok, 0x100), "", &modules)) {
+        match err_text(load_multiboot(&mut mem, &kludge(ok, 0x100), b"", &modules)) {
             LoadError::DoesNotFit(s) => assert!(s.contains("module 0"), "{s}"),
             e => panic!("{e:?}"),
         }
@@ -860,7 +860,7 @@ mod tests {
             &body,
         );
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &image, "", &[])),
+            err_text(load_multiboot(&mut mem, &image, b"", &[])),
             LoadError::DoesNotFit(_)
         ));
         // Non-x86 machine.
@@ -872,7 +872,7 @@ mod tests {
             &body,
         );
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &image, "", &[])),
+            err_text(load_multiboot(&mut mem, &image, b"", &[])),
             LoadError::Unsupported(_)
         ));
         // Truncated program header table (the header still lies in the first bytes).
@@ -887,7 +887,7 @@ mod tests {
         image.extend_from_slice(&header(0, None));
         image[44] = 3; // three program headers: the table runs past the end
         assert!(matches!(
-            err_text(load_multiboot(&mut mem, &image, "", &[])),
+            err_text(load_multiboot(&mut mem, &image, b"", &[])),
             LoadError::Malformed(_)
         ));
     }

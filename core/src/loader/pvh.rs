@@ -221,7 +221,7 @@ pub fn load_pvh_with_layout(
     }
     mem.write(BOOT_PARAMS_ADDR, &block)?;
     let mut cmdline = vec![0u8; boot.cmdline.len() + 1];
-    cmdline[..boot.cmdline.len()].copy_from_slice(boot.cmdline.as_bytes());
+    cmdline[..boot.cmdline.len()].copy_from_slice(boot.cmdline);
     mem.write(CMDLINE_ADDR, &cmdline)?;
     mem.write(BOOT_GDT_ADDR, &linux::gdt(linux::GDT_CODE32))?;
 
@@ -320,7 +320,7 @@ mod tests {
 
     fn boot<'a>(cmdline: &'a str, initrd: Option<&'a [u8]>) -> LinuxBoot<'a> {
         LinuxBoot {
-            cmdline,
+            cmdline: cmdline.as_bytes(),
             initrd,
             rsdp_addr: Some(0xf_0000),
         }

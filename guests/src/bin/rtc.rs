@@ -113,8 +113,12 @@ fn main(info: &'static rt::multiboot::Info) {
     check_eq!(b & 0x87, 0x02, "register B: clock running, BCD, 24-hour");
     check_eq!(read(REG_D) & 0x80, 0x80, "register D: VRT (battery good)");
     write(REG_B, b & !0x70);
+    // With the periodic rate off PF stays clear; UF comes once a second, so a busy host
+    // can let one arrive between the two reads: it is not part of the check.
+    write(REG_A, a & 0xf0);
     read(REG_C);
-    check_eq!(read(REG_C) & 0xf0, 0, "register C reads 0 after a read");
+    check_eq!(read(REG_C) & 0xe0, 0, "register C reads 0 after a read");
+    write(REG_A, a);
 
     let time = read_time();
     println!(

@@ -36,18 +36,22 @@ pub fn mov_load<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Res
     }
 }
 
-/// A load exited: when it is the instruction's MMIO read and nothing asks for the
-/// instruction to run again (single-stepping, RF), the core's value completes it directly
-/// (see [`InterceptKind::MmioLoad`]); otherwise it is replayed as any MMIO access.
+/// A load exited: when it is the instruction's MMIO read of all its bytes and nothing asks
+/// for the instruction to run again (single-stepping, RF), the core's value completes it
+/// directly (see [`InterceptKind::MmioLoad`]); otherwise it is replayed as any MMIO
+/// access.
 #[cold]
 #[inline(never)]
 fn mmio_load_exit(c: &mut Cpu, op: &Op, size: u8) -> Ex {
+    // The whole load in one read: a load split across two pages (or across the end of
+    // RAM) reads its parts separately, and is replayed.
     let read = matches!(
         c.exit,
         opsvisor_core::exit::Exit::Mmio {
             direction: opsvisor_core::exit::Direction::Read,
+            size: s,
             ..
-        }
+        } if s == size
     );
     let replaying = c.mmio.len != 0;
     let stepping = c.rf & (crate::arith::flags::TF | crate::arith::flags::RF) != 0;

@@ -102,8 +102,9 @@ pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     }
     let di = c.gpr[7] & amask;
     // The destination is checked before the port is read: segment, alignment (#AC at
-    // CPL 3 with CR0.AM and RFLAGS.AC), then paging.
-    let gpa = c.probe_write_aligned(mem, sr::ES, di, u32::from(size), u32::from(size))?;
+    // CPL 3 with CR0.AM and RFLAGS.AC), then paging, of both pages when the element
+    // crosses a page boundary.
+    let (gpa, gpa2) = c.probe_write_split(mem, sr::ES, di, u32::from(size), u32::from(size))?;
     let port = c.gpr[2] as u16;
     intercept(
         c,
@@ -114,6 +115,7 @@ pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
             rep,
             amask,
             gpa,
+            gpa2,
         },
         Exit::Io {
             port,
@@ -145,6 +147,7 @@ pub fn outs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
             rep,
             amask,
             gpa: 0,
+            gpa2: 0,
         },
         Exit::Io {
             port,

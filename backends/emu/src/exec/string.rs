@@ -85,7 +85,11 @@ fn repeat<const K: Str>(
             return Ok(());
         }
         n += done;
-        if n >= CHUNK && cx != 0 {
+        // An element that reached MMIO (a store waiting to be reported, a replayed read)
+        // or code ends the chunk, so each such element gets its own exit (one element per
+        // exit, as VMX reports REP string accesses to MMIO) and each read its own replay.
+        // Only the element path sets `brk`: a bulk step touches RAM without code.
+        if (n >= CHUNK || c.brk) && cx != 0 {
             // Come back to this instruction at the next boundary.
             c.rip = op.i.ip();
             c.brk = true;
