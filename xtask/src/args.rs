@@ -90,7 +90,7 @@ pub enum Command {
 
 /// The peer benchmark's workloads and their default N (iterations of the short run):
 /// each k·N run takes a few seconds on opsvisor's emulator.
-pub const BENCH_WORKLOADS: [(&str, u64); 3] = [("int", 1000), ("mem", 5), ("exit", 2000)];
+pub const BENCH_WORKLOADS: [(&str, u64); 3] = [("int", 1000), ("mem", 25), ("exit", 2000)];
 /// Default k: the long run does k·N iterations.
 pub const DEFAULT_BENCH_K: u64 = 4;
 /// Where `scripts/linux-guest.sh` puts the Linux guest, relative to the workspace root.
@@ -250,7 +250,7 @@ DIFF OPTIONS:
 
 BENCH OPTIONS:
     --workloads LIST  comma-separated, each NAME or NAME=N: int, mem, exit (default
-                      int=1000,mem=5,exit=2000); N is the short run's iteration count
+                      int=1000,mem=25,exit=2000); N is the short run's iteration count
     --k K             the long run does K·N iterations (default 4); the difference of the
                       two runs' CPU time (user+sys of the child) cancels the boot
     --peers LIST      comma-separated: opsvisor,qemu,bochs (default: all three, Bochs only
