@@ -150,11 +150,88 @@ pub enum Command {
     /// Differential run: generated cases on a hardware backend against the emulator
     /// inside the image.
     Diff(DiffOptions),
+    /// The peer benchmark: the bench guest's workloads on opsvisor, QEMU TCG and Bochs.
+    BenchPeers(BenchOptions),
     /// Regenerate docs/emu-coverage.md, or with `check` fail when it is out of date.
     Coverage {
         /// Only check.
         check: bool,
     },
+}
+
+/// The peer benchmark's workloads and their default N (iterations of the short run):
+/// each k·N run takes a few seconds on opsvisor's emulator.
+pub const BENCH_WORKLOADS: [(&str, u64); 3] = [("int", 1000), ("mem", 25), ("exit", 2000)];
+/// Default k: the long run does k·N iterations.
+pub const DEFAULT_BENCH_K: u64 = 4;
+/// Where `scripts/linux-guest.sh` puts the Linux guest, relative to the workspace root.
+pub const DEFAULT_LINUX_GUEST: &str = "target/linux-guest";
+/// Default limit on one run of the peer benchmark.
+pub const DEFAULT_BENCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A machine the peer benchmark runs the guest on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// `opsvisor run` (the emulator backend).
+    Opsvisor,
+    /// QEMU TCG (`qemu-system-x86_64 -accel tcg -kernel`).
+    Qemu,
+    /// Bochs, booting the guest from a GRUB ISO.
+    Bochs,
+}
+
+impl Peer {
+    /// The name on the command line and in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Opsvisor => "opsvisor",
+            Peer::Qemu => "qemu",
+            Peer::Bochs => "bochs",
+        }
+    }
+}
+
+/// Options of `bench-peers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Workloads to run, each with its N.
+    pub workloads: Vec<(String, u64)>,
+    /// The long run does k·N iterations.
+    pub k: u64,
+    /// The peers asked for (`None`: opsvisor, QEMU, and Bochs if installed).
+    pub peers: Option<Vec<Peer>>,
+    /// Runs per point; the least CPU time counts.
+    pub repeat: u32,
+    /// The opsvisor program to measure (default: build target/release/opsvisor).
+    pub opsvisor: Option<PathBuf>,
+    /// Limit on one run.
+    pub timeout: Duration,
+    /// The Linux boot: the directory holding `vmlinuz` and `initrd.gz`
+    /// (`scripts/linux-guest.sh`), and whether it was asked for (`--linux`) or is only
+    /// used if it is there (the default `target/linux-guest`).
+    pub linux: Option<(PathBuf, bool)>,
+}
+
+impl BenchOptions {
+    /// The peers to run, opsvisor first.
+    pub fn peers(&self) -> Vec<Peer> {
+        match &self.peers {
+            Some(p) => p.clone(),
+            None => {
+                let mut p = vec![Peer::Opsvisor, Peer::Qemu];
+                if on_path("bochs") {
+                    p.push(Peer::Bochs);
+                }
+                p
+            }
+        }
+    }
+}
+
+/// Whether `tool` is an executable file in a directory of PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Default number of differential cases.
@@ -243,6 +320,10 @@ USAGE:
                                             minimized
     cargo xtask vmx-diff [DIFF OPTIONS] [OPTIONS]
                                             the same as diff --backend vmx
+    cargo xtask bench-peers [BENCH OPTIONS] the peer benchmark: the same guest workloads on
+                                            opsvisor's emulator, QEMU TCG and Bochs (if
+                                            installed); guest instructions per CPU second and
+                                            the ratio to QEMU, per workload
     cargo xtask coverage [--check]          regenerate docs/emu-coverage.md (the emulator's
                                             instruction coverage); --check fails if it is stale
     cargo xtask help                        this text
@@ -268,6 +349,27 @@ DIFF OPTIONS:
   AMD ones, qemu_tcg_quirks for QEMU TCG, vendor_differences for Intel silicon).
   Exit status 0 when every case ends the same on both backends, 1 when any differs, 4 when
   the CPU cannot run the hardware backend.
+
+BENCH OPTIONS:
+    --workloads LIST  comma-separated, each NAME or NAME=N: int, mem, exit (default
+                      int=1000,mem=25,exit=2000); N is the short run's iteration count
+    --k K             the long run does K·N iterations (default 4); the difference of the
+                      two runs' CPU time (user+sys of the child) cancels the boot
+    --peers LIST      comma-separated: opsvisor,qemu,bochs (default: all three, Bochs only
+                      if installed); opsvisor must be among them (it counts the instructions)
+    --repeat R        run each point R times and keep the least CPU time (default 1)
+    --opsvisor PATH   the opsvisor program to measure (default: build target/release/opsvisor)
+    --timeout SECS    limit on one run (default 600)
+    --linux DIR       also boot Linux (DIR/vmlinuz with DIR/initrd.gz, from
+                      scripts/linux-guest.sh) to its init and power-off on opsvisor and on QEMU
+                      (-M pc) and compare the boot's CPU time; by default it runs when
+                      target/linux-guest holds the guest
+    --no-linux        leave the Linux boot out
+  The guest is the corpus guest `bench` (guests/src/bin/bench.rs). Instructions are counted
+  by opsvisor's emulator for the same iterations (the guest is deterministic: every peer runs
+  the same instructions). Exit status 0 when every peer passed and printed the same
+  checksums, 1 when a peer failed or the checksums differ, 2 on bad input or a missing tool,
+  3 when a run passed --timeout.
 
 OPTIONS:
     --cpu MODEL       the CPU: a Bochs model (default corei7_skylake_x; ryzen for the svm
@@ -374,6 +476,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "bochs-linux" => linux(cmd, rest, Machine::Bochs, HwBackend::Vmx),
         "bochs-svm-linux" => linux(cmd, rest, Machine::Bochs, HwBackend::Svm),
         "qemu-svm-linux" => linux(cmd, rest, Machine::Qemu, HwBackend::Svm),
+        "bench-peers" => bench_peers(rest),
         "coverage" => match rest {
             [] => Ok(Command::Coverage { check: false }),
             [flag] if flag == "--check" => Ok(Command::Coverage { check: true }),
@@ -396,6 +499,119 @@ fn with_backend(mut run: RunOptions, backend: HwBackend) -> RunOptions {
             .to_string();
     }
     run
+}
+
+fn bench_peers(args: &[String]) -> Result<Command, String> {
+    let mut o = BenchOptions {
+        workloads: BENCH_WORKLOADS
+            .iter()
+            .map(|(w, n)| (w.to_string(), *n))
+            .collect(),
+        k: DEFAULT_BENCH_K,
+        peers: None,
+        repeat: 1,
+        opsvisor: None,
+        timeout: DEFAULT_BENCH_TIMEOUT,
+        linux: None,
+    };
+    let mut no_linux = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let count = |name: &str, v: &str, max: u64| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| format!("{name}: '{v}' is not a count (1 to {max})"))
+        };
+        match arg.as_str() {
+            "--workloads" => {
+                let mut list = Vec::new();
+                for item in value("--workloads")?.split(',').filter(|s| !s.is_empty()) {
+                    let (name, n) = match item.split_once('=') {
+                        Some((name, n)) => (name, Some(n)),
+                        None => (item, None),
+                    };
+                    let Some(&(_, default)) = BENCH_WORKLOADS.iter().find(|(w, _)| *w == name)
+                    else {
+                        return Err(format!(
+                            "--workloads: '{name}' is not a workload (int, mem, exit)"
+                        ));
+                    };
+                    let n = match n {
+                        Some(n) => count("--workloads", n, 1_000_000)?,
+                        None => default,
+                    };
+                    list.push((name.to_string(), n));
+                }
+                if list.is_empty() {
+                    return Err("--workloads needs at least one workload".into());
+                }
+                o.workloads = list;
+            }
+            "--k" => {
+                o.k = count("--k", &value("--k")?, 1000)?;
+                if o.k < 2 {
+                    return Err("--k: must be at least 2 (the long run minus the short one)".into());
+                }
+            }
+            "--peers" => {
+                let mut list = Vec::new();
+                for name in value("--peers")?.split(',').filter(|s| !s.is_empty()) {
+                    let p = match name {
+                        "opsvisor" => Peer::Opsvisor,
+                        "qemu" => Peer::Qemu,
+                        "bochs" => Peer::Bochs,
+                        other => {
+                            return Err(format!(
+                                "--peers: '{other}' is not a peer (opsvisor, qemu, bochs)"
+                            ))
+                        }
+                    };
+                    if !list.contains(&p) {
+                        list.push(p);
+                    }
+                }
+                if !list.contains(&Peer::Opsvisor) {
+                    return Err(
+                        "--peers: opsvisor must be among the peers (it counts the instructions)"
+                            .into(),
+                    );
+                }
+                // opsvisor first: its count is read before the others run.
+                list.sort_by_key(|p| *p != Peer::Opsvisor);
+                o.peers = Some(list);
+            }
+            "--repeat" => o.repeat = count("--repeat", &value("--repeat")?, 100)? as u32,
+            "--opsvisor" => o.opsvisor = Some(PathBuf::from(value("--opsvisor")?)),
+            "--linux" => o.linux = Some((PathBuf::from(value("--linux")?), true)),
+            "--no-linux" => no_linux = true,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                    .ok_or_else(|| {
+                        format!("--timeout: '{v}' is not a number of seconds (0 < s <= 86400)")
+                    })?;
+                o.timeout = Duration::from_secs_f64(secs);
+            }
+            other => return Err(format!("'bench-peers': unexpected argument '{other}'")),
+        }
+    }
+    if no_linux {
+        if o.linux.is_some() {
+            return Err("'bench-peers': --linux and --no-linux contradict each other".into());
+        }
+    } else if o.linux.is_none() {
+        o.linux = Some((PathBuf::from(DEFAULT_LINUX_GUEST), false));
+    }
+    Ok(Command::BenchPeers(o))
 }
 
 /// `diff` (`backend` from `--backend`, default VMX) and `vmx-diff` (`backend` given).
@@ -1010,6 +1226,48 @@ mod tests {
             ("corpus-vmx --append backend=emu", "leave backend= out"),
             ("corpus-vmx --cpu", "needs a value"),
             ("corpus-vmx --bogus", "unknown option"),
+        ] {
+            let err = parse(&args(line)).expect_err(line);
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn bench_peers_options() {
+        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers")) else {
+            panic!("not a bench-peers command");
+        };
+        assert_eq!(o.k, DEFAULT_BENCH_K);
+        assert_eq!(o.workloads.len(), 3);
+        assert_eq!(o.peers, None);
+        assert_eq!(o.linux, Some((PathBuf::from(DEFAULT_LINUX_GUEST), false)));
+        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --linux /l")) else {
+            panic!("not a bench-peers command");
+        };
+        assert_eq!(o.linux, Some((PathBuf::from("/l"), true)));
+        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --no-linux")) else {
+            panic!("not a bench-peers command");
+        };
+        assert_eq!(o.linux, None);
+        assert!(parse(&args("bench-peers --no-linux --linux /l")).is_err());
+        let Ok(Command::BenchPeers(o)) = parse(&args(
+            "bench-peers --workloads mem=2,int --k 3 --peers qemu,opsvisor --repeat 2 --timeout 9",
+        )) else {
+            panic!("not a bench-peers command");
+        };
+        assert_eq!(o.workloads, vec![("mem".into(), 2), ("int".into(), 1000)]);
+        assert_eq!(o.k, 3);
+        assert_eq!(o.peers, Some(vec![Peer::Opsvisor, Peer::Qemu]));
+        assert_eq!(o.repeat, 2);
+        assert_eq!(o.timeout, Duration::from_secs(9));
+        for (line, want) in [
+            ("bench-peers --workloads fp", "not a workload"),
+            ("bench-peers --workloads mem=0", "not a count"),
+            ("bench-peers --k 1", "at least 2"),
+            ("bench-peers --peers qemu", "opsvisor must be"),
+            ("bench-peers --peers vbox,opsvisor", "not a peer"),
+            ("bench-peers --repeat", "needs a value"),
+            ("bench-peers extra", "unexpected argument"),
         ] {
             let err = parse(&args(line)).expect_err(line);
             assert!(err.contains(want), "{line}: {err}");

@@ -18,6 +18,7 @@
 //! cargo xtask qemu-svm GUEST [OPTIONS]   QEMU TCG (-cpu max), the SVM backend
 //! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX/SVM)
 //! cargo xtask diff --backend vmx|svm     differential runs (vmx-diff: --backend vmx)
+//! cargo xtask bench-peers [OPTIONS]      the peer benchmark (opsvisor, QEMU TCG, Bochs)
 //! ```
 //!
 //! GUEST is a multiboot v1 kernel file or a corpus guest name (`guests/src/bin/NAME.rs`,
@@ -57,6 +58,7 @@ mod args;
 mod corpus;
 mod differential;
 mod machines;
+mod peers;
 
 #[cfg(test)]
 #[allow(dead_code)]
@@ -203,6 +205,7 @@ fn run(cmd: Cmd) -> Result<()> {
             qemu(&run, true, None)
         }
         Cmd::Diff(diff) => differential::diff(&diff),
+        Cmd::BenchPeers(o) => peers::bench_peers(&o),
         Cmd::Coverage { check } => coverage(check),
     }
 }
