@@ -226,13 +226,13 @@ fn linux_boot(
     if !kernel.is_file() || !initrd.is_file() {
         if *asked {
             return Err(Failure::BadInput(format!(
-                "--linux: {} has no vmlinuz and initrd.gz (make them with                  bash scripts/linux-guest.sh {})",
+                "--linux: {} has no vmlinuz and initrd.gz (make them with bash scripts/linux-guest.sh {})",
                 dir.display(),
                 dir.display()
             )));
         }
         eprintln!(
-            "xtask: no Linux guest in {} (bash scripts/linux-guest.sh makes one): the boot              is left out",
+            "xtask: no Linux guest in {} (bash scripts/linux-guest.sh makes one): the boot is left out",
             dir.display()
         );
         return Ok(None);
@@ -244,7 +244,10 @@ fn linux_boot(
         let mut cmd = match peer {
             Peer::Opsvisor => {
                 let mut c = Command::new(opsvisor);
-                c.args(["run", "--memory"]).arg(format!("{GUEST_MIB}M"));
+                // Exit counts without a clock read per exit, printed with the boot's
+                // instruction rate below.
+                c.args(["run", "--stats-counts", "--memory"])
+                    .arg(format!("{GUEST_MIB}M"));
                 c
             }
             _ => {
@@ -297,6 +300,14 @@ fn linux_boot(
             cpu.as_secs_f64(),
             wall.as_secs_f64()
         );
+        if peer == Peer::Opsvisor {
+            // The statistics opsvisor printed at the end of the boot: exits by reason,
+            // guest instructions and their rate.
+            if let Some(at) = err.find("--- opsvisor statistics") {
+                eprintln!("xtask: opsvisor's statistics for the Linux boot:");
+                eprint!("{}", &err[at..]);
+            }
+        }
         times.push((peer, cpu, wall));
     }
     let mut line = String::from("linux boot to init and power-off (CPU s, wall s):");
