@@ -1,7 +1,7 @@
 //! core's `Platform` on bare metal: the TSC as the clock, host COM1 as the console.
 
-use crate::cpu::{cpuid, rdtsc};
 use crate::console_input::ConsoleInput;
+use crate::cpu::{cpuid, rdtsc};
 use crate::serial;
 use opsvisor_bare::port::{inb, outb};
 use opsvisor_core::platform::Platform;
