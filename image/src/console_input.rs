@@ -33,7 +33,7 @@ impl ConsoleInput {
     /// [`CONSOLE_INPUT_MAX`] bytes.
     pub fn from_hex(hex: &str) -> Result<ConsoleInput, &'static str> {
         let digits = hex.as_bytes();
-        if digits.len() % 2 != 0 || digits.len() / 2 > CONSOLE_INPUT_MAX {
+        if !digits.len().is_multiple_of(2) || digits.len() / 2 > CONSOLE_INPUT_MAX {
             return Err("an even number of hex digits, at most 64 bytes");
         }
         let digit = |c: u8| char::from(c).to_digit(16).ok_or("hex digits only");
