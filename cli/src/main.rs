@@ -9,6 +9,7 @@
 use opsvisor::args::{self, Command, RunArgs, Serial};
 use opsvisor::breakdown::Breakdown;
 use opsvisor::exec;
+use opsvisor::gdb::{GdbEnd, GdbServer};
 use opsvisor::input::{read_file, size_text};
 use opsvisor::observer::Observed;
 use opsvisor::output::OutputFile;
@@ -97,6 +98,14 @@ fn init_logging(verbosity: u8) {
     };
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
+    // The gdb stub's protocol chatter (packets gdb sends that it does not implement) only
+    // at -vvv.
+    let gdbstub = if verbosity >= 3 {
+        log::LevelFilter::Trace
+    } else {
+        log::LevelFilter::Warn
+    };
+    builder.filter_module("gdbstub", gdbstub);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }
@@ -220,6 +229,7 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
 /// `--no-reboot`; the exit status.
 fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
     let started = Instant::now();
+    let mut gdb = run.gdb.as_ref().map(GdbServer::bind).transpose()?;
     let mut timeout = run.machine.timeout;
     if let Some(limit) = timeout {
         // Outputs that stdout or a file does not take wait only until the timeout.
@@ -246,13 +256,24 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         drop(kernel);
         opts.modules = Vec::new();
         opts.initrd = None;
-        let outcome = vm.run();
+        let outcome = match &mut gdb {
+            Some(server) => match server.run(&mut vm)? {
+                GdbEnd::Outcome(outcome) => outcome,
+                GdbEnd::Killed => {
+                    vm.platform.console().drain_output();
+                    error_line("ended by gdb (kill)");
+                    return Ok(STATUS_QUIT);
+                }
+            },
+            None => vm.run(),
+        };
         log::info!(
             "the run ended after {:.3} s and {} exits: {outcome:?}",
             vm.run_time_ns() as f64 / 1e9,
             vm.stats.total()
         );
-        if outcome == RunOutcome::Reset && !run.no_reboot {
+        // A debugger's session belongs to one machine: a reset under gdb ends the run.
+        if outcome == RunOutcome::Reset && !run.no_reboot && gdb.is_none() {
             if run.stats {
                 print_stats(&vm);
             }
@@ -319,6 +340,12 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
             RunOutcome::Timeout => {
                 error_line(&format!("stopped after the timeout{lost}"));
                 STATUS_LIMIT
+            }
+            RunOutcome::Debug { vector } => {
+                error_line(&format!(
+                    "the backend stopped for a debugger (vector {vector}) with none attached{lost}"
+                ));
+                STATUS_FAILED
             }
             RunOutcome::Failed(why) => {
                 error_line(&format!("{why}{lost}"));

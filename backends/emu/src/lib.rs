@@ -50,6 +50,35 @@ pub struct EmuVcpu {
     /// intercept exit the next run follows this block's successor link instead of
     /// translating RIP and hashing (the link is checked against RIP and the generation).
     resume: (u32, u64),
+    /// What a debugger asked for ([`EmuVcpu::set_guest_debug`]), if anything.
+    debug: Option<alloc::boxed::Box<DebugState>>,
+}
+
+/// Most breakpoints [`EmuVcpu::set_guest_debug`] takes (gdb asks for a few; the bound
+/// keeps the check at each instruction short).
+pub const MAX_BREAKPOINTS: usize = 64;
+
+/// What a debugger asks the emulator to stop at: the counterpart of KVM's
+/// `KVM_SET_GUEST_DEBUG` (single-step, and breakpoints the guest cannot see: nothing is
+/// written into its memory, as QEMU's TCG does it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// Stop after one instruction with [`Exit::Exception`] for #DB (vector 1).
+    pub single_step: bool,
+    /// Stop before the instruction at any of these RIP values with [`Exit::Exception`]
+    /// for #BP (vector 3). At most [`MAX_BREAKPOINTS`].
+    pub breakpoints: alloc::vec::Vec<u64>,
+}
+
+/// [`GuestDebug`] and where the vCPU was when it was set.
+#[derive(Debug)]
+struct DebugState {
+    want: GuestDebug,
+    /// RIP and the instruction count when the debugger resumed: until either changes the
+    /// vCPU is still at the instruction it resumed from, where no breakpoint fires (it
+    /// may be the one that stopped it) and no step is done yet.
+    rip: u64,
+    retired: u64,
 }
 
 impl Default for EmuVcpu {
@@ -78,6 +107,7 @@ impl EmuVcpu {
             irq_window: false,
             nmi_window: false,
             resume: (u32::MAX, 0),
+            debug: None,
         };
         reset::reset(&mut v.cpu, ResetKind::PowerOn);
         v
@@ -107,6 +137,59 @@ impl EmuVcpu {
     /// and report how they ended (`opsvisor exec`).
     pub fn set_event_exits(&mut self, on: bool) {
         self.cpu.event_exits = on;
+    }
+
+    /// Stop for a debugger (see [`GuestDebug`]), from the next run on; `None` (or nothing
+    /// asked for) runs the guest as before. While a debugger is attached the emulator
+    /// runs one instruction at a time through its slow checks, so that every instruction
+    /// boundary is seen. The breakpoint at the current RIP, if any, does not fire before
+    /// the instruction there has run: resuming from a breakpoint goes on. An
+    /// instruction the core completes (port I/O, CPUID, ...) counts as the step; an
+    /// exception delivered to the guest ends the step at its handler's first instruction.
+    /// More than [`MAX_BREAKPOINTS`] breakpoints are refused (`Err` with the count).
+    pub fn set_guest_debug(&mut self, debug: Option<GuestDebug>) -> Result<(), usize> {
+        self.debug = match debug {
+            Some(want) if want.breakpoints.len() > MAX_BREAKPOINTS => {
+                return Err(want.breakpoints.len())
+            }
+            Some(want) if want.single_step || !want.breakpoints.is_empty() => {
+                Some(alloc::boxed::Box::new(DebugState {
+                    want,
+                    rip: self.cpu.rip,
+                    retired: self.cpu.retired,
+                }))
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// Whether the debugger's step is done or a breakpoint is reached at this instruction
+    /// boundary: the exit to leave with.
+    #[cold]
+    fn debug_stop(&mut self) -> Option<Exit> {
+        let d = self.debug.as_deref_mut()?;
+        let c = &self.cpu;
+        if c.rip == d.rip && c.retired == d.retired {
+            return None;
+        }
+        let vector = if d.want.single_step {
+            exception::DB
+        } else if d.want.breakpoints.contains(&c.rip) {
+            exception::BP
+        } else {
+            return None;
+        };
+        // Stopped here: resuming without a new request goes on from this instruction.
+        d.rip = c.rip;
+        d.retired = c.retired;
+        if vector == exception::DB {
+            d.want.single_step = false;
+        }
+        Some(Exit::Exception {
+            vector,
+            error_code: None,
+        })
     }
 
     /// The architectural state, read-only (for tests and debuggers).
@@ -227,6 +310,7 @@ impl EmuVcpu {
         let (prev, gen) = self.resume;
         let c = &self.cpu;
         let quiet = gen == c.fetch_gen
+            && self.debug.is_none()
             && !(self.irq_window | self.nmi_window)
             && !c.shadow
             && c.rf & (TF | RF) == 0
@@ -290,6 +374,11 @@ impl EmuVcpu {
                     data,
                 });
             }
+            if self.debug.is_some() {
+                if let Some(x) = self.debug_stop() {
+                    leave!(x);
+                }
+            }
             if self.cpu.retired >= stop_at {
                 leave!(Exit::Preempted);
             }
@@ -301,8 +390,9 @@ impl EmuVcpu {
             }
             let c = &mut self.cpu;
             // RF (set by an IRET back to a faulting instruction) lasts one instruction:
-            // run that one alone, like a single step, to clear it after.
-            let single = c.shadow || c.rf & (TF | RF) != 0;
+            // run that one alone, like a single step, to clear it after. A debugger sees
+            // every instruction boundary.
+            let single = c.shadow || c.rf & (TF | RF) != 0 || self.debug.is_some();
             let rip = c.rip;
             let gen = c.fetch_gen;
             let linked = if prev_gen == gen {

@@ -4,7 +4,7 @@
 extern crate std;
 
 use crate::arith::flags::{CF, IF, OF, PF, SF, ZF};
-use crate::EmuVcpu;
+use crate::{EmuVcpu, GuestDebug, MAX_BREAKPOINTS};
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
 use opsvisor_core::exit::{Direction, Exit};
@@ -1574,4 +1574,136 @@ fn ins_elements_crossing_a_page_are_stored_page_by_page() {
     );
     assert_eq!(h.mem.read_u8(RAM_END - 1).unwrap(), 0xb2);
     assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 1);
+}
+
+/// A straight-line block with an OUT in the middle, a loop and a fault handled by the
+/// guest: what a debugger steps through and stops in.
+fn debug_harness() -> Harness {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut again = a.create_label();
+    a.mov(eax, 1u32).unwrap(); // 0
+    a.mov(ebx, 2u32).unwrap(); // 1
+    a.add(eax, ebx).unwrap(); // 2
+    a.mov(dx, 0x3f8u32).unwrap(); // 3
+    a.out(dx, al).unwrap(); // 4: intercepted, completed by the core
+    a.mov(ecx, 3u32).unwrap(); // 5
+    a.set_label(&mut again).unwrap();
+    a.inc(r8).unwrap(); // the loop's body
+    a.dec(ecx).unwrap();
+    a.jnz(again).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("loop", again)]);
+    h
+}
+
+fn debug_stop(vector: u8) -> Exit {
+    Exit::Exception {
+        vector,
+        error_code: None,
+    }
+}
+
+#[test]
+fn guest_debug_single_steps_one_instruction_at_a_time() {
+    let mut h = debug_harness();
+    // Run it once first: steps must split the cached blocks too.
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+    h.vcpu.set_rip(CODE);
+    h.vcpu.set_gpr(Gpr::R8, 0);
+    h.out.clear();
+    let mut rips = std::vec![h.vcpu.rip()];
+    for _ in 0..6 {
+        let step = GuestDebug {
+            single_step: true,
+            breakpoints: std::vec![],
+        };
+        h.vcpu.set_guest_debug(Some(step)).unwrap();
+        assert_eq!(h.run(), Err(debug_stop(1)));
+        rips.push(h.vcpu.rip());
+    }
+    // mov eax (5 bytes), mov ebx (5), add (2), mov dx (4), out (1), mov ecx (5).
+    assert_eq!(
+        rips,
+        [0, 5, 10, 12, 16, 17, 22].map(|o| CODE + o).to_vec(),
+        "one instruction per step"
+    );
+    assert_eq!(h.gpr(Gpr::Rax) & 0xff, 3);
+    // The OUT was completed by the core within its step, once.
+    assert_eq!(h.out, b"\x03");
+    // Without a request the guest runs to its end.
+    h.vcpu.set_guest_debug(None).unwrap();
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+}
+
+#[test]
+fn guest_debug_breakpoints_stop_before_the_instruction_each_time() {
+    let mut h = debug_harness();
+    h.run().unwrap();
+    h.vcpu.set_rip(CODE);
+    h.vcpu.set_gpr(Gpr::R8, 0);
+    let body = h.label("loop");
+    let debug = GuestDebug {
+        single_step: false,
+        breakpoints: std::vec![body],
+    };
+    h.vcpu.set_guest_debug(Some(debug.clone())).unwrap();
+    for pass in 0..3 {
+        assert_eq!(h.run(), Err(debug_stop(3)), "pass {pass}");
+        assert_eq!(h.vcpu.rip(), body);
+        // Stopped before the INC: R8 counts the passes done.
+        assert_eq!(h.gpr(Gpr::R8), pass);
+        // Resuming from the breakpoint runs the instruction there.
+        h.vcpu.set_guest_debug(Some(debug.clone())).unwrap();
+    }
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+    // Memory is untouched: the breakpoint is not an INT3 in the code.
+    let mut byte = [0u8];
+    h.mem.read(body, &mut byte).unwrap();
+    assert_ne!(byte[0], 0xcc);
+    let too_many = GuestDebug {
+        single_step: false,
+        breakpoints: (0..=MAX_BREAKPOINTS as u64).collect(),
+    };
+    assert_eq!(
+        h.vcpu.set_guest_debug(Some(too_many)),
+        Err(MAX_BREAKPOINTS + 1)
+    );
+}
+
+#[test]
+fn guest_debug_step_into_an_exception_stops_at_its_handler() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut handler = asm64();
+    handler.hlt().unwrap();
+    h.load(&mut handler, 0x40000, &[]);
+    h.gate(0, 0x40000, 0);
+    let mut a = asm64();
+    a.xor(ecx, ecx).unwrap();
+    a.mov(eax, 1u32).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.div(ecx).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let step = || GuestDebug {
+        single_step: true,
+        breakpoints: std::vec![],
+    };
+    for _ in 0..3 {
+        h.vcpu.set_guest_debug(Some(step())).unwrap();
+        assert_eq!(h.run(), Err(debug_stop(1)));
+    }
+    assert_eq!(h.vcpu.rip(), CODE + 9, "at the DIV");
+    h.vcpu.set_guest_debug(Some(step())).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(
+        h.vcpu.rip(),
+        0x40000,
+        "the #DE handler, before its first instruction"
+    );
 }
