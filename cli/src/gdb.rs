@@ -7,7 +7,10 @@
 //! virtual address, translated by core's page walker with the vCPU's CR0, CR3, CR4 and
 //! EFER (paging off: the address is physical). Software and hardware breakpoints are the
 //! same thing here: the emulator stops before the instruction at that RIP without
-//! writing into guest memory ([`EmuVcpu::set_guest_debug`]). `stepi` runs exactly one
+//! writing into guest memory ([`EmuVcpu::set_guest_debug`]). `watch` sets a write
+//! watchpoint on the guest-physical bytes the address maps to when it is set, compared
+//! after each instruction (a store of the value already there does not stop; reads are
+//! not watched, so `rwatch` and `awatch` are refused). `stepi` runs exactly one
 //! instruction, `continue` runs until a breakpoint, the run's end, or gdb's Ctrl-C,
 //! which the stub sees between two slices of the guest's run ([`SLICE_INSTRUCTIONS`],
 //! [`SLICE_TIME`]).
@@ -32,7 +35,8 @@ use gdbstub::target::ext::base::singlethread::{
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, SwBreakpoint, SwBreakpointOps,
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind,
 };
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
@@ -43,7 +47,7 @@ use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
 use opsvisor_core::ops::{Gpr, SegReg, X86Ops};
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::RunOutcome;
-use opsvisor_emu::{EmuVcpu, GuestDebug, MAX_BREAKPOINTS};
+use opsvisor_emu::{DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS, MAX_WATCHPOINTS};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -159,6 +163,7 @@ impl GdbServer {
             runner,
             breakpoints: Vec::new(),
             hw_breakpoints: Vec::new(),
+            watchpoints: Vec::new(),
             step: false,
             _platform: PhantomData,
         };
@@ -219,9 +224,10 @@ impl<'a, P: Platform> Runner<'a, P> {
     }
 
     fn set_debug(&mut self, debug: Option<GuestDebug>) -> Result<(), String> {
-        self.emu()
-            .set_guest_debug(debug)
-            .map_err(|n| format!("{n} breakpoints (at most {MAX_BREAKPOINTS})"))
+        let vm = &mut *self.vm;
+        emu(&mut vm.vcpu)
+            .set_guest_debug(&vm.mem, debug)
+            .map_err(String::from)
     }
 
     /// Run one slice: `None` when it ended at the slice's own bounds, else how the run
@@ -288,6 +294,9 @@ struct GdbTarget<'a, P: Platform> {
     breakpoints: Vec<u64>,
     /// Hardware breakpoints (gdb's `hbreak`).
     hw_breakpoints: Vec<u64>,
+    /// Write watchpoints (gdb's `watch`): the virtual address and length gdb gave, and
+    /// the guest-physical bytes they mapped to when set.
+    watchpoints: Vec<(u64, u64, Watch)>,
     /// The next resume is a single step.
     step: bool,
     _platform: PhantomData<P>,
@@ -336,6 +345,7 @@ impl<P: Platform> GdbTarget<'_, P> {
         let debug = GuestDebug {
             single_step: self.step,
             breakpoints: all,
+            watchpoints: self.watchpoints.iter().map(|w| w.2).collect(),
         };
         self.runner.set_debug(Some(debug)).map_err(TargetErr)?;
         self.step = false;
@@ -351,13 +361,23 @@ impl<P: Platform> GdbTarget<'_, P> {
                 }
             };
             let rip = self.runner.vm.vcpu.rip();
-            let reason = match outcome {
-                RunOutcome::Debug { vector: 1 } => SingleThreadStopReason::DoneStep,
-                RunOutcome::Debug { .. } if self.hw_breakpoints.contains(&rip) => {
+            let stop = self.runner.emu().debug_stop_reason();
+            let reason = match (outcome, stop) {
+                (RunOutcome::Debug { .. }, Some(DebugStop::Watch(i))) => {
+                    SingleThreadStopReason::Watch {
+                        tid: (),
+                        kind: WatchKind::Write,
+                        addr: self.watchpoints.get(i).map_or(0, |w| w.0),
+                    }
+                }
+                (RunOutcome::Debug { .. }, Some(DebugStop::Step)) => {
+                    SingleThreadStopReason::DoneStep
+                }
+                (RunOutcome::Debug { .. }, _) if self.hw_breakpoints.contains(&rip) => {
                     SingleThreadStopReason::HwBreak(())
                 }
-                RunOutcome::Debug { .. } => SingleThreadStopReason::SwBreak(()),
-                end => {
+                (RunOutcome::Debug { .. }, _) => SingleThreadStopReason::SwBreak(()),
+                (end, _) => {
                     let reason = end_reason(&end);
                     self.runner.end = Some(end);
                     reason
@@ -559,6 +579,53 @@ impl<P: Platform> Breakpoints for GdbTarget<'_, P> {
 
     fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl<P: Platform> HwWatchpoint for GdbTarget<'_, P> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        // Writes only: the bytes are compared after each instruction, which sees no
+        // reads. gdb splits a longer region into aligned pieces of up to 8 bytes, as the
+        // debug registers need.
+        let in_page = 0x1000 - (addr & 0xfff);
+        if kind != WatchKind::Write
+            || !(1..=8).contains(&len)
+            || len > in_page
+            || self.watchpoints.len() >= MAX_WATCHPOINTS
+        {
+            return Ok(false);
+        }
+        let Some(gpa) = self.translate(addr, false) else {
+            return Ok(false);
+        };
+        let watch = Watch {
+            gpa,
+            len: len as u8,
+        };
+        self.watchpoints.push((addr, len, watch));
+        Ok(true)
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        let before = self.watchpoints.len();
+        if kind == WatchKind::Write {
+            self.watchpoints.retain(|w| (w.0, w.1) != (addr, len));
+        }
+        Ok(self.watchpoints.len() != before)
     }
 }
 

@@ -95,6 +95,11 @@ fn gdb_batch_session_on_a_corpus_guest() {
         // Stopped before the first instruction (--gdb-wait): the multiboot entry.
         "printf \"entry %#x\\n\", $pc".into(),
         "x/4xb $pc".into(),
+        // The entry stores the multiboot information's address (EBX) in boot_info.
+        "watch *(unsigned int *)&boot_info".into(),
+        "continue".into(),
+        "printf \"watched at %#x ebx %#x\\n\", $pc, $ebx".into(),
+        "delete".into(),
         "hbreak long_entry".into(),
         "continue".into(),
         "printf \"at %#x cs %#x\\n\", $pc, $cs".into(),
@@ -152,7 +157,21 @@ fn gdb_batch_session_on_a_corpus_guest() {
         "guest memory at the entry is the ELF's code {code:?}: {context}"
     );
     assert!(
-        text.contains("Breakpoint 1, ") && text.contains(" in long_entry ()"),
+        text.contains("Hardware watchpoint 1: *(unsigned int *)&boot_info"),
+        "a hardware write watchpoint: {context}"
+    );
+    let ebx = text
+        .lines()
+        .find_map(|l| l.strip_prefix("watched at 0x"))
+        .and_then(|l| l.split_once(" ebx 0x"))
+        .and_then(|(_, ebx)| u64::from_str_radix(ebx.trim(), 16).ok())
+        .expect("the watchpoint's stop printed");
+    assert!(
+        text.contains(&format!("Old value = 0\nNew value = {ebx}\n")),
+        "the watchpoint stops after boot_info got EBX ({ebx:#x}): {context}"
+    );
+    assert!(
+        text.contains("Breakpoint 2, ") && text.contains(" in long_entry ()"),
         "hbreak stops: {context}"
     );
     let at = text
@@ -170,7 +189,7 @@ fn gdb_batch_session_on_a_corpus_guest() {
         "one instruction stepped ({at:#x} -> {stepped:#x}): {context}"
     );
     assert!(
-        text.contains("Breakpoint 2, ") && text.contains(" in opsvisor_guest_main ()"),
+        text.contains("Breakpoint 3, ") && text.contains(" in opsvisor_guest_main ()"),
         "the software breakpoint stops: {context}"
     );
     assert!(

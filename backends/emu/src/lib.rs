@@ -57,6 +57,29 @@ pub struct EmuVcpu {
 /// Most breakpoints [`EmuVcpu::set_guest_debug`] takes (gdb asks for a few; the bound
 /// keeps the check at each instruction short).
 pub const MAX_BREAKPOINTS: usize = 64;
+/// Most write watchpoints [`EmuVcpu::set_guest_debug`] takes: the hardware's four debug
+/// address registers.
+pub const MAX_WATCHPOINTS: usize = 4;
+
+/// A write watchpoint: `len` bytes (1 to 8) of guest-physical memory at `gpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// Where the watched bytes are.
+    pub gpa: u64,
+    /// How many (1 to 8).
+    pub len: u8,
+}
+
+/// Why the emulator last stopped for the debugger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugStop {
+    /// The single step is done.
+    Step,
+    /// A breakpoint at RIP.
+    Breakpoint,
+    /// The instruction just run changed the watched bytes of this watchpoint (its index).
+    Watch(usize),
+}
 
 /// What a debugger asks the emulator to stop at: the counterpart of KVM's
 /// `KVM_SET_GUEST_DEBUG` (single-step, and breakpoints the guest cannot see: nothing is
@@ -68,6 +91,11 @@ pub struct GuestDebug {
     /// Stop before the instruction at any of these RIP values with [`Exit::Exception`]
     /// for #BP (vector 3). At most [`MAX_BREAKPOINTS`].
     pub breakpoints: alloc::vec::Vec<u64>,
+    /// Stop after an instruction that changed any of these bytes, with
+    /// [`Exit::Exception`] for #DB (vector 1), as a data breakpoint on writes does. The
+    /// bytes are compared at each instruction boundary, so a store of the value they
+    /// hold already does not stop (the hardware's would). At most [`MAX_WATCHPOINTS`].
+    pub watchpoints: alloc::vec::Vec<Watch>,
 }
 
 /// [`GuestDebug`] and where the vCPU was when it was set.
@@ -79,6 +107,10 @@ struct DebugState {
     /// may be the one that stopped it) and no step is done yet.
     rip: u64,
     retired: u64,
+    /// The watched bytes as last seen, one value per watchpoint.
+    watched: alloc::vec::Vec<u64>,
+    /// Why the last stop was made.
+    last: Option<DebugStop>,
 }
 
 impl Default for EmuVcpu {
@@ -146,17 +178,35 @@ impl EmuVcpu {
     /// the instruction there has run: resuming from a breakpoint goes on. An
     /// instruction the core completes (port I/O, CPUID, ...) counts as the step; an
     /// exception delivered to the guest ends the step at its handler's first instruction.
-    /// More than [`MAX_BREAKPOINTS`] breakpoints are refused (`Err` with the count).
-    pub fn set_guest_debug(&mut self, debug: Option<GuestDebug>) -> Result<(), usize> {
+    /// More than [`MAX_BREAKPOINTS`] breakpoints or [`MAX_WATCHPOINTS`] watchpoints, or
+    /// a watchpoint of no bytes or more than 8, are refused (`Err` with what is wrong).
+    pub fn set_guest_debug(
+        &mut self,
+        mem: &GuestMemory,
+        debug: Option<GuestDebug>,
+    ) -> Result<(), &'static str> {
         self.debug = match debug {
             Some(want) if want.breakpoints.len() > MAX_BREAKPOINTS => {
-                return Err(want.breakpoints.len())
+                return Err("too many breakpoints")
             }
-            Some(want) if want.single_step || !want.breakpoints.is_empty() => {
+            Some(want) if want.watchpoints.len() > MAX_WATCHPOINTS => {
+                return Err("too many watchpoints")
+            }
+            Some(want) if want.watchpoints.iter().any(|w| !(1..=8).contains(&w.len)) => {
+                return Err("a watchpoint covers 1 to 8 bytes")
+            }
+            Some(want)
+                if want.single_step
+                    || !want.breakpoints.is_empty()
+                    || !want.watchpoints.is_empty() =>
+            {
+                let watched = want.watchpoints.iter().map(|w| watched(mem, w)).collect();
                 Some(alloc::boxed::Box::new(DebugState {
                     want,
                     rip: self.cpu.rip,
                     retired: self.cpu.retired,
+                    watched,
+                    last: None,
                 }))
             }
             _ => None,
@@ -164,28 +214,44 @@ impl EmuVcpu {
         Ok(())
     }
 
+    /// Why the emulator last stopped for the debugger (since [`EmuVcpu::set_guest_debug`]).
+    pub fn debug_stop_reason(&self) -> Option<DebugStop> {
+        self.debug.as_ref().and_then(|d| d.last)
+    }
+
     /// Whether the debugger's step is done or a breakpoint is reached at this instruction
     /// boundary: the exit to leave with.
     #[cold]
-    fn debug_stop(&mut self) -> Option<Exit> {
+    fn debug_stop(&mut self, mem: &GuestMemory) -> Option<Exit> {
         let d = self.debug.as_deref_mut()?;
         let c = &self.cpu;
         if c.rip == d.rip && c.retired == d.retired {
             return None;
         }
-        let vector = if d.want.single_step {
-            exception::DB
-        } else if d.want.breakpoints.contains(&c.rip) {
-            exception::BP
-        } else {
-            return None;
-        };
+        let mut stop = None;
+        for (i, (w, seen)) in d.want.watchpoints.iter().zip(&mut d.watched).enumerate() {
+            let now = watched(mem, w);
+            if now != *seen {
+                *seen = now;
+                stop = stop.or(Some(DebugStop::Watch(i)));
+            }
+        }
+        if stop.is_none() && d.want.single_step {
+            stop = Some(DebugStop::Step);
+        }
+        if stop.is_none() && d.want.breakpoints.contains(&c.rip) {
+            stop = Some(DebugStop::Breakpoint);
+        }
+        let stop = stop?;
         // Stopped here: resuming without a new request goes on from this instruction.
         d.rip = c.rip;
         d.retired = c.retired;
-        if vector == exception::DB {
-            d.want.single_step = false;
-        }
+        d.want.single_step = false;
+        d.last = Some(stop);
+        let vector = match stop {
+            DebugStop::Breakpoint => exception::BP,
+            DebugStop::Step | DebugStop::Watch(_) => exception::DB,
+        };
         Some(Exit::Exception {
             vector,
             error_code: None,
@@ -375,7 +441,7 @@ impl EmuVcpu {
                 });
             }
             if self.debug.is_some() {
-                if let Some(x) = self.debug_stop() {
+                if let Some(x) = self.debug_stop(mem) {
                     leave!(x);
                 }
             }
@@ -614,6 +680,18 @@ impl EmuVcpu {
         c.mmio.write2 = None;
         interrupt::raise(c, mem, vector, error_code).err()
     }
+}
+
+/// The bytes `w` watches, as a number (bytes outside RAM read as ones, as the bus does).
+fn watched(mem: &GuestMemory, w: &Watch) -> u64 {
+    let mut bytes = [0xffu8; 8];
+    let n = usize::from(w.len).min(8);
+    for (i, b) in bytes[..n].iter_mut().enumerate() {
+        if let Ok(v) = mem.read_u8(w.gpa.wrapping_add(i as u64)) {
+            *b = v;
+        }
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// One element of an intercepted string I/O instruction is done: step the registers and

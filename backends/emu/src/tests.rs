@@ -4,7 +4,7 @@
 extern crate std;
 
 use crate::arith::flags::{CF, IF, OF, PF, SF, ZF};
-use crate::{EmuVcpu, GuestDebug, MAX_BREAKPOINTS};
+use crate::{DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS};
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
 use opsvisor_core::exit::{Direction, Exit};
@@ -1618,9 +1618,9 @@ fn guest_debug_single_steps_one_instruction_at_a_time() {
     for _ in 0..6 {
         let step = GuestDebug {
             single_step: true,
-            breakpoints: std::vec![],
+            ..GuestDebug::default()
         };
-        h.vcpu.set_guest_debug(Some(step)).unwrap();
+        h.vcpu.set_guest_debug(&h.mem, Some(step)).unwrap();
         assert_eq!(h.run(), Err(debug_stop(1)));
         rips.push(h.vcpu.rip());
     }
@@ -1634,7 +1634,7 @@ fn guest_debug_single_steps_one_instruction_at_a_time() {
     // The OUT was completed by the core within its step, once.
     assert_eq!(h.out, b"\x03");
     // Without a request the guest runs to its end.
-    h.vcpu.set_guest_debug(None).unwrap();
+    h.vcpu.set_guest_debug(&h.mem, None).unwrap();
     h.run().unwrap();
     assert_eq!(h.gpr(Gpr::R8), 3);
 }
@@ -1647,17 +1647,18 @@ fn guest_debug_breakpoints_stop_before_the_instruction_each_time() {
     h.vcpu.set_gpr(Gpr::R8, 0);
     let body = h.label("loop");
     let debug = GuestDebug {
-        single_step: false,
         breakpoints: std::vec![body],
+        ..GuestDebug::default()
     };
-    h.vcpu.set_guest_debug(Some(debug.clone())).unwrap();
+    h.vcpu.set_guest_debug(&h.mem, Some(debug.clone())).unwrap();
     for pass in 0..3 {
         assert_eq!(h.run(), Err(debug_stop(3)), "pass {pass}");
         assert_eq!(h.vcpu.rip(), body);
         // Stopped before the INC: R8 counts the passes done.
         assert_eq!(h.gpr(Gpr::R8), pass);
+        assert_eq!(h.vcpu.debug_stop_reason(), Some(DebugStop::Breakpoint));
         // Resuming from the breakpoint runs the instruction there.
-        h.vcpu.set_guest_debug(Some(debug.clone())).unwrap();
+        h.vcpu.set_guest_debug(&h.mem, Some(debug.clone())).unwrap();
     }
     h.run().unwrap();
     assert_eq!(h.gpr(Gpr::R8), 3);
@@ -1666,13 +1667,15 @@ fn guest_debug_breakpoints_stop_before_the_instruction_each_time() {
     h.mem.read(body, &mut byte).unwrap();
     assert_ne!(byte[0], 0xcc);
     let too_many = GuestDebug {
-        single_step: false,
         breakpoints: (0..=MAX_BREAKPOINTS as u64).collect(),
+        ..GuestDebug::default()
     };
-    assert_eq!(
-        h.vcpu.set_guest_debug(Some(too_many)),
-        Err(MAX_BREAKPOINTS + 1)
-    );
+    assert!(h.vcpu.set_guest_debug(&h.mem, Some(too_many)).is_err());
+    let too_wide = GuestDebug {
+        watchpoints: std::vec![Watch { gpa: 0, len: 9 }],
+        ..GuestDebug::default()
+    };
+    assert!(h.vcpu.set_guest_debug(&h.mem, Some(too_wide)).is_err());
 }
 
 #[test]
@@ -1692,18 +1695,56 @@ fn guest_debug_step_into_an_exception_stops_at_its_handler() {
     h.load(&mut a, CODE, &[]);
     let step = || GuestDebug {
         single_step: true,
-        breakpoints: std::vec![],
+        ..GuestDebug::default()
     };
     for _ in 0..3 {
-        h.vcpu.set_guest_debug(Some(step())).unwrap();
+        h.vcpu.set_guest_debug(&h.mem, Some(step())).unwrap();
         assert_eq!(h.run(), Err(debug_stop(1)));
     }
     assert_eq!(h.vcpu.rip(), CODE + 9, "at the DIV");
-    h.vcpu.set_guest_debug(Some(step())).unwrap();
+    h.vcpu.set_guest_debug(&h.mem, Some(step())).unwrap();
     assert_eq!(h.run(), Err(debug_stop(1)));
     assert_eq!(
         h.vcpu.rip(),
         0x40000,
         "the #DE handler, before its first instruction"
     );
+}
+
+#[test]
+fn guest_debug_watchpoints_stop_after_a_store_that_changes_the_bytes() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.mov(rdi, 0x30000u64).unwrap();
+    a.mov(byte_ptr(rdi + 8), 1u32).unwrap(); // next to the watched bytes
+    a.mov(eax, 7u32).unwrap();
+    a.mov(dword_ptr(rdi + 4), eax).unwrap(); // overlaps them: stops after
+    a.mov(dword_ptr(rdi + 4), eax).unwrap(); // the same value: no stop
+    a.mov(byte_ptr(rdi + 5), 9u32).unwrap(); // stops after
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let watch = GuestDebug {
+        watchpoints: std::vec![Watch {
+            gpa: 0x30004,
+            len: 2
+        }],
+        ..GuestDebug::default()
+    };
+    h.vcpu.set_guest_debug(&h.mem, Some(watch.clone())).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.debug_stop_reason(), Some(DebugStop::Watch(0)));
+    // After the first store to them: mov rdi (10 bytes), mov byte (4), mov eax (5),
+    // mov dword (3).
+    assert_eq!(h.vcpu.rip(), CODE + 22);
+    h.vcpu.set_guest_debug(&h.mem, Some(watch)).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(
+        h.vcpu.rip(),
+        CODE + 29,
+        "after the byte store, not the same-value one"
+    );
+    let mut bytes = [0u8; 2];
+    h.mem.read(0x30004, &mut bytes).unwrap();
+    assert_eq!(bytes, [7, 9]);
 }
