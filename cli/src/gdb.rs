@@ -3,7 +3,9 @@
 //!
 //! gdb sees one thread (the vCPU) of an x86-64 target: the general registers, RIP,
 //! EFLAGS, the segment selectors, the x87 stack and its control registers, XMM0-15 and
-//! MXCSR (gdb's `i386:x86-64` description with SSE). Memory is read and written by
+//! MXCSR (gdb's `i386:x86-64` description with SSE), and `monitor info registers` prints
+//! the rest as QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER).
+//! Memory is read and written by
 //! virtual address, translated by core's page walker with the vCPU's CR0, CR3, CR4 and
 //! EFER (paging off: the address is physical). Software and hardware breakpoints are the
 //! same thing here: the emulator stops before the instruction at that RIP without
@@ -38,6 +40,7 @@ use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
     SwBreakpoint, SwBreakpointOps, WatchKind,
 };
+use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
@@ -415,6 +418,10 @@ impl<P: Platform> Target for GdbTarget<'_, P> {
         Some(self)
     }
 
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+
     // gdb's stepi is the emulator's single step, never a temporary breakpoint.
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
@@ -627,6 +634,106 @@ impl<P: Platform> HwWatchpoint for GdbTarget<'_, P> {
         }
         Ok(self.watchpoints.len() != before)
     }
+}
+
+impl<P: Platform> MonitorCmd for GdbTarget<'_, P> {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
+        match cmd.trim_ascii() {
+            b"info registers" => {
+                for line in info_registers(&self.runner.vm.vcpu).lines() {
+                    outputln!(out, "{line}");
+                }
+            }
+            b"help" | b"" => outputln!(
+                out,
+                "monitor info registers: every register of the vCPU, control and system \
+                 registers included (gdb's x86-64 description has no control registers)"
+            ),
+            other => outputln!(
+                out,
+                "unknown monitor command '{}' (monitor help lists them)",
+                String::from_utf8_lossy(other)
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// QEMU's `info registers`: the general registers, the segments with their hidden
+/// parts, the descriptor tables, the control registers and EFER.
+pub fn info_registers(v: &impl X86Ops) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let g = |r: Gpr| v.gpr(r);
+    let _ = writeln!(
+        s,
+        "RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}",
+        g(Gpr::Rax),
+        g(Gpr::Rbx),
+        g(Gpr::Rcx),
+        g(Gpr::Rdx)
+    );
+    let _ = writeln!(
+        s,
+        "RSI={:016x} RDI={:016x} RBP={:016x} RSP={:016x}",
+        g(Gpr::Rsi),
+        g(Gpr::Rdi),
+        g(Gpr::Rbp),
+        g(Gpr::Rsp)
+    );
+    let _ = writeln!(
+        s,
+        "R8 ={:016x} R9 ={:016x} R10={:016x} R11={:016x}",
+        g(Gpr::R8),
+        g(Gpr::R9),
+        g(Gpr::R10),
+        g(Gpr::R11)
+    );
+    let _ = writeln!(
+        s,
+        "R12={:016x} R13={:016x} R14={:016x} R15={:016x}",
+        g(Gpr::R12),
+        g(Gpr::R13),
+        g(Gpr::R14),
+        g(Gpr::R15)
+    );
+    let _ = writeln!(
+        s,
+        "RIP={:016x} RFL={:08x} CPL={}",
+        v.rip(),
+        v.rflags(),
+        v.cpl()
+    );
+    for (name, seg) in [
+        ("ES ", SegReg::Es),
+        ("CS ", SegReg::Cs),
+        ("SS ", SegReg::Ss),
+        ("DS ", SegReg::Ds),
+        ("FS ", SegReg::Fs),
+        ("GS ", SegReg::Gs),
+        ("LDT", SegReg::Ldtr),
+        ("TR ", SegReg::Tr),
+    ] {
+        let x = v.segment(seg);
+        let _ = writeln!(
+            s,
+            "{name}={:04x} {:016x} {:08x} {:08x}",
+            x.selector, x.base, x.limit, x.attr
+        );
+    }
+    let (gdt, idt) = (v.gdt(), v.idt());
+    let _ = writeln!(s, "GDT=     {:016x} {:08x}", gdt.base, gdt.limit);
+    let _ = writeln!(s, "IDT=     {:016x} {:08x}", idt.base, idt.limit);
+    let _ = writeln!(
+        s,
+        "CR0={:08x} CR2={:016x} CR3={:016x} CR4={:08x}",
+        v.cr0(),
+        v.cr2(),
+        v.cr3(),
+        v.cr4()
+    );
+    let _ = writeln!(s, "EFER={:016x}", v.efer());
+    s
 }
 
 /// Add `addr` to `list` if there is room for it among all breakpoints.

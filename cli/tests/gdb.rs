@@ -111,6 +111,8 @@ fn gdb_batch_session_on_a_corpus_guest() {
         "printf \"main %#x\\n\", $pc".into(),
         // The return address, read through the guest's page tables (paging is on).
         "info symbol *(unsigned long *)$rsp".into(),
+        // The control registers, which gdb's x86-64 description lacks, as QEMU's monitor.
+        "monitor info registers".into(),
         "set $rbx = 0x1234abcd".into(),
         "printf \"rbx %#x\\n\", $rbx".into(),
         "stepi".into(),
@@ -199,6 +201,25 @@ fn gdb_batch_session_on_a_corpus_guest() {
     assert!(
         text.contains("rbx 0x1234abcd"),
         "a register written: {context}"
+    );
+    let field = |name: &str| {
+        text.split(name)
+            .nth(1)
+            .and_then(|rest| u64::from_str_radix(rest.split_whitespace().next()?, 16).ok())
+    };
+    let (cr0, efer) = (field("CR0="), field("EFER="));
+    assert!(
+        cr0.is_some_and(|cr0| cr0 & 0x8000_0001 == 0x8000_0001),
+        "monitor info registers: CR0 with PG and PE in long mode: {context}"
+    );
+    assert!(
+        efer.is_some_and(|efer| efer & 0x500 == 0x500),
+        "monitor info registers: EFER with LME and LMA: {context}"
+    );
+    assert_eq!(
+        field("RIP="),
+        field("main 0x"),
+        "monitor info registers at main: {context}"
     );
     let main = text
         .lines()
