@@ -469,6 +469,21 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
         let v = &mut self.runner.vm.vcpu;
+        // The x87 and SSE state first: one the processor would refuse (an MXCSR with a
+        // reserved bit set) is an error for gdb, and nothing is written.
+        let mut fx = v.fpu_state().unwrap_or_else(FxsaveArea::reset);
+        for (n, st) in regs.st.iter().enumerate() {
+            fx.set_st(n, *st);
+        }
+        fx.set_fcw(regs.fpu.fctrl as u16);
+        fx.set_fsw(regs.fpu.fstat as u16);
+        fx.set_ftw(abridged_tag(regs.fpu.ftag as u16));
+        fx.set_fop(regs.fpu.fop as u16);
+        for (n, xmm) in regs.xmm.iter().enumerate() {
+            fx.set_xmm(n, *xmm);
+        }
+        fx.set_mxcsr(regs.mxcsr);
+        v.set_fpu_state(&fx).map_err(|_| TargetError::NonFatal)?;
         for (value, gpr) in regs.regs.iter().zip(GDB_GPRS) {
             v.set_gpr(gpr, *value);
         }
@@ -492,20 +507,6 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
                 v.set_segment(seg, &s);
             }
         }
-        let mut fx = v.fpu_state().unwrap_or_else(FxsaveArea::reset);
-        for (n, st) in regs.st.iter().enumerate() {
-            fx.set_st(n, *st);
-        }
-        fx.set_fcw(regs.fpu.fctrl as u16);
-        fx.set_fsw(regs.fpu.fstat as u16);
-        fx.set_ftw(abridged_tag(regs.fpu.ftag as u16));
-        fx.set_fop(regs.fpu.fop as u16);
-        for (n, xmm) in regs.xmm.iter().enumerate() {
-            fx.set_xmm(n, *xmm);
-        }
-        fx.set_mxcsr(regs.mxcsr);
-        v.set_fpu_state(&fx)
-            .map_err(|e| TargetError::Fatal(format!("the FPU state gdb wrote: {e:?}")))?;
         Ok(())
     }
 

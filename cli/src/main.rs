@@ -313,7 +313,12 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
                 STATUS_POWER_OFF
             }
             RunOutcome::Reset => {
-                error_line(&format!("the guest reset the machine (--no-reboot){lost}"));
+                let why = if gdb.is_some() {
+                    "a reset ends a run under --gdb"
+                } else {
+                    "--no-reboot"
+                };
+                error_line(&format!("the guest reset the machine ({why}){lost}"));
                 STATUS_RESET
             }
             RunOutcome::Quit => {

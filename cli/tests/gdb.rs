@@ -17,11 +17,17 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// `opsvisor -v run ARGS --gdb tcp:127.0.0.1:0 --gdb-wait`, and the port it listens on
 /// (from its log line); the rest of its stderr is collected by a thread.
 fn start(args: &[&str]) -> (Child, u16, mpsc::Receiver<String>) {
+    start_with(args, true)
+}
+
+/// [`start`], with `--gdb-wait` or without.
+fn start_with(args: &[&str], wait: bool) -> (Child, u16, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsvisor"))
         .arg("-v")
         .arg("run")
         .args(args)
-        .args(["--gdb", "tcp:127.0.0.1:0", "--gdb-wait"])
+        .args(["--gdb", "tcp:127.0.0.1:0"])
+        .args(wait.then_some("--gdb-wait"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -95,6 +101,9 @@ fn gdb_batch_session_on_a_corpus_guest() {
         // Stopped before the first instruction (--gdb-wait): the multiboot entry.
         "printf \"entry %#x\\n\", $pc".into(),
         "x/4xb $pc".into(),
+        // An MXCSR the processor refuses (a reserved bit) is refused, nothing written.
+        "set $mxcsr = 0x10000".into(),
+        "printf \"mxcsr %#x\\n\", $mxcsr".into(),
         // The entry stores the multiboot information's address (EBX) in boot_info.
         "watch *(unsigned int *)&boot_info".into(),
         "continue".into(),
@@ -157,6 +166,10 @@ fn gdb_batch_session_on_a_corpus_guest() {
     assert!(
         text.contains(&code.join("\t")),
         "guest memory at the entry is the ELF's code {code:?}: {context}"
+    );
+    assert!(
+        text.contains("Could not write registers") && text.contains("mxcsr 0x1f80\n"),
+        "a reserved MXCSR bit refused: {context}"
     );
     assert!(
         text.contains("Hardware watchpoint 1: *(unsigned int *)&boot_info"),
@@ -344,4 +357,44 @@ fn ctrl_c_stops_a_running_guest_and_kill_ends_the_run() {
     let log = rest.recv_timeout(LIMIT).unwrap_or_default();
     assert_eq!(status, Some(14), "{log}");
     assert!(log.contains("ended by gdb (kill)"), "{log}");
+}
+
+#[test]
+fn without_gdb_wait_the_guest_runs_until_gdb_attaches_and_after_it_detaches() {
+    // Protected mode at 1 MiB: count in EAX forever.
+    let kernel = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gdb-count.bin");
+    // inc eax; jmp $-2
+    std::fs::write(&kernel, [0x40, 0xeb, 0xfd]).expect("kernel written");
+    let (child, port, rest) = start_with(
+        &[
+            kernel.to_str().unwrap(),
+            "--flat",
+            "--serial",
+            "none",
+            "--timeout",
+            "3",
+        ],
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let stop = ask(&mut conn, "?");
+    assert!(stop.starts_with('S') || stop.starts_with('T'), "{stop}");
+    // The guest ran before gdb came: EAX (the first register) counted.
+    let regs = ask(&mut conn, "g");
+    // Little-endian bytes in hex: the number is the string's bytes swapped.
+    let eax = u32::from_str_radix(&regs[..8], 16).map(u32::swap_bytes);
+    assert!(eax.is_ok_and(|eax| eax > 1000), "eax counted: {regs}");
+    let rip = &regs[256..272];
+    assert!(
+        rip == "0000100000000000" || rip == "0100100000000000",
+        "at the loop: {rip}"
+    );
+    // Detached, the guest runs on to the timeout.
+    assert_eq!(ask(&mut conn, "D"), "OK");
+    let status = finish(child);
+    let log = rest.recv_timeout(LIMIT).unwrap_or_default();
+    assert_eq!(status, Some(8), "{log}");
+    assert!(log.contains("stopped after the timeout"), "{log}");
 }
