@@ -256,6 +256,7 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         drop(kernel);
         opts.modules = Vec::new();
         opts.initrd = None;
+        let run_started = Instant::now();
         let outcome = match &mut gdb {
             Some(server) => match server.run(&mut vm)? {
                 GdbEnd::Outcome(outcome) => outcome,
@@ -267,15 +268,20 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
             },
             None => vm.run(),
         };
+        // Under gdb the machine runs in slices (and waits for gdb): the run's time is the
+        // wall-clock time from the first slice to the end.
+        let run_secs = match gdb {
+            Some(_) => run_started.elapsed().as_secs_f64(),
+            None => vm.run_time_ns() as f64 / 1e9,
+        };
         log::info!(
-            "the run ended after {:.3} s and {} exits: {outcome:?}",
-            vm.run_time_ns() as f64 / 1e9,
+            "the run ended after {run_secs:.3} s and {} exits: {outcome:?}",
             vm.stats.total()
         );
         // A debugger's session belongs to one machine: a reset under gdb ends the run.
         if outcome == RunOutcome::Reset && !run.no_reboot && gdb.is_none() {
             if run.stats {
-                print_stats(&vm);
+                print_stats(&vm, run_secs);
             }
             // Boot the kernel again on a new machine, as a PC that resets runs its
             // firmware again; the console, the trace and the time limit carry over.
@@ -289,7 +295,7 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         let dropped = vm.platform.console().drain_output();
         let trace = vm.platform.finish_trace();
         if run.stats {
-            print_stats(&vm);
+            print_stats(&vm, run_secs);
         }
         report_unimplemented(&vm.vcpu);
         let mut lost = String::new();
@@ -417,10 +423,10 @@ fn read_inputs(run: &RunArgs) -> Result<(Vec<u8>, MachineOptions), String> {
     Ok((kernel, opts))
 }
 
-fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>) {
+/// `--stats`' report; `secs` is how long the run took.
+fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>, secs: f64) {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let secs = vm.run_time_ns() as f64 / 1e9;
     let _ = writeln!(
         out,
         "--- opsvisor statistics ({} backend) ---",
