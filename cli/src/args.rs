@@ -169,7 +169,7 @@ CONSOLE:
 GDB (--gdb tcp::PORT, --gdb-wait):
     gdb's 'target remote :PORT' sees one x86-64 thread: general, segment, x87 and SSE
     registers, memory by virtual address (through the guest's page tables), break and
-    hbreak (nothing is written into guest memory), watch (writes), stepi, continue,
+    hbreak (nothing is written into guest memory), watch, rwatch, awatch, stepi, continue,
     Ctrl-C; 'monitor info registers' adds the control registers and EFER. The run's end
     reaches gdb as a process's exit code (the debug exit's status) or signal (SIGSEGV a
     triple fault, SIGSTOP a halt for good, SIGALRM a limit, SIGHUP a reset, which ends

@@ -11,8 +11,9 @@
 //! same thing here: the emulator stops before the instruction at that RIP without
 //! writing into guest memory ([`EmuVcpu::set_guest_debug`]). `watch` sets a write
 //! watchpoint on the guest-physical bytes the address maps to when it is set, compared
-//! after each instruction (a store of the value already there does not stop; reads are
-//! not watched, so `rwatch` and `awatch` are refused). `stepi` runs exactly one
+//! after each instruction (a store of the value already there does not stop); `rwatch`
+//! and `awatch` watch the linear address in each instruction's memory operands
+//! ([`opsvisor_emu::AccessWatch`]). `stepi` runs exactly one
 //! instruction, `continue` runs until a breakpoint, the run's end, or gdb's Ctrl-C,
 //! which the stub sees between two slices of the guest's run ([`SLICE_INSTRUCTIONS`],
 //! [`SLICE_TIME`]).
@@ -50,7 +51,9 @@ use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
 use opsvisor_core::ops::{Gpr, SegReg, X86Ops};
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::RunOutcome;
-use opsvisor_emu::{DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS, MAX_WATCHPOINTS};
+use opsvisor_emu::{
+    AccessWatch, DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS, MAX_WATCHPOINTS,
+};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -167,6 +170,7 @@ impl GdbServer {
             breakpoints: Vec::new(),
             hw_breakpoints: Vec::new(),
             watchpoints: Vec::new(),
+            access_watchpoints: Vec::new(),
             step: false,
             _platform: PhantomData,
         };
@@ -300,6 +304,9 @@ struct GdbTarget<'a, P: Platform> {
     /// Write watchpoints (gdb's `watch`): the virtual address and length gdb gave, and
     /// the guest-physical bytes they mapped to when set.
     watchpoints: Vec<(u64, u64, Watch)>,
+    /// Read and access watchpoints (gdb's `rwatch`, `awatch`): the kind and length gdb
+    /// gave, and the watch on the linear address.
+    access_watchpoints: Vec<(WatchKind, u64, AccessWatch)>,
     /// The next resume is a single step.
     step: bool,
     _platform: PhantomData<P>,
@@ -349,6 +356,7 @@ impl<P: Platform> GdbTarget<'_, P> {
             single_step: self.step,
             breakpoints: all,
             watchpoints: self.watchpoints.iter().map(|w| w.2).collect(),
+            access_watchpoints: self.access_watchpoints.iter().map(|w| w.2).collect(),
         };
         self.runner.set_debug(Some(debug)).map_err(TargetErr)?;
         self.step = false;
@@ -371,6 +379,17 @@ impl<P: Platform> GdbTarget<'_, P> {
                         tid: (),
                         kind: WatchKind::Write,
                         addr: self.watchpoints.get(i).map_or(0, |w| w.0),
+                    }
+                }
+                (RunOutcome::Debug { .. }, Some(DebugStop::Access(i))) => {
+                    let (kind, addr) = self
+                        .access_watchpoints
+                        .get(i)
+                        .map_or((WatchKind::Read, 0), |w| (w.0, w.2.addr));
+                    SingleThreadStopReason::Watch {
+                        tid: (),
+                        kind,
+                        addr,
                     }
                 }
                 (RunOutcome::Debug { .. }, Some(DebugStop::Step)) => {
@@ -601,15 +620,28 @@ impl<P: Platform> HwWatchpoint for GdbTarget<'_, P> {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        // Writes only: the bytes are compared after each instruction, which sees no
-        // reads. gdb splits a longer region into aligned pieces of up to 8 bytes, as the
-        // debug registers need.
+        // gdb splits a longer region into aligned pieces of up to 8 bytes, as the debug
+        // registers need.
+        if !(1..=8).contains(&len) {
+            return Ok(false);
+        }
+        if kind != WatchKind::Write {
+            // rwatch and awatch: the instructions' memory operands, by linear address.
+            if self.access_watchpoints.len() >= MAX_WATCHPOINTS {
+                return Ok(false);
+            }
+            let watch = AccessWatch {
+                addr,
+                len: len as u8,
+                read: true,
+                write: kind == WatchKind::ReadWrite,
+            };
+            self.access_watchpoints.push((kind, len, watch));
+            return Ok(true);
+        }
+        // watch: the bytes' values, compared after each instruction.
         let in_page = 0x1000 - (addr & 0xfff);
-        if kind != WatchKind::Write
-            || !(1..=8).contains(&len)
-            || len > in_page
-            || self.watchpoints.len() >= MAX_WATCHPOINTS
-        {
+        if len > in_page || self.watchpoints.len() >= MAX_WATCHPOINTS {
             return Ok(false);
         }
         let Some(gpa) = self.translate(addr, false) else {
@@ -629,11 +661,14 @@ impl<P: Platform> HwWatchpoint for GdbTarget<'_, P> {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        let before = self.watchpoints.len();
+        let before = self.watchpoints.len() + self.access_watchpoints.len();
         if kind == WatchKind::Write {
             self.watchpoints.retain(|w| (w.0, w.1) != (addr, len));
+        } else {
+            self.access_watchpoints
+                .retain(|w| (w.0, w.1, w.2.addr) != (kind, len, addr));
         }
-        Ok(self.watchpoints.len() != before)
+        Ok(self.watchpoints.len() + self.access_watchpoints.len() != before)
     }
 }
 

@@ -115,6 +115,10 @@ fn gdb_batch_session_on_a_corpus_guest() {
         "stepi".into(),
         "printf \"stepped to %#x\\n\", $pc".into(),
         "delete".into(),
+        // The 64-bit entry reads boot_info back (RIP-relative).
+        "rwatch *(unsigned int *)&boot_info".into(),
+        "continue".into(),
+        "delete".into(),
         "break opsvisor_guest_main".into(),
         "continue".into(),
         "printf \"main %#x\\n\", $pc".into(),
@@ -189,6 +193,12 @@ fn gdb_batch_session_on_a_corpus_guest() {
         text.contains("Breakpoint 2, ") && text.contains(" in long_entry ()"),
         "hbreak stops: {context}"
     );
+    assert!(
+        text.contains(&format!(
+            "Hardware read watchpoint 3: *(unsigned int *)&boot_info\n\nValue = {ebx}\n"
+        )) && text.contains(" in rust_start64 ()"),
+        "the read watchpoint stops after rust_start64 reads boot_info: {context}"
+    );
     let at = text
         .lines()
         .find_map(|l| l.strip_prefix("at 0x"))
@@ -204,7 +214,7 @@ fn gdb_batch_session_on_a_corpus_guest() {
         "one instruction stepped ({at:#x} -> {stepped:#x}): {context}"
     );
     assert!(
-        text.contains("Breakpoint 3, ") && text.contains(" in opsvisor_guest_main ()"),
+        text.contains("Breakpoint 4, ") && text.contains(" in opsvisor_guest_main ()"),
         "the software breakpoint stops: {context}"
     );
     assert!(

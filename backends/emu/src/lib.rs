@@ -70,6 +70,23 @@ pub struct Watch {
     pub len: u8,
 }
 
+/// An access watchpoint: `len` bytes (1 to 8) at linear address `addr`, stopping after
+/// an instruction whose memory operands read (`read`) or write (`write`) any of them, as
+/// a data breakpoint in DR0-DR3 does. The operands are those iced-x86 reports for the
+/// instruction (explicit operands, the stack, the string instructions' current
+/// element), with the registers' values before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessWatch {
+    /// The first watched byte's linear address.
+    pub addr: u64,
+    /// How many bytes (1 to 8).
+    pub len: u8,
+    /// Stop after reads.
+    pub read: bool,
+    /// Stop after writes.
+    pub write: bool,
+}
+
 /// Why the emulator last stopped for the debugger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DebugStop {
@@ -79,6 +96,9 @@ pub enum DebugStop {
     Breakpoint,
     /// The instruction just run changed the watched bytes of this watchpoint (its index).
     Watch(usize),
+    /// The instruction just run accessed the bytes of this access watchpoint (its index
+    /// in [`GuestDebug::access_watchpoints`]).
+    Access(usize),
 }
 
 /// What a debugger asks the emulator to stop at: the counterpart of KVM's
@@ -96,6 +116,9 @@ pub struct GuestDebug {
     /// bytes are compared at each instruction boundary, so a store of the value they
     /// hold already does not stop (the hardware's would). At most [`MAX_WATCHPOINTS`].
     pub watchpoints: alloc::vec::Vec<Watch>,
+    /// Stop after an instruction that read or wrote these bytes (see [`AccessWatch`]),
+    /// with [`Exit::Exception`] for #DB (vector 1). At most [`MAX_WATCHPOINTS`].
+    pub access_watchpoints: alloc::vec::Vec<AccessWatch>,
 }
 
 /// [`GuestDebug`] and where the vCPU was when it was set.
@@ -111,6 +134,12 @@ struct DebugState {
     watched: alloc::vec::Vec<u64>,
     /// Why the last stop was made.
     last: Option<DebugStop>,
+    /// The access watchpoint the instruction being run touches, and the instruction count
+    /// before it: reported once it has retired (a fault reports nothing, as the hardware
+    /// reports the fault).
+    accessed: Option<(usize, u64)>,
+    /// Reused for every instruction's memory operands.
+    info: iced_x86::InstructionInfoFactory,
 }
 
 impl Default for EmuVcpu {
@@ -189,16 +218,26 @@ impl EmuVcpu {
             Some(want) if want.breakpoints.len() > MAX_BREAKPOINTS => {
                 return Err("too many breakpoints")
             }
-            Some(want) if want.watchpoints.len() > MAX_WATCHPOINTS => {
+            Some(want)
+                if want.watchpoints.len() > MAX_WATCHPOINTS
+                    || want.access_watchpoints.len() > MAX_WATCHPOINTS =>
+            {
                 return Err("too many watchpoints")
             }
-            Some(want) if want.watchpoints.iter().any(|w| !(1..=8).contains(&w.len)) => {
+            Some(want)
+                if want.watchpoints.iter().any(|w| !(1..=8).contains(&w.len))
+                    || want
+                        .access_watchpoints
+                        .iter()
+                        .any(|w| !(1..=8).contains(&w.len)) =>
+            {
                 return Err("a watchpoint covers 1 to 8 bytes")
             }
             Some(want)
                 if want.single_step
                     || !want.breakpoints.is_empty()
-                    || !want.watchpoints.is_empty() =>
+                    || !want.watchpoints.is_empty()
+                    || !want.access_watchpoints.is_empty() =>
             {
                 let watched = want.watchpoints.iter().map(|w| watched(mem, w)).collect();
                 Some(alloc::boxed::Box::new(DebugState {
@@ -207,6 +246,8 @@ impl EmuVcpu {
                     retired: self.cpu.retired,
                     watched,
                     last: None,
+                    accessed: None,
+                    info: iced_x86::InstructionInfoFactory::new(),
                 }))
             }
             _ => None,
@@ -228,7 +269,10 @@ impl EmuVcpu {
         if c.rip == d.rip && c.retired == d.retired {
             return None;
         }
-        let mut stop = None;
+        let mut stop = match d.accessed.take() {
+            Some((i, before)) if c.retired > before => Some(DebugStop::Access(i)),
+            _ => None,
+        };
         for (i, (w, seen)) in d.want.watchpoints.iter().zip(&mut d.watched).enumerate() {
             let now = watched(mem, w);
             if now != *seen {
@@ -250,7 +294,7 @@ impl EmuVcpu {
         d.last = Some(stop);
         let vector = match stop {
             DebugStop::Breakpoint => exception::BP,
-            DebugStop::Step | DebugStop::Watch(_) => exception::DB,
+            DebugStop::Step | DebugStop::Watch(_) | DebugStop::Access(_) => exception::DB,
         };
         Some(Exit::Exception {
             vector,
@@ -504,7 +548,12 @@ impl EmuVcpu {
                 }
                 continue;
             }
-            let EmuVcpu { cpu: c, cache, .. } = self;
+            let EmuVcpu {
+                cpu: c,
+                cache,
+                debug,
+                ..
+            } = self;
             let mut block = match idx {
                 Some(i) => match cache.blocks.get(i as usize) {
                     Some(b) => b,
@@ -542,6 +591,12 @@ impl EmuVcpu {
                 // read the count (RDTSC, RDTSCP) always start a block (see `decode_block`).
                 // A fused pair (`exec::fused`) counts its second instruction itself.
                 let mut done = 0u64;
+                if let (Some(d), Some(op)) = (debug.as_deref_mut(), ops.first()) {
+                    if !d.want.access_watchpoints.is_empty() {
+                        let hit = access_hit(c, &mut d.info, &op.i, &d.want.access_watchpoints);
+                        d.accessed = hit.map(|i| (i, c.retired));
+                    }
+                }
                 for op in ops {
                     c.rip = op.next_ip;
                     if let Err(e) = (op.h)(c, mem, op) {
@@ -680,6 +735,60 @@ impl EmuVcpu {
         c.mmio.write2 = None;
         interrupt::raise(c, mem, vector, error_code).err()
     }
+}
+
+/// The first access watchpoint `i`'s memory operands touch the way it watches, computed
+/// with the registers as they are before `i` runs.
+fn access_hit(
+    c: &Cpu,
+    info: &mut iced_x86::InstructionInfoFactory,
+    i: &iced_x86::Instruction,
+    watches: &[AccessWatch],
+) -> Option<usize> {
+    use iced_x86::{OpAccess, Register};
+    let value = |reg: Register, _: usize, _: usize| -> Option<u64> {
+        if reg.is_segment_register() {
+            let n = reg as usize - Register::ES as usize;
+            // In 64-bit mode only FS and GS have a base.
+            if c.bits == 64 && !matches!(reg, Register::FS | Register::GS) {
+                return Some(0);
+            }
+            return c.seg.get(n).map(|s| s.base);
+        }
+        if !reg.is_gpr() {
+            return None;
+        }
+        let full = reg.full_register();
+        let n = full as usize - Register::RAX as usize;
+        let v = *c.gpr.get(n)?;
+        Some(match reg.size() {
+            2 => v & 0xffff,
+            4 => v & 0xffff_ffff,
+            8 => v,
+            _ => return None,
+        })
+    };
+    for m in info.info(i).used_memory() {
+        let (reads, writes) = match m.access() {
+            OpAccess::Read | OpAccess::CondRead => (true, false),
+            OpAccess::Write | OpAccess::CondWrite => (false, true),
+            OpAccess::ReadWrite | OpAccess::ReadCondWrite => (true, true),
+            _ => continue,
+        };
+        let Some(addr) = m.virtual_address(0, value) else {
+            continue;
+        };
+        let size = (m.memory_size().size() as u64).max(1);
+        let hit = watches.iter().position(|w| {
+            let overlaps =
+                addr < w.addr.wrapping_add(u64::from(w.len)) && w.addr < addr.wrapping_add(size);
+            overlaps && ((w.read && reads) || (w.write && writes))
+        });
+        if hit.is_some() {
+            return hit;
+        }
+    }
+    None
 }
 
 /// The bytes `w` watches, as a number (bytes outside RAM read as ones, as the bus does).

@@ -4,7 +4,7 @@
 extern crate std;
 
 use crate::arith::flags::{CF, IF, OF, PF, SF, ZF};
-use crate::{DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS};
+use crate::{AccessWatch, DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS};
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
 use opsvisor_core::exit::{Direction, Exit};
@@ -1747,4 +1747,59 @@ fn guest_debug_watchpoints_stop_after_a_store_that_changes_the_bytes() {
     let mut bytes = [0u8; 2];
     h.mem.read(0x30004, &mut bytes).unwrap();
     assert_eq!(bytes, [7, 9]);
+}
+
+#[test]
+fn guest_debug_access_watchpoints_stop_after_reads_and_writes_of_the_bytes() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write(0x30000, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    let mut a = asm64();
+    a.mov(rdi, 0x30000u64).unwrap(); // 10 bytes
+    a.mov(eax, dword_ptr(rdi)).unwrap(); // 2: reads 0x30000..4, beside the watch
+    a.mov(ax, word_ptr(rdi + 3)).unwrap(); // 4: reads 0x30003..5: stops
+    a.mov(byte_ptr(rdi + 4), 9u32).unwrap(); // 4: writes 0x30004: stops for writes
+    a.push(qword_ptr(rdi)).unwrap(); // 2: reads 0x30000..8 (and writes the stack)
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let debug = |read, write| GuestDebug {
+        access_watchpoints: std::vec![AccessWatch {
+            addr: 0x30004,
+            len: 2,
+            read,
+            write,
+        }],
+        ..GuestDebug::default()
+    };
+    // Reads: after the word load, then after the push's load.
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(true, false)))
+        .unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.debug_stop_reason(), Some(DebugStop::Access(0)));
+    assert_eq!(h.vcpu.rip(), CODE + 16);
+    assert_eq!(h.gpr(Gpr::Rax) & 0xffff, 0x0504);
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(true, false)))
+        .unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(
+        h.vcpu.rip(),
+        CODE + 22,
+        "after the push, not the byte store"
+    );
+    h.vcpu.set_guest_debug(&h.mem, None).unwrap();
+    h.run().unwrap();
+    // Writes: only the byte store, even though it stores what a write watch by value
+    // would also see.
+    h.vcpu.set_rip(CODE);
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(false, true)))
+        .unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.rip(), CODE + 20);
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(false, true)))
+        .unwrap();
+    h.run().unwrap();
 }
