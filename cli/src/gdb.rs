@@ -5,18 +5,18 @@
 //! EFLAGS, the segment selectors, the x87 stack and its control registers, XMM0-15 and
 //! MXCSR (gdb's `i386:x86-64` description with SSE), and `monitor info registers` prints
 //! the rest as QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER).
-//! Memory is read and written by
-//! virtual address, translated by core's page walker with the vCPU's CR0, CR3, CR4 and
-//! EFER (paging off: the address is physical). Software and hardware breakpoints are the
-//! same thing here: the emulator stops before the instruction at that RIP without
-//! writing into guest memory ([`EmuVcpu::set_guest_debug`]). `watch` sets a write
-//! watchpoint on the guest-physical bytes the address maps to when it is set, compared
-//! after each instruction (a store of the value already there does not stop); `rwatch`
-//! and `awatch` watch the linear address in each instruction's memory operands
-//! ([`opsvisor_emu::AccessWatch`]). `stepi` runs exactly one
-//! instruction, `continue` runs until a breakpoint, the run's end, or gdb's Ctrl-C,
-//! which the stub sees between two slices of the guest's run ([`SLICE_INSTRUCTIONS`],
-//! [`SLICE_TIME`]).
+//! Memory is read and written by virtual address, translated by core's page walker with
+//! the vCPU's CR0, CR3, CR4 and EFER (paging off: the address is physical).
+//!
+//! Software and hardware breakpoints are the same thing here: the emulator stops before
+//! the instruction at that RIP without writing into guest memory
+//! ([`EmuVcpu::set_guest_debug`]). `watch` watches the guest-physical bytes the address
+//! maps to when it is set, compared after each instruction (a store of the value already
+//! there does not stop); `rwatch` and `awatch` watch the linear address in each
+//! instruction's memory operands ([`opsvisor_emu::AccessWatch`]). `stepi` runs exactly
+//! one instruction, `continue` runs until a breakpoint, a watchpoint, the run's end, or
+//! gdb's Ctrl-C, which the stub sees between two slices of the guest's run
+//! ([`SLICE_INSTRUCTIONS`], [`SLICE_TIME`]).
 //!
 //! The run's end is reported to gdb as a process's: a debug exit as "exited with code
 //! STATUS" (the program's exit status), a power-off as exit code 0, a triple fault as
