@@ -408,3 +408,29 @@ fn without_gdb_wait_the_guest_runs_until_gdb_attaches_and_after_it_detaches() {
     assert_eq!(status, Some(8), "{log}");
     assert!(log.contains("stopped after the timeout"), "{log}");
 }
+
+#[test]
+fn a_gdb_address_that_cannot_be_listened_on_is_one_error_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("its address").port();
+    let guest = opsvisor_corpus::image_path("hello");
+    let out = Command::new(env!("CARGO_BIN_EXE_opsvisor"))
+        .arg("run")
+        .arg(&guest)
+        .args([
+            "--gdb",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--serial",
+            "none",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("opsvisor runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("--gdb: cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
