@@ -2,7 +2,9 @@
 # Install what opsvisor needs on a fresh machine. Idempotent: safe to run every time.
 #
 #   bash scripts/setup.sh           the Rust target the guest corpus (guests/) is built for,
-#                                   x86_64-unknown-none: all that the build and tests need
+#                                   x86_64-unknown-none, and Debian's gdb (the GDB stub's
+#                                   end-to-end test, cli/tests/gdb.rs, drives it): all that
+#                                   the build and tests need
 #   bash scripts/setup.sh --test-machines
 #                                   also the machines the hardware backends and the corpus
 #                                   cross-checks run on, from Debian's packages: QEMU
@@ -56,6 +58,8 @@ apt_install() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
+
+apt_install gdb
 
 if [ "$want_machines" -eq 1 ]; then
     apt_install qemu-system-x86 bochs bochsbios vgabios grub-pc-bin grub-common xorriso mtools acpica-tools

@@ -82,8 +82,36 @@ pub struct RunArgs {
     pub cpus: u32,
     /// `--trace-exits` and `--trace-filter`.
     pub trace: Option<TraceOptions>,
+    /// `--gdb` and `--gdb-wait`: a GDB remote stub.
+    pub gdb: Option<GdbOptions>,
     /// Everything else, ready for the machine builder (without the modules' bytes).
     pub machine: MachineOptions,
+}
+
+/// Where the GDB stub listens and whether the guest waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GdbOptions {
+    /// The address to listen on (`--gdb tcp:HOST:PORT`, or `tcp::PORT` for every
+    /// interface as QEMU's `-gdb tcp::1234`).
+    pub listen: String,
+    /// `--gdb-wait`: stop before the guest's first instruction until gdb connects and
+    /// continues it (QEMU's `-S`); without it the guest runs and gdb may attach later.
+    pub wait: bool,
+}
+
+/// `--gdb DEV`: QEMU's spelling of a TCP address, `tcp::PORT` or `tcp:HOST:PORT`.
+pub(crate) fn gdb_address(text: &str) -> Result<String, String> {
+    let bad = || format!("--gdb: '{text}' is not tcp::PORT or tcp:HOST:PORT");
+    let rest = text.strip_prefix("tcp:").ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("--gdb: '{port}' in '{text}' is not a TCP port (0 to 65535)"))?;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    if host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(bad());
+    }
+    Ok(format!("{host}:{port}"))
 }
 
 /// The first lines of `opsvisor --help`.
@@ -107,7 +135,7 @@ EXIT STATUS:
     8       --timeout or --max-instructions ended the run
     10      the backend could not continue (reported on stderr)
     12      the guest reset the machine and --no-reboot was given
-    14      the run was ended from the console (Ctrl-A x)
+    14      the run was ended from the console (Ctrl-A x) or by gdb's kill (--gdb)
 
 ENVIRONMENT:
     RUST_LOG    diagnostics to show on stderr, in env_logger's syntax (e.g. debug,
@@ -137,6 +165,15 @@ CONSOLE:
     take it (a paused terminal, a full pipe, a slow disk), as a serial line with flow
     control does; with --timeout, output not taken when the timeout passes is dropped,
     the count is reported, and the run ends on time.
+
+GDB (--gdb tcp::PORT, --gdb-wait):
+    gdb's 'target remote :PORT' sees one x86-64 thread: general, segment, x87 and SSE
+    registers, memory by virtual address (through the guest's page tables), break and
+    hbreak (nothing is written into guest memory), watch, rwatch, awatch, stepi, continue,
+    Ctrl-C; 'monitor info registers' adds the control registers and EFER. The run's end
+    reaches gdb as a process's exit code (the debug exit's status) or signal (SIGSEGV a
+    triple fault, SIGSTOP a halt for good, SIGALRM a limit, SIGHUP a reset, which ends
+    the run under gdb). detach lets the guest run on; kill ends the run (status 14).
 
 EXIT TRACE (--trace-exits FILE):
     One JSON object per line and exit, written as the guest runs (a bounded buffer: a slow
@@ -244,6 +281,12 @@ struct RunCli {
     #[arg(long, value_name = "LIST", allow_hyphen_values = true,
           value_parser = Checked(ExitFilter::parse), requires = "trace_exits")]
     trace_filter: Option<ExitFilter>,
+    /// Serve GDB's remote protocol on DEV: tcp::PORT (all interfaces) or tcp:HOST:PORT
+    #[arg(long, value_name = "DEV", allow_hyphen_values = true, value_parser = Checked(gdb_address))]
+    gdb: Option<String>,
+    /// With --gdb: stop before the first instruction until gdb continues (QEMU's -S)
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
     /// Stop after N guest instructions
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = Checked(max_instructions))]
@@ -558,6 +601,10 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
         serial: cli.serial.unwrap_or_default(),
         cpus: cli.smp.unwrap_or(1),
         trace,
+        gdb: cli.gdb.map(|listen| GdbOptions {
+            listen,
+            wait: cli.gdb_wait,
+        }),
         machine,
     })
 }
@@ -670,6 +717,44 @@ mod tests {
         let e = parse_command(&args(list)).unwrap_err();
         assert!(!e.contains('\n'), "one line: {e}");
         e
+    }
+
+    #[test]
+    fn gdb_options_take_qemus_address_spelling() {
+        let r = run(&["--gdb", "tcp::1234", "k.elf"]);
+        assert_eq!(
+            r.gdb,
+            Some(GdbOptions {
+                listen: "0.0.0.0:1234".into(),
+                wait: false
+            })
+        );
+        let r = run(&["--gdb=tcp:127.0.0.1:0", "--gdb-wait", "k.elf"]);
+        assert_eq!(
+            r.gdb,
+            Some(GdbOptions {
+                listen: "127.0.0.1:0".into(),
+                wait: true
+            })
+        );
+        assert_eq!(run(&["k.elf"]).gdb, None);
+        for (line, want) in [
+            (
+                &["run", "--gdb", "1234", "k"][..],
+                "is not tcp::PORT or tcp:HOST:PORT",
+            ),
+            (
+                &["run", "--gdb", "tcp:1234", "k"],
+                "is not tcp::PORT or tcp:HOST:PORT",
+            ),
+            (&["run", "--gdb", "tcp::70000", "k"], "is not a TCP port"),
+            (&["run", "--gdb", "tcp::x", "k"], "is not a TCP port"),
+            (&["run", "--gdb-wait", "k"], "--gdb"),
+            (&["run", "k", "--gdb"], "--gdb needs a value"),
+        ] {
+            let e = err(line);
+            assert!(e.contains(want), "{line:?}: {e}");
+        }
     }
 
     #[test]

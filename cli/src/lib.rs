@@ -1,11 +1,13 @@
 //! The opsvisor command-line program as a library: its option parsing, bounded input
-//! reading, `opsvisor exec`, and the exit trace and breakdowns of `opsvisor run`, so that
+//! reading, `opsvisor exec`, the GDB stub, and the exit trace and breakdowns of
+//! `opsvisor run`, so that
 //! tests and fuzz targets can call each part without running a guest. `src/main.rs` is
 //! the program.
 
 pub mod args;
 pub mod breakdown;
 pub mod exec;
+pub mod gdb;
 pub mod input;
 pub mod observer;
 pub mod output;

@@ -9,6 +9,7 @@
 use opsvisor::args::{self, Command, RunArgs, Serial};
 use opsvisor::breakdown::Breakdown;
 use opsvisor::exec;
+use opsvisor::gdb::{GdbEnd, GdbServer};
 use opsvisor::input::{read_file, size_text};
 use opsvisor::observer::Observed;
 use opsvisor::output::OutputFile;
@@ -97,6 +98,14 @@ fn init_logging(verbosity: u8) {
     };
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
+    // The gdb stub's protocol chatter (packets gdb sends that it does not implement) only
+    // at -vvv.
+    let gdbstub = if verbosity >= 3 {
+        log::LevelFilter::Trace
+    } else {
+        log::LevelFilter::Warn
+    };
+    builder.filter_module("gdbstub", gdbstub);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }
@@ -220,6 +229,7 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
 /// `--no-reboot`; the exit status.
 fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
     let started = Instant::now();
+    let mut gdb = run.gdb.as_ref().map(GdbServer::bind).transpose()?;
     let mut timeout = run.machine.timeout;
     if let Some(limit) = timeout {
         // Outputs that stdout or a file does not take wait only until the timeout.
@@ -246,15 +256,32 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         drop(kernel);
         opts.modules = Vec::new();
         opts.initrd = None;
-        let outcome = vm.run();
+        let run_started = Instant::now();
+        let outcome = match &mut gdb {
+            Some(server) => match server.run(&mut vm)? {
+                GdbEnd::Outcome(outcome) => outcome,
+                GdbEnd::Killed => {
+                    vm.platform.console().drain_output();
+                    error_line("ended by gdb (kill)");
+                    return Ok(STATUS_QUIT);
+                }
+            },
+            None => vm.run(),
+        };
+        // Under gdb the machine runs in slices (and waits for gdb): the run's time is the
+        // wall-clock time from the first slice to the end.
+        let run_secs = match gdb {
+            Some(_) => run_started.elapsed().as_secs_f64(),
+            None => vm.run_time_ns() as f64 / 1e9,
+        };
         log::info!(
-            "the run ended after {:.3} s and {} exits: {outcome:?}",
-            vm.run_time_ns() as f64 / 1e9,
+            "the run ended after {run_secs:.3} s and {} exits: {outcome:?}",
             vm.stats.total()
         );
-        if outcome == RunOutcome::Reset && !run.no_reboot {
+        // A debugger's session belongs to one machine: a reset under gdb ends the run.
+        if outcome == RunOutcome::Reset && !run.no_reboot && gdb.is_none() {
             if run.stats {
-                print_stats(&vm);
+                print_stats(&vm, run_secs);
             }
             // Boot the kernel again on a new machine, as a PC that resets runs its
             // firmware again; the console, the trace and the time limit carry over.
@@ -268,7 +295,7 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         let dropped = vm.platform.console().drain_output();
         let trace = vm.platform.finish_trace();
         if run.stats {
-            print_stats(&vm);
+            print_stats(&vm, run_secs);
         }
         report_unimplemented(&vm.vcpu);
         let mut lost = String::new();
@@ -292,7 +319,12 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
                 STATUS_POWER_OFF
             }
             RunOutcome::Reset => {
-                error_line(&format!("the guest reset the machine (--no-reboot){lost}"));
+                let why = if gdb.is_some() {
+                    "a reset ends a run under --gdb"
+                } else {
+                    "--no-reboot"
+                };
+                error_line(&format!("the guest reset the machine ({why}){lost}"));
                 STATUS_RESET
             }
             RunOutcome::Quit => {
@@ -319,6 +351,12 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
             RunOutcome::Timeout => {
                 error_line(&format!("stopped after the timeout{lost}"));
                 STATUS_LIMIT
+            }
+            RunOutcome::Debug { vector } => {
+                error_line(&format!(
+                    "the backend stopped for a debugger (vector {vector}) with none attached{lost}"
+                ));
+                STATUS_FAILED
             }
             RunOutcome::Failed(why) => {
                 error_line(&format!("{why}{lost}"));
@@ -385,10 +423,10 @@ fn read_inputs(run: &RunArgs) -> Result<(Vec<u8>, MachineOptions), String> {
     Ok((kernel, opts))
 }
 
-fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>) {
+/// `--stats`' report; `secs` is how long the run took.
+fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>, secs: f64) {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let secs = vm.run_time_ns() as f64 / 1e9;
     let _ = writeln!(
         out,
         "--- opsvisor statistics ({} backend) ---",

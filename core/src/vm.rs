@@ -70,6 +70,14 @@ pub enum RunOutcome {
     /// its owner decides whether to start the guest again, as QEMU does unless
     /// `-no-reboot`.
     Reset,
+    /// The backend stopped for a debugger, as KVM's `KVM_EXIT_DEBUG`: a single step
+    /// done (`vector` 1, #DB) or a breakpoint reached (`vector` 3, #BP), where a debugger
+    /// asked the backend to stop (for instance the emulator's `set_guest_debug`). The
+    /// vCPU is at an instruction boundary; [`Vm::run`] goes on from there.
+    Debug {
+        /// The exception vector the stop is reported as.
+        vector: u8,
+    },
     /// The run could not continue; the string says why.
     Failed(String),
 }
@@ -706,6 +714,25 @@ mod tests {
         );
         vm.apic.mmio_write(reg::SVR, 0x1ff, 0);
         vm
+    }
+
+    #[test]
+    fn debug_stops_end_the_run_as_debug_other_exceptions_as_failures() {
+        let mut vm = vm();
+        for vector in [1, 3] {
+            let exit = Exit::Exception {
+                vector,
+                error_code: None,
+            };
+            assert_eq!(vm.handle_exit(exit), Flow::Stop);
+            assert_eq!(vm.stop.take(), Some(RunOutcome::Debug { vector }));
+        }
+        let page_fault = Exit::Exception {
+            vector: 14,
+            error_code: Some(2),
+        };
+        assert_eq!(vm.handle_exit(page_fault), Flow::Stop);
+        assert!(matches!(vm.stop.take(), Some(RunOutcome::Failed(_))));
     }
 
     fn outb(vm: &mut Vm<EventVcpu, Quiet>, port: u16, value: u8) -> Flow {

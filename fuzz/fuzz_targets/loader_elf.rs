@@ -27,7 +27,11 @@ fn header(seed: &[u8]) -> Vec<u8> {
     h[24..32].copy_from_slice(&u64::from(byte(0)).wrapping_mul(0x1000).to_le_bytes()); // entry
     h[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff: right after the header
     h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    let phentsize = if byte(1) & 1 == 0 { 56 } else { u16::from(byte(1)) };
+    let phentsize = if byte(1) & 1 == 0 {
+        56
+    } else {
+        u16::from(byte(1))
+    };
     h[54..56].copy_from_slice(&phentsize.to_le_bytes());
     h[56..58].copy_from_slice(&u16::from(byte(2) % 8).to_le_bytes()); // phnum
     h

@@ -591,6 +591,13 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
             log!("guest reset the machine");
             CODE_IMAGE_FAILED
         }
+        RunOutcome::Debug { vector } => {
+            log!(
+                "failed: a debug stop (vector {}) with no debugger attached",
+                vector
+            );
+            CODE_IMAGE_FAILED
+        }
         RunOutcome::InstructionLimit | RunOutcome::Timeout | RunOutcome::Quit => {
             log!("failed: the run hit its limit");
             CODE_IMAGE_FAILED

@@ -51,6 +51,9 @@ impl Ending {
             RunOutcome::InstructionLimit | RunOutcome::Timeout | RunOutcome::Quit => {
                 Ending::Unfinished
             }
+            RunOutcome::Debug { vector } => {
+                Ending::Failed(format!("a debug stop (vector {vector}) with no debugger"))
+            }
             RunOutcome::Failed(why) => Ending::Failed(why),
         }
     }

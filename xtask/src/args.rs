@@ -1,5 +1,13 @@
-//! The command line of `cargo xtask`.
+//! The command line of `cargo xtask`, on clap (derive): one subcommand per runner, each
+//! with its own `--help`; [`parse`] turns clap's errors into one line naming the option
+//! and the problem, and applies what depends on the command (the CPU a runner defaults
+//! to, the backend word it adds, the Linux guest's files, the differential run's time
+//! limit).
 
+use clap::builder::TypedValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -105,8 +113,8 @@ pub struct RunOptions {
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Print the help text.
-    Help,
+    /// Print this help text (the program's, or a command's).
+    Help(String),
     /// Build the image and print its path.
     Image,
     /// Build a GRUB ISO with the image and the guest.
@@ -274,119 +282,17 @@ pub struct DiffOptions {
     pub target: DiffTarget,
 }
 
-/// The help text.
-pub const HELP: &str = "\
-cargo xtask: build the opsvisor bare-metal image and run it under Bochs and QEMU
+/// The first lines of `cargo xtask --help`.
+const ABOUT: &str =
+    "cargo xtask: build the opsvisor bare-metal image and run it under Bochs and QEMU";
 
-USAGE:
-    cargo xtask image                       build the image, print its path
-    cargo xtask iso GUEST [--out FILE]      GRUB ISO: the image (multiboot2) + GUEST as module
-    cargo xtask usb GUEST OUT.img           bootable USB disk image (the hybrid GRUB ISO)
-    cargo xtask bochs GUEST [OPTIONS]       boot under headless Bochs
-    cargo xtask bochs-vmx GUEST [OPTIONS]   the same, named for its VMX CPU model
-    cargo xtask bochs-svm GUEST [OPTIONS]   boot under Bochs with an SVM CPU model (ryzen) on the
-                                            SVM backend (backend=svm unless --append names one)
-    cargo xtask bochs-vmx --corpus [OPTIONS]
-                                            every corpus guest in turn on the VMX backend
-                                            (backend=vmx): one PASS/FAIL line per guest and
-                                            a summary (alias: cargo xtask corpus-vmx)
-    cargo xtask bochs-svm --corpus [OPTIONS]
-                                            the same on the SVM backend under Bochs (ryzen)
-    cargo xtask bochs-linux [--dir DIR] [--pvh] [OPTIONS]
-                                            boot the Linux guest (DIR, default
-                                            target/linux-guest from scripts/linux-guest.sh:
-                                            vmlinuz, or vmlinux with --pvh, and initrd.gz) on
-                                            the VMX backend under Bochs; exit 0 when it reaches
-                                            its /init marker and powers off
-    cargo xtask qemu-svm-linux [--dir DIR] [--pvh] [OPTIONS]
-    cargo xtask bochs-svm-linux [--dir DIR] [--pvh] [OPTIONS]
-                                            the same on the SVM backend under QEMU TCG, or under
-                                            Bochs (ryzen)
-    cargo xtask qemu GUEST [OPTIONS]        boot under QEMU TCG (-kernel, PVH; -cpu max, whose
-                                            SVM the image picks on its own)
-    cargo xtask qemu-svm GUEST [OPTIONS]    boot under QEMU TCG on the SVM backend (backend=svm
-                                            unless --append names one)
-    cargo xtask qemu-svm --corpus [OPTIONS] every corpus guest on the SVM backend under QEMU TCG
-    cargo xtask qemu-kvm GUEST [OPTIONS]    boot under QEMU with KVM (-cpu host, nested VMX/SVM)
-    cargo xtask diff [--backend vmx|svm] [DIFF OPTIONS] [OPTIONS]
-                                            differential run: generate proptest cases (short
-                                            random instruction sequences, system instructions
-                                            included, from random states in real, 32-bit
-                                            protected, paged (2-level and PAE), long and
-                                            compatibility mode, at CPL 0 or 3), boot the image
-                                            with them, run each on the hardware backend (VMX,
-                                            the default, or SVM) and on the emulator in the
-                                            image, and report every difference with the case
-                                            minimized
-    cargo xtask vmx-diff [DIFF OPTIONS] [OPTIONS]
-                                            the same as diff --backend vmx
-    cargo xtask bench-peers [BENCH OPTIONS] the peer benchmark: the same guest workloads on
-                                            opsvisor's emulator, QEMU TCG and Bochs (if
-                                            installed); guest instructions per CPU second and
-                                            the ratio to QEMU, per workload
-    cargo xtask coverage [--check]          regenerate docs/emu-coverage.md (the emulator's
-                                            instruction coverage); --check fails if it is stale
-    cargo xtask help                        this text
+/// The end of `cargo xtask --help`.
+const NOTES: &str = "\
+Each command has its own help: cargo xtask bochs --help, cargo xtask diff --help, ...
 
 GUEST is a file (a kernel in any format the image loads: multiboot v1, a Linux bzImage, an
 ELF kernel with a PVH note) or the name of a corpus guest (guests/src/bin/NAME.rs, built with
 `cargo build --release` in guests/).
-
-DIFF OPTIONS:
-    --backend B       vmx (default) or svm
-    --cases N         how many cases (default 100)
-    --seed S          generator seed (default 1); the same seed gives the same cases
-    --modes LIST      comma-separated: real,prot32,paged32,pae32,long64,compat32 (default all)
-    --qemu            run under QEMU TCG instead of Bochs (svm only: TCG has no VMX)
-    --kvm             run under QEMU/KVM with nested VMX or SVM instead of Bochs (real silicon)
-    --usb OUT.img     write a bootable USB image with the cases for bare metal instead of
-                      running them; the result comes on COM1 (115200 baud)
-    --report LOG      decode the differences in a serial log captured from such a run
-  Bochs runs vmx on corei7_skylake_x and svm on ryzen unless --cpu says otherwise. The
-  default --timeout is 120 s plus 0.2 s per case. The instructions the reference is known
-  to get wrong, or where its vendor and the emulator differ by design, are not generated
-  (opsvisor_vmdiff::generate: bochs_quirks for Bochs' Intel models, bochs_bugs for its
-  AMD ones, qemu_tcg_quirks for QEMU TCG, vendor_differences for Intel silicon).
-  Exit status 0 when every case ends the same on both backends, 1 when any differs, 4 when
-  the CPU cannot run the hardware backend.
-
-BENCH OPTIONS:
-    --workloads LIST  comma-separated, each NAME or NAME=N: int, mem, exit (default
-                      int=1000,mem=25,exit=2000); N is the short run's iteration count
-    --k K             the long run does K·N iterations (default 4); the difference of the
-                      two runs' CPU time (user+sys of the child) cancels the boot
-    --peers LIST      comma-separated: opsvisor,qemu,bochs (default: all three, Bochs only
-                      if installed); opsvisor must be among them (it counts the instructions)
-    --repeat R        run each point R times and keep the least CPU time (default 1)
-    --opsvisor PATH   the opsvisor program to measure (default: build target/release/opsvisor)
-    --timeout SECS    limit on one run (default 600)
-    --linux DIR       also boot Linux (DIR/vmlinuz with DIR/initrd.gz, from
-                      scripts/linux-guest.sh) to its init and power-off on opsvisor and on QEMU
-                      (-M pc) and compare the boot's CPU time; by default it runs when
-                      target/linux-guest holds the guest
-    --no-linux        leave the Linux boot out
-  The guest is the corpus guest `bench` (guests/src/bin/bench.rs). Instructions are counted
-  by opsvisor's emulator for the same iterations (the guest is deterministic: every peer runs
-  the same instructions). Exit status 0 when every peer passed and printed the same
-  checksums, 1 when a peer failed or the checksums differ, 2 on bad input or a missing tool,
-  3 when a run passed --timeout.
-
-OPTIONS:
-    --cpu MODEL       the CPU: a Bochs model (default corei7_skylake_x; ryzen for the svm
-                      commands), or QEMU's -cpu argument for the qemu commands (default max;
-                      host under KVM)
-    --timeout SECS    give up after SECS seconds (default 120); the emulator is killed
-    --megs MIB        RAM of the emulated machine (default 256)
-    --ips N           Bochs instructions per emulated second (default 50000000); the emulated
-                      clock runs slower against the work done with a larger N, which timer
-                      guests need (at 5000000 one exit costs ~70 us of emulated time)
-    --append ARGS     the image's command line: mem=<MiB> (guest RAM, default 64),
-                      backend=auto|vmx|svm|emu, interactive, fault (raise #UD first: checks the
-                      exception report); --corpus adds the backend itself
-    --iso             qemu: boot the GRUB ISO as a CD instead of -kernel/-initrd (implied
-                      by --initrd)
-    --initrd FILE     a Linux guest's initrd (the image's second module)
-    --guest-append S  the guest's command line (its module's string; default: its name)
 
 The guest's serial output is streamed to stdout as it arrives. Exit status: 0 when the image
 reports the guest's PASS (`opsvisor-image: guest exit status 1`), 1 when the guest or the
@@ -400,90 +306,573 @@ refused.
 To boot real hardware: `cargo xtask usb hello opsvisor.img`, then
 `sudo dd if=opsvisor.img of=/dev/sdX bs=4M conv=fsync` (sdX: the whole USB stick, not a
 partition; everything on it is lost). The stick boots in BIOS mode (and UEFI if GRUB's EFI
-files are installed); the image reports on COM1 at 115200 baud.
-";
+files are installed); the image reports on COM1 at 115200 baud.";
 
-/// Parse the arguments after `cargo xtask`.
-pub fn parse(args: &[String]) -> Result<Command, String> {
-    let Some((cmd, rest)) = args.split_first() else {
-        return Ok(Command::Help);
-    };
-    let corpus_flag = rest.iter().any(|a| a == "--corpus");
-    let without_corpus =
-        || -> Vec<String> { rest.iter().filter(|a| *a != "--corpus").cloned().collect() };
-    match cmd.as_str() {
-        "help" | "--help" | "-h" => Ok(Command::Help),
-        "image" => {
-            if let Some(extra) = rest.first() {
-                return Err(format!("'image' takes no arguments (got '{extra}')"));
-            }
-            Ok(Command::Image)
+/// The end of `cargo xtask diff --help` and `vmx-diff --help`.
+const DIFF_NOTES: &str = "\
+Generates proptest cases (short random instruction sequences, system instructions included,
+from random states in real, 32-bit protected, paged (2-level and PAE), long and compatibility
+mode, at CPL 0 or 3), boots the image with them, runs each on the hardware backend and on the
+emulator in the image, and reports every difference with the case minimized.
+
+Bochs runs vmx on corei7_skylake_x and svm on ryzen unless --cpu says otherwise. The default
+--timeout is 120 s plus 0.2 s per case. The instructions the reference is known to get wrong,
+or where its vendor and the emulator differ by design, are not generated
+(opsvisor_vmdiff::generate: bochs_quirks for Bochs' Intel models, bochs_bugs for its AMD
+ones, qemu_tcg_quirks for QEMU TCG, vendor_differences for Intel silicon). Exit status 0 when
+every case ends the same on both backends, 1 when any differs, 4 when the CPU cannot run the
+hardware backend.";
+
+/// The command line as clap sees it.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = ABOUT,
+    after_help = NOTES,
+    subcommand_value_name = "COMMAND",
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Build the image, print its path
+    Image,
+    /// GRUB ISO: the image (multiboot2) + GUEST as module
+    Iso {
+        #[command(flatten)]
+        guest: GuestArg,
+        /// Where to write it [default: next to the image]
+        #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Bootable USB disk image (the hybrid GRUB ISO)
+    Usb {
+        #[command(flatten)]
+        guest: GuestArg,
+        /// The disk image to write
+        #[arg(value_name = "OUT.img")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Boot under headless Bochs
+    Bochs {
+        #[command(flatten)]
+        guest: GuestArg,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The same, named for its VMX CPU model; with --corpus every corpus guest in turn on
+    /// the VMX backend (backend=vmx): one PASS/FAIL line per guest and a summary
+    BochsVmx(CorpusOrGuest),
+    /// Boot under Bochs with an SVM CPU model (ryzen) on the SVM backend (backend=svm
+    /// unless --append names one); with --corpus every corpus guest on SVM
+    BochsSvm(CorpusOrGuest),
+    /// Every corpus guest in turn on the VMX backend under Bochs (bochs-vmx --corpus)
+    CorpusVmx {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Boot the Linux guest on the VMX backend under Bochs; exit 0 when it reaches its
+    /// /init marker and powers off
+    BochsLinux(LinuxArgs),
+    /// The same on the SVM backend under Bochs (ryzen)
+    BochsSvmLinux(LinuxArgs),
+    /// The same on the SVM backend under QEMU TCG
+    QemuSvmLinux(LinuxArgs),
+    /// Boot under QEMU TCG (-kernel, PVH; -cpu max, whose SVM the image picks on its own)
+    Qemu {
+        #[command(flatten)]
+        guest: GuestArg,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Boot under QEMU TCG on the SVM backend (backend=svm unless --append names one);
+    /// with --corpus every corpus guest on SVM
+    QemuSvm(CorpusOrGuest),
+    /// Boot under QEMU with KVM (-cpu host, nested VMX/SVM)
+    QemuKvm {
+        #[command(flatten)]
+        guest: GuestArg,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Differential run: generated cases on the hardware backend (VMX, the default, or
+    /// SVM) against the emulator in the image
+    #[command(after_long_help = DIFF_NOTES)]
+    Diff {
+        /// The hardware backend: vmx or svm [default: vmx]
+        #[arg(long, value_name = "B", allow_hyphen_values = true, value_parser = hw_backend)]
+        backend: Option<HwBackend>,
+        #[command(flatten)]
+        diff: DiffArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The same as diff --backend vmx
+    #[command(after_long_help = DIFF_NOTES)]
+    VmxDiff {
+        #[command(flatten)]
+        diff: DiffArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The peer benchmark: the same guest workloads on opsvisor's emulator, QEMU TCG and
+    /// Bochs (if installed); guest instructions per CPU second and the ratio to QEMU, per
+    /// workload
+    #[command(after_long_help = BENCH_NOTES)]
+    BenchPeers(BenchArgs),
+    /// Regenerate docs/emu-coverage.md (the emulator's instruction coverage)
+    Coverage {
+        /// Fail if it is stale instead
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// A runner's guest.
+#[derive(Args, Debug)]
+struct GuestArg {
+    /// A kernel file or a corpus guest name (e.g. hello)
+    #[arg(
+        value_name = "GUEST",
+        value_parser = clap::builder::OsStringValueParser::new().try_map(guest_spec)
+    )]
+    guest: Option<GuestSpec>,
+}
+
+/// A runner that boots one guest, or with `--corpus` every corpus guest.
+#[derive(Args, Debug)]
+struct CorpusOrGuest {
+    #[command(flatten)]
+    guest: GuestArg,
+    /// Every corpus guest in turn on the hardware backend (no GUEST)
+    #[arg(long)]
+    corpus: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The Linux runners.
+#[derive(Args, Debug)]
+struct LinuxArgs {
+    /// Where the Linux guest is (scripts/linux-guest.sh's vmlinuz, vmlinux, initrd.gz)
+    /// [default: target/linux-guest]
+    #[arg(long, value_name = "DIR", allow_hyphen_values = true)]
+    dir: Option<PathBuf>,
+    /// Boot vmlinux through its PVH entry instead of the bzImage vmlinuz
+    #[arg(long)]
+    pvh: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Options shared by the commands that run the image.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The CPU: a Bochs model (default corei7_skylake_x; ryzen for the svm commands), or
+    /// QEMU's -cpu argument for the qemu commands (default max; host under KVM)
+    #[arg(long, value_name = "MODEL", allow_hyphen_values = true)]
+    cpu: Option<String>,
+    /// Give up after SECS seconds (default 120); the emulator is killed
+    #[arg(long, value_name = "SECS", allow_hyphen_values = true, value_parser = timeout)]
+    timeout: Option<Duration>,
+    /// RAM of the emulated machine, MiB (default 256)
+    #[arg(long, value_name = "MIB", allow_hyphen_values = true, value_parser = megs)]
+    megs: Option<u32>,
+    /// Bochs instructions per emulated second (default 50000000); the emulated clock runs
+    /// slower against the work done with a larger N, which timer guests need (at 5000000
+    /// one exit costs ~70 us of emulated time)
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = ips)]
+    ips: Option<u64>,
+    /// The image's command line: mem=<MiB> (guest RAM, default 64), backend=auto|vmx|svm|emu,
+    /// interactive, fault (raise #UD first: checks the exception report); --corpus adds the
+    /// backend itself
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// qemu: boot the GRUB ISO as a CD instead of -kernel/-initrd (implied by --initrd)
+    #[arg(long)]
+    iso: bool,
+    /// A Linux guest's initrd (the image's second module)
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+    initrd: Option<PathBuf>,
+    /// The guest's command line (its module's string; default: its name)
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    guest_append: Option<String>,
+}
+
+/// The differential run's own options.
+#[derive(Args, Debug)]
+struct DiffArgs {
+    /// How many cases (default 100)
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = cases)]
+    cases: Option<usize>,
+    /// Generator seed (default 1); the same seed gives the same cases
+    #[arg(long, value_name = "S", allow_hyphen_values = true, value_parser = seed)]
+    seed: Option<u64>,
+    /// Comma-separated: real,prot32,paged32,pae32,long64,compat32 (default all)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true, value_parser = modes)]
+    modes: Option<ModeList>,
+    /// Run under QEMU TCG instead of Bochs (svm only: TCG has no VMX)
+    #[arg(long, conflicts_with_all = ["kvm", "usb", "report"])]
+    qemu: bool,
+    /// Run under QEMU/KVM with nested VMX or SVM instead of Bochs (real silicon)
+    #[arg(long, conflicts_with_all = ["usb", "report"])]
+    kvm: bool,
+    /// Write a bootable USB image with the cases for bare metal instead of running them;
+    /// the result comes on COM1 (115200 baud)
+    #[arg(
+        long,
+        value_name = "OUT.img",
+        allow_hyphen_values = true,
+        conflicts_with = "report"
+    )]
+    usb: Option<PathBuf>,
+    /// Decode the differences in a serial log captured from such a run
+    #[arg(long, value_name = "LOG", allow_hyphen_values = true)]
+    report: Option<PathBuf>,
+}
+
+/// The end of `cargo xtask bench-peers --help`.
+const BENCH_NOTES: &str = "\
+The guest is the corpus guest `bench` (guests/src/bin/bench.rs). Each workload runs N and K·N
+times on every peer; the difference of the two runs' CPU time (user+sys of the child) cancels
+the boot. Instructions are counted by opsvisor's emulator for the same iterations (the guest is
+deterministic: every peer runs the same instructions). Exit status 0 when every peer passed
+and printed the same checksums, 1 when a peer failed or the checksums differ, 2 on bad input or
+a missing tool, 3 when a run passed --timeout.";
+
+/// `bench-peers`' options.
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Comma-separated, each NAME or NAME=N: int, mem, exit [default: int=1000,mem=25,exit=2000];
+    /// N is the short run's iteration count
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    workloads: Option<String>,
+    /// The long run does K·N iterations [default: 4]
+    #[arg(long, value_name = "K", allow_hyphen_values = true)]
+    k: Option<String>,
+    /// Comma-separated: opsvisor,qemu,bochs [default: all three, Bochs only if installed];
+    /// opsvisor must be among them (it counts the instructions)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    peers: Option<String>,
+    /// Run each point R times and keep the least CPU time [default: 1]
+    #[arg(long, value_name = "R", allow_hyphen_values = true)]
+    repeat: Option<String>,
+    /// The opsvisor program to measure [default: build target/release/opsvisor]
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true)]
+    opsvisor: Option<PathBuf>,
+    /// Limit on one run, seconds [default: 600]
+    #[arg(long, value_name = "SECS", allow_hyphen_values = true, value_parser = timeout)]
+    timeout: Option<Duration>,
+    /// Also boot Linux (DIR/vmlinuz with DIR/initrd.gz, from scripts/linux-guest.sh) to its
+    /// init and power-off on opsvisor and on QEMU (-M pc) and compare the boot's CPU time; by
+    /// default it runs when target/linux-guest holds the guest
+    #[arg(
+        long,
+        value_name = "DIR",
+        allow_hyphen_values = true,
+        conflicts_with = "no_linux"
+    )]
+    linux: Option<PathBuf>,
+    /// Leave the Linux boot out
+    #[arg(long)]
+    no_linux: bool,
+}
+
+/// A count option's value in 1..=max.
+fn count(name: &str, v: &str, max: u64) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{name}: '{v}' is not a count (1 to {max})"))
+}
+
+/// `bench-peers`' options checked.
+fn bench_options(a: BenchArgs) -> Result<BenchOptions, String> {
+    let mut workloads = BENCH_WORKLOADS
+        .iter()
+        .map(|(w, n)| (w.to_string(), *n))
+        .collect::<Vec<_>>();
+    if let Some(text) = a.workloads {
+        let mut list = Vec::new();
+        for item in text.split(',').filter(|s| !s.is_empty()) {
+            let (name, n) = match item.split_once('=') {
+                Some((name, n)) => (name, Some(n)),
+                None => (item, None),
+            };
+            let Some(&(_, default)) = BENCH_WORKLOADS.iter().find(|(w, _)| *w == name) else {
+                return Err(format!(
+                    "--workloads: '{name}' is not a workload (int, mem, exit)"
+                ));
+            };
+            let n = match n {
+                Some(n) => count("--workloads", n, 1_000_000)?,
+                None => default,
+            };
+            list.push((name.to_string(), n));
         }
-        "iso" => {
-            let (run, out, positional) = parse_run(rest, true, Machine::Bochs, DEFAULT_BOCHS_CPU)?;
-            no_more(cmd, &positional)?;
-            Ok(Command::Iso { run, out })
+        if list.is_empty() {
+            return Err("--workloads needs at least one workload".into());
         }
-        "usb" => {
-            let (run, out, positional) = parse_run(rest, false, Machine::Bochs, DEFAULT_BOCHS_CPU)?;
-            if out.is_some() {
-                return Err("'usb' takes the output file as its second argument".into());
-            }
-            match positional.as_slice() {
-                [out] => Ok(Command::Usb {
-                    run,
-                    out: PathBuf::from(out),
-                }),
-                [] => Err("'usb' needs an output file: cargo xtask usb GUEST OUT.img".into()),
-                [_, extra, ..] => Err(format!("'usb': unexpected argument '{extra}'")),
-            }
-        }
-        "bochs-vmx" if corpus_flag => {
-            corpus(cmd, &without_corpus(), Machine::Bochs, HwBackend::Vmx)
-        }
-        "bochs-svm" if corpus_flag => {
-            corpus(cmd, &without_corpus(), Machine::Bochs, HwBackend::Svm)
-        }
-        "qemu-svm" if corpus_flag => corpus(cmd, &without_corpus(), Machine::Qemu, HwBackend::Svm),
-        "corpus-vmx" => corpus(cmd, rest, Machine::Bochs, HwBackend::Vmx),
-        "bochs" | "bochs-vmx" => {
-            let (run, _, positional) = parse_run(rest, false, Machine::Bochs, DEFAULT_BOCHS_CPU)?;
-            no_more(cmd, &positional)?;
-            Ok(Command::Bochs(run))
-        }
-        "bochs-svm" => {
-            let (run, _, positional) =
-                parse_run(rest, false, Machine::Bochs, DEFAULT_BOCHS_SVM_CPU)?;
-            no_more(cmd, &positional)?;
-            Ok(Command::Bochs(with_backend(run, HwBackend::Svm)))
-        }
-        "qemu" | "qemu-svm" => {
-            let (run, _, positional) = parse_run(rest, false, Machine::Qemu, DEFAULT_QEMU_CPU)?;
-            no_more(cmd, &positional)?;
-            Ok(Command::Qemu(if cmd == "qemu-svm" {
-                with_backend(run, HwBackend::Svm)
-            } else {
-                run
-            }))
-        }
-        "qemu-kvm" => {
-            let (run, _, positional) = parse_run(rest, false, Machine::Qemu, "host")?;
-            no_more(cmd, &positional)?;
-            Ok(Command::QemuKvm(run))
-        }
-        "vmx-diff" => diff(cmd, rest, Some(HwBackend::Vmx)),
-        "diff" => diff(cmd, rest, None),
-        "bochs-linux" => linux(cmd, rest, Machine::Bochs, HwBackend::Vmx),
-        "bochs-svm-linux" => linux(cmd, rest, Machine::Bochs, HwBackend::Svm),
-        "qemu-svm-linux" => linux(cmd, rest, Machine::Qemu, HwBackend::Svm),
-        "bench-peers" => bench_peers(rest),
-        "coverage" => match rest {
-            [] => Ok(Command::Coverage { check: false }),
-            [flag] if flag == "--check" => Ok(Command::Coverage { check: true }),
-            [extra, ..] => Err(format!("'coverage': unexpected argument '{extra}'")),
-        },
-        other => Err(format!("unknown command '{other}'")),
+        workloads = list;
     }
+    let k = match a.k {
+        Some(v) => {
+            let k = count("--k", &v, 1000)?;
+            if k < 2 {
+                return Err("--k: must be at least 2 (the long run minus the short one)".into());
+            }
+            k
+        }
+        None => DEFAULT_BENCH_K,
+    };
+    let peers = match a.peers {
+        Some(text) => {
+            let mut list = Vec::new();
+            for name in text.split(',').filter(|s| !s.is_empty()) {
+                let p = match name {
+                    "opsvisor" => Peer::Opsvisor,
+                    "qemu" => Peer::Qemu,
+                    "bochs" => Peer::Bochs,
+                    other => {
+                        return Err(format!(
+                            "--peers: '{other}' is not a peer (opsvisor, qemu, bochs)"
+                        ))
+                    }
+                };
+                if !list.contains(&p) {
+                    list.push(p);
+                }
+            }
+            if !list.contains(&Peer::Opsvisor) {
+                return Err(
+                    "--peers: opsvisor must be among the peers (it counts the instructions)".into(),
+                );
+            }
+            // opsvisor first: its count is read before the others run.
+            list.sort_by_key(|p| *p != Peer::Opsvisor);
+            Some(list)
+        }
+        None => None,
+    };
+    let repeat = match a.repeat {
+        Some(v) => count("--repeat", &v, 100)? as u32,
+        None => 1,
+    };
+    let linux = match (a.linux, a.no_linux) {
+        (Some(dir), _) => Some((dir, true)),
+        (None, true) => None,
+        (None, false) => Some((PathBuf::from(DEFAULT_LINUX_GUEST), false)),
+    };
+    Ok(BenchOptions {
+        workloads,
+        k,
+        peers,
+        repeat,
+        opsvisor: a.opsvisor,
+        timeout: a.timeout.unwrap_or(DEFAULT_BENCH_TIMEOUT),
+        linux,
+    })
+}
+
+fn timeout(v: &str) -> Result<Duration, String> {
+    v.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("--timeout: '{v}' is not a number of seconds (0 < s <= 86400)"))
+}
+
+fn megs(v: &str) -> Result<u32, String> {
+    v.parse()
+        .ok()
+        .filter(|m| (32..=65536).contains(m))
+        .ok_or_else(|| format!("--megs: '{v}' is not a RAM size in MiB (32 to 65536)"))
+}
+
+fn ips(v: &str) -> Result<u64, String> {
+    v.parse()
+        .ok()
+        .filter(|n| (1_000_000..=1_000_000_000).contains(n))
+        .ok_or_else(|| format!("--ips: '{v}' is not an instruction rate (1000000 to 1000000000)"))
+}
+
+fn cases(v: &str) -> Result<usize, String> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=100_000).contains(n))
+        .ok_or_else(|| format!("--cases: '{v}' is not a count (1 to 100000)"))
+}
+
+fn seed(v: &str) -> Result<u64, String> {
+    v.parse()
+        .map_err(|_| format!("--seed: '{v}' is not a number"))
+}
+
+/// `--modes`' list: one value (clap would take a `Vec` for an option given many times).
+#[derive(Clone, Debug)]
+struct ModeList(Vec<String>);
+
+fn modes(v: &str) -> Result<ModeList, String> {
+    let modes: Vec<String> = v
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect();
+    if modes.is_empty() {
+        return Err("--modes needs at least one mode".into());
+    }
+    Ok(ModeList(modes))
+}
+
+fn hw_backend(v: &str) -> Result<HwBackend, String> {
+    match v {
+        "vmx" => Ok(HwBackend::Vmx),
+        "svm" => Ok(HwBackend::Svm),
+        other => Err(format!("--backend: '{other}' is not vmx or svm")),
+    }
+}
+
+/// Parse the arguments after `cargo xtask`. An error is one line naming the problem.
+/// Paths (the guest, `--out`, `--initrd`, `--dir`, `--usb`, `--report`, `usb`'s output)
+/// may be any bytes; the other values are text.
+pub fn parse(args: &[OsString]) -> Result<Command, String> {
+    // `cargo xtask` and `cargo xtask help` print what `cargo xtask --help` does (clap's
+    // help command lays the long help out differently).
+    let bare = args.is_empty() || (args.len() == 1 && args[0] == "help");
+    let help = [OsString::from("--help")];
+    let args = if bare { &help[..] } else { args };
+    let all = std::iter::once(OsString::from("xtask")).chain(args.iter().cloned());
+    let cli = match Cli::try_parse_from(all) {
+        Ok(cli) => cli,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    Ok(Command::Help(e.render().to_string()))
+                }
+                _ => Err(error_line(&e, args)),
+            }
+        }
+    };
+    let sub = cli.command;
+    let bochs = |run: RunArgs, guest: GuestArg| {
+        run_options(run, need_guest(guest)?, Machine::Bochs, DEFAULT_BOCHS_CPU)
+    };
+    Ok(match sub {
+        Sub::Image => Command::Image,
+        Sub::Iso { guest, out, run } => Command::Iso {
+            run: bochs(run, guest)?,
+            out,
+        },
+        Sub::Usb { guest, out, run } => {
+            let run = bochs(run, guest)?;
+            let out = out.ok_or("'usb' needs an output file: cargo xtask usb GUEST OUT.img")?;
+            Command::Usb { run, out }
+        }
+        Sub::Bochs { guest, run } => Command::Bochs(bochs(run, guest)?),
+        Sub::BochsVmx(c) => guest_or_corpus("bochs-vmx", c, Machine::Bochs, HwBackend::Vmx)?,
+        Sub::BochsSvm(c) => guest_or_corpus("bochs-svm", c, Machine::Bochs, HwBackend::Svm)?,
+        Sub::QemuSvm(c) => guest_or_corpus("qemu-svm", c, Machine::Qemu, HwBackend::Svm)?,
+        Sub::CorpusVmx { run } => corpus("corpus-vmx", run, Machine::Bochs, HwBackend::Vmx)?,
+        Sub::BochsLinux(l) => linux("bochs-linux", l, Machine::Bochs, HwBackend::Vmx)?,
+        Sub::BochsSvmLinux(l) => linux("bochs-svm-linux", l, Machine::Bochs, HwBackend::Svm)?,
+        Sub::QemuSvmLinux(l) => linux("qemu-svm-linux", l, Machine::Qemu, HwBackend::Svm)?,
+        Sub::Qemu { guest, run } => Command::Qemu(run_options(
+            run,
+            need_guest(guest)?,
+            Machine::Qemu,
+            DEFAULT_QEMU_CPU,
+        )?),
+        Sub::QemuKvm { guest, run } => {
+            Command::QemuKvm(run_options(run, need_guest(guest)?, Machine::Qemu, "host")?)
+        }
+        Sub::Diff {
+            backend,
+            diff: d,
+            run,
+        } => diff("diff", backend.unwrap_or(HwBackend::Vmx), d, run)?,
+        Sub::VmxDiff { diff: d, run } => diff("vmx-diff", HwBackend::Vmx, d, run)?,
+        Sub::BenchPeers(b) => Command::BenchPeers(bench_options(b)?),
+        Sub::Coverage { check } => Command::Coverage { check },
+    })
+}
+
+/// The guest a runner needs.
+fn need_guest(guest: GuestArg) -> Result<GuestSpec, String> {
+    guest
+        .guest
+        .ok_or_else(|| "missing GUEST: a kernel file or a corpus guest name (e.g. hello)".into())
+}
+
+/// The run options of a runner on `machine` whose CPU defaults to `default_cpu`.
+fn run_options(
+    run: RunArgs,
+    guest: GuestSpec,
+    machine: Machine,
+    default_cpu: &str,
+) -> Result<RunOptions, String> {
+    let cpu = run.cpu.unwrap_or_else(|| default_cpu.into());
+    if !cpu_model_ok(&cpu, machine) {
+        return Err(match machine {
+            Machine::Bochs => format!("--cpu: '{cpu}' is not a Bochs CPU model name"),
+            Machine::Qemu => format!("--cpu: '{cpu}' is not a QEMU CPU model"),
+        });
+    }
+    Ok(RunOptions {
+        guest,
+        cpu,
+        timeout: run.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        megs: run.megs.unwrap_or(DEFAULT_MEGS),
+        ips: run.ips.unwrap_or(DEFAULT_IPS),
+        append: run.append.unwrap_or_default(),
+        iso: run.iso,
+        initrd: run.initrd,
+        guest_append: run.guest_append,
+    })
+}
+
+/// `bochs-vmx`, `bochs-svm`, `qemu-svm`: one guest, or with `--corpus` every corpus
+/// guest.
+fn guest_or_corpus(
+    cmd: &str,
+    c: CorpusOrGuest,
+    machine: Machine,
+    backend: HwBackend,
+) -> Result<Command, String> {
+    if c.corpus {
+        if let Some(extra) = c.guest.guest {
+            let name = match extra {
+                GuestSpec::Path(p) => p.display().to_string(),
+                GuestSpec::Corpus(n) => n,
+            };
+            return Err(format!(
+                "'{cmd}' runs every corpus guest: unexpected argument '{name}'"
+            ));
+        }
+        return corpus(cmd, c.run, machine, backend);
+    }
+    let guest = need_guest(c.guest)?;
+    Ok(match (machine, backend) {
+        (Machine::Bochs, HwBackend::Vmx) => {
+            Command::Bochs(run_options(c.run, guest, machine, DEFAULT_BOCHS_CPU)?)
+        }
+        (Machine::Bochs, HwBackend::Svm) => Command::Bochs(with_backend(
+            run_options(c.run, guest, machine, DEFAULT_BOCHS_SVM_CPU)?,
+            HwBackend::Svm,
+        )),
+        (Machine::Qemu, _) => Command::Qemu(with_backend(
+            run_options(c.run, guest, machine, DEFAULT_QEMU_CPU)?,
+            backend,
+        )),
+    })
 }
 
 /// `run` with `backend`'s word added to the image's command line, unless it names a
@@ -501,189 +890,38 @@ fn with_backend(mut run: RunOptions, backend: HwBackend) -> RunOptions {
     run
 }
 
-fn bench_peers(args: &[String]) -> Result<Command, String> {
-    let mut o = BenchOptions {
-        workloads: BENCH_WORKLOADS
-            .iter()
-            .map(|(w, n)| (w.to_string(), *n))
-            .collect(),
-        k: DEFAULT_BENCH_K,
-        peers: None,
-        repeat: 1,
-        opsvisor: None,
-        timeout: DEFAULT_BENCH_TIMEOUT,
-        linux: None,
+/// `diff` (`backend` from `--backend`, default VMX) and `vmx-diff` (VMX).
+fn diff(cmd: &str, backend: HwBackend, d: DiffArgs, run: RunArgs) -> Result<Command, String> {
+    let target = if d.qemu {
+        DiffTarget::Qemu
+    } else if d.kvm {
+        DiffTarget::QemuKvm
+    } else if let Some(out) = d.usb {
+        DiffTarget::Usb(out)
+    } else if let Some(log) = d.report {
+        DiffTarget::Report(log)
+    } else {
+        DiffTarget::Bochs
     };
-    let mut no_linux = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let count = |name: &str, v: &str, max: u64| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| format!("{name}: '{v}' is not a count (1 to {max})"))
-        };
-        match arg.as_str() {
-            "--workloads" => {
-                let mut list = Vec::new();
-                for item in value("--workloads")?.split(',').filter(|s| !s.is_empty()) {
-                    let (name, n) = match item.split_once('=') {
-                        Some((name, n)) => (name, Some(n)),
-                        None => (item, None),
-                    };
-                    let Some(&(_, default)) = BENCH_WORKLOADS.iter().find(|(w, _)| *w == name)
-                    else {
-                        return Err(format!(
-                            "--workloads: '{name}' is not a workload (int, mem, exit)"
-                        ));
-                    };
-                    let n = match n {
-                        Some(n) => count("--workloads", n, 1_000_000)?,
-                        None => default,
-                    };
-                    list.push((name.to_string(), n));
-                }
-                if list.is_empty() {
-                    return Err("--workloads needs at least one workload".into());
-                }
-                o.workloads = list;
-            }
-            "--k" => {
-                o.k = count("--k", &value("--k")?, 1000)?;
-                if o.k < 2 {
-                    return Err("--k: must be at least 2 (the long run minus the short one)".into());
-                }
-            }
-            "--peers" => {
-                let mut list = Vec::new();
-                for name in value("--peers")?.split(',').filter(|s| !s.is_empty()) {
-                    let p = match name {
-                        "opsvisor" => Peer::Opsvisor,
-                        "qemu" => Peer::Qemu,
-                        "bochs" => Peer::Bochs,
-                        other => {
-                            return Err(format!(
-                                "--peers: '{other}' is not a peer (opsvisor, qemu, bochs)"
-                            ))
-                        }
-                    };
-                    if !list.contains(&p) {
-                        list.push(p);
-                    }
-                }
-                if !list.contains(&Peer::Opsvisor) {
-                    return Err(
-                        "--peers: opsvisor must be among the peers (it counts the instructions)"
-                            .into(),
-                    );
-                }
-                // opsvisor first: its count is read before the others run.
-                list.sort_by_key(|p| *p != Peer::Opsvisor);
-                o.peers = Some(list);
-            }
-            "--repeat" => o.repeat = count("--repeat", &value("--repeat")?, 100)? as u32,
-            "--opsvisor" => o.opsvisor = Some(PathBuf::from(value("--opsvisor")?)),
-            "--linux" => o.linux = Some((PathBuf::from(value("--linux")?), true)),
-            "--no-linux" => no_linux = true,
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-                    .ok_or_else(|| {
-                        format!("--timeout: '{v}' is not a number of seconds (0 < s <= 86400)")
-                    })?;
-                o.timeout = Duration::from_secs_f64(secs);
-            }
-            other => return Err(format!("'bench-peers': unexpected argument '{other}'")),
-        }
-    }
-    if no_linux {
-        if o.linux.is_some() {
-            return Err("'bench-peers': --linux and --no-linux contradict each other".into());
-        }
-    } else if o.linux.is_none() {
-        o.linux = Some((PathBuf::from(DEFAULT_LINUX_GUEST), false));
-    }
-    Ok(Command::BenchPeers(o))
-}
-
-/// `diff` (`backend` from `--backend`, default VMX) and `vmx-diff` (`backend` given).
-fn diff(cmd: &str, args: &[String], fixed: Option<HwBackend>) -> Result<Command, String> {
-    let mut cases = DEFAULT_DIFF_CASES;
-    let mut seed = DEFAULT_DIFF_SEED;
-    let mut modes = Vec::new();
-    let mut target = DiffTarget::Bochs;
-    let mut backend = fixed.unwrap_or(HwBackend::Vmx);
-    // The machine options go to parse_run, with the pack standing in for the guest.
-    let mut machine = vec![String::from("./cases.pack")];
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--cases" => {
-                let v = value("--cases")?;
-                cases = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100_000).contains(n))
-                    .ok_or_else(|| format!("--cases: '{v}' is not a count (1 to 100000)"))?;
-            }
-            "--seed" => {
-                let v = value("--seed")?;
-                seed = v
-                    .parse()
-                    .map_err(|_| format!("--seed: '{v}' is not a number"))?;
-            }
-            "--modes" => {
-                modes = value("--modes")?
-                    .split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(String::from)
-                    .collect();
-                if modes.is_empty() {
-                    return Err("--modes needs at least one mode".into());
-                }
-            }
-            "--backend" if fixed.is_none() => {
-                backend = match value("--backend")?.as_str() {
-                    "vmx" => HwBackend::Vmx,
-                    "svm" => HwBackend::Svm,
-                    other => {
-                        return Err(format!("--backend: '{other}' is not vmx or svm"));
-                    }
-                };
-            }
-            "--qemu" => target = DiffTarget::Qemu,
-            "--kvm" => target = DiffTarget::QemuKvm,
-            "--usb" => target = DiffTarget::Usb(PathBuf::from(value("--usb")?)),
-            "--report" => target = DiffTarget::Report(PathBuf::from(value("--report")?)),
-            _ => machine.push(arg.clone()),
-        }
-    }
     if backend == HwBackend::Vmx && target == DiffTarget::Qemu {
         return Err(format!(
             "'{cmd}': QEMU's TCG has no VMX: run vmx under Bochs (the default) or --kvm, or pass --backend svm"
         ));
     }
-    let timeout_given = machine.iter().any(|a| a == "--timeout");
-    let (mach, default_cpu) = match target {
+    let (machine, default_cpu) = match target {
         DiffTarget::Qemu => (Machine::Qemu, DEFAULT_QEMU_CPU),
         DiffTarget::QemuKvm => (Machine::Qemu, "host"),
         _ => (Machine::Bochs, backend.bochs_cpu()),
     };
-    let (mut run, _, positional) = parse_run(&machine, false, mach, default_cpu)?;
-    no_more(cmd, &positional)?;
+    let cases = d.cases.unwrap_or(DEFAULT_DIFF_CASES);
+    let timeout_given = run.timeout.is_some();
+    // The pack of generated cases stands in for the guest.
+    let mut run = run_options(
+        run,
+        GuestSpec::Path(PathBuf::from("./cases.pack")),
+        machine,
+        default_cpu,
+    )?;
     if !timeout_given {
         // Bochs runs about 15 cases a second, and a differing case's minimization a few
         // hundred more runs: scale the limit with the count.
@@ -702,8 +940,8 @@ fn diff(cmd: &str, args: &[String], fixed: Option<HwBackend>) -> Result<Command,
         backend,
         run,
         cases,
-        seed,
-        modes,
+        seed: d.seed.unwrap_or(DEFAULT_DIFF_SEED),
+        modes: d.modes.map(|m| m.0).unwrap_or_default(),
         target,
     }))
 }
@@ -722,37 +960,20 @@ const LINUX_GUEST_MIB: u32 = 256;
 /// `bochs-linux`, `qemu-svm-linux`, `bochs-svm-linux`: the Linux guest (`--dir`, default
 /// [`LINUX_GUEST_DIR`]: its `vmlinuz`, or `vmlinux` with `--pvh`, and `initrd.gz`) on
 /// `backend` under `machine`.
-fn linux(
-    cmd: &str,
-    args: &[String],
-    machine: Machine,
-    backend: HwBackend,
-) -> Result<Command, String> {
-    let mut dir = PathBuf::from(LINUX_GUEST_DIR);
-    let mut pvh = false;
-    let mut words = vec![String::from("./linux")];
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--dir" => dir = PathBuf::from(it.next().ok_or("--dir needs a value")?),
-            "--pvh" => pvh = true,
-            _ => words.push(arg.clone()),
-        }
-    }
-    let given = |name: &str| words.iter().any(|a| a == name);
-    let (timeout, megs) = (given("--timeout"), given("--megs"));
+fn linux(cmd: &str, l: LinuxArgs, machine: Machine, backend: HwBackend) -> Result<Command, String> {
+    let dir = l.dir.unwrap_or_else(|| PathBuf::from(LINUX_GUEST_DIR));
+    let (timeout, megs) = (l.run.timeout.is_some(), l.run.megs.is_some());
     let default_cpu = match machine {
         Machine::Bochs => backend.bochs_cpu(),
         Machine::Qemu => DEFAULT_QEMU_CPU,
     };
-    let (mut run, _, positional) = parse_run(&words, false, machine, default_cpu)?;
-    no_more(cmd, &positional)?;
+    let guest = GuestSpec::Path(dir.join(if l.pvh { "vmlinux" } else { "vmlinuz" }));
+    let mut run = run_options(l.run, guest, machine, default_cpu)?;
     if run.initrd.is_some() {
         return Err(format!(
             "'{cmd}' takes the initrd from --dir: leave out --initrd"
         ));
     }
-    run.guest = GuestSpec::Path(dir.join(if pvh { "vmlinux" } else { "vmlinuz" }));
     run.initrd = Some(dir.join("initrd.gz"));
     run.guest_append = Some(match run.guest_append {
         Some(more) => format!("console=ttyS0 {more}"),
@@ -782,23 +1003,16 @@ fn linux(
 /// The corpus commands: the run options without a guest, the backend's word added.
 fn corpus(
     cmd: &str,
-    args: &[String],
+    run: RunArgs,
     machine: Machine,
     backend: HwBackend,
 ) -> Result<Command, String> {
-    // A placeholder guest lets `parse_run` read the options; a real one is refused.
-    let mut with_guest = vec![String::from("corpus")];
-    with_guest.extend_from_slice(args);
     let default_cpu = match machine {
         Machine::Bochs => backend.bochs_cpu(),
         Machine::Qemu => DEFAULT_QEMU_CPU,
     };
-    let (run, _, positional) = parse_run(&with_guest, false, machine, default_cpu)?;
-    if let Some(extra) = positional.first() {
-        return Err(format!(
-            "'{cmd}' runs every corpus guest: unexpected argument '{extra}'"
-        ));
-    }
+    // Every corpus guest runs in turn: the guest in the options is unused.
+    let run = run_options(run, GuestSpec::Corpus(String::new()), machine, default_cpu)?;
     if run
         .append
         .split_ascii_whitespace()
@@ -816,13 +1030,6 @@ fn corpus(
     })
 }
 
-fn no_more(cmd: &str, positional: &[String]) -> Result<(), String> {
-    match positional.first() {
-        Some(extra) => Err(format!("'{cmd}': unexpected argument '{extra}'")),
-        None => Ok(()),
-    }
-}
-
 /// Whether `model` is a CPU model `machine` takes: a Bochs model name goes into the
 /// configuration file and must be one word; QEMU's `-cpu` argument is one argument
 /// with its `,+feature` list.
@@ -835,123 +1042,133 @@ fn cpu_model_ok(model: &str, machine: Machine) -> bool {
         })
 }
 
-/// The guest, the run options, `--out` (if `allow_out`) and the positional arguments
-/// after the guest, for a run on `machine` whose CPU defaults to `default_cpu`.
-fn parse_run(
-    args: &[String],
-    allow_out: bool,
-    machine: Machine,
-    default_cpu: &str,
-) -> Result<(RunOptions, Option<PathBuf>, Vec<String>), String> {
-    let mut guest = None;
-    let mut positional = Vec::new();
-    let mut run = RunOptions {
-        guest: GuestSpec::Corpus(String::new()),
-        cpu: default_cpu.into(),
-        timeout: DEFAULT_TIMEOUT,
-        megs: DEFAULT_MEGS,
-        ips: DEFAULT_IPS,
-        append: String::new(),
-        iso: false,
-        initrd: None,
-        guest_append: None,
-    };
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--cpu" => {
-                let model = value("--cpu")?;
-                if !cpu_model_ok(&model, machine) {
-                    return Err(match machine {
-                        Machine::Bochs => format!("--cpu: '{model}' is not a Bochs CPU model name"),
-                        Machine::Qemu => format!("--cpu: '{model}' is not a QEMU CPU model"),
-                    });
-                }
-                run.cpu = model;
-            }
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-                    .ok_or_else(|| {
-                        format!("--timeout: '{v}' is not a number of seconds (0 < s <= 86400)")
-                    })?;
-                run.timeout = Duration::from_secs_f64(secs);
-            }
-            "--megs" => {
-                let v = value("--megs")?;
-                run.megs = v
-                    .parse()
-                    .ok()
-                    .filter(|m| (32..=65536).contains(m))
-                    .ok_or_else(|| {
-                        format!("--megs: '{v}' is not a RAM size in MiB (32 to 65536)")
-                    })?;
-            }
-            "--ips" => {
-                let v = value("--ips")?;
-                run.ips = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1_000_000..=1_000_000_000).contains(n))
-                    .ok_or_else(|| {
-                        format!("--ips: '{v}' is not an instruction rate (1000000 to 1000000000)")
-                    })?;
-            }
-            "--append" => run.append = value("--append")?,
-            "--initrd" => run.initrd = Some(PathBuf::from(value("--initrd")?)),
-            "--guest-append" => run.guest_append = Some(value("--guest-append")?),
-            "--iso" => run.iso = true,
-            "--out" if allow_out => out = Some(PathBuf::from(value("--out")?)),
-            flag if flag.starts_with("--") => return Err(format!("unknown option '{flag}'")),
-            _ if guest.is_none() => guest = Some(guest_spec(arg)?),
-            _ => positional.push(arg.clone()),
-        }
-    }
-    run.guest = guest.ok_or("missing GUEST: a kernel file or a corpus guest name (e.g. hello)")?;
-    Ok((run, out, positional))
-}
-
 /// A path if it looks like one (has a slash or a dot, or names an existing file),
 /// otherwise a corpus guest name.
-pub fn guest_spec(arg: &str) -> Result<GuestSpec, String> {
+pub fn guest_spec(arg: OsString) -> Result<GuestSpec, String> {
     if arg.is_empty() {
         return Err("GUEST is empty".into());
     }
-    let path = PathBuf::from(arg);
-    if arg.contains('/') || arg.contains('.') || path.is_file() {
-        return Ok(GuestSpec::Path(path));
+    let bytes = arg.as_encoded_bytes();
+    if bytes.contains(&b'/') || bytes.contains(&b'.') || std::path::Path::new(&arg).is_file() {
+        return Ok(GuestSpec::Path(PathBuf::from(arg)));
     }
-    if arg
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        Ok(GuestSpec::Corpus(arg.into()))
-    } else {
-        Err(format!("'{arg}' is neither a file nor a corpus guest name"))
+    match arg.into_string() {
+        Ok(name)
+            if name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            Ok(GuestSpec::Corpus(name))
+        }
+        Ok(name) => Err(format!(
+            "'{name}' is neither a file nor a corpus guest name"
+        )),
+        Err(arg) => Err(format!(
+            "'{}' is neither a file nor a corpus guest name",
+            arg.to_string_lossy()
+        )),
     }
+}
+
+/// The option alone, from clap's "--timeout <SECS>".
+fn option_name(spec: &str) -> &str {
+    spec.split([' ', '=']).next().unwrap_or(spec)
+}
+
+/// The error for a value that is not UTF-8 where text is expected: the option it was
+/// given to (a path may be any bytes, but the image's command lines, the CPU model and
+/// the numbers are text).
+fn not_utf8(args: &[OsString]) -> String {
+    let Some(at) = args.iter().position(|a| a.to_str().is_none()) else {
+        return "an argument is not UTF-8".into();
+    };
+    let value = args[at].to_string_lossy();
+    match at.checked_sub(1).map(|i| args[i].to_string_lossy()) {
+        Some(option) if option.starts_with("--") => {
+            format!("{option}: '{value}' is not UTF-8")
+        }
+        _ => format!("'{value}' is not UTF-8"),
+    }
+}
+
+/// One line for a clap error: the option and what was wrong with it.
+fn error_line(e: &clap::Error, args: &[OsString]) -> String {
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
+        _ => None,
+    };
+    let cmd = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let cmd = cmd.as_ref();
+    let arg = text(ContextKind::InvalidArg);
+    let line = match (e.kind(), arg.as_deref()) {
+        (ErrorKind::ArgumentConflict, Some(arg)) => {
+            let prior = text(ContextKind::PriorArg).unwrap_or_default();
+            if prior == arg {
+                format!("option {} is given more than once", option_name(arg))
+            } else {
+                format!(
+                    "{} cannot be used with {}",
+                    option_name(arg),
+                    option_name(&prior)
+                )
+            }
+        }
+        (ErrorKind::TooManyValues, Some(arg)) => format!(
+            "option {} takes no value (got '{}')",
+            option_name(arg),
+            text(ContextKind::InvalidValue).unwrap_or_default()
+        ),
+        (ErrorKind::InvalidValue, Some(arg))
+            if text(ContextKind::InvalidValue).is_none_or(|v| v.is_empty()) =>
+        {
+            format!("{} needs a value", option_name(arg))
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with('-') => {
+            format!("unknown option '{arg}'")
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) if cmd.is_empty() || cmd == arg => {
+            format!("unknown command '{arg}'")
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) => {
+            format!("'{cmd}': unexpected argument '{arg}'")
+        }
+        (ErrorKind::InvalidUtf8, _) => not_utf8(args),
+        (ErrorKind::InvalidSubcommand, _) => format!(
+            "unknown command '{}'",
+            text(ContextKind::InvalidSubcommand).unwrap_or_default()
+        ),
+        _ => {
+            // The value parsers' messages and anything else: clap's first line, without
+            // its "error: " and what it says about the value it quotes.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            match first.split_once("': ") {
+                Some((_, reason)) if first.starts_with("invalid value '") => reason.to_string(),
+                _ => first.to_string(),
+            }
+        }
+    };
+    line.replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
     }
 
     #[test]
     fn no_arguments_is_help() {
-        assert_eq!(parse(&[]), Ok(Command::Help));
-        assert_eq!(parse(&args("help")), Ok(Command::Help));
+        assert!(matches!(parse(&[]), Ok(Command::Help(_))));
+        assert!(matches!(parse(&args("help")), Ok(Command::Help(_))));
         assert_eq!(
             parse(&args("coverage")),
             Ok(Command::Coverage { check: false })
@@ -1235,42 +1452,36 @@ mod tests {
     #[test]
     fn bench_peers_options() {
         let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers")) else {
-            panic!("not a bench-peers command");
+            panic!("bench-peers");
         };
         assert_eq!(o.k, DEFAULT_BENCH_K);
-        assert_eq!(o.workloads.len(), 3);
-        assert_eq!(o.peers, None);
+        assert_eq!(o.workloads.len(), BENCH_WORKLOADS.len());
         assert_eq!(o.linux, Some((PathBuf::from(DEFAULT_LINUX_GUEST), false)));
-        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --linux /l")) else {
-            panic!("not a bench-peers command");
+        let Ok(Command::BenchPeers(o)) = parse(&args(
+            "bench-peers --workloads mem=5,int --peers qemu,opsvisor --repeat 3 --k 2 --no-linux",
+        )) else {
+            panic!("bench-peers with options");
+        };
+        assert_eq!(o.workloads, vec![("mem".into(), 5), ("int".into(), 1000)]);
+        assert_eq!(o.peers, Some(vec![Peer::Opsvisor, Peer::Qemu]));
+        assert_eq!((o.repeat, o.k, o.linux), (3, 2, None));
+        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --linux /l --timeout 9")) else {
+            panic!("bench-peers --linux");
         };
         assert_eq!(o.linux, Some((PathBuf::from("/l"), true)));
-        let Ok(Command::BenchPeers(o)) = parse(&args("bench-peers --no-linux")) else {
-            panic!("not a bench-peers command");
-        };
-        assert_eq!(o.linux, None);
-        assert!(parse(&args("bench-peers --no-linux --linux /l")).is_err());
-        let Ok(Command::BenchPeers(o)) = parse(&args(
-            "bench-peers --workloads mem=2,int --k 3 --peers qemu,opsvisor --repeat 2 --timeout 9",
-        )) else {
-            panic!("not a bench-peers command");
-        };
-        assert_eq!(o.workloads, vec![("mem".into(), 2), ("int".into(), 1000)]);
-        assert_eq!(o.k, 3);
-        assert_eq!(o.peers, Some(vec![Peer::Opsvisor, Peer::Qemu]));
-        assert_eq!(o.repeat, 2);
         assert_eq!(o.timeout, Duration::from_secs(9));
         for (line, want) in [
-            ("bench-peers --workloads fp", "not a workload"),
-            ("bench-peers --workloads mem=0", "not a count"),
+            ("bench-peers --workloads cpu", "not a workload"),
+            ("bench-peers --workloads int=0", "not a count"),
             ("bench-peers --k 1", "at least 2"),
-            ("bench-peers --peers qemu", "opsvisor must be"),
+            ("bench-peers --peers qemu", "must be among"),
             ("bench-peers --peers vbox,opsvisor", "not a peer"),
-            ("bench-peers --repeat", "needs a value"),
-            ("bench-peers extra", "unexpected argument"),
+            ("bench-peers --repeat x", "--repeat"),
+            ("bench-peers --linux /l --no-linux", "--no-linux"),
         ] {
             let err = parse(&args(line)).expect_err(line);
             assert!(err.contains(want), "{line}: {err}");
+            assert!(!err.contains('\n'), "{line}: {err}");
         }
     }
 
@@ -1293,5 +1504,136 @@ mod tests {
             assert!(err.contains(want), "{line}: {err}");
             assert!(!err.contains('\n'), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn options_given_twice_or_without_a_value_are_refused() {
+        for (line, want) in [
+            (
+                "bochs hello --timeout 5 --timeout 6",
+                "option --timeout is given more than once",
+            ),
+            ("bochs hello --iso=yes", "option --iso takes no value"),
+            (
+                "diff --backend svm --qemu --kvm",
+                "--qemu cannot be used with --kvm",
+            ),
+            (
+                "coverage --check --check",
+                "--check is given more than once",
+            ),
+            ("bochs hello --timeout=", "--timeout: '' is not a number"),
+        ] {
+            let err = parse(&args(line)).expect_err(line);
+            assert!(err.contains(want), "{line}: {err}");
+            assert!(!err.contains('\n'), "{line}: {err}");
+        }
+        // The `--option=value` spelling is the same as two words.
+        let Ok(Command::Bochs(run)) = parse(&args("bochs hello --timeout=5")) else {
+            panic!("not a bochs command");
+        };
+        assert_eq!(run.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn help_comes_from_clap_for_the_program_and_each_command() {
+        let Ok(Command::Help(top)) = parse(&args("--help")) else {
+            panic!("no help");
+        };
+        for cmd in [
+            "image",
+            "bochs-vmx",
+            "bochs-svm-linux",
+            "qemu-svm",
+            "vmx-diff",
+            "coverage",
+        ] {
+            assert!(top.contains(cmd), "{cmd} missing from --help");
+        }
+        assert_eq!(parse(&args("help")), Ok(Command::Help(top.clone())));
+        assert_eq!(parse(&[]), Ok(Command::Help(top)));
+        for (line, options) in [
+            (
+                "bochs --help",
+                &["--cpu", "--timeout", "--append", "GUEST"][..],
+            ),
+            (
+                "help bochs",
+                &["--cpu", "--timeout", "--append", "GUEST"][..],
+            ),
+            ("bochs-vmx -h", &["--corpus", "--megs"][..]),
+            (
+                "bochs-linux --help",
+                &["--dir", "--pvh", "--guest-append"][..],
+            ),
+            (
+                "diff --help",
+                &["--backend", "--cases", "--seed", "--modes", "Exit status"][..],
+            ),
+            ("usb --help", &["OUT.img"][..]),
+        ] {
+            let Ok(Command::Help(text)) = parse(&args(line)) else {
+                panic!("{line}: no help");
+            };
+            for option in options {
+                assert!(
+                    text.contains(option),
+                    "{line}: {option} missing from\n{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn paths_may_be_any_bytes_other_values_are_text() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = |s: &str| {
+            let mut bytes = s.as_bytes().to_vec();
+            bytes.push(0xff);
+            OsString::from_vec(bytes)
+        };
+        let mut line = args("qemu");
+        line.push(odd("/tmp/kernel"));
+        line.extend(args("--initrd"));
+        line.push(odd("/tmp/initrd"));
+        let Ok(Command::Qemu(run)) = parse(&line) else {
+            panic!("not a qemu command");
+        };
+        assert_eq!(
+            run.guest,
+            GuestSpec::Path(PathBuf::from(odd("/tmp/kernel")))
+        );
+        assert_eq!(run.initrd, Some(PathBuf::from(odd("/tmp/initrd"))));
+
+        let mut line = args("usb hello");
+        line.push(odd("stick"));
+        let Ok(Command::Usb { out, .. }) = parse(&line) else {
+            panic!("not a usb command");
+        };
+        assert_eq!(out, PathBuf::from(odd("stick")));
+
+        let mut line = args("bochs-linux --dir");
+        line.push(odd("/tmp/lg"));
+        let Ok(Command::Linux { run, .. }) = parse(&line) else {
+            panic!("not a linux command");
+        };
+        assert_eq!(
+            run.guest,
+            GuestSpec::Path(PathBuf::from(odd("/tmp/lg")).join("vmlinuz"))
+        );
+
+        // A corpus name is text: bytes that are not UTF-8 and name no file are refused.
+        let err = parse(&[OsString::from("bochs"), odd("hello")]).expect_err("odd name");
+        assert!(
+            err.contains("neither a file nor a corpus guest name"),
+            "{err}"
+        );
+
+        let mut line = args("bochs hello --append");
+        line.push(odd("mem=32"));
+        assert_eq!(
+            parse(&line),
+            Err("--append: 'mem=32\u{fffd}' is not UTF-8".into())
+        );
     }
 }

@@ -134,7 +134,7 @@ impl Failure {
 type Result<T> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let cmd = match args::parse(&argv) {
         Ok(cmd) => cmd,
         Err(e) => {
@@ -153,8 +153,8 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Help => {
-            print!("{}", args::HELP);
+        Cmd::Help(text) => {
+            print!("{text}");
             Ok(())
         }
         Cmd::Image => {

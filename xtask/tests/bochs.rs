@@ -63,10 +63,17 @@ fn failing_kernel() -> PathBuf {
 fn help_and_bad_input() {
     let out = xtask(&["help"]);
     assert!(out.status.success());
-    assert!(text(&out).contains("cargo xtask bochs GUEST"));
+    assert!(text(&out).contains("Usage: cargo xtask <COMMAND>"));
+    assert!(text(&out).contains("Boot under headless Bochs"));
+    let out = xtask(&["bochs", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("Usage: cargo xtask bochs [OPTIONS] [GUEST]"));
+    assert!(text(&out).contains("--timeout <SECS>"));
     for args in [
         &["bochs"][..],
         &["qemu", "hello", "--timeout", "x"],
+        &["qemu", "hello", "--megs", "64", "--megs", "128"],
+        &["bochs-vmx", "--corpus", "hello"],
         &["warp"],
     ] {
         let out = xtask(args);
@@ -77,6 +84,19 @@ fn help_and_bad_input() {
     }
     let out = xtask(&["qemu", "./no/such/kernel"]);
     assert_eq!(out.status.code(), Some(2));
+    // A path that is not UTF-8 reaches the check for the file, named as given.
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("qemu")
+        .arg(std::ffi::OsStr::from_bytes(b"./no/such/k\xffernel"))
+        .output()
+        .expect("xtask runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guest './no/such/k\u{fffd}ernel' is not a file"),
+        "{err}"
+    );
 }
 
 #[test]

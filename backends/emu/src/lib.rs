@@ -51,6 +51,96 @@ pub struct EmuVcpu {
     /// intercept exit the next run follows this block's successor link instead of
     /// translating RIP and hashing (the link is checked against RIP and the generation).
     resume: (u32, u64),
+    /// What a debugger asked for ([`EmuVcpu::set_guest_debug`]), if anything.
+    debug: Option<alloc::boxed::Box<DebugState>>,
+}
+
+/// Most breakpoints [`EmuVcpu::set_guest_debug`] takes (gdb asks for a few; the bound
+/// keeps the check at each instruction short).
+pub const MAX_BREAKPOINTS: usize = 64;
+/// Most write watchpoints [`EmuVcpu::set_guest_debug`] takes: the hardware's four debug
+/// address registers.
+pub const MAX_WATCHPOINTS: usize = 4;
+
+/// A write watchpoint: `len` bytes (1 to 8) of guest-physical memory at `gpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// Where the watched bytes are.
+    pub gpa: u64,
+    /// How many (1 to 8).
+    pub len: u8,
+}
+
+/// An access watchpoint: `len` bytes (1 to 8) at linear address `addr`, stopping after
+/// an instruction whose memory operands read (`read`) or write (`write`) any of them, as
+/// a data breakpoint in DR0-DR3 does. The operands are those iced-x86 reports for the
+/// instruction (explicit operands, the stack, the string instructions' current
+/// element), with the registers' values before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessWatch {
+    /// The first watched byte's linear address.
+    pub addr: u64,
+    /// How many bytes (1 to 8).
+    pub len: u8,
+    /// Stop after reads.
+    pub read: bool,
+    /// Stop after writes.
+    pub write: bool,
+}
+
+/// Why the emulator last stopped for the debugger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugStop {
+    /// The single step is done.
+    Step,
+    /// A breakpoint at RIP.
+    Breakpoint,
+    /// The instruction just run changed the watched bytes of this watchpoint (its index).
+    Watch(usize),
+    /// The instruction just run accessed the bytes of this access watchpoint (its index
+    /// in [`GuestDebug::access_watchpoints`]).
+    Access(usize),
+}
+
+/// What a debugger asks the emulator to stop at: the counterpart of KVM's
+/// `KVM_SET_GUEST_DEBUG` (single-step, and breakpoints the guest cannot see: nothing is
+/// written into its memory, as QEMU's TCG does it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// Stop after one instruction with [`Exit::Exception`] for #DB (vector 1).
+    pub single_step: bool,
+    /// Stop before the instruction at any of these RIP values with [`Exit::Exception`]
+    /// for #BP (vector 3). At most [`MAX_BREAKPOINTS`].
+    pub breakpoints: alloc::vec::Vec<u64>,
+    /// Stop after an instruction that changed any of these bytes, with
+    /// [`Exit::Exception`] for #DB (vector 1), as a data breakpoint on writes does. The
+    /// bytes are compared at each instruction boundary, so a store of the value they
+    /// hold already does not stop (the hardware's would). At most [`MAX_WATCHPOINTS`].
+    pub watchpoints: alloc::vec::Vec<Watch>,
+    /// Stop after an instruction that read or wrote these bytes (see [`AccessWatch`]),
+    /// with [`Exit::Exception`] for #DB (vector 1). At most [`MAX_WATCHPOINTS`].
+    pub access_watchpoints: alloc::vec::Vec<AccessWatch>,
+}
+
+/// [`GuestDebug`] and where the vCPU was when it was set.
+#[derive(Debug)]
+struct DebugState {
+    want: GuestDebug,
+    /// RIP and the instruction count when the debugger resumed: until either changes the
+    /// vCPU is still at the instruction it resumed from, where no breakpoint fires (it
+    /// may be the one that stopped it) and no step is done yet.
+    rip: u64,
+    retired: u64,
+    /// The watched bytes as last seen, one value per watchpoint.
+    watched: alloc::vec::Vec<u64>,
+    /// Why the last stop was made.
+    last: Option<DebugStop>,
+    /// The access watchpoint the instruction being run touches, and the instruction count
+    /// before it: reported once it has retired (a fault reports nothing, as the hardware
+    /// reports the fault).
+    accessed: Option<(usize, u64)>,
+    /// Reused for every instruction's memory operands.
+    info: iced_x86::InstructionInfoFactory,
 }
 
 impl Default for EmuVcpu {
@@ -79,6 +169,7 @@ impl EmuVcpu {
             irq_window: false,
             nmi_window: false,
             resume: (u32::MAX, 0),
+            debug: None,
         };
         reset::reset(&mut v.cpu, ResetKind::PowerOn);
         v
@@ -108,6 +199,108 @@ impl EmuVcpu {
     /// and report how they ended (`opsvisor exec`).
     pub fn set_event_exits(&mut self, on: bool) {
         self.cpu.event_exits = on;
+    }
+
+    /// Stop for a debugger (see [`GuestDebug`]), from the next run on; `None` (or nothing
+    /// asked for) runs the guest as before. While a debugger is attached the emulator
+    /// runs one instruction at a time through its slow checks, so that every instruction
+    /// boundary is seen. The breakpoint at the current RIP, if any, does not fire before
+    /// the instruction there has run: resuming from a breakpoint goes on. An
+    /// instruction the core completes (port I/O, CPUID, ...) counts as the step; an
+    /// exception delivered to the guest ends the step at its handler's first instruction.
+    /// More than [`MAX_BREAKPOINTS`] breakpoints or [`MAX_WATCHPOINTS`] watchpoints, or
+    /// a watchpoint of no bytes or more than 8, are refused (`Err` with what is wrong).
+    pub fn set_guest_debug(
+        &mut self,
+        mem: &GuestMemory,
+        debug: Option<GuestDebug>,
+    ) -> Result<(), &'static str> {
+        self.debug = match debug {
+            Some(want) if want.breakpoints.len() > MAX_BREAKPOINTS => {
+                return Err("too many breakpoints")
+            }
+            Some(want)
+                if want.watchpoints.len() > MAX_WATCHPOINTS
+                    || want.access_watchpoints.len() > MAX_WATCHPOINTS =>
+            {
+                return Err("too many watchpoints")
+            }
+            Some(want)
+                if want.watchpoints.iter().any(|w| !(1..=8).contains(&w.len))
+                    || want
+                        .access_watchpoints
+                        .iter()
+                        .any(|w| !(1..=8).contains(&w.len)) =>
+            {
+                return Err("a watchpoint covers 1 to 8 bytes")
+            }
+            Some(want)
+                if want.single_step
+                    || !want.breakpoints.is_empty()
+                    || !want.watchpoints.is_empty()
+                    || !want.access_watchpoints.is_empty() =>
+            {
+                let watched = want.watchpoints.iter().map(|w| watched(mem, w)).collect();
+                Some(alloc::boxed::Box::new(DebugState {
+                    want,
+                    rip: self.cpu.rip,
+                    retired: self.cpu.retired,
+                    watched,
+                    last: None,
+                    accessed: None,
+                    info: iced_x86::InstructionInfoFactory::new(),
+                }))
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// Why the emulator last stopped for the debugger (since [`EmuVcpu::set_guest_debug`]).
+    pub fn debug_stop_reason(&self) -> Option<DebugStop> {
+        self.debug.as_ref().and_then(|d| d.last)
+    }
+
+    /// Whether the debugger's step is done or a breakpoint is reached at this instruction
+    /// boundary: the exit to leave with.
+    #[cold]
+    fn debug_stop(&mut self, mem: &GuestMemory) -> Option<Exit> {
+        let d = self.debug.as_deref_mut()?;
+        let c = &self.cpu;
+        if c.rip == d.rip && c.retired == d.retired {
+            return None;
+        }
+        let mut stop = match d.accessed.take() {
+            Some((i, before)) if c.retired > before => Some(DebugStop::Access(i)),
+            _ => None,
+        };
+        for (i, (w, seen)) in d.want.watchpoints.iter().zip(&mut d.watched).enumerate() {
+            let now = watched(mem, w);
+            if now != *seen {
+                *seen = now;
+                stop = stop.or(Some(DebugStop::Watch(i)));
+            }
+        }
+        if stop.is_none() && d.want.single_step {
+            stop = Some(DebugStop::Step);
+        }
+        if stop.is_none() && d.want.breakpoints.contains(&c.rip) {
+            stop = Some(DebugStop::Breakpoint);
+        }
+        let stop = stop?;
+        // Stopped here: resuming without a new request goes on from this instruction.
+        d.rip = c.rip;
+        d.retired = c.retired;
+        d.want.single_step = false;
+        d.last = Some(stop);
+        let vector = match stop {
+            DebugStop::Breakpoint => exception::BP,
+            DebugStop::Step | DebugStop::Watch(_) | DebugStop::Access(_) => exception::DB,
+        };
+        Some(Exit::Exception {
+            vector,
+            error_code: None,
+        })
     }
 
     /// The architectural state, read-only (for tests and debuggers).
@@ -233,6 +426,7 @@ impl EmuVcpu {
             || (self.nmi_window && self.nmi_allowed());
         let quiet = gen == c.fetch_gen
             && !window_open
+            && self.debug.is_none()
             && !c.shadow
             && c.rf & (TF | RF) == 0
             && c.retired < stop_at
@@ -310,6 +504,11 @@ impl EmuVcpu {
                     data,
                 });
             }
+            if self.debug.is_some() {
+                if let Some(x) = self.debug_stop(mem) {
+                    leave!(x);
+                }
+            }
             if self.cpu.retired >= stop_at {
                 leave!(Exit::Preempted);
             }
@@ -321,8 +520,9 @@ impl EmuVcpu {
             }
             let c = &mut self.cpu;
             // RF (set by an IRET back to a faulting instruction) lasts one instruction:
-            // run that one alone, like a single step, to clear it after.
-            let single = c.shadow || c.rf & (TF | RF) != 0;
+            // run that one alone, like a single step, to clear it after. A debugger sees
+            // every instruction boundary.
+            let single = c.shadow || c.rf & (TF | RF) != 0 || self.debug.is_some();
             let rip = c.rip;
             let gen = c.fetch_gen;
             let linked = if prev_gen == gen {
@@ -371,7 +571,12 @@ impl EmuVcpu {
                 }
                 continue;
             }
-            let EmuVcpu { cpu: c, cache, .. } = self;
+            let EmuVcpu {
+                cpu: c,
+                cache,
+                debug,
+                ..
+            } = self;
             let mut block = match idx {
                 Some(i) => match cache.blocks.get(i as usize) {
                     Some(b) => b,
@@ -409,6 +614,12 @@ impl EmuVcpu {
                 // read the count (RDTSC, RDTSCP) always start a block (see `decode_block`).
                 // A fused pair (`exec::fused`) counts its second instruction itself.
                 let mut done = 0u64;
+                if let (Some(d), Some(op)) = (debug.as_deref_mut(), ops.first()) {
+                    if !d.want.access_watchpoints.is_empty() {
+                        let hit = access_hit(c, &mut d.info, &op.i, &d.want.access_watchpoints);
+                        d.accessed = hit.map(|i| (i, c.retired));
+                    }
+                }
                 for op in ops {
                     c.rip = op.next_ip;
                     if let Err(e) = (op.h)(c, mem, op) {
@@ -547,6 +758,72 @@ impl EmuVcpu {
         c.mmio.write2 = None;
         interrupt::raise(c, mem, vector, error_code).err()
     }
+}
+
+/// The first access watchpoint `i`'s memory operands touch the way it watches, computed
+/// with the registers as they are before `i` runs.
+fn access_hit(
+    c: &Cpu,
+    info: &mut iced_x86::InstructionInfoFactory,
+    i: &iced_x86::Instruction,
+    watches: &[AccessWatch],
+) -> Option<usize> {
+    use iced_x86::{OpAccess, Register};
+    let value = |reg: Register, _: usize, _: usize| -> Option<u64> {
+        if reg.is_segment_register() {
+            let n = reg as usize - Register::ES as usize;
+            // In 64-bit mode only FS and GS have a base.
+            if c.bits == 64 && !matches!(reg, Register::FS | Register::GS) {
+                return Some(0);
+            }
+            return c.seg.get(n).map(|s| s.base);
+        }
+        if !reg.is_gpr() {
+            return None;
+        }
+        let full = reg.full_register();
+        let n = full as usize - Register::RAX as usize;
+        let v = *c.gpr.get(n)?;
+        Some(match reg.size() {
+            2 => v & 0xffff,
+            4 => v & 0xffff_ffff,
+            8 => v,
+            _ => return None,
+        })
+    };
+    for m in info.info(i).used_memory() {
+        let (reads, writes) = match m.access() {
+            OpAccess::Read | OpAccess::CondRead => (true, false),
+            OpAccess::Write | OpAccess::CondWrite => (false, true),
+            OpAccess::ReadWrite | OpAccess::ReadCondWrite => (true, true),
+            _ => continue,
+        };
+        let Some(addr) = m.virtual_address(0, value) else {
+            continue;
+        };
+        let size = (m.memory_size().size() as u64).max(1);
+        let hit = watches.iter().position(|w| {
+            let overlaps =
+                addr < w.addr.wrapping_add(u64::from(w.len)) && w.addr < addr.wrapping_add(size);
+            overlaps && ((w.read && reads) || (w.write && writes))
+        });
+        if hit.is_some() {
+            return hit;
+        }
+    }
+    None
+}
+
+/// The bytes `w` watches, as a number (bytes outside RAM read as ones, as the bus does).
+fn watched(mem: &GuestMemory, w: &Watch) -> u64 {
+    let mut bytes = [0xffu8; 8];
+    let n = usize::from(w.len).min(8);
+    for (i, b) in bytes[..n].iter_mut().enumerate() {
+        if let Ok(v) = mem.read_u8(w.gpa.wrapping_add(i as u64)) {
+            *b = v;
+        }
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// One element of an intercepted string I/O instruction is done: step the registers and

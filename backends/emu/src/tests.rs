@@ -4,7 +4,7 @@
 extern crate std;
 
 use crate::arith::flags::{CF, IF, OF, PF, SF, ZF};
-use crate::EmuVcpu;
+use crate::{AccessWatch, DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS};
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
 use opsvisor_core::exit::{Direction, Exit};
@@ -1979,4 +1979,232 @@ fn ins_elements_crossing_a_page_are_stored_page_by_page() {
     );
     assert_eq!(h.mem.read_u8(RAM_END - 1).unwrap(), 0xb2);
     assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 1);
+}
+
+/// A straight-line block with an OUT in the middle, a loop and a fault handled by the
+/// guest: what a debugger steps through and stops in.
+fn debug_harness() -> Harness {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut again = a.create_label();
+    a.mov(eax, 1u32).unwrap(); // 0
+    a.mov(ebx, 2u32).unwrap(); // 1
+    a.add(eax, ebx).unwrap(); // 2
+    a.mov(dx, 0x3f8u32).unwrap(); // 3
+    a.out(dx, al).unwrap(); // 4: intercepted, completed by the core
+    a.mov(ecx, 3u32).unwrap(); // 5
+    a.set_label(&mut again).unwrap();
+    a.inc(r8).unwrap(); // the loop's body
+    a.dec(ecx).unwrap();
+    a.jnz(again).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[("loop", again)]);
+    h
+}
+
+fn debug_stop(vector: u8) -> Exit {
+    Exit::Exception {
+        vector,
+        error_code: None,
+    }
+}
+
+#[test]
+fn guest_debug_single_steps_one_instruction_at_a_time() {
+    let mut h = debug_harness();
+    // Run it once first: steps must split the cached blocks too.
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+    h.vcpu.set_rip(CODE);
+    h.vcpu.set_gpr(Gpr::R8, 0);
+    h.out.clear();
+    let mut rips = std::vec![h.vcpu.rip()];
+    for _ in 0..6 {
+        let step = GuestDebug {
+            single_step: true,
+            ..GuestDebug::default()
+        };
+        h.vcpu.set_guest_debug(&h.mem, Some(step)).unwrap();
+        assert_eq!(h.run(), Err(debug_stop(1)));
+        rips.push(h.vcpu.rip());
+    }
+    // mov eax (5 bytes), mov ebx (5), add (2), mov dx (4), out (1), mov ecx (5).
+    assert_eq!(
+        rips,
+        [0, 5, 10, 12, 16, 17, 22].map(|o| CODE + o).to_vec(),
+        "one instruction per step"
+    );
+    assert_eq!(h.gpr(Gpr::Rax) & 0xff, 3);
+    // The OUT was completed by the core within its step, once.
+    assert_eq!(h.out, b"\x03");
+    // Without a request the guest runs to its end.
+    h.vcpu.set_guest_debug(&h.mem, None).unwrap();
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+}
+
+#[test]
+fn guest_debug_breakpoints_stop_before_the_instruction_each_time() {
+    let mut h = debug_harness();
+    h.run().unwrap();
+    h.vcpu.set_rip(CODE);
+    h.vcpu.set_gpr(Gpr::R8, 0);
+    let body = h.label("loop");
+    let debug = GuestDebug {
+        breakpoints: std::vec![body],
+        ..GuestDebug::default()
+    };
+    h.vcpu.set_guest_debug(&h.mem, Some(debug.clone())).unwrap();
+    for pass in 0..3 {
+        assert_eq!(h.run(), Err(debug_stop(3)), "pass {pass}");
+        assert_eq!(h.vcpu.rip(), body);
+        // Stopped before the INC: R8 counts the passes done.
+        assert_eq!(h.gpr(Gpr::R8), pass);
+        assert_eq!(h.vcpu.debug_stop_reason(), Some(DebugStop::Breakpoint));
+        // Resuming from the breakpoint runs the instruction there.
+        h.vcpu.set_guest_debug(&h.mem, Some(debug.clone())).unwrap();
+    }
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+    // Memory is untouched: the breakpoint is not an INT3 in the code.
+    let mut byte = [0u8];
+    h.mem.read(body, &mut byte).unwrap();
+    assert_ne!(byte[0], 0xcc);
+    let too_many = GuestDebug {
+        breakpoints: (0..=MAX_BREAKPOINTS as u64).collect(),
+        ..GuestDebug::default()
+    };
+    assert!(h.vcpu.set_guest_debug(&h.mem, Some(too_many)).is_err());
+    let too_wide = GuestDebug {
+        watchpoints: std::vec![Watch { gpa: 0, len: 9 }],
+        ..GuestDebug::default()
+    };
+    assert!(h.vcpu.set_guest_debug(&h.mem, Some(too_wide)).is_err());
+}
+
+#[test]
+fn guest_debug_step_into_an_exception_stops_at_its_handler() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut handler = asm64();
+    handler.hlt().unwrap();
+    h.load(&mut handler, 0x40000, &[]);
+    h.gate(0, 0x40000, 0);
+    let mut a = asm64();
+    a.xor(ecx, ecx).unwrap();
+    a.mov(eax, 1u32).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.div(ecx).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let step = || GuestDebug {
+        single_step: true,
+        ..GuestDebug::default()
+    };
+    for _ in 0..3 {
+        h.vcpu.set_guest_debug(&h.mem, Some(step())).unwrap();
+        assert_eq!(h.run(), Err(debug_stop(1)));
+    }
+    assert_eq!(h.vcpu.rip(), CODE + 9, "at the DIV");
+    h.vcpu.set_guest_debug(&h.mem, Some(step())).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(
+        h.vcpu.rip(),
+        0x40000,
+        "the #DE handler, before its first instruction"
+    );
+}
+
+#[test]
+fn guest_debug_watchpoints_stop_after_a_store_that_changes_the_bytes() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.mov(rdi, 0x30000u64).unwrap();
+    a.mov(byte_ptr(rdi + 8), 1u32).unwrap(); // next to the watched bytes
+    a.mov(eax, 7u32).unwrap();
+    a.mov(dword_ptr(rdi + 4), eax).unwrap(); // overlaps them: stops after
+    a.mov(dword_ptr(rdi + 4), eax).unwrap(); // the same value: no stop
+    a.mov(byte_ptr(rdi + 5), 9u32).unwrap(); // stops after
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let watch = GuestDebug {
+        watchpoints: std::vec![Watch {
+            gpa: 0x30004,
+            len: 2
+        }],
+        ..GuestDebug::default()
+    };
+    h.vcpu.set_guest_debug(&h.mem, Some(watch.clone())).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.debug_stop_reason(), Some(DebugStop::Watch(0)));
+    // After the first store to them: mov rdi (10 bytes), mov byte (4), mov eax (5),
+    // mov dword (3).
+    assert_eq!(h.vcpu.rip(), CODE + 22);
+    h.vcpu.set_guest_debug(&h.mem, Some(watch)).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(
+        h.vcpu.rip(),
+        CODE + 29,
+        "after the byte store, not the same-value one"
+    );
+    let mut bytes = [0u8; 2];
+    h.mem.read(0x30004, &mut bytes).unwrap();
+    assert_eq!(bytes, [7, 9]);
+}
+
+#[test]
+fn guest_debug_access_watchpoints_stop_after_reads_and_writes_of_the_bytes() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write(0x30000, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    let mut a = asm64();
+    a.mov(rdi, 0x30000u64).unwrap(); // 10 bytes
+    a.mov(eax, dword_ptr(rdi)).unwrap(); // 2: reads 0x30000..4, beside the watch
+    a.mov(ax, word_ptr(rdi + 3)).unwrap(); // 4: reads 0x30003..5: stops
+    a.mov(byte_ptr(rdi + 4), 9u32).unwrap(); // 4: writes 0x30004: stops for writes
+    a.push(qword_ptr(rdi)).unwrap(); // 2: reads 0x30000..8 (and writes the stack)
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let debug = |read, write| GuestDebug {
+        access_watchpoints: std::vec![AccessWatch {
+            addr: 0x30004,
+            len: 2,
+            read,
+            write,
+        }],
+        ..GuestDebug::default()
+    };
+    // Reads: after the word load, then after the push's load.
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(true, false)))
+        .unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.debug_stop_reason(), Some(DebugStop::Access(0)));
+    assert_eq!(h.vcpu.rip(), CODE + 16);
+    assert_eq!(h.gpr(Gpr::Rax) & 0xffff, 0x0504);
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(true, false)))
+        .unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(
+        h.vcpu.rip(),
+        CODE + 22,
+        "after the push, not the byte store"
+    );
+    h.vcpu.set_guest_debug(&h.mem, None).unwrap();
+    h.run().unwrap();
+    // Writes: only the byte store, even though it stores what a write watch by value
+    // would also see.
+    h.vcpu.set_rip(CODE);
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(false, true)))
+        .unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.rip(), CODE + 20);
+    h.vcpu
+        .set_guest_debug(&h.mem, Some(debug(false, true)))
+        .unwrap();
+    h.run().unwrap();
 }

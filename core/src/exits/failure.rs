@@ -8,6 +8,10 @@ use alloc::format;
 
 /// #UD.
 const UD_VECTOR: u8 = 6;
+/// #DB.
+const DB_VECTOR: u8 = 1;
+/// #BP.
+const BP_VECTOR: u8 = 3;
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// XSETBV (no XSAVE in any CPU model yet) and VMCALL/VMMCALL (no hypercall interface):
@@ -25,6 +29,14 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn handle_failure(&mut self, exit: Exit) -> Flow {
+        if let Exit::Exception {
+            vector: vector @ (DB_VECTOR | BP_VECTOR),
+            ..
+        } = exit
+        {
+            // A backend intercepts #DB and #BP only when a debugger asks it to stop.
+            return self.stop(RunOutcome::Debug { vector });
+        }
         let rip = self.vcpu.rip();
         let why = match exit {
             Exit::SlatViolation { gpa } => {
