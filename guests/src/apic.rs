@@ -1,6 +1,7 @@
 //! The local APIC, in xAPIC (MMIO) or x2APIC (MSR) mode, and its timer.
 
 use crate::cpu::{cpuid, has_feature, rdmsr, rdtsc, wrmsr};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// IA32_APIC_BASE.
 pub const IA32_APIC_BASE: u32 = 0x1B;
@@ -114,6 +115,69 @@ impl Apic {
     }
 }
 
+/// The local APIC found at boot, kept where interrupt handlers (which are not handed it)
+/// read it: the xAPIC base, or 0 for x2APIC mode.
+pub struct SharedApic(AtomicU64);
+
+impl SharedApic {
+    /// Nothing stored yet (reads as x2APIC until [`SharedApic::set`]).
+    pub const fn new() -> Self {
+        SharedApic(AtomicU64::new(0))
+    }
+
+    /// Keep `apic` for the handlers.
+    pub fn set(&self, apic: Apic) {
+        let word = match apic {
+            Apic::X(base) => base,
+            Apic::X2 => 0,
+        };
+        self.0.store(word, Ordering::SeqCst);
+    }
+
+    /// The APIC kept by [`SharedApic::set`].
+    pub fn get(&self) -> Apic {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Apic::X2,
+            base => Apic::X(base),
+        }
+    }
+}
+
+impl Default for SharedApic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The local APIC, software-enabled, for a guest that takes `what` (an I/O APIC pin's
+/// interrupt) through it, kept in `shared` for the handlers, with interrupts left
+/// disabled: the guest is skipped without a local APIC and fails when it is globally
+/// disabled.
+pub fn enable_for_irq(shared: &SharedApic, what: &str) -> Apic {
+    if !cpuid_apic() {
+        crate::skip!("no local APIC for {what} through the I/O APIC");
+    }
+    let Some(apic) = Apic::current() else {
+        crate::println!("FAIL: the local APIC is globally disabled");
+        crate::exit(crate::EXIT_FAIL);
+    };
+    shared.set(apic);
+    apic.enable();
+    crate::cpu::cli();
+    apic
+}
+
+impl Apic {
+    /// This CPU's APIC ID as a redirection entry's physical destination takes it (the
+    /// xAPIC ID register's top byte, the whole x2APIC ID).
+    pub fn id(self) -> u32 {
+        match self {
+            Apic::X(_) => self.read(reg::ID) >> 24,
+            Apic::X2 => self.read(reg::ID),
+        }
+    }
+}
+
 /// Whether CPUID says there is a local APIC (CPUID.1:EDX bit 9).
 pub fn cpuid_apic() -> bool {
     cpuid(1, 0).3 & (1 << 9) != 0
@@ -165,8 +229,6 @@ pub fn spin_until(ticks: u64, mut done: impl FnMut() -> bool) -> bool {
         core::hint::spin_loop();
     }
 }
-
-use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Timer interrupts counted by [`timer_handler`].
 pub static TICKS: AtomicU64 = AtomicU64::new(0);

@@ -16,8 +16,8 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use rt::apic::{self, spin_until, tsc_ticks_for_ms, Apic};
+use core::sync::atomic::{AtomicU32, Ordering};
+use rt::apic::{self, spin_until, tsc_ticks_for_ms, Apic, SharedApic};
 use rt::cell::Racy;
 use rt::cpu::{cli, inb, outb, sti};
 use rt::irq::{ioapic_set_entry, COUNT, ENTRY_MASKED};
@@ -52,7 +52,7 @@ const LSR_DR: u8 = 1 << 0;
 const PIN: u32 = 4;
 const VECTOR: u8 = 0x44;
 
-static APIC: AtomicU64 = AtomicU64::new(0);
+static APIC: SharedApic = SharedApic::new();
 static RECEIVED: Racy<[u8; 64]> = Racy::new([0; 64]);
 static RECEIVED_LEN: AtomicU32 = AtomicU32::new(0);
 /// IIR values that were not "received data" or "character timeout".
@@ -65,10 +65,7 @@ static EMPTY: AtomicU32 = AtomicU32::new(0);
 static NOTHING_PENDING: AtomicU32 = AtomicU32::new(0);
 
 fn local_apic() -> Apic {
-    match APIC.load(Ordering::SeqCst) {
-        0 => Apic::X2,
-        base => Apic::X(base),
-    }
+    APIC.get()
 }
 
 fn handler(_: &mut rt::Frame) {
@@ -112,27 +109,9 @@ fn received() -> &'static [u8] {
 }
 
 fn main(_: &'static rt::multiboot::Info) {
-    if !apic::cpuid_apic() {
-        rt::skip!("no local APIC for IRQ 4 through the I/O APIC");
-    }
-    let Some(apic) = Apic::current() else {
-        println!("FAIL: the local APIC is globally disabled");
-        rt::exit(rt::EXIT_FAIL);
-    };
-    APIC.store(
-        match apic {
-            Apic::X(base) => base,
-            Apic::X2 => 0,
-        },
-        Ordering::SeqCst,
-    );
-    apic.enable();
-    cli();
+    let apic = apic::enable_for_irq(&APIC, "IRQ 4");
     rt::interrupts::set_handler(VECTOR, handler);
-    let id = match apic {
-        Apic::X(_) => apic.read(apic::reg::ID) >> 24,
-        Apic::X2 => apic.read(apic::reg::ID),
-    };
+    let id = apic.id();
     ioapic_set_entry(PIN, u64::from(id) << 56 | u64::from(VECTOR));
 
     // FIFO on, trigger level 1 byte; the receive FIFO is not cleared, so input that came

@@ -15,10 +15,10 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use rt::apic::{self, spin_until, tsc_ticks_for_ms, Apic};
+use core::sync::atomic::{AtomicU32, Ordering};
+use rt::apic::{self, spin_until, tsc_ticks_for_ms, Apic, SharedApic};
 use rt::cell::Racy;
-use rt::cpu::{cli, inb, outb};
+use rt::cpu::{inb, outb};
 use rt::irq::{count, ioapic_set_entry, reset_count, window, COUNT, ENTRY_MASKED};
 use rt::{check, check_eq, check_or_qemu, println};
 
@@ -44,7 +44,7 @@ const QEMU_CMD_BIT: &str = "QEMU's status register keeps the command/data bit se
 const KBD_PIN: u32 = 1;
 const KBD_VECTOR: u8 = 0x51;
 
-static APIC: AtomicU64 = AtomicU64::new(0);
+static APIC: SharedApic = SharedApic::new();
 /// The bytes the interrupt handler read, one per interrupt.
 static BYTES: Racy<[u8; 16]> = Racy::new([0; 16]);
 /// Status seen by the handler before each read: OBF must be set.
@@ -119,10 +119,7 @@ fn keyboard(cmd: u8, n: usize) -> [u8; 4] {
 }
 
 fn local_apic() -> Apic {
-    match APIC.load(Ordering::SeqCst) {
-        0 => Apic::X2,
-        base => Apic::X(base),
-    }
+    APIC.get()
 }
 
 fn handler(_: &mut rt::Frame) {
@@ -220,27 +217,9 @@ fn main(_: &'static rt::multiboot::Info) {
 }
 
 fn irq1(quiet: u8) {
-    if !apic::cpuid_apic() {
-        rt::skip!("no local APIC for IRQ 1 through the I/O APIC");
-    }
-    let Some(apic) = Apic::current() else {
-        println!("FAIL: the local APIC is globally disabled");
-        rt::exit(rt::EXIT_FAIL);
-    };
-    APIC.store(
-        match apic {
-            Apic::X(base) => base,
-            Apic::X2 => 0,
-        },
-        Ordering::SeqCst,
-    );
-    apic.enable();
-    cli();
+    let apic = apic::enable_for_irq(&APIC, "IRQ 1");
     rt::interrupts::set_handler(KBD_VECTOR, handler);
-    let id = match apic {
-        Apic::X(_) => apic.read(apic::reg::ID) >> 24,
-        Apic::X2 => apic.read(apic::reg::ID),
-    };
+    let id = apic.id();
     ioapic_set_entry(KBD_PIN, u64::from(id) << 56 | u64::from(KBD_VECTOR));
 
     // The interrupt disabled in the command byte: an answer waits without IRQ 1.

@@ -14,14 +14,14 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use rt::apic::{self, reg, Apic};
-use rt::cpu::cli;
+use rt::apic::{self, reg, Apic, SharedApic};
+
 use rt::irq::{
     com1_irq_ack, com1_irq_edge, com1_irq_off, com1_irq_raise, count, ioapic_entry, ioapic_eoi,
     ioapic_read, ioapic_set_entry, ioapic_write, reset_count, window, COUNT, ENTRY_ACTIVE_LOW,
     ENTRY_LEVEL, ENTRY_LOGICAL, ENTRY_LOWEST_PRIORITY, ENTRY_MASKED, ENTRY_NMI, ENTRY_REMOTE_IRR,
 };
-use rt::{check, check_eq, println, skip};
+use rt::{check, check_eq};
 
 rt::entry!(main);
 
@@ -29,7 +29,7 @@ const PIN: u32 = 4;
 const EDGE_VECTOR: u8 = 0x44;
 const LEVEL_VECTOR: u8 = 0x45;
 
-static APIC: AtomicU64 = AtomicU64::new(0);
+static APIC: SharedApic = SharedApic::new();
 /// What the handler does.
 static MODE: AtomicU32 = AtomicU32::new(ACK);
 /// Read IIR, EOI.
@@ -50,10 +50,7 @@ static AFTER_IOAPIC_EOI: AtomicU64 = AtomicU64::new(0);
 static NMIS: AtomicU32 = AtomicU32::new(0);
 
 fn local_apic() -> Apic {
-    match APIC.load(Ordering::SeqCst) {
-        0 => Apic::X2,
-        base => Apic::X(base),
-    }
+    APIC.get()
 }
 
 fn handler(frame: &mut rt::Frame) {
@@ -91,22 +88,7 @@ fn nmi_handler(_: &mut rt::Frame) {
 }
 
 fn main(_: &'static rt::multiboot::Info) {
-    if !apic::cpuid_apic() {
-        skip!("CPUID.1:EDX.APIC is clear: no local APIC");
-    }
-    let Some(apic) = Apic::current() else {
-        println!("FAIL: APIC globally disabled at boot");
-        rt::exit(rt::EXIT_FAIL);
-    };
-    APIC.store(
-        match apic {
-            Apic::X(base) => base,
-            Apic::X2 => 0,
-        },
-        Ordering::SeqCst,
-    );
-    apic.enable();
-    cli();
+    let apic = apic::enable_for_irq(&APIC, "IRQ 4");
     for v in [EDGE_VECTOR, LEVEL_VECTOR] {
         rt::interrupts::set_handler(v, handler);
     }
