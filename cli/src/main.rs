@@ -97,7 +97,9 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
         if run.stats {
             print_stats(&vm);
         }
-        report_unimplemented(&vm.vcpu);
+        for vcpu in vm.vcpus() {
+            report_unimplemented(&vcpu.backend);
+        }
         let code = match outcome {
             RunOutcome::DebugExit { status } => {
                 if dropped != 0 {
@@ -176,7 +178,10 @@ fn read_inputs(run: &RunArgs) -> Result<(Vec<u8>, MachineOptions), String> {
 
 fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
     let secs = vm.run_time_ns() as f64 / 1e9;
-    eprintln!("--- opsvisor statistics ({} backend) ---", vm.vcpu.name());
+    eprintln!(
+        "--- opsvisor statistics ({} backend) ---",
+        vm.bsp().backend.name()
+    );
     eprintln!(
         "{:<20} {:>12} {:>14} {:>10}",
         "exit reason", "count", "host time", "per exit"
@@ -191,7 +196,7 @@ fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
         );
     }
     eprintln!("{:<20} {:>12}", "total exits", vm.stats.total());
-    if let Some(instructions) = vm.vcpu.instructions_retired() {
+    if let Some(instructions) = vm.instructions_retired() {
         let rate = if secs > 0.0 {
             instructions as f64 / secs
         } else {
@@ -204,11 +209,12 @@ fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
     } else {
         eprintln!("run time             {secs:.3} s");
     }
-    if vm.msrs.unknown_accesses() > 0 {
+    let (unknown, last) = vm.unknown_msr_accesses();
+    if unknown > 0 {
         eprintln!(
             "unknown MSR accesses {:>12} (last {:#x}), each raised #GP",
-            vm.msrs.unknown_accesses(),
-            vm.msrs.last_unknown().unwrap_or(0)
+            unknown,
+            last.unwrap_or(0)
         );
     }
 }

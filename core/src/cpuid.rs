@@ -362,10 +362,10 @@ impl CpuidPolicy {
         for feature in [TscAdjust, Bmi1, Bmi2, Adx] {
             policy.set_feature(feature, true);
         }
-        // Leaf 0xb: one thread per core (SMT level), one core per package (core level);
-        // EDX (the x2APIC ID) is filled in by lookup.
-        policy.set_leaf(0xb, 0, [0, 1, 0x100, 0]);
-        policy.set_leaf(0xb, 1, [0, 1, 0x201, 0]);
+        // Leaves 0xb and 0x1f: one thread per core (SMT level), one core per package
+        // (core level) until the machine sets its topology; EDX (the x2APIC ID) is filled
+        // in by lookup.
+        policy.set_topology(1);
         // Leaf 0x15: TSC = crystal (1 GHz) × 1 / 1.
         policy.set_leaf(0x15, 0, [1, 1, crate::platform::GUEST_TSC_HZ as u32, 0]);
         // Leaf 0x16: base 1000 MHz, max 1000 MHz, bus (reference) 100 MHz.
@@ -497,6 +497,47 @@ impl CpuidPolicy {
             regs[reg as usize] &= !(1 << bit);
         }
         self.set_leaf(leaf, subleaf, regs);
+    }
+
+    /// Describe the topology of a machine of `cpus` vCPUs with APIC IDs 0 to `cpus` - 1,
+    /// as QEMU's `-smp N` describes a PC's: one package of `cpus` cores, one thread per
+    /// core. Leaf 1: EBX[23:16], the addressable IDs in the package (`cpus` rounded up to
+    /// a power of two), and EDX.HTT when there is more than one. Leaf 4 (each cache
+    /// subleaf the model has): EAX[31:26], the core IDs in the package less one. Leaf 0xB,
+    /// and leaf 0x1F when the model reaches it: level 0 SMT (one logical processor, no
+    /// ID bits), level 1 core (`cpus` logical processors, the core ID's bits as the shift
+    /// to the package ID); EDX, the x2APIC ID, is each vCPU's own (filled in by lookup).
+    pub fn set_topology(&mut self, cpus: u32) {
+        let cpus = cpus.max(1);
+        // Bits of the core ID: ceil(log2(cpus)).
+        let core_bits = 32 - (cpus - 1).leading_zeros();
+        let ids = (1u32 << core_bits).min(0xff);
+        if let Some(mut regs) = self.leaf(1, 0) {
+            regs[1] = (regs[1] & !0x00ff_0000) | (ids << 16);
+            self.set_leaf(1, 0, regs);
+            self.set_feature(Feature::Htt, cpus > 1);
+        }
+        let leaf4: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|e| e.leaf == 4)
+            .map(|e| e.subleaf)
+            .collect();
+        for subleaf in leaf4 {
+            if let Some(mut regs) = self.leaf(4, subleaf) {
+                if regs[0] & 0x1f != 0 {
+                    regs[0] = (regs[0] & 0x03ff_ffff) | ((ids - 1) << 26);
+                    self.set_leaf(4, subleaf, regs);
+                }
+            }
+        }
+        for leaf in [0xb, 0x1f] {
+            if leaf > self.max_basic {
+                continue;
+            }
+            self.set_leaf(leaf, 0, [0, 1, 0x100, 0]);
+            self.set_leaf(leaf, 1, [core_bits, cpus, 0x201, 0]);
+        }
     }
 
     /// The highest basic leaf (leaf 0 EAX).

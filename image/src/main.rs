@@ -410,13 +410,13 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         kernel_ref.cmdline.as_str()
     );
     let outcome = vm.run();
-    if let Backend::Vmx(VmxSlot(vmx)) = &vm.vcpu {
+    if let Backend::Vmx(VmxSlot(vmx)) = &vm.bsp().backend {
         if let Some(failure) = vmx.last_failure() {
             log!("vmx: {:?}", failure);
         }
     }
     let ms = vm.run_time_ns() / 1_000_000;
-    match vm.vcpu.instructions_retired() {
+    match vm.instructions_retired() {
         Some(n) => log!(
             "guest ran {} ms, {} instructions, {} exits",
             ms,

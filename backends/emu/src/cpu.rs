@@ -277,6 +277,9 @@ pub struct Cpu {
     /// Exceptions and software interrupts end the run instead of being delivered (see
     /// [`crate::EmuVcpu::set_event_exits`]).
     pub event_exits: bool,
+    /// PAUSE ends the run with [`opsvisor_core::exit::Exit::Pause`] (see
+    /// [`opsvisor_core::ops::X86Ops::set_pause_exiting`]).
+    pub pause_exits: bool,
     /// Set by a handler when the current block must end after this instruction (mode,
     /// paging, shadow, self-modifying code, MMIO store).
     pub brk: bool,
@@ -352,6 +355,7 @@ impl Cpu {
             shadow: false,
             nmi_blocked: false,
             event_exits: false,
+            pause_exits: false,
             brk: false,
             tlb: Tlb::new(),
             ram: RamMap::default(),

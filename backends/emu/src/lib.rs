@@ -916,6 +916,9 @@ impl X86Ops for EmuVcpu {
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)
     }
+    fn set_pause_exiting(&mut self, on: bool) {
+        self.cpu.pause_exits = on;
+    }
 
     fn fpu_state(&self) -> Option<FxsaveArea> {
         Some(FxsaveArea(self.cpu.fpu.fxsave()))

@@ -15,7 +15,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn handle_undefined_instruction(&mut self) -> Flow {
-        self.vcpu.inject_event(Event::Exception {
+        self.vcpu().backend.inject_event(Event::Exception {
             vector: UD_VECTOR,
             error_code: None,
         });
@@ -25,7 +25,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn handle_failure(&mut self, exit: Exit) -> Flow {
-        let rip = self.vcpu.rip();
+        let rip = self.vcpu().backend.rip();
+        let name = self.vcpu().backend.name();
+        let index = self.cur;
         let why = match exit {
             Exit::SlatViolation { gpa } => {
                 format!("guest accessed guest-physical {gpa:#x}, which is neither RAM nor a device it can execute from (rip {rip:#x})")
@@ -35,15 +37,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             Exit::EntryFailed { reason, detail } => {
                 format!(
-                    "{} could not enter the guest: reason {reason:#x}, detail {detail:#x}",
-                    self.vcpu.name()
+                    "{name} could not enter the guest (vCPU {index}): reason {reason:#x}, detail {detail:#x}"
                 )
             }
             Exit::EmulationFailure { rip } => {
-                format!(
-                    "{} could not complete the instruction at rip {rip:#x}",
-                    self.vcpu.name()
-                )
+                format!("{name} could not complete the instruction at rip {rip:#x}")
             }
             other => format!("unexpected exit {other:?} at rip {rip:#x}"),
         };
