@@ -64,6 +64,8 @@ OPTIONS (each at most once, except --module):
     --backend NAME          backend to run on: emu (default: emu)
     --memory SIZE           guest RAM, e.g. 256M, 1G, 65536K: a multiple of 4K from 2M to
                             64G (default: 256M)
+    --smp N                 vCPUs, 1 to 255 (also cpus=N; default: 1): vCPU 0 boots the
+                            kernel, the others wait for its INIT and start-up IPIs
     --append STRING         kernel command line (multiboot, Linux), passed as given
     --module 'FILE [ARGS]'  add a multiboot module; its string is 'FILE [ARGS]' (repeatable)
     --initrd FILE           initial ramdisk of a Linux kernel (bzImage or PVH)
@@ -320,6 +322,10 @@ fn parse_run(argv: &[OsString]) -> Result<Command, String> {
                 words.once("--memory")?;
                 machine.memory = memory_size(words.text_value(name, inline)?)?;
             }
+            "--smp" => {
+                words.once("--smp")?;
+                machine.vcpus = opsvisor_backends::parse_smp(words.text_value(name, inline)?)?;
+            }
             "--append" => {
                 words.once("--append")?;
                 machine.cmdline = words.value(name, inline)?.as_bytes().to_vec();
@@ -460,6 +466,9 @@ mod tests {
         assert!(!run.no_reboot);
         assert_eq!(run.machine.max_instructions, Some(256));
         assert_eq!(run.machine.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(run.machine.vcpus, 1, "one vCPU unless --smp says more");
+        assert_eq!(self::run(&["--smp", "4", "k"]).machine.vcpus, 4);
+        assert_eq!(self::run(&["--smp=cpus=64", "k"]).machine.vcpus, 64);
     }
 
     #[test]
@@ -526,6 +535,9 @@ mod tests {
         assert!(err(&["run", "--memory", "lots", "k"]).contains("invalid size"));
         assert!(err(&["run", "--memory", "1M", "k"]).contains("from 2M to 64G"));
         assert!(err(&["run", "--memory", "100G", "k"]).contains("from 2M to 64G"));
+        assert!(err(&["run", "--smp", "0", "k"]).contains("1 to 255"));
+        assert!(err(&["run", "--smp", "4,sockets=2", "k"]).contains("not a vCPU count"));
+        assert!(err(&["run", "--smp", "2", "--smp", "2", "k"]).contains("more than once"));
         assert!(err(&["run", "--backend", "kvm", "k"]).contains("unknown backend"));
         assert!(err(&["run", "--backend", "vmx", "k"]).contains("bare-metal image"));
         assert!(err(&["run", "--frobnicate", "k"]).contains("unknown option"));

@@ -307,6 +307,11 @@ pub struct Cpu {
     /// Per RAM page, by its dense index ([`crate::mem::RamMap::page_slot`]): which
     /// 128-byte chunks hold decoded code.
     pub code_chunks: Vec<u32>,
+    /// This vCPU's identity in the machine's shared record of code pages
+    /// ([`opsvisor_core::mmu::code_pages::CodePages`]; 0 before the first run).
+    pub code_reader: u32,
+    /// The shared record's events this vCPU has looked at.
+    pub code_seen: u64,
     /// Bumped whenever cached translations or blocks may have become stale.
     pub fetch_gen: u64,
     /// The exit an [`Ex::Exit`] result stands for.
@@ -367,6 +372,8 @@ impl Cpu {
             tsc_base_retired: 0,
             smc_pages: Vec::with_capacity(8),
             code_chunks: Vec::new(),
+            code_reader: 0,
+            code_seen: 0,
             fetch_gen: 1,
             unimpl: BTreeMap::new(),
             exit: opsvisor_core::exit::Exit::Preempted,

@@ -30,6 +30,7 @@ use crate::cpu::{cr0, efer, sr, Cpu, InterceptKind};
 use crate::exception::Ex;
 use opsvisor_core::exit::Exit;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
+use opsvisor_core::mmu::code_pages::{CodeEvent, CodeEvents};
 use opsvisor_core::mmu::memory::GuestMemory;
 // The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
 use opsvisor_core::msr::index as msr;
@@ -38,6 +39,10 @@ use opsvisor_core::ops::{
 };
 
 pub use cpu::Cpu as CpuState;
+
+/// Pages other vCPUs began to decode from that [`EmuVcpu::sync_code_pages`] protects one
+/// by one; more than this flush the TLB instead.
+const PROTECT_PAGES_MAX: usize = 4;
 
 /// The emulated vCPU.
 pub struct EmuVcpu {
@@ -157,7 +162,60 @@ impl EmuVcpu {
             self.cpu.code_chunks.shrink_to(pages);
             self.cpu.code_chunks.resize(pages, 0);
             self.cache.flush(&mut self.cpu);
+            // A new map (or a new layout): a new reader of its code-page record, which
+            // has nothing this vCPU needs to catch up on.
+            let record = mem.code_pages_mut();
+            self.cpu.code_reader = record.register();
+            self.cpu.code_seen = record.seq();
         }
+        self.sync_code_pages(mem);
+    }
+
+    /// Catch up with what the other vCPUs did to code pages since this one last ran
+    /// (see [`opsvisor_core::mmu::code_pages`]): drop the blocks decoded from pages they
+    /// wrote, and stop fast stores to pages they began to decode from.
+    fn sync_code_pages(&mut self, mem: &GuestMemory) {
+        let record = mem.code_pages();
+        let seq = record.seq();
+        if seq == self.cpu.code_seen {
+            return;
+        }
+        let me = self.cpu.code_reader;
+        match record.events_since(self.cpu.code_seen) {
+            CodeEvents::Overflow => {
+                self.cache.flush(&mut self.cpu);
+                self.cpu.tlb.flush(true);
+            }
+            CodeEvents::Some(older, newer) => {
+                // Past a few pages, one flush of the TLB costs less than a search of it
+                // per page.
+                let watched = older
+                    .iter()
+                    .chain(newer)
+                    .filter(|e| matches!(e, CodeEvent::Watched { by, .. } if *by != me))
+                    .count();
+                if watched > PROTECT_PAGES_MAX {
+                    self.cpu.tlb.flush(true);
+                }
+                for event in older.iter().chain(newer) {
+                    match *event {
+                        CodeEvent::Watched { page, by }
+                            if by != me && watched <= PROTECT_PAGES_MAX =>
+                        {
+                            self.cpu.tlb.protect_code_page(page << 12);
+                        }
+                        CodeEvent::Written { page, by }
+                            if by != me
+                                && self.cpu.code_chunks_of(page).is_some_and(|m| m != 0) =>
+                        {
+                            self.cache.invalidate_page(&mut self.cpu, page);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.cpu.code_seen = seq;
     }
 
     /// Start a run under `limit`: the run's TSC, and the instruction count at which it
@@ -209,10 +267,7 @@ impl EmuVcpu {
                     gpa2 + (i - first) as u64
                 };
                 if mem.write_u8(at, b).is_ok() {
-                    let page = at >> 12;
-                    if c.code_chunks_of(page).is_some_and(|m| m != 0) {
-                        c.smc_pages.push(page);
-                    }
+                    c.note_code_write(mem, at, 1);
                 }
             }
         }
@@ -483,7 +538,7 @@ impl EmuVcpu {
             return Ok(Some(i));
         }
         match decode_block(&mut self.cpu, mem, rip, la, gpa, bits) {
-            Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, b))),
+            Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, mem, b))),
             Ok((b, false)) => {
                 *scratch = Some(b);
                 Ok(None)
@@ -826,7 +881,11 @@ impl X86Ops for EmuVcpu {
 
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
         // Every call below is in tail position, so this path needs no frame of its own.
-        if self.cpu.ins_store.is_some() || self.pending.is_some() || self.cpu.ram.changed(mem) {
+        if self.cpu.ins_store.is_some()
+            || self.pending.is_some()
+            || self.cpu.ram.changed(mem)
+            || mem.code_pages().seq() != self.cpu.code_seen
+        {
             return self.run_slow(mem, limit);
         }
         let stop_at = self.enter(limit);

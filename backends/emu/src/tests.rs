@@ -1575,3 +1575,58 @@ fn ins_elements_crossing_a_page_are_stored_page_by_page() {
     assert_eq!(h.mem.read_u8(RAM_END - 1).unwrap(), 0xb2);
     assert_eq!(h.gpr(Gpr::Rdi), RAM_END + 1);
 }
+
+/// Two vCPUs on one guest memory: a store by one reaches the code the other decoded, even
+/// when the storing vCPU had the page in its TLB as plain data before the other decoded
+/// from it (cross-modifying code, SDM 3A 9.1.3), and each vCPU's own decode cache
+/// follows stores it did not make.
+#[test]
+fn cross_modifying_code_between_vcpus_is_seen() {
+    const DATA: u64 = CODE + 0x800;
+    const WRITER: u64 = CODE + 0x4000;
+    let mut h = Harness::new();
+    h.long_mode();
+    // vCPU A's code, on the page at CODE: EAX = imm32, HLT.
+    let mut a = asm64();
+    a.mov(eax, 1u32).unwrap();
+    a.hlt().unwrap();
+    a.jmp(CODE).unwrap();
+    h.load(&mut a, CODE, &[]);
+    // vCPU B's code, elsewhere: a data store to A's page (filling B's TLB while nothing
+    // there is code), HLT; then a store to A's imm32 (RBX), HLT.
+    let mut b = asm64();
+    let mut patch = b.create_label();
+    b.mov(dword_ptr(DATA), 0x55u32 as i32).unwrap();
+    b.hlt().unwrap();
+    b.set_label(&mut patch).unwrap();
+    b.mov(dword_ptr(rbx + 1), edx).unwrap();
+    b.hlt().unwrap();
+    b.jmp(WRITER).unwrap();
+    h.load(&mut b, WRITER, &[("patch", patch)]);
+
+    // B first: A's page becomes a fast store target in B's TLB.
+    let mut vcpu_a = core::mem::take(&mut h.vcpu);
+    h.long_mode();
+    h.vcpu.set_rip(WRITER);
+    h.vcpu.set_gpr(Gpr::Rbx, CODE);
+    h.run().unwrap();
+    assert_eq!(h.mem.read_u32(DATA).unwrap(), 0x55);
+    let mut vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+
+    // A decodes and runs its code.
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 1);
+
+    // B patches A's immediate; A, run again from the start, executes the new bytes.
+    for value in [7u32, 0x1234_5678] {
+        vcpu_a = core::mem::replace(&mut h.vcpu, vcpu_b);
+        h.vcpu.set_gpr(Gpr::Rdx, u64::from(value));
+        h.vcpu.set_rip(h.label("patch"));
+        h.run().unwrap();
+        vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+        h.vcpu.set_rip(CODE);
+        h.run().unwrap();
+        assert_eq!(h.gpr(Gpr::Rax), u64::from(value), "A ran stale code");
+    }
+    drop(vcpu_b);
+}

@@ -1,5 +1,7 @@
-//! The guest's memory: the guest-physical map ([`memory`]) and the guest page-table
-//! walker ([`walk`]).
+//! The guest's memory: the guest-physical map ([`memory`]), the guest page-table
+//! walker ([`walk`]), and the record of pages whose code vCPUs hold decoded
+//! ([`code_pages`]).
 
+pub mod code_pages;
 pub mod memory;
 pub mod walk;
