@@ -2,7 +2,9 @@
 //! bootstrap processor starts the application processors with INIT and two start-up
 //! IPIs through its xAPIC's ICR, then exchanges interrupts with each of them; the APs
 //! answer through the x2APIC ICR MSR. The guest is a flat binary: the APs' real-mode
-//! code at 0x8000 (start-up vector 0x08) and the BSP's 32-bit code at 0x8800.
+//! code at 0x8000 (start-up vector 0x08) and the BSP's 32-bit code at 0x8800. A second
+//! guest has every vCPU take a spinlock (LOCK CMPXCHG, PAUSE while it spins) around a
+//! plain read-modify-write of a shared counter.
 
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
@@ -313,4 +315,114 @@ fn aps_start_by_init_sipi_sipi_and_exchange_ipis() {
 #[test]
 fn sixty_four_vcpus_start_and_exchange_ipis() {
     start_and_ping(64);
+}
+
+/// The spinlock guest's lock word, counter, spins (attempts that found the lock taken)
+/// and finished APs.
+const LOCK: u32 = 0x7000;
+const COUNTER: u32 = 0x7004;
+const SPINS: u32 = 0x7008;
+const FINISHED: u32 = 0x700c;
+/// Increments per vCPU.
+const ROUNDS: u32 = 20_000;
+
+/// `ROUNDS` times: take the lock (LOCK CMPXCHG 0 -> 1; while it is taken, count a spin
+/// and PAUSE until it looks free), increment the counter with a plain load and store
+/// around a short delay loop,
+/// release the lock with a plain store. The same code assembles for 16-bit and 32-bit
+/// mode (the counters are 32-bit operands either way).
+fn spinlock_loop(a: &mut CodeAssembler) {
+    let mut attempt = a.create_label();
+    let mut spin = a.create_label();
+    let mut taken = a.create_label();
+    let mut work = a.create_label();
+    a.mov(esi, ROUNDS).unwrap();
+    a.set_label(&mut attempt).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.mov(edx, 1u32).unwrap();
+    a.lock().cmpxchg(dword_ptr(LOCK), edx).unwrap();
+    a.jz(taken).unwrap();
+    a.lock().inc(dword_ptr(SPINS)).unwrap();
+    a.set_label(&mut spin).unwrap();
+    a.pause().unwrap();
+    a.cmp(dword_ptr(LOCK), 0).unwrap();
+    a.jne(spin).unwrap();
+    a.jmp(attempt).unwrap();
+    a.set_label(&mut taken).unwrap();
+    a.mov(eax, dword_ptr(COUNTER)).unwrap();
+    // Some work in the critical section, across branches (a turn can end there).
+    a.mov(ecx, 8u32).unwrap();
+    a.set_label(&mut work).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(work).unwrap();
+    a.inc(eax).unwrap();
+    a.mov(dword_ptr(COUNTER), eax).unwrap();
+    a.mov(dword_ptr(LOCK), 0u32).unwrap();
+    a.dec(esi).unwrap();
+    a.jnz(attempt).unwrap();
+}
+
+#[test]
+fn a_spinlock_under_contention_loses_no_increment() {
+    const VCPUS: u32 = 4;
+    let aps = VCPUS - 1;
+    let mut ap = CodeAssembler::new(16).unwrap();
+    let mut idle = ap.create_label();
+    ap.cli().unwrap();
+    ap.xor(ax, ax).unwrap();
+    ap.mov(ds, ax).unwrap();
+    spinlock_loop(&mut ap);
+    ap.lock().inc(dword_ptr(FINISHED)).unwrap();
+    ap.set_label(&mut idle).unwrap();
+    ap.hlt().unwrap();
+    ap.jmp(idle).unwrap();
+    let mut image = ap.assemble(0).unwrap();
+    image.resize((BSP_CODE - AP_CODE) as usize, 0x90);
+
+    let mut bsp = CodeAssembler::new(32).unwrap();
+    let mut wait = bsp.create_label();
+    bsp.cli().unwrap();
+    bsp.mov(dword_ptr(APIC + 0xf0), 0x1ffu32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4500u32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4608u32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4608u32).unwrap();
+    spinlock_loop(&mut bsp);
+    bsp.set_label(&mut wait).unwrap();
+    bsp.pause().unwrap();
+    bsp.cmp(dword_ptr(FINISHED), aps).unwrap();
+    bsp.jb(wait).unwrap();
+    // Status 1 (value 0) if the counter is complete, 3 (value 1) if not.
+    bsp.xor(eax, eax).unwrap();
+    bsp.cmp(dword_ptr(COUNTER), VCPUS * ROUNDS).unwrap();
+    bsp.setne(al).unwrap();
+    bsp.out(0xf4, al).unwrap();
+    bsp.hlt().unwrap();
+    image.extend(bsp.assemble(BSP_CODE).unwrap());
+
+    let opts = MachineOptions {
+        memory: 32 << 20,
+        vcpus: VCPUS,
+        flat: true,
+        flat_load: Some(AP_CODE),
+        flat_entry: Some(BSP_CODE),
+        flat_mode: FlatMode::Protected,
+        timeout: Some(Duration::from_secs(60)),
+        ..MachineOptions::default()
+    };
+    let mut vm = build_machine(&image, &opts, CapturePlatform::new()).unwrap();
+    let outcome = vm.run();
+    let (_, mem, _) = vm.into_parts();
+    let counter = read_u32(&mem, COUNTER);
+    assert_eq!(
+        outcome,
+        RunOutcome::DebugExit { status: 1 },
+        "counter {counter}"
+    );
+    assert_eq!(counter, VCPUS * ROUNDS, "no increment lost");
+    assert_eq!(read_u32(&mem, LOCK), 0, "the lock is free at the end");
+    assert_eq!(read_u32(&mem, FINISHED), aps);
+    // A turn that ended inside the critical section made the others find it taken.
+    let spins = read_u32(&mem, SPINS);
+    assert!(spins > 0, "the lock was never contended");
+    eprintln!("{spins} contended attempts");
 }
