@@ -426,3 +426,99 @@ fn a_spinlock_under_contention_loses_no_increment() {
     assert!(spins > 0, "the lock was never contended");
     eprintln!("{spins} contended attempts");
 }
+
+/// A halted vCPU's timer wakes it while another vCPU computes, without cutting the
+/// computing vCPU's turns into slivers: when the timer comes due the turn ends, the
+/// sleeper takes its interrupt and halts again, and the computing vCPU resumes with a
+/// whole turn (before, every run after the due time ended at once until the turn's
+/// budget was spent: hundreds of preemptions per tick).
+#[test]
+fn a_halted_vcpus_timer_wakes_it_while_another_computes() {
+    use opsvisor_core::exit::ExitKind;
+    const TICKS: u32 = 0x7010;
+    const TIMER: u32 = 0x50;
+    const LOOPS: u32 = 30_000_000;
+    let mut ap = CodeAssembler::new(16).unwrap();
+    let mut idle = ap.create_label();
+    let mut tick = ap.create_label();
+    ap.cli().unwrap();
+    ap.xor(ax, ax).unwrap();
+    ap.mov(ds, ax).unwrap();
+    ap.mov(ss, ax).unwrap();
+    ap.mov(esp, 0x6000u32).unwrap();
+    let wrmsr = |a: &mut CodeAssembler, msr: u32, value: u32| {
+        a.mov(ecx, msr).unwrap();
+        a.mov(eax, value).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.wrmsr().unwrap();
+    };
+    // x2APIC mode, software-enabled, a periodic timer (divide by 1).
+    ap.mov(ecx, 0x1bu32).unwrap();
+    ap.rdmsr().unwrap();
+    ap.or(eax, 0xc00).unwrap();
+    ap.wrmsr().unwrap();
+    wrmsr(&mut ap, 0x80f, 0x1ff);
+    wrmsr(&mut ap, 0x83e, 0xb);
+    wrmsr(&mut ap, 0x832, (1 << 17) | TIMER);
+    wrmsr(&mut ap, 0x838, 200_000);
+    ap.lock().inc(dword_ptr(STARTED)).unwrap();
+    ap.set_label(&mut idle).unwrap();
+    ap.sti().unwrap();
+    ap.hlt().unwrap();
+    ap.jmp(idle).unwrap();
+    ap.set_label(&mut tick).unwrap();
+    ap.lock().inc(dword_ptr(TICKS)).unwrap();
+    wrmsr(&mut ap, 0x80b, 0);
+    ap.iret().unwrap();
+    let r = ap
+        .assemble_options(0, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+        .unwrap();
+    let tick_at = r.label_ip(&tick).unwrap() as u32;
+    let mut image = r.inner.code_buffer;
+    image.resize((BSP_CODE - AP_CODE) as usize, 0x90);
+
+    let mut bsp = CodeAssembler::new(32).unwrap();
+    let mut wait = bsp.create_label();
+    let mut compute = bsp.create_label();
+    bsp.cli().unwrap();
+    bsp.mov(dword_ptr(TIMER * 4), 0x0800_0000 | tick_at)
+        .unwrap();
+    bsp.mov(dword_ptr(APIC + 0xf0), 0x1ffu32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4500u32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4608u32).unwrap();
+    bsp.set_label(&mut wait).unwrap();
+    bsp.pause().unwrap();
+    bsp.cmp(dword_ptr(STARTED), 1).unwrap();
+    bsp.jb(wait).unwrap();
+    bsp.mov(ecx, LOOPS).unwrap();
+    bsp.set_label(&mut compute).unwrap();
+    bsp.dec(ecx).unwrap();
+    bsp.jnz(compute).unwrap();
+    bsp.xor(eax, eax).unwrap();
+    bsp.out(0xf4, al).unwrap();
+    bsp.hlt().unwrap();
+    image.extend(bsp.assemble(BSP_CODE).unwrap());
+
+    let opts = MachineOptions {
+        memory: 32 << 20,
+        vcpus: 2,
+        flat: true,
+        flat_load: Some(AP_CODE),
+        flat_entry: Some(BSP_CODE),
+        flat_mode: FlatMode::Protected,
+        timeout: Some(Duration::from_secs(60)),
+        ..MachineOptions::default()
+    };
+    let mut vm = build_machine(&image, &opts, CapturePlatform::new()).unwrap();
+    assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 });
+    let preempted = vm.stats.exits(ExitKind::Preempted);
+    let turns = u64::from(2 * LOOPS) / vm.config.smp_turn;
+    let (_, mem, _) = vm.into_parts();
+    let ticks = u64::from(read_u32(&mem, TICKS));
+    eprintln!("{ticks} ticks, {preempted} preemptions, {turns} turns of computation");
+    assert!(ticks > 0, "the sleeping vCPU's timer never woke it");
+    assert!(
+        preempted <= 4 * (turns + ticks) + 100,
+        "{preempted} preemptions for {ticks} ticks and {turns} turns"
+    );
+}

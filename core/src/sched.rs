@@ -87,6 +87,27 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         None
     }
 
+    /// A halted vCPU's timer came due during the current turn (the turn's run limit ends
+    /// there, see [`crate::vm::Vm::halted_wakeup_ns`]): bring the timers of the halted
+    /// vCPUs to `now_ns`. Returns whether one of them can now run, which ends the turn so
+    /// that it takes its interrupt promptly, as a processor of its own would. Once
+    /// brought up to date, a timer whose interrupt is requested no longer counts as due,
+    /// so this cannot end turn after turn without progress.
+    pub(crate) fn wake_halted(&mut self, now_ns: u64) -> bool {
+        if self.halted_wakeup_ns().is_none_or(|ns| ns > now_ns) {
+            return false;
+        }
+        let cur = self.cur;
+        let mut woken = false;
+        for (i, v) in self.vcpus.iter_mut().enumerate() {
+            if i != cur && v.mp_state == MpState::Halted {
+                v.apic.update(v.ns_to_tsc(now_ns));
+                woken |= v.can_run();
+            }
+        }
+        woken
+    }
+
     /// The current vCPU's turn begins: its budget of instructions and host time.
     pub(crate) fn start_turn(&mut self) {
         let now_ns = self.platform.now_ns();

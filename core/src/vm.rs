@@ -514,6 +514,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
         let smp = self.vcpus.len() > 1;
         if smp {
+            if self.wake_halted(now_ns) {
+                return Flow::Yield;
+            }
             match self.turn_left(now_ns) {
                 Some(left) => slice = slice.min(left),
                 None => return Flow::Yield,
