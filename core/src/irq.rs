@@ -636,4 +636,100 @@ mod tests {
         chip.pulse_irq(6, &mut apics);
         assert!(!apics[0].nmi_pending() && apics[0].pending_interrupt().is_none());
     }
+
+    /// Write `apics[from]`'s ICR (high half first, as a guest does) and route the IPI;
+    /// returns how many APICs accepted it.
+    fn send_ipi(apics: &mut [LocalApic], from: usize, high: u32, low: u32) -> usize {
+        apics[from].mmio_write(reg::ICR_HIGH, high, 0);
+        apics[from].mmio_write(reg::ICR_LOW, low, 0);
+        let ipi = apics[from].take_ipi().expect("an ICR write sends an IPI");
+        deliver_ipi(&ipi, from, apics)
+    }
+
+    /// Which of the APICs have `vector` requested.
+    fn requested(apics: &mut [LocalApic], vector: u8) -> alloc::vec::Vec<usize> {
+        (0..apics.len())
+            .filter(|&i| irr(&mut apics[i]).contains(&vector))
+            .collect()
+    }
+
+    #[test]
+    fn ipis_by_shorthand_destination_and_delivery_mode() {
+        const LOGICAL: u32 = 1 << 11;
+        const ASSERT: u32 = 1 << 14;
+        const LEVEL: u32 = 1 << 15;
+        const SELF: u32 = 1 << 18;
+        const ALL: u32 = 2 << 18;
+        const OTHERS: u32 = 3 << 18;
+        let mut apics = [apic(0), apic(1), apic(2), apic(3)];
+        // Fixed, physical destination (ICR[63:56]).
+        assert_eq!(send_ipi(&mut apics, 0, 2 << 24, ASSERT | 0x50), 1);
+        assert_eq!(requested(&mut apics, 0x50), [2]);
+        assert_eq!(send_ipi(&mut apics, 0, 0xff << 24, ASSERT | 0x51), 4);
+        assert_eq!(
+            requested(&mut apics, 0x51),
+            [0, 1, 2, 3],
+            "physical broadcast"
+        );
+        assert_eq!(send_ipi(&mut apics, 0, 7 << 24, ASSERT | 0x52), 0);
+        // The shorthands ignore the destination field.
+        assert_eq!(send_ipi(&mut apics, 1, 3 << 24, SELF | ASSERT | 0x53), 1);
+        assert_eq!(requested(&mut apics, 0x53), [1]);
+        assert_eq!(send_ipi(&mut apics, 0, 0, ALL | ASSERT | 0x54), 4);
+        assert_eq!(requested(&mut apics, 0x54), [0, 1, 2, 3]);
+        assert_eq!(send_ipi(&mut apics, 3, 0, OTHERS | ASSERT | 0x55), 3);
+        assert_eq!(requested(&mut apics, 0x55), [0, 1, 2]);
+        // Logical, flat model (DFR all ones at reset): a bit per APIC in the LDR.
+        for (i, a) in apics.iter_mut().enumerate() {
+            a.mmio_write(reg::LDR, 1 << (24 + i), 0);
+        }
+        assert_eq!(
+            send_ipi(&mut apics, 0, 0b1010 << 24, LOGICAL | ASSERT | 0x56),
+            2
+        );
+        assert_eq!(requested(&mut apics, 0x56), [1, 3]);
+        // Lowest priority among APICs 1 to 3: the one with the lowest TPR.
+        for (i, tpr) in [(1, 0x40), (2, 0x20), (3, 0x30)] {
+            apics[i].mmio_write(reg::TPR, tpr, 0);
+        }
+        let lowest = LOGICAL | ASSERT | (1 << 8) | 0x57;
+        assert_eq!(send_ipi(&mut apics, 0, 0b1110 << 24, lowest), 1);
+        assert_eq!(requested(&mut apics, 0x57), [2]);
+        // Logical, cluster model: cluster in LDR[31:28], members in LDR[27:24].
+        for (i, ldr) in [0x11u32, 0x12, 0x21, 0x22].into_iter().enumerate() {
+            apics[i].mmio_write(reg::DFR, 0x0fff_ffff, 0);
+            apics[i].mmio_write(reg::LDR, ldr << 24, 0);
+        }
+        assert_eq!(
+            send_ipi(&mut apics, 0, 0x13 << 24, LOGICAL | ASSERT | 0x58),
+            2
+        );
+        assert_eq!(requested(&mut apics, 0x58), [0, 1]);
+        assert_eq!(
+            send_ipi(&mut apics, 0, 0x22 << 24, LOGICAL | ASSERT | 0x59),
+            1
+        );
+        assert_eq!(requested(&mut apics, 0x59), [3]);
+        // NMI, INIT and SIPI are latched for the receiver, not requested in its IRR.
+        assert_eq!(send_ipi(&mut apics, 0, 3 << 24, ASSERT | (4 << 8)), 1);
+        assert!(apics[3].nmi_pending() && !apics[2].nmi_pending());
+        // Self-NMI through the shorthand (what Linux's apic_send_IPI_self(NMI) writes),
+        // accepted as KVM and QEMU accept it.
+        assert_eq!(send_ipi(&mut apics, 2, 0, SELF | ASSERT | (4 << 8)), 1);
+        assert!(apics[2].nmi_pending() && !apics[1].nmi_pending());
+        assert_eq!(send_ipi(&mut apics, 0, 1 << 24, ASSERT | (5 << 8)), 1);
+        assert!(apics[1].init_pending() && !apics[2].init_pending());
+        // INIT level de-assert goes nowhere.
+        assert_eq!(send_ipi(&mut apics, 0, 2 << 24, LEVEL | (5 << 8)), 0);
+        assert!(!apics[2].init_pending());
+        assert_eq!(
+            send_ipi(&mut apics, 0, 0, OTHERS | ASSERT | (6 << 8) | 0x9a),
+            3
+        );
+        for i in 1..4 {
+            assert!(apics[i].sipi_pending(), "APIC {i}");
+            assert_eq!(apics[i].take_sipi(), Some(0x9a));
+        }
+        assert!(!apics[0].sipi_pending(), "all excluding self");
+    }
 }
