@@ -726,9 +726,9 @@ mod tests {
             send_ipi(&mut apics, 0, 0, OTHERS | ASSERT | (6 << 8) | 0x9a),
             3
         );
-        for i in 1..4 {
-            assert!(apics[i].sipi_pending(), "APIC {i}");
-            assert_eq!(apics[i].take_sipi(), Some(0x9a));
+        for (i, a) in apics.iter_mut().enumerate().skip(1) {
+            assert!(a.sipi_pending(), "APIC {i}");
+            assert_eq!(a.take_sipi(), Some(0x9a));
         }
         assert!(!apics[0].sipi_pending(), "all excluding self");
     }
