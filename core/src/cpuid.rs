@@ -504,10 +504,10 @@ impl CpuidPolicy {
     /// core. Leaf 1: EBX[23:16], the addressable IDs in the package (`cpus` rounded up to
     /// a power of two), and EDX.HTT when there is more than one. Leaf 4 (each cache
     /// subleaf the model has): EAX[31:26], the core IDs in the package less one (at most
-    /// 63, the field's width). Leaf 0xB,
-    /// and leaf 0x1F when the model reaches it: level 0 SMT (one logical processor, no
-    /// ID bits), level 1 core (`cpus` logical processors, the core ID's bits as the shift
-    /// to the package ID); EDX, the x2APIC ID, is each vCPU's own (filled in by lookup).
+    /// 63, the field's width). Leaf 0xB, and leaf 0x1F when the model reaches it: level 0
+    /// SMT (one logical processor, no ID bits), level 1 core (`cpus` logical processors,
+    /// the core ID's bits as the shift to the package ID); EDX, the x2APIC ID, is each
+    /// vCPU's own (filled in by lookup).
     pub fn set_topology(&mut self, cpus: u32) {
         let cpus = cpus.max(1);
         // Bits of the core ID: ceil(log2(cpus)).
