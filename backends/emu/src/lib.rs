@@ -40,10 +40,6 @@ use opsvisor_core::ops::{
 
 pub use cpu::Cpu as CpuState;
 
-/// Pages other vCPUs began to decode from that [`EmuVcpu::sync_code_pages`] protects one
-/// by one; more than this flush the TLB instead.
-const PROTECT_PAGES_MAX: usize = 4;
-
 /// The emulated vCPU.
 pub struct EmuVcpu {
     cpu: Cpu,
@@ -173,7 +169,8 @@ impl EmuVcpu {
 
     /// Catch up with what the other vCPUs did to code pages since this one last ran
     /// (see [`opsvisor_core::mmu::code_pages`]): drop the blocks decoded from pages they
-    /// wrote, and stop fast stores to pages they began to decode from.
+    /// wrote, and stop fast stores to pages they began to decode from. The TLB keeps its
+    /// translations: only this vCPU's INVLPG and CR3 writes drop them.
     fn sync_code_pages(&mut self, mem: &GuestMemory) {
         let record = mem.code_pages();
         let seq = record.seq();
@@ -184,26 +181,13 @@ impl EmuVcpu {
         match record.events_since(self.cpu.code_seen) {
             CodeEvents::Overflow => {
                 self.cache.flush(&mut self.cpu);
-                self.cpu.tlb.flush(true);
+                self.cpu.protect_watched_pages(mem);
             }
             CodeEvents::Some(older, newer) => {
-                // Past a few pages, one flush of the TLB costs less than a search of it
-                // per page.
-                let watched = older
-                    .iter()
-                    .chain(newer)
-                    .filter(|e| matches!(e, CodeEvent::Watched { by, .. } if *by != me))
-                    .count();
-                if watched > PROTECT_PAGES_MAX {
-                    self.cpu.tlb.flush(true);
-                }
+                let mut watched = false;
                 for event in older.iter().chain(newer) {
                     match *event {
-                        CodeEvent::Watched { page, by }
-                            if by != me && watched <= PROTECT_PAGES_MAX =>
-                        {
-                            self.cpu.tlb.protect_code_page(page << 12);
-                        }
+                        CodeEvent::Watched { by, .. } if by != me => watched = true,
                         CodeEvent::Written { page, by }
                             if by != me
                                 && self.cpu.code_chunks_of(page).is_some_and(|m| m != 0) =>
@@ -212,6 +196,10 @@ impl EmuVcpu {
                         }
                         _ => {}
                     }
+                }
+                // One pass over the TLB, whatever the number of pages.
+                if watched {
+                    self.cpu.protect_watched_pages(mem);
                 }
             }
         }

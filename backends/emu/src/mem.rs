@@ -410,6 +410,25 @@ impl Cpu {
         Ok(gpa)
     }
 
+    /// Stop fast stores through the TLB to every page some vCPU holds decoded code from
+    /// (the machine's record, [`opsvisor_core::mmu::code_pages`]), keeping the
+    /// translations: such stores then take the checked path.
+    pub fn protect_watched_pages(&mut self, mem: &GuestMemory) {
+        let record = mem.code_pages();
+        for set in &mut self.tlb.e {
+            for e in set.iter_mut() {
+                if e.wtag != INVALID
+                    && self
+                        .ram
+                        .page_slot(e.gpa >> 12)
+                        .is_some_and(|slot| record.is_watched(slot))
+                {
+                    e.wtag = INVALID;
+                }
+            }
+        }
+    }
+
     /// Whether guest-physical page `gpa_page` holds decoded instructions.
     #[inline]
     pub fn page_has_code(&self, gpa_page: u64) -> bool {
