@@ -732,4 +732,63 @@ mod tests {
         }
         assert!(!apics[0].sipi_pending(), "all excluding self");
     }
+
+    /// IPIs between APICs in x2APIC mode, written to the ICR MSR (one 64-bit write, the
+    /// destination in bits 63:32): physical IDs, logical cluster destinations (the LDR is
+    /// the ID's cluster, ID[19:4], and one bit of sixteen, ID[3:0]), the broadcast ID,
+    /// lowest priority, NMI and INIT.
+    #[test]
+    fn x2apic_ipis_between_apics() {
+        const LOGICAL: u64 = 1 << 11;
+        const ASSERT: u64 = 1 << 14;
+        let mut apics: alloc::vec::Vec<LocalApic> = (0..20)
+            .map(|id| {
+                let mut a = apic(id);
+                a.set_base_msr(APIC_DEFAULT_BASE | APIC_BASE_EN | APIC_BASE_EXTD)
+                    .unwrap();
+                a
+            })
+            .collect();
+        // The IRR through the x2APIC MSRs (the MMIO page is off in x2APIC mode).
+        let requested_x2 = |apics: &mut [LocalApic], vector: u32| -> alloc::vec::Vec<usize> {
+            (0..apics.len())
+                .filter(|&i| {
+                    let word = apics[i].x2apic_read(0x820 + vector / 32, 0).unwrap();
+                    word & (1 << (vector % 32)) != 0
+                })
+                .collect()
+        };
+        let send = |apics: &mut [LocalApic], from: usize, dest: u32, low: u64| {
+            apics[from]
+                .x2apic_write(0x830, (u64::from(dest) << 32) | low, 0)
+                .unwrap();
+            let ipi = apics[from].take_ipi().expect("an ICR write sends an IPI");
+            deliver_ipi(&ipi, from, apics)
+        };
+        assert_eq!(send(&mut apics, 0, 17, ASSERT | 0x60), 1);
+        assert_eq!(requested_x2(&mut apics, 0x60), [17]);
+        // Cluster 1 (IDs 16 to 31), members 1 and 3: IDs 17 and 19.
+        assert_eq!(
+            send(&mut apics, 0, (1 << 16) | 0b1010, LOGICAL | ASSERT | 0x61),
+            2
+        );
+        assert_eq!(requested_x2(&mut apics, 0x61), [17, 19]);
+        // Cluster 0, members 0 and 5.
+        assert_eq!(send(&mut apics, 3, 0b10_0001, LOGICAL | ASSERT | 0x62), 2);
+        assert_eq!(requested_x2(&mut apics, 0x62), [0, 5]);
+        // The x2APIC broadcast ID, from APIC 4: everyone, itself included.
+        assert_eq!(send(&mut apics, 4, u32::MAX, ASSERT | 0x63), 20);
+        assert_eq!(requested_x2(&mut apics, 0x63).len(), 20);
+        // Lowest priority in cluster 0 among IDs 1, 2 and 3: the lowest TPR wins.
+        for (id, tpr) in [(1, 0x50u64), (2, 0x30), (3, 0x40)] {
+            apics[id].x2apic_write(0x808, tpr, 0).unwrap();
+        }
+        let lowest = LOGICAL | ASSERT | (1 << 8) | 0x64;
+        assert_eq!(send(&mut apics, 0, 0b1110, lowest), 1);
+        assert_eq!(requested_x2(&mut apics, 0x64), [2]);
+        assert_eq!(send(&mut apics, 0, 12, ASSERT | (4 << 8)), 1);
+        assert!(apics[12].nmi_pending());
+        assert_eq!(send(&mut apics, 0, 13, ASSERT | (5 << 8)), 1);
+        assert!(apics[13].init_pending() && !apics[12].init_pending());
+    }
 }
