@@ -133,6 +133,13 @@ grep -q '"bytes": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"' "$work/out
     failures=$((failures + 1))
 }
 
+# Issue 15: the exit trace and --stats' tables in bounded memory, a guest exiting as fast
+# as it can (every COM1 write traced, its output going nowhere); a trace FIFO nobody
+# opens holds the run only until the timeout.
+check trace-every-exit 60 "$M" 8 - $null -- run --flat --timeout 5 --serial none --stats --trace-exits /dev/null "$work/chatter.bin"
+mkfifo "$work/trace.fifo"
+check trace-to-a-fifo-nobody-reads 30 "$M" 8 1 $null -- run --flat --timeout 2 --serial none --trace-exits "$work/trace.fifo" "$work/chatter.bin"
+
 if [ "$failures" -ne 0 ]; then
     echo "resource test: $failures case(s) failed" >&2
     exit 1

@@ -14,7 +14,9 @@
 #   bash scripts/setup.sh --fuzz    also cargo-fuzz (the fuzz targets in fuzz/, scripts/fuzz.sh)
 #   bash scripts/setup.sh --linux-guest
 #                                   also what scripts/linux-guest.sh needs to build the Linux
-#                                   guest from Debian's packages (cpio, lz4), then runs it
+#                                   guest from Debian's packages (cpio, lz4) and
+#                                   scripts/linux-check.sh to time its boots (time), then
+#                                   runs linux-guest.sh
 #
 # Nothing is ever installed by hand: whatever a test needs is added here.
 set -euo pipefail
@@ -65,6 +67,6 @@ if [ "$want_fuzz" -eq 1 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 
 if [ "$want_linux" -eq 1 ]; then
-    apt_install cpio lz4 gzip
+    apt_install cpio lz4 gzip time
     bash "$(dirname "$0")/linux-guest.sh"
 fi

@@ -6,13 +6,13 @@
 
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
-use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage_with_layout};
-use opsvisor_core::loader::elf;
 use opsvisor_core::loader::flat::load_flat;
-use opsvisor_core::loader::linux::{LinuxBoot, LinuxLayout};
-use opsvisor_core::loader::multiboot::{find_header, load_multiboot, CODE_SELECTOR, DATA_SELECTOR};
-use opsvisor_core::loader::pvh::{load_pvh_with_layout, pvh_entry};
-use opsvisor_core::loader::{BootState, LoadError, Module};
+use opsvisor_core::loader::multiboot::{CODE_SELECTOR, DATA_SELECTOR};
+pub use opsvisor_core::loader::LoadedKernel;
+use opsvisor_core::loader::{
+    load_kernel as core_load_kernel, BootState, KernelFormat, KernelOptions, LoadError, Module,
+    KERNEL_FORMATS,
+};
 use opsvisor_core::mmu::memory::{GuestMemory, MemError};
 use opsvisor_core::ops::{DescriptorTable, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::pc;
@@ -149,17 +149,14 @@ impl From<LoadError> for BuildError {
 pub const MIN_MEMORY: u64 = 2 << 20;
 /// Largest guest RAM accepted (the page-table walker's physical address width bounds it).
 pub const MAX_MEMORY: u64 = 64 << 30;
-/// Start of the 32-bit MMIO hole (the local APIC, future devices) below 4 GiB: guest RAM
-/// below 4 GiB (where modules and the multiboot information go) is at most this much.
-pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// Start of the 32-bit MMIO hole below 4 GiB: guest RAM below 4 GiB (where modules and
+/// the multiboot information go) is at most this much.
+pub const MMIO_HOLE_START: u64 = pc::MMIO_HOLE_START;
 /// Where a flat binary goes in real mode by default: where a PC's firmware loads a boot
 /// sector.
 pub const FLAT_LOAD_REAL: u64 = 0x7c00;
 /// Where a flat binary goes in protected mode by default: 1 MiB.
 pub const FLAT_LOAD_PROTECTED: u64 = 0x10_0000;
-
-/// The refusal of a kernel in no known format.
-const UNKNOWN_FORMAT: &str = "not a multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry note; pass --flat for a flat binary";
 
 /// Guest RAM of `size` bytes: from 0 up to the MMIO hole at 3 GiB, the rest above 4 GiB.
 pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
@@ -254,38 +251,8 @@ fn flat_state(opts: &MachineOptions) -> Result<BootState, BuildError> {
     }
 }
 
-/// Refuse the options a Linux kernel (bzImage or PVH) does not take.
-fn linux_options(opts: &MachineOptions, format: &str) -> Result<(), BuildError> {
-    if !opts.modules.is_empty() {
-        return Err(BuildError::Option(format!(
-            "--module is for multiboot kernels; this kernel is {format}: pass its initial ramdisk with --initrd"
-        )));
-    }
-    Ok(())
-}
-
-/// What a Linux kernel is booted with.
-fn linux_boot(opts: &MachineOptions, rsdp_addr: Option<u64>) -> LinuxBoot<'_> {
-    LinuxBoot {
-        cmdline: &opts.cmdline,
-        initrd: opts.initrd.as_deref(),
-        rsdp_addr,
-    }
-}
-
-/// A kernel in guest memory: the state its entry expects, and for a Linux kernel where its
-/// parts went.
-#[derive(Clone, Debug)]
-pub struct LoadedKernel {
-    /// The vCPU state at the kernel's entry.
-    pub state: BootState,
-    /// Where a Linux kernel (bzImage or PVH) and its initrd and command line went.
-    pub linux: Option<LinuxLayout>,
-}
-
-/// Load `kernel` into `mem` in the format it is in, tried in this order (as QEMU's
-/// `-kernel` does): a multiboot v1 header in the first 8 KiB, a Linux bzImage (boot flag
-/// and "HdrS"), an ELF kernel with a PVH entry note, and with `--flat` a flat binary.
+/// Load `kernel` into `mem` in the format it is in ([`core_load_kernel`]: multiboot, a
+/// Linux bzImage, an ELF kernel with a PVH entry note), or with `--flat` as a flat binary.
 /// `rsdp_addr` is the ACPI RSDP a Linux kernel is told about.
 pub fn load_kernel(
     mem: &mut GuestMemory,
@@ -293,81 +260,48 @@ pub fn load_kernel(
     opts: &MachineOptions,
     rsdp_addr: Option<u64>,
 ) -> Result<LoadedKernel, BuildError> {
-    let plain = |state| LoadedKernel { state, linux: None };
-    let multiboot = match find_header(kernel) {
-        Ok(_) => true,
-        // The magic is there but the header is broken: say so (unless the kernel was
-        // named a flat binary, whose bytes may hold anything).
-        Err(e @ LoadError::Malformed(_)) if !opts.flat => return Err(BuildError::Load(e)),
-        Err(_) => false,
+    let format = match KernelFormat::of(kernel) {
+        Ok(format) => format,
+        // The multiboot magic is there but the header is broken: say so (unless the
+        // kernel was named a flat binary, whose bytes may hold anything).
+        Err(e) if !opts.flat => return Err(BuildError::Load(e)),
+        Err(_) => None,
     };
-    if opts.flat {
-        let format = if multiboot {
-            Some("a multiboot kernel")
-        } else if is_bzimage(kernel) {
-            Some("a Linux bzImage")
-        } else if elf::is_elf(kernel) {
-            Some("an ELF kernel")
-        } else {
-            None
-        };
-        if let Some(format) = format {
+    if let Some(format) = format {
+        if opts.flat {
             return Err(BuildError::Option(format!(
-                "--flat (or --load-addr, --entry, --mode) was given, but the kernel is {format}: leave them out to boot it"
+                "--flat (or --load-addr, --entry, --mode) was given, but the kernel is {}: leave them out to boot it",
+                format.name()
             )));
-        }
-    }
-    if multiboot {
-        if opts.initrd.is_some() {
-            return Err(BuildError::Option(
-                "--initrd is for Linux kernels; this kernel is multiboot: pass the file with --module".into(),
-            ));
         }
         let modules: Vec<Module<'_>> = opts
             .modules
             .iter()
             .map(|(cmdline, data)| Module { cmdline, data })
             .collect();
-        return Ok(plain(load_multiboot(mem, kernel, &opts.cmdline, &modules)?));
-    }
-    if is_bzimage(kernel) {
-        linux_options(opts, "a Linux bzImage")?;
-        let (state, layout) = load_bzimage_with_layout(mem, kernel, &linux_boot(opts, rsdp_addr))?;
-        return Ok(LoadedKernel {
-            state,
-            linux: Some(layout),
-        });
-    }
-    if elf::is_elf(kernel) {
-        // Without a multiboot header, an ELF kernel is booted through its PVH note; a
-        // file whose headers do not let the note be read is refused saying both.
-        let unreadable = |e: LoadError| {
-            let what =
-                "an ELF kernel without a multiboot header, whose PVH entry note cannot be read";
-            BuildError::Load(match e {
-                LoadError::UnknownFormat(s) => LoadError::UnknownFormat(format!("{what}: {s}")),
-                LoadError::Malformed(s) => LoadError::Malformed(format!("{what}: {s}")),
-                LoadError::Unsupported(s) => LoadError::Unsupported(format!("{what}: {s}")),
-                other => other,
-            })
+        let options = KernelOptions {
+            cmdline: &opts.cmdline,
+            modules: &modules,
+            initrd: opts.initrd.as_deref(),
+            rsdp_addr,
         };
-        let parsed = elf::parse(kernel).map_err(unreadable)?;
-        if pvh_entry(&parsed).map_err(unreadable)?.is_none() {
-            return Err(BuildError::Load(LoadError::UnknownFormat(
-                "an ELF kernel without a multiboot header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): opsvisor boots ELF kernels through one of the two".into(),
-            )));
-        }
-        linux_options(opts, "an ELF kernel with a PVH entry")?;
-        let (state, layout) = load_pvh_with_layout(mem, kernel, &linux_boot(opts, rsdp_addr))?;
-        return Ok(LoadedKernel {
-            state,
-            linux: Some(layout),
+        return core_load_kernel(mem, kernel, &options).map_err(|e| match e {
+            // The refusal in this program's spelling of the options.
+            LoadError::Option(_) => BuildError::Option(match format {
+                KernelFormat::Multiboot => "--initrd is for Linux kernels; this kernel is multiboot: pass the file with --module".into(),
+                _ => format!(
+                    "--module is for multiboot kernels; this kernel is {}: pass its initial ramdisk with --initrd",
+                    format.name()
+                ),
+            }),
+            e => BuildError::Load(e),
         });
     }
+    let plain = |state| LoadedKernel { state, linux: None };
     if !opts.flat {
-        return Err(BuildError::Load(LoadError::UnknownFormat(
-            UNKNOWN_FORMAT.into(),
-        )));
+        return Err(BuildError::Load(LoadError::UnknownFormat(format!(
+            "not {KERNEL_FORMATS}; pass --flat for a flat binary"
+        ))));
     }
     if kernel.is_empty() {
         return Err(BuildError::Load(LoadError::Malformed(
@@ -426,7 +360,7 @@ pub fn build_machine<P: Platform>(
     };
     let mut vm = Vm::with_vcpus(vcpus, mem, platform, cpuid, config)
         .map_err(|e| BuildError::Option(e.to_string()))?;
-    vm.describe_boot_in_fw_cfg(
+    vm.finish_firmware(
         linux
             .as_ref()
             .map(|layout| (layout, opts.cmdline.as_slice())),

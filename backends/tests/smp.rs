@@ -9,9 +9,12 @@
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
 use opsvisor_backends::{build_machine, FlatMode, MachineOptions};
-use opsvisor_core::platform::CapturePlatform;
+use opsvisor_core::exit::Exit;
+use opsvisor_core::ops::SegReg;
+use opsvisor_core::platform::{CapturePlatform, Platform};
 use opsvisor_core::vcpu::MpState;
 use opsvisor_core::vm::RunOutcome;
+use opsvisor_core::X86Ops;
 use std::time::Duration;
 
 /// Where the APs' code starts: start-up vector 0x08.
@@ -227,8 +230,9 @@ fn read_u32(mem: &opsvisor_core::mmu::memory::GuestMemory, at: u32) -> u32 {
     mem.read_u32(u64::from(at)).unwrap()
 }
 
-/// Start `vcpus` vCPUs and exchange the interrupts; check what each saw.
-fn start_and_ping(vcpus: u32) {
+/// The guest that starts `vcpus` vCPUs and exchanges the interrupts, and the machine's
+/// options.
+fn ping_guest(vcpus: u32) -> (Vec<u8>, MachineOptions) {
     let aps = vcpus - 1;
     let (ap, ping_offset) = ap_code();
     assert!(ap.len() <= (BSP_CODE - AP_CODE) as usize);
@@ -245,6 +249,13 @@ fn start_and_ping(vcpus: u32) {
         timeout: Some(Duration::from_secs(20)),
         ..MachineOptions::default()
     };
+    (image, opts)
+}
+
+/// Start `vcpus` vCPUs and exchange the interrupts; check what each saw.
+fn start_and_ping(vcpus: u32) {
+    let aps = vcpus - 1;
+    let (image, opts) = ping_guest(vcpus);
     let mut vm = build_machine(&image, &opts, CapturePlatform::new()).unwrap();
     let outcome = vm.run();
     if outcome != (RunOutcome::DebugExit { status: 1 }) {
@@ -315,6 +326,85 @@ fn aps_start_by_init_sipi_sipi_and_exchange_ipis() {
 #[test]
 fn sixty_four_vcpus_start_and_exchange_ipis() {
     start_and_ping(64);
+}
+
+/// A host that observes exits (as the program's trace and statistics do) and checks the
+/// vCPU index the run loop reports with each against the vCPU's own view: the BSP runs
+/// in protected mode (CS 0x10), the APs in real mode, and an AP's read of its x2APIC ID
+/// returns its index.
+#[derive(Default)]
+struct Observer {
+    inner: CapturePlatform,
+    /// Exits per reported vCPU index.
+    exits: Vec<u64>,
+    /// Exits whose index disagreed with the vCPU's code segment.
+    wrong_mode: Vec<(u32, u16)>,
+    /// The index of the last exit when it was a read of the x2APIC ID register.
+    id_read_by: Option<u32>,
+    /// (reported index, x2APIC ID read) for every such read.
+    id_reads: Vec<(u32, u64)>,
+}
+
+impl Platform for Observer {
+    fn now_ns(&self) -> u64 {
+        self.inner.now_ns()
+    }
+    fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
+        self.inner.wait(deadline_ns)
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.inner.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.inner.console_read()
+    }
+    fn console_input_ready(&mut self) -> bool {
+        self.inner.console_input_ready()
+    }
+    fn console_input_possible(&mut self) -> bool {
+        self.inner.console_input_possible()
+    }
+    fn observe_exit<B: X86Ops>(&mut self, vcpu: u32, exit: &Exit, cpu: &B) {
+        let i = vcpu as usize;
+        if self.exits.len() <= i {
+            self.exits.resize(i + 1, 0);
+        }
+        self.exits[i] += 1;
+        let selector = cpu.segment(SegReg::Cs).selector;
+        if (vcpu == 0) != (selector == 0x10) {
+            self.wrong_mode.push((vcpu, selector));
+        }
+        self.id_read_by = matches!(exit, Exit::Rdmsr { index: 0x802 }).then_some(vcpu);
+    }
+    fn observe_read(&mut self, value: u64) {
+        if let Some(vcpu) = self.id_read_by.take() {
+            self.id_reads.push((vcpu, value));
+        }
+    }
+}
+
+#[test]
+fn exit_observers_get_each_exits_vcpu_index() {
+    let (image, opts) = ping_guest(4);
+    let mut vm = build_machine(&image, &opts, Observer::default()).unwrap();
+    assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 });
+    let (_, _, seen) = vm.into_parts();
+    assert_eq!(seen.exits.len(), 4, "exits by vCPU: {:?}", seen.exits);
+    assert!(
+        seen.exits.iter().all(|&n| n > 0),
+        "exits by vCPU: {:?}",
+        seen.exits
+    );
+    assert_eq!(
+        seen.wrong_mode,
+        [],
+        "exits reported with another vCPU's index"
+    );
+    // Each AP reads its ID once at start-up and once per ping (two pings each).
+    let mut reads = seen.id_reads.clone();
+    reads.sort_unstable();
+    let expected: Vec<(u32, u64)> = (1..4u32).flat_map(|id| [(id, u64::from(id)); 3]).collect();
+    assert_eq!(reads, expected);
 }
 
 /// The spinlock guest's lock word, counter, spins (attempts that found the lock taken)

@@ -9,7 +9,7 @@ use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::BootState;
 use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::ops::{Gpr, ResetKind, SegReg, Segment, X86Ops};
-use opsvisor_core::platform::CapturePlatform;
+use opsvisor_core::platform::{CapturePlatform, Platform};
 use opsvisor_core::vm::{Vm, VmConfig};
 
 /// Where the code is loaded and starts.
@@ -242,17 +242,28 @@ pub fn bench_vm<B: X86Ops>(vcpu: B, code: &[u8]) -> Result<Vm<B, CapturePlatform
 /// [`bench_vm`] with `size` bytes of RAM (at least 4 MiB: the code sits at 1 MiB and the
 /// memory loop's buffer at 2 MiB).
 pub fn bench_vm_with_memory<B: X86Ops>(
-    mut vcpu: B,
+    vcpu: B,
     code: &[u8],
     size: u64,
 ) -> Result<Vm<B, CapturePlatform>, String> {
+    bench_vm_on(vcpu, code, size, CapturePlatform::new())
+}
+
+/// [`bench_vm_with_memory`] on host `platform` (one that observes exits, for the cost of
+/// tracing them).
+pub fn bench_vm_on<B: X86Ops, P: Platform>(
+    mut vcpu: B,
+    code: &[u8],
+    size: u64,
+    platform: P,
+) -> Result<Vm<B, P>, String> {
     let mem = bench_memory(code, size)?;
     vcpu.vcpu_reset(ResetKind::PowerOn);
     long_mode_state().apply(&mut vcpu);
     Ok(Vm::new(
         vcpu,
         mem,
-        CapturePlatform::new(),
+        platform,
         CpuidPolicy::emulator(),
         VmConfig::default(),
     ))

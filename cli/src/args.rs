@@ -1,27 +1,61 @@
-//! Command-line parsing. Hand-written to keep the program's dependencies to the project's
-//! own crates; every error names the option and what was wrong with it.
+//! Command-line parsing, on clap (derive): the subcommands `run`, `exec` and
+//! `completions`, each with its own `--help`, and the global `-v`. [`parse`] turns every
+//! error clap reports into the program's one line naming the option and what was wrong
+//! with it.
 //!
 //! Arguments are `OsString`s, as the operating system gives them: paths stay paths
 //! whatever bytes they hold, and `--append` and `--module` strings reach the guest as the
-//! bytes given. Option names and numbers must be text.
+//! bytes given. Option names and numbers must be text. Every option that takes a value
+//! takes the next word whatever it starts with (`--timeout -1` is a bad timeout, not an
+//! unknown option `-1`), and each may be given once, except `--module` and `-v`.
 
-use opsvisor_backends::{BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
+use crate::trace::{ExitFilter, TraceOptions};
+use clap::builder::TypedValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use opsvisor_backends::{parse_smp, BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use clap_complete::Shell;
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Print this text.
-    Help(&'static str),
+    /// Print this help text.
+    Help(String),
     /// Print the version.
     Version,
     /// Boot a kernel.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a snippet from a JSON state (`opsvisor exec`).
     Exec(crate::exec::ExecArgs),
+    /// Print a completion script for a shell.
+    Completions(Shell),
+}
+
+/// A parsed command line: the command and the global options.
+#[derive(Debug)]
+pub struct Invocation {
+    /// What to do.
+    pub command: Command,
+    /// How many `-v` were given: 0 shows warnings and errors, 1 also what the program
+    /// does (info), 2 details (debug), 3 or more everything (trace).
+    pub verbosity: u8,
+}
+
+/// Where the guest's COM1 goes (`--serial`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Serial {
+    /// This program's stdin and stdout.
+    #[default]
+    Stdio,
+    /// Output written to a file (created, or truncated); no input.
+    File(PathBuf),
+    /// Nothing attached: output is discarded, no input arrives.
+    None,
 }
 
 /// `opsvisor run` options.
@@ -33,53 +67,58 @@ pub struct RunArgs {
     pub modules: Vec<(PathBuf, Vec<u8>)>,
     /// `--initrd`: the Linux kernel's initial ramdisk.
     pub initrd: Option<PathBuf>,
-    /// Print exit statistics at the end.
+    /// Print exit statistics at the end (`--stats` or `--stats-counts`).
     pub stats: bool,
+    /// `--stats`: with host time per exit and the breakdowns by vCPU, port, MSR, MMIO
+    /// address and CPUID leaf (`--stats-counts` alone: counts by reason, nothing on the
+    /// exit path but the count).
+    pub breakdown: bool,
     /// `--no-reboot`: a guest that resets the machine ends the run instead of starting
     /// again.
     pub no_reboot: bool,
+    /// `--serial`: where COM1 goes.
+    pub serial: Serial,
+    /// `--trace-exits` and `--trace-filter`.
+    pub trace: Option<TraceOptions>,
     /// Everything else, ready for the machine builder (without the modules' bytes).
     pub machine: MachineOptions,
 }
 
-/// `opsvisor --help`.
-pub const USAGE: &str = "\
+/// The first lines of `opsvisor --help`.
+const ABOUT: &str = "\
 opsvisor: an x86-64 virtual machine framework. This program runs guests on its software
 CPU (the emulator backend); the VMX backend runs in opsvisor's bare-metal image
-(see 'cargo xtask help'), and the SVM backend is not implemented yet.
+(see 'cargo xtask help'), and the SVM backend is not implemented yet.";
 
-USAGE:
-    opsvisor run [OPTIONS] KERNEL
-    opsvisor exec [OPTIONS] STATE.json      ('opsvisor exec --help' tells the format)
-    opsvisor --help | --version
+/// The end of `opsvisor --help`.
+const EXIT_STATUS: &str = "\
+Each command has its own help: 'opsvisor run --help', 'opsvisor exec --help'.
 
-KERNEL is a multiboot v1 kernel (ELF32, ELF64 or a.out-kludge), a Linux bzImage, an
-ELF kernel with a PVH entry note (a Linux vmlinux), or, with --flat, a flat binary. The
-machine is a PC (8259 PICs, I/O APIC, PIT, CMOS RTC, 8042, PCI host bridge, ACPI with
-a PM timer and S5, QEMU's fw_cfg). The guest's COM1 serial port is this program's
-stdin/stdout. A guest write of V to port 0xf4 ends the run with exit status (V << 1) | 1,
-as QEMU's isa-debug-exit.
+EXIT STATUS:
+    odd     the guest's debug-exit status (V << 1) | 1 (opsvisor run)
+    0       the guest powered the machine off (ACPI S5, e.g. Linux's poweroff); --help,
+            --version, completions; opsvisor exec ran its state(s)
+    2       bad input: missing or invalid kernel, module or state, bad option (one error
+            line on stderr)
+    4       the guest triple-faulted
+    6       the guest halted with interrupts off or no timer to wake it
+    8       --timeout or --max-instructions ended the run
+    10      the backend could not continue (reported on stderr)
+    12      the guest reset the machine and --no-reboot was given
+    14      the run was ended from the console (Ctrl-A x)
 
-OPTIONS (each at most once, except --module):
-    --backend NAME          backend to run on: emu (default: emu)
-    --memory SIZE           guest RAM, e.g. 256M, 1G, 65536K: a multiple of 4K from 2M to
-                            64G (default: 256M)
-    --smp N                 vCPUs, 1 to 255 (also cpus=N; default: 1): vCPU 0 boots the
-                            kernel, the others wait for its INIT and start-up IPIs
-    --append STRING         kernel command line (multiboot, Linux), passed as given
-    --module 'FILE [ARGS]'  add a multiboot module; its string is 'FILE [ARGS]' (repeatable)
-    --initrd FILE           initial ramdisk of a Linux kernel (bzImage or PVH)
-    --stats                 print exits by reason (count, host time) and instructions/s
-    --max-instructions N    stop after N guest instructions
-    --timeout SECONDS       stop after SECONDS of wall-clock time (decimals allowed)
-    --flat                  KERNEL is a flat binary (implied by the three options below)
-    --load-addr ADDR        flat binary: guest-physical load address (default: 0x7c00 in
-                            real mode, 0x100000 in protected mode)
-    --entry ADDR            flat binary: entry point (default: the load address)
-    --mode real|protected   flat binary: CPU mode at entry (default: protected)
-    --no-reboot             a guest that resets the machine ends the run (status 12)
-                            instead of booting the kernel again, as QEMU's -no-reboot
-    --                      the next argument is KERNEL, even if it starts with '-'
+ENVIRONMENT:
+    RUST_LOG    diagnostics to show on stderr, in env_logger's syntax (e.g. debug,
+                opsvisor=info); it overrides -v";
+
+/// The end of `opsvisor run --help`.
+const RUN_NOTES: &str = "\
+KERNEL is, checked in this order as QEMU's -kernel does, a multiboot v1 kernel (ELF32,
+ELF64 or a.out-kludge), a Linux bzImage, an ELF kernel with a PVH entry note (a Linux
+vmlinux), or, with --flat, a flat binary. The machine is a PC (8259 PICs, I/O APIC, PIT,
+CMOS RTC, 8042, PCI host bridge, ACPI with a PM timer and S5, QEMU's fw_cfg). A guest
+write of V to port 0xf4 ends the run with exit status (V << 1) | 1, as QEMU's
+isa-debug-exit.
 
 LIMITS:
     The kernel file and each module must fit in guest RAM: a file larger than guest RAM
@@ -88,22 +127,219 @@ LIMITS:
     up to the same bound.
 
 CONSOLE:
-    Input is read from stdin only as fast as the guest reads it (at most 4 KiB ahead).
-    Output waits for stdout when stdout does not take it (a paused terminal, a full pipe),
-    as a serial line with flow control does; with --timeout, output stdout has not taken
-    when the timeout passes is dropped, the count is reported, and the run ends on time.
+    With --serial stdio (the default), on a terminal the console is raw (every key, Ctrl-C
+    included, goes to the guest) and Ctrl-A is QEMU's escape key: Ctrl-A x ends the run,
+    Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h lists the keys. From a pipe or a file every byte
+    goes to the guest. Input is read from stdin only as fast as the guest reads it (at
+    most 4 KiB ahead). Output waits for its destination when it does not
+    take it (a paused terminal, a full pipe, a slow disk), as a serial line with flow
+    control does; with --timeout, output not taken when the timeout passes is dropped,
+    the count is reported, and the run ends on time.
 
-EXIT STATUS:
-    odd     the guest's debug-exit status (V << 1) | 1
-    0       the guest powered the machine off (ACPI S5, e.g. Linux's poweroff); --help,
-            --version
-    2       bad input: missing or invalid kernel or module, bad option (one error line)
-    4       the guest triple-faulted
-    6       the guest halted with interrupts off or no timer to wake it
-    8       --timeout or --max-instructions ended the run
-    10      the backend could not continue (reported on stderr)
-    12      the guest reset the machine and --no-reboot was given
-";
+EXIT TRACE (--trace-exits FILE):
+    One JSON object per line and exit, written as the guest runs (a bounded buffer: a slow
+    FILE slows the guest, as the console does), e.g.
+      {\"time_ns\":5210,\"vcpu\":0,\"reason\":\"io\",\"rip\":\"0x100a3c\",\"port\":\"0x3f8\",\"size\":1,\"direction\":\"write\",\"value\":\"0x68\"}
+    time_ns is the machine clock (ns since the program started), vcpu the vCPU's index,
+    rip the vCPU's RIP at the exit: the exiting instruction's (the emulator posts MMIO
+    writes, so theirs is the next instruction's), reason one of: cpuid, rdmsr, wrmsr, io, mmio,
+    hlt, interrupt-window, nmi-window, preempted, external-interrupt, slat-violation,
+    exception, triple-fault, xsetbv, cache-flush, hypercall, entry-failed,
+    emulation-failure, pause (--trace-filter takes these, msr for both MSR kinds, and
+    all). Then, by reason: cpuid leaf, subleaf; rdmsr/wrmsr msr, value (rdmsr: absent if the read
+    raised #GP); io port, size, direction (read|write), value (a read's: what the guest
+    got); mmio gpa, size, direction, value; slat-violation gpa; exception vector,
+    error_code (absent if none); xsetbv xcr, value; entry-failed code, detail. Addresses
+    and values are 0x-prefixed hex strings; time_ns, vcpu, size, vector and xcr are
+    numbers. jq reads it: jq -r 'select(.reason==\"io\") | .port' FILE | sort | uniq -c";
+
+/// The command line as clap sees it.
+#[derive(Parser, Debug)]
+#[command(
+    name = "opsvisor",
+    version,
+    about = ABOUT,
+    after_help = EXIT_STATUS,
+    subcommand_value_name = "COMMAND",
+    max_term_width = 100
+)]
+struct Cli {
+    /// More diagnostics on stderr: -v what the program does, -vv details, -vvv all
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Boot a kernel on the emulator
+    #[command(after_long_help = RUN_NOTES)]
+    Run(Box<RunCli>),
+    /// Run a code snippet on the emulator from a JSON state and print the final state
+    #[command(after_long_help = crate::exec::FORMAT)]
+    Exec(crate::exec::ExecCli),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    #[command(after_long_help = "\
+Install for bash, e.g.:  opsvisor completions bash > ~/.local/share/bash-completion/completions/opsvisor
+for zsh, into a directory of $fpath as _opsvisor; for fish, ~/.config/fish/completions/opsvisor.fish")]
+    Completions {
+        /// The shell
+        #[arg(value_name = "SHELL", value_parser = Checked(shell))]
+        shell: Shell,
+    },
+}
+
+/// `opsvisor run`, as clap sees it.
+#[derive(Args, Debug)]
+struct RunCli {
+    /// The kernel (as --kernel)
+    #[arg(value_name = "KERNEL", value_parser = clap::value_parser!(OsString))]
+    kernel_operand: Option<OsString>,
+    /// The kernel image (also accepted as the operand KERNEL)
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(OsString), conflicts_with = "kernel_operand")]
+    kernel: Option<OsString>,
+    /// Backend to run on: emu [default: emu]
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true, value_parser = Checked(backend))]
+    backend: Option<BackendKind>,
+    /// Guest RAM, e.g. 256M, 1G, 65536K: a multiple of 4K from 2M to 64G [default: 256M]
+    #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = Checked(memory_size))]
+    memory: Option<u64>,
+    /// vCPUs: N or cpus=N, 1 to 255 [default: 1]; vCPU 0 boots the kernel, the others
+    /// wait for its INIT and start-up IPIs
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = Checked(parse_smp))]
+    smp: Option<u32>,
+    /// Kernel command line (multiboot, Linux), passed as given
+    #[arg(long, value_name = "STRING", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(OsString))]
+    append: Option<OsString>,
+    /// Add a multiboot module; its string is 'FILE [ARGS]' (repeatable)
+    #[arg(long, value_name = "'FILE [ARGS]'", action = ArgAction::Append,
+          allow_hyphen_values = true, value_parser = clap::value_parser!(OsString))]
+    module: Vec<OsString>,
+    /// Initial ramdisk of a Linux kernel (bzImage or PVH)
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(OsString))]
+    initrd: Option<OsString>,
+    /// The guest's COM1: stdio, file:PATH (output only) or none [default: stdio]
+    #[arg(long, value_name = "DEV", allow_hyphen_values = true, value_parser = SerialParser)]
+    serial: Option<Serial>,
+    /// On a guest reset, end the run (status 12) instead of booting again (QEMU's -no-reboot)
+    #[arg(long)]
+    no_reboot: bool,
+    /// At the end, print exits by reason, vCPU, port, MSR, MMIO address, CPUID leaf on stderr
+    #[arg(long)]
+    stats: bool,
+    /// --stats' counts by reason only: no clock reads per exit (what benchmarks use)
+    #[arg(long)]
+    stats_counts: bool,
+    /// Write one JSON line per exit to FILE (see EXIT TRACE below)
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(OsString))]
+    trace_exits: Option<OsString>,
+    /// Trace only these exit reasons, comma-separated (see EXIT TRACE below)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true,
+          value_parser = Checked(ExitFilter::parse), requires = "trace_exits")]
+    trace_filter: Option<ExitFilter>,
+    /// Stop after N guest instructions
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = Checked(max_instructions))]
+    max_instructions: Option<u64>,
+    /// Stop after SECONDS of wall-clock time (decimals allowed)
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true,
+          value_parser = Checked(parse_timeout))]
+    timeout: Option<Duration>,
+    /// KERNEL is a flat binary (implied by --load-addr, --entry and --mode)
+    #[arg(long)]
+    flat: bool,
+    /// Flat binary: guest-physical load address [default: 0x7c00 real, 0x100000 protected]
+    #[arg(long, value_name = "ADDR", allow_hyphen_values = true, value_parser = Checked(load_addr))]
+    load_addr: Option<u64>,
+    /// Flat binary: entry point [default: the load address]
+    #[arg(long, value_name = "ADDR", allow_hyphen_values = true, value_parser = Checked(entry))]
+    entry: Option<u64>,
+    /// Flat binary: CPU mode at entry, real or protected [default: protected]
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_parser = Checked(flat_mode))]
+    mode: Option<FlatMode>,
+}
+
+/// A value parser from a function of the value's text: a value that is not UTF-8 is
+/// refused naming the option, and the function's error is the error line.
+#[derive(Clone)]
+pub(crate) struct Checked<T>(pub(crate) fn(&str) -> Result<T, String>);
+
+/// `--name` of `arg` (or its value name, for an operand).
+pub(crate) fn arg_name(arg: Option<&clap::Arg>) -> String {
+    match arg {
+        Some(a) => match a.get_long() {
+            Some(long) => format!("--{long}"),
+            None => a.get_id().to_string(),
+        },
+        None => String::from("the value"),
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(
+                ErrorKind::InvalidUtf8,
+                format!(
+                    "the value of {} '{}' is not valid UTF-8",
+                    arg_name(arg),
+                    value.to_string_lossy().escape_debug()
+                ),
+            )
+        })?;
+        (self.0)(text).map_err(|message| clap::Error::raw(ErrorKind::ValueValidation, message))
+    }
+}
+
+/// `--serial`: its value may hold a path that is not UTF-8.
+#[derive(Clone)]
+struct SerialParser;
+
+impl TypedValueParser for SerialParser {
+    type Value = Serial;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Serial, clap::Error> {
+        let bytes = value.as_bytes();
+        match bytes {
+            b"stdio" => Ok(Serial::Stdio),
+            b"none" => Ok(Serial::None),
+            _ => match bytes.strip_prefix(b"file:") {
+                Some(path) if !path.is_empty() => Ok(Serial::File(PathBuf::from(
+                    OsString::from_vec(path.to_vec()),
+                ))),
+                Some(_) => Err(clap::Error::raw(
+                    ErrorKind::ValueValidation,
+                    "invalid --serial 'file:': the file name is missing (file:PATH)",
+                )),
+                None => Err(clap::Error::raw(
+                    ErrorKind::ValueValidation,
+                    format!(
+                        "invalid --serial '{}': expected stdio, file:PATH or none",
+                        value.to_string_lossy().escape_debug()
+                    ),
+                )),
+            },
+        }
+    }
+}
 
 /// Parse a size: a number with an optional K, M or G suffix (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -135,6 +371,14 @@ pub fn parse_u64(text: &str, what: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("invalid {what} '{text}': expected a decimal or 0x-prefixed number"))
 }
 
+/// `--max-instructions` (both commands): at least 1.
+pub(crate) fn max_instructions(text: &str) -> Result<u64, String> {
+    match parse_u64(text, "--max-instructions")? {
+        0 => Err("--max-instructions must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
@@ -146,135 +390,6 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// An argument as text, for option names and numbers.
-fn text<'a>(arg: &'a OsStr, what: &str) -> Result<&'a str, String> {
-    arg.to_str().ok_or_else(|| {
-        format!(
-            "{what} '{}' is not valid UTF-8",
-            arg.to_string_lossy().escape_debug()
-        )
-    })
-}
-
-/// One command-line word, taken apart: an option (`--name` or `--name=value`, `-x`) or
-/// an operand.
-pub enum Word<'a> {
-    /// An option, with the value given inline after `=`, if any.
-    Option(&'a str, Option<&'a OsStr>),
-    /// Anything else.
-    Operand(&'a OsStr),
-}
-
-fn word(arg: &OsStr) -> Result<Word<'_>, String> {
-    let bytes = arg.as_bytes();
-    if bytes.len() < 2 || bytes[0] != b'-' {
-        return Ok(Word::Operand(arg));
-    }
-    let (name, inline) = match bytes.iter().position(|&b| b == b'=') {
-        Some(i) if bytes.starts_with(b"--") => {
-            (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..])))
-        }
-        _ => (bytes, None),
-    };
-    let name = text(OsStr::from_bytes(name), "option")?;
-    Ok(Word::Option(name, inline))
-}
-
-/// Walks the words after the command, handing out option values and refusing options
-/// given twice.
-pub struct Words<'a> {
-    rest: std::slice::Iter<'a, OsString>,
-    seen: Vec<&'static str>,
-    /// After `--`: everything is an operand.
-    operands_only: bool,
-}
-
-impl<'a> Words<'a> {
-    /// The words in `argv`.
-    pub fn new(argv: &'a [OsString]) -> Words<'a> {
-        Words {
-            rest: argv.iter(),
-            seen: Vec::new(),
-            operands_only: false,
-        }
-    }
-
-    /// The next word: `Ok(None)` at the end.
-    pub fn next_word(&mut self) -> Result<Option<Word<'a>>, String> {
-        let Some(arg) = self.rest.next() else {
-            return Ok(None);
-        };
-        if self.operands_only {
-            return Ok(Some(Word::Operand(arg)));
-        }
-        if arg.as_bytes() == b"--" {
-            self.operands_only = true;
-            return self.next_word();
-        }
-        word(arg).map(Some)
-    }
-
-    /// Note that `name` was given; an error if it was given before.
-    pub fn once(&mut self, name: &'static str) -> Result<(), String> {
-        if self.seen.contains(&name) {
-            return Err(format!("option {name} is given more than once"));
-        }
-        self.seen.push(name);
-        Ok(())
-    }
-
-    /// The value of option `name`: inline (`--name=value`) or the next word.
-    pub fn value(&mut self, name: &str, inline: Option<&'a OsStr>) -> Result<&'a OsStr, String> {
-        match inline {
-            Some(v) => Ok(v),
-            None => self
-                .rest
-                .next()
-                .map(OsString::as_os_str)
-                .ok_or_else(|| format!("option {name} needs a value")),
-        }
-    }
-
-    /// The value of option `name` as text.
-    pub fn text_value(&mut self, name: &str, inline: Option<&'a OsStr>) -> Result<&'a str, String> {
-        let v = self.value(name, inline)?;
-        text(v, &format!("the value of {name}"))
-    }
-}
-
-/// A flag must not be given a value (`--stats=yes`).
-pub fn no_value(name: &str, inline: Option<&OsStr>) -> Result<(), String> {
-    match inline {
-        None => Ok(()),
-        Some(v) => Err(format!(
-            "option {name} takes no value (got '{}')",
-            v.to_string_lossy()
-        )),
-    }
-}
-
-/// Parse the arguments after the program name. An error is one line naming the problem.
-pub fn parse(argv: &[OsString]) -> Result<Command, String> {
-    parse_words(argv).map_err(|e| crate::one_line(&e))
-}
-
-fn parse_words(argv: &[OsString]) -> Result<Command, String> {
-    let Some(first) = argv.first() else {
-        return Ok(Command::Help(USAGE));
-    };
-    let rest = &argv[1..];
-    match first.to_str() {
-        Some("-h" | "--help" | "help") => Ok(Command::Help(USAGE)),
-        Some("-V" | "--version") => Ok(Command::Version),
-        Some("run") => parse_run(rest),
-        Some("exec") => crate::exec::parse_args(rest),
-        _ => Err(format!(
-            "unknown command '{}'",
-            first.to_string_lossy().escape_debug()
-        )),
-    }
 }
 
 /// A memory size option's value, checked against the program's range.
@@ -290,126 +405,221 @@ fn memory_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
-fn parse_run(argv: &[OsString]) -> Result<Command, String> {
+fn backend(text: &str) -> Result<BackendKind, String> {
+    BackendKind::parse(text)
+}
+
+fn load_addr(text: &str) -> Result<u64, String> {
+    parse_u64(text, "--load-addr")
+}
+
+fn entry(text: &str) -> Result<u64, String> {
+    parse_u64(text, "--entry")
+}
+
+fn flat_mode(text: &str) -> Result<FlatMode, String> {
+    match text {
+        "real" => Ok(FlatMode::Real),
+        "protected" => Ok(FlatMode::Protected),
+        other => Err(format!(
+            "invalid --mode '{other}': expected real or protected"
+        )),
+    }
+}
+
+fn shell(text: &str) -> Result<Shell, String> {
+    match text {
+        "bash" => Ok(Shell::Bash),
+        "zsh" => Ok(Shell::Zsh),
+        "fish" => Ok(Shell::Fish),
+        "elvish" => Ok(Shell::Elvish),
+        "powershell" => Ok(Shell::PowerShell),
+        other => Err(format!(
+            "unknown shell '{other}' for completions (known: bash, zsh, fish, elvish, powershell)"
+        )),
+    }
+}
+
+/// The command line's clap description (for completions and help).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parse the arguments after the program name. An error is one line naming the problem.
+pub fn parse(argv: &[OsString]) -> Result<Invocation, String> {
+    if argv.is_empty() {
+        return Ok(Invocation {
+            command: Command::Help(render_help(&mut command())),
+            verbosity: 0,
+        });
+    }
+    let all = std::iter::once(OsString::from("opsvisor")).chain(argv.iter().cloned());
+    let cli = match Cli::try_parse_from(all) {
+        Ok(cli) => cli,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp => Ok(Invocation {
+                    command: Command::Help(e.render().to_string()),
+                    verbosity: 0,
+                }),
+                ErrorKind::DisplayVersion => Ok(Invocation {
+                    command: Command::Version,
+                    verbosity: 0,
+                }),
+                _ => Err(crate::one_line(&error_line(&e, argv))),
+            }
+        }
+    };
+    let command = match cli.command {
+        None => Command::Help(render_help(&mut command())),
+        Some(Sub::Run(run)) => Command::Run(Box::new(run_args(*run)?)),
+        Some(Sub::Exec(exec)) => Command::Exec(exec.into_args()?),
+        Some(Sub::Completions { shell }) => Command::Completions(shell),
+    };
+    Ok(Invocation {
+        command,
+        verbosity: cli.verbose,
+    })
+}
+
+fn render_help(cmd: &mut clap::Command) -> String {
+    cmd.render_long_help().to_string()
+}
+
+/// The options of `run`, checked together and ready for the machine builder.
+fn run_args(cli: RunCli) -> Result<RunArgs, String> {
+    let kernel = cli.kernel.or(cli.kernel_operand).ok_or("no KERNEL given")?;
     let mut machine = MachineOptions::default();
-    let mut modules = Vec::new();
-    let mut kernel: Option<PathBuf> = None;
-    let mut initrd: Option<PathBuf> = None;
-    let mut stats = false;
-    let mut no_reboot = false;
-    let mut words = Words::new(argv);
-    while let Some(w) = words.next_word()? {
-        let (name, inline) = match w {
-            Word::Operand(path) => {
-                if kernel.is_some() {
-                    return Err(format!(
-                        "more than one kernel given ('{}' is extra)",
-                        path.to_string_lossy()
-                    ));
-                }
-                kernel = Some(PathBuf::from(path));
-                continue;
+    if let Some(backend) = cli.backend {
+        machine.backend = backend;
+    }
+    if let Some(memory) = cli.memory {
+        machine.memory = memory;
+    }
+    if let Some(append) = cli.append {
+        machine.cmdline = append.into_vec();
+    }
+    machine.vcpus = cli.smp.unwrap_or(1);
+    machine.max_instructions = cli.max_instructions;
+    machine.timeout = cli.timeout;
+    machine.collect_timing = cli.stats;
+    machine.flat = cli.flat || cli.load_addr.is_some() || cli.entry.is_some() || cli.mode.is_some();
+    machine.flat_load = cli.load_addr;
+    machine.flat_entry = cli.entry;
+    if let Some(mode) = cli.mode {
+        machine.flat_mode = mode;
+    }
+    let mut modules = Vec::with_capacity(cli.module.len());
+    for spec in &cli.module {
+        let spec = spec.as_bytes().trim_ascii();
+        let path = spec
+            .split(u8::is_ascii_whitespace)
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or("--module needs a file name")?;
+        modules.push((
+            PathBuf::from(OsString::from_vec(path.to_vec())),
+            spec.to_vec(),
+        ));
+    }
+    let trace = cli.trace_exits.map(|path| TraceOptions {
+        path: PathBuf::from(path),
+        filter: cli.trace_filter.unwrap_or_default(),
+    });
+    Ok(RunArgs {
+        kernel: PathBuf::from(kernel),
+        modules,
+        initrd: cli.initrd.map(PathBuf::from),
+        stats: cli.stats || cli.stats_counts,
+        breakdown: cli.stats,
+        no_reboot: cli.no_reboot,
+        serial: cli.serial.unwrap_or_default(),
+        trace,
+        machine,
+    })
+}
+
+/// The name of an argument as clap's error context gives it ("--memory <SIZE>",
+/// "--verbose...", "[KERNEL]"): the option alone.
+fn option_name(spec: &str) -> &str {
+    let name = spec.split([' ', '=']).next().unwrap_or(spec);
+    // A repeatable flag is shown as "--verbose...".
+    name.trim_end_matches("...")
+}
+
+/// The first word of `argv` that is not an option: the subcommand, if any.
+fn subcommand(argv: &[OsString]) -> Option<&str> {
+    argv.iter()
+        .find(|a| !a.as_bytes().starts_with(b"-"))
+        .and_then(|a| a.to_str())
+}
+
+/// One line for a clap error: the option and what was wrong with it.
+fn error_line(e: &clap::Error, argv: &[OsString]) -> String {
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
+        _ => None,
+    };
+    let arg = text(ContextKind::InvalidArg);
+    match (e.kind(), arg.as_deref()) {
+        (ErrorKind::ArgumentConflict, Some(arg)) => {
+            let prior = text(ContextKind::PriorArg).unwrap_or_default();
+            if prior == arg {
+                format!("option {} is given more than once", option_name(arg))
+            } else if option_name(arg) == "--kernel" || option_name(&prior) == "--kernel" {
+                String::from("the kernel is given twice (--kernel and KERNEL): give it once")
+            } else {
+                format!(
+                    "{} cannot be used with {}",
+                    option_name(arg),
+                    option_name(&prior)
+                )
             }
-            Word::Option(name, inline) => (name, inline),
-        };
-        match name {
-            "-h" | "--help" => return Ok(Command::Help(USAGE)),
-            "--backend" => {
-                words.once("--backend")?;
-                machine.backend = BackendKind::parse(words.text_value(name, inline)?)?;
+        }
+        (ErrorKind::TooManyValues, Some(arg)) => format!(
+            "option {} takes no value (got '{}')",
+            option_name(arg),
+            text(ContextKind::InvalidValue).unwrap_or_default()
+        ),
+        (ErrorKind::InvalidValue, Some(arg))
+            if text(ContextKind::InvalidValue).is_none_or(|v| v.is_empty()) =>
+        {
+            format!("option {} needs a value", option_name(arg))
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with('-') => {
+            format!("unknown option '{arg}'")
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) => match subcommand(argv) {
+            Some("run") => format!("more than one kernel given ('{arg}' is extra)"),
+            Some("exec") => format!("more than one state file given ('{arg}' is extra)"),
+            Some("completions") => format!("completions takes one SHELL ('{arg}' is extra)"),
+            _ => format!("unknown command '{}'", arg.escape_debug()),
+        },
+        (ErrorKind::InvalidSubcommand, _) => format!(
+            "unknown command '{}'",
+            text(ContextKind::InvalidSubcommand)
+                .unwrap_or_default()
+                .escape_debug()
+        ),
+        (ErrorKind::MissingRequiredArgument, _) => {
+            let missing = text(ContextKind::InvalidArg).unwrap_or_default();
+            if missing.contains("--trace-exits") {
+                String::from("--trace-filter needs --trace-exits FILE")
+            } else if subcommand(argv) == Some("completions") {
+                String::from("completions needs a SHELL (bash, zsh, fish, elvish, powershell)")
+            } else {
+                format!("missing {missing}")
             }
-            "--memory" | "-m" => {
-                words.once("--memory")?;
-                machine.memory = memory_size(words.text_value(name, inline)?)?;
-            }
-            "--smp" => {
-                words.once("--smp")?;
-                machine.vcpus = opsvisor_backends::parse_smp(words.text_value(name, inline)?)?;
-            }
-            "--append" => {
-                words.once("--append")?;
-                machine.cmdline = words.value(name, inline)?.as_bytes().to_vec();
-            }
-            "--module" => {
-                let spec = words.value(name, inline)?.as_bytes().trim_ascii();
-                let path = spec
-                    .split(u8::is_ascii_whitespace)
-                    .next()
-                    .filter(|p| !p.is_empty())
-                    .ok_or("--module needs a file name")?;
-                modules.push((
-                    PathBuf::from(OsString::from_vec(path.to_vec())),
-                    spec.to_vec(),
-                ));
-            }
-            "--initrd" => {
-                words.once("--initrd")?;
-                initrd = Some(PathBuf::from(words.value(name, inline)?));
-            }
-            "--no-reboot" => {
-                words.once("--no-reboot")?;
-                no_value(name, inline)?;
-                no_reboot = true;
-            }
-            "--stats" => {
-                words.once("--stats")?;
-                no_value(name, inline)?;
-                stats = true;
-                machine.collect_timing = true;
-            }
-            "--max-instructions" => {
-                words.once("--max-instructions")?;
-                let n = parse_u64(words.text_value(name, inline)?, "--max-instructions")?;
-                if n == 0 {
-                    return Err("--max-instructions must be at least 1".into());
-                }
-                machine.max_instructions = Some(n);
-            }
-            "--timeout" => {
-                words.once("--timeout")?;
-                machine.timeout = Some(parse_timeout(words.text_value(name, inline)?)?);
-            }
-            "--flat" => {
-                words.once("--flat")?;
-                no_value(name, inline)?;
-                machine.flat = true;
-            }
-            "--load-addr" => {
-                words.once("--load-addr")?;
-                machine.flat = true;
-                machine.flat_load =
-                    Some(parse_u64(words.text_value(name, inline)?, "--load-addr")?);
-            }
-            "--entry" => {
-                words.once("--entry")?;
-                machine.flat = true;
-                machine.flat_entry = Some(parse_u64(words.text_value(name, inline)?, "--entry")?);
-            }
-            "--mode" => {
-                words.once("--mode")?;
-                machine.flat = true;
-                machine.flat_mode = match words.text_value(name, inline)? {
-                    "real" => FlatMode::Real,
-                    "protected" => FlatMode::Protected,
-                    other => {
-                        return Err(format!(
-                            "invalid --mode '{other}': expected real or protected"
-                        ))
-                    }
-                }
-            }
-            other => return Err(format!("unknown option '{other}'")),
+        }
+        _ => {
+            // Raw errors (the value parsers') and anything else: clap's first line
+            // without its "error: " prefix.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("");
+            first.strip_prefix("error: ").unwrap_or(first).to_string()
         }
     }
-    let kernel = kernel.ok_or("no KERNEL given")?;
-    Ok(Command::Run(RunArgs {
-        kernel,
-        modules,
-        initrd,
-        stats,
-        no_reboot,
-        machine,
-    }))
 }
 
 #[cfg(test)]
@@ -420,13 +630,23 @@ mod tests {
         list.iter().map(OsString::from).collect()
     }
 
+    fn parse_command(argv: &[OsString]) -> Result<Command, String> {
+        parse(argv).map(|i| i.command)
+    }
+
     fn run(list: &[&str]) -> RunArgs {
         let mut all = vec!["run"];
         all.extend_from_slice(list);
-        match parse(&args(&all)) {
-            Ok(Command::Run(run)) => run,
+        match parse_command(&args(&all)) {
+            Ok(Command::Run(run)) => *run,
             other => panic!("not a run command: {other:?}"),
         }
+    }
+
+    fn err(list: &[&str]) -> String {
+        let e = parse_command(&args(list)).unwrap_err();
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
     }
 
     #[test]
@@ -437,6 +657,15 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("12X").is_err());
         assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn stats_counts_reads_no_clock_per_exit() {
+        let r = run(&["--stats-counts", "k.elf"]);
+        assert!(r.stats && !r.breakdown);
+        assert!(!r.machine.collect_timing);
+        let r = run(&["--stats", "k.elf"]);
+        assert!(r.stats && r.breakdown && r.machine.collect_timing);
     }
 
     #[test]
@@ -462,13 +691,72 @@ mod tests {
             [(PathBuf::from("a.bin"), b"a.bin x y".to_vec())]
         );
         assert!(run.stats);
+        assert!(run.machine.collect_timing);
         assert_eq!(run.initrd, None);
         assert!(!run.no_reboot);
         assert_eq!(run.machine.max_instructions, Some(256));
         assert_eq!(run.machine.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(run.serial, Serial::Stdio);
         assert_eq!(run.machine.vcpus, 1, "one vCPU unless --smp says more");
-        assert_eq!(self::run(&["--smp", "4", "k"]).machine.vcpus, 4);
-        assert_eq!(self::run(&["--smp=cpus=64", "k"]).machine.vcpus, 64);
+        assert!(run.trace.is_none());
+    }
+
+    #[test]
+    fn qemu_spellings_parse() {
+        let r = run(&["--kernel", "bzImage", "-m", "1G", "--smp", "1"]);
+        assert_eq!(r.kernel, PathBuf::from("bzImage"));
+        assert_eq!(r.machine.memory, 1 << 30);
+        assert_eq!(r.machine.vcpus, 1);
+        assert_eq!(run(&["--smp=cpus=1", "k"]).machine.vcpus, 1);
+        assert_eq!(run(&["--smp", "4", "k"]).machine.vcpus, 4);
+        assert_eq!(run(&["--smp=cpus=64", "k"]).machine.vcpus, 64);
+        assert_eq!(run(&["--smp", "255", "k"]).machine.vcpus, 255);
+        assert_eq!(run(&["--serial", "none", "k"]).serial, Serial::None);
+        assert_eq!(
+            run(&["--serial=file:/tmp/com1.log", "k"]).serial,
+            Serial::File(PathBuf::from("/tmp/com1.log"))
+        );
+        assert_eq!(run(&["--serial", "stdio", "k"]).serial, Serial::Stdio);
+        assert_eq!(
+            err(&["run", "--kernel", "a", "b"]),
+            "the kernel is given twice (--kernel and KERNEL): give it once"
+        );
+        assert_eq!(
+            err(&["run", "--smp", "256", "k"]),
+            "--smp: '256' is not a vCPU count: expected N or cpus=N with N from 1 to 255 (topology options such as sockets= and cores= are not taken: the vCPUs are the cores of one package)"
+        );
+        assert!(err(&["run", "--smp", "many", "k"]).contains("'many' is not a vCPU count"));
+        assert_eq!(
+            err(&["run", "--serial", "pty", "k"]),
+            "invalid --serial 'pty': expected stdio, file:PATH or none"
+        );
+        assert!(err(&["run", "--serial", "file:", "k"]).contains("file name is missing"));
+        assert!(err(&["run", "--serial", "none", "--serial", "stdio", "k"])
+            .contains("option --serial is given more than once"));
+    }
+
+    #[test]
+    fn trace_options_parse() {
+        let r = run(&["--trace-exits", "t.jsonl", "--trace-filter", "io,msr", "k"]);
+        let t = r.trace.expect("tracing");
+        assert_eq!(t.path, PathBuf::from("t.jsonl"));
+        assert_eq!(t.filter, ExitFilter::parse("io,rdmsr,wrmsr").unwrap());
+        let r = run(&["--trace-exits", "t.jsonl", "k"]);
+        assert_eq!(r.trace.expect("tracing").filter, ExitFilter::default());
+        assert_eq!(
+            err(&["run", "--trace-filter", "io", "k"]),
+            "--trace-filter needs --trace-exits FILE"
+        );
+        assert!(err(&[
+            "run",
+            "--trace-exits",
+            "t",
+            "--trace-filter",
+            "io,bogus",
+            "k"
+        ])
+        .contains("unknown exit reason 'bogus'"));
+        assert!(err(&["run", "--trace-exits", "k"]).contains("no KERNEL"));
     }
 
     #[test]
@@ -476,7 +764,6 @@ mod tests {
         let r = run(&["--initrd=rd.gz", "--no-reboot", "bzImage"]);
         assert_eq!(r.initrd, Some(PathBuf::from("rd.gz")));
         assert!(r.no_reboot);
-        let err = |list: &[&str]| parse(&args(list)).unwrap_err();
         assert!(err(&["run", "--initrd", "a", "--initrd", "b", "k"]).contains("more than once"));
         assert!(err(&["run", "--no-reboot=yes", "k"]).contains("--no-reboot"));
     }
@@ -486,15 +773,18 @@ mod tests {
         let kernel = OsString::from_vec(b"k\xff.elf".to_vec());
         let append = OsString::from_vec(b"root=\xfe\xff".to_vec());
         let module = OsString::from_vec(b"m\xff.bin arg\xfe".to_vec());
+        let serial = OsString::from_vec(b"file:/tmp/c\xff".to_vec());
         let argv = vec![
             OsString::from("run"),
             OsString::from("--append"),
             append,
             OsString::from("--module"),
             module,
+            OsString::from("--serial"),
+            serial,
             kernel.clone(),
         ];
-        let Ok(Command::Run(run)) = parse(&argv) else {
+        let Ok(Command::Run(run)) = parse_command(&argv) else {
             panic!("parsed")
         };
         assert_eq!(run.kernel, PathBuf::from(kernel));
@@ -505,6 +795,10 @@ mod tests {
                 PathBuf::from(OsString::from_vec(b"m\xff.bin".to_vec())),
                 b"m\xff.bin arg\xfe".to_vec()
             )]
+        );
+        assert_eq!(
+            run.serial,
+            Serial::File(PathBuf::from(OsString::from_vec(b"/tmp/c\xff".to_vec())))
         );
         // A name or a number that is not text is an error, not a panic.
         let bad = vec![
@@ -525,11 +819,13 @@ mod tests {
         assert_eq!(r.machine.flat_load, None, "the mode picks the default");
         let r = run(&["--flat", "--", "-odd-name"]);
         assert_eq!(r.kernel, PathBuf::from("-odd-name"));
+        // A value may start with '-': it is the option's value.
+        let r = run(&["--append", "-v quiet", "k"]);
+        assert_eq!(r.machine.cmdline, b"-v quiet");
     }
 
     #[test]
     fn bad_options_name_the_problem() {
-        let err = |list: &[&str]| parse(&args(list)).unwrap_err();
         assert!(err(&["run"]).contains("no KERNEL"));
         assert!(err(&["run", "--memory"]).contains("needs a value"));
         assert!(err(&["run", "--memory", "lots", "k"]).contains("invalid size"));
@@ -556,11 +852,70 @@ mod tests {
         assert!(err(&["run", "-m", "64M", "--memory", "64M", "k"]).contains("more than once"));
         assert!(err(&["run", "--timeout", "1", "--timeout", "2", "k"]).contains("more than once"));
         assert!(err(&["run", "--module", "  ", "k"]).contains("needs a file name"));
+        assert_eq!(
+            err(&["run", "--max-instructions", "0", "k"]),
+            "--max-instructions must be at least 1"
+        );
+        assert!(err(&["run", "--mode", "long", "k"]).contains("expected real or protected"));
     }
 
     #[test]
     fn modules_may_repeat() {
         let r = run(&["--module", "a", "--module", "b c", "k"]);
         assert_eq!(r.modules.len(), 2);
+    }
+
+    #[test]
+    fn help_version_and_completions() {
+        for argv in [&[][..], &["--help"], &["help"], &["-h"]] {
+            let Ok(Command::Help(text)) = parse_command(&args(argv)) else {
+                panic!("{argv:?}: not help");
+            };
+            assert!(text.contains("the VMX backend runs in opsvisor's bare-metal image"));
+            assert!(text.contains("run"), "{text}");
+            assert!(text.contains("completions"), "{text}");
+        }
+        let Ok(Command::Help(text)) = parse_command(&args(&["run", "--help"])) else {
+            panic!("run --help");
+        };
+        for option in [
+            "--kernel",
+            "--initrd",
+            "--append",
+            "--memory",
+            "-m",
+            "--smp",
+            "--serial",
+            "--no-reboot",
+            "--trace-exits",
+            "--trace-filter",
+            "EXIT TRACE",
+            "LIMITS",
+        ] {
+            assert!(text.contains(option), "{option} missing from: {text}");
+        }
+        let Ok(Command::Help(text)) = parse_command(&args(&["help", "exec"])) else {
+            panic!("help exec");
+        };
+        assert!(text.contains("Batch mode"), "{text}");
+        assert!(matches!(
+            parse_command(&args(&["--version"])),
+            Ok(Command::Version)
+        ));
+        assert!(matches!(
+            parse_command(&args(&["completions", "bash"])),
+            Ok(Command::Completions(Shell::Bash))
+        ));
+        assert!(err(&["completions", "tcsh"]).contains("unknown shell 'tcsh'"));
+        assert!(err(&["completions"]).contains("needs a SHELL"));
+    }
+
+    #[test]
+    fn verbosity_counts() {
+        let v = |list: &[&str]| parse(&args(list)).map(|i| i.verbosity);
+        assert_eq!(v(&["run", "k"]), Ok(0));
+        assert_eq!(v(&["-v", "run", "k"]), Ok(1));
+        assert_eq!(v(&["run", "-vv", "k"]), Ok(2));
+        assert_eq!(v(&["run", "-v", "k", "-v"]), Ok(2));
     }
 }

@@ -1,10 +1,16 @@
 //! The opsvisor command-line program as a library: its option parsing, bounded input
-//! reading and `opsvisor exec`, so that tests and fuzz targets can call each parser
-//! without running a guest. `src/main.rs` is the program.
+//! reading, `opsvisor exec`, and the exit trace and breakdowns of `opsvisor run`, so that
+//! tests and fuzz targets can call each part without running a guest. `src/main.rs` is
+//! the program.
 
 pub mod args;
+pub mod breakdown;
 pub mod exec;
 pub mod input;
+pub mod observer;
+pub mod output;
+pub mod terminal;
+pub mod trace;
 
 /// `message` on one line: control characters (a newline in a file name, a JSON key, an
 /// option) are written as escapes, so every error stays the one line the program

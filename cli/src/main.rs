@@ -1,16 +1,27 @@
 //! The opsvisor command-line program: boot a kernel on a backend, with the guest's serial
-//! console on stdin/stdout and the guest's debug-exit status as the program's own.
+//! console on stdin/stdout (or a file, or nothing) and the guest's debug-exit status as
+//! the program's own.
+//!
+//! What stderr carries: the one line of a bad input or of how a run ended (the program's
+//! contract, written whatever the log level), `--stats`' report, and diagnostics through
+//! the `log` facade (warnings by default; `-v`, `-vv` and `RUST_LOG` show more).
 
-use opsvisor::args::{self, Command, RunArgs};
+use opsvisor::args::{self, Command, RunArgs, Serial};
+use opsvisor::breakdown::Breakdown;
 use opsvisor::exec;
 use opsvisor::input::{read_file, size_text};
+use opsvisor::observer::Observed;
+use opsvisor::output::OutputFile;
+use opsvisor::terminal::RawTerminal;
+use opsvisor::trace::{TraceSummary, TraceWriter};
 use opsvisor_backends::{build_machine, Backend, MachineOptions, MMIO_HOLE_START};
 use opsvisor_core::platform::{Platform, StdPlatform};
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_core::X86Ops;
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Exit status when the guest powered the machine off (ACPI S5).
 const STATUS_POWER_OFF: u8 = 0;
@@ -26,40 +37,209 @@ const STATUS_LIMIT: u8 = 8;
 const STATUS_FAILED: u8 = 10;
 /// Exit status when the guest reset the machine and `--no-reboot` was given.
 const STATUS_RESET: u8 = 12;
+/// Exit status when the user ended the run from the console (Ctrl-A x).
+const STATUS_QUIT: u8 = 14;
+
+/// Write the program's one line about a bad input or the run's end on stderr.
+fn error_line(message: &str) {
+    eprintln!("opsvisor: {}", opsvisor::one_line(message));
+}
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
-    match args::parse(&argv) {
-        Ok(Command::Help(text)) => {
+    let invocation = match args::parse(&argv) {
+        Ok(invocation) => invocation,
+        Err(message) => {
+            error_line(&format!("{message} (see 'opsvisor --help')"));
+            return ExitCode::from(STATUS_BAD_INPUT);
+        }
+    };
+    init_logging(invocation.verbosity);
+    match invocation.command {
+        Command::Help(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Version) => {
+        Command::Version => {
             println!("opsvisor {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Exec(args)) => exec::main(&args),
-        Ok(Command::Run(run)) => match run_guest(run) {
+        Command::Completions(shell) => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut args::command(), "opsvisor", &mut out);
+            match out.flush() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error_line(&format!("cannot write the completion script: {e}"));
+                    ExitCode::from(STATUS_FAILED)
+                }
+            }
+        }
+        Command::Exec(args) => exec::main(&args),
+        Command::Run(run) => match run_guest(*run) {
             Ok(code) => ExitCode::from(code),
             Err(message) => {
-                eprintln!("opsvisor: {}", opsvisor::one_line(&message));
+                error_line(&message);
                 ExitCode::from(STATUS_BAD_INPUT)
             }
         },
-        Err(message) => {
-            eprintln!("opsvisor: {message} (see 'opsvisor --help')");
-            ExitCode::from(STATUS_BAD_INPUT)
-        }
     }
 }
 
+/// Diagnostics on stderr through `log`: warnings and errors by default, more with each
+/// `-v`; `RUST_LOG` (env_logger's syntax) overrides.
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder
+        .target(env_logger::Target::Stderr)
+        .format(|out, record| {
+            let level = match record.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug: ",
+                log::Level::Trace => "trace: ",
+            };
+            let text = opsvisor::one_line(&record.args().to_string());
+            writeln!(out, "opsvisor: {level}{text}")
+        });
+    // Only fails when a logger is already set, which nothing else does.
+    let _ = builder.try_init();
+}
+
+/// The program's side of a platform: the console for its deadline and last output, the
+/// exit trace and breakdowns where they are attached.
+trait Host: Platform {
+    /// The console.
+    fn console(&mut self) -> &mut StdPlatform;
+    /// Past `at`, outputs that take nothing more drop instead of holding the run.
+    fn set_deadline(&mut self, at_ns: Option<u64>) {
+        self.console().set_output_deadline(at_ns);
+    }
+    /// The exit breakdowns, when `--stats` keeps them.
+    fn breakdown(&self) -> Option<&Breakdown> {
+        None
+    }
+    /// End the exit trace, if one is written.
+    fn finish_trace(&mut self) -> Option<TraceSummary> {
+        None
+    }
+}
+
+impl Host for StdPlatform {
+    fn console(&mut self) -> &mut StdPlatform {
+        self
+    }
+}
+
+impl Host for Observed<StdPlatform> {
+    fn console(&mut self) -> &mut StdPlatform {
+        &mut self.inner
+    }
+
+    fn set_deadline(&mut self, at_ns: Option<u64>) {
+        self.inner.set_output_deadline(at_ns);
+        let now = self.inner.now_ns();
+        let at = at_ns.map(|ns| Instant::now() + Duration::from_nanos(ns.saturating_sub(now)));
+        if let Some(trace) = &mut self.trace {
+            trace.set_deadline(at);
+        }
+    }
+
+    fn breakdown(&self) -> Option<&Breakdown> {
+        self.breakdown.as_deref()
+    }
+
+    fn finish_trace(&mut self) -> Option<TraceSummary> {
+        self.trace.as_mut().map(TraceWriter::finish)
+    }
+}
+
+/// The console `--serial` asks for, and for stdio on a terminal the guard that keeps the
+/// terminal raw (with QEMU's escape key: Ctrl-A x ends the run) until it is dropped.
+fn open_console(serial: &Serial) -> Result<(StdPlatform, Option<RawTerminal>), String> {
+    Ok(match serial {
+        Serial::Stdio => {
+            // From a pipe or a file every byte goes to the guest.
+            let terminal = RawTerminal::enter();
+            let escape = terminal.is_some();
+            let console =
+                StdPlatform::with_console_escape(std::io::stdin(), std::io::stdout(), escape);
+            (console, terminal)
+        }
+        Serial::File(path) => {
+            let file = OutputFile::create(path).map_err(|e| {
+                format!("cannot create the serial output '{}': {e}", path.display())
+            })?;
+            (StdPlatform::with_console(std::io::empty(), file), None)
+        }
+        Serial::None => (
+            StdPlatform::with_console(std::io::empty(), std::io::sink()),
+            None,
+        ),
+    })
+}
+
 fn run_guest(run: RunArgs) -> Result<u8, String> {
+    // The terminal stays raw for the run (and the reboots), restored when this returns.
+    let (console, _terminal) = open_console(&run.serial)?;
+    log::info!(
+        "console: {}",
+        match &run.serial {
+            Serial::Stdio => String::from("stdin and stdout"),
+            Serial::File(path) => format!("output to '{}', no input", path.display()),
+            Serial::None => String::from("nothing attached"),
+        }
+    );
+    if run.trace.is_none() && !run.breakdown {
+        return run_machine(&run, console);
+    }
+    let trace = run.trace.as_ref().map(TraceWriter::create).transpose()?;
+    if let Some(options) = &run.trace {
+        log::info!("exit trace: '{}'", options.path.display());
+    }
+    let host = Observed {
+        inner: console,
+        trace,
+        breakdown: run.breakdown.then(Box::default),
+    };
+    run_machine(&run, host)
+}
+
+/// Build the machine and run it to its end, booting it again after a reset unless
+/// `--no-reboot`; the exit status.
+fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
     let started = Instant::now();
-    let mut platform = StdPlatform::new();
     let mut timeout = run.machine.timeout;
+    if let Some(limit) = timeout {
+        // Outputs that stdout or a file does not take wait only until the timeout.
+        let end = platform
+            .now_ns()
+            .saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX));
+        platform.set_deadline(Some(end));
+    }
     loop {
-        let (kernel, mut opts) = read_inputs(&run)?;
+        let (kernel, mut opts) = read_inputs(run)?;
         opts.timeout = timeout;
+        log::info!(
+            "booting '{}' ({} bytes) on the {} backend: {} of RAM, {} vCPU{}",
+            run.kernel.display(),
+            kernel.len(),
+            format!("{:?}", opts.backend).to_lowercase(),
+            size_text(opts.memory),
+            opts.vcpus,
+            if opts.vcpus == 1 { "" } else { "s" }
+        );
         let mut vm = build_machine(&kernel, &opts, platform)
             .map_err(|e| format!("{}: {e}", run.kernel.display()))?;
         // The guest has its copy: the files' bytes are not kept for the run (a reboot
@@ -67,81 +247,110 @@ fn run_guest(run: RunArgs) -> Result<u8, String> {
         drop(kernel);
         opts.modules = Vec::new();
         opts.initrd = None;
-        if let Some(timeout) = opts.timeout {
-            // Console output waits for a blocked stdout only until the timeout.
-            let end = vm
-                .platform
-                .now_ns()
-                .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
-            vm.platform.set_output_deadline(Some(end));
-        }
         let outcome = vm.run();
+        log::info!(
+            "the run ended after {:.3} s and {} exits: {outcome:?}",
+            vm.run_time_ns() as f64 / 1e9,
+            vm.stats.total()
+        );
         if outcome == RunOutcome::Reset && !run.no_reboot {
             if run.stats {
                 print_stats(&vm);
             }
             // Boot the kernel again on a new machine, as a PC that resets runs its
-            // firmware again; the console and the time limit carry over.
+            // firmware again; the console, the trace and the time limit carry over.
+            log::info!("the guest reset the machine: booting the kernel again");
             if let Some(limit) = run.machine.timeout {
                 timeout = Some(limit.saturating_sub(started.elapsed()));
             }
             platform = vm.into_platform();
             continue;
         }
-        let dropped = vm.platform.drain_output();
-        let lost = if dropped == 0 {
-            String::new()
-        } else {
-            format!(" ({dropped} bytes of guest output were dropped: stdout took nothing more before the timeout)")
-        };
+        let dropped = vm.platform.console().drain_output();
+        let trace = vm.platform.finish_trace();
         if run.stats {
             print_stats(&vm);
         }
         for vcpu in vm.vcpus() {
             report_unimplemented(&vcpu.backend);
         }
+        let mut lost = String::new();
+        if dropped != 0 {
+            lost = format!(" ({dropped} bytes of guest output were dropped: the console took nothing more before the timeout)");
+        }
+        if let Some(t) = &trace {
+            report_trace(run, t, &mut lost);
+        }
         let code = match outcome {
             RunOutcome::DebugExit { status } => {
-                if dropped != 0 {
-                    eprintln!("opsvisor: the guest finished{lost}");
+                if !lost.is_empty() {
+                    error_line(&format!("the guest finished{lost}"));
                 }
                 status as u8
             }
             RunOutcome::PowerOff => {
-                if dropped != 0 {
-                    eprintln!("opsvisor: the guest powered off{lost}");
+                if !lost.is_empty() {
+                    error_line(&format!("the guest powered off{lost}"));
                 }
                 STATUS_POWER_OFF
             }
             RunOutcome::Reset => {
-                eprintln!("opsvisor: the guest reset the machine (--no-reboot){lost}");
+                error_line(&format!("the guest reset the machine (--no-reboot){lost}"));
                 STATUS_RESET
             }
+            RunOutcome::Quit => {
+                error_line(&format!("ended from the console (Ctrl-A x){lost}"));
+                STATUS_QUIT
+            }
             RunOutcome::TripleFault { rip } => {
-                eprintln!("opsvisor: the guest triple-faulted at rip {rip:#x}{lost}");
+                error_line(&format!("the guest triple-faulted at rip {rip:#x}{lost}"));
                 STATUS_TRIPLE_FAULT
             }
             RunOutcome::HaltedForever => {
-                eprintln!("opsvisor: the guest halted with nothing that could wake it{lost}");
+                error_line(&format!(
+                    "the guest halted with nothing that could wake it{lost}"
+                ));
                 STATUS_HALTED
             }
             RunOutcome::InstructionLimit => {
-                eprintln!(
-                    "opsvisor: stopped after the instruction limit ({}){lost}",
+                error_line(&format!(
+                    "stopped after the instruction limit ({}){lost}",
                     opts.max_instructions.unwrap_or(0)
-                );
+                ));
                 STATUS_LIMIT
             }
             RunOutcome::Timeout => {
-                eprintln!("opsvisor: stopped after the timeout{lost}");
+                error_line(&format!("stopped after the timeout{lost}"));
                 STATUS_LIMIT
             }
             RunOutcome::Failed(why) => {
-                eprintln!("opsvisor: {why}{lost}");
+                error_line(&format!("{why}{lost}"));
                 STATUS_FAILED
             }
         };
         return Ok(code);
+    }
+}
+
+/// How the exit trace went: a failed file is a warning of its own; records dropped at
+/// the deadline join the run's last line, as dropped console output does.
+fn report_trace(run: &RunArgs, t: &TraceSummary, lost: &mut String) {
+    let path = run
+        .trace
+        .as_ref()
+        .map(|o| o.path.display().to_string())
+        .unwrap_or_default();
+    match &t.error {
+        Some(error) => log::warn!(
+            "the exit trace '{path}' is incomplete: writing it failed ({error}); {} records written, {} lost",
+            t.written,
+            t.dropped
+        ),
+        None if t.dropped != 0 => lost.push_str(&format!(
+            " ({} exit trace records were dropped: '{path}' took nothing more before the timeout)",
+            t.dropped
+        )),
+        None => log::info!("exit trace: {} records written to '{path}'", t.written),
     }
 }
 
@@ -163,6 +372,7 @@ fn read_inputs(run: &RunArgs) -> Result<(Vec<u8>, MachineOptions), String> {
             size_text(room)
         );
         let data = read_file(path, "module", room, &bound)?;
+        log::debug!("module '{}': {} bytes", path.display(), data.len());
         room -= data.len() as u64;
         opts.modules.push((cmdline.clone(), data));
     }
@@ -171,52 +381,73 @@ fn read_inputs(run: &RunArgs) -> Result<(Vec<u8>, MachineOptions), String> {
             "the {} of guest RAM below 4 GiB (--memory)",
             size_text(room)
         );
-        opts.initrd = Some(read_file(path, "initrd", room, &bound)?);
+        let data = read_file(path, "initrd", room, &bound)?;
+        log::debug!("initrd '{}': {} bytes", path.display(), data.len());
+        opts.initrd = Some(data);
     }
     Ok((kernel, opts))
 }
 
-fn print_stats<P: Platform>(vm: &opsvisor_backends::Machine<P>) {
+fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>) {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let secs = vm.run_time_ns() as f64 / 1e9;
-    eprintln!(
+    let _ = writeln!(
+        out,
         "--- opsvisor statistics ({} backend) ---",
         vm.bsp().backend.name()
     );
-    eprintln!(
-        "{:<20} {:>12} {:>14} {:>10}",
-        "exit reason", "count", "host time", "per exit"
-    );
+    // Host time per exit only when it was measured (--stats, not --stats-counts).
+    let timed = vm.config.collect_timing;
+    let _ = write!(out, "{:<24} {:>12} {:>8}", "exit reason", "count", "share");
+    let _ = if timed {
+        writeln!(out, " {:>14} {:>10}", "host time", "per exit")
+    } else {
+        writeln!(out)
+    };
+    let total = vm.stats.total();
     for (kind, count, ns) in vm.stats.rows() {
-        eprintln!(
-            "{:<20} {:>12} {:>11.3} ms {:>7} ns",
-            kind.name(),
-            count,
-            ns as f64 / 1e6,
-            ns / count.max(1)
-        );
+        let share = count as f64 * 100.0 / total.max(1) as f64;
+        let _ = write!(out, "  {:<22} {count:>12} {share:>7.2}%", kind.name());
+        let _ = if timed {
+            writeln!(
+                out,
+                " {:>11.3} ms {:>7} ns",
+                ns as f64 / 1e6,
+                ns / count.max(1)
+            )
+        } else {
+            writeln!(out)
+        };
     }
-    eprintln!("{:<20} {:>12}", "total exits", vm.stats.total());
+    let _ = writeln!(out, "{:<24} {:>12}", "total exits", total);
+    if let Some(breakdown) = vm.platform.breakdown() {
+        out.push_str(&breakdown.report());
+    }
     if let Some(instructions) = vm.instructions_retired() {
         let rate = if secs > 0.0 {
             instructions as f64 / secs
         } else {
             0.0
         };
-        eprintln!(
-            "instructions         {instructions:>12} in {secs:.3} s = {:.1} million/s",
+        let _ = writeln!(
+            out,
+            "instructions             {instructions:>12} in {secs:.3} s = {:.1} million/s",
             rate / 1e6
         );
     } else {
-        eprintln!("run time             {secs:.3} s");
+        let _ = writeln!(out, "run time                 {secs:.3} s");
     }
     let (unknown, last) = vm.unknown_msr_accesses();
     if unknown > 0 {
-        eprintln!(
-            "unknown MSR accesses {:>12} (last {:#x}), each raised #GP",
+        let _ = writeln!(
+            out,
+            "unknown MSR accesses     {:>12} (last {:#x}), each raised #GP",
             unknown,
             last.unwrap_or(0)
         );
     }
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }
 
 fn report_unimplemented(vcpu: &Backend) {
@@ -227,8 +458,8 @@ fn report_unimplemented(vcpu: &Backend) {
             .map(|(mnemonic, n)| format!("{} x{n}", format!("{mnemonic:?}").to_lowercase()))
             .collect();
         if !missing.is_empty() {
-            eprintln!(
-                "opsvisor: the guest executed instructions the emulator does not implement (each raised #UD): {}",
+            log::warn!(
+                "the guest executed instructions the emulator does not implement (each raised #UD): {}",
                 missing.join(", ")
             );
         }

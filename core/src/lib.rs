@@ -23,6 +23,7 @@ pub mod arch;
 pub mod backend;
 pub mod cpuid;
 pub mod devices;
+pub mod emulate;
 pub mod exit;
 pub mod exits;
 pub mod fpu;

@@ -224,6 +224,24 @@ impl MsrState {
         }
     }
 
+    /// Program the MTRRs as PC firmware leaves them for the operating system (SeaBIOS
+    /// does the same): MTRRs enabled with write-back as the default type, and the 32-bit
+    /// MMIO hole `hole_start..4 GiB` uncacheable through variable range 0 (its start must
+    /// be aligned to its size, a power of two, as the 1 GiB hole at 3 GiB is; another hole
+    /// is left write-back). Fixed ranges stay off: the first megabyte is RAM throughout.
+    pub fn program_firmware_mtrrs(&mut self, hole_start: u64) {
+        const TYPE_UC: u64 = 0;
+        const TYPE_WB: u64 = 6;
+        const ENABLE: u64 = 1 << 11;
+        const VALID: u64 = 1 << 11;
+        self.mtrr_def_type = ENABLE | TYPE_WB;
+        let size = (1u64 << 32).wrapping_sub(hole_start);
+        if hole_start < 1 << 32 && size.is_power_of_two() && hole_start % size == 0 {
+            self.mtrr_var[0] = hole_start | TYPE_UC;
+            self.mtrr_var[1] = (!(size - 1) & PHYS_PAGE_MASK) | VALID;
+        }
+    }
+
     /// The offset from the host clock to the guest's TSC (IA32_TSC writes move it).
     pub fn tsc_offset(&self) -> i64 {
         self.tsc_offset
@@ -868,6 +886,32 @@ mod tests {
         assert_eq!(rig.rd(0x808), Err(MsrFault));
         // Faults inside the x2APIC range are not "unknown MSRs".
         assert_eq!(rig.msrs.unknown_accesses(), 0);
+    }
+
+    #[test]
+    fn firmware_mtrrs() {
+        let mut rig = Rig::new(false);
+        rig.msrs.program_firmware_mtrrs(0xc000_0000);
+        assert_eq!(
+            rig.rd(index::MTRR_DEF_TYPE),
+            Ok(0x806),
+            "enabled, write-back"
+        );
+        assert_eq!(
+            rig.rd(index::MTRR_PHYSBASE0),
+            Ok(0xc000_0000),
+            "uncacheable"
+        );
+        assert_eq!(
+            rig.rd(index::MTRR_PHYSBASE0 + 1),
+            Ok((((1u64 << PHYS_ADDR_BITS) - 1) & !0x3fff_ffff) | 0x800),
+            "1 GiB, valid"
+        );
+        // A hole that one variable range cannot describe is left write-back.
+        let mut rig = Rig::new(false);
+        rig.msrs.program_firmware_mtrrs(0xe000_0000 - 0x1000);
+        assert_eq!(rig.rd(index::MTRR_DEF_TYPE), Ok(0x806));
+        assert_eq!(rig.rd(index::MTRR_PHYSBASE0 + 1), Ok(0), "no range");
     }
 
     #[test]

@@ -17,6 +17,10 @@ use crate::platform::Platform;
 use crate::vm::Vm;
 use core::ops::Range;
 
+/// The start of the 32-bit MMIO hole: RAM below 4 GiB ends here at the latest and
+/// continues at 4 GiB; the I/O APIC, the local APICs and other devices live above it.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+
 /// Where the ACPI tables go: the upper 128 KiB of the first megabyte.
 pub const ACPI_AREA: Range<u64> = 0xe_0000..0x10_0000;
 
@@ -37,13 +41,19 @@ pub fn build_acpi(mem: &mut GuestMemory, vcpus: u32) -> Result<AcpiLayout, AcpiE
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
-    /// Describe the boot in fw_cfg as QEMU does: the memory map as the `etc/e820` file,
-    /// and for a Linux kernel the kernel, initrd and command-line items, each pointing at
-    /// what the loader put in guest memory (`linux`; `cmdline` is its command line).
-    pub fn describe_boot_in_fw_cfg(
+    /// Leave the machine as firmware leaves it for the kernel it loaded: every vCPU's
+    /// MTRRs programmed (write-back memory, the MMIO hole below 4 GiB uncacheable), and the
+    /// boot described in fw_cfg as QEMU does: the memory map as the `etc/e820` file, and
+    /// for a Linux kernel the kernel, initrd and command-line items, each pointing at what
+    /// the loader put in guest memory (`linux`; its second part is the command line).
+    pub fn finish_firmware(
         &mut self,
         linux: Option<(&LinuxLayout, &[u8])>,
     ) -> Result<(), FwCfgError> {
+        // Firmware programs the MTRRs of every processor alike (INIT keeps them).
+        for v in &mut self.vcpus {
+            v.msrs.program_firmware_mtrrs(MMIO_HOLE_START);
+        }
         let map = match linux {
             Some((layout, _)) => layout.memory_map.clone(),
             None => MemoryMap::new(&self.mem),

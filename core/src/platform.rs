@@ -1,9 +1,13 @@
-//! What the core needs from the host it runs on: a clock, a way to wait, and a console.
+//! What the core needs from the host it runs on: a clock, a way to wait, a console, and
+//! a place to report exits to (tracing, statistics).
 //!
 //! The run loop is generic over [`Platform`] (no trait object on the exit path). The
 //! `std` feature provides [`StdPlatform`] (monotonic clock, stdin/stdout console) and
 //! [`CapturePlatform`] (output captured in memory, for tests and benchmarks); the
 //! bare-metal image brings its own.
+
+use crate::exit::Exit;
+use crate::ops::X86Ops;
 
 /// Frequency of the guest's time-stamp counter: one tick per nanosecond. The APIC timer
 /// runs off the same clock, so every core deadline is a guest TSC value.
@@ -35,6 +39,38 @@ pub trait Platform {
     /// guest halted until input arrives is stopped when none ever can.
     fn console_input_possible(&mut self) -> bool {
         true
+    }
+    /// Whether the user asked, on the console, to end the run (QEMU's Ctrl-A x). The run
+    /// loop looks at every clock read and while the guest is halted; [`Platform::wait`]
+    /// returns when it becomes true.
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+
+    /// The run loop reports every exit here before the core handles it: `vcpu` is the
+    /// vCPU's index, `cpu` its state at the exit (RIP as the backend leaves it: at the
+    /// exiting instruction, after it for the emulator's posted MMIO writes; CPUID's leaf
+    /// and subleaf in EAX and ECX). For exit traces and statistics. The default does
+    /// nothing, and inlined into the monomorphized run loop it costs nothing: a host that
+    /// observes exits is a separate `Platform` type, never a run-time test on the exit
+    /// path.
+    #[inline(always)]
+    fn observe_exit<B: X86Ops>(&mut self, vcpu: u32, exit: &Exit, cpu: &B) {
+        let _ = (vcpu, exit, cpu);
+    }
+
+    /// What the guest's read in the exit last observed returned: the value of an IN
+    /// element, of an MMIO load, of RDMSR (not called when the read raised an exception).
+    #[inline(always)]
+    fn observe_read(&mut self, value: u64) {
+        let _ = value;
+    }
+
+    /// The host time the core took to handle the exit last observed, when the run loop
+    /// measures it (`VmConfig::collect_timing`).
+    #[inline(always)]
+    fn observe_exit_time(&mut self, ns: u64) {
+        let _ = ns;
     }
 }
 
@@ -79,6 +115,8 @@ mod std_platform {
         closed: bool,
         /// The reader thread waits for room in `bytes`.
         reader_waiting: bool,
+        /// The user typed the escape key and then `x`.
+        stop_requested: bool,
     }
 
     /// Console output waiting for the writer thread.
@@ -136,6 +174,19 @@ mod std_platform {
             R: Read + Send + 'static,
             W: Write + Send + 'static,
         {
+            StdPlatform::with_console_escape(input, output, false)
+        }
+
+        /// [`StdPlatform::with_console`], and with `escape` the input is QEMU's character
+        /// multiplexer for a terminal: Ctrl-A then `x` ends the run
+        /// ([`Platform::stop_requested`]), Ctrl-A twice sends one Ctrl-A to the guest,
+        /// Ctrl-A then `h` lists the keys on stderr, and Ctrl-A then anything else is
+        /// dropped.
+        pub fn with_console_escape<R, W>(input: R, output: W, escape: bool) -> StdPlatform
+        where
+            R: Read + Send + 'static,
+            W: Write + Send + 'static,
+        {
             let platform = StdPlatform {
                 start: Instant::now(),
                 out: Vec::with_capacity(LOCAL_OUTPUT),
@@ -147,7 +198,7 @@ mod std_platform {
             let feed = Arc::clone(&platform.input);
             let spawned = std::thread::Builder::new()
                 .name("console-input".into())
-                .spawn(move || read_input(input, &feed));
+                .spawn(move || read_input(input, &feed, escape));
             if spawned.is_err() {
                 lock(&platform.input.state).closed = true;
             }
@@ -212,9 +263,19 @@ mod std_platform {
         }
     }
 
-    /// The reader thread: read while the buffer has room, wait while it is full.
-    fn read_input(mut input: impl Read, feed: &Channel<Input>) {
+    /// The console's escape key, Ctrl-A (QEMU's default `-echr`).
+    pub const ESCAPE_KEY: u8 = 0x01;
+
+    /// What the keys after [`ESCAPE_KEY`] do, as Ctrl-A h prints it.
+    pub const ESCAPE_HELP: &str =
+        "opsvisor console: C-a x  end the run;  C-a C-a  send C-a;  C-a h  this help\r\n";
+
+    /// The reader thread: read while the buffer has room, wait while it is full; with
+    /// `escape`, interpret the escape key (see [`StdPlatform::with_console_escape`]).
+    fn read_input(mut input: impl Read, feed: &Channel<Input>, escape: bool) {
         let mut buf = [0u8; 256];
+        // The previous byte was the escape key.
+        let mut escaped = false;
         loop {
             let room = {
                 let mut state = lock(&feed.state);
@@ -232,7 +293,21 @@ mod std_platform {
                 feed.changed.notify_all();
                 return;
             }
-            state.bytes.extend(&buf[..n]);
+            if !escape {
+                state.bytes.extend(&buf[..n]);
+            } else {
+                for &byte in &buf[..n] {
+                    match (core::mem::take(&mut escaped), byte) {
+                        (false, ESCAPE_KEY) => escaped = true,
+                        (false, _) | (true, ESCAPE_KEY) => state.bytes.push_back(byte),
+                        (true, b'x' | b'X') => state.stop_requested = true,
+                        (true, b'h' | b'H' | b'?') => {
+                            let _ = std::io::stderr().write_all(ESCAPE_HELP.as_bytes());
+                        }
+                        (true, _) => {}
+                    }
+                }
+            }
             feed.changed.notify_all();
         }
     }
@@ -288,7 +363,7 @@ mod std_platform {
             let (lock_, cv) = (&self.input.state, &self.input.changed);
             let mut input = lock(lock_);
             loop {
-                if !input.bytes.is_empty() {
+                if !input.bytes.is_empty() || input.stop_requested {
                     return true;
                 }
                 match deadline_ns {
@@ -376,6 +451,10 @@ mod std_platform {
             let input = lock(&self.input.state);
             !input.closed || !input.bytes.is_empty()
         }
+
+        fn stop_requested(&mut self) -> bool {
+            lock(&self.input.state).stop_requested
+        }
     }
 
     impl Drop for StdPlatform {
@@ -456,7 +535,7 @@ mod std_platform {
 }
 
 #[cfg(feature = "std")]
-pub use std_platform::{CapturePlatform, StdPlatform};
+pub use std_platform::{CapturePlatform, StdPlatform, ESCAPE_HELP, ESCAPE_KEY};
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
@@ -528,6 +607,34 @@ mod tests {
         settle();
         assert_eq!(taken.load(Ordering::SeqCst), INPUT_BUFFER + 1000);
         assert!(p.console_input_ready());
+    }
+
+    #[test]
+    fn the_escape_key_ends_the_run_on_a_terminal_console() {
+        let input = b"ab\x01\x01c\x01qd\x01x".to_vec();
+        let mut p = StdPlatform::with_console_escape(std::io::Cursor::new(input), Vec::new(), true);
+        // The input ends after Ctrl-A x: wait for the reader to get there.
+        assert!(p.wait(None));
+        settle();
+        let mut got = Vec::new();
+        while let Some(b) = p.console_read() {
+            got.push(b);
+        }
+        assert_eq!(
+            got, b"ab\x01cd",
+            "Ctrl-A Ctrl-A is one Ctrl-A; Ctrl-A q is dropped"
+        );
+        assert!(p.stop_requested());
+        // Without the escape (a pipe), every byte is the guest's.
+        let input = b"a\x01x".to_vec();
+        let mut p = StdPlatform::with_console(std::io::Cursor::new(input), Vec::new());
+        settle();
+        let mut got = Vec::new();
+        while let Some(b) = p.console_read() {
+            got.push(b);
+        }
+        assert_eq!(got, b"a\x01x");
+        assert!(!p.stop_requested());
     }
 
     #[test]

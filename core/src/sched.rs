@@ -153,6 +153,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     return Some(RunOutcome::Timeout);
                 }
             }
+            if self.platform.stop_requested() {
+                return Some(RunOutcome::Quit);
+            }
             for v in &mut self.vcpus {
                 if v.mp_state == MpState::Halted {
                     v.apic.update(v.ns_to_tsc(now_ns));

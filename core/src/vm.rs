@@ -76,6 +76,9 @@ pub enum RunOutcome {
     HaltedForever,
     /// The guest powered the machine off: ACPI sleep state S5 through PM1a_CNT.
     PowerOff,
+    /// The user ended the run from the console (QEMU's Ctrl-A x; see
+    /// [`Platform::stop_requested`]).
+    Quit,
     /// The guest reset the machine (the keyboard controller's reset line, the reset
     /// control register at 0xCF9, which is also the ACPI reset register). The VM stops;
     /// its owner decides whether to start the guest again, as QEMU does unless
@@ -455,6 +458,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             let exit = v.backend.run(&mut self.mem, &v.limit);
             let kind = exit.kind();
             self.stats.count(kind);
+            self.platform
+                .observe_exit(self.cur as u32, &exit, &self.vcpus[self.cur].backend);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {
@@ -491,6 +496,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let flow = self.handle_exit(exit);
         let took = self.platform.now_ns().saturating_sub(started);
         self.stats.add_time(kind, took);
+        self.platform.observe_exit_time(took);
         flow
     }
 
@@ -503,6 +509,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             if now_ns.saturating_sub(self.run_started_ns) >= timeout {
                 return self.stop(RunOutcome::Timeout);
             }
+        }
+        if self.platform.stop_requested() {
+            return self.stop(RunOutcome::Quit);
         }
         let mut slice = self.config.time_slice.max(1);
         if let Some(max) = self.config.max_instructions {
@@ -1028,6 +1037,7 @@ mod tests {
     struct Ticking {
         now: core::cell::Cell<u64>,
         waits: u32,
+        stop: bool,
     }
 
     impl Platform for Ticking {
@@ -1050,6 +1060,9 @@ mod tests {
         }
         fn console_input_possible(&mut self) -> bool {
             false
+        }
+        fn stop_requested(&mut self) -> bool {
+            self.stop
         }
     }
 
@@ -1101,6 +1114,18 @@ mod tests {
         assert!(
             (54_000_000..=56_000_000).contains(&tick),
             "the first tick at 65536 PIT clocks, not {tick} ns"
+        );
+    }
+
+    #[test]
+    fn the_console_can_end_the_run() {
+        let mut vm = ticking_vm();
+        vm.platform.stop = true;
+        assert_eq!(hlt(&mut vm), Err(RunOutcome::Quit), "a halted guest");
+        assert_eq!(
+            vm.run(),
+            RunOutcome::Quit,
+            "a running guest, at the clock read"
         );
     }
 

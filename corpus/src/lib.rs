@@ -10,17 +10,51 @@
 //! ```
 //!
 //! which expands to a module `emu` with one `#[test]` per guest. The guest list is
-//! written once, in [`__with_guest_list!`]: both [`GUESTS`] and the generated tests come
-//! from it, and a test checks it against the guests that were built.
+//! written once, in [`__with_guest_list!`] (`src/guest_list.rs`): both [`GUESTS`] and the
+//! generated tests come from it, and a test checks it against the guests that were built.
 //!
 //! Conventions of the guests: exit code 0 (process status 1) is PASS, anything else
 //! FAIL; every check prints `ok: ...` or `FAIL: ...`; a guest whose subject the CPU does
-//! not have (for instance no TSC-deadline timer) prints `SKIP: <why>` and passes.
+//! not have (for instance no TSC-deadline timer) prints `SKIP: <why>` and passes. A guest
+//! whose subject is resetting or powering off the machine passes when the run ends that
+//! way ([`Outcome`]), with its expected output and no `FAIL:` line. A guest given console
+//! input ([`Guest::input`]) prints [`INPUT_PROMPT`] when it is ready for it; a runner
+//! that cannot type later (the emulator's console buffer, the bare-metal image's
+//! `console-input=`) gives it from the start.
 
 use opsvisor_core::platform::CapturePlatform;
 use opsvisor_core::vm::RunOutcome;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod guest_list;
+
+/// The line a guest given console input prints when it is ready to receive it: a runner
+/// that types into a live console (QEMU's) waits for it.
+pub const INPUT_PROMPT: &str = "ready for console input";
+
+/// How a passing run of a guest ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest wrote PASS (0) to the debug-exit port: [`RunOutcome::DebugExit`] with
+    /// status 1.
+    Pass,
+    /// The guest reset the machine: [`RunOutcome::Reset`].
+    Reset,
+    /// The guest powered the machine off through ACPI S5: [`RunOutcome::PowerOff`].
+    PowerOff,
+}
+
+impl Outcome {
+    /// Whether a run that ended with `outcome` ended this way.
+    pub fn matches(self, outcome: &RunOutcome) -> bool {
+        match self {
+            Outcome::Pass => matches!(outcome, RunOutcome::DebugExit { status: 1 }),
+            Outcome::Reset => matches!(outcome, RunOutcome::Reset),
+            Outcome::PowerOff => matches!(outcome, RunOutcome::PowerOff),
+        }
+    }
+}
 
 /// One corpus guest.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +67,10 @@ pub struct Guest {
     pub expect_output: &'static [&'static str],
     /// How long a run may take before it counts as hung.
     pub timeout_secs: u64,
+    /// How a passing run ends.
+    pub outcome: Outcome,
+    /// Console input for the guest (typed once it prints [`INPUT_PROMPT`]).
+    pub input: &'static [u8],
 }
 
 /// What running a guest produced.
@@ -55,45 +93,24 @@ impl RunReport {
     }
 }
 
-/// The guest list: the one place a guest is named. Calls `$callback!` (a macro of this
-/// crate) with `{ extra tokens }` and then `name: (cmdline, [expected output...],
-/// timeout in seconds),` per guest.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __with_guest_list {
-    ($callback:ident ! { $($extra:tt)* }) => {
-        $crate::$callback! {
-            { $($extra)* }
-            hello: ("opsvisor-corpus-args x=1", ["hello from opsvisor guest", "opsvisor-corpus-args x=1", "PASS"], 30),
-            page_fault: ("", ["the read completed with the value behind the new mapping", "the write completed after the fix", "PASS"], 30),
-            ring3: ("", ["back in the kernel", "one SYSCALL handled", "PASS"], 30),
-            apic_timer_oneshot: ("", ["one-shot fired exactly once", "masked timer delivered no interrupt", "PASS"], 30),
-            apic_timer_periodic: ("", ["xAPIC MMIO: tick 5 arrived", "xAPIC MMIO: no interrupt after stopping", "PASS"], 30),
-            apic_timer_tsc_deadline: ("", ["PASS"], 30),
-            hlt_wakeup: ("", ["HLT returned after exactly one timer interrupt", "the pending interrupt woke the HLT", "PASS"], 30),
-            msr: ("", ["SWAPGS: GS_BASE = old KERNEL_GS_BASE", "PASS"], 30),
-            cpuid: ("", ["LM set", "PASS"], 30),
-            apic_disable: ("", ["APIC globally disabled", "PASS"], 30),
-            exceptions: ("", ["all exceptions delivered as expected", "PASS"], 30),
-            pic_irq: ("", ["virtual wire: one interrupt", "level-triggered: the interrupt repeats", "the local APIC is globally disabled", "PASS"], 30),
-            ioapic_irq: ("", ["IRQ 4 delivered as vector 0x44", "the EOI broadcast cleared remote IRR", "NMI delivery mode: one NMI", "PASS"], 30),
-            pit: ("", ["mode 0: OUT2 rose N + 1 clocks after the write", "mode 3: OUT2 rises every 20000 clocks", "PASS"], 60),
-            rtc: ("", ["the seconds stepped by one when UIP fell", "the alarm matched at the second update", "PASS"], 60),
-            acpi_pm: ("", ["PM timer rate", "TMR_STS set by the toggle of bit 23", "PASS"], 60),
-        }
-    };
-}
-
 /// Expands the guest list into the [`GUESTS`] table.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __guest_table {
-    ({} $($name:ident : ($cmdline:expr, [$($expect:expr),* $(,)?], $timeout:expr)),* $(,)?) => {
+    ({} $($name:ident : (
+        $cmdline:expr,
+        [$($expect:expr),* $(,)?],
+        $timeout:expr
+        $(, outcome = $outcome:ident)?
+        $(, input = $input:expr)?
+    )),* $(,)?) => {
         &[$($crate::Guest {
             name: stringify!($name),
             cmdline: $cmdline,
             expect_output: &[$($expect),*],
             timeout_secs: $timeout,
+            outcome: $crate::__given_or!($crate::Outcome::Pass $(, $crate::Outcome::$outcome)?),
+            input: $crate::__given_or!(b"" $(, $input)?),
         }),*]
     };
 }
@@ -132,7 +149,7 @@ macro_rules! __guest_tests {
 }
 
 /// Every corpus guest, in the order of the guest list.
-pub const GUESTS: &[Guest] = __with_guest_list!(__guest_table! {});
+pub const GUESTS: &[Guest] = crate::__with_guest_list!(__guest_table! {});
 
 /// One `#[test]` per corpus guest, in a module named after the backend:
 /// `corpus_tests!(backend_name, runner)`, where `runner: fn(&Guest) -> RunReport`. Each
@@ -170,15 +187,18 @@ pub fn image(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading guest image {}: {e}", path.display()))
 }
 
-/// Whether a report is a PASS for `guest`: status 1 from the debug-exit port, every
-/// expected string in the output, and no `FAIL:` line. The error names what is wrong.
+/// Whether a report is a PASS for `guest`: the run ended as the guest's [`Outcome`] says
+/// (status 1 from the debug-exit port for most), every expected string in the output,
+/// and no `FAIL:` line. The error names what is wrong.
 pub fn check_report(guest: &Guest, report: &RunReport) -> Result<(), String> {
     let mut problems = Vec::new();
-    if !matches!(report.outcome, RunOutcome::DebugExit { status: 1 }) {
-        problems.push(format!(
-            "outcome {:?}, not DebugExit {{ status: 1 }} (PASS)",
-            report.outcome
-        ));
+    if !guest.outcome.matches(&report.outcome) {
+        let expected = match guest.outcome {
+            Outcome::Pass => "DebugExit { status: 1 } (PASS)",
+            Outcome::Reset => "Reset (the guest resets the machine)",
+            Outcome::PowerOff => "PowerOff (the guest enters ACPI S5)",
+        };
+        problems.push(format!("outcome {:?}, not {expected}", report.outcome));
     }
     for want in guest.expect_output {
         if !report.output.contains(want) {
@@ -227,6 +247,9 @@ pub fn run_on_emulator(guest: &Guest) -> RunReport {
     };
     let mut platform = CapturePlatform::new();
     platform.echo = std::env::var_os("OPSVISOR_CORPUS_ECHO").is_some();
+    // The console buffer holds the input from the start: the UART has it for the guest
+    // whenever the guest reads.
+    platform.input.extend(guest.input);
     let mut vm = match build_machine(&image(guest.name), &opts, platform) {
         Ok(vm) => vm,
         Err(e) => {
@@ -243,11 +266,35 @@ pub fn run_on_emulator(guest: &Guest) -> RunReport {
     }
 }
 
-/// Run `guest` under QEMU (TCG, `-cpu max`, 128 MiB, isa-debug-exit on 0xF4), the
-/// reference the corpus was verified on. Needs `qemu-system-x86_64` on PATH (or in
-/// `OPSVISOR_QEMU`); a missing QEMU is a `Failed` outcome naming it.
+/// The trace event QEMU logs (on stderr) when the guest asks it to shut down, with the
+/// cause: `reason=6` is the guest's ACPI power-off (QEMU's `SHUTDOWN_CAUSE_GUEST_SHUTDOWN`).
+/// A reset under `-no-reboot` ends QEMU without it (`qemu_system_reset_request` has no
+/// trace event), and so does the debug-exit device.
+const QEMU_SHUTDOWN_TRACE: &str = "qemu_system_shutdown_request";
+
+/// How a QEMU run ended, from its exit status and whether it logged the guest's power-off
+/// (see [`QEMU_SHUTDOWN_TRACE`]): an odd status is the debug-exit device's, 0 is the end
+/// of the machine (`-no-reboot` turns a reset into it).
+pub fn qemu_outcome(status: std::process::ExitStatus, stderr: &str) -> RunOutcome {
+    let powered_off = stderr
+        .lines()
+        .any(|l| l.contains(QEMU_SHUTDOWN_TRACE) && l.trim_end().ends_with("reason=6"));
+    match status.code() {
+        Some(0) if powered_off => RunOutcome::PowerOff,
+        Some(0) => RunOutcome::Reset,
+        Some(code) => RunOutcome::DebugExit { status: code },
+        None => RunOutcome::Failed(format!("QEMU ended by a signal: {status}")),
+    }
+}
+
+/// Run `guest` under QEMU (TCG, `-cpu max`, 128 MiB, isa-debug-exit on 0xF4,
+/// `-no-reboot`), the reference the corpus was verified on. Needs `qemu-system-x86_64` on
+/// PATH (or in `OPSVISOR_QEMU`); a missing QEMU is a `Failed` outcome naming it. The
+/// guest's console input is typed on QEMU's serial console once the guest prints
+/// [`INPUT_PROMPT`] (typed earlier, the runtime's UART set-up would drop it); QEMU's
+/// stderr is echoed after the run.
 pub fn run_on_qemu(guest: &Guest) -> RunReport {
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     let qemu = std::env::var_os("OPSVISOR_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into());
     let image = image_path(guest.name);
@@ -263,6 +310,8 @@ pub fn run_on_qemu(guest: &Guest) -> RunReport {
             "tcg",
             "-cpu",
             "max",
+            "-trace",
+            QEMU_SHUTDOWN_TRACE,
         ])
         .args([
             "-m",
@@ -275,9 +324,13 @@ pub fn run_on_qemu(guest: &Guest) -> RunReport {
         ])
         .arg(&image)
         .args(["-append", guest.cmdline])
-        .stdin(Stdio::null())
+        .stdin(if guest.input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn();
     let mut child = match child {
         Ok(c) => c,
@@ -292,34 +345,62 @@ pub fn run_on_qemu(guest: &Guest) -> RunReport {
             };
         }
     };
-    // Read stdout on a thread so a chatty guest never blocks on a full pipe.
+    // Read stdout and stderr on threads so a chatty guest never blocks on a full pipe;
+    // the stdout reader types the input when the prompt appears.
     let mut stdout = child.stdout.take();
+    let mut stdin = child.stdin.take();
+    let input = guest.input;
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(guest.timeout_secs);
-    let outcome = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                break match status.code() {
-                    Some(code) => RunOutcome::DebugExit { status: code },
-                    None => RunOutcome::Failed(format!("QEMU ended by a signal: {status}")),
+        let mut chunk = [0u8; 4096];
+        let mut typed = false;
+        while let Some(n) = stdout.as_mut().and_then(|s| s.read(&mut chunk).ok()) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if !typed && String::from_utf8_lossy(&buf).contains(INPUT_PROMPT) {
+                typed = true;
+                if let Some(s) = stdin.as_mut() {
+                    // A QEMU that already exited has nobody to type to: nothing to do.
+                    let _ = s.write_all(input).and_then(|()| s.flush());
                 }
             }
+        }
+        // stdin closes here, once QEMU has ended: an early EOF is not input either.
+        drop(stdin);
+        buf
+    });
+    let mut stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(guest.timeout_secs);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
             Ok(None) if std::time::Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break RunOutcome::Timeout;
+                break Err(RunOutcome::Timeout);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => break RunOutcome::Failed(format!("waiting for QEMU: {e}")),
+            Err(e) => break Err(RunOutcome::Failed(format!("waiting for QEMU: {e}"))),
         }
     };
     let output = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    for line in stderr.lines().filter(|l| !l.contains(QEMU_SHUTDOWN_TRACE)) {
+        eprintln!("{line}");
+    }
+    let outcome = match status {
+        Ok(status) => qemu_outcome(status, &stderr),
+        Err(outcome) => outcome,
+    };
     RunReport {
         outcome,
         output: String::from_utf8_lossy(&output).into_owned(),
@@ -348,7 +429,7 @@ mod tests {
         listed.sort();
         assert_eq!(
             built, listed,
-            "guests/src/bin and the guest list in corpus/src/lib.rs differ"
+            "guests/src/bin and the guest list in corpus/src/guest_list.rs differ"
         );
     }
 
@@ -426,6 +507,64 @@ mod tests {
             output: good.to_string(),
         };
         assert!(check_report(g, &timeout).is_err());
+    }
+
+    #[test]
+    fn a_guest_that_resets_or_powers_off_passes_only_that_way() {
+        let reset = guest("reset_cf9").expect("reset_cf9 is listed");
+        assert_eq!(reset.outcome, Outcome::Reset);
+        let output = "ok: SYS_RST alone is kept and does not reset (2)\nresetting through 0xCF9 (SYS_RST | RST_CPU)\n";
+        let ended = |outcome| RunReport {
+            outcome,
+            output: output.to_string(),
+        };
+        assert!(check_report(reset, &ended(RunOutcome::Reset)).is_ok());
+        for wrong in [
+            RunOutcome::DebugExit { status: 1 },
+            RunOutcome::PowerOff,
+            RunOutcome::TripleFault { rip: 0 },
+            RunOutcome::Timeout,
+        ] {
+            let e = check_report(reset, &ended(wrong)).expect_err("not a reset");
+            assert!(e.contains("not Reset"), "{e}");
+        }
+        let off = guest("acpi_s5").expect("acpi_s5 is listed");
+        assert_eq!(off.outcome, Outcome::PowerOff);
+        assert!(!Outcome::PowerOff.matches(&RunOutcome::Reset));
+        assert!(Outcome::PowerOff.matches(&RunOutcome::PowerOff));
+        // The default, and the input field.
+        assert_eq!(
+            guest("hello").map(|g| (g.outcome, g.input)),
+            Some((Outcome::Pass, &b""[..]))
+        );
+        assert_eq!(
+            guest("com1_rx").map(|g| g.input),
+            Some(&b"opsvisor rx 42\n"[..])
+        );
+    }
+
+    #[test]
+    fn qemu_exit_statuses_and_the_shutdown_trace() {
+        use std::os::unix::process::ExitStatusExt;
+        let code = |c: i32| std::process::ExitStatus::from_raw(c << 8);
+        assert_eq!(
+            qemu_outcome(code(1), ""),
+            RunOutcome::DebugExit { status: 1 }
+        );
+        assert_eq!(qemu_outcome(code(0), "warning: x\n"), RunOutcome::Reset);
+        assert_eq!(
+            qemu_outcome(code(0), "qemu_system_shutdown_request reason=6\n"),
+            RunOutcome::PowerOff
+        );
+        // Another cause (the host's signal, 4) is not the guest's power-off.
+        assert_eq!(
+            qemu_outcome(code(0), "123@1.5:qemu_system_shutdown_request reason=4\n"),
+            RunOutcome::Reset
+        );
+        assert!(matches!(
+            qemu_outcome(std::process::ExitStatus::from_raw(9), ""),
+            RunOutcome::Failed(_)
+        ));
     }
 
     #[test]

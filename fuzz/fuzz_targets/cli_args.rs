@@ -13,18 +13,19 @@ fuzz_target!(|data: &[u8]| {
         .split(|&b| b == 0)
         .map(|a| OsString::from_vec(a.to_vec()))
         .collect();
-    match parse(&argv) {
+    match parse(&argv).map(|invocation| invocation.command) {
         Ok(Command::Run(run)) => {
             if let Some(t) = run.machine.timeout {
                 assert!(t.as_secs_f64() > 0.0);
             }
             assert!(run.machine.memory % 4096 == 0);
+            assert!((1..=255).contains(&run.machine.vcpus));
         }
         Ok(Command::Exec(exec)) => {
             assert!(exec.options.max_instructions > 0);
         }
         Ok(Command::Help(text)) => assert!(!text.is_empty()),
-        Ok(Command::Version) => {}
+        Ok(Command::Version) | Ok(Command::Completions(_)) => {}
         Err(e) => {
             assert!(!e.is_empty());
             assert!(!e.contains('\n'), "one line: {e:?}");

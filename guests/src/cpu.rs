@@ -245,6 +245,28 @@ pub fn is_qemu_tcg() -> bool {
     brand.starts_with(b"QEMU TCG")
 }
 
+/// Whether opsvisor runs this guest (its signature in CPUID leaf 0x4000_0000): then the
+/// machine is opsvisor's PC even where the CPU is QEMU's TCG, whose brand opsvisor's
+/// hardware backends pass through to the guest.
+pub fn is_opsvisor() -> bool {
+    if cpuid(1, 0).2 & (1 << 31) == 0 {
+        return false;
+    }
+    let (_, b, c, d) = cpuid(0x4000_0000, 0);
+    let mut signature = [0u8; 12];
+    for (i, r) in [b, c, d].iter().enumerate() {
+        signature[i * 4..i * 4 + 4].copy_from_slice(&r.to_le_bytes());
+    }
+    &signature == b"opsvisor\0\0\0\0"
+}
+
+/// Whether the machine's devices are QEMU's own (`-M pc` under TCG, as the corpus's QEMU
+/// runner starts it) rather than opsvisor's, which a guest also meets on QEMU's CPU when
+/// opsvisor's image runs it there.
+pub fn qemu_devices() -> bool {
+    is_qemu_tcg() && !is_opsvisor()
+}
+
 /// The probe's RIP and length slots, for guests that write their own probed asm: store
 /// the faulting instruction's address and length there (after [`arm_probe`]`(0, 0)` to
 /// clear the last result), run it, then [`take_probe`].

@@ -14,6 +14,8 @@ pub const RW: u64 = 1 << 1;
 pub const US: u64 = 1 << 2;
 /// Large page (in a PDE or PDPTE).
 pub const PS: u64 = 1 << 7;
+/// Global (with CR4.PGE).
+pub const G: u64 = 1 << 8;
 /// No-execute (needs EFER.NXE).
 pub const NX: u64 = 1 << 63;
 /// The physical-address bits of an entry.
@@ -68,6 +70,20 @@ pub fn pte(virt: u64) -> *mut u64 {
         let pd = next_level(pdpt.add(idx(30)));
         let pt = next_level(pd.add(idx(21)));
         pt.add(idx(12))
+    }
+}
+
+/// The page-directory entry that maps (or points at the page table of) `virt`, creating
+/// the upper tables as needed. Writing a 2 MiB page into it (PS) is the caller's to do,
+/// with the flush.
+pub fn pde(virt: u64) -> *mut u64 {
+    let pml4 = (crate::cpu::cr3() & ADDR) as *mut u64;
+    let idx = |shift: u32| ((virt >> shift) & 0x1FF) as usize;
+    // SAFETY: each level is a live table; indices are < 512.
+    unsafe {
+        let pdpt = next_level(pml4.add(idx(39)));
+        let pd = next_level(pdpt.add(idx(30)));
+        pd.add(idx(21))
     }
 }
 

@@ -1,7 +1,8 @@
 //! CPU helpers, the TSS and the IDT (port I/O is `opsvisor_bare::port`).
 
-use core::arch::asm;
+use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 use opsvisor_bare::desc::{self, TablePointer, Tss};
 
 /// The time-stamp counter.
@@ -63,16 +64,110 @@ static TSS: BootCell<Tss> = BootCell::new(Tss::new());
 struct ExceptionStack([u8; 32 * 1024]);
 static EXCEPTION_STACK: BootCell<ExceptionStack> = BootCell::new(ExceptionStack([0; 32 * 1024]));
 
-/// 32 gates of two quadwords (the exception vectors only).
-static IDT: BootCell<[[u64; 2]; 32]> = BootCell::new([[0; 2]; 32]);
+/// 256 gates of two quadwords: the exception vectors, the host timer's and the APIC's
+/// spurious vector; the others are not present (#NP, reported as an exception).
+static IDT: BootCell<[[u64; 2]; 256]> = BootCell::new([[0; 2]; 256]);
+
+/// The vector of the host timer that bounds an SVM guest's run (see [`crate::timer`]).
+pub const HOST_TIMER_VECTOR: u8 = 0xf0;
+/// The local APIC's spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// #GP.
+const GP_VECTOR: usize = 13;
+
+/// The address of the local APIC's EOI register, which the host timer's handler writes
+/// (0 until [`crate::timer`] sets it; the handler runs only after that).
+#[no_mangle]
+static HOST_TIMER_EOI: AtomicU64 = AtomicU64::new(0);
+
+// The host timer's handler acknowledges the interrupt and returns to where the host
+// was (the STGI after a #VMEXIT); the spurious vector needs no EOI. The MSR probe
+// executes RDMSR with a #GP gate that resumes after it: `msr_probe(index, out)` returns
+// 1 with the value stored, or 0 when RDMSR faulted.
+global_asm!(
+    r#"
+    .text
+    .p2align 4
+    .global host_timer_stub
+host_timer_stub:
+    push rax
+    mov rax, qword ptr [rip + HOST_TIMER_EOI]
+    mov dword ptr [rax], 0
+    pop rax
+    iretq
+
+    .p2align 4
+    .global spurious_stub
+spurious_stub:
+    iretq
+
+    .p2align 4
+    .global msr_probe_gp
+msr_probe_gp:
+    add rsp, 8
+    lea rax, [rip + msr_probe_faulted]
+    mov [rsp], rax
+    iretq
+
+    .p2align 4
+    .global msr_probe
+msr_probe:
+    mov ecx, edi
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    mov [rsi], rax
+    mov eax, 1
+    ret
+msr_probe_faulted:
+    xor eax, eax
+    ret
+"#
+);
 
 extern "C" {
     static mut gdt: [u64; 5];
     static exception_stubs: u8;
+    fn host_timer_stub();
+    fn spurious_stub();
+    fn msr_probe_gp();
+}
+
+extern "sysv64" {
+    fn msr_probe(index: u32, out: *mut u64) -> u32;
+}
+
+/// The 64-bit interrupt gate to `handler` on IST 1.
+fn gate(handler: u64) -> [u64; 2] {
+    desc::interrupt_gate(handler, crate::boot::KERNEL_CS, 1, 0)
+}
+
+/// RDMSR of `index`, or `None` when the MSR does not exist (RDMSR raises #GP: the
+/// probe's own #GP gate resumes after it). Bochs has no VM_CR, QEMU reads it as 0.
+pub fn rdmsr_probe(index: u32) -> Option<u64> {
+    // SAFETY: one CPU, interrupts off: nothing else uses the IDT while gate 13 points
+    // at the probe's handler, which only turns a #GP of the RDMSR below into a return
+    // of 0 (the only instruction in `msr_probe` that can fault), and is put back
+    // before anything else runs.
+    unsafe {
+        let idt = &mut *IDT.get();
+        let saved = idt[GP_VECTOR];
+        idt[GP_VECTOR] = gate(msr_probe_gp as *const () as u64);
+        let mut value = 0u64;
+        let ok = msr_probe(index, &mut value);
+        idt[GP_VECTOR] = saved;
+        (ok != 0).then_some(value)
+    }
+}
+
+/// Point the host timer's handler at the EOI register of the APIC at `apic_base`.
+pub fn set_host_timer_eoi(apic_base: u64) {
+    HOST_TIMER_EOI.store(apic_base + 0xb0, Ordering::SeqCst);
 }
 
 /// Fill in the TSS descriptor and load TR (VM entry needs a non-zero host TR), then load
-/// an IDT whose 32 exception vectors all go to [`crate::exception_handler`] on IST 1.
+/// an IDT whose 32 exception vectors all go to [`crate::exception_handler`] on IST 1,
+/// with the host timer's and the spurious vector's handlers.
 pub fn init_tables() {
     let tss = TSS.get() as u64;
     let stack_top = EXCEPTION_STACK.get() as u64 + core::mem::size_of::<ExceptionStack>() as u64;
@@ -93,16 +188,17 @@ pub fn init_tables() {
     let stubs = core::ptr::addr_of!(exception_stubs) as u64;
     // SAFETY: boot time, one CPU, the IDT is not loaded yet.
     let idt = unsafe { &mut *IDT.get() };
-    for (vector, gate) in idt.iter_mut().enumerate() {
-        let handler = stubs + 16 * vector as u64;
+    for (vector, slot) in idt.iter_mut().take(32).enumerate() {
         // Present, DPL 0, 64-bit interrupt gate.
-        *gate = desc::interrupt_gate(handler, crate::boot::KERNEL_CS, 1, 0);
+        *slot = gate(stubs + 16 * vector as u64);
     }
+    idt[usize::from(HOST_TIMER_VECTOR)] = gate(host_timer_stub as *const () as u64);
+    idt[usize::from(SPURIOUS_VECTOR)] = gate(spurious_stub as *const () as u64);
     let ptr = TablePointer {
-        limit: (core::mem::size_of::<[[u64; 2]; 32]>() - 1) as u16,
+        limit: (core::mem::size_of::<[[u64; 2]; 256]>() - 1) as u16,
         base: IDT.get() as u64,
     };
-    // SAFETY: the IDT is a static with 32 valid gates; vectors above 31 are beyond the
-    // limit and raise #GP, which is gate 13.
+    // SAFETY: the IDT is a static whose present gates are valid; a vector without one
+    // raises #NP, which is gate 11.
     unsafe { desc::lidt(&ptr) };
 }

@@ -1,5 +1,6 @@
 //! The differential run (`diff` on the command line): every case of the pack in boot
-//! module 0 runs on the VMX backend and on the emulator compiled into this image, from
+//! module 0 runs on a hardware backend (VMX or SVM) and on the emulator compiled into
+//! this image, from
 //! the same initial state in the same 2 MiB environment, and the final states are
 //! compared (`opsvisor_vmdiff`). A case that differs is shrunk on the spot — both
 //! backends are here, so each candidate costs two short runs — and reported with the
@@ -10,7 +11,7 @@
 //! ```text
 //! vmdiff: case I (MODE) differs; minimized from A to B items in R runs
 //! vmdiff: case I minimized: <hex of the case body>
-//! vmdiff: case I   <what>: vmx <value>, emu <value>
+//! vmdiff: case I   <what>: vmx <value>, emu <value>      (svm on the SVM backend)
 //! vmdiff: case I (MODE): both backends ran out of their limits
 //! differential: N cases, D differ, U unfinished
 //! ```
@@ -24,12 +25,32 @@ use alloc::format;
 use alloc::string::String;
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::platform::Platform;
+use opsvisor_core::X86Ops;
 use opsvisor_emu::EmuVcpu;
+use opsvisor_svm::SvmVcpu;
 use opsvisor_vmdiff::case::{to_hex, Case, Pack};
 use opsvisor_vmdiff::minimize::minimize;
-use opsvisor_vmdiff::run::{run_pair, Runner, Verdict};
-use opsvisor_vmdiff::snapshot::Difference;
+use opsvisor_vmdiff::run::{run_pair_tolerating, Runner, Verdict};
+use opsvisor_vmdiff::snapshot::{Difference, Tolerances};
 use opsvisor_vmx::VmxVcpu;
+
+/// A hardware backend the differential run compares with the emulator.
+pub trait Hardware: X86Ops {
+    /// Why its last run failed, for the report.
+    fn failure(&self) -> Option<String>;
+}
+
+impl Hardware for VmxVcpu {
+    fn failure(&self) -> Option<String> {
+        self.last_failure().map(|f| format!("{f:?}"))
+    }
+}
+
+impl Hardware for SvmVcpu {
+    fn failure(&self) -> Option<String> {
+        self.last_failure().map(|f| format!("{f}"))
+    }
+}
 
 /// The power-off code of a run where every case agreed: 0, as for a guest that passed
 /// (QEMU's isa-debug-exit then reports status 1).
@@ -59,19 +80,26 @@ impl Platform for Silent {
     }
 }
 
-/// Run every case of `pack` on `vmx` and the emulator; the code to power off with.
-pub fn run(vmx: VmxVcpu, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Result<u8, String> {
+/// Run every case of `pack` on `hw` and the emulator; the code to power off with.
+pub fn run<H: Hardware>(hw: H, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Result<u8, String> {
     let cases = Pack::open(pack).map_err(|e| format!("boot module 0: {e}"))?;
     let count = cases.case_count();
-    let mut left = Runner::new(vmx, Silent(BareMetal::new(hz, false)), cpuid.clone())
+    let name = hw.name();
+    let mut left = Runner::new(hw, Silent(BareMetal::new(hz, false)), cpuid.clone())
         .map_err(|e| format!("differential RAM: {e}"))?;
     let mut right = Runner::new(EmuVcpu::new(), Silent(BareMetal::new(hz, false)), cpuid)
         .map_err(|e| format!("differential RAM: {e}"))?;
-    log!("vmdiff: {} cases, vmx against the emulator", count);
+    log!("vmdiff: {} cases, {} against the emulator", count, name);
+    let tolerances = tolerances_of_this_processor();
+    if tolerances.frame_rf {
+        log!("vmdiff: the processor is QEMU's TCG, which delivers faults without RF: RF in the final exception frame is not compared");
+    }
     let (mut differ, mut unfinished) = (0u32, 0u32);
     for (index, case) in cases.enumerate() {
         let case = case.map_err(|e| format!("boot module 0: {e}"))?;
-        match run_pair(&mut left, &mut right, &case).map_err(|e| format!("case {index}: {e}"))? {
+        match run_pair_tolerating(&mut left, &mut right, &case, tolerances)
+            .map_err(|e| format!("case {index}: {e}"))?
+        {
             Verdict::Same => {}
             Verdict::Unfinished => {
                 unfinished += 1;
@@ -83,7 +111,7 @@ pub fn run(vmx: VmxVcpu, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Result<u8,
             }
             Verdict::Differ(diffs) => {
                 differ += 1;
-                report(index, &case, &diffs, &mut left, &mut right)?;
+                report(index, &case, &diffs, &mut left, &mut right, tolerances)?;
             }
         }
     }
@@ -101,21 +129,24 @@ pub fn run(vmx: VmxVcpu, pack: &[u8], cpuid: CpuidPolicy, hz: u64) -> Result<u8,
 }
 
 /// Minimize a differing case and print it with what differs.
-fn report(
+fn report<H: Hardware>(
     index: usize,
     case: &Case,
     found: &[Difference],
-    left: &mut Runner<VmxVcpu, Silent>,
+    left: &mut Runner<H, Silent>,
     right: &mut Runner<EmuVcpu, Silent>,
+    tolerances: Tolerances,
 ) -> Result<(), String> {
     // A smaller case counts only if it still differs in one of the fields the whole case
     // differed in: dropping a setup item (the count before a REP, the value before a MOV
     // CR3) must not trade the difference for another one.
-    let (small, runs) = minimize(case, |candidate| match run_pair(left, right, candidate) {
-        Ok(Verdict::Differ(diffs)) => diffs
-            .iter()
-            .any(|d| found.iter().any(|f| same_field(&f.what, &d.what))),
-        _ => false,
+    let (small, runs) = minimize(case, |candidate| {
+        match run_pair_tolerating(left, right, candidate, tolerances) {
+            Ok(Verdict::Differ(diffs)) => diffs
+                .iter()
+                .any(|d| found.iter().any(|f| same_field(&f.what, &d.what))),
+            _ => false,
+        }
     });
     log!(
         "vmdiff: case {} ({}) differs; minimized from {} to {} items in {} runs",
@@ -132,10 +163,17 @@ fn report(
     );
     // Run the minimized case once more for its differences (the last candidate run may
     // have been one that did not differ).
-    match run_pair(left, right, &small).map_err(|e| format!("case {index}: {e}"))? {
+    match run_pair_tolerating(left, right, &small, tolerances).map_err(|e| format!("case {index}: {e}"))? {
         Verdict::Differ(diffs) => {
             for d in diffs {
-                log!("vmdiff: case {}   {}: vmx {}, emu {}", index, d.what, d.left, d.right);
+                log!(
+                    "vmdiff: case {}   {}: {} {}, emu {}",
+                    index,
+                    d.what,
+                    left.vcpu().map_or("hw", |v| v.name()),
+                    d.left,
+                    d.right
+                );
             }
         }
         other => log!(
@@ -144,8 +182,10 @@ fn report(
             other
         ),
     }
-    if let Some(failure) = left.vcpu().and_then(|v| v.last_failure()) {
-        log!("vmdiff: case {}   vmx: {:?}", index, failure);
+    if let Some(vcpu) = left.vcpu() {
+        if let Some(failure) = vcpu.failure() {
+            log!("vmdiff: case {}   {}: {}", index, vcpu.name(), failure);
+        }
     }
     Ok(())
 }
@@ -153,4 +193,18 @@ fn report(
 /// Whether two differences concern the same field (any two memory bytes count as one).
 fn same_field(a: &str, b: &str) -> bool {
     a == b || (a.starts_with("memory") && b.starts_with("memory"))
+}
+
+/// What the comparison tolerates of this processor: QEMU's TCG (its brand string starts
+/// "QEMU TCG") delivers faults without RF in the pushed RFLAGS image.
+fn tolerances_of_this_processor() -> Tolerances {
+    let mut brand = [0u8; 16];
+    if crate::cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0002 {
+        for (chunk, reg) in brand.chunks_mut(4).zip(crate::cpu::cpuid(0x8000_0002, 0)) {
+            chunk.copy_from_slice(&reg.to_le_bytes());
+        }
+    }
+    Tolerances {
+        frame_rf: brand.starts_with(b"QEMU TCG"),
+    }
 }

@@ -7,10 +7,10 @@
 //! and calls [`rust_main`]. That sets up COM1, reads the loader's memory map and modules
 //! ([`bootinfo`]), puts the heap on the largest free RAM range, calibrates the TSC,
 //! loads the first module (a multiboot v1 kernel) into guest memory with core's loader,
-//! picks the backend from CPUID and runs the guest. On the VMX backend a built-in probe
-//! guest first measures the round trip of a CPUID and a VMCALL exit in TSC cycles
-//! ([`probe`]) and prints it (`opsvisor-image: vmx round trip: ...`). The guest's COM1 is
-//! forwarded to the host's.
+//! picks the backend from CPUID and runs the guest. On a hardware backend (VMX or SVM) a
+//! built-in probe guest first measures the round trip of a CPUID and a VMCALL (VMMCALL)
+//! exit in TSC cycles ([`probe`]) and prints it (`opsvisor-image: vmx round trip: ...`).
+//! The guest's COM1 is forwarded to the host's.
 //!
 //! The last line on the serial console is one of
 //!
@@ -24,14 +24,20 @@
 //! code, so QEMU's exit status is N; Bochs: port 0x8900). A guest PASSes with status 1.
 //!
 //! Command line (GRUB: after the image's path; QEMU: `-append`), words separated by
-//! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `backend=auto|vmx|emu` (auto:
-//! VMX when the CPU has it and it can be enabled, else the emulator), `interactive` (a guest waiting for
+//! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `backend=auto|vmx|svm|emu` (auto:
+//! VMX on an Intel CPU that has it, SVM on an AMD CPU that has it, when the backend can
+//! be enabled; else the emulator), `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
-//! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
+//! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
+//! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
+//! `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
-//! guest: each runs on VMX and on the emulator and the final states are compared, see
-//! [`differential`]; needs VMX). The first module's string is the guest's command line;
-//! further modules become the guest's multiboot modules.
+//! guest: each runs on the hardware backend, VMX or SVM as `backend=` picks, and on the
+//! emulator and the final states are compared, see [`differential`]). The first module is
+//! the guest kernel, in any format core's loader takes (multiboot, a Linux bzImage, an ELF
+//! kernel with a PVH note), and its string is the guest's command line; further modules
+//! become a multiboot guest's modules, or a Linux guest's initrd (one). The guest's
+//! machine is core's PC: its devices, ACPI tables and fw_cfg, as in the `opsvisor` program.
 
 #![no_std]
 #![no_main]
@@ -40,6 +46,7 @@ extern crate alloc;
 
 mod boot;
 mod bootinfo;
+mod console_input;
 mod cpu;
 mod differential;
 mod heap;
@@ -47,6 +54,7 @@ mod platform;
 mod power;
 mod probe;
 mod serial;
+mod timer;
 
 use alloc::format;
 use alloc::string::String;
@@ -54,20 +62,20 @@ use alloc::vec::Vec;
 use bootinfo::{BootInfo, Phys, Range};
 use core::sync::atomic::{AtomicBool, Ordering};
 use opsvisor_core::cpuid::CpuidPolicy;
-use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
-use opsvisor_core::loader::Module;
+use opsvisor_core::loader::{load_kernel, KernelFormat, KernelOptions, Module, KERNEL_FORMATS};
 use opsvisor_core::ops::{ResetKind, X86Ops};
+use opsvisor_core::pc;
 use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
-use opsvisor_core::{EmuSlot, GuestMemory, Unavailable, VmxSlot};
+use opsvisor_core::{EmuSlot, GuestMemory, SvmSlot, VmxSlot};
 use opsvisor_emu::EmuVcpu;
+use opsvisor_svm::{SvmConfig, SvmVcpu};
 use opsvisor_vmx::{VmxConfig, VmxVcpu};
 
 #[global_allocator]
 static HEAP: heap::Heap = heap::Heap::empty();
 
-/// The backend set of the image: VMX when the CPU has it, else the emulator (the SVM
-/// backend has no `X86Ops` yet).
-type Backend = opsvisor_core::Backend<VmxVcpu, Unavailable, EmuVcpu>;
+/// The backend set of the image: VMX or SVM when the CPU has it, else the emulator.
+type Backend = opsvisor_core::Backend<VmxVcpu, SvmVcpu, EmuVcpu>;
 
 /// Debug-exit code (QEMU status 255) when the run ends other than by the guest's exit.
 const CODE_IMAGE_FAILED: u8 = 0x7f;
@@ -125,16 +133,18 @@ extern "C" fn rust_main(eax: u32, ebx: u32, entry: u32) -> ! {
 /// Which backend the command line asks for (`backend=`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BackendWish {
-    /// VMX when the CPU has it and enabling it succeeds, else the emulator.
+    /// VMX or SVM when the CPU has it and enabling it succeeds, else the emulator.
     Auto,
     /// VMX or fail.
     Vmx,
+    /// SVM or fail.
+    Svm,
     /// The emulator.
     Emu,
 }
 
 /// What `backend=` accepts.
-const BACKEND_USAGE: &str = "the backend is backend=auto, backend=vmx or backend=emu";
+const BACKEND_USAGE: &str = "the backend is backend=auto, backend=vmx, backend=svm or backend=emu";
 
 /// Options from the image's command line.
 struct Options {
@@ -146,6 +156,8 @@ struct Options {
     fault: bool,
     /// Module 0 is a differential case pack.
     differential: bool,
+    /// `console-input=HEX`: what the guest reads on its console before COM1's input.
+    console_input: console_input::ConsoleInput,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -155,6 +167,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         interactive: false,
         fault: false,
         differential: false,
+        console_input: console_input::ConsoleInput::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -171,6 +184,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.backend = match v {
                 "auto" => BackendWish::Auto,
                 "vmx" => BackendWish::Vmx,
+                "svm" => BackendWish::Svm,
                 "emu" => BackendWish::Emu,
                 _ => return Err(format!("bad option '{word}': {BACKEND_USAGE}")),
             };
@@ -180,6 +194,9 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.fault = true;
         } else if word == "diff" {
             opts.differential = true;
+        } else if let Some(hex) = word.strip_prefix("console-input=") {
+            opts.console_input = console_input::ConsoleInput::from_hex(hex)
+                .map_err(|why| format!("bad option '{word}': console input is {why}"))?;
         }
         // Anything else (a path GRUB passes first, for instance) is not for the image.
     }
@@ -199,12 +216,20 @@ fn module_bytes(range: Range, index: usize) -> Result<&'static [u8], String> {
     Ok(unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len() as usize) })
 }
 
-/// The CPUID the guest sees: the emulator's model; on VMX with the host's physical-address
-/// width, since the guest's page tables are walked by the processor, whose reserved
-/// address bits are the host's.
-fn cpuid_policy(vmx: bool) -> CpuidPolicy {
+/// The CPUID the guest sees: the emulator's model; on a hardware backend with the host's
+/// brand string and physical-address width, since the guest's page tables are walked by
+/// the processor, whose reserved address bits are the host's.
+fn cpuid_policy(hardware: bool) -> CpuidPolicy {
     let mut policy = CpuidPolicy::emulator();
-    if vmx && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
+    // The guest runs on this processor: it sees its brand string, as under KVM's `-cpu
+    // host` (a guest tells QEMU's TCG by it, whose known deviations from silicon the
+    // corpus tolerates there and only there).
+    if hardware && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0004 {
+        for leaf in 0x8000_0002..=0x8000_0004 {
+            policy.set_leaf(leaf, 0, cpu::cpuid(leaf, 0));
+        }
+    }
+    if hardware && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
         let host = cpu::cpuid(0x8000_0008, 0);
         if let Some(mut leaf) = policy.leaf(0x8000_0008, 0) {
             leaf[0] = (leaf[0] & !0xff) | (host[0] & 0xff);
@@ -214,59 +239,135 @@ fn cpuid_policy(vmx: bool) -> CpuidPolicy {
     policy
 }
 
-/// Pick the backend: VMX when asked for or available, else the emulator. Logs the
-/// choice and why; `Err` when `backend=vmx` was asked for and VMX cannot run.
+/// Pick the backend: VMX or SVM when asked for or available, else the emulator. Logs
+/// the choice and why; `Err` when `backend=vmx` or `backend=svm` was asked for and that
+/// backend cannot run.
 fn choose_backend(wish: BackendWish, tsc_hz: u64) -> Result<Backend, String> {
     let vmx_cpu = cpu::cpuid(1, 0)[2] & (1 << 5) != 0;
-    let svm = cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0001
-        && cpu::cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0;
-    let why = match (wish, vmx_cpu) {
-        (BackendWish::Emu, _) => "backend=emu on the command line".into(),
-        (_, true) => {
-            let config = VmxConfig {
-                // The image maps all memory it uses 1:1.
-                to_phys: opsvisor_vmx::page::identity,
-                tsc_hz,
-            };
-            // SAFETY: CPL 0, one CPU, interrupts off, long mode with the TSS loaded by
-            // `cpu::init_tables`; the heap is identity-mapped, so the identity is the
-            // true physical translation. The image never leaves VMX operation: it
-            // powers off at the end.
-            match unsafe { VmxVcpu::enable(config) } {
-                Ok(vcpu) => {
-                    let f = vcpu.controls().features;
-                    log!(
-                        "backend vmx (the CPU has VMX: EPT{}{}, unrestricted guest, VPID {}, preemption timer {})",
-                        match (f.ept_1g_pages, f.ept_2m_pages) {
-                            (true, true) => " with 1 GiB and 2 MiB pages",
-                            (true, false) => " with 1 GiB pages",
-                            (false, true) => " with 2 MiB pages",
-                            (false, false) => "",
-                        },
-                        if f.ept_accessed_dirty { ", A/D" } else { "" },
-                        if f.vpid { "on" } else { "off" },
-                        if f.preemption_timer { "on" } else { "off" },
-                    );
-                    return Ok(Backend::from(VmxSlot(vcpu)));
-                }
-                Err(e) if wish == BackendWish::Vmx => {
-                    return Err(format!("vmx backend unavailable: {e}"));
-                }
-                Err(e) => format!("the CPU has VMX, but the vmx backend cannot run: {e}"),
-            }
+    let amd = opsvisor_svm::caps::vendor(&opsvisor_svm::caps::HardwareCpuid)
+        == opsvisor_svm::caps::AMD_VENDOR;
+    let svm_cpu = opsvisor_svm::caps::has_svm(&opsvisor_svm::caps::HardwareCpuid);
+    let why = match wish {
+        BackendWish::Emu => String::from("backend=emu on the command line"),
+        BackendWish::Vmx => {
+            return enable_vmx(tsc_hz).map_err(|why| format!("vmx backend unavailable: {why}"))
         }
-        (BackendWish::Vmx, false) => {
-            return Err(
-                "vmx backend unavailable: the CPU does not report VMX (CPUID.1:ECX bit 5)".into(),
-            )
+        BackendWish::Svm => {
+            return enable_svm(tsc_hz).map_err(|why| format!("svm backend unavailable: {why}"))
         }
-        (BackendWish::Auto, false) if svm => {
-            "the CPU has SVM, but there is no svm backend yet".into()
+        BackendWish::Auto if vmx_cpu => match enable_vmx(tsc_hz) {
+            Ok(backend) => return Ok(backend),
+            Err(why) => format!("the CPU has VMX, but the vmx backend cannot run: {why}"),
+        },
+        BackendWish::Auto if amd && svm_cpu => match enable_svm(tsc_hz) {
+            Ok(backend) => return Ok(backend),
+            Err(why) => format!("the CPU has SVM, but the svm backend cannot run: {why}"),
+        },
+        BackendWish::Auto if svm_cpu => {
+            String::from("the CPU reports SVM but is not an AMD processor")
         }
-        (BackendWish::Auto, false) => String::from("the CPU has neither VMX nor SVM"),
+        BackendWish::Auto => String::from("the CPU has neither VMX nor SVM"),
     };
     log!("backend emu ({})", why);
     Ok(Backend::from(EmuSlot(EmuVcpu::new())))
+}
+
+/// Try the VMX backend; `Err` says why it cannot run.
+fn enable_vmx(tsc_hz: u64) -> Result<Backend, String> {
+    if cpu::cpuid(1, 0)[2] & (1 << 5) == 0 {
+        return Err("the CPU does not report VMX (CPUID.1:ECX bit 5)".into());
+    }
+    let config = VmxConfig {
+        // The image maps all memory it uses 1:1.
+        to_phys: opsvisor_vmx::page::identity,
+        tsc_hz,
+    };
+    // SAFETY: CPL 0, one CPU, interrupts off, long mode with the TSS loaded by
+    // `cpu::init_tables`; the heap is identity-mapped, so the identity is the true
+    // physical translation. The image never leaves VMX operation: it powers off at the
+    // end.
+    match unsafe { VmxVcpu::enable(config) } {
+        Ok(vcpu) => {
+            let f = vcpu.controls().features;
+            log!(
+                "backend vmx (the CPU has VMX: EPT{}{}, unrestricted guest, VPID {}, preemption timer {})",
+                match (f.ept_1g_pages, f.ept_2m_pages) {
+                    (true, true) => " with 1 GiB and 2 MiB pages",
+                    (true, false) => " with 1 GiB pages",
+                    (false, true) => " with 2 MiB pages",
+                    (false, false) => "",
+                },
+                if f.ept_accessed_dirty { ", A/D" } else { "" },
+                if f.vpid { "on" } else { "off" },
+                if f.preemption_timer { "on" } else { "off" },
+            );
+            Ok(Backend::from(VmxSlot(vcpu)))
+        }
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// Try the SVM backend; `Err` says why it cannot run. The host timer that bounds its
+/// runs is set up first (without one, a guest runs until its next exit).
+fn enable_svm(tsc_hz: u64) -> Result<Backend, String> {
+    let cpuid = opsvisor_svm::caps::HardwareCpuid;
+    if !opsvisor_svm::caps::has_svm(&cpuid) {
+        return Err("the CPU does not report SVM (CPUID 0x80000001:ECX bit 2)".into());
+    }
+    // The leaves the svm backend reads, as this CPU reports them (the svm crate's test
+    // fixtures are recorded from this line).
+    let mut leaves = String::new();
+    for leaf in [0, 1, 7, 0x8000_0000, 0x8000_0001, 0x8000_0008, 0x8000_000a] {
+        let [a, b, c, d] = cpu::cpuid(leaf, 0);
+        leaves.push_str(&format!(" {leaf:#x}={a:#x},{b:#x},{c:#x},{d:#x}"));
+    }
+    log!("svm cpuid:{}", leaves);
+    let vm_cr = cpu::rdmsr_probe(opsvisor_svm::enable::MSR_VM_CR);
+    let caps = opsvisor_svm::caps::SvmCaps::read(&cpuid);
+    // Without nested paging there is nothing to run: refuse before touching the APIC.
+    if let Ok(c) = &caps {
+        opsvisor_svm::enable::check_features(c).map_err(|e| format!("{e}"))?;
+    }
+    let timer = timer::host_timer(tsc_hz);
+    let config = SvmConfig {
+        to_phys: opsvisor_svm::page::identity,
+        tsc_hz,
+        timer: timer.ok(),
+        probe_msr: cpu::rdmsr_probe,
+    };
+    // SAFETY: CPL 0, one CPU, interrupts off, long mode, CR0.EM/TS clear; the heap is
+    // identity-mapped, so the identity is the true physical translation; the host
+    // timer (when set up) has its IDT gate, an EOI-ing handler, and the PICs masked;
+    // `rdmsr_probe` survives the #GP of a missing MSR. The image never clears
+    // EFER.SVME: it powers off at the end.
+    match unsafe { SvmVcpu::enable(config) } {
+        Ok(vcpu) => {
+            let c = vcpu.caps();
+            let f = c.features;
+            let on = |b: bool| if b { "on" } else { "off" };
+            log!(
+                "backend svm (the CPU has SVM revision {}: nested paging with 2 MiB{} pages, {} ASIDs, NRIP save {}, flush-by-ASID {}, decode assists {}, VMCB clean bits {}; VM_CR {}; host timer {})",
+                c.revision,
+                if c.pages_1g { " and 1 GiB" } else { "" },
+                c.asids,
+                on(f.nrip_save()),
+                on(f.flush_by_asid()),
+                on(f.decode_assists()),
+                on(f.vmcb_clean()),
+                match vm_cr {
+                    Some(v) => format!("{v:#x}"),
+                    None => String::from("absent (#GP)"),
+                },
+                match (vcpu.processor().timer(), timer) {
+                    (Some(t), _) => format!("{} kHz on vector {:#x}", t.hz / 1000, t.vector),
+                    (None, Err(why)) => format!("off: {why}"),
+                    (None, Ok(_)) => String::from("off"),
+                },
+            );
+            Ok(Backend::from(SvmSlot(vcpu)))
+        }
+        Err(e) => Err(format!("{e}")),
+    }
 }
 
 fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
@@ -347,73 +448,111 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     if opts.differential {
         if opts.backend == BackendWish::Emu {
             return Err(
-                "diff compares the vmx backend with the emulator: leave out backend=emu".into(),
+                "diff compares a hardware backend (vmx or svm) with the emulator: leave out backend=emu"
+                    .into(),
             );
         }
-        let vcpu = choose_backend(BackendWish::Vmx, hz)?;
-        let Backend::Vmx(VmxSlot(vmx)) = vcpu else {
-            return Err("vmx backend unavailable: the differential run needs VMX".into());
+        return match choose_backend(opts.backend, hz)? {
+            Backend::Vmx(VmxSlot(vmx)) => differential::run(vmx, kernel, cpuid_policy(true), hz),
+            Backend::Svm(SvmSlot(svm)) => differential::run(svm, kernel, cpuid_policy(true), hz),
+            Backend::Emu(_) => Err(
+                "vmx backend unavailable: the differential run needs VMX or SVM, and this CPU has neither usable"
+                    .into(),
+            ),
         };
-        return differential::run(vmx, kernel, cpuid_policy(true), hz);
     }
-    if !is_multiboot(kernel) {
-        return Err(format!(
-            "boot module 0 ({} bytes) is not a multiboot kernel",
-            kernel.len()
-        ));
-    }
+    let format = KernelFormat::of(kernel)
+        .map_err(|e| format!("boot module 0: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "boot module 0 ({} bytes) is not {KERNEL_FORMATS}",
+                kernel.len()
+            )
+        })?;
+    // A multiboot guest gets the further modules as its own; a Linux kernel (bzImage or
+    // PVH) takes module 1 as its initrd.
     let mut extra = Vec::new();
+    let mut initrd = None;
     for (i, m) in info.modules().iter().enumerate().skip(1) {
-        extra.push(Module {
-            cmdline: m.cmdline.as_str().as_bytes(),
-            data: module_bytes(m.range, i)?,
-        });
+        let data = module_bytes(m.range, i)?;
+        if format == KernelFormat::Multiboot {
+            extra.push(Module {
+                cmdline: m.cmdline.as_str().as_bytes(),
+                data,
+            });
+        } else if initrd.replace(data).is_some() {
+            return Err(format!(
+                "boot module {i}: a Linux kernel takes one more module, its initrd"
+            ));
+        }
     }
 
     let mut vcpu = choose_backend(opts.backend, hz)?;
-    if matches!(vcpu, Backend::Vmx(_)) {
-        let (back, figures) = probe::round_trip(vcpu, hz);
+    if let Some(call) = probe::hypercall(&vcpu) {
+        let name = vcpu.name();
+        let (back, figures) = probe::round_trip(vcpu, hz, call);
         vcpu = back;
         match figures {
             Ok(t) => log!(
-                "vmx round trip: cpuid {} cycles, vmcall {} cycles (median of {} runs of {} exits; vmcall includes its #UD delivery)",
+                "{} round trip: cpuid {} cycles, {} {} cycles (median of {} runs of {} exits; {} includes its #UD delivery)",
+                name,
                 t.cpuid,
-                t.vmcall,
+                call.name,
+                t.hypercall,
                 probe::RUNS,
-                probe::LOOPS
+                probe::LOOPS,
+                call.name
             ),
-            Err(e) => log!("vmx round trip: the probe failed: {}", e),
+            Err(e) => log!("{} round trip: the probe failed: {}", name, e),
         }
     }
     let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
-    let state = load_multiboot(
+    let acpi = pc::build_acpi(&mut mem, 1).map_err(|e| format!("the ACPI tables: {e}"))?;
+    let cmdline = kernel_ref.cmdline.as_str().as_bytes();
+    let loaded = load_kernel(
         &mut mem,
         kernel,
-        kernel_ref.cmdline.as_str().as_bytes(),
-        &extra,
+        &KernelOptions {
+            cmdline,
+            modules: &extra,
+            initrd,
+            rsdp_addr: Some(acpi.rsdp),
+        },
     )
     .map_err(|e| format!("boot module 0: {e}"))?;
+    let state = loaded.state;
     vcpu.vcpu_reset(ResetKind::PowerOn);
     state.apply(&mut vcpu);
-    let vm_backend_is_vmx = matches!(vcpu, Backend::Vmx(_));
+    let hardware = matches!(vcpu, Backend::Vmx(_) | Backend::Svm(_));
     let mut vm = Vm::new(
         vcpu,
         mem,
-        platform::BareMetal::new(hz, opts.interactive),
-        cpuid_policy(vm_backend_is_vmx),
+        platform::BareMetal::new(hz, opts.interactive).with_input(opts.console_input),
+        cpuid_policy(hardware),
         VmConfig::default(),
     );
+    vm.finish_firmware(loaded.linux.as_ref().map(|layout| (layout, cmdline)))
+        .map_err(|e| format!("fw_cfg: {e}"))?;
     log!(
-        "guest: {} bytes, {} MiB RAM, command line '{}'",
+        "guest: {}, {} bytes, {} MiB RAM, command line '{}'",
+        format.name(),
         kernel.len(),
         opts.guest_mib,
         kernel_ref.cmdline.as_str()
     );
     let outcome = vm.run();
-    if let Backend::Vmx(VmxSlot(vmx)) = &vm.bsp().backend {
-        if let Some(failure) = vmx.last_failure() {
-            log!("vmx: {:?}", failure);
+    match &vm.bsp().backend {
+        Backend::Vmx(VmxSlot(vmx)) => {
+            if let Some(failure) = vmx.last_failure() {
+                log!("vmx: {:?}", failure);
+            }
         }
+        Backend::Svm(SvmSlot(svm)) => {
+            if let Some(failure) = svm.last_failure() {
+                log!("svm: {}", failure);
+            }
+        }
+        Backend::Emu(_) => {}
     }
     let ms = vm.run_time_ns() / 1_000_000;
     match vm.instructions_retired() {
@@ -452,7 +591,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
             log!("guest reset the machine");
             CODE_IMAGE_FAILED
         }
-        RunOutcome::InstructionLimit | RunOutcome::Timeout => {
+        RunOutcome::InstructionLimit | RunOutcome::Timeout | RunOutcome::Quit => {
             log!("failed: the run hit its limit");
             CODE_IMAGE_FAILED
         }

@@ -1,5 +1,6 @@
 //! core's `Platform` on bare metal: the TSC as the clock, host COM1 as the console.
 
+use crate::console_input::ConsoleInput;
 use crate::cpu::{cpuid, rdtsc};
 use crate::serial;
 use opsvisor_bare::port::{inb, outb};
@@ -102,9 +103,17 @@ pub struct BareMetal {
     /// (`interactive` on the image's command line); otherwise it stops at once, as the
     /// test harness wants.
     interactive: bool,
+    /// Console input given on the command line (`console-input=`), read before COM1's.
+    preset: ConsoleInput,
 }
 
 impl BareMetal {
+    /// Console input that the guest reads before anything that arrives on COM1.
+    pub fn with_input(mut self, input: ConsoleInput) -> BareMetal {
+        self.preset = input;
+        self
+    }
+
     /// A platform whose clock runs at `hz` TSC ticks per second from now.
     pub fn new(hz: u64, interactive: bool) -> BareMetal {
         let hz = hz.max(1);
@@ -113,6 +122,7 @@ impl BareMetal {
             tsc_base: rdtsc(),
             ns_per_tick,
             interactive,
+            preset: ConsoleInput::default(),
         }
     }
 }
@@ -124,6 +134,9 @@ impl Platform for BareMetal {
     }
 
     fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
+        if self.preset.pending() {
+            return true;
+        }
         match deadline_ns {
             // Interrupts stay off on the host: poll the UART and the clock.
             Some(deadline) => loop {
@@ -147,16 +160,16 @@ impl Platform for BareMetal {
     }
 
     fn console_read(&mut self) -> Option<u8> {
-        serial::read_byte()
+        self.preset.take().or_else(serial::read_byte)
     }
 
     fn console_input_possible(&mut self) -> bool {
         // Without `interactive` nobody is expected to type: a guest waiting for input
         // stops, as a test harness wants.
-        self.interactive || serial::input_ready()
+        self.interactive || self.preset.pending() || serial::input_ready()
     }
 
     fn console_input_ready(&mut self) -> bool {
-        serial::input_ready()
+        self.preset.pending() || serial::input_ready()
     }
 }

@@ -1,6 +1,7 @@
-//! The VMX round-trip probe: before the real guest, a built-in guest of a few bytes
-//! measures, in host TSC cycles, what one CPUID exit and one VMCALL exit cost the
-//! guest, from the exiting instruction to the guest running again.
+//! The hardware backends' round-trip probe: before the real guest, a built-in guest of a
+//! few bytes measures, in host TSC cycles, what one CPUID exit and one hypercall exit
+//! (VMCALL on VMX, VMMCALL on SVM) cost the guest, from the exiting instruction to the
+//! guest running again.
 //!
 //! The probe guest runs in 32-bit flat protected mode (no paging) on 2 MiB of RAM,
 //! through core's run loop exactly as a real guest: each program is a loop of `LOOPS`
@@ -11,13 +12,14 @@
 //! exits on this backend (the guest's TSC is core's clock), which would add an exit to
 //! every sample.
 //!
-//! VMCALL is not a hypercall here: core answers it (as every VMX instruction) with
-//! #UD, as the issue asks. The VMCALL figure is therefore the exit, the #UD injection
-//! and its delivery through the guest's IDT, a three-instruction #UD handler that
-//! steps over the VMCALL, and its IRET: what a guest probing for a hypervisor pays.
+//! VMCALL and VMMCALL are not hypercalls here: core answers them with #UD. The figure is
+//! therefore the exit, the #UD injection and its delivery through the guest's IDT, a
+//! three-instruction #UD handler that steps over the 3-byte instruction, and its IRET:
+//! what a guest probing for a hypervisor pays.
 //!
 //! Under Bochs the cycles are Bochs' emulated TSC (it ticks with emulated instructions),
-//! on hardware they are real. Each figure is the median of `RUNS` runs.
+//! under QEMU TCG the host's TSC as QEMU passes it through, on hardware they are real.
+//! Each figure is the median of `RUNS` runs.
 
 use crate::cpu;
 use crate::platform::BareMetal;
@@ -41,7 +43,7 @@ const GDT: u64 = 0x500;
 const IDT: u64 = 0x600;
 const UD_HANDLER: u64 = 0x800;
 const CPUID_LOOP: u64 = 0x1000;
-const VMCALL_LOOP: u64 = 0x1100;
+const HYPERCALL_LOOP: u64 = 0x1100;
 const BASELINE_LOOP: u64 = 0x1200;
 const STACK_TOP: u64 = 0x8000;
 const CODE_SELECTOR: u16 = 0x08;
@@ -53,7 +55,7 @@ const CR0_PROTECTED: u64 = 0x11;
 /// accessed). IRET reloads CS from here.
 const GDT_ENTRIES: [u64; 3] = [0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
 
-/// The #UD handler: `add dword [esp], 3` (step over the 3-byte VMCALL) and `iretd`.
+/// The #UD handler: `add dword [esp], 3` (step over the 3-byte hypercall) and `iretd`.
 const UD_HANDLER_CODE: [u8; 5] = [0x83, 0x04, 0x24, 0x03, 0xcf];
 
 /// `mov esi, LOOPS`, then the loop: `body`, `dec esi`, `jnz loop`; then the debug
@@ -85,12 +87,37 @@ fn loop_program(body: &[u8]) -> ([u8; 32], usize) {
 pub struct RoundTrip {
     /// One CPUID exit.
     pub cpuid: u64,
-    /// One VMCALL exit with its #UD delivery.
-    pub vmcall: u64,
+    /// One hypercall exit with its #UD delivery.
+    pub hypercall: u64,
+}
+
+/// The hypercall instruction of a hardware backend.
+#[derive(Clone, Copy)]
+pub struct Hypercall {
+    /// Its mnemonic, for the log.
+    pub name: &'static str,
+    /// Its bytes (three for both vendors).
+    pub bytes: [u8; 3],
+}
+
+/// The hypercall instruction of `vcpu`'s backend; `None` for the emulator, which has
+/// no round trip worth probing.
+pub fn hypercall(vcpu: &Backend) -> Option<Hypercall> {
+    match vcpu {
+        Backend::Vmx(_) => Some(Hypercall {
+            name: "vmcall",
+            bytes: [0x0f, 0x01, 0xc1],
+        }),
+        Backend::Svm(_) => Some(Hypercall {
+            name: "vmmcall",
+            bytes: [0x0f, 0x01, 0xd9],
+        }),
+        Backend::Emu(_) => None,
+    }
 }
 
 /// Write the probe guest into fresh memory.
-fn probe_memory() -> Result<GuestMemory, String> {
+fn probe_memory(call: Hypercall) -> Result<GuestMemory, String> {
     let mut mem = GuestMemory::with_ram(RAM).map_err(|e| format!("probe RAM: {e}"))?;
     let mut put = |gpa: u64, bytes: &[u8]| {
         mem.write(gpa, bytes)
@@ -110,7 +137,7 @@ fn probe_memory() -> Result<GuestMemory, String> {
     put(UD_HANDLER, &UD_HANDLER_CODE)?;
     for (at, body) in [
         (CPUID_LOOP, &[0x31, 0xc0, 0x0f, 0xa2][..]),
-        (VMCALL_LOOP, &[0x0f, 0x01, 0xc1][..]),
+        (HYPERCALL_LOOP, &call.bytes[..]),
         (BASELINE_LOOP, &[][..]),
     ] {
         let (code, len) = loop_program(body);
@@ -156,10 +183,10 @@ fn median(samples: &mut [u64; RUNS]) -> u64 {
     samples[RUNS / 2]
 }
 
-/// Run the probe on `vcpu` (the VMX backend) and give the vCPU back, reset, with the
-/// figures or why they could not be had.
-pub fn round_trip(vcpu: Backend, hz: u64) -> (Backend, Result<RoundTrip, String>) {
-    let mem = match probe_memory() {
+/// Run the probe on `vcpu` (a hardware backend, whose hypercall is `call`) and give the
+/// vCPU back, reset, with the figures or why they could not be had.
+pub fn round_trip(vcpu: Backend, hz: u64, call: Hypercall) -> (Backend, Result<RoundTrip, String>) {
+    let mem = match probe_memory(call) {
         Ok(mem) => mem,
         Err(e) => return (vcpu, Err(e)),
     };
@@ -171,21 +198,21 @@ pub fn round_trip(vcpu: Backend, hz: u64) -> (Backend, Result<RoundTrip, String>
         VmConfig::default(),
     );
     let result = (|| {
-        // One untimed round builds the EPT for the probe's memory.
-        for rip in [BASELINE_LOOP, CPUID_LOOP, VMCALL_LOOP] {
+        // One untimed round builds the EPT (NPT) for the probe's memory.
+        for rip in [BASELINE_LOOP, CPUID_LOOP, HYPERCALL_LOOP] {
             timed_run(&mut vm, rip)?;
         }
         let mut cpuid = [0; RUNS];
-        let mut vmcall = [0; RUNS];
-        for (c, v) in cpuid.iter_mut().zip(vmcall.iter_mut()) {
+        let mut hypercall = [0; RUNS];
+        for (c, v) in cpuid.iter_mut().zip(hypercall.iter_mut()) {
             let base = timed_run(&mut vm, BASELINE_LOOP)?;
             let per_exit = |cycles: u64| cycles.saturating_sub(base) / u64::from(LOOPS);
             *c = per_exit(timed_run(&mut vm, CPUID_LOOP)?);
-            *v = per_exit(timed_run(&mut vm, VMCALL_LOOP)?);
+            *v = per_exit(timed_run(&mut vm, HYPERCALL_LOOP)?);
         }
         Ok(RoundTrip {
             cpuid: median(&mut cpuid),
-            vmcall: median(&mut vmcall),
+            hypercall: median(&mut hypercall),
         })
     })();
     let Some(mut vcpu) = vm.into_parts().0.pop() else {

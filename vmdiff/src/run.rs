@@ -9,7 +9,7 @@
 use crate::case::Case;
 use crate::flags::{undefined_flags, undefined_fsw};
 use crate::layout::{self, SetupError};
-use crate::snapshot::{compare, Difference, Ending, Snapshot};
+use crate::snapshot::{compare_tolerating, Difference, Ending, Snapshot, Tolerances};
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vm::{Vm, VmConfig};
@@ -110,6 +110,17 @@ pub fn run_pair<A: X86Ops, P: Platform, B: X86Ops, Q: Platform>(
     right: &mut Runner<B, Q>,
     case: &Case,
 ) -> Result<Verdict, SetupError> {
+    run_pair_tolerating(left, right, case, Tolerances::default())
+}
+
+/// [`run_pair`], the comparison tolerating what `tolerances` names of the left runner's
+/// processor.
+pub fn run_pair_tolerating<A: X86Ops, P: Platform, B: X86Ops, Q: Platform>(
+    left: &mut Runner<A, P>,
+    right: &mut Runner<B, Q>,
+    case: &Case,
+    tolerances: Tolerances,
+) -> Result<Verdict, SetupError> {
     let l = left.run(case)?;
     let r = right.run(case)?;
     if l.ending == Ending::Unfinished && r.ending == Ending::Unfinished {
@@ -118,7 +129,15 @@ pub fn run_pair<A: X86Ops, P: Platform, B: X86Ops, Q: Platform>(
     let (Some(lm), Some(rm)) = (left.memory(), right.memory()) else {
         return Err(SetupError::Unavailable);
     };
-    let diffs = compare(&l, lm, &r, rm, undefined_flags(case), undefined_fsw(case));
+    let diffs = compare_tolerating(
+        &l,
+        lm,
+        &r,
+        rm,
+        undefined_flags(case),
+        undefined_fsw(case),
+        tolerances,
+    );
     Ok(if diffs.is_empty() {
         Verdict::Same
     } else {

@@ -328,3 +328,46 @@ fn pae_paging_maps_the_environment() {
     let want = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
     assert_eq!(s.regs.gpr[Gpr::Rax as usize], u64::from(want));
 }
+
+#[test]
+fn the_frame_rf_tolerance_leaves_out_that_bit_alone() {
+    use opsvisor_core::GuestMemory;
+    use opsvisor_vmdiff::snapshot::{compare, compare_tolerating, Tolerances};
+    let tolerant = Tolerances { frame_rf: true };
+    for (mode, width) in [(Mode::Protected32, 4u64), (Mode::Long64, 8)] {
+        let mut r = runner();
+        // UD2: #UD, a fault without an error code.
+        let s = r
+            .run(&case(mode, vec![Item::Insn(vec![0x0f, 0x0b])]))
+            .unwrap();
+        assert_eq!(s.vector(), Some(6), "{mode:?}");
+        let mem = r.memory().unwrap();
+        let copy = |flip: u64, bit: u8| {
+            let mut other = GuestMemory::with_ram(layout::RAM).unwrap();
+            for page in (0..layout::RAM).step_by(4096) {
+                other.write(page, mem.slice(page, 4096).unwrap()).unwrap();
+            }
+            let b = other.read_u8(flip).unwrap();
+            other.write_u8(flip, b ^ bit).unwrap();
+            other
+        };
+        // The frame: EIP, CS, EFLAGS from RSP up; RF is bit 0 of EFLAGS' third byte.
+        let rf_byte =
+            s.segments[SegReg::Ss as usize].base + s.regs.gpr[Gpr::Rsp as usize] + 2 * width + 2;
+        assert_eq!(mem.read_u8(rf_byte).unwrap() & 1, 1, "{mode:?}: RF pushed");
+        let without_rf = copy(rf_byte, 1);
+        assert_eq!(compare(&s, mem, &s, &without_rf, 0, 0).len(), 1, "{mode:?}");
+        assert!(compare_tolerating(&s, mem, &s, &without_rf, 0, 0, tolerant).is_empty());
+        // Any other bit of that byte, or RF anywhere else, still counts.
+        let vm = copy(rf_byte, 2);
+        assert_eq!(
+            compare_tolerating(&s, mem, &s, &vm, 0, 0, tolerant).len(),
+            1
+        );
+        let elsewhere = copy(rf_byte + width, 1);
+        assert_eq!(
+            compare_tolerating(&s, mem, &s, &elsewhere, 0, 0, tolerant).len(),
+            1
+        );
+    }
+}

@@ -1197,13 +1197,32 @@ fn excluded_instructions_never_appear_and_undefined_flags_are_settled() {
     };
     // Unfiltered cases draw each kind of quirk; filtered ones never do.
     let drawn = quirky(&with);
-    for m in [Mnemonic::Adox, Mnemonic::Fld] {
+    for m in [Mnemonic::Adox, Mnemonic::Fld, Mnemonic::Fcomi] {
         assert!(
             drawn.contains(&m),
             "3000 cases should draw {m:?}: {drawn:?}"
         );
     }
     assert!(quirky(&generate_excluding(3000, 11, &Mode::ALL, bochs_quirks)).is_empty());
+    // Bochs' AMD models: its bugs go, FLD ST(i) (where AMD is the emulator's vendor)
+    // stays.
+    use opsvisor_vmdiff::generate::{bochs_bugs, vendor_differences};
+    let amd = generate_excluding(3000, 11, &Mode::ALL, bochs_bugs);
+    let left = quirky(&amd);
+    assert!(left.contains(&Mnemonic::Fld), "{left:?}");
+    assert!(!left.contains(&Mnemonic::Adox) && !left.contains(&Mnemonic::Fcomi));
+    assert!(amd
+        .iter()
+        .flat_map(|c| c.items.iter().map(move |i| (c.mode, i)))
+        .filter_map(|(mode, i)| match i {
+            Item::Insn(b) => Some(decode_one(mode, b)),
+            Item::Branch { .. } => None,
+        })
+        .all(|i| !bochs_bugs(&i)));
+    assert!(
+        vendor_differences(&decode_one(Mode::Long64, &[0xdb, 0xf6])),
+        "fcomi"
+    );
     // Every instruction that leaves a flag undefined is followed by the settling CMP
     // before any branch (a branch could skip it) and before the end.
     let settle = Item::Insn(SETTLE.to_vec());
@@ -1219,5 +1238,40 @@ fn excluded_instructions_never_appear_and_undefined_flags_are_settled() {
                 .any(|later| *later == settle);
             assert!(settled, "item {i} of {case:?}");
         }
+    }
+}
+
+#[test]
+fn qemu_tcg_quirks_name_what_tcg_gets_wrong() {
+    use opsvisor_vmdiff::generate::qemu_tcg_quirks;
+    for (bytes, left_out) in [
+        (&[0xde, 0xf8][..], true),              // fdivp st(0), st
+        (&[0xd9, 0xee][..], true),              // fldz
+        (&[0x0f, 0x77][..], true),              // emms
+        (&[0x0f, 0x6f, 0x03][..], true),        // movq mm0, [rbx]
+        (&[0xc8, 0x10, 0x00, 0x03][..], true),  // enter 10h, 3
+        (&[0xc8, 0x10, 0x00, 0x00][..], false), // enter 10h, 0
+        (&[0x0f, 0x34][..], true),              // sysenter
+        (&[0x01, 0xd8][..], false),             // add eax, ebx
+        (&[0x66, 0x0f, 0x6f, 0x03][..], true),  // movdqa xmm0, [rbx]: aligned
+        (&[0x0f, 0xae, 0x03][..], false),       // fxsave [rbx]
+    ] {
+        let i = decode_one(Mode::Long64, bytes);
+        assert_eq!(qemu_tcg_quirks(&i), left_out, "{bytes:02x?}");
+    }
+}
+
+#[test]
+fn qemu_tcg_state_drops_alignment_checks_and_em() {
+    use opsvisor_vmdiff::generate::qemu_tcg_state;
+    let mut cases = generate(500, 3, &Mode::ALL);
+    assert!(cases.iter().any(|c| c.cr0 & (1 << 18) != 0));
+    assert!(cases.iter().any(|c| c.cr0 & 0x4 != 0));
+    let before: Vec<u64> = cases.iter().map(|c| c.cr0).collect();
+    cases.iter_mut().for_each(qemu_tcg_state);
+    for (c, old) in cases.iter().zip(before) {
+        assert_eq!(c.cr0 & ((1 << 18) | 4), 0);
+        // Nothing else changes.
+        assert_eq!(c.cr0 | (1 << 18) | 4, old | (1 << 18) | 4);
     }
 }

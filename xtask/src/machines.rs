@@ -39,16 +39,22 @@ sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
 }
 
 /// The GRUB menu: boot the image at once (no menu wait) with `append` as its command
-/// line and the guest as its first module, named `guest_name` (the guest's command line).
-pub fn grub_cfg(append: &str, guest_name: &str) -> String {
+/// line, the guest as its first module with `guest_cmdline` as its string (the guest's
+/// command line), and with `initrd` a Linux guest's initrd as the second module.
+pub fn grub_cfg(append: &str, guest_cmdline: &str, initrd: bool) -> String {
+    let initrd = if initrd {
+        "    module2 /boot/initrd initrd\n"
+    } else {
+        ""
+    };
     format!(
         "\
 set timeout=0
 set default=0
 menuentry \"opsvisor\" {{
     multiboot2 /boot/opsvisor-image {append}
-    module2 /boot/guest {guest_name}
-    boot
+    module2 /boot/guest {guest_cmdline}
+{initrd}    boot
 }}
 "
     )
@@ -59,6 +65,10 @@ menuentry \"opsvisor\" {{
 pub enum Verdict {
     /// `opsvisor-image: guest exit status N`.
     GuestExit(u32),
+    /// `opsvisor-image: guest powered off` (ACPI S5).
+    PoweredOff,
+    /// `opsvisor-image: guest reset the machine`.
+    Reset,
     /// `opsvisor-image: triple fault ...`.
     TripleFault(String),
     /// `opsvisor-image: failed: ...`.
@@ -76,10 +86,13 @@ pub enum Verdict {
 
 impl Verdict {
     /// Whether the guest passed (its exit status is 1: code 0 through the debug-exit
-    /// port), or every differential case agreed.
+    /// port, or it powered off, as Linux's `poweroff` does), or every differential case
+    /// agreed. A reset is no pass here: a corpus guest that resets on purpose is judged
+    /// by its table entry instead (`corpus::Outcome`).
     pub fn passed(&self) -> bool {
         match self {
             Verdict::GuestExit(status) => *status == 1,
+            Verdict::PoweredOff => true,
             Verdict::Differential {
                 differ, unfinished, ..
             } => *differ == 0 && *unfinished == 0,
@@ -91,6 +104,8 @@ impl Verdict {
     pub fn describe(&self) -> String {
         match self {
             Verdict::GuestExit(n) => format!("guest exit status {n}"),
+            Verdict::PoweredOff => "guest powered off".into(),
+            Verdict::Reset => "guest reset the machine".into(),
             Verdict::TripleFault(s) => s.clone(),
             Verdict::Failed(s) => format!("image: {s}"),
             Verdict::Differential {
@@ -129,6 +144,10 @@ pub fn verdict(serial: &str) -> Option<Verdict> {
             n.trim().parse().ok().map(Verdict::GuestExit)
         } else if let Some(counts) = rest.strip_prefix("differential: ") {
             differential_counts(counts)
+        } else if rest.trim() == "guest powered off" {
+            Some(Verdict::PoweredOff)
+        } else if rest.trim() == "guest reset the machine" {
+            Some(Verdict::Reset)
         } else if rest.starts_with("triple fault") {
             Some(Verdict::TripleFault(rest.into()))
         } else {
@@ -193,7 +212,15 @@ mod tests {
 
     #[test]
     fn grub_menu_boots_at_once() {
-        let cfg = grub_cfg("mem=32", "hello");
+        let cfg = grub_cfg("mem=32", "hello", false);
+        assert!(!cfg.contains("/boot/initrd"));
+        let linux = grub_cfg("mem=256", "console=ttyS0", true);
+        assert!(linux.contains("module2 /boot/guest console=ttyS0\n"));
+        assert!(linux.contains("module2 /boot/initrd initrd\n"));
+        assert_eq!(
+            verdict("[ 1.0] reboot: Power down\r\nopsvisor-image: guest powered off\r\n"),
+            Some(Verdict::PoweredOff)
+        );
         assert!(cfg.contains("set timeout=0"));
         assert!(cfg.contains("multiboot2 /boot/opsvisor-image mem=32"));
         assert!(cfg.contains("module2 /boot/guest hello"));
@@ -221,6 +248,9 @@ mod tests {
             verdict("opsvisor-image: triple fault at rip 0x10\n"),
             Some(Verdict::TripleFault(_))
         ));
+        let reset = "resetting through 0xCF9\r\nopsvisor-image: guest reset the machine\r\n";
+        assert_eq!(verdict(reset), Some(Verdict::Reset));
+        assert!(!Verdict::Reset.passed(), "a reset alone is no pass");
     }
 
     #[test]

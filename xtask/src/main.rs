@@ -7,15 +7,23 @@
 //! cargo xtask usb GUEST OUT.img          bootable USB disk image (the ISO is hybrid)
 //! cargo xtask bochs GUEST [OPTIONS]      headless Bochs (default CPU corei7_skylake_x)
 //! cargo xtask bochs-vmx GUEST [OPTIONS]  the same (the name the issue uses)
+//! cargo xtask bochs-svm GUEST [OPTIONS]  Bochs ryzen, the SVM backend
 //! cargo xtask bochs-vmx --corpus [OPTIONS]
 //!                                        every corpus guest on the VMX backend, one
 //!                                        PASS/FAIL line each and a summary (= corpus-vmx)
+//! cargo xtask bochs-svm --corpus [OPTIONS]
+//! cargo xtask qemu-svm --corpus [OPTIONS]
+//!                                        the same on the SVM backend, Bochs or QEMU TCG
 //! cargo xtask qemu GUEST [OPTIONS]       QEMU TCG, -kernel (PVH) + -initrd, or --iso
-//! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX)
+//! cargo xtask qemu-svm GUEST [OPTIONS]   QEMU TCG (-cpu max), the SVM backend
+//! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX/SVM)
+//! cargo xtask diff --backend vmx|svm     differential runs (vmx-diff: --backend vmx)
+//! cargo xtask bench-peers [OPTIONS]      the peer benchmark (opsvisor, QEMU TCG, Bochs)
 //! ```
 //!
 //! GUEST is a multiboot v1 kernel file or a corpus guest name (`guests/src/bin/NAME.rs`,
-//! built with `cargo build --release` in `guests/`). Options: `--cpu MODEL` (Bochs),
+//! built with `cargo build --release` in `guests/`). Options: `--cpu MODEL` (Bochs model,
+//! or QEMU's `-cpu`),
 //! `--timeout SECS` (default 120), `--megs MIB` (machine RAM, default 256), `--ips N`
 //! (Bochs' instructions per emulated second), `--append ARGS`
 //! (the image's command line), `--iso` (QEMU boots the GRUB ISO). `cargo xtask help`
@@ -28,8 +36,9 @@
 //! debug-exit write), `opsvisor-image: triple fault ...` or `opsvisor-image: failed: ...`.
 //! Exit status: 0 when N is 1 (the guest's PASS; under QEMU the emulator's own status must
 //! agree), 1 when the guest or the image failed, 2 on bad input, a missing tool or a host
-//! that cannot run the command, 3 on timeout, 4 when the image, told `backend=vmx`,
-//! reports that the CPU cannot run the VMX backend (`VMX backend refuses this CPU`).
+//! that cannot run the command, 3 on timeout, 4 when the image, told `backend=vmx` or
+//! `backend=svm`, reports that the CPU cannot run that backend (`VMX backend refuses
+//! this CPU`, `SVM backend refuses this CPU`).
 //! The corpus command stops at that refusal (every guest would meet it), and otherwise
 //! exits 1 if any guest failed or timed out. Bochs' own exit status carries nothing
 //! (it is always 1): only the serial report counts. A failed run keeps its temporary
@@ -46,8 +55,10 @@
 //! partition). The image reports on COM1 at 115200 baud.
 
 mod args;
+mod corpus;
 mod differential;
 mod machines;
+mod peers;
 
 #[cfg(test)]
 #[allow(dead_code)]
@@ -55,8 +66,11 @@ mod machines;
 mod image_bootinfo;
 #[cfg(test)]
 mod image_bootinfo_tests;
+#[cfg(test)]
+#[path = "../../image/src/console_input.rs"]
+mod image_console_input;
 
-use args::{Command as Cmd, GuestSpec, RunOptions};
+use args::{Command as Cmd, GuestSpec, HwBackend, Machine, RunOptions};
 use machines::Verdict;
 use std::fs;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -73,8 +87,12 @@ const STATUS_BAD_INPUT: u8 = 2;
 const STATUS_TIMEOUT: u8 = 3;
 /// Exit status: the image refused to run the VMX backend on this CPU.
 const STATUS_REFUSED: u8 = 4;
-/// How the image words its refusal of `backend=vmx` (main.rs, `choose_backend`).
-const VMX_REFUSAL: &str = "vmx backend unavailable: ";
+/// How the image words its refusal of `backend=vmx` and `backend=svm` (main.rs,
+/// `choose_backend`), with the name the runner reports.
+const REFUSALS: [(&str, &str); 2] = [
+    ("vmx backend unavailable: ", "VMX"),
+    ("svm backend unavailable: ", "SVM"),
+];
 /// How long an emulator may take to power off after the image's final report.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 /// The installer for the emulators and GRUB.
@@ -89,7 +107,7 @@ enum Failure {
     Failed(String),
     /// The run timed out (status 3).
     Timeout(String),
-    /// The CPU cannot run the VMX backend the image was told to use (status 4).
+    /// The CPU cannot run the hardware backend the image was told to use (status 4).
     Refused(String),
 }
 
@@ -155,7 +173,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 }
             };
             let tmp = TempDir::new("iso")?;
-            make_iso(&tmp, &image, &guest, &name, &run.append, &out)?;
+            make_iso(&tmp, &image, &guest, &name, &run, &out)?;
             println!("{}", out.display());
             Ok(())
         }
@@ -163,7 +181,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let (guest, name) = resolve_guest(&run.guest)?;
             let image = build_image()?;
             let tmp = TempDir::new("usb")?;
-            make_iso(&tmp, &image, &guest, &name, &run.append, &out)?;
+            make_iso(&tmp, &image, &guest, &name, &run, &out)?;
             println!("{}", out.display());
             eprintln!(
                 "xtask: {} is a hybrid ISO (BIOS; UEFI too if GRUB's EFI files are installed). \
@@ -175,13 +193,19 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Bochs(run) => bochs(&run, true, None),
-        Cmd::BochsCorpus(run) => bochs_corpus(&run),
+        Cmd::Linux { run, machine } => linux(&run, machine),
+        Cmd::Corpus {
+            run,
+            machine,
+            backend,
+        } => corpus(&run, machine, backend),
         Cmd::Qemu(run) => qemu(&run, false, None),
         Cmd::QemuKvm(run) => {
             kvm_usable()?;
             qemu(&run, true, None)
         }
-        Cmd::VmxDiff(diff) => differential::vmx_diff(&diff),
+        Cmd::Diff(diff) => differential::diff(&diff),
+        Cmd::BenchPeers(o) => peers::bench_peers(&o),
         Cmd::Coverage { check } => coverage(check),
     }
 }
@@ -371,13 +395,14 @@ fn spawn(cmd: &mut Command, tool: &str) -> Result<Child> {
     })
 }
 
-/// Build a GRUB rescue ISO at `out` with the image (multiboot2) and the guest (module).
+/// Build a GRUB rescue ISO at `out` with the image (multiboot2) and the guest (module),
+/// and `run`'s initrd as the second module if it has one.
 fn make_iso(
     tmp: &TempDir,
     image: &Path,
     guest: &Path,
     name: &str,
-    append: &str,
+    run: &RunOptions,
     out: &Path,
 ) -> Result<()> {
     let tree = tmp.path.join("iso-root");
@@ -390,12 +415,31 @@ fn make_iso(
     };
     copy(image, tree.join("boot").join("opsvisor-image"))?;
     copy(guest, tree.join("boot").join("guest"))?;
-    // The module's string is the guest's command line: keep it one plain word.
-    let word: String = name
+    if let Some(initrd) = &run.initrd {
+        if !initrd.is_file() {
+            return Err(Failure::BadInput(format!(
+                "initrd '{}' is not a file",
+                initrd.display()
+            )));
+        }
+        copy(initrd, tree.join("boot").join("initrd"))?;
+    }
+    // The module's string is the guest's command line: the guest's name as one plain word
+    // unless one is given (GRUB's configuration takes it as one line).
+    let cmdline: String = run
+        .guest_append
+        .clone()
+        .unwrap_or_else(|| name.into())
         .chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() || (c == ' ' && run.guest_append.is_some()) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let cfg = machines::grub_cfg(append, &word);
+    let cfg = machines::grub_cfg(&run.append, &cmdline, run.initrd.is_some());
     fs::write(grub.join("grub.cfg"), cfg).map_err(|e| io_failure(&grub, e))?;
     let output = spawn(
         Command::new("grub-mkrescue")
@@ -486,7 +530,9 @@ fn watch(mut child: Child, com1: &Path, timeout: Duration, stream: bool) -> Watc
 }
 
 /// Judge a run: the image's report, and for QEMU the emulator's status, which must agree;
-/// a PASS is reported on stderr if `report_pass`.
+/// a PASS is reported on stderr if `report_pass`. A corpus guest passes when the run
+/// ended as its table entry says (`expected`); any other guest as [`Verdict::passed`]
+/// says.
 fn judge(
     label: &str,
     watched: &Watched,
@@ -494,6 +540,7 @@ fn judge(
     tmp: &mut TempDir,
     timeout: Duration,
     report_pass: bool,
+    expected: Option<corpus::Outcome>,
 ) -> Result<()> {
     let secs = watched.elapsed.as_secs_f64();
     let keep_note = |tmp: &mut TempDir| {
@@ -507,10 +554,16 @@ fn judge(
             timeout.as_secs_f64()
         )));
     }
+    let passed = |v: &Verdict| match expected {
+        Some(outcome) => outcome.accepts(v),
+        None => v.passed(),
+    };
     match machines::verdict(&watched.serial) {
-        Some(v) if v.passed() => {
+        Some(v) if passed(&v) => {
             let code = watched.status.and_then(|s| s.code());
-            if qemu_status && code != Some(1) {
+            // The image ends QEMU with the guest's code; after a reset it reports a
+            // failed run (the reset ended it early), which a corpus guest meant.
+            if qemu_status && v != Verdict::Reset && code != Some(1) {
                 let note = keep_note(tmp);
                 return Err(Failure::Failed(format!(
                     "{label}: the image reported PASS but QEMU exited with {code:?}, not 1 ({note})"
@@ -523,15 +576,28 @@ fn judge(
         }
         Some(v) => {
             let what = match v {
+                _ if expected.is_some_and(|o| o != corpus::Outcome::Pass)
+                    && !matches!(v, Verdict::Failed(_)) =>
+                {
+                    format!(
+                        "FAIL ({}, expected {})",
+                        v.describe(),
+                        expected.map_or("", corpus::Outcome::describe)
+                    )
+                }
                 Verdict::GuestExit(n) => format!("FAIL (guest exit status {n})"),
+                Verdict::PoweredOff => "FAIL (guest powered off)".into(),
+                Verdict::Reset => "FAIL (guest reset the machine)".into(),
                 Verdict::TripleFault(s) => format!("FAIL ({s})"),
                 Verdict::Differential { .. } => format!("FAIL ({})", v.describe()),
                 Verdict::Failed(s) => {
                     // Nothing to keep: the image's reason is the whole story.
-                    if let Some(why) = s.strip_prefix(VMX_REFUSAL) {
-                        return Err(Failure::Refused(format!(
-                            "{label}: VMX backend refuses this CPU: {why}"
-                        )));
+                    for (prefix, name) in REFUSALS {
+                        if let Some(why) = s.strip_prefix(prefix) {
+                            return Err(Failure::Refused(format!(
+                                "{label}: {name} backend refuses this CPU: {why}"
+                            )));
+                        }
                     }
                     format!("FAIL (image: {s})")
                 }
@@ -553,14 +619,30 @@ fn judge(
     }
 }
 
+/// For a corpus guest, its table entry's ending, and `run` with the guest's console input
+/// on the image's command line (`console-input=`); other guests run as given.
+fn with_corpus_entry(run: &RunOptions) -> (RunOptions, Option<corpus::Outcome>) {
+    let entry = match &run.guest {
+        GuestSpec::Corpus(name) => corpus::guest(name),
+        GuestSpec::Path(_) => None,
+    };
+    let mut run = run.clone();
+    if let Some(word) = entry.and_then(|g| corpus::console_input_word(g.input)) {
+        run.append = format!("{} {word}", run.append).trim().to_string();
+    }
+    (run, entry.map(|g| g.outcome))
+}
+
 /// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to
 /// stdout as it arrives.
 fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Result<()> {
+    let (run, expected) = with_corpus_entry(run);
+    let run = &run;
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("bochs")?;
     let iso = tmp.path.join("opsvisor.iso");
-    make_iso(&tmp, &image, &guest, &name, &run.append, &iso)?;
+    make_iso(&tmp, &image, &guest, &name, run, &iso)?;
     let com1 = tmp.path.join("com1.txt");
     let log = tmp.path.join("bochs.log");
     let rc = tmp.path.join("bochsrc");
@@ -596,7 +678,49 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
     if let Some(out) = serial_out {
         out.clone_from(&watched.serial);
     }
-    judge(&label, &watched, false, &mut tmp, run.timeout, stream)
+    judge(
+        &label,
+        &watched,
+        false,
+        &mut tmp,
+        run.timeout,
+        stream,
+        expected,
+    )
+}
+
+/// Boot the Linux guest under `machine` (`run` comes from `bochs-linux` and its siblings)
+/// and check that its /init printed the marker and that the guest powered the machine off.
+fn linux(run: &RunOptions, machine: Machine) -> Result<()> {
+    let kernel = match &run.guest {
+        GuestSpec::Path(path) => Some(path),
+        GuestSpec::Corpus(_) => None,
+    };
+    for path in kernel.into_iter().chain(run.initrd.as_ref()) {
+        if !path.is_file() {
+            return Err(Failure::BadInput(format!(
+                "{} is missing: run 'bash scripts/setup.sh --linux-guest' (or scripts/linux-guest.sh) first",
+                path.display()
+            )));
+        }
+    }
+    let mut serial = String::new();
+    match machine {
+        Machine::Bochs => bochs(run, true, Some(&mut serial))?,
+        Machine::Qemu => qemu(run, false, Some(&mut serial))?,
+    }
+    if serial.contains(args::LINUX_MARKER) {
+        eprintln!(
+            "xtask: linux: the guest reached '{}' and powered off",
+            args::LINUX_MARKER
+        );
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "linux: the guest powered off without printing '{}'",
+            args::LINUX_MARKER
+        )))
+    }
 }
 
 /// The corpus guests' names (guests/src/bin/*.rs), sorted.
@@ -622,12 +746,16 @@ fn corpus_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Boot every corpus guest in turn under Bochs with `run`'s options (the image's command
-/// line already says `backend=vmx`); one line per guest, then a summary.
-fn bochs_corpus(run: &RunOptions) -> Result<()> {
+/// Boot every corpus guest in turn under `machine` with `run`'s options (the image's
+/// command line already names `backend`); one line per guest, then a summary.
+fn corpus(run: &RunOptions, machine: Machine, backend: HwBackend) -> Result<()> {
     let names = corpus_names()?;
+    let machine_name = match machine {
+        Machine::Bochs => "bochs",
+        Machine::Qemu => "qemu",
+    };
     eprintln!(
-        "xtask: corpus on bochs ({}), image command line '{}': {} guests",
+        "xtask: corpus on {machine_name} ({}), image command line '{}': {} guests",
         run.cpu,
         run.append,
         names.len()
@@ -639,15 +767,25 @@ fn bochs_corpus(run: &RunOptions) -> Result<()> {
             ..run.clone()
         };
         let started = Instant::now();
-        match bochs(&one, false, None) {
+        let result = match machine {
+            Machine::Bochs => bochs(&one, false, None),
+            Machine::Qemu => qemu_quiet(&one),
+        };
+        match result {
             Ok(()) => println!("PASS  {name}  ({:.2} s)", started.elapsed().as_secs_f64()),
             Err(Failure::Refused(why)) => {
                 // Every guest would meet the same refusal: say it once and stop.
                 println!("REFUSED  {name}");
                 return Err(Failure::Refused(format!(
-                    "corpus not run: {why}; pick a CPU model with VMX, EPT and unrestricted \
-                     guest (default {})",
-                    args::DEFAULT_BOCHS_CPU
+                    "corpus not run: {why}; pick a CPU model with {} (default {})",
+                    match backend {
+                        HwBackend::Vmx => "VMX, EPT and unrestricted guest",
+                        HwBackend::Svm => "SVM and nested paging",
+                    },
+                    match machine {
+                        Machine::Bochs => backend.bochs_cpu(),
+                        Machine::Qemu => args::DEFAULT_QEMU_CPU,
+                    }
                 )));
             }
             Err(Failure::BadInput(why)) => return Err(Failure::BadInput(why)),
@@ -659,7 +797,8 @@ fn bochs_corpus(run: &RunOptions) -> Result<()> {
     }
     // The plain closing line test harnesses read: 'N passed, N failed'.
     println!(
-        "corpus-vmx: {} passed, {} failed",
+        "corpus-{}: {} passed, {} failed",
+        backend.name(),
         names.len() - failed.len(),
         failed.len()
     );
@@ -667,14 +806,33 @@ fn bochs_corpus(run: &RunOptions) -> Result<()> {
         Ok(())
     } else {
         Err(Failure::Failed(format!(
-            "corpus on bochs ({}): failed: {}",
+            "corpus on {machine_name} ({}): failed: {}",
             run.cpu,
             failed.join(", ")
         )))
     }
 }
 
+/// [`qemu`] under TCG without streaming the serial output (the corpus prints one line
+/// per guest).
+fn qemu_quiet(run: &RunOptions) -> Result<()> {
+    run_qemu(run, false, None, false)
+}
+
 fn qemu(run: &RunOptions, kvm: bool, serial_out: Option<&mut String>) -> Result<()> {
+    run_qemu(run, kvm, serial_out, true)
+}
+
+/// Boot the image with `run`'s guest under QEMU (`-cpu` from `run.cpu`); `stream` copies
+/// the serial output to stdout as it arrives.
+fn run_qemu(
+    run: &RunOptions,
+    kvm: bool,
+    serial_out: Option<&mut String>,
+    stream: bool,
+) -> Result<()> {
+    let (run, expected) = with_corpus_entry(run);
+    let run = &run;
     let (guest, name) = resolve_guest(&run.guest)?;
     let image = build_image()?;
     let mut tmp = TempDir::new("qemu")?;
@@ -686,14 +844,21 @@ fn qemu(run: &RunOptions, kvm: bool, serial_out: Option<&mut String>) -> Result<
         .arg("-m")
         .arg(run.megs.to_string())
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    if kvm {
-        cmd.args(["-accel", "kvm", "-cpu", "host"]);
-    } else {
-        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+    cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }])
+        .arg("-cpu")
+        .arg(&run.cpu);
+    if !kvm {
+        // The guest's clock follows the instructions executed (4 ns each), not the host's
+        // time: TCG's #VMEXITs take a quarter of a million host cycles, and on the host's
+        // clock a guest's timer periods would pass inside one. At 32 ns an instruction the
+        // exits' own work outruns apic_timer_periodic's 0.5 ms period; at 1 ns the corpus's
+        // multi-second RTC waits take minutes.
+        cmd.args(["-icount", "shift=2"]);
     }
-    if run.iso {
+    // QEMU's -kernel (PVH) passes one module: a guest with an initrd goes on the ISO.
+    if run.iso || run.initrd.is_some() {
         let iso = tmp.path.join("opsvisor.iso");
-        make_iso(&tmp, &image, &guest, &name, &run.append, &iso)?;
+        make_iso(&tmp, &image, &guest, &name, run, &iso)?;
         cmd.arg("-cdrom").arg(&iso).args(["-boot", "d"]);
     } else {
         cmd.arg("-kernel")
@@ -706,12 +871,16 @@ fn qemu(run: &RunOptions, kvm: bool, serial_out: Option<&mut String>) -> Result<
     let out_path = tmp.path.join("qemu.out");
     let out = fs::File::create(&out_path).map_err(|e| io_failure(&out_path, e))?;
     let err = out.try_clone().map_err(|e| io_failure(&out_path, e))?;
-    let label = format!("{} {name}", if kvm { "qemu-kvm" } else { "qemu" });
+    let label = format!(
+        "{} ({}) {name}",
+        if kvm { "qemu-kvm" } else { "qemu" },
+        run.cpu
+    );
     let child = spawn(
         cmd.stdin(Stdio::null()).stdout(out).stderr(err),
         "qemu-system-x86_64",
     )?;
-    let watched = watch(child, &com1, run.timeout, true);
+    let watched = watch(child, &com1, run.timeout, stream);
     if watched.status.is_some_and(|s| s.code() == Some(1)) && watched.serial.is_empty() {
         // QEMU itself refused to start: its message is in qemu.out.
         let why = fs::read_to_string(&out_path).unwrap_or_default();
@@ -726,7 +895,15 @@ fn qemu(run: &RunOptions, kvm: bool, serial_out: Option<&mut String>) -> Result<
     if let Some(out) = serial_out {
         out.clone_from(&watched.serial);
     }
-    judge(&label, &watched, true, &mut tmp, run.timeout, true)
+    judge(
+        &label,
+        &watched,
+        true,
+        &mut tmp,
+        run.timeout,
+        stream,
+        expected,
+    )
 }
 
 /// Check that this host can run the image under KVM with nested VMX.

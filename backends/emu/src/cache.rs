@@ -230,7 +230,7 @@ pub fn decode_block(
             if let Some(a) = ops.last_mut() {
                 a.h = h;
                 a.next_ip = next_ip;
-                a.disp = target;
+                a.target = target;
                 a.fused = true;
             }
         }

@@ -156,6 +156,14 @@ pub enum InterceptKind {
         /// Access size (1, 2, 4).
         size: u8,
     },
+    /// A plain load (`MOV r, m`) whose MMIO read exited: the value the core supplies goes
+    /// to the register and the instruction retires, without executing it again.
+    MmioLoad {
+        /// Register code of the destination (see [`Cpu::set`]).
+        reg: u8,
+        /// Load size (1, 2, 4, 8).
+        size: u8,
+    },
     /// One element of INS (`gpa` is the checked destination) or OUTS.
     Str {
         /// Element size.

@@ -42,8 +42,10 @@ pub struct Op {
     /// Handler-specific detail (ALU operation, condition, ...).
     pub aux: u8,
     /// A flag setter that absorbed the Jcc after it (see [`crate::exec::fused`]): `h`,
-    /// `next_ip` and `disp` are the pair's, `i` is the flag setter alone.
+    /// `next_ip` and `target` are the pair's, `i` is the flag setter alone.
     pub fused: bool,
+    /// The branch target of a fused pair's Jcc.
+    pub target: u64,
     /// Position in its block (set by [`crate::cache::decode_block`]): the instructions
     /// before it retired when it faults or exits.
     pub pos: u8,
@@ -331,6 +333,7 @@ pub fn build(i: &Instruction, bits: u32) -> Op {
         amask,
         aux: 0,
         fused: false,
+        target: 0,
         pos: 0,
         i: *i,
     };

@@ -203,6 +203,11 @@ impl Cpu {
             (SUB, C::ge) => self.signed(l.a) >= self.signed(l.b),
             (SUB, C::le) => self.signed(l.a) <= self.signed(l.b),
             (SUB, C::g) => self.signed(l.a) > self.signed(l.b),
+            // ADD: the carry is a wrapped sum below an operand.
+            (ADD, C::b) => l.res < l.a,
+            (ADD, C::ae) => l.res >= l.a,
+            (ADD, C::be) => l.res < l.a || zero,
+            (ADD, C::a) => l.res >= l.a && !zero,
             (LOGIC, C::b | C::o) => false,
             (LOGIC, C::ae | C::no) => true,
             (LOGIC, C::l | C::s) => neg,

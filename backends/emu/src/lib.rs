@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod lazy;
 pub mod mem;
 pub mod reset;
+pub mod tlb;
 
 #[cfg(test)]
 mod tests;
@@ -269,8 +270,12 @@ impl EmuVcpu {
     fn quiet_resume(&self, stop_at: u64) -> Option<u32> {
         let (prev, gen) = self.resume;
         let c = &self.cpu;
+        // A requested window that is closed can only open through an instruction that
+        // sets `brk` (see `execute`).
+        let window_open = (self.irq_window && self.interrupt_allowed())
+            || (self.nmi_window && self.nmi_allowed());
         let quiet = gen == c.fetch_gen
-            && !(self.irq_window | self.nmi_window)
+            && !window_open
             && !c.shadow
             && c.rf & (TF | RF) == 0
             && c.retired < stop_at
@@ -285,11 +290,26 @@ impl EmuVcpu {
     /// Run linked blocks from `first` (see [`EmuVcpu::quiet_resume`]) until something needs
     /// the slow checks, then carry on in [`EmuVcpu::execute`]. Out of line, so that the
     /// block loop gets the registers to itself.
+    ///
+    /// A block left early because a handler set `brk` goes on here too when the slow
+    /// checks find nothing to do (the common case: an MMIO read replayed after its exit,
+    /// whose instruction ends its block so the read log is cleared when it retires) and the
+    /// block it left from links to RIP.
     #[inline(never)]
     fn run_resumed(&mut self, mem: &mut GuestMemory, first: u32, stop_at: u64) -> Exit {
         let gen = self.cpu.fetch_gen;
-        let (last, fault) = run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
-        self.resume = (last, gen);
+        let mut first = first;
+        let fault = loop {
+            let (last, fault) = run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
+            self.resume = (last, gen);
+            if fault.is_some() {
+                break fault;
+            }
+            match self.quiet_resume(stop_at) {
+                Some(next) => first = next,
+                None => break None,
+            }
+        };
         match fault {
             None => self.execute(mem, stop_at),
             Some(Ex::Exit) => self.take_exit(),
@@ -373,7 +393,10 @@ impl EmuVcpu {
             };
             prev = idx.unwrap_or(u32::MAX);
             prev_gen = self.cpu.fetch_gen;
-            if let (Some(i), false, false) = (idx, single, windows) {
+            // A requested window is closed here (the checks above left otherwise), and only
+            // an instruction that sets `brk` can open it (STI, POPF setting IF, IRET and the
+            // other mode changes): the tight loop stops there and the checks run again.
+            if let (Some(i), false) = (idx, single) {
                 // The common case: cached blocks, back to back, in the tight loop.
                 let (last, fault) =
                     run_linked(&mut self.cpu, &self.cache, mem, i, prev_gen, stop_at);
@@ -891,7 +914,8 @@ impl X86Ops for EmuVcpu {
             None => return,
             Some(cpu::Intercept {
                 next_ip,
-                kind: InterceptKind::Plain | InterceptKind::In { .. },
+                kind:
+                    InterceptKind::Plain | InterceptKind::In { .. } | InterceptKind::MmioLoad { .. },
             }) => *next_ip,
             Some(_) => return string_step(c),
         };
@@ -918,8 +942,26 @@ impl X86Ops for EmuVcpu {
     }
 
     fn complete_mmio(&mut self, read: Option<u64>) {
+        let c = &mut self.cpu;
+        if let (
+            Some(v),
+            Some(cpu::Intercept {
+                next_ip,
+                kind: InterceptKind::MmioLoad { reg, size },
+            }),
+        ) = (read, c.intercept)
+        {
+            // A plain load: it retires with the value, as a hardware backend completes it.
+            c.intercept = None;
+            c.mmio.want = None;
+            c.set(reg, u32::from(size), v);
+            c.rip = next_ip;
+            c.retired += 1;
+            c.shadow = false;
+            return;
+        }
         if let Some(v) = read {
-            self.cpu.mmio_complete_read(v);
+            c.mmio_complete_read(v);
         }
     }
 

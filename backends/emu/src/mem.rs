@@ -1,6 +1,6 @@
-//! Guest memory as the instructions see it: segmentation, paging through the core's walker,
-//! a software TLB with host pointers for RAM pages, MMIO replay, and the self-modifying-code
-//! check on stores to pages that hold decoded instructions.
+//! Guest memory as the instructions see it: segmentation, paging through the core's walker
+//! and the software TLB ([`crate::tlb`]) with host pointers for RAM pages, MMIO replay, and
+//! the self-modifying-code check on stores to pages that hold decoded instructions.
 
 use crate::cpu::{cr0, cr4, sr, Cpu, MmioRead};
 use crate::exception::{fault_ec, Ex, GP, PF, SS};
@@ -10,100 +10,8 @@ use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
 use opsvisor_core::ops::Segment;
 
-/// TLB entries per privilege class (direct-mapped).
-pub const TLB_SIZE: usize = 256;
-const INVALID: u64 = u64::MAX;
-
-/// One cached translation of a 4 KiB linear page.
-#[derive(Clone, Copy, Debug)]
-pub struct TlbEntry {
-    /// Linear page number if reads may use `host`.
-    pub rtag: u64,
-    /// Linear page number if writes may use `host` (writable, dirty, RAM, no code on it).
-    pub wtag: u64,
-    /// Linear page number if instruction fetch is allowed (then `gpa` is valid).
-    pub xtag: u64,
-    /// Linear page number if a write check passed (the walk set the dirty bit), whether or
-    /// not the page may take fast writes: the read half of a read-modify-write may then
-    /// use `host` when `rtag` matches too.
-    pub dtag: u64,
-    /// The linear page number the other fields describe.
-    pub vpn: u64,
-    /// Guest-physical page address.
-    pub gpa: u64,
-    /// Host address of the page (0 when not RAM).
-    pub host: usize,
-    /// The final paging entry was global.
-    pub global: bool,
-}
-
-const EMPTY: TlbEntry = TlbEntry {
-    rtag: INVALID,
-    wtag: INVALID,
-    xtag: INVALID,
-    dtag: INVALID,
-    vpn: INVALID,
-    gpa: 0,
-    host: 0,
-    global: false,
-};
-
-/// Two direct-mapped TLBs: supervisor (0) and user (1) accesses.
-pub struct Tlb {
-    /// The entries, by privilege class.
-    pub e: [[TlbEntry; TLB_SIZE]; 2],
-    /// The class of ordinary accesses at the current CPL.
-    pub sel: usize,
-}
-
-impl Default for Tlb {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Tlb {
-    /// An empty TLB.
-    pub fn new() -> Tlb {
-        Tlb {
-            e: [[EMPTY; TLB_SIZE]; 2],
-            sel: 0,
-        }
-    }
-
-    /// Drop every translation (`global` too when asked).
-    pub fn flush(&mut self, global: bool) {
-        for set in &mut self.e {
-            for e in set.iter_mut() {
-                if global || !e.global {
-                    *e = EMPTY;
-                }
-            }
-        }
-    }
-
-    /// Drop the translations of one linear page.
-    pub fn flush_page(&mut self, la: u64) {
-        let vpn = la >> 12;
-        for set in &mut self.e {
-            let e = &mut set[(vpn as usize) & (TLB_SIZE - 1)];
-            if e.vpn == vpn {
-                *e = EMPTY;
-            }
-        }
-    }
-
-    /// Stop fast writes to guest-physical page `gpa_page` (it now holds code).
-    pub fn protect_code_page(&mut self, gpa_page: u64) {
-        for set in &mut self.e {
-            for e in set.iter_mut() {
-                if e.gpa == gpa_page {
-                    e.wtag = INVALID;
-                }
-            }
-        }
-    }
-}
+use crate::tlb::perm;
+pub use crate::tlb::Tlb;
 
 /// One RAM region as a run sees it.
 #[derive(Clone, Copy, Debug)]
@@ -226,7 +134,7 @@ fn byte_mask(size: u32) -> u64 {
 /// `p..p+size` must lie inside a live guest RAM region (a TLB entry's page, with the offset
 /// checked against the page end).
 #[inline(always)]
-unsafe fn host_read(p: usize, size: u32) -> u64 {
+pub(crate) unsafe fn host_read(p: usize, size: u32) -> u64 {
     let p = p as *const u8;
     // SAFETY: the caller guarantees p..p+size is readable guest RAM; unaligned reads are
     // allowed by read_unaligned.
@@ -245,7 +153,7 @@ unsafe fn host_read(p: usize, size: u32) -> u64 {
 /// # Safety
 /// As for [`host_read`], and no reference to those bytes may be alive.
 #[inline(always)]
-unsafe fn host_write(p: usize, size: u32, v: u64) {
+pub(crate) unsafe fn host_write(p: usize, size: u32, v: u64) {
     let p = p as *mut u8;
     // SAFETY: the caller guarantees p..p+size is writable guest RAM with no live reference.
     unsafe {
@@ -267,6 +175,18 @@ pub enum Kind {
     Write,
     /// Instruction fetch.
     Fetch,
+}
+
+impl Kind {
+    /// The TLB's permission bit for this kind.
+    #[inline(always)]
+    fn perm(self) -> u8 {
+        match self {
+            Kind::Read => perm::READ,
+            Kind::Write => perm::WRITE,
+            Kind::Fetch => perm::FETCH,
+        }
+    }
 }
 
 /// Whether `la` is a canonical 48-bit address.
@@ -340,8 +260,10 @@ impl Cpu {
         Ok(s.base.wrapping_add(ea) & 0xffff_ffff)
     }
 
-    /// Translate linear `la` for `kind` in privilege class `sel`, filling the TLB.
-    /// Returns the guest-physical address.
+    /// Translate linear `la` for `kind` in privilege class `sel`, from the TLB when it
+    /// holds the page for that kind (or the large page around it), else by walking the
+    /// guest's page tables; the TLB is filled either way. Returns the guest-physical
+    /// address.
     pub fn translate(
         &mut self,
         mem: &mut GuestMemory,
@@ -349,65 +271,86 @@ impl Cpu {
         kind: Kind,
         sel: usize,
     ) -> Result<u64, Ex> {
-        let (gpa, global) = if self.cr0 & cr0::PG == 0 {
-            (la & 0xffff_ffff, false)
+        let need = kind.perm();
+        if let Some(gpa_page) = self.tlb.cached(sel, la, need) {
+            return Ok(gpa_page | (la & 0xfff));
+        }
+        let gpa_page = if self.cr0 & cr0::PG == 0 {
+            // Unpaged: every kind of access is allowed and there is no dirty bit to set.
+            let gpa_page = la & 0xffff_f000;
+            self.fill_tlb(
+                mem,
+                sel,
+                la,
+                gpa_page,
+                perm::READ | perm::WRITE | perm::FETCH,
+            );
+            gpa_page
         } else {
-            if self.lma() && !canonical(la) {
-                return Err(GP(0));
-            }
-            let regs = PagingRegs {
-                cr0: self.cr0,
-                cr3: self.cr3,
-                cr4: self.cr4,
-                efer: self.efer,
-            };
-            let access = Access {
-                write: kind == Kind::Write,
-                user: sel == 1,
-                fetch: kind == Kind::Fetch,
-            };
-            match walk(mem, &regs, la, access) {
-                Ok(t) => (t.gpa, t.global && self.cr4 & cr4::PGE != 0),
-                Err(pf) => {
-                    self.cr2 = la;
-                    return Err(fault_ec(PF, pf.error_code));
+            match self.tlb.lookup(sel, la, need) {
+                Some((gpa_page, false)) => gpa_page,
+                Some((gpa_page, true)) => {
+                    self.fill_tlb(mem, sel, la, gpa_page, need);
+                    gpa_page
                 }
+                None => self.walk_and_fill(mem, la, kind, sel)?,
             }
         };
-        let vpn = la >> 12;
-        let gpa_page = gpa & !0xfff;
+        Ok(gpa_page | (la & 0xfff))
+    }
+
+    /// The TLB miss: walk the page tables for `kind` and fill the TLB (and its large-page
+    /// cache when the page is large). Returns the guest-physical page.
+    #[inline(never)]
+    fn walk_and_fill(
+        &mut self,
+        mem: &mut GuestMemory,
+        la: u64,
+        kind: Kind,
+        sel: usize,
+    ) -> Result<u64, Ex> {
+        if self.lma() && !canonical(la) {
+            return Err(GP(0));
+        }
+        let regs = PagingRegs {
+            cr0: self.cr0,
+            cr3: self.cr3,
+            cr4: self.cr4,
+            efer: self.efer,
+        };
+        let access = Access {
+            write: kind == Kind::Write,
+            user: sel == 1,
+            fetch: kind == Kind::Fetch,
+        };
+        let t = match walk(mem, &regs, la, access) {
+            Ok(t) => t,
+            Err(pf) => {
+                self.cr2 = la;
+                return Err(fault_ec(PF, pf.error_code));
+            }
+        };
+        if t.page_size > 4096 {
+            let global = t.global && self.cr4 & cr4::PGE != 0;
+            self.tlb
+                .fill_large(sel, la, t.gpa, t.page_size, kind.perm(), global);
+        }
+        let gpa_page = t.gpa & !0xfff;
+        self.fill_tlb(mem, sel, la, gpa_page, kind.perm());
+        Ok(gpa_page)
+    }
+
+    /// Fill the TLB's entry for linear `la` in class `sel`: guest-physical page `gpa_page`,
+    /// validated for `perms`, with its host address when it is RAM.
+    fn fill_tlb(&mut self, mem: &GuestMemory, sel: usize, la: u64, gpa_page: u64, perms: u8) {
+        // One search of the RAM map for both the host address and the code-table slot.
         let found = self.ram.host_page_and_slot(gpa_page);
-        let host = found.map(|(host, _)| host);
+        let host = found.map_or(0, |(host, _)| host);
         // Code this vCPU or another decoded: stores must be seen.
         let has_code = found.is_some_and(|(_, slot)| {
             self.code_chunks.get(slot).is_some_and(|&m| m != 0) || mem.code_pages().is_watched(slot)
         });
-        let e = &mut self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
-        if e.vpn != vpn || e.gpa != gpa_page {
-            *e = EMPTY;
-            e.vpn = vpn;
-            e.gpa = gpa_page;
-        }
-        e.global = global;
-        e.host = host.unwrap_or(0);
-        match kind {
-            Kind::Fetch => e.xtag = vpn,
-            Kind::Read => {
-                if host.is_some() {
-                    e.rtag = vpn;
-                }
-            }
-            Kind::Write => {
-                e.dtag = vpn;
-                if host.is_some() {
-                    e.rtag = vpn;
-                    if !has_code {
-                        e.wtag = vpn;
-                    }
-                }
-            }
-        }
-        Ok(gpa)
+        self.tlb.fill(sel, la, gpa_page, perms, host, has_code);
     }
 
     /// Stop fast stores through the TLB to every page some vCPU holds decoded code from
@@ -415,18 +358,11 @@ impl Cpu {
     /// translations: such stores then take the checked path.
     pub fn protect_watched_pages(&mut self, mem: &GuestMemory) {
         let record = mem.code_pages();
-        for set in &mut self.tlb.e {
-            for e in set.iter_mut() {
-                if e.wtag != INVALID
-                    && self
-                        .ram
-                        .page_slot(e.gpa >> 12)
-                        .is_some_and(|slot| record.is_watched(slot))
-                {
-                    e.wtag = INVALID;
-                }
-            }
-        }
+        let ram = &self.ram;
+        self.tlb.protect_pages_where(|gpa_page| {
+            ram.page_slot(gpa_page >> 12)
+                .is_some_and(|slot| record.is_watched(slot))
+        });
     }
 
     /// Whether guest-physical page `gpa_page` holds decoded instructions.
@@ -462,13 +398,14 @@ impl Cpu {
         size: u32,
         sel: usize,
     ) -> Result<u64, Ex> {
-        let vpn = la >> 12;
-        let off = (la & 0xfff) as usize;
-        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
-        if e.rtag == vpn && off + size as usize <= 4096 {
-            // SAFETY: rtag == vpn means `host` is the start of a 4 KiB RAM page of the
-            // current run's memory map, and off + size stays inside it.
-            return Ok(unsafe { host_read(e.host + off, size) });
+        let (e, tag) = self
+            .tlb
+            .probe(sel, la, la.wrapping_add(u64::from(size) - 1));
+        if e.read == tag {
+            // SAFETY: a matching read tag means `addend + la` is inside a 4 KiB RAM page of
+            // the current run's memory map, and so is the access's last byte (the tag is
+            // that of the page holding it).
+            return Ok(unsafe { host_read(e.addend.wrapping_add(la as usize), size) });
         }
         self.read_slow(mem, la, size, sel, Kind::Read)
     }
@@ -485,13 +422,13 @@ impl Cpu {
         size: u32,
         sel: usize,
     ) -> Result<u64, Ex> {
-        let vpn = la >> 12;
-        let off = (la & 0xfff) as usize;
-        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
-        if e.dtag == vpn && e.rtag == vpn && off + size as usize <= 4096 {
-            // SAFETY: rtag == vpn means `host` is the start of a 4 KiB RAM page of the
-            // current run's memory map, and off + size stays inside it.
-            return Ok(unsafe { host_read(e.host + off, size) });
+        let (e, tag) = self
+            .tlb
+            .probe(sel, la, la.wrapping_add(u64::from(size) - 1));
+        if e.write == tag {
+            // SAFETY: a matching write tag means `addend + la` is inside a writable 4 KiB
+            // RAM page of the current run's memory map, with the access's last byte.
+            return Ok(unsafe { host_read(e.addend.wrapping_add(la as usize), size) });
         }
         self.read_slow(mem, la, size, sel, Kind::Write)
     }
@@ -580,38 +517,6 @@ impl Cpu {
         }
     }
 
-    /// Copy `len` bytes from linear `src` to linear `dst` in privilege class `sel` when
-    /// both ranges lie inside one page each whose translation the TLB holds for fast
-    /// access (so both are RAM and the destination holds no cached code), and when the
-    /// copy equals an element-by-element forward copy (the destination starts at or below
-    /// the source, or the ranges are disjoint). Returns false, having done nothing,
-    /// otherwise.
-    #[inline]
-    pub fn copy_lin_fast(&mut self, src: u64, dst: u64, len: u64, sel: usize) -> bool {
-        let (svpn, dvpn) = (src >> 12, dst >> 12);
-        let (soff, doff) = ((src & 0xfff) as usize, (dst & 0xfff) as usize);
-        if len > 4096 || soff + len as usize > 4096 || doff + len as usize > 4096 {
-            return false;
-        }
-        let set = &self.tlb.e[sel & 1];
-        let se = &set[(svpn as usize) & (TLB_SIZE - 1)];
-        let de = &set[(dvpn as usize) & (TLB_SIZE - 1)];
-        if se.rtag != svpn || de.wtag != dvpn {
-            return false;
-        }
-        let (s, d, n) = (se.host + soff, de.host + doff, len as usize);
-        if d > s && d < s + n {
-            // An overlapping copy upwards replicates a pattern element by element.
-            return false;
-        }
-        // SAFETY: rtag/wtag == vpn mean both hosts are 4 KiB RAM pages of the current
-        // run's memory map (the destination writable, without cached code), and both
-        // offset ranges were checked to stay inside their page. `copy` allows overlap,
-        // and for d <= s a forward copy is what the elements would produce.
-        unsafe { core::ptr::copy(s as *const u8, d as *mut u8, n) };
-        true
-    }
-
     /// Write `size` bytes of `v` at linear `la` in privilege class `sel`.
     #[inline(always)]
     pub fn write_lin(
@@ -622,13 +527,14 @@ impl Cpu {
         v: u64,
         sel: usize,
     ) -> Result<(), Ex> {
-        let vpn = la >> 12;
-        let off = (la & 0xfff) as usize;
-        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
-        if e.wtag == vpn && off + size as usize <= 4096 {
-            // SAFETY: wtag == vpn means `host` is a writable 4 KiB RAM page of the current
-            // run's memory map holding no cached code; off + size stays inside it.
-            unsafe { host_write(e.host + off, size, v) };
+        let (e, tag) = self
+            .tlb
+            .probe(sel, la, la.wrapping_add(u64::from(size) - 1));
+        if e.write == tag {
+            // SAFETY: a matching write tag means `addend + la` is inside a writable 4 KiB
+            // RAM page of the current run's memory map holding no cached code, with the
+            // access's last byte.
+            unsafe { host_write(e.addend.wrapping_add(la as usize), size, v) };
             return Ok(());
         }
         self.write_slow(mem, la, size, v, sel)
@@ -743,6 +649,35 @@ impl Cpu {
             return Err(fault_ec(crate::exception::AC, 0));
         }
         Ok(())
+    }
+
+    /// The host address of an explicit access of `size` bytes at `seg:ea` at the current
+    /// privilege (a write if `write`), when the access needs nothing the checked path
+    /// ([`Cpu::rd`], [`Cpu::wr`], [`Cpu::rd_rmw`]) does: 64-bit mode (no segment checks; FS
+    /// and GS add their base), no alignment check to make (below CPL 3, or aligned), and
+    /// a TLB entry that lets this kind of access use the host page. `None` otherwise: the
+    /// caller then takes the checked path, which decides everything again.
+    ///
+    /// A write address is also what the read half of a read-modify-write may use (the
+    /// write tag implies the read permission and the dirty bit).
+    #[inline(always)]
+    pub fn fast_host(&self, seg: u8, ea: u64, size: u32, write: bool) -> Option<usize> {
+        if self.bits != 64 {
+            return None;
+        }
+        let la = if seg >= sr::FS {
+            ea.wrapping_add(self.seg[usize::from(seg & 7)].base)
+        } else {
+            ea
+        };
+        if self.cpl == 3 && la & u64::from(size - 1) != 0 {
+            return None;
+        }
+        let (e, tag) = self
+            .tlb
+            .probe(self.tlb.sel, la, la.wrapping_add(u64::from(size) - 1));
+        let t = if write { e.write } else { e.read };
+        (t == tag).then(|| e.addend.wrapping_add(la as usize))
     }
 
     /// Read `size` bytes at `seg:ea`.
@@ -890,11 +825,9 @@ impl Cpu {
     /// Guest-physical address of the instruction at linear `la` (for decoding).
     #[inline(always)]
     pub fn fetch_gpa(&mut self, mem: &mut GuestMemory, la: u64) -> Result<u64, Ex> {
-        let vpn = la >> 12;
         let sel = self.tlb.sel;
-        let e = &self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
-        if e.xtag == vpn {
-            return Ok(e.gpa | (la & 0xfff));
+        if let Some(gpa_page) = self.tlb.fetch_page(sel, la) {
+            return Ok(gpa_page | (la & 0xfff));
         }
         self.translate(mem, la, Kind::Fetch, sel)
     }

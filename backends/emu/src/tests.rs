@@ -565,6 +565,61 @@ fn mmio_read_modify_write_protocol() {
     assert_eq!(h.gpr(Gpr::Rcx), 0x15);
 }
 
+/// A plain MMIO load completes from the value the core supplies, like a hardware
+/// backend's: one exit, the register written with the load's size rules, the instructions
+/// after it run and are counted once; the same loads single-stepped go through the
+/// replay and still trap after each instruction.
+#[test]
+fn mmio_load_completes_without_running_again() {
+    for stepping in [false, true] {
+        let mut h = Harness::new();
+        h.long_mode();
+        h.mmio.insert(APIC + 0x30, 0x8005_0014);
+        h.mmio.insert(APIC + 0x20, 0xfedc_ba98_7654_3210);
+        let mut a = asm64();
+        let mut db = a.create_label();
+        a.mov(r9, 0x8_0000u64).unwrap();
+        a.mov(rbx, APIC).unwrap();
+        a.mov(rcx, u64::MAX).unwrap();
+        a.mov(rdx, u64::MAX).unwrap();
+        if stepping {
+            a.pushfq().unwrap();
+            a.or(qword_ptr(rsp), 0x100).unwrap();
+            a.popfq().unwrap();
+        }
+        a.mov(ecx, dword_ptr(rbx + 0x30)).unwrap();
+        a.mov(dl, byte_ptr(rbx + 0x30)).unwrap();
+        a.mov(rsi, qword_ptr(rbx + 0x20)).unwrap();
+        a.lea(rdi, qword_ptr(rcx + 1)).unwrap();
+        a.pushfq().unwrap();
+        a.and(qword_ptr(rsp), !0x100).unwrap();
+        a.popfq().unwrap();
+        a.hlt().unwrap();
+        // #DB: count the traps.
+        a.set_label(&mut db).unwrap();
+        a.inc(r10).unwrap();
+        a.iretq().unwrap();
+        h.load(&mut a, CODE, &[("db", db)]);
+        let db = h.label("db");
+        h.gate(1, db, 0);
+        h.run().unwrap();
+        let reads = h
+            .exits
+            .iter()
+            .filter(|e| matches!(e, Exit::Mmio { .. }))
+            .count();
+        assert_eq!(reads, 3, "one exit per load (stepping {stepping})");
+        assert_eq!(h.gpr(Gpr::Rcx), 0x8005_0014, "a 32-bit load zero-extends");
+        assert_eq!(h.gpr(Gpr::Rdx), 0xffff_ffff_ffff_ff14, "a byte load merges");
+        assert_eq!(h.gpr(Gpr::Rsi), 0xfedc_ba98_7654_3210);
+        assert_eq!(h.gpr(Gpr::Rdi), 0x8005_0015);
+        if stepping {
+            // A trap after each instruction from the three loads to the POPFQ clearing TF.
+            assert_eq!(h.gpr(Gpr::R10), 7);
+        }
+    }
+}
+
 #[test]
 fn port_io_protocol_and_string_io() {
     let mut h = Harness::new();
@@ -1006,15 +1061,34 @@ fn fused_compare_and_branch_matches_eager_semantics() {
     let imm = |b: u64| b as u32 as i32;
     let mut a = asm64();
     let (mut not_taken, mut digest, mut count) = (0u64, 0u64, 0u64);
-    for form in 0..8 {
-        for size in [4u32, 8] {
+    // The memory forms' operand lives at R15.
+    a.mov(r15, 0x5_0000u64).unwrap();
+    for form in 0..15 {
+        for size in [1u32, 4, 8] {
+            let memory = form >= 10;
+            if size == 1 && !matches!(form, 12 | 14) {
+                continue;
+            }
             for &(cc, jcc) in &conds {
                 for &(x, y) in &values {
-                    let m = if size == 4 { 0xffff_ffff } else { u64::MAX };
-                    // The immediate forms take y as a sign-extended imm32.
-                    let yi = (imm(y) as i64 as u64) & m;
+                    let m = match size {
+                        1 => 0xff,
+                        4 => 0xffff_ffff,
+                        _ => u64::MAX,
+                    };
+                    // The immediate forms take y as a sign-extended imm32 (imm8 for bytes).
+                    let yi = if size == 1 {
+                        y & 0xff
+                    } else {
+                        (imm(y) as i64 as u64) & m
+                    };
                     a.mov(rax, x).unwrap();
                     a.mov(rbx, y).unwrap();
+                    if memory {
+                        // CMP r, m reads y from memory; the others x.
+                        let v = if form == 10 { rbx } else { rax };
+                        a.mov(qword_ptr(r15), v).unwrap();
+                    }
                     let (r, f) = match (form, size) {
                         (0, 4) => (a.cmp(eax, ebx), alu(AluOp::Sub, 4, x, y, 2)),
                         (0, _) => (a.cmp(rax, rbx), alu(AluOp::Sub, 8, x, y, 2)),
@@ -1030,8 +1104,30 @@ fn fused_compare_and_branch_matches_eager_semantics() {
                         (5, _) => (a.and(rax, imm(y)), alu(AluOp::And, 8, x, yi, 2)),
                         (6, 4) => (a.add(eax, imm(y)), alu(AluOp::Add, 4, x, yi, 2)),
                         (6, _) => (a.add(rax, imm(y)), alu(AluOp::Add, 8, x, yi, 2)),
-                        (_, 4) => (a.dec(eax), dec(4, x, 2)),
-                        (_, _) => (a.dec(rax), dec(8, x, 2)),
+                        (7, 4) => (a.dec(eax), dec(4, x, 2)),
+                        (7, _) => (a.dec(rax), dec(8, x, 2)),
+                        (8, 4) => (a.add(eax, ebx), alu(AluOp::Add, 4, x, y, 2)),
+                        (8, _) => (a.add(rax, rbx), alu(AluOp::Add, 8, x, y, 2)),
+                        (9, 4) => (a.sub(eax, ebx), alu(AluOp::Sub, 4, x, y, 2)),
+                        (9, _) => (a.sub(rax, rbx), alu(AluOp::Sub, 8, x, y, 2)),
+                        (10, 4) => (a.cmp(eax, dword_ptr(r15)), alu(AluOp::Sub, 4, x, y, 2)),
+                        (10, _) => (a.cmp(rax, qword_ptr(r15)), alu(AluOp::Sub, 8, x, y, 2)),
+                        (11, 4) => (a.cmp(dword_ptr(r15), ebx), alu(AluOp::Sub, 4, x, y, 2)),
+                        (11, _) => (a.cmp(qword_ptr(r15), rbx), alu(AluOp::Sub, 8, x, y, 2)),
+                        (12, 1) => (
+                            a.cmp(byte_ptr(r15), y as u8 as i8 as i32),
+                            alu(AluOp::Sub, 1, x, yi, 2),
+                        ),
+                        (12, 4) => (a.cmp(dword_ptr(r15), imm(y)), alu(AluOp::Sub, 4, x, yi, 2)),
+                        (12, _) => (a.cmp(qword_ptr(r15), imm(y)), alu(AluOp::Sub, 8, x, yi, 2)),
+                        (13, 4) => (a.test(dword_ptr(r15), ebx), alu(AluOp::And, 4, x, y, 2)),
+                        (13, _) => (a.test(qword_ptr(r15), rbx), alu(AluOp::And, 8, x, y, 2)),
+                        (14, 1) => (
+                            a.test(byte_ptr(r15), y as u8 as i8 as i32),
+                            alu(AluOp::And, 1, x, yi, 2),
+                        ),
+                        (14, 4) => (a.test(dword_ptr(r15), imm(y)), alu(AluOp::And, 4, x, yi, 2)),
+                        (_, _) => (a.test(qword_ptr(r15), imm(y)), alu(AluOp::And, 8, x, yi, 2)),
                     };
                     r.unwrap();
                     let f = f.1;
@@ -1049,7 +1145,7 @@ fn fused_compare_and_branch_matches_eager_semantics() {
                     a.xor(r14, r13).unwrap();
                     not_taken += u64::from(!taken);
                     digest = digest.rotate_left(5) ^ (f & ARITH);
-                    count += 9 + u64::from(!taken);
+                    count += 9 + u64::from(memory) + u64::from(!taken);
                 }
             }
         }
@@ -1063,7 +1159,48 @@ fn fused_compare_and_branch_matches_eager_semantics() {
     assert_eq!(h.gpr(Gpr::R12), not_taken);
     assert_eq!(h.gpr(Gpr::R14), digest);
     // The HLT retires too (completed by the harness).
-    assert_eq!(h.vcpu.instructions_retired().unwrap() - before, count + 1);
+    // The HLT and the MOV to R15 retire too.
+    assert_eq!(h.vcpu.instructions_retired().unwrap() - before, count + 2);
+}
+
+/// A fused comparison with memory that faults has done nothing: the #PF reports the CMP,
+/// the handler maps the page, and the pair runs again and branches on the new value.
+#[test]
+fn fused_memory_compare_faults_before_the_branch() {
+    let mut h = Harness::new();
+    h.long_mode();
+    map_4k(&mut h, &[0]);
+    h.mem.write_u64(0x20_0000, 7).unwrap();
+    let mut a = asm64();
+    let mut cmp = a.create_label();
+    let mut equal = a.create_label();
+    a.xor(r13d, r13d).unwrap();
+    a.xor(r12d, r12d).unwrap();
+    a.mov(rsi, 0x4000_0000u64).unwrap();
+    a.set_label(&mut cmp).unwrap();
+    a.cmp(qword_ptr(rsi), 7).unwrap();
+    a.je(equal).unwrap();
+    a.mov(r12d, 1u32).unwrap();
+    a.set_label(&mut equal).unwrap();
+    a.hlt().unwrap();
+    let pf = paging_fault_handler(&mut a);
+    h.load(&mut a, CODE, &[("pf", pf), ("cmp", cmp)]);
+    let pf = h.label("pf");
+    h.gate(14, pf, 0);
+    h.run().unwrap();
+    let f = faults(&h);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0][0], f[0][1]),
+        (0x4000_0000, 0),
+        "a read of the unmapped page"
+    );
+    assert_eq!(fault_rip(&h, 0), h.label("cmp"), "the fault is the CMP's");
+    assert_eq!(
+        h.gpr(Gpr::R12),
+        0,
+        "the branch went on the value behind the new mapping"
+    );
 }
 
 /// Single-stepping stops between the two instructions of a fused pair.
@@ -1292,6 +1429,274 @@ fn read_modify_write_faults_as_a_write() {
     assert_eq!(h.mem.read_u64(0x20_0010).unwrap(), 44);
     assert_ne!(h.mem.read_u64(0x8000).unwrap() & 0x40, 0, "dirty");
     assert_eq!(h.gpr(Gpr::R15), 2);
+}
+
+/// A #PF handler for the paging tests below: logs CR2, the error code, RCX, RSI, RDI and
+/// the RIP it returns to (48 bytes per fault from `FAULT_LOG`, the count in R13), then
+/// maps the faulting page of
+/// the 4 KiB table at 0x8000 (virtual 0x4000_0000 + n·4 KiB) to physical 0x20_0000 +
+/// n·4 KiB, present, writable, and returns to retry.
+const FAULT_LOG: u64 = 0x7_0000;
+
+fn paging_fault_handler(a: &mut CodeAssembler) -> CodeLabel {
+    let mut pf = a.create_label();
+    a.set_label(&mut pf).unwrap();
+    a.push(rax).unwrap();
+    a.push(rdx).unwrap();
+    a.mov(rax, r13).unwrap();
+    a.imul_3(rax, rax, 48).unwrap();
+    a.add(rax, FAULT_LOG as i32).unwrap();
+    a.mov(rdx, cr2).unwrap();
+    a.mov(qword_ptr(rax), rdx).unwrap();
+    a.mov(rdx, qword_ptr(rsp + 16)).unwrap();
+    a.mov(qword_ptr(rax + 8), rdx).unwrap();
+    a.mov(qword_ptr(rax + 16), rcx).unwrap();
+    a.mov(qword_ptr(rax + 24), rsi).unwrap();
+    a.mov(qword_ptr(rax + 32), rdi).unwrap();
+    a.mov(rdx, qword_ptr(rsp + 24)).unwrap();
+    a.mov(qword_ptr(rax + 40), rdx).unwrap();
+    a.inc(r13).unwrap();
+    // PTE n = 0x20_0000 + n·4 KiB | P RW.
+    a.mov(rdx, cr2).unwrap();
+    a.shr(rdx, 12).unwrap();
+    a.and(edx, 511).unwrap();
+    a.mov(rax, rdx).unwrap();
+    a.shl(rax, 12).unwrap();
+    a.add(rax, 0x20_0003).unwrap();
+    a.mov(qword_ptr(rdx * 8 + 0x8000), rax).unwrap();
+    a.mov(rdx, cr2).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    a.pop(rdx).unwrap();
+    a.pop(rax).unwrap();
+    a.add(rsp, 8).unwrap();
+    a.iretq().unwrap();
+    pf
+}
+
+/// The RIP the `i`th logged fault returned to.
+fn fault_rip(h: &Harness, i: u64) -> u64 {
+    h.mem.read_u64(FAULT_LOG + 48 * i + 40).unwrap()
+}
+
+/// The logged faults: (CR2, error code, RCX, RSI, RDI).
+fn faults(h: &Harness) -> Vec<[u64; 5]> {
+    (0..h.gpr(Gpr::R13))
+        .map(|i| {
+            let mut f = [0; 5];
+            for (k, v) in f.iter_mut().enumerate() {
+                *v = h.mem.read_u64(FAULT_LOG + 48 * i + 8 * k as u64).unwrap();
+            }
+            f
+        })
+        .collect()
+}
+
+/// Virtual 0x4000_0000.. through a 4 KiB page table at 0x8000 with `ptes` (entry n maps
+/// 0x20_0000 + n·4 KiB when present).
+fn map_4k(h: &mut Harness, ptes: &[u64]) {
+    h.mem.write_u64(0x2008, 0x7000 | 7).unwrap();
+    h.mem.write_u64(0x7000, 0x8000 | 7).unwrap();
+    for (n, &pte) in ptes.iter().enumerate() {
+        h.mem.write_u64(0x8000 + 8 * n as u64, pte).unwrap();
+    }
+}
+
+/// REP string instructions that run into a page they may not access fault at the first
+/// element on that page, with RCX, RSI and RDI counting the elements before it (the
+/// elements on the first page went to host memory in one bulk step), and finish the run
+/// after the handler maps the page: MOVSB reading across into a not-present page, STOSQ
+/// going down into a read-only page (a write fault, P and W), CMPSB whose ES:[RDI] side
+/// crosses first, and LODSD/SCASB that stop early.
+#[test]
+fn rep_string_faults_at_the_page_boundary_with_the_registers_of_the_element() {
+    let mut h = Harness::new();
+    h.long_mode();
+    // Pages 0 and 3 present and writable, 1 and 4 not present, 2 read-only.
+    map_4k(&mut h, &[0x20_0003, 0, 0x20_2001, 0x20_3003, 0, 0x20_5003]);
+    let pattern: Vec<u8> = (0..0x6000u32).map(|i| (i * 13 + i / 251) as u8).collect();
+    h.mem.write(0x20_0000, &pattern).unwrap();
+    let mut a = asm64();
+    a.xor(r13d, r13d).unwrap();
+    // CR0.WP: supervisor writes to read-only pages fault.
+    a.mov(rax, cr0).unwrap();
+    a.or(rax, 1 << 16).unwrap();
+    a.mov(cr0, rax).unwrap();
+    // 1. MOVSB from 0x4000_0f00 (0x300 bytes) to 0x60000: the source crosses into page 1.
+    a.cld().unwrap();
+    a.mov(rsi, 0x4000_0f00u64).unwrap();
+    a.mov(rdi, 0x6_0000u64).unwrap();
+    a.mov(ecx, 0x300u32).unwrap();
+    a.rep().movsb().unwrap();
+    a.mov(r8, rcx).unwrap();
+    a.mov(r9, rsi).unwrap();
+    a.mov(r10, rdi).unwrap();
+    // 2. STOSQ down from 0x4000_3040 (20 qwords): 9 on page 3, then page 2 (read-only).
+    a.std().unwrap();
+    a.mov(rdi, 0x4000_3040u64).unwrap();
+    a.mov(rax, 0x0102_0304_0506_0708u64).unwrap();
+    a.mov(ecx, 20u32).unwrap();
+    a.rep().stosq().unwrap();
+    a.cld().unwrap();
+    a.mov(r11, rdi).unwrap();
+    // 3. REPE CMPSB of equal bytes: RSI from 0x62000 (RAM), RDI from 0x4000_3ff0 into
+    //    page 4 (not present); after the fault the bytes differ at 0x4000_4008.
+    a.mov(rsi, 0x6_2000u64).unwrap();
+    a.mov(rdi, 0x4000_3ff0u64).unwrap();
+    a.mov(ecx, 0x100u32).unwrap();
+    a.repe().cmpsb().unwrap();
+    a.mov(r12, rcx).unwrap();
+    a.mov(r14, rdi).unwrap();
+    // 4. REPNE SCASB for byte 0xEE (placed at 0x4000_5123), and LODSD over page 5.
+    a.mov(rdi, 0x4000_5000u64).unwrap();
+    a.mov(al, 0xeeu32).unwrap();
+    a.mov(ecx, 0x1000u32).unwrap();
+    a.repne().scasb().unwrap();
+    a.mov(r15, rcx).unwrap();
+    a.mov(rsi, 0x4000_5000u64).unwrap();
+    a.mov(ecx, 0x400u32).unwrap();
+    a.rep().lodsd().unwrap();
+    a.mov(rbx, rax).unwrap();
+    a.hlt().unwrap();
+    let pf = paging_fault_handler(&mut a);
+    h.load(&mut a, CODE, &[("pf", pf)]);
+    let pf = h.label("pf");
+    h.gate(14, pf, 0);
+    // CMPSB's source: the bytes at 0x4000_3ff0.. as they will be, one differing.
+    let mut cmp = pattern[0x3ff0..0x40f0].to_vec();
+    cmp[0x18] ^= 0xff;
+    h.mem.write(0x6_2000, &cmp).unwrap();
+    h.mem.write(0x20_5000, &[0u8; 0x1000]).unwrap();
+    h.mem.write_u8(0x20_5123, 0xee).unwrap();
+    let last = 0x20_5ffc;
+    h.mem.write(last, &0xdead_beefu32.to_le_bytes()).unwrap();
+    h.run().unwrap();
+    assert_eq!(
+        faults(&h),
+        [
+            // MOVSB: 0x100 bytes done, the read of 0x4000_1000 faults (not present).
+            [0x4000_1000, 0, 0x200, 0x4000_1000, 0x6_0100],
+            // STOSQ: 9 qwords done, the write to 0x4000_2ff8 faults (present, write);
+            // RSI is what MOVSB left.
+            [0x4000_2ff8, 3, 11, 0x4000_1200, 0x4000_2ff8],
+            // CMPSB: 16 bytes done, ES:[RDI] at 0x4000_4000 faults first.
+            [0x4000_4000, 0, 0xf0, 0x6_2010, 0x4000_4000],
+        ]
+    );
+    assert_eq!(
+        (h.gpr(Gpr::R8), h.gpr(Gpr::R9), h.gpr(Gpr::R10)),
+        (0, 0x4000_1200, 0x6_0300)
+    );
+    let mut copied = [0u8; 0x300];
+    h.mem.read(0x6_0000, &mut copied).unwrap();
+    // Page 1 was mapped by the handler to 0x20_1000, which holds the pattern too.
+    assert_eq!(&copied[..], &pattern[0xf00..0x1200]);
+    assert_eq!(h.gpr(Gpr::R11), 0x4000_3040 - 20 * 8);
+    for k in 0..20u64 {
+        let at = 0x20_3040 - 8 * k;
+        assert_eq!(
+            h.mem.read_u64(at).unwrap(),
+            0x0102_0304_0506_0708,
+            "{at:#x}"
+        );
+    }
+    // CMPSB stopped after the differing byte at offset 0x18.
+    assert_eq!(
+        (h.gpr(Gpr::R12), h.gpr(Gpr::R14)),
+        (0x100 - 0x19, 0x4000_4009)
+    );
+    assert_eq!(h.gpr(Gpr::R15), 0x1000 - 0x124);
+    assert_eq!(h.gpr(Gpr::Rbx), 0xdead_beef);
+}
+
+/// The TLB against page-table changes: a remapped 4 KiB page is seen after INVLPG and
+/// after a CR3 reload (before them the old or the new mapping, as the SDM allows); a
+/// global page after INVLPG and after CR4.PGE is toggled; a 2 MiB page after INVLPG of
+/// another 4 KiB part of it (one large-page translation covers the whole page).
+#[test]
+fn tlb_sees_remapped_pages_after_invlpg_cr3_and_pge() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let (a_frame, b_frame) = (0x20_0000u64, 0x20_1000u64);
+    map_4k(&mut h, &[a_frame | 3]);
+    h.mem.write_u64(a_frame, 0xaaaa).unwrap();
+    h.mem.write_u64(b_frame, 0xbbbb).unwrap();
+    // PD[1]: a 2 MiB page at 0x4020_0000 -> 0 (RAM is 4 MiB); the new target 0x20_0000.
+    h.mem.write_u64(0x7008, 0x83).unwrap();
+    h.mem.write_u64(0x3_8000, 0x1111).unwrap();
+    h.mem.write_u64(0x23_8000, 0x6666).unwrap();
+    let va = 0x4000_0000u64;
+    let mut a = asm64();
+    let read = |a: &mut CodeAssembler, r: AsmRegister64| {
+        a.mov(rdx, va).unwrap();
+        a.mov(r, qword_ptr(rdx)).unwrap();
+    };
+    let set_pte = |a: &mut CodeAssembler, v: u64| {
+        a.mov(rax, v).unwrap();
+        a.mov(qword_ptr(0x8000u64), rax).unwrap();
+    };
+    read(&mut a, r8);
+    set_pte(&mut a, b_frame | 3);
+    read(&mut a, r9); // either
+    a.mov(rdx, va).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    read(&mut a, r10); // new
+    set_pte(&mut a, a_frame | 3);
+    a.mov(rax, cr3).unwrap();
+    a.mov(cr3, rax).unwrap();
+    read(&mut a, r11); // new (A again)
+                       // Global: CR4.PGE on, the page global.
+    a.mov(rax, cr4).unwrap();
+    a.or(rax, 0x80).unwrap();
+    a.mov(cr4, rax).unwrap();
+    set_pte(&mut a, a_frame | 0x103);
+    a.mov(rdx, va).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    read(&mut a, r12); // A, now cached as global
+    set_pte(&mut a, b_frame | 0x103);
+    a.mov(rax, cr3).unwrap();
+    a.mov(cr3, rax).unwrap();
+    read(&mut a, r13); // either: a CR3 write may keep global entries
+    a.mov(rdx, va).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    read(&mut a, r14); // B
+    set_pte(&mut a, a_frame | 0x103);
+    a.mov(rax, cr4).unwrap();
+    a.and(rax, !0x80).unwrap();
+    a.mov(cr4, rax).unwrap();
+    a.or(rax, 0x80).unwrap();
+    a.mov(cr4, rax).unwrap();
+    read(&mut a, r15); // A
+                       // Large page: read through it, retarget it, INVLPG another 4 KiB part of it.
+    a.mov(rdx, 0x4023_8000u64).unwrap();
+    a.mov(rbx, qword_ptr(rdx)).unwrap();
+    a.mov(rax, 0x20_0000u64 | 0x83).unwrap();
+    a.mov(qword_ptr(0x7008u64), rax).unwrap();
+    a.mov(rdx, 0x4020_5000u64).unwrap();
+    a.invlpg(qword_ptr(rdx)).unwrap();
+    a.mov(rdx, 0x4023_8000u64).unwrap();
+    a.mov(rcx, qword_ptr(rdx)).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    let either = [0xaaaa, 0xbbbb];
+    assert_eq!(h.gpr(Gpr::R8), 0xaaaa);
+    assert!(either.contains(&h.gpr(Gpr::R9)), "{:#x}", h.gpr(Gpr::R9));
+    assert_eq!(h.gpr(Gpr::R10), 0xbbbb, "after INVLPG");
+    assert_eq!(h.gpr(Gpr::R11), 0xaaaa, "after the CR3 reload");
+    assert_eq!(h.gpr(Gpr::R12), 0xaaaa);
+    assert!(either.contains(&h.gpr(Gpr::R13)), "{:#x}", h.gpr(Gpr::R13));
+    assert_eq!(h.gpr(Gpr::R14), 0xbbbb, "a global page after INVLPG");
+    assert_eq!(
+        h.gpr(Gpr::R15),
+        0xaaaa,
+        "a global page after CR4.PGE toggled"
+    );
+    assert_eq!(h.gpr(Gpr::Rbx), 0x1111);
+    assert_eq!(
+        h.gpr(Gpr::Rcx),
+        0x6666,
+        "the 2 MiB page after INVLPG inside it"
+    );
 }
 
 /// The end of RAM in the test machine (4 MiB; the identity map goes on to 1 GiB, so the

@@ -87,10 +87,7 @@ pub fn read_segment<V: VmcsAccess>(vmcs: &V, seg: SegReg) -> Result<Segment, Vmx
     })
 }
 
-/// IA32_PAT's power-on value.
-pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
-/// DR7's power-on value.
-pub const DR7_DEFAULT: u64 = 0x400;
+pub use opsvisor_core::arch::{DR7_DEFAULT, PAT_DEFAULT};
 
 /// Guest-state fields that are not architectural registers core sets: the VMCS link
 /// pointer (none), DR7, DEBUGCTL, PAT, the activity and interruptibility state, pending
@@ -109,43 +106,7 @@ pub fn write_guest_defaults<V: VmcsAccess>(vmcs: &mut V) -> Result<(), VmxError>
     vmcs.write(GUEST_IA32_SYSENTER_EIP, 0)
 }
 
-/// The register state after RESET (SDM 3A table 10-1) for the fields in the VMCS:
-/// real mode at F000:FFF0, CR0 0x60000010 as the guest sees it.
-pub struct ResetState;
-
-impl ResetState {
-    /// CR0 after reset.
-    pub const CR0: u64 = 0x6000_0010;
-    /// RFLAGS after reset.
-    pub const RFLAGS: u64 = 0x2;
-    /// RIP after reset.
-    pub const RIP: u64 = 0xfff0;
-
-    /// The segment registers after reset.
-    pub fn segment(seg: SegReg) -> Segment {
-        match seg {
-            SegReg::Cs => Segment {
-                selector: 0xf000,
-                base: 0xffff_0000,
-                limit: 0xffff,
-                attr: 0x9b,
-            },
-            SegReg::Ldtr => Segment {
-                selector: 0,
-                base: 0,
-                limit: 0xffff,
-                attr: 0x82,
-            },
-            SegReg::Tr => Segment {
-                selector: 0,
-                base: 0,
-                limit: 0xffff,
-                attr: 0x8b,
-            },
-            _ => Segment::real_mode(0, false),
-        }
-    }
-}
+pub use opsvisor_core::arch::ResetState;
 
 #[cfg(test)]
 mod tests {

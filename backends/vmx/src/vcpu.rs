@@ -41,9 +41,10 @@ use crate::vmcs::hardware::vmx_outcome;
 use crate::vmcs::{fields, Field, HardwareVmcs, InstructionError, VmcsAccess, VmxError};
 use alloc::boxed::Box;
 use core::arch::{asm, global_asm};
+use opsvisor_core::emulate::fetch_instruction;
 use opsvisor_core::exit::Direction;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
-use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
+use opsvisor_core::mmu::walk::PagingRegs;
 use opsvisor_core::ops::{
     DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
 };
@@ -993,40 +994,8 @@ impl<V: VmxProcessor> VmxVcpu<V> {
     /// Up to 15 bytes of the instruction at the guest's CS:RIP, read through the guest's
     /// page tables; fewer when the instruction runs into memory that is not RAM.
     fn fetch_instruction(&self, mem: &mut GuestMemory, buf: &mut [u8; 15]) -> usize {
-        let regs = PagingRegs {
-            cr0: self.read(fields::GUEST_CR0),
-            cr3: self.cr3(),
-            cr4: self.read(fields::GUEST_CR4),
-            efer: self.efer(),
-        };
-        let long = self.efer() & EFER_LMA != 0;
-        let cs = self.segment(SegReg::Cs);
-        let mut linear = cs.base.wrapping_add(self.rip());
-        if !(long && cs.attr & Segment::L != 0) {
-            linear &= 0xffff_ffff;
-        }
-        let access = Access {
-            fetch: true,
-            user: self.cpl() == 3,
-            ..Access::default()
-        };
-        let mut done = 0;
-        while done < buf.len() {
-            let at = linear.wrapping_add(done as u64);
-            let Ok(t) = walk(mem, &regs, at, access) else {
-                break;
-            };
-            let in_page = (4096 - (at & 0xfff)) as usize;
-            let n = in_page.min(buf.len() - done);
-            let Some(dst) = buf.get_mut(done..done + n) else {
-                break;
-            };
-            if mem.read(t.gpa, dst).is_err() {
-                break;
-            }
-            done += n;
-        }
-        done
+        let paging = self.paging_regs();
+        fetch_instruction(self, mem, &paging, buf)
     }
 
     /// An EPT violation: an access to guest-physical memory that is not RAM. A data
@@ -1222,7 +1191,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             }
         };
         let paging = self.paging_regs();
-        match string_io::start(self, mem, &paging, &exit, operand) {
+        match string_io::start(self, mem, &paging, &exit.insn(), operand) {
             string_io::Start::Io(io, element) => {
                 self.string_op = Some(element);
                 Some(io)

@@ -1,10 +1,6 @@
 //! `opsvisor exec`: run a code snippet on the emulator from a state given as JSON and
-//! print the final state as JSON (the emulator as a tool, like Unicorn-based tools).
-//! [`USAGE`] documents the format.
-
-//! `opsvisor exec`: run a code snippet on the emulator from a state given as JSON and
 //! print the final state as JSON (the emulator as a tool, like Unicorn-based tools), one
-//! state at a time or many in one process (`--batch`, JSON lines). [`USAGE`] documents
+//! state at a time or many in one process (`--batch`, JSON lines). [`FORMAT`] documents
 //! the format.
 
 pub mod machine;
@@ -12,9 +8,8 @@ pub mod output;
 pub mod run;
 pub mod state;
 
-use crate::args::{parse_u64, Command, Word, Words};
+use crate::args::{max_instructions, Checked};
 use output::{Doc, MemoryOutput};
-use std::ffi::OsString;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,21 +50,59 @@ impl Default for RunOptions {
 /// Instructions run when `--max-instructions` is not given.
 const DEFAULT_MAX: u64 = 1_000_000;
 
-/// `opsvisor exec --help`.
-pub const USAGE: &str = r#"opsvisor exec: run a code snippet on the emulator from a JSON state
+/// `opsvisor exec` as clap sees it.
+#[derive(clap::Args, Debug)]
+pub struct ExecCli {
+    /// The state file (- reads standard input); in batch mode the file of states
+    /// [default in batch mode: standard input]
+    #[arg(value_name = "STATE.json", value_parser = clap::value_parser!(std::ffi::OsString))]
+    input: Option<std::ffi::OsString>,
+    /// Add a per-instruction trace to the output
+    #[arg(long)]
+    trace: bool,
+    /// Stop after N instructions [default: 1000000]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = Checked(max_instructions))]
+    max_instructions: Option<u64>,
+    /// Memory in the output: the bytes that changed, or every writable region whole
+    /// [default: changed]
+    #[arg(long, value_name = "changed|all", allow_hyphen_values = true,
+          value_parser = Checked(memory_output))]
+    memory_output: Option<MemoryOutput>,
+    /// Read one state per line and write one result per line (JSON lines)
+    #[arg(long)]
+    batch: bool,
+}
 
-USAGE:
-    opsvisor exec [OPTIONS] STATE.json          (- reads standard input)
-    opsvisor exec --batch [OPTIONS] [STATES]    (JSON lines; standard input by default)
+fn memory_output(text: &str) -> Result<MemoryOutput, String> {
+    match text {
+        "changed" => Ok(MemoryOutput::Changed),
+        "all" => Ok(MemoryOutput::All),
+        other => Err(format!(
+            "invalid --memory-output '{other}': expected changed or all"
+        )),
+    }
+}
 
-OPTIONS (each at most once):
-    --trace                      add a per-instruction trace to the output
-    --max-instructions N         stop after N instructions (default 1000000)
-    --memory-output changed|all  memory in the output: the bytes that changed
-                                 (default), or every writable region whole
-    --batch                      read one state per line and write one result per line
+impl ExecCli {
+    /// The options, checked: a state file is needed unless in batch mode.
+    pub(crate) fn into_args(self) -> Result<ExecArgs, String> {
+        if self.input.is_none() && !self.batch {
+            return Err("exec: no STATE.json given".into());
+        }
+        Ok(ExecArgs {
+            input: self.input.map(PathBuf::from),
+            batch: self.batch,
+            options: RunOptions {
+                trace: self.trace,
+                max_instructions: self.max_instructions.unwrap_or(DEFAULT_MAX),
+                memory: self.memory_output.unwrap_or(MemoryOutput::Changed),
+            },
+        })
+    }
+}
 
-The state is one JSON object; numbers are JSON integers or strings ("0x1f", "31"),
+/// The end of `opsvisor exec --help`: the state and output formats.
+pub const FORMAT: &str = r#"The state is one JSON object; numbers are JSON integers or strings ("0x1f", "31"),
 byte strings are hex ("4801d8", spaces allowed). Unknown fields are errors.
 
     mode       16 (real mode), 32 (flat protected mode, paging) or 64 (long mode)
@@ -135,71 +168,6 @@ was read to its end, whatever each line gave), 2 for a bad command line or state
 one error line on stderr naming the field, e.g.
     opsvisor: state.json: regs.rax: expected a number or hex string
 "#;
-
-/// Parse the arguments after `exec`.
-pub fn parse_args(argv: &[OsString]) -> Result<Command, String> {
-    let mut input: Option<PathBuf> = None;
-    let mut batch = false;
-    let mut options = RunOptions::default();
-    let mut words = Words::new(argv);
-    while let Some(w) = words.next_word()? {
-        let (name, inline) = match w {
-            Word::Operand(path) => {
-                if input.is_some() {
-                    return Err(format!(
-                        "more than one state file given ('{}' is extra)",
-                        path.to_string_lossy()
-                    ));
-                }
-                input = Some(PathBuf::from(path));
-                continue;
-            }
-            Word::Option(name, inline) => (name, inline),
-        };
-        match name {
-            "-h" | "--help" => return Ok(Command::Help(USAGE)),
-            "--trace" => {
-                words.once("--trace")?;
-                crate::args::no_value(name, inline)?;
-                options.trace = true;
-            }
-            "--batch" => {
-                words.once("--batch")?;
-                crate::args::no_value(name, inline)?;
-                batch = true;
-            }
-            "--max-instructions" => {
-                words.once("--max-instructions")?;
-                let max = parse_u64(words.text_value(name, inline)?, "--max-instructions")?;
-                if max == 0 {
-                    return Err("--max-instructions must be at least 1".into());
-                }
-                options.max_instructions = max;
-            }
-            "--memory-output" => {
-                words.once("--memory-output")?;
-                options.memory = match words.text_value(name, inline)? {
-                    "changed" => MemoryOutput::Changed,
-                    "all" => MemoryOutput::All,
-                    other => {
-                        return Err(format!(
-                            "invalid --memory-output '{other}': expected changed or all"
-                        ))
-                    }
-                };
-            }
-            other => return Err(format!("unknown option '{other}' for exec")),
-        }
-    }
-    if input.is_none() && !batch {
-        return Err("exec: no STATE.json given".into());
-    }
-    Ok(Command::Exec(ExecArgs {
-        input,
-        batch,
-        options,
-    }))
-}
 
 /// Run one state document and write its result to `out` as one JSON object (`pretty`:
 /// one field per line; otherwise on one line). `Err` is a bad state (one line, nothing

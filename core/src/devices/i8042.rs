@@ -15,8 +15,11 @@
 //! guest memory never wraps at 1 MiB.
 //!
 //! The keyboard's interrupt is ISA IRQ 1, edge-triggered: [`I8042::irq1_level`] is high
-//! while a byte from the keyboard waits in the output buffer and the command byte enables
-//! the interrupt, so every byte placed there makes a rising edge.
+//! while a byte waits in the output buffer and the command byte enables the interrupt, so
+//! every byte placed there makes a rising edge. As on the 8042 (and QEMU's), the
+//! controller's own answers (the command byte, test results, the ports) share the output
+//! buffer with the keyboard's bytes and raise IRQ 1 the same way; only AUX bytes would
+//! raise IRQ 12, and there is no AUX device.
 
 /// The data port.
 pub const DATA_PORT: u16 = 0x60;
@@ -87,8 +90,8 @@ pub struct I8042 {
     leds: u8,
     /// The keyboard's typematic byte.
     typematic: u8,
-    /// Bytes for the guest, oldest first: (byte, from the keyboard).
-    queue: [(u8, bool); QUEUE_LEN],
+    /// Bytes for the guest, oldest first.
+    queue: [u8; QUEUE_LEN],
     queue_len: usize,
     /// Whether the last write was to the command port.
     last_was_command: bool,
@@ -115,7 +118,7 @@ impl I8042 {
             scan_code_set: 2,
             leds: 0,
             typematic: 0x2b,
-            queue: [(0, false); QUEUE_LEN],
+            queue: [0; QUEUE_LEN],
             queue_len: 0,
             last_was_command: false,
             reset_requested: false,
@@ -151,7 +154,7 @@ impl I8042 {
 
     /// Whether the keyboard's interrupt line (ISA IRQ 1) is high.
     pub fn irq1_level(&self) -> bool {
-        self.command_byte & CTR_KBD_INT != 0 && self.queue_len > 0 && self.queue[0].1
+        self.command_byte & CTR_KBD_INT != 0 && self.queue_len > 0
     }
 
     /// Whether the guest asked for a machine reset since the last call (and forget it).
@@ -182,14 +185,14 @@ impl I8042 {
     /// latch of a real controller does.
     fn pop(&mut self) -> u8 {
         if self.queue_len == 0 {
-            return self.queue[0].0;
+            return self.queue[0];
         }
-        let (byte, _) = self.queue[0];
+        let byte = self.queue[0];
         self.queue.copy_within(1..self.queue_len, 0);
         self.queue_len -= 1;
         if self.queue_len == 0 {
             // Keep the byte for repeated reads of an empty buffer.
-            self.queue[0] = (byte, false);
+            self.queue[0] = byte;
         }
         byte
     }
@@ -197,9 +200,9 @@ impl I8042 {
     /// Queue a byte for the guest. A full queue drops the newest byte (nothing here
     /// produces more than [`QUEUE_LEN`] bytes without the guest reading them in between,
     /// except a guest that sends commands without reading the answers).
-    fn push(&mut self, byte: u8, from_keyboard: bool) {
+    fn push(&mut self, byte: u8) {
         if self.queue_len < QUEUE_LEN {
-            self.queue[self.queue_len] = (byte, from_keyboard);
+            self.queue[self.queue_len] = byte;
             self.queue_len += 1;
         }
     }
@@ -208,8 +211,8 @@ impl I8042 {
         match command {
             // Read byte 0 (the command byte) or bytes 1-31 of the controller's RAM (zeros
             // here).
-            0x20 => self.push(self.command_byte, false),
-            0x21..=0x3f => self.push(0, false),
+            0x20 => self.push(self.command_byte),
+            0x21..=0x3f => self.push(0),
             // Write RAM: the parameter follows at port 0x60.
             0x60..=0x7f | 0xd1..=0xd4 => self.pending_command = Some(command),
             // Disable and enable the AUX port (there is none: the bit is kept for
@@ -217,21 +220,21 @@ impl I8042 {
             0xa7 => self.command_byte |= CTR_AUX_DISABLE,
             0xa8 => self.command_byte &= !CTR_AUX_DISABLE,
             // AUX interface test: no device, its clock line reads stuck low.
-            0xa9 => self.push(0x01, false),
+            0xa9 => self.push(0x01),
             // Controller self-test: passed; it sets the system flag.
             0xaa => {
                 self.command_byte |= CTR_SYS;
-                self.push(0x55, false);
+                self.push(0x55);
             }
             // Keyboard interface test: passed.
-            0xab => self.push(0x00, false),
+            0xab => self.push(0x00),
             // Disable and enable the keyboard port.
             0xad => self.command_byte |= CTR_KBD_DISABLE,
             0xae => self.command_byte &= !CTR_KBD_DISABLE,
             // Read the input port: keylock open, colour display.
-            0xc0 => self.push(0xa0, false),
+            0xc0 => self.push(0xa0),
             // Read the output port.
-            0xd0 => self.push(self.output_port, false),
+            0xd0 => self.push(self.output_port),
             // Pulse output lines: a 0 in bit 0 of the mask pulses the reset line.
             0xf0..=0xff if command & 1 == 0 => self.reset_requested = true,
             // Anything else (pulses of the other lines, diagnostic dumps, vendor commands)
@@ -252,7 +255,7 @@ impl I8042 {
                 self.output_port = value | OUTPUT_RESET;
             }
             // Write the keyboard's output buffer: the byte reads back as keyboard input.
-            0xd2 => self.push(value, true),
+            0xd2 => self.push(value),
             // Write the AUX output buffer, or a byte to the AUX device: there is no AUX
             // device, so nothing answers.
             0xd3 | 0xd4 => {}
@@ -270,77 +273,74 @@ impl I8042 {
                 KeyboardArgument::Typematic => self.typematic = value & 0x7f,
                 KeyboardArgument::ScanCodeSet => match value {
                     0 => {
-                        self.push(KBD_ACK, true);
-                        self.push(self.scan_code_set, true);
+                        self.push(KBD_ACK);
+                        self.push(self.scan_code_set);
                         return;
                     }
                     1..=3 => self.scan_code_set = value,
                     _ => {
-                        self.push(KBD_RESEND, true);
+                        self.push(KBD_RESEND);
                         return;
                     }
                 },
             }
-            self.push(KBD_ACK, true);
+            self.push(KBD_ACK);
             return;
         }
         match value {
             0xed => {
                 self.keyboard_argument = Some(KeyboardArgument::Leds);
-                self.push(KBD_ACK, true);
+                self.push(KBD_ACK);
             }
             // Echo.
-            0xee => self.push(0xee, true),
+            0xee => self.push(0xee),
             0xf0 => {
                 self.keyboard_argument = Some(KeyboardArgument::ScanCodeSet);
-                self.push(KBD_ACK, true);
+                self.push(KBD_ACK);
             }
             // Identify: an MF2 keyboard (0xAB 0x83; with translation the controller turns
             // 0x83 into 0x41, as Linux expects).
             0xf2 => {
-                self.push(KBD_ACK, true);
-                self.push(0xab, true);
-                self.push(
-                    if self.command_byte & CTR_XLATE != 0 {
-                        0x41
-                    } else {
-                        0x83
-                    },
-                    true,
-                );
+                self.push(KBD_ACK);
+                self.push(0xab);
+                self.push(if self.command_byte & CTR_XLATE != 0 {
+                    0x41
+                } else {
+                    0x83
+                });
             }
             0xf3 => {
                 self.keyboard_argument = Some(KeyboardArgument::Typematic);
-                self.push(KBD_ACK, true);
+                self.push(KBD_ACK);
             }
             0xf4 => {
                 self.keyboard_scanning = true;
-                self.push(KBD_ACK, true);
+                self.push(KBD_ACK);
             }
             // Disable scanning, or restore the defaults and disable.
             0xf5 => {
                 self.keyboard_scanning = false;
-                self.push(KBD_ACK, true);
+                self.push(KBD_ACK);
             }
             0xf6 => {
                 self.restore_keyboard_defaults();
-                self.push(KBD_ACK, true);
+                self.push(KBD_ACK);
             }
             // Set all keys typematic/make/break (scan-code set 3 attributes): accepted.
-            0xf7..=0xfd => self.push(KBD_ACK, true),
+            0xf7..=0xfd => self.push(KBD_ACK),
             // Resend the last byte.
             0xfe => {
-                let last = self.queue[0].0;
-                self.push(last, true);
+                let last = self.queue[0];
+                self.push(last);
             }
             // Reset: ACK, then the basic assurance test passed.
             0xff => {
                 self.restore_keyboard_defaults();
                 self.keyboard_scanning = true;
-                self.push(KBD_ACK, true);
-                self.push(KBD_BAT_OK, true);
+                self.push(KBD_ACK);
+                self.push(KBD_BAT_OK);
             }
-            _ => self.push(KBD_RESEND, true),
+            _ => self.push(KBD_RESEND),
         }
     }
 
@@ -432,13 +432,30 @@ mod tests {
         kbc.write(DATA, 0xee);
         assert!(!kbc.irq1_level(), "keyboard interrupt disabled");
         assert_eq!(kbc.read(DATA), 0xee);
-        // Controller answers never raise IRQ 1.
+        // Controller answers raise IRQ 1 as the keyboard's bytes do (the 8042 has one
+        // output buffer; QEMU's raises IRQ 1 for them too).
         kbc.write(CMD, 0x60);
         kbc.write(DATA, CTR_KBD_INT);
         kbc.write(CMD, 0xaa);
-        assert!(!kbc.irq1_level());
+        assert!(kbc.irq1_level(), "the self-test's answer");
         assert_eq!(kbc.read(DATA), 0x55);
-        // Write-keyboard-output-buffer does.
+        assert!(!kbc.irq1_level());
+        kbc.write(CMD, 0x20);
+        assert!(kbc.irq1_level(), "the command byte's value");
+        assert_eq!(
+            kbc.read(DATA),
+            CTR_KBD_INT | CTR_SYS,
+            "the self-test set SYS"
+        );
+        // ... but not while the command byte disables the interrupt.
+        kbc.write(CMD, 0x60);
+        kbc.write(DATA, 0);
+        kbc.write(CMD, 0xab);
+        assert!(!kbc.irq1_level());
+        assert_eq!(kbc.read(DATA), 0x00);
+        kbc.write(CMD, 0x60);
+        kbc.write(DATA, CTR_KBD_INT);
+        // So does writing the keyboard's output buffer.
         kbc.write(CMD, 0xd2);
         kbc.write(DATA, 0x1c);
         assert!(kbc.irq1_level());

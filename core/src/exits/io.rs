@@ -49,6 +49,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     None => (!0, Flow::Resume),
                 };
                 self.vcpu().backend.complete_pio_in(value & mask);
+                self.platform.observe_read(u64::from(value & mask));
                 flow
             }
             Direction::Write => {

@@ -40,6 +40,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.vcpu()
                     .backend
                     .complete_mmio(Some(u64::from(value) & mask));
+                self.platform.observe_read(u64::from(value) & mask);
                 Flow::Resume
             }
             (Some((MmioDevice::IoApic, offset)), Direction::Write) => {
@@ -55,6 +56,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             (None, Direction::Read) => {
                 self.vcpu().backend.complete_mmio(Some(mask));
+                self.platform.observe_read(mask);
                 Flow::Resume
             }
             (None, Direction::Write) => {
@@ -91,6 +93,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 };
                 let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
                 v.backend.complete_mmio(Some(value));
+                self.platform.observe_read(value);
                 Flow::Resume
             }
             Direction::Write => {

@@ -64,6 +64,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 backend.set_gpr(Gpr::Rax, value & 0xffff_ffff);
                 backend.set_gpr(Gpr::Rdx, value >> 32);
                 backend.skip_emulated_instruction();
+                self.platform.observe_read(value);
                 Flow::Resume
             }
             Err(_) => self.inject_gp(),

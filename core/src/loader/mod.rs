@@ -9,8 +9,9 @@ pub mod linux;
 pub mod multiboot;
 pub mod pvh;
 
-use crate::mmu::memory::MemError;
+use crate::mmu::memory::{GuestMemory, MemError};
 use crate::ops::{DescriptorTable, Regs, SegReg, Segment, X86Ops};
+use alloc::format;
 use alloc::string::String;
 use core::fmt;
 
@@ -95,6 +96,143 @@ pub struct Module<'a> {
     pub data: &'a [u8],
 }
 
+/// What a kernel is booted with besides its image.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOptions<'a> {
+    /// The kernel command line (multiboot's `cmdline`, a Linux kernel's command line).
+    pub cmdline: &'a [u8],
+    /// Multiboot modules (a Linux kernel takes none).
+    pub modules: &'a [Module<'a>],
+    /// A Linux kernel's initial ramdisk (a multiboot kernel takes none).
+    pub initrd: Option<&'a [u8]>,
+    /// The ACPI RSDP a Linux kernel is told about.
+    pub rsdp_addr: Option<u64>,
+}
+
+/// A kernel in guest memory: the state its entry expects, and for a Linux kernel where its
+/// parts went.
+#[derive(Clone, Debug)]
+pub struct LoadedKernel {
+    /// The vCPU state at the kernel's entry.
+    pub state: BootState,
+    /// Where a Linux kernel (bzImage or PVH) and its initrd and command line went.
+    pub linux: Option<linux::LinuxLayout>,
+}
+
+/// The formats [`load_kernel`] knows, as its refusal of anything else names them.
+pub const KERNEL_FORMATS: &str =
+    "a multiboot kernel, a Linux bzImage or an ELF kernel with a PVH entry note";
+
+/// The kernel formats [`load_kernel`] tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// A multiboot v1 header in the first 8 KiB.
+    Multiboot,
+    /// A Linux bzImage (boot flag and "HdrS").
+    BzImage,
+    /// An ELF file without a multiboot header: booted through its PVH entry note.
+    Elf,
+}
+
+impl KernelFormat {
+    /// The format as messages name it ("this kernel is ...").
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFormat::Multiboot => "a multiboot kernel",
+            KernelFormat::BzImage => "a Linux bzImage",
+            KernelFormat::Elf => "an ELF kernel",
+        }
+    }
+
+    /// Which format `kernel` is in, if any: `Err` for a multiboot header that is there
+    /// but broken (the error says what is wrong).
+    pub fn of(kernel: &[u8]) -> Result<Option<KernelFormat>, LoadError> {
+        match multiboot::find_header(kernel) {
+            Ok(_) => return Ok(Some(KernelFormat::Multiboot)),
+            Err(e @ LoadError::Malformed(_)) => return Err(e),
+            Err(_) => {}
+        }
+        Ok(if bzimage::is_bzimage(kernel) {
+            Some(KernelFormat::BzImage)
+        } else if elf::is_elf(kernel) {
+            Some(KernelFormat::Elf)
+        } else {
+            None
+        })
+    }
+}
+
+/// Load `kernel` into `mem` in the format it is in, tried in this order (as QEMU's
+/// `-kernel` does): a multiboot v1 header in the first 8 KiB, a Linux bzImage (boot flag
+/// and "HdrS"), an ELF kernel with a PVH entry note. Options the format does not take
+/// (modules for Linux, an initrd for multiboot) are refused with [`LoadError::Option`].
+pub fn load_kernel(
+    mem: &mut GuestMemory,
+    kernel: &[u8],
+    opts: &KernelOptions<'_>,
+) -> Result<LoadedKernel, LoadError> {
+    let linux_boot = linux::LinuxBoot {
+        cmdline: opts.cmdline,
+        initrd: opts.initrd,
+        rsdp_addr: opts.rsdp_addr,
+    };
+    let refuse_modules = |format: &str| {
+        if opts.modules.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::Option(format!(
+                "modules are for multiboot kernels; this kernel is {format}: pass its initial ramdisk as the initrd"
+            )))
+        }
+    };
+    match KernelFormat::of(kernel)? {
+        Some(KernelFormat::Multiboot) => {
+            if opts.initrd.is_some() {
+                return Err(LoadError::Option(String::from(
+                    "an initrd is for Linux kernels; this kernel is multiboot: pass the file as a module",
+                )));
+            }
+            let state = multiboot::load_multiboot(mem, kernel, opts.cmdline, opts.modules)?;
+            Ok(LoadedKernel { state, linux: None })
+        }
+        Some(KernelFormat::BzImage) => {
+            refuse_modules("a Linux bzImage")?;
+            let (state, layout) = bzimage::load_bzimage_with_layout(mem, kernel, &linux_boot)?;
+            Ok(LoadedKernel {
+                state,
+                linux: Some(layout),
+            })
+        }
+        Some(KernelFormat::Elf) => {
+            // Without a multiboot header, an ELF kernel is booted through its PVH note; a
+            // file whose headers do not let the note be read is refused saying both.
+            let unreadable = |e: LoadError| {
+                let what =
+                    "an ELF kernel without a multiboot header, whose PVH entry note cannot be read";
+                match e {
+                    LoadError::UnknownFormat(s) => LoadError::UnknownFormat(format!("{what}: {s}")),
+                    LoadError::Malformed(s) => LoadError::Malformed(format!("{what}: {s}")),
+                    LoadError::Unsupported(s) => LoadError::Unsupported(format!("{what}: {s}")),
+                    other => other,
+                }
+            };
+            let parsed = elf::parse(kernel).map_err(unreadable)?;
+            if pvh::pvh_entry(&parsed).map_err(unreadable)?.is_none() {
+                return Err(LoadError::UnknownFormat(String::from(
+                    "an ELF kernel without a multiboot header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): opsvisor boots ELF kernels through one of the two",
+                )));
+            }
+            refuse_modules("an ELF kernel with a PVH entry")?;
+            let (state, layout) = pvh::load_pvh_with_layout(mem, kernel, &linux_boot)?;
+            Ok(LoadedKernel {
+                state,
+                linux: Some(layout),
+            })
+        }
+        None => Err(LoadError::UnknownFormat(format!("not {KERNEL_FORMATS}"))),
+    }
+}
+
 /// Why a kernel could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadError {
@@ -108,6 +246,8 @@ pub enum LoadError {
     DoesNotFit(String),
     /// A guest-memory access failed.
     Memory(MemError),
+    /// The kernel is fine, but an option given with it does not fit its format.
+    Option(String),
 }
 
 impl fmt::Display for LoadError {
@@ -118,6 +258,7 @@ impl fmt::Display for LoadError {
             LoadError::Unsupported(s) => write!(f, "unsupported kernel: {s}"),
             LoadError::DoesNotFit(s) => write!(f, "does not fit in guest memory: {s}"),
             LoadError::Memory(e) => write!(f, "{e}"),
+            LoadError::Option(s) => f.write_str(s),
         }
     }
 }

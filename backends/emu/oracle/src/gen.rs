@@ -749,9 +749,10 @@ fn far_pointer_selector(instr: &Instruction, ch: &mut Choices, state: &mut State
 
 /// A string instruction (MOVS, CMPS, STOS, LODS, SCAS, MASKMOVQ/MASKMOVDQU): 64- or
 /// 32-bit address size, with no prefix, REP/REPE or (for CMPS and SCAS) REPNE, a count
-/// of up to 24 elements, and RSI/RDI placed so the elements (walking up or down with
-/// DF) mostly stay inside the scratch area and sometimes run off it (the run then
-/// faults part-way, with the registers at the faulting element).
+/// of up to 24 elements or (one case in three) up to the scratch area's size, so the run
+/// crosses the page boundary inside it, and RSI/RDI placed so the elements (walking up
+/// or down with DF) mostly stay inside the scratch area and sometimes run off it (the run
+/// then faults part-way, with the registers at the faulting element).
 fn build_string(
     code: Code,
     ch: &mut Choices,
@@ -783,7 +784,12 @@ fn build_string(
         _ => {}
     }
     let size = memory_size_of(code);
-    let count = if rep != 0 { ch.below(25) } else { 1 };
+    let count = match rep {
+        0 => 1,
+        // Long: across the page boundary in the middle of the scratch area.
+        _ if ch.below(3) == 0 => 1 + ch.below(SCRATCH_SIZE as u64 / size),
+        _ => ch.below(25),
+    };
     let down = state.rflags & crate::DF != 0;
     let high = |ch: &mut Choices| if addr32 { ch.word() << 32 } else { 0 };
     let place = |ch: &mut Choices| -> u64 {
@@ -859,9 +865,69 @@ fn build_string(
     if rep != 0 {
         state.gpr[1] = count | high(ch);
     }
+    if rep == 1 && conditional && ch.below(2) == 0 {
+        // REPE over random bytes stops at once: make the run equal (the destination a
+        // copy of the source, or of the accumulator for SCAS), sometimes but for one
+        // element, so the comparison goes on across pages.
+        equalize_run(code, state, count, size, down, addr32, ch);
+    }
     let mut encoder = Encoder::new(64);
     encoder.encode(&instr, ctx.ip).ok()?;
     Some(encoder.take_buffer())
+}
+
+/// Make a REPE CMPS/SCAS run of `count` elements of `size` bytes compare equal where it
+/// lies inside the scratch area (see [`build_string`]); one element in two cases differs.
+fn equalize_run(
+    code: Code,
+    state: &mut State,
+    count: u64,
+    size: u64,
+    down: bool,
+    addr32: bool,
+    ch: &mut Choices,
+) {
+    if count == 0 {
+        return;
+    }
+    let addr = |r: u64| if addr32 { r & 0xffff_ffff } else { r };
+    let span = size * count;
+    // The offset in scratch of the run's lowest byte starting from register value `r`.
+    let low = |r: u64| {
+        let first = addr(r).wrapping_sub(SCRATCH_BASE);
+        let lo = if down {
+            first.wrapping_sub(span - size)
+        } else {
+            first
+        };
+        (lo <= SCRATCH_SIZE as u64 && span <= SCRATCH_SIZE as u64 - lo).then_some(lo as usize)
+    };
+    let Some(dst) = low(state.gpr[7]) else {
+        return;
+    };
+    let span = span as usize;
+    let scas = matches!(
+        code.mnemonic(),
+        iced_x86::Mnemonic::Scasb
+            | iced_x86::Mnemonic::Scasw
+            | iced_x86::Mnemonic::Scasd
+            | iced_x86::Mnemonic::Scasq
+    );
+    if scas {
+        let acc = state.gpr[0].to_le_bytes();
+        for (i, b) in state.scratch[dst..dst + span].iter_mut().enumerate() {
+            *b = acc[i % size as usize];
+        }
+    } else {
+        let Some(src) = low(state.gpr[6]) else {
+            return;
+        };
+        state.scratch.copy_within(src..src + span, dst);
+    }
+    if count > 1 && ch.below(2) == 0 {
+        let at = dst + ch.below(span as u64) as usize;
+        state.scratch[at] ^= 1;
+    }
 }
 
 /// BT/BTS/BTR/BTC with a register bit offset (whose memory form addresses memory

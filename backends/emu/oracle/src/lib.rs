@@ -44,8 +44,9 @@ pub const CODE_SIZE: u64 = 0x1000;
 pub const MAX_SNIPPET: usize = 0x1000 - 64;
 /// Start of the scratch area: read/write data that memory operands and the stack use.
 pub const SCRATCH_BASE: u64 = 0x7100_0000;
-/// Size of the scratch area.
-pub const SCRATCH_SIZE: usize = 0x1000;
+/// Size of the scratch area: two pages, so that string instructions with long counts run
+/// across a page boundary inside it.
+pub const SCRATCH_SIZE: usize = 0x2000;
 /// Unmapped space kept on both sides of the scratch area (and after the code page), so an
 /// access that runs off the scratch area faults the same way on the host and the emulator.
 pub const GUARD_SIZE: u64 = 0x1_0000;

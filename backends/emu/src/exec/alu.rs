@@ -38,25 +38,121 @@ const fn op_of(k: u8) -> AluOp {
     }
 }
 
+/// The operand forms [`pick`] specialises.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Form {
+    /// Register, register.
+    RR,
+    /// Register, immediate.
+    RI,
+    /// Register, memory.
+    RM,
+    /// Memory, register.
+    MR,
+    /// Memory, immediate.
+    MI,
+    /// Anything else (the accumulator forms come as RI).
+    Other,
+}
+
 /// The handler for an ALU operation `k`, with (`wb`) or without write-back, specialised
-/// for the register/register and register/immediate forms and their operand `size`.
-pub fn pick(k: u8, wb: bool, rr: bool, ri: bool, size: u8) -> Handler {
+/// for the operand `form` and `size`.
+pub fn pick(k: u8, wb: bool, form: Form, size: u8) -> Handler {
     macro_rules! table {
         ($($k:ident),*) => {
-            match (k, wb, rr, ri) {
+            match (k, wb, form) {
                 $(
-                    ($k, true, true, _) => super::sized!(alu_rr::<$k, true>, size),
-                    ($k, false, true, _) => super::sized!(alu_rr::<$k, false>, size),
-                    ($k, true, _, true) => super::sized!(alu_ri::<$k, true>, size),
-                    ($k, false, _, true) => super::sized!(alu_ri::<$k, false>, size),
-                    ($k, true, _, _) => alu_any::<$k, true>,
-                    ($k, false, _, _) => alu_any::<$k, false>,
+                    ($k, true, Form::RR) => super::sized!(alu_rr::<$k, true>, size),
+                    ($k, false, Form::RR) => super::sized!(alu_rr::<$k, false>, size),
+                    ($k, true, Form::RI) => super::sized!(alu_ri::<$k, true>, size),
+                    ($k, false, Form::RI) => super::sized!(alu_ri::<$k, false>, size),
+                    ($k, true, Form::RM) => super::sized!(alu_rm::<$k, true>, size),
+                    ($k, false, Form::RM) => super::sized!(alu_rm::<$k, false>, size),
+                    ($k, true, Form::MR) => super::sized!(alu_mr::<$k, true>, size),
+                    ($k, false, Form::MR) => super::sized!(alu_mr::<$k, false>, size),
+                    ($k, true, Form::MI) => super::sized!(alu_mi::<$k, true>, size),
+                    ($k, false, Form::MI) => super::sized!(alu_mi::<$k, false>, size),
+                    ($k, true, Form::Other) => alu_any::<$k, true>,
+                    ($k, false, Form::Other) => alu_any::<$k, false>,
                 )*
                 _ => super::unimplemented,
             }
         };
     }
     table!(ADD, ADC, SUB, SBB, AND, OR, XOR)
+}
+
+/// The result of ALU operation `K` on masked operands, without touching the flags (for
+/// the memory destinations, whose flags change only once the store has succeeded).
+#[inline(always)]
+fn result<const K: u8>(c: &Cpu, size: u32, a: u64, b: u64) -> u64 {
+    let m = crate::arith::flags::mask(size);
+    match K {
+        ADD => a.wrapping_add(b) & m,
+        SUB => a.wrapping_sub(b) & m,
+        AND => a & b & m,
+        OR => (a | b) & m,
+        XOR => (a ^ b) & m,
+        // Only ADC and SBB read a flag (CF) for their result.
+        _ => alu(op_of(K), size, a, b, c.rflags()).0,
+    }
+}
+
+/// Register, memory, operand size `S` (`add r, [m]`, `cmp r, [m]`).
+pub fn alu_rm<const K: u8, const WB: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let b = super::load::<S>(c, mem, op)?;
+    let a = c.get_s::<S>(op.r[0]);
+    let r = exec(c, K, u32::from(S), a, b);
+    if WB {
+        c.set_s::<S>(op.r[0], r);
+    }
+    Ok(())
+}
+
+/// Memory, register, operand size `S` (`add [m], r`, `cmp [m], r`, `test [m], r`).
+pub fn alu_mr<const K: u8, const WB: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let b = c.get_s::<S>(op.r[1]);
+    alu_m::<K, WB, S>(c, mem, op, b)
+}
+
+/// Memory, immediate, operand size `S` (`add [m], imm`, `cmp [m], imm`).
+pub fn alu_mi<const K: u8, const WB: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    alu_m::<K, WB, S>(c, mem, op, op.imm)
+}
+
+/// Memory destination op `b`: read (checked for writing under `WB`), store the result,
+/// then the flags.
+#[inline(always)]
+fn alu_m<const K: u8, const WB: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+    b: u64,
+) -> Result<(), Ex> {
+    let size = u32::from(S);
+    let b = b & crate::arith::flags::mask(size);
+    if WB {
+        let a = super::load_rmw::<S>(c, mem, op)?;
+        let r = result::<K>(c, size, a, b);
+        super::store::<S>(c, mem, op, r)?;
+        exec(c, K, size, a, b);
+    } else {
+        let a = super::load::<S>(c, mem, op)?;
+        exec(c, K, size, a, b);
+    }
+    Ok(())
 }
 
 /// Execute ALU operation `K` on `size`-byte operands and set the flags: ADD SUB AND OR
@@ -181,6 +277,25 @@ pub fn inc_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(
 pub fn dec_r<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let r = incdec::<true>(c, u32::from(S), c.get_s::<S>(op.r[0]));
     c.set_s::<S>(op.r[0], r);
+    Ok(())
+}
+
+/// INC (`DEC` false) or DEC of a memory operand of `S` bytes (Linux's preempt count,
+/// reference counts).
+pub fn incdec_m<const DEC: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let a = super::load_rmw::<S>(c, mem, op)?;
+    let m = crate::arith::flags::mask(u32::from(S));
+    let r = if DEC {
+        a.wrapping_sub(1)
+    } else {
+        a.wrapping_add(1)
+    } & m;
+    super::store::<S>(c, mem, op, r)?;
+    incdec::<DEC>(c, u32::from(S), a);
     Ok(())
 }
 

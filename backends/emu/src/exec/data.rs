@@ -1,11 +1,11 @@
 //! MOV, MOVZX, MOVSX(D), MOVBE, LEA, XCHG, CMPXCHG(8B/16B), XADD, the sign extensions,
 //! CMOVcc, SETcc, XLAT.
 
-use super::{ea, rd, rd_rmw, wr};
+use super::{ea, load, rd, rd_rmw, store, wr};
 use crate::arith::alu::{alu, AluOp};
 use crate::arith::bits::{bswap, swap16};
 use crate::arith::flags::{sign_extend, ZF};
-use crate::cpu::{sr, Cpu};
+use crate::cpu::{sr, Cpu, Intercept, InterceptKind};
 use crate::decode::Op;
 use crate::exception::{ud, Ex, GP};
 use iced_x86::{Mnemonic, OpKind};
@@ -26,17 +26,127 @@ pub fn mov_ri<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<
 
 /// MOV r, m (operand size `S`).
 pub fn mov_load<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let a = ea(c, op);
-    let v = c.rd(mem, op.seg, a, u32::from(S))?;
-    c.set_s::<S>(op.r[0], v);
-    Ok(())
+    match load::<S>(c, mem, op) {
+        Ok(v) => {
+            c.set_s::<S>(op.r[0], v);
+            Ok(())
+        }
+        Err(Ex::Exit) => Err(mmio_load_exit(c, op, S)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A load exited: when it is the instruction's MMIO read of all its bytes and nothing asks
+/// for the instruction to run again (single-stepping, RF), the core's value completes it
+/// directly (see [`InterceptKind::MmioLoad`]); otherwise it is replayed as any MMIO
+/// access.
+#[cold]
+#[inline(never)]
+fn mmio_load_exit(c: &mut Cpu, op: &Op, size: u8) -> Ex {
+    // The whole load in one read: a load split across two pages (or across the end of
+    // RAM) reads its parts separately, and is replayed.
+    let read = matches!(
+        c.exit,
+        opsvisor_core::exit::Exit::Mmio {
+            direction: opsvisor_core::exit::Direction::Read,
+            size: s,
+            ..
+        } if s == size
+    );
+    let replaying = c.mmio.len != 0;
+    let stepping = c.rf & (crate::arith::flags::TF | crate::arith::flags::RF) != 0;
+    if read && !replaying && !stepping && !op.fused {
+        c.intercept = Some(Intercept {
+            next_ip: op.next_ip,
+            kind: InterceptKind::MmioLoad { reg: op.r[0], size },
+        });
+    }
+    Ex::Exit
 }
 
 /// MOV m, r (operand size `S`).
 pub fn mov_store<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    let a = ea(c, op);
     let v = c.get_s::<S>(op.r[1]);
-    c.wr(mem, op.seg, a, u32::from(S), v)
+    store::<S>(c, mem, op, v)
+}
+
+/// MOV m, imm (operand size `S`).
+pub fn mov_mi<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    store::<S>(c, mem, op, op.imm)
+}
+
+/// MOVZX r, m8|m16 (`D`: destination size, `S`: source size).
+pub fn movzx_rm<const D: u8, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let v = load::<S>(c, mem, op)?;
+    c.set_s::<D>(op.r[0], v);
+    Ok(())
+}
+
+/// MOVZX r, r8|r16 (`D`: destination size, `S`: source size).
+pub fn movzx_rr<const D: u8, const S: u8>(
+    c: &mut Cpu,
+    _: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let v = c.get_s::<S>(op.r[1]);
+    c.set_s::<D>(op.r[0], v);
+    Ok(())
+}
+
+/// MOVSX / MOVSXD r, m (`D`: destination size, `S`: source size).
+pub fn movsx_rm<const D: u8, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let v = load::<S>(c, mem, op)?;
+    c.set_s::<D>(op.r[0], sign_extend(u32::from(S), v));
+    Ok(())
+}
+
+/// MOVSX / MOVSXD r, r (`D`: destination size, `S`: source size).
+pub fn movsx_rr<const D: u8, const S: u8>(
+    c: &mut Cpu,
+    _: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let v = c.get_s::<S>(op.r[1]);
+    c.set_s::<D>(op.r[0], sign_extend(u32::from(S), v));
+    Ok(())
+}
+
+/// The MOVZX/MOVSX handler for destination size `d` and source size `s` from register
+/// (`reg`) or memory, if the sizes are a form the instruction has.
+pub fn pick_extend(sign: bool, reg: bool, d: u8, s: u8) -> Option<crate::decode::Handler> {
+    macro_rules! forms {
+        ($rr:ident, $rm:ident) => {
+            match (reg, d, s) {
+                (true, 2, 1) => $rr::<2, 1> as crate::decode::Handler,
+                (true, 4, 1) => $rr::<4, 1>,
+                (true, 8, 1) => $rr::<8, 1>,
+                (true, 4, 2) => $rr::<4, 2>,
+                (true, 8, 2) => $rr::<8, 2>,
+                (false, 2, 1) => $rm::<2, 1>,
+                (false, 4, 1) => $rm::<4, 1>,
+                (false, 8, 1) => $rm::<8, 1>,
+                (false, 4, 2) => $rm::<4, 2>,
+                (false, 8, 2) => $rm::<8, 2>,
+                _ if !sign => return None,
+                (true, 8, 4) => $rr::<8, 4>,
+                (false, 8, 4) => $rm::<8, 4>,
+                _ => return None,
+            }
+        };
+    }
+    Some(if sign {
+        forms!(movsx_rr, movsx_rm)
+    } else {
+        forms!(movzx_rr, movzx_rm)
+    })
 }
 
 /// MOV, other forms (moffs, m/imm).

@@ -60,6 +60,67 @@ pub fn ea(c: &Cpu, op: &Op) -> u64 {
         & op.amask
 }
 
+/// Read the memory operand as `S` bytes (1, 2, 4, 8): straight from the host page when
+/// the TLB allows it ([`Cpu::fast_host`]), else through the checked path.
+#[inline(always)]
+pub fn load<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<u64, Ex> {
+    let a = ea(c, op);
+    match c.fast_host(op.seg, a, u32::from(S), false) {
+        // SAFETY: `fast_host` found a TLB entry that lets reads of these S bytes use the
+        // host page: they lie inside RAM of the current memory map.
+        Some(p) => Ok(unsafe { crate::mem::host_read(p, u32::from(S)) }),
+        None => load_checked(c, mem, op, u32::from(S)),
+    }
+}
+
+/// [`load`] for a read-modify-write destination: the page must take writes (a read-only
+/// or absent page faults as a write, before anything is written).
+#[inline(always)]
+pub fn load_rmw<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<u64, Ex> {
+    let a = ea(c, op);
+    match c.fast_host(op.seg, a, u32::from(S), true) {
+        // SAFETY: as in `load`; the write tag implies the read permission.
+        Some(p) => Ok(unsafe { crate::mem::host_read(p, u32::from(S)) }),
+        None => load_rmw_checked(c, mem, op, u32::from(S)),
+    }
+}
+
+/// Write `v` to the memory operand as `S` bytes.
+#[inline(always)]
+pub fn store<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, v: u64) -> Result<(), Ex> {
+    let a = ea(c, op);
+    match c.fast_host(op.seg, a, u32::from(S), true) {
+        Some(p) => {
+            // SAFETY: `fast_host` found a TLB entry that lets writes of these S bytes use
+            // the host page: writable RAM of the current memory map without decoded code.
+            unsafe { crate::mem::host_write(p, u32::from(S), v) };
+            Ok(())
+        }
+        None => store_checked(c, mem, op, u32::from(S), v),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn load_checked(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, size: u32) -> Result<u64, Ex> {
+    let a = ea(c, op);
+    c.rd(mem, op.seg, a, size)
+}
+
+#[cold]
+#[inline(never)]
+fn load_rmw_checked(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, size: u32) -> Result<u64, Ex> {
+    let a = ea(c, op);
+    c.rd_rmw(mem, op.seg, a, size)
+}
+
+#[cold]
+#[inline(never)]
+fn store_checked(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, size: u32, v: u64) -> Result<(), Ex> {
+    let a = ea(c, op);
+    c.wr(mem, op.seg, a, size, v)
+}
+
 /// Read operand `n` (register, memory or immediate) as `size` bytes.
 #[inline]
 pub fn rd(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, n: u32, size: u32) -> Result<u64, Ex> {
@@ -187,14 +248,31 @@ fn is_imm(k: OpKind) -> bool {
 /// [`unimplemented`], or plain #UD for the VEX/EVEX forms the CPU model does not have).
 pub fn select(op: &mut Op, bits: u32) -> bool {
     let mut implemented = true;
-    use alu::{dec_r, inc_r};
-    use data::{lea, mov_load, mov_ri, mov_rr, mov_store};
+    use alu::{dec_r, inc_r, incdec_m};
+    use data::{lea, mov_load, mov_mi, mov_ri, mov_rr, mov_store};
     use stack::{pop_r, push_r};
     use Mnemonic as M;
     let _ = bits;
     let (k0, k1) = kinds(op);
     let rr = k0 == OpKind::Register && k1 == OpKind::Register && op.i.op_count() == 2;
     let ri = k0 == OpKind::Register && is_imm(k1) && op.i.op_count() == 2;
+    let form = match (op.i.op_count(), k0, k1) {
+        (2, OpKind::Register, OpKind::Register) => alu::Form::RR,
+        (2, OpKind::Register, k) if is_imm(k) => alu::Form::RI,
+        (2, OpKind::Register, OpKind::Memory) => alu::Form::RM,
+        (2, OpKind::Memory, OpKind::Register) => alu::Form::MR,
+        (2, OpKind::Memory, k) if is_imm(k) => alu::Form::MI,
+        _ => alu::Form::Other,
+    };
+    // The memory forms' handlers access S bytes: the operand size must be the memory's.
+    let form = match form {
+        alu::Form::RM | alu::Form::MR | alu::Form::MI
+            if op.i.memory_size().size() != usize::from(op.size) =>
+        {
+            alu::Form::Other
+        }
+        f => f,
+    };
     let m = op.i.mnemonic();
     op.aux = op.i.condition_code() as u8;
     // Segment, control and debug registers take the system paths.
@@ -209,17 +287,23 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
             || op.i.op_register(0).is_dr()
             || op.i.op_register(1).is_dr());
     op.h = match m {
-        M::Add => alu::pick(alu::ADD, true, rr, ri, op.size),
-        M::Or => alu::pick(alu::OR, true, rr, ri, op.size),
-        M::Adc => alu::pick(alu::ADC, true, rr, ri, op.size),
-        M::Sbb => alu::pick(alu::SBB, true, rr, ri, op.size),
-        M::And => alu::pick(alu::AND, true, rr, ri, op.size),
-        M::Sub => alu::pick(alu::SUB, true, rr, ri, op.size),
-        M::Xor => alu::pick(alu::XOR, true, rr, ri, op.size),
-        M::Cmp => alu::pick(alu::SUB, false, rr, ri, op.size),
-        M::Test => alu::pick(alu::AND, false, rr, ri, op.size),
+        M::Add => alu::pick(alu::ADD, true, form, op.size),
+        M::Or => alu::pick(alu::OR, true, form, op.size),
+        M::Adc => alu::pick(alu::ADC, true, form, op.size),
+        M::Sbb => alu::pick(alu::SBB, true, form, op.size),
+        M::And => alu::pick(alu::AND, true, form, op.size),
+        M::Sub => alu::pick(alu::SUB, true, form, op.size),
+        M::Xor => alu::pick(alu::XOR, true, form, op.size),
+        M::Cmp => alu::pick(alu::SUB, false, form, op.size),
+        M::Test => alu::pick(alu::AND, false, form, op.size),
         M::Inc if k0 == OpKind::Register => sized!(inc_r, op.size),
         M::Dec if k0 == OpKind::Register => sized!(dec_r, op.size),
+        M::Inc if k0 == OpKind::Memory && op.i.memory_size().size() == usize::from(op.size) => {
+            sized!(incdec_m::<false>, op.size)
+        }
+        M::Dec if k0 == OpKind::Memory && op.i.memory_size().size() == usize::from(op.size) => {
+            sized!(incdec_m::<true>, op.size)
+        }
         M::Inc => alu::inc,
         M::Dec => alu::dec,
         M::Neg => alu::neg,
@@ -262,10 +346,15 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         M::Mov if k0 == OpKind::Memory && k1 == OpKind::Register => {
             sized!(mov_store, op.size)
         }
+        M::Mov if k0 == OpKind::Memory && is_imm(k1) && op.i.op_count() == 2 => {
+            sized!(mov_mi, op.size)
+        }
         M::Mov => data::mov,
-        M::Movzx => data::movzx,
+        M::Movzx => data::pick_extend(false, k1 == OpKind::Register, op.size, op.size1)
+            .unwrap_or(data::movzx),
         M::Movsxd if op.size == 2 && k1 == OpKind::Memory => data::movsxd16_load,
-        M::Movsx | M::Movsxd => data::movsx,
+        M::Movsx | M::Movsxd => data::pick_extend(true, k1 == OpKind::Register, op.size, op.size1)
+            .unwrap_or(data::movsx),
         M::Movbe => data::movbe,
         M::Lea => sized!(lea, op.size),
         M::Xchg => data::xchg,

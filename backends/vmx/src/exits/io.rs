@@ -59,37 +59,8 @@ impl IoQualification {
     }
 }
 
-/// The address size of a string instruction's memory operand and count register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AddressSize {
-    /// 16-bit: SI/DI and CX.
-    Bits16,
-    /// 32-bit: ESI/EDI and ECX.
-    Bits32,
-    /// 64-bit: RSI/RDI and RCX.
-    Bits64,
-}
-
-impl AddressSize {
-    /// The mask applied to the index and count registers.
-    pub fn mask(self) -> u64 {
-        match self {
-            AddressSize::Bits16 => 0xffff,
-            AddressSize::Bits32 => 0xffff_ffff,
-            AddressSize::Bits64 => u64::MAX,
-        }
-    }
-}
-
-/// The memory operand of INS/OUTS, from the VM-exit instruction information.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StringIoOperand {
-    /// Address size.
-    pub address_size: AddressSize,
-    /// Segment of the memory operand: ES for INS (not overridable), DS or the
-    /// override for OUTS.
-    pub segment: SegReg,
-}
+use opsvisor_core::emulate::string_io::StringInsn;
+pub use opsvisor_core::emulate::string_io::{AddressSize, StringIoOperand};
 
 /// An INS or OUTS exit, for the backend to complete one element at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,12 +81,19 @@ pub struct StringIo {
 }
 
 impl StringIo {
+    /// The port side of the instruction, as core's string I/O takes it.
+    pub fn insn(&self) -> StringInsn {
+        StringInsn {
+            port: self.port,
+            size: self.size,
+            direction: self.direction,
+            rep: self.rep,
+        }
+    }
+
     /// The index register that walks memory: RDI for INS, RSI for OUTS.
     pub fn index_register(&self) -> Gpr {
-        match self.direction {
-            Direction::Read => Gpr::Rdi,
-            Direction::Write => Gpr::Rsi,
-        }
+        self.insn().index_register()
     }
 
     /// How many elements remain, given RCX: 1 without REP, else the count register at

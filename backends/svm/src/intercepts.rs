@@ -1,0 +1,128 @@
+//! The intercepts this backend runs a guest with (APM 2 15.9-15.14): what must reach
+//! core, what the host must keep, and what is refused.
+//!
+//! - Physical interrupts, NMIs, SMIs and INIT exit, so that the host keeps them (with
+//!   V_INTR_MASKING the guest's RFLAGS.IF masks only its own interrupts).
+//! - CPUID, HLT, port I/O (through the all-ones I/O permission map), MSRs (through the
+//!   MSR permission map), XSETBV, INVD/WBINVD and VMMCALL go to core.
+//! - RDTSC and RDTSCP exit so that the guest's TSC is core's 1 GHz clock, as on VMX.
+//! - Writes of CR8 exit, so that the backend raises the #GP of a reserved TPR bit itself
+//!   (QEMU's TCG takes them into V_TPR without it); reads come from V_TPR.
+//! - Shutdown exits: a triple fault in the guest must not shut the processor down.
+//! - The SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA) exit and
+//!   become #UD: the guest's CPUID does not offer SVM. VMRUN's intercept is also one of
+//!   VMRUN's consistency checks.
+//! - RDPMC and RDPRU (host counters), MONITOR and MWAIT (they would idle the physical
+//!   processor) are refused with #UD, as VMX refuses them.
+//!
+//! The virtual-interrupt window (VINTR), IRET (NMI blocking) and #DB (the step after
+//! that IRET) are turned on and off by the vCPU as it needs them.
+
+use crate::vmcb::fields::{self, misc1, misc2};
+use crate::vmcb::{VmcbAccess, VmcbError};
+
+/// The write intercept of CR8 in the CR vector (bit 16 + 8).
+pub const CR8_WRITE: u32 = 1 << 24;
+
+/// The intercept vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intercepts {
+    /// CR reads (15:0) and writes (31:16).
+    pub cr: u32,
+    /// DR reads (15:0) and writes (31:16).
+    pub dr: u32,
+    /// Exception vectors.
+    pub exceptions: u32,
+    /// Vector 3.
+    pub misc1: u32,
+    /// Vector 4.
+    pub misc2: u32,
+}
+
+impl Intercepts {
+    /// The intercepts every guest of this backend runs with (see the module
+    /// documentation).
+    pub const BASE: Intercepts = Intercepts {
+        cr: CR8_WRITE,
+        dr: 0,
+        exceptions: 0,
+        misc1: misc1::INTR
+            | misc1::NMI
+            | misc1::SMI
+            | misc1::INIT
+            | misc1::RDTSC
+            | misc1::RDPMC
+            | misc1::CPUID
+            | misc1::INVD
+            | misc1::HLT
+            | misc1::INVLPGA
+            | misc1::IOIO_PROT
+            | misc1::MSR_PROT
+            | misc1::SHUTDOWN,
+        misc2: misc2::VMRUN
+            | misc2::VMMCALL
+            | misc2::VMLOAD
+            | misc2::VMSAVE
+            | misc2::STGI
+            | misc2::CLGI
+            | misc2::SKINIT
+            | misc2::RDTSCP
+            | misc2::WBINVD
+            | misc2::MONITOR
+            | misc2::MWAIT
+            | misc2::XSETBV
+            | misc2::RDPRU,
+    };
+
+    /// Write the vectors into the VMCB.
+    pub fn write<V: VmcbAccess>(&self, vmcb: &mut V) -> Result<(), VmcbError> {
+        vmcb.write(fields::INTERCEPT_CR, self.cr.into())?;
+        vmcb.write(fields::INTERCEPT_DR, self.dr.into())?;
+        vmcb.write(fields::INTERCEPT_EXCEPTIONS, self.exceptions.into())?;
+        vmcb.write(fields::INTERCEPT_MISC1, self.misc1.into())?;
+        vmcb.write(fields::INTERCEPT_MISC2, self.misc2.into())?;
+        vmcb.write(fields::INTERCEPT_MISC3, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmcb::InMemoryVmcb;
+
+    #[test]
+    fn the_base_set() {
+        let i = Intercepts::BASE;
+        // VMRUN must be intercepted (a VMRUN consistency check).
+        assert_ne!(i.misc2 & misc2::VMRUN, 0);
+        // What core handles, and what protects the host.
+        for bit in [
+            misc1::CPUID,
+            misc1::HLT,
+            misc1::IOIO_PROT,
+            misc1::MSR_PROT,
+            misc1::SHUTDOWN,
+            misc1::INTR,
+            misc1::NMI,
+        ] {
+            assert_ne!(i.misc1 & bit, 0, "{bit:#x}");
+        }
+        // With nested paging, neither CR3 nor INVLPG nor #PF need the host; task
+        // switches and PAUSE run in the guest. CR8 writes are checked by the backend.
+        assert_eq!(i.cr, CR8_WRITE);
+        assert_eq!(i.exceptions, 0);
+        for bit in [
+            misc1::INVLPG,
+            misc1::TASK_SWITCH,
+            misc1::PAUSE,
+            misc1::IRET,
+            misc1::VINTR,
+        ] {
+            assert_eq!(i.misc1 & bit, 0, "{bit:#x}");
+        }
+        let mut vmcb = InMemoryVmcb::new();
+        i.write(&mut vmcb).unwrap();
+        assert_eq!(vmcb.read(fields::INTERCEPT_MISC1), u64::from(i.misc1));
+        assert_eq!(vmcb.read(fields::INTERCEPT_MISC2), u64::from(i.misc2));
+    }
+}

@@ -1,0 +1,985 @@
+//! The vCPU on scripted exits ([`crate::replay`]): every exit handler, the completions'
+//! VMCB writes, event injection and re-injection, the TLB controls, VMEXIT_INVALID and
+//! the clean bits, on the test machines' capabilities (Bochs `ryzen`: NRIP save and
+//! flush-by-ASID; QEMU: neither) and on one with decode assists and clean bits.
+
+extern crate std;
+
+use crate::caps::fixtures::{CpuidFixture, BOCHS_RYZEN, QEMU_TCG_MAX, ZEN_FEATURES};
+use crate::caps::SvmCaps;
+use crate::consistency::Inconsistency;
+use crate::exits::code;
+use crate::replay::{no_msr, replay_phys, ReplayError, ReplayVmcb, ScriptedExit};
+use crate::vcpu::{SvmConfig, SvmFailure, SvmVcpu, ENTRY_FAILED_INVALID};
+use crate::vmcb::fields::{self, misc1, tlb_control, vintr};
+use crate::vmcb::VmcbAccess;
+use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::exit::Direction;
+use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
+use opsvisor_core::ops::{Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops};
+use opsvisor_core::platform::Platform;
+use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
+use opsvisor_core::{Exit, ExitKind, GuestMemory};
+
+const LIMIT: RunLimit = RunLimit {
+    tsc: 0,
+    deadline: None,
+    max_instructions: 1000,
+};
+const RIP: u64 = 0x1000;
+const APIC_VERSION: u64 = 0xfee0_0030;
+
+/// A clock that never moves and no console.
+struct Still;
+
+impl Platform for Still {
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn wait(&mut self, _: Option<u64>) -> bool {
+        false
+    }
+    fn console_write(&mut self, _: &[u8]) {}
+    fn console_read(&mut self) -> Option<u8> {
+        None
+    }
+    fn console_input_ready(&mut self) -> bool {
+        false
+    }
+}
+
+/// `OUT 0xF4, EAX` with EAX = 0: the debug exit with status 1.
+fn debug_exit(rip: u64) -> ScriptedExit {
+    ScriptedExit::out(rip, 0xf4, 4, true, 0)
+}
+
+/// The replay's page translation, folded into the 40 physical-address bits the test
+/// machines report, so that VMRUN's checks of the VMCB's physical addresses hold (the
+/// host's heap lies far above 2^40; allocations of one process do not collide mod 2^40).
+fn phys40(addr: u64) -> u64 {
+    replay_phys(addr) & ((1 << 40) - 1)
+}
+
+fn config() -> SvmConfig {
+    SvmConfig {
+        to_phys: phys40,
+        tsc_hz: 1_000_000_000,
+        timer: None,
+        probe_msr: no_msr,
+    }
+}
+
+fn vcpu_on(fixture: &CpuidFixture, repeat: ScriptedExit, count: u64) -> SvmVcpu<ReplayVmcb> {
+    let caps = SvmCaps::read(fixture).unwrap();
+    let replay = ReplayVmcb::new(repeat, count, debug_exit(0x9000)).unwrap();
+    SvmVcpu::replay(caps, config(), replay).unwrap()
+}
+
+fn vcpu(repeat: ScriptedExit, count: u64) -> SvmVcpu<ReplayVmcb> {
+    vcpu_on(&BOCHS_RYZEN, repeat, count)
+}
+
+/// 32-bit flat protected mode, no paging, at [`RIP`].
+fn flat32(vcpu: &mut SvmVcpu<ReplayVmcb>) {
+    vcpu.set_cr0(0x11);
+    vcpu.set_segment(SegReg::Cs, &Segment::flat(8, Segment::CODE32));
+    for seg in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
+        vcpu.set_segment(seg, &Segment::flat(0x10, Segment::DATA));
+    }
+    vcpu.set_rip(RIP);
+}
+
+fn vmcb(vcpu: &SvmVcpu<ReplayVmcb>, field: fields::Field) -> u64 {
+    vcpu.replay_vmcb().vmcb().read(field)
+}
+
+#[test]
+fn setup_writes_the_control_area() {
+    let vcpu = vcpu(ScriptedExit::cpuid(RIP, 0, 0), 1);
+    assert_eq!(
+        vmcb(&vcpu, fields::INTERCEPT_MISC2) & 1,
+        1,
+        "VMRUN intercepted"
+    );
+    assert_eq!(vmcb(&vcpu, fields::NP_CONTROL), 1);
+    assert_eq!(vmcb(&vcpu, fields::GUEST_ASID), 1);
+    assert_ne!(vmcb(&vcpu, fields::VINTR) & vintr::V_INTR_MASKING, 0);
+    assert_ne!(vmcb(&vcpu, fields::IOPM_BASE_PA), 0);
+    assert_ne!(vmcb(&vcpu, fields::MSRPM_BASE_PA), 0);
+    // The power-on state: real mode at F000:FFF0, EFER.SVME set but hidden.
+    assert_eq!(vcpu.rip(), 0xfff0);
+    assert_eq!(vcpu.segment(SegReg::Cs).base, 0xffff_0000);
+    assert_eq!(vcpu.cr0(), 0x6000_0010);
+    assert_eq!(vcpu.efer(), 0);
+    assert_eq!(vmcb(&vcpu, fields::EFER), 1 << 12);
+    assert_eq!(vcpu.gpr(Gpr::Rdx), 0x600);
+    // The VMCB passes VMRUN's consistency checks.
+    let caps = SvmCaps::read(&BOCHS_RYZEN).unwrap();
+    assert_eq!(
+        crate::consistency::check(vcpu.replay_vmcb().vmcb(), &caps),
+        Ok(())
+    );
+}
+
+#[test]
+fn no_nested_paging_is_refused() {
+    let caps = SvmCaps::read(&crate::caps::fixtures::BOCHS_TURION64_TYLER).unwrap();
+    let replay = ReplayVmcb::new(ScriptedExit::hlt(0), 1, debug_exit(0)).unwrap();
+    assert_eq!(
+        SvmVcpu::replay(caps, config(), replay).unwrap_err(),
+        crate::enable::EnableError::NoNpt
+    );
+}
+
+#[test]
+fn instruction_exits_complete_with_nrip() {
+    let mut vcpu = vcpu(ScriptedExit::cpuid(RIP, 7, 0), 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let e = vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(e, Exit::Cpuid, "{:?}", vcpu.last_failure());
+    assert_eq!(vcpu.gpr(Gpr::Rax), 7);
+    vcpu.set_gpr(Gpr::Rbx, 0xabcd);
+    vcpu.set_gpr(Gpr::Rax, 0x1234);
+    vcpu.skip_emulated_instruction();
+    assert_eq!(vcpu.rip(), RIP + 2);
+    assert_eq!(vcpu.gpr(Gpr::Rbx), 0xabcd);
+    // The script's last exit, for ever after; RAX went to the VMCB at VMRUN.
+    for _ in 0..2 {
+        assert_eq!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Io {
+                port: 0xf4,
+                size: 4,
+                direction: Direction::Write,
+                data: 0
+            }
+        );
+    }
+    assert_eq!(vcpu.replay_vmcb().runs(), 3);
+    // The nested tables were built for the guest's memory.
+    let npt = vcpu.nested_tables().unwrap();
+    assert_eq!(npt.format(), opsvisor_core::mmu::slat::SlatFormat::Npt);
+    assert_eq!(vmcb(&vcpu, fields::N_CR3), npt.root());
+}
+
+#[test]
+fn without_nrip_the_length_comes_from_the_instruction() {
+    // QEMU has no NRIP save: CPUID with an operand-size prefix is 3 bytes long, read
+    // from guest memory at CS:RIP.
+    let exit = ScriptedExit::new(code::CPUID).field(fields::RIP, RIP);
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, exit, 1);
+    flat32(&mut vcpu);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0x66, 0x0f, 0xa2]).unwrap();
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Cpuid);
+    vcpu.skip_emulated_instruction();
+    assert_eq!(vcpu.rip(), RIP + 3);
+    // Garbage at RIP: the run ends with the reason.
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, exit, 1);
+    flat32(&mut vcpu);
+    // FF /7 is undefined.
+    mem.write(RIP, &[0xff, 0xff, 0xff]).unwrap();
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::EmulationFailure { rip: RIP }
+    );
+    assert_eq!(
+        vcpu.last_failure(),
+        Some(SvmFailure::InstructionLength {
+            rip: RIP,
+            paging: [0x11, 0, 0, 1 << 12]
+        })
+    );
+    // I/O exits carry the next RIP in EXITINFO2 even there.
+    let mut vcpu = vcpu_on(
+        &QEMU_TCG_MAX,
+        ScriptedExit::out(RIP, 0x80, 1, true, 0x55),
+        1,
+    );
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io {
+            port: 0x80,
+            data: 0x55,
+            ..
+        }
+    ));
+    vcpu.skip_emulated_instruction();
+    assert_eq!(vcpu.rip(), RIP + 2);
+}
+
+#[test]
+fn mmio_read_through_the_walker_and_through_decode_assists() {
+    // mov eax, [ecx] at RIP, ECX pointing at the xAPIC version register.
+    let exit = ScriptedExit::npf_read(RIP, APIC_VERSION).gpr(Gpr::Rcx, APIC_VERSION);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0x8b, 0x01]).unwrap();
+    for (fixture, exit) in [
+        (&BOCHS_RYZEN, exit),
+        // Decode assists: the bytes come with the exit; guest memory holds others.
+        (&ZEN_FEATURES, exit.bytes(&[0x8b, 0x01, 0x90])),
+    ] {
+        let mut vcpu = vcpu_on(fixture, exit, 1);
+        flat32(&mut vcpu);
+        vcpu.set_gpr(Gpr::Rax, 0xffff_ffff_0000_0000);
+        if fixture == &ZEN_FEATURES {
+            mem.write(RIP, &[0x0f, 0xff]).unwrap();
+        }
+        let Exit::Mmio {
+            gpa,
+            size,
+            direction,
+            ..
+        } = vcpu.run(&mut mem, &LIMIT)
+        else {
+            panic!(
+                "{}: not an MMIO exit: {:?}",
+                fixture.name,
+                vcpu.last_failure()
+            );
+        };
+        assert_eq!((gpa, size, direction), (APIC_VERSION, 4, Direction::Read));
+        vcpu.complete_mmio(Some(0x5_0014));
+        // A 32-bit load zero-extends into RAX.
+        assert_eq!(vcpu.gpr(Gpr::Rax), 0x5_0014);
+        assert_eq!(vcpu.rip(), RIP + 2);
+    }
+}
+
+#[test]
+fn mmio_store_carries_its_data_and_fetches_fail_cleanly() {
+    // mov [ecx], edx.
+    let exit = ScriptedExit::new(code::NPF)
+        .field(fields::RIP, RIP)
+        .field(fields::EXITINFO1, (1 << 32) | 0x6)
+        .field(fields::EXITINFO2, 0xfee0_00b0)
+        .gpr(Gpr::Rcx, 0xfee0_00b0)
+        .gpr(Gpr::Rdx, 0xdead_beef);
+    let mut vcpu = vcpu(exit, 1);
+    flat32(&mut vcpu);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0x89, 0x11]).unwrap();
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Mmio {
+            gpa: 0xfee0_00b0,
+            size: 4,
+            direction: Direction::Write,
+            data: 0xdead_beef
+        }
+    );
+    vcpu.complete_mmio(None);
+    assert_eq!(vcpu.rip(), RIP + 2);
+    // A fetch from outside RAM is core's SLAT violation.
+    let fetch = ScriptedExit::new(code::NPF)
+        .field(fields::RIP, 0xffff_0000)
+        .field(fields::EXITINFO1, (1 << 32) | 0x14)
+        .field(fields::EXITINFO2, 0xffff_0000);
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, fetch, 1);
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::SlatViolation { gpa: 0xffff_0000 }
+    );
+    // A fault on RAM means the tables are out of step: the run ends.
+    let ram = ScriptedExit::npf_read(RIP, 0x2000);
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, ram, 1);
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::EmulationFailure { .. }
+    ));
+}
+
+#[test]
+fn core_run_loop_handles_replayed_exits() {
+    for (exit, kind, flat) in [
+        (ScriptedExit::cpuid(RIP, 0, 0), ExitKind::Cpuid, false),
+        (ScriptedExit::rdmsr(RIP, 0x10), ExitKind::Rdmsr, false),
+        (
+            ScriptedExit::wrmsr(RIP, 0x6e0, u64::MAX >> 1),
+            ExitKind::Wrmsr,
+            false,
+        ),
+        (
+            ScriptedExit::out(RIP, 0x2f0, 1, false, 0),
+            ExitKind::Io,
+            false,
+        ),
+        (
+            ScriptedExit::npf_read(RIP, APIC_VERSION).gpr(Gpr::Rcx, APIC_VERSION),
+            ExitKind::Mmio,
+            true,
+        ),
+    ] {
+        for fixture in [&BOCHS_RYZEN, &QEMU_TCG_MAX] {
+            let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+            // mov eax, [ecx]; the instruction the scripted exits stand for is read
+            // only on QEMU (no NRIP) and for MMIO: CPUID, RDMSR, WRMSR there.
+            let code: &[u8] = match kind {
+                ExitKind::Cpuid => &[0x0f, 0xa2],
+                ExitKind::Rdmsr => &[0x0f, 0x32],
+                ExitKind::Wrmsr => &[0x0f, 0x30],
+                _ => &[0x8b, 0x01],
+            };
+            mem.write(RIP, code).unwrap();
+            let mut vcpu = vcpu_on(fixture, exit, 50);
+            if flat || fixture == &QEMU_TCG_MAX {
+                flat32(&mut vcpu);
+            }
+            let mut vm = Vm::new(
+                vcpu,
+                mem,
+                Still,
+                CpuidPolicy::emulator(),
+                VmConfig::default(),
+            );
+            let outcome = vm.run();
+            assert_eq!(
+                outcome,
+                RunOutcome::DebugExit { status: 1 },
+                "{kind:?} on {}: {:?}",
+                fixture.name,
+                vm.bsp().backend.last_failure()
+            );
+            let io = u64::from(kind == ExitKind::Io);
+            assert_eq!(vm.stats.exits(kind), 50 + io, "{kind:?}");
+            assert_eq!(vm.bsp().backend.replay_vmcb().runs(), 51, "{kind:?}");
+            assert_eq!(vm.stats.exits(ExitKind::Exception), 0);
+            assert!(!vm.bsp().backend.event_pending(), "{kind:?}");
+        }
+    }
+}
+
+#[test]
+fn vmmcall_and_svm_instructions_raise_ud() {
+    // VMMCALL is core's hypercall: the core answers #UD.
+    let mut vcpu = vcpu(ScriptedExit::vmmcall(RIP), 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hypercall);
+    // VMRUN, STGI, ...: #UD without a core exit, RIP on the instruction.
+    let vmrun = ScriptedExit::new(code::VMRUN).field(fields::RIP, RIP);
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, vmrun, 1);
+    flat32(&mut vcpu);
+    // The #UD is queued at the VMRUN exit and written into EVENTINJ at the next VMRUN,
+    // whose exit is the script's last one.
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0306);
+    assert_eq!(vcpu.replay_vmcb().runs(), 2);
+}
+
+#[test]
+fn injected_exceptions_set_rf_and_carry_their_error_code() {
+    let mut vcpu = vcpu(ScriptedExit::hlt(RIP), 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    flat32(&mut vcpu);
+    vcpu.inject_event(Event::Exception {
+        vector: 13,
+        error_code: Some(0x18),
+    });
+    assert!(vcpu.event_pending());
+    assert!(!vcpu.interrupt_allowed());
+    assert_eq!(vcpu.rflags() & (1 << 16), 1 << 16);
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hlt);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x0000_0018_8000_0b0d);
+    assert!(!vcpu.event_pending());
+    // Real mode: no error code, no RF.
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, ScriptedExit::hlt(RIP), 1);
+    vcpu.inject_event(Event::Exception {
+        vector: 13,
+        error_code: Some(0x18),
+    });
+    assert_eq!(vcpu.rflags() & (1 << 16), 0);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_030d);
+}
+
+#[test]
+fn an_interrupted_delivery_is_injected_again() {
+    // A nested page fault while delivering external interrupt 0x20 (its IDT entry is
+    // not RAM): the next VMRUN delivers it again, before anything core queues.
+    let exit = ScriptedExit::npf_read(RIP, 0xfee0_0000)
+        .field(fields::EXITINTINFO, 0x8000_0020)
+        .field(fields::EXITINFO1, (1 << 33) | 0x4);
+    let mut vcpu = vcpu(exit, 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    // A page-table access outside RAM ends the run, but the event is kept.
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::SlatViolation { gpa: 0xfee0_0000 }
+    );
+    assert!(vcpu.event_pending());
+    vcpu.inject_event(Event::ExternalInterrupt(0x31));
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0020);
+    // INT n is run again rather than re-injected.
+    let int = ScriptedExit::npf_read(RIP, 0xfee0_0000)
+        .field(fields::EXITINTINFO, 0x8000_0480)
+        .field(fields::EXITINFO1, (1 << 33) | 0x4);
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, int, 1);
+    vcpu.run(&mut mem, &LIMIT);
+    assert!(!vcpu.event_pending());
+}
+
+#[test]
+fn the_interrupt_window_is_a_virtual_interrupt() {
+    let window = ScriptedExit::new(code::VINTR).field(fields::RIP, RIP);
+    let mut vcpu = vcpu(window, 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    vcpu.enable_irq_window(true);
+    let v = vmcb(&vcpu, fields::VINTR);
+    assert_ne!(v & vintr::V_IRQ, 0);
+    assert_ne!(v & vintr::V_IGN_TPR, 0);
+    assert_ne!(v & vintr::V_INTR_MASKING, 0);
+    assert_ne!(
+        vmcb(&vcpu, fields::INTERCEPT_MISC1) & u64::from(misc1::VINTR),
+        0
+    );
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::InterruptWindow);
+    vcpu.enable_irq_window(false);
+    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_IRQ, 0);
+    assert_eq!(
+        vmcb(&vcpu, fields::INTERCEPT_MISC1) & u64::from(misc1::VINTR),
+        0
+    );
+    // Interrupts are allowed with IF set and no shadow.
+    vcpu.set_rflags(0x202);
+    assert!(vcpu.interrupt_allowed());
+    vcpu.set_interrupt_shadow(true);
+    assert!(vcpu.interrupt_shadow() && !vcpu.interrupt_allowed());
+    vcpu.set_interrupt_shadow(false);
+    assert!(vcpu.interrupt_allowed());
+}
+
+#[test]
+fn nmi_blocking_follows_the_handlers_iret() {
+    let iret = ScriptedExit::new(code::IRET).field(fields::RIP, 0x2000);
+    let mut vcpu = vcpu(iret, 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    assert!(vcpu.nmi_allowed());
+    vcpu.inject_event(Event::Nmi);
+    assert_ne!(
+        vmcb(&vcpu, fields::INTERCEPT_MISC1) & u64::from(misc1::IRET),
+        0
+    );
+    vcpu.enable_nmi_window(true);
+    // The IRET exit: step over it with TF and intercept the #DB after it.
+    let step = ScriptedExit::new(code::EXCP0 + 1).field(fields::RIP, 0x3000);
+    vcpu.replay_mut().rescript(iret, 1, step).unwrap();
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::NmiWindow);
+    assert!(vcpu.nmi_allowed());
+    assert!(!vcpu.event_pending());
+    assert_eq!(
+        vmcb(&vcpu, fields::INTERCEPT_MISC1) & u64::from(misc1::IRET),
+        0
+    );
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_EXCEPTIONS), 0);
+    assert_eq!(vcpu.rflags() & (1 << 8), 0, "the step's TF is gone");
+    // With NMIs unblocked, the window is open at once.
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::NmiWindow);
+    vcpu.enable_nmi_window(false);
+}
+
+#[test]
+fn tlb_flushes_by_asid_or_by_new_asid() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    // Ryzen flushes by ASID: a CR3 write flushes the non-global entries at the next
+    // VMRUN, and TLB control goes back to nothing after it.
+    let mut ryzen = vcpu(ScriptedExit::cpuid(RIP, 0, 0), 4);
+    ryzen.run(&mut mem, &LIMIT);
+    let asid = ryzen.asid();
+    ryzen.set_cr3(0x5000);
+    ryzen.run(&mut mem, &LIMIT);
+    assert_eq!(
+        vmcb(&ryzen, fields::TLB_CONTROL),
+        tlb_control::FLUSH_ASID_NON_GLOBAL
+    );
+    ryzen.flush_tlb_all();
+    ryzen.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&ryzen, fields::TLB_CONTROL), tlb_control::FLUSH_ASID);
+    ryzen.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&ryzen, fields::TLB_CONTROL), tlb_control::DO_NOTHING);
+    assert_eq!(ryzen.asid(), asid);
+    ryzen.flush_tlb_gva(0x7000);
+    assert_eq!(ryzen.replay_vmcb().invlpgas(), 1);
+    // QEMU cannot flush by ASID: a flush takes a new ASID, and when its 15 run out,
+    // ASID 1 again with every ASID flushed.
+    let mut qemu = vcpu_on(&QEMU_TCG_MAX, ScriptedExit::cpuid(RIP, 0, 0), 40);
+    let mut seen = std::vec::Vec::new();
+    for _ in 0..20 {
+        qemu.flush_tlb_all();
+        qemu.run(&mut mem, &LIMIT);
+        seen.push((qemu.asid(), vmcb(&qemu, fields::TLB_CONTROL)));
+        assert_eq!(vmcb(&qemu, fields::GUEST_ASID), u64::from(qemu.asid()));
+    }
+    assert!(seen.iter().all(|&(a, _)| (1..16).contains(&a)));
+    assert!(seen.contains(&(1, tlb_control::FLUSH_ALL)));
+    assert!(!seen.iter().any(|&(_, t)| t == tlb_control::FLUSH_ASID));
+}
+
+#[test]
+fn vmexit_invalid_names_the_failing_check_and_keeps_the_guest_state() {
+    // The processor overwrites RIP, RSP, RAX and RFLAGS with the host's.
+    let invalid = ScriptedExit::new(u64::MAX)
+        .field(fields::RIP, 0xffff_8000_0000_1234)
+        .field(fields::RSP, 0xffff_8000_0000_8000)
+        .field(fields::RFLAGS, 0x46)
+        .gpr(Gpr::Rax, 0xdead);
+    let mut vcpu = vcpu(invalid, 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    flat32(&mut vcpu);
+    vcpu.set_gpr(Gpr::Rsp, 0x8000);
+    vcpu.set_gpr(Gpr::Rax, 0x42);
+    // CR0.NW without CD.
+    vcpu.set_cr0(0x2000_0011);
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::EntryFailed {
+            reason: ENTRY_FAILED_INVALID,
+            detail: Inconsistency::Cr0NwWithoutCd(0x2000_0011).number()
+        }
+    );
+    assert_eq!(
+        vcpu.last_failure(),
+        Some(SvmFailure::Invalid(Some(Inconsistency::Cr0NwWithoutCd(
+            0x2000_0011
+        ))))
+    );
+    assert_eq!(vcpu.rip(), RIP);
+    assert_eq!(vcpu.gpr(Gpr::Rsp), 0x8000);
+    assert_eq!(vcpu.gpr(Gpr::Rax), 0x42);
+    assert_eq!(vcpu.rflags(), 2);
+    // QEMU's spelling of the exit code, and a VMCB no listed check explains.
+    let qemu = ScriptedExit::new(0xffff_ffff);
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, qemu, 1);
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::EntryFailed {
+            reason: ENTRY_FAILED_INVALID,
+            detail: 0
+        }
+    );
+    assert_eq!(vcpu.last_failure(), Some(SvmFailure::Invalid(None)));
+}
+
+#[test]
+fn clean_bits_never_hide_a_change() {
+    // The synthetic processor has VMCB clean bits: a VMRUN that marks clean a field
+    // written since the last one would run with a stale copy.
+    let caps = SvmCaps::read(&ZEN_FEATURES).unwrap();
+    let replay = ReplayVmcb::new(ScriptedExit::cpuid(RIP, 0, 0), 100, debug_exit(0x9000))
+        .unwrap()
+        .check_clean_bits();
+    let mut vcpu = SvmVcpu::replay(caps, config(), replay).unwrap();
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    vcpu.run(&mut mem, &LIMIT);
+    assert_ne!(
+        vmcb(&vcpu, fields::VMCB_CLEAN),
+        0x7ff,
+        "the first VMRUN loads all"
+    );
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::VMCB_CLEAN), 0x7ff, "nothing changed");
+    flat32(&mut vcpu);
+    vcpu.set_cr3(0x3000);
+    vcpu.set_cr4(0x20);
+    vcpu.set_gdt(opsvisor_core::ops::DescriptorTable {
+        base: 0x500,
+        limit: 0x17,
+    });
+    vcpu.set_cr2(0x1234);
+    vcpu.enable_irq_window(true);
+    vcpu.set_msr(0x277, 0x0606_0606_0606_0606);
+    vcpu.inject_event(Event::ExternalInterrupt(0x40));
+    vcpu.run(&mut mem, &LIMIT);
+    let clean = vmcb(&vcpu, fields::VMCB_CLEAN) as u32;
+    use crate::vmcb::fields::clean;
+    for bit in [
+        clean::CRX,
+        clean::SEG,
+        clean::DT,
+        clean::CR2,
+        clean::TPR,
+        clean::NP,
+        clean::INTERCEPTS,
+    ] {
+        assert_eq!(clean & bit, 0, "{bit:#x}");
+    }
+    assert_ne!(clean & clean::IOPM, 0);
+    for _ in 0..10 {
+        vcpu.skip_emulated_instruction();
+        vcpu.set_rip(RIP);
+        vcpu.run(&mut mem, &LIMIT);
+    }
+    assert_eq!(vcpu.replay_vmcb().clean_violations(), 0);
+    // A write behind the vCPU's back is caught.
+    vcpu.replay_mut().write(fields::CR4, 0x620).unwrap();
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.replay_vmcb().clean_violations(), 1);
+}
+
+#[test]
+fn rdtsc_reads_cores_clock() {
+    let rdtsc = ScriptedExit::new(code::RDTSC)
+        .field(fields::RIP, RIP)
+        .field(fields::NRIP, RIP + 2);
+    let mut vcpu = vcpu(rdtsc, 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let limit = RunLimit {
+        tsc: 0x1_0000_0000,
+        ..LIMIT
+    };
+    assert!(matches!(
+        vcpu.run(&mut mem, &limit),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    let tsc = (vcpu.gpr(Gpr::Rdx) << 32) | vcpu.gpr(Gpr::Rax);
+    assert!(tsc >= 0x1_0000_0000, "{tsc:#x}");
+    // The RDTSC retired: RIP moved past it before the final exit rewrote it.
+    assert_eq!(vcpu.replay_vmcb().runs(), 2);
+}
+
+#[test]
+fn string_io_elements_with_and_without_decode_assists() {
+    // REP OUTSB to 0x3f8 through FS, 32-bit addressing: EXITINFO1 bits: string, REP,
+    // SZ8, A32, segment 4 (FS), port.
+    let info1 = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8) | (4 << 10) | (0x3f8 << 16);
+    let outs = ScriptedExit::new(code::IOIO)
+        .field(fields::RIP, RIP)
+        .field(fields::EXITINFO1, info1)
+        .field(fields::EXITINFO2, RIP + 3);
+    for fixture in [&ZEN_FEATURES, &BOCHS_RYZEN] {
+        let mut vcpu = vcpu_on(fixture, outs, 3);
+        flat32(&mut vcpu);
+        vcpu.set_segment(
+            SegReg::Fs,
+            &Segment {
+                base: 0x10_0000,
+                ..Segment::flat(0x10, Segment::DATA)
+            },
+        );
+        vcpu.set_gpr(Gpr::Rsi, 0x200);
+        vcpu.set_gpr(Gpr::Rcx, 3);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        // rep outsb with an FS override: what the instruction bytes say without
+        // decode assists.
+        mem.write(RIP, &[0x64, 0xf3, 0x6e]).unwrap();
+        mem.write(0x10_0200, b"abc").unwrap();
+        for (i, byte) in b"abc".iter().enumerate() {
+            assert_eq!(
+                vcpu.run(&mut mem, &LIMIT),
+                Exit::Io {
+                    port: 0x3f8,
+                    size: 1,
+                    direction: Direction::Write,
+                    data: u32::from(*byte)
+                },
+                "{} element {i}: {:?}",
+                fixture.name,
+                vcpu.last_failure()
+            );
+            vcpu.skip_emulated_instruction();
+        }
+        assert_eq!(vcpu.gpr(Gpr::Rcx), 0);
+        assert_eq!(vcpu.gpr(Gpr::Rsi), 0x203);
+        assert_eq!(vcpu.rip(), RIP + 3);
+    }
+}
+
+#[test]
+fn ins_stores_before_the_next_vmrun() {
+    // INSW from 0x1f0 through ES:DI, 16-bit addressing, no REP.
+    let info1 = 1 | (1 << 2) | (1 << 5) | (1 << 7) | (0x1f0 << 16);
+    let ins = ScriptedExit::new(code::IOIO)
+        .field(fields::RIP, RIP)
+        .field(fields::EXITINFO1, info1)
+        .field(fields::EXITINFO2, RIP + 2);
+    let mut vcpu = vcpu(ins, 1);
+    flat32(&mut vcpu);
+    vcpu.set_gpr(Gpr::Rdi, 0x3000);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io {
+            port: 0x1f0,
+            size: 2,
+            direction: Direction::Read,
+            data: 0
+        }
+    );
+    vcpu.complete_pio_in(0xbeef);
+    assert_eq!(vcpu.rip(), RIP + 2);
+    assert_eq!(vcpu.gpr(Gpr::Rdi), 0x3002);
+    // The store happens before the next VMRUN.
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(mem.read_u16(0x3000).unwrap(), 0xbeef);
+}
+
+#[test]
+fn control_register_exits() {
+    // MOV CR8, RAX with decode assists (EXITINFO1 bit 63, register 0).
+    let cr8 = ScriptedExit::new(code::CR0_WRITE + 8)
+        .field(fields::RIP, RIP)
+        .field(fields::NRIP, RIP + 4)
+        .field(fields::EXITINFO1, 1 << 63)
+        .gpr(Gpr::Rax, 9);
+    let mut vcpu = vcpu_on(&ZEN_FEATURES, cr8, 1);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_TPR_MASK, 9);
+    // A reserved TPR bit is #GP(0), and the MOV does not retire.
+    let bad = ScriptedExit::new(code::CR0_WRITE + 8)
+        .field(fields::RIP, RIP)
+        .field(fields::NRIP, RIP + 4)
+        .field(fields::EXITINFO1, (1 << 63) | 3)
+        .gpr(Gpr::Rbx, 16);
+    let mut vcpu = vcpu_on(&ZEN_FEATURES, bad, 1);
+    flat32(&mut vcpu);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0b0d);
+    // Without decode assists: MOV CR0, EAX decoded from guest memory; then CLTS.
+    let mov = ScriptedExit::new(code::CR0_WRITE)
+        .field(fields::RIP, RIP)
+        .gpr(Gpr::Rax, 0x19);
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, mov, 1);
+    flat32(&mut vcpu);
+    mem.write(RIP, &[0x0f, 0x22, 0xc0]).unwrap();
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vcpu.cr0(), 0x19);
+    let clts = ScriptedExit::new(code::CR0_SEL_WRITE).field(fields::RIP, RIP);
+    vcpu.replay_mut()
+        .rescript(clts, 1, debug_exit(0x9000))
+        .unwrap();
+    vcpu.set_rip(RIP);
+    mem.write(RIP, &[0x0f, 0x06]).unwrap();
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vcpu.cr0(), 0x11, "CLTS cleared TS");
+}
+
+#[test]
+fn long_mode_follows_efer_and_paging() {
+    let mut vcpu = vcpu(ScriptedExit::hlt(RIP), 1);
+    vcpu.set_cr4(0x20);
+    vcpu.set_efer(1 << 8);
+    vcpu.set_cr0(0x8000_0011);
+    assert_eq!(vcpu.efer(), (1 << 8) | (1 << 10));
+    assert_eq!(vmcb(&vcpu, fields::EFER), (1 << 8) | (1 << 10) | (1 << 12));
+    vcpu.set_cr0(0x11);
+    assert_eq!(vcpu.efer(), 1 << 8);
+}
+
+#[test]
+fn msrs_live_in_the_vmcb() {
+    let mut vcpu = vcpu(ScriptedExit::hlt(RIP), 1);
+    for (index, field) in [
+        (0xc000_0100, fields::FS.base),
+        (0xc000_0101, fields::GS.base),
+        (0xc000_0102, fields::KERNEL_GS_BASE),
+        (0xc000_0081, fields::STAR),
+        (0xc000_0082, fields::LSTAR),
+        (0xc000_0083, fields::CSTAR),
+        (0x174, fields::SYSENTER_CS),
+        (0x175, fields::SYSENTER_ESP),
+        (0x176, fields::SYSENTER_EIP),
+        (0x277, fields::G_PAT),
+    ] {
+        assert!(vcpu.set_msr(index, 0x0606_0606_0606_0606), "{index:#x}");
+        assert_eq!(vmcb(&vcpu, field), 0x0606_0606_0606_0606, "{index:#x}");
+        assert_eq!(vcpu.get_msr(index), Some(0x0606_0606_0606_0606));
+    }
+    // SFMASK holds 32 bits.
+    assert!(vcpu.set_msr(0xc000_0084, 0xde1c_61f9_0000_0700));
+    assert_eq!(vmcb(&vcpu, fields::SFMASK), 0x700);
+    assert_eq!(vcpu.get_msr(0xc000_0084), Some(0x700));
+    // TSC_AUX lives in the processor (ryzen has RDTSCP).
+    assert!(vcpu.set_msr(0xc000_0103, 7));
+    assert_eq!(vcpu.get_msr(0xc000_0103), Some(7));
+    assert_eq!(vcpu.get_msr(0x1b), None);
+    assert!(!vcpu.set_msr(0xc000_0080, 0));
+    // A power-on reset clears them.
+    vcpu.vcpu_reset(ResetKind::PowerOn);
+    assert_eq!(vcpu.get_msr(0xc000_0082), Some(0));
+    assert_eq!(vcpu.get_msr(0x277), Some(opsvisor_core::arch::PAT_DEFAULT));
+}
+
+#[test]
+fn shutdown_host_events_and_unexpected_exits() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    for (c, want) in [
+        (code::SHUTDOWN, Exit::TripleFault),
+        (code::INTR, Exit::Preempted),
+        (code::NMI, Exit::ExternalInterrupt),
+        // EDX holds the processor signature after reset.
+        (
+            code::XSETBV,
+            Exit::Xsetbv {
+                index: 0,
+                value: 0x600 << 32,
+            },
+        ),
+        (code::WBINVD, Exit::CacheFlush),
+        (
+            code::EXCP0 + 6,
+            Exit::Exception {
+                vector: 6,
+                error_code: None,
+            },
+        ),
+    ] {
+        let exit = ScriptedExit::new(c)
+            .field(fields::RIP, RIP)
+            .field(fields::NRIP, RIP + 3);
+        let mut vcpu = vcpu(exit, 1);
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), want, "{c:#x}");
+    }
+    for c in [code::PAUSE, code::TASK_SWITCH, code::EXCP0 + 14] {
+        let mut vcpu = vcpu(ScriptedExit::new(c).field(fields::RIP, RIP), 1);
+        assert_eq!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::EmulationFailure { rip: RIP },
+            "{c:#x}"
+        );
+        assert!(matches!(
+            vcpu.last_failure(),
+            Some(SvmFailure::Unhandled(_))
+        ));
+    }
+    let mut vcpu = vcpu(ScriptedExit::new(0x4ff), 1);
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::EmulationFailure { .. }
+    ));
+    assert!(matches!(vcpu.last_failure(), Some(SvmFailure::Decode(_))));
+}
+
+#[test]
+fn scripts_are_checked() {
+    let mut too_many = ScriptedExit::new(code::CPUID);
+    for _ in 0..=crate::replay::MAX_SCRIPTED_FIELDS {
+        too_many = too_many.field(fields::RIP, 0);
+    }
+    assert_eq!(
+        ReplayVmcb::new(too_many, 1, debug_exit(0)).unwrap_err(),
+        ReplayError::TooManyFields
+    );
+    let bad = fields::Field::new(0xffc, 8, "bad");
+    assert_eq!(
+        ReplayVmcb::new(
+            ScriptedExit::new(code::CPUID).field(bad, 0),
+            1,
+            debug_exit(0)
+        )
+        .unwrap_err(),
+        ReplayError::BadField(bad)
+    );
+}
+
+#[test]
+fn fpu_state_round_trips_and_mxcsr_is_checked() {
+    let mut vcpu = vcpu(ScriptedExit::hlt(RIP), 1);
+    let reset = vcpu.fpu_state().unwrap();
+    assert_eq!(reset.mxcsr(), 0x1f80);
+    assert_eq!(reset.fcw(), FxsaveArea::reset().fcw());
+    let mut state = FxsaveArea::reset();
+    state.set_fcw(0x27f);
+    state.set_mxcsr(0x9fc0);
+    state.set_xmm(15, 0x1234_5678_9abc_def0_0fed_cba9_8765_4321);
+    vcpu.set_fpu_state(&state).unwrap();
+    let back = vcpu.fpu_state().unwrap();
+    assert_eq!(back.fcw(), 0x27f);
+    assert_eq!(back.mxcsr(), 0x9fc0);
+    assert_eq!(back.xmm(15), 0x1234_5678_9abc_def0_0fed_cba9_8765_4321);
+    let mut bad = state;
+    bad.set_mxcsr(1 << 20);
+    assert!(matches!(
+        vcpu.set_fpu_state(&bad),
+        Err(FpuStateError::ReservedMxcsrBits { .. })
+    ));
+}
+
+#[test]
+fn cr2_reaches_the_processor_when_written() {
+    let mut vcpu = vcpu(ScriptedExit::cpuid(RIP, 0, 0), 5);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    vcpu.run(&mut mem, &LIMIT);
+    // The reset's CR2 went in once; exits leave it to the processor.
+    assert_eq!(vcpu.replay_vmcb().processor_cr2(), (0, 1));
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.replay_vmcb().processor_cr2(), (0, 1));
+    // Core sets CR2 with a #PF: the next VMRUN finds it in the processor too.
+    vcpu.set_cr2(0xdead_b000);
+    vcpu.inject_event(Event::Exception {
+        vector: 14,
+        error_code: Some(2),
+    });
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.replay_vmcb().processor_cr2(), (0xdead_b000, 2));
+    assert_eq!(vmcb(&vcpu, fields::CR2), 0xdead_b000);
+}
+
+#[test]
+fn string_io_without_a_reported_address_size_decodes_it() {
+    // INSW as QEMU 7.2 reports it: IN, string, SZ16, no address-size bit.
+    let info1 = 1 | (1 << 2) | (1 << 5) | (0x1f0 << 16);
+    let ins = ScriptedExit::new(code::IOIO)
+        .field(fields::RIP, RIP)
+        .field(fields::EXITINFO1, info1)
+        .field(fields::EXITINFO2, RIP + 3);
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, ins, 1);
+    flat32(&mut vcpu);
+    // 32-bit code: `67 66 6d` is INSW with a 16-bit address (DI), `66 6d` with EDI.
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0x67, 0x66, 0x6d]).unwrap();
+    vcpu.set_gpr(Gpr::Rdi, 0x1_3000);
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io {
+            port: 0x1f0,
+            size: 2,
+            direction: Direction::Read,
+            ..
+        }
+    ));
+    vcpu.complete_pio_in(0x1234);
+    // DI wrapped within 16 bits: the element went to ES:0x3000.
+    assert_eq!(vcpu.gpr(Gpr::Rdi), 0x1_3002);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(mem.read_u16(0x3000).unwrap(), 0x1234);
+}
+
+#[test]
+fn cr8_writes_exit_and_reserved_bits_fault() {
+    // MOV CR8, EDI in 32-bit protected mode: `lock mov cr0, edi` (F0 0F 22 C7), AMD's
+    // spelling of CR8 there; the exit names CR8, and without decode assists (QEMU) the
+    // register comes from decoding the instruction.
+    let write = |rdi: u64| {
+        ScriptedExit::new(code::CR0_WRITE + 8)
+            .field(fields::RIP, RIP)
+            .gpr(Gpr::Rdi, rdi)
+    };
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0xf0, 0x0f, 0x22, 0xc7]).unwrap();
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, write(0x9), 1);
+    flat32(&mut vcpu);
+    let exit = vcpu.run(&mut mem, &LIMIT);
+    assert!(
+        matches!(exit, Exit::Io { port: 0xf4, .. }),
+        "{exit:?} {:?}",
+        vcpu.last_failure()
+    );
+    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_TPR_MASK, 9);
+    // TPR bits above 3: #GP(0), and the MOV does not retire.
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, write(0x10), 1);
+    flat32(&mut vcpu);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0b0d);
+    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_TPR_MASK, 0);
+    assert_ne!(vmcb(&vcpu, fields::INTERCEPT_CR) & (1 << 24), 0);
+}
