@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Boot the Linux guest (scripts/linux-guest.sh) on the emulator and check the boot:
 # the bzImage and the PVH vmlinux each reach the initramfs's marker and power off through
-# ACPI S5 (status 0), with 6 GiB of RAM the kernel sees the memory above 4 GiB, and the
-# kernel log has none of the complaints of a platform that lacks what Linux expects.
+# ACPI S5 (status 0), with 6 GiB of RAM the kernel sees the memory above 4 GiB, with
+# --smp 4 it brings up all four CPUs, and the kernel log has none of the complaints of a
+# platform that lacks what Linux expects.
 #
 #   bash scripts/linux-check.sh [TIMEOUT_SECONDS]     (default 300 per boot)
 #
@@ -22,13 +23,15 @@ log=$(mktemp)
 # platform.)
 bad='Unable to calibrate|No reference|ACPI Error|ACPI BIOS Error|ACPI Warning|PCI: No IRQ|IRQ.*routing.*fail|Kernel panic|BUG:|WARNING: CPU|Call Trace|Failed to register legacy timer|timer doesn.t work|MP-BIOS bug|i8042.*fail|atkbd.*fail|rtc.*fail|Unable to read current time'
 
+# boot WHAT KERNEL MEMORY [OPTION...]: the options go to opsvisor run.
 boot() {
     local what=$1 kernel=$2 memory=$3
+    shift 3
     local start end status
     start=$(date +%s.%N)
     set +e
     /usr/bin/time -f '%U %S' -o "$log.time" target/release/opsvisor run --timeout "$timeout_s" \
-        --memory "$memory" --initrd "$dir/initrd.gz" --append "console=ttyS0" \
+        --memory "$memory" --initrd "$dir/initrd.gz" --append "console=ttyS0" "$@" \
         "$dir/$kernel" > "$log" 2>&1
     status=$?
     set -e
@@ -64,4 +67,11 @@ if [ -z "$memtotal" ] || [ "$memtotal" -lt 5000000 ]; then
     exit 1
 fi
 echo "linux-check: bzImage, 6G: MemTotal $memtotal kB (RAM above 4 GiB is used)"
+boot "bzImage, 256M, --smp 4" vmlinuz 256M --smp 4
+if ! grep -q "Brought up 1 node, 4 CPUs" "$log"; then
+    echo "linux-check: bzImage, --smp 4: Linux did not bring up 4 CPUs; log in $log:" >&2
+    grep -E "smpboot|Brought up|CPU[0-9]+" "$log" >&2 || true
+    exit 1
+fi
+echo "linux-check: bzImage, --smp 4: $(grep -o "Brought up 1 node, 4 CPUs" "$log")"
 rm -f "$log" "$log.time"

@@ -17,6 +17,7 @@ use opsvisor_core::mmu::memory::{GuestMemory, MemError};
 use opsvisor_core::ops::{DescriptorTable, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::pc;
 use opsvisor_core::platform::Platform;
+pub use opsvisor_core::vm::MAX_VCPUS;
 use opsvisor_core::vm::{Vm, VmConfig};
 use opsvisor_core::{EmuSlot, Unavailable};
 use opsvisor_emu::EmuVcpu;
@@ -68,6 +69,9 @@ pub struct MachineOptions {
     pub backend: BackendKind,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
+    /// vCPUs: 1 to [`MAX_VCPUS`] (`--smp`). vCPU 0 boots the kernel; the others wait for
+    /// its INIT and start-up IPIs.
+    pub vcpus: u32,
     /// The kernel command line (`--append`), as bytes (it reaches the guest unchanged):
     /// multiboot's `cmdline`, or the Linux command line of a bzImage or PVH kernel.
     pub cmdline: Vec<u8>,
@@ -98,6 +102,7 @@ impl Default for MachineOptions {
         MachineOptions {
             backend: BackendKind::Emu,
             memory: 256 << 20,
+            vcpus: 1,
             cmdline: Vec::new(),
             modules: Vec::new(),
             initrd: None,
@@ -172,6 +177,26 @@ pub fn guest_memory(size: u64) -> Result<GuestMemory, BuildError> {
 
 fn mem_error(e: MemError) -> BuildError {
     BuildError::Memory(e.to_string())
+}
+
+/// The vCPU count of `--smp`, as QEMU spells it: `N` or `cpus=N`, 1 to [`MAX_VCPUS`]
+/// (one package of N cores with one thread each, as QEMU's `-smp N` gives).
+pub fn parse_smp(text: &str) -> Result<u32, String> {
+    let count = text.strip_prefix("cpus=").unwrap_or(text);
+    let refuse = || {
+        format!(
+            "--smp: '{}' is not a vCPU count: expected N or cpus=N with N from 1 to {MAX_VCPUS} (topology options such as sockets= and cores= are not taken: the vCPUs are the cores of one package)",
+            text.escape_debug()
+        )
+    };
+    match count.parse::<u32>() {
+        Ok(n)
+            if (1..=MAX_VCPUS as u32).contains(&n) && count.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Ok(n)
+        }
+        _ => Err(refuse()),
+    }
 }
 
 /// Where a flat binary is loaded.
@@ -296,23 +321,32 @@ pub fn load_kernel(
     )?))
 }
 
-/// Build a machine: guest memory with the PC's ACPI tables ([`pc::build_acpi`]), the
-/// kernel loaded into it ([`load_kernel`]), the vCPU in the kernel's entry state, and the
-/// boot described in fw_cfg.
+/// Build a machine: guest memory with the PC's ACPI tables ([`pc::build_acpi`], one
+/// processor per vCPU), the kernel loaded into it ([`load_kernel`]), vCPU 0 in the
+/// kernel's entry state and the others waiting for SIPI, and the boot described in
+/// fw_cfg.
 pub fn build_machine<P: Platform>(
     kernel: &[u8],
     opts: &MachineOptions,
     platform: P,
 ) -> Result<Machine<P>, BuildError> {
+    if !(1..=MAX_VCPUS as u32).contains(&opts.vcpus) {
+        return Err(BuildError::Option(format!(
+            "a machine of {} vCPUs: the number of vCPUs must be 1 to {MAX_VCPUS}",
+            opts.vcpus
+        )));
+    }
     let mut mem = guest_memory(opts.memory)?;
-    let acpi = pc::build_acpi(&mut mem, 1)
+    let acpi = pc::build_acpi(&mut mem, opts.vcpus)
         .map_err(|e| BuildError::Memory(format!("the ACPI tables: {e}")))?;
     let LoadedKernel { state, linux } = load_kernel(&mut mem, kernel, opts, Some(acpi.rsdp))?;
-    let mut vcpu = match opts.backend {
+    let new_vcpu = || match opts.backend {
         BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
     };
-    vcpu.vcpu_reset(ResetKind::PowerOn);
-    state.apply(&mut vcpu);
+    let mut vcpus: Vec<Backend> = (0..opts.vcpus).map(|_| new_vcpu()).collect();
+    let bsp = &mut vcpus[0];
+    bsp.vcpu_reset(ResetKind::PowerOn);
+    state.apply(bsp);
     let config = VmConfig {
         max_instructions: opts.max_instructions,
         timeout_ns: opts
@@ -324,7 +358,8 @@ pub fn build_machine<P: Platform>(
     let cpuid = match opts.backend {
         BackendKind::Emu => CpuidPolicy::emulator(),
     };
-    let mut vm = Vm::new(vcpu, mem, platform, cpuid, config);
+    let mut vm = Vm::with_vcpus(vcpus, mem, platform, cpuid, config)
+        .map_err(|e| BuildError::Option(e.to_string()))?;
     vm.finish_firmware(
         linux
             .as_ref()
@@ -348,6 +383,29 @@ mod tests {
         assert_eq!(mem.regions()[1].gpa(), 1 << 32);
         // Nothing is RAM in the hole where the local APIC lives.
         assert!(!mem.is_ram(0xfee0_0000, 4));
+    }
+
+    #[test]
+    fn smp_counts_are_checked() {
+        assert_eq!(parse_smp("1"), Ok(1));
+        assert_eq!(parse_smp("4"), Ok(4));
+        assert_eq!(parse_smp("cpus=64"), Ok(64));
+        assert_eq!(parse_smp("255"), Ok(255));
+        for bad in [
+            "0",
+            "256",
+            "",
+            "-1",
+            "+4",
+            "4,cores=4",
+            "sockets=2",
+            "four",
+            "cpus=",
+        ] {
+            let e = parse_smp(bad).unwrap_err();
+            assert!(e.starts_with("--smp: "), "{bad}: {e}");
+            assert!(e.contains("1 to 255"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn replay_vm(exit: ScriptedExit) -> Vm<Backend, CapturePlatform> {
 }
 
 fn replay_mut(vm: &mut Vm<Backend, CapturePlatform>) -> &mut ReplayVmcb {
-    match &mut vm.vcpu {
+    match &mut vm.bsp_mut().backend {
         Backend::Svm(SvmSlot(vcpu)) => vcpu.replay_mut(),
         _ => unreachable!("the benchmark VM is on SVM"),
     }

@@ -109,7 +109,7 @@ fn replay_vm(exit: ScriptedExit) -> Vm<Backend, CapturePlatform> {
 }
 
 fn replay_mut(vm: &mut Vm<Backend, CapturePlatform>) -> &mut ReplayVmcs {
-    match &mut vm.vcpu {
+    match &mut vm.bsp_mut().backend {
         Backend::Vmx(VmxSlot(vcpu)) => vcpu.replay_mut(),
         _ => unreachable!("the benchmark VM is on VMX"),
     }

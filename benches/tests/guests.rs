@@ -41,7 +41,7 @@ fn each_exit_loop_exits_once_per_iteration() {
             assert_eq!(vm.stats.exits(exit), N + extra, "{}", kind.name());
         }
         // No #GP or other surprise: no unknown MSR was touched.
-        assert_eq!(vm.msrs.unknown_accesses(), 0, "{}", kind.name());
+        assert_eq!(vm.bsp().msrs.unknown_accesses(), 0, "{}", kind.name());
     }
 }
 
@@ -54,7 +54,7 @@ fn throughput_loops_retire_the_stated_instruction_counts() {
     ] {
         let mut vm = bench_vm(emu(), &code).unwrap();
         assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 });
-        let retired = vm.vcpu.instructions_retired().unwrap();
+        let retired = vm.bsp().backend.instructions_retired().unwrap();
         // A few set-up and exit instructions besides the loop.
         assert!(
             (N * per_iteration..N * per_iteration + 16).contains(&retired),

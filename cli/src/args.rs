@@ -13,7 +13,7 @@ use crate::trace::{ExitFilter, TraceOptions};
 use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
-use opsvisor_backends::{BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
+use opsvisor_backends::{parse_smp, BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -78,8 +78,6 @@ pub struct RunArgs {
     pub no_reboot: bool,
     /// `--serial`: where COM1 goes.
     pub serial: Serial,
-    /// `--smp`: how many vCPUs (this build runs one).
-    pub cpus: u32,
     /// `--trace-exits` and `--trace-filter`.
     pub trace: Option<TraceOptions>,
     /// `--gdb` and `--gdb-wait`: a GDB remote stub.
@@ -184,8 +182,8 @@ EXIT TRACE (--trace-exits FILE):
     writes, so theirs is the next instruction's), reason one of: cpuid, rdmsr, wrmsr, io, mmio,
     hlt, interrupt-window, nmi-window, preempted, external-interrupt, slat-violation,
     exception, triple-fault, xsetbv, cache-flush, hypercall, entry-failed,
-    emulation-failure (--trace-filter takes these, msr for both MSR kinds, and all). Then,
-    by reason: cpuid leaf, subleaf; rdmsr/wrmsr msr, value (rdmsr: absent if the read
+    emulation-failure, pause (--trace-filter takes these, msr for both MSR kinds, and
+    all). Then, by reason: cpuid leaf, subleaf; rdmsr/wrmsr msr, value (rdmsr: absent if the read
     raised #GP); io port, size, direction (read|write), value (a read's: what the guest
     got); mmio gpa, size, direction, value; slat-violation gpa; exception vector,
     error_code (absent if none); xsetbv xcr, value; entry-failed code, detail. Addresses
@@ -246,8 +244,9 @@ struct RunCli {
     #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = Checked(memory_size))]
     memory: Option<u64>,
-    /// vCPUs: N or cpus=N (this build runs 1) [default: 1]
-    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = Checked(smp))]
+    /// vCPUs: N or cpus=N, 1 to 255 [default: 1]; vCPU 0 boots the kernel, the others
+    /// wait for its INIT and start-up IPIs
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = Checked(parse_smp))]
     smp: Option<u32>,
     /// Kernel command line (multiboot, Linux), passed as given
     #[arg(long, value_name = "STRING", allow_hyphen_values = true,
@@ -449,28 +448,6 @@ fn memory_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
-/// The most vCPUs this build runs.
-pub const MAX_CPUS: u32 = 1;
-
-/// `--smp N` or `--smp cpus=N`, as QEMU spells it.
-fn smp(text: &str) -> Result<u32, String> {
-    let count = text.strip_prefix("cpus=").unwrap_or(text);
-    let n: u32 = count
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| {
-            format!("invalid --smp '{text}': expected a number of vCPUs (N or cpus=N)")
-        })?;
-    if n > MAX_CPUS {
-        return Err(format!(
-            "--smp {n}: this build runs one vCPU per machine (--smp 1)"
-        ));
-    }
-    Ok(n)
-}
-
 fn backend(text: &str) -> Result<BackendKind, String> {
     BackendKind::parse(text)
 }
@@ -565,6 +542,14 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
     if let Some(append) = cli.append {
         machine.cmdline = append.into_vec();
     }
+    machine.vcpus = cli.smp.unwrap_or(1);
+    if cli.gdb.is_some() && machine.vcpus > 1 {
+        // The stub shows gdb one thread, the bootstrap processor's.
+        return Err(format!(
+            "--gdb: debugging a machine of {} vCPUs is not supported (the stub has one thread: use --smp 1)",
+            machine.vcpus
+        ));
+    }
     machine.max_instructions = cli.max_instructions;
     machine.timeout = cli.timeout;
     machine.collect_timing = cli.stats;
@@ -599,7 +584,6 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
         breakdown: cli.stats,
         no_reboot: cli.no_reboot,
         serial: cli.serial.unwrap_or_default(),
-        cpus: cli.smp.unwrap_or(1),
         trace,
         gdb: cli.gdb.map(|listen| GdbOptions {
             listen,
@@ -751,6 +735,10 @@ mod tests {
             (&["run", "--gdb", "tcp::x", "k"], "is not a TCP port"),
             (&["run", "--gdb-wait", "k"], "--gdb"),
             (&["run", "k", "--gdb"], "--gdb needs a value"),
+            (
+                &["run", "--gdb", "tcp::1234", "--smp", "2", "k"],
+                "not supported",
+            ),
         ] {
             let e = err(line);
             assert!(e.contains(want), "{line:?}: {e}");
@@ -805,7 +793,7 @@ mod tests {
         assert_eq!(run.machine.max_instructions, Some(256));
         assert_eq!(run.machine.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(run.serial, Serial::Stdio);
-        assert_eq!(run.cpus, 1);
+        assert_eq!(run.machine.vcpus, 1, "one vCPU unless --smp says more");
         assert!(run.trace.is_none());
     }
 
@@ -814,8 +802,11 @@ mod tests {
         let r = run(&["--kernel", "bzImage", "-m", "1G", "--smp", "1"]);
         assert_eq!(r.kernel, PathBuf::from("bzImage"));
         assert_eq!(r.machine.memory, 1 << 30);
-        assert_eq!(r.cpus, 1);
-        assert_eq!(run(&["--smp=cpus=1", "k"]).cpus, 1);
+        assert_eq!(r.machine.vcpus, 1);
+        assert_eq!(run(&["--smp=cpus=1", "k"]).machine.vcpus, 1);
+        assert_eq!(run(&["--smp", "4", "k"]).machine.vcpus, 4);
+        assert_eq!(run(&["--smp=cpus=64", "k"]).machine.vcpus, 64);
+        assert_eq!(run(&["--smp", "255", "k"]).machine.vcpus, 255);
         assert_eq!(run(&["--serial", "none", "k"]).serial, Serial::None);
         assert_eq!(
             run(&["--serial=file:/tmp/com1.log", "k"]).serial,
@@ -827,11 +818,10 @@ mod tests {
             "the kernel is given twice (--kernel and KERNEL): give it once"
         );
         assert_eq!(
-            err(&["run", "--smp", "4", "k"]),
-            "--smp 4: this build runs one vCPU per machine (--smp 1)"
+            err(&["run", "--smp", "256", "k"]),
+            "--smp: '256' is not a vCPU count: expected N or cpus=N with N from 1 to 255 (topology options such as sockets= and cores= are not taken: the vCPUs are the cores of one package)"
         );
-        assert!(err(&["run", "--smp", "0", "k"]).contains("invalid --smp '0'"));
-        assert!(err(&["run", "--smp", "many", "k"]).contains("expected a number of vCPUs"));
+        assert!(err(&["run", "--smp", "many", "k"]).contains("'many' is not a vCPU count"));
         assert_eq!(
             err(&["run", "--serial", "pty", "k"]),
             "invalid --serial 'pty': expected stdio, file:PATH or none"
@@ -937,6 +927,9 @@ mod tests {
         assert!(err(&["run", "--memory", "lots", "k"]).contains("invalid size"));
         assert!(err(&["run", "--memory", "1M", "k"]).contains("from 2M to 64G"));
         assert!(err(&["run", "--memory", "100G", "k"]).contains("from 2M to 64G"));
+        assert!(err(&["run", "--smp", "0", "k"]).contains("1 to 255"));
+        assert!(err(&["run", "--smp", "4,sockets=2", "k"]).contains("not a vCPU count"));
+        assert!(err(&["run", "--smp", "2", "--smp", "2", "k"]).contains("more than once"));
         assert!(err(&["run", "--backend", "kvm", "k"]).contains("unknown backend"));
         assert!(err(&["run", "--backend", "vmx", "k"]).contains("bare-metal image"));
         assert!(err(&["run", "--frobnicate", "k"]).contains("unknown option"));

@@ -227,13 +227,13 @@ impl<'a, P: Platform> Runner<'a, P> {
     }
 
     fn emu(&mut self) -> &mut EmuVcpu {
-        emu(&mut self.vm.vcpu)
+        emu(&mut self.vm.bsp_mut().backend)
     }
 
     fn set_debug(&mut self, debug: Option<GuestDebug>) -> Result<(), String> {
-        let vm = &mut *self.vm;
-        emu(&mut vm.vcpu)
-            .set_guest_debug(&vm.mem, debug)
+        let (bsp, mem) = self.vm.bsp_and_mem_mut();
+        emu(&mut bsp.backend)
+            .set_guest_debug(mem, debug)
             .map_err(String::from)
     }
 
@@ -257,11 +257,17 @@ impl<'a, P: Platform> Runner<'a, P> {
         }
         self.vm.config.max_instructions = Some(instructions);
         self.vm.config.timeout_ns = Some(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
-        let before = self.vm.vcpu.instructions_retired().unwrap_or(0);
+        let before = self
+            .vm
+            .bsp_mut()
+            .backend
+            .instructions_retired()
+            .unwrap_or(0);
         let outcome = self.vm.run();
         let done = self
             .vm
-            .vcpu
+            .bsp()
+            .backend
             .instructions_retired()
             .unwrap_or(0)
             .saturating_sub(before);
@@ -315,7 +321,7 @@ struct GdbTarget<'a, P: Platform> {
 impl<P: Platform> GdbTarget<'_, P> {
     /// The translation registers of the vCPU now.
     fn paging(&self) -> PagingRegs {
-        let v = &self.runner.vm.vcpu;
+        let v = &self.runner.vm.bsp().backend;
         PagingRegs {
             cr0: v.cr0(),
             cr3: v.cr3(),
@@ -371,7 +377,7 @@ impl<P: Platform> GdbTarget<'_, P> {
                     None => continue,
                 }
             };
-            let rip = self.runner.vm.vcpu.rip();
+            let rip = self.runner.vm.bsp_mut().backend.rip();
             let stop = self.runner.emu().debug_stop_reason();
             let reason = match (outcome, stop) {
                 (RunOutcome::Debug { .. }, Some(DebugStop::Watch(i))) => {
@@ -449,7 +455,7 @@ impl<P: Platform> Target for GdbTarget<'_, P> {
 
 impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
-        let v = &self.runner.vm.vcpu;
+        let v = &self.runner.vm.bsp().backend;
         for (slot, gpr) in regs.regs.iter_mut().zip(GDB_GPRS) {
             *slot = v.gpr(gpr);
         }
@@ -487,7 +493,7 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
-        let v = &mut self.runner.vm.vcpu;
+        let v = &mut self.runner.vm.bsp_mut().backend;
         // The x87 and SSE state first: one the processor would refuse (an MXCSR with a
         // reserved bit set) is an error for gdb, and nothing is written.
         let mut fx = v.fpu_state().unwrap_or_else(FxsaveArea::reset);
@@ -571,7 +577,7 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
             done += n;
         }
         // The guest's code may have changed behind the emulator's decoded blocks.
-        emu(&mut self.runner.vm.vcpu).invalidate_code();
+        emu(&mut self.runner.vm.bsp_mut().backend).invalidate_code();
         Ok(())
     }
 
@@ -676,7 +682,7 @@ impl<P: Platform> MonitorCmd for GdbTarget<'_, P> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
         match cmd.trim_ascii() {
             b"info registers" => {
-                for line in info_registers(&self.runner.vm.vcpu).lines() {
+                for line in info_registers(&self.runner.vm.bsp_mut().backend).lines() {
                     outputln!(out, "{line}");
                 }
             }

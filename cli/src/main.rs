@@ -242,12 +242,13 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         let (kernel, mut opts) = read_inputs(run)?;
         opts.timeout = timeout;
         log::info!(
-            "booting '{}' ({} bytes) on the {} backend: {} of RAM, {} vCPU",
+            "booting '{}' ({} bytes) on the {} backend: {} of RAM, {} vCPU{}",
             run.kernel.display(),
             kernel.len(),
             format!("{:?}", opts.backend).to_lowercase(),
             size_text(opts.memory),
-            run.cpus
+            opts.vcpus,
+            if opts.vcpus == 1 { "" } else { "s" }
         );
         let mut vm = build_machine(&kernel, &opts, platform)
             .map_err(|e| format!("{}: {e}", run.kernel.display()))?;
@@ -297,7 +298,9 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         if run.stats {
             print_stats(&vm, run_secs);
         }
-        report_unimplemented(&vm.vcpu);
+        for vcpu in vm.vcpus() {
+            report_unimplemented(&vcpu.backend);
+        }
         let mut lost = String::new();
         if dropped != 0 {
             lost = format!(" ({dropped} bytes of guest output were dropped: the console took nothing more before the timeout)");
@@ -430,7 +433,7 @@ fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>, secs: f64) {
     let _ = writeln!(
         out,
         "--- opsvisor statistics ({} backend) ---",
-        vm.vcpu.name()
+        vm.bsp().backend.name()
     );
     // Host time per exit only when it was measured (--stats, not --stats-counts).
     let timed = vm.config.collect_timing;
@@ -459,7 +462,7 @@ fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>, secs: f64) {
     if let Some(breakdown) = vm.platform.breakdown() {
         out.push_str(&breakdown.report());
     }
-    if let Some(instructions) = vm.vcpu.instructions_retired() {
+    if let Some(instructions) = vm.instructions_retired() {
         let rate = if secs > 0.0 {
             instructions as f64 / secs
         } else {
@@ -473,12 +476,13 @@ fn print_stats<H: Host>(vm: &opsvisor_backends::Machine<H>, secs: f64) {
     } else {
         let _ = writeln!(out, "run time                 {secs:.3} s");
     }
-    if vm.msrs.unknown_accesses() > 0 {
+    let (unknown, last) = vm.unknown_msr_accesses();
+    if unknown > 0 {
         let _ = writeln!(
             out,
             "unknown MSR accesses     {:>12} (last {:#x}), each raised #GP",
-            vm.msrs.unknown_accesses(),
-            vm.msrs.last_unknown().unwrap_or(0)
+            unknown,
+            last.unwrap_or(0)
         );
     }
     let _ = std::io::stderr().lock().write_all(out.as_bytes());

@@ -291,6 +291,7 @@ impl TraceWriter {
             Exit::Xsetbv { index, value } => (u64::from(index), value, 0, HAS_B),
             Exit::EntryFailed { reason, detail } => (u64::from(reason), detail, 0, HAS_B),
             Exit::Hlt
+            | Exit::Pause
             | Exit::InterruptWindow
             | Exit::NmiWindow
             | Exit::Preempted
@@ -532,6 +533,7 @@ fn format_record(out: &mut Vec<u8>, raw: &Raw) {
         ExitKind::Xsetbv => (First::Dec(b",\"xcr\":"), Some(&b",\"value\":"[..])),
         ExitKind::EntryFailed => (First::Hex(b",\"code\":"), Some(&b",\"detail\":"[..])),
         ExitKind::Hlt
+        | ExitKind::Pause
         | ExitKind::InterruptWindow
         | ExitKind::NmiWindow
         | ExitKind::Preempted

@@ -277,19 +277,30 @@ fn serial_goes_to_a_file_or_nowhere() {
 #[test]
 fn qemu_spellings_boot_the_same_guest() {
     let guest = opsvisor_corpus::image_path("hello");
-    let out = opsvisor([
-        OsStr::new("run"),
-        OsStr::new("-m"),
-        OsStr::new("64M"),
-        OsStr::new("--smp"),
-        OsStr::new("1"),
-        OsStr::new("--kernel"),
-        guest.as_os_str(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // 64 MiB: mem_upper is 63 MiB.
-    assert!(stdout.contains("mem_upper 64512 KiB"), "{stdout}");
+    // The APs of --smp 4 wait for start-up IPIs the guest never sends.
+    for smp in ["1", "cpus=4"] {
+        let out = opsvisor([
+            OsStr::new("run"),
+            OsStr::new("-m"),
+            OsStr::new("64M"),
+            OsStr::new("--smp"),
+            OsStr::new(smp),
+            OsStr::new("--kernel"),
+            guest.as_os_str(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "--smp {smp}: stderr: {}",
+            stderr(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // 64 MiB: mem_upper is 63 MiB.
+        assert!(
+            stdout.contains("mem_upper 64512 KiB"),
+            "--smp {smp}: {stdout}"
+        );
+    }
 }
 
 #[test]
@@ -395,10 +406,14 @@ fn bad_values_of_the_new_options_are_one_error_line() {
             "cannot create the serial output '/nonexistent/dir/com1.log'",
         ),
         (
-            &["run", "--smp", "2", p],
-            "--smp 2: this build runs one vCPU",
+            &["run", "--smp", "256", p],
+            "--smp: '256' is not a vCPU count: expected N or cpus=N with N from 1 to 255",
         ),
-        (&["run", "--smp", "0", p], "invalid --smp '0'"),
+        (&["run", "--smp", "0", p], "--smp: '0' is not a vCPU count"),
+        (
+            &["run", "--smp", "2,sockets=2", p],
+            "--smp: '2,sockets=2' is not a vCPU count",
+        ),
         (&["run", "--kernel", p, p], "the kernel is given twice"),
         (&["run", "--kernel"], "option --kernel needs a value"),
         (

@@ -1,7 +1,7 @@
 //! The local APIC (xAPIC MMIO and x2APIC MSRs, timer on the guest's TSC clock).
 //!
 //! Modelled on Linux KVM's `arch/x86/kvm/lapic.c`; the architecture is Intel SDM 3A
-//! chapter 11. One vCPU, one APIC:
+//! chapter 11. One APIC per vCPU, its initial ID the vCPU's index:
 //!
 //! - **Modes.** IA32_APIC_BASE selects disabled, xAPIC (registers in a 4 KiB MMIO page at
 //!   the base address) or x2APIC (registers in MSRs 0x800-0x8ff, the MMIO page no longer
@@ -13,14 +13,17 @@
 //!   architecture (MCG_CAP = 0): its MMIO offset reads 0 and its x2APIC MSR (0x82f)
 //!   faults, as on a part without CMCI. Directed EOI is not offered (version bit 24 = 0),
 //!   so SVR bit 12 is reserved.
-//! - **Interrupt sources.** The timer, the error LVT, IPIs sent to itself through the ICR
-//!   or the x2APIC SELF IPI register, interrupt messages from the I/O APIC
-//!   ([`LocalApic::deliver_message`], routed by [`crate::irq`]), and the LINT0 and LINT1
-//!   pins ([`LocalApic::set_lint0`], [`LocalApic::set_lint1`]). With a single vCPU, IPIs
-//!   whose destination does not include this APIC are accepted and dropped; fixed,
-//!   lowest-priority and NMI IPIs to itself are delivered, SMI, INIT and SIPI are not
-//!   modelled and are dropped; the ICR delivery-status bit always reads 0 (idle). Thermal
-//!   and performance have no source here: their LVTs are plain storage.
+//! - **Interrupt sources.** The timer, the error LVT, interrupt messages from the I/O
+//!   APIC ([`LocalApic::deliver_message`], routed by [`crate::irq`]), IPIs from any APIC
+//!   including itself ([`LocalApic::accept_ipi`]), and the LINT0 and LINT1 pins
+//!   ([`LocalApic::set_lint0`], [`LocalApic::set_lint1`]). Thermal and performance have
+//!   no source here: their LVTs are plain storage.
+//! - **IPIs.** A write to the ICR (or the x2APIC SELF IPI register) sends at once: the
+//!   command waits in [`LocalApic::take_ipi`] for the machine to route it
+//!   ([`crate::irq::deliver_ipi`]), so the delivery-status bit always reads 0 (idle).
+//!   Fixed, lowest-priority, NMI, INIT and start-up are delivered; SMI is not modelled.
+//!   INIT and SIPI wait in latches ([`LocalApic::take_init`], [`LocalApic::take_sipi`])
+//!   until the receiving vCPU acts on them (KVM's `pending_events`).
 //! - **LINT0 and LINT1.** On a PC, LINT0 carries the 8259 PIC's INTR output and LINT1
 //!   the NMI line. Their LVTs select what an asserted pin does (SDM 3A 11.5.1): fixed (the
 //!   LVT's vector; edge-triggered on the rising edge, or level-triggered with the LVT's
@@ -52,7 +55,7 @@
 //! timer up to date, so a register read sees a timer that has already fired.
 
 use crate::cpuid::PHYS_ADDR_BITS;
-use crate::irq::{DeliveryMode, IrqMessage};
+use crate::irq::{DeliveryMode, Ipi, IrqMessage, Shorthand};
 
 /// Default xAPIC MMIO base.
 pub const APIC_DEFAULT_BASE: u64 = 0xfee0_0000;
@@ -325,6 +328,12 @@ pub struct LocalApic {
     eoi_broadcast: VectorSet,
     /// Whether `eoi_broadcast` has any bit set.
     eoi_broadcast_pending: bool,
+    /// The IPI the last ICR write sent, until the machine routes it.
+    ipi: Option<Ipi>,
+    /// An INIT was received and the vCPU has not reset yet.
+    init_pending: bool,
+    /// A start-up IPI's vector, received and not yet acted on.
+    sipi_vector: Option<u8>,
 }
 
 impl LocalApic {
@@ -360,17 +369,34 @@ impl LocalApic {
             extint_request: false,
             eoi_broadcast: VectorSet::default(),
             eoi_broadcast_pending: false,
+            ipi: None,
+            init_pending: false,
+            sipi_vector: None,
         };
         apic.reset_registers();
         apic
     }
 
-    /// Power-on or INIT reset: back to the state [`LocalApic::new`] gives, ID kept (and
-    /// the levels on LINT0 and LINT1, which outside devices drive).
+    /// Power-on reset: back to the state [`LocalApic::new`] gives, ID kept (and the
+    /// levels on LINT0 and LINT1, which outside devices drive).
     pub fn reset(&mut self) {
         let lint_level = self.lint_level;
         *self = LocalApic::new(self.apic_id);
         self.lint_level = lint_level;
+    }
+
+    /// INIT reset (SDM 3A 11.4.7.3): every register back to its power-up value except
+    /// IA32_APIC_BASE (base, enable, x2APIC mode and BSP flag all stay, as in KVM) and the
+    /// ID registers; pending interrupts, NMIs and the INIT latch itself are dropped. A
+    /// start-up IPI that arrived after the INIT stays, for the wait-for-SIPI state to take.
+    pub fn init_reset(&mut self) {
+        let (base, xapic_id, lint_level, sipi) =
+            (self.base, self.xapic_id, self.lint_level, self.sipi_vector);
+        *self = LocalApic::new(self.apic_id);
+        self.base = base;
+        self.xapic_id = xapic_id;
+        self.lint_level = lint_level;
+        self.sipi_vector = sipi;
     }
 
     /// The power-up register state (SDM 3A 11.4.7.1), which a hardware disable also
@@ -789,39 +815,104 @@ impl LocalApic {
         ((self.apic_id >> 4) << 16) | (1 << (self.apic_id & 0xf))
     }
 
-    /// Perform the ICR command `low` with destination `dest`.
+    /// Send the ICR command `low` with destination `dest`: it waits in
+    /// [`LocalApic::take_ipi`] for the machine to route. A fixed or lowest-priority IPI
+    /// with a vector below 16 logs a send error here (its receivers log a receive error).
     fn send_ipi(&mut self, low: u32, dest: u32, x2apic: bool) {
-        let vector = (low & 0xff) as u8;
-        let delivery_mode = (low >> 8) & 7;
-        let logical = low & (1 << 11) != 0;
-        let level = low & (1 << 15) != 0;
-        let to_self = match (low >> 18) & 3 {
-            0 => self.matches_destination(dest, logical, x2apic),
-            1 | 2 => true, // self, all including self
-            _ => false,    // all excluding self: nobody else exists
+        let ipi = Ipi {
+            vector: (low & 0xff) as u8,
+            delivery: DeliveryMode::from_icr_bits(((low >> 8) & 7) as u8),
+            logical: low & (1 << 11) != 0,
+            assert: low & (1 << 14) != 0,
+            level_triggered: low & (1 << 15) != 0,
+            shorthand: Shorthand::from_bits(low >> 18),
+            destination: dest,
+            x2apic,
         };
-        // Only fixed and lowest-priority interrupts carry a vector for the IRR; an NMI
-        // sets the NMI latch; SMI, INIT and SIPI to this one vCPU are not modelled and
-        // are dropped.
-        if delivery_mode == 4 {
-            if to_self {
-                self.nmi_pending = true;
+        if matches!(
+            ipi.delivery,
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority
+        ) && ipi.vector < 16
+        {
+            self.log_error(ESR_SEND_ILLEGAL_VECTOR);
+        }
+        self.ipi = Some(ipi);
+    }
+
+    /// The IPI the last ICR (or SELF IPI) write sent, once: the machine routes it with
+    /// [`crate::irq::deliver_ipi`].
+    #[inline]
+    pub fn take_ipi(&mut self) -> Option<Ipi> {
+        self.ipi.take()
+    }
+
+    /// Whether an IPI addressed by destination `dest` in the sender's mode (`logical`;
+    /// `sender_x2apic`: a 32-bit destination) reaches this APIC, matched against its own
+    /// mode, ID, LDR and DFR. An 8-bit broadcast (0xFF) from an xAPIC reaches x2APIC-mode
+    /// APICs too. A globally disabled APIC accepts nothing.
+    pub fn accepts_ipi_destination(&self, dest: u32, logical: bool, sender_x2apic: bool) -> bool {
+        if !self.is_enabled() {
+            return false;
+        }
+        let x2apic = self.is_x2apic();
+        let dest = if x2apic && !sender_x2apic && dest == 0xff {
+            0xffff_ffff
+        } else {
+            dest
+        };
+        self.matches_destination(dest, logical, x2apic)
+    }
+
+    /// Accept an IPI already addressed to this APIC ([`crate::irq::deliver_ipi`] decides
+    /// that). Fixed and lowest-priority IPIs set IRR (and TMR when level-triggered) on a
+    /// software-enabled APIC, a vector below 16 logging a receive error; NMI sets the NMI
+    /// latch; INIT and start-up set their latches for the vCPU to act on (INIT reset,
+    /// leaving the wait-for-SIPI state); SMI, ExtINT and reserved modes are refused.
+    /// Returns whether the IPI was taken.
+    pub fn accept_ipi(&mut self, ipi: &Ipi) -> bool {
+        if !self.is_enabled() {
+            return false;
+        }
+        match ipi.delivery {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                self.deliver_fixed(ipi.vector, ipi.level_triggered)
             }
-            return;
+            DeliveryMode::Nmi => {
+                self.nmi_pending = true;
+                true
+            }
+            DeliveryMode::Init => {
+                self.init_pending = true;
+                true
+            }
+            DeliveryMode::StartUp => {
+                self.sipi_vector = Some(ipi.vector);
+                true
+            }
+            DeliveryMode::Smi | DeliveryMode::ExtInt | DeliveryMode::Reserved => false,
         }
-        if delivery_mode > 1 {
-            return;
-        }
-        let mut errors = 0;
-        if vector < 16 {
-            errors |= ESR_SEND_ILLEGAL_VECTOR;
-        }
-        if to_self {
-            errors |= self.accept(vector, level);
-        }
-        if errors != 0 {
-            self.log_error(errors);
-        }
+    }
+
+    /// Whether an INIT was received that the vCPU has not acted on.
+    #[inline]
+    pub fn init_pending(&self) -> bool {
+        self.init_pending
+    }
+
+    /// Take a received INIT: the vCPU resets (and the APIC with [`LocalApic::init_reset`]).
+    pub fn take_init(&mut self) -> bool {
+        core::mem::take(&mut self.init_pending)
+    }
+
+    /// Whether a start-up IPI was received that the vCPU has not acted on.
+    #[inline]
+    pub fn sipi_pending(&self) -> bool {
+        self.sipi_vector.is_some()
+    }
+
+    /// Take a received start-up IPI's vector.
+    pub fn take_sipi(&mut self) -> Option<u8> {
+        self.sipi_vector.take()
     }
 
     /// Read a register; `None` if `offset` names no register in this mode (x2APIC: the
@@ -1135,25 +1226,15 @@ impl LocalApic {
     /// 0xFF for all; logical: matched against the LDR, flat or cluster) is addressed to
     /// this APIC. An APIC that is globally disabled accepts nothing.
     pub fn accepts_destination(&self, destination: u8, logical: bool) -> bool {
-        if !self.is_enabled() {
-            return false;
-        }
-        let x2apic = self.is_x2apic();
-        let dest = if x2apic && destination == 0xff {
-            // An 8-bit broadcast reaches x2APIC-mode APICs too.
-            0xffff_ffff
-        } else {
-            u32::from(destination)
-        };
-        self.matches_destination(dest, logical, x2apic)
+        self.accepts_ipi_destination(u32::from(destination), logical, false)
     }
 
     /// Accept an interrupt message already addressed to this APIC (see
     /// [`LocalApic::accepts_destination`]). Returns whether it was accepted: fixed and
     /// lowest-priority messages need a software-enabled APIC and a vector of 16 or more
-    /// (they set IRR, and TMR for level-triggered ones); NMI is always accepted; ExtINT
-    /// needs a software-enabled APIC and waits for its INTA cycle; SMI and INIT are not
-    /// modelled and are refused.
+    /// (they set IRR, and TMR for level-triggered ones); NMI is always accepted; INIT
+    /// sets the INIT latch as an INIT IPI does; ExtINT needs a software-enabled APIC and
+    /// waits for its INTA cycle; SMI is not modelled and is refused.
     pub fn deliver_message(&mut self, msg: &IrqMessage) -> bool {
         if !self.is_enabled() {
             return false;
@@ -1170,9 +1251,13 @@ impl LocalApic {
                 self.extint_request = true;
                 true
             }
+            DeliveryMode::Init => {
+                self.init_pending = true;
+                true
+            }
             DeliveryMode::ExtInt
             | DeliveryMode::Smi
-            | DeliveryMode::Init
+            | DeliveryMode::StartUp
             | DeliveryMode::Reserved => false,
         }
     }
@@ -1189,6 +1274,13 @@ mod tests {
         let mut apic = LocalApic::new(0);
         apic.mmio_write(reg::SVR, 0x1ff, 0);
         apic
+    }
+
+    /// Send the IPI the APIC's last ICR write produced to the only APIC there is.
+    fn route(apic: &mut LocalApic) {
+        if let Some(ipi) = apic.take_ipi() {
+            crate::irq::deliver_ipi(&ipi, 0, core::slice::from_mut(apic));
+        }
     }
 
     fn x2apic() -> LocalApic {
@@ -1243,6 +1335,7 @@ mod tests {
         assert_eq!(apic.mmio_read(reg::ICR_HIGH, 0), 0x1200_0000);
         // A fixed IPI to another APIC: accepted, dropped, delivery status 0.
         apic.mmio_write(reg::ICR_LOW, 0x0000_1040, 0);
+        route(&mut apic);
         assert_eq!(apic.mmio_read(reg::ICR_LOW, 0), 0x40);
         assert_eq!(apic.irr.highest(), None);
         let masks = [0x7_00ff, 0x1_07ff, 0x1_07ff, 0x1_a7ff, 0x1_a7ff, 0x1_00ff];
@@ -1367,40 +1460,55 @@ mod tests {
         let mut apic = enabled();
         // Shorthand self.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | 0x31, 0);
+        route(&mut apic);
         // Shorthand all including self.
         apic.mmio_write(reg::ICR_LOW, (2 << 18) | 0x32, 0);
+        route(&mut apic);
         // All excluding self: dropped.
         apic.mmio_write(reg::ICR_LOW, (3 << 18) | 0x33, 0);
+        route(&mut apic);
         // Physical destination = own ID (0).
         apic.mmio_write(reg::ICR_HIGH, 0, 0);
         apic.mmio_write(reg::ICR_LOW, 0x34, 0);
+        route(&mut apic);
         // Physical broadcast.
         apic.mmio_write(reg::ICR_HIGH, 0xff00_0000, 0);
         apic.mmio_write(reg::ICR_LOW, 0x35, 0);
+        route(&mut apic);
         // Physical destination 1: someone else.
         apic.mmio_write(reg::ICR_HIGH, 0x0100_0000, 0);
         apic.mmio_write(reg::ICR_LOW, 0x36, 0);
+        route(&mut apic);
         // Logical flat: LDR bit 2, destination bit 2.
         apic.mmio_write(reg::LDR, 0x0400_0000, 0);
         apic.mmio_write(reg::ICR_HIGH, 0x0400_0000, 0);
         apic.mmio_write(reg::ICR_LOW, (1 << 11) | 0x37, 0);
+        route(&mut apic);
         apic.mmio_write(reg::ICR_HIGH, 0x0800_0000, 0);
         apic.mmio_write(reg::ICR_LOW, (1 << 11) | 0x38, 0);
+        route(&mut apic);
         // Logical cluster: cluster 2 member bit 1.
         apic.mmio_write(reg::DFR, 0x0fff_ffff, 0);
         apic.mmio_write(reg::LDR, 0x2200_0000, 0);
         apic.mmio_write(reg::ICR_HIGH, 0x2300_0000, 0);
         apic.mmio_write(reg::ICR_LOW, (1 << 11) | 0x39, 0);
+        route(&mut apic);
         apic.mmio_write(reg::ICR_HIGH, 0x3200_0000, 0);
         apic.mmio_write(reg::ICR_LOW, (1 << 11) | 0x3a, 0);
-        // NMI to self: the NMI latch, not IRR; INIT to self: dropped.
+        route(&mut apic);
+        // NMI to self: the NMI latch, not IRR; INIT to self: the INIT latch.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (4 << 8) | 0x3b, 0);
+        route(&mut apic);
         assert!(apic.nmi_pending());
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (5 << 8) | 0x3c, 0);
+        route(&mut apic);
+        assert!(apic.take_init());
         // Lowest priority to self: delivered.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (1 << 8) | 0x3d, 0);
+        route(&mut apic);
         // Level-triggered fixed: TMR set.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | (1 << 15) | (1 << 14) | 0x3e, 0);
+        route(&mut apic);
         let expected: u32 = [0x31, 0x32, 0x34, 0x35, 0x37, 0x39, 0x3d, 0x3e]
             .iter()
             .map(|v| 1u32 << (v - 0x20))
@@ -1416,6 +1524,7 @@ mod tests {
         apic.mmio_write(reg::LVT_ERROR, 0xfe, 0);
         // An IPI with an illegal vector to self: send and receive errors.
         apic.mmio_write(reg::ICR_LOW, (1 << 18) | 0x05, 0);
+        route(&mut apic);
         assert_eq!(apic.mmio_read(reg::ESR, 0), 0, "visible only after a write");
         assert_eq!(apic.pending_interrupt(), Some(0xfe));
         apic.mmio_write(reg::ESR, 0xdead, 0);
@@ -1772,25 +1881,32 @@ mod tests {
             .unwrap();
         // SELF IPI register.
         apic.x2apic_write(0x83f, 0x41, 0).unwrap();
+        route(&mut apic);
         // Physical destination = own x2APIC ID, in the upper half.
         apic.x2apic_write(0x830, (0x25 << 32) | 0x42, 0).unwrap();
+        route(&mut apic);
         assert_eq!(apic.x2apic_read(0x830, 0), Ok((0x25 << 32) | 0x42));
         // Another APIC: dropped.
         apic.x2apic_write(0x830, (0x26 << 32) | 0x43, 0).unwrap();
+        route(&mut apic);
         // Logical: cluster 2, bit 5.
         apic.x2apic_write(0x830, (((2 << 16) | (1 << 5)) << 32) | (1 << 11) | 0x44, 0)
             .unwrap();
+        route(&mut apic);
         apic.x2apic_write(0x830, (((3 << 16) | (1 << 5)) << 32) | (1 << 11) | 0x45, 0)
             .unwrap();
+        route(&mut apic);
         // Broadcast.
         apic.x2apic_write(0x830, (0xffff_ffff << 32) | 0x46, 0)
             .unwrap();
+        route(&mut apic);
         assert_eq!(
             apic.x2apic_read(0x822, 0),
             Ok((1 << 1) | (1 << 2) | (1 << 4) | (1 << 6))
         );
         // An illegal self IPI vector logs errors.
         apic.x2apic_write(0x83f, 0x0f, 0).unwrap();
+        route(&mut apic);
         apic.x2apic_write(0x828, 0, 0).unwrap();
         assert_eq!(
             apic.x2apic_read(0x828, 0),
@@ -1935,7 +2051,8 @@ mod tests {
         assert!(apic.deliver_message(&msg(DeliveryMode::LowestPriority, 0x41, false)));
         assert_eq!(apic.mmio_read(reg::IRR0 + 0x20, 0), 3);
         assert!(!apic.deliver_message(&msg(DeliveryMode::Fixed, 0x0f, false)));
-        assert!(!apic.deliver_message(&msg(DeliveryMode::Init, 0, false)));
+        assert!(apic.deliver_message(&msg(DeliveryMode::Init, 0, false)));
+        assert!(apic.take_init(), "INIT latched for the vCPU");
         assert!(!apic.deliver_message(&msg(DeliveryMode::Smi, 0, false)));
         assert!(apic.deliver_message(&msg(DeliveryMode::ExtInt, 0, false)));
         assert!(apic.extint_pending());

@@ -206,6 +206,10 @@ macro_rules! forward_x86_ops {
                 self.0.instructions_retired()
             }
             #[inline(always)]
+            fn set_pause_exiting(&mut self, on: bool) {
+                self.0.set_pause_exiting(on)
+            }
+            #[inline(always)]
             fn fpu_state(&self) -> Option<FxsaveArea> {
                 self.0.fpu_state()
             }

@@ -362,10 +362,10 @@ impl CpuidPolicy {
         for feature in [TscAdjust, Bmi1, Bmi2, Adx] {
             policy.set_feature(feature, true);
         }
-        // Leaf 0xb: one thread per core (SMT level), one core per package (core level);
-        // EDX (the x2APIC ID) is filled in by lookup.
-        policy.set_leaf(0xb, 0, [0, 1, 0x100, 0]);
-        policy.set_leaf(0xb, 1, [0, 1, 0x201, 0]);
+        // Leaves 0xb and 0x1f: one thread per core (SMT level), one core per package
+        // (core level) until the machine sets its topology; EDX (the x2APIC ID) is filled
+        // in by lookup.
+        policy.set_topology(1);
         // Leaf 0x15: TSC = crystal (1 GHz) × 1 / 1.
         policy.set_leaf(0x15, 0, [1, 1, crate::platform::GUEST_TSC_HZ as u32, 0]);
         // Leaf 0x16: base 1000 MHz, max 1000 MHz, bus (reference) 100 MHz.
@@ -497,6 +497,50 @@ impl CpuidPolicy {
             regs[reg as usize] &= !(1 << bit);
         }
         self.set_leaf(leaf, subleaf, regs);
+    }
+
+    /// Describe the topology of a machine of `cpus` vCPUs with APIC IDs 0 to `cpus` - 1,
+    /// as QEMU's `-smp N` describes a PC's: one package of `cpus` cores, one thread per
+    /// core. Leaf 1: EBX[23:16], the addressable IDs in the package (`cpus` rounded up to
+    /// a power of two), and EDX.HTT when there is more than one. Leaf 4 (each cache
+    /// subleaf the model has): EAX[31:26], the core IDs in the package less one (at most
+    /// 63, the field's width). Leaf 0xB, and leaf 0x1F when the model reaches it: level 0
+    /// SMT (one logical processor, no ID bits), level 1 core (`cpus` logical processors,
+    /// the core ID's bits as the shift to the package ID); EDX, the x2APIC ID, is each
+    /// vCPU's own (filled in by lookup).
+    pub fn set_topology(&mut self, cpus: u32) {
+        let cpus = cpus.max(1);
+        // Bits of the core ID: ceil(log2(cpus)).
+        let core_bits = 32 - (cpus - 1).leading_zeros();
+        let ids = (1u32 << core_bits).min(0xff);
+        if let Some(mut regs) = self.leaf(1, 0) {
+            regs[1] = (regs[1] & !0x00ff_0000) | (ids << 16);
+            self.set_leaf(1, 0, regs);
+            self.set_feature(Feature::Htt, cpus > 1);
+        }
+        let leaf4: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|e| e.leaf == 4)
+            .map(|e| e.subleaf)
+            .collect();
+        for subleaf in leaf4 {
+            if let Some(mut regs) = self.leaf(4, subleaf) {
+                if regs[0] & 0x1f != 0 {
+                    // A 6-bit field: a package of more than 64 core IDs saturates it.
+                    let core_ids = ((1u32 << core_bits) - 1).min(0x3f);
+                    regs[0] = (regs[0] & 0x03ff_ffff) | (core_ids << 26);
+                    self.set_leaf(4, subleaf, regs);
+                }
+            }
+        }
+        for leaf in [0xb, 0x1f] {
+            if leaf > self.max_basic {
+                continue;
+            }
+            self.set_leaf(leaf, 0, [0, 1, 0x100, 0]);
+            self.set_leaf(leaf, 1, [core_bits, cpus, 0x201, 0]);
+        }
     }
 
     /// The highest basic leaf (leaf 0 EAX).
@@ -743,6 +787,61 @@ mod tests {
         // Static answers are unchanged by the dynamic state.
         assert!(policy.has_feature(Feature::Apic));
         assert!(!policy.has_feature(Feature::Osxsave));
+    }
+
+    /// N vCPUs are one package of N cores (QEMU's `-smp N`): leaf 1's addressable IDs and
+    /// HTT, leaf 4's core IDs, leaf 0xB's (and 0x1F's) core level, each vCPU's own
+    /// x2APIC ID, all agreeing with N.
+    #[test]
+    fn topology_of_n_cores() {
+        for (cpus, bits) in [(2u32, 1u32), (4, 2), (6, 3), (64, 6), (255, 8)] {
+            let mut policy = CpuidPolicy::emulator();
+            // A model that describes its caches in leaf 4 (the emulator's does not): an
+            // L1 data cache, and the terminating null subleaf.
+            policy.set_leaf(4, 0, [0x121, 0x01c0_003f, 0x3f, 0]);
+            policy.set_leaf(4, 1, [0, 0, 0, 0]);
+            policy.set_topology(cpus);
+            let at = |leaf, subleaf, apic_id| {
+                let d = CpuidDynamic {
+                    apic_id,
+                    ..dynamic()
+                };
+                policy.lookup(leaf, subleaf, &d)
+            };
+            let leaf1 = at(1, 0, cpus - 1);
+            assert_eq!(leaf1[1] >> 24, cpus - 1, "{cpus}: leaf 1 APIC ID");
+            assert_eq!((leaf1[1] >> 16) & 0xff, (1 << bits).min(255), "{cpus}: IDs");
+            assert_ne!(leaf1[3] & (1 << 28), 0, "{cpus}: HTT");
+            let leaf4 = at(4, 0, 0);
+            assert_eq!(
+                leaf4[0] >> 26,
+                ((1 << bits) - 1).min(63),
+                "{cpus}: leaf 4 cores"
+            );
+            assert_eq!(
+                leaf4[0] & 0x03ff_ffff,
+                0x121,
+                "{cpus}: the cache stays described"
+            );
+            assert_eq!(at(4, 1, 0), [0; 4], "{cpus}: the null subleaf stays null");
+            for leaf in [0xb, 0x1f] {
+                if leaf > policy.max_basic_leaf() {
+                    continue;
+                }
+                let smt = at(leaf, 0, 3);
+                assert_eq!(
+                    (smt[0] & 0x1f, smt[1] & 0xffff),
+                    (0, 1),
+                    "{cpus}: SMT level"
+                );
+                assert_eq!((smt[2] >> 8) & 0xff, 1, "{cpus}: SMT type");
+                let core = at(leaf, 1, 3);
+                assert_eq!(core[0] & 0x1f, bits, "{cpus}: shift to the package ID");
+                assert_eq!(core[1] & 0xffff, cpus, "{cpus}: cores");
+                assert_eq!((core[2] >> 8) & 0xff, 2, "{cpus}: core type");
+                assert_eq!(core[3], 3, "{cpus}: the vCPU's own x2APIC ID");
+            }
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum Exit {
     /// HLT with interrupts possibly enabled; the core skips it and sleeps until an
     /// interrupt or a timer deadline.
     Hlt,
+    /// PAUSE, when the core asked for these exits ([`crate::ops::X86Ops::set_pause_exiting`]):
+    /// the core skips it and lets another vCPU run.
+    Pause,
     /// The interrupt window asked for with `enable_irq_window` is open.
     InterruptWindow,
     /// The NMI window asked for with `enable_nmi_window` is open.
@@ -129,11 +132,12 @@ pub enum ExitKind {
     Hypercall,
     EntryFailed,
     EmulationFailure,
+    Pause,
 }
 
 impl ExitKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
 
     /// Every kind, in discriminant order.
     pub const ALL: [ExitKind; Self::COUNT] = [
@@ -155,6 +159,7 @@ impl ExitKind {
         ExitKind::Hypercall,
         ExitKind::EntryFailed,
         ExitKind::EmulationFailure,
+        ExitKind::Pause,
     ];
 
     /// A short lowercase name for reports.
@@ -178,6 +183,7 @@ impl ExitKind {
             ExitKind::Hypercall => "hypercall",
             ExitKind::EntryFailed => "entry-failed",
             ExitKind::EmulationFailure => "emulation-failure",
+            ExitKind::Pause => "pause",
         }
     }
 }
@@ -192,6 +198,7 @@ impl Exit {
             Exit::Io { .. } => ExitKind::Io,
             Exit::Mmio { .. } => ExitKind::Mmio,
             Exit::Hlt => ExitKind::Hlt,
+            Exit::Pause => ExitKind::Pause,
             Exit::InterruptWindow => ExitKind::InterruptWindow,
             Exit::NmiWindow => ExitKind::NmiWindow,
             Exit::Preempted => ExitKind::Preempted,

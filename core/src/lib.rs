@@ -1,7 +1,8 @@
 //! opsvisor core: everything that is the same whichever backend runs the guest.
 //!
 //! The backends (VMX, SVM, the emulator) implement [`X86Ops`], modelled on Linux KVM's
-//! `struct kvm_x86_ops`; the core owns the run loop ([`vm::Vm`]), the exit handlers, the
+//! `struct kvm_x86_ops`; the core owns the machine and its run loop ([`vm::Vm`], KVM's
+//! `struct kvm`), the vCPUs ([`vcpu::Vcpu`], `struct kvm_vcpu`), the exit handlers, the
 //! CPUID and MSR policy, guest memory and the page-table walker, the local APIC, the
 //! platform devices and the guest loaders. The concrete backend set is named by the
 //! `opsvisor-backends` crate through the generic [`Backend`] enum.
@@ -32,7 +33,9 @@ pub mod mmu;
 pub mod msr;
 pub mod pc;
 pub mod platform;
+pub mod sched;
 pub mod stats;
+pub mod vcpu;
 pub mod vm;
 
 pub use backend::{Backend, EmuSlot, SvmSlot, Unavailable, VmxSlot};

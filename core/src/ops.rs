@@ -387,6 +387,13 @@ pub trait X86Ops {
     fn instructions_retired(&self) -> Option<u64> {
         None
     }
+    /// Report every PAUSE as [`Exit::Pause`] (on), or run it as the hint it is (off, the
+    /// reset state): a machine of several vCPUs sharing one host thread switches to
+    /// another vCPU when one spins (KVM's PAUSE exiting). Backends that cannot report it
+    /// ignore the request; their vCPUs then give way only at the end of a turn.
+    fn set_pause_exiting(&mut self, on: bool) {
+        let _ = on;
+    }
 
     // ---- x87/MMX/SSE state (optional; KVM's `KVM_GET_FPU`/`KVM_SET_FPU`) ----
 

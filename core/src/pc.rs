@@ -41,8 +41,8 @@ pub fn build_acpi(mem: &mut GuestMemory, vcpus: u32) -> Result<AcpiLayout, AcpiE
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
-    /// Leave the machine as firmware leaves it for the kernel it loaded: the MTRRs
-    /// programmed (write-back memory, the MMIO hole below 4 GiB uncacheable), and the
+    /// Leave the machine as firmware leaves it for the kernel it loaded: every vCPU's
+    /// MTRRs programmed (write-back memory, the MMIO hole below 4 GiB uncacheable), and the
     /// boot described in fw_cfg as QEMU does: the memory map as the `etc/e820` file, and
     /// for a Linux kernel the kernel, initrd and command-line items, each pointing at what
     /// the loader put in guest memory (`linux`; its second part is the command line).
@@ -50,7 +50,10 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         &mut self,
         linux: Option<(&LinuxLayout, &[u8])>,
     ) -> Result<(), FwCfgError> {
-        self.msrs.program_firmware_mtrrs(MMIO_HOLE_START);
+        // Firmware programs the MTRRs of every processor alike (INIT keeps them).
+        for v in &mut self.vcpus {
+            v.msrs.program_firmware_mtrrs(MMIO_HOLE_START);
+        }
         let map = match linux {
             Some((layout, _)) => layout.memory_map.clone(),
             None => MemoryMap::new(&self.mem),

@@ -1,4 +1,6 @@
-//! The VM: a vCPU on some backend, its memory, its devices, and the run loop.
+//! The machine (Linux KVM's `struct kvm`): guest memory, the buses and platform devices,
+//! the interrupt routing, the CPUID policy, and the vCPUs ([`Vcpu`], `struct kvm_vcpu`),
+//! with the run loop.
 //!
 //! The loop is KVM's `vcpu_run` in miniature: deliver pending events, enter the guest with
 //! a [`RunLimit`], handle the [`Exit`] (each family in [`crate::exits`]), repeat. Reading
@@ -8,15 +10,22 @@
 //! backend's own budget (the emulator's instruction slice, VMX's preemption timer) bounds
 //! the time between those reads.
 //!
+//! **Several vCPUs** share the one host thread that calls [`Vm::run`], in turns
+//! ([`crate::sched`] says why and how): a vCPU runs until its turn's budget is spent
+//! ([`VmConfig::smp_turn`] instructions), it executes PAUSE (a spinning vCPU gives way at
+//! once), or it halts or waits for SIPI; then the next vCPU that can run takes its turn,
+//! round robin. When none can, the thread sleeps until a timer or console input can wake
+//! one. The exits of the running vCPU are handled with [`Vm::cur`] naming it; its
+//! interrupts and IPIs reach the other vCPUs' local APICs directly.
+//!
 //! Interrupts take one path ([`crate::irq`]): a device drives a line with
 //! [`Vm::set_irq`]; the PIC and the I/O APIC turn lines into LINT0 levels and messages;
-//! the local APIC decides what is pending; [`Vm::deliver_events`] injects, in priority
+//! the local APICs decide what is pending; [`Vm::deliver_events`] injects, in priority
 //! order, an NMI, the local APIC's highest fixed interrupt, or the PIC's vector through
 //! LINT0 (ExtINT, after the INTA cycle), or asks the backend for the window in which the
 //! guest can take it.
 
 use crate::acpi::SCI_IRQ;
-use crate::apic::LocalApic;
 use crate::cpuid::CpuidPolicy;
 use crate::devices::bus::{Bus, MmioDevice, PioDevice};
 use crate::devices::pit::PIT_IRQ;
@@ -25,11 +34,16 @@ pub use crate::devices::COM1_IRQ;
 use crate::devices::{register_ports, Devices};
 use crate::exit::Exit;
 use crate::mmu::memory::GuestMemory;
-use crate::msr::MsrState;
 use crate::ops::{RunLimit, X86Ops};
 use crate::platform::Platform;
 use crate::stats::ExitStats;
+pub use crate::vcpu::{MpState, Vcpu};
 use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The most vCPUs a machine has: the xAPIC's 8-bit APIC IDs 0-254 (255 is the broadcast
+/// address), which the MADT's processor entries also carry.
+pub const MAX_VCPUS: usize = 255;
 
 /// The earlier of two optional times.
 pub(crate) fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -57,8 +71,8 @@ pub enum RunOutcome {
     InstructionLimit,
     /// The wall-clock timeout was reached.
     Timeout,
-    /// The guest halted with nothing that could ever wake it (interrupts disabled, or no
-    /// timer armed and no interrupt source).
+    /// Every vCPU halted with nothing that could ever wake it (interrupts disabled, or no
+    /// timer armed and no interrupt source), or waits for a start-up IPI nobody can send.
     HaltedForever,
     /// The guest powered the machine off: ACPI sleep state S5 through PM1a_CNT.
     PowerOff,
@@ -85,8 +99,8 @@ pub enum RunOutcome {
 /// Run-loop settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmConfig {
-    /// Stop after this many guest instructions in one [`Vm::run`] (backends that count
-    /// them).
+    /// Stop after this many guest instructions in one [`Vm::run`], all vCPUs together
+    /// (backends that count them).
     pub max_instructions: Option<u64>,
     /// Stop after this much host time, in nanoseconds.
     pub timeout_ns: Option<u64>,
@@ -96,6 +110,12 @@ pub struct VmConfig {
     pub time_slice: u64,
     /// Exits handled between two reads of the host clock, at most.
     pub exits_per_clock_read: u32,
+    /// With several vCPUs: the instructions one vCPU runs in a turn before the next
+    /// takes over (see [`crate::sched`]).
+    pub smp_turn: u64,
+    /// With several vCPUs: the host time one turn may take at most, in nanoseconds (what
+    /// bounds a turn on a backend that does not count instructions).
+    pub smp_turn_ns: u64,
 }
 
 impl Default for VmConfig {
@@ -106,6 +126,8 @@ impl Default for VmConfig {
             collect_timing: false,
             time_slice: 200_000,
             exits_per_clock_read: 32,
+            smp_turn: crate::sched::DEFAULT_TURN,
+            smp_turn_ns: crate::sched::DEFAULT_TURN_NS,
         }
     }
 }
@@ -121,57 +143,70 @@ pub(crate) enum Flow {
     Events,
     /// Time matters now: read the clock, update timers, deliver events.
     Clock,
+    /// The vCPU's turn ends (it halted, waits for SIPI, gave way at PAUSE, or used its
+    /// budget): the next vCPU that can run takes over.
+    Yield,
     /// Stop the run with the outcome stored by [`Vm::stop`].
     Stop,
 }
 
-/// One virtual machine with one vCPU.
+/// Why a machine could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmError {
+    /// The number of vCPUs is not 1 to [`MAX_VCPUS`].
+    VcpuCount(usize),
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmError::VcpuCount(n) => write!(
+                f,
+                "a machine of {n} vCPUs: the number of vCPUs must be 1 to {MAX_VCPUS}"
+            ),
+        }
+    }
+}
+
+/// One virtual machine: the shared state and its vCPUs.
 pub struct Vm<B: X86Ops, P: Platform> {
-    /// The vCPU's backend.
-    pub vcpu: B,
+    /// The vCPUs, index 0 the bootstrap processor.
+    pub(crate) vcpus: Vec<Vcpu<B>>,
+    /// The vCPU whose turn it is: the one whose exits are being handled.
+    pub(crate) cur: usize,
     /// Guest-physical memory.
     pub mem: GuestMemory,
     /// The host services.
     pub platform: P,
-    /// What CPUID reports.
+    /// What CPUID reports (the same model on every vCPU; the APIC ID differs).
     pub cpuid: CpuidPolicy,
-    /// The MSRs the core holds.
-    pub msrs: MsrState,
-    /// The local APIC.
-    pub apic: LocalApic,
     /// The platform devices.
     pub devices: Devices,
     /// Port-I/O map.
     pub pio: Bus<PioDevice>,
-    /// MMIO map.
+    /// MMIO map (the local APICs' pages are each vCPU's own and not on it).
     pub mmio: Bus<MmioDevice>,
-    /// Exit counts and times.
+    /// Exit counts and times, all vCPUs together.
     pub stats: ExitStats,
     /// Run-loop settings.
     pub config: VmConfig,
-    /// The limit handed to the backend; refreshed when the clock is read.
-    pub(crate) limit: RunLimit,
     /// Host time (ns) when the current or last run started.
     run_started_ns: u64,
     /// Host time (ns) when the last run ended.
     run_ended_ns: u64,
-    /// The backend's retired-instruction count when the current or last run started:
-    /// [`VmConfig::max_instructions`] counts from there, whatever the vCPU ran before.
-    retired_at_start: u64,
-    /// The xAPIC page currently registered on the MMIO bus.
-    apic_mmio_registered: Option<u64>,
-    /// Whether the core asked the backend for an interrupt window.
-    irq_window: bool,
-    /// Whether the core asked the backend for an NMI window.
-    nmi_window: bool,
+    /// With several vCPUs: host time at which the current turn ends.
+    pub(crate) turn_end_ns: u64,
+    /// With several vCPUs: the current vCPU's retired-instruction count at which its turn
+    /// ends.
+    pub(crate) turn_end_retired: u64,
     /// How the run ends, once a handler returned [`Flow::Stop`].
     stop: Option<RunOutcome>,
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
-    /// A VM around a vCPU whose architectural state the caller has already set (for
+    /// A machine with one vCPU whose architectural state the caller has already set (for
     /// instance with a loader's [`crate::loader::BootState`]), with the PC's platform
-    /// devices ([`Devices`], registered by [`register_ports`]) and the local APIC. The
+    /// devices ([`Devices`], registered by [`register_ports`]) and its local APIC. The
     /// firmware tables are the caller's to build ([`crate::pc`]).
     pub fn new(
         vcpu: B,
@@ -180,37 +215,65 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         cpuid: CpuidPolicy,
         config: VmConfig,
     ) -> Vm<B, P> {
+        let mut vcpus = Vec::with_capacity(1);
+        vcpus.push(vcpu);
+        match Vm::with_vcpus(vcpus, mem, platform, cpuid, config) {
+            Ok(vm) => vm,
+            // One vCPU is always a valid count.
+            Err(_) => unreachable!("a machine of one vCPU"),
+        }
+    }
+
+    /// A machine with the vCPUs `backends`: the first is the bootstrap processor, in the
+    /// state the caller set; the others are application processors, reset to their
+    /// power-on state and waiting for SIPI (as a PC's firmware leaves them, parked for
+    /// the operating system's INIT-SIPI-SIPI). vCPU `i` gets local APIC ID `i`; the
+    /// CPUID policy's topology ([`CpuidPolicy::set_topology`]), the CMOS CPU count and
+    /// fw_cfg's CPU counts are set to the number of vCPUs. The ACPI tables are the
+    /// caller's ([`crate::pc::build_acpi`] with the same count).
+    pub fn with_vcpus(
+        backends: Vec<B>,
+        mem: GuestMemory,
+        platform: P,
+        mut cpuid: CpuidPolicy,
+        config: VmConfig,
+    ) -> Result<Vm<B, P>, VmError> {
+        let n = backends.len();
+        if n == 0 || n > MAX_VCPUS {
+            return Err(VmError::VcpuCount(n));
+        }
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         register_ports(&mut pio, &mut mmio);
-        let devices = Devices::new(&mem, platform.wall_clock_ns(), platform.now_ns());
-        let mut vm = Vm {
-            vcpu,
+        // n <= MAX_VCPUS (255) fits both.
+        let devices = Devices::new(&mem, n as u16, platform.wall_clock_ns(), platform.now_ns());
+        cpuid.set_topology(n as u32);
+        let mut vcpus: Vec<Vcpu<B>> = backends
+            .into_iter()
+            .enumerate()
+            .map(|(i, backend)| Vcpu::new(i as u32, backend, config.time_slice))
+            .collect();
+        let pause_exits = n > 1;
+        for v in &mut vcpus {
+            v.backend.set_pause_exiting(pause_exits);
+        }
+        Ok(Vm {
+            vcpus,
+            cur: 0,
             mem,
             platform,
             cpuid,
-            msrs: MsrState::new(),
-            apic: LocalApic::new(0),
             devices,
             pio,
             mmio,
             stats: ExitStats::default(),
             config,
-            limit: RunLimit {
-                tsc: 0,
-                deadline: None,
-                max_instructions: config.time_slice,
-            },
             run_started_ns: 0,
             run_ended_ns: 0,
-            retired_at_start: 0,
-            apic_mmio_registered: None,
-            irq_window: false,
-            nmi_window: false,
+            turn_end_ns: 0,
+            turn_end_retired: 0,
             stop: None,
-        };
-        vm.sync_apic_mmio();
-        vm
+        })
     }
 
     /// Give up the VM and keep its host services (the console of a machine that reboots).
@@ -218,25 +281,89 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         self.platform
     }
 
-    /// The guest's TSC now (reads the host clock).
+    /// Take the machine apart: the vCPUs' backends (index 0 first), guest memory and the
+    /// host services.
+    pub fn into_parts(self) -> (Vec<B>, GuestMemory, P) {
+        let backends = self.vcpus.into_iter().map(|v| v.backend).collect();
+        (backends, self.mem, self.platform)
+    }
+
+    /// The vCPUs, index 0 (the bootstrap processor) first.
+    pub fn vcpus(&self) -> &[Vcpu<B>] {
+        &self.vcpus
+    }
+
+    /// The vCPUs, writable.
+    pub fn vcpus_mut(&mut self) -> &mut [Vcpu<B>] {
+        &mut self.vcpus
+    }
+
+    /// The bootstrap processor (vCPU 0).
+    pub fn bsp(&self) -> &Vcpu<B> {
+        &self.vcpus[0]
+    }
+
+    /// The bootstrap processor, writable.
+    pub fn bsp_mut(&mut self) -> &mut Vcpu<B> {
+        &mut self.vcpus[0]
+    }
+
+    /// The bootstrap processor and guest memory, both writable (a debugger reads and
+    /// writes memory through the vCPU's paging state).
+    pub fn bsp_and_mem_mut(&mut self) -> (&mut Vcpu<B>, &mut GuestMemory) {
+        (&mut self.vcpus[0], &mut self.mem)
+    }
+
+    /// The index of the vCPU whose turn it is (or was, when the run stopped).
+    pub fn cur(&self) -> usize {
+        self.cur
+    }
+
+    /// The vCPU whose turn it is.
+    #[inline(always)]
+    pub(crate) fn vcpu(&mut self) -> &mut Vcpu<B> {
+        &mut self.vcpus[self.cur]
+    }
+
+    /// Guest instructions retired by all vCPUs so far, where the backend counts them.
+    pub fn instructions_retired(&self) -> Option<u64> {
+        self.vcpus.iter().try_fold(0u64, |sum, v| {
+            v.backend
+                .instructions_retired()
+                .map(|n| sum.saturating_add(n))
+        })
+    }
+
+    /// Accesses to MSRs nobody implements, all vCPUs together, and the index of the last
+    /// one (of the highest-numbered vCPU that made one).
+    pub fn unknown_msr_accesses(&self) -> (u64, Option<u32>) {
+        self.vcpus.iter().fold((0, None), |(n, last), v| {
+            (
+                n + v.msrs.unknown_accesses(),
+                v.msrs.last_unknown().or(last),
+            )
+        })
+    }
+
+    /// The current vCPU's TSC now (reads the host clock).
     pub fn guest_tsc(&self) -> u64 {
-        self.platform
-            .now_ns()
-            .wrapping_add_signed(self.msrs.tsc_offset())
+        let v = &self.vcpus[self.cur];
+        self.platform.now_ns().wrapping_add_signed(v.tsc_offset())
     }
 
-    /// The guest TSC as of the last clock read (no clock read).
+    /// The current vCPU's TSC as of the last clock read (no clock read).
     pub fn last_guest_tsc(&self) -> u64 {
-        self.limit.tsc
+        self.vcpus[self.cur].limit.tsc
     }
 
-    /// Bring the guest TSC the core works with up to the host clock and advance the APIC
-    /// timer to it, for accesses whose result depends on the exact time.
+    /// Bring the TSC the core works with for the current vCPU up to the host clock and
+    /// advance its APIC timer to it, for accesses whose result depends on the exact time.
     pub(crate) fn catch_up_clock(&mut self) {
         let tsc = self.guest_tsc();
+        let v = &mut self.vcpus[self.cur];
         // Never step back: the backend may have shown the guest a later value.
-        self.limit.tsc = self.limit.tsc.max(tsc);
-        self.apic.update(self.limit.tsc);
+        v.limit.tsc = v.limit.tsc.max(tsc);
+        v.apic.update(v.limit.tsc);
     }
 
     /// Drive interrupt line `line` (ISA IRQ 0-15 or GSI 16-23; see [`crate::irq`] for the
@@ -247,22 +374,22 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub fn set_irq(&mut self, line: u32, level: bool) -> bool {
         self.devices
             .irqchip
-            .set_irq(line, level, core::slice::from_mut(&mut self.apic))
+            .set_irq(line, level, &mut self.vcpus[..])
     }
 
     /// Raise and lower `line`: one edge, for a source that signals events.
     pub fn pulse_irq(&mut self, line: u32) {
-        self.devices
-            .irqchip
-            .pulse_irq(line, core::slice::from_mut(&mut self.apic));
+        self.devices.irqchip.pulse_irq(line, &mut self.vcpus[..]);
     }
 
     /// Pulse the NMI line (LINT1 of every local APIC; QEMU's `nmi` command, KVM's
     /// `KVM_NMI`): an NMI where LINT1 is programmed for one, as a PC firmware leaves it,
     /// or directly while the APIC is globally disabled.
     pub fn nmi(&mut self) {
-        self.apic.set_lint1(true);
-        self.apic.set_lint1(false);
+        for v in &mut self.vcpus {
+            v.apic.set_lint1(true);
+            v.apic.set_lint1(false);
+        }
     }
 
     /// Bring COM1's interrupt line to what the UART computes now (after an access, or
@@ -270,6 +397,14 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn update_com1_irq(&mut self) -> bool {
         let level = self.devices.com1.irq_pending(&mut self.platform);
         self.set_irq(COM1_IRQ, level)
+    }
+
+    /// Send the IPI the current vCPU's last ICR write produced, if any, to the local
+    /// APICs it addresses (any vCPU's, its own included).
+    pub(crate) fn route_ipi(&mut self) {
+        if let Some(ipi) = self.vcpus[self.cur].apic.take_ipi() {
+            crate::irq::deliver_ipi(&ipi, self.cur, &mut self.vcpus[..]);
+        }
     }
 
     /// Host time (ns) at which the current run started.
@@ -282,26 +417,6 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         self.run_ended_ns.saturating_sub(self.run_started_ns)
     }
 
-    /// Keep the MMIO bus in step with where the xAPIC page is (it moves with
-    /// IA32_APIC_BASE and disappears in x2APIC mode or when the APIC is disabled).
-    pub(crate) fn sync_apic_mmio(&mut self) {
-        let want = self.apic.mmio_base();
-        if want != self.apic_mmio_registered {
-            if let Some(old) = self.apic_mmio_registered.take() {
-                self.mmio.unregister(old);
-            }
-            if let Some(base) = want {
-                if self
-                    .mmio
-                    .register(base, 0x1000, MmioDevice::LocalApic)
-                    .is_ok()
-                {
-                    self.apic_mmio_registered = Some(base);
-                }
-            }
-        }
-    }
-
     /// End the run with `outcome` (a handler's `return self.stop(...)`).
     #[cold]
     pub(crate) fn stop(&mut self, outcome: RunOutcome) -> Flow {
@@ -309,29 +424,56 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         Flow::Stop
     }
 
+    /// The outcome a handler stored with [`Vm::stop`].
+    #[cold]
+    fn take_stop(&mut self) -> RunOutcome {
+        self.stop.take().unwrap_or_else(|| {
+            RunOutcome::Failed(String::from("an exit handler stopped without an outcome"))
+        })
+    }
+
     /// Run the guest until it stops (debug exit, triple fault, a limit, or a failure).
     pub fn run(&mut self) -> RunOutcome {
         self.run_started_ns = self.platform.now_ns();
-        self.retired_at_start = self.vcpu.instructions_retired().unwrap_or(0);
-        let outcome = self.run_loop();
+        for v in &mut self.vcpus {
+            v.retired_at_start = v.backend.instructions_retired().unwrap_or(0);
+        }
+        let outcome = self.run_vcpus();
         self.run_ended_ns = self.platform.now_ns();
         self.platform.console_flush();
         outcome
     }
 
-    fn run_loop(&mut self) -> RunOutcome {
-        if let Some(stop) = self.read_clock() {
-            return stop;
+    /// One turn of the current vCPU: from its pending INIT or SIPI and events, through its
+    /// exits, until it yields (`None`) or the run stops.
+    pub(crate) fn run_turn(&mut self) -> Option<RunOutcome> {
+        {
+            let v = &mut self.vcpus[self.cur];
+            v.accept_events();
+            match v.mp_state {
+                MpState::WaitForSipi => return None,
+                // Woken: the HLT it executed has retired.
+                MpState::Halted | MpState::Runnable => v.mp_state = MpState::Runnable,
+            }
+        }
+        if self.vcpus.len() > 1 {
+            self.start_turn();
+        }
+        match self.read_clock() {
+            Flow::Stop => return Some(self.take_stop()),
+            Flow::Yield => return None,
+            _ => {}
         }
         self.deliver_events();
         // Exits left before the clock must be read (counts down to 1).
         let mut until_clock = self.config.exits_per_clock_read;
         loop {
-            let exit = self.vcpu.run(&mut self.mem, &self.limit);
+            let v = &mut self.vcpus[self.cur];
+            let exit = v.backend.run(&mut self.mem, &v.limit);
             let kind = exit.kind();
             self.stats.count(kind);
             self.platform
-                .observe_exit(self.apic.id(), &exit, &self.vcpu);
+                .observe_exit(self.cur as u32, &exit, &self.vcpus[self.cur].backend);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {
@@ -343,17 +485,14 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     until_clock -= 1;
                     self.deliver_events()
                 }
-                Flow::Stop => {
-                    return self.stop.take().unwrap_or_else(|| {
-                        RunOutcome::Failed(String::from(
-                            "an exit handler stopped without an outcome",
-                        ))
-                    })
-                }
+                Flow::Stop => return Some(self.take_stop()),
+                Flow::Yield => return None,
                 Flow::Resume | Flow::Events | Flow::Clock => {
                     until_clock = self.config.exits_per_clock_read;
-                    if let Some(stop) = self.read_clock() {
-                        return stop;
+                    match self.read_clock() {
+                        Flow::Stop => return Some(self.take_stop()),
+                        Flow::Yield => return None,
+                        _ => {}
                     }
                     self.deliver_events();
                 }
@@ -375,41 +514,58 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         flow
     }
 
-    /// Read the clock, run the timers, check the run's limits and refresh the backend's
-    /// [`RunLimit`].
-    fn read_clock(&mut self) -> Option<RunOutcome> {
+    /// Read the clock, run the timers, check the run's limits and refresh the current
+    /// vCPU's [`RunLimit`]. [`Flow::Stop`] when a limit ended the run, [`Flow::Yield`]
+    /// when the vCPU's turn is over, [`Flow::Clock`] otherwise.
+    fn read_clock(&mut self) -> Flow {
         let now_ns = self.platform.now_ns();
         if let Some(timeout) = self.config.timeout_ns {
             if now_ns.saturating_sub(self.run_started_ns) >= timeout {
-                return Some(RunOutcome::Timeout);
+                return self.stop(RunOutcome::Timeout);
             }
         }
         if self.platform.stop_requested() {
-            return Some(RunOutcome::Quit);
+            return self.stop(RunOutcome::Quit);
         }
         let mut slice = self.config.time_slice.max(1);
         if let Some(max) = self.config.max_instructions {
-            let done = self
-                .vcpu
-                .instructions_retired()
-                .unwrap_or(0)
-                .saturating_sub(self.retired_at_start);
+            let done = self.instructions_this_run();
             if done >= max {
-                return Some(RunOutcome::InstructionLimit);
+                return self.stop(RunOutcome::InstructionLimit);
             }
             slice = slice.min(max - done);
         }
-        let tsc = now_ns.wrapping_add_signed(self.msrs.tsc_offset());
-        self.apic.update(tsc);
+        let smp = self.vcpus.len() > 1;
+        if smp {
+            if self.wake_halted(now_ns) {
+                return Flow::Yield;
+            }
+            match self.turn_left(now_ns) {
+                Some(left) => slice = slice.min(left),
+                None => return Flow::Yield,
+            }
+        }
+        let v = &mut self.vcpus[self.cur];
+        let tsc = now_ns.wrapping_add_signed(v.tsc_offset());
+        v.apic.update(tsc);
         self.update_platform_timers(now_ns);
         // Console input may have arrived since the UART was last looked at.
         self.update_com1_irq();
-        self.limit = RunLimit {
+        let deadline = self.next_deadline_tsc(smp);
+        self.vcpus[self.cur].limit = RunLimit {
             tsc,
-            deadline: self.next_deadline_tsc(),
+            deadline,
             max_instructions: slice,
         };
-        None
+        Flow::Clock
+    }
+
+    /// Guest instructions the vCPUs retired since this run started.
+    fn instructions_this_run(&self) -> u64 {
+        self.vcpus.iter().fold(0u64, |sum, v| {
+            let now = v.backend.instructions_retired().unwrap_or(0);
+            sum.saturating_add(now.saturating_sub(v.retired_at_start))
+        })
     }
 
     /// Bring the platform timers (the PIT, the RTC, the ACPI PM timer) to `now_ns` and
@@ -430,48 +586,45 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         self.set_irq(u32::from(SCI_IRQ), sci);
     }
 
-    /// The guest TSC value of machine time `ns` (the TSC is the machine clock plus the
-    /// guest's offset; a time before the TSC's zero is its zero).
-    fn ns_to_tsc(&self, ns: u64) -> u64 {
-        let tsc = i128::from(ns) + i128::from(self.msrs.tsc_offset());
-        u64::try_from(tsc.max(0)).unwrap_or(u64::MAX)
-    }
-
-    /// The machine time at which the guest TSC reads `tsc`.
-    fn tsc_to_ns(&self, tsc: u64) -> u64 {
-        let ns = i128::from(tsc) - i128::from(self.msrs.tsc_offset());
-        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
-    }
-
-    /// The next time, as a guest TSC value, at which a timer may raise an interrupt: the
-    /// local APIC's timer or a platform timer.
-    fn next_deadline_tsc(&self) -> Option<u64> {
-        let platform = self.devices.next_deadline().map(|ns| self.ns_to_tsc(ns));
-        earliest(self.apic.next_deadline(), platform)
-    }
-
-    /// When a halted vCPU must wake to look again, as machine time: the platform timers'
-    /// next deadline, or the local APIC timer's unless its vector is already requested
-    /// ([`LocalApic::next_wakeup`]).
-    pub(crate) fn next_wakeup_ns(&self) -> Option<u64> {
-        let apic = self.apic.next_wakeup().map(|tsc| self.tsc_to_ns(tsc));
-        earliest(apic, self.devices.next_deadline())
-    }
-
-    /// Route the local APIC's EOI broadcasts, then deliver what is pending, highest
-    /// priority first: an NMI, else the local APIC's highest fixed interrupt, else an
-    /// external interrupt whose vector the PIC's INTA cycle gives. What the guest cannot
-    /// take now gets a window exit instead (an NMI window, an interrupt window).
-    pub(crate) fn deliver_events(&mut self) {
-        while let Some(vector) = self.apic.take_eoi_broadcast() {
-            self.devices
-                .irqchip
-                .eoi(vector, core::slice::from_mut(&mut self.apic));
+    /// The next time, as the current vCPU's TSC value, at which a timer may raise an
+    /// interrupt: its local APIC's timer or a platform timer, and with several vCPUs
+    /// (`smp`) the timer that wakes a halted one, which must not wait for this turn's end,
+    /// and the end of the turn itself.
+    fn next_deadline_tsc(&self, smp: bool) -> Option<u64> {
+        let v = &self.vcpus[self.cur];
+        let mut ns = self.devices.next_deadline();
+        if smp {
+            ns = earliest(ns, self.halted_wakeup_ns());
+            ns = earliest(ns, Some(self.turn_end_ns()));
         }
-        let nmi_window = if self.apic.nmi_pending() {
-            if self.vcpu.nmi_allowed() {
-                self.apic.nmi_injected();
-                self.vcpu.inject_event(crate::ops::Event::Nmi);
+        earliest(v.apic.next_deadline(), ns.map(|ns| v.ns_to_tsc(ns)))
+    }
+
+    /// When a halted vCPU's local APIC timer next makes an interrupt it could take, as
+    /// machine time (see [`crate::apic::LocalApic::next_wakeup`]).
+    pub(crate) fn halted_wakeup_ns(&self) -> Option<u64> {
+        self.vcpus
+            .iter()
+            .filter(|v| {
+                v.mp_state == MpState::Halted && v.backend.rflags() & crate::arch::RFLAGS_IF != 0
+            })
+            .filter_map(|v| v.apic.next_wakeup().map(|tsc| v.tsc_to_ns(tsc)))
+            .min()
+    }
+
+    /// Route the current vCPU's EOI broadcasts, then deliver what is pending for it,
+    /// highest priority first: an NMI, else the local APIC's highest fixed interrupt,
+    /// else an external interrupt whose vector the PIC's INTA cycle gives. What the guest
+    /// cannot take now gets a window exit instead (an NMI window, an interrupt window).
+    pub(crate) fn deliver_events(&mut self) {
+        while let Some(vector) = self.vcpus[self.cur].apic.take_eoi_broadcast() {
+            self.devices.irqchip.eoi(vector, &mut self.vcpus[..]);
+        }
+        let v = &mut self.vcpus[self.cur];
+        let nmi_window = if v.apic.nmi_pending() {
+            if v.backend.nmi_allowed() {
+                v.apic.nmi_injected();
+                v.backend.inject_event(crate::ops::Event::Nmi);
                 false
             } else {
                 true
@@ -479,45 +632,44 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         } else {
             false
         };
-        if nmi_window != self.nmi_window {
-            self.nmi_window = nmi_window;
-            self.vcpu.enable_nmi_window(nmi_window);
+        if nmi_window != v.nmi_window {
+            v.nmi_window = nmi_window;
+            v.backend.enable_nmi_window(nmi_window);
         }
-        let fixed = self.apic.pending_interrupt();
-        if fixed.is_none() && !self.apic.extint_pending() {
-            if self.irq_window {
-                self.irq_window = false;
-                self.vcpu.enable_irq_window(false);
+        let fixed = v.apic.pending_interrupt();
+        if fixed.is_none() && !v.apic.extint_pending() {
+            if v.irq_window {
+                v.irq_window = false;
+                v.backend.enable_irq_window(false);
             }
             return;
         }
-        if self.vcpu.interrupt_allowed() {
+        if v.backend.interrupt_allowed() {
             let vector = match fixed {
                 Some(vector) => {
-                    self.apic.acknowledge(vector);
+                    v.apic.acknowledge(vector);
                     vector
                 }
                 None => self.acknowledge_extint(),
             };
-            self.vcpu
+            let v = &mut self.vcpus[self.cur];
+            v.backend
                 .inject_event(crate::ops::Event::ExternalInterrupt(vector));
-            if self.irq_window {
-                self.irq_window = false;
-                self.vcpu.enable_irq_window(false);
+            if v.irq_window {
+                v.irq_window = false;
+                v.backend.enable_irq_window(false);
             }
-        } else if !self.irq_window {
-            self.irq_window = true;
-            self.vcpu.enable_irq_window(true);
+        } else if !v.irq_window {
+            v.irq_window = true;
+            v.backend.enable_irq_window(true);
         }
     }
 
-    /// The INTA cycle of an external interrupt the guest is about to take.
+    /// The INTA cycle of an external interrupt the current vCPU is about to take.
     #[cold]
     fn acknowledge_extint(&mut self) -> u8 {
-        self.apic.extint_acknowledged();
-        self.devices
-            .irqchip
-            .acknowledge_extint(core::slice::from_mut(&mut self.apic))
+        self.vcpus[self.cur].apic.extint_acknowledged();
+        self.devices.irqchip.acknowledge_extint(&mut self.vcpus[..])
     }
 
     /// Dispatch one exit to its handler family (inlined into the loop: a call here costs
@@ -541,15 +693,16 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 data,
             } => self.handle_mmio(gpa, size, direction, data),
             Exit::Hlt => self.handle_hlt(),
+            Exit::Pause => self.handle_pause(),
             Exit::InterruptWindow | Exit::NmiWindow | Exit::ExternalInterrupt => Flow::Events,
             Exit::Preempted => Flow::Clock,
             Exit::Xsetbv { .. } | Exit::Hypercall => self.handle_undefined_instruction(),
             Exit::CacheFlush => {
-                self.vcpu.skip_emulated_instruction();
+                self.vcpu().backend.skip_emulated_instruction();
                 Flow::Resume
             }
             Exit::TripleFault => {
-                let rip = self.vcpu.rip();
+                let rip = self.vcpu().backend.rip();
                 self.stop(RunOutcome::TripleFault { rip })
             }
             Exit::SlatViolation { .. }
@@ -712,7 +865,7 @@ mod tests {
             CpuidPolicy::emulator(),
             VmConfig::default(),
         );
-        vm.apic.mmio_write(reg::SVR, 0x1ff, 0);
+        vm.vcpus[0].apic.mmio_write(reg::SVR, 0x1ff, 0);
         vm
     }
 
@@ -735,13 +888,32 @@ mod tests {
         assert!(matches!(vm.stop.take(), Some(RunOutcome::Failed(_))));
     }
 
+    /// The guest executes HLT: `Ok(true)` if something to take was pending already,
+    /// `Ok(false)` once the machine, idle, was woken; the run's end if nothing can wake it.
+    fn hlt<P: Platform>(vm: &mut Vm<EventVcpu, P>) -> Result<bool, RunOutcome> {
+        match vm.handle_hlt() {
+            Flow::Clock => Ok(true),
+            Flow::Yield => {
+                assert_eq!(vm.vcpus[0].mp_state(), MpState::Halted);
+                match vm.idle() {
+                    None => {
+                        assert!(vm.vcpus[0].can_run());
+                        Ok(false)
+                    }
+                    Some(outcome) => Err(outcome),
+                }
+            }
+            other => panic!("HLT: {other:?}"),
+        }
+    }
+
     fn outb(vm: &mut Vm<EventVcpu, Quiet>, port: u16, value: u8) -> Flow {
         vm.handle_io(port, 1, Direction::Write, u32::from(value))
     }
 
     fn inb(vm: &mut Vm<EventVcpu, Quiet>, port: u16) -> u8 {
         vm.handle_io(port, 1, Direction::Read, 0);
-        vm.vcpu.pio_in.take().unwrap() as u8
+        vm.vcpus[0].backend.pio_in.take().unwrap() as u8
     }
 
     /// Linux's init_8259A: vectors 0x30/0x38, then the masks.
@@ -773,30 +945,34 @@ mod tests {
     fn nmi_first_then_fixed_then_the_pic_through_lint0() {
         let mut vm = vm();
         init_pic(&mut vm, [0, 0]);
-        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
-        vm.apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        vm.vcpus[0]
+            .apic
+            .mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.vcpus[0]
+            .apic
+            .mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
         vm.set_irq(3, true);
-        vm.apic.deliver_fixed(0x50, false);
+        vm.vcpus[0].apic.deliver_fixed(0x50, false);
         vm.nmi();
         // Interrupts disabled, NMIs blocked: both windows are requested.
         vm.deliver_events();
-        assert!(vm.vcpu.injected.is_empty());
-        assert!(vm.vcpu.irq_window && vm.vcpu.nmi_window);
+        assert!(vm.vcpus[0].backend.injected.is_empty());
+        assert!(vm.vcpus[0].backend.irq_window && vm.vcpus[0].backend.nmi_window);
         // The NMI goes first; the interrupt waits for the next entry.
-        vm.vcpu.nmi_ok = true;
-        vm.vcpu.rflags = RFLAGS_IF;
+        vm.vcpus[0].backend.nmi_ok = true;
+        vm.vcpus[0].backend.rflags = RFLAGS_IF;
         vm.deliver_events();
-        assert_eq!(vm.vcpu.injected, [Event::Nmi]);
-        assert!(!vm.vcpu.nmi_window && vm.vcpu.irq_window);
-        vm.vcpu.enter();
+        assert_eq!(vm.vcpus[0].backend.injected, [Event::Nmi]);
+        assert!(!vm.vcpus[0].backend.nmi_window && vm.vcpus[0].backend.irq_window);
+        vm.vcpus[0].backend.enter();
         // Then the local APIC's fixed interrupt, then the PIC's vector (its INTA).
         vm.deliver_events();
-        vm.vcpu.enter();
+        vm.vcpus[0].backend.enter();
         assert_eq!(vm.devices.irqchip.pic.isr(), 0, "no INTA yet");
         vm.deliver_events();
-        vm.vcpu.enter();
+        vm.vcpus[0].backend.enter();
         assert_eq!(
-            vm.vcpu.injected,
+            vm.vcpus[0].backend.injected,
             [
                 Event::Nmi,
                 Event::ExternalInterrupt(0x50),
@@ -804,11 +980,14 @@ mod tests {
             ]
         );
         assert_eq!(vm.devices.irqchip.pic.isr(), 0x0008);
-        assert!(!vm.vcpu.irq_window, "nothing left: window closed");
+        assert!(
+            !vm.vcpus[0].backend.irq_window,
+            "nothing left: window closed"
+        );
         // The handler's EOI to the PIC: IRQ 3 made no new edge, nothing more.
         assert_eq!(outb(&mut vm, 0x20, 0x63), Flow::Clock);
         vm.deliver_events();
-        assert_eq!(vm.vcpu.injected.len(), 3);
+        assert_eq!(vm.vcpus[0].backend.injected.len(), 3);
     }
 
     #[test]
@@ -817,13 +996,16 @@ mod tests {
         // Pin 4: vector 0x41, level-triggered, physical destination 0.
         ioapic_write(&mut vm, 0x11 + 8, 0);
         assert_eq!(ioapic_write(&mut vm, 0x10 + 8, 0x8041), Flow::Clock);
-        vm.vcpu.rflags = RFLAGS_IF;
+        vm.vcpus[0].backend.rflags = RFLAGS_IF;
         // The UART raises IRQ 4 once OUT2 and the THR-empty interrupt are on.
         assert_eq!(outb(&mut vm, 0x3fc, 0x0b), Flow::Resume, "line still low");
         assert_eq!(outb(&mut vm, 0x3f9, 0x02), Flow::Events, "line raised");
         vm.deliver_events();
-        vm.vcpu.enter();
-        assert_eq!(vm.vcpu.injected, [Event::ExternalInterrupt(0x41)]);
+        vm.vcpus[0].backend.enter();
+        assert_eq!(
+            vm.vcpus[0].backend.injected,
+            [Event::ExternalInterrupt(0x41)]
+        );
         // The guest's EOI without reading IIR: broadcast, remote IRR cleared, the
         // still-high line delivers again.
         assert_eq!(
@@ -831,14 +1013,14 @@ mod tests {
             Flow::Events
         );
         vm.deliver_events();
-        vm.vcpu.enter();
-        assert_eq!(vm.vcpu.injected.len(), 2);
+        vm.vcpus[0].backend.enter();
+        assert_eq!(vm.vcpus[0].backend.injected.len(), 2);
         // Reading IIR drops the line; the next EOI ends it.
         assert_eq!(inb(&mut vm, 0x3fa) & 0x0f, 0x02);
         assert!(!vm.devices.irqchip.line(COM1_IRQ));
         vm.handle_mmio(0xfee0_00b0, 4, Direction::Write, 0);
         vm.deliver_events();
-        assert_eq!(vm.vcpu.injected.len(), 2);
+        assert_eq!(vm.vcpus[0].backend.injected.len(), 2);
         assert_eq!(vm.devices.irqchip.ioapic.entry(4) & (1 << 14), 0);
         // The PIC saw the line too (masked there since reset).
         assert_eq!(vm.devices.irqchip.pic.irr() & 0x10, 0x10);
@@ -849,23 +1031,25 @@ mod tests {
     fn hlt_wakes_for_the_pic_and_for_nmis() {
         let mut vm = vm();
         init_pic(&mut vm, [0xef, 0xff]);
-        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
-        vm.vcpu.rflags = RFLAGS_IF;
-        assert_eq!(vm.handle_hlt(), Flow::Stop, "nothing can wake it");
-        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
-        vm.set_irq(4, true);
+        vm.vcpus[0]
+            .apic
+            .mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.vcpus[0].backend.rflags = RFLAGS_IF;
         assert_eq!(
-            vm.handle_hlt(),
-            Flow::Clock,
-            "the PIC's IRQ 4 through LINT0"
+            hlt(&mut vm),
+            Err(RunOutcome::HaltedForever),
+            "nothing can wake it"
         );
+        vm.set_irq(4, true);
+        assert_eq!(hlt(&mut vm), Ok(true), "the PIC's IRQ 4 through LINT0");
         // With IF clear only an NMI wakes it.
-        vm.vcpu.rflags = 0;
-        assert_eq!(vm.handle_hlt(), Flow::Stop);
-        vm.stop = None;
-        vm.apic.mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
+        vm.vcpus[0].backend.rflags = 0;
+        assert_eq!(hlt(&mut vm), Err(RunOutcome::HaltedForever));
+        vm.vcpus[0]
+            .apic
+            .mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
         vm.nmi();
-        assert_eq!(vm.handle_hlt(), Flow::Clock);
+        assert_eq!(hlt(&mut vm), Ok(true));
     }
 
     #[test]
@@ -928,8 +1112,8 @@ mod tests {
             CpuidPolicy::emulator(),
             config,
         );
-        vm.apic.mmio_write(reg::SVR, 0x1ff, 0);
-        vm.vcpu.rflags = RFLAGS_IF;
+        vm.vcpus[0].apic.mmio_write(reg::SVR, 0x1ff, 0);
+        vm.vcpus[0].backend.rflags = RFLAGS_IF;
         vm
     }
 
@@ -938,26 +1122,26 @@ mod tests {
         // The local APIC timer runs periodically at its shortest period, but the TPR holds
         // its vector back: once it is requested, firing again changes nothing.
         let mut vm = ticking_vm();
-        vm.apic.mmio_write(reg::TPR, 0xf0, 0);
-        vm.apic
+        vm.vcpus[0].apic.mmio_write(reg::TPR, 0xf0, 0);
+        vm.vcpus[0]
+            .apic
             .mmio_write(reg::LVT_TIMER, 0x40 | crate::apic::LVT_TIMER_PERIODIC, 0);
-        vm.apic.mmio_write(reg::TIMER_DIVIDE, 0xb, 0);
-        vm.apic.mmio_write(reg::TIMER_INITIAL, 1, 0);
-        assert_eq!(vm.handle_hlt(), Flow::Stop);
-        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
+        vm.vcpus[0].apic.mmio_write(reg::TIMER_DIVIDE, 0xb, 0);
+        vm.vcpus[0].apic.mmio_write(reg::TIMER_INITIAL, 1, 0);
+        assert_eq!(hlt(&mut vm), Err(RunOutcome::HaltedForever));
         assert!(vm.platform.waits <= 2, "woke {} times", vm.platform.waits);
 
         // The PIT counts from power-on (18.2 Hz), but IRQ 0 is masked at the PIC and the
         // I/O APIC as firmware leaves them.
         let mut vm = ticking_vm();
-        assert_eq!(vm.handle_hlt(), Flow::Stop);
-        assert_eq!(vm.stop.take(), Some(RunOutcome::HaltedForever));
+        assert_eq!(hlt(&mut vm), Err(RunOutcome::HaltedForever));
         assert_eq!(vm.platform.waits, 0);
         // Unmasked at the PIC (through LINT0 in virtual-wire mode), its tick wakes HLT.
-        vm.apic.mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
-        let apics = core::slice::from_mut(&mut vm.apic);
-        vm.devices.irqchip.pic_write(0x21, 0xfe, apics);
-        assert_eq!(vm.handle_hlt(), Flow::Clock);
+        vm.vcpus[0]
+            .apic
+            .mmio_write(reg::LVT_LINT0, LVT_DELIVERY_EXTINT, 0);
+        vm.devices.irqchip.pic_write(0x21, 0xfe, &mut vm.vcpus[..]);
+        assert_eq!(hlt(&mut vm), Ok(false), "woken by the tick");
         assert_eq!(vm.platform.waits, 1);
         let tick = vm.platform.now.get();
         assert!(
@@ -970,8 +1154,7 @@ mod tests {
     fn the_console_can_end_the_run() {
         let mut vm = ticking_vm();
         vm.platform.stop = true;
-        assert_eq!(vm.handle_hlt(), Flow::Stop, "a halted guest");
-        assert_eq!(vm.stop.take(), Some(RunOutcome::Quit));
+        assert_eq!(hlt(&mut vm), Err(RunOutcome::Quit), "a halted guest");
         assert_eq!(
             vm.run(),
             RunOutcome::Quit,
@@ -985,19 +1168,27 @@ mod tests {
         // I/O APIC pin 1: vector 0x51, edge.
         ioapic_write(&mut vm, 0x11 + 2, 0);
         ioapic_write(&mut vm, 0x10 + 2, 0x51);
-        vm.vcpu.rflags = RFLAGS_IF;
+        vm.vcpus[0].backend.rflags = RFLAGS_IF;
         // The keyboard's answer to "identify" is three bytes; Linux's handler reads one
         // per interrupt.
         outb(&mut vm, 0x60, 0xf2);
         for (n, byte) in [0xfa, 0xab, 0x41].into_iter().enumerate() {
             vm.deliver_events();
-            vm.vcpu.enter();
-            assert_eq!(vm.vcpu.injected.len(), n + 1, "an interrupt for byte {n}");
+            vm.vcpus[0].backend.enter();
+            assert_eq!(
+                vm.vcpus[0].backend.injected.len(),
+                n + 1,
+                "an interrupt for byte {n}"
+            );
             assert_eq!(inb(&mut vm, 0x60), byte);
-            vm.apic.mmio_write(reg::EOI, 0, 0);
+            vm.vcpus[0].apic.mmio_write(reg::EOI, 0, 0);
         }
         vm.deliver_events();
-        assert_eq!(vm.vcpu.injected.len(), 3, "nothing after the last byte");
+        assert_eq!(
+            vm.vcpus[0].backend.injected.len(),
+            3,
+            "nothing after the last byte"
+        );
     }
 
     #[test]
@@ -1028,6 +1219,10 @@ mod tests {
             Flow::Resume
         );
         assert_eq!(vm.handle_io(0xcfc, 4, Direction::Read, 0), Flow::Resume);
-        assert_eq!(vm.vcpu.pio_in.take(), Some(0x1237_8086), "the host bridge");
+        assert_eq!(
+            vm.vcpus[0].backend.pio_in.take(),
+            Some(0x1237_8086),
+            "the host bridge"
+        );
     }
 }

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(t.as_secs_f64() > 0.0);
             }
             assert!(run.machine.memory % 4096 == 0);
-            assert!(run.cpus >= 1);
+            assert!((1..=255).contains(&run.machine.vcpus));
         }
         Ok(Command::Exec(exec)) => {
             assert!(exec.options.max_instructions > 0);

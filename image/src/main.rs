@@ -541,7 +541,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         kernel_ref.cmdline.as_str()
     );
     let outcome = vm.run();
-    match &vm.vcpu {
+    match &vm.bsp().backend {
         Backend::Vmx(VmxSlot(vmx)) => {
             if let Some(failure) = vmx.last_failure() {
                 log!("vmx: {:?}", failure);
@@ -555,7 +555,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         Backend::Emu(_) => {}
     }
     let ms = vm.run_time_ns() / 1_000_000;
-    match vm.vcpu.instructions_retired() {
+    match vm.instructions_retired() {
         Some(n) => log!(
             "guest ran {} ms, {} instructions, {} exits",
             ms,

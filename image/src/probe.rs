@@ -168,7 +168,7 @@ fn start_at(vcpu: &mut Backend, rip: u64) {
 
 /// Host TSC cycles of one run of the loop at `rip`.
 fn timed_run(vm: &mut Vm<Backend, BareMetal>, rip: u64) -> Result<u64, String> {
-    start_at(&mut vm.vcpu, rip);
+    start_at(&mut vm.bsp_mut().backend, rip);
     let start = cpu::rdtsc();
     let outcome = vm.run();
     let cycles = cpu::rdtsc().wrapping_sub(start);
@@ -215,7 +215,9 @@ pub fn round_trip(vcpu: Backend, hz: u64, call: Hypercall) -> (Backend, Result<R
             hypercall: median(&mut hypercall),
         })
     })();
-    let mut vcpu = vm.vcpu;
+    let Some(mut vcpu) = vm.into_parts().0.pop() else {
+        unreachable!("a machine of one vCPU")
+    };
     vcpu.vcpu_reset(ResetKind::PowerOn);
     (vcpu, result)
 }

@@ -69,10 +69,11 @@ impl<B: X86Ops, P: Platform> Runner<B, P> {
         }
         let mut vm = Vm::new(vcpu, mem, platform, self.cpuid.clone(), self.config);
         let outcome = vm.run();
-        let snapshot = Snapshot::capture(&vm.vcpu, outcome);
-        self.vcpu = Some(vm.vcpu);
-        self.mem = Some(vm.mem);
-        self.platform = Some(vm.platform);
+        let snapshot = Snapshot::capture(&vm.bsp().backend, outcome);
+        let (backends, mem, platform) = vm.into_parts();
+        self.vcpu = backends.into_iter().next();
+        self.mem = Some(mem);
+        self.platform = Some(platform);
         Ok(snapshot)
     }
 

@@ -141,8 +141,9 @@ impl Cache {
         cpu.fetch_gen = cpu.fetch_gen.wrapping_add(1);
     }
 
-    /// Add a block and mark its bytes as code; returns its index.
-    pub fn insert(&mut self, cpu: &mut Cpu, block: Block) -> u32 {
+    /// Add a block and mark its bytes as code, here and in the machine's shared record
+    /// (so other vCPUs' stores to the page are seen); returns its index.
+    pub fn insert(&mut self, cpu: &mut Cpu, mem: &mut GuestMemory, block: Block) -> u32 {
         if self.blocks.len() >= MAX_BLOCKS {
             self.flush(cpu);
         }
@@ -154,12 +155,21 @@ impl Cache {
         for ch in first..=last {
             mask |= 1 << ch;
         }
-        if let Some(m) = cpu.code_chunks_mut(page) {
-            let was = *m;
-            *m |= mask;
-            if was == 0 {
-                // Stores to this page must now take the checked path.
-                cpu.tlb.protect_code_page(page << 12);
+        if let Some(slot) = cpu.ram.page_slot(page) {
+            if let Some(m) = cpu.code_chunks.get_mut(slot) {
+                let was = *m;
+                *m |= mask;
+                if was == 0 {
+                    // Stores to this page must now take the checked path.
+                    cpu.tlb.protect_code_page(page << 12);
+                }
+            }
+            let record = mem.code_pages_mut();
+            let before = record.seq();
+            record.watch(slot, page, cpu.code_reader);
+            // A reader skips its own events: one that was up to date stays so.
+            if cpu.code_seen == before {
+                cpu.code_seen = record.seq();
             }
         }
         self.page_blocks.entry(page).or_default().push(idx);

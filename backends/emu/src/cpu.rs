@@ -285,6 +285,9 @@ pub struct Cpu {
     /// Exceptions and software interrupts end the run instead of being delivered (see
     /// [`crate::EmuVcpu::set_event_exits`]).
     pub event_exits: bool,
+    /// PAUSE ends the run with [`opsvisor_core::exit::Exit::Pause`] (see
+    /// [`opsvisor_core::ops::X86Ops::set_pause_exiting`]).
+    pub pause_exits: bool,
     /// Set by a handler when the current block must end after this instruction (mode,
     /// paging, shadow, self-modifying code, MMIO store).
     pub brk: bool,
@@ -312,6 +315,11 @@ pub struct Cpu {
     /// Per RAM page, by its dense index ([`crate::mem::RamMap::page_slot`]): which
     /// 128-byte chunks hold decoded code.
     pub code_chunks: Vec<u32>,
+    /// This vCPU's identity in the machine's shared record of code pages
+    /// ([`opsvisor_core::mmu::code_pages::CodePages`]; 0 before the first run).
+    pub code_reader: u32,
+    /// The shared record's events this vCPU has looked at.
+    pub code_seen: u64,
     /// Bumped whenever cached translations or blocks may have become stale.
     pub fetch_gen: u64,
     /// The exit an [`Ex::Exit`] result stands for.
@@ -360,6 +368,7 @@ impl Cpu {
             shadow: false,
             nmi_blocked: false,
             event_exits: false,
+            pause_exits: false,
             brk: false,
             tlb: Tlb::new(),
             ram: RamMap::default(),
@@ -371,6 +380,8 @@ impl Cpu {
             tsc_base_retired: 0,
             smc_pages: Vec::with_capacity(8),
             code_chunks: Vec::new(),
+            code_reader: 0,
+            code_seen: 0,
             fetch_gen: 1,
             unimpl: BTreeMap::new(),
             exit: opsvisor_core::exit::Exit::Preempted,

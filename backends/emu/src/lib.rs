@@ -31,6 +31,7 @@ use crate::cpu::{cr0, efer, sr, Cpu, InterceptKind};
 use crate::exception::Ex;
 use opsvisor_core::exit::Exit;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
+use opsvisor_core::mmu::code_pages::{CodeEvent, CodeEvents};
 use opsvisor_core::mmu::memory::GuestMemory;
 // The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
 use opsvisor_core::msr::index as msr;
@@ -351,7 +352,52 @@ impl EmuVcpu {
             self.cpu.code_chunks.shrink_to(pages);
             self.cpu.code_chunks.resize(pages, 0);
             self.cache.flush(&mut self.cpu);
+            // A new map (or a new layout): a new reader of its code-page record, which
+            // has nothing this vCPU needs to catch up on.
+            let record = mem.code_pages_mut();
+            self.cpu.code_reader = record.register();
+            self.cpu.code_seen = record.seq();
         }
+        self.sync_code_pages(mem);
+    }
+
+    /// Catch up with what the other vCPUs did to code pages since this one last ran
+    /// (see [`opsvisor_core::mmu::code_pages`]): drop the blocks decoded from pages they
+    /// wrote, and stop fast stores to pages they began to decode from. The TLB keeps its
+    /// translations: only this vCPU's INVLPG and CR3 writes drop them.
+    fn sync_code_pages(&mut self, mem: &GuestMemory) {
+        let record = mem.code_pages();
+        let seq = record.seq();
+        if seq == self.cpu.code_seen {
+            return;
+        }
+        let me = self.cpu.code_reader;
+        match record.events_since(self.cpu.code_seen) {
+            CodeEvents::Overflow => {
+                self.cache.flush(&mut self.cpu);
+                self.cpu.protect_watched_pages(mem);
+            }
+            CodeEvents::Some(older, newer) => {
+                let mut watched = false;
+                for event in older.iter().chain(newer) {
+                    match *event {
+                        CodeEvent::Watched { by, .. } if by != me => watched = true,
+                        CodeEvent::Written { page, by }
+                            if by != me
+                                && self.cpu.code_chunks_of(page).is_some_and(|m| m != 0) =>
+                        {
+                            self.cache.invalidate_page(&mut self.cpu, page);
+                        }
+                        _ => {}
+                    }
+                }
+                // One pass over the TLB, whatever the number of pages.
+                if watched {
+                    self.cpu.protect_watched_pages(mem);
+                }
+            }
+        }
+        self.cpu.code_seen = seq;
     }
 
     /// Start a run under `limit`: the run's TSC, and the instruction count at which it
@@ -403,10 +449,7 @@ impl EmuVcpu {
                     gpa2 + (i - first) as u64
                 };
                 if mem.write_u8(at, b).is_ok() {
-                    let page = at >> 12;
-                    if c.code_chunks_of(page).is_some_and(|m| m != 0) {
-                        c.smc_pages.push(page);
-                    }
+                    c.note_code_write(mem, at, 1);
                 }
             }
         }
@@ -717,7 +760,7 @@ impl EmuVcpu {
             return Ok(Some(i));
         }
         match decode_block(&mut self.cpu, mem, rip, la, gpa, bits) {
-            Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, b))),
+            Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, mem, b))),
             Ok((b, false)) => {
                 *scratch = Some(b);
                 Ok(None)
@@ -1126,7 +1169,11 @@ impl X86Ops for EmuVcpu {
 
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
         // Every call below is in tail position, so this path needs no frame of its own.
-        if self.cpu.ins_store.is_some() || self.pending.is_some() || self.cpu.ram.changed(mem) {
+        if self.cpu.ins_store.is_some()
+            || self.pending.is_some()
+            || self.cpu.ram.changed(mem)
+            || mem.code_pages().seq() != self.cpu.code_seen
+        {
             return self.run_slow(mem, limit);
         }
         let stop_at = self.enter(limit);
@@ -1234,6 +1281,9 @@ impl X86Ops for EmuVcpu {
     }
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)
+    }
+    fn set_pause_exiting(&mut self, on: bool) {
+        self.cpu.pause_exits = on;
     }
 
     fn fpu_state(&self) -> Option<FxsaveArea> {

@@ -278,13 +278,19 @@ impl Cpu {
         let gpa_page = if self.cr0 & cr0::PG == 0 {
             // Unpaged: every kind of access is allowed and there is no dirty bit to set.
             let gpa_page = la & 0xffff_f000;
-            self.fill_tlb(sel, la, gpa_page, perm::READ | perm::WRITE | perm::FETCH);
+            self.fill_tlb(
+                mem,
+                sel,
+                la,
+                gpa_page,
+                perm::READ | perm::WRITE | perm::FETCH,
+            );
             gpa_page
         } else {
             match self.tlb.lookup(sel, la, need) {
                 Some((gpa_page, false)) => gpa_page,
                 Some((gpa_page, true)) => {
-                    self.fill_tlb(sel, la, gpa_page, need);
+                    self.fill_tlb(mem, sel, la, gpa_page, need);
                     gpa_page
                 }
                 None => self.walk_and_fill(mem, la, kind, sel)?,
@@ -330,19 +336,33 @@ impl Cpu {
                 .fill_large(sel, la, t.gpa, t.page_size, kind.perm(), global);
         }
         let gpa_page = t.gpa & !0xfff;
-        self.fill_tlb(sel, la, gpa_page, kind.perm());
+        self.fill_tlb(mem, sel, la, gpa_page, kind.perm());
         Ok(gpa_page)
     }
 
     /// Fill the TLB's entry for linear `la` in class `sel`: guest-physical page `gpa_page`,
     /// validated for `perms`, with its host address when it is RAM.
-    fn fill_tlb(&mut self, sel: usize, la: u64, gpa_page: u64, perms: u8) {
+    fn fill_tlb(&mut self, mem: &GuestMemory, sel: usize, la: u64, gpa_page: u64, perms: u8) {
         // One search of the RAM map for both the host address and the code-table slot.
         let found = self.ram.host_page_and_slot(gpa_page);
         let host = found.map_or(0, |(host, _)| host);
-        let has_code =
-            found.is_some_and(|(_, slot)| self.code_chunks.get(slot).is_some_and(|&m| m != 0));
+        // Code this vCPU or another decoded: stores must be seen.
+        let has_code = found.is_some_and(|(_, slot)| {
+            self.code_chunks.get(slot).is_some_and(|&m| m != 0) || mem.code_pages().is_watched(slot)
+        });
         self.tlb.fill(sel, la, gpa_page, perms, host, has_code);
+    }
+
+    /// Stop fast stores through the TLB to every page some vCPU holds decoded code from
+    /// (the machine's record, [`opsvisor_core::mmu::code_pages`]), keeping the
+    /// translations: such stores then take the checked path.
+    pub fn protect_watched_pages(&mut self, mem: &GuestMemory) {
+        let record = mem.code_pages();
+        let ram = &self.ram;
+        self.tlb.protect_pages_where(|gpa_page| {
+            ram.page_slot(gpa_page >> 12)
+                .is_some_and(|slot| record.is_watched(slot))
+        });
     }
 
     /// Whether guest-physical page `gpa_page` holds decoded instructions.
@@ -556,7 +576,7 @@ impl Cpu {
         let bytes = v.to_le_bytes();
         if let Some(s) = mem.slice_mut(gpa, u64::from(size)) {
             s.copy_from_slice(&bytes[..size as usize]);
-            self.note_code_write(gpa, size);
+            self.note_code_write(mem, gpa, size);
             return Ok(());
         }
         let store = Some((gpa, size as u8, v & byte_mask(size)));
@@ -573,15 +593,19 @@ impl Cpu {
         Ok(())
     }
 
-    /// A store hit guest-physical `gpa..gpa+size`: if it overlaps decoded code, schedule
-    /// that page's blocks for invalidation and end the current block.
+    /// A store hit guest-physical `gpa..gpa+size` (within one page): if it overlaps code
+    /// this vCPU decoded, schedule that page's blocks for invalidation and end the
+    /// current block; if other vCPUs may have decoded code from the page, tell them
+    /// through the machine's record ([`opsvisor_core::mmu::code_pages`]).
     #[inline]
-    fn note_code_write(&mut self, gpa: u64, size: u32) {
+    pub(crate) fn note_code_write(&mut self, mem: &mut GuestMemory, gpa: u64, size: u32) {
         let page = gpa >> 12;
-        let Some(chunks) = self.code_chunks_of(page) else {
+        let Some(slot) = self.ram.page_slot(page) else {
             return;
         };
-        if chunks == 0 {
+        let chunks = self.code_chunks.get(slot).copied().unwrap_or(0);
+        let watched = mem.code_pages().is_watched(slot);
+        if chunks == 0 && !watched {
             return;
         }
         let off = gpa & 0xfff;
@@ -589,9 +613,23 @@ impl Cpu {
         let first_chunk = off >> 7;
         let last_chunk = last >> 7;
         let span = ((1u64 << (last_chunk - first_chunk + 1)) - 1) << first_chunk;
-        if u64::from(chunks) & span != 0 {
+        let own_code_hit = u64::from(chunks) & span != 0;
+        if own_code_hit {
             self.smc_pages.push(page);
             self.brk = true;
+        }
+        if watched {
+            // This vCPU still has code there unless the store hit it (then the whole
+            // page's blocks go).
+            let still_cached = chunks != 0 && !own_code_hit;
+            let record = mem.code_pages_mut();
+            let before = record.seq();
+            record.written(slot, page, self.code_reader, still_cached);
+            // A reader skips its own events: one that was up to date stays so (a lone
+            // vCPU's stores never send it down the slow path).
+            if self.code_seen == before {
+                self.code_seen = record.seq();
+            }
         }
     }
 

@@ -2208,3 +2208,149 @@ fn guest_debug_access_watchpoints_stop_after_reads_and_writes_of_the_bytes() {
         .unwrap();
     h.run().unwrap();
 }
+
+/// Two vCPUs on one guest memory: a store by one reaches the code the other decoded, even
+/// when the storing vCPU had the page in its TLB as plain data before the other decoded
+/// from it (cross-modifying code, SDM 3A 9.1.3), and each vCPU's own decode cache
+/// follows stores it did not make.
+#[test]
+fn cross_modifying_code_between_vcpus_is_seen() {
+    const DATA: u64 = CODE + 0x800;
+    const WRITER: u64 = CODE + 0x4000;
+    let mut h = Harness::new();
+    h.long_mode();
+    // vCPU A's code, on the page at CODE: EAX = imm32, HLT.
+    let mut a = asm64();
+    a.mov(eax, 1u32).unwrap();
+    a.hlt().unwrap();
+    a.jmp(CODE).unwrap();
+    h.load(&mut a, CODE, &[]);
+    // vCPU B's code, elsewhere: a data store to A's page (filling B's TLB while nothing
+    // there is code), HLT; then a store to A's imm32 (RBX), HLT.
+    let mut b = asm64();
+    let mut patch = b.create_label();
+    b.mov(dword_ptr(DATA), 0x55u32 as i32).unwrap();
+    b.hlt().unwrap();
+    b.set_label(&mut patch).unwrap();
+    b.mov(dword_ptr(rbx + 1), edx).unwrap();
+    b.hlt().unwrap();
+    b.jmp(WRITER).unwrap();
+    h.load(&mut b, WRITER, &[("patch", patch)]);
+
+    // B first: A's page becomes a fast store target in B's TLB.
+    let mut vcpu_a = core::mem::take(&mut h.vcpu);
+    h.long_mode();
+    h.vcpu.set_rip(WRITER);
+    h.vcpu.set_gpr(Gpr::Rbx, CODE);
+    h.run().unwrap();
+    assert_eq!(h.mem.read_u32(DATA).unwrap(), 0x55);
+    let mut vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+
+    // A decodes and runs its code.
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 1);
+
+    // B patches A's immediate; A, run again from the start, executes the new bytes.
+    for value in [7u32, 0x1234_5678] {
+        vcpu_a = core::mem::replace(&mut h.vcpu, vcpu_b);
+        h.vcpu.set_gpr(Gpr::Rdx, u64::from(value));
+        h.vcpu.set_rip(h.label("patch"));
+        h.run().unwrap();
+        vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+        h.vcpu.set_rip(CODE);
+        h.run().unwrap();
+        assert_eq!(h.gpr(Gpr::Rax), u64::from(value), "A ran stale code");
+    }
+    drop(vcpu_b);
+}
+
+/// TLB shootdowns between two vCPUs: each vCPU's software TLB is its own. A page-table
+/// change and INVLPG on vCPU B do not reach vCPU A's cached translation (as on hardware,
+/// A may keep using it until it flushes), and A's own INVLPG, or its CR3 write, makes
+/// A's next access walk the changed tables.
+#[test]
+fn tlb_flushes_are_per_vcpu() {
+    const PT: u64 = 0x7000;
+    const VA: u64 = 0x100_0000;
+    const OLD: u64 = 0x20000;
+    const NEW: u64 = 0x21000;
+    const WRITER: u64 = CODE + 0x4000;
+    let mut h = Harness::new();
+    h.long_mode();
+    // Both vCPUs in the same long-mode environment (set up before the tables change).
+    let mut vcpu_a = core::mem::take(&mut h.vcpu);
+    h.long_mode();
+    let mut vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+    // VA's 2 MiB region through a page table whose first entry maps OLD.
+    h.mem.write_u64(0x3000 + (VA >> 21) * 8, PT | 7).unwrap();
+    h.mem.write_u64(PT, OLD | 7).unwrap();
+    h.mem.write_u32(OLD, 0x1111).unwrap();
+    h.mem.write_u32(NEW, 0x2222).unwrap();
+    // A: read VA; or flush VA with INVLPG and read; or reload CR3 and read.
+    let mut a = asm64();
+    let (mut read, mut invlpg_read, mut cr3_read) =
+        (a.create_label(), a.create_label(), a.create_label());
+    a.set_label(&mut read).unwrap();
+    a.mov(eax, dword_ptr(VA)).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut invlpg_read).unwrap();
+    a.invlpg(byte_ptr(VA)).unwrap();
+    a.mov(eax, dword_ptr(VA)).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut cr3_read).unwrap();
+    a.mov(rbx, cr3).unwrap();
+    a.mov(cr3, rbx).unwrap();
+    a.mov(eax, dword_ptr(VA)).unwrap();
+    a.hlt().unwrap();
+    h.load(
+        &mut a,
+        CODE,
+        &[
+            ("read", read),
+            ("invlpg_read", invlpg_read),
+            ("cr3_read", cr3_read),
+        ],
+    );
+    // B: read VA, point the page-table entry at RDX, INVLPG, read VA again.
+    let mut b = asm64();
+    b.mov(ecx, dword_ptr(VA)).unwrap();
+    b.mov(qword_ptr(PT), rdx).unwrap();
+    b.invlpg(byte_ptr(VA)).unwrap();
+    b.mov(r8d, dword_ptr(VA)).unwrap();
+    b.hlt().unwrap();
+    h.load(&mut b, WRITER, &[]);
+
+    let run_a = |h: &mut Harness, label: &str| {
+        h.vcpu.set_rip(h.label(label));
+        h.run().unwrap();
+        h.gpr(Gpr::Rax)
+    };
+    assert_eq!(run_a(&mut h, "read"), 0x1111);
+
+    // B remaps VA to NEW and flushes its own TLB.
+    vcpu_a = core::mem::replace(&mut h.vcpu, vcpu_b);
+    h.vcpu.set_gpr(Gpr::Rdx, NEW | 7);
+    h.vcpu.set_rip(WRITER);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rcx), 0x1111, "B before its change");
+    assert_eq!(h.gpr(Gpr::R8), 0x2222, "B after its own INVLPG");
+    vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+
+    assert_eq!(
+        run_a(&mut h, "read"),
+        0x1111,
+        "B's INVLPG does not flush A's TLB"
+    );
+    assert_eq!(run_a(&mut h, "invlpg_read"), 0x2222, "A's own INVLPG");
+
+    // B maps VA back to OLD; A sees it after reloading CR3.
+    vcpu_a = core::mem::replace(&mut h.vcpu, vcpu_b);
+    h.vcpu.set_gpr(Gpr::Rdx, OLD | 7);
+    h.vcpu.set_rip(WRITER);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 0x1111);
+    vcpu_b = core::mem::replace(&mut h.vcpu, vcpu_a);
+    assert_eq!(run_a(&mut h, "read"), 0x2222, "A still translates to NEW");
+    assert_eq!(run_a(&mut h, "cr3_read"), 0x1111, "A's CR3 write flushes");
+    drop(vcpu_b);
+}

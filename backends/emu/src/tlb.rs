@@ -420,6 +420,26 @@ impl Tlb {
         }
     }
 
+    /// Stop fast writes to every cached page whose guest-physical page address satisfies
+    /// `has_code` (pages that began to hold code elsewhere: another vCPU decoded from
+    /// them), in one pass over both classes whatever the number of pages. The
+    /// translations stay: such writes take the checked path through them.
+    pub fn protect_pages_where(&mut self, mut has_code: impl FnMut(u64) -> bool) {
+        for c in &mut self.classes {
+            let epoch = c.epoch;
+            for (e, m) in c.main.iter_mut().zip(c.meta.iter()) {
+                if e.write != INVALID && m.tag & 0xfff == epoch && has_code(m.gpa) {
+                    e.write = INVALID;
+                }
+            }
+            for (e, m) in &mut c.victims {
+                if e.write != INVALID && has_code(m.gpa) {
+                    e.write = INVALID;
+                }
+            }
+        }
+    }
+
     /// Stop fast writes to guest-physical page `gpa_page` (it now holds code).
     pub fn protect_code_page(&mut self, gpa_page: u64) {
         for c in &mut self.classes {
@@ -492,6 +512,29 @@ mod tests {
             t.lookup(0, 0xfee0_0030, perm::WRITE),
             Some((0xfee0_0000, false))
         );
+    }
+
+    #[test]
+    fn protecting_pages_by_a_predicate_keeps_translations() {
+        let mut t = Tlb::new();
+        let stride = (TLB_ENTRIES as u64) << 12;
+        // 0x1000 twice (the second in the victims after a conflict), 0x2000 once.
+        t.fill(0, 0x1000, 0x7000, perm::WRITE, RAM, false);
+        t.fill(0, 0x1000 + stride, 0x7000, perm::WRITE, RAM, false);
+        t.fill(1, 0x2000, 0x8000, perm::WRITE, RAM + 0x1000, false);
+        t.protect_pages_where(|gpa| gpa == 0x7000);
+        for la in [0x1000, 0x1000 + stride] {
+            assert_eq!(
+                t.lookup(0, la, perm::WRITE),
+                Some((0x7000, false)),
+                "{la:#x}"
+            );
+            let (e, tag) = t.probe(0, la, la);
+            assert_eq!(e.read, tag, "{la:#x}: reads stay fast");
+            assert_ne!(e.write, tag, "{la:#x}: writes take the checked path");
+        }
+        let (e, tag) = t.probe(1, 0x2000, 0x2000);
+        assert_eq!(e.write, tag, "another page keeps fast writes");
     }
 
     #[test]

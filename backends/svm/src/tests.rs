@@ -338,13 +338,13 @@ fn core_run_loop_handles_replayed_exits() {
                 RunOutcome::DebugExit { status: 1 },
                 "{kind:?} on {}: {:?}",
                 fixture.name,
-                vm.vcpu.last_failure()
+                vm.bsp().backend.last_failure()
             );
             let io = u64::from(kind == ExitKind::Io);
             assert_eq!(vm.stats.exits(kind), 50 + io, "{kind:?}");
-            assert_eq!(vm.vcpu.replay_vmcb().runs(), 51, "{kind:?}");
+            assert_eq!(vm.bsp().backend.replay_vmcb().runs(), 51, "{kind:?}");
             assert_eq!(vm.stats.exits(ExitKind::Exception), 0);
-            assert!(!vm.vcpu.event_pending(), "{kind:?}");
+            assert!(!vm.bsp().backend.event_pending(), "{kind:?}");
         }
     }
 }

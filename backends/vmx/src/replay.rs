@@ -627,10 +627,10 @@ mod tests {
             // The final debug exit is one more I/O exit.
             let io = u64::from(kind == ExitKind::Io);
             assert_eq!(vm.stats.exits(kind), 50 + io, "{kind:?}");
-            assert_eq!(vm.vcpu.processor().entries(), 51, "{kind:?}");
+            assert_eq!(vm.bsp().backend.processor().entries(), 51, "{kind:?}");
             // The guest saw no exception: nothing was injected.
             assert_eq!(vm.stats.exits(ExitKind::Exception), 0);
-            assert!(!vm.vcpu.event_pending(), "{kind:?}");
+            assert!(!vm.bsp().backend.event_pending(), "{kind:?}");
         }
     }
 

@@ -35,9 +35,8 @@ pub enum PioDevice {
 /// A device on the MMIO bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmioDevice {
-    /// The local APIC's xAPIC page.
-    LocalApic,
-    /// The I/O APIC's page.
+    /// The I/O APIC's page. (The local APICs' pages are not on the bus: each vCPU
+    /// reaches its own at the address its IA32_APIC_BASE gives.)
     IoApic,
 }
 

@@ -72,10 +72,11 @@ pub struct Devices {
 }
 
 impl Devices {
-    /// The devices of a PC with one vCPU and the RAM of `mem`, as firmware leaves them:
-    /// the CMOS clock set from `wall_clock_ns` (the host's time of day), the timers
-    /// counting from `now` (machine nanoseconds).
-    pub fn new(mem: &GuestMemory, wall_clock_ns: u64, now: u64) -> Devices {
+    /// The devices of a PC with `vcpus` vCPUs (APIC IDs 0 to `vcpus` - 1) and the RAM of
+    /// `mem`, as firmware leaves them: the CMOS CPU count and fw_cfg's NB_CPUS and
+    /// MAX_CPUS say `vcpus`, the CMOS clock is set from `wall_clock_ns` (the host's time
+    /// of day), the timers count from `now` (machine nanoseconds).
+    pub fn new(mem: &GuestMemory, vcpus: u16, wall_clock_ns: u64, now: u64) -> Devices {
         let (below_4g, above_4g) = mem.regions().iter().fold((0u64, 0u64), |(lo, hi), r| {
             let below = r.end().min(1 << 32).saturating_sub(r.gpa());
             (lo + below, hi + (r.size() - below))
@@ -83,7 +84,7 @@ impl Devices {
         let cmos = CmosConfig {
             ram_below_4g: below_4g,
             ram_above_4g: above_4g,
-            cpus: 1,
+            cpus: u32::from(vcpus),
         };
         Devices {
             com1: Uart16550::new(),
@@ -97,8 +98,8 @@ impl Devices {
             reset_control: ResetControl::default(),
             acpi_pm: AcpiPm::new(false, now),
             fw_cfg: FwCfg::new(FwCfgConfig {
-                nb_cpus: 1,
-                max_cpus: 1,
+                nb_cpus: vcpus,
+                max_cpus: vcpus,
                 ram_size: mem.ram_size(),
                 nographic: true,
                 dma: true,

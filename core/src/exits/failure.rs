@@ -19,7 +19,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn handle_undefined_instruction(&mut self) -> Flow {
-        self.vcpu.inject_event(Event::Exception {
+        self.vcpu().backend.inject_event(Event::Exception {
             vector: UD_VECTOR,
             error_code: None,
         });
@@ -37,7 +37,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             // A backend intercepts #DB and #BP only when a debugger asks it to stop.
             return self.stop(RunOutcome::Debug { vector });
         }
-        let rip = self.vcpu.rip();
+        let rip = self.vcpu().backend.rip();
+        let name = self.vcpu().backend.name();
+        let index = self.cur;
         let why = match exit {
             Exit::SlatViolation { gpa } => {
                 format!("guest accessed guest-physical {gpa:#x}, which is neither RAM nor a device it can execute from (rip {rip:#x})")
@@ -47,15 +49,11 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             Exit::EntryFailed { reason, detail } => {
                 format!(
-                    "{} could not enter the guest: reason {reason:#x}, detail {detail:#x}",
-                    self.vcpu.name()
+                    "{name} could not enter the guest (vCPU {index}): reason {reason:#x}, detail {detail:#x}"
                 )
             }
             Exit::EmulationFailure { rip } => {
-                format!(
-                    "{} could not complete the instruction at rip {rip:#x}",
-                    self.vcpu.name()
-                )
+                format!("{name} could not complete the instruction at rip {rip:#x}")
             }
             other => format!("unexpected exit {other:?} at rip {rip:#x}"),
         };

@@ -48,12 +48,12 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     Some((device, offset)) => self.port_read(device, port, offset as u16, size),
                     None => (!0, Flow::Resume),
                 };
-                self.vcpu.complete_pio_in(value & mask);
+                self.vcpu().backend.complete_pio_in(value & mask);
                 self.platform.observe_read(u64::from(value & mask));
                 flow
             }
             Direction::Write => {
-                self.vcpu.skip_emulated_instruction();
+                self.vcpu().backend.skip_emulated_instruction();
                 match device {
                     Some((device, offset)) => {
                         self.port_write(device, port, offset as u16, size, data & mask)
@@ -75,7 +75,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 (v, self.com1_flow())
             }
             PioDevice::Pic => {
-                let apics = core::slice::from_mut(&mut self.apic);
+                let apics = &mut self.vcpus[..];
                 let irqchip = &mut self.devices.irqchip;
                 let v = read_bytes(size, |i| irqchip.pic_read(port.wrapping_add(i), apics));
                 (v, Flow::Events)
@@ -157,7 +157,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.com1_flow()
             }
             PioDevice::Pic => {
-                let apics = core::slice::from_mut(&mut self.apic);
+                let apics = &mut self.vcpus[..];
                 for i in 0..u16::from(size) {
                     self.devices
                         .irqchip

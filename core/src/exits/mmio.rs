@@ -1,5 +1,5 @@
-//! MMIO: dispatched on the MMIO bus. Guest-physical addresses with no device read as all
-//! ones and ignore writes.
+//! MMIO: the vCPU's own local APIC page first, then dispatched on the machine's MMIO bus.
+//! Guest-physical addresses with no device read as all ones and ignore writes.
 
 use crate::devices::bus::MmioDevice;
 use crate::exit::Direction;
@@ -27,74 +27,100 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         } else {
             (1u64 << (8 * size)) - 1
         };
+        // The local APIC's page is the vCPU's own: an access there reaches its APIC
+        // before the bus is looked at (KVM's `vcpu_mmio_read`).
+        if let Some(base) = self.vcpus[self.cur].apic.mmio_base() {
+            if gpa.wrapping_sub(base) < 0x1000 {
+                return self.local_apic_mmio(gpa - base, size, mask, direction, data);
+            }
+        }
         match (self.mmio.find(gpa), direction) {
-            (Some((MmioDevice::LocalApic, offset)), Direction::Read) => {
+            (Some((MmioDevice::IoApic, offset)), Direction::Read) => {
+                let value = self.devices.irqchip.ioapic_read(offset, size as u8);
+                self.vcpu()
+                    .backend
+                    .complete_mmio(Some(u64::from(value) & mask));
+                self.platform.observe_read(u64::from(value) & mask);
+                Flow::Resume
+            }
+            (Some((MmioDevice::IoApic, offset)), Direction::Write) => {
+                self.vcpu().backend.complete_mmio(None);
+                self.devices.irqchip.ioapic_write(
+                    offset,
+                    size as u8,
+                    data as u32,
+                    &mut self.vcpus[..],
+                );
+                // Unmasking a pin can make a platform timer's deadline matter.
+                Flow::Clock
+            }
+            (None, Direction::Read) => {
+                self.vcpu().backend.complete_mmio(Some(mask));
+                self.platform.observe_read(mask);
+                Flow::Resume
+            }
+            (None, Direction::Write) => {
+                self.vcpu().backend.complete_mmio(None);
+                Flow::Resume
+            }
+        }
+    }
+
+    /// An access of `size` bytes at `offset` in the current vCPU's xAPIC page.
+    fn local_apic_mmio(
+        &mut self,
+        offset: u64,
+        size: u64,
+        mask: u64,
+        direction: Direction,
+        data: u64,
+    ) -> Flow {
+        match direction {
+            Direction::Read => {
                 // APIC registers are 32 bits wide at 16-byte strides; narrower reads take
                 // bytes of the containing dword, an 8-byte read takes two dwords.
                 let dword = (offset & !3) as u32;
                 if apic_register_is_timer(dword) {
                     self.catch_up_clock();
                 }
-                let now = self.limit.tsc;
-                let lo = u64::from(self.apic.mmio_read(dword, now));
+                let v = self.vcpu();
+                let now = v.limit.tsc;
+                let lo = u64::from(v.apic.mmio_read(dword, now));
                 let hi = if size == 8 {
-                    u64::from(self.apic.mmio_read(dword.wrapping_add(4) & 0xfff, now))
+                    u64::from(v.apic.mmio_read(dword.wrapping_add(4) & 0xfff, now))
                 } else {
                     0
                 };
                 let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
-                self.vcpu.complete_mmio(Some(value));
+                v.backend.complete_mmio(Some(value));
                 self.platform.observe_read(value);
                 Flow::Resume
             }
-            (Some((MmioDevice::LocalApic, offset)), Direction::Write) => {
-                self.vcpu.complete_mmio(None);
+            Direction::Write => {
+                self.vcpu().backend.complete_mmio(None);
                 // The SDM leaves sub-dword APIC writes undefined; they are dropped here.
                 let timer = apic_register_is_timer(offset as u32 & !3);
                 if size >= 4 && offset & 3 == 0 {
                     if timer {
                         self.catch_up_clock();
                     }
-                    let now = self.limit.tsc;
-                    self.apic.mmio_write(offset as u32, data as u32, now);
+                    let v = self.vcpu();
+                    let now = v.limit.tsc;
+                    v.apic.mmio_write(offset as u32, data as u32, now);
                     if size == 8 {
-                        self.apic
+                        v.apic
                             .mmio_write((offset as u32 + 4) & 0xfff, (data >> 32) as u32, now);
                     }
+                    // A write to the ICR sent an IPI.
+                    self.route_ipi();
                 }
-                // EOI, TPR and self-IPIs change what is pending; the timer registers
-                // also change the next deadline.
+                // EOI, TPR and IPIs change what is pending; the timer registers also
+                // change the next deadline.
                 if timer {
                     Flow::Clock
                 } else {
                     Flow::Events
                 }
-            }
-            (Some((MmioDevice::IoApic, offset)), Direction::Read) => {
-                let value = self.devices.irqchip.ioapic_read(offset, size as u8);
-                self.vcpu.complete_mmio(Some(u64::from(value) & mask));
-                self.platform.observe_read(u64::from(value) & mask);
-                Flow::Resume
-            }
-            (Some((MmioDevice::IoApic, offset)), Direction::Write) => {
-                self.vcpu.complete_mmio(None);
-                self.devices.irqchip.ioapic_write(
-                    offset,
-                    size as u8,
-                    data as u32,
-                    core::slice::from_mut(&mut self.apic),
-                );
-                // Unmasking a pin can make a platform timer's deadline matter.
-                Flow::Clock
-            }
-            (None, Direction::Read) => {
-                self.vcpu.complete_mmio(Some(mask));
-                self.platform.observe_read(mask);
-                Flow::Resume
-            }
-            (None, Direction::Write) => {
-                self.vcpu.complete_mmio(None);
-                Flow::Resume
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Exit handlers, one exit family per file. Each is an `impl Vm` block: the handlers
-//! reach the vCPU only through [`crate::X86Ops`], so they are the same for every backend.
+//! Exit handlers, one exit family per file. Each is an `impl Vm` block that handles an
+//! exit of the current vCPU ([`crate::vm::Vm::cur`]): the handlers reach its backend only
+//! through [`crate::X86Ops`], so they are the same for every backend.
 
 mod cpuid;
 mod failure;
@@ -7,3 +8,4 @@ mod hlt;
 mod io;
 mod mmio;
 mod msr;
+mod pause;

@@ -6,8 +6,12 @@ use crate::ops::{Event, Gpr, X86Ops};
 use crate::platform::Platform;
 use crate::vm::{Flow, Vm};
 
-/// IA32_APIC_BASE: writes move or remove the xAPIC page.
+/// IA32_APIC_BASE: writes change the APIC's mode (and move or remove the xAPIC page).
 const MSR_APIC_BASE: u32 = 0x1b;
+/// The x2APIC ICR: a write sends an IPI.
+const MSR_X2APIC_ICR: u32 = 0x830;
+/// The x2APIC SELF IPI register.
+const MSR_X2APIC_SELF_IPI: u32 = 0x83f;
 /// IA32_TSC, IA32_TSC_ADJUST and IA32_TSC_DEADLINE change when timers fire.
 const TIME_MSRS: [u32; 3] = [0x10, 0x3b, 0x6e0];
 
@@ -29,16 +33,18 @@ fn msr_changes_events(index: u32) -> bool {
 const GP_VECTOR: u8 = 13;
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
+    /// The current vCPU's MSRs and what accessing them needs.
     fn msr_context(&mut self) -> (&mut crate::msr::MsrState, MsrContext<'_, B>) {
-        let host_tsc = self
+        let v = &mut self.vcpus[self.cur];
+        let host_tsc = v
             .limit
             .tsc
-            .wrapping_add_signed(self.msrs.tsc_offset().wrapping_neg());
+            .wrapping_add_signed(v.msrs.tsc_offset().wrapping_neg());
         (
-            &mut self.msrs,
+            &mut v.msrs,
             MsrContext {
-                vcpu: &mut self.vcpu,
-                apic: &mut self.apic,
+                vcpu: &mut v.backend,
+                apic: &mut v.apic,
                 cpuid: &self.cpuid,
                 host_tsc,
             },
@@ -54,9 +60,10 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let (msrs, cx) = self.msr_context();
         match msrs.read(index, cx) {
             Ok(value) => {
-                self.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
-                self.vcpu.set_gpr(Gpr::Rdx, value >> 32);
-                self.vcpu.skip_emulated_instruction();
+                let backend = &mut self.vcpu().backend;
+                backend.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+                backend.set_gpr(Gpr::Rdx, value >> 32);
+                backend.skip_emulated_instruction();
                 self.platform.observe_read(value);
                 Flow::Resume
             }
@@ -72,11 +79,12 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let (msrs, cx) = self.msr_context();
         match msrs.write(index, value, cx) {
             Ok(()) => {
-                self.vcpu.skip_emulated_instruction();
-                if index == MSR_APIC_BASE {
-                    self.sync_apic_mmio();
+                self.vcpu().backend.skip_emulated_instruction();
+                if index == MSR_X2APIC_ICR || index == MSR_X2APIC_SELF_IPI {
+                    self.route_ipi();
                 }
-                // A new deadline, an EOI or a TPR change alter what is pending and when.
+                // A new deadline, an EOI, a TPR change or an IPI alter what is pending and
+                // when.
                 if timer_related {
                     Flow::Clock
                 } else if msr_changes_events(index) {
@@ -91,7 +99,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
 
     /// Queue #GP(0) for the instruction that caused the exit (it is not retired).
     pub(crate) fn inject_gp(&mut self) -> Flow {
-        self.vcpu.inject_event(Event::Exception {
+        self.vcpu().backend.inject_event(Event::Exception {
             vector: GP_VECTOR,
             error_code: Some(0),
         });

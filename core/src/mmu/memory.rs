@@ -2,6 +2,7 @@
 //! core owns. Every access is bounds-checked; an address outside every region is not
 //! RAM, and the caller treats it as MMIO.
 
+use crate::mmu::code_pages::CodePages;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +134,8 @@ pub struct GuestMemory {
     regions: Vec<Region>,
     /// See [`GuestMemory::map_id`].
     map_id: u64,
+    /// The pages whose code vCPUs hold decoded, shared by the vCPUs.
+    code_pages: CodePages,
 }
 
 impl Default for GuestMemory {
@@ -147,6 +150,7 @@ impl GuestMemory {
         GuestMemory {
             regions: Vec::new(),
             map_id: next_map_id(),
+            code_pages: CodePages::default(),
         }
     }
 
@@ -204,7 +208,23 @@ impl GuestMemory {
             },
         );
         self.map_id = next_map_id();
+        let pages = self.regions.iter().map(|r| r.data.len() / 4096).sum();
+        // The positions of later regions' pages moved: nothing watched stays valid.
+        self.code_pages.resize(pages);
+        self.code_pages.forget_all();
         Ok(())
+    }
+
+    /// Which pages vCPUs hold decoded code from (see [`CodePages`]).
+    #[inline(always)]
+    pub fn code_pages(&self) -> &CodePages {
+        &self.code_pages
+    }
+
+    /// Which pages vCPUs hold decoded code from, writable.
+    #[inline(always)]
+    pub fn code_pages_mut(&mut self) -> &mut CodePages {
+        &mut self.code_pages
     }
 
     /// The regions, sorted by address.

@@ -399,7 +399,8 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         // Enumerated with SSE4.2 (which the CPU model does not report), but a general
         // register instruction: executed when decoded.
         M::Crc32 => crc32::crc32,
-        M::Nop | M::Pause | M::Endbr32 | M::Endbr64 | M::Lfence | M::Mfence | M::Sfence => nop,
+        M::Pause => system::pause,
+        M::Nop | M::Endbr32 | M::Endbr64 | M::Lfence | M::Mfence | M::Sfence => nop,
         // The hint space 0F 0D and 0F 18-1F: NOPs on every CPU this models.
         M::Reservednop => nop,
         M::Prefetch

@@ -406,3 +406,13 @@ pub fn hlt(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     c.require_cpl0()?;
     intercept(c, op, InterceptKind::Plain, Exit::Hlt)
 }
+
+/// PAUSE: the spin-wait hint, an exit when the core asked for PAUSE exits (at any CPL,
+/// as VMX's PAUSE exiting).
+pub fn pause(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if c.pause_exits {
+        intercept(c, op, InterceptKind::Plain, Exit::Pause)
+    } else {
+        Ok(())
+    }
+}
