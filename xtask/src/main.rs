@@ -441,11 +441,16 @@ fn make_iso(
         .collect();
     let cfg = machines::grub_cfg(&run.append, &cmdline, run.initrd.is_some());
     fs::write(grub.join("grub.cfg"), cfg).map_err(|e| io_failure(&grub, e))?;
+    grub_mkrescue(&tree, out)
+}
+
+/// `grub-mkrescue -o out tree`: a bootable GRUB ISO of the directory `tree`.
+fn grub_mkrescue(tree: &Path, out: &Path) -> Result<()> {
     let output = spawn(
         Command::new("grub-mkrescue")
             .arg("-o")
             .arg(out)
-            .arg(&tree)
+            .arg(tree)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),

@@ -12,7 +12,7 @@
 
 use crate::args::{BenchOptions, Peer, DEFAULT_BOCHS_CPU, DEFAULT_IPS};
 use crate::machines;
-use crate::{io_failure, resolve_guest, root, spawn, Failure, Result, TempDir};
+use crate::{grub_mkrescue, io_failure, resolve_guest, root, spawn, Failure, Result, TempDir};
 use nix::sys::resource::{getrusage, UsageWho};
 use std::fmt::Write as _;
 use std::fs;
@@ -529,29 +529,7 @@ fn make_bench_iso(dir: &Path, guest: &Path, append: &str, out: &Path) -> Result<
         "set timeout=0\nset default=0\nmenuentry \"bench\" {{\n    multiboot /boot/bench {append}\n    boot\n}}\n"
     );
     fs::write(grub.join("grub.cfg"), cfg).map_err(|e| io_failure(&grub, e))?;
-    let output = spawn(
-        Command::new("grub-mkrescue")
-            .arg("-o")
-            .arg(out)
-            .arg(&tree)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        "grub-mkrescue",
-    )?
-    .wait_with_output()
-    .map_err(|e| Failure::BadInput(format!("grub-mkrescue: {e}")))?;
-    if !output.status.success() {
-        return Err(Failure::BadInput(format!(
-            "grub-mkrescue failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )));
-    }
-    Ok(())
+    grub_mkrescue(&tree, out)
 }
 
 #[cfg(test)]
