@@ -46,7 +46,7 @@ impl BackendKind {
                 "backend 'vmx' runs in opsvisor's bare-metal image (see 'cargo xtask help'), not in this program (available here: emu)",
             )),
             "svm" => Err(String::from(
-                "backend 'svm' is not implemented yet (available here: emu)",
+                "backend 'svm' runs in opsvisor's bare-metal image (see 'cargo xtask help'), not in this program (available here: emu)",
             )),
             other => Err(format!("unknown backend '{other}' (available: emu)")),
         }

@@ -115,8 +115,8 @@ pub(crate) fn gdb_address(text: &str) -> Result<String, String> {
 /// The first lines of `opsvisor --help`.
 const ABOUT: &str = "\
 opsvisor: an x86-64 virtual machine framework. This program runs guests on its software
-CPU (the emulator backend); the VMX backend runs in opsvisor's bare-metal image
-(see 'cargo xtask help'), and the SVM backend is not implemented yet.";
+CPU (the emulator backend); the VMX and SVM backends run in opsvisor's bare-metal image
+(see 'cargo xtask help').";
 
 /// The end of `opsvisor --help`.
 const EXIT_STATUS: &str = "\
@@ -967,7 +967,7 @@ mod tests {
             let Ok(Command::Help(text)) = parse_command(&args(argv)) else {
                 panic!("{argv:?}: not help");
             };
-            assert!(text.contains("the VMX backend runs in opsvisor's bare-metal image"));
+            assert!(text.contains("the VMX and SVM backends run in opsvisor's bare-metal image"));
             assert!(text.contains("run"), "{text}");
             assert!(text.contains("completions"), "{text}");
         }

@@ -483,7 +483,7 @@ fn messages_name_the_problem() {
         30,
     );
     let text = String::from_utf8_lossy(&help.stdout);
-    assert!(text.contains("the VMX backend runs in opsvisor's bare-metal image"));
+    assert!(text.contains("the VMX and SVM backends run in opsvisor's bare-metal image"));
     // A state with code and no rip: rip is 0, as the help says of absent registers.
     let doc = json(&exec_state(
         &mut Command::new(exe()),
