@@ -426,6 +426,41 @@ fn string_ops_with_rep_and_df() {
     assert_eq!(h.gpr(Gpr::R11), 20 - 11);
 }
 
+/// REP STOSB and MOVSB from address 0 in 64-bit mode: the elements before the address
+/// wraps (2^64 of them) do not fit a u64, and the bulk step's count saturates instead of
+/// overflowing (found by the emu_differential fuzz target).
+#[test]
+fn rep_strings_from_address_zero_in_64_bit_mode() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.mem.write(0x40000, &[0x5a; 16]).unwrap();
+    let mut a = asm64();
+    // Both pages in the TLB, so the bulk path is taken.
+    a.mov(rax, qword_ptr(0u64)).unwrap();
+    a.mov(qword_ptr(0u64), rax).unwrap();
+    a.mov(rax, qword_ptr(0x40000u64)).unwrap();
+    a.xor(edi, edi).unwrap();
+    a.mov(ecx, 16u32).unwrap();
+    a.mov(al, 0xabu32).unwrap();
+    a.rep().stosb().unwrap();
+    a.mov(r8, rdi).unwrap();
+    a.xor(esi, esi).unwrap();
+    a.mov(rdi, 0x40000u64).unwrap();
+    a.mov(ecx, 8u32).unwrap();
+    a.rep().movsb().unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 16);
+    let mut buf = [0u8; 16];
+    h.mem.read(0, &mut buf).unwrap();
+    assert_eq!(buf, [0xab; 16]);
+    h.mem.read(0x40000, &mut buf).unwrap();
+    assert_eq!(buf[..8], [0xab; 8]);
+    assert_eq!(buf[8..], [0x5a; 8]);
+    assert_eq!(h.gpr(Gpr::Rsi), 8);
+}
+
 /// REP MOVS through the one-memmove fast path (both pages in the TLB) gives what the
 /// element-by-element path gives, including overlapping copies in both directions, and
 /// a copy onto decoded code still takes the checked path and is seen.

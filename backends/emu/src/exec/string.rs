@@ -125,14 +125,16 @@ fn span(
     let back = c.rf & DF != 0;
     // Elements on this page, and before the offset wraps (the size is a power of two).
     let sh = size.trailing_zeros();
+    // The counts before the wrap saturate: with a 64-bit mask, 2^64 elements fit from
+    // address 0 forward (or from the top down), which only the other bounds can limit.
     let (in_page, in_addr) = if back {
-        ((off >> sh) + 1, (ea >> sh) + 1)
+        ((off >> sh) + 1, (ea >> sh).saturating_add(1))
     } else {
         let room = m - ea;
         let in_addr = if room < size - 1 {
             0
         } else {
-            ((room - (size - 1)) >> sh) + 1
+            ((room - (size - 1)) >> sh).saturating_add(1)
         };
         ((4096 - off) >> sh, in_addr)
     };
