@@ -164,6 +164,35 @@ struct Pipe {
     changed: Condvar,
 }
 
+impl Pipe {
+    /// Wait for the other side's changes while `busy` holds, until `deadline` if there is
+    /// one; the queue as it is then.
+    fn wait_while<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue>,
+        deadline: Option<Instant>,
+        busy: impl Fn(&Queue) -> bool,
+    ) -> MutexGuard<'a, Queue> {
+        while busy(&q) {
+            match deadline {
+                None => q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    q = self
+                        .changed
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        q
+    }
+}
+
 /// How a trace ended.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TraceSummary {
@@ -343,23 +372,9 @@ impl TraceWriter {
             return;
         }
         let pipe = Arc::clone(&self.pipe);
-        let mut q = lock(&pipe.queue);
-        while q.full.len() >= QUEUED && q.error.is_none() {
-            match self.deadline {
-                None => q = pipe.changed.wait(q).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    q = pipe
-                        .changed
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-            }
-        }
+        let mut q = pipe.wait_while(lock(&pipe.queue), self.deadline, |q| {
+            q.full.len() >= QUEUED && q.error.is_none()
+        });
         let records = self.chunk.len() as u64;
         if q.full.len() >= QUEUED || q.error.is_some() {
             self.dropped += records;
@@ -384,22 +399,7 @@ impl TraceWriter {
         let mut q = lock(&pipe.queue);
         q.closed = true;
         pipe.changed.notify_all();
-        while !q.idle() {
-            match self.deadline {
-                None => q = pipe.changed.wait(q).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    q = pipe
-                        .changed
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-            }
-        }
+        let q = pipe.wait_while(q, self.deadline, |q| !q.idle());
         // A file that takes nothing more past the deadline is not waited for: what it
         // has not taken is lost.
         let done = q.idle();
