@@ -4,68 +4,20 @@
 //! (`-rss_limit_mb`), and either refuse the image with guest memory untouched or load it
 //! with the entry point inside a loaded segment and `hvm_start_info` in place.
 //!
-//! Input: byte 0 picks guest RAM (2..=9 MiB), bytes 1-2 the initrd's length (0 = none),
-//! byte 3 the command line's length; the rest is the image.
+//! Input: as every Linux loader target's (`linux_loader.rs`).
 #![no_main]
 
+mod linux_loader;
+
 use libfuzzer_sys::fuzz_target;
-use opsvisor_core::loader::linux::{LinuxBoot, BOOT_PARAMS_ADDR};
+use opsvisor_core::loader::linux::BOOT_PARAMS_ADDR;
 use opsvisor_core::loader::pvh::{load_pvh, XEN_HVM_START_MAGIC};
-use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::ops::Gpr;
-use std::cell::RefCell;
-
-/// A zeroed 64 KiB block to compare guest RAM with.
-static ZERO: [u8; 1 << 16] = [0; 1 << 16];
-
-/// Whether guest RAM is still all zero. Slice comparison is a `memcmp`, which ASan checks
-/// once per call rather than per byte.
-fn untouched(mem: &GuestMemory) -> bool {
-    mem.regions()
-        .iter()
-        .all(|r| r.bytes().chunks(ZERO.len()).all(|c| c == &ZERO[..c.len()]))
-}
-
-thread_local! {
-    /// Guest RAM of each size the input can pick, kept zeroed between inputs: allocating
-    /// and faulting in megabytes per input would cost more than the loader.
-    static RAM: RefCell<Vec<GuestMemory>> = RefCell::new(
-        (0..8u64)
-            .map(|i| GuestMemory::with_ram((2 + i) << 20).expect("guest RAM"))
-            .collect(),
-    );
-}
 
 fuzz_target!(|data: &[u8]| {
-    let Some((params, image)) = data.split_first_chunk::<4>() else {
-        return;
-    };
-    let pick = usize::from(params[0] % 8);
-    let ram = (2 + pick as u64) << 20;
-    let initrd = vec![0x5a; usize::from(u16::from_le_bytes([params[1], params[2]]))];
-    let cmdline = vec![b'x'; usize::from(params[3])];
-    RAM.with_borrow_mut(|mems| run(&mut mems[pick], ram, image, &initrd, &cmdline));
+    linux_loader::fuzz_one(data, None, load_pvh, |mem, state| {
+        let start_info = state.regs.gpr[Gpr::Rbx as usize];
+        assert_eq!(start_info, BOOT_PARAMS_ADDR);
+        assert_eq!(mem.read_u32(start_info), Ok(XEN_HVM_START_MAGIC));
+    });
 });
-
-fn run(mem: &mut GuestMemory, ram: u64, image: &[u8], initrd: &[u8], cmdline: &[u8]) {
-    let boot = LinuxBoot {
-        cmdline,
-        initrd: (!initrd.is_empty()).then_some(initrd),
-        rsdp_addr: None,
-    };
-    match load_pvh(mem, image, &boot) {
-        Ok(state) => {
-            assert!(
-                state.regs.rip < ram,
-                "entry {:#x} outside RAM",
-                state.regs.rip
-            );
-            let start_info = state.regs.gpr[Gpr::Rbx as usize];
-            assert_eq!(start_info, BOOT_PARAMS_ADDR);
-            assert_eq!(mem.read_u32(start_info), Ok(XEN_HVM_START_MAGIC));
-            // Zeroed again for the next input that picks this size.
-            mem.zero_range(0, ram).expect("guest RAM");
-        }
-        Err(e) => assert!(untouched(mem), "refused ({e}) after writing guest memory"),
-    }
-}
