@@ -20,7 +20,9 @@
 #![allow(missing_docs)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use opsvisor_benches::{bench_vm, CODE_ADDR, NULL_PORT};
+use opsvisor_benches::{
+    bench_vm, time_run_without_allocating, CountingAllocator, CODE_ADDR, NULL_PORT,
+};
 use opsvisor_core::ops::Gpr;
 use opsvisor_core::platform::CapturePlatform;
 use opsvisor_core::vm::{RunOutcome, Vm};
@@ -32,36 +34,10 @@ use opsvisor_svm::exits::ExitDecoder;
 use opsvisor_svm::replay::{no_msr, replay_phys, ReplayVmcb, ScriptedExit};
 use opsvisor_svm::vmcb::InMemoryVmcb;
 use opsvisor_svm::{SvmConfig, SvmVcpu};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-/// The system allocator, counting allocations.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-// relaxed atomic with no other effect.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as for `alloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `alloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use std::time::Duration;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// The image's backend set, with the SVM vCPU on the replaying VMCB.
 type Backend = opsvisor_core::Backend<Unavailable, SvmVcpu<ReplayVmcb>, EmuVcpu>;
@@ -120,14 +96,7 @@ fn replay_mut(vm: &mut Vm<Backend, CapturePlatform>) -> &mut ReplayVmcb {
 /// Replay `iters` exits and time the run; check it allocated nothing.
 fn time_exits(vm: &mut Vm<Backend, CapturePlatform>, name: &str, iters: u64) -> Duration {
     replay_mut(vm).rearm(iters);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let outcome = vm.run();
-    let took = start.elapsed();
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    assert_eq!(outcome, RunOutcome::DebugExit { status: 1 }, "{name}");
-    assert_eq!(allocated, 0, "{name}: the exit path allocated");
-    took
+    time_run_without_allocating(vm, name)
 }
 
 fn exit_paths(c: &mut Criterion) {

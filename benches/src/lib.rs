@@ -10,7 +10,10 @@ use opsvisor_core::loader::BootState;
 use opsvisor_core::mmu::memory::GuestMemory;
 use opsvisor_core::ops::{Gpr, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::platform::{CapturePlatform, Platform};
-use opsvisor_core::vm::{Vm, VmConfig};
+use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Where the code is loaded and starts.
 pub const CODE_ADDR: u64 = 0x10_0000;
@@ -267,4 +270,52 @@ pub fn bench_vm_on<B: X86Ops, P: Platform>(
         CpuidPolicy::emulator(),
         VmConfig::default(),
     ))
+}
+
+/// The system allocator, counting allocations: a benchmark binary that checks its exit
+/// path allocates nothing installs it as its `#[global_allocator]`.
+pub struct CountingAllocator;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl CountingAllocator {
+    /// Allocations (and reallocations) so far, when this is the global allocator.
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
+// relaxed atomic with no other effect.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as for `alloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Run `vm` to its end and time it, checking that it ended at the debug exit and that
+/// the run allocated nothing ([`CountingAllocator`] must be the global allocator).
+pub fn time_run_without_allocating<B: X86Ops, P: Platform>(
+    vm: &mut Vm<B, P>,
+    name: &str,
+) -> Duration {
+    let before = CountingAllocator::allocations();
+    let start = Instant::now();
+    let outcome = vm.run();
+    let took = start.elapsed();
+    let allocated = CountingAllocator::allocations() - before;
+    assert_eq!(outcome, RunOutcome::DebugExit { status: 1 }, "{name}");
+    assert_eq!(allocated, 0, "{name}: the exit path allocated");
+    took
 }
