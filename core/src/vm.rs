@@ -377,6 +377,13 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             .set_irq(line, level, &mut self.vcpus[..])
     }
 
+    /// Give the machine QEMU's ISA test device (`-device pc-testdev`, see
+    /// [`crate::devices::pc_testdev`]). Refused, naming the first range that is taken,
+    /// if the machine already has it.
+    pub fn attach_pc_testdev(&mut self) -> Result<(), crate::devices::bus::BusConflict> {
+        crate::devices::attach_pc_testdev(&mut self.devices, &mut self.pio, &mut self.mmio)
+    }
+
     /// Raise and lower `line`: one edge, for a source that signals events.
     pub fn pulse_irq(&mut self, line: u32) {
         self.devices.irqchip.pulse_irq(line, &mut self.vcpus[..]);
@@ -734,6 +741,8 @@ mod tests {
         irq_window: bool,
         nmi_window: bool,
         pio_in: Option<u32>,
+        /// The value the last MMIO read completed with.
+        mmio_in: Option<u64>,
     }
 
     impl EventVcpu {
@@ -810,7 +819,9 @@ mod tests {
         fn complete_pio_in(&mut self, value: u32) {
             self.pio_in = Some(value);
         }
-        fn complete_mmio(&mut self, _read: Option<u64>) {}
+        fn complete_mmio(&mut self, read: Option<u64>) {
+            self.mmio_in = read;
+        }
         fn interrupt_shadow(&self) -> bool {
             false
         }
@@ -1025,6 +1036,54 @@ mod tests {
         // The PIC saw the line too (masked there since reset).
         assert_eq!(vm.devices.irqchip.pic.irr() & 0x10, 0x10);
         assert_eq!(inb(&mut vm, 0x21), 0xfb, "the BIOS masks");
+    }
+
+    #[test]
+    fn pc_testdev_drives_lines_and_its_window() {
+        let mut vm = vm();
+        // Without the device its ports and window are unclaimed.
+        assert_eq!(inb(&mut vm, 0xe0), 0xff);
+        assert_eq!(outb(&mut vm, 0x2005, 1), Flow::Resume);
+        assert!(!vm.devices.irqchip.line(5));
+        vm.attach_pc_testdev().expect("the first attach");
+        assert!(vm.attach_pc_testdev().is_err(), "one device per machine");
+        // The scratch register through both views.
+        vm.handle_io(0xe0, 4, Direction::Write, 0x8765_4321);
+        assert_eq!(inb(&mut vm, 0xe9), 0x43);
+        assert_eq!(inb(&mut vm, 0xe3), 0x87);
+        // Line 10 through the I/O APIC: pin 10, vector 0x5a, level-triggered.
+        ioapic_write(&mut vm, 0x11 + 20, 0);
+        ioapic_write(&mut vm, 0x10 + 20, 0x805a);
+        vm.vcpus[0].backend.rflags = RFLAGS_IF;
+        assert_eq!(outb(&mut vm, 0x200a, 1), Flow::Events, "line raised");
+        assert!(vm.devices.irqchip.line(10));
+        assert_eq!(outb(&mut vm, 0x200a, 2), Flow::Resume, "already high");
+        vm.deliver_events();
+        vm.vcpus[0].backend.enter();
+        assert_eq!(
+            vm.vcpus[0].backend.injected,
+            [Event::ExternalInterrupt(0x5a)]
+        );
+        // Lowered before the EOI: nothing more comes.
+        assert_eq!(outb(&mut vm, 0x200a, 0), Flow::Events);
+        vm.handle_mmio(0xfee0_00b0, 4, Direction::Write, 0);
+        vm.deliver_events();
+        assert_eq!(vm.vcpus[0].backend.injected.len(), 1);
+        // A word write to a line port is ignored.
+        vm.handle_io(0x200a, 2, Direction::Write, 1);
+        assert!(!vm.devices.irqchip.line(10));
+        // The PIC latched the edge on IRQ 3 (masked at reset).
+        outb(&mut vm, 0x2003, 1);
+        assert_eq!(vm.devices.irqchip.pic.irr() & 0x08, 0x08);
+        // The window: an 8-byte write read back in pieces, the last byte and beyond.
+        vm.handle_mmio(0xff00_0100, 8, Direction::Write, 0x1122_3344_5566_7788);
+        vm.handle_mmio(0xff00_0102, 4, Direction::Read, 0);
+        assert_eq!(vm.vcpus[0].backend.mmio_in.take(), Some(0x3344_5566));
+        vm.handle_mmio(0xff00_ffff, 2, Direction::Write, 0xabcd);
+        vm.handle_mmio(0xff00_fffe, 2, Direction::Read, 0);
+        assert_eq!(vm.vcpus[0].backend.mmio_in.take(), Some(0xcd00));
+        vm.handle_mmio(0xff01_0000, 1, Direction::Read, 0);
+        assert_eq!(vm.vcpus[0].backend.mmio_in.take(), Some(0xff));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum PioDevice {
     PciConfig,
     /// One of the ACPI fixed-hardware register blocks.
     AcpiPm(crate::devices::acpi_pm::PmBlock),
+    /// One of QEMU's `pc-testdev` port blocks (when the machine has the device).
+    PcTestdev(crate::devices::pc_testdev::TestdevPorts),
 }
 
 /// A device on the MMIO bus.
@@ -38,6 +40,8 @@ pub enum MmioDevice {
     /// The I/O APIC's page. (The local APICs' pages are not on the bus: each vCPU
     /// reaches its own at the address its IA32_APIC_BASE gives.)
     IoApic,
+    /// QEMU's `pc-testdev` 64 KiB window at 0xFF000000 (when the machine has the device).
+    PcTestdevIomem,
 }
 
 /// Why a device could not be registered.

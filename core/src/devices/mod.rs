@@ -5,7 +5,8 @@
 //! without its graphics and disks): COM1, the 8259 pair and the I/O APIC ([`IrqChip`]),
 //! the PIT with port 0x61, the CMOS RTC, the 8042 with a keyboard, PCI configuration
 //! mechanism #1 with a host bridge and the reset control register, the ACPI PM block,
-//! QEMU's fw_cfg, and QEMU's debug-exit port and the POST-code port. Which port each
+//! QEMU's fw_cfg, and QEMU's debug-exit port and the POST-code port; QEMU's ISA test
+//! device when the machine is given one ([`attach_pc_testdev`]). Which port each
 //! answers on is [`register_ports`]; the exit handlers dispatch by `match` on
 //! [`bus::PioDevice`] and [`bus::MmioDevice`].
 
@@ -16,6 +17,7 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod nmi_status_control;
+pub mod pc_testdev;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -31,6 +33,7 @@ use bus::{Bus, MmioDevice, PioDevice};
 use fw_cfg::{FwCfg, FwCfgConfig};
 use i8042::I8042;
 use nmi_status_control::NmiStatusControl;
+use pc_testdev::{PcTestdev, TestdevPorts};
 use pci::PciHost;
 use pit::Pit;
 use post_code::PostCode;
@@ -69,6 +72,8 @@ pub struct Devices {
     pub acpi_pm: AcpiPm,
     /// QEMU's fw_cfg.
     pub fw_cfg: FwCfg,
+    /// QEMU's ISA test device, if the machine was given one ([`attach_pc_testdev`]).
+    pub pc_testdev: Option<PcTestdev>,
 }
 
 impl Devices {
@@ -104,6 +109,7 @@ impl Devices {
                 nographic: true,
                 dma: true,
             }),
+            pc_testdev: None,
         }
     }
 
@@ -185,9 +191,40 @@ pub fn register_ports(pio: &mut Bus<PioDevice>, mmio: &mut Bus<MmioDevice>) {
     let _ = mmio.register(ioapic::IOAPIC_BASE, ioapic::IOAPIC_SIZE, MmioDevice::IoApic);
 }
 
+/// Give the machine QEMU's ISA test device (`-device pc-testdev`): its ports (0xE0-0xEB,
+/// 0x2000-0x2017) and its MMIO window (0xFF000000, 64 KiB) on the buses and its state in
+/// `devices`. Refused, with the first range that is taken, if anything already answers
+/// there (a second attach included); nothing is changed then.
+pub fn attach_pc_testdev(
+    devices: &mut Devices,
+    pio: &mut Bus<PioDevice>,
+    mmio: &mut Bus<MmioDevice>,
+) -> Result<(), bus::BusConflict> {
+    use pc_testdev::{
+        FLUSH_PORT, IOMEM_BASE, IOMEM_LEN, IRQ_LINE_BASE, IRQ_LINE_PORTS, PORT_BLOCK_LEN,
+        SCRATCH_BYTES_PORT, SCRATCH_PORT,
+    };
+    let ports = [
+        (SCRATCH_PORT, PORT_BLOCK_LEN, TestdevPorts::Scratch),
+        (FLUSH_PORT, PORT_BLOCK_LEN, TestdevPorts::Flush),
+        (SCRATCH_BYTES_PORT, PORT_BLOCK_LEN, TestdevPorts::ScratchBytes),
+        (IRQ_LINE_BASE, IRQ_LINE_PORTS, TestdevPorts::IrqLines),
+    ];
+    let (mut new_pio, mut new_mmio) = (pio.clone(), mmio.clone());
+    for (base, len, block) in ports {
+        new_pio.register(u64::from(base), u64::from(len), PioDevice::PcTestdev(block))?;
+    }
+    new_mmio.register(IOMEM_BASE, IOMEM_LEN, MmioDevice::PcTestdevIomem)?;
+    *pio = new_pio;
+    *mmio = new_mmio;
+    devices.pc_testdev = Some(PcTestdev::new());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
 
     #[test]
     fn every_port_range_is_registered() {
@@ -228,5 +265,45 @@ mod tests {
             mmio.find(0xfec0_0010).map(|(d, _)| d),
             Some(MmioDevice::IoApic)
         );
+    }
+
+    #[test]
+    fn pc_testdev_attaches_once() {
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        register_ports(&mut pio, &mut mmio);
+        let mem = GuestMemory::with_ram(2 << 20).expect("memory");
+        let mut devices = Devices::new(&mem, 1, 0, 0);
+        assert_eq!(pio.find(0xe0), None);
+        attach_pc_testdev(&mut devices, &mut pio, &mut mmio).expect("free ranges");
+        assert!(devices.pc_testdev.is_some());
+        for (port, device, offset) in [
+            (0xe3, TestdevPorts::Scratch, 3),
+            (0xe4, TestdevPorts::Flush, 0),
+            (0xeb, TestdevPorts::ScratchBytes, 3),
+            (0x2000, TestdevPorts::IrqLines, 0),
+            (0x2017, TestdevPorts::IrqLines, 23),
+        ] {
+            assert_eq!(
+                pio.find(port),
+                Some((PioDevice::PcTestdev(device), offset)),
+                "port {port:#x}"
+            );
+        }
+        assert_eq!(pio.find(0xec), None);
+        assert_eq!(pio.find(0x2018), None);
+        assert_eq!(
+            mmio.find(0xff00_ffff),
+            Some((MmioDevice::PcTestdevIomem, 0xffff))
+        );
+        assert_eq!(mmio.find(0xff01_0000), None);
+        // A second device would overlap the first: refused, the buses unchanged.
+        let (pio_before, mmio_before) = (pio.clone(), mmio.clone());
+        assert_eq!(
+            attach_pc_testdev(&mut devices, &mut pio, &mut mmio),
+            Err(bus::BusConflict { start: 0xe0 })
+        );
+        assert_eq!(format!("{pio:?}"), format!("{pio_before:?}"));
+        assert_eq!(format!("{mmio:?}"), format!("{mmio_before:?}"));
     }
 }

@@ -134,6 +134,14 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 let v = self.devices.acpi_pm.read(block, offset, size, now);
                 (v, self.acpi_pm_flow(before))
             }
+            PioDevice::PcTestdev(ports) => {
+                let v = self
+                    .devices
+                    .pc_testdev
+                    .as_ref()
+                    .map_or(!0, |d| d.port_read(ports, offset, size));
+                (v, Flow::Resume)
+            }
         }
     }
 
@@ -235,6 +243,17 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                     }
                 }
                 self.acpi_pm_flow(before)
+            }
+            PioDevice::PcTestdev(ports) => {
+                let line = self
+                    .devices
+                    .pc_testdev
+                    .as_mut()
+                    .and_then(|d| d.port_write(ports, offset, size, value));
+                match line {
+                    Some((line, level)) if self.set_irq(line, level) => Flow::Events,
+                    _ => Flow::Resume,
+                }
             }
         }
     }

@@ -54,6 +54,23 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 // Unmasking a pin can make a platform timer's deadline matter.
                 Flow::Clock
             }
+            (Some((MmioDevice::PcTestdevIomem, offset)), Direction::Read) => {
+                let value = self
+                    .devices
+                    .pc_testdev
+                    .as_ref()
+                    .map_or(mask, |d| d.iomem_read(offset, size as u8) & mask);
+                self.vcpu().backend.complete_mmio(Some(value));
+                self.platform.observe_read(value);
+                Flow::Resume
+            }
+            (Some((MmioDevice::PcTestdevIomem, offset)), Direction::Write) => {
+                self.vcpu().backend.complete_mmio(None);
+                if let Some(d) = self.devices.pc_testdev.as_mut() {
+                    d.iomem_write(offset, size as u8, data);
+                }
+                Flow::Resume
+            }
             (None, Direction::Read) => {
                 self.vcpu().backend.complete_mmio(Some(mask));
                 self.platform.observe_read(mask);
