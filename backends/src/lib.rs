@@ -7,7 +7,7 @@
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::flat::load_flat;
-use opsvisor_core::loader::multiboot::{CODE_SELECTOR, DATA_SELECTOR};
+use opsvisor_core::loader::multiboot::{self, CODE_SELECTOR, DATA_SELECTOR};
 pub use opsvisor_core::loader::LoadedKernel;
 use opsvisor_core::loader::{
     load_kernel as core_load_kernel, BootState, KernelFormat, KernelOptions, LoadError, Module,
@@ -75,6 +75,13 @@ pub struct MachineOptions {
     /// The kernel command line (`--append`), as bytes (it reaches the guest unchanged):
     /// multiboot's `cmdline`, or the Linux command line of a bzImage or PVH kernel.
     pub cmdline: Vec<u8>,
+    /// The kernel's file name as given (`--kernel`), as bytes: a multiboot kernel's
+    /// command line starts with it, then a space and [`cmdline`](Self::cmdline) if that is
+    /// not empty, as GRUB and QEMU pass it. Empty: the command line is `cmdline` alone.
+    pub kernel_name: Vec<u8>,
+    /// QEMU's ISA test device (`--device pc-testdev`, see
+    /// [`opsvisor_core::devices::pc_testdev`]).
+    pub pc_testdev: bool,
     /// Multiboot modules: (module command line, bytes).
     pub modules: Vec<(Vec<u8>, Vec<u8>)>,
     /// The initial ramdisk of a Linux kernel (bzImage or PVH).
@@ -104,6 +111,8 @@ impl Default for MachineOptions {
             memory: 256 << 20,
             vcpus: 1,
             cmdline: Vec::new(),
+            kernel_name: Vec::new(),
+            pc_testdev: false,
             modules: Vec::new(),
             initrd: None,
             max_instructions: None,
@@ -279,8 +288,15 @@ pub fn load_kernel(
             .iter()
             .map(|(cmdline, data)| Module { cmdline, data })
             .collect();
+        let multiboot_cmdline;
+        let cmdline = if format == KernelFormat::Multiboot {
+            multiboot_cmdline = multiboot::command_line(&opts.kernel_name, &opts.cmdline);
+            &multiboot_cmdline
+        } else {
+            &opts.cmdline
+        };
         let options = KernelOptions {
-            cmdline: &opts.cmdline,
+            cmdline,
             modules: &modules,
             initrd: opts.initrd.as_deref(),
             rsdp_addr,
@@ -360,6 +376,14 @@ pub fn build_machine<P: Platform>(
     };
     let mut vm = Vm::with_vcpus(vcpus, mem, platform, cpuid, config)
         .map_err(|e| BuildError::Option(e.to_string()))?;
+    if opts.pc_testdev {
+        vm.attach_pc_testdev().map_err(|e| {
+            BuildError::Option(format!(
+                "--device pc-testdev: its range at {:#x} is taken",
+                e.start
+            ))
+        })?;
+    }
     vm.finish_firmware(
         linux
             .as_ref()

@@ -252,6 +252,12 @@ struct RunCli {
     #[arg(long, value_name = "STRING", allow_hyphen_values = true,
           value_parser = clap::value_parser!(OsString))]
     append: Option<OsString>,
+    /// Add a device (repeatable): pc-testdev (QEMU's ISA test device: ports 0xE0-0xEB and
+    /// 0x2000-0x2017, MMIO at 0xFF000000); isa-debug-exit[,iobase=0xf4][,iosize=4] is always
+    /// there and accepted as a no-op
+    #[arg(long, value_name = "DRIVER[,PROP=VALUE...]", action = ArgAction::Append,
+          allow_hyphen_values = true, value_parser = Checked(device))]
+    device: Vec<Device>,
     /// Add a multiboot module; its string is 'FILE [ARGS]' (repeatable)
     #[arg(long, value_name = "'FILE [ARGS]'", action = ArgAction::Append,
           allow_hyphen_values = true, value_parser = clap::value_parser!(OsString))]
@@ -448,6 +454,48 @@ fn memory_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
+/// A `--device` the machine can be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    /// QEMU's `pc-testdev`.
+    PcTestdev,
+    /// QEMU's `isa-debug-exit` where the machine always has it (port 0xF4, 4 ports).
+    IsaDebugExit,
+}
+
+/// `--device DRIVER[,PROP=VALUE...]` as QEMU spells it, for the devices this machine has.
+fn device(text: &str) -> Result<Device, String> {
+    let mut parts = text.split(',');
+    let driver = parts.next().unwrap_or("");
+    let props: Vec<&str> = parts.collect();
+    match driver {
+        "pc-testdev" => match props.first() {
+            None => Ok(Device::PcTestdev),
+            Some(prop) => Err(format!(
+                "--device pc-testdev: it has no property '{prop}' (its ports and MMIO window are fixed)"
+            )),
+        },
+        "isa-debug-exit" => {
+            for prop in props {
+                let ok = match prop.split_once('=') {
+                    Some(("iobase", v)) => parse_u64(v, "iobase").is_ok_and(|v| v == 0xf4),
+                    Some(("iosize", v)) => parse_u64(v, "iosize").is_ok_and(|v| v == 4),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!(
+                        "--device isa-debug-exit: '{prop}' is not how this machine has it: the device is always at iobase=0xf4,iosize=4"
+                    ));
+                }
+            }
+            Ok(Device::IsaDebugExit)
+        }
+        _ => Err(format!(
+            "--device: '{driver}' is not a device this machine can be given: expected pc-testdev, or isa-debug-exit (always present at iobase=0xf4,iosize=4)"
+        )),
+    }
+}
+
 fn backend(text: &str) -> Result<BackendKind, String> {
     BackendKind::parse(text)
 }
@@ -543,6 +591,8 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
         machine.cmdline = append.into_vec();
     }
     machine.vcpus = cli.smp.unwrap_or(1);
+    machine.pc_testdev = cli.device.contains(&Device::PcTestdev);
+    machine.kernel_name = kernel.as_bytes().to_vec();
     if cli.gdb.is_some() && machine.vcpus > 1 {
         // The stub shows gdb one thread, the bootstrap processor's.
         return Err(format!(
@@ -762,6 +812,37 @@ mod tests {
         assert!(!r.machine.collect_timing);
         let r = run(&["--stats", "k.elf"]);
         assert!(r.stats && r.breakdown && r.machine.collect_timing);
+    }
+
+    #[test]
+    fn devices_in_qemus_spelling() {
+        let r = run(&["k.elf"]);
+        assert!(!r.machine.pc_testdev, "no test device unless asked for");
+        assert_eq!(r.machine.kernel_name, b"k.elf");
+        let r = run(&["--device", "pc-testdev", "--kernel", "dir/k.elf"]);
+        assert!(r.machine.pc_testdev);
+        assert_eq!(r.machine.kernel_name, b"dir/k.elf", "the path as given");
+        let r = run(&[
+            "--device=isa-debug-exit,iobase=0xf4,iosize=0x4",
+            "--device",
+            "pc-testdev",
+            "--device",
+            "isa-debug-exit",
+            "k",
+        ]);
+        assert!(r.machine.pc_testdev);
+        assert!(!run(&["--device", "isa-debug-exit,iobase=244,iosize=4", "k"])
+            .machine
+            .pc_testdev);
+        assert_eq!(
+            err(&["run", "--device", "e1000", "k"]),
+            "--device: 'e1000' is not a device this machine can be given: expected pc-testdev, or isa-debug-exit (always present at iobase=0xf4,iosize=4)"
+        );
+        assert!(err(&["run", "--device", "isa-debug-exit,iobase=0x501", "k"])
+            .contains("'iobase=0x501' is not how this machine has it"));
+        assert!(err(&["run", "--device", "pc-testdev,id=t", "k"])
+            .contains("it has no property 'id=t'"));
+        assert!(err(&["run", "--device", "k"]).contains("--device"));
     }
 
     #[test]

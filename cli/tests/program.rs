@@ -70,15 +70,33 @@ fn a_corpus_guest_prints_and_exits_with_its_status() {
         stdout.contains("hello from opsvisor guest"),
         "stdout: {stdout}"
     );
+    // The multiboot command line is the kernel's path as given, a space and --append's
+    // text, as GRUB and QEMU pass it (hello prints it after "cmdline: ").
     assert!(
-        stdout.contains("from the test"),
-        "the command line reaches the guest: {stdout}"
+        stdout.contains(&format!("cmdline: {} from the test", guest.display())),
+        "the command line reaches the guest after the kernel's name: {stdout}"
     );
     assert_eq!(
         out.status.code(),
         Some(1),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn without_append_the_multiboot_command_line_is_the_kernel_name() {
+    // Run from the guests' directory with a relative path: the name is passed as given.
+    let guest = opsvisor_corpus::image_path("hello");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opsvisor"))
+        .current_dir(guest.parent().unwrap())
+        .args(["run", "--timeout", "60", "./hello"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.trim_end() == "cmdline: ./hello"),
+        "stdout: {stdout}"
     );
 }
 

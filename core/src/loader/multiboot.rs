@@ -470,6 +470,20 @@ fn entry_state(entry: u32, info: u32, gdt: u32) -> BootState {
     state
 }
 
+/// The command line a multiboot kernel is given, as GRUB and QEMU build it: the kernel's
+/// file name as the user gave it, then a space and `append` (`--append`'s text) if there
+/// is any. Kernels written for them take the first word as their name (`argv[0]`). With
+/// no name (a machine built from bytes alone) the line is `append` as given.
+pub fn command_line(kernel_name: &[u8], append: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(kernel_name.len() + 1 + append.len());
+    line.extend_from_slice(kernel_name);
+    if !kernel_name.is_empty() && !append.is_empty() {
+        line.push(b' ');
+    }
+    line.extend_from_slice(append);
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,5 +904,16 @@ mod tests {
             err_text(load_multiboot(&mut mem, &image, b"", &[])),
             LoadError::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn command_line_starts_with_the_kernel_name() {
+        assert_eq!(
+            command_line(b"x86/emulator.flat", b"-smp 1 foo"),
+            b"x86/emulator.flat -smp 1 foo"
+        );
+        assert_eq!(command_line(b"/boot/kernel", b""), b"/boot/kernel");
+        assert_eq!(command_line(b"k", b" lead"), b"k  lead");
+        assert_eq!(command_line(b"", b"only"), b"only");
     }
 }
