@@ -831,17 +831,22 @@ mod tests {
             "k",
         ]);
         assert!(r.machine.pc_testdev);
-        assert!(!run(&["--device", "isa-debug-exit,iobase=244,iosize=4", "k"])
-            .machine
-            .pc_testdev);
+        assert!(
+            !run(&["--device", "isa-debug-exit,iobase=244,iosize=4", "k"])
+                .machine
+                .pc_testdev
+        );
         assert_eq!(
             err(&["run", "--device", "e1000", "k"]),
             "--device: 'e1000' is not a device this machine can be given: expected pc-testdev, or isa-debug-exit (always present at iobase=0xf4,iosize=4)"
         );
-        assert!(err(&["run", "--device", "isa-debug-exit,iobase=0x501", "k"])
-            .contains("'iobase=0x501' is not how this machine has it"));
-        assert!(err(&["run", "--device", "pc-testdev,id=t", "k"])
-            .contains("it has no property 'id=t'"));
+        assert!(
+            err(&["run", "--device", "isa-debug-exit,iobase=0x501", "k"])
+                .contains("'iobase=0x501' is not how this machine has it")
+        );
+        assert!(
+            err(&["run", "--device", "pc-testdev,id=t", "k"]).contains("it has no property 'id=t'")
+        );
         assert!(err(&["run", "--device", "k"]).contains("--device"));
     }
 

@@ -2389,3 +2389,98 @@ fn tlb_flushes_are_per_vcpu() {
     assert_eq!(run_a(&mut h, "cr3_read"), 0x1111, "A's CR3 write flushes");
     drop(vcpu_b);
 }
+
+/// String instructions whose source and destination are both outside RAM (kvm-unit-tests'
+/// `test_cmps` on QEMU's pc-testdev window): each element's reads and write reach the bus
+/// in program order, one element per execution so the replay log never holds more than
+/// one element's reads, REPE CMPSB stops at the first difference with
+/// its flags, and RSI/RDI/RCX end as the SDM says.
+#[test]
+fn string_instructions_from_mmio_to_mmio_complete() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let (src, dst) = (RAM_END + 0x100, RAM_END + 0x800);
+    for i in 0..8u64 {
+        h.mmio.insert(src + i, 0x10 + i);
+        h.mmio.insert(dst + i, 0x10 + i);
+    }
+    // The seventh byte differs: REPE CMPSB stops after it.
+    h.mmio.insert(dst + 6, 0x99);
+    let mut a = asm64();
+    a.cld().unwrap();
+    a.mov(rsi, src).unwrap();
+    a.mov(rdi, dst).unwrap();
+    a.mov(ecx, 8u32).unwrap();
+    a.repe().cmpsb().unwrap();
+    a.pushfq().unwrap();
+    a.pop(r8).unwrap();
+    a.mov(r9, rcx).unwrap();
+    a.mov(r10, rsi).unwrap();
+    a.mov(r11, rdi).unwrap();
+    // One MOVSB, then REP MOVSB of 4 bytes, both MMIO to MMIO.
+    a.mov(rsi, src).unwrap();
+    a.mov(rdi, dst + 0x100).unwrap();
+    a.movsb().unwrap();
+    a.mov(ecx, 4u32).unwrap();
+    a.rep().movsb().unwrap();
+    // Backwards, by words.
+    a.std().unwrap();
+    a.mov(rsi, src + 6).unwrap();
+    a.mov(rdi, dst + 0x206).unwrap();
+    a.mov(ecx, 2u32).unwrap();
+    a.rep().movsw().unwrap();
+    a.cld().unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().expect("the string instructions complete");
+    assert_eq!(h.gpr(Gpr::R9), 1, "RCX: one element left");
+    assert_eq!(h.gpr(Gpr::R10), src + 7);
+    assert_eq!(h.gpr(Gpr::R11), dst + 7);
+    let flags = h.gpr(Gpr::R8);
+    assert_eq!(flags & 0x40, 0, "ZF clear: the bytes differed");
+    assert_eq!(flags & 1, 1, "CF: 0x16 < 0x99");
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    assert_eq!(h.gpr(Gpr::Rsi), src + 2);
+    assert_eq!(h.gpr(Gpr::Rdi), dst + 0x202);
+    for i in 0..5u64 {
+        assert_eq!(
+            h.mmio.get(&(dst + 0x100 + i)),
+            Some(&(0x10 + i)),
+            "byte {i}"
+        );
+    }
+    assert_eq!(
+        h.mmio.get(&(dst + 0x206)),
+        Some(&0x16),
+        "the first word down"
+    );
+    assert_eq!(h.mmio.get(&(dst + 0x204)), Some(&0x14), "the second word");
+    let read = |gpa, size| Exit::Mmio {
+        gpa,
+        size,
+        direction: Direction::Read,
+        data: 0,
+    };
+    let write = |gpa, size, data| Exit::Mmio {
+        gpa,
+        size,
+        direction: Direction::Write,
+        data,
+    };
+    // CMPS reads ES:RDI before DS:RSI (QEMU's TCG reads them in this order too; the SDM
+    // does not order the two reads).
+    let mut expected = std::vec::Vec::new();
+    for i in 0..7 {
+        expected.push(read(dst + i, 1));
+        expected.push(read(src + i, 1));
+    }
+    for i in 0..5 {
+        expected.push(read(src + i, 1));
+        expected.push(write(dst + 0x100 + i, 1, 0x10 + i));
+    }
+    expected.push(read(src + 6, 2));
+    expected.push(write(dst + 0x206, 2, 0x16));
+    expected.push(read(src + 4, 2));
+    expected.push(write(dst + 0x204, 2, 0x14));
+    assert_eq!(mmio_exits(&h), expected);
+}

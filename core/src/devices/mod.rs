@@ -207,7 +207,11 @@ pub fn attach_pc_testdev(
     let ports = [
         (SCRATCH_PORT, PORT_BLOCK_LEN, TestdevPorts::Scratch),
         (FLUSH_PORT, PORT_BLOCK_LEN, TestdevPorts::Flush),
-        (SCRATCH_BYTES_PORT, PORT_BLOCK_LEN, TestdevPorts::ScratchBytes),
+        (
+            SCRATCH_BYTES_PORT,
+            PORT_BLOCK_LEN,
+            TestdevPorts::ScratchBytes,
+        ),
         (IRQ_LINE_BASE, IRQ_LINE_PORTS, TestdevPorts::IrqLines),
     ];
     let (mut new_pio, mut new_mmio) = (pio.clone(), mmio.clone());

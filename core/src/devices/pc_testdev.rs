@@ -132,9 +132,7 @@ impl PcTestdev {
                 }
                 None
             }
-            TestdevPorts::IrqLines => {
-                (size == 1).then_some((u32::from(offset), value & 0xff != 0))
-            }
+            TestdevPorts::IrqLines => (size == 1).then_some((u32::from(offset), value & 0xff != 0)),
         }
     }
 
