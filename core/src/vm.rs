@@ -1050,6 +1050,12 @@ mod tests {
         // The scratch register through both views.
         vm.handle_io(0xe0, 4, Direction::Write, 0x8765_4321);
         assert_eq!(inb(&mut vm, 0xe9), 0x43);
+        vm.handle_io(0xe1, 2, Direction::Read, 0);
+        assert_eq!(
+            vm.vcpus[0].backend.pio_in.take(),
+            Some(0),
+            "unaligned: refused"
+        );
         assert_eq!(inb(&mut vm, 0xe3), 0x87);
         // Line 10 through the I/O APIC: pin 10, vector 0x5a, level-triggered.
         ioapic_write(&mut vm, 0x11 + 20, 0);

@@ -7,11 +7,13 @@
 
 /// Calls `$callback!` (a macro exported by the crate that includes this file) with
 /// `{ extra tokens }` and then, per guest,
-/// `name: (cmdline, [expected output...], timeout in seconds[, outcome = O][, input = I]),`
+/// `name: (cmdline, [expected output...], timeout in seconds[, outcome = O][, input = I]
+/// [, smp = N][, pc_testdev = true]),`
 /// where `O` is how a passing run ends (`Pass`, the default: the debug-exit status 1;
-/// `Reset`: the guest reset the machine; `PowerOff`: it entered ACPI S5) and `I` is the
+/// `Reset`: the guest reset the machine; `PowerOff`: it entered ACPI S5), `I` is the
 /// console input the harness types once the guest prints the input prompt (a byte string;
-/// none by default).
+/// none by default), `N` the vCPUs the machine has (`--smp N`; 1 by default) and
+/// `pc_testdev` whether it has QEMU's ISA test device (`--device pc-testdev`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __with_guest_list {
@@ -45,6 +47,7 @@ macro_rules! __with_guest_list {
             reset_cf9: ("", ["SYS_RST alone is kept and does not reset", "resetting through 0xCF9"], 30, outcome = Reset),
             reset_8042: ("", ["the reset line is high", "resetting through the 8042"], 30, outcome = Reset),
             acpi_s5: ("", ["\\_S5: SLP_TYPa", "entering S5: PM1a_CNT"], 30, outcome = PowerOff),
+            pc_testdev: ("", ["0xE8 is the same register", "edge: a second rising edge interrupts again", "level: the line lowered by the handler interrupts once", "REPE CMPSB (MMIO to MMIO)", "REP MOVSQ copied the second qword", "PASS"], 30, pc_testdev = true),
         }
     };
 }

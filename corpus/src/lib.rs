@@ -71,6 +71,11 @@ pub struct Guest {
     pub outcome: Outcome,
     /// Console input for the guest (typed once it prints [`INPUT_PROMPT`]).
     pub input: &'static [u8],
+    /// The machine's vCPUs (`--smp`). The bare-metal image runs one vCPU: its runners
+    /// skip a guest of more, saying so.
+    pub vcpus: u32,
+    /// Whether the machine has QEMU's ISA test device (`--device pc-testdev`).
+    pub pc_testdev: bool,
 }
 
 /// What running a guest produced.
@@ -103,6 +108,8 @@ macro_rules! __guest_table {
         $timeout:expr
         $(, outcome = $outcome:ident)?
         $(, input = $input:expr)?
+        $(, smp = $smp:expr)?
+        $(, pc_testdev = $testdev:expr)?
     )),* $(,)?) => {
         &[$($crate::Guest {
             name: stringify!($name),
@@ -111,6 +118,8 @@ macro_rules! __guest_table {
             timeout_secs: $timeout,
             outcome: $crate::__given_or!($crate::Outcome::Pass $(, $crate::Outcome::$outcome)?),
             input: $crate::__given_or!(b"" $(, $input)?),
+            vcpus: $crate::__given_or!(1 $(, $smp)?),
+            pc_testdev: $crate::__given_or!(false $(, $testdev)?),
         }),*]
     };
 }
@@ -235,12 +244,16 @@ pub fn run_and_check(runner: impl Fn(&Guest) -> RunReport, name: &str) {
     }
 }
 
-/// Run `guest` on opsvisor's emulator backend, console captured.
+/// Run `guest` on opsvisor's emulator backend, console captured, with the guest's vCPUs
+/// and devices, its image's path as the kernel's name.
 pub fn run_on_emulator(guest: &Guest) -> RunReport {
     use opsvisor_backends::{build_machine, BackendKind, MachineOptions};
     let opts = MachineOptions {
         backend: BackendKind::Emu,
         memory: 128 << 20,
+        vcpus: guest.vcpus,
+        pc_testdev: guest.pc_testdev,
+        kernel_name: image_path(guest.name).into_os_string().into_encoded_bytes(),
         cmdline: guest.cmdline.as_bytes().to_vec(),
         timeout: Some(Duration::from_secs(guest.timeout_secs)),
         ..MachineOptions::default()
@@ -324,6 +337,12 @@ pub fn run_on_qemu(guest: &Guest) -> RunReport {
         ])
         .arg(&image)
         .args(["-append", guest.cmdline])
+        .args(["-smp", &guest.vcpus.to_string()])
+        .args(if guest.pc_testdev {
+            &["-device", "pc-testdev"][..]
+        } else {
+            &[]
+        })
         .stdin(if guest.input.is_empty() {
             Stdio::null()
         } else {
@@ -541,6 +560,12 @@ mod tests {
             guest("com1_rx").map(|g| g.input),
             Some(&b"opsvisor rx 42\n"[..])
         );
+        // vCPUs and the test device: one and none unless the list says.
+        assert_eq!(
+            guest("hello").map(|g| (g.vcpus, g.pc_testdev)),
+            Some((1, false))
+        );
+        assert_eq!(guest("pc_testdev").map(|g| g.pc_testdev), Some(true));
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub struct CorpusGuest {
     pub outcome: Outcome,
     /// Console input for the guest.
     pub input: &'static [u8],
+    /// The vCPUs the guest needs (the image runs one: more is skipped, saying so).
+    pub vcpus: u32,
+    /// Whether the guest needs QEMU's ISA test device (`device=pc-testdev` on the
+    /// image's command line).
+    pub pc_testdev: bool,
 }
 
 /// Expands the guest list into [`CORPUS`] (the list calls it by this name).
@@ -60,6 +65,8 @@ macro_rules! xtask_corpus_table {
         $timeout:expr
         $(, outcome = $outcome:ident)?
         $(, input = $input:expr)?
+        $(, smp = $smp:expr)?
+        $(, pc_testdev = $testdev:expr)?
     )),* $(,)?) => {
         &[$($crate::corpus::CorpusGuest {
             name: stringify!($name),
@@ -67,6 +74,8 @@ macro_rules! xtask_corpus_table {
                 $crate::corpus::Outcome::Pass $(, $crate::corpus::Outcome::$outcome)?
             ),
             input: $crate::__given_or!(b"" $(, $input)?),
+            vcpus: $crate::__given_or!(1 $(, $smp)?),
+            pc_testdev: $crate::__given_or!(false $(, $testdev)?),
         }),*]
     };
 }
