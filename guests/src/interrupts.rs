@@ -50,6 +50,17 @@ extern "C" {
     static isr_stubs: u8;
 }
 
+/// Load the IDT [`init`] built on this CPU (an application processor shares the
+/// bootstrap processor's table).
+pub fn load() {
+    let ptr = TablePointer {
+        limit: (256 * 16 - 1) as u16,
+        base: IDT.get() as u64,
+    };
+    // SAFETY: the IDT is a static that lives for the whole run, filled in by `init`.
+    unsafe { lidt(&ptr) };
+}
+
 /// Build the IDT (every vector: an interrupt gate, DPL 0, to its stub; #DF on IST1),
 /// load it, and mask the legacy PICs so only the local APIC interrupts.
 pub fn init() {

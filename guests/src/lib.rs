@@ -29,6 +29,7 @@ pub mod irq;
 pub mod multiboot;
 pub mod paging;
 pub mod serial;
+pub mod smp;
 
 pub use interrupts::Frame;
 
