@@ -30,7 +30,7 @@
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
 //! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
-//! `fault` (raise #UD before loading the guest, to check that an exception
+//! `device=pc-testdev` (QEMU's ISA test device on the guest's machine), `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
 //! guest: each runs on the hardware backend, VMX or SVM as `backend=` picks, and on the
 //! emulator and the final states are compared, see [`differential`]). The first module is
@@ -158,6 +158,8 @@ struct Options {
     differential: bool,
     /// `console-input=HEX`: what the guest reads on its console before COM1's input.
     console_input: console_input::ConsoleInput,
+    /// `device=pc-testdev`: QEMU's ISA test device on the guest's machine.
+    pc_testdev: bool,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -168,6 +170,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         fault: false,
         differential: false,
         console_input: console_input::ConsoleInput::default(),
+        pc_testdev: false,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -194,6 +197,13 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.fault = true;
         } else if word == "diff" {
             opts.differential = true;
+        } else if let Some(device) = word.strip_prefix("device=") {
+            if device != "pc-testdev" {
+                return Err(format!(
+                    "bad option '{word}': the one device the image adds is device=pc-testdev"
+                ));
+            }
+            opts.pc_testdev = true;
         } else if let Some(hex) = word.strip_prefix("console-input=") {
             opts.console_input = console_input::ConsoleInput::from_hex(hex)
                 .map_err(|why| format!("bad option '{word}': console input is {why}"))?;
@@ -531,6 +541,10 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         cpuid_policy(hardware),
         VmConfig::default(),
     );
+    if opts.pc_testdev {
+        vm.attach_pc_testdev()
+            .map_err(|e| format!("device=pc-testdev: its range at {:#x} is taken", e.start))?;
+    }
     vm.finish_firmware(loaded.linux.as_ref().map(|layout| (layout, cmdline)))
         .map_err(|e| format!("fw_cfg: {e}"))?;
     log!(

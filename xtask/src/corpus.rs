@@ -88,6 +88,13 @@ pub fn guest(name: &str) -> Option<&'static CorpusGuest> {
     CORPUS.iter().find(|g| g.name == name)
 }
 
+/// Why the image's runners skip a guest of `vcpus` vCPUs.
+pub fn one_vcpu_skip_reason(vcpus: u32) -> String {
+    format!(
+        "needs {vcpus} vCPUs (smp = {vcpus} in the guest list); the bare-metal image runs one vCPU"
+    )
+}
+
 /// The image's command-line word that gives the guest `input` on its console
 /// (`console-input=` and the bytes in hex), if there is input.
 pub fn console_input_word(input: &[u8]) -> Option<String> {
@@ -112,6 +119,16 @@ mod tests {
         assert_eq!(guest("acpi_s5").map(|g| g.outcome), Some(Outcome::PowerOff));
         assert!(guest("com1_rx").is_some_and(|g| !g.input.is_empty()));
         assert!(guest("no_such_guest").is_none());
+        assert_eq!(guest("smp_start").map(|g| g.vcpus), Some(4));
+        assert_eq!(guest("smp_tlb").map(|g| g.vcpus), Some(2));
+        assert_eq!(
+            guest("pc_testdev").map(|g| (g.vcpus, g.pc_testdev)),
+            Some((1, true))
+        );
+        assert_eq!(
+            one_vcpu_skip_reason(4),
+            "needs 4 vCPUs (smp = 4 in the guest list); the bare-metal image runs one vCPU"
+        );
         // Every guest in guests/src/bin is listed.
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/src/bin");
         for entry in std::fs::read_dir(bin).expect("guests/src/bin") {

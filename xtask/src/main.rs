@@ -625,7 +625,8 @@ fn judge(
 }
 
 /// For a corpus guest, its table entry's ending, and `run` with the guest's console input
-/// on the image's command line (`console-input=`); other guests run as given.
+/// (`console-input=`) and devices (`device=pc-testdev`) on the image's command line; other
+/// guests run as given.
 fn with_corpus_entry(run: &RunOptions) -> (RunOptions, Option<corpus::Outcome>) {
     let entry = match &run.guest {
         GuestSpec::Corpus(name) => corpus::guest(name),
@@ -635,12 +636,40 @@ fn with_corpus_entry(run: &RunOptions) -> (RunOptions, Option<corpus::Outcome>) 
     if let Some(word) = entry.and_then(|g| corpus::console_input_word(g.input)) {
         run.append = format!("{} {word}", run.append).trim().to_string();
     }
+    if entry.is_some_and(|g| g.pc_testdev) {
+        run.append = format!("{} device=pc-testdev", run.append)
+            .trim()
+            .to_string();
+    }
     (run, entry.map(|g| g.outcome))
+}
+
+/// A guest as messages name it.
+fn guest_label(guest: &GuestSpec) -> String {
+    match guest {
+        GuestSpec::Corpus(name) => name.clone(),
+        GuestSpec::Path(path) => path.display().to_string(),
+    }
+}
+
+/// Why the image cannot run `run`'s guest, if it cannot: a corpus guest that needs more
+/// vCPUs than the one the image runs.
+fn image_cannot_run(run: &RunOptions) -> Option<String> {
+    let GuestSpec::Corpus(name) = &run.guest else {
+        return None;
+    };
+    corpus::guest(name)
+        .filter(|g| g.vcpus > 1)
+        .map(|g| corpus::one_vcpu_skip_reason(g.vcpus))
 }
 
 /// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to
 /// stdout as it arrives.
 fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Result<()> {
+    if let Some(why) = image_cannot_run(run) {
+        eprintln!("xtask: {}: SKIP: {why}", guest_label(&run.guest));
+        return Ok(());
+    }
     let (run, expected) = with_corpus_entry(run);
     let run = &run;
     let (guest, name) = resolve_guest(&run.guest)?;
@@ -766,11 +795,17 @@ fn corpus(run: &RunOptions, machine: Machine, backend: HwBackend) -> Result<()> 
         names.len()
     );
     let mut failed = Vec::new();
+    let mut skipped = 0;
     for name in &names {
         let one = RunOptions {
             guest: GuestSpec::Corpus(name.clone()),
             ..run.clone()
         };
+        if let Some(why) = image_cannot_run(&one) {
+            println!("SKIP  {name}  ({why})");
+            skipped += 1;
+            continue;
+        }
         let started = Instant::now();
         let result = match machine {
             Machine::Bochs => bochs(&one, false, None),
@@ -802,9 +837,9 @@ fn corpus(run: &RunOptions, machine: Machine, backend: HwBackend) -> Result<()> 
     }
     // The plain closing line test harnesses read: 'N passed, N failed'.
     println!(
-        "corpus-{}: {} passed, {} failed",
+        "corpus-{}: {} passed, {} failed, {skipped} skipped",
         backend.name(),
-        names.len() - failed.len(),
+        names.len() - failed.len() - skipped,
         failed.len()
     );
     if failed.is_empty() {
@@ -836,6 +871,10 @@ fn run_qemu(
     serial_out: Option<&mut String>,
     stream: bool,
 ) -> Result<()> {
+    if let Some(why) = image_cannot_run(run) {
+        eprintln!("xtask: {}: SKIP: {why}", guest_label(&run.guest));
+        return Ok(());
+    }
     let (run, expected) = with_corpus_entry(run);
     let run = &run;
     let (guest, name) = resolve_guest(&run.guest)?;
