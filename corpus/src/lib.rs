@@ -76,6 +76,8 @@ pub struct Guest {
     pub vcpus: u32,
     /// Whether the machine has QEMU's ISA test device (`--device pc-testdev`).
     pub pc_testdev: bool,
+    /// Why the bare-metal image's runners skip the guest, if they do.
+    pub image_skip: Option<&'static str>,
 }
 
 /// What running a guest produced.
@@ -110,6 +112,7 @@ macro_rules! __guest_table {
         $(, input = $input:expr)?
         $(, smp = $smp:expr)?
         $(, pc_testdev = $testdev:expr)?
+        $(, image_skip = $image_skip:expr)?
     )),* $(,)?) => {
         &[$($crate::Guest {
             name: stringify!($name),
@@ -120,6 +123,7 @@ macro_rules! __guest_table {
             input: $crate::__given_or!(b"" $(, $input)?),
             vcpus: $crate::__given_or!(1 $(, $smp)?),
             pc_testdev: $crate::__given_or!(false $(, $testdev)?),
+            image_skip: $crate::__given_or!(None $(, Some($image_skip))?),
         }),*]
     };
 }

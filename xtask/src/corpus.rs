@@ -53,6 +53,8 @@ pub struct CorpusGuest {
     /// Whether the guest needs QEMU's ISA test device (`device=pc-testdev` on the
     /// image's command line).
     pub pc_testdev: bool,
+    /// Why the image's runners skip the guest, if they do (besides needing vCPUs).
+    pub image_skip: Option<&'static str>,
 }
 
 /// Expands the guest list into [`CORPUS`] (the list calls it by this name).
@@ -67,6 +69,7 @@ macro_rules! xtask_corpus_table {
         $(, input = $input:expr)?
         $(, smp = $smp:expr)?
         $(, pc_testdev = $testdev:expr)?
+        $(, image_skip = $image_skip:expr)?
     )),* $(,)?) => {
         &[$($crate::corpus::CorpusGuest {
             name: stringify!($name),
@@ -76,6 +79,7 @@ macro_rules! xtask_corpus_table {
             input: $crate::__given_or!(b"" $(, $input)?),
             vcpus: $crate::__given_or!(1 $(, $smp)?),
             pc_testdev: $crate::__given_or!(false $(, $testdev)?),
+            image_skip: $crate::__given_or!(None $(, Some($image_skip))?),
         }),*]
     };
 }

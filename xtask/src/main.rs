@@ -653,14 +653,17 @@ fn guest_label(guest: &GuestSpec) -> String {
 }
 
 /// Why the image cannot run `run`'s guest, if it cannot: a corpus guest that needs more
-/// vCPUs than the one the image runs.
+/// vCPUs than the one the image runs, or whose list entry says why (`image_skip`).
 fn image_cannot_run(run: &RunOptions) -> Option<String> {
     let GuestSpec::Corpus(name) = &run.guest else {
         return None;
     };
-    corpus::guest(name)
-        .filter(|g| g.vcpus > 1)
-        .map(|g| corpus::one_vcpu_skip_reason(g.vcpus))
+    let g = corpus::guest(name)?;
+    if g.vcpus > 1 {
+        Some(corpus::one_vcpu_skip_reason(g.vcpus))
+    } else {
+        g.image_skip.map(String::from)
+    }
 }
 
 /// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to
