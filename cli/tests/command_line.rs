@@ -246,7 +246,11 @@ fn serial_goes_to_a_file_or_nowhere() {
     assert!(out.stdout.is_empty(), "stdout stays empty");
     let text = std::fs::read_to_string(&log).expect("the serial file");
     assert!(text.contains("hello from opsvisor guest"), "{text}");
-    assert!(text.contains("cmdline: to a file"), "{text}");
+    // The multiboot command line: the kernel's path as given, then --append's text.
+    assert!(
+        text.contains(&format!("cmdline: {} to a file", guest.display())),
+        "{text}"
+    );
 
     let out = opsvisor([
         OsStr::new("run"),
