@@ -129,6 +129,10 @@ mod tests {
             guest("pc_testdev").map(|g| (g.vcpus, g.pc_testdev)),
             Some((1, true))
         );
+        assert!(guest("pc_testdev_strings")
+            .and_then(|g| g.image_skip)
+            .is_some_and(|why| why.contains("MOV forms only")));
+        assert_eq!(guest("hello").and_then(|g| g.image_skip), None);
         assert_eq!(
             one_vcpu_skip_reason(4),
             "needs 4 vCPUs (smp = 4 in the guest list); the bare-metal image runs one vCPU"
