@@ -1,22 +1,39 @@
 //! `opsvisor run --gdb`: GDB's remote serial protocol on the emulator, through the
 //! `gdbstub` crate, as QEMU's `-gdb tcp::1234` (and `-S` as `--gdb-wait`).
 //!
-//! gdb sees one thread (the vCPU) of an x86-64 target: the general registers, RIP,
-//! EFLAGS, the segment selectors, the x87 stack and its control registers, XMM0-15 and
-//! MXCSR (gdb's `i386:x86-64` description with SSE), and `monitor info registers` prints
-//! the rest as QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER).
-//! Memory is read and written by virtual address, translated by core's page walker with
-//! the vCPU's CR0, CR3, CR4 and EFER (paging off: the address is physical).
+//! gdb sees a thread per vCPU of an x86-64 target, as with QEMU: thread K is vCPU K - 1
+//! (thread 1 the bootstrap processor), and `info threads` describes each as QEMU does,
+//! "CPU#0 [running]", or "[halted]" for a vCPU asleep in HLT or waiting for a start-up
+//! IPI. A thread's registers are the general registers, RIP, EFLAGS, the segment
+//! selectors, the x87 stack and its control registers, XMM0-15 and MXCSR (gdb's
+//! `i386:x86-64` description with SSE), and `monitor info registers` prints the rest as
+//! QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER) for the
+//! thread gdb has selected. Memory is read and written by virtual address, translated by
+//! core's page walker with the selected thread's CR0, CR3, CR4 and EFER (paging off: the
+//! address is physical).
 //!
 //! Software and hardware breakpoints are the same thing here: the emulator stops before
 //! the instruction at that RIP without writing into guest memory
 //! ([`EmuVcpu::set_guest_debug`]). `watch` watches the guest-physical bytes the address
-//! maps to when it is set, compared after each instruction (a store of the value already
-//! there does not stop); `rwatch` and `awatch` watch the linear address in each
-//! instruction's memory operands ([`opsvisor_emu::AccessWatch`]). `stepi` runs exactly
-//! one instruction, `continue` runs until a breakpoint, a watchpoint, the run's end, or
-//! gdb's Ctrl-C, which the stub sees between two slices of the guest's run
-//! ([`SLICE_INSTRUCTIONS`], [`SLICE_TIME`]).
+//! maps to (with the selected thread's page tables) when it is set, compared after each
+//! instruction (a store of the value already there does not stop); `rwatch` and
+//! `awatch` watch the linear address in each instruction's memory operands
+//! ([`opsvisor_emu::AccessWatch`]). Breakpoints and watchpoints apply to every vCPU, and
+//! a stop names the thread of the vCPU that made it.
+//!
+//! `continue` runs every vCPU, in core's turns on this thread ([`opsvisor_core::sched`]),
+//! until a breakpoint, a watchpoint, the run's end, or gdb's Ctrl-C, which the stub sees
+//! between two slices of the guest's run ([`SLICE_INSTRUCTIONS`], [`SLICE_TIME`]) and
+//! which stops them all. `stepi` runs exactly one instruction of the selected thread's
+//! vCPU, alone: the other vCPUs stay stopped ([`opsvisor_core::vm::Vm::run_alone`]), as
+//! with QEMU's gdbstub, so during a step the others neither run nor hit breakpoints,
+//! and their registers stay as gdb saw them. With several vCPUs the step of a vCPU that
+//! executes HLT ends after the HLT, and that of one already asleep in HLT or waiting for
+//! a start-up IPI ends at once where it is (the stopped vCPUs could be what wakes it);
+//! one whose start-up IPI is pending ends at the first instruction of its start-up code.
+//! With one vCPU the step of a HLT waits for the interrupt that ends it, as the machine
+//! runs on. With gdb's `set scheduler-locking on`, `stepi` is the same, and `continue`
+//! still runs every vCPU.
 //!
 //! The run's end is reported to gdb as a process's: a debug exit as "exited with code
 //! STATUS" (the program's exit status), a power-off as exit code 0, a triple fault as
