@@ -1,8 +1,10 @@
 //! `opsvisor run --gdb`: Debian's gdb in batch mode against the corpus guest `hello`
 //! (breakpoints, continue, registers, memory through the guest's page tables, single
-//! steps, the run's end), and the remote protocol spoken directly for what batch mode
-//! cannot do: gdb's Ctrl-C while the guest runs, and `kill`. gdb comes from
-//! `bash scripts/setup.sh`.
+//! steps, the run's end) and against a flat guest of three vCPUs whose bootstrap
+//! processor starts the others (a thread per vCPU, a breakpoint in the APs' code, one
+//! AP's registers, a step of one AP alone), and the remote protocol spoken directly for
+//! what batch mode cannot do: gdb's Ctrl-C while the guest runs, and `kill`. gdb comes
+//! from `bash scripts/setup.sh`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -566,6 +568,62 @@ fn ctrl_c_stops_a_running_guest_and_kill_ends_the_run() {
     let log = rest.recv_timeout(LIMIT).unwrap_or_default();
     assert_eq!(status, Some(14), "{log}");
     assert!(log.contains("ended by gdb (kill)"), "{log}");
+}
+
+#[test]
+fn ctrl_c_stops_every_vcpu_and_names_the_thread_that_ran() {
+    // The BSP spins (`jmp $` at 1 MiB); the APs wait for a start-up IPI that never comes.
+    let kernel = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gdb-spin-smp.bin");
+    std::fs::write(&kernel, [0xeb, 0xfe]).expect("kernel written");
+    let (child, port, rest) = start(&[
+        kernel.to_str().unwrap(),
+        "--flat",
+        "--smp",
+        "2",
+        "--serial",
+        "none",
+        "--timeout",
+        "60",
+    ]);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+    assert_eq!(
+        ask(&mut conn, "qfThreadInfo"),
+        "m01,02",
+        "a thread per vCPU"
+    );
+    assert_eq!(ask(&mut conn, "qsThreadInfo"), "l");
+    conn.write_all(&packet("vCont;c")).expect("continue");
+    std::thread::sleep(Duration::from_millis(300));
+    conn.write_all(&[3]).expect("interrupt");
+    let stop = reply(&mut conn);
+    // Only the BSP can run: it ran last.
+    assert_eq!(stop, "T02thread:01;", "SIGINT naming the BSP's thread");
+    // Thread 2's registers: the AP as after its power-on reset, at F000:FFF0.
+    assert_eq!(ask(&mut conn, "Hg2"), "OK");
+    let regs = ask(&mut conn, "g");
+    assert_eq!(
+        regs.get(256..272),
+        Some("f0ff000000000000"),
+        "AP rip: {regs}"
+    );
+    assert_eq!(ask(&mut conn, "Hg1"), "OK");
+    let regs = ask(&mut conn, "g");
+    assert_eq!(
+        regs.get(256..272),
+        Some("0000100000000000"),
+        "BSP rip: {regs}"
+    );
+    // qThreadExtraInfo: "CPU#1 [halted]", hex-encoded.
+    let extra = ask(&mut conn, "qThreadExtraInfo,2");
+    let text: Vec<u8> = (0..extra.len() / 2)
+        .filter_map(|i| u8::from_str_radix(extra.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&text), "CPU#1 [halted]");
+    conn.write_all(&packet("k")).expect("kill");
+    let status = finish(child);
+    let log = rest.recv_timeout(LIMIT).unwrap_or_default();
+    assert_eq!(status, Some(14), "{log}");
 }
 
 #[test]
