@@ -2,9 +2,9 @@
 //! (breakpoints, continue, registers, memory through the guest's page tables, single
 //! steps, the run's end) and against a flat guest of three vCPUs whose bootstrap
 //! processor starts the others (a thread per vCPU, a breakpoint in the APs' code, one
-//! AP's registers, a step of one AP alone), and the remote protocol spoken directly for
-//! what batch mode cannot do: gdb's Ctrl-C while the guest runs, and `kill`. gdb comes
-//! from `bash scripts/setup.sh`.
+//! AP's registers, a step of one AP alone, a watchpoint any vCPU hits), and the remote
+//! protocol spoken directly for what batch mode cannot do: gdb's Ctrl-C while the guest
+//! runs, and `kill`. gdb comes from `bash scripts/setup.sh`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -375,6 +375,11 @@ fn gdb_sees_a_thread_per_vcpu_and_steps_one_alone() {
         "thread 1".into(),
         "printf \"bsp pc after the step %#x\\n\", $pc".into(),
         "delete".into(),
+        // A watchpoint on the count stops whichever vCPU changes it.
+        format!("watch {counter}"),
+        "continue".into(),
+        "continue".into(),
+        "delete".into(),
         "continue".into(),
     ];
     let mut gdb = Command::new("gdb");
@@ -461,6 +466,22 @@ fn gdb_sees_a_thread_per_vcpu_and_steps_one_alone() {
         hex_after(&text, "bsp pc after the step "),
         Some(bsp_pc),
         "the BSP did not run during the step: {context}"
+    );
+    // The vCPU after the stepped one in turn order, vCPU 2, starts and counts first;
+    // then either AP.
+    assert!(
+        text.contains(
+            "Thread 3 hit Hardware watchpoint 2: *(unsigned short *)0x7000\n\nOld value = 1\nNew value = 2\n"
+        ),
+        "the watchpoint stops the AP that was never stepped: {context}"
+    );
+    assert!(
+        ["Thread 2 hit", "Thread 3 hit"]
+            .iter()
+            .any(|t| text.contains(&format!(
+            "{t} Hardware watchpoint 2: *(unsigned short *)0x7000\n\nOld value = 2\nNew value = 3\n"
+        ))),
+        "the next increment stops too: {context}"
     );
     // The APs count to 100 and the BSP ends the run: (2 << 1) | 1.
     assert!(
