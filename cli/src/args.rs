@@ -171,7 +171,8 @@ GDB (--gdb tcp::PORT, --gdb-wait):
     address, break and hbreak (nothing is written into guest memory), watch, rwatch,
     awatch (all on every vCPU; a stop names the vCPU's thread), stepi (the thread's vCPU
     alone: the others stay stopped), continue (all vCPUs), Ctrl-C (stops all); 'monitor
-    info registers' adds the control registers and EFER of the thread's vCPU. The run's end
+    info registers' adds the control registers and EFER of the current vCPU (-a: of every
+    vCPU; 'monitor cpu N' makes vCPU N current, as QEMU's monitor). The run's end
     reaches gdb as a process's exit code (the debug exit's status) or signal (SIGSEGV a
     triple fault, SIGSTOP a halt for good, SIGALRM a limit, SIGHUP a reset, which ends
     the run under gdb). detach lets the guest run on; kill ends the run (status 14).

@@ -8,9 +8,12 @@
 //! selectors, the x87 stack and its control registers, XMM0-15 and MXCSR (gdb's
 //! `i386:x86-64` description with SSE), and `monitor info registers` prints the rest as
 //! QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER) for the
-//! thread gdb has selected. Memory is read and written by virtual address, translated by
-//! core's page walker with the selected thread's CR0, CR3, CR4 and EFER (paging off: the
-//! address is physical).
+//! current vCPU (`monitor info registers -a`: every vCPU, each under `CPU#N`). The
+//! current vCPU is that of the thread gdb last read or wrote the registers or memory of
+//! (gdb names the thread in each access, but answers from its cache what it has read
+//! since the last stop), or the one QEMU's `monitor cpu N` chose since. Memory is read
+//! and written by virtual address, translated by core's page walker with the thread's
+//! CR0, CR3, CR4 and EFER (paging off: the address is physical).
 //!
 //! Software and hardware breakpoints are the same thing here: the emulator stops before
 //! the instruction at that RIP without writing into guest memory
@@ -371,7 +374,7 @@ struct GdbTarget<'a, P: Platform> {
     access_watchpoints: Vec<(WatchKind, u64, AccessWatch)>,
     /// The vCPU the next resume steps, alone, if it is a step.
     step: Option<usize>,
-    /// The vCPU gdb last read or wrote registers or memory of (gdb's selected thread):
+    /// The vCPU gdb last read or wrote registers or memory of, or `monitor cpu N` chose:
     /// watchpoints' addresses are translated and `monitor info registers` reads there.
     selected: usize,
     _platform: PhantomData<P>,
@@ -844,22 +847,47 @@ impl<P: Platform> HwWatchpoint for GdbTarget<'_, P> {
 
 impl<P: Platform> MonitorCmd for GdbTarget<'_, P> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
-        match cmd.trim_ascii() {
-            b"info registers" => {
+        let text = String::from_utf8_lossy(cmd.trim_ascii()).into_owned();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words[..] {
+            ["info", "registers"] => {
                 let v = &self.runner.vm.vcpus()[self.selected].backend;
                 for line in info_registers(v).lines() {
                     outputln!(out, "{line}");
                 }
             }
-            b"help" | b"" => outputln!(
+            ["info", "registers", "-a"] => {
+                for (index, v) in self.runner.vm.vcpus().iter().enumerate() {
+                    outputln!(out, "");
+                    outputln!(out, "CPU#{index}");
+                    for line in info_registers(&v.backend).lines() {
+                        outputln!(out, "{line}");
+                    }
+                }
+            }
+            ["cpu", index] => match index.parse::<usize>() {
+                Ok(index) if index < self.runner.vcpus() => self.selected = index,
+                _ => outputln!(
+                    out,
+                    "invalid CPU index '{index}': expected 0 to {}",
+                    self.runner.vcpus() - 1
+                ),
+            },
+            ["help"] | [] => {
+                outputln!(
+                    out,
+                    "monitor info registers: every register of the current vCPU, control and \
+                     system registers included (gdb's x86-64 description has no control registers)"
+                );
+                outputln!(out, "monitor info registers -a: the same for every vCPU");
+                outputln!(
+                    out,
+                    "monitor cpu N: make vCPU N (gdb's thread N+1) the current one"
+                );
+            }
+            _ => outputln!(
                 out,
-                "monitor info registers: every register of the vCPU, control and system \
-                 registers included (gdb's x86-64 description has no control registers)"
-            ),
-            other => outputln!(
-                out,
-                "unknown monitor command '{}' (monitor help lists them)",
-                String::from_utf8_lossy(other)
+                "unknown monitor command '{text}' (monitor help lists them)"
             ),
         }
         Ok(())

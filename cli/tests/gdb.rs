@@ -365,6 +365,8 @@ fn gdb_sees_a_thread_per_vcpu_and_steps_one_alone() {
         "info registers rip".into(),
         "printf \"ap rsp %#x\\n\", $rsp".into(),
         format!("printf \"counter before %d\\n\", {counter}"),
+        "monitor info registers -a".into(),
+        "monitor cpu 3".into(),
         "thread 1".into(),
         "printf \"bsp pc %#x\\n\", $pc".into(),
         "printf \"bsp rsp %#x\\n\", $rsp".into(),
@@ -439,6 +441,27 @@ fn gdb_sees_a_thread_per_vcpu_and_steps_one_alone() {
         hex_after(&text, "ap rsp "),
         Some(u64::from(AP_STACK)),
         "thread 2's stack pointer: {context}"
+    );
+    // QEMU's monitor: every vCPU's registers, each under CPU#N.
+    let rip_of = |cpu: &str| {
+        text.split(&format!("\nCPU#{cpu}\n"))
+            .nth(1)
+            .and_then(|t| t.split("RIP=").nth(1))
+            .and_then(|t| u64::from_str_radix(t.split_whitespace().next()?, 16).ok())
+    };
+    assert_eq!(
+        rip_of("1"),
+        Some(count_ip),
+        "monitor info registers -a: {context}"
+    );
+    assert_eq!(
+        rip_of("2"),
+        Some(0xfff0),
+        "monitor info registers -a: {context}"
+    );
+    assert!(
+        text.contains("invalid CPU index '3': expected 0 to 2"),
+        "{context}"
     );
     let bsp_rsp = hex_after(&text, "bsp rsp ").expect("the BSP's rsp printed");
     assert_ne!(
