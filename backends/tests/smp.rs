@@ -612,3 +612,102 @@ fn a_halted_vcpus_timer_wakes_it_while_another_computes() {
         "{preempted} preemptions for {ticks} ticks and {turns} turns"
     );
 }
+
+/// The emulator under a vCPU of the machine.
+fn emu(backend: &mut opsvisor_backends::Backend) -> &mut opsvisor_emu::EmuVcpu {
+    match backend {
+        opsvisor_core::Backend::Emu(slot) => &mut slot.0,
+        opsvisor_core::Backend::Vmx(slot) => match slot.0 {},
+        opsvisor_core::Backend::Svm(slot) => match slot.0 {},
+    }
+}
+
+#[test]
+fn a_vcpu_run_alone_runs_while_the_others_stay_stopped() {
+    // The AP counts DX to 3000, then sleeps for good (CLI; HLT); the BSP starts it and
+    // counts ECX forever.
+    let mut ap = CodeAssembler::new(16).unwrap();
+    let mut count = ap.create_label();
+    ap.set_label(&mut count).unwrap();
+    ap.inc(dx).unwrap();
+    ap.cmp(dx, 3000).unwrap();
+    ap.jb(count).unwrap();
+    ap.cli().unwrap();
+    ap.hlt().unwrap();
+    let mut image = ap.assemble(0).unwrap();
+    image.resize((BSP_CODE - AP_CODE) as usize, 0x90);
+    let mut bsp = CodeAssembler::new(32).unwrap();
+    let mut spin = bsp.create_label();
+    bsp.mov(dword_ptr(APIC + 0xf0), 0x1ffu32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4500u32).unwrap();
+    bsp.mov(dword_ptr(ICR_LO), 0x000c_4608u32).unwrap();
+    bsp.set_label(&mut spin).unwrap();
+    bsp.inc(ecx).unwrap();
+    bsp.jmp(spin).unwrap();
+    image.extend(bsp.assemble(BSP_CODE).unwrap());
+    let opts = MachineOptions {
+        memory: 32 << 20,
+        vcpus: 2,
+        flat: true,
+        flat_load: Some(AP_CODE),
+        flat_entry: Some(BSP_CODE),
+        flat_mode: FlatMode::Protected,
+        timeout: Some(Duration::from_secs(60)),
+        ..MachineOptions::default()
+    };
+    let mut vm = build_machine(&image, &opts, CapturePlatform::new()).unwrap();
+    // Short turns: both vCPUs run within the first 2000 instructions.
+    vm.config.smp_turn = 100;
+    vm.config.max_instructions = Some(2000);
+    assert_eq!(vm.run(), RunOutcome::InstructionLimit);
+    let retired = |vm: &opsvisor_backends::Machine<CapturePlatform>, i: usize| {
+        vm.vcpus()[i].backend.instructions_retired().unwrap()
+    };
+    let (bsp_retired, bsp_rip) = (retired(&vm, 0), vm.vcpus()[0].backend.rip());
+    let ap_retired = retired(&vm, 1);
+    assert!(ap_retired > 0, "the AP started");
+    assert_eq!(vm.vcpus()[1].mp_state(), MpState::Runnable);
+
+    // The run's limits apply: 500 instructions, all the AP's.
+    vm.config.max_instructions = Some(500);
+    assert_eq!(vm.run_alone(1), Some(RunOutcome::InstructionLimit));
+    let ran = retired(&vm, 1) - ap_retired;
+    assert!(ran >= 500, "the AP ran {ran} instructions");
+    assert_eq!(vm.cur(), 1);
+    assert_eq!(retired(&vm, 0), bsp_retired, "the BSP stayed stopped");
+
+    // A debugger's single step of the AP alone.
+    let step = opsvisor_emu::GuestDebug {
+        single_step: true,
+        ..Default::default()
+    };
+    let (vcpus, mem) = vm.vcpus_and_mem_mut();
+    emu(&mut vcpus[1].backend)
+        .set_guest_debug(mem, Some(step))
+        .unwrap();
+    let ap_retired = retired(&vm, 1);
+    assert_eq!(vm.run_alone(1), Some(RunOutcome::Debug { vector: 1 }));
+    assert_eq!(retired(&vm, 1), ap_retired + 1, "one instruction");
+
+    // Run alone until it halts for good: `None`, and the BSP still never ran.
+    let (vcpus, mem) = vm.vcpus_and_mem_mut();
+    emu(&mut vcpus[1].backend)
+        .set_guest_debug(mem, None)
+        .unwrap();
+    vm.config.max_instructions = Some(1_000_000);
+    assert_eq!(vm.run_alone(1), None);
+    assert_eq!(vm.vcpus()[1].mp_state(), MpState::Halted);
+    assert_eq!(
+        vm.vcpus()[1].backend.gpr(opsvisor_core::ops::Gpr::Rdx) & 0xffff,
+        3000
+    );
+    assert_eq!(vm.run_alone(1), None, "a halted vCPU alone cannot run");
+    assert_eq!(retired(&vm, 0), bsp_retired, "the BSP stayed stopped");
+    assert_eq!(vm.vcpus()[0].backend.rip(), bsp_rip);
+    assert!(matches!(vm.run_alone(2), Some(RunOutcome::Failed(why)) if why.contains("no vCPU 2")));
+
+    // Together again: the BSP counts on.
+    vm.config.max_instructions = Some(1000);
+    assert_eq!(vm.run(), RunOutcome::InstructionLimit);
+    assert!(retired(&vm, 0) >= bsp_retired + 1000, "the BSP ran again");
+}

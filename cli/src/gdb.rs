@@ -1,22 +1,42 @@
 //! `opsvisor run --gdb`: GDB's remote serial protocol on the emulator, through the
 //! `gdbstub` crate, as QEMU's `-gdb tcp::1234` (and `-S` as `--gdb-wait`).
 //!
-//! gdb sees one thread (the vCPU) of an x86-64 target: the general registers, RIP,
-//! EFLAGS, the segment selectors, the x87 stack and its control registers, XMM0-15 and
-//! MXCSR (gdb's `i386:x86-64` description with SSE), and `monitor info registers` prints
-//! the rest as QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER).
-//! Memory is read and written by virtual address, translated by core's page walker with
-//! the vCPU's CR0, CR3, CR4 and EFER (paging off: the address is physical).
+//! gdb sees a thread per vCPU of an x86-64 target, as with QEMU: thread K is vCPU K - 1
+//! (thread 1 the bootstrap processor), and `info threads` describes each as QEMU does,
+//! "CPU#0 [running]", or "[halted]" for a vCPU asleep in HLT or waiting for a start-up
+//! IPI. A thread's registers are the general registers, RIP, EFLAGS, the segment
+//! selectors, the x87 stack and its control registers, XMM0-15 and MXCSR (gdb's
+//! `i386:x86-64` description with SSE), and `monitor info registers` prints the rest as
+//! QEMU's monitor does (segments' hidden parts, GDTR, IDTR, CR0-CR4, EFER) for the
+//! current vCPU (`monitor info registers -a`: every vCPU, each under `CPU#N`). The
+//! current vCPU is that of the thread gdb last read or wrote the registers or memory of
+//! (gdb names the thread in each access, but answers from its cache what it has read
+//! since the last stop), or the one QEMU's `monitor cpu N` chose since. Memory is read
+//! and written by virtual address, translated by core's page walker with the thread's
+//! CR0, CR3, CR4 and EFER (paging off: the address is physical).
 //!
 //! Software and hardware breakpoints are the same thing here: the emulator stops before
 //! the instruction at that RIP without writing into guest memory
 //! ([`EmuVcpu::set_guest_debug`]). `watch` watches the guest-physical bytes the address
-//! maps to when it is set, compared after each instruction (a store of the value already
-//! there does not stop); `rwatch` and `awatch` watch the linear address in each
-//! instruction's memory operands ([`opsvisor_emu::AccessWatch`]). `stepi` runs exactly
-//! one instruction, `continue` runs until a breakpoint, a watchpoint, the run's end, or
-//! gdb's Ctrl-C, which the stub sees between two slices of the guest's run
-//! ([`SLICE_INSTRUCTIONS`], [`SLICE_TIME`]).
+//! maps to (with the selected thread's page tables) when it is set, compared after each
+//! instruction (a store of the value already there does not stop); `rwatch` and
+//! `awatch` watch the linear address in each instruction's memory operands
+//! ([`opsvisor_emu::AccessWatch`]). Breakpoints and watchpoints apply to every vCPU, and
+//! a stop names the thread of the vCPU that made it.
+//!
+//! `continue` runs every vCPU, in core's turns on this thread ([`opsvisor_core::sched`]),
+//! until a breakpoint, a watchpoint, the run's end, or gdb's Ctrl-C, which the stub sees
+//! between two slices of the guest's run ([`SLICE_INSTRUCTIONS`], [`SLICE_TIME`]) and
+//! which stops them all. `stepi` runs exactly one instruction of the selected thread's
+//! vCPU, alone: the other vCPUs stay stopped ([`opsvisor_core::vm::Vm::run_alone`]), as
+//! with QEMU's gdbstub, so during a step the others neither run nor hit breakpoints,
+//! and their registers stay as gdb saw them. With several vCPUs the step of a vCPU that
+//! executes HLT ends after the HLT, and that of one already asleep in HLT or waiting for
+//! a start-up IPI ends at once where it is (the stopped vCPUs could be what wakes it);
+//! one whose start-up IPI is pending ends at the first instruction of its start-up code.
+//! With one vCPU the step of a HLT waits for the interrupt that ends it, as the machine
+//! runs on. With gdb's `set scheduler-locking on`, `stepi` is the same, and `continue`
+//! still runs every vCPU.
 //!
 //! The run's end is reported to gdb as a process's: a debug exit as "exited with code
 //! STATUS" (the program's exit status), a power-off as exit code 0, a triple fault as
@@ -29,12 +49,12 @@
 //! When gdb detaches the guest runs on to its end; gdb's `kill` ends the run.
 
 use crate::args::GdbOptions;
-use gdbstub::common::Signal;
+use gdbstub::common::{Signal, Tid};
 use gdbstub::conn::{Connection, ConnectionExt};
-use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, SingleThreadStopReason};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
-    SingleThreadSingleStepOps,
+use gdbstub::stub::{run_blocking, DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
@@ -42,6 +62,7 @@ use gdbstub::target::ext::breakpoints::{
     SwBreakpoint, SwBreakpointOps, WatchKind,
 };
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
@@ -50,12 +71,14 @@ use opsvisor_core::fpu::FxsaveArea;
 use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
 use opsvisor_core::ops::{Gpr, SegReg, X86Ops};
 use opsvisor_core::platform::Platform;
+use opsvisor_core::vcpu::MpState;
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_emu::{
     AccessWatch, DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS, MAX_WATCHPOINTS,
 };
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 /// Instructions the guest runs between two looks at the connection.
@@ -171,7 +194,8 @@ impl GdbServer {
             hw_breakpoints: Vec::new(),
             watchpoints: Vec::new(),
             access_watchpoints: Vec::new(),
-            step: false,
+            step: None,
+            selected: 0,
             _platform: PhantomData,
         };
         let stub = GdbStub::new(stream);
@@ -181,7 +205,7 @@ impl GdbServer {
             Ok(DisconnectReason::Kill) => Ok(GdbEnd::Killed),
             Ok(DisconnectReason::Disconnect) => {
                 log::info!("gdb detached: the guest runs on");
-                runner.set_debug(None)?;
+                runner.set_debug(None, None)?;
                 Ok(GdbEnd::Outcome(runner.finish()))
             }
             Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => Ok(
@@ -193,7 +217,7 @@ impl GdbServer {
                 if let Some(end) = runner.end.take() {
                     return Ok(GdbEnd::Outcome(end));
                 }
-                runner.set_debug(None)?;
+                runner.set_debug(None, None)?;
                 Ok(GdbEnd::Outcome(runner.finish()))
             }
         }
@@ -226,24 +250,43 @@ impl<'a, P: Platform> Runner<'a, P> {
         }
     }
 
-    fn emu(&mut self) -> &mut EmuVcpu {
-        emu(&mut self.vm.bsp_mut().backend)
+    /// The vCPUs: gdb's threads 1 to this.
+    fn vcpus(&self) -> usize {
+        self.vm.vcpus().len()
     }
 
-    fn set_debug(&mut self, debug: Option<GuestDebug>) -> Result<(), String> {
-        let (bsp, mem) = self.vm.bsp_and_mem_mut();
-        emu(&mut bsp.backend)
-            .set_guest_debug(mem, debug)
-            .map_err(String::from)
+    /// What every vCPU stops at (`None`: nothing, the guest runs as without gdb); vCPU
+    /// `step` also stops after its next instruction.
+    fn set_debug(&mut self, debug: Option<&GuestDebug>, step: Option<usize>) -> Result<(), String> {
+        let (vcpus, mem) = self.vm.vcpus_and_mem_mut();
+        for (i, v) in vcpus.iter_mut().enumerate() {
+            let want = debug.map(|d| GuestDebug {
+                single_step: step == Some(i),
+                ..d.clone()
+            });
+            emu(&mut v.backend)
+                .set_guest_debug(mem, want)
+                .map_err(String::from)?;
+        }
+        Ok(())
     }
 
     /// Run one slice: `None` when it ended at the slice's own bounds, else how the run
     /// stopped (a debug stop, or its end under the user's limits).
     fn slice(&mut self) -> Option<RunOutcome> {
+        match self.run_slice(None) {
+            Slice::Stop(outcome) => Some(outcome),
+            Slice::Bounds | Slice::CannotRun => None,
+        }
+    }
+
+    /// Run one slice of every vCPU in turns, or of vCPU `alone` with the others stopped
+    /// ([`opsvisor_core::vm::Vm::run_alone`]).
+    fn run_slice(&mut self, alone: Option<usize>) -> Slice {
         let mut instructions = SLICE_INSTRUCTIONS;
         if let Some(left) = self.instructions_left {
             if left == 0 {
-                return Some(RunOutcome::InstructionLimit);
+                return Slice::Stop(RunOutcome::InstructionLimit);
             }
             instructions = instructions.min(left);
         }
@@ -251,23 +294,19 @@ impl<'a, P: Platform> Runner<'a, P> {
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Some(RunOutcome::Timeout);
+                return Slice::Stop(RunOutcome::Timeout);
             }
             time = time.min(left);
         }
         self.vm.config.max_instructions = Some(instructions);
         self.vm.config.timeout_ns = Some(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
-        let before = self
-            .vm
-            .bsp_mut()
-            .backend
-            .instructions_retired()
-            .unwrap_or(0);
-        let outcome = self.vm.run();
+        let before = self.vm.instructions_retired().unwrap_or(0);
+        let outcome = match alone {
+            None => Some(self.vm.run()),
+            Some(i) => self.vm.run_alone(i),
+        };
         let done = self
             .vm
-            .bsp()
-            .backend
             .instructions_retired()
             .unwrap_or(0)
             .saturating_sub(before);
@@ -275,9 +314,14 @@ impl<'a, P: Platform> Runner<'a, P> {
             *left = left.saturating_sub(done);
         }
         match outcome {
-            RunOutcome::InstructionLimit if self.instructions_left != Some(0) => None,
-            RunOutcome::Timeout if self.deadline.is_none_or(|d| Instant::now() < d) => None,
-            other => Some(other),
+            None => Slice::CannotRun,
+            Some(RunOutcome::InstructionLimit) if self.instructions_left != Some(0) => {
+                Slice::Bounds
+            }
+            Some(RunOutcome::Timeout) if self.deadline.is_none_or(|d| Instant::now() < d) => {
+                Slice::Bounds
+            }
+            Some(other) => Slice::Stop(other),
         }
     }
 
@@ -289,6 +333,21 @@ impl<'a, P: Platform> Runner<'a, P> {
             }
         }
     }
+}
+
+/// How one slice of the run ended.
+enum Slice {
+    /// At the slice's own bounds: the guest runs on.
+    Bounds,
+    /// The run stopped: a debug stop, or its end under the user's limits.
+    Stop(RunOutcome),
+    /// The vCPU run alone halted or waits for a start-up IPI.
+    CannotRun,
+}
+
+/// gdb's thread ID of vCPU `index` (threads count from 1, as QEMU's CPUs do in gdb).
+fn tid(index: usize) -> Tid {
+    NonZeroUsize::MIN.saturating_add(index)
 }
 
 /// The emulator under `vcpu` (the only backend this program builds).
@@ -313,15 +372,28 @@ struct GdbTarget<'a, P: Platform> {
     /// Read and access watchpoints (gdb's `rwatch`, `awatch`): the kind and length gdb
     /// gave, and the watch on the linear address.
     access_watchpoints: Vec<(WatchKind, u64, AccessWatch)>,
-    /// The next resume is a single step.
-    step: bool,
+    /// The vCPU the next resume steps, alone, if it is a step.
+    step: Option<usize>,
+    /// The vCPU gdb last read or wrote registers or memory of, or `monitor cpu N` chose:
+    /// watchpoints' addresses are translated and `monitor info registers` reads there.
+    selected: usize,
     _platform: PhantomData<P>,
 }
 
 impl<P: Platform> GdbTarget<'_, P> {
-    /// The translation registers of the vCPU now.
+    /// The vCPU of gdb's thread `tid`, which becomes the selected one.
+    fn select(&mut self, tid: Tid) -> Option<usize> {
+        let index = tid.get() - 1;
+        if index >= self.runner.vcpus() {
+            return None;
+        }
+        self.selected = index;
+        Some(index)
+    }
+
+    /// The translation registers of the selected vCPU now.
     fn paging(&self) -> PagingRegs {
-        let v = &self.runner.vm.bsp().backend;
+        let v = &self.runner.vm.vcpus()[self.selected].backend;
         PagingRegs {
             cr0: v.cr0(),
             cr3: v.cr3(),
@@ -348,7 +420,7 @@ impl<P: Platform> GdbTarget<'_, P> {
         &mut self,
         conn: &mut TcpStream,
     ) -> Result<
-        run_blocking::Event<SingleThreadStopReason<u64>>,
+        run_blocking::Event<MultiThreadStopReason<u64>>,
         run_blocking::WaitForStopReasonError<String, std::io::Error>,
     > {
         use run_blocking::WaitForStopReasonError::{Connection as ConnError, Target as TargetErr};
@@ -359,30 +431,52 @@ impl<P: Platform> GdbTarget<'_, P> {
             .copied()
             .collect();
         let debug = GuestDebug {
-            single_step: self.step,
+            single_step: false,
             breakpoints: all,
             watchpoints: self.watchpoints.iter().map(|w| w.2).collect(),
             access_watchpoints: self.access_watchpoints.iter().map(|w| w.2).collect(),
         };
-        self.runner.set_debug(Some(debug)).map_err(TargetErr)?;
-        self.step = false;
+        let step = self.step.take();
+        self.runner
+            .set_debug(Some(&debug), step)
+            .map_err(TargetErr)?;
+        // A step runs the stepped vCPU alone: the others stay stopped (QEMU's default).
+        // With one vCPU there are no others, and the step of a HLT waits in it as before.
+        let alone = step.filter(|_| self.runner.vcpus() > 1);
         loop {
-            let Some(outcome) = self.runner.slice() else {
-                // gdb's Ctrl-C (or anything else it sends) stops the guest.
-                match ConnectionExt::peek(conn).map_err(ConnError)? {
-                    Some(_) => {
-                        let byte = ConnectionExt::read(conn).map_err(ConnError)?;
-                        return Ok(run_blocking::Event::IncomingData(byte));
+            let outcome = match self.runner.run_slice(alone) {
+                Slice::Stop(outcome) => outcome,
+                Slice::CannotRun => {
+                    // The stepped vCPU executed HLT, or sleeps in one or waits for SIPI
+                    // with the others stopped: its step ends where it is.
+                    let index = alone.unwrap_or(0);
+                    return Ok(run_blocking::Event::TargetStopped(
+                        MultiThreadStopReason::SignalWithThread {
+                            tid: tid(index),
+                            signal: Signal::SIGTRAP,
+                        },
+                    ));
+                }
+                Slice::Bounds => {
+                    // gdb's Ctrl-C (or anything else it sends) stops the guest.
+                    match ConnectionExt::peek(conn).map_err(ConnError)? {
+                        Some(_) => {
+                            let byte = ConnectionExt::read(conn).map_err(ConnError)?;
+                            return Ok(run_blocking::Event::IncomingData(byte));
+                        }
+                        None => continue,
                     }
-                    None => continue,
                 }
             };
-            let rip = self.runner.vm.bsp_mut().backend.rip();
-            let stop = self.runner.emu().debug_stop_reason();
+            // The vCPU whose exit stopped the run: the thread gdb hears of.
+            let cur = self.runner.vm.cur();
+            let tid = tid(cur);
+            let v = emu(&mut self.runner.vm.vcpus_mut()[cur].backend);
+            let (rip, stop) = (v.rip(), v.debug_stop_reason());
             let reason = match (outcome, stop) {
                 (RunOutcome::Debug { .. }, Some(DebugStop::Watch(i))) => {
-                    SingleThreadStopReason::Watch {
-                        tid: (),
+                    MultiThreadStopReason::Watch {
+                        tid,
                         kind: WatchKind::Write,
                         addr: self.watchpoints.get(i).map_or(0, |w| w.0),
                     }
@@ -392,19 +486,19 @@ impl<P: Platform> GdbTarget<'_, P> {
                         .access_watchpoints
                         .get(i)
                         .map_or((WatchKind::Read, 0), |w| (w.0, w.2.addr));
-                    SingleThreadStopReason::Watch {
-                        tid: (),
-                        kind,
-                        addr,
+                    MultiThreadStopReason::Watch { tid, kind, addr }
+                }
+                // gdb hears which thread stepped (DoneStep would name none).
+                (RunOutcome::Debug { .. }, Some(DebugStop::Step)) => {
+                    MultiThreadStopReason::SignalWithThread {
+                        tid,
+                        signal: Signal::SIGTRAP,
                     }
                 }
-                (RunOutcome::Debug { .. }, Some(DebugStop::Step)) => {
-                    SingleThreadStopReason::DoneStep
-                }
                 (RunOutcome::Debug { .. }, _) if self.hw_breakpoints.contains(&rip) => {
-                    SingleThreadStopReason::HwBreak(())
+                    MultiThreadStopReason::HwBreak(tid)
                 }
-                (RunOutcome::Debug { .. }, _) => SingleThreadStopReason::SwBreak(()),
+                (RunOutcome::Debug { .. }, _) => MultiThreadStopReason::SwBreak(tid),
                 (end, _) => {
                     let reason = end_reason(&end);
                     self.runner.end = Some(end);
@@ -417,10 +511,10 @@ impl<P: Platform> GdbTarget<'_, P> {
 }
 
 /// How gdb hears of the run's end (see the module's documentation).
-fn end_reason(end: &RunOutcome) -> SingleThreadStopReason<u64> {
+fn end_reason(end: &RunOutcome) -> MultiThreadStopReason<u64> {
     let signal = match end {
-        RunOutcome::DebugExit { status } => return SingleThreadStopReason::Exited(*status as u8),
-        RunOutcome::PowerOff => return SingleThreadStopReason::Exited(0),
+        RunOutcome::DebugExit { status } => return MultiThreadStopReason::Exited(*status as u8),
+        RunOutcome::PowerOff => return MultiThreadStopReason::Exited(0),
         RunOutcome::TripleFault { .. } => Signal::SIGSEGV,
         RunOutcome::HaltedForever => Signal::SIGSTOP,
         RunOutcome::InstructionLimit | RunOutcome::Timeout => Signal::SIGALRM,
@@ -428,7 +522,7 @@ fn end_reason(end: &RunOutcome) -> SingleThreadStopReason<u64> {
         RunOutcome::Quit => Signal::SIGKILL,
         RunOutcome::Debug { .. } | RunOutcome::Failed(_) => Signal::SIGILL,
     };
-    SingleThreadStopReason::Terminated(signal)
+    MultiThreadStopReason::Terminated(signal)
 }
 
 impl<P: Platform> Target for GdbTarget<'_, P> {
@@ -436,7 +530,7 @@ impl<P: Platform> Target for GdbTarget<'_, P> {
     type Error = String;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
-        BaseOps::SingleThread(self)
+        BaseOps::MultiThread(self)
     }
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
@@ -453,9 +547,10 @@ impl<P: Platform> Target for GdbTarget<'_, P> {
     }
 }
 
-impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
-        let v = &self.runner.vm.bsp().backend;
+impl<P: Platform> MultiThreadBase for GdbTarget<'_, P> {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let index = self.select(tid).ok_or(TargetError::NonFatal)?;
+        let v = &self.runner.vm.vcpus()[index].backend;
         for (slot, gpr) in regs.regs.iter_mut().zip(GDB_GPRS) {
             *slot = v.gpr(gpr);
         }
@@ -492,8 +587,9 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
-        let v = &mut self.runner.vm.bsp_mut().backend;
+    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let index = self.select(tid).ok_or(TargetError::NonFatal)?;
+        let v = &mut self.runner.vm.vcpus_mut()[index].backend;
         // The x87 and SSE state first: one the processor would refuse (an MXCSR with a
         // reserved bit set) is an error for gdb, and nothing is written.
         let mut fx = v.fpu_state().unwrap_or_else(FxsaveArea::reset);
@@ -535,7 +631,8 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
         Ok(())
     }
 
-    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        self.select(tid).ok_or(TargetError::NonFatal)?;
         let mut done = 0;
         while done < data.len() {
             let addr = start.wrapping_add(done as u64);
@@ -562,7 +659,8 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
         Ok(done)
     }
 
-    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        self.select(tid).ok_or(TargetError::NonFatal)?;
         let mut done = 0;
         while done < data.len() {
             let addr = start.wrapping_add(done as u64);
@@ -576,31 +674,100 @@ impl<P: Platform> SingleThreadBase for GdbTarget<'_, P> {
                 .map_err(|_| TargetError::NonFatal)?;
             done += n;
         }
-        // The guest's code may have changed behind the emulator's decoded blocks.
-        emu(&mut self.runner.vm.bsp_mut().backend).invalidate_code();
+        // The guest's code may have changed behind every vCPU's decoded blocks.
+        for v in self.runner.vm.vcpus_mut() {
+            emu(&mut v.backend).invalidate_code();
+        }
         Ok(())
     }
 
-    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+    fn list_active_threads(
+        &mut self,
+        register_thread: &mut dyn FnMut(Tid),
+    ) -> Result<(), Self::Error> {
+        for index in 0..self.runner.vcpus() {
+            register_thread(tid(index));
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl<P: Platform> SingleThreadResume for GdbTarget<'_, P> {
-    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        // A signal gdb would pass on has no meaning for a machine (QEMU ignores it too).
-        self.step = false;
+impl<P: Platform> ThreadExtraInfo for GdbTarget<'_, P> {
+    /// QEMU's description of a CPU in `info threads`: "CPU#0 [running]", or
+    /// "[halted]" for one asleep in HLT or waiting for a start-up IPI.
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let index = tid.get() - 1;
+        let Some(v) = self.runner.vm.vcpus().get(index) else {
+            return Ok(0);
+        };
+        let state = match v.mp_state() {
+            MpState::Runnable => "running",
+            MpState::Halted | MpState::WaitForSipi => "halted",
+        };
+        let text = format!("CPU#{index} [{state}]");
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Ok(n)
+    }
+}
+
+impl<P: Platform> MultiThreadResume for GdbTarget<'_, P> {
+    fn resume(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
 
-    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.step = None;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        _tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        // Every vCPU continues when none steps. A signal gdb would pass on has no
+        // meaning for a machine (QEMU ignores it too).
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl<P: Platform> SingleThreadSingleStep for GdbTarget<'_, P> {
-    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        self.step = true;
+impl<P: Platform> MultiThreadSingleStep for GdbTarget<'_, P> {
+    fn set_resume_action_step(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        let index = tid.get() - 1;
+        if index >= self.runner.vcpus() {
+            return Err(format!("gdb asked to step thread {tid}, which is no vCPU"));
+        }
+        self.step = Some(index);
+        Ok(())
+    }
+}
+
+impl<P: Platform> MultiThreadSchedulerLocking for GdbTarget<'_, P> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        // gdb resumes only the threads it named (its step over a breakpoint, or
+        // `set scheduler-locking on`): a step runs its vCPU alone in any case; a
+        // continue resumes every vCPU (see the module's documentation).
         Ok(())
     }
 }
@@ -680,21 +847,47 @@ impl<P: Platform> HwWatchpoint for GdbTarget<'_, P> {
 
 impl<P: Platform> MonitorCmd for GdbTarget<'_, P> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
-        match cmd.trim_ascii() {
-            b"info registers" => {
-                for line in info_registers(&self.runner.vm.bsp_mut().backend).lines() {
+        let text = String::from_utf8_lossy(cmd.trim_ascii()).into_owned();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words[..] {
+            ["info", "registers"] => {
+                let v = &self.runner.vm.vcpus()[self.selected].backend;
+                for line in info_registers(v).lines() {
                     outputln!(out, "{line}");
                 }
             }
-            b"help" | b"" => outputln!(
+            ["info", "registers", "-a"] => {
+                for (index, v) in self.runner.vm.vcpus().iter().enumerate() {
+                    outputln!(out, "");
+                    outputln!(out, "CPU#{index}");
+                    for line in info_registers(&v.backend).lines() {
+                        outputln!(out, "{line}");
+                    }
+                }
+            }
+            ["cpu", index] => match index.parse::<usize>() {
+                Ok(index) if index < self.runner.vcpus() => self.selected = index,
+                _ => outputln!(
+                    out,
+                    "invalid CPU index '{index}': expected 0 to {}",
+                    self.runner.vcpus() - 1
+                ),
+            },
+            ["help"] | [] => {
+                outputln!(
+                    out,
+                    "monitor info registers: every register of the current vCPU, control and \
+                     system registers included (gdb's x86-64 description has no control registers)"
+                );
+                outputln!(out, "monitor info registers -a: the same for every vCPU");
+                outputln!(
+                    out,
+                    "monitor cpu N: make vCPU N (gdb's thread N+1) the current one"
+                );
+            }
+            _ => outputln!(
                 out,
-                "monitor info registers: every register of the vCPU, control and system \
-                 registers included (gdb's x86-64 description has no control registers)"
-            ),
-            other => outputln!(
-                out,
-                "unknown monitor command '{}' (monitor help lists them)",
-                String::from_utf8_lossy(other)
+                "unknown monitor command '{text}' (monitor help lists them)"
             ),
         }
         Ok(())
@@ -827,22 +1020,27 @@ struct EventLoop<'a, P>(PhantomData<&'a mut P>);
 impl<'a, P: Platform> run_blocking::BlockingEventLoop for EventLoop<'a, P> {
     type Target = GdbTarget<'a, P>;
     type Connection = TcpStream;
-    type StopReason = SingleThreadStopReason<u64>;
+    type StopReason = MultiThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
         target: &mut GdbTarget<'a, P>,
         conn: &mut TcpStream,
     ) -> Result<
-        run_blocking::Event<SingleThreadStopReason<u64>>,
+        run_blocking::Event<MultiThreadStopReason<u64>>,
         run_blocking::WaitForStopReasonError<String, <TcpStream as Connection>::Error>,
     > {
         target.wait(conn)
     }
 
     fn on_interrupt(
-        _target: &mut GdbTarget<'a, P>,
-    ) -> Result<Option<SingleThreadStopReason<u64>>, String> {
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+        target: &mut GdbTarget<'a, P>,
+    ) -> Result<Option<MultiThreadStopReason<u64>>, String> {
+        // Every vCPU is stopped (they share this thread); gdb hears of the one that ran
+        // last.
+        Ok(Some(MultiThreadStopReason::SignalWithThread {
+            tid: tid(target.runner.vm.cur()),
+            signal: Signal::SIGINT,
+        }))
     }
 }
 

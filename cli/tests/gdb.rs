@@ -1,8 +1,10 @@
 //! `opsvisor run --gdb`: Debian's gdb in batch mode against the corpus guest `hello`
 //! (breakpoints, continue, registers, memory through the guest's page tables, single
-//! steps, the run's end), and the remote protocol spoken directly for what batch mode
-//! cannot do: gdb's Ctrl-C while the guest runs, and `kill`. gdb comes from
-//! `bash scripts/setup.sh`.
+//! steps, the run's end) and against a flat guest of three vCPUs whose bootstrap
+//! processor starts the others (a thread per vCPU, a breakpoint in the APs' code, one
+//! AP's registers, a step of one AP alone, a watchpoint any vCPU hits), and the remote
+//! protocol spoken directly for what batch mode cannot do: gdb's Ctrl-C while the guest
+//! runs, and `kill`. gdb comes from `bash scripts/setup.sh`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -269,6 +271,249 @@ fn gdb_batch_session_on_a_corpus_guest() {
     assert!(console.contains("PASS"), "{console}");
 }
 
+/// Where the guest that starts APs keeps the count its APs increment.
+const AP_COUNTER: u32 = 0x7000;
+/// The stack pointer its APs take (the BSP's is elsewhere).
+const AP_STACK: u16 = 0x6c00;
+/// Where its APs' real-mode code starts: start-up vector 0x08.
+const AP_CODE: u64 = 0x8000;
+/// Where its BSP's 32-bit code starts.
+const BSP_CODE: u64 = 0x8800;
+
+/// A flat binary loaded at [`AP_CODE`], entered at [`BSP_CODE`] in protected mode: the
+/// BSP starts every AP (INIT and a start-up IPI to all but itself through its xAPIC's
+/// ICR) and waits, with PAUSE, until the APs have counted [`AP_COUNTER`] to 100; then
+/// it writes 2 to the debug-exit port (exit status 5). Each AP, in real mode at CS =
+/// 0x0800, takes the stack [`AP_STACK`] and counts forever (`LOCK INC`, PAUSE). Returns
+/// the image and the IP of the APs' counting instruction.
+fn guest_starting_aps() -> (Vec<u8>, u64) {
+    use iced_x86::code_asm::*;
+    use iced_x86::BlockEncoderOptions;
+    let mut ap = CodeAssembler::new(16).unwrap();
+    let mut count = ap.create_label();
+    ap.xor(ax, ax).unwrap();
+    ap.mov(ds, ax).unwrap();
+    ap.mov(ss, ax).unwrap();
+    ap.mov(sp, u32::from(AP_STACK)).unwrap();
+    ap.set_label(&mut count).unwrap();
+    ap.lock().inc(word_ptr(AP_COUNTER)).unwrap();
+    ap.pause().unwrap();
+    ap.jmp(count).unwrap();
+    let r = ap
+        .assemble_options(0, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+        .unwrap();
+    let count_ip = r.label_ip(&count).unwrap();
+    let mut image = r.inner.code_buffer;
+    image.resize((BSP_CODE - AP_CODE) as usize, 0x90);
+
+    let mut bsp = CodeAssembler::new(32).unwrap();
+    let mut wait = bsp.create_label();
+    // The xAPIC's spurious-interrupt vector register (software enable), then the ICR:
+    // INIT, and a start-up IPI with vector 0x08, each to all but itself.
+    bsp.cli().unwrap();
+    bsp.mov(dword_ptr(0xfee0_00f0u32), 0x1ffu32).unwrap();
+    bsp.mov(dword_ptr(0xfee0_0300u32), 0x000c_4500u32).unwrap();
+    bsp.mov(dword_ptr(0xfee0_0300u32), 0x000c_4608u32).unwrap();
+    bsp.set_label(&mut wait).unwrap();
+    bsp.pause().unwrap();
+    bsp.cmp(word_ptr(AP_COUNTER), 100).unwrap();
+    bsp.jb(wait).unwrap();
+    bsp.mov(al, 2).unwrap();
+    bsp.out(0xf4, al).unwrap();
+    bsp.hlt().unwrap();
+    image.extend(bsp.assemble(BSP_CODE).unwrap());
+    (image, count_ip)
+}
+
+/// The hexadecimal number after `prefix` on the first line that starts with it.
+fn hex_after(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| u64::from_str_radix(l.trim().trim_start_matches("0x"), 16).ok())
+}
+
+#[test]
+fn gdb_sees_a_thread_per_vcpu_and_steps_one_alone() {
+    let (image, count_ip) = guest_starting_aps();
+    let kernel = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gdb-start-aps.bin");
+    std::fs::write(&kernel, image).expect("kernel written");
+    let (child, port, rest) = start(&[
+        kernel.to_str().unwrap(),
+        "--load-addr",
+        &format!("{AP_CODE:#x}"),
+        "--entry",
+        &format!("{BSP_CODE:#x}"),
+        "--mode",
+        "protected",
+        "--smp",
+        "3",
+        "--serial",
+        "none",
+        "--timeout",
+        "60",
+    ]);
+    let counter = format!("*(unsigned short *){AP_COUNTER:#x}");
+    let script = [
+        "set pagination off".to_string(),
+        format!("target remote 127.0.0.1:{port}"),
+        "echo threads at the start:\\n".into(),
+        "info threads".into(),
+        format!("break *{count_ip:#x}"),
+        "continue".into(),
+        "echo threads at the breakpoint:\\n".into(),
+        "info threads".into(),
+        "info registers rip".into(),
+        "printf \"ap rsp %#x\\n\", $rsp".into(),
+        format!("printf \"counter before %d\\n\", {counter}"),
+        "monitor info registers -a".into(),
+        "monitor cpu 3".into(),
+        "thread 1".into(),
+        "printf \"bsp pc %#x\\n\", $pc".into(),
+        "printf \"bsp rsp %#x\\n\", $rsp".into(),
+        "thread 2".into(),
+        "stepi".into(),
+        "printf \"ap stepped to %#x\\n\", $pc".into(),
+        format!("printf \"counter after %d\\n\", {counter}"),
+        "thread 1".into(),
+        "printf \"bsp pc after the step %#x\\n\", $pc".into(),
+        "delete".into(),
+        // A watchpoint on the count stops whichever vCPU changes it.
+        format!("watch {counter}"),
+        "continue".into(),
+        "continue".into(),
+        "delete".into(),
+        "continue".into(),
+    ];
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-nx", "-batch"]);
+    for line in &script {
+        gdb.arg("-ex").arg(line);
+    }
+    let out = gdb
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb runs: install it with bash scripts/setup.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = finish(child);
+    let log = rest.recv_timeout(LIMIT).unwrap_or_default();
+    let context = format!("gdb said:\n{text}\nopsvisor said:\n{log}");
+
+    // Before the first instruction: the BSP runs, the APs wait for their start-up IPI.
+    let start = text
+        .split("threads at the start:")
+        .nth(1)
+        .and_then(|t| t.split("Breakpoint 1 at").next())
+        .expect("info threads at the start printed");
+    assert_eq!(
+        start.matches("CPU#").count(),
+        3,
+        "a thread per vCPU: {context}"
+    );
+    for want in ["(CPU#0 [running])", "(CPU#1 [halted])", "(CPU#2 [halted])"] {
+        assert!(start.contains(want), "{want} at the start: {context}");
+    }
+    // The breakpoint in the APs' code stops the first AP to reach it: vCPU 1 (the
+    // BSP's PAUSE gives its turn to the next vCPU), gdb's thread 2.
+    assert!(
+        text.contains(&format!(
+            "Thread 2 hit Breakpoint 1, 0x{count_ip:016x} in ?? ()"
+        )),
+        "the breakpoint stops with the AP's thread: {context}"
+    );
+    let at_break = text
+        .split("threads at the breakpoint:")
+        .nth(1)
+        .expect("info threads at the breakpoint printed");
+    assert!(
+        at_break.contains("* 2    Thread ") && at_break.contains("(CPU#1 [running])"),
+        "thread 2 selected and running: {context}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rip") && l.contains(&format!("{count_ip:#x}"))),
+        "info registers rip of thread 2: {context}"
+    );
+    assert_eq!(
+        hex_after(&text, "ap rsp "),
+        Some(u64::from(AP_STACK)),
+        "thread 2's stack pointer: {context}"
+    );
+    // QEMU's monitor: every vCPU's registers, each under CPU#N.
+    let rip_of = |cpu: &str| {
+        text.split(&format!("\nCPU#{cpu}\n"))
+            .nth(1)
+            .and_then(|t| t.split("RIP=").nth(1))
+            .and_then(|t| u64::from_str_radix(t.split_whitespace().next()?, 16).ok())
+    };
+    assert_eq!(
+        rip_of("1"),
+        Some(count_ip),
+        "monitor info registers -a: {context}"
+    );
+    assert_eq!(
+        rip_of("2"),
+        Some(0xfff0),
+        "monitor info registers -a: {context}"
+    );
+    assert!(
+        text.contains("invalid CPU index '3': expected 0 to 2"),
+        "{context}"
+    );
+    let bsp_rsp = hex_after(&text, "bsp rsp ").expect("the BSP's rsp printed");
+    assert_ne!(
+        bsp_rsp,
+        u64::from(AP_STACK),
+        "thread 1 is the BSP: {context}"
+    );
+    let bsp_pc = hex_after(&text, "bsp pc ").expect("the BSP's pc printed");
+    assert!(
+        (BSP_CODE..BSP_CODE + 0x100).contains(&bsp_pc),
+        "the BSP in its own code: {context}"
+    );
+    // stepi on thread 2 ran its LOCK INC alone: the count went up by one, the BSP (and
+    // the other AP) stayed where they were.
+    assert!(
+        text.contains("counter before 0\n") && text.contains("counter after 1\n"),
+        "one increment by the stepped AP alone: {context}"
+    );
+    let stepped = hex_after(&text, "ap stepped to ").expect("the AP's pc after the step");
+    assert!(
+        stepped > count_ip && stepped <= count_ip + 6,
+        "one instruction stepped ({count_ip:#x} -> {stepped:#x}): {context}"
+    );
+    assert_eq!(
+        hex_after(&text, "bsp pc after the step "),
+        Some(bsp_pc),
+        "the BSP did not run during the step: {context}"
+    );
+    // The vCPU after the stepped one in turn order, vCPU 2, starts and counts first;
+    // then either AP.
+    assert!(
+        text.contains(
+            "Thread 3 hit Hardware watchpoint 2: *(unsigned short *)0x7000\n\nOld value = 1\nNew value = 2\n"
+        ),
+        "the watchpoint stops the AP that was never stepped: {context}"
+    );
+    assert!(
+        ["Thread 2 hit", "Thread 3 hit"]
+            .iter()
+            .any(|t| text.contains(&format!(
+            "{t} Hardware watchpoint 2: *(unsigned short *)0x7000\n\nOld value = 2\nNew value = 3\n"
+        ))),
+        "the next increment stops too: {context}"
+    );
+    // The APs count to 100 and the BSP ends the run: (2 << 1) | 1.
+    assert!(
+        text.contains("exited with code 05]"),
+        "the run's end reported: {context}"
+    );
+    assert_eq!(status, Some(5), "{context}");
+}
+
 /// A remote-protocol packet: `$data#checksum`.
 fn packet(data: &str) -> Vec<u8> {
     let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
@@ -367,6 +612,62 @@ fn ctrl_c_stops_a_running_guest_and_kill_ends_the_run() {
     let log = rest.recv_timeout(LIMIT).unwrap_or_default();
     assert_eq!(status, Some(14), "{log}");
     assert!(log.contains("ended by gdb (kill)"), "{log}");
+}
+
+#[test]
+fn ctrl_c_stops_every_vcpu_and_names_the_thread_that_ran() {
+    // The BSP spins (`jmp $` at 1 MiB); the APs wait for a start-up IPI that never comes.
+    let kernel = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gdb-spin-smp.bin");
+    std::fs::write(&kernel, [0xeb, 0xfe]).expect("kernel written");
+    let (child, port, rest) = start(&[
+        kernel.to_str().unwrap(),
+        "--flat",
+        "--smp",
+        "2",
+        "--serial",
+        "none",
+        "--timeout",
+        "60",
+    ]);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(LIMIT)).expect("timeout");
+    assert_eq!(
+        ask(&mut conn, "qfThreadInfo"),
+        "m01,02",
+        "a thread per vCPU"
+    );
+    assert_eq!(ask(&mut conn, "qsThreadInfo"), "l");
+    conn.write_all(&packet("vCont;c")).expect("continue");
+    std::thread::sleep(Duration::from_millis(300));
+    conn.write_all(&[3]).expect("interrupt");
+    let stop = reply(&mut conn);
+    // Only the BSP can run: it ran last.
+    assert_eq!(stop, "T02thread:01;", "SIGINT naming the BSP's thread");
+    // Thread 2's registers: the AP as after its power-on reset, at F000:FFF0.
+    assert_eq!(ask(&mut conn, "Hg2"), "OK");
+    let regs = ask(&mut conn, "g");
+    assert_eq!(
+        regs.get(256..272),
+        Some("f0ff000000000000"),
+        "AP rip: {regs}"
+    );
+    assert_eq!(ask(&mut conn, "Hg1"), "OK");
+    let regs = ask(&mut conn, "g");
+    assert_eq!(
+        regs.get(256..272),
+        Some("0000100000000000"),
+        "BSP rip: {regs}"
+    );
+    // qThreadExtraInfo: "CPU#1 [halted]", hex-encoded.
+    let extra = ask(&mut conn, "qThreadExtraInfo,2");
+    let text: Vec<u8> = (0..extra.len() / 2)
+        .filter_map(|i| u8::from_str_radix(extra.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&text), "CPU#1 [halted]");
+    conn.write_all(&packet("k")).expect("kill");
+    let status = finish(child);
+    let log = rest.recv_timeout(LIMIT).unwrap_or_default();
+    assert_eq!(status, Some(14), "{log}");
 }
 
 #[test]

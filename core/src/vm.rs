@@ -314,6 +314,12 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         (&mut self.vcpus[0], &mut self.mem)
     }
 
+    /// Every vCPU and guest memory, both writable (a debugger sets what each vCPU stops
+    /// at, with the memory its watchpoints compare).
+    pub fn vcpus_and_mem_mut(&mut self) -> (&mut [Vcpu<B>], &mut GuestMemory) {
+        (&mut self.vcpus, &mut self.mem)
+    }
+
     /// The index of the vCPU whose turn it is (or was, when the run stopped).
     pub fn cur(&self) -> usize {
         self.cur
@@ -446,6 +452,44 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             v.retired_at_start = v.backend.instructions_retired().unwrap_or(0);
         }
         let outcome = self.run_vcpus();
+        self.run_ended_ns = self.platform.now_ns();
+        self.platform.console_flush();
+        outcome
+    }
+
+    /// Run vCPU `index` alone while the others stay stopped, as a debugger steps one
+    /// thread (QEMU's gdbstub steps one CPU with the others stopped): its turns follow
+    /// one another until the run stops (`Some`, as [`Vm::run`] reports it, a debug stop
+    /// included) or the vCPU can no longer run (`None`: it halted or waits for a
+    /// start-up IPI, which only the stopped vCPUs or a timer would end). A halted vCPU's
+    /// local APIC timer is brought to the present first, so one that expired wakes it.
+    /// The run's limits apply as to [`Vm::run`]. An index past the last vCPU is a
+    /// [`RunOutcome::Failed`].
+    pub fn run_alone(&mut self, index: usize) -> Option<RunOutcome> {
+        if index >= self.vcpus.len() {
+            return Some(RunOutcome::Failed(alloc::format!(
+                "there is no vCPU {index} (the machine has {})",
+                self.vcpus.len()
+            )));
+        }
+        self.run_started_ns = self.platform.now_ns();
+        for v in &mut self.vcpus {
+            v.retired_at_start = v.backend.instructions_retired().unwrap_or(0);
+        }
+        self.cur = index;
+        let outcome = loop {
+            let v = &mut self.vcpus[index];
+            if v.mp_state == MpState::Halted {
+                let now_ns = self.platform.now_ns();
+                v.apic.update(v.ns_to_tsc(now_ns));
+            }
+            if !v.can_run() {
+                break None;
+            }
+            if let Some(outcome) = self.run_turn() {
+                break Some(outcome);
+            }
+        };
         self.run_ended_ns = self.platform.now_ns();
         self.platform.console_flush();
         outcome
