@@ -54,8 +54,11 @@ pub(crate) use sized;
 /// Effective address (offset in the segment) of the instruction's memory operand.
 #[inline(always)]
 pub fn ea(c: &Cpu, op: &Op) -> u64 {
-    c.gpr[usize::from(op.base)]
-        .wrapping_add(c.gpr[usize::from(op.index)] << op.scale)
+    // Register codes of memory operands are at most ZERO_REG; masked to the table's size
+    // they need no bounds check.
+    const M: usize = crate::cpu::GPR_SLOTS - 1;
+    c.gpr[usize::from(op.base) & M]
+        .wrapping_add(c.gpr[usize::from(op.index) & M] << op.scale)
         .wrapping_add(op.disp)
         & op.amask
 }
