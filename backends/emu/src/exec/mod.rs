@@ -325,7 +325,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
 
         M::Mul => muldiv::mul,
         M::Imul if op.i.op_count() == 1 => muldiv::imul1,
-        M::Imul => muldiv::imul,
+        M::Imul => muldiv::pick_imul(op),
         M::Div => muldiv::div,
         M::Idiv => muldiv::idiv,
         M::Mulx => muldiv::mulx,
