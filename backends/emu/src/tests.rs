@@ -1331,7 +1331,11 @@ fn single_step_sees_the_flags_of_an_imul_the_block_skips() {
         .iter()
         .position(|&(rip, _)| rip == h.label("after"))
         .expect("a trap after the IMUL");
-    assert_eq!(traps[k].1 & (cf | of), cf | of, "flags after IMUL: {traps:x?}");
+    assert_eq!(
+        traps[k].1 & (cf | of),
+        cf | of,
+        "flags after IMUL: {traps:x?}"
+    );
     assert_eq!(traps[k + 1].1 & (cf | of), 0, "flags after ADD: {traps:x?}");
     assert_eq!(h.gpr(Gpr::Rax), 0);
     assert_eq!(h.gpr(Gpr::Rcx), 1);
@@ -1345,7 +1349,10 @@ fn single_step_sees_the_flags_of_an_imul_the_block_skips() {
 fn imul_with_dead_flags_matches_eager_semantics() {
     type Build = fn(&mut CodeAssembler);
     let pairs: [(Build, Build); 8] = [
-        (|a| a.imul_2(rax, rbx).unwrap(), |a| a.add(rcx, rdx).unwrap()),
+        (
+            |a| a.imul_2(rax, rbx).unwrap(),
+            |a| a.add(rcx, rdx).unwrap(),
+        ),
         (
             |a| a.imul_2(rax, rbx).unwrap(),
             |a| {
@@ -1364,9 +1371,18 @@ fn imul_with_dead_flags_matches_eager_semantics() {
         ),
         (|a| a.imul_2(eax, ebx).unwrap(), |a| a.cmp(ecx, 5).unwrap()),
         (|a| a.imul_2(ax, bx).unwrap(), |a| a.test(cl, 1).unwrap()),
-        (|a| a.imul_3(rax, rbx, -3).unwrap(), |a| a.xor(rcx, rcx).unwrap()),
-        (|a| a.imul_3(eax, ebx, 0x7fff_0001).unwrap(), |a| a.sub(edx, ecx).unwrap()),
-        (|a| a.imul_3(ax, bx, 0x1234).unwrap(), |a| a.or(rdx, 0x10).unwrap()),
+        (
+            |a| a.imul_3(rax, rbx, -3).unwrap(),
+            |a| a.xor(rcx, rcx).unwrap(),
+        ),
+        (
+            |a| a.imul_3(eax, ebx, 0x7fff_0001).unwrap(),
+            |a| a.sub(edx, ecx).unwrap(),
+        ),
+        (
+            |a| a.imul_3(ax, bx, 0x1234).unwrap(),
+            |a| a.or(rdx, 0x10).unwrap(),
+        ),
     ];
     for (first, second) in pairs {
         let setup = |a: &mut CodeAssembler| {
