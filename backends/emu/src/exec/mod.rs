@@ -381,7 +381,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         | M::Cmovl
         | M::Cmovge
         | M::Cmovle
-        | M::Cmovg => data::cmov,
+        | M::Cmovg => data::pick_cmov(op),
         M::Seto
         | M::Setno
         | M::Setb
@@ -397,7 +397,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         | M::Setl
         | M::Setge
         | M::Setle
-        | M::Setg => data::setcc,
+        | M::Setg => data::pick_setcc(op),
         M::Xlatb => data::xlat,
         // Enumerated with SSE4.2 (which the CPU model does not report), but a general
         // register instruction: executed when decoded.
