@@ -138,7 +138,7 @@ pub const ZERO_REG: u8 = 16;
 
 /// Entries of [`Cpu::gpr`]: the 16 registers and 16 always-zero ones, a power of two.
 pub const GPR_SLOTS: usize = 32;
-const _: () = assert!(ZERO_REG as usize + 1 <= GPR_SLOTS && GPR_SLOTS.is_power_of_two());
+const _: () = assert!((ZERO_REG as usize) < GPR_SLOTS && GPR_SLOTS.is_power_of_two());
 
 /// The instruction an intercept exit stopped at, kept so the core's completion call can
 /// finish it.
