@@ -222,6 +222,15 @@ pub fn decode_block(
             break;
         }
     }
+    for k in 0..ops.len() {
+        let (head, after) = ops.split_at_mut(k + 1);
+        if let Some(op) = head.last_mut() {
+            if let Some(h) = crate::exec::muldiv::dead_flags(op, after) {
+                op.h = h;
+                op.dead_flags = true;
+            }
+        }
+    }
     if let [.., a, j] = &ops[..] {
         if let Some(h) = crate::exec::fused::pick(a, j, bits) {
             // The flag setter absorbs the Jcc that ends the block (see `exec::fused`).

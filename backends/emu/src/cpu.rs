@@ -136,6 +136,10 @@ pub fn addr_reg_write(old: u64, new: u64, mask: u64) -> u64 {
 /// Index of the always-zero pseudo register used for "no base"/"no index".
 pub const ZERO_REG: u8 = 16;
 
+/// Entries of [`Cpu::gpr`]: the 16 registers and 16 always-zero ones, a power of two.
+pub const GPR_SLOTS: usize = 32;
+const _: () = assert!((ZERO_REG as usize) < GPR_SLOTS && GPR_SLOTS.is_power_of_two());
+
 /// The instruction an intercept exit stopped at, kept so the core's completion call can
 /// finish it.
 #[derive(Clone, Copy, Debug)]
@@ -222,8 +226,10 @@ impl MmioState {
 
 /// The architectural state plus the emulator's per-vCPU caches.
 pub struct Cpu {
-    /// RAX..R15 and an always-zero 17th entry.
-    pub gpr: [u64; 17],
+    /// RAX..R15, then always-zero entries: [`ZERO_REG`] (the 17th) stands for "no base"
+    /// or "no index", and the table is 32 long so that a memory operand's register codes
+    /// index it masked to 5 bits, without a bounds check (see `exec::ea`).
+    pub gpr: [u64; GPR_SLOTS],
     /// RIP.
     pub rip: u64,
     /// RFLAGS, raw: its status flags are stale while [`Cpu::lz`] holds a record (see
@@ -338,7 +344,7 @@ impl Cpu {
     /// A CPU in an all-zero state; [`crate::reset`] gives it its reset values.
     pub fn new() -> Cpu {
         Cpu {
-            gpr: [0; 17],
+            gpr: [0; GPR_SLOTS],
             rip: 0,
             rf: 2,
             lz: crate::lazy::Lazy::default(),

@@ -44,6 +44,10 @@ pub struct Op {
     /// A flag setter that absorbed the Jcc after it (see [`crate::exec::fused`]): `h`,
     /// `next_ip` and `target` are the pair's, `i` is the flag setter alone.
     pub fused: bool,
+    /// `h` relies on the next instruction of the block overwriting the flags it leaves
+    /// stale (see [`crate::exec::muldiv::dead_flags`]): run alone, the instruction needs
+    /// the handler [`build`] chooses.
+    pub dead_flags: bool,
     /// The branch target of a fused pair's Jcc.
     pub target: u64,
     /// Position in its block (set by [`crate::cache::decode_block`]): the instructions
@@ -333,6 +337,7 @@ pub fn build(i: &Instruction, bits: u32) -> Op {
         amask,
         aux: 0,
         fused: false,
+        dead_flags: false,
         target: 0,
         pos: 0,
         i: *i,

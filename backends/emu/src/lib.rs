@@ -637,9 +637,11 @@ impl EmuVcpu {
                 let unfused;
                 let ops = if single {
                     match block.ops.first() {
-                        Some(op) if op.fused => {
+                        Some(op) if op.fused || op.dead_flags => {
                             // One instruction at a time splits a fused pair: run the flag
-                            // setter alone and stop at the Jcc (see `exec::fused`).
+                            // setter alone and stop at the Jcc (see `exec::fused`). An
+                            // instruction whose flags the next one overwrites computes
+                            // them when run alone (see `exec::muldiv::dead_flags`).
                             unfused = decode::build(&op.i, u32::from(block.bits));
                             core::slice::from_ref(&unfused)
                         }

@@ -8,7 +8,7 @@ pub const RESET_EDX: u64 = 0x0000_0600;
 
 /// Put `c` in its reset state.
 pub fn reset(c: &mut Cpu, kind: ResetKind) {
-    c.gpr = [0; 17];
+    c.gpr = [0; crate::cpu::GPR_SLOTS];
     c.gpr[2] = RESET_EDX;
     c.rip = 0xfff0;
     c.set_rflags(2);

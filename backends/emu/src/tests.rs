@@ -1282,6 +1282,140 @@ fn single_step_splits_a_fused_pair() {
     assert!(j.is_some() && s == j.map(|j| j + 1), "traps at {traps:x?}");
 }
 
+/// An IMUL whose flags the next instruction overwrites skips them in a block
+/// (`exec::muldiv::dead_flags`), but single-stepped it stops with its own CF and OF: the
+/// trap after it sees them set by an overflowing product, and the ADD after it clears them.
+#[test]
+fn single_step_sees_the_flags_of_an_imul_the_block_skips() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut db = a.create_label();
+    let mut after = a.create_label();
+    a.mov(r9, 0x8_0000u64).unwrap();
+    a.mov(rax, 1u64 << 62).unwrap();
+    a.mov(rbx, 4u64).unwrap();
+    a.xor(ecx, ecx).unwrap();
+    a.pushfq().unwrap();
+    a.or(qword_ptr(rsp), 0x100).unwrap();
+    a.popfq().unwrap();
+    a.imul_2(rax, rbx).unwrap();
+    a.set_label(&mut after).unwrap();
+    a.add(rcx, 1).unwrap();
+    a.pushfq().unwrap();
+    a.and(qword_ptr(rsp), !0x100).unwrap();
+    a.popfq().unwrap();
+    a.hlt().unwrap();
+    // #DB: record the RIP and RFLAGS the trap returns with.
+    a.set_label(&mut db).unwrap();
+    a.push(rax).unwrap();
+    a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+    a.mov(qword_ptr(r9), rax).unwrap();
+    a.mov(rax, qword_ptr(rsp + 24)).unwrap();
+    a.mov(qword_ptr(r9 + 8), rax).unwrap();
+    a.add(r9, 16).unwrap();
+    a.pop(rax).unwrap();
+    a.iretq().unwrap();
+    h.load(&mut a, CODE, &[("db", db), ("after", after)]);
+    let db = h.label("db");
+    h.gate(1, db, 0);
+    h.run().unwrap();
+    let traps: Vec<(u64, u64)> = (0..h.gpr(Gpr::R9).saturating_sub(0x8_0000) / 16)
+        .map(|i| {
+            let at = 0x8_0000 + 16 * i;
+            (h.mem.read_u64(at).unwrap(), h.mem.read_u64(at + 8).unwrap())
+        })
+        .collect();
+    let (cf, of) = (1u64, 1u64 << 11);
+    let k = traps
+        .iter()
+        .position(|&(rip, _)| rip == h.label("after"))
+        .expect("a trap after the IMUL");
+    assert_eq!(
+        traps[k].1 & (cf | of),
+        cf | of,
+        "flags after IMUL: {traps:x?}"
+    );
+    assert_eq!(traps[k + 1].1 & (cf | of), 0, "flags after ADD: {traps:x?}");
+    assert_eq!(h.gpr(Gpr::Rax), 0);
+    assert_eq!(h.gpr(Gpr::Rcx), 1);
+}
+
+/// In a block, an IMUL followed by instructions that overwrite its flags (directly, or
+/// after some that leave the flags alone) leaves the same registers and flags as when each
+/// instruction computes all of its own, for every form and size, from flags preset to
+/// all-zero and all-one.
+#[test]
+fn imul_with_dead_flags_matches_eager_semantics() {
+    type Build = fn(&mut CodeAssembler);
+    let pairs: [(Build, Build); 8] = [
+        (
+            |a| a.imul_2(rax, rbx).unwrap(),
+            |a| a.add(rcx, rdx).unwrap(),
+        ),
+        (
+            |a| a.imul_2(rax, rbx).unwrap(),
+            |a| {
+                a.mov(rdx, rax).unwrap();
+                a.lea(rcx, qword_ptr(rcx + rdx * 4 + 7)).unwrap();
+                a.imul_2(rcx, rbx).unwrap();
+            },
+        ),
+        (
+            |a| a.imul_3(ebx, eax, 3).unwrap(),
+            |a| {
+                a.movzx(ecx, bl).unwrap();
+                a.not(rdx).unwrap();
+                a.and(edx, ecx).unwrap();
+            },
+        ),
+        (|a| a.imul_2(eax, ebx).unwrap(), |a| a.cmp(ecx, 5).unwrap()),
+        (|a| a.imul_2(ax, bx).unwrap(), |a| a.test(cl, 1).unwrap()),
+        (
+            |a| a.imul_3(rax, rbx, -3).unwrap(),
+            |a| a.xor(rcx, rcx).unwrap(),
+        ),
+        (
+            |a| a.imul_3(eax, ebx, 0x7fff_0001).unwrap(),
+            |a| a.sub(edx, ecx).unwrap(),
+        ),
+        (
+            |a| a.imul_3(ax, bx, 0x1234).unwrap(),
+            |a| a.or(rdx, 0x10).unwrap(),
+        ),
+    ];
+    for (first, second) in pairs {
+        let setup = |a: &mut CodeAssembler| {
+            a.mov(rax, 0x8765_4321_fedc_ba98u64).unwrap();
+            a.mov(rbx, 0x1357_9bdf_0246_8aceu64).unwrap();
+            a.mov(rcx, 0x7fu64).unwrap();
+            a.mov(rdx, 0xffff_ffff_ffff_ff80u64).unwrap();
+        };
+        // Together in one block, and split by a block end (a JMP to the next instruction),
+        // which runs the IMUL with the handler that computes its flags.
+        let together = flags_run(|a| {
+            setup(a);
+            first(a);
+            second(a);
+            // Fold the registers into RCX without touching the flags.
+            a.lea(rcx, qword_ptr(rcx + rax)).unwrap();
+            a.lea(rcx, qword_ptr(rcx + rdx * 2)).unwrap();
+        });
+        let apart = flags_run(|a| {
+            setup(a);
+            first(a);
+            let mut next = a.create_label();
+            a.jmp(next).unwrap();
+            a.set_label(&mut next).unwrap();
+            second(a);
+            // Fold the registers into RCX without touching the flags.
+            a.lea(rcx, qword_ptr(rcx + rax)).unwrap();
+            a.lea(rcx, qword_ptr(rcx + rdx * 2)).unwrap();
+        });
+        assert_eq!(together, apart);
+    }
+}
+
 /// The quick re-entry after an intercept exit must notice what the core changed in between:
 /// an injected interrupt, TF set through RFLAGS, code rewritten behind the guest's back,
 /// and a new memory region.

@@ -6,7 +6,7 @@ use crate::arith::alu::{alu, AluOp};
 use crate::arith::bits::{bswap, swap16};
 use crate::arith::flags::{sign_extend, ZF};
 use crate::cpu::{sr, Cpu, Intercept, InterceptKind};
-use crate::decode::Op;
+use crate::decode::{Handler, Op};
 use crate::exception::{ud, Ex, GP};
 use iced_x86::{Mnemonic, OpKind};
 use opsvisor_core::mmu::memory::GuestMemory;
@@ -329,6 +329,68 @@ pub fn cmov(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     };
     c.set(op.r[0], size, v);
     Ok(())
+}
+
+/// CMOVcc r, r/m with the operand size `S` and the source's kind (`MEM`) chosen at
+/// decode: [`cmov`] without matching on the operands per execution. A memory source is
+/// read whatever the condition (it faults either way), and a 32-bit destination has its
+/// upper half cleared either way.
+pub fn cmov_s<const MEM: bool, const S: u8>(
+    c: &mut Cpu,
+    mem: &mut GuestMemory,
+    op: &Op,
+) -> Result<(), Ex> {
+    let v = if MEM {
+        load::<S>(c, mem, op)?
+    } else {
+        c.get_s::<S>(op.r[1])
+    };
+    let v = if c.cond(op.aux) {
+        v
+    } else {
+        c.get_s::<S>(op.r[0])
+    };
+    c.set_s::<S>(op.r[0], v);
+    Ok(())
+}
+
+/// The handler of a CMOVcc.
+pub fn pick_cmov(op: &Op) -> Handler {
+    let form_ok = op.i.op_count() == 2
+        && op.i.op_kind(0) == OpKind::Register
+        && matches!(op.size, 2 | 4 | 8)
+        && match op.i.op_kind(1) {
+            OpKind::Register => true,
+            OpKind::Memory => op.i.memory_size().size() == usize::from(op.size),
+            _ => false,
+        };
+    match (form_ok, op.i.op_kind(1) == OpKind::Memory) {
+        (false, _) => cmov,
+        (true, false) => super::sized!(cmov_s::<false>, op.size),
+        (true, true) => super::sized!(cmov_s::<true>, op.size),
+    }
+}
+
+/// SETcc r8.
+pub fn setcc_r(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = u64::from(c.cond(op.aux));
+    c.set_s::<1>(op.r[0], v);
+    Ok(())
+}
+
+/// SETcc m8.
+pub fn setcc_m(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let v = u64::from(c.cond(op.aux));
+    store::<1>(c, mem, op, v)
+}
+
+/// The handler of a SETcc.
+pub fn pick_setcc(op: &Op) -> Handler {
+    match op.i.op_kind(0) {
+        OpKind::Register if op.size == 1 => setcc_r,
+        OpKind::Memory if op.i.memory_size().size() == 1 => setcc_m,
+        _ => setcc,
+    }
 }
 
 /// SETcc r/m8.

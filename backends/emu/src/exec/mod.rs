@@ -54,8 +54,11 @@ pub(crate) use sized;
 /// Effective address (offset in the segment) of the instruction's memory operand.
 #[inline(always)]
 pub fn ea(c: &Cpu, op: &Op) -> u64 {
-    c.gpr[usize::from(op.base)]
-        .wrapping_add(c.gpr[usize::from(op.index)] << op.scale)
+    // Register codes of memory operands are at most ZERO_REG; masked to the table's size
+    // they need no bounds check.
+    const M: usize = crate::cpu::GPR_SLOTS - 1;
+    c.gpr[usize::from(op.base) & M]
+        .wrapping_add(c.gpr[usize::from(op.index) & M] << op.scale)
         .wrapping_add(op.disp)
         & op.amask
 }
@@ -322,7 +325,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
 
         M::Mul => muldiv::mul,
         M::Imul if op.i.op_count() == 1 => muldiv::imul1,
-        M::Imul => muldiv::imul,
+        M::Imul => muldiv::pick_imul(op),
         M::Div => muldiv::div,
         M::Idiv => muldiv::idiv,
         M::Mulx => muldiv::mulx,
@@ -378,7 +381,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         | M::Cmovl
         | M::Cmovge
         | M::Cmovle
-        | M::Cmovg => data::cmov,
+        | M::Cmovg => data::pick_cmov(op),
         M::Seto
         | M::Setno
         | M::Setb
@@ -394,7 +397,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         | M::Setl
         | M::Setge
         | M::Setle
-        | M::Setg => data::setcc,
+        | M::Setg => data::pick_setcc(op),
         M::Xlatb => data::xlat,
         // Enumerated with SSE4.2 (which the CPU model does not report), but a general
         // register instruction: executed when decoded.
