@@ -5,7 +5,7 @@
 //! not built yet are `Unavailable`, an uninhabited type, so their arms cost nothing.
 
 use opsvisor_core::arch::CR0_ET;
-use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::cpu_model::CpuModel;
 use opsvisor_core::loader::bzimage::{is_bzimage, load_bzimage_with_layout};
 use opsvisor_core::loader::elf;
 use opsvisor_core::loader::flat::load_flat;
@@ -66,6 +66,8 @@ pub enum FlatMode {
 pub struct MachineOptions {
     /// The backend.
     pub backend: BackendKind,
+    /// The CPU model (`--cpu`), cut down to what the backend implements.
+    pub cpu: CpuModel,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
     /// The kernel command line (`--append`), as bytes (it reaches the guest unchanged):
@@ -97,6 +99,7 @@ impl Default for MachineOptions {
     fn default() -> Self {
         MachineOptions {
             backend: BackendKind::Emu,
+            cpu: CpuModel::default(),
             memory: 256 << 20,
             cmdline: Vec::new(),
             modules: Vec::new(),
@@ -387,9 +390,10 @@ pub fn build_machine<P: Platform>(
         collect_timing: opts.collect_timing,
         ..VmConfig::default()
     };
-    let cpuid = match opts.backend {
-        BackendKind::Emu => CpuidPolicy::emulator(),
-    };
+    let cpuid = opts
+        .cpu
+        .policy(&vcpu.supported_cpuid(), vcpu.name())
+        .map_err(|e| BuildError::Option(format!("--cpu '{}': {e}", opts.cpu.spec())))?;
     let mut vm = Vm::new(vcpu, mem, platform, cpuid, config);
     vm.describe_boot_in_fw_cfg(
         linux

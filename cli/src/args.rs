@@ -6,6 +6,7 @@
 //! bytes given. Option names and numbers must be text.
 
 use opsvisor_backends::{BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
+use opsvisor_core::cpu_model::CpuModel;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ pub enum Command {
     /// Print the version.
     Version,
     /// Boot a kernel.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a snippet from a JSON state (`opsvisor exec`).
     Exec(crate::exec::ExecArgs),
 }
@@ -62,6 +63,10 @@ as QEMU's isa-debug-exit.
 
 OPTIONS (each at most once, except --module):
     --backend NAME          backend to run on: emu (default: emu)
+    --cpu MODEL[,+F][,-F]   CPU model: max (every feature the backend implements; the
+                            default) or qemu64 (QEMU's baseline: SSE3, CX16, NX, LM),
+                            with features added (+F, F=on) or removed (-F, F=off) as
+                            QEMU names them, e.g. --cpu max,-la57 or --cpu qemu64,+smep
     --memory SIZE           guest RAM, e.g. 256M, 1G, 65536K: a multiple of 4K from 2M to
                             64G (default: 256M)
     --append STRING         kernel command line (multiboot, Linux), passed as given
@@ -316,6 +321,12 @@ fn parse_run(argv: &[OsString]) -> Result<Command, String> {
                 words.once("--backend")?;
                 machine.backend = BackendKind::parse(words.text_value(name, inline)?)?;
             }
+            "--cpu" => {
+                words.once("--cpu")?;
+                let spec = words.text_value(name, inline)?;
+                machine.cpu =
+                    CpuModel::parse(spec).map_err(|e| format!("invalid --cpu '{spec}': {e}"))?;
+            }
             "--memory" | "-m" => {
                 words.once("--memory")?;
                 machine.memory = memory_size(words.text_value(name, inline)?)?;
@@ -396,14 +407,14 @@ fn parse_run(argv: &[OsString]) -> Result<Command, String> {
         }
     }
     let kernel = kernel.ok_or("no KERNEL given")?;
-    Ok(Command::Run(RunArgs {
+    Ok(Command::Run(Box::new(RunArgs {
         kernel,
         modules,
         initrd,
         stats,
         no_reboot,
         machine,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -418,7 +429,7 @@ mod tests {
         let mut all = vec!["run"];
         all.extend_from_slice(list);
         match parse(&args(&all)) {
-            Ok(Command::Run(run)) => run,
+            Ok(Command::Run(run)) => *run,
             other => panic!("not a run command: {other:?}"),
         }
     }
@@ -544,6 +555,27 @@ mod tests {
         assert!(err(&["run", "-m", "64M", "--memory", "64M", "k"]).contains("more than once"));
         assert!(err(&["run", "--timeout", "1", "--timeout", "2", "k"]).contains("more than once"));
         assert!(err(&["run", "--module", "  ", "k"]).contains("needs a file name"));
+    }
+
+    #[test]
+    fn cpu_models_parse() {
+        use opsvisor_core::cpu_model::ModelName;
+        use opsvisor_core::cpuid::Feature;
+        let r = run(&["k"]);
+        assert_eq!(r.machine.cpu, CpuModel::default());
+        let r = run(&["--cpu", "qemu64,+smep,-nx", "k"]);
+        assert_eq!(r.machine.cpu.model, ModelName::Qemu64);
+        assert_eq!(
+            r.machine.cpu.changes,
+            [(Feature::Smep, true), (Feature::Nx, false)]
+        );
+        let err = |list: &[&str]| parse(&args(list)).unwrap_err();
+        assert_eq!(
+            err(&["run", "--cpu", "486", "k"]),
+            "invalid --cpu '486': unknown CPU model '486' (expected one of: max, qemu64)"
+        );
+        assert!(err(&["run", "--cpu=max,+warp", "k"]).contains("unknown CPU feature 'warp'"));
+        assert!(err(&["run", "--cpu", "max", "--cpu", "max", "k"]).contains("more than once"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Exec(args)) => exec::main(&args),
-        Ok(Command::Run(run)) => match run_guest(run) {
+        Ok(Command::Run(run)) => match run_guest(*run) {
             Ok(code) => ExitCode::from(code),
             Err(message) => {
                 eprintln!("opsvisor: {}", opsvisor::one_line(&message));

@@ -20,6 +20,7 @@ pub mod acpi;
 pub mod apic;
 pub mod arch;
 pub mod backend;
+pub mod cpu_model;
 pub mod cpuid;
 pub mod devices;
 pub mod exit;

@@ -159,7 +159,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// A VM around a vCPU whose architectural state the caller has already set (for
-    /// instance with a loader's [`crate::loader::BootState`]), with the PC's platform
+    /// instance with a loader's [`crate::loader::BootState`]), running the CPU model
+    /// `cpuid` (given to the backend with [`X86Ops::set_cpuid`]), with the PC's platform
     /// devices ([`Devices`], registered by [`register_ports`]) and the local APIC. The
     /// firmware tables are the caller's to build ([`crate::pc`]).
     pub fn new(
@@ -169,6 +170,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         cpuid: CpuidPolicy,
         config: VmConfig,
     ) -> Vm<B, P> {
+        let mut vcpu = vcpu;
+        vcpu.set_cpuid(&cpuid);
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         register_ports(&mut pio, &mut mmio);
@@ -526,7 +529,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             Exit::Hlt => self.handle_hlt(),
             Exit::InterruptWindow | Exit::NmiWindow | Exit::ExternalInterrupt => Flow::Events,
             Exit::Preempted => Flow::Clock,
-            Exit::Xsetbv { .. } | Exit::Hypercall => self.handle_undefined_instruction(),
+            Exit::Xsetbv { index, value } => self.handle_xsetbv(index, value),
+            Exit::Hypercall => self.handle_hypercall(),
+            Exit::Cr8 { direction, gpr } => self.handle_cr8(direction, gpr),
             Exit::CacheFlush => {
                 self.vcpu.skip_emulated_instruction();
                 Flow::Resume
@@ -627,6 +632,14 @@ mod tests {
             DescriptorTable::default()
         }
         fn set_idt(&mut self, _table: DescriptorTable) {}
+        fn supported_cpuid(&self) -> CpuidPolicy {
+            CpuidPolicy::emulator()
+        }
+        fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
+        fn debug_regs(&self) -> crate::ops::DebugRegs {
+            crate::ops::DebugRegs::default()
+        }
+        fn set_debug_regs(&mut self, _regs: &crate::ops::DebugRegs) {}
         fn get_msr(&self, _index: u32) -> Option<u64> {
             None
         }

@@ -25,7 +25,9 @@
 //!
 //! Command line (GRUB: after the image's path; QEMU: `-append`), words separated by
 //! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `backend=auto|vmx|emu` (auto:
-//! VMX when the CPU has it and it can be enabled, else the emulator), `interactive` (a guest waiting for
+//! VMX when the CPU has it and it can be enabled, else the emulator), `cpu=MODEL[,+F][,-F]`
+//! (the guest's CPU model, as `opsvisor run --cpu` takes it; default `max`: what the
+//! backends in use implement), `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
@@ -53,6 +55,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use bootinfo::{BootInfo, Phys, Range};
 use core::sync::atomic::{AtomicBool, Ordering};
+use opsvisor_core::cpu_model::CpuModel;
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::multiboot::{is_multiboot, load_multiboot};
 use opsvisor_core::loader::Module;
@@ -146,6 +149,8 @@ struct Options {
     fault: bool,
     /// Module 0 is a differential case pack.
     differential: bool,
+    /// The guest's CPU model.
+    cpu: CpuModel,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -155,6 +160,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         interactive: false,
         fault: false,
         differential: false,
+        cpu: CpuModel::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -174,6 +180,8 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
                 "emu" => BackendWish::Emu,
                 _ => return Err(format!("bad option '{word}': {BACKEND_USAGE}")),
             };
+        } else if let Some(v) = word.strip_prefix("cpu=") {
+            opts.cpu = CpuModel::parse(v).map_err(|e| format!("bad option '{word}': {e}"))?;
         } else if word == "interactive" {
             opts.interactive = true;
         } else if word == "fault" {
@@ -199,11 +207,19 @@ fn module_bytes(range: Range, index: usize) -> Result<&'static [u8], String> {
     Ok(unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len() as usize) })
 }
 
-/// The CPUID the guest sees: the emulator's model; on VMX with the host's physical-address
-/// width, since the guest's page tables are walked by the processor, whose reserved
-/// address bits are the host's.
-fn cpuid_policy(vmx: bool) -> CpuidPolicy {
-    let mut policy = CpuidPolicy::emulator();
+/// The CPUID the guest sees: `model` cut down to what the backends in use support
+/// (`supported`, named `backends`); on VMX with the host's physical-address width, since
+/// the guest's page tables are walked by the processor, whose reserved address bits are
+/// the host's.
+fn cpuid_policy(
+    model: &CpuModel,
+    supported: &CpuidPolicy,
+    backends: &str,
+    vmx: bool,
+) -> Result<CpuidPolicy, String> {
+    let mut policy = model
+        .policy(supported, backends)
+        .map_err(|e| format!("cpu={}: {e}", model.spec()))?;
     if vmx && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
         let host = cpu::cpuid(0x8000_0008, 0);
         if let Some(mut leaf) = policy.leaf(0x8000_0008, 0) {
@@ -211,7 +227,7 @@ fn cpuid_policy(vmx: bool) -> CpuidPolicy {
             policy.set_leaf(0x8000_0008, 0, leaf);
         }
     }
-    policy
+    Ok(policy)
 }
 
 /// Pick the backend: VMX when asked for or available, else the emulator. Logs the
@@ -354,7 +370,11 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         let Backend::Vmx(VmxSlot(vmx)) = vcpu else {
             return Err("vmx backend unavailable: the differential run needs VMX".into());
         };
-        return differential::run(vmx, kernel, cpuid_policy(true), hz);
+        // Both backends run every case: the model is what both implement.
+        let mut supported = vmx.supported_cpuid();
+        supported.intersect_features(&EmuVcpu::new().supported_cpuid());
+        let policy = cpuid_policy(&opts.cpu, &supported, "vmx and emu", true)?;
+        return differential::run(vmx, kernel, policy, hz);
     }
     if !is_multiboot(kernel) {
         return Err(format!(
@@ -376,7 +396,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         vcpu = back;
         match figures {
             Ok(t) => log!(
-                "vmx round trip: cpuid {} cycles, vmcall {} cycles (median of {} runs of {} exits; vmcall includes its #UD delivery)",
+                "vmx round trip: cpuid {} cycles, vmcall {} cycles (median of {} runs of {} exits; vmcall is the core's hypercall)",
                 t.cpuid,
                 t.vmcall,
                 probe::RUNS,
@@ -396,11 +416,17 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     vcpu.vcpu_reset(ResetKind::PowerOn);
     state.apply(&mut vcpu);
     let vm_backend_is_vmx = matches!(vcpu, Backend::Vmx(_));
+    let policy = cpuid_policy(
+        &opts.cpu,
+        &vcpu.supported_cpuid(),
+        vcpu.name(),
+        vm_backend_is_vmx,
+    )?;
     let mut vm = Vm::new(
         vcpu,
         mem,
         platform::BareMetal::new(hz, opts.interactive),
-        cpuid_policy(vm_backend_is_vmx),
+        policy,
         VmConfig::default(),
     );
     log!(

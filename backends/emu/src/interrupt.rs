@@ -306,7 +306,7 @@ fn deliver_long(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> 
     } else if new_cpl < c.cpl {
         rsp = c.rd_sys(mem, tr.base.wrapping_add(4 + 8 * u64::from(new_cpl)), 8)?;
     }
-    if ((rsp as i64) << 16 >> 16) as u64 != rsp {
+    if !c.canonical(rsp) {
         return Err(fault_ec(SS, ext));
     }
     rsp &= !0xf;

@@ -7,7 +7,7 @@ use crate::exception::{fault_ec, Ex, GP, PF, SS};
 use alloc::vec::Vec;
 use opsvisor_core::exit::{Direction, Exit};
 use opsvisor_core::mmu::memory::GuestMemory;
-use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
+use opsvisor_core::mmu::walk::{walk_with_ac, Access, PagingRegs};
 use opsvisor_core::ops::Segment;
 
 /// TLB entries per privilege class (direct-mapped).
@@ -48,12 +48,29 @@ const EMPTY: TlbEntry = TlbEntry {
     global: false,
 };
 
-/// Two direct-mapped TLBs: supervisor (0) and user (1) accesses.
+/// The TLB class of supervisor accesses: explicit ones at CPL 0-2 without the SMAP
+/// override, and the implicit ones (descriptor tables, the TSS, the stacks an event
+/// switches to), for which SMAP always applies.
+pub const SUPERVISOR: usize = 0;
+/// The TLB class of user-mode accesses (CPL 3).
+pub const USER: usize = 1;
+/// The TLB class of explicit supervisor accesses while CR4.SMAP and RFLAGS.AC are both
+/// set: SMAP does not stop them, so their translations of user pages must not serve the
+/// accesses of [`SUPERVISOR`].
+pub const SUPERVISOR_AC: usize = 2;
+/// Classes in the table: a power of two, so that a class is masked rather than bounds
+/// checked on the fast paths (the fourth is never filled).
+const CLASSES: usize = 4;
+
+/// Direct-mapped TLBs, one per privilege class ([`SUPERVISOR`], [`USER`],
+/// [`SUPERVISOR_AC`]).
 pub struct Tlb {
     /// The entries, by privilege class.
-    pub e: [[TlbEntry; TLB_SIZE]; 2],
-    /// The class of ordinary accesses at the current CPL.
+    pub e: [[TlbEntry; TLB_SIZE]; CLASSES],
+    /// The class of ordinary accesses at the current CPL, AC and CR4.SMAP.
     pub sel: usize,
+    /// Bit `n` set: class `n` may hold entries (a flush skips the others).
+    used: u8,
 }
 
 impl Default for Tlb {
@@ -66,19 +83,26 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Tlb {
         Tlb {
-            e: [[EMPTY; TLB_SIZE]; 2],
-            sel: 0,
+            e: [[EMPTY; TLB_SIZE]; CLASSES],
+            sel: SUPERVISOR,
+            used: 0,
         }
     }
 
     /// Drop every translation (`global` too when asked).
     pub fn flush(&mut self, global: bool) {
-        for set in &mut self.e {
+        for (class, set) in self.e.iter_mut().enumerate() {
+            if self.used & (1 << class) == 0 {
+                continue;
+            }
             for e in set.iter_mut() {
                 if global || !e.global {
                     *e = EMPTY;
                 }
             }
+        }
+        if global {
+            self.used = 0;
         }
     }
 
@@ -278,8 +302,8 @@ pub(crate) fn canonical(la: u64) -> bool {
 /// (SDM 3A 6.15, "Interrupt 12"). Translation does not know the segment, so the
 /// segment-relative accessors remap its #GP on their (cold) error path.
 #[cold]
-fn stack_canonical(e: Ex, seg: u8, la: u64) -> Ex {
-    if seg == sr::SS && !canonical(la) && e == GP(0) {
+fn stack_canonical(e: Ex, seg: u8, la: u64, c: &Cpu) -> Ex {
+    if seg == sr::SS && !c.canonical(la) && e == GP(0) {
         fault_ec(SS, 0)
     } else {
         e
@@ -352,7 +376,7 @@ impl Cpu {
         let (gpa, global) = if self.cr0 & cr0::PG == 0 {
             (la & 0xffff_ffff, false)
         } else {
-            if self.lma() && !canonical(la) {
+            if self.lma() && !self.canonical(la) {
                 return Err(GP(0));
             }
             let regs = PagingRegs {
@@ -360,13 +384,14 @@ impl Cpu {
                 cr3: self.cr3,
                 cr4: self.cr4,
                 efer: self.efer,
+                pkru: self.pkru,
             };
             let access = Access {
                 write: kind == Kind::Write,
-                user: sel == 1,
+                user: sel == USER,
                 fetch: kind == Kind::Fetch,
             };
-            match walk(mem, &regs, la, access) {
+            match walk_with_ac(mem, &regs, la, access, sel == SUPERVISOR_AC) {
                 Ok(t) => (t.gpa, t.global && self.cr4 & cr4::PGE != 0),
                 Err(pf) => {
                     self.cr2 = la;
@@ -380,7 +405,8 @@ impl Cpu {
         let host = found.map(|(host, _)| host);
         let has_code =
             found.is_some_and(|(_, slot)| self.code_chunks.get(slot).is_some_and(|&m| m != 0));
-        let e = &mut self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
+        self.tlb.used |= 1 << (sel & (CLASSES - 1));
+        let e = &mut self.tlb.e[sel & (CLASSES - 1)][(vpn as usize) & (TLB_SIZE - 1)];
         if e.vpn != vpn || e.gpa != gpa_page {
             *e = EMPTY;
             e.vpn = vpn;
@@ -443,7 +469,7 @@ impl Cpu {
     ) -> Result<u64, Ex> {
         let vpn = la >> 12;
         let off = (la & 0xfff) as usize;
-        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
+        let e = &self.tlb.e[sel & (CLASSES - 1)][(vpn as usize) & (TLB_SIZE - 1)];
         if e.rtag == vpn && off + size as usize <= 4096 {
             // SAFETY: rtag == vpn means `host` is the start of a 4 KiB RAM page of the
             // current run's memory map, and off + size stays inside it.
@@ -466,7 +492,7 @@ impl Cpu {
     ) -> Result<u64, Ex> {
         let vpn = la >> 12;
         let off = (la & 0xfff) as usize;
-        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
+        let e = &self.tlb.e[sel & (CLASSES - 1)][(vpn as usize) & (TLB_SIZE - 1)];
         if e.dtag == vpn && e.rtag == vpn && off + size as usize <= 4096 {
             // SAFETY: rtag == vpn means `host` is the start of a 4 KiB RAM page of the
             // current run's memory map, and off + size stays inside it.
@@ -572,7 +598,7 @@ impl Cpu {
         if len > 4096 || soff + len as usize > 4096 || doff + len as usize > 4096 {
             return false;
         }
-        let set = &self.tlb.e[sel & 1];
+        let set = &self.tlb.e[sel & (CLASSES - 1)];
         let se = &set[(svpn as usize) & (TLB_SIZE - 1)];
         let de = &set[(dvpn as usize) & (TLB_SIZE - 1)];
         if se.rtag != svpn || de.wtag != dvpn {
@@ -603,7 +629,7 @@ impl Cpu {
     ) -> Result<(), Ex> {
         let vpn = la >> 12;
         let off = (la & 0xfff) as usize;
-        let e = &self.tlb.e[sel & 1][(vpn as usize) & (TLB_SIZE - 1)];
+        let e = &self.tlb.e[sel & (CLASSES - 1)][(vpn as usize) & (TLB_SIZE - 1)];
         if e.wtag == vpn && off + size as usize <= 4096 {
             // SAFETY: wtag == vpn means `host` is a writable 4 KiB RAM page of the current
             // run's memory map holding no cached code; off + size stays inside it.
@@ -712,7 +738,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, false)?;
         self.check_alignment(la, size)?;
         self.read_lin(mem, la, size, self.tlb.sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// Read `size` bytes at `seg:ea` as the first half of a read-modify-write: segment and
@@ -728,7 +754,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         self.check_alignment(la, size)?;
         self.read_lin_rmw(mem, la, size, self.tlb.sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// Write `size` bytes at `seg:ea`.
@@ -744,7 +770,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         self.check_alignment(la, size)?;
         self.write_lin(mem, la, size, v, self.tlb.sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// [`Cpu::probe_write`] for an explicit data store that is alignment-checked as an
@@ -762,7 +788,7 @@ impl Cpu {
         self.check_alignment(la, align)?;
         let sel = self.tlb.sel;
         self.translate(mem, la, Kind::Write, sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// [`Cpu::probe_write_aligned`] for a store whose bytes may run into the next page
@@ -782,12 +808,12 @@ impl Cpu {
         let sel = self.tlb.sel;
         let gpa = self
             .translate(mem, la, Kind::Write, sel)
-            .map_err(|e| stack_canonical(e, seg, la))?;
+            .map_err(|e| stack_canonical(e, seg, la, self))?;
         let first = 4096 - (la & 0xfff);
         let gpa2 = if first < u64::from(size) {
             let la2 = self.wrap_la(la.wrapping_add(first));
             self.translate(mem, la2, Kind::Write, sel)
-                .map_err(|e| stack_canonical(e, seg, la2))?
+                .map_err(|e| stack_canonical(e, seg, la2, self))?
         } else {
             gpa.wrapping_add(first)
         };
@@ -806,19 +832,19 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         let sel = self.tlb.sel;
         self.translate(mem, la, Kind::Write, sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// Supervisor (implicit) read of linear memory: descriptor tables, the TSS.
     pub fn rd_sys(&mut self, mem: &mut GuestMemory, la: u64, size: u32) -> Result<u64, Ex> {
         let la = self.wrap_la(la);
-        self.read_lin(mem, la, size, 0)
+        self.read_lin(mem, la, size, SUPERVISOR)
     }
 
     /// Supervisor (implicit) write of linear memory.
     pub fn wr_sys(&mut self, mem: &mut GuestMemory, la: u64, size: u32, v: u64) -> Result<(), Ex> {
         let la = self.wrap_la(la);
-        self.write_lin(mem, la, size, v, 0)
+        self.write_lin(mem, la, size, v, SUPERVISOR)
     }
 
     /// Push `size` bytes.
@@ -853,7 +879,7 @@ impl Cpu {
     pub fn fetch_gpa(&mut self, mem: &mut GuestMemory, la: u64) -> Result<u64, Ex> {
         let vpn = la >> 12;
         let sel = self.tlb.sel;
-        let e = &self.tlb.e[sel][(vpn as usize) & (TLB_SIZE - 1)];
+        let e = &self.tlb.e[sel & (CLASSES - 1)][(vpn as usize) & (TLB_SIZE - 1)];
         if e.xtag == vpn {
             return Ok(e.gpa | (la & 0xfff));
         }

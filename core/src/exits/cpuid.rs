@@ -17,6 +17,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             apic_id: 0,
             osxsave: vcpu.cr4() & crate::arch::CR4_OSXSAVE != 0,
             apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
+            pke: vcpu.cr4() & crate::arch::CR4_PKE != 0,
         });
         // CPUID writes the full 64-bit registers, zero-extending the 32-bit results.
         self.vcpu.set_gpr(Gpr::Rax, u64::from(a));

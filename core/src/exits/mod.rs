@@ -2,8 +2,11 @@
 //! reach the vCPU only through [`crate::X86Ops`], so they are the same for every backend.
 
 mod cpuid;
+mod cr8;
 mod failure;
 mod hlt;
+pub mod hypercall;
 mod io;
 mod mmio;
 mod msr;
+pub mod xsetbv;

@@ -12,6 +12,7 @@ pub mod flags;
 pub mod fused;
 pub mod io;
 pub mod muldiv;
+pub mod pku;
 pub mod segment;
 pub mod shift;
 pub mod simd;
@@ -390,6 +391,10 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         M::Lmsw => system::lmsw,
         M::Clts => system::clts,
         M::Invlpg => system::invlpg,
+        M::Invpcid => system::invpcid,
+        M::Stac | M::Clac => system::stac_clac,
+        M::Rdpkru => pku::rdpkru,
+        M::Wrpkru => pku::wrpkru,
         M::Wbinvd | M::Invd | M::Wbnoinvd => system::cache_flush,
         M::Rdtsc => system::rdtsc,
         M::Rdtscp => system::rdtscp,
