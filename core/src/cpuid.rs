@@ -504,7 +504,8 @@ impl CpuidPolicy {
     /// up to 0x8000_0008. The instruction-set extensions are exactly those the emulator
     /// implements (checked by the oracle crate's `cpuid_policy` test): x87, FXSR, MMX, SSE
     /// through SSE4.2, POPCNT, MOVBE, CMPXCHG16B, BMI1/2, ADX, LZCNT, FSGSBASE, RDPID,
-    /// RDTSCP; AVX and later are clear. The system features are those it implements:
+    /// RDTSCP, XSAVE with XSAVEOPT and XSAVEC for the x87 and SSE state components
+    /// (leaf 0xd); AVX and later are clear. The system features are those it implements:
     /// SMEP, SMAP, UMIP, protection keys (PKU), PCID and INVPCID, 5-level paging (LA57,
     /// with a 57-bit linear address width in leaf 0x8000_0008). MAXPHYADDR is
     /// [`PHYS_ADDR_BITS`].
@@ -550,6 +551,7 @@ impl CpuidPolicy {
             Sse42,
             Cx16,
             Pcid,
+            Xsave,
             X2apic,
             Movbe,
             Popcnt,
@@ -614,6 +616,9 @@ impl CpuidPolicy {
             0,
             [PHYS_ADDR_BITS | (VIRT_ADDR_BITS << 8), 0, 0, 0],
         );
+        // Leaf 0xd subleaf 1: XSAVEOPT and XSAVEC (the sizes follow from XSAVE).
+        policy.set_feature(Xsaveopt, true);
+        policy.set_feature(Xsavec, true);
         policy.sync_derived_leaves();
         policy
     }
@@ -1020,11 +1025,11 @@ mod tests {
             ("ssse3", fi.has_ssse3()),
             ("sse4.1", fi.has_sse41()),
             ("sse4.2", fi.has_sse42()),
+            ("xsave", fi.has_xsave()),
         ] {
             assert!(have, "{name}");
         }
         for (name, have) in [
-            ("xsave", fi.has_xsave()),
             ("oxsave", fi.has_oxsave()),
             ("avx", fi.has_avx()),
             ("mce", fi.has_mce()),
@@ -1118,7 +1123,7 @@ mod tests {
         assert_eq!(policy.lookup(0xc000_0000, 0, &d), highest);
         assert_eq!(policy.lookup(0xffff_ffff, 0, &d), highest);
         // In range but not filled in: zeros.
-        assert_eq!(policy.lookup(0xd, 0, &d), [0; 4]);
+        assert_eq!(policy.lookup(0xd, 2, &d), [0; 4]);
         assert_eq!(policy.lookup(0x4000_0001, 0, &d), [0; 4]);
         assert_eq!(policy.lookup(0x8000_0006, 0, &d), [0; 4]);
         // Non-indexed leaves ignore the subleaf; indexed ones do not.
@@ -1128,6 +1133,9 @@ mod tests {
         );
         assert_eq!(policy.lookup(7, 1, &d), [0; 4]);
         assert_ne!(policy.lookup(7, 0, &d), [0; 4]);
+        // Leaf 0xd: x87 and SSE in 576 bytes, XSAVEOPT and XSAVEC in subleaf 1.
+        assert_eq!(policy.lookup(0xd, 0, &d), [3, 576, 576, 0]);
+        assert_eq!(policy.lookup(0xd, 1, &d), [3, 576, 0, 0]);
     }
 
     #[test]

@@ -253,6 +253,20 @@ impl Harness {
                         self.vcpu.complete_mmio(None);
                     }
                 },
+                Exit::Xsetbv { index, value } => {
+                    // The core's check, for a model with the x87 and SSE components.
+                    if opsvisor_core::exits::xsetbv::xsetbv_allowed(index, value, 3)
+                        && self.vcpu.cpl() == 0
+                    {
+                        self.vcpu.set_xcr0(value);
+                        self.vcpu.skip_emulated_instruction();
+                    } else {
+                        self.vcpu.inject_event(Event::Exception {
+                            vector: 13,
+                            error_code: Some(0),
+                        });
+                    }
+                }
                 Exit::Preempted => {}
                 other => return Err(other),
             }

@@ -77,6 +77,7 @@ const CR4_UMIP: u64 = 1 << 11;
 const CR4_LA57: u64 = 1 << 12;
 const CR4_FSGSBASE: u64 = 1 << 16;
 const CR4_PCIDE: u64 = 1 << 17;
+const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_SMEP: u64 = 1 << 20;
 const CR4_SMAP: u64 = 1 << 21;
 const CR4_PKE: u64 = 1 << 22;
@@ -90,6 +91,7 @@ fn cr4_bits_exist_only_with_their_feature() {
         (CR4_SMAP, Feature::Smap),
         (CR4_PKE, Feature::Pku),
         (CR4_PCIDE, Feature::Pcid),
+        (CR4_OSXSAVE, Feature::Xsave),
     ] {
         // With the feature, the bit can be set and read back.
         let h = run_with(None, |a| {
@@ -511,4 +513,202 @@ fn mov_cr8_is_an_exit_to_the_core() {
     h.vcpu.set_gpr(Gpr::R10, 9);
     h.vcpu.skip_emulated_instruction();
     assert_eq!(h.vcpu.run(&mut h.mem, &limit), Exit::Hlt);
+}
+
+/// CR4.OSFXSR, OSXMMEXCPT and OSXSAVE on, then `body`.
+fn with_osxsave(model: Option<CpuidPolicy>, body: impl FnOnce(&mut CodeAssembler)) -> Harness {
+    run_with(model, |a| {
+        a.mov(rax, cr4).unwrap();
+        a.or(rax, (CR4_OSXSAVE | 0x600) as i32).unwrap();
+        a.mov(cr4, rax).unwrap();
+        body(a);
+    })
+}
+
+/// `xsetbv` with XCR0 = `value`.
+fn set_xcr0(a: &mut CodeAssembler, value: u32) {
+    a.xor(ecx, ecx).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.mov(eax, value).unwrap();
+    a.xsetbv().unwrap();
+}
+
+#[test]
+fn xgetbv_and_xsetbv_follow_the_xcr0_rules() {
+    // Without CR4.OSXSAVE both are #UD.
+    for xset in [false, true] {
+        let h = run_with(None, |a| {
+            a.xor(ecx, ecx).unwrap();
+            if xset {
+                a.mov(eax, 1u32).unwrap();
+                a.xor(edx, edx).unwrap();
+                a.xsetbv().unwrap();
+            } else {
+                a.xgetbv().unwrap();
+            }
+        });
+        assert_eq!(h.gpr(Gpr::R15), 6, "xsetbv {xset}");
+    }
+    // XCR0 starts as x87 alone; x87 | SSE can be loaded and read back.
+    let h = with_osxsave(None, |a| {
+        a.mov(rdx, -1i64).unwrap();
+        a.xor(ecx, ecx).unwrap();
+        a.xgetbv().unwrap();
+        a.mov(r8, rax).unwrap();
+        a.mov(r9, rdx).unwrap();
+        set_xcr0(a, 3);
+        a.xgetbv().unwrap();
+    });
+    assert_eq!(h.gpr(Gpr::R15), 0);
+    assert_eq!((h.gpr(Gpr::R8), h.gpr(Gpr::R9)), (1, 0));
+    assert_eq!((h.gpr(Gpr::Rax), h.gpr(Gpr::Rdx)), (3, 0));
+    assert_eq!(h.vcpu.xcr0(), 3);
+    // x87 cleared, AVX (not in the model), and XCR1 are #GP(0); XGETBV of ECX 1 too.
+    for (ecx_value, eax_value) in [(0u32, 2u32), (0, 7), (1, 1)] {
+        let h = with_osxsave(None, |a| {
+            a.mov(ecx, ecx_value).unwrap();
+            a.mov(eax, eax_value).unwrap();
+            a.xor(edx, edx).unwrap();
+            a.xsetbv().unwrap();
+        });
+        assert_eq!((h.gpr(Gpr::R15), h.gpr(Gpr::R14)), (13, 0), "{eax_value}");
+        assert_eq!(h.vcpu.xcr0(), 1);
+    }
+    let h = with_osxsave(None, |a| {
+        a.mov(ecx, 1u32).unwrap();
+        a.xgetbv().unwrap();
+    });
+    assert_eq!(h.gpr(Gpr::R15), 13);
+}
+
+/// XMM0 = 0x1122..., one x87 register loaded, XCR0 = x87 | SSE.
+fn dirty_state(a: &mut CodeAssembler) {
+    set_xcr0(a, 3);
+    a.mov(rax, 0x1122_3344_5566_7788u64).unwrap();
+    a.movq(xmm0, rax).unwrap();
+    a.fninit().unwrap();
+    a.fld1().unwrap();
+}
+
+#[test]
+fn xsave_and_xrstor_round_trip_the_x87_and_sse_state() {
+    let h = with_osxsave(None, |a| {
+        dirty_state(a);
+        a.mov(rdi, DATA).unwrap();
+        a.mov(eax, 3u32).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.xsave64(ptr(rdi)).unwrap();
+        // Change both components, then restore them.
+        a.pxor(xmm0, xmm0).unwrap();
+        a.fninit().unwrap();
+        a.mov(eax, 3u32).unwrap();
+        a.xrstor64(ptr(rdi)).unwrap();
+        a.movq(rbx, xmm0).unwrap();
+        a.fnstsw(ax).unwrap();
+        a.movzx(r8d, ax).unwrap();
+    });
+    assert_eq!(h.gpr(Gpr::R15), 0);
+    assert_eq!(h.gpr(Gpr::Rbx), 0x1122_3344_5566_7788);
+    // TOP is 7 again: the FLD1 came back.
+    assert_eq!((h.gpr(Gpr::R8) >> 11) & 7, 7);
+    let m = &h.mem;
+    assert_eq!(m.read_u64(DATA + 160).unwrap(), 0x1122_3344_5566_7788);
+    assert_eq!(m.read_u64(DATA + 24).unwrap() & 0xffff_ffff, 0x1f80);
+    // XSTATE_BV: both components in use.
+    assert_eq!(m.read_u64(DATA + 512).unwrap(), 3);
+    assert_eq!(m.read_u64(DATA + 520).unwrap(), 0);
+}
+
+#[test]
+fn xsavec_writes_the_compacted_header_and_xrstor_takes_it() {
+    let h = with_osxsave(None, |a| {
+        set_xcr0(a, 3);
+        // x87 in its initial configuration, SSE in use.
+        a.fninit().unwrap();
+        a.mov(rax, 0x55u64).unwrap();
+        a.movq(xmm1, rax).unwrap();
+        a.mov(rdi, DATA).unwrap();
+        a.mov(eax, 3u32).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.xsavec64(ptr(rdi)).unwrap();
+        a.pxor(xmm1, xmm1).unwrap();
+        a.fld1().unwrap();
+        a.xrstor64(ptr(rdi)).unwrap();
+        a.movq(rbx, xmm1).unwrap();
+        a.fnstsw(ax).unwrap();
+        a.movzx(r8d, ax).unwrap();
+    });
+    assert_eq!(h.gpr(Gpr::R15), 0);
+    assert_eq!(h.gpr(Gpr::Rbx), 0x55);
+    // The x87 component was initialised (XSTATE_BV bit 0 clear): TOP 0, stack empty.
+    assert_eq!(h.gpr(Gpr::R8), 0);
+    assert_eq!(h.mem.read_u64(DATA + 512).unwrap(), 2);
+    assert_eq!(h.mem.read_u64(DATA + 520).unwrap(), (1 << 63) | 3);
+}
+
+#[test]
+fn xsaveopt_skips_components_in_their_initial_configuration() {
+    let h = with_osxsave(None, |a| {
+        set_xcr0(a, 3);
+        a.mov(rdi, DATA).unwrap();
+        // A marker where XMM0 goes: the initial SSE state is not written over it.
+        a.mov(qword_ptr(rdi + 160), 0x77).unwrap();
+        a.mov(qword_ptr(rdi + 512), -1).unwrap();
+        a.fninit().unwrap();
+        a.fld1().unwrap();
+        a.mov(eax, 3u32).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.xsaveopt64(ptr(rdi)).unwrap();
+    });
+    assert_eq!(h.gpr(Gpr::R15), 0);
+    assert_eq!(h.mem.read_u64(DATA + 160).unwrap(), 0x77);
+    // XSTATE_BV: x87 in use, SSE not; bits outside RFBM kept.
+    assert_eq!(h.mem.read_u64(DATA + 512).unwrap(), !2u64);
+}
+
+#[test]
+fn xsave_family_faults() {
+    // Misaligned area: #GP(0).
+    let h = with_osxsave(None, |a| {
+        set_xcr0(a, 3);
+        a.mov(rdi, DATA + 32).unwrap();
+        a.mov(eax, 3u32).unwrap();
+        a.xsave64(ptr(rdi)).unwrap();
+    });
+    assert_eq!((h.gpr(Gpr::R15), h.gpr(Gpr::R14)), (13, 0));
+    // XRSTOR headers: XSTATE_BV beyond XCR0, reserved header bytes, compacted
+    // XSTATE_BV beyond XCOMP_BV, a reserved MXCSR bit.
+    for (offset, value) in [
+        (512u64, 4u64),
+        (528, 1),
+        (520, (1 << 63) | 1),
+        (24, 1 << 16),
+    ] {
+        let h = with_osxsave(None, |a| {
+            set_xcr0(a, 3);
+            a.mov(rdi, DATA).unwrap();
+            a.mov(eax, 3u32).unwrap();
+            a.xsave64(ptr(rdi)).unwrap();
+            a.mov(rax, value).unwrap();
+            a.mov(qword_ptr(rdi + offset as i32), rax).unwrap();
+            if offset == 520 {
+                a.mov(qword_ptr(rdi + 512), 3).unwrap();
+            }
+            a.mov(eax, 3u32).unwrap();
+            a.xrstor64(ptr(rdi)).unwrap();
+        });
+        assert_eq!((h.gpr(Gpr::R15), h.gpr(Gpr::R14)), (13, 0), "{offset}");
+    }
+    // XSAVEOPT and XSAVEC are #UD without their feature; CR0.TS is #NM.
+    for feature in [Feature::Xsaveopt, Feature::Xsavec] {
+        let h = with_osxsave(without(feature), |a| {
+            a.mov(rdi, DATA).unwrap();
+            if feature == Feature::Xsaveopt {
+                a.xsaveopt64(ptr(rdi)).unwrap();
+            } else {
+                a.xsavec64(ptr(rdi)).unwrap();
+            }
+        });
+        assert_eq!(h.gpr(Gpr::R15), 6, "{feature:?}");
+    }
 }

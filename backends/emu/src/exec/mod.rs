@@ -22,6 +22,7 @@ pub mod string;
 pub mod syscall;
 pub mod system;
 pub mod x87;
+pub mod xsave;
 
 use crate::cpu::Cpu;
 use crate::decode::Op;
@@ -457,6 +458,7 @@ fn is_near(k: OpKind) -> bool {
 /// The handler from one of the floating-point and SIMD families, if one implements `op`.
 fn family_handler(op: &Op) -> Option<crate::decode::Handler> {
     x87::select(op)
+        .or_else(|| xsave::select(op.i.code()))
         .or_else(|| simd::select(op))
         .or_else(|| simd_fp::select(op))
 }
