@@ -11,7 +11,8 @@
 //!   snippet's reach.
 //! - The snippet runs at CPL 3, like the oracle's, so #GP/#PF error codes, the U bit and
 //!   the privilege checks match what the host reports. CR0 (WP, AM, NE), CR4 (PAE,
-//!   OSFXSR, OSXMMEXCPT) and EFER.NXE are set as Linux sets them.
+//!   OSFXSR, OSXMMEXCPT, OSXSAVE), XCR0 (x87 and SSE) and EFER.NXE are set as Linux sets
+//!   them.
 //! - Each of the 32 exception vectors has a 64-bit interrupt gate (DPL 3 for #BP, as
 //!   Linux has it, so `INT3` works from user mode) to a one-byte `HLT` handler at its own
 //!   address: the `HLT` exit tells which vector was delivered, and the frame on the kernel
@@ -241,8 +242,10 @@ impl EmuRunner {
             limit: 32 * 16 - 1,
         });
         v.set_cr3(PML4);
-        // PAE, OSFXSR, OSXMMEXCPT.
-        v.set_cr4(0x20 | 0x200 | 0x400);
+        // PAE, OSFXSR, OSXMMEXCPT, OSXSAVE; XCR0 with the x87 and SSE components (the
+        // host's has them, and more the emulator does not implement).
+        v.set_cr4(0x20 | 0x200 | 0x400 | 0x4_0000);
+        v.set_xcr0(3);
         // LME, LMA, NXE.
         v.set_efer(0x100 | 0x400 | 0x800);
         // PG, AM, WP, NE, ET, PE.
