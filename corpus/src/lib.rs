@@ -80,6 +80,7 @@ macro_rules! __with_guest_list {
             pit: ("", ["mode 0: OUT2 rose N + 1 clocks after the write", "mode 3: OUT2 rises every 20000 clocks", "PASS"], 60),
             rtc: ("", ["the seconds stepped by one when UIP fell", "the alarm matched at the second update", "PASS"], 60),
             acpi_pm: ("", ["PM timer rate", "TMR_STS set by the toggle of bit 23", "PASS"], 60),
+            cpu_features: ("", ["CR4.LA57 cannot change in IA-32e mode", "every CPU feature behaved as its CPUID bit says", "PASS"], 30),
         }
     };
 }
