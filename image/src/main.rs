@@ -370,9 +370,11 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         let Backend::Vmx(VmxSlot(vmx)) = vcpu else {
             return Err("vmx backend unavailable: the differential run needs VMX".into());
         };
-        // Both backends run every case: the model is what both implement.
+        // Both backends run every case: the model is what both implement. The emulator's
+        // part is its model (what EmuVcpu::supported_cpuid reports), taken without
+        // building a second emulator on the boot stack.
         let mut supported = vmx.supported_cpuid();
-        supported.intersect_features(&EmuVcpu::new().supported_cpuid());
+        supported.intersect_features(&CpuidPolicy::emulator());
         let policy = cpuid_policy(&opts.cpu, &supported, "vmx and emu", true)?;
         return differential::run(vmx, kernel, policy, hz);
     }

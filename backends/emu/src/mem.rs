@@ -62,11 +62,15 @@ pub const SUPERVISOR_AC: usize = 2;
 /// checked on the fast paths (the fourth is never filled).
 const CLASSES: usize = 4;
 
+/// The entries of every class.
+pub type TlbSets = [[TlbEntry; TLB_SIZE]; CLASSES];
+
 /// Direct-mapped TLBs, one per privilege class ([`SUPERVISOR`], [`USER`],
 /// [`SUPERVISOR_AC`]).
 pub struct Tlb {
-    /// The entries, by privilege class.
-    pub e: [[TlbEntry; TLB_SIZE]; CLASSES],
+    /// The entries, by privilege class: on the heap, so that a vCPU (which holds its
+    /// TLB) stays small enough to build and move on a bare-metal host's boot stack.
+    pub e: alloc::boxed::Box<TlbSets>,
     /// The class of ordinary accesses at the current CPL, AC and CR4.SMAP.
     pub sel: usize,
     /// Bit `n` set: class `n` may hold entries (a flush skips the others).
@@ -82,8 +86,15 @@ impl Default for Tlb {
 impl Tlb {
     /// An empty TLB.
     pub fn new() -> Tlb {
+        // Built in place on the heap: the sets are never a temporary on the stack.
+        let sets: alloc::boxed::Box<[[TlbEntry; TLB_SIZE]]> =
+            alloc::vec![[EMPTY; TLB_SIZE]; CLASSES].into_boxed_slice();
+        let e: alloc::boxed::Box<TlbSets> = match sets.try_into() {
+            Ok(e) => e,
+            Err(_) => unreachable!("the vector has CLASSES sets"),
+        };
         Tlb {
-            e: [[EMPTY; TLB_SIZE]; CLASSES],
+            e,
             sel: SUPERVISOR,
             used: 0,
         }
@@ -109,7 +120,7 @@ impl Tlb {
     /// Drop the translations of one linear page.
     pub fn flush_page(&mut self, la: u64) {
         let vpn = la >> 12;
-        for set in &mut self.e {
+        for set in self.e.iter_mut() {
             let e = &mut set[(vpn as usize) & (TLB_SIZE - 1)];
             if e.vpn == vpn {
                 *e = EMPTY;
@@ -119,7 +130,7 @@ impl Tlb {
 
     /// Stop fast writes to guest-physical page `gpa_page` (it now holds code).
     pub fn protect_code_page(&mut self, gpa_page: u64) {
-        for set in &mut self.e {
+        for set in self.e.iter_mut() {
             for e in set.iter_mut() {
                 if e.gpa == gpa_page {
                     e.wtag = INVALID;
