@@ -712,3 +712,23 @@ fn xsave_family_faults() {
         assert_eq!(h.gpr(Gpr::R15), 6, "{feature:?}");
     }
 }
+
+#[test]
+fn vmcall_and_vmmcall_are_hypercall_exits() {
+    for vmmcall in [false, true] {
+        let mut h = machine();
+        let mut a = asm64();
+        if vmmcall {
+            a.vmmcall().unwrap();
+        } else {
+            a.vmcall().unwrap();
+        }
+        a.hlt().unwrap();
+        h.load(&mut a, CODE, &[]);
+        assert_eq!(h.run(), Err(Exit::Hypercall), "vmmcall {vmmcall}");
+        // Not retired until the core answers it.
+        assert_eq!(h.vcpu.rip(), CODE);
+        h.vcpu.skip_emulated_instruction();
+        assert_eq!(h.vcpu.rip(), CODE + 3);
+    }
+}

@@ -397,6 +397,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         M::Rdpkru => pku::rdpkru,
         M::Wrpkru => pku::wrpkru,
         M::Wbinvd | M::Invd | M::Wbnoinvd => system::cache_flush,
+        M::Vmcall | M::Vmmcall => system::hypercall,
         M::Rdtsc => system::rdtsc,
         M::Rdtscp => system::rdtscp,
         M::Rdpid => system::rdpid,

@@ -409,6 +409,13 @@ pub fn stac_clac(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     Ok(())
 }
 
+/// VMCALL and VMMCALL: the hypercall, an exit to the core at any privilege level and in
+/// every mode, as either instruction is under a hypervisor (the core answers with KVM's
+/// ABI, [`opsvisor_core::exits::hypercall`]).
+pub fn hypercall(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    intercept(c, op, InterceptKind::Plain, Exit::Hypercall)
+}
+
 /// INVLPG m.
 pub fn invlpg(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     c.require_cpl0()?;
