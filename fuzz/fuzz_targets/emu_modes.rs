@@ -232,7 +232,8 @@ fn run_input(
             | Exit::Hlt
             | Exit::Xsetbv { .. }
             | Exit::CacheFlush
-            | Exit::Hypercall => v.skip_emulated_instruction(),
+            | Exit::Hypercall
+            | Exit::Cr8 { .. } => v.skip_emulated_instruction(),
             Exit::TripleFault | Exit::EmulationFailure { .. } | Exit::SlatViolation { .. } => break,
             Exit::Exception { .. } | Exit::EntryFailed { .. } => break,
         }
