@@ -175,8 +175,9 @@ fn write_cr0_cr4(g: &mut Gen) -> Option<Vec<Item>> {
         // a chain of faults to shutdown (SMAP: the IDT read is an implicit supervisor
         // access, SDM 3A 4.6) whose intermediate state the VMX guest under Bochs and the
         // emulator do not reach alike (seed 7: SMAP set, then #GP: the emulator faults on
-        // the IDT read, the VMX guest under Bochs delivers the #GP; SMEP set in
-        // compatibility mode: the frames pushed on the way differ). The corpus guest
+        // the IDT read, the VMX guest under Bochs delivers the #GP; SMEP set: every
+        // handler fetch faults again, the frames run down the stack over the page tables,
+        // and what follows depends on what each TLB still holds). The corpus guest
         // cpu_features checks both features on both backends with supervisor tables.
         (Register::CR4, g.pick(&[11u32, 12, 16, 17, 18, 22]))
     } else if paging {
