@@ -641,6 +641,34 @@ fn rdtsc_reads_cores_clock() {
 }
 
 #[test]
+fn rdtscp_reported_as_rdtsc_reads_tsc_aux() {
+    // QEMU's TCG takes RDTSCP (0F 01 F9) through the RDTSC intercept, without NRIP:
+    // the backend decodes the instruction and completes it as RDTSCP.
+    let exit = ScriptedExit::new(code::RDTSC)
+        .field(fields::RIP, RIP)
+        .gpr(Gpr::Rcx, 0xc000_0103);
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, exit, 1);
+    flat32(&mut vcpu);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0x0f, 0x01, 0xf9]).unwrap();
+    assert!(vcpu.set_msr(0xc000_0103, 0x1234));
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vcpu.gpr(Gpr::Rcx), 0x1234);
+    // RDTSC itself leaves RCX alone.
+    let exit = ScriptedExit::new(code::RDTSC)
+        .field(fields::RIP, RIP)
+        .gpr(Gpr::Rcx, 7);
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, exit, 1);
+    flat32(&mut vcpu);
+    mem.write(RIP, &[0x0f, 0x31]).unwrap();
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.gpr(Gpr::Rcx), 7);
+}
+
+#[test]
 fn string_io_elements_with_and_without_decode_assists() {
     // REP OUTSB to 0x3f8 through FS, 32-bit addressing: EXITINFO1 bits: string, REP,
     // SZ8, A32, segment 4 (FS), port.

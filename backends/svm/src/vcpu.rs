@@ -999,8 +999,31 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         Some(Exit::NmiWindow)
     }
 
+    /// Whether the instruction an RDTSC exit intercepted is RDTSCP: QEMU's TCG checks
+    /// the RDTSC intercept for both (its `helper_rdtscp` goes through `helper_rdtsc`), so
+    /// RDTSCP arrives as exit code 0x6E there. RDTSC is two bytes (0F 31); only a longer
+    /// instruction is decoded.
+    fn rdtsc_exit_is_rdtscp(&self, mem: &mut GuestMemory) -> bool {
+        if self.insn_len <= 2 {
+            return false;
+        }
+        let mut bytes = [0u8; 15];
+        let n = self.instruction_bytes(mem, &mut bytes);
+        Decoder::try_new(
+            code_bitness(self),
+            bytes.get(..n).unwrap_or(&[]),
+            DecoderOptions::AMD,
+        )
+        .is_ok_and(|mut d| d.can_decode() && d.decode().code() == Code::Rdtscp)
+    }
+
     /// Handle an exit the core does not see; `Some` ends the run with that exit.
     fn handle_backend_exit(&mut self, mem: &mut GuestMemory, exit: BackendExit) -> Option<Exit> {
+        let exit = if exit == BackendExit::Rdtsc && self.rdtsc_exit_is_rdtscp(mem) {
+            BackendExit::Rdtscp
+        } else {
+            exit
+        };
         match exit {
             BackendExit::NestedPageFault(f) => self.handle_npf(mem, f),
             // The host timer: core's deadline or the end of the slice.
