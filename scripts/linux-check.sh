@@ -59,7 +59,7 @@ boot() {
 
 # The flags /init printed, one per line.
 flags() {
-    sed -n 's/.*opsvisor-linux-guest: cpu flags://p' "$log" | tr ' ' '\n' | grep .
+    sed -n 's/.*opsvisor-linux-guest: cpu flags://p' "$log" | tr -d '\r' | tr ' ' '\n' | grep .
 }
 
 # The CPU model's system features as Linux names them in /proc/cpuinfo.
