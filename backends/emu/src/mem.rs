@@ -425,6 +425,10 @@ impl Cpu {
         }
         e.global = global;
         e.host = host.unwrap_or(0);
+        // A page holding a data breakpoint is read and written through the slow paths,
+        // which check the breakpoints.
+        let host = host.filter(|_| !(self.dbg_data && crate::debug::page_watched(self, vpn)));
+        let e = &mut self.tlb.e[sel & (CLASSES - 1)][(vpn as usize) & (TLB_SIZE - 1)];
         match kind {
             Kind::Fetch => e.xtag = vpn,
             Kind::Read => {
@@ -523,6 +527,9 @@ impl Cpu {
         sel: usize,
         kind: Kind,
     ) -> Result<u64, Ex> {
+        if self.dbg_data {
+            crate::debug::data_access(self, la, size, false);
+        }
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: translate both before reading either. Each part is
@@ -659,6 +666,9 @@ impl Cpu {
         v: u64,
         sel: usize,
     ) -> Result<(), Ex> {
+        if self.dbg_data {
+            crate::debug::data_access(self, la, size, true);
+        }
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: both translations are checked before either part
