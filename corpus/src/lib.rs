@@ -82,7 +82,7 @@ macro_rules! __with_guest_list {
             acpi_pm: ("", ["PM timer rate", "TMR_STS set by the toggle of bit 23", "PASS"], 60),
             cpu_features: ("", ["CR4.LA57 cannot change in IA-32e mode", "every CPU feature behaved as its CPUID bit says", "PASS"], 30),
             debug_breakpoints: ("", ["I/O breakpoint 0x80-0x81: traps after OUT and IN of port 0x80", "every breakpoint kind behaved as the SDM says", "PASS"], 30),
-            debug_single_step: ("", ["MOV SS's shadow holds the trap until after the next instruction", "IA32_FMASK cleared TF for the kernel entry", "single-stepping behaved as the SDM says", "PASS"], 30),
+            debug_single_step: ("", ["CPUID and OUT, which the hypervisor completes, trap after themselves too", "MOV SS's shadow holds the trap until after the next instruction", "IA32_FMASK cleared TF for the kernel entry", "single-stepping behaved as the SDM says", "PASS"], 30),
         }
     };
 }

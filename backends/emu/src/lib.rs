@@ -608,6 +608,7 @@ fn string_step(c: &mut Cpu) {
     }
     c.retired += 1;
     c.shadow = false;
+    c.rf &= !RF;
 }
 
 /// Run cached blocks from `idx` on, following links made under `gen`, until an instruction
@@ -953,6 +954,9 @@ impl X86Ops for EmuVcpu {
         c.rip = next_ip;
         c.retired += 1;
         c.shadow = false;
+        // RF lasts until an instruction completes (an IRET with RF back to an instruction
+        // breakpoint at a CPUID, say).
+        c.rf &= !RF;
         if c.db_after != 0 {
             self.intercept_trap();
         }

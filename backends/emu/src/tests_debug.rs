@@ -489,7 +489,7 @@ fn syscall_with_tf_traps_only_when_fmask_keeps_tf() {
 }
 
 /// An instruction the core completes (CPUID) traps after it under TF, once the core has
-/// moved RIP past it.
+/// moved RIP past it, and RF is clear after it.
 #[test]
 fn single_step_over_an_intercepted_instruction() {
     let (h, log) = run(|a| {
@@ -502,6 +502,9 @@ fn single_step_over_an_intercepted_instruction() {
     assert_eq!(log.len(), 4, "{log:x?}");
     assert_eq!(log[1].rip - log[0].rip, 1, "{log:x?}");
     assert_eq!(h.gpr(Gpr::Rax) >> 16, 0x1234);
+    // The handler returns with RF; the CPUID completed by the core clears it as any
+    // completed instruction does.
+    assert!(log.iter().all(|d| d.rflags & RF == 0), "{log:x?}");
 }
 
 /// IRET that loads TF does not trap; the instruction it returns to does.

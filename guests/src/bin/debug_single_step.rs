@@ -31,6 +31,7 @@ fn all_single_step() -> bool {
 
 fn main(_: &'static rt::multiboot::Info) {
     popf_and_each_instruction();
+    instructions_the_hypervisor_completes();
     sti_and_mov_ss_shadows();
     iretq_loading_tf();
     branch_single_step();
@@ -67,6 +68,52 @@ fn popf_and_each_instruction() {
     check!(
         l[..5].iter().all(|d| d.rflags & TF != 0) && l[5].rflags & TF == 0,
         "the pushed RFLAGS has TF until the POPF cleared it"
+    );
+}
+
+/// CPUID and OUT exit to the hypervisor, which completes them: the single-step trap
+/// still follows each.
+fn instructions_the_hypervisor_completes() {
+    debug::reset();
+    let (after_cpuid, after_out): (u64, u64);
+    // SAFETY: RBX (which CPUID writes) is restored; the POST-code port takes any value;
+    // TF is off again at the end.
+    unsafe {
+        asm!(
+            "lea {a}, [rip + 2f]",
+            "lea {b}, [rip + 3f]",
+            "mov {s}, rbx",
+            "pushfq",
+            "or qword ptr [rsp], 0x100",
+            "popfq",
+            "xor eax, eax",
+            "cpuid",
+            "2:",
+            "mov rbx, {s}",
+            "mov al, 0x42",
+            "out 0x80, al",
+            "3:",
+            "pushfq",
+            "and qword ptr [rsp], ~0x100",
+            "popfq",
+            a = out(reg) after_cpuid,
+            b = out(reg) after_out,
+            s = out(reg) _,
+            out("rax") _,
+            out("rcx") _,
+            out("rdx") _,
+        )
+    };
+    let l = log();
+    let at = |rip: u64| l.iter().any(|d| d.rip == rip);
+    check!(
+        l.len() == 8 && at(after_cpuid) && at(after_out) && all_single_step(),
+        "TF: CPUID and OUT, which the hypervisor completes, trap after themselves too ({:x?})",
+        l
+    );
+    check!(
+        l.iter().all(|d| d.rflags & rt::debug::RF == 0),
+        "RF, set by each IRETQ back from the #DB handler, is clear again in every pushed RFLAGS"
     );
 }
 

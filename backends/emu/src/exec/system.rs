@@ -25,8 +25,8 @@ pub fn intercept(c: &mut Cpu, op: &Op, kind: InterceptKind, exit: Exit) -> Resul
 }
 
 /// The debug trap due when the intercepted instruction completes: its I/O breakpoints
-/// and, with TF, the single-step (which BTF keeps for branches; HLT's trap comes with
-/// the event that ends the halt, which the core delivers).
+/// and, with TF, the single-step (which BTF keeps for branches). HLT takes none: the
+/// halt ends with the interrupt the core delivers, as on the VMX backend.
 #[cold]
 fn intercept_debug(c: &mut Cpu, op: &Op) {
     let mut bits = crate::debug::take_hits(c);
