@@ -283,7 +283,8 @@ pub struct Cpu {
     /// next instruction.
     pub db_held: u64,
     /// DR6 bits of the debug trap due when the intercepted instruction completes (its
-    /// single-step and I/O breakpoints).
+    /// single-step and I/O breakpoints), with [`crate::debug::AFTER_SKIP`] when there is
+    /// debug work to do then (0: none).
     pub db_after: u64,
     /// NMIs blocked (between NMI delivery and IRET).
     pub nmi_blocked: bool,

@@ -19,6 +19,9 @@ pub const DR6_BD: u64 = 1 << 13;
 pub const DR6_BS: u64 = 1 << 14;
 /// DR7.GD: general detect (MOV DR raises #DB).
 pub const DR7_GD: u64 = 1 << 13;
+/// In [`Cpu::db_after`]: the intercepted instruction has debug work when it completes
+/// (at least RF to clear), besides the DR6 bits of its trap.
+pub const AFTER_SKIP: u64 = 1 << 63;
 
 /// The R/W field of breakpoint `n`: 0 instruction, 1 data write, 2 I/O (CR4.DE), 3 data
 /// read or write.

@@ -150,14 +150,20 @@ impl EmuVcpu {
         }
     }
 
-    /// The debug trap of an intercepted instruction that completed (its single-step or
-    /// I/O breakpoint): raised before the next instruction, as an event the next run
-    /// delivers. A string I/O instruction traps after each element, with RIP still at
-    /// the instruction while it repeats (SDM 3B 18.3.1.4).
+    /// The debug work after an intercepted instruction completed: RF is cleared (it
+    /// lasts until an instruction completes: an IRET with RF back to an instruction
+    /// breakpoint at a CPUID, say), and its debug trap (single-step, I/O breakpoints) is
+    /// raised before the next instruction, as an event the next run delivers. A string
+    /// I/O instruction traps after each element, with RIP still at the instruction while
+    /// it repeats (SDM 3B 18.3.1.4).
     #[cold]
     #[inline(never)]
     fn intercept_trap(&mut self) {
-        let bits = core::mem::take(&mut self.cpu.db_after);
+        let bits = core::mem::take(&mut self.cpu.db_after) & !debug::AFTER_SKIP;
+        self.cpu.rf &= !RF;
+        if bits == 0 {
+            return;
+        }
         debug::report(&mut self.cpu, bits);
         if self.pending.is_none() {
             self.pending = Some(Event::Exception {
@@ -954,9 +960,6 @@ impl X86Ops for EmuVcpu {
         c.rip = next_ip;
         c.retired += 1;
         c.shadow = false;
-        // RF lasts until an instruction completes (an IRET with RF back to an instruction
-        // breakpoint at a CPUID, say).
-        c.rf &= !RF;
         if c.db_after != 0 {
             self.intercept_trap();
         }

@@ -14,7 +14,7 @@ use opsvisor_core::ops::Segment;
 
 /// Leave with an intercept exit: RIP stays at the instruction until the core completes it.
 pub fn intercept(c: &mut Cpu, op: &Op, kind: InterceptKind, exit: Exit) -> Result<(), Ex> {
-    if c.dbg || c.rf & crate::arith::flags::TF != 0 {
+    if c.dbg || c.rf & (crate::arith::flags::TF | crate::arith::flags::RF) != 0 {
         intercept_debug(c, op);
     }
     c.intercept = Some(Intercept {
@@ -24,9 +24,10 @@ pub fn intercept(c: &mut Cpu, op: &Op, kind: InterceptKind, exit: Exit) -> Resul
     Err(c.exit_with(exit))
 }
 
-/// The debug trap due when the intercepted instruction completes: its I/O breakpoints
-/// and, with TF, the single-step (which BTF keeps for branches). HLT takes none: the
-/// halt ends with the interrupt the core delivers, as on the VMX backend.
+/// The debug work due when the intercepted instruction completes (see
+/// `EmuVcpu::intercept_trap`): its I/O breakpoints and, with TF, the single-step (which
+/// BTF keeps for branches), and RF to clear. HLT takes no trap: the halt ends with the
+/// interrupt the core delivers, as on the VMX backend.
 #[cold]
 fn intercept_debug(c: &mut Cpu, op: &Op) {
     let mut bits = crate::debug::take_hits(c);
@@ -36,7 +37,7 @@ fn intercept_debug(c: &mut Cpu, op: &Op) {
     {
         bits |= crate::debug::DR6_BS;
     }
-    c.db_after = bits;
+    c.db_after = bits | crate::debug::AFTER_SKIP;
 }
 
 /// LGDT / LIDT m.
