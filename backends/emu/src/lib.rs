@@ -477,9 +477,12 @@ impl EmuVcpu {
                         c.ss_shadow = false;
                     }
                     let first = ops.first().map(|op| &op.i);
-                    if had_rf && retired_any && !first.is_some_and(is_iret) {
+                    let repeats =
+                        first.is_some_and(|i| i.is_string_instruction() && c.rip == i.ip());
+                    if had_rf && retired_any && !first.is_some_and(is_iret) && !repeats {
                         // The processor clears RF after every instruction it completes,
-                        // except IRET, which loads it (SDM 3A 17.3.1.1).
+                        // except IRET, which loads it (SDM 3A 17.3.1.1), and keeps it
+                        // between the iterations of a repeated string instruction.
                         c.rf &= !RF;
                     }
                     if retired_any {

@@ -604,3 +604,39 @@ fn breakpoints_set_by_the_host_between_runs() {
     assert_eq!(h.vcpu.state().rip, CODE + 3);
     assert_eq!(h.vcpu.debug_regs().dr6, dr6_with(1));
 }
+
+/// A repeated string instruction is single-stepped one iteration at a time, with RIP at
+/// the instruction until the last; a data breakpoint traps after the iteration that hit
+/// it, and the instruction then goes on where it stopped.
+#[test]
+fn rep_string_instructions_trap_after_each_iteration() {
+    let (h, log) = run(|a| {
+        a.mov(rsi, DATA).unwrap();
+        a.mov(rdi, DATA + 0x100).unwrap();
+        a.mov(ecx, 3u32).unwrap();
+        tf_on(a);
+        a.rep().movsb().unwrap(); // traps 1-3
+        a.pushfq().unwrap(); // trap 4
+        a.and(qword_ptr(rsp), !(TF as i32)).unwrap(); // trap 5
+        a.popfq().unwrap(); // trap 6
+    });
+    assert_eq!(log.len(), 6, "{log:x?}");
+    assert_eq!(log[0].rip, log[1].rip, "{log:x?}");
+    assert_eq!(log[2].rip, log[1].rip + 2, "{log:x?}");
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    let (h, log) = run(|a| {
+        set_dr(a, 0, DATA + 0x101);
+        set_dr7(a, dr7_bp(0, 1, 0));
+        a.mov(rsi, DATA).unwrap();
+        a.mov(rdi, DATA + 0x100).unwrap();
+        a.mov(ecx, 64u32).unwrap();
+        a.rep().stosb().unwrap();
+        a.mov(r14, 1u64).unwrap();
+    });
+    // One trap, after the second element, at the STOS with 62 elements left.
+    assert_eq!(log.len(), 1, "{log:x?}");
+    assert_eq!(log[0].r14, 0);
+    assert_eq!(log[0].dr6, dr6_with(1));
+    assert_eq!(h.gpr(Gpr::Rcx), 0);
+    assert_eq!(h.gpr(Gpr::Rdi), DATA + 0x140);
+}

@@ -3,7 +3,7 @@
 //! so budgets, interrupts and exits see progress as on hardware.
 
 use crate::arith::alu::{alu, AluOp};
-use crate::arith::flags::{DF, ZF};
+use crate::arith::flags::{DF, TF, ZF};
 use crate::cpu::{addr_reg_write, sr, Cpu};
 use crate::decode::Op;
 use crate::exception::Ex;
@@ -54,6 +54,14 @@ fn repeat(
         body(c, mem, d, size)?;
         return Ok(());
     }
+    // Single-stepping, and data breakpoints, see each iteration as an instruction: the
+    // trap comes after the iteration, with RIP at the instruction while it repeats
+    // (SDM 3B 18.3.1.4 and 18.2.5).
+    let chunk = if c.rf & TF != 0 || c.dbg_data {
+        1
+    } else {
+        CHUNK
+    };
     let mut n = 0;
     while c.gpr[1] & m != 0 {
         let go_on = body(c, mem, d, size)?;
@@ -66,7 +74,7 @@ fn repeat(
         // An element that reached MMIO (a store waiting to be reported, a replayed read)
         // or code ends the chunk, so each such element gets its own exit (one element per
         // exit, as VMX reports REP string accesses to MMIO) and each read its own replay.
-        if (n >= CHUNK || c.brk) && cx != 0 {
+        if (n >= chunk || c.brk) && cx != 0 {
             // Come back to this instruction at the next boundary.
             c.rip = op.i.ip();
             c.brk = true;
@@ -108,7 +116,7 @@ fn movs_fast(c: &mut Cpu, op: &Op, size: u32) -> bool {
 pub fn movs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = op.amask;
     let seg = op.seg;
-    if op.i.has_rep_prefix() && movs_fast(c, op, elem(op.i.mnemonic())) {
+    if op.i.has_rep_prefix() && c.rf & TF == 0 && movs_fast(c, op, elem(op.i.mnemonic())) {
         return Ok(());
     }
     repeat(c, mem, op, false, |c, mem, d, size| {
