@@ -23,6 +23,7 @@ pub mod apic;
 pub mod boot;
 pub mod cell;
 pub mod cpu;
+pub mod debug;
 pub mod gdt;
 pub mod interrupts;
 pub mod irq;

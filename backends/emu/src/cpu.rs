@@ -282,6 +282,24 @@ pub struct Cpu {
     pub bits: u8,
     /// STI / MOV SS shadow: interrupts are blocked until the next instruction retires.
     pub shadow: bool,
+    /// The shadow is a MOV SS / POP SS one, which also holds back debug traps until
+    /// after the next instruction (an STI shadow does not).
+    pub ss_shadow: bool,
+    /// DR7 enables a breakpoint: every instruction takes the loop's slow path, which
+    /// checks the debug conditions (see [`crate::debug`]).
+    pub dbg: bool,
+    /// DR7 enables a data breakpoint: pages holding one take no fast-access TLB tag.
+    pub dbg_data: bool,
+    /// Data and I/O breakpoint conditions (bit `n` for DR`n`) the current instruction
+    /// met.
+    pub db_hits: u8,
+    /// DR6 bits of the debug trap held back by a MOV SS / POP SS shadow, raised after the
+    /// next instruction.
+    pub db_held: u64,
+    /// DR6 bits of the debug trap due when the intercepted instruction completes (its
+    /// single-step and I/O breakpoints), with [`crate::debug::AFTER_SKIP`] when there is
+    /// debug work to do then (0: none).
+    pub db_after: u64,
     /// NMIs blocked (between NMI delivery and IRET).
     pub nmi_blocked: bool,
     /// Exceptions and software interrupts end the run instead of being delivered (see
@@ -371,6 +389,12 @@ impl Cpu {
             cpl: 0,
             bits: 16,
             shadow: false,
+            ss_shadow: false,
+            dbg: false,
+            dbg_data: false,
+            db_hits: 0,
+            db_held: 0,
+            db_after: 0,
             nmi_blocked: false,
             event_exits: false,
             pause_exits: false,

@@ -488,7 +488,7 @@ pub fn iret(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let saved_cpl = c.cpl;
     c.cpl = old_cpl;
     let m = mask & writable_flags(c, size)
-        | (mask & (VM | crate::arith::flags::VIF | crate::arith::flags::VIP));
+        | (mask & (RF | VM | crate::arith::flags::VIF | crate::arith::flags::VIP));
     c.cpl = saved_cpl;
     c.set_rflags((c.rflags() & !m) | (fl & m) | 2);
     c.nmi_blocked = false;

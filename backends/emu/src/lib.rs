@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod arith;
 pub mod cache;
 pub mod cpu;
+pub mod debug;
 pub mod decode;
 pub mod exception;
 pub mod exec;
@@ -25,6 +26,8 @@ pub mod tlb;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_debug;
 #[cfg(test)]
 mod tests_system;
 
@@ -330,6 +333,7 @@ impl EmuVcpu {
         let c = &mut self.cpu;
         // An injected event replaces the completion of an intercepted instruction.
         c.intercept = None;
+        c.db_after = 0;
         c.shadow = false;
         match ev {
             Event::ExternalInterrupt(v) => interrupt::raise_external(c, mem, v),
@@ -338,6 +342,29 @@ impl EmuVcpu {
                 interrupt::raise_external(c, mem, exception::NMI)
             }
             Event::Exception { vector, error_code } => interrupt::raise(c, mem, vector, error_code),
+        }
+    }
+
+    /// The debug work after an intercepted instruction completed: RF is cleared (it
+    /// lasts until an instruction completes: an IRET with RF back to an instruction
+    /// breakpoint at a CPUID, say), and its debug trap (single-step, I/O breakpoints) is
+    /// raised before the next instruction, as an event the next run delivers. A string
+    /// I/O instruction traps after each element, with RIP still at the instruction while
+    /// it repeats (SDM 3B 18.3.1.4).
+    #[cold]
+    #[inline(never)]
+    fn intercept_trap(&mut self) {
+        let bits = core::mem::take(&mut self.cpu.db_after) & !debug::AFTER_SKIP;
+        self.cpu.rf &= !RF;
+        if bits == 0 {
+            return;
+        }
+        debug::report(&mut self.cpu, bits);
+        if self.pending.is_none() {
+            self.pending = Some(Event::Exception {
+                vector: exception::DB,
+                error_code: None,
+            });
         }
     }
 
@@ -476,6 +503,7 @@ impl EmuVcpu {
             && self.debug.is_none()
             && !c.shadow
             && c.rf & (TF | RF) == 0
+            && !c.dbg
             && c.retired < stop_at
             && c.smc_pages.is_empty()
             && c.mmio.write.is_none();
@@ -568,8 +596,25 @@ impl EmuVcpu {
             let c = &mut self.cpu;
             // RF (set by an IRET back to a faulting instruction) lasts one instruction:
             // run that one alone, like a single step, to clear it after. A debugger sees
-            // every instruction boundary.
-            let single = c.shadow || c.rf & (TF | RF) != 0 || self.debug.is_some();
+            // every instruction boundary, and armed breakpoints are checked one
+            // instruction at a time too.
+            let single = c.shadow || c.rf & (TF | RF) != 0 || self.debug.is_some() || c.dbg;
+            if c.dbg && c.rf & RF == 0 {
+                // Instruction breakpoints: a fault before the instruction is fetched.
+                let hits = debug::code_hits(c);
+                if hits != 0 {
+                    debug::report(c, u64::from(hits));
+                    // Unlike other faults, this one does not set RF in the pushed RFLAGS:
+                    // the handler sets it there to run the instruction on return (SDM 3B
+                    // 18.3.1.1; Linux's hw_breakpoint handler does, and Bochs agrees).
+                    c.db_held = 0;
+                    prev = u32::MAX;
+                    if let Err(x) = interrupt::raise(c, mem, exception::DB, None) {
+                        leave!(x);
+                    }
+                    continue;
+                }
+            }
             let rip = c.rip;
             let gen = c.fetch_gen;
             let linked = if prev_gen == gen {
@@ -658,6 +703,7 @@ impl EmuVcpu {
                 let tf = c.rf & TF != 0;
                 let had_rf = c.rf & RF != 0;
                 c.brk = false;
+                c.db_hits = 0;
                 let mut fault = None;
                 // Counted in a register and added once per block: the only handlers that
                 // read the count (RDTSC, RDTSCP) always start a block (see `decode_block`).
@@ -692,6 +738,9 @@ impl EmuVcpu {
                     if matches!(e, Ex::Fault(_)) {
                         // Delivery moves RIP into the handler: no link from here.
                         prev = u32::MAX;
+                        // A trap held back by a MOV SS shadow is lost with the
+                        // instruction that faults.
+                        c.db_held = 0;
                     }
                     // An exit keeps `prev`: the core usually resumes right after the
                     // intercepted instruction, and the link to there is checked by RIP.
@@ -701,20 +750,35 @@ impl EmuVcpu {
                     break;
                 }
                 if single {
+                    let ss_shadow = had_shadow && c.ss_shadow;
                     if had_shadow {
                         c.shadow = false;
+                        c.ss_shadow = false;
                     }
-                    if had_rf && retired_any && !ops.first().is_some_and(|op| is_iret(&op.i)) {
+                    let first = ops.first().map(|op| &op.i);
+                    let repeats =
+                        first.is_some_and(|i| i.is_string_instruction() && c.rip == i.ip());
+                    if had_rf && retired_any && !first.is_some_and(is_iret) && !repeats {
                         // The processor clears RF after every instruction it completes,
-                        // except IRET, which loads it (SDM 3A 17.3.1.1).
+                        // except IRET, which loads it (SDM 3A 17.3.1.1), and keeps it
+                        // between the iterations of a repeated string instruction.
                         c.rf &= !RF;
                     }
-                    if tf && retired_any {
-                        // Single-step trap after the instruction.
-                        c.dr[6] |= 1 << 14;
-                        prev = u32::MAX;
-                        if let Err(x) = interrupt::raise(c, mem, exception::DB, None) {
-                            leave!(x);
+                    if retired_any {
+                        let bits = match first {
+                            Some(i) => debug_trap(c, i, tf),
+                            None => 0,
+                        };
+                        if bits != 0 && !ss_shadow && c.shadow && c.ss_shadow {
+                            // MOV SS / POP SS: the trap waits for the next instruction.
+                            c.db_held |= bits;
+                        } else if bits | c.db_held != 0 {
+                            let bits = bits | core::mem::take(&mut c.db_held);
+                            debug::report(c, bits);
+                            prev = u32::MAX;
+                            if let Err(x) = interrupt::raise(c, mem, exception::DB, None) {
+                                leave!(x);
+                            }
                         }
                     }
                     break;
@@ -724,6 +788,7 @@ impl EmuVcpu {
                     || c.retired >= stop_at
                     || c.shadow
                     || c.rf & (TF | RF) != 0
+                    || c.dbg
                     || c.fetch_gen != prev_gen
                 {
                     break;
@@ -897,6 +962,7 @@ fn string_step(c: &mut Cpu) {
     }
     c.retired += 1;
     c.shadow = false;
+    c.rf &= !RF;
 }
 
 /// Run cached blocks from `idx` on, following links made under `gen`, until an instruction
@@ -957,8 +1023,8 @@ fn run_linked(
         c.mmio.len = 0;
         c.mmio.pos = 0;
         debug_assert!(
-            !c.shadow && c.rf & (TF | RF) == 0 && c.fetch_gen == gen,
-            "a handler changed the shadow, TF, RF or fetch_gen without setting brk"
+            !c.shadow && c.rf & (TF | RF) == 0 && !c.dbg && c.fetch_gen == gen,
+            "a handler changed the shadow, TF, RF, DR7 or fetch_gen without setting brk"
         );
         if c.retired >= stop_at {
             return (idx, None);
@@ -1162,6 +1228,7 @@ impl X86Ops for EmuVcpu {
         c.dr[..4].copy_from_slice(&regs.db);
         c.dr[6] = exec::system::dr6_value(regs.dr6);
         c.dr[7] = exec::system::dr7_value(regs.dr7);
+        debug::update(c);
     }
 
     fn get_msr(&self, index: u32) -> Option<u64> {
@@ -1179,6 +1246,7 @@ impl X86Ops for EmuVcpu {
             msr::SYSENTER_ESP => c.sysenter_esp,
             msr::SYSENTER_EIP => c.sysenter_eip,
             msr::PAT => c.pat,
+            msr::DEBUGCTL => c.debugctl,
             _ => return None,
         })
     }
@@ -1200,6 +1268,7 @@ impl X86Ops for EmuVcpu {
             msr::SYSENTER_ESP => c.sysenter_esp = value,
             msr::SYSENTER_EIP => c.sysenter_eip = value,
             msr::PAT => c.pat = value,
+            msr::DEBUGCTL => c.debugctl = value,
             _ => return false,
         }
         true
@@ -1232,12 +1301,21 @@ impl X86Ops for EmuVcpu {
                 kind:
                     InterceptKind::Plain | InterceptKind::In { .. } | InterceptKind::MmioLoad { .. },
             }) => *next_ip,
-            Some(_) => return string_step(c),
+            Some(_) => {
+                string_step(c);
+                if c.db_after != 0 {
+                    self.intercept_trap();
+                }
+                return;
+            }
         };
         c.intercept = None;
         c.rip = next_ip;
         c.retired += 1;
         c.shadow = false;
+        if c.db_after != 0 {
+            self.intercept_trap();
+        }
     }
 
     fn complete_pio_in(&mut self, value: u32) {
@@ -1346,6 +1424,31 @@ impl X86Ops for EmuVcpu {
 }
 
 /// Whether `i` is IRET in any operand size.
+/// The DR6 bits of the debug trap after instruction `i` retired (0 for none): BS when
+/// TF was set at its start (`tf`) and, with IA32_DEBUGCTL.BTF, only when it was a taken
+/// branch; B0-B3 of the data and I/O breakpoints it hit. SYSCALL is the exception that
+/// looks at TF after the instruction: IA32_FMASK clears it before a trap could be
+/// taken (as on Intel processors; Xen's XSA-204 describes the behaviour).
+fn debug_trap(c: &mut Cpu, i: &iced_x86::Instruction, tf: bool) -> u64 {
+    use iced_x86::FlowControl as F;
+    let mut bits = debug::take_hits(c);
+    let mut step = tf;
+    if i.mnemonic() == iced_x86::Mnemonic::Syscall {
+        step &= c.rf & TF != 0;
+    }
+    if step && c.debugctl & opsvisor_core::msr::DEBUGCTL_BTF != 0 {
+        step = match i.flow_control() {
+            F::Next | F::Exception => false,
+            F::ConditionalBranch => c.rip != i.next_ip(),
+            _ => true,
+        };
+    }
+    if step {
+        bits |= debug::DR6_BS;
+    }
+    bits
+}
+
 fn is_iret(i: &iced_x86::Instruction) -> bool {
     matches!(
         i.mnemonic(),

@@ -346,7 +346,13 @@ impl Cpu {
     fn fill_tlb(&mut self, mem: &GuestMemory, sel: usize, la: u64, gpa_page: u64, perms: u8) {
         // One search of the RAM map for both the host address and the code-table slot.
         let found = self.ram.host_page_and_slot(gpa_page);
-        let host = found.map_or(0, |(host, _)| host);
+        // A page holding a data breakpoint is read and written through the slow paths,
+        // which check the breakpoints (an entry without a host address has no fast tags).
+        let host = if self.dbg_data && crate::debug::page_watched(self, la >> 12) {
+            0
+        } else {
+            found.map_or(0, |(host, _)| host)
+        };
         // Code this vCPU or another decoded: stores must be seen.
         let has_code = found.is_some_and(|(_, slot)| {
             self.code_chunks.get(slot).is_some_and(|&m| m != 0) || mem.code_pages().is_watched(slot)
@@ -445,6 +451,9 @@ impl Cpu {
         sel: usize,
         kind: Kind,
     ) -> Result<u64, Ex> {
+        if self.dbg_data {
+            crate::debug::data_access(self, la, size, false);
+        }
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: translate both before reading either. Each part is
@@ -550,6 +559,9 @@ impl Cpu {
         v: u64,
         sel: usize,
     ) -> Result<(), Ex> {
+        if self.dbg_data {
+            crate::debug::data_access(self, la, size, true);
+        }
         let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: both translations are checked before either part

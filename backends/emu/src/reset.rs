@@ -47,6 +47,10 @@ pub fn reset(c: &mut Cpu, kind: ResetKind) {
     };
     c.dr = [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400];
     c.debugctl = 0;
+    c.db_hits = 0;
+    c.db_held = 0;
+    c.db_after = 0;
+    crate::debug::update(c);
     match kind {
         ResetKind::PowerOn => {
             // SDM 3A table 10-1: XCR0 1 and PKRU 0 at power-on, unchanged by INIT.

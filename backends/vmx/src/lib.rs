@@ -17,6 +17,7 @@ extern crate alloc;
 pub mod bitmaps;
 pub mod caps;
 pub mod controls;
+pub mod debug;
 pub mod enable;
 pub mod ept_tables;
 pub mod event;

@@ -557,6 +557,12 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     pending: Option<EntryEvent>,
     /// Size of the port read the core is completing.
     pio_in_size: u8,
+    /// The port and size of the I/O instruction the core is completing, for its I/O
+    /// breakpoints.
+    io_access: Option<(u16, u8)>,
+    /// The instruction the core is completing takes a single-step trap when skipped
+    /// (every one but HLT).
+    step_on_skip: bool,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
     /// The INS/OUTS element the core is completing (see [`crate::string_io`]).
@@ -775,6 +781,8 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             launched: false,
             pending: None,
             pio_in_size: 1,
+            io_access: None,
+            step_on_skip: false,
             mmio: None,
             string_op: None,
             ins_store: None,
@@ -1169,6 +1177,40 @@ impl<V: VmxProcessor> VmxVcpu<V> {
 
     /// The CR4 guest/host mask: the bits VMX fixes and the bits of features the CPU
     /// model does not offer.
+    /// The single-step and I/O breakpoint traps of the instruction the core completed
+    /// (see [`crate::debug`]), pending for the next VM entry, and RF cleared.
+    fn debug_traps_after_skip(&mut self) {
+        let io = self.io_access.take();
+        let step = core::mem::take(&mut self.step_on_skip);
+        let rflags = self.read(fields::GUEST_RFLAGS);
+        if rflags & RFLAGS_RF != 0 {
+            // The processor clears RF after every instruction it completes; for one the
+            // core completed, that is the backend's job.
+            self.write(fields::GUEST_RFLAGS, rflags & !RFLAGS_RF);
+        }
+        let dr7 = self.read(fields::GUEST_DR7);
+        let stepping = step && rflags & crate::debug::TF != 0;
+        if !stepping && (io.is_none() || dr7 & 0xff == 0) {
+            return;
+        }
+        let state = crate::debug::DebugState {
+            dr: self.debug_regs().db,
+            dr7,
+            cr4: self.cr4(),
+            rflags: if step {
+                rflags
+            } else {
+                rflags & !crate::debug::TF
+            },
+            debugctl: self.get_msr(MSR_DEBUGCTL).unwrap_or(0),
+        };
+        let bits = crate::debug::pending_after_skip(&state, io);
+        if bits != 0 {
+            let old = self.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS);
+            self.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, old | bits);
+        }
+    }
+
     fn cr4_mask(&self) -> u64 {
         self.rules.cr4_mask() | !self.cr4_allowed
     }
@@ -1626,6 +1668,11 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
                     {
                         self.pio_in_size = size;
                     }
+                    self.io_access = match exit {
+                        Exit::Io { port, size, .. } => Some((port, size)),
+                        _ => None,
+                    };
+                    self.step_on_skip = !matches!(exit, Exit::Hlt);
                     return exit;
                 }
                 VmxExit::Backend(exit) => {
@@ -1640,7 +1687,9 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     fn skip_emulated_instruction(&mut self) {
         if let Some(element) = self.string_op.take() {
             if !element.advance(self) {
-                // REP with a count left: RIP stays, the next entry runs the next element.
+                // REP with a count left: RIP stays, the next entry runs the next element
+                // (after the element's debug traps, as the processor takes them).
+                self.debug_traps_after_skip();
                 return;
             }
         }
@@ -1648,6 +1697,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         let rip = self.rip().wrapping_add(len);
         self.set_rip(rip);
         self.clear_interrupt_shadow();
+        self.debug_traps_after_skip();
     }
 
     fn complete_pio_in(&mut self, value: u32) {

@@ -41,6 +41,7 @@ pub fn sti(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     if c.rf & IF == 0 {
         c.rf |= IF;
         c.shadow = true;
+        c.ss_shadow = false;
         c.brk = true;
     }
     Ok(())

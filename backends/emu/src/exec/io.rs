@@ -49,6 +49,7 @@ pub fn in_(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = op.size;
     let port = port_of(c, op, 1);
     check_io(c, mem, port, size)?;
+    crate::debug::io_access(c, port, size);
     intercept(
         c,
         op,
@@ -67,6 +68,7 @@ pub fn out(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = op.size1;
     let port = port_of(c, op, 0);
     check_io(c, mem, port, size)?;
+    crate::debug::io_access(c, port, size);
     let data = c.get(0, u32::from(size)) as u32;
     intercept(
         c,
@@ -95,6 +97,7 @@ pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     // The permission check comes first, even for a REP form with a zero count (which then
     // does nothing), as on Bochs and in KVM's emulator.
     check_io(c, mem, c.gpr[2] as u16, size)?;
+    crate::debug::io_access(c, c.gpr[2] as u16, size);
     let amask = addr_mask(&op.i);
     let rep = op.i.has_rep_prefix() || op.i.has_repne_prefix();
     if rep && c.gpr[1] & amask == 0 {
@@ -130,6 +133,7 @@ pub fn ins(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
 pub fn outs(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = element_size(op);
     check_io(c, mem, c.gpr[2] as u16, size)?;
+    crate::debug::io_access(c, c.gpr[2] as u16, size);
     let amask = addr_mask(&op.i);
     let rep = op.i.has_rep_prefix() || op.i.has_repne_prefix();
     if rep && c.gpr[1] & amask == 0 {

@@ -150,6 +150,7 @@ pub fn mov_to_sreg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex
     load_data_seg(c, mem, s, sel)?;
     if s == sr::SS {
         c.shadow = true;
+        c.ss_shadow = true;
         c.brk = true;
     }
     Ok(())
@@ -187,6 +188,7 @@ pub fn pop_sreg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     }
     if s == sr::SS {
         c.shadow = true;
+        c.ss_shadow = true;
         c.brk = true;
     }
     Ok(())

@@ -5,7 +5,7 @@
 //! holds the pages for fast access (see [`bulk`]), the others one by one.
 
 use crate::arith::alu::{alu, AluOp};
-use crate::arith::flags::{DF, ZF};
+use crate::arith::flags::{DF, TF, ZF};
 use crate::cpu::{addr_reg_write, sr, Cpu};
 use crate::decode::Op;
 use crate::exception::Ex;
@@ -72,9 +72,17 @@ fn repeat<const K: Str>(
         return Ok(());
     }
     let cond_rep = K == CMPS || K == SCAS;
+    // Single-stepping, and data breakpoints, see each iteration as an instruction: the
+    // trap comes after the iteration, with RIP at the instruction while it repeats
+    // (SDM 3B 18.3.1.4 and 18.2.5).
+    let chunk = if c.rf & TF != 0 || c.dbg_data {
+        1
+    } else {
+        CHUNK
+    };
     let mut n = 0;
     while c.gpr[1] & m != 0 {
-        let max = (CHUNK - n).min(c.gpr[1] & m);
+        let max = (chunk - n).min(c.gpr[1] & m);
         let (done, go_on) = match bulk::<K>(c, op, size, max) {
             Some(r) => r,
             None => (1, body(c, mem, d, size)?),
@@ -89,7 +97,7 @@ fn repeat<const K: Str>(
         // or code ends the chunk, so each such element gets its own exit (one element per
         // exit, as VMX reports REP string accesses to MMIO) and each read its own replay.
         // Only the element path sets `brk`: a bulk step touches RAM without code.
-        if (n >= CHUNK || c.brk) && cx != 0 {
+        if (n >= chunk || c.brk) && cx != 0 {
             // Come back to this instruction at the next boundary.
             c.rip = op.i.ip();
             c.brk = true;

@@ -6,7 +6,7 @@ use super::segment::{desc_to_seg, read_desc};
 use super::{ea, rd, wr};
 use crate::cpu::{cr0, cr4, efer, sr, Cpu, Intercept, InterceptKind};
 use crate::decode::Op;
-use crate::exception::{fault_ec, ud, Ex, GP, NP};
+use crate::exception::{fault, fault_ec, ud, Ex, GP, NP};
 use iced_x86::{Mnemonic, OpKind, Register};
 use opsvisor_core::exit::Exit;
 use opsvisor_core::mmu::memory::GuestMemory;
@@ -14,11 +14,30 @@ use opsvisor_core::ops::Segment;
 
 /// Leave with an intercept exit: RIP stays at the instruction until the core completes it.
 pub fn intercept(c: &mut Cpu, op: &Op, kind: InterceptKind, exit: Exit) -> Result<(), Ex> {
+    if c.dbg || c.rf & (crate::arith::flags::TF | crate::arith::flags::RF) != 0 {
+        intercept_debug(c, op);
+    }
     c.intercept = Some(Intercept {
         next_ip: op.next_ip,
         kind,
     });
     Err(c.exit_with(exit))
+}
+
+/// The debug work due when the intercepted instruction completes (see
+/// `EmuVcpu::intercept_trap`): its I/O breakpoints and, with TF, the single-step (which
+/// BTF keeps for branches), and RF to clear. HLT takes no trap: the halt ends with the
+/// interrupt the core delivers, as on the VMX backend.
+#[cold]
+fn intercept_debug(c: &mut Cpu, op: &Op) {
+    let mut bits = crate::debug::take_hits(c);
+    if c.rf & crate::arith::flags::TF != 0
+        && c.debugctl & opsvisor_core::msr::DEBUGCTL_BTF == 0
+        && op.i.mnemonic() != Mnemonic::Hlt
+    {
+        bits |= crate::debug::DR6_BS;
+    }
+    c.db_after = bits | crate::debug::AFTER_SKIP;
 }
 
 /// LGDT / LIDT m.
@@ -303,7 +322,15 @@ pub fn mov_cr_dr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
                 if n >= 6 && v >> 32 != 0 {
                     return Err(GP(0));
                 }
-                c.dr[n] = v;
+                match n {
+                    6 => c.dr[6] = dr6_value(v),
+                    7 => c.dr[7] = dr7_value(v),
+                    // Outside 64-bit mode the register takes the 32-bit value.
+                    _ => c.dr[n] = v,
+                }
+                if n != 6 {
+                    crate::debug::update(c);
+                }
             }
             _ => return Err(ud()),
         }
@@ -336,13 +363,23 @@ pub fn dr7_value(v: u64) -> u64 {
     (v & 0xffff_2fff) | 0x400
 }
 
-fn dr_index(c: &Cpu, r: Register) -> Result<usize, Ex> {
+/// The debug register a MOV DR names: DR4 and DR5 are DR6 and DR7 without CR4.DE and
+/// raise #UD with it. With DR7.GD set any MOV DR raises a #DB fault instead, with BD in
+/// DR6 and GD cleared so that the handler may use the registers (SDM 3B 18.2.4).
+fn dr_index(c: &mut Cpu, r: Register) -> Result<usize, Ex> {
     let n = (r as u32 - Register::DR0 as u32) as usize;
-    match n {
-        0..=3 | 6 | 7 => Ok(n),
-        4 | 5 if c.cr4 & cr4::DE == 0 => Ok(n + 2),
-        _ => Err(ud()),
+    let n = match n {
+        0..=3 | 6 | 7 => n,
+        4 | 5 if c.cr4 & cr4::DE == 0 => n + 2,
+        _ => return Err(ud()),
+    };
+    if c.dr[7] & crate::debug::DR7_GD != 0 {
+        c.dr[7] &= !crate::debug::DR7_GD;
+        crate::debug::report(c, crate::debug::DR6_BD);
+        // A fault, but like an instruction breakpoint without RF in the pushed RFLAGS.
+        return Err(fault(crate::exception::DB));
     }
+    Ok(n)
 }
 
 /// INVPCID r, m128 (SDM 2, INVPCID; the checks in Bochs' order: CPL, the descriptor
