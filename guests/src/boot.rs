@@ -4,8 +4,8 @@
 //! 32-bit protected mode with paging off, EAX = 0x2BADB002 and EBX = the multiboot info.
 //! The trampoline zeroes .bss, identity-maps the first 4 GiB with 2 MiB pages (the local
 //! APIC at 0xFEE00000 is inside), enables PAE, EFER.LME and paging, loads the 64-bit GDT
-//! ([`crate::gdt`])
-//! and far-jumps to 64-bit code, which calls [`crate::rust_start64`].
+//! ([`crate::gdt`]'s `gdt64`) and far-jumps to 64-bit code, which calls
+//! [`crate::rust_start64`].
 
 use core::arch::global_asm;
 
