@@ -19,13 +19,6 @@ pub fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-/// CPUID leaf `leaf`, subleaf `sub`: [EAX, EBX, ECX, EDX].
-pub fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    // CPUID is always available in long mode.
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
 /// CR2 (the faulting address of the last page fault).
 pub fn cr2() -> u64 {
     Cr2::read_raw()
