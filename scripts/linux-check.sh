@@ -2,8 +2,9 @@
 # Boot the Linux guest (scripts/linux-guest.sh) on the emulator and check the boot:
 # the bzImage and the PVH vmlinux each reach the initramfs's marker and power off through
 # ACPI S5 (status 0), with 6 GiB of RAM the kernel sees the memory above 4 GiB, with
-# --smp 4 it brings up all four CPUs, and the kernel log has none of the complaints of a
-# platform that lacks what Linux expects.
+# --smp 4 it brings up all four CPUs, with --cpu max the system features of the model are
+# in /proc/cpuinfo's flags and with --cpu qemu64 they are not, and the kernel log has none
+# of the complaints of a platform that lacks what Linux expects.
 #
 #   bash scripts/linux-check.sh [TIMEOUT_SECONDS]     (default 300 per boot)
 #
@@ -56,9 +57,37 @@ boot() {
         "$what" "$cpu" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
 }
 
-boot "bzImage, 256M" vmlinuz 256M
-grep -E "clocksource: Switched|tsc: Detected|IOAPIC\[0\]|ACPI: PM-Timer|Calibrating delay" "$log" |
+# The flags /init printed, one per line.
+flags() {
+    sed -n 's/.*opsvisor-linux-guest: cpu flags://p' "$log" | tr ' ' '\n' | grep .
+}
+
+# The CPU model's system features as Linux names them in /proc/cpuinfo.
+model_flags="smep smap umip fsgsbase pcid invpcid rdtscp rdpid xsave xsaveopt xsavec la57"
+
+boot "bzImage, 256M, --cpu max" vmlinuz 256M --cpu max
+grep -E "clocksource: Switched|tsc: Detected|IOAPIC\[0\]|ACPI: PM-Timer|Calibrating delay|x86/fpu: Enabled|UMIP" "$log" |
     sed 's/^/    /'
+missing=""
+for f in $model_flags; do
+    flags | grep -qx "$f" || missing="$missing $f"
+done
+if [ -n "$missing" ]; then
+    echo "linux-check: --cpu max: /proc/cpuinfo lacks the model's flags:$missing; log in $log" >&2
+    grep "cpu flags" "$log" >&2 || true
+    exit 1
+fi
+echo "linux-check: --cpu max: /proc/cpuinfo has$(for f in $model_flags; do printf ' %s' "$f"; done)"
+boot "bzImage, 256M, --cpu qemu64" vmlinuz 256M --cpu qemu64
+present=""
+for f in $model_flags; do
+    if flags | grep -qx "$f"; then present="$present $f"; fi
+done
+if [ -n "$present" ] || ! flags | grep -qx lm; then
+    echo "linux-check: --cpu qemu64: /proc/cpuinfo has flags the model lacks:${present:- (or no lm)}; log in $log" >&2
+    exit 1
+fi
+echo "linux-check: --cpu qemu64: none of the model's system flags, lm present"
 boot "PVH vmlinux, 256M" vmlinux 256M
 boot "bzImage, 6G" vmlinuz 6G
 memtotal=$(sed -n 's/.*MemTotal \([0-9]*\) kB.*/\1/p' "$log")

@@ -11,7 +11,8 @@
 #   vmlinux      the same kernel as an ELF image (decompressed from the bzImage's
 #                payload), which boots through its PVH entry note
 #   initrd.gz    a gzip'd newc cpio with busybox-static and an /init that mounts proc and
-#                sysfs, prints the marker below with the CPU count and memory size, and
+#                sysfs, prints the marker below with the CPU count and memory size and
+#                the flags line of /proc/cpuinfo (what Linux makes of the CPU model), and
 #                powers the machine off with `poweroff -f`; with `opsvisor.shell` on the
 #                kernel command line it starts an interactive shell on the console
 #                instead (leave it with `poweroff -f`)
@@ -41,7 +42,8 @@ if [ -z "$kernel_pkg" ]; then
     exit 1
 fi
 kernel_ver=$(apt-cache policy "$kernel_pkg" | awk '/Candidate:/ { print $2 }')
-want="$kernel_pkg $kernel_ver"
+# The initramfs's revision: a new /init makes the guest be built again.
+want="$kernel_pkg $kernel_ver, init 2"
 if [ -f "$out/version" ] && [ "$(cat "$out/version")" = "$want" ] &&
     [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initrd.gz" ]; then
     echo "linux-guest: $want already in $out"
@@ -100,6 +102,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 cpus=$(grep -c '^processor' /proc/cpuinfo)
 mem=$(awk '/^MemTotal:/ { print $2 " " $3 }' /proc/meminfo)
 echo "opsvisor-linux-guest: init reached: $cpus CPU(s), MemTotal $mem"
+echo "opsvisor-linux-guest: cpu flags:$(awk -F: '/^flags/ { print $2; exit }' /proc/cpuinfo)"
 if grep -qw opsvisor.shell /proc/cmdline; then
     echo "opsvisor-linux-guest: interactive shell; leave with 'poweroff -f'"
     setsid cttyhack sh

@@ -5,7 +5,7 @@
 //! not built yet are `Unavailable`, an uninhabited type, so their arms cost nothing.
 
 use opsvisor_core::arch::CR0_ET;
-use opsvisor_core::cpuid::CpuidPolicy;
+use opsvisor_core::cpu_model::CpuModel;
 use opsvisor_core::loader::flat::load_flat;
 use opsvisor_core::loader::multiboot::{CODE_SELECTOR, DATA_SELECTOR};
 pub use opsvisor_core::loader::LoadedKernel;
@@ -67,6 +67,8 @@ pub enum FlatMode {
 pub struct MachineOptions {
     /// The backend.
     pub backend: BackendKind,
+    /// The CPU model (`--cpu`), cut down to what the backend implements.
+    pub cpu: CpuModel,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).
     pub memory: u64,
     /// vCPUs: 1 to [`MAX_VCPUS`] (`--smp`). vCPU 0 boots the kernel; the others wait for
@@ -101,6 +103,7 @@ impl Default for MachineOptions {
     fn default() -> Self {
         MachineOptions {
             backend: BackendKind::Emu,
+            cpu: CpuModel::default(),
             memory: 256 << 20,
             vcpus: 1,
             cmdline: Vec::new(),
@@ -355,9 +358,10 @@ pub fn build_machine<P: Platform>(
         collect_timing: opts.collect_timing,
         ..VmConfig::default()
     };
-    let cpuid = match opts.backend {
-        BackendKind::Emu => CpuidPolicy::emulator(),
-    };
+    let cpuid = opts
+        .cpu
+        .policy(&vcpus[0].supported_cpuid(), vcpus[0].name())
+        .map_err(|e| BuildError::Option(format!("--cpu '{}': {e}", opts.cpu.spec())))?;
     let mut vm = Vm::with_vcpus(vcpus, mem, platform, cpuid, config)
         .map_err(|e| BuildError::Option(e.to_string()))?;
     vm.finish_firmware(

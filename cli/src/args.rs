@@ -14,6 +14,7 @@ use clap::builder::TypedValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use opsvisor_backends::{parse_smp, BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
+use opsvisor_core::cpu_model::CpuModel;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -181,12 +182,13 @@ EXIT TRACE (--trace-exits FILE):
     rip the vCPU's RIP at the exit: the exiting instruction's (the emulator posts MMIO
     writes, so theirs is the next instruction's), reason one of: cpuid, rdmsr, wrmsr, io, mmio,
     hlt, interrupt-window, nmi-window, preempted, external-interrupt, slat-violation,
-    exception, triple-fault, xsetbv, cache-flush, hypercall, entry-failed,
+    exception, triple-fault, xsetbv, cache-flush, hypercall, cr8, entry-failed,
     emulation-failure, pause (--trace-filter takes these, msr for both MSR kinds, and
     all). Then, by reason: cpuid leaf, subleaf; rdmsr/wrmsr msr, value (rdmsr: absent if the read
     raised #GP); io port, size, direction (read|write), value (a read's: what the guest
     got); mmio gpa, size, direction, value; slat-violation gpa; exception vector,
-    error_code (absent if none); xsetbv xcr, value; entry-failed code, detail. Addresses
+    error_code (absent if none); xsetbv xcr, value; cr8 direction, value (a MOV to CR8's
+    operand, a MOV from CR8's result); entry-failed code, detail. Addresses
     and values are 0x-prefixed hex strings; time_ns, vcpu, size, vector and xcr are
     numbers. jq reads it: jq -r 'select(.reason==\"io\") | .port' FILE | sort | uniq -c";
 
@@ -240,6 +242,13 @@ struct RunCli {
     /// Backend to run on: emu [default: emu]
     #[arg(long, value_name = "NAME", allow_hyphen_values = true, value_parser = Checked(backend))]
     backend: Option<BackendKind>,
+    /// CPU model, as QEMU's -cpu spells it: max (every feature the backend implements) or
+    /// qemu64 (QEMU's baseline: SSE3, CX16, NX, LM), with features added (+F, F=on) or
+    /// removed (-F, F=off) by QEMU's names, e.g. max,-la57 or qemu64,+smep,+xsave
+    /// [default: max]
+    #[arg(long, value_name = "MODEL[,+F][,-F]", allow_hyphen_values = true,
+          value_parser = Checked(cpu_model))]
+    cpu: Option<CpuModel>,
     /// Guest RAM, e.g. 256M, 1G, 65536K: a multiple of 4K from 2M to 64G [default: 256M]
     #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = Checked(memory_size))]
@@ -452,6 +461,11 @@ fn backend(text: &str) -> Result<BackendKind, String> {
     BackendKind::parse(text)
 }
 
+/// `--cpu`: a model and its feature changes, as QEMU's `-cpu`.
+fn cpu_model(text: &str) -> Result<CpuModel, String> {
+    CpuModel::parse(text).map_err(|e| format!("invalid --cpu '{text}': {e}"))
+}
+
 fn load_addr(text: &str) -> Result<u64, String> {
     parse_u64(text, "--load-addr")
 }
@@ -535,6 +549,9 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
     let mut machine = MachineOptions::default();
     if let Some(backend) = cli.backend {
         machine.backend = backend;
+    }
+    if let Some(cpu) = cli.cpu {
+        machine.cpu = cpu;
     }
     if let Some(memory) = cli.memory {
         machine.memory = memory;
@@ -953,6 +970,26 @@ mod tests {
             "--max-instructions must be at least 1"
         );
         assert!(err(&["run", "--mode", "long", "k"]).contains("expected real or protected"));
+    }
+
+    #[test]
+    fn cpu_models_parse() {
+        use opsvisor_core::cpu_model::ModelName;
+        use opsvisor_core::cpuid::Feature;
+        let r = run(&["k"]);
+        assert_eq!(r.machine.cpu, CpuModel::default());
+        let r = run(&["--cpu", "qemu64,+smep,-nx", "k"]);
+        assert_eq!(r.machine.cpu.model, ModelName::Qemu64);
+        assert_eq!(
+            r.machine.cpu.changes,
+            [(Feature::Smep, true), (Feature::Nx, false)]
+        );
+        assert_eq!(
+            err(&["run", "--cpu", "486", "k"]),
+            "invalid --cpu '486': unknown CPU model '486' (expected one of: max, qemu64)"
+        );
+        assert!(err(&["run", "--cpu=max,+warp", "k"]).contains("unknown CPU feature 'warp'"));
+        assert!(err(&["run", "--cpu", "max", "--cpu", "max", "k"]).contains("more than once"));
     }
 
     #[test]

@@ -327,6 +327,9 @@ impl<P: Platform> GdbTarget<'_, P> {
             cr3: v.cr3(),
             cr4: v.cr4(),
             efer: v.efer(),
+            // A debugger's accesses are not the guest's: protection keys do not stop them
+            // (as QEMU's gdbstub reads through the page tables alone).
+            pkru: 0,
         }
     }
 

@@ -319,6 +319,14 @@ impl TraceWriter {
             },
             Exit::Xsetbv { index, value } => (u64::from(index), value, 0, HAS_B),
             Exit::EntryFailed { reason, detail } => (u64::from(reason), detail, 0, HAS_B),
+            Exit::Cr8 {
+                direction: Direction::Write,
+                gpr,
+            } => (0, cpu.gpr(gpr), 0, WRITE | HAS_B),
+            Exit::Cr8 {
+                direction: Direction::Read,
+                ..
+            } => (0, 0, 0, 0),
             Exit::Hlt
             | Exit::Pause
             | Exit::InterruptWindow
@@ -343,8 +351,10 @@ impl TraceWriter {
             size,
             flags,
         });
-        self.read_pending =
-            matches!(kind, ExitKind::Rdmsr | ExitKind::Io | ExitKind::Mmio) && flags & WRITE == 0;
+        self.read_pending = matches!(
+            kind,
+            ExitKind::Rdmsr | ExitKind::Io | ExitKind::Mmio | ExitKind::Cr8
+        ) && flags & WRITE == 0;
     }
 
     /// The value the read of the last recorded exit returned.
@@ -532,6 +542,14 @@ fn format_record(out: &mut Vec<u8>, raw: &Raw) {
         ExitKind::Exception => (First::Dec(b",\"vector\":"), Some(&b",\"error_code\":"[..])),
         ExitKind::Xsetbv => (First::Dec(b",\"xcr\":"), Some(&b",\"value\":"[..])),
         ExitKind::EntryFailed => (First::Hex(b",\"code\":"), Some(&b",\"detail\":"[..])),
+        ExitKind::Cr8 => {
+            out.extend_from_slice(if raw.flags & WRITE != 0 {
+                b",\"direction\":\"write\""
+            } else {
+                b",\"direction\":\"read\""
+            });
+            (First::None, Some(&b",\"value\":"[..]))
+        }
         ExitKind::Hlt
         | ExitKind::Pause
         | ExitKind::InterruptWindow

@@ -690,6 +690,17 @@ impl LocalApic {
         errors == 0 && self.irr.get(vector)
     }
 
+    /// CR8: the task-priority class, TPR bits 7:4 (SDM 3A 10.8.6.1).
+    pub fn cr8(&self) -> u8 {
+        (self.tpr >> 4) as u8 & 0xf
+    }
+
+    /// MOV to CR8: TPR bits 7:4 take `value` (0..=15) and bits 3:0 are cleared (SDM 3A
+    /// 10.8.6.1). CR8 is the TPR whether or not the APIC is enabled, as on the processor.
+    pub fn set_cr8(&mut self, value: u8) {
+        self.tpr = u32::from(value & 0xf) << 4;
+    }
+
     /// The processor priority: TPR, or the class of the highest in-service vector if that
     /// is higher (SDM 3A 11.8.3.1).
     pub fn ppr(&self) -> u32 {
@@ -1405,6 +1416,26 @@ mod tests {
         apic.mmio_write(reg::EOI, 0, 0);
         assert_eq!(apic.mmio_read(reg::PPR, 0), 0x27);
         assert_eq!(apic.pending_interrupt(), Some(0x50));
+    }
+
+    #[test]
+    fn cr8_is_the_tpr() {
+        let mut apic = enabled();
+        apic.deliver_fixed(0x45, false);
+        // MOV CR8, 4: TPR 0x40 holds class 4 back, and the register shows it.
+        apic.set_cr8(4);
+        assert_eq!(apic.mmio_read(reg::TPR, 0), 0x40);
+        assert_eq!(apic.pending_interrupt(), None);
+        apic.set_cr8(3);
+        assert_eq!(apic.pending_interrupt(), Some(0x45));
+        // A TPR write through the xAPIC page is what MOV from CR8 reads (bits 7:4).
+        apic.mmio_write(reg::TPR, 0x9c, 0);
+        assert_eq!(apic.cr8(), 9);
+        // MOV to CR8 clears TPR bits 3:0.
+        apic.set_cr8(9);
+        assert_eq!(apic.mmio_read(reg::TPR, 0), 0x90);
+        apic.set_cr8(0);
+        assert_eq!(apic.mmio_read(reg::PPR, 0), 0);
     }
 
     #[test]

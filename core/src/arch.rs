@@ -74,3 +74,52 @@ impl ResetState {
         }
     }
 }
+
+/// CR4.VME.
+pub const CR4_VME: u64 = 1 << 0;
+/// CR4.PVI.
+pub const CR4_PVI: u64 = 1 << 1;
+/// CR4.TSD.
+pub const CR4_TSD: u64 = 1 << 2;
+/// CR4.DE: debugging extensions (DR4/DR5 are reserved, I/O breakpoints exist).
+pub const CR4_DE: u64 = 1 << 3;
+/// CR4.PSE.
+pub const CR4_PSE: u64 = 1 << 4;
+/// CR4.MCE.
+pub const CR4_MCE: u64 = 1 << 6;
+/// CR4.PGE.
+pub const CR4_PGE: u64 = 1 << 7;
+/// CR4.PCE.
+pub const CR4_PCE: u64 = 1 << 8;
+/// CR4.OSFXSR.
+pub const CR4_OSFXSR: u64 = 1 << 9;
+/// CR4.OSXMMEXCPT.
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// CR4.UMIP: SGDT, SIDT, SLDT, STR and SMSW fault at CPL > 0.
+pub const CR4_UMIP: u64 = 1 << 11;
+/// CR4.LA57: 5-level paging, 57-bit linear addresses.
+pub const CR4_LA57: u64 = 1 << 12;
+/// CR4.VMXE.
+pub const CR4_VMXE: u64 = 1 << 13;
+/// CR4.FSGSBASE: RDFSBASE, RDGSBASE, WRFSBASE, WRGSBASE.
+pub const CR4_FSGSBASE: u64 = 1 << 16;
+/// CR4.PCIDE: process-context identifiers.
+pub const CR4_PCIDE: u64 = 1 << 17;
+/// CR4.SMEP.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP.
+pub const CR4_SMAP: u64 = 1 << 21;
+/// CR4.PKE: protection keys for user-mode pages.
+pub const CR4_PKE: u64 = 1 << 22;
+/// IA32_EFER.SCE.
+pub const EFER_SCE: u64 = 1 << 0;
+/// IA32_EFER.NXE.
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// XCR0.X87: the x87 state component (always set).
+pub const XCR0_X87: u64 = 1 << 0;
+/// XCR0.SSE: the SSE state component (XMM registers, MXCSR).
+pub const XCR0_SSE: u64 = 1 << 1;
+/// The XSAVE area of the x87 and SSE state components: the 512-byte legacy region and
+/// the 64-byte XSAVE header, in either format.
+pub const XSAVE_LEGACY_AND_HEADER: u32 = 576;

@@ -7,10 +7,13 @@
 //! `Backend<VmxVcpu, SvmVcpu, EmuVcpu>`. Calls through it are a `match`, not a vtable.
 //! A backend that is not built in is [`Unavailable`], an uninhabited type.
 
+use crate::cpuid::CpuidPolicy;
 use crate::exit::Exit;
 use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
-use crate::ops::{DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops};
+use crate::ops::{
+    DebugRegs, DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+};
 use enum_dispatch::enum_dispatch;
 
 /// Implements [`X86Ops`] for a wrapper by forwarding every operation to its field.
@@ -124,6 +127,30 @@ macro_rules! forward_x86_ops {
             #[inline(always)]
             fn set_idt(&mut self, table: DescriptorTable) {
                 self.0.set_idt(table)
+            }
+            #[inline(always)]
+            fn supported_cpuid(&self) -> CpuidPolicy {
+                self.0.supported_cpuid()
+            }
+            #[inline(always)]
+            fn set_cpuid(&mut self, policy: &CpuidPolicy) {
+                self.0.set_cpuid(policy)
+            }
+            #[inline(always)]
+            fn xcr0(&self) -> u64 {
+                self.0.xcr0()
+            }
+            #[inline(always)]
+            fn set_xcr0(&mut self, value: u64) {
+                self.0.set_xcr0(value)
+            }
+            #[inline(always)]
+            fn debug_regs(&self) -> DebugRegs {
+                self.0.debug_regs()
+            }
+            #[inline(always)]
+            fn set_debug_regs(&mut self, regs: &DebugRegs) {
+                self.0.set_debug_regs(regs)
             }
             #[inline(always)]
             fn get_msr(&self, index: u32) -> Option<u64> {
@@ -326,6 +353,18 @@ impl X86Ops for Unavailable {
         match *self {}
     }
     fn set_idt(&mut self, _: DescriptorTable) {
+        match *self {}
+    }
+    fn supported_cpuid(&self) -> CpuidPolicy {
+        match *self {}
+    }
+    fn set_cpuid(&mut self, _: &CpuidPolicy) {
+        match *self {}
+    }
+    fn debug_regs(&self) -> DebugRegs {
+        match *self {}
+    }
+    fn set_debug_regs(&mut self, _: &DebugRegs) {
         match *self {}
     }
     fn get_msr(&self, _: u32) -> Option<u64> {

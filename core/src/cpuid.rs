@@ -152,7 +152,13 @@ pub enum Feature {
     Clflushopt,
     Sha,
     Umip,
+    Pku,
+    Ospke,
+    La57,
     Rdpid,
+    // Leaf 0xd subleaf 1 EAX.
+    Xsaveopt,
+    Xsavec,
     // Leaf 0x8000_0001 ECX / EDX.
     LahfLm,
     Abm,
@@ -167,6 +173,218 @@ pub enum Feature {
 }
 
 impl Feature {
+    /// Every feature, in CPUID order (leaf, register, bit).
+    pub const ALL: [Feature; 74] = [
+        Feature::Fpu,
+        Feature::Vme,
+        Feature::De,
+        Feature::Pse,
+        Feature::Tsc,
+        Feature::Msr,
+        Feature::Pae,
+        Feature::Mce,
+        Feature::Cx8,
+        Feature::Apic,
+        Feature::Sep,
+        Feature::Mtrr,
+        Feature::Pge,
+        Feature::Mca,
+        Feature::Cmov,
+        Feature::Pat,
+        Feature::Pse36,
+        Feature::Clfsh,
+        Feature::Mmx,
+        Feature::Fxsr,
+        Feature::Sse,
+        Feature::Sse2,
+        Feature::Htt,
+        Feature::Sse3,
+        Feature::Pclmulqdq,
+        Feature::Monitor,
+        Feature::Vmx,
+        Feature::Ssse3,
+        Feature::Fma,
+        Feature::Cx16,
+        Feature::Pcid,
+        Feature::Sse41,
+        Feature::Sse42,
+        Feature::X2apic,
+        Feature::Movbe,
+        Feature::Popcnt,
+        Feature::TscDeadline,
+        Feature::Aes,
+        Feature::Xsave,
+        Feature::Osxsave,
+        Feature::Avx,
+        Feature::F16c,
+        Feature::Rdrand,
+        Feature::Hypervisor,
+        Feature::Arat,
+        Feature::Fsgsbase,
+        Feature::TscAdjust,
+        Feature::Bmi1,
+        Feature::Avx2,
+        Feature::Smep,
+        Feature::Bmi2,
+        Feature::Erms,
+        Feature::Invpcid,
+        Feature::Rdseed,
+        Feature::Adx,
+        Feature::Smap,
+        Feature::Clflushopt,
+        Feature::Sha,
+        Feature::Umip,
+        Feature::Pku,
+        Feature::Ospke,
+        Feature::La57,
+        Feature::Rdpid,
+        Feature::Xsaveopt,
+        Feature::Xsavec,
+        Feature::LahfLm,
+        Feature::Abm,
+        Feature::Prefetchw,
+        Feature::Syscall,
+        Feature::Nx,
+        Feature::Page1Gb,
+        Feature::Rdtscp,
+        Feature::Lm,
+        Feature::InvariantTsc,
+    ];
+
+    /// The feature's name as QEMU's `-cpu` option and Linux's `/proc/cpuinfo` spell it
+    /// (`pni` for SSE3, `sse4.1`, `tsc-deadline`, ...).
+    pub fn name(self) -> &'static str {
+        use Feature::*;
+        match self {
+            Fpu => "fpu",
+            Vme => "vme",
+            De => "de",
+            Pse => "pse",
+            Tsc => "tsc",
+            Msr => "msr",
+            Pae => "pae",
+            Mce => "mce",
+            Cx8 => "cx8",
+            Apic => "apic",
+            Sep => "sep",
+            Mtrr => "mtrr",
+            Pge => "pge",
+            Mca => "mca",
+            Cmov => "cmov",
+            Pat => "pat",
+            Pse36 => "pse36",
+            Clfsh => "clflush",
+            Mmx => "mmx",
+            Fxsr => "fxsr",
+            Sse => "sse",
+            Sse2 => "sse2",
+            Htt => "ht",
+            Sse3 => "pni",
+            Pclmulqdq => "pclmulqdq",
+            Monitor => "monitor",
+            Vmx => "vmx",
+            Ssse3 => "ssse3",
+            Fma => "fma",
+            Cx16 => "cx16",
+            Pcid => "pcid",
+            Sse41 => "sse4.1",
+            Sse42 => "sse4.2",
+            X2apic => "x2apic",
+            Movbe => "movbe",
+            Popcnt => "popcnt",
+            TscDeadline => "tsc-deadline",
+            Aes => "aes",
+            Xsave => "xsave",
+            Osxsave => "osxsave",
+            Avx => "avx",
+            F16c => "f16c",
+            Rdrand => "rdrand",
+            Hypervisor => "hypervisor",
+            Arat => "arat",
+            Fsgsbase => "fsgsbase",
+            TscAdjust => "tsc-adjust",
+            Bmi1 => "bmi1",
+            Avx2 => "avx2",
+            Smep => "smep",
+            Bmi2 => "bmi2",
+            Erms => "erms",
+            Invpcid => "invpcid",
+            Rdseed => "rdseed",
+            Adx => "adx",
+            Smap => "smap",
+            Clflushopt => "clflushopt",
+            Sha => "sha-ni",
+            Umip => "umip",
+            Pku => "pku",
+            Ospke => "ospke",
+            La57 => "la57",
+            Rdpid => "rdpid",
+            Xsaveopt => "xsaveopt",
+            Xsavec => "xsavec",
+            LahfLm => "lahf-lm",
+            Abm => "abm",
+            Prefetchw => "3dnowprefetch",
+            Syscall => "syscall",
+            Nx => "nx",
+            Page1Gb => "pdpe1gb",
+            Rdtscp => "rdtscp",
+            Lm => "lm",
+            InvariantTsc => "invtsc",
+        }
+    }
+
+    /// The feature QEMU's `-cpu` option names `name`: its own name, with `_` and `-`
+    /// interchangeable, or one of QEMU's aliases (`sse3` for `pni`, `sse4-1` and `sse4_1`
+    /// for `sse4.1`, `xd` for `nx`, `i64` for `lm`, `sha` for `sha-ni`).
+    pub fn from_name(name: &str) -> Option<Feature> {
+        let mut buf = [0u8; 24];
+        let bytes = name.as_bytes();
+        let norm = buf.get_mut(..bytes.len())?;
+        for (dst, &src) in norm.iter_mut().zip(bytes) {
+            *dst = if src == b'_' {
+                b'-'
+            } else {
+                src.to_ascii_lowercase()
+            };
+        }
+        let norm: &[u8] = norm;
+        let alias: &[u8] = match norm {
+            b"sse3" => b"pni",
+            b"sse4-1" => b"sse4.1",
+            b"sse4-2" => b"sse4.2",
+            b"xd" => b"nx",
+            b"i64" => b"lm",
+            b"sha" => b"sha-ni",
+            b"clflush" | b"clfsh" => b"clflush",
+            other => other,
+        };
+        Feature::ALL
+            .into_iter()
+            .find(|f| f.name().as_bytes() == alias)
+    }
+
+    /// Whether the core implements the feature the same on every backend, whatever the
+    /// processor has: the local APIC and its timers, the MTRRs and PAT, the TSC (RDTSC
+    /// exits on the hardware backends), the hypervisor leaves and the topology. A
+    /// hardware backend offers these whatever its processor reports.
+    pub fn core_emulated(self) -> bool {
+        use Feature::*;
+        matches!(
+            self,
+            Apic | X2apic
+                | TscDeadline
+                | Arat
+                | InvariantTsc
+                | TscAdjust
+                | Tsc
+                | Msr
+                | Mtrr
+                | Pat
+                | Hypervisor
+                | Htt
+        )
+    }
+
     /// Where the flag lives: leaf, subleaf, register, bit.
     pub fn location(self) -> (u32, u32, CpuidReg, u32) {
         use CpuidReg::{Eax, Ebx, Ecx, Edx};
@@ -231,7 +449,12 @@ impl Feature {
             Clflushopt => (7, Ebx, 23),
             Sha => (7, Ebx, 29),
             Umip => (7, Ecx, 2),
+            Pku => (7, Ecx, 3),
+            Ospke => (7, Ecx, 4),
+            La57 => (7, Ecx, 16),
             Rdpid => (7, Ecx, 22),
+            Xsaveopt => return (0xd, 1, Eax, 0),
+            Xsavec => return (0xd, 1, Eax, 1),
             LahfLm => (0x8000_0001, Ecx, 0),
             Abm => (0x8000_0001, Ecx, 5),
             Prefetchw => (0x8000_0001, Ecx, 8),
@@ -302,8 +525,12 @@ impl CpuidPolicy {
     /// as 4, 0xa and 0xd, read zeros), hypervisor leaves up to 0x4000_0010, extended leaves
     /// up to 0x8000_0008. The instruction-set extensions are exactly those the emulator
     /// implements (checked by the oracle crate's `cpuid_policy` test): x87, FXSR, MMX, SSE
-    /// through SSE4.2, POPCNT, MOVBE, CMPXCHG16B, BMI1/2, ADX, LZCNT; XSAVE, AVX and later are
-    /// clear. MAXPHYADDR is [`PHYS_ADDR_BITS`].
+    /// through SSE4.2, POPCNT, MOVBE, CMPXCHG16B, BMI1/2, ADX, LZCNT, FSGSBASE, RDPID,
+    /// RDTSCP, XSAVE with XSAVEOPT and XSAVEC for the x87 and SSE state components
+    /// (leaf 0xd); AVX and later are clear. The system features are those it implements:
+    /// SMEP, SMAP, UMIP, protection keys (PKU), PCID and INVPCID, 5-level paging (LA57,
+    /// with a 57-bit linear address width in leaf 0x8000_0008). MAXPHYADDR is
+    /// [`PHYS_ADDR_BITS`].
     pub fn emulator() -> CpuidPolicy {
         let mut policy = CpuidPolicy::empty();
         let vendor = b"GenuineIntel";
@@ -345,6 +572,8 @@ impl CpuidPolicy {
             Sse41,
             Sse42,
             Cx16,
+            Pcid,
+            Xsave,
             X2apic,
             Movbe,
             Popcnt,
@@ -359,7 +588,9 @@ impl CpuidPolicy {
         policy.set_feature(Arat, true);
         // Leaf 7.0: max subleaf 0. IA32_TSC_ADJUST is implemented by the MSR table.
         policy.set_leaf(7, 0, [0; 4]);
-        for feature in [TscAdjust, Bmi1, Bmi2, Adx] {
+        for feature in [
+            Fsgsbase, TscAdjust, Bmi1, Smep, Bmi2, Invpcid, Adx, Smap, Umip, Pku, La57, Rdpid,
+        ] {
             policy.set_feature(feature, true);
         }
         // Leaves 0xb and 0x1f: one thread per core (SMT level), one core per package
@@ -407,6 +638,10 @@ impl CpuidPolicy {
             0,
             [PHYS_ADDR_BITS | (VIRT_ADDR_BITS << 8), 0, 0, 0],
         );
+        // Leaf 0xd subleaf 1: XSAVEOPT and XSAVEC (the sizes follow from XSAVE).
+        policy.set_feature(Xsaveopt, true);
+        policy.set_feature(Xsavec, true);
+        policy.sync_derived_leaves();
         policy
     }
 
@@ -543,6 +778,40 @@ impl CpuidPolicy {
         }
     }
 
+    /// Remove every feature the core does not implement itself
+    /// ([`Feature::core_emulated`]) that the processor's CPUID, `host(leaf, subleaf)`,
+    /// does not report (a leaf above the processor's maximum reports nothing): what a
+    /// guest of a hardware backend executes natively must exist on the processor.
+    pub fn keep_host_features(&mut self, host: impl Fn(u32, u32) -> [u32; 4]) {
+        let max_basic = host(0, 0)[0];
+        let max_extended = host(0x8000_0000, 0)[0];
+        for feature in Feature::ALL {
+            if feature.core_emulated() || !self.has_feature(feature) {
+                continue;
+            }
+            let (leaf, subleaf, reg, bit) = feature.location();
+            let in_range = if leaf >= 0x8000_0000 {
+                leaf <= max_extended
+            } else {
+                leaf <= max_basic
+            };
+            if !in_range || host(leaf, subleaf)[reg as usize] & (1 << bit) == 0 {
+                self.set_feature(feature, false);
+            }
+        }
+    }
+
+    /// Keep only the features `other` also reports (every [`Feature`]; the other fields
+    /// of the leaves, identity and sizes, stay this policy's): the model of several
+    /// backends is what all of them support.
+    pub fn intersect_features(&mut self, other: &CpuidPolicy) {
+        for feature in Feature::ALL {
+            if self.has_feature(feature) && !other.has_feature(feature) {
+                self.set_feature(feature, false);
+            }
+        }
+    }
+
     /// The highest basic leaf (leaf 0 EAX).
     pub fn max_basic_leaf(&self) -> u32 {
         self.max_basic
@@ -551,6 +820,89 @@ impl CpuidPolicy {
     /// The highest extended leaf (leaf 0x8000_0000 EAX), 0 if there are none.
     pub fn max_extended_leaf(&self) -> u32 {
         self.leaf(0x8000_0000, 0).map_or(0, |r| r[0])
+    }
+
+    /// The CR4 bits a guest of this CPU model may set (KVM's `__cr4_reserved_bits`, the
+    /// complement): the bits every x86-64 processor has, and each bit whose feature the
+    /// model reports. Writing any other bit raises #GP(0).
+    pub fn cr4_allowed(&self) -> u64 {
+        use crate::arch::*;
+        let mut allowed = CR4_VME
+            | CR4_PVI
+            | CR4_TSD
+            | CR4_DE
+            | CR4_PSE
+            | CR4_PAE
+            | CR4_MCE
+            | CR4_PGE
+            | CR4_PCE
+            | CR4_OSFXSR
+            | CR4_OSXMMEXCPT;
+        for (feature, bit) in [
+            (Feature::Umip, CR4_UMIP),
+            (Feature::La57, CR4_LA57),
+            (Feature::Vmx, CR4_VMXE),
+            (Feature::Fsgsbase, CR4_FSGSBASE),
+            (Feature::Pcid, CR4_PCIDE),
+            (Feature::Xsave, CR4_OSXSAVE),
+            (Feature::Smep, CR4_SMEP),
+            (Feature::Smap, CR4_SMAP),
+            (Feature::Pku, CR4_PKE),
+        ] {
+            if self.has_feature(feature) {
+                allowed |= bit;
+            }
+        }
+        allowed
+    }
+
+    /// The XCR0 bits a guest may set with XSETBV: leaf 0xd subleaf 0 EDX:EAX, or none
+    /// without XSAVE.
+    pub fn xcr0_supported(&self) -> u64 {
+        if !self.has_feature(Feature::Xsave) {
+            return 0;
+        }
+        self.leaf(0xd, 0)
+            .map_or(0, |r| u64::from(r[0]) | (u64::from(r[3]) << 32))
+    }
+
+    /// The linear-address width: 57 bits with LA57 in the model, 48 without.
+    pub fn virt_addr_bits(&self) -> u32 {
+        if self.has_feature(Feature::La57) {
+            57
+        } else {
+            VIRT_ADDR_BITS
+        }
+    }
+
+    /// Bring the leaves that describe features in more detail in step with the feature
+    /// bits: leaf 0xd (the XSAVE state components x87 and SSE, their 576-byte area, and
+    /// subleaf 1's XSAVEOPT and XSAVEC bits) exists only with XSAVE, and leaf
+    /// 0x8000_0008 reports the linear-address width of [`CpuidPolicy::virt_addr_bits`].
+    /// A feature that needs another is cleared without it (XSAVEOPT and XSAVEC need
+    /// XSAVE; OSPKE and OSXSAVE are never stored: the vCPU's CR4 supplies them).
+    pub fn sync_derived_leaves(&mut self) {
+        let xsave = self.has_feature(Feature::Xsave);
+        let sub1 = self.leaf(0xd, 1).map_or(0, |r| r[0]) & 0b11;
+        if xsave {
+            let size = crate::arch::XSAVE_LEGACY_AND_HEADER;
+            let xcr0 = (crate::arch::XCR0_X87 | crate::arch::XCR0_SSE) as u32;
+            self.set_leaf(0xd, 0, [xcr0, size, size, 0]);
+            // Subleaf 1 EBX: the compacted area for XCR0 | IA32_XSS, with XSAVEC.
+            let compacted = if sub1 & 2 != 0 { size } else { 0 };
+            self.set_leaf(0xd, 1, [sub1, compacted, 0, 0]);
+        } else {
+            self.remove_leaf(0xd, 0);
+            self.remove_leaf(0xd, 1);
+        }
+        self.set_feature(Feature::Osxsave, false);
+        if self.leaf(7, 0).is_some() {
+            self.set_feature(Feature::Ospke, false);
+        }
+        if let Some(mut regs) = self.leaf(0x8000_0008, 0) {
+            regs[0] = (regs[0] & !0xff00) | (self.virt_addr_bits() << 8);
+            self.set_leaf(0x8000_0008, 0, regs);
+        }
     }
 
     /// The leaf that actually answers `leaf`: itself if it is within its range, otherwise
@@ -628,6 +980,13 @@ impl CpuidPolicy {
         let mut regs = entry.unwrap_or([0; 4]);
         match leaf {
             1 => Self::leaf1_dynamic(&mut regs, dynamic),
+            7 if subleaf == 0 => {
+                let (_, _, reg, bit) = Feature::Ospke.location();
+                regs[reg as usize] &= !(1 << bit);
+                if dynamic.pke {
+                    regs[reg as usize] |= 1 << bit;
+                }
+            }
             0xb | 0x1f => {
                 if entry.is_none() {
                     // An invalid level still echoes the level number (SDM 2A, leaf 0xb).
@@ -673,6 +1032,8 @@ pub struct CpuidDynamic {
     pub osxsave: bool,
     /// IA32_APIC_BASE.EN.
     pub apic_enabled: bool,
+    /// CR4.PKE, mirrored into leaf 7 ECX.OSPKE.
+    pub pke: bool,
 }
 
 #[cfg(test)]
@@ -685,6 +1046,7 @@ mod tests {
             apic_id: 0,
             osxsave: false,
             apic_enabled: true,
+            pke: false,
         }
     }
 
@@ -752,11 +1114,11 @@ mod tests {
             ("ssse3", fi.has_ssse3()),
             ("sse4.1", fi.has_sse41()),
             ("sse4.2", fi.has_sse42()),
+            ("xsave", fi.has_xsave()),
         ] {
             assert!(have, "{name}");
         }
         for (name, have) in [
-            ("xsave", fi.has_xsave()),
             ("oxsave", fi.has_oxsave()),
             ("avx", fi.has_avx()),
             ("mce", fi.has_mce()),
@@ -776,6 +1138,7 @@ mod tests {
             apic_id: 0x1234_5605,
             osxsave: true,
             apic_enabled: false,
+            pke: true,
         };
         let cpuid = CpuId::with_cpuid_reader(policy.reader(state));
         let fi = cpuid.get_feature_info().unwrap();
@@ -866,8 +1229,11 @@ mod tests {
         let cpuid = CpuId::with_cpuid_reader(policy.reader(dynamic()));
         let ext = cpuid.get_extended_feature_info().unwrap();
         assert!(ext.has_bmi1() && ext.has_bmi2() && ext.has_adx() && ext.has_tsc_adjust_msr());
-        assert!(!ext.has_fsgsbase() && !ext.has_smep() && !ext.has_rep_movsb_stosb());
-        assert!(!ext.has_avx2() && !ext.has_smap());
+        assert!(ext.has_fsgsbase() && ext.has_smep() && ext.has_smap());
+        assert!(ext.has_invpcid() && ext.has_umip() && ext.has_pku() && ext.has_la57());
+        assert!(ext.has_rdpid() && !ext.has_rep_movsb_stosb() && !ext.has_avx2());
+        // OSPKE mirrors CR4.PKE.
+        assert!(!ext.has_ospke());
         let e1 = cpuid
             .get_extended_processor_and_feature_identifiers()
             .unwrap();
@@ -879,7 +1245,7 @@ mod tests {
         assert!(apm.has_invariant_tsc());
         let sizes = cpuid.get_processor_capacity_feature_info().unwrap();
         assert_eq!(u32::from(sizes.physical_address_bits()), PHYS_ADDR_BITS);
-        assert_eq!(sizes.linear_address_bits(), 48);
+        assert_eq!(sizes.linear_address_bits(), 57);
         assert!(cpuid.get_thermal_power_info().unwrap().has_arat());
         let tsc = cpuid.get_tsc_info().unwrap();
         assert_eq!(tsc.tsc_frequency(), Some(1_000_000_000));
@@ -901,7 +1267,7 @@ mod tests {
         assert_eq!(policy.lookup(0xc000_0000, 0, &d), highest);
         assert_eq!(policy.lookup(0xffff_ffff, 0, &d), highest);
         // In range but not filled in: zeros.
-        assert_eq!(policy.lookup(0xd, 0, &d), [0; 4]);
+        assert_eq!(policy.lookup(0xd, 2, &d), [0; 4]);
         assert_eq!(policy.lookup(0x4000_0001, 0, &d), [0; 4]);
         assert_eq!(policy.lookup(0x8000_0006, 0, &d), [0; 4]);
         // Non-indexed leaves ignore the subleaf; indexed ones do not.
@@ -911,6 +1277,9 @@ mod tests {
         );
         assert_eq!(policy.lookup(7, 1, &d), [0; 4]);
         assert_ne!(policy.lookup(7, 0, &d), [0; 4]);
+        // Leaf 0xd: x87 and SSE in 576 bytes, XSAVEOPT and XSAVEC in subleaf 1.
+        assert_eq!(policy.lookup(0xd, 0, &d), [3, 576, 576, 0]);
+        assert_eq!(policy.lookup(0xd, 1, &d), [3, 576, 0, 0]);
     }
 
     #[test]
@@ -966,6 +1335,7 @@ mod tests {
                     apic_id: 3,
                     osxsave,
                     apic_enabled: !osxsave,
+                    pke: osxsave,
                 };
                 for leaf in (0..40).chain([0x4000_0000, 0x8000_0000, 0x8000_0001]) {
                     for subleaf in 0..3 {

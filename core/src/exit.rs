@@ -4,6 +4,8 @@
 //! SVM exit codes and the emulator's intercepts are all translated into [`Exit`], and the
 //! core handles each kind once (see [`crate::exits`]).
 
+use crate::ops::Gpr;
+
 /// Direction of a port or MMIO access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -95,6 +97,15 @@ pub enum Exit {
     CacheFlush,
     /// VMCALL / VMMCALL (and, on hardware, the other virtualization instructions).
     Hypercall,
+    /// MOV to or from CR8. CR8 is the local APIC's task-priority register (its bits 3:0
+    /// are TPR bits 7:4), which the core holds: a write takes the value from `gpr`, a
+    /// read puts it there. The core then skips the instruction.
+    Cr8 {
+        /// Write (MOV to CR8) or read (MOV from CR8).
+        direction: Direction,
+        /// The general register operand.
+        gpr: Gpr,
+    },
     /// The VM entry itself failed (hardware backends).
     EntryFailed {
         /// The backend's failure code (VM-instruction error, exit reason).
@@ -130,6 +141,7 @@ pub enum ExitKind {
     Xsetbv,
     CacheFlush,
     Hypercall,
+    Cr8,
     EntryFailed,
     EmulationFailure,
     Pause,
@@ -137,7 +149,7 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
 
     /// Every kind, in discriminant order.
     pub const ALL: [ExitKind; Self::COUNT] = [
@@ -157,6 +169,7 @@ impl ExitKind {
         ExitKind::Xsetbv,
         ExitKind::CacheFlush,
         ExitKind::Hypercall,
+        ExitKind::Cr8,
         ExitKind::EntryFailed,
         ExitKind::EmulationFailure,
         ExitKind::Pause,
@@ -181,6 +194,7 @@ impl ExitKind {
             ExitKind::Xsetbv => "xsetbv",
             ExitKind::CacheFlush => "cache-flush",
             ExitKind::Hypercall => "hypercall",
+            ExitKind::Cr8 => "cr8",
             ExitKind::EntryFailed => "entry-failed",
             ExitKind::EmulationFailure => "emulation-failure",
             ExitKind::Pause => "pause",
@@ -209,6 +223,7 @@ impl Exit {
             Exit::Xsetbv { .. } => ExitKind::Xsetbv,
             Exit::CacheFlush => ExitKind::CacheFlush,
             Exit::Hypercall => ExitKind::Hypercall,
+            Exit::Cr8 { .. } => ExitKind::Cr8,
             Exit::EntryFailed { .. } => ExitKind::EntryFailed,
             Exit::EmulationFailure { .. } => ExitKind::EmulationFailure,
         }

@@ -21,6 +21,7 @@ pub mod acpi;
 pub mod apic;
 pub mod arch;
 pub mod backend;
+pub mod cpu_model;
 pub mod cpuid;
 pub mod devices;
 pub mod emulate;

@@ -16,17 +16,21 @@
 //! - **MTRRs**: MTRRcap (8 variable ranges, fixed ranges, write-combining), MTRRdefType,
 //!   the variable and fixed ranges: plain storage with type and reserved-bit checks (the
 //!   backends do not act on memory types).
-//! - **Model-specific, read for identification**: MISC_ENABLE (fast strings),
-//!   FEATURE_CONTROL (locked, VMX off), PLATFORM_INFO (max non-turbo ratio 10 × 100 MHz =
-//!   the 1 GHz TSC, no CPUID faulting), PLATFORM_ID and BIOS_SIGN_ID (microcode revision)
-//!   read 0, MCG_CAP / MCG_STATUS read 0 (no machine-check banks), DEBUGCTL reads 0.
+//! - **Model-specific, read for identification**: MISC_ENABLE (the bits a real Intel
+//!   processor lets software write are stored: fast strings, TCC, EIST, MONITOR FSM,
+//!   limit CPUID maxval, xTPR disable, XD disable, turbo disable; BTS and PEBS
+//!   unavailable read 1), FEATURE_CONTROL (locked, VMX off), PLATFORM_INFO (max non-turbo
+//!   ratio 10 × 100 MHz = the 1 GHz TSC, no CPUID faulting), PLATFORM_ID and BIOS_SIGN_ID
+//!   (microcode revision) read 0, MCG_CAP / MCG_STATUS read 0 (no machine-check banks).
+//! - **Debug**: IA32_DEBUGCTL holds BTF (single-step on branches), in the backend; its
+//!   other bits (LBR, branch trace) are not offered and fault.
 //! - Anything else faults and is counted ([`MsrState::unknown_accesses`],
 //!   [`MsrState::last_unknown`]). MSRs that exist only with a CPUID feature (TSC_AUX
 //!   needs RDTSCP, TSC_ADJUST needs leaf 7 TSC_ADJUST, TSC_DEADLINE needs TSC-deadline,
 //!   the x2APIC range needs x2APIC) fault without counting when the policy lacks it.
 
 use crate::apic::{LocalApic, APIC_BASE_EXTD, X2APIC_MSR_FIRST, X2APIC_MSR_LAST};
-use crate::cpuid::{CpuidPolicy, Feature, PHYS_ADDR_BITS, VIRT_ADDR_BITS};
+use crate::cpuid::{CpuidPolicy, Feature, PHYS_ADDR_BITS};
 use crate::ops::{SegReg, X86Ops};
 
 /// An MSR access the guest must see fail with #GP(0).
@@ -136,11 +140,39 @@ const MISC_ENABLE_TCC: u64 = 1 << 3;
 const MISC_ENABLE_BTS_UNAVAILABLE: u64 = 1 << 11;
 /// MISC_ENABLE bit 12: processor event-based sampling unavailable (read-only, set).
 const MISC_ENABLE_PEBS_UNAVAILABLE: u64 = 1 << 12;
+/// MISC_ENABLE bit 16: Enhanced Intel SpeedStep enable (writable).
+const MISC_ENABLE_EIST: u64 = 1 << 16;
+/// MISC_ENABLE bit 18: ENABLE MONITOR FSM (writable).
+const MISC_ENABLE_MONITOR_FSM: u64 = 1 << 18;
+/// MISC_ENABLE bit 22: limit CPUID maxval (writable).
+const MISC_ENABLE_LIMIT_CPUID: u64 = 1 << 22;
 /// MISC_ENABLE bit 23: xTPR message disable (writable).
 const MISC_ENABLE_XTPR_DISABLE: u64 = 1 << 23;
-const MISC_ENABLE_WRITABLE: u64 =
-    MISC_ENABLE_FAST_STRINGS | MISC_ENABLE_TCC | MISC_ENABLE_XTPR_DISABLE;
-const MISC_ENABLE_READ_ONLY: u64 = MISC_ENABLE_BTS_UNAVAILABLE | MISC_ENABLE_PEBS_UNAVAILABLE;
+/// MISC_ENABLE bit 34: XD bit disable (writable).
+const MISC_ENABLE_XD_DISABLE: u64 = 1 << 34;
+/// MISC_ENABLE bit 38: turbo mode disable (writable).
+const MISC_ENABLE_TURBO_DISABLE: u64 = 1 << 38;
+/// MISC_ENABLE bit 7: performance monitoring available (read-only; clear: no
+/// architectural performance monitoring in the model).
+const MISC_ENABLE_PERFMON: u64 = 1 << 7;
+/// The MISC_ENABLE bits real Intel processors let software write (SDM 4, table 2-2,
+/// IA32_MISC_ENABLE); the model stores them.
+const MISC_ENABLE_WRITABLE: u64 = MISC_ENABLE_FAST_STRINGS
+    | MISC_ENABLE_TCC
+    | MISC_ENABLE_EIST
+    | MISC_ENABLE_MONITOR_FSM
+    | MISC_ENABLE_LIMIT_CPUID
+    | MISC_ENABLE_XTPR_DISABLE
+    | MISC_ENABLE_XD_DISABLE
+    | MISC_ENABLE_TURBO_DISABLE;
+/// The read-only bits: writes to them are ignored.
+const MISC_ENABLE_READ_ONLY: u64 =
+    MISC_ENABLE_PERFMON | MISC_ENABLE_BTS_UNAVAILABLE | MISC_ENABLE_PEBS_UNAVAILABLE;
+/// The read-only bits that read 1.
+const MISC_ENABLE_READ_ONLY_SET: u64 = MISC_ENABLE_BTS_UNAVAILABLE | MISC_ENABLE_PEBS_UNAVAILABLE;
+
+/// IA32_DEBUGCTL.BTF: single-step on branches (with RFLAGS.TF).
+pub const DEBUGCTL_BTF: u64 = 1 << 1;
 
 /// FEATURE_CONTROL: bit 0 lock set, VMX in and outside SMX off.
 pub const FEATURE_CONTROL_VALUE: u64 = 1;
@@ -162,9 +194,10 @@ enum Fallback {
     SysenterEsp,
     SysenterEip,
     Pat,
+    DebugCtl,
 }
 
-const FALLBACK_COUNT: usize = 10;
+const FALLBACK_COUNT: usize = 11;
 
 /// The MSRs the core holds, and the count of accesses to MSRs nobody implements.
 #[derive(Clone, Debug)]
@@ -182,9 +215,11 @@ pub struct MsrState {
     last_unknown: Option<u32>,
 }
 
-/// Sign-extended from bit 47 (the 48-bit linear-address width of the CPU model).
-fn is_canonical(value: u64) -> bool {
-    let shift = 64 - VIRT_ADDR_BITS;
+/// Sign-extended from the top bit of the CPU model's linear-address width (bit 47, or
+/// bit 56 with LA57: an MSR write is checked against what the processor supports, not
+/// against the paging mode in use).
+fn is_canonical(value: u64, cpuid: &CpuidPolicy) -> bool {
+    let shift = 64 - cpuid.virt_addr_bits();
     (((value << shift) as i64) >> shift) as u64 == value
 }
 
@@ -215,7 +250,7 @@ impl MsrState {
             tsc_offset: 0,
             tsc_adjust: 0,
             fallback,
-            misc_enable: MISC_ENABLE_FAST_STRINGS | MISC_ENABLE_READ_ONLY,
+            misc_enable: MISC_ENABLE_FAST_STRINGS | MISC_ENABLE_READ_ONLY_SET,
             mtrr_def_type: 0,
             mtrr_var: [0; 16],
             mtrr_fixed: [0; 11],
@@ -289,6 +324,7 @@ impl MsrState {
             index::SYSENTER_ESP => Fallback::SysenterEsp,
             index::SYSENTER_EIP => Fallback::SysenterEip,
             index::PAT => Fallback::Pat,
+            index::DEBUGCTL => Fallback::DebugCtl,
             _ => return None,
         })
     }
@@ -360,11 +396,7 @@ impl MsrState {
             index::MISC_ENABLE => self.misc_enable,
             index::FEATURE_CONTROL => FEATURE_CONTROL_VALUE,
             index::PLATFORM_INFO => PLATFORM_INFO_VALUE,
-            index::PLATFORM_ID
-            | index::BIOS_SIGN_ID
-            | index::MCG_CAP
-            | index::MCG_STATUS
-            | index::DEBUGCTL => 0,
+            index::PLATFORM_ID | index::BIOS_SIGN_ID | index::MCG_CAP | index::MCG_STATUS => 0,
             _ => return Err(self.unknown_msr(index)),
         };
         Ok(value)
@@ -389,9 +421,10 @@ impl MsrState {
                 | index::CSTAR
                 | index::KERNEL_GS_BASE
                 | index::SYSENTER_ESP
-                | index::SYSENTER_EIP => is_canonical(value),
+                | index::SYSENTER_EIP => is_canonical(value, cpuid),
                 index::TSC_AUX => cpuid.has_feature(Feature::Rdtscp) && value >> 32 == 0,
                 index::PAT => bytes_ok(value, is_pat_type),
+                index::DEBUGCTL => value & !DEBUGCTL_BTF == 0,
                 _ => true,
             };
             if !valid {
@@ -408,7 +441,7 @@ impl MsrState {
                 vcpu.set_efer(efer);
             }
             index::FS_BASE | index::GS_BASE => {
-                if !is_canonical(value) {
+                if !is_canonical(value, cpuid) {
                     return Err(MsrFault);
                 }
                 if !vcpu.set_msr(index, value) {
@@ -497,16 +530,13 @@ impl MsrState {
             index::BIOS_SIGN_ID => {}
             // No machine-check banks: only the "no event" value is accepted.
             index::MCG_STATUS if value == 0 => {}
-            // No LBR, BTF or other debug features.
-            index::DEBUGCTL if value == 0 => {}
             // Read-only (FEATURE_CONTROL is locked) or only a few values accepted.
             index::MTRRCAP
             | index::FEATURE_CONTROL
             | index::PLATFORM_INFO
             | index::PLATFORM_ID
             | index::MCG_CAP
-            | index::MCG_STATUS
-            | index::DEBUGCTL => return Err(MsrFault),
+            | index::MCG_STATUS => return Err(MsrFault),
             _ => return Err(self.unknown_msr(index)),
         }
         Ok(())
@@ -623,6 +653,14 @@ mod tests {
             DescriptorTable::default()
         }
         fn set_idt(&mut self, _table: DescriptorTable) {}
+        fn supported_cpuid(&self) -> CpuidPolicy {
+            CpuidPolicy::emulator()
+        }
+        fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
+        fn debug_regs(&self) -> crate::ops::DebugRegs {
+            crate::ops::DebugRegs::default()
+        }
+        fn set_debug_regs(&mut self, _regs: &crate::ops::DebugRegs) {}
         fn get_msr(&self, index: u32) -> Option<u64> {
             if self.holds_msrs {
                 Some(self.msrs.get(&index).copied().unwrap_or(0))
@@ -736,7 +774,8 @@ mod tests {
     fn forwarded_msrs(holds: bool) {
         let mut rig = Rig::new(holds);
         let canon = 0xffff_8000_0000_1000;
-        let non_canon = 0x0000_8000_0000_0000;
+        // The model has LA57: addresses are checked against 57 bits.
+        let non_canon = 0x0100_0000_0000_0000;
         for index in [index::STAR, index::SFMASK, index::SYSENTER_CS] {
             rig.wr(index, 0x1234_5678_9abc_def0).unwrap();
             assert_eq!(rig.rd(index), Ok(0x1234_5678_9abc_def0), "{index:#x}");
@@ -755,6 +794,12 @@ mod tests {
             assert_eq!(rig.wr(index, non_canon), Err(MsrFault), "{index:#x}");
             assert_eq!(rig.rd(index), Ok(canon), "{index:#x}");
         }
+        // Bit 47 set: canonical with LA57 in the model, not without.
+        rig.wr(index::LSTAR, 0x0000_8000_0000_0000).unwrap();
+        rig.cpuid.set_feature(Feature::La57, false);
+        assert_eq!(rig.wr(index::LSTAR, 0x0000_8000_0000_0000), Err(MsrFault));
+        rig.cpuid.set_feature(Feature::La57, true);
+        rig.wr(index::LSTAR, canon).unwrap();
         if !holds {
             // Without the backend's help FS/GS base are the segments' hidden bases.
             assert_eq!(rig.vcpu.segs[SegReg::Fs as usize].base, canon);
@@ -971,8 +1016,29 @@ mod tests {
         // Read-only bits keep their value whatever is written to them.
         rig.wr(index::MISC_ENABLE, 1).unwrap();
         assert_eq!(rig.rd(index::MISC_ENABLE), Ok(1 | (1 << 11) | (1 << 12)));
-        assert_eq!(rig.wr(index::MISC_ENABLE, 1 << 22), Err(MsrFault));
-        assert_eq!(rig.wr(index::MISC_ENABLE, 1 << 34), Err(MsrFault));
+        // The bits Intel lets software write are stored; the read-only ones ignore writes
+        // (kvm-unit-tests' msr test writes 0x400c51889, then 0x400c50809 keeping 7, 11, 12).
+        rig.wr(index::MISC_ENABLE, 0x4_00c5_1889).unwrap();
+        assert_eq!(rig.rd(index::MISC_ENABLE), Ok(0x4_00c5_1809));
+        rig.wr(index::MISC_ENABLE, 0x4_00c5_0809).unwrap();
+        assert_eq!(rig.rd(index::MISC_ENABLE), Ok(0x4_00c5_1809));
+        rig.wr(index::MISC_ENABLE, 1 << 38).unwrap();
+        assert_eq!(
+            rig.rd(index::MISC_ENABLE),
+            Ok((1 << 38) | (1 << 11) | (1 << 12))
+        );
+        // Reserved bits fault and change nothing.
+        for bit in [1, 2, 4, 8, 13, 17, 19, 24, 33, 35, 63] {
+            assert_eq!(
+                rig.wr(index::MISC_ENABLE, 1 << bit),
+                Err(MsrFault),
+                "bit {bit}"
+            );
+        }
+        assert_eq!(
+            rig.rd(index::MISC_ENABLE),
+            Ok((1 << 38) | (1 << 11) | (1 << 12))
+        );
         assert_eq!(rig.rd(index::FEATURE_CONTROL), Ok(1));
         assert_eq!(rig.wr(index::FEATURE_CONTROL, 5), Err(MsrFault));
         assert_eq!(rig.wr(index::FEATURE_CONTROL, 1), Err(MsrFault));
@@ -992,8 +1058,12 @@ mod tests {
         rig.wr(index::MCG_STATUS, 0).unwrap();
         assert_eq!(rig.wr(index::MCG_STATUS, 1), Err(MsrFault));
         assert_eq!(rig.wr(index::MCG_CAP, 0), Err(MsrFault));
+        // DEBUGCTL: BTF is stored, LBR and the rest fault.
+        rig.wr(index::DEBUGCTL, DEBUGCTL_BTF).unwrap();
+        assert_eq!(rig.rd(index::DEBUGCTL), Ok(DEBUGCTL_BTF));
+        assert_eq!(rig.wr(index::DEBUGCTL, 1), Err(MsrFault));
+        assert_eq!(rig.wr(index::DEBUGCTL, 1 << 6), Err(MsrFault));
         rig.wr(index::DEBUGCTL, 0).unwrap();
-        assert_eq!(rig.wr(index::DEBUGCTL, 2), Err(MsrFault));
         assert_eq!(rig.msrs.unknown_accesses(), 0);
     }
 
@@ -1014,10 +1084,19 @@ mod tests {
 
     #[test]
     fn canonical_check() {
-        assert!(is_canonical(0));
-        assert!(is_canonical(0x0000_7fff_ffff_ffff));
-        assert!(is_canonical(0xffff_8000_0000_0000));
-        assert!(!is_canonical(0x0000_8000_0000_0000));
-        assert!(!is_canonical(0xfff7_ffff_ffff_ffff));
+        let mut cpuid = CpuidPolicy::emulator();
+        cpuid.set_feature(Feature::La57, false);
+        assert!(is_canonical(0, &cpuid));
+        assert!(is_canonical(0x0000_7fff_ffff_ffff, &cpuid));
+        assert!(is_canonical(0xffff_8000_0000_0000, &cpuid));
+        assert!(!is_canonical(0x0000_8000_0000_0000, &cpuid));
+        assert!(!is_canonical(0xfff7_ffff_ffff_ffff, &cpuid));
+        // With LA57 in the model, bit 56 is the top bit.
+        cpuid.set_feature(Feature::La57, true);
+        assert!(is_canonical(0x0000_8000_0000_0000, &cpuid));
+        assert!(is_canonical(0x00ff_ffff_ffff_ffff, &cpuid));
+        assert!(is_canonical(0xff00_0000_0000_0000, &cpuid));
+        assert!(!is_canonical(0x0100_0000_0000_0000, &cpuid));
+        assert!(!is_canonical(0xfeff_ffff_ffff_ffff, &cpuid));
     }
 }

@@ -5,6 +5,7 @@
 //! emulator's internals. Groups follow `arch/x86/include/asm/kvm-x86-ops.h`. Operations
 //! that KVM marks `KVM_X86_OP_OPTIONAL` have default bodies here.
 
+use crate::cpuid::CpuidPolicy;
 use crate::exit::Exit;
 use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
@@ -190,6 +191,37 @@ pub enum ResetKind {
     Init,
 }
 
+/// DR6's value after reset: every reserved bit that reads as 1 (bits 4-11 and 16-31;
+/// bit 16, RTM, is active low) set, and no status bit.
+pub const DR6_RESET: u64 = 0xffff_0ff0;
+/// DR7's value after reset: bit 10, which reads as 1, and no breakpoint enabled.
+pub const DR7_RESET: u64 = 0x400;
+
+/// The debug registers of a vCPU as the guest reads them (KVM's `struct
+/// kvm_debugregs`): the breakpoint linear addresses DR0-DR3, the status register DR6
+/// and the control register DR7. A debugger (a GDB stub) reads and writes the vCPU's
+/// breakpoints through [`X86Ops::debug_regs`] and [`X86Ops::set_debug_regs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugRegs {
+    /// DR0-DR3.
+    pub db: [u64; 4],
+    /// DR6.
+    pub dr6: u64,
+    /// DR7.
+    pub dr7: u64,
+}
+
+impl Default for DebugRegs {
+    /// The values after reset: DR0-DR3 zero, DR6 [`DR6_RESET`], DR7 [`DR7_RESET`].
+    fn default() -> Self {
+        DebugRegs {
+            db: [0; 4],
+            dr6: DR6_RESET,
+            dr7: DR7_RESET,
+        }
+    }
+}
+
 /// An event to deliver to the guest on the next entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -242,6 +274,18 @@ pub trait X86Ops {
 
     /// Reset the vCPU to its power-on or INIT state (KVM `vcpu_reset`).
     fn vcpu_reset(&mut self, kind: ResetKind);
+
+    // ---- the CPU model (KVM `KVM_GET_SUPPORTED_CPUID`, `vcpu_after_set_cpuid`) ----
+
+    /// Every leaf and feature this backend can offer a guest (KVM's
+    /// `KVM_GET_SUPPORTED_CPUID`): a CPU model ([`crate::cpu_model`]) is cut down from
+    /// what all the backends in use support.
+    fn supported_cpuid(&self) -> CpuidPolicy;
+    /// The guest's CPU model (KVM's `vcpu_after_set_cpuid`): from here on the backend
+    /// offers exactly its features, so CR4 bits of features the model does not report
+    /// raise #GP and instructions of such features raise #UD where the processor lets the
+    /// backend decide.
+    fn set_cpuid(&mut self, policy: &CpuidPolicy);
 
     // ---- general registers, RIP, RFLAGS (KVM `cache_reg`, `get_rflags`, ...) ----
 
@@ -315,6 +359,26 @@ pub trait X86Ops {
     fn idt(&self) -> DescriptorTable;
     /// Write IDTR.
     fn set_idt(&mut self, table: DescriptorTable);
+
+    // ---- XCR0 and the debug registers ----
+
+    /// XCR0, the XSAVE feature mask (KVM's `vcpu->arch.xcr0`). A backend that offers no
+    /// XSAVE reports the x87 component alone, as XCR0 reads on such a processor's
+    /// successors after reset.
+    fn xcr0(&self) -> u64 {
+        crate::arch::XCR0_X87
+    }
+    /// Load XCR0 with a value the core has checked against the CPU model (XSETBV). The
+    /// core calls it only for a model with XSAVE, which only a backend that supports
+    /// XSAVE reports: backends without XSAVE have nothing to load.
+    fn set_xcr0(&mut self, value: u64) {
+        let _ = value;
+    }
+    /// DR0-DR3, DR6 and DR7 as the guest reads them.
+    fn debug_regs(&self) -> DebugRegs;
+    /// Load DR0-DR3, DR6 and DR7 (a debugger setting breakpoints). DR6 and DR7 keep their
+    /// fixed bits whatever `regs` holds there.
+    fn set_debug_regs(&mut self, regs: &DebugRegs);
 
     // ---- MSRs whose state the backend holds (KVM `get_msr`, `set_msr`) ----
 

@@ -205,7 +205,8 @@ pub struct Vm<B: X86Ops, P: Platform> {
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// A machine with one vCPU whose architectural state the caller has already set (for
-    /// instance with a loader's [`crate::loader::BootState`]), with the PC's platform
+    /// instance with a loader's [`crate::loader::BootState`]), running the CPU model
+    /// `cpuid` (given to the backend with [`X86Ops::set_cpuid`]), with the PC's platform
     /// devices ([`Devices`], registered by [`register_ports`]) and its local APIC. The
     /// firmware tables are the caller's to build ([`crate::pc`]).
     pub fn new(
@@ -255,6 +256,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             .collect();
         let pause_exits = n > 1;
         for v in &mut vcpus {
+            // Every vCPU runs the same model, with the topology of the whole machine (the
+            // per-vCPU APIC IDs are filled in by the CPUID exit).
+            v.backend.set_cpuid(&cpuid);
             v.backend.set_pause_exiting(pause_exits);
         }
         Ok(Vm {
@@ -696,7 +700,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             Exit::Pause => self.handle_pause(),
             Exit::InterruptWindow | Exit::NmiWindow | Exit::ExternalInterrupt => Flow::Events,
             Exit::Preempted => Flow::Clock,
-            Exit::Xsetbv { .. } | Exit::Hypercall => self.handle_undefined_instruction(),
+            Exit::Xsetbv { index, value } => self.handle_xsetbv(index, value),
+            Exit::Hypercall => self.handle_hypercall(),
+            Exit::Cr8 { direction, gpr } => self.handle_cr8(direction, gpr),
             Exit::CacheFlush => {
                 self.vcpu().backend.skip_emulated_instruction();
                 Flow::Resume
@@ -797,6 +803,14 @@ mod tests {
             DescriptorTable::default()
         }
         fn set_idt(&mut self, _table: DescriptorTable) {}
+        fn supported_cpuid(&self) -> CpuidPolicy {
+            CpuidPolicy::emulator()
+        }
+        fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
+        fn debug_regs(&self) -> crate::ops::DebugRegs {
+            crate::ops::DebugRegs::default()
+        }
+        fn set_debug_regs(&mut self, _regs: &crate::ops::DebugRegs) {}
         fn get_msr(&self, _index: u32) -> Option<u64> {
             None
         }

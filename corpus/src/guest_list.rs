@@ -37,6 +37,7 @@ macro_rules! __with_guest_list {
             pit: ("", ["mode 0: OUT2 rose N + 1 clocks after the write", "mode 3: OUT2 rises every 20000 clocks", "PASS"], 60),
             rtc: ("", ["the seconds stepped by one when UIP fell", "the alarm matched at the second update", "PASS"], 60),
             acpi_pm: ("", ["PM timer rate", "TMR_STS set by the toggle of bit 23", "PASS"], 60),
+            cpu_features: ("", ["CR4.LA57 cannot change in IA-32e mode", "every CPU feature behaved as its CPUID bit says", "PASS"], 30),
             fw_cfg: ("", ["signature: QEMU", "RAM_SIZE is where the memory from 1 MiB ends in the multiboot map", "etc/e820 is the multiboot memory map, entry for entry", "DMA: etc/e820's", "PASS"], 30),
             pci_config: ("", ["00:00.0 is an Intel 440FX host bridge", "00:1f.0 reads all ones", "word and byte writes at 0xCF8-0xCFB leave CONFIG_ADDRESS alone", "PASS"], 30),
             acpi_tables: ("", ["RSDP found by the BIOS-area scan", "MADT: an enabled local APIC with this CPU's APIC ID", "the I/O APIC's ID is what its ID register says", "the PM timer at the FADT's port", "PASS"], 30),

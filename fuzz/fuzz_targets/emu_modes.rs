@@ -233,7 +233,8 @@ fn run_input(
             | Exit::Xsetbv { .. }
             | Exit::CacheFlush
             | Exit::Hypercall
-            | Exit::Pause => v.skip_emulated_instruction(),
+            | Exit::Pause
+            | Exit::Cr8 { .. } => v.skip_emulated_instruction(),
             Exit::TripleFault | Exit::EmulationFailure { .. } | Exit::SlatViolation { .. } => break,
             Exit::Exception { .. } | Exit::EntryFailed { .. } => break,
         }

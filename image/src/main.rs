@@ -26,7 +26,9 @@
 //! Command line (GRUB: after the image's path; QEMU: `-append`), words separated by
 //! spaces: `mem=<MiB>` guest RAM in MiB (default 64), `backend=auto|vmx|svm|emu` (auto:
 //! VMX on an Intel CPU that has it, SVM on an AMD CPU that has it, when the backend can
-//! be enabled; else the emulator), `interactive` (a guest waiting for
+//! be enabled; else the emulator), `cpu=MODEL[,+F][,-F]` (the guest's CPU model, as
+//! `opsvisor run --cpu` takes it; default `max`: what the backends in use implement),
+//! `interactive` (a guest waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
 //! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
@@ -62,6 +64,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use bootinfo::{BootInfo, Phys, Range};
 use core::sync::atomic::{AtomicBool, Ordering};
+use opsvisor_core::cpu_model::CpuModel;
 use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::{load_kernel, KernelFormat, KernelOptions, Module, KERNEL_FORMATS};
 use opsvisor_core::ops::{ResetKind, X86Ops};
@@ -159,6 +162,8 @@ struct Options {
     differential: bool,
     /// `console-input=HEX`: what the guest reads on its console before COM1's input.
     console_input: console_input::ConsoleInput,
+    /// The guest's CPU model.
+    cpu: CpuModel,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -169,6 +174,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         fault: false,
         differential: false,
         console_input: console_input::ConsoleInput::default(),
+        cpu: CpuModel::default(),
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -189,6 +195,8 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
                 "emu" => BackendWish::Emu,
                 _ => return Err(format!("bad option '{word}': {BACKEND_USAGE}")),
             };
+        } else if let Some(v) = word.strip_prefix("cpu=") {
+            opts.cpu = CpuModel::parse(v).map_err(|e| format!("bad option '{word}': {e}"))?;
         } else if word == "interactive" {
             opts.interactive = true;
         } else if word == "fault" {
@@ -217,11 +225,19 @@ fn module_bytes(range: Range, index: usize) -> Result<&'static [u8], String> {
     Ok(unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len() as usize) })
 }
 
-/// The CPUID the guest sees: the emulator's model; on a hardware backend with the host's
-/// brand string and physical-address width, since the guest's page tables are walked by
-/// the processor, whose reserved address bits are the host's.
-fn cpuid_policy(hardware: bool) -> CpuidPolicy {
-    let mut policy = CpuidPolicy::emulator();
+/// The CPUID the guest sees: `model` cut down to what the backends in use support
+/// (`supported`, named `backends`); on a hardware backend with the host's brand string
+/// and physical-address width, since the guest's page tables are walked by the
+/// processor, whose reserved address bits are the host's.
+fn cpuid_policy(
+    model: &CpuModel,
+    supported: &CpuidPolicy,
+    backends: &str,
+    hardware: bool,
+) -> Result<CpuidPolicy, String> {
+    let mut policy = model
+        .policy(supported, backends)
+        .map_err(|e| format!("cpu={}: {e}", model.spec()))?;
     // The guest runs on this processor: it sees its brand string, as under KVM's `-cpu
     // host` (a guest tells QEMU's TCG by it, whose known deviations from silicon the
     // corpus tolerates there and only there).
@@ -236,7 +252,7 @@ fn cpuid_policy(hardware: bool) -> CpuidPolicy {
             policy.set_leaf(0x8000_0008, 0, leaf);
         }
     }
-    policy
+    Ok(policy)
 }
 
 /// Pick the backend: VMX or SVM when asked for or available, else the emulator. Logs
@@ -453,9 +469,23 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
                     .into(),
             );
         }
+        // Both backends run every case: the model is what both implement. The emulator's
+        // part is its model (what EmuVcpu::supported_cpuid reports), taken without
+        // building a second emulator on the boot stack.
+        let diff_policy = |supported: CpuidPolicy, backends: &str| {
+            let mut supported = supported;
+            supported.intersect_features(&CpuidPolicy::emulator());
+            cpuid_policy(&opts.cpu, &supported, backends, true)
+        };
         return match choose_backend(opts.backend, hz)? {
-            Backend::Vmx(VmxSlot(vmx)) => differential::run(vmx, kernel, cpuid_policy(true), hz),
-            Backend::Svm(SvmSlot(svm)) => differential::run(svm, kernel, cpuid_policy(true), hz),
+            Backend::Vmx(VmxSlot(vmx)) => {
+                let policy = diff_policy(vmx.supported_cpuid(), "vmx and emu")?;
+                differential::run(vmx, kernel, policy, hz)
+            }
+            Backend::Svm(SvmSlot(svm)) => {
+                let policy = diff_policy(svm.supported_cpuid(), "svm and emu")?;
+                differential::run(svm, kernel, policy, hz)
+            }
             Backend::Emu(_) => Err(
                 "vmx backend unavailable: the differential run needs VMX or SVM, and this CPU has neither usable"
                     .into(),
@@ -495,7 +525,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         vcpu = back;
         match figures {
             Ok(t) => log!(
-                "{} round trip: cpuid {} cycles, {} {} cycles (median of {} runs of {} exits; {} includes its #UD delivery)",
+                "{} round trip: cpuid {} cycles, {} {} cycles (median of {} runs of {} exits; {} is the core's hypercall)",
                 name,
                 t.cpuid,
                 call.name,
@@ -525,11 +555,12 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     vcpu.vcpu_reset(ResetKind::PowerOn);
     state.apply(&mut vcpu);
     let hardware = matches!(vcpu, Backend::Vmx(_) | Backend::Svm(_));
+    let policy = cpuid_policy(&opts.cpu, &vcpu.supported_cpuid(), vcpu.name(), hardware)?;
     let mut vm = Vm::new(
         vcpu,
         mem,
         platform::BareMetal::new(hz, opts.interactive).with_input(opts.console_input),
-        cpuid_policy(hardware),
+        policy,
         VmConfig::default(),
     );
     vm.finish_firmware(loaded.linux.as_ref().map(|layout| (layout, cmdline)))

@@ -599,15 +599,19 @@ fn check_case(case: &Case) -> Result<(), String> {
                     let (Some(read), Some(op)) = (prev(2), prev(1)) else {
                         return fail("CR0/CR4 write without read-modify-write");
                     };
+                    // The CR4 bits of the CPU model's features (UMIP, LA57, FSGSBASE,
+                    // PCIDE, OSXSAVE, PKE) in every mode; never SMEP or SMAP.
+                    let features: u64 =
+                        (1 << 11) | (1 << 12) | (1 << 16) | (1 << 17) | (1 << 18) | (1 << 22);
                     let allowed: u64 = if cr == Register::CR0 {
                         (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 16) | (1 << 18)
                     } else if matches!(
                         mode,
                         Mode::Paged32 | Mode::Pae32 | Mode::Long64 | Mode::Compat32
                     ) {
-                        (1 << 2) | (1 << 3) | (1 << 7) | (1 << 9) | (1 << 10)
+                        (1 << 2) | (1 << 3) | (1 << 7) | (1 << 9) | (1 << 10) | features
                     } else {
-                        (1 << 2) | (1 << 3) | (1 << 9) | (1 << 10)
+                        (1 << 2) | (1 << 3) | (1 << 9) | (1 << 10) | features
                     };
                     let bit = op.immediate(1);
                     if read.op1_register() != cr
@@ -1054,6 +1058,11 @@ fn families_are_all_drawn_and_system_items_are_frequent() {
                         | Mnemonic::Verw
                         | Mnemonic::Xsetbv
                         | Mnemonic::Xgetbv
+                        | Mnemonic::Stac
+                        | Mnemonic::Clac
+                        | Mnemonic::Rdfsbase
+                        | Mnemonic::Rdgsbase
+                        | Mnemonic::Invpcid
                 )
                 || format!("{m:?}").starts_with("Vm");
             system += usize::from(privileged);

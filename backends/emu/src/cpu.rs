@@ -59,32 +59,22 @@ pub mod cr4 {
     pub const OSXMMEXCPT: u64 = 1 << 10;
     /// UMIP.
     pub const UMIP: u64 = 1 << 11;
+    /// 57-bit linear addresses, 5-level paging.
+    pub const LA57: u64 = 1 << 12;
     /// FSGSBASE instructions.
     pub const FSGSBASE: u64 = 1 << 16;
     /// PCID.
     pub const PCIDE: u64 = 1 << 17;
+    /// XSAVE and the extended states enabled by XCR0.
+    pub const OSXSAVE: u64 = 1 << 18;
     /// SMEP.
     pub const SMEP: u64 = 1 << 20;
     /// SMAP.
     pub const SMAP: u64 = 1 << 21;
-    /// The bits the emulator lets the guest set (others are reserved: #GP).
-    pub const ALLOWED: u64 = VME
-        | PVI
-        | TSD
-        | DE
-        | PSE
-        | PAE
-        | MCE
-        | PGE
-        | PCE
-        | OSFXSR
-        | OSXMMEXCPT
-        | UMIP
-        | FSGSBASE
-        | SMEP
-        | SMAP;
+    /// Protection keys for user-mode pages.
+    pub const PKE: u64 = 1 << 22;
     /// Bits whose change invalidates every translation.
-    pub const PAGING: u64 = PSE | PAE | PGE | PCIDE | SMEP | SMAP;
+    pub const PAGING: u64 = PSE | PAE | PGE | PCIDE | SMEP | SMAP | PKE | LA57;
 }
 
 /// EFER bits.
@@ -242,8 +232,6 @@ pub struct Cpu {
     pub cr3: u64,
     /// CR4.
     pub cr4: u64,
-    /// CR8 (task priority).
-    pub cr8: u64,
     /// IA32_EFER.
     pub efer: u64,
     /// GDTR.
@@ -272,6 +260,14 @@ pub struct Cpu {
     pub sysenter_eip: u64,
     /// PAT.
     pub pat: u64,
+    /// IA32_DEBUGCTL (BTF).
+    pub debugctl: u64,
+    /// XCR0.
+    pub xcr0: u64,
+    /// PKRU: access-disable and write-disable bits for the 16 protection keys.
+    pub pkru: u32,
+    /// What the guest's CPU model offers (see [`crate::features`]).
+    pub feat: crate::features::Features,
     /// x87, MMX and SSE registers.
     pub fpu: crate::fpu::Fpu,
     /// Current privilege level.
@@ -347,7 +343,6 @@ impl Cpu {
             cr2: 0,
             cr3: 0,
             cr4: 0,
-            cr8: 0,
             efer: 0,
             gdtr: DescriptorTable::default(),
             idtr: DescriptorTable::default(),
@@ -362,6 +357,10 @@ impl Cpu {
             sysenter_esp: 0,
             sysenter_eip: 0,
             pat: 0x0007_0406_0007_0406,
+            debugctl: 0,
+            xcr0: 1,
+            pkru: 0,
+            feat: crate::features::Features::default(),
             fpu: crate::fpu::Fpu::default(),
             cpl: 0,
             bits: 16,
@@ -407,9 +406,44 @@ impl Cpu {
         } else {
             cs.dpl()
         };
-        self.tlb.sel = usize::from(self.cpl == 3);
+        self.update_sel();
         self.fetch_gen = self.fetch_gen.wrapping_add(1);
         self.brk = true;
+    }
+
+    /// Choose the TLB class of explicit accesses ([`crate::mem::Tlb::sel`]) after CPL,
+    /// RFLAGS.AC or CR4.SMAP changed: user (CPL 3), supervisor, or supervisor with SMAP
+    /// overridden by AC.
+    #[inline]
+    pub fn update_sel(&mut self) {
+        self.tlb.sel = if self.cpl == 3 {
+            crate::mem::USER
+        } else if self.cr4 & cr4::SMAP != 0 && self.rf & crate::arith::flags::AC != 0 {
+            crate::mem::SUPERVISOR_AC
+        } else {
+            crate::mem::SUPERVISOR
+        };
+    }
+
+    /// Whether `la` is canonical for the paging mode in use: sign-extended from bit 47,
+    /// or from bit 56 with CR4.LA57 (SDM 3A 4.5).
+    #[inline]
+    pub fn canonical(&self, la: u64) -> bool {
+        if self.cr4 & cr4::LA57 != 0 {
+            ((la as i64) << 7 >> 7) as u64 == la
+        } else {
+            crate::mem::canonical(la)
+        }
+    }
+
+    /// Whether `la` is canonical for the widest linear address the processor supports
+    /// (57 bits with LA57 in the CPU model): the check of addresses loaded into
+    /// registers rather than used for an access (WRFSBASE, LGDT, ...), which does not
+    /// depend on CR4.LA57.
+    #[inline]
+    pub fn canonical_max(&self, la: u64) -> bool {
+        let shift = 64 - self.feat.max_la_bits;
+        ((la as i64) << shift >> shift) as u64 == la
     }
 
     /// Whether the CPU is in 64-bit mode.

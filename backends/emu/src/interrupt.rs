@@ -240,7 +240,7 @@ fn deliver_protected(
             };
             // Load the new stack as the new CPL sees it.
             c.cpl = new_cpl;
-            c.tlb.sel = 0;
+            c.tlb.sel = crate::mem::SUPERVISOR;
             if let Err(e) = load_data_seg(c, mem, sr::SS, ss) {
                 return Err(match e {
                     Ex::Fault(_) => fault_ec(TS, u32::from(ss & !3) | ext),
@@ -263,7 +263,7 @@ fn deliver_protected(
         c.seg[sr::SS as usize] = old_ss;
         c.gpr[4] = old_sp;
         c.cpl = old_cpl;
-        c.tlb.sel = usize::from(old_cpl == 3);
+        c.update_sel();
         return Err(e);
     }
     cs.selector = (sel & !3) | u16::from(new_cpl);
@@ -306,7 +306,7 @@ fn deliver_long(c: &mut Cpu, mem: &mut GuestMemory, vector: u8, src: Source) -> 
     } else if new_cpl < c.cpl {
         rsp = c.rd_sys(mem, tr.base.wrapping_add(4 + 8 * u64::from(new_cpl)), 8)?;
     }
-    if ((rsp as i64) << 16 >> 16) as u64 != rsp {
+    if !c.canonical(rsp) {
         return Err(fault_ec(SS, ext));
     }
     rsp &= !0xf;

@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod decode;
 pub mod exception;
 pub mod exec;
+pub mod features;
 pub mod fpu;
 pub mod interrupt;
 pub mod lazy;
@@ -24,11 +25,14 @@ pub mod tlb;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_system;
 
 use crate::arith::flags::{IF, RF, TF};
 use crate::cache::{decode_block, Block, Cache};
 use crate::cpu::{cr0, efer, sr, Cpu, InterceptKind};
 use crate::exception::Ex;
+use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::exit::Exit;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::code_pages::{CodeEvent, CodeEvents};
@@ -36,7 +40,7 @@ use opsvisor_core::mmu::memory::GuestMemory;
 // The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
 use opsvisor_core::msr::index as msr;
 use opsvisor_core::ops::{
-    DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
 };
 
 pub use cpu::Cpu as CpuState;
@@ -1046,7 +1050,7 @@ impl X86Ops for EmuVcpu {
         if seg == SegReg::Cs || seg == SegReg::Ss {
             // KVM convention: the CPL is SS.DPL (CS.DPL for the emulator's own loads).
             self.cpu.cpl = if self.cpu.protected() { value.dpl() } else { 0 };
-            self.cpu.tlb.sel = usize::from(self.cpu.cpl == 3);
+            self.cpu.update_sel();
         }
     }
     fn cpl(&self) -> u8 {
@@ -1124,6 +1128,38 @@ impl X86Ops for EmuVcpu {
     }
     fn set_idt(&mut self, table: DescriptorTable) {
         self.cpu.idtr = table;
+    }
+
+    fn supported_cpuid(&self) -> CpuidPolicy {
+        CpuidPolicy::emulator()
+    }
+
+    fn set_cpuid(&mut self, policy: &CpuidPolicy) {
+        self.cpu.feat = features::Features::from_policy(policy);
+    }
+
+    fn xcr0(&self) -> u64 {
+        self.cpu.xcr0
+    }
+
+    fn set_xcr0(&mut self, value: u64) {
+        self.cpu.xcr0 = value;
+    }
+
+    fn debug_regs(&self) -> DebugRegs {
+        let c = &self.cpu;
+        DebugRegs {
+            db: [c.dr[0], c.dr[1], c.dr[2], c.dr[3]],
+            dr6: c.dr[6],
+            dr7: c.dr[7],
+        }
+    }
+
+    fn set_debug_regs(&mut self, regs: &DebugRegs) {
+        let c = &mut self.cpu;
+        c.dr[..4].copy_from_slice(&regs.db);
+        c.dr[6] = exec::system::dr6_value(regs.dr6);
+        c.dr[7] = exec::system::dr7_value(regs.dr7);
     }
 
     fn get_msr(&self, index: u32) -> Option<u64> {

@@ -7,11 +7,11 @@ use crate::exception::{fault_ec, Ex, GP, PF, SS};
 use alloc::vec::Vec;
 use opsvisor_core::exit::{Direction, Exit};
 use opsvisor_core::mmu::memory::GuestMemory;
-use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
+use opsvisor_core::mmu::walk::{walk_with_ac, Access, PagingRegs};
 use opsvisor_core::ops::Segment;
 
 use crate::tlb::perm;
-pub use crate::tlb::Tlb;
+pub use crate::tlb::{Tlb, SUPERVISOR, SUPERVISOR_AC, USER};
 
 /// One RAM region as a run sees it.
 #[derive(Clone, Copy, Debug)]
@@ -198,8 +198,8 @@ pub(crate) fn canonical(la: u64) -> bool {
 /// (SDM 3A 6.15, "Interrupt 12"). Translation does not know the segment, so the
 /// segment-relative accessors remap its #GP on their (cold) error path.
 #[cold]
-fn stack_canonical(e: Ex, seg: u8, la: u64) -> Ex {
-    if seg == sr::SS && !canonical(la) && e == GP(0) {
+fn stack_canonical(e: Ex, seg: u8, la: u64, c: &Cpu) -> Ex {
+    if seg == sr::SS && !c.canonical(la) && e == GP(0) {
         fault_ec(SS, 0)
     } else {
         e
@@ -309,7 +309,7 @@ impl Cpu {
         kind: Kind,
         sel: usize,
     ) -> Result<u64, Ex> {
-        if self.lma() && !canonical(la) {
+        if self.lma() && !self.canonical(la) {
             return Err(GP(0));
         }
         let regs = PagingRegs {
@@ -317,13 +317,14 @@ impl Cpu {
             cr3: self.cr3,
             cr4: self.cr4,
             efer: self.efer,
+            pkru: self.pkru,
         };
         let access = Access {
             write: kind == Kind::Write,
-            user: sel == 1,
+            user: sel == USER,
             fetch: kind == Kind::Fetch,
         };
-        let t = match walk(mem, &regs, la, access) {
+        let t = match walk_with_ac(mem, &regs, la, access, sel == SUPERVISOR_AC) {
             Ok(t) => t,
             Err(pf) => {
                 self.cr2 = la;
@@ -686,7 +687,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, false)?;
         self.check_alignment(la, size)?;
         self.read_lin(mem, la, size, self.tlb.sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// Read `size` bytes at `seg:ea` as the first half of a read-modify-write: segment and
@@ -702,7 +703,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         self.check_alignment(la, size)?;
         self.read_lin_rmw(mem, la, size, self.tlb.sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// Write `size` bytes at `seg:ea`.
@@ -718,7 +719,7 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         self.check_alignment(la, size)?;
         self.write_lin(mem, la, size, v, self.tlb.sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// [`Cpu::probe_write`] for an explicit data store that is alignment-checked as an
@@ -736,7 +737,7 @@ impl Cpu {
         self.check_alignment(la, align)?;
         let sel = self.tlb.sel;
         self.translate(mem, la, Kind::Write, sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// [`Cpu::probe_write_aligned`] for a store whose bytes may run into the next page
@@ -756,12 +757,12 @@ impl Cpu {
         let sel = self.tlb.sel;
         let gpa = self
             .translate(mem, la, Kind::Write, sel)
-            .map_err(|e| stack_canonical(e, seg, la))?;
+            .map_err(|e| stack_canonical(e, seg, la, self))?;
         let first = 4096 - (la & 0xfff);
         let gpa2 = if first < u64::from(size) {
             let la2 = self.wrap_la(la.wrapping_add(first));
             self.translate(mem, la2, Kind::Write, sel)
-                .map_err(|e| stack_canonical(e, seg, la2))?
+                .map_err(|e| stack_canonical(e, seg, la2, self))?
         } else {
             gpa.wrapping_add(first)
         };
@@ -780,19 +781,19 @@ impl Cpu {
         let la = self.linear(seg, ea, size, true)?;
         let sel = self.tlb.sel;
         self.translate(mem, la, Kind::Write, sel)
-            .map_err(|e| stack_canonical(e, seg, la))
+            .map_err(|e| stack_canonical(e, seg, la, self))
     }
 
     /// Supervisor (implicit) read of linear memory: descriptor tables, the TSS.
     pub fn rd_sys(&mut self, mem: &mut GuestMemory, la: u64, size: u32) -> Result<u64, Ex> {
         let la = self.wrap_la(la);
-        self.read_lin(mem, la, size, 0)
+        self.read_lin(mem, la, size, SUPERVISOR)
     }
 
     /// Supervisor (implicit) write of linear memory.
     pub fn wr_sys(&mut self, mem: &mut GuestMemory, la: u64, size: u32, v: u64) -> Result<(), Ex> {
         let la = self.wrap_la(la);
-        self.write_lin(mem, la, size, v, 0)
+        self.write_lin(mem, la, size, v, SUPERVISOR)
     }
 
     /// Push `size` bytes.

@@ -37,7 +37,6 @@ pub fn reset(c: &mut Cpu, kind: ResetKind) {
     c.cr2 = 0;
     c.cr3 = 0;
     c.cr4 = 0;
-    c.cr8 = 0;
     c.gdtr = DescriptorTable {
         base: 0,
         limit: 0xffff,
@@ -47,8 +46,12 @@ pub fn reset(c: &mut Cpu, kind: ResetKind) {
         limit: 0xffff,
     };
     c.dr = [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400];
+    c.debugctl = 0;
     match kind {
         ResetKind::PowerOn => {
+            // SDM 3A table 10-1: XCR0 1 and PKRU 0 at power-on, unchanged by INIT.
+            c.xcr0 = 1;
+            c.pkru = 0;
             c.efer = 0;
             c.star = 0;
             c.lstar = 0;

@@ -13,36 +13,36 @@ use opsvisor_core::ops::{DescriptorTable, Event, Gpr, RunLimit, SegReg, Segment,
 use std::collections::HashMap;
 use std::vec::Vec;
 
-const PML4: u64 = 0x1000;
-const GDT: u64 = 0x500;
-const IDT: u64 = 0x4000;
-const TSS: u64 = 0x6000;
-const KSTACK: u64 = 0x9000;
-const CODE: u64 = 0x10000;
+pub(crate) const PML4: u64 = 0x1000;
+pub(crate) const GDT: u64 = 0x500;
+pub(crate) const IDT: u64 = 0x4000;
+pub(crate) const TSS: u64 = 0x6000;
+pub(crate) const KSTACK: u64 = 0x9000;
+pub(crate) const CODE: u64 = 0x10000;
 /// xAPIC page: not RAM in the test machine (RAM ends at 4 MiB), so accesses are MMIO.
 const APIC: u64 = 0xfee0_0000;
 
 /// The stand-in core: what the tests' guests may exit for.
-struct Harness {
-    vcpu: EmuVcpu,
-    mem: GuestMemory,
+pub(crate) struct Harness {
+    pub(crate) vcpu: EmuVcpu,
+    pub(crate) mem: GuestMemory,
     /// Bytes written to port 0x3f8.
-    out: Vec<u8>,
+    pub(crate) out: Vec<u8>,
     /// Port reads answer from here (then 0).
-    input: Vec<u8>,
+    pub(crate) input: Vec<u8>,
     /// The fake MMIO device: register values by address.
-    mmio: HashMap<u64, u64>,
+    pub(crate) mmio: HashMap<u64, u64>,
     /// Every exit seen, in order.
-    exits: Vec<Exit>,
+    pub(crate) exits: Vec<Exit>,
     labels: HashMap<&'static str, u64>,
 }
 
-fn asm64() -> CodeAssembler {
+pub(crate) fn asm64() -> CodeAssembler {
     CodeAssembler::new(64).unwrap()
 }
 
 impl Harness {
-    fn new() -> Harness {
+    pub(crate) fn new() -> Harness {
         Harness {
             vcpu: EmuVcpu::new(),
             mem: GuestMemory::with_ram(4 << 20).unwrap(),
@@ -55,7 +55,12 @@ impl Harness {
     }
 
     /// Assemble `a` at `at` into guest memory; record the named labels' addresses.
-    fn load(&mut self, a: &mut CodeAssembler, at: u64, labels: &[(&'static str, CodeLabel)]) {
+    pub(crate) fn load(
+        &mut self,
+        a: &mut CodeAssembler,
+        at: u64,
+        labels: &[(&'static str, CodeLabel)],
+    ) {
         let r = a
             .assemble_options(at, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
             .unwrap();
@@ -65,13 +70,13 @@ impl Harness {
         }
     }
 
-    fn label(&self, name: &str) -> u64 {
+    pub(crate) fn label(&self, name: &str) -> u64 {
         self.labels[name]
     }
 
     /// A 64-bit kernel environment: identity map of 1 GiB with 2 MiB user pages, GDT, TSS
     /// with RSP0, empty IDT, CPL 0, RIP at `CODE`.
-    fn long_mode(&mut self) {
+    pub(crate) fn long_mode(&mut self) {
         let m = &mut self.mem;
         m.write_u64(PML4, 0x2000 | 7).unwrap();
         m.write_u64(0x2000, 0x3000 | 7).unwrap();
@@ -147,7 +152,7 @@ impl Harness {
     }
 
     /// Point IDT vector `v` at `handler` (64-bit interrupt gate, DPL `dpl`).
-    fn gate(&mut self, v: u8, handler: u64, dpl: u8) {
+    pub(crate) fn gate(&mut self, v: u8, handler: u64, dpl: u8) {
         let lo = (handler & 0xffff)
             | (8 << 16)
             | ((0x8e | u64::from(dpl) << 5) << 40)
@@ -160,7 +165,7 @@ impl Harness {
 
     /// Run until HLT (returned as Ok) or another terminal exit (Err), handling what the
     /// core would handle.
-    fn run(&mut self) -> Result<(), Exit> {
+    pub(crate) fn run(&mut self) -> Result<(), Exit> {
         let limit = RunLimit {
             tsc: 0,
             deadline: None,
@@ -248,6 +253,20 @@ impl Harness {
                         self.vcpu.complete_mmio(None);
                     }
                 },
+                Exit::Xsetbv { index, value } => {
+                    // The core's check, for a model with the x87 and SSE components.
+                    if opsvisor_core::exits::xsetbv::xsetbv_allowed(index, value, 3)
+                        && self.vcpu.cpl() == 0
+                    {
+                        self.vcpu.set_xcr0(value);
+                        self.vcpu.skip_emulated_instruction();
+                    } else {
+                        self.vcpu.inject_event(Event::Exception {
+                            vector: 13,
+                            error_code: Some(0),
+                        });
+                    }
+                }
                 Exit::Preempted => {}
                 other => return Err(other),
             }
@@ -255,7 +274,7 @@ impl Harness {
         Err(Exit::Preempted)
     }
 
-    fn gpr(&self, r: Gpr) -> u64 {
+    pub(crate) fn gpr(&self, r: Gpr) -> u64 {
         self.vcpu.gpr(r)
     }
 }

@@ -1,5 +1,5 @@
 //! The software TLB: cached translations of linear pages, per privilege class
-//! (supervisor 0, user 1), sized for working sets of megabytes.
+//! ([`SUPERVISOR`], [`USER`], [`SUPERVISOR_AC`]), sized for working sets of megabytes.
 //!
 //! Each class has
 //!
@@ -40,6 +40,26 @@ const LAST_EPOCH: u64 = 0xfff;
 
 /// A tag that never matches.
 pub const INVALID: u64 = 0;
+
+/// The TLB class of supervisor accesses: explicit ones at CPL 0-2 without the SMAP
+/// override, and the implicit ones (descriptor tables, the TSS, the stacks an event
+/// switches to), for which SMAP always applies.
+pub const SUPERVISOR: usize = 0;
+/// The TLB class of user-mode accesses (CPL 3).
+pub const USER: usize = 1;
+/// The TLB class of explicit supervisor accesses while CR4.SMAP and RFLAGS.AC are both
+/// set: SMAP does not stop them, so their translations of user pages must not serve the
+/// accesses of [`SUPERVISOR`].
+pub const SUPERVISOR_AC: usize = 2;
+/// The number of classes.
+const CLASSES: usize = 3;
+
+/// The class index of `sel`: `sel` itself for the three classes, clamped (not bounds
+/// checked: the access paths compile to a compare and a conditional move).
+#[inline(always)]
+fn class_index(sel: usize) -> usize {
+    sel.min(CLASSES - 1)
+}
 
 /// The access kinds a walk validated for a cached translation.
 pub mod perm {
@@ -245,8 +265,8 @@ impl Class {
 
 /// The TLB of one vCPU.
 pub struct Tlb {
-    classes: [Class; 2],
-    /// The class of ordinary accesses at the current CPL.
+    classes: [Class; CLASSES],
+    /// The class of ordinary accesses at the current CPL, RFLAGS.AC and CR4.SMAP.
     pub sel: usize,
 }
 
@@ -267,8 +287,8 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Tlb {
         Tlb {
-            classes: [Class::new(), Class::new()],
-            sel: 0,
+            classes: [Class::new(), Class::new(), Class::new()],
+            sel: SUPERVISOR,
         }
     }
 
@@ -277,7 +297,7 @@ impl Tlb {
     /// kind: equal means the access may use `addend`).
     #[inline(always)]
     pub fn probe(&self, sel: usize, la: u64, last: u64) -> (&TlbEntry, u64) {
-        let c = &self.classes[sel & 1];
+        let c = &self.classes[class_index(sel)];
         let e = &c.main[(la >> 12) as usize & TLB_MASK];
         (e, (last & !0xfff) | c.epoch)
     }
@@ -286,7 +306,7 @@ impl Tlb {
     /// if the TLB validated fetches from its page.
     #[inline(always)]
     pub fn fetch_page(&self, sel: usize, la: u64) -> Option<u64> {
-        let c = &self.classes[sel & 1];
+        let c = &self.classes[class_index(sel)];
         let idx = (la >> 12) as usize & TLB_MASK;
         if c.main[idx].fetch == (la & !0xfff) | c.epoch {
             Some(c.meta[idx].gpa)
@@ -300,7 +320,7 @@ impl Tlb {
     /// a slow path tries (an MMIO access, a store to a page with code, a crossing access).
     #[inline(always)]
     pub fn cached(&self, sel: usize, la: u64, need: u8) -> Option<u64> {
-        let c = &self.classes[sel & 1];
+        let c = &self.classes[class_index(sel)];
         let m = &c.meta[(la >> 12) as usize & TLB_MASK];
         (m.tag == (la & !0xfff) | c.epoch && m.perms & need != 0).then_some(m.gpa)
     }
@@ -310,7 +330,7 @@ impl Tlb {
     /// Returns the guest-physical page, and whether it came from a large page (the caller
     /// then fills the table).
     pub fn lookup(&mut self, sel: usize, la: u64, need: u8) -> Option<(u64, bool)> {
-        let c = &mut self.classes[sel & 1];
+        let c = &mut self.classes[class_index(sel)];
         let page = la & !0xfff;
         if let Some(idx) = c.find(page) {
             if c.meta[idx].perms & need != 0 {
@@ -330,7 +350,7 @@ impl Tlb {
     /// kinds `perms` for linear `la` in class `sel` to guest-physical page `gpa`, whose host
     /// address is `host` (0: not RAM) and which holds decoded code if `has_code`.
     pub fn fill(&mut self, sel: usize, la: u64, gpa: u64, perms: u8, host: usize, has_code: bool) {
-        let c = &mut self.classes[sel & 1];
+        let c = &mut self.classes[class_index(sel)];
         let page = la & !0xfff;
         let tag = page | c.epoch;
         let perms = if perms & perm::WRITE != 0 {
@@ -375,7 +395,7 @@ impl Tlb {
         perms: u8,
         global: bool,
     ) {
-        let c = &mut self.classes[sel & 1];
+        let c = &mut self.classes[class_index(sel)];
         c.note_large(la, size);
         let perms = if perms & perm::WRITE != 0 {
             perms | perm::READ
@@ -413,7 +433,7 @@ impl Tlb {
     }
 
     /// Drop the translations of the page holding linear `la` (INVLPG), global or not, in
-    /// both classes.
+    /// every class.
     pub fn flush_page(&mut self, la: u64) {
         for c in &mut self.classes {
             c.flush_page(la);
@@ -422,7 +442,7 @@ impl Tlb {
 
     /// Stop fast writes to every cached page whose guest-physical page address satisfies
     /// `has_code` (pages that began to hold code elsewhere: another vCPU decoded from
-    /// them), in one pass over both classes whatever the number of pages. The
+    /// them), in one pass over the classes whatever the number of pages. The
     /// translations stay: such writes take the checked path through them.
     pub fn protect_pages_where(&mut self, mut has_code: impl FnMut(u64) -> bool) {
         for c in &mut self.classes {
@@ -492,6 +512,34 @@ mod tests {
         // An access whose last byte is on the next page never matches.
         let (e, tag) = t.probe(0, la | 0xffc, (la | 0xffc) + 7);
         assert_ne!(e.read, tag);
+    }
+
+    #[test]
+    fn the_smap_override_has_its_own_class() {
+        let mut t = Tlb::new();
+        let la = 0x7000_0000;
+        // A supervisor read of a user page with CR4.SMAP and RFLAGS.AC set must not
+        // serve the same read without AC, nor a user-mode read.
+        t.fill(SUPERVISOR_AC, la, 0x5000, perm::READ, RAM, false);
+        assert_eq!(
+            t.lookup(SUPERVISOR_AC, la, perm::READ),
+            Some((0x5000, false))
+        );
+        assert_eq!(t.lookup(SUPERVISOR, la, perm::READ), None);
+        assert_eq!(t.lookup(USER, la, perm::READ), None);
+        let (e, tag) = t.probe(SUPERVISOR, la, la);
+        assert_ne!(e.read, tag);
+        let (e, tag) = t.probe(SUPERVISOR_AC, la, la);
+        assert_eq!(e.read, tag);
+        // INVLPG and flushes reach the class.
+        t.flush_page(la);
+        assert_eq!(t.lookup(SUPERVISOR_AC, la, perm::READ), None);
+        t.fill(SUPERVISOR_AC, la, 0x5000, perm::READ, RAM, false);
+        t.flush(false);
+        assert_eq!(t.lookup(SUPERVISOR_AC, la, perm::READ), None);
+        // Classes past the last are the last one (clamped, never out of bounds).
+        t.fill(SUPERVISOR_AC, la, 0x5000, perm::READ, RAM, false);
+        assert_eq!(t.lookup(7, la, perm::READ), Some((0x5000, false)));
     }
 
     #[test]

@@ -353,6 +353,34 @@ impl SvmProcessor for HardwareSvm {
         unsafe { core::arch::x86_64::_rdtsc() }
     }
 
+    unsafe fn read_dr(&self, n: u8) -> u64 {
+        let v: u64;
+        // SAFETY: CPL 0 (the caller's contract); reading a debug register has no side
+        // effect.
+        unsafe {
+            match n {
+                0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
+                1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
+                2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
+                _ => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
+            }
+        }
+        v
+    }
+
+    unsafe fn write_dr(&mut self, n: u8, value: u64) {
+        // SAFETY: CPL 0 (the caller's contract); the host's DR7 enables no breakpoint,
+        // so the addresses matter only to the guest.
+        unsafe {
+            match n {
+                0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                _ => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            }
+        }
+    }
+
     unsafe fn fxsave(&self, area: &mut FxsaveArea) {
         // SAFETY: `area` is a valid, 16-byte aligned (`FxsaveArea` is `align(16)`)
         // 512-byte buffer that FXSAVE64 writes and nothing else; with CR0.EM/TS clear

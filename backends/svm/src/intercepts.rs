@@ -6,8 +6,13 @@
 //! - CPUID, HLT, port I/O (through the all-ones I/O permission map), MSRs (through the
 //!   MSR permission map), XSETBV, INVD/WBINVD and VMMCALL go to core.
 //! - RDTSC and RDTSCP exit so that the guest's TSC is core's 1 GHz clock, as on VMX.
-//! - Writes of CR8 exit, so that the backend raises the #GP of a reserved TPR bit itself
-//!   (QEMU's TCG takes them into V_TPR without it); reads come from V_TPR.
+//! - Reads and writes of CR8 exit: CR8 is the local APIC's task-priority register, which
+//!   core holds (one value with the TPR of the xAPIC page and the x2APIC MSR), as on
+//!   VMX. V_TPR is not used: core's APIC decides which interrupt is delivered and injects
+//!   it with EVENTINJ, and the interrupt window ignores V_TPR.
+//! - Writes of CR4 exit when the guest's CPU model lacks a feature whose CR4 bit the
+//!   processor has, so that setting that bit raises #GP (see `SvmVcpu::set_cpuid`);
+//!   INVPCID exits when the model lacks it and the processor has it, and raises #UD.
 //! - Shutdown exits: a triple fault in the guest must not shut the processor down.
 //! - The SVM instructions (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA) exit and
 //!   become #UD: the guest's CPUID does not offer SVM. VMRUN's intercept is also one of
@@ -21,6 +26,10 @@
 use crate::vmcb::fields::{self, misc1, misc2};
 use crate::vmcb::{VmcbAccess, VmcbError};
 
+/// The read intercept of CR8 in the CR vector (bit 8).
+pub const CR8_READ: u32 = 1 << 8;
+/// The write intercept of CR4 in the CR vector (bit 16 + 4).
+pub const CR4_WRITE: u32 = 1 << 20;
 /// The write intercept of CR8 in the CR vector (bit 16 + 8).
 pub const CR8_WRITE: u32 = 1 << 24;
 
@@ -37,13 +46,15 @@ pub struct Intercepts {
     pub misc1: u32,
     /// Vector 4.
     pub misc2: u32,
+    /// Vector 5.
+    pub misc3: u32,
 }
 
 impl Intercepts {
     /// The intercepts every guest of this backend runs with (see the module
     /// documentation).
     pub const BASE: Intercepts = Intercepts {
-        cr: CR8_WRITE,
+        cr: CR8_READ | CR8_WRITE,
         dr: 0,
         exceptions: 0,
         misc1: misc1::INTR
@@ -72,6 +83,7 @@ impl Intercepts {
             | misc2::MWAIT
             | misc2::XSETBV
             | misc2::RDPRU,
+        misc3: 0,
     };
 
     /// Write the vectors into the VMCB.
@@ -81,7 +93,7 @@ impl Intercepts {
         vmcb.write(fields::INTERCEPT_EXCEPTIONS, self.exceptions.into())?;
         vmcb.write(fields::INTERCEPT_MISC1, self.misc1.into())?;
         vmcb.write(fields::INTERCEPT_MISC2, self.misc2.into())?;
-        vmcb.write(fields::INTERCEPT_MISC3, 0)
+        vmcb.write(fields::INTERCEPT_MISC3, self.misc3.into())
     }
 }
 
@@ -108,8 +120,9 @@ mod tests {
             assert_ne!(i.misc1 & bit, 0, "{bit:#x}");
         }
         // With nested paging, neither CR3 nor INVLPG nor #PF need the host; task
-        // switches and PAUSE run in the guest. CR8 writes are checked by the backend.
-        assert_eq!(i.cr, CR8_WRITE);
+        // switches and PAUSE run in the guest. CR8 is core's TPR.
+        assert_eq!(i.cr, CR8_READ | CR8_WRITE);
+        assert_eq!(i.misc3, 0);
         assert_eq!(i.exceptions, 0);
         for bit in [
             misc1::INVLPG,

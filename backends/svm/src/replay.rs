@@ -262,6 +262,8 @@ pub struct ReplayVmcb {
     clean_violations: u64,
     /// TSC_AUX, which on hardware lives in the processor.
     tsc_aux: u64,
+    /// DR0-DR3, which on hardware live in the processor.
+    dr: [u64; 4],
     /// The x87/MMX/SSE state, which on hardware lives in the processor.
     fpu: FxsaveArea,
     fxrstors: u64,
@@ -300,6 +302,7 @@ impl ReplayVmcb {
             checking_clean_bits: false,
             clean_violations: 0,
             tsc_aux: 0,
+            dr: [0; 4],
             fpu: FxsaveArea::zeroed(),
             fxrstors: 0,
         })
@@ -433,6 +436,14 @@ impl SvmProcessor for ReplayVmcb {
         // SAFETY: RDTSC only reads the counter; user mode may execute it unless the OS
         // set CR4.TSD, which Linux does not by default.
         unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    unsafe fn read_dr(&self, n: u8) -> u64 {
+        self.dr[usize::from(n & 3)]
+    }
+
+    unsafe fn write_dr(&mut self, n: u8, value: u64) {
+        self.dr[usize::from(n & 3)] = value;
     }
 
     /// Stores what FXSAVE64 stores: the held state and this stand-in's MXCSR_MASK.

@@ -350,8 +350,8 @@ fn core_run_loop_handles_replayed_exits() {
 }
 
 #[test]
-fn vmmcall_and_svm_instructions_raise_ud() {
-    // VMMCALL is core's hypercall: the core answers #UD.
+fn vmmcall_is_the_hypercall_and_svm_instructions_raise_ud() {
+    // VMMCALL is core's hypercall.
     let mut vcpu = vcpu(ScriptedExit::vmmcall(RIP), 1);
     let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
     assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hypercall);
@@ -718,7 +718,8 @@ fn ins_stores_before_the_next_vmrun() {
 
 #[test]
 fn control_register_exits() {
-    // MOV CR8, RAX with decode assists (EXITINFO1 bit 63, register 0).
+    // MOV CR8, RAX and MOV RBX, CR8 with decode assists (EXITINFO1 bit 63, the
+    // register): core's CR8 exits, naming the register.
     let cr8 = ScriptedExit::new(code::CR0_WRITE + 8)
         .field(fields::RIP, RIP)
         .field(fields::NRIP, RIP + 4)
@@ -726,18 +727,28 @@ fn control_register_exits() {
         .gpr(Gpr::Rax, 9);
     let mut vcpu = vcpu_on(&ZEN_FEATURES, cr8, 1);
     let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
-    vcpu.run(&mut mem, &LIMIT);
-    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_TPR_MASK, 9);
-    // A reserved TPR bit is #GP(0), and the MOV does not retire.
-    let bad = ScriptedExit::new(code::CR0_WRITE + 8)
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Cr8 {
+            direction: Direction::Write,
+            gpr: Gpr::Rax
+        }
+    );
+    let read = ScriptedExit::new(code::CR0_READ + 8)
         .field(fields::RIP, RIP)
         .field(fields::NRIP, RIP + 4)
-        .field(fields::EXITINFO1, (1 << 63) | 3)
-        .gpr(Gpr::Rbx, 16);
-    let mut vcpu = vcpu_on(&ZEN_FEATURES, bad, 1);
-    flat32(&mut vcpu);
-    vcpu.run(&mut mem, &LIMIT);
-    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0b0d);
+        .field(fields::EXITINFO1, (1 << 63) | 3);
+    let mut vcpu = vcpu_on(&ZEN_FEATURES, read, 1);
+    assert_eq!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Cr8 {
+            direction: Direction::Read,
+            gpr: Gpr::Rbx
+        }
+    );
+    // The core retires it with NRIP.
+    vcpu.skip_emulated_instruction();
+    assert_eq!(vcpu.rip(), RIP + 4);
     // Without decode assists: MOV CR0, EAX decoded from guest memory; then CLTS.
     let mov = ScriptedExit::new(code::CR0_WRITE)
         .field(fields::RIP, RIP)
@@ -955,31 +966,247 @@ fn string_io_without_a_reported_address_size_decodes_it() {
 }
 
 #[test]
-fn cr8_writes_exit_and_reserved_bits_fault() {
+fn cr8_is_the_local_apics_tpr() {
     // MOV CR8, EDI in 32-bit protected mode: `lock mov cr0, edi` (F0 0F 22 C7), AMD's
     // spelling of CR8 there; the exit names CR8, and without decode assists (QEMU) the
-    // register comes from decoding the instruction.
+    // register comes from decoding the instruction. The core takes it into the local
+    // APIC's TPR (bits 7:4).
     let write = |rdi: u64| {
         ScriptedExit::new(code::CR0_WRITE + 8)
             .field(fields::RIP, RIP)
             .gpr(Gpr::Rdi, rdi)
     };
-    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
-    mem.write(RIP, &[0xf0, 0x0f, 0x22, 0xc7]).unwrap();
-    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, write(0x9), 1);
-    flat32(&mut vcpu);
-    let exit = vcpu.run(&mut mem, &LIMIT);
-    assert!(
-        matches!(exit, Exit::Io { port: 0xf4, .. }),
-        "{exit:?} {:?}",
-        vcpu.last_failure()
+    let machine = |script: ScriptedExit| {
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        // lock mov cr0, edi; lock mov esi, cr0 (MOV ESI, CR8).
+        mem.write(RIP, &[0xf0, 0x0f, 0x22, 0xc7]).unwrap();
+        mem.write(RIP + 0x100, &[0xf0, 0x0f, 0x20, 0xc6]).unwrap();
+        let mut vcpu = vcpu_on(&QEMU_TCG_MAX, script, 1);
+        flat32(&mut vcpu);
+        Vm::new(
+            vcpu,
+            mem,
+            Still,
+            CpuidPolicy::emulator(),
+            VmConfig::default(),
+        )
+    };
+    let mut vm = machine(write(0x9));
+    assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 });
+    assert_eq!(vm.stats.exits(ExitKind::Cr8), 1);
+    assert_eq!(vm.bsp().apic.cr8(), 9);
+    assert!(!vm.bsp().backend.event_pending());
+    // TPR bits above 3: #GP(0), and the MOV does not retire (the #GP is written into
+    // EVENTINJ at the next VMRUN, the script's last exit).
+    let mut vm = machine(write(0x10));
+    vm.run();
+    assert_eq!(
+        vm.bsp().backend.replay_vmcb().vmcb().read(fields::EVENTINJ),
+        0x8000_0b0d
     );
-    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_TPR_MASK, 9);
-    // TPR bits above 3: #GP(0), and the MOV does not retire.
-    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, write(0x10), 1);
-    flat32(&mut vcpu);
+    assert_eq!(vm.bsp().apic.cr8(), 0);
+    // A read gives the TPR the APIC holds, however it was written.
+    let read = ScriptedExit::new(code::CR0_READ + 8).field(fields::RIP, RIP + 0x100);
+    let mut vm = machine(read);
+    vm.bsp_mut().apic.set_cr8(5);
+    vm.bsp_mut().backend.set_rip(RIP + 0x100);
+    assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 });
+    assert_eq!(vm.bsp().backend.gpr(Gpr::Rsi), 5);
+    // Both directions of CR8 are intercepted.
+    let cr = vm
+        .bsp()
+        .backend
+        .replay_vmcb()
+        .vmcb()
+        .read(fields::INTERCEPT_CR);
+    assert_eq!(cr & ((1 << 8) | (1 << 24)), (1 << 8) | (1 << 24));
+}
+
+/// A recorded-style CPUID with INVPCID, PCID and PKU (and XSAVE), which neither test
+/// machine has all of: for the CPU-model gating of those.
+const INVPCID_PKU: CpuidFixture = CpuidFixture {
+    name: "synthetic with invpcid and pku",
+    leaves: &[
+        (0, [0x10, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
+        (1, [0x0080_0f82, 0x0000_0800, 0x7eda_320b, 0x178b_fbff]),
+        (7, [0, 0x209c_05a9, 0x0000_000c, 0]),
+        (
+            0x8000_0000,
+            [0x8000_001f, 0x6874_7541, 0x444d_4163, 0x6974_6e65],
+        ),
+        (0x8000_0001, [0x0080_0f82, 0, 0x35c1_33ff, 0x2fd3_fbff]),
+        (0x8000_0008, [0x0000_3030, 0, 0, 0]),
+        (0x8000_000a, [1, 0x8000, 0, 0x0001_b4ff]),
+    ],
+};
+
+#[test]
+fn the_model_is_what_the_processor_runs() {
+    use opsvisor_core::cpuid::Feature;
+    // QEMU's max: SMEP, SMAP, UMIP, FSGSBASE, LA57; no INVPCID or PCID.
+    let qemu = vcpu_on(&QEMU_TCG_MAX, ScriptedExit::hlt(RIP), 1).supported_cpuid();
+    for f in [
+        Feature::Smep,
+        Feature::Smap,
+        Feature::Umip,
+        Feature::Fsgsbase,
+        Feature::La57,
+        Feature::Rdtscp,
+    ] {
+        assert!(qemu.has_feature(f), "qemu: {f:?}");
+    }
+    for f in [Feature::Invpcid, Feature::Pcid] {
+        assert!(!qemu.has_feature(f), "qemu: {f:?}");
+    }
+    // Bochs ryzen: no UMIP or LA57 (leaf 7 ECX is 0).
+    let ryzen = vcpu(ScriptedExit::hlt(RIP), 1).supported_cpuid();
+    assert!(ryzen.has_feature(Feature::Smep) && ryzen.has_feature(Feature::Smap));
+    assert!(!ryzen.has_feature(Feature::Umip) && !ryzen.has_feature(Feature::La57));
+    // Never PKU or XSAVE (PKRU and XCR0 are not switched); the core's own features
+    // whatever the processor says.
+    let full = vcpu_on(&INVPCID_PKU, ScriptedExit::hlt(RIP), 1).supported_cpuid();
+    assert!(full.has_feature(Feature::Invpcid) && full.has_feature(Feature::Pcid));
+    for policy in [&qemu, &ryzen, &full] {
+        assert!(!policy.has_feature(Feature::Pku));
+        assert!(!policy.has_feature(Feature::Xsave));
+        assert!(policy.has_feature(Feature::X2apic));
+        assert!(policy.has_feature(Feature::TscDeadline));
+        assert_eq!(policy.cr4_allowed() & ((1 << 18) | (1 << 22)), 0);
+    }
+}
+
+/// MOV CR4, RAX (0F 22 E0) intercepted at [`RIP`] in long mode, RAX = `value`.
+fn mov_to_cr4(value: u64) -> ScriptedExit {
+    ScriptedExit::new(code::CR0_WRITE + 4)
+        .field(fields::RIP, RIP)
+        .field(fields::NRIP, RIP + 3)
+        .field(fields::EXITINFO1, 1 << 63)
+        .gpr(Gpr::Rax, value)
+}
+
+#[test]
+fn cr4_bits_of_features_the_model_lacks_raise_gp() {
+    const PAE: u64 = 1 << 5;
+    const SMEP: u64 = 1 << 20;
+    const PKE: u64 = 1 << 22;
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let long_mode = |vcpu: &mut SvmVcpu<ReplayVmcb>| {
+        vcpu.set_cr4(PAE);
+        vcpu.set_efer(1 << 8);
+        vcpu.set_cr0(0x8000_0011);
+        vcpu.set_rip(RIP);
+    };
+    // The processor has PKU, the model cannot: CR4 writes exit, and PKE raises #GP(0)
+    // without retiring the MOV.
+    let mut vcpu = vcpu_on(&INVPCID_PKU, mov_to_cr4(PAE | PKE), 1);
+    let model = vcpu.supported_cpuid();
+    vcpu.set_cpuid(&model);
+    assert_ne!(vmcb(&vcpu, fields::INTERCEPT_CR) & (1 << 20), 0);
+    long_mode(&mut vcpu);
     vcpu.run(&mut mem, &LIMIT);
     assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0b0d);
-    assert_eq!(vmcb(&vcpu, fields::VINTR) & vintr::V_TPR_MASK, 0);
-    assert_ne!(vmcb(&vcpu, fields::INTERCEPT_CR) & (1 << 24), 0);
+    assert_eq!(vcpu.cr4(), PAE);
+    // A bit the model has is taken, and the MOV retires.
+    let mut vcpu = vcpu_on(&INVPCID_PKU, mov_to_cr4(PAE | SMEP), 1);
+    vcpu.set_cpuid(&model);
+    long_mode(&mut vcpu);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vcpu.cr4(), PAE | SMEP);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0);
+    assert_eq!(vcpu.rip(), 0x9000);
+    // A model without SMEP: #GP there too; clearing PAE in long mode as well.
+    let mut without = model.clone();
+    without.set_feature(opsvisor_core::cpuid::Feature::Smep, false);
+    for value in [PAE | SMEP, 0] {
+        let mut vcpu = vcpu_on(&INVPCID_PKU, mov_to_cr4(value), 1);
+        vcpu.set_cpuid(&without);
+        long_mode(&mut vcpu);
+        vcpu.run(&mut mem, &LIMIT);
+        assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0b0d, "{value:#x}");
+        assert_eq!(vcpu.cr4(), PAE);
+    }
+    // A model with every CR4 bit the processor has leaves CR4 to the guest.
+    let mut vcpu = vcpu_on(&QEMU_TCG_MAX, ScriptedExit::hlt(RIP), 1);
+    vcpu.set_cpuid(&CpuidPolicy::emulator());
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_CR) & (1 << 20), 0);
+}
+
+#[test]
+fn rdtscp_and_invpcid_follow_the_model() {
+    use opsvisor_core::cpuid::Feature;
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    // INVPCID: intercepted (vector 5 bit 2) only when the processor has it and the
+    // model does not; the exit raises #UD.
+    let invpcid = ScriptedExit::new(code::INVPCID).field(fields::RIP, RIP);
+    let mut vcpu = vcpu_on(&INVPCID_PKU, invpcid, 1);
+    let mut model = vcpu.supported_cpuid();
+    vcpu.set_cpuid(&model);
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_MISC3), 0);
+    model.set_feature(Feature::Invpcid, false);
+    model.set_feature(Feature::Rdtscp, false);
+    vcpu.set_cpuid(&model);
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_MISC3), 1 << 2);
+    flat32(&mut vcpu);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0306);
+    // RDTSCP without the model's RDTSCP: #UD, RCX untouched.
+    let rdtscp = ScriptedExit::new(code::RDTSCP)
+        .field(fields::RIP, RIP)
+        .field(fields::NRIP, RIP + 3);
+    let mut vcpu = vcpu_on(&INVPCID_PKU, rdtscp, 1);
+    vcpu.set_cpuid(&model);
+    vcpu.set_gpr(Gpr::Rcx, 77);
+    flat32(&mut vcpu);
+    vcpu.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0306);
+    assert_eq!(vcpu.gpr(Gpr::Rcx), 77);
+}
+
+#[test]
+fn debug_registers_live_in_the_vmcb_and_the_processor() {
+    use opsvisor_core::ops::DebugRegs;
+    let mut vcpu = vcpu(ScriptedExit::hlt(RIP), 1);
+    // After reset: DR6 and DR7 at their reset values.
+    assert_eq!(vcpu.debug_regs(), DebugRegs::default());
+    vcpu.set_debug_regs(&DebugRegs {
+        db: [0x1000, 0x2000, 0xffff_8000_0000_3000, 0x4000],
+        // B0 and BS, and bits that are not writable.
+        dr6: 0x4001 | (1 << 40) | 0x30,
+        // L0 with a 4-byte write watch, GD, and bit 11 (reserved, reads 0).
+        dr7: 0x000d_2001 | (1 << 11) | (1 << 40),
+    });
+    let r = vcpu.debug_regs();
+    assert_eq!(r.db, [0x1000, 0x2000, 0xffff_8000_0000_3000, 0x4000]);
+    assert_eq!(r.dr6, 0xffff_0ff0 | 0x4001);
+    assert_eq!(r.dr7, 0x000d_2401);
+    // DR6 and DR7 are the VMCB's (VMRUN loads them); DR0-DR3 the processor's.
+    assert_eq!(vmcb(&vcpu, fields::DR6), 0xffff_4ff1);
+    assert_eq!(vmcb(&vcpu, fields::DR7), 0x000d_2401);
+    assert_eq!(
+        crate::consistency::check(vcpu.replay_vmcb().vmcb(), vcpu.caps()),
+        Ok(())
+    );
+}
+
+#[test]
+fn vmmcall_is_answered_with_kvms_abi() {
+    // VMMCALL in real mode (reset) with an unknown number: -KVM_ENOSYS truncated to
+    // 32 bits, the instruction retired.
+    let call = ScriptedExit::vmmcall(0xfff0).gpr(Gpr::Rax, 12345);
+    let caps = SvmCaps::read(&BOCHS_RYZEN).unwrap();
+    // Then HLT with interrupts off, which ends the run and leaves RAX alone.
+    let replay = ReplayVmcb::new(call, 1, ScriptedExit::hlt(0xfff3)).unwrap();
+    let vcpu = SvmVcpu::replay(caps, config(), replay).unwrap();
+    let mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let mut vm = Vm::new(
+        vcpu,
+        mem,
+        Still,
+        CpuidPolicy::emulator(),
+        VmConfig::default(),
+    );
+    assert_eq!(vm.run(), RunOutcome::HaltedForever);
+    assert_eq!(vm.stats.exits(ExitKind::Hypercall), 1);
+    assert_eq!(vm.stats.exits(ExitKind::Exception), 0);
+    assert_eq!(vm.bsp().backend.gpr(Gpr::Rax) as u32, -1000i32 as u32);
 }

@@ -27,13 +27,14 @@ use crate::exits::{
     DecodeError, ExitDecoder, Gprs, NestedPageFault, StringIo, SvmExit,
 };
 use crate::hardware::HardwareSvm;
-use crate::intercepts::Intercepts;
+use crate::intercepts::{Intercepts, CR4_WRITE};
 use crate::page::HostPhys;
 use crate::state::{read_segment, write_guest_defaults, write_segment};
-use crate::vmcb::fields::{self, clean, misc1, tlb_control, vintr, Field, NP_ENABLE};
+use crate::vmcb::fields::{self, clean, misc1, misc3, tlb_control, vintr, Field, NP_ENABLE};
 use crate::vmcb::{VmcbAccess, VmcbError};
 use iced_x86::{Code, Decoder, DecoderOptions, Register};
 use opsvisor_core::arch::{ResetState, PAT_DEFAULT};
+use opsvisor_core::cpuid::{CpuidPolicy, Feature};
 use opsvisor_core::emulate::mmio::{self, MmioInstruction};
 use opsvisor_core::emulate::string_io::{self, Element, InsStore, StringIoError};
 use opsvisor_core::emulate::{code_bitness, fetch_instruction, instruction_length};
@@ -41,7 +42,9 @@ use opsvisor_core::exit::Direction;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::slat::{PageSizes, SlatError, SlatFormat, SlatTables};
 use opsvisor_core::mmu::walk::PagingRegs;
-use opsvisor_core::ops::{DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, X86Ops};
+use opsvisor_core::ops::{
+    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, X86Ops,
+};
 use opsvisor_core::{Exit, GuestMemory};
 
 pub use crate::hardware::HostTimer;
@@ -97,6 +100,24 @@ pub trait SvmProcessor: VmcbAccess {
 
     /// The host's time-stamp counter.
     fn tsc(&self) -> u64;
+
+    /// Debug register DR`n` (0-3) of the processor: between runs it holds the guest's
+    /// value, since VMRUN switches only DR6 and DR7 (they are in the VMCB) and the host
+    /// code never uses the debug registers.
+    ///
+    /// # Safety
+    ///
+    /// CPL 0; `n` is 0-3.
+    unsafe fn read_dr(&self, n: u8) -> u64;
+
+    /// Load DR`n` (0-3) for the guest.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SvmProcessor::read_dr`]. The host enables no breakpoint (its DR7, which
+    /// #VMEXIT restores from the host save area, is 0x400), so the addresses affect only
+    /// the guest.
+    unsafe fn write_dr(&mut self, n: u8, value: u64);
 
     /// FXSAVE64 of the processor's x87/MMX/SSE state (the guest's between runs: VMRUN
     /// does not switch it and the host code never uses it) into `area`.
@@ -207,6 +228,16 @@ const MAX_SLICE_NS: u64 = 10_000_000;
 const DB: u8 = 1;
 const UD: u8 = 6;
 const GP: u8 = 13;
+/// CR4.PAE, CR4.LA57, CR4.PCIDE.
+const CR4_PAE: u64 = 1 << 5;
+const CR4_LA57: u64 = 1 << 12;
+const CR4_PCIDE: u64 = 1 << 17;
+/// DR6 bits software can write (B0-B3, BD, BS, BT); the others read as the processor
+/// fixes them.
+const DR6_WRITABLE: u64 = 0xe00f;
+/// DR7 bits software can write (L0-G3, LE, GE, GD, the R/W and LEN fields); bit 10
+/// reads as 1, the others as 0.
+const DR7_WRITABLE: u64 = 0xffff_23ff;
 /// The VMCB exit code of VMEXIT_INVALID as core reports it (its low 32 bits).
 pub const ENTRY_FAILED_INVALID: u32 = u32::MAX;
 
@@ -274,6 +305,10 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     before_run: [u64; 4],
     vmcb_error: Option<VmcbError>,
     failure: Option<SvmFailure>,
+    /// The CR4 bits the guest's CPU model lets it set ([`X86Ops::set_cpuid`]).
+    cr4_allowed: u64,
+    /// The model offers RDTSCP (the intercepted RDTSCP raises #UD otherwise).
+    rdtscp_offered: bool,
 }
 
 impl<P: SvmProcessor> core::fmt::Debug for SvmVcpu<P> {
@@ -375,6 +410,8 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             before_run: [0; 4],
             vmcb_error: None,
             failure: None,
+            cr4_allowed: caps.cr4_valid,
+            rdtscp_offered: caps.rdtscp,
         })
     }
 
@@ -656,6 +693,48 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             cr3: self.read(fields::CR3),
             cr4: self.read(fields::CR4),
             efer: self.read(fields::EFER),
+            // This backend does not offer protection keys (see `supported_cpuid`).
+            pkru: 0,
+        }
+    }
+
+    /// Whether MOV to CR4 of `value` raises #GP(0) (APM 3, MOV CRn; SDM 2, MOV CR): a
+    /// bit of a feature the CPU model lacks, PAE cleared or LA57 changed in long mode,
+    /// PCIDE set outside long mode or with CR3[11:0] not zero. The processor makes these
+    /// checks for the MOV the guest executes; the backend makes them for the MOV it
+    /// intercepted.
+    fn cr4_faults(&self, value: u64) -> bool {
+        let old = self.cr4();
+        let long = self.read(fields::EFER) & EFER_LMA != 0;
+        value & !self.cr4_allowed != 0
+            || (long && value & CR4_PAE == 0)
+            || (long && (value ^ old) & CR4_LA57 != 0)
+            || (value & !old & CR4_PCIDE != 0 && (!long || self.cr3() & 0xfff != 0))
+    }
+
+    /// Intercept CR vector bits `mask` or not.
+    fn set_cr_intercept(&mut self, mask: u32, on: bool) {
+        let new = if on {
+            self.intercepts.cr | mask
+        } else {
+            self.intercepts.cr & !mask
+        };
+        if new != self.intercepts.cr {
+            self.intercepts.cr = new;
+            self.write(fields::INTERCEPT_CR, new.into());
+        }
+    }
+
+    /// Intercept vector 5 bits `mask` or not.
+    fn set_misc3(&mut self, mask: u32, on: bool) {
+        let new = if on {
+            self.intercepts.misc3 | mask
+        } else {
+            self.intercepts.misc3 & !mask
+        };
+        if new != self.intercepts.misc3 {
+            self.intercepts.misc3 = new;
+            self.write(fields::INTERCEPT_MISC3, new.into());
         }
     }
 
@@ -844,18 +923,20 @@ impl<P: SvmProcessor> SvmVcpu<P> {
                 match access.cr {
                     ControlRegister::Cr0 => self.set_cr0(value),
                     ControlRegister::Cr3 => self.set_cr3(value),
-                    ControlRegister::Cr4 => self.set_cr4(value),
-                    // The TPR has 4 bits; setting a reserved bit is #GP(0).
-                    ControlRegister::Cr8 if value > 15 => {
+                    ControlRegister::Cr4 if self.cr4_faults(value) => {
                         self.inject_event(Event::Exception {
                             vector: GP,
                             error_code: Some(0),
                         });
                         return None;
                     }
+                    ControlRegister::Cr4 => self.set_cr4(value),
+                    // CR8 is the local APIC's TPR, which the core holds (and checks).
                     ControlRegister::Cr8 => {
-                        let v = (self.read(fields::VINTR) & !vintr::V_TPR_MASK) | value;
-                        self.write(fields::VINTR, v);
+                        return Some(Exit::Cr8 {
+                            direction: Direction::Write,
+                            gpr,
+                        })
                     }
                 }
             }
@@ -864,7 +945,12 @@ impl<P: SvmProcessor> SvmVcpu<P> {
                     ControlRegister::Cr0 => self.cr0(),
                     ControlRegister::Cr3 => self.cr3(),
                     ControlRegister::Cr4 => self.cr4(),
-                    ControlRegister::Cr8 => self.read(fields::VINTR) & 0xf,
+                    ControlRegister::Cr8 => {
+                        return Some(Exit::Cr8 {
+                            direction: Direction::Read,
+                            gpr,
+                        })
+                    }
                 };
                 self.set_gpr(gpr, value);
             }
@@ -925,6 +1011,13 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             BackendExit::ControlRegister(access) => self.handle_cr(mem, access),
             BackendExit::StringIo(s) => self.handle_string_io(mem, s),
             BackendExit::SvmInstruction { .. } | BackendExit::RefusedInstruction { .. } => {
+                self.inject_event(Event::Exception {
+                    vector: UD,
+                    error_code: None,
+                });
+                None
+            }
+            BackendExit::Rdtscp if !self.rdtscp_offered => {
                 self.inject_event(Event::Exception {
                     vector: UD,
                     error_code: None,
@@ -1154,6 +1247,71 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
     fn set_idt(&mut self, table: DescriptorTable) {
         self.write(fields::IDTR.base, table.base);
         self.write(fields::IDTR.limit, table.limit.into());
+    }
+
+    /// What the guest can be given: the emulator's model (the core's emulation of the
+    /// APIC, the timers and the MSRs is the same here) cut down to what this processor
+    /// executes natively ([`CpuidPolicy::keep_host_features`] on its CPUID) and this
+    /// backend switches: RDTSCP and RDPID need TSC_AUX, which the backend keeps in the
+    /// processor for the guest; protection keys are not offered (VMRUN switches neither
+    /// PKRU nor XCR0, and the backend's page walks have no PKRU), nor is XSAVE (XCR0 is not
+    /// switched and the guest's x87/SSE state is kept with FXSAVE).
+    fn supported_cpuid(&self) -> CpuidPolicy {
+        let mut policy = CpuidPolicy::emulator();
+        let leaves = self.caps.feature_leaves;
+        policy.keep_host_features(|leaf, subleaf| leaves.cpuid(leaf, subleaf));
+        if !self.caps.rdtscp {
+            policy.set_feature(Feature::Rdtscp, false);
+            policy.set_feature(Feature::Rdpid, false);
+        }
+        policy.set_feature(Feature::Pku, false);
+        policy.set_feature(Feature::Xsave, false);
+        policy.sync_derived_leaves();
+        policy
+    }
+
+    /// Offer the model `policy`: CR4 writes exit when the processor defines a CR4 bit the
+    /// model does not allow (setting it raises #GP there), RDTSCP raises #UD without the
+    /// model's RDTSCP, and INVPCID exits to raise #UD when the processor has it and the
+    /// model does not. RDPID, and STAC and CLAC, cannot be intercepted: a processor that
+    /// has them runs them for a model without them.
+    fn set_cpuid(&mut self, policy: &CpuidPolicy) {
+        self.cr4_allowed = policy.cr4_allowed();
+        let narrower = self.caps.cr4_valid & !self.cr4_allowed != 0;
+        self.set_cr_intercept(CR4_WRITE, narrower);
+        self.rdtscp_offered = self.caps.rdtscp && policy.has_feature(Feature::Rdtscp);
+        let host_invpcid = self.caps.feature_leaves.leaf7[1] & (1 << 10) != 0;
+        self.set_misc3(
+            misc3::INVPCID,
+            host_invpcid && !policy.has_feature(Feature::Invpcid),
+        );
+    }
+
+    fn debug_regs(&self) -> DebugRegs {
+        // SAFETY: CPL 0 (the image's host) or a stand-in; indices 0-3.
+        let dr = |n| unsafe { self.cpu.read_dr(n) };
+        DebugRegs {
+            db: [dr(0), dr(1), dr(2), dr(3)],
+            dr6: self.read(fields::DR6),
+            dr7: self.read(fields::DR7),
+        }
+    }
+
+    fn set_debug_regs(&mut self, regs: &DebugRegs) {
+        for (n, &value) in regs.db.iter().enumerate() {
+            // SAFETY: CPL 0 or a stand-in, index 0-3; the host enables no breakpoint.
+            unsafe { self.cpu.write_dr(n as u8, value) };
+        }
+        // The fixed bits as the processor keeps them: VMRUN's consistency checks refuse
+        // a DR6 or DR7 with a bit set in its upper half.
+        self.write(
+            fields::DR6,
+            (regs.dr6 & DR6_WRITABLE) | opsvisor_core::arch::DR6_DEFAULT,
+        );
+        self.write(
+            fields::DR7,
+            (regs.dr7 & DR7_WRITABLE) | opsvisor_core::arch::DR7_DEFAULT,
+        );
     }
 
     fn get_msr(&self, index: u32) -> Option<u64> {

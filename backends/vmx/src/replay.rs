@@ -20,6 +20,7 @@ use crate::exits::{reason, Gprs};
 use crate::vcpu::{VmxConfig, VmxProcessor, VmxVcpu};
 use crate::vmcs::{fields, Field, InMemoryVmcs, VmcsAccess, VmxError};
 use core::fmt;
+use opsvisor_core::cpuid::{CpuidPolicy, Feature};
 use opsvisor_core::fpu::FxsaveArea;
 use opsvisor_core::ops::Gpr;
 
@@ -206,6 +207,23 @@ pub struct ReplayVmcs {
     mxcsr_mask: u32,
     /// FXRSTORs so far.
     fxrstors: u64,
+    /// What this stand-in's CPUID reports ([`skylake_x_cpuid`] unless set).
+    cpuid: CpuidPolicy,
+    /// DR0-DR3 and DR6, which on hardware live in the processor.
+    dr: [u64; 5],
+}
+
+/// The CPUID of the stand-in processor: the features of Bochs' `corei7_skylake_x` model
+/// (the VMX test machine) among those the emulator's model has: everything but UMIP,
+/// protection keys, RDPID and 5-level paging.
+pub fn skylake_x_cpuid() -> CpuidPolicy {
+    let mut policy = CpuidPolicy::emulator();
+    for feature in [Feature::Umip, Feature::Pku, Feature::Rdpid, Feature::La57] {
+        policy.set_feature(feature, false);
+    }
+    policy.set_feature(Feature::Xsave, true);
+    policy.sync_derived_leaves();
+    policy
 }
 
 /// The MXCSR_MASK of a [`ReplayVmcs`] unless set: every bit of the low 16, DAZ
@@ -254,7 +272,14 @@ impl ReplayVmcs {
             fpu: FxsaveArea::zeroed(),
             mxcsr_mask: REPLAY_MXCSR_MASK,
             fxrstors: 0,
+            cpuid: skylake_x_cpuid(),
+            dr: [0, 0, 0, 0, 0xffff_0ff0],
         })
+    }
+
+    /// Report `policy` as this stand-in processor's CPUID from now on.
+    pub fn set_cpuid(&mut self, policy: CpuidPolicy) {
+        self.cpuid = policy;
     }
 
     /// Report `mask` as MXCSR_MASK in FXSAVE images from now on: 0 is an early SSE
@@ -411,6 +436,18 @@ impl VmxProcessor for ReplayVmcs {
             held.set_xmm(n, area.xmm(n));
         }
         self.fpu = held;
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.cpuid.leaf(leaf, subleaf).unwrap_or([0; 4])
+    }
+
+    unsafe fn read_dr(&self, n: u8) -> u64 {
+        self.dr[usize::from(n.min(4))]
+    }
+
+    unsafe fn write_dr(&mut self, n: u8, value: u64) {
+        self.dr[usize::from(n.min(4))] = value;
     }
 }
 
@@ -878,5 +915,127 @@ mod tests {
             vcpu.processor().vmcs().read(fields::VM_ENTRY_INTR_INFO),
             Ok(0x306)
         );
+    }
+
+    #[test]
+    fn supported_cpuid_is_what_the_processor_and_vmx_run() {
+        use opsvisor_core::cpuid::Feature;
+        let vcpu = vcpu(ScriptedExit::cpuid(0x1000, 0, 0), 1);
+        let supported = vcpu.supported_cpuid();
+        // Bochs' Skylake-X has these, and VMX runs them natively.
+        for f in [
+            Feature::Smep,
+            Feature::Smap,
+            Feature::Fsgsbase,
+            Feature::Pcid,
+            Feature::Invpcid,
+            Feature::Rdtscp,
+            Feature::Sse42,
+        ] {
+            assert!(supported.has_feature(f), "{f:?}");
+        }
+        // The processor lacks these; PKU and XSAVE are not offered by this backend.
+        for f in [
+            Feature::Umip,
+            Feature::La57,
+            Feature::Rdpid,
+            Feature::Pku,
+            Feature::Xsave,
+            Feature::Xsaveopt,
+        ] {
+            assert!(!supported.has_feature(f), "{f:?}");
+        }
+        // What the core emulates stays, whatever the processor reports.
+        let mut bare = super::skylake_x_cpuid();
+        bare.set_feature(Feature::X2apic, false);
+        bare.set_feature(Feature::TscDeadline, false);
+        bare.set_feature(Feature::Smep, false);
+        let mut vcpu = vcpu;
+        vcpu.replay_mut().set_cpuid(bare);
+        let supported = vcpu.supported_cpuid();
+        assert!(supported.has_feature(Feature::X2apic));
+        assert!(supported.has_feature(Feature::TscDeadline));
+        assert!(!supported.has_feature(Feature::Smep));
+    }
+
+    /// MOV to CR4 from RAX (SDM 3C table 28-3: CR 4, access type 0, GPR 0).
+    fn mov_to_cr4(rip: u64) -> ScriptedExit {
+        ScriptedExit::new(reason::CONTROL_REGISTER_ACCESS)
+            .field(fields::GUEST_RIP, rip)
+            .field(fields::VM_EXIT_INSTRUCTION_LEN, 3)
+            .field(fields::EXIT_QUALIFICATION, 4)
+    }
+
+    #[test]
+    fn cr4_bits_of_features_the_model_lacks_are_host_owned_and_fault() {
+        use opsvisor_core::cpuid::Feature;
+        const SMEP: u64 = 1 << 20;
+        let mut vcpu = vcpu(mov_to_cr4(0x1000), 1);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        let mut model = vcpu.supported_cpuid();
+        model.set_feature(Feature::Smep, false);
+        vcpu.set_cpuid(&model);
+        let mask = vcpu
+            .processor()
+            .vmcs()
+            .read(fields::CR4_GUEST_HOST_MASK)
+            .unwrap();
+        assert_ne!(mask & SMEP, 0, "SMEP is host-owned");
+        // The guest sets SMEP: the exit injects #GP(0), CR4 is unchanged, RIP stays.
+        vcpu.set_gpr(Gpr::Rax, SMEP);
+        assert_eq!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Io {
+                port: 0xf4,
+                size: 4,
+                direction: Direction::Write,
+                data: 0
+            }
+        );
+        assert_eq!(vcpu.cr4() & SMEP, 0);
+        // Delivered (valid bit cleared by the entry): #GP, a hardware exception (real
+        // mode after reset: no error code).
+        assert_eq!(
+            vcpu.processor().vmcs().read(fields::VM_ENTRY_INTR_INFO),
+            Ok(0x30d)
+        );
+        // With SMEP in the model the same write is taken.
+        let mut vcpu2 = super::tests::vcpu(mov_to_cr4(0x1000), 1);
+        let model = vcpu2.supported_cpuid();
+        vcpu2.set_cpuid(&model);
+        vcpu2.set_gpr(Gpr::Rax, SMEP);
+        vcpu2.run(&mut mem, &LIMIT);
+        assert_ne!(vcpu2.cr4() & SMEP, 0);
+        assert!(!vcpu2.event_pending());
+    }
+
+    #[test]
+    fn vmcall_is_answered_by_the_core_with_kvm_enosys() {
+        let vmcall = ScriptedExit::new(reason::VMCALL)
+            .field(fields::GUEST_RIP, 0x1000)
+            .field(fields::VM_EXIT_INSTRUCTION_LEN, 3)
+            .gpr(Gpr::Rax, 12345);
+        let hlt = ScriptedExit::new(reason::HLT)
+            .field(fields::GUEST_RIP, 0x1003)
+            .field(fields::VM_EXIT_INSTRUCTION_LEN, 1);
+        let caps = VmxCaps::read(&CORE_I7_SKYLAKE_X).unwrap();
+        let config = VmxConfig {
+            to_phys: replay_phys,
+            tsc_hz: 1_000_000_000,
+        };
+        let vcpu = VmxVcpu::replay(caps, config, ReplayVmcs::new(vmcall, 1, hlt).unwrap()).unwrap();
+        let mem = GuestMemory::with_ram(2 << 20).unwrap();
+        let mut vm = Vm::new(
+            vcpu,
+            mem,
+            Still,
+            CpuidPolicy::emulator(),
+            VmConfig::default(),
+        );
+        // Real mode at reset: the result is truncated to 32 bits; then HLT with
+        // interrupts off ends the run.
+        assert_eq!(vm.run(), RunOutcome::HaltedForever);
+        assert_eq!(vm.stats.exits(ExitKind::Hypercall), 1);
+        assert_eq!(vm.bsp().backend.gpr(Gpr::Rax), u64::from(-1000i32 as u32));
     }
 }

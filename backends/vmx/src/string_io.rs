@@ -570,45 +570,37 @@ mod tests {
     }
 
     #[test]
-    fn cr8_is_held_by_the_backend() {
-        // CR8 exists in 64-bit mode only.
+    fn cr8_accesses_are_exits_to_the_core() {
+        // CR8 is the local APIC's TPR, which the core holds: both directions exit with
+        // the register operand, and the MOV retires when the core skips it.
         let mut vcpu = vcpu(mov_cr8(true, Gpr::Rax, RIP), 1);
         let mut mem = long64(&mut vcpu);
         vcpu.set_gpr(Gpr::Rax, 9);
         assert_eq!(
             vcpu.run(&mut mem, &LIMIT),
-            Exit::Hlt,
+            Exit::Cr8 {
+                direction: Direction::Write,
+                gpr: Gpr::Rax
+            },
             "{:?}",
             vcpu.last_failure()
         );
+        assert_eq!(vcpu.rip(), RIP, "not retired until the core skips it");
+        vcpu.skip_emulated_instruction();
         assert_eq!(vcpu.rip(), RIP + 4);
-        let read = |vcpu: &mut VmxVcpu<ReplayVmcs>, mem: &mut GuestMemory| {
-            vcpu.replay_mut()
-                .rescript(mov_cr8(false, Gpr::R10, 0x2000), 1, hlt())
-                .unwrap();
-            vcpu.set_gpr(Gpr::R10, u64::MAX);
-            assert_eq!(
-                vcpu.run(mem, &LIMIT),
-                Exit::Hlt,
-                "{:?}",
-                vcpu.last_failure()
-            );
-            assert_eq!(vcpu.rip(), 0x2004);
-            vcpu.gpr(Gpr::R10)
-        };
-        assert_eq!(read(&mut vcpu, &mut mem), 9);
-
-        // 16 sets a reserved bit: #GP(0), CR8 unchanged, the MOV does not retire.
         vcpu.replay_mut()
-            .rescript(mov_cr8(true, Gpr::Rbx, 0x3000), 1, hlt())
+            .rescript(mov_cr8(false, Gpr::R10, 0x2000), 1, hlt())
             .unwrap();
-        vcpu.set_gpr(Gpr::Rbx, 16);
-        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Hlt);
-        assert_eq!(vcpu.rip(), 0x3000);
-        assert_eq!(injected(&vcpu), (0xb0d, 0));
-        assert_eq!(read(&mut vcpu, &mut mem), 9);
-
-        vcpu.vcpu_reset(opsvisor_core::ops::ResetKind::Init);
-        assert_eq!(read(&mut vcpu, &mut mem), 0, "reset clears the TPR");
+        assert_eq!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Cr8 {
+                direction: Direction::Read,
+                gpr: Gpr::R10
+            }
+        );
+        vcpu.set_gpr(Gpr::R10, 9);
+        vcpu.skip_emulated_instruction();
+        assert_eq!(vcpu.rip(), 0x2004);
+        assert_eq!(vcpu.gpr(Gpr::R10), 9);
     }
 }

@@ -41,12 +41,13 @@ use crate::vmcs::hardware::vmx_outcome;
 use crate::vmcs::{fields, Field, HardwareVmcs, InstructionError, VmcsAccess, VmxError};
 use alloc::boxed::Box;
 use core::arch::{asm, global_asm};
+use opsvisor_core::cpuid::{CpuidPolicy, Feature};
 use opsvisor_core::emulate::fetch_instruction;
 use opsvisor_core::exit::Direction;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::walk::PagingRegs;
 use opsvisor_core::ops::{
-    DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
 };
 use opsvisor_core::{Exit, GuestMemory};
 
@@ -210,6 +211,27 @@ pub trait VmxProcessor: VmcsAccess {
     /// host runs (its boot code clears them and every VM exit loads HOST_CR0).
     unsafe fn fxsave(&self, area: &mut FxsaveArea);
 
+    /// CPUID on the processor: what a guest can execute natively.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+
+    /// Debug register DR`n` (0-3 or 6) of the processor: between VM exits it holds the
+    /// guest's value, since VMX switches only DR7 and the host code never uses the
+    /// debug registers.
+    ///
+    /// # Safety
+    ///
+    /// On hardware: CPL 0, `n` is 0-3 or 6.
+    unsafe fn read_dr(&self, n: u8) -> u64;
+
+    /// Load DR`n` (0-3 or 6) for the guest.
+    ///
+    /// # Safety
+    ///
+    /// As for [`VmxProcessor::read_dr`]; for DR6 the upper 32 bits of `value` are 0.
+    /// The host enables no breakpoint (its DR7, loaded at every VM exit, is 0x400), so
+    /// the addresses affect only the guest.
+    unsafe fn write_dr(&mut self, n: u8, value: u64);
+
     /// FXRSTOR64 of the x87/MMX/SSE state from `area`: the state the guest runs with
     /// from the next VM entry.
     ///
@@ -298,6 +320,41 @@ impl VmxProcessor for HardwareVmcs {
         // SAFETY: the caller's contract is `fxrstor64`'s.
         unsafe { fxrstor64(area) }
     }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+
+    unsafe fn read_dr(&self, n: u8) -> u64 {
+        let v: u64;
+        // SAFETY: CPL 0 (the caller's contract); reading a debug register has no side
+        // effect.
+        unsafe {
+            match n {
+                0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
+                1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
+                2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
+                3 => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
+                _ => asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)),
+            }
+        }
+        v
+    }
+
+    unsafe fn write_dr(&mut self, n: u8, value: u64) {
+        // SAFETY: CPL 0 (the caller's contract); the host's DR7 enables no breakpoint,
+        // so the addresses and the status register matter only to the guest.
+        unsafe {
+            match n {
+                0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                3 => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+                _ => asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            }
+        }
+    }
 }
 
 /// FXSAVE64: the processor's x87/MMX/SSE state into `area`.
@@ -358,6 +415,8 @@ const MSR_SFMASK: u32 = 0xc000_0084;
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// IA32_TSC_AUX.
 const MSR_TSC_AUX: u32 = 0xc000_0103;
+/// IA32_DEBUGCTL (switched by VM entry and exit with the debug controls).
+const MSR_DEBUGCTL: u32 = 0x1d9;
 
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
@@ -505,8 +564,10 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     /// A completed INS element's value, stored into guest memory before the next
     /// entry (`complete_pio_in` has no access to it).
     ins_store: Option<InsStore>,
-    /// Guest CR8 (the TPR): CR8 accesses exit, so the guest never reaches the host's.
-    cr8: u64,
+    /// The CR4 bits the guest's CPU model lets it set ([`X86Ops::set_cpuid`]); the
+    /// others are host-owned in the CR4 guest/host mask, so setting one exits and
+    /// raises #GP.
+    cr4_allowed: u64,
     /// Guest CR2 (not switched by VMX).
     cr2: u64,
     /// CR0, CR3, CR4 or EFER changed through the backend: with EPT, a guest in PAE paging
@@ -717,7 +778,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             mmio: None,
             string_op: None,
             ins_store: None,
-            cr8: 0,
+            cr4_allowed: CpuidPolicy::emulator().cr4_allowed(),
             cr2: 0,
             pdptes_stale: true,
             ept: None,
@@ -765,8 +826,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         }
         self.vmcs
             .write(CR0_GUEST_HOST_MASK, self.rules.cr0_mask())?;
-        self.vmcs
-            .write(CR4_GUEST_HOST_MASK, self.rules.cr4_mask())?;
+        self.vmcs.write(CR4_GUEST_HOST_MASK, self.cr4_mask())?;
 
         Ok(())
     }
@@ -1107,6 +1167,26 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         }
     }
 
+    /// The CR4 guest/host mask: the bits VMX fixes and the bits of features the CPU
+    /// model does not offer.
+    fn cr4_mask(&self) -> u64 {
+        self.rules.cr4_mask() | !self.cr4_allowed
+    }
+
+    /// Whether MOV to CR4 of `value` raises #GP(0) (SDM 2, MOV CR: bits of features the
+    /// model lacks, PAE cleared or LA57 changed in IA-32e mode, PCIDE set outside IA-32e
+    /// mode or with CR3[11:0] not zero). The processor checks these only after the VM
+    /// exit a host-owned bit causes.
+    fn cr4_faults(&self, value: u64) -> bool {
+        use opsvisor_core::arch::{CR4_LA57, CR4_PCIDE};
+        let old = self.cr4();
+        let long = self.efer() & EFER_LMA != 0;
+        value & !self.cr4_allowed != 0
+            || (long && value & CR4_PAE == 0)
+            || (long && (value ^ old) & CR4_LA57 != 0)
+            || (value & !old & CR4_PCIDE != 0 && (!long || self.cr3() & 0xfff != 0))
+    }
+
     fn handle_cr(&mut self, access: CrAccess) -> Option<Exit> {
         match access {
             CrAccess::MovTo { cr, gpr } => {
@@ -1114,17 +1194,21 @@ impl<V: VmxProcessor> VmxVcpu<V> {
                 match cr {
                     ControlRegister::Cr0 => self.set_cr0(value),
                     ControlRegister::Cr3 => self.set_cr3(value),
-                    ControlRegister::Cr4 => self.set_cr4(value),
-                    // The TPR has 4 bits; setting a reserved bit is #GP(0) (as in the
-                    // emulator backend), and the instruction does not retire.
-                    ControlRegister::Cr8 if value > 15 => {
+                    ControlRegister::Cr4 if self.cr4_faults(value) => {
                         self.inject_event(Event::Exception {
                             vector: GP,
                             error_code: Some(0),
                         });
                         return None;
                     }
-                    ControlRegister::Cr8 => self.cr8 = value,
+                    ControlRegister::Cr4 => self.set_cr4(value),
+                    // CR8 is the local APIC's TPR, which the core holds.
+                    ControlRegister::Cr8 => {
+                        return Some(Exit::Cr8 {
+                            direction: Direction::Write,
+                            gpr,
+                        })
+                    }
                 }
             }
             CrAccess::MovFrom { cr, gpr } => {
@@ -1134,7 +1218,12 @@ impl<V: VmxProcessor> VmxVcpu<V> {
                     ControlRegister::Cr0 => self.cr0(),
                     ControlRegister::Cr3 => self.cr3(),
                     ControlRegister::Cr4 => self.cr4(),
-                    ControlRegister::Cr8 => self.cr8,
+                    ControlRegister::Cr8 => {
+                        return Some(Exit::Cr8 {
+                            direction: Direction::Read,
+                            gpr,
+                        })
+                    }
                 };
                 self.set_gpr(gpr, value);
             }
@@ -1162,6 +1251,8 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             cr3: self.cr3(),
             cr4: self.read(fields::GUEST_CR4),
             efer: self.efer(),
+            // This backend does not offer protection keys (see `supported_cpuid`).
+            pkru: 0,
         }
     }
 
@@ -1245,7 +1336,6 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.write(fields::GUEST_INTERRUPTIBILITY_STATE, 0);
         self.write(fields::GUEST_ACTIVITY_STATE, 0);
         self.pending = None;
-        self.cr8 = 0;
         self.string_op = None;
         self.ins_store = None;
         // A new guest brings a new clock.
@@ -1378,8 +1468,76 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.write(fields::GUEST_IDTR_LIMIT, table.limit.into());
     }
 
+    /// What the guest can be given: the emulator's model (the core's emulation of the
+    /// APIC, the timers and the MSRs is the same here) cut down to what this processor
+    /// executes natively and VMX lets it run: each instruction-set and paging feature
+    /// the processor's CPUID lacks is removed, RDTSCP and RDPID need the "enable
+    /// RDTSCP" control, INVPCID "enable INVPCID", and a CR4 bit the VMX fixed bits
+    /// forbid removes its feature. Protection keys are not offered (PKRU is neither
+    /// switched nor read for the page walks this backend makes), nor is XSAVE (XCR0 is
+    /// not switched).
+    fn supported_cpuid(&self) -> CpuidPolicy {
+        use opsvisor_core::arch::*;
+        let mut policy = CpuidPolicy::emulator();
+        policy.keep_host_features(|leaf, subleaf| self.vmcs.cpuid(leaf, subleaf));
+        let f = &self.controls.features;
+        if !f.rdtscp {
+            policy.set_feature(Feature::Rdtscp, false);
+            policy.set_feature(Feature::Rdpid, false);
+        }
+        if !f.invpcid {
+            policy.set_feature(Feature::Invpcid, false);
+        }
+        for (feature, bit) in [
+            (Feature::Umip, CR4_UMIP),
+            (Feature::La57, CR4_LA57),
+            (Feature::Fsgsbase, CR4_FSGSBASE),
+            (Feature::Pcid, CR4_PCIDE),
+            (Feature::Smep, CR4_SMEP),
+            (Feature::Smap, CR4_SMAP),
+        ] {
+            if self.rules.cr4.fixed1 & bit == 0 {
+                policy.set_feature(feature, false);
+            }
+        }
+        policy.set_feature(Feature::Pku, false);
+        policy.set_feature(Feature::Xsave, false);
+        policy.sync_derived_leaves();
+        policy
+    }
+
+    fn set_cpuid(&mut self, policy: &CpuidPolicy) {
+        self.cr4_allowed = policy.cr4_allowed();
+        let mask = self.cr4_mask();
+        self.write(fields::CR4_GUEST_HOST_MASK, mask);
+    }
+
+    fn debug_regs(&self) -> DebugRegs {
+        // SAFETY: CPL 0 on hardware (the image's host), indices 0-3 and 6.
+        let dr = |n| unsafe { self.vmcs.read_dr(n) };
+        DebugRegs {
+            db: [dr(0), dr(1), dr(2), dr(3)],
+            dr6: dr(6),
+            dr7: self.read(fields::GUEST_DR7),
+        }
+    }
+
+    fn set_debug_regs(&mut self, regs: &DebugRegs) {
+        for (n, &value) in regs.db.iter().enumerate() {
+            // SAFETY: CPL 0 on hardware, index 0-3; the host enables no breakpoint.
+            unsafe { self.vmcs.write_dr(n as u8, value) };
+        }
+        // The fixed bits as the processor keeps them (see the emulator backend).
+        // SAFETY: as above; the value has no bit above 31.
+        unsafe { self.vmcs.write_dr(6, (regs.dr6 & 0xe00f) | 0xffff_0ff0) };
+        self.write(fields::GUEST_DR7, (regs.dr7 & 0xffff_2fff) | 0x400);
+    }
+
     fn get_msr(&self, index: u32) -> Option<u64> {
         Some(match index {
+            MSR_DEBUGCTL if self.controls.features.debug_controls_switch => {
+                self.read(fields::GUEST_IA32_DEBUGCTL)
+            }
             MSR_FS_BASE => self.read(fields::GUEST_FS_BASE),
             MSR_GS_BASE => self.read(fields::GUEST_GS_BASE),
             MSR_SYSENTER_CS => self.read(fields::GUEST_IA32_SYSENTER_CS),
@@ -1399,6 +1557,9 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
         match index {
+            MSR_DEBUGCTL if self.controls.features.debug_controls_switch => {
+                self.write(fields::GUEST_IA32_DEBUGCTL, value)
+            }
             MSR_FS_BASE => self.write(fields::GUEST_FS_BASE, value),
             MSR_GS_BASE => self.write(fields::GUEST_GS_BASE, value),
             MSR_SYSENTER_CS => self.write(fields::GUEST_IA32_SYSENTER_CS, value),

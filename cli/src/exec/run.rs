@@ -230,6 +230,7 @@ pub fn run(
                         apic_id: 0,
                         osxsave,
                         apic_enabled: true,
+                        pke: m.vcpu.cr4() & (1 << 22) != 0,
                     },
                 );
                 for (reg, v) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx].into_iter().zip(r) {

@@ -17,6 +17,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             apic_id: apic.id(),
             osxsave: backend.cr4() & crate::arch::CR4_OSXSAVE != 0,
             apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
+            pke: backend.cr4() & crate::arch::CR4_PKE != 0,
         });
         // CPUID writes the full 64-bit registers, zero-extending the 32-bit results.
         let backend = &mut v.backend;

@@ -1,31 +1,17 @@
-//! Exits that end the run with an explanation, and instructions the core refuses.
+//! Exits that end the run with an explanation.
 
 use crate::exit::Exit;
-use crate::ops::{Event, X86Ops};
+use crate::ops::X86Ops;
 use crate::platform::Platform;
 use crate::vm::{Flow, RunOutcome, Vm};
 use alloc::format;
 
-/// #UD.
-const UD_VECTOR: u8 = 6;
 /// #DB.
 const DB_VECTOR: u8 = 1;
 /// #BP.
 const BP_VECTOR: u8 = 3;
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
-    /// XSETBV (no XSAVE in any CPU model yet) and VMCALL/VMMCALL (no hypercall interface):
-    /// the guest sees #UD, as on a CPU without them.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn handle_undefined_instruction(&mut self) -> Flow {
-        self.vcpu().backend.inject_event(Event::Exception {
-            vector: UD_VECTOR,
-            error_code: None,
-        });
-        Flow::Resume
-    }
-
     #[cold]
     #[inline(never)]
     pub(crate) fn handle_failure(&mut self, exit: Exit) -> Flow {

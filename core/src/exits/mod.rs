@@ -3,9 +3,12 @@
 //! through [`crate::X86Ops`], so they are the same for every backend.
 
 mod cpuid;
+mod cr8;
 mod failure;
 mod hlt;
+pub mod hypercall;
 mod io;
 mod mmio;
 mod msr;
 mod pause;
+pub mod xsetbv;

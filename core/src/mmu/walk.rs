@@ -25,8 +25,9 @@
 //!   that then faults on permissions). Each update rewrites the low byte of the entry.
 //! - [`walk`] checks SMAP as if EFLAGS.AC were 0 (as for implicit supervisor accesses);
 //!   [`walk_with_ac`] takes the AC flag for explicit accesses.
-//! - Protection keys (CR4.PKE) and HLAT are not modelled; bits 62:59 are ignored in
-//!   4-level entries as when PKE is off.
+//! - Protection keys for user-mode pages (CR4.PKE, 4- and 5-level paging) take the key
+//!   from bits 62:59 of the final entry and the rights from [`PagingRegs::pkru`];
+//!   protection keys for supervisor pages (PKS) and HLAT are not modelled.
 //! - Long mode: the caller must check that the address is canonical before walking (a
 //!   non-canonical address raises #GP or #SS, not #PF); the walker uses bits 47:0 (56:0
 //!   with LA57) and ignores the rest.
@@ -50,6 +51,8 @@ pub const PF_RSVD: u32 = 1 << 3;
 /// #PF error code: the access was an instruction fetch (reported only when NX is in use
 /// under PAE or 4-level paging, or CR4.SMEP is set).
 pub const PF_FETCH: u32 = 1 << 4;
+/// #PF error code: the protection key of a user-mode page denied the data access.
+pub const PF_PK: u32 = 1 << 5;
 
 const CR0_WP: u64 = 1 << 16;
 const CR0_PG: u64 = 1 << 31;
@@ -59,6 +62,7 @@ const CR4_PGE: u64 = 1 << 7;
 const CR4_LA57: u64 = 1 << 12;
 const CR4_SMEP: u64 = 1 << 20;
 const CR4_SMAP: u64 = 1 << 21;
+const CR4_PKE: u64 = 1 << 22;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
@@ -82,10 +86,14 @@ pub struct PagingRegs {
     pub cr0: u64,
     /// CR3 (the root).
     pub cr3: u64,
-    /// CR4 (PAE, PSE, PGE, SMEP, SMAP).
+    /// CR4 (PAE, PSE, PGE, SMEP, SMAP, PKE, LA57).
     pub cr4: u64,
     /// IA32_EFER (LMA, NXE).
     pub efer: u64,
+    /// PKRU: for protection key `i`, bit `2i` disables data access to user-mode pages
+    /// with that key and bit `2i + 1` disables writes (with CR4.PKE under 4- or 5-level
+    /// paging).
+    pub pkru: u32,
 }
 
 /// The kind of access being translated.
@@ -187,7 +195,7 @@ pub fn walk_with_ac(
         walk_legacy(mem, regs, gva, &ctx, &mut path)?
     };
 
-    check_permissions(regs, access, ac, &path, &ctx)?;
+    check_permissions(regs, access, ac, &path, leaf.entry, &ctx)?;
 
     // The access succeeds: set the accessed bits on the way down, and the dirty bit on
     // the final entry of a write. Read-modify-write of the current byte keeps the update
@@ -444,12 +452,17 @@ fn walk_legacy(
     })
 }
 
-/// The access-rights checks of SDM 3A 4.6 on the combined rights of the walk.
+/// The access-rights checks of SDM 3A 4.6 on the combined rights of the walk, then the
+/// protection key of a user-mode page (SDM 3A 4.6.2) for a data access: a key whose
+/// access-disable bit is set denies it, and one whose write-disable bit is set denies a
+/// write by user mode, or by supervisor mode with CR0.WP. The key's denial sets PK in
+/// the error code whatever else denied the access (SDM 3A 4.7).
 fn check_permissions(
     regs: &PagingRegs,
     access: Access,
     ac: bool,
     path: &Path,
+    entry: u64,
     ctx: &Ctx,
 ) -> Result<(), PageFault> {
     let wp = regs.cr0 & CR0_WP != 0;
@@ -462,7 +475,17 @@ fn check_permissions(
     } else {
         (access.write && wp && !path.rw) || (smap && path.us && !ac)
     };
-    if denied {
+    let key_denied =
+        !access.fetch && path.us && regs.cr4 & CR4_PKE != 0 && regs.efer & EFER_LMA != 0 && {
+            let key = (entry >> 59) & 0xf;
+            let rights = regs.pkru >> (2 * key);
+            rights & 1 != 0 || (access.write && rights & 2 != 0 && (access.user || wp))
+        };
+    if key_denied {
+        Err(PageFault {
+            error_code: ctx.protection().error_code | PF_PK,
+        })
+    } else if denied {
         Err(ctx.protection())
     } else {
         Ok(())
@@ -512,6 +535,7 @@ mod tests {
             cr3,
             cr4: CR4_PAE,
             efer: EFER_LMA | EFER_NXE | (1 << 8),
+            pkru: 0,
         }
     }
 
@@ -521,6 +545,7 @@ mod tests {
             cr3,
             cr4: CR4_PAE,
             efer: EFER_NXE,
+            pkru: 0,
         }
     }
 
@@ -530,6 +555,7 @@ mod tests {
             cr3,
             cr4: CR4_PSE,
             efer: 0,
+            pkru: 0,
         }
     }
 
@@ -808,6 +834,74 @@ mod tests {
         mem.write_u64(0x4008, 0x5_5000 | 3).unwrap();
         assert!(walk(&mut mem, &regs, 0x0040_1000, X).is_ok());
         assert!(walk(&mut mem, &regs, 0x0040_1000, R).is_ok());
+    }
+
+    #[test]
+    fn protection_keys() {
+        // The user page at 0x0040_1000 with key 5, a supervisor page with key 5 at
+        // 0x0040_2000.
+        let mut mem = long_tables(7 | (5 << 59));
+        mem.write_u64(0x4010, 0x5_6000 | 3 | (5 << 59)).unwrap();
+        let mut regs = long_regs(0x1000);
+        // Without CR4.PKE the key bits are ignored.
+        regs.pkru = 0xffff_ffff;
+        assert!(walk(&mut mem, &regs, 0x0040_1000, UW).is_ok());
+        regs.cr4 |= CR4_PKE;
+        // AD5: every data access to the user page faults, with PK; fetches do not.
+        regs.pkru = 1 << 10;
+        for (access, code) in [
+            (UR, PF_PRESENT | PF_USER | PF_PK),
+            (UW, PF_PRESENT | PF_WRITE | PF_USER | PF_PK),
+            (R, PF_PRESENT | PF_PK),
+            (W, PF_PRESENT | PF_WRITE | PF_PK),
+        ] {
+            assert_eq!(
+                walk(&mut mem, &regs, 0x0040_1000, access)
+                    .unwrap_err()
+                    .error_code,
+                code,
+                "{access:?}"
+            );
+        }
+        assert!(walk(&mut mem, &regs, 0x0040_1000, UX).is_ok());
+        // Keys do not apply to supervisor pages.
+        assert!(walk(&mut mem, &regs, 0x0040_2000, W).is_ok());
+        // WD5: reads pass, user writes fault, supervisor writes fault only with CR0.WP.
+        regs.pkru = 2 << 10;
+        assert!(walk(&mut mem, &regs, 0x0040_1000, UR).is_ok());
+        assert_eq!(
+            walk(&mut mem, &regs, 0x0040_1000, UW)
+                .unwrap_err()
+                .error_code,
+            PF_PRESENT | PF_WRITE | PF_USER | PF_PK
+        );
+        assert_eq!(
+            walk(&mut mem, &regs, 0x0040_1000, W)
+                .unwrap_err()
+                .error_code,
+            PF_PRESENT | PF_WRITE | PF_PK
+        );
+        let mut no_wp = regs;
+        no_wp.cr0 &= !CR0_WP;
+        assert!(walk(&mut mem, &no_wp, 0x0040_1000, W).is_ok());
+        // Other keys' bits do not matter.
+        regs.pkru = !(3 << 10);
+        assert!(walk(&mut mem, &regs, 0x0040_1000, UW).is_ok());
+        // A read-only page denied by its key reports PK with the protection violation.
+        mem.write_u64(0x4008, 0x5_5000 | 5 | (5 << 59)).unwrap();
+        regs.pkru = 1 << 10;
+        assert_eq!(
+            walk(&mut mem, &regs, 0x0040_1000, UW)
+                .unwrap_err()
+                .error_code,
+            PF_PRESENT | PF_WRITE | PF_USER | PF_PK
+        );
+        // Keys exist only under 4- and 5-level paging.
+        let mut pae = pae_regs(0x1020);
+        pae.cr4 |= CR4_PKE;
+        pae.pkru = u32::MAX;
+        let mut pmem = pae_tables(7);
+        assert!(walk(&mut pmem, &pae, 0x4040_1234, UW).is_ok());
     }
 
     #[test]

@@ -108,7 +108,15 @@ fn main(_: &'static rt::multiboot::Info) {
     roundtrip("LSTAR", LSTAR, 0xFFFF_8000_0010_0000);
     roundtrip("CSTAR", CSTAR, 0x0000_0000_0020_0000);
     roundtrip("SFMASK", SFMASK, 0x4_7700);
-    refused("non-canonical LSTAR", LSTAR, 0x0000_8000_0000_0000);
+    // An MSR is checked against the processor's widest linear address: 57 bits with
+    // LA57 (CPUID.7.0:ECX bit 16), else 48.
+    let la57 = rt::cpu::cpuid(7, 0).2 & (1 << 16) != 0;
+    let non_canonical = if la57 {
+        0x0100_0000_0000_0000
+    } else {
+        0x0000_8000_0000_0000
+    };
+    refused("non-canonical LSTAR", LSTAR, non_canonical);
 
     // Segment bases, as MSRs and as seen by FS:/GS: accesses, and SWAPGS.
     let cells = CELLS.as_ptr() as u64;
@@ -134,7 +142,7 @@ fn main(_: &'static rt::multiboot::Info) {
     // SAFETY: as above; swaps back.
     unsafe { asm!("swapgs", options(nostack, nomem)) };
     check_eq!(read_gs0(), CELLS[1], "a second SWAPGS swaps back");
-    refused("non-canonical FS_BASE", FS_BASE, 0x0001_0000_0000_0000);
+    refused("non-canonical FS_BASE", FS_BASE, non_canonical | (1 << 50));
     wrmsr(FS_BASE, 0);
     wrmsr(GS_BASE, 0);
     wrmsr(KERNEL_GS_BASE, 0);

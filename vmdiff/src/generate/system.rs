@@ -167,6 +167,19 @@ fn write_cr0_cr4(g: &mut Gen) -> Option<Vec<Item>> {
     let (cr, bit) = if g.chance(1, 2) {
         // TS, MP, EM, NE, AM, WP.
         (Register::CR0, g.pick(&[3u32, 1, 2, 5, 18, 16]))
+    } else if g.chance(1, 2) {
+        // The bits of the CPU model's features (UMIP, LA57, FSGSBASE, PCIDE, OSXSAVE,
+        // PKE): set where the model offers the feature and the mode allows it, #GP(0)
+        // elsewhere. SMEP and SMAP are left out: the environment's code, stacks and
+        // descriptor tables sit on user pages, so an event after either is set runs into
+        // a chain of faults to shutdown (SMAP: the IDT read is an implicit supervisor
+        // access, SDM 3A 4.6) whose intermediate state the VMX guest under Bochs and the
+        // emulator do not reach alike (seed 7: SMAP set, then #GP: the emulator faults on
+        // the IDT read, the VMX guest under Bochs delivers the #GP; SMEP set: every
+        // handler fetch faults again, the frames run down the stack over the page tables,
+        // and what follows depends on what each TLB still holds). The corpus guest
+        // cpu_features checks both features on both backends with supervisor tables.
+        (Register::CR4, g.pick(&[11u32, 12, 16, 17, 18, 22]))
     } else if paging {
         // DE, PGE, OSFXSR, OSXMMEXCPT, TSD.
         (Register::CR4, g.pick(&[3u32, 7, 9, 10, 2]))
@@ -352,13 +365,39 @@ fn interrupt_flag(g: &mut Gen) -> Option<Vec<Item>> {
     Some(vec![emit::bare(g.mode, code)?])
 }
 
-/// XSETBV/XGETBV (#UD: CR4.OSXSAVE is clear), SWAPGS (64-bit), SYSENTER (#GP).
+/// XSETBV/XGETBV (#UD: CR4.OSXSAVE is clear), SWAPGS (64-bit), SYSENTER (#GP), STAC
+/// and CLAC (SMAP), RDFSBASE/RDGSBASE (64-bit; #UD without CR4.FSGSBASE) and INVPCID of
+/// a type from 0 to 4.
 fn misc(g: &mut Gen) -> Option<Vec<Item>> {
     let mode = g.mode;
-    let code = match g.below(4) {
+    let code = match g.below(8) {
         0 => Code::Xsetbv,
         1 => Code::Xgetbv,
         2 if g.long() => Code::Swapgs,
+        3 => Code::Stac,
+        4 => Code::Clac,
+        5 if g.long() => {
+            let code = if g.chance(1, 2) {
+                Code::Rdfsbase_r64
+            } else {
+                Code::Rdgsbase_r64
+            };
+            let r = emit::scratch(g, 8);
+            return Some(vec![emit::item(mode, Instruction::with1(code, r))?]);
+        }
+        6 => {
+            let (code, size) = if g.long() {
+                (Code::Invpcid_r64_m128, 8)
+            } else {
+                (Code::Invpcid_r32_m128, 4)
+            };
+            let r = emit::scratch(g, size);
+            let ty = g.below(5) as u32;
+            return Some(vec![
+                emit::mov_imm32(mode, emit::reg32(r), ty)?,
+                emit::item(mode, Instruction::with2(code, r, emit::mem(g)))?,
+            ]);
+        }
         _ => Code::Sysenter,
     };
     Some(vec![emit::bare(mode, code)?])

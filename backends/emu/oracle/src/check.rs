@@ -12,8 +12,9 @@
 //! - privileged instructions (they fault in user mode, but the point is not to depend on
 //!   that) and the I/O instructions.
 //! - writes to segment registers, FS/GS base writes, FS/GS-relative memory operands and
-//!   `WRPKRU`/`XRSTOR*` (which can load PKRU): they would break the host thread's TLS or
-//!   memory protection keys.
+//!   `WRPKRU`/`XRSTORS*`, and `XRSTOR*` when the host's XCR0 has the PKRU component
+//!   (they can load PKRU): they would break the host thread's TLS or memory protection
+//!   keys.
 //! - instructions the kernel emulates or that wait (`SGDT`..`SMSW` under UMIP,
 //!   `UMONITOR`/`UMWAIT`/`TPAUSE`, `MONITORX`/`MWAITX`), user interrupts, enclave and
 //!   shadow-stack management instructions.
@@ -67,8 +68,6 @@ const FORBIDDEN: &[(Mnemonic, &str)] = &[
     (Mnemonic::Wrfsbase, "writes the FS base (host TLS)"),
     (Mnemonic::Wrgsbase, "writes the GS base"),
     (Mnemonic::Wrpkru, "writes PKRU (memory protection keys)"),
-    (Mnemonic::Xrstor, "may load PKRU"),
-    (Mnemonic::Xrstor64, "may load PKRU"),
     (Mnemonic::Xrstors, "may load PKRU"),
     (Mnemonic::Xrstors64, "may load PKRU"),
     (Mnemonic::Lfs, "loads a segment register"),
@@ -106,6 +105,40 @@ const FORBIDDEN: &[(Mnemonic, &str)] = &[
     (Mnemonic::Vmfunc, "hypercall"),
     (Mnemonic::Vmmcall, "hypercall"),
 ];
+
+/// XCR0 bit 9: the PKRU state component.
+const XCR0_PKRU: u64 = 1 << 9;
+
+/// Whether the host's XCR0 enables the PKRU component, which XRSTOR could then load.
+/// Without it XRSTOR loads no more than FXRSTOR can (with XCR0's other components, the
+/// vector registers), so it is as safe to run.
+fn host_xcr0_has_pkru() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("xsave") {
+            // SAFETY: the CPU has XSAVE and the OS has enabled it (the macro checks
+            // OSXSAVE), so XGETBV of XCR0 is defined; it reads a register only.
+            return unsafe { xcr0() } & XCR0_PKRU != 0;
+        }
+        false
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// XCR0.
+///
+/// # Safety
+///
+/// The CPU supports XSAVE and CR4.OSXSAVE is set.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "xsave")]
+unsafe fn xcr0() -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe { core::arch::x86_64::_xgetbv(0) }
+}
 
 /// Check that `code` is straight-line user code the oracle may run (see the module
 /// documentation for the rules).
@@ -150,6 +183,10 @@ pub fn check_snippet_at(code: &[u8], bits: u32) -> Result<(), Rejection> {
         }
         if let Some((_, why)) = FORBIDDEN.iter().find(|(m, _)| *m == instr.mnemonic()) {
             return reject(why);
+        }
+        if matches!(instr.mnemonic(), Mnemonic::Xrstor | Mnemonic::Xrstor64) && host_xcr0_has_pkru()
+        {
+            return reject("may load PKRU (the host's XCR0 has it)");
         }
         match instr.flow_control() {
             FlowControl::Next | FlowControl::Exception => {}

@@ -150,7 +150,14 @@ pub fn compare(
     let fxsave = executed.iter().any(|i| {
         matches!(
             i.mnemonic(),
-            iced_x86::Mnemonic::Fxsave | iced_x86::Mnemonic::Fxsave64
+            iced_x86::Mnemonic::Fxsave
+                | iced_x86::Mnemonic::Fxsave64
+                | iced_x86::Mnemonic::Xsave
+                | iced_x86::Mnemonic::Xsave64
+                | iced_x86::Mnemonic::Xsaveopt
+                | iced_x86::Mnemonic::Xsaveopt64
+                | iced_x86::Mnemonic::Xsavec
+                | iced_x86::Mnemonic::Xsavec64
         )
     });
     let differing: Vec<usize> = (0..native.state.scratch.len().min(emu.state.scratch.len()))
@@ -220,7 +227,7 @@ fn compare_fpu(instrs: &[Instruction], native: &State, emu: &State, diffs: &mut 
 }
 
 /// Whether byte `i` of the scratch area lies in the MXCSR_MASK field (bytes 28-31) of an
-/// FXSAVE image (16-byte aligned, so at offset 12 mod 16) where the host stored AMD's
+/// FXSAVE image or an XSAVE area's legacy region (16-byte aligned, so at offset 12 mod 16) where the host stored AMD's
 /// 0x0002FFFF (bit 17: misaligned-SSE mode, a capability the emulator does not have)
 /// and the emulator its own 0x0000FFFF. MXCSR_MASK describes the CPU, not the state.
 fn mxcsr_mask_difference(native: &[u8], emu: &[u8], i: usize) -> bool {

@@ -11,7 +11,8 @@
 //!   snippet's reach.
 //! - The snippet runs at CPL 3, like the oracle's, so #GP/#PF error codes, the U bit and
 //!   the privilege checks match what the host reports. CR0 (WP, AM, NE), CR4 (PAE,
-//!   OSFXSR, OSXMMEXCPT) and EFER.NXE are set as Linux sets them.
+//!   OSFXSR, OSXMMEXCPT, OSXSAVE), XCR0 (x87 and SSE) and EFER.NXE are set as Linux sets
+//!   them.
 //! - Each of the 32 exception vectors has a 64-bit interrupt gate (DPL 3 for #BP, as
 //!   Linux has it, so `INT3` works from user mode) to a one-byte `HLT` handler at its own
 //!   address: the `HLT` exit tells which vector was delivered, and the frame on the kernel
@@ -241,8 +242,12 @@ impl EmuRunner {
             limit: 32 * 16 - 1,
         });
         v.set_cr3(PML4);
-        // PAE, OSFXSR, OSXMMEXCPT.
-        v.set_cr4(0x20 | 0x200 | 0x400);
+        // PAE, OSFXSR, OSXMMEXCPT, OSXSAVE, and FSGSBASE where the host's kernel has
+        // enabled it for user mode; XCR0 with the x87 and SSE components (the host's has
+        // them, and more the emulator does not implement).
+        let fsgsbase = if host_fsgsbase() { 1 << 16 } else { 0 };
+        v.set_cr4(0x20 | 0x200 | 0x400 | 0x4_0000 | fsgsbase);
+        v.set_xcr0(3);
         // LME, LMA, NXE.
         v.set_efer(0x100 | 0x400 | 0x800);
         // PG, AM, WP, NE, ET, PE.
@@ -361,4 +366,22 @@ impl EmuRunner {
 /// The page-table index of `va` at the level whose entries map `1 << shift` bytes.
 fn idx(va: u64, shift: u32) -> u64 {
     (va >> shift) & 511
+}
+
+/// Whether the host's kernel lets user mode run RDFSBASE, RDGSBASE, WRFSBASE and
+/// WRGSBASE (HWCAP2_FSGSBASE in the auxiliary vector, Linux 5.9 and later): the
+/// emulator's CR4.FSGSBASE follows it, so both sides fault or run them alike.
+fn host_fsgsbase() -> bool {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        /// HWCAP2_FSGSBASE (Linux's arch/x86/include/uapi/asm/hwcap2.h).
+        const HWCAP2_FSGSBASE: u64 = 1 << 1;
+        // SAFETY: getauxval only reads the process's auxiliary vector.
+        let hwcap2 = unsafe { libc::getauxval(libc::AT_HWCAP2) };
+        hwcap2 & HWCAP2_FSGSBASE != 0
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        false
+    }
 }

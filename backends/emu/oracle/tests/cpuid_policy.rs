@@ -61,7 +61,6 @@ fn extensions_without_an_implementation_are_hidden() {
         Feature::F16c,
         Feature::Aes,
         Feature::Pclmulqdq,
-        Feature::Xsave,
         Feature::Osxsave,
         Feature::Rdrand,
         Feature::Rdseed,

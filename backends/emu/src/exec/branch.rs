@@ -12,7 +12,7 @@ use opsvisor_core::mmu::memory::GuestMemory;
 #[inline(always)]
 pub fn check_target(c: &Cpu, target: u64) -> Result<(), Ex> {
     if c.bits == 64 {
-        if ((target as i64) << 16 >> 16) as u64 != target {
+        if !c.canonical(target) {
             return Err(GP(0));
         }
     } else if c.protected() && target > u64::from(c.seg[crate::cpu::sr::CS as usize].limit) {

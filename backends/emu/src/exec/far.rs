@@ -65,7 +65,7 @@ pub fn load_cs(
     }
     let long = c.lma() && seg.attr & Segment::L != 0;
     if long {
-        if ((off as i64) << 16 >> 16) as u64 != off {
+        if !c.canonical(off) {
             return Err(GP(0));
         }
     } else if off > u64::from(seg.limit) {

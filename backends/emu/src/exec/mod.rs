@@ -12,6 +12,7 @@ pub mod flags;
 pub mod fused;
 pub mod io;
 pub mod muldiv;
+pub mod pku;
 pub mod segment;
 pub mod shift;
 pub mod simd;
@@ -21,6 +22,7 @@ pub mod string;
 pub mod syscall;
 pub mod system;
 pub mod x87;
+pub mod xsave;
 
 use crate::cpu::Cpu;
 use crate::decode::Op;
@@ -480,7 +482,12 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         M::Lmsw => system::lmsw,
         M::Clts => system::clts,
         M::Invlpg => system::invlpg,
+        M::Invpcid => system::invpcid,
+        M::Stac | M::Clac => system::stac_clac,
+        M::Rdpkru => pku::rdpkru,
+        M::Wrpkru => pku::wrpkru,
         M::Wbinvd | M::Invd | M::Wbnoinvd => system::cache_flush,
+        M::Vmcall | M::Vmmcall => system::hypercall,
         M::Rdtsc => system::rdtsc,
         M::Rdtscp => system::rdtscp,
         M::Rdpid => system::rdpid,
@@ -542,6 +549,7 @@ fn is_near(k: OpKind) -> bool {
 /// The handler from one of the floating-point and SIMD families, if one implements `op`.
 fn family_handler(op: &Op) -> Option<crate::decode::Handler> {
     x87::select(op)
+        .or_else(|| xsave::select(op.i.code()))
         .or_else(|| simd::select(op))
         .or_else(|| simd_fp::select(op))
 }

@@ -89,6 +89,8 @@ pub fn popf(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let m = writable_flags(c, size);
     let old = c.rflags();
     c.set_rflags(((c.rflags() & !m) | (v & m) | 2) & !RF);
+    // AC may have changed: the SMAP override picks the TLB class.
+    c.update_sel();
     if (old & IF == 0 && c.rf & IF != 0) || (old ^ c.rflags()) & TF != 0 {
         // A newly opened interrupt window, or single-stepping switched on or off, must
         // be noticed at the next instruction boundary, not at the end of the block.

@@ -64,7 +64,7 @@ pub fn sysret(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let base = ((c.star >> 48) & 0xffff) as u16;
     let to64 = op.i.code() == Code::Sysretq && c.long64();
     if to64 {
-        if !crate::mem::canonical(c.gpr[1]) {
+        if !c.canonical(c.gpr[1]) {
             return Err(GP(0));
         }
         c.seg[sr::CS as usize] = flat_code(base.wrapping_add(16) | 3, 3, true);
@@ -122,7 +122,7 @@ pub fn sysexit(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     }
     let to64 = op.i.code() == Code::Sysexitq;
     if to64 {
-        if !crate::mem::canonical(c.gpr[2]) || !crate::mem::canonical(c.gpr[1]) {
+        if !crate::mem::canonical(c.gpr[2]) || !c.canonical(c.gpr[1]) {
             return Err(GP(0));
         }
         c.seg[sr::CS as usize] = flat_code(base.wrapping_add(32) | 3, 3, true);

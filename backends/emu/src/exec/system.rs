@@ -1,6 +1,6 @@
 //! System instructions: descriptor-table registers, control and debug registers, TLB and
-//! cache maintenance, time-stamp counter, SWAPGS, and the intercepted CPUID, RDMSR, WRMSR
-//! and HLT.
+//! cache maintenance (INVLPG, INVPCID), time-stamp counter, SWAPGS, the SMAP flag
+//! instructions STAC and CLAC, and the intercepted CPUID, RDMSR, WRMSR and HLT.
 
 use super::segment::{desc_to_seg, read_desc};
 use super::{ea, rd, wr};
@@ -38,6 +38,10 @@ pub fn lgdt_lidt(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> 
         )
     {
         base &= 0x00ff_ffff;
+    }
+    // A base loaded in 64-bit mode must be canonical (SDM 2, LGDT/LIDT).
+    if c.long64() && !c.canonical_max(base) {
+        return Err(GP(0));
     }
     let t = opsvisor_core::ops::DescriptorTable { base, limit };
     if op.i.mnemonic() == Mnemonic::Lgdt {
@@ -113,7 +117,7 @@ pub fn lldt_ltr(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
             return Err(GP(u32::from(sel & !3)));
         }
         seg.base |= (hi & 0xffff_ffff) << 32;
-        if !crate::mem::canonical(seg.base) {
+        if !c.canonical_max(seg.base) {
             return Err(GP(u32::from(sel & !3)));
         }
     }
@@ -211,25 +215,47 @@ pub fn write_cr0(c: &mut Cpu, v: u64) -> Result<(), Ex> {
     Ok(())
 }
 
-/// Write CR4 with the reserved-bit and long-mode checks.
+/// Write CR4 with the checks of SDM 2, MOV CR: bits of features the CPU model does not
+/// offer are reserved, PAE cannot be cleared and LA57 cannot change in IA-32e mode, and
+/// PCIDE can be set only in IA-32e mode with CR3[11:0] zero.
 pub fn write_cr4(c: &mut Cpu, v: u64) -> Result<(), Ex> {
-    if v & !cr4::ALLOWED != 0 || (c.lma() && v & cr4::PAE == 0) {
+    let changed = c.cr4 ^ v;
+    if v & !c.feat.cr4_allowed != 0
+        || (c.lma() && v & cr4::PAE == 0)
+        || (c.lma() && changed & cr4::LA57 != 0)
+        || (v & changed & cr4::PCIDE != 0 && (!c.lma() || c.cr3 & 0xfff != 0))
+    {
         return Err(GP(0));
     }
-    let changed = c.cr4 ^ v;
     c.cr4 = v;
     if changed & cr4::PAGING != 0 {
         c.tlb.flush(true);
         c.fetch_gen = c.fetch_gen.wrapping_add(1);
     }
+    c.update_sel();
     c.brk = true;
     Ok(())
 }
 
-/// Write CR3 (flushes non-global translations).
+/// CR3 bits 63 (with PCIDE: do not invalidate) and MAXPHYADDR..=62 in IA-32e mode.
+const CR3_RESERVED_LONG: u64 = !((1u64 << opsvisor_core::mmu::walk::MAXPHYADDR) - 1);
+
+/// Write CR3. In IA-32e mode bits above MAXPHYADDR are reserved (#GP), except bit 63
+/// with CR4.PCIDE, which asks the processor to keep the translations of the new PCID
+/// and is not stored. The emulator's TLB does not tag entries by PCID: every write drops
+/// the non-global translations, which the architecture allows (a TLB may always hold
+/// less).
 pub fn write_cr3(c: &mut Cpu, v: u64) -> Result<(), Ex> {
     let v = if c.lma() {
-        v & 0x000f_ffff_ffff_ffff
+        let v = if c.cr4 & cr4::PCIDE != 0 {
+            v & !(1 << 63)
+        } else {
+            v
+        };
+        if v & CR3_RESERVED_LONG != 0 {
+            return Err(GP(0));
+        }
+        v
     } else {
         v & 0xffff_ffff
     };
@@ -240,11 +266,30 @@ pub fn write_cr3(c: &mut Cpu, v: u64) -> Result<(), Ex> {
     Ok(())
 }
 
+/// MOV to/from CR8 (64-bit mode only): CR8 is the local APIC's TPR, which the core
+/// holds, so the access is an intercept exit whatever the value (the core checks it).
+fn mov_cr8(c: &mut Cpu, op: &Op, write: bool) -> Result<(), Ex> {
+    if !c.long64() {
+        return Err(ud());
+    }
+    let code = if write { op.r[1] } else { op.r[0] };
+    let gpr = opsvisor_core::ops::Gpr::from_index(usize::from(code & 0xf)).ok_or_else(ud)?;
+    let direction = if write {
+        opsvisor_core::exit::Direction::Write
+    } else {
+        opsvisor_core::exit::Direction::Read
+    };
+    intercept(c, op, InterceptKind::Plain, Exit::Cr8 { direction, gpr })
+}
+
 /// MOV to/from CR0/2/3/4/8 and DR0-7.
 pub fn mov_cr_dr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     c.require_cpl0()?;
     let r0 = op.i.op_register(0);
     let r1 = op.i.op_register(1);
+    if r0 == Register::CR8 || r1 == Register::CR8 {
+        return mov_cr8(c, op, r0 == Register::CR8);
+    }
     let size = if c.long64() { 8 } else { 4 };
     if r0.is_cr() || r0.is_dr() {
         let v = c.get(op.r[1], size);
@@ -253,12 +298,6 @@ pub fn mov_cr_dr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
             Register::CR2 => c.cr2 = v,
             Register::CR3 => write_cr3(c, v)?,
             Register::CR4 => write_cr4(c, v)?,
-            Register::CR8 => {
-                if v > 15 {
-                    return Err(GP(0));
-                }
-                c.cr8 = v;
-            }
             r if r.is_dr() => {
                 let n = dr_index(c, r)?;
                 if n >= 6 && v >> 32 != 0 {
@@ -274,7 +313,6 @@ pub fn mov_cr_dr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
             Register::CR2 => c.cr2,
             Register::CR3 => c.cr3,
             Register::CR4 => c.cr4,
-            Register::CR8 => c.cr8,
             r if r.is_dr() => {
                 let n = dr_index(c, r)?;
                 c.dr[n]
@@ -286,6 +324,18 @@ pub fn mov_cr_dr(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     Ok(())
 }
 
+/// DR6 after a write of `v`: B0-B3, BD, BS and BT (bits 0-3, 13-15) take the value,
+/// bits 4-11 and 16-31 read 1, bit 12 and bits 63:32 read 0 (as Bochs models a
+/// Pentium or later).
+pub fn dr6_value(v: u64) -> u64 {
+    (v & 0xe00f) | 0xffff_0ff0
+}
+
+/// DR7 after a write of `v`: bit 10 reads 1, bits 12, 14 and 15 and bits 63:32 read 0.
+pub fn dr7_value(v: u64) -> u64 {
+    (v & 0xffff_2fff) | 0x400
+}
+
 fn dr_index(c: &Cpu, r: Register) -> Result<usize, Ex> {
     let n = (r as u32 - Register::DR0 as u32) as usize;
     match n {
@@ -293,6 +343,77 @@ fn dr_index(c: &Cpu, r: Register) -> Result<usize, Ex> {
         4 | 5 if c.cr4 & cr4::DE == 0 => Ok(n + 2),
         _ => Err(ud()),
     }
+}
+
+/// INVPCID r, m128 (SDM 2, INVPCID; the checks in Bochs' order: CPL, the descriptor
+/// read, its reserved bits, then the type). The TLB does not tag by PCID, so each type
+/// drops at least what it names: type 0 the address's page, types 1 and 3 every
+/// non-global translation, type 2 everything.
+pub fn invpcid(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if !c.feat.invpcid {
+        return Err(ud());
+    }
+    if c.rf & crate::arith::flags::VM != 0 {
+        return Err(GP(0));
+    }
+    c.require_cpl0()?;
+    let ty = if c.long64() {
+        c.get(op.r[0], 8)
+    } else {
+        c.get(op.r[0], 4)
+    };
+    let a = ea(c, op);
+    let lo = c.rd(mem, op.seg, a, 8)?;
+    let hi = c.rd(mem, op.seg, a.wrapping_add(8) & op.amask, 8)?;
+    if lo > 0xfff {
+        return Err(GP(0));
+    }
+    let pcid = lo;
+    let pcide = c.cr4 & cr4::PCIDE != 0;
+    match ty {
+        0 => {
+            // Checked against the widest linear address, as for INVLPG and the bases.
+            if !c.canonical_max(hi) || (!pcide && pcid != 0) {
+                return Err(GP(0));
+            }
+            c.tlb.flush_page(hi);
+        }
+        1 => {
+            if !pcide && pcid != 0 {
+                return Err(GP(0));
+            }
+            c.tlb.flush(false);
+        }
+        2 => c.tlb.flush(true),
+        3 => c.tlb.flush(false),
+        _ => return Err(GP(0)),
+    }
+    c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    c.brk = true;
+    Ok(())
+}
+
+/// STAC / CLAC: set or clear RFLAGS.AC, the override of SMAP for explicit supervisor
+/// accesses (#UD without SMAP in the CPU model, at CPL > 0, and in virtual-8086 mode).
+pub fn stac_clac(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if !c.feat.smap || c.cpl > 0 || c.rf & crate::arith::flags::VM != 0 {
+        return Err(ud());
+    }
+    let ac = crate::arith::flags::AC;
+    if op.i.mnemonic() == Mnemonic::Stac {
+        c.rf |= ac;
+    } else {
+        c.rf &= !ac;
+    }
+    c.update_sel();
+    Ok(())
+}
+
+/// VMCALL and VMMCALL: the hypercall, an exit to the core at any privilege level and in
+/// every mode, as either instruction is under a hypervisor (the core answers with KVM's
+/// ABI, [`opsvisor_core::exits::hypercall`]).
+pub fn hypercall(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    intercept(c, op, InterceptKind::Plain, Exit::Hypercall)
 }
 
 /// INVLPG m.
@@ -333,16 +454,24 @@ pub fn rdtsc(c: &mut Cpu, _: &mut GuestMemory, _: &Op) -> Result<(), Ex> {
     Ok(())
 }
 
-/// RDTSCP: RDTSC plus TSC_AUX in ECX.
+/// RDTSCP: RDTSC plus TSC_AUX in ECX (#UD without RDTSCP in the CPU model).
 pub fn rdtscp(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if !c.feat.rdtscp {
+        return Err(ud());
+    }
     rdtsc(c, mem, op)?;
     c.set(1, 4, c.tsc_aux);
     Ok(())
 }
 
-/// RDPID r.
+/// RDPID r: TSC_AUX, zero-extended (#UD without RDPID in the CPU model). The register
+/// is 64 bits wide in 64-bit mode and 32 bits elsewhere.
 pub fn rdpid(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
-    c.set(op.r[0], 8, c.tsc_aux & 0xffff_ffff);
+    if !c.feat.rdpid {
+        return Err(ud());
+    }
+    let size = if c.long64() { 8 } else { 4 };
+    c.set(op.r[0], size, c.tsc_aux & 0xffff_ffff);
     Ok(())
 }
 
@@ -370,7 +499,7 @@ pub fn fsgsbase(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     };
     if write {
         let v = c.get(op.r[0], size);
-        if ((v as i64) << 16 >> 16) as u64 != v {
+        if !c.canonical_max(v) {
             return Err(GP(0));
         }
         c.seg[usize::from(s)].base = v;

@@ -139,6 +139,40 @@ pub struct SvmCaps {
     /// CR4 bits the processor defines (from the CPUID feature bits), for the VMRUN
     /// consistency check of CR4.
     pub cr4_valid: u64,
+    /// The feature leaves, for the CPU model the backend can offer a guest.
+    pub feature_leaves: FeatureLeaves,
+}
+
+/// The processor's CPUID leaves that report the instruction-set and paging features a
+/// guest runs natively: leaf 1, leaf 7 subleaf 0 and leaf 0x80000001, with the highest
+/// basic and extended leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeatureLeaves {
+    /// The highest basic leaf (leaf 0 EAX).
+    pub max_basic: u32,
+    /// The highest extended leaf (leaf 0x80000000 EAX).
+    pub max_extended: u32,
+    /// Leaf 1.
+    pub leaf1: [u32; 4],
+    /// Leaf 7 subleaf 0.
+    pub leaf7: [u32; 4],
+    /// Leaf 0x80000001.
+    pub ext1: [u32; 4],
+}
+
+impl FeatureLeaves {
+    /// CPUID as far as these leaves tell: the recorded ones, the two maxima, and zeros
+    /// for every other leaf (features reported elsewhere count as absent).
+    pub fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        match (leaf, subleaf) {
+            (0, _) => [self.max_basic, 0, 0, 0],
+            (1, _) => self.leaf1,
+            (7, 0) => self.leaf7,
+            (0x8000_0000, _) => [self.max_extended, 0, 0, 0],
+            (0x8000_0001, _) => self.ext1,
+            _ => [0; 4],
+        }
+    }
 }
 
 /// CPUID vendor string of AMD processors (EBX, EDX, ECX of leaf 0).
@@ -199,6 +233,13 @@ impl SvmCaps {
             phys_bits,
             la57,
             cr4_valid: cr4_valid(leaf1, leaf7),
+            feature_leaves: FeatureLeaves {
+                max_basic,
+                max_extended: max_ext,
+                leaf1,
+                leaf7,
+                ext1: cpu.cpuid(0x8000_0001, 0),
+            },
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The other intercepted instructions: RDTSC (0x6E) and RDTSCP (0x87), which read core's
 //! clock; IRET (0x74), intercepted while an injected NMI blocks NMIs; RDPMC (0x6F),
 //! RDPRU (0x8E), MONITOR (0x8A) and MWAIT (0x8B, 0x8C), intercepted to be refused with
-//! #UD. Every other defined code that reaches this module is one this backend's
+//! #UD, and INVPCID (0xA2), intercepted when the guest's CPU model lacks it, also refused
+//! with #UD. Every other defined code that reaches this module is one this backend's
 //! intercepts never cause.
 
 use super::{code, BackendExit, SvmExit};
@@ -12,9 +13,12 @@ pub(crate) fn decode(c: u64) -> SvmExit {
         code::RDTSC => BackendExit::Rdtsc,
         code::RDTSCP => BackendExit::Rdtscp,
         code::IRET => BackendExit::Iret,
-        code::RDPMC | code::RDPRU | code::MONITOR | code::MWAIT | code::MWAIT_CONDITIONAL => {
-            BackendExit::RefusedInstruction { code: c }
-        }
+        code::RDPMC
+        | code::RDPRU
+        | code::MONITOR
+        | code::MWAIT
+        | code::MWAIT_CONDITIONAL
+        | code::INVPCID => BackendExit::RefusedInstruction { code: c },
         other => BackendExit::Unexpected { code: other },
     })
 }
@@ -38,7 +42,13 @@ mod tests {
             decode(code::IRET, &[]),
             Ok(SvmExit::Backend(BackendExit::Iret))
         );
-        for c in [code::RDPMC, code::RDPRU, code::MONITOR, code::MWAIT] {
+        for c in [
+            code::RDPMC,
+            code::RDPRU,
+            code::MONITOR,
+            code::MWAIT,
+            code::INVPCID,
+        ] {
             assert_eq!(
                 decode(c, &[]),
                 Ok(SvmExit::Backend(BackendExit::RefusedInstruction {

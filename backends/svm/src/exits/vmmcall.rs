@@ -1,5 +1,6 @@
-//! VMMCALL (exit code 0x81): core's hypercall path (which today answers #UD, as on a
-//! processor without a hypervisor interface).
+//! VMMCALL (exit code 0x81): core's hypercall, with KVM's calling convention (the
+//! number in RAX, the result in RAX: -KVM_ENOSYS, -1000, for a number the machine does
+//! not define), as VMCALL on VMX.
 
 use super::SvmExit;
 use opsvisor_core::Exit;

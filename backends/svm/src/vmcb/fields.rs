@@ -405,6 +405,12 @@ pub mod misc1 {
     pub const SHUTDOWN: u32 = 1 << 31;
 }
 
+/// Intercept vector 5 (offset 0x014).
+pub mod misc3 {
+    /// INVPCID.
+    pub const INVPCID: u32 = 1 << 2;
+}
+
 /// Intercept vector 4 (offset 0x010).
 pub mod misc2 {
     /// VMRUN (VMRUN refuses a guest without it).

@@ -1,19 +1,20 @@
-//! Intercepted instructions: XSETBV (55), INVD (13) and WBINVD (54), VMCALL (18) and the
-//! other VMX instructions (19-27, INVEPT 50, INVVPID 53, VMFUNC 59), INVLPG (14, shadow
-//! paging), and the instructions intercepted only to be refused. Every other defined
-//! reason that reaches this module is one this backend's controls never cause.
+//! Intercepted instructions: XSETBV (55), INVD (13) and WBINVD (54), VMCALL (18, the
+//! hypercall), the other VMX instructions (19-27, INVEPT 50, INVVPID 53, VMFUNC 59),
+//! which a guest without VMX sees raise #UD, INVLPG (14, shadow paging), and the
+//! instructions intercepted only to be refused. Every other defined reason that reaches
+//! this module is one this backend's controls never cause.
 
 use super::{read, reason, BackendExit, DecodeError, Gprs, VmxExit};
 use crate::vmcs::{fields, VmcsAccess};
 use opsvisor_core::ops::Gpr;
 use opsvisor_core::Exit;
 
-/// Whether `basic` is the exit of a VMX instruction, which a guest without VMX must
-/// see fail (core's [`Exit::Hypercall`] covers them and VMCALL).
+/// Whether `basic` is the exit of a VMX instruction other than VMCALL, which a guest
+/// without VMX must see raise #UD.
 fn is_vmx_instruction(basic: u16) -> bool {
     matches!(
         basic,
-        reason::VMCALL..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC
+        reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC
     )
 }
 
@@ -51,7 +52,10 @@ pub(crate) fn decode<V: VmcsAccess>(
             })
         }
         reason::INVD | reason::WBINVD => VmxExit::Core(Exit::CacheFlush),
-        b if is_vmx_instruction(b) => VmxExit::Core(Exit::Hypercall),
+        reason::VMCALL => VmxExit::Core(Exit::Hypercall),
+        b if is_vmx_instruction(b) => {
+            VmxExit::Backend(BackendExit::RefusedInstruction { reason: b })
+        }
         reason::INVLPG => VmxExit::Backend(BackendExit::Invlpg {
             address: read(vmcs, fields::EXIT_QUALIFICATION)?,
         }),
@@ -88,11 +92,14 @@ mod tests {
     }
 
     #[test]
-    fn vmx_instructions_are_hypercalls() {
-        for basic in (18..=27).chain([50, 53, 59]) {
+    fn vmcall_is_the_hypercall_and_other_vmx_instructions_are_refused() {
+        assert_eq!(decode(18, &[]), Ok(VmxExit::Core(Exit::Hypercall)));
+        for basic in (19..=27).chain([50, 53, 59]) {
             assert_eq!(
                 decode(basic, &[]),
-                Ok(VmxExit::Core(Exit::Hypercall)),
+                Ok(VmxExit::Backend(BackendExit::RefusedInstruction {
+                    reason: basic as u16
+                })),
                 "{basic}"
             );
         }
