@@ -1,10 +1,12 @@
 //! CPUID policies read back through `raw-cpuid`, an independent decoder of the SDM's and
-//! APM's CPUID layouts: the guest is told exactly the features a policy means to offer,
-//! every flag `raw-cpuid` knows of leaves 1, 6, 7, 0x8000_0001 and 0x8000_0007 checked, not
-//! only those core names; core's [`Feature`] table puts each flag at the bit `raw-cpuid`
-//! reads it from; the signature, the XSAVE leaf and the topology leaves of `--smp N` decode
-//! to what the policy says.
+//! APM's CPUID layouts: the guest is told exactly the features a policy means to offer (the
+//! emulator's model, and the `max` and `qemu64` CPU models on it), every flag `raw-cpuid`
+//! knows of leaves 1, 6, 7, 0xD.1, 0x8000_0001 and 0x8000_0007 checked, not only those core
+//! names; core's [`Feature`] table puts each flag at the bit `raw-cpuid` reads it from,
+//! under its QEMU name; the signature, the XSAVE leaf's sizes and the topology leaves of
+//! `--smp N` decode to what the policy says.
 
+use opsvisor_core::cpu_model::CpuModel;
 use opsvisor_core::cpuid::{CpuidDynamic, CpuidPolicy, Feature, PolicyReader};
 use raw_cpuid::{CpuId, TopologyType};
 
@@ -35,10 +37,10 @@ const FLAGS: &[Flag] = flags! {
         "mtrr" => has_mtrr, "pge" => has_pge, "mca" => has_mca, "cmov" => has_cmov,
         "pat" => has_pat, "pse36" => has_pse36, "psn" => has_psn, "clflush" => has_clflush,
         "ds" => has_ds, "acpi" => has_acpi, "mmx" => has_mmx, "fxsr" => has_fxsave_fxstor,
-        "sse" => has_sse, "sse2" => has_sse2, "ss" => has_ss, "htt" => has_htt,
+        "sse" => has_sse, "sse2" => has_sse2, "ss" => has_ss, "ht" => has_htt,
         "tm" => has_tm, "pbe" => has_pbe,
         // Leaf 1 ECX.
-        "sse3" => has_sse3, "pclmulqdq" => has_pclmulqdq, "dtes64" => has_ds_area,
+        "pni" => has_sse3, "pclmulqdq" => has_pclmulqdq, "dtes64" => has_ds_area,
         "monitor" => has_monitor_mwait, "ds-cpl" => has_cpl, "vmx" => has_vmx,
         "smx" => has_smx, "est" => has_eist, "tm2" => has_tm2, "ssse3" => has_ssse3,
         "cnxt-id" => has_cnxtid, "fma" => has_fma, "cx16" => has_cmpxchg16b,
@@ -78,6 +80,11 @@ const FLAGS: &[Flag] = flags! {
         "avx512-fp16" => has_avx512_fp16, "amx-tile" => has_amx_tile,
         "amx-int8" => has_amx_int8,
     }
+    get_extended_state_info {
+        // Leaf 0xD.1 EAX.
+        "xsaveopt" => has_xsaveopt, "xsavec" => has_xsavec, "xgetbv1" => has_xgetbv,
+        "xsaves" => has_xsaves_xrstors,
+    }
     get_extended_processor_and_feature_identifiers {
         // Leaf 0x8000_0001 ECX.
         "lahf-lm" => has_lahf_sahf, "cmp-legacy" => has_cmp_legacy, "svm" => has_svm,
@@ -102,166 +109,14 @@ const FLAGS: &[Flag] = flags! {
     }
 };
 
-/// The name under which [`FLAGS`] reads `feature` (QEMU's spelling where it has one).
-/// Exhaustive: a new [`Feature`] does not compile until it is read back here too.
-fn flag_of(feature: Feature) -> &'static str {
-    use Feature::*;
-    match feature {
-        Fpu => "fpu",
-        Vme => "vme",
-        De => "de",
-        Pse => "pse",
-        Tsc => "tsc",
-        Msr => "msr",
-        Pae => "pae",
-        Mce => "mce",
-        Cx8 => "cx8",
-        Apic => "apic",
-        Sep => "sep",
-        Mtrr => "mtrr",
-        Pge => "pge",
-        Mca => "mca",
-        Cmov => "cmov",
-        Pat => "pat",
-        Pse36 => "pse36",
-        Clfsh => "clflush",
-        Mmx => "mmx",
-        Fxsr => "fxsr",
-        Sse => "sse",
-        Sse2 => "sse2",
-        Htt => "htt",
-        Sse3 => "sse3",
-        Pclmulqdq => "pclmulqdq",
-        Monitor => "monitor",
-        Vmx => "vmx",
-        Ssse3 => "ssse3",
-        Fma => "fma",
-        Cx16 => "cx16",
-        Pcid => "pcid",
-        Sse41 => "sse4.1",
-        Sse42 => "sse4.2",
-        X2apic => "x2apic",
-        Movbe => "movbe",
-        Popcnt => "popcnt",
-        TscDeadline => "tsc-deadline",
-        Aes => "aes",
-        Xsave => "xsave",
-        Osxsave => "osxsave",
-        Avx => "avx",
-        F16c => "f16c",
-        Rdrand => "rdrand",
-        Hypervisor => "hypervisor",
-        Arat => "arat",
-        Fsgsbase => "fsgsbase",
-        TscAdjust => "tsc-adjust",
-        Bmi1 => "bmi1",
-        Avx2 => "avx2",
-        Smep => "smep",
-        Bmi2 => "bmi2",
-        Erms => "erms",
-        Invpcid => "invpcid",
-        Rdseed => "rdseed",
-        Adx => "adx",
-        Smap => "smap",
-        Clflushopt => "clflushopt",
-        Sha => "sha-ni",
-        Umip => "umip",
-        Rdpid => "rdpid",
-        LahfLm => "lahf-lm",
-        Abm => "abm",
-        Prefetchw => "3dnowprefetch",
-        Syscall => "syscall",
-        Nx => "nx",
-        Page1Gb => "pdpe1gb",
-        Rdtscp => "rdtscp",
-        Lm => "lm",
-        InvariantTsc => "invtsc",
-    }
-}
-
-/// Every [`Feature`], in [`flag_of`]'s order.
-const FEATURES: [Feature; 69] = {
-    use Feature::*;
-    [
-        Fpu,
-        Vme,
-        De,
-        Pse,
-        Tsc,
-        Msr,
-        Pae,
-        Mce,
-        Cx8,
-        Apic,
-        Sep,
-        Mtrr,
-        Pge,
-        Mca,
-        Cmov,
-        Pat,
-        Pse36,
-        Clfsh,
-        Mmx,
-        Fxsr,
-        Sse,
-        Sse2,
-        Htt,
-        Sse3,
-        Pclmulqdq,
-        Monitor,
-        Vmx,
-        Ssse3,
-        Fma,
-        Cx16,
-        Pcid,
-        Sse41,
-        Sse42,
-        X2apic,
-        Movbe,
-        Popcnt,
-        TscDeadline,
-        Aes,
-        Xsave,
-        Osxsave,
-        Avx,
-        F16c,
-        Rdrand,
-        Hypervisor,
-        Arat,
-        Fsgsbase,
-        TscAdjust,
-        Bmi1,
-        Avx2,
-        Smep,
-        Bmi2,
-        Erms,
-        Invpcid,
-        Rdseed,
-        Adx,
-        Smap,
-        Clflushopt,
-        Sha,
-        Umip,
-        Rdpid,
-        LahfLm,
-        Abm,
-        Prefetchw,
-        Syscall,
-        Nx,
-        Page1Gb,
-        Rdtscp,
-        Lm,
-        InvariantTsc,
-    ]
-};
-
 /// A vCPU after reset with its APIC enabled: the APIC bit reads as the model has it,
-/// OSXSAVE clear (CR4.OSXSAVE is clear).
+/// OSXSAVE and OSPKE clear (CR4.OSXSAVE and CR4.PKE are clear).
 fn reset_state() -> CpuidDynamic {
     CpuidDynamic {
         apic_id: 0,
         osxsave: false,
         apic_enabled: true,
+        pke: false,
     }
 }
 
@@ -290,15 +145,106 @@ fn in_flag_order(want: &[&'static str]) -> Vec<&'static str> {
         .collect()
 }
 
+/// Check that `policy` reports through `raw-cpuid` exactly the flags `want` (after reset),
+/// that the state-dependent bits follow the vCPU (OSXSAVE with CR4.OSXSAVE where XSAVE is
+/// offered, OSPKE with CR4.PKE where PKU is, APIC with IA32_APIC_BASE.EN) and nothing else
+/// moves, and
+/// that core's own view of the table agrees flag by flag.
+fn check_offers(policy: &CpuidPolicy, want: &[&'static str], what: &str) {
+    let want = in_flag_order(want);
+    assert_eq!(reported(policy, reset_state()), want, "{what}");
+
+    // The CR4 mirrors, where the feature that makes the CR4 bit settable is offered
+    // (without it the guest's CR4 write faults, and the state cannot arise).
+    for (feature, mirror, state) in [
+        (
+            "xsave",
+            "osxsave",
+            CpuidDynamic {
+                osxsave: true,
+                ..reset_state()
+            },
+        ),
+        (
+            "pku",
+            "ospke",
+            CpuidDynamic {
+                pke: true,
+                ..reset_state()
+            },
+        ),
+    ] {
+        if want.contains(&feature) {
+            let mut names = want.clone();
+            names.push(mirror);
+            assert_eq!(
+                reported(policy, state),
+                in_flag_order(&names),
+                "{what}: {mirror} with its CR4 bit set"
+            );
+        }
+    }
+    let state = CpuidDynamic {
+        apic_enabled: false,
+        ..reset_state()
+    };
+    let without_apic: Vec<_> = want.iter().copied().filter(|n| *n != "apic").collect();
+    assert_eq!(
+        reported(policy, state),
+        without_apic,
+        "{what}: APIC disabled"
+    );
+
+    for feature in Feature::ALL {
+        assert_eq!(
+            policy.has_feature(feature),
+            want.contains(&feature.name()),
+            "{what}: {feature:?}"
+        );
+    }
+}
+
+/// What `qemu64` offers (`core::cpu_model`'s documentation: QEMU's `qemu64` less MCE,
+/// MCA, PSE-36 and SVM) within what the emulator implements: of that list the emulator
+/// lacks DE, so the model has it not.
+const QEMU64_ON_EMULATOR: &[&str] = &[
+    "fpu",
+    "pse",
+    "tsc",
+    "msr",
+    "pae",
+    "cx8",
+    "apic",
+    "sep",
+    "mtrr",
+    "pge",
+    "cmov",
+    "pat",
+    "clflush",
+    "mmx",
+    "fxsr",
+    "sse",
+    "sse2",
+    "pni",
+    "cx16",
+    "hypervisor",
+    "lahf-lm",
+    "syscall",
+    "nx",
+    "lm",
+];
+
 /// The emulator's policy offers exactly the instruction-set extensions the emulator
 /// implements and the platform features core emulates: x87, FXSR, MMX, SSE to SSE4.2,
 /// SSSE3, POPCNT, MOVBE, CMPXCHG8B/16B, BMI1/2, ADX, LZCNT, LAHF/SAHF in long mode,
-/// SYSENTER and SYSCALL, RDTSCP, NX, 1 GiB pages, PAE, PSE, PGE, PAT, MTRRs, the TSC
-/// (invariant, with IA32_TSC_ADJUST and the APIC's TSC deadline), the x2APIC, ARAT, the
-/// hypervisor bit; no XSAVE, AVX, VMX, SVM, SMEP/SMAP, PCID, MCE/MCA, HTT (one vCPU), ...
+/// SYSENTER and SYSCALL, RDTSCP, RDPID, NX, 1 GiB pages, PAE, PSE, PGE, PAT, MTRRs, the
+/// TSC (invariant, with IA32_TSC_ADJUST and the APIC's TSC deadline), the x2APIC, ARAT,
+/// the hypervisor bit; the system features PCID, INVPCID, FSGSBASE, SMEP, SMAP, UMIP, PKU
+/// and LA57; XSAVE with XSAVEOPT and XSAVEC (x87 and SSE state); no AVX, VMX, SVM,
+/// MCE/MCA, HTT (one vCPU), XSAVES, ...
 #[test]
 fn emulator_policy_offers_exactly_its_features() {
-    let want = in_flag_order(&[
+    let want = [
         "fpu",
         "pse",
         "tsc",
@@ -316,21 +262,33 @@ fn emulator_policy_offers_exactly_its_features() {
         "fxsr",
         "sse",
         "sse2",
-        "sse3",
+        "pni",
         "ssse3",
         "cx16",
+        "pcid",
         "sse4.1",
         "sse4.2",
         "x2apic",
         "movbe",
         "popcnt",
         "tsc-deadline",
+        "xsave",
         "hypervisor",
         "arat",
+        "fsgsbase",
         "tsc-adjust",
         "bmi1",
+        "smep",
         "bmi2",
+        "invpcid",
         "adx",
+        "smap",
+        "umip",
+        "pku",
+        "la57",
+        "rdpid",
+        "xsaveopt",
+        "xsavec",
         "lahf-lm",
         "abm",
         "syscall",
@@ -339,112 +297,131 @@ fn emulator_policy_offers_exactly_its_features() {
         "rdtscp",
         "lm",
         "invtsc",
-    ]);
-    let policy = CpuidPolicy::emulator();
-    assert_eq!(reported(&policy, reset_state()), want);
+    ];
+    check_offers(&CpuidPolicy::emulator(), &want, "emulator");
+}
 
-    // The state-dependent bits follow the vCPU: OSXSAVE with CR4.OSXSAVE, APIC with
-    // IA32_APIC_BASE.EN; nothing else moves.
-    let mut with_osxsave = want.clone();
-    with_osxsave.push("osxsave");
-    let state = CpuidDynamic {
-        osxsave: true,
-        ..reset_state()
+/// The CPU models on the emulator: `max` is the emulator's model, `qemu64` its baseline,
+/// and `qemu64,+smep,-nx` that plus and minus one flag.
+#[test]
+fn cpu_models_offer_exactly_their_features() {
+    let emulator = CpuidPolicy::emulator();
+    let model = |spec: &str| {
+        CpuModel::parse(spec)
+            .unwrap()
+            .policy(&emulator, "emu")
+            .unwrap()
     };
     assert_eq!(
-        reported(&policy, state),
-        in_flag_order(&with_osxsave),
-        "CR4.OSXSAVE set"
+        reported(&model("max"), reset_state()),
+        reported(&emulator, reset_state()),
+        "max"
     );
-    let state = CpuidDynamic {
-        apic_enabled: false,
-        ..reset_state()
-    };
-    let without_apic: Vec<_> = want.iter().copied().filter(|n| *n != "apic").collect();
-    assert_eq!(reported(&policy, state), without_apic, "APIC disabled");
+    check_offers(&model("qemu64"), QEMU64_ON_EMULATOR, "qemu64");
+    let mut changed: Vec<&str> = QEMU64_ON_EMULATOR
+        .iter()
+        .copied()
+        .filter(|n| *n != "nx")
+        .collect();
+    changed.push("smep");
+    check_offers(&model("qemu64,+smep,-nx"), &changed, "qemu64,+smep,-nx");
+}
 
-    // Core's own view of the table agrees with the decoder's, flag by flag.
-    for feature in FEATURES {
+/// The identification leaves decode to the model the policy describes, in every model:
+/// vendor, family/model/stepping, cache line, the physical-address width and the linear
+/// one (57 bits with LA57, 48 without).
+#[test]
+fn policies_identify_their_model() {
+    let emulator = CpuidPolicy::emulator();
+    let qemu64 = CpuModel::parse("qemu64")
+        .unwrap()
+        .policy(&emulator, "emu")
+        .unwrap();
+    for (policy, linear) in [(&emulator, 57), (&qemu64, 48)] {
+        let cpu = CpuId::with_cpuid_reader(policy.reader(reset_state()));
+        assert_eq!(cpu.get_vendor_info().unwrap().as_str(), "GenuineIntel");
+        let fi = cpu.get_feature_info().unwrap();
         assert_eq!(
-            policy.has_feature(feature),
-            want.contains(&flag_of(feature)),
-            "{feature:?}"
+            (fi.family_id(), fi.model_id(), fi.stepping_id()),
+            (6, 0x9e, 0xa)
         );
+        assert_eq!(fi.cflush_cache_line_size(), 8, "64-byte lines");
+        let sizes = cpu.get_processor_capacity_feature_info().unwrap();
+        assert_eq!(
+            u32::from(sizes.physical_address_bits()),
+            opsvisor_core::cpuid::PHYS_ADDR_BITS
+        );
+        assert_eq!(sizes.linear_address_bits(), linear);
     }
 }
 
-/// The identification leaves decode to the model the policy describes.
+/// The XSAVE leaf (0xD) describes the state the policy offers: with XSAVE (the emulator),
+/// x87 and SSE in XCR0 and a 576-byte area (the 512-byte legacy region and the 64-byte
+/// header), standard and compacted, XSAVEOPT and XSAVEC, no further component; without
+/// it (`qemu64`), no state at all.
 #[test]
-fn emulator_policy_identifies_its_model() {
-    let policy = CpuidPolicy::emulator();
-    let cpu = CpuId::with_cpuid_reader(policy.reader(reset_state()));
-    assert_eq!(cpu.get_vendor_info().unwrap().as_str(), "GenuineIntel");
-    let fi = cpu.get_feature_info().unwrap();
-    assert_eq!(
-        (fi.family_id(), fi.model_id(), fi.stepping_id()),
-        (6, 0x9e, 0xa)
-    );
-    assert_eq!(fi.cflush_cache_line_size(), 8, "64-byte lines");
-    let sizes = cpu.get_processor_capacity_feature_info().unwrap();
-    assert_eq!(
-        u32::from(sizes.physical_address_bits()),
-        opsvisor_core::cpuid::PHYS_ADDR_BITS
-    );
-    assert_eq!(sizes.linear_address_bits(), 48);
-}
+fn xsave_leaf_describes_the_offered_state() {
+    let emulator = CpuidPolicy::emulator();
+    let cpu = CpuId::with_cpuid_reader(emulator.reader(reset_state()));
+    assert!(cpu.get_feature_info().unwrap().has_xsave());
+    let state = cpu.get_extended_state_info().unwrap();
+    assert!(state.xcr0_supports_legacy_x87() && state.xcr0_supports_sse_128());
+    assert!(!state.xcr0_supports_avx_256());
+    assert_eq!(state.xsave_area_size_supported_features(), 512 + 64);
+    assert_eq!(state.xsave_area_size_enabled_features(), 512 + 64);
+    assert_eq!(state.xsave_size(), 512 + 64, "the compacted area");
+    assert!(state.has_xsaveopt() && state.has_xsavec());
+    assert!(!state.has_xgetbv() && !state.has_xsaves_xrstors());
+    assert_eq!(state.iter().count(), 0, "no component beyond SSE");
 
-/// Without XSAVE the XSAVE leaf (0xd) describes no state: no XCR0 component, no area,
-/// none of XSAVEOPT/XSAVEC/XGETBV1/XSAVES.
-#[test]
-fn emulator_policy_describes_no_xsave_state() {
-    let policy = CpuidPolicy::emulator();
-    let cpu = CpuId::with_cpuid_reader(policy.reader(reset_state()));
+    let qemu64 = CpuModel::parse("qemu64")
+        .unwrap()
+        .policy(&emulator, "emu")
+        .unwrap();
+    let cpu = CpuId::with_cpuid_reader(qemu64.reader(reset_state()));
     assert!(!cpu.get_feature_info().unwrap().has_xsave());
     let state = cpu.get_extended_state_info().unwrap();
-    assert!(!state.xcr0_supports_legacy_x87());
-    assert!(!state.xcr0_supports_sse_128());
-    assert!(!state.xcr0_supports_avx_256());
+    assert!(!state.xcr0_supports_legacy_x87() && !state.xcr0_supports_sse_128());
     assert_eq!(state.xsave_area_size_supported_features(), 0);
-    assert_eq!(state.xsave_area_size_enabled_features(), 0);
+    assert_eq!(state.xsave_size(), 0);
     assert!(!state.has_xsaveopt() && !state.has_xsavec());
-    assert!(!state.has_xgetbv() && !state.has_xsaves_xrstors());
-    assert_eq!(state.iter().count(), 0);
 }
 
 /// Core's feature table against the decoder: each [`Feature`] alone, on a policy whose
 /// feature leaves are otherwise empty, is the one flag `raw-cpuid` reports, under the
-/// name [`flag_of`] gives it.
+/// name [`Feature::name`] gives it (OSXSAVE and OSPKE with the CR4 bit they mirror set).
 #[test]
 fn feature_table_matches_the_decoder() {
     let mut bare = CpuidPolicy::emulator();
-    for leaf in [1, 6, 7, 0x8000_0001, 0x8000_0007] {
-        let mut regs = bare.leaf(leaf, 0).unwrap_or([0; 4]);
+    for (leaf, subleaf) in [
+        (1, 0),
+        (6, 0),
+        (7, 0),
+        (0xd, 1),
+        (0x8000_0001, 0),
+        (0x8000_0007, 0),
+    ] {
+        let mut regs = bare.leaf(leaf, subleaf).unwrap_or([0; 4]);
         match leaf {
-            // Keep leaf 1's signature and EBX; leaf 7.0's EAX is its subleaf count.
-            1 | 7 => regs[2..].fill(0),
+            // Keep leaf 1's signature and EBX, and leaf 7.0's subleaf count.
+            1 => regs[2..].fill(0),
+            7 => regs[1..].fill(0),
             _ => regs = [0; 4],
         }
-        if leaf == 7 {
-            regs[1] = 0;
-        }
-        bare.set_leaf(leaf, 0, regs);
+        bare.set_leaf(leaf, subleaf, regs);
     }
-    // OSXSAVE shows only with CR4.OSXSAVE set, APIC only with the APIC enabled.
-    let state = CpuidDynamic {
-        osxsave: false,
-        ..reset_state()
-    };
-    assert_eq!(reported(&bare, state), Vec::<&str>::new());
-    for feature in FEATURES {
+    assert_eq!(reported(&bare, reset_state()), Vec::<&str>::new());
+    for feature in Feature::ALL {
         let mut policy = bare.clone();
         policy.set_feature(feature, true);
         let state = CpuidDynamic {
             osxsave: feature == Feature::Osxsave,
-            ..state
+            pke: feature == Feature::Ospke,
+            ..reset_state()
         };
         assert_eq!(
             reported(&policy, state),
-            [flag_of(feature)],
+            [feature.name()],
             "{feature:?} at {:x?}",
             feature.location()
         );
