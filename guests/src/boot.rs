@@ -85,7 +85,9 @@ long_entry:
     jmp 4b
 
     /* Interrupt entry: 256 stubs of 16 bytes each, so stub N is at isr_stubs + 16 * N.
-       Vectors without a CPU error code push a zero one, so every frame has one shape. */
+       Vectors without a CPU error code push a zero one, so every frame has one shape.
+       Assembly, not the x86_64 crate's typed handlers: those need the nightly
+       x86-interrupt ABI, and a handler here may change any saved register. */
     .text
     .balign 16
     .global isr_stubs

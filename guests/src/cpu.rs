@@ -32,7 +32,7 @@ pub fn wrmsr(msr: u32, v: u64) {
     unsafe { Msr::new(msr).write(v) };
 }
 
-/// RDTSC.
+/// RDTSC (inline asm: the `x86_64` crate has no RDTSC).
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC reads a counter.

@@ -96,7 +96,8 @@ long_entry:
 
     /* Exception entry: 32 stubs of 16 bytes, stub N at exception_stubs + 16 * N. Vectors
        without an error code push a zero one; every stub then pushes its vector, so the
-       handler sees one frame shape. The handler never returns. */
+       handler sees one frame shape. The handler never returns. Assembly, not the x86_64
+       crate's typed handlers, which need the nightly x86-interrupt ABI. */
     .text
     .balign 16
     .global exception_stubs

@@ -9,7 +9,7 @@ use x86_64::registers::control::Cr2;
 use x86_64::registers::segmentation::SegmentSelector;
 use x86_64::VirtAddr;
 
-/// The time-stamp counter.
+/// The time-stamp counter (inline asm: the `x86_64` crate has no RDTSC).
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC reads a counter; CR4.TSD is clear (ring 0 anyway).
@@ -83,7 +83,8 @@ static HOST_TIMER_EOI: AtomicU64 = AtomicU64::new(0);
 // The host timer's handler acknowledges the interrupt and returns to where the host
 // was (the STGI after a #VMEXIT); the spurious vector needs no EOI. The MSR probe
 // executes RDMSR with a #GP gate that resumes after it: `msr_probe(index, out)` returns
-// 1 with the value stored, or 0 when RDMSR faulted.
+// 1 with the value stored, or 0 when RDMSR faulted. Assembly, not the x86_64 crate's
+// Msr: the #GP gate must resume at a known address after the one RDMSR.
 global_asm!(
     r#"
     .text
