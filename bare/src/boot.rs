@@ -5,6 +5,10 @@
 //! is AT&T syntax (`options(att_syntax)`), 32-bit code (`.code32` in force), and is placed
 //! by the caller between its own entry code (zeroing .bss, keeping the loader's registers)
 //! and its own 64-bit entry label.
+//!
+//! Hand-written, not the `x86_64` crate: this runs as 32-bit code with paging off, before
+//! any Rust can (the crate's page tables, control-register and EFER writers are 64-bit code),
+//! and the tables sit at link-time symbols the assembly fills in.
 
 /// The assembly that builds the identity map of 0..4 GiB with 2 MiB pages and enters long
 /// mode: PML4[0] -> PDPT, PDPT[0..4] -> four page directories of 512 large pages each, the

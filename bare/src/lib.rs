@@ -1,9 +1,10 @@
 //! Bare-metal pieces that the opsvisor image (`image/`, the hypervisor as a
 //! multiboot2/PVH kernel) and the guest corpus (`guests/`, multiboot v1 test kernels) share.
 //!
-//! - [`port`]: port I/O;
+//! - [`port`]: port I/O (the `x86_64` crate's);
 //! - [`uart`]: a polled 16550 UART;
-//! - [`desc`]: the 64-bit TSS, TSS and interrupt-gate descriptors, LIDT and LTR;
+//! - [`desc`]: the 64-bit TSS and its descriptor, the flat GDT segments, an IDT of
+//!   interrupt gates (the `x86_64` crate's structures);
 //! - [`long_mode_switch!`] and [`long_mode_page_tables!`]: the 32-bit boot code that
 //!   identity-maps the first 4 GiB and enters long mode, as `global_asm!` text.
 //!

@@ -1,10 +1,11 @@
-//! Multiboot header, the 32-bit entry trampoline, the GDT and the interrupt entry stubs.
+//! Multiboot header, the 32-bit entry trampoline and the interrupt entry stubs.
 //!
 //! The loader (QEMU's `-kernel`, opsvisor's multiboot loader, GRUB) enters `_start32` in
 //! 32-bit protected mode with paging off, EAX = 0x2BADB002 and EBX = the multiboot info.
 //! The trampoline zeroes .bss, identity-maps the first 4 GiB with 2 MiB pages (the local
 //! APIC at 0xFEE00000 is inside), enables PAE, EFER.LME and paging, loads the 64-bit GDT
-//! and far-jumps to 64-bit code, which calls [`crate::rust_start64`].
+//! ([`crate::gdt`]'s `gdt64`) and far-jumps to 64-bit code, which calls
+//! [`crate::rust_start64`].
 
 use core::arch::global_asm;
 
@@ -84,7 +85,9 @@ long_entry:
     jmp 4b
 
     /* Interrupt entry: 256 stubs of 16 bytes each, so stub N is at isr_stubs + 16 * N.
-       Vectors without a CPU error code push a zero one, so every frame has one shape. */
+       Vectors without a CPU error code push a zero one, so every frame has one shape.
+       Assembly, not the x86_64 crate's typed handlers: those need the nightly
+       x86-interrupt ABI, and a handler here may change any saved register. */
     .text
     .balign 16
     .global isr_stubs
@@ -173,20 +176,10 @@ leave_user:
     ret
 
     .data
-    .balign 16
-    .global gdt64
-gdt64:
-    .quad 0                     /* null */
-    .quad 0x00AF9A000000FFFF    /* 0x08: kernel code, 64-bit */
-    .quad 0x00CF92000000FFFF    /* 0x10: kernel data */
-    .quad 0x00CFF2000000FFFF    /* 0x18: user data, DPL 3 */
-    .quad 0x00AFFA000000FFFF    /* 0x20: user code, 64-bit, DPL 3 */
-    .quad 0, 0                  /* 0x28: the TSS (16 bytes), filled in by Rust */
-gdt64_end:
     .balign 8
     .global gdt64_ptr
 gdt64_ptr:
-    .word gdt64_end - gdt64 - 1
+    .word 7 * 8 - 1             /* the 7 slots of crate::gdt's gdt64 */
     .quad gdt64
     .balign 8
     .global boot_magic

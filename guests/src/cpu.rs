@@ -1,8 +1,15 @@
-//! Thin wrappers over privileged instructions, and "probes": run one instruction that may
-//! fault, and get the fault back instead of an unexpected-exception failure.
+//! Privileged instructions (the `x86_64` crate's, under the names the guests use), and
+//! "probes": run one instruction that may fault, and get the fault back instead of an
+//! unexpected-exception failure.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::instructions::segmentation::{Segment, CS};
+use x86_64::instructions::{interrupts, tlb};
+use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
+use x86_64::registers::model_specific::Msr;
+use x86_64::registers::rflags;
+use x86_64::VirtAddr;
 
 /// Port I/O (shared with the image).
 pub use opsvisor_bare::port::{inb, inl, inw, outb, outl, outw};
@@ -15,21 +22,17 @@ pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
 
 /// RDMSR (faults with #GP on an absent MSR; see [`try_rdmsr`]).
 pub fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: the guest runs at CPL 0; an absent MSR faults into the IDT.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
-    (u64::from(hi) << 32) | u64::from(lo)
+    unsafe { Msr::new(msr).read() }
 }
 
 /// WRMSR.
 pub fn wrmsr(msr: u32, v: u64) {
     // SAFETY: as for rdmsr; the callers own the state the MSR controls.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
-    };
+    unsafe { Msr::new(msr).write(v) };
 }
 
-/// RDTSC.
+/// RDTSC (inline asm: the `x86_64` crate has no RDTSC).
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC reads a counter.
@@ -39,75 +42,54 @@ pub fn rdtsc() -> u64 {
 
 /// Read CR0.
 pub fn cr0() -> u64 {
-    let v;
-    // SAFETY: reading a control register.
-    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)) };
-    v
+    Cr0::read_raw()
 }
 /// Read CR2.
 pub fn cr2() -> u64 {
-    let v;
-    // SAFETY: reading a control register.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) };
-    v
+    Cr2::read_raw()
 }
 /// Read CR3.
 pub fn cr3() -> u64 {
-    let v;
-    // SAFETY: reading a control register.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)) };
-    v
+    let (frame, low_bits) = Cr3::read_raw();
+    frame.start_address().as_u64() | u64::from(low_bits)
 }
 /// Read CR4.
 pub fn cr4() -> u64 {
-    let v;
-    // SAFETY: reading a control register.
-    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)) };
-    v
+    Cr4::read_raw()
 }
 /// Write CR4.
 pub fn set_cr4(v: u64) {
     // SAFETY: callers set bits whose features they checked.
-    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack)) };
+    unsafe { Cr4::write_raw(v) };
 }
 
-/// Invalidate the TLB entry of `addr`.
+/// Invalidate the TLB entry of `addr` (a canonical address).
 pub fn invlpg(addr: u64) {
-    // SAFETY: INVLPG only drops a cached translation.
-    unsafe { asm!("invlpg [{}]", in(reg) addr, options(nostack)) };
+    tlb::flush(VirtAddr::new(addr));
 }
 
 /// Read RFLAGS.
 pub fn rflags() -> u64 {
-    let v;
-    // SAFETY: pushf/pop balance the stack.
-    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) };
-    v
+    rflags::read_raw()
 }
 
 /// Read CS.
 pub fn cs() -> u16 {
-    let v: u16;
-    // SAFETY: reading a segment register.
-    unsafe { asm!("mov {0:x}, cs", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    CS::get_reg().0
 }
 
 /// Enable interrupts.
 pub fn sti() {
-    // SAFETY: the IDT is loaded before any guest runs.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    interrupts::enable();
 }
 /// Disable interrupts.
 pub fn cli() {
-    // SAFETY: masking interrupts.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    interrupts::disable();
 }
 /// `sti; hlt`: the STI shadow makes the pair atomic, so an interrupt that arrives
 /// between a check done with interrupts off and the HLT still wakes it.
 pub fn sti_hlt() {
-    // SAFETY: halts until an interrupt, whose handler returns here.
-    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+    interrupts::enable_and_hlt();
 }
 
 /// A fault a probe caught.

@@ -3,7 +3,7 @@
 use crate::cell::Racy;
 use crate::cpu::{self, outb};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use opsvisor_bare::desc::{interrupt_gate, lidt, TablePointer};
+use opsvisor_bare::desc::Idt;
 
 /// The registers the entry stubs save, then the vector, the error code (zero for vectors
 /// without one) and the frame the CPU pushed. A handler may change any of them; they are
@@ -41,10 +41,7 @@ pub type Handler = fn(&mut Frame);
 
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
-#[repr(C, align(16))]
-struct Idt([u64; 512]);
-
-static IDT: Racy<Idt> = Racy::new(Idt([0; 512]));
+static IDT: Racy<Idt> = Racy::new(Idt::new());
 
 extern "C" {
     static isr_stubs: u8;
@@ -69,23 +66,18 @@ pub fn init() {
     for v in 0..256u64 {
         set_gate(v as u8, base + v * 16, 0, if v == 8 { 1 } else { 0 });
     }
-    let ptr = TablePointer {
-        limit: (256 * 16 - 1) as u16,
-        base: IDT.get() as u64,
-    };
     // SAFETY: the IDT is a static that lives for the whole run, every gate filled in.
-    unsafe { lidt(&ptr) };
+    unsafe { (*IDT.get()).load() };
     mask_pic();
 }
 
 fn set_gate(vector: u8, handler: u64, dpl: u8, ist: u8) {
-    let [lo, hi] = interrupt_gate(handler, crate::boot::KERNEL_CS, ist, dpl);
     // SAFETY: single CPU; the entry is written whole before an interrupt of this vector
-    // can use it (callers change gates with interrupts disabled).
+    // can use it (callers change gates with interrupts disabled). `handler` is the
+    // vector's stub in `isr_stubs`, which pushes the frame `isr_dispatch` takes and
+    // returns with IRETQ; IST1 (the #DF stack) is set in the TSS by `gdt::init`.
     unsafe {
-        let idt = &mut *IDT.get();
-        idt.0[vector as usize * 2] = lo;
-        idt.0[vector as usize * 2 + 1] = hi;
+        (*IDT.get()).set_interrupt_gate(vector, handler, crate::boot::KERNEL_CS, ist, dpl);
     }
 }
 

@@ -64,8 +64,7 @@ pub fn exit(code: u32) -> ! {
     // Nothing ended the machine: park the CPU.
     loop {
         cpu::cli();
-        // SAFETY: halting with interrupts off ends this guest's execution.
-        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+        x86_64::instructions::hlt();
     }
 }
 

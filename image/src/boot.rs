@@ -8,7 +8,8 @@
 //!   enters `_start_pvh` with EBX = the `hvm_start_info` structure.
 //!
 //! Both zero .bss, identity-map the first 4 GiB with 2 MiB pages (the last GiB, the MMIO
-//! hole, uncached), enable PAE, EFER.LME and paging, load the GDT and jump to 64-bit code,
+//! hole, uncached), enable PAE, EFER.LME and paging, load the GDT (`gdt` in [`crate::cpu`])
+//! and jump to 64-bit code,
 //! which calls [`crate::rust_main`] with (EAX, EBX, entry point: 1 multiboot2, 2 PVH;
 //! see [`crate::bootinfo::ENTRY_MULTIBOOT2`]) on a 512 KiB stack.
 
@@ -95,7 +96,8 @@ long_entry:
 
     /* Exception entry: 32 stubs of 16 bytes, stub N at exception_stubs + 16 * N. Vectors
        without an error code push a zero one; every stub then pushes its vector, so the
-       handler sees one frame shape. The handler never returns. */
+       handler sees one frame shape. The handler never returns. Assembly, not the x86_64
+       crate's typed handlers, which need the nightly x86-interrupt ABI. */
     .text
     .balign 16
     .global exception_stubs
@@ -121,17 +123,9 @@ exception_common:
     jmp 5b
 
     .data
-    .balign 16
-    .global gdt
-gdt:
-    .quad 0                                 /* null */
-    .quad 0x00AF9A000000FFFF                /* 0x08: code, 64-bit */
-    .quad 0x00CF92000000FFFF                /* 0x10: data */
-    .quad 0, 0                              /* 0x18: the TSS (16 bytes), filled in by Rust */
-gdt_end:
     .balign 8
 gdt_ptr:
-    .word gdt_end - gdt - 1
+    .word 5 * 8 - 1                         /* the 5 slots of crate::cpu's gdt */
     .quad gdt
     .balign 4
 boot_eax:

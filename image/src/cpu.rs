@@ -1,11 +1,15 @@
-//! CPU helpers, the TSS and the IDT (port I/O is `opsvisor_bare::port`).
+//! CPU helpers, the GDT, the TSS and the IDT (port I/O is `opsvisor_bare::port`).
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
-use opsvisor_bare::desc::{self, TablePointer, Tss};
+use opsvisor_bare::desc::{self, Idt, Tss};
+use x86_64::instructions::{hlt, interrupts, tables::load_tss};
+use x86_64::registers::control::Cr2;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::VirtAddr;
 
-/// The time-stamp counter.
+/// The time-stamp counter (inline asm: the `x86_64` crate has no RDTSC).
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC reads a counter; CR4.TSD is clear (ring 0 anyway).
@@ -15,26 +19,16 @@ pub fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-/// CPUID leaf `leaf`, subleaf `sub`: [EAX, EBX, ECX, EDX].
-pub fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    // CPUID is always available in long mode.
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
 /// CR2 (the faulting address of the last page fault).
 pub fn cr2() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR2 has no side effect.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    Cr2::read_raw()
 }
 
 /// Stop the CPU for good (interrupts off, HLT in a loop: NMIs resume into the loop).
 pub fn halt_forever() -> ! {
     loop {
-        // SAFETY: CLI and HLT stop this CPU; nothing runs after.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+        interrupts::disable();
+        hlt();
     }
 }
 
@@ -64,16 +58,22 @@ static TSS: BootCell<Tss> = BootCell::new(Tss::new());
 struct ExceptionStack([u8; 32 * 1024]);
 static EXCEPTION_STACK: BootCell<ExceptionStack> = BootCell::new(ExceptionStack([0; 32 * 1024]));
 
-/// 256 gates of two quadwords: the exception vectors, the host timer's and the APIC's
-/// spurious vector; the others are not present (#NP, reported as an exception).
-static IDT: BootCell<[[u64; 2]; 256]> = BootCell::new([[0; 2]; 256]);
+/// 256 gates: the exception vectors, the host timer's and the APIC's spurious vector; the
+/// others are not present (#NP, reported as an exception).
+static IDT: BootCell<Idt> = BootCell::new(Idt::new());
+
+/// The GDT the boot code loads (`gdt_ptr` in [`crate::boot`]) before entering long mode,
+/// hence a symbol with an initial value: null, code, data, then the TSS's two slots,
+/// filled in by [`init_tables`].
+#[no_mangle]
+static mut gdt: [u64; 5] = [0, desc::KERNEL_CODE64, desc::KERNEL_DATA, 0, 0];
 
 /// The vector of the host timer that bounds an SVM guest's run (see [`crate::timer`]).
 pub const HOST_TIMER_VECTOR: u8 = 0xf0;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// #GP.
-const GP_VECTOR: usize = 13;
+const GP_VECTOR: u8 = 13;
 
 /// The address of the local APIC's EOI register, which the host timer's handler writes
 /// (0 until [`crate::timer`] sets it; the handler runs only after that).
@@ -83,7 +83,8 @@ static HOST_TIMER_EOI: AtomicU64 = AtomicU64::new(0);
 // The host timer's handler acknowledges the interrupt and returns to where the host
 // was (the STGI after a #VMEXIT); the spurious vector needs no EOI. The MSR probe
 // executes RDMSR with a #GP gate that resumes after it: `msr_probe(index, out)` returns
-// 1 with the value stored, or 0 when RDMSR faulted.
+// 1 with the value stored, or 0 when RDMSR faulted. Assembly, not the x86_64 crate's
+// Msr: the #GP gate must resume at a known address after the one RDMSR.
 global_asm!(
     r#"
     .text
@@ -126,7 +127,6 @@ msr_probe_faulted:
 );
 
 extern "C" {
-    static mut gdt: [u64; 5];
     static exception_stubs: u8;
     fn host_timer_stub();
     fn spurious_stub();
@@ -137,9 +137,16 @@ extern "sysv64" {
     fn msr_probe(index: u32, out: *mut u64) -> u32;
 }
 
-/// The 64-bit interrupt gate to `handler` on IST 1.
-fn gate(handler: u64) -> [u64; 2] {
-    desc::interrupt_gate(handler, crate::boot::KERNEL_CS, 1, 0)
+/// Make `vector` a 64-bit interrupt gate, DPL 0, to `handler` on IST 1.
+///
+/// # Safety
+///
+/// `handler` is an entry for `vector`'s frame that ends with IRETQ (or never returns), and
+/// nothing uses the gate while it changes: one CPU, interrupts off.
+unsafe fn set_gate(vector: u8, handler: u64) {
+    // SAFETY: the caller vouches for the handler; IST 1 is set in the TSS by
+    // `init_tables` before the IDT is loaded.
+    unsafe { (*IDT.get()).set_interrupt_gate(vector, handler, crate::boot::KERNEL_CS, 1, 0) };
 }
 
 /// RDMSR of `index`, or `None` when the MSR does not exist (RDMSR raises #GP: the
@@ -150,12 +157,11 @@ pub fn rdmsr_probe(index: u32) -> Option<u64> {
     // of 0 (the only instruction in `msr_probe` that can fault), and is put back
     // before anything else runs.
     unsafe {
-        let idt = &mut *IDT.get();
-        let saved = idt[GP_VECTOR];
-        idt[GP_VECTOR] = gate(msr_probe_gp as *const () as u64);
+        let saved = (*IDT.get()).0[usize::from(GP_VECTOR)];
+        set_gate(GP_VECTOR, msr_probe_gp as *const () as u64);
         let mut value = 0u64;
         let ok = msr_probe(index, &mut value);
-        idt[GP_VECTOR] = saved;
+        (*IDT.get()).0[usize::from(GP_VECTOR)] = saved;
         (ok != 0).then_some(value)
     }
 }
@@ -169,36 +175,33 @@ pub fn set_host_timer_eoi(apic_base: u64) {
 /// an IDT whose 32 exception vectors all go to [`crate::exception_handler`] on IST 1,
 /// with the host timer's and the spurious vector's handlers.
 pub fn init_tables() {
-    let tss = TSS.get() as u64;
     let stack_top = EXCEPTION_STACK.get() as u64 + core::mem::size_of::<ExceptionStack>() as u64;
-    // SAFETY: boot time, one CPU: nothing else uses the TSS yet.
-    unsafe { (*TSS.get()).ist[0] = stack_top };
-    let [low, high] = Tss::descriptor(tss);
-    // SAFETY: the GDT's descriptors 3 and 4 are the TSS slot, unused until the LTR below,
-    // which then finds an available TSS descriptor there; addr_of_mut avoids a reference
-    // to the mutable static.
+    // SAFETY: boot time, one CPU: nothing else uses the TSS yet, and it is not written
+    // after this. The GDT's descriptors 3 and 4 are the TSS slot, unused until the LTR
+    // below, which then finds an available TSS descriptor there; addr_of_mut avoids a
+    // reference to the mutable static.
     unsafe {
+        (*TSS.get()).interrupt_stack_table[0] = VirtAddr::new(stack_top);
+        let [low, high] = desc::tss_descriptor(&*TSS.get());
         let g = core::ptr::addr_of_mut!(gdt);
         (*g)[3] = low;
         (*g)[4] = high;
-        desc::ltr(crate::boot::TSS_SEL);
+        load_tss(SegmentSelector(crate::boot::TSS_SEL));
     }
 
     // The stubs are 16 bytes apart.
     let stubs = core::ptr::addr_of!(exception_stubs) as u64;
-    // SAFETY: boot time, one CPU, the IDT is not loaded yet.
-    let idt = unsafe { &mut *IDT.get() };
-    for (vector, slot) in idt.iter_mut().take(32).enumerate() {
-        // Present, DPL 0, 64-bit interrupt gate.
-        *slot = gate(stubs + 16 * vector as u64);
+    // SAFETY: boot time, one CPU, the IDT is not loaded yet; each exception stub pushes
+    // the frame `exception_handler` takes, which never returns; the host timer's and the
+    // spurious vector's stubs end with IRETQ.
+    unsafe {
+        for vector in 0..32u8 {
+            set_gate(vector, stubs + 16 * u64::from(vector));
+        }
+        set_gate(HOST_TIMER_VECTOR, host_timer_stub as *const () as u64);
+        set_gate(SPURIOUS_VECTOR, spurious_stub as *const () as u64);
     }
-    idt[usize::from(HOST_TIMER_VECTOR)] = gate(host_timer_stub as *const () as u64);
-    idt[usize::from(SPURIOUS_VECTOR)] = gate(spurious_stub as *const () as u64);
-    let ptr = TablePointer {
-        limit: (core::mem::size_of::<[[u64; 2]; 256]>() - 1) as u16,
-        base: IDT.get() as u64,
-    };
     // SAFETY: the IDT is a static whose present gates are valid; a vector without one
     // raises #NP, which is gate 11.
-    unsafe { desc::lidt(&ptr) };
+    unsafe { (*IDT.get()).load() };
 }

@@ -198,13 +198,7 @@ fn same_field(a: &str, b: &str) -> bool {
 /// What the comparison tolerates of this processor: QEMU's TCG (its brand string starts
 /// "QEMU TCG") delivers faults without RF in the pushed RFLAGS image.
 fn tolerances_of_this_processor() -> Tolerances {
-    let mut brand = [0u8; 16];
-    if crate::cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0002 {
-        for (chunk, reg) in brand.chunks_mut(4).zip(crate::cpu::cpuid(0x8000_0002, 0)) {
-            chunk.copy_from_slice(&reg.to_le_bytes());
-        }
-    }
     Tolerances {
-        frame_rf: brand.starts_with(b"QEMU TCG"),
+        frame_rf: crate::host_cpu::brand_starts_with("QEMU TCG"),
     }
 }

@@ -52,6 +52,7 @@ mod console_input;
 mod cpu;
 mod differential;
 mod heap;
+mod host_cpu;
 mod platform;
 mod power;
 mod probe;
@@ -250,15 +251,14 @@ fn cpuid_policy(
     // The guest runs on this processor: it sees its brand string, as under KVM's `-cpu
     // host` (a guest tells QEMU's TCG by it, whose known deviations from silicon the
     // corpus tolerates there and only there).
-    if hardware && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0004 {
+    if hardware && host_cpu::has_brand_string() {
         for leaf in 0x8000_0002..=0x8000_0004 {
-            policy.set_leaf(leaf, 0, cpu::cpuid(leaf, 0));
+            policy.set_leaf(leaf, 0, host_cpu::leaf(leaf, 0));
         }
     }
-    if hardware && cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
-        let host = cpu::cpuid(0x8000_0008, 0);
+    if let Some(bits) = hardware.then(host_cpu::phys_addr_bits).flatten() {
         if let Some(mut leaf) = policy.leaf(0x8000_0008, 0) {
-            leaf[0] = (leaf[0] & !0xff) | (host[0] & 0xff);
+            leaf[0] = (leaf[0] & !0xff) | u32::from(bits);
             policy.set_leaf(0x8000_0008, 0, leaf);
         }
     }
@@ -269,10 +269,10 @@ fn cpuid_policy(
 /// the choice and why; `Err` when `backend=vmx` or `backend=svm` was asked for and that
 /// backend cannot run.
 fn choose_backend(wish: BackendWish, tsc_hz: u64) -> Result<Backend, String> {
-    let vmx_cpu = cpu::cpuid(1, 0)[2] & (1 << 5) != 0;
-    let amd = opsvisor_svm::caps::vendor(&opsvisor_svm::caps::HardwareCpuid)
-        == opsvisor_svm::caps::AMD_VENDOR;
-    let svm_cpu = opsvisor_svm::caps::has_svm(&opsvisor_svm::caps::HardwareCpuid);
+    log!("host cpu: {}", host_cpu::describe());
+    let vmx_cpu = host_cpu::has_vmx();
+    let amd = host_cpu::is_amd();
+    let svm_cpu = host_cpu::has_svm();
     let why = match wish {
         BackendWish::Emu => String::from("backend=emu on the command line"),
         BackendWish::Vmx => {
@@ -300,7 +300,7 @@ fn choose_backend(wish: BackendWish, tsc_hz: u64) -> Result<Backend, String> {
 
 /// Try the VMX backend; `Err` says why it cannot run.
 fn enable_vmx(tsc_hz: u64) -> Result<Backend, String> {
-    if cpu::cpuid(1, 0)[2] & (1 << 5) == 0 {
+    if !host_cpu::has_vmx() {
         return Err("the CPU does not report VMX (CPUID.1:ECX bit 5)".into());
     }
     let config = VmxConfig {
@@ -336,20 +336,21 @@ fn enable_vmx(tsc_hz: u64) -> Result<Backend, String> {
 /// Try the SVM backend; `Err` says why it cannot run. The host timer that bounds its
 /// runs is set up first (without one, a guest runs until its next exit).
 fn enable_svm(tsc_hz: u64) -> Result<Backend, String> {
-    let cpuid = opsvisor_svm::caps::HardwareCpuid;
-    if !opsvisor_svm::caps::has_svm(&cpuid) {
+    if !host_cpu::has_svm() {
         return Err("the CPU does not report SVM (CPUID 0x80000001:ECX bit 2)".into());
     }
     // The leaves the svm backend reads, as this CPU reports them (the svm crate's test
     // fixtures are recorded from this line).
     let mut leaves = String::new();
     for leaf in [0, 1, 7, 0x8000_0000, 0x8000_0001, 0x8000_0008, 0x8000_000a] {
-        let [a, b, c, d] = cpu::cpuid(leaf, 0);
+        let [a, b, c, d] = host_cpu::leaf(leaf, 0);
         leaves.push_str(&format!(" {leaf:#x}={a:#x},{b:#x},{c:#x},{d:#x}"));
     }
     log!("svm cpuid:{}", leaves);
     let vm_cr = cpu::rdmsr_probe(opsvisor_svm::enable::MSR_VM_CR);
-    let caps = opsvisor_svm::caps::SvmCaps::read(&cpuid);
+    // The svm backend's own reading (what it enables with); the host_cpu line above is
+    // raw-cpuid's.
+    let caps = opsvisor_svm::caps::SvmCaps::read(&opsvisor_svm::caps::HardwareCpuid);
     // Without nested paging there is nothing to run: refuse before touching the APIC.
     if let Ok(c) = &caps {
         opsvisor_svm::enable::check_features(c).map_err(|e| format!("{e}"))?;

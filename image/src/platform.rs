@@ -1,7 +1,8 @@
 //! core's `Platform` on bare metal: the TSC as the clock, host COM1 as the console.
 
 use crate::console_input::ConsoleInput;
-use crate::cpu::{cpuid, rdtsc};
+use crate::cpu::rdtsc;
+use crate::host_cpu;
 use crate::serial;
 use opsvisor_bare::port::{inb, outb};
 use opsvisor_core::platform::Platform;
@@ -75,21 +76,11 @@ pub fn tsc_hz() -> (u64, ClockSource) {
     if let Some(ticks) = measure_pit() {
         return (ticks * PIT_HZ / u64::from(PIT_TICKS), ClockSource::Pit);
     }
-    let max = cpuid(0, 0)[0];
-    if max >= 0x15 {
-        let [den, num, crystal, _] = cpuid(0x15, 0);
-        if den != 0 && num != 0 && crystal != 0 {
-            return (
-                u64::from(crystal) * u64::from(num) / u64::from(den),
-                ClockSource::Cpuid15,
-            );
-        }
+    if let Some(hz) = host_cpu::tsc_hz_from_tsc_leaf() {
+        return (hz, ClockSource::Cpuid15);
     }
-    if max >= 0x16 {
-        let mhz = cpuid(0x16, 0)[0] & 0xffff;
-        if mhz != 0 {
-            return (u64::from(mhz) * 1_000_000, ClockSource::Cpuid16);
-        }
+    if let Some(hz) = host_cpu::tsc_hz_from_frequency_leaf() {
+        return (hz, ClockSource::Cpuid16);
     }
     (FALLBACK_HZ, ClockSource::Assumed)
 }

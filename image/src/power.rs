@@ -2,8 +2,11 @@
 
 use crate::cpu::halt_forever;
 use crate::serial;
-use opsvisor_bare::desc::TablePointer;
 use opsvisor_bare::port::{outb, outl, outw};
+use x86_64::instructions::interrupts::int3;
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::VirtAddr;
 
 /// QEMU's `isa-debug-exit` port: QEMU exits with status `(value << 1) | 1`.
 const DEBUG_EXIT_PORT: u16 = 0xF4;
@@ -25,11 +28,13 @@ pub fn shutdown(code: u8) -> ! {
     outw(0xB004, 0x2000);
     // Keyboard controller: pulse the reset line (QEMU's -no-reboot turns it into an exit).
     outb(0x64, 0xFE);
-    let empty = TablePointer { limit: 0, base: 0 };
+    let empty = DescriptorTablePointer {
+        limit: 0,
+        base: VirtAddr::zero(),
+    };
     // SAFETY: an empty IDT makes the INT3 a triple fault: the machine resets, which is
     // the point; nothing runs after it on this CPU.
-    unsafe {
-        core::arch::asm!("lidt [{}]", "int3", in(reg) &empty, options(nostack));
-    }
+    unsafe { lidt(&empty) };
+    int3();
     halt_forever()
 }

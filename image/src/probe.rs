@@ -30,6 +30,8 @@ use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::ops::{DescriptorTable, Gpr, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
 use opsvisor_core::GuestMemory;
+use x86_64::registers::control::Cr0Flags;
+use x86_64::structures::gdt::DescriptorFlags;
 
 /// Iterations of each loop.
 pub const LOOPS: u32 = 100;
@@ -48,11 +50,15 @@ const STACK_TOP: u64 = 0x8000;
 const CODE_SELECTOR: u16 = 0x08;
 const DATA_SELECTOR: u16 = 0x10;
 /// CR0.PE | CR0.ET.
-const CR0_PROTECTED: u64 = 0x11;
+const CR0_PROTECTED: u64 = Cr0Flags::PROTECTED_MODE_ENABLE.bits() | Cr0Flags::EXTENSION_TYPE.bits();
 
 /// The GDT: null, flat 32-bit code (execute/read, accessed), flat data (read/write,
-/// accessed). IRET reloads CS from here.
-const GDT_ENTRIES: [u64; 3] = [0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+/// accessed), as the `x86_64` crate encodes them.
+const GDT_ENTRIES: [u64; 3] = [
+    0,
+    DescriptorFlags::KERNEL_CODE32.bits(),
+    DescriptorFlags::KERNEL_DATA.bits(),
+];
 
 /// `mov esi, LOOPS`, then the loop: `body`, `dec esi`, `jnz loop`; then the debug
 /// exit `xor eax, eax; out 0xf4, eax` and `hlt`.

@@ -6,9 +6,7 @@
 //! run), enables the APIC with the image's spurious vector, and measures the timer's
 //! rate against the TSC.
 
-use crate::cpu::{
-    cpuid, rdmsr_probe, rdtsc, set_host_timer_eoi, HOST_TIMER_VECTOR, SPURIOUS_VECTOR,
-};
+use crate::cpu::{rdmsr_probe, rdtsc, set_host_timer_eoi, HOST_TIMER_VECTOR, SPURIOUS_VECTOR};
 use opsvisor_bare::port::outb;
 use opsvisor_svm::HostTimer;
 
@@ -42,7 +40,7 @@ fn read(base: u64, reg: u64) -> u32 {
 
 /// Set up the host timer, or say why there is none.
 pub fn host_timer(tsc_hz: u64) -> Result<HostTimer, &'static str> {
-    if cpuid(1, 0)[3] & (1 << 9) == 0 {
+    if !crate::host_cpu::has_apic() {
         return Err("the CPU has no local APIC");
     }
     let apic = rdmsr_probe(IA32_APIC_BASE).ok_or("IA32_APIC_BASE does not read")?;

@@ -5,6 +5,11 @@
 
 use rt::multiboot::{Info, FLAG_CMDLINE, FLAG_MEM, FLAG_MMAP};
 use rt::{check, println};
+use x86_64::registers::control::Cr0Flags;
+use x86_64::registers::model_specific::EferFlags;
+
+/// IA32_EFER.
+const EFER: u32 = 0xC000_0080;
 
 rt::entry!(main);
 
@@ -12,10 +17,14 @@ fn main(info: &'static Info) {
     println!("hello from opsvisor guest");
     println!("multiboot flags {:#x}", info.flags);
     check!(
-        rt::cpu::cr0() & 0x8000_0001 == 0x8000_0001,
+        Cr0Flags::from_bits_retain(rt::cpu::cr0())
+            .contains(Cr0Flags::PAGING | Cr0Flags::PROTECTED_MODE_ENABLE),
         "long mode reached: paging and protection on"
     );
-    check!(rt::cpu::rdmsr(0xC000_0080) & (1 << 10) != 0, "EFER.LMA set");
+    check!(
+        EferFlags::from_bits_retain(rt::cpu::rdmsr(EFER)).contains(EferFlags::LONG_MODE_ACTIVE),
+        "EFER.LMA set"
+    );
     check!(info.flags & FLAG_MEM != 0, "memory sizes present");
     println!(
         "mem_lower {} KiB, mem_upper {} KiB",

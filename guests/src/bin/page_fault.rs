@@ -11,14 +11,19 @@ use rt::cell::Racy;
 use rt::cpu::{cpuid, cr0, cr2, has_feature, invlpg, rdmsr, wrmsr};
 use rt::paging::{self, Page, NX, P, RW};
 use rt::{check, check_eq, println, Frame};
+use x86_64::registers::control::Cr0Flags;
+use x86_64::registers::model_specific::EferFlags;
+use x86_64::structures::idt::PageFaultErrorCode;
 
 rt::entry!(main);
 
-/// #PF error-code bits.
-const PF_P: u64 = 1;
-const PF_W: u64 = 1 << 1;
-const PF_RSVD: u64 = 1 << 3;
-const PF_ID: u64 = 1 << 4;
+/// #PF error-code bits: present, write, reserved bit set, instruction fetch.
+const PF_P: u64 = PageFaultErrorCode::PROTECTION_VIOLATION.bits();
+const PF_W: u64 = PageFaultErrorCode::CAUSED_BY_WRITE.bits();
+const PF_RSVD: u64 = PageFaultErrorCode::MALFORMED_TABLE.bits();
+const PF_ID: u64 = PageFaultErrorCode::INSTRUCTION_FETCH.bits();
+/// IA32_EFER.
+const EFER: u32 = 0xC000_0080;
 
 /// Test pages live at 256 GiB: nothing maps them until a test does.
 const VA: u64 = 0x40_0000_0000;
@@ -77,7 +82,7 @@ fn expect(addr: u64, err: u64, fix: u64) {
 
 fn main(_: &'static rt::multiboot::Info) {
     rt::interrupts::set_handler(14, on_page_fault);
-    check!(cr0() & (1 << 16) != 0, "CR0.WP is set");
+    check!(cr0() & Cr0Flags::WRITE_PROTECT.bits() != 0, "CR0.WP is set");
 
     // 1. Read of a page that is not mapped.
     let f0 = frame_addr(0);
@@ -170,9 +175,10 @@ fn main(_: &'static rt::multiboot::Info) {
 
     // 5. Instruction fetch from a no-execute page.
     if has_feature(0x8000_0001, 0, 3, 20) {
-        let efer = rdmsr(0xC000_0080);
-        wrmsr(0xC000_0080, efer | (1 << 11));
-        check!(rdmsr(0xC000_0080) & (1 << 11) != 0, "EFER.NXE set");
+        let nxe = EferFlags::NO_EXECUTE_ENABLE.bits();
+        let efer = rdmsr(EFER);
+        wrmsr(EFER, efer | nxe);
+        check!(rdmsr(EFER) & nxe != 0, "EFER.NXE set");
         let f4 = frame_addr(4);
         // mov eax, 0x1234abcd; ret
         let code: [u8; 6] = [0xB8, 0xCD, 0xAB, 0x34, 0x12, 0xC3];

@@ -20,11 +20,14 @@ use rt::cell::Racy;
 use rt::cpu::{cr2, cr4, has_feature, invlpg, set_cr4};
 use rt::paging::{self, Page, G, P, PS, RW};
 use rt::{check, check_eq, println, Frame};
+use x86_64::registers::control::Cr4Flags;
 
 rt::entry!(main);
 
 /// Test pages live at 256 GiB and up: nothing maps them until a test does.
 const VA: u64 = 0x40_0000_0000;
+/// CR4.PGE.
+const PGE: u64 = Cr4Flags::PAGE_GLOBAL.bits();
 /// A 2 MiB test page at 257 GiB.
 const VA_LARGE: u64 = 0x40_4000_0000;
 /// Two 2 MiB-aligned physical frames for it (below the corpus's 128 MiB of RAM).
@@ -55,8 +58,8 @@ fn set_pte(va: u64, v: u64) {
 }
 
 fn reload_cr3() {
-    // SAFETY: the same root again: only the TLB is affected.
-    unsafe { asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack)) };
+    // CR3 written with its own value: only the TLB is affected.
+    x86_64::instructions::tlb::flush_all();
 }
 
 /// What a #PF should look like, and what the handler saw.
@@ -123,7 +126,7 @@ fn main(_: &'static rt::multiboot::Info) {
     // 2. A global page.
     if has_feature(1, 0, 3, 13) {
         let saved = cr4();
-        set_cr4(saved | (1 << 7));
+        set_cr4(saved | PGE);
         set_pte(VA, a | P | RW | G);
         invlpg(VA);
         check_eq!(read(VA), 0xAAAAu64, "global page mapped to frame A");
@@ -133,8 +136,8 @@ fn main(_: &'static rt::multiboot::Info) {
         invlpg(VA);
         check_eq!(read(VA), 0xBBBBu64, "global page after INVLPG: frame B");
         set_pte(VA, a | P | RW | G);
-        set_cr4(saved & !(1 << 7));
-        set_cr4(saved | (1 << 7));
+        set_cr4(saved & !PGE);
+        set_cr4(saved | PGE);
         check_eq!(
             read(VA),
             0xAAAAu64,
