@@ -50,12 +50,8 @@ extern "C" {
 /// Load the IDT [`init`] built on this CPU (an application processor shares the
 /// bootstrap processor's table).
 pub fn load() {
-    let ptr = TablePointer {
-        limit: (256 * 16 - 1) as u16,
-        base: IDT.get() as u64,
-    };
     // SAFETY: the IDT is a static that lives for the whole run, filled in by `init`.
-    unsafe { lidt(&ptr) };
+    unsafe { (*IDT.get()).load() };
 }
 
 /// Build the IDT (every vector: an interrupt gate, DPL 0, to its stub; #DF on IST1),
@@ -66,8 +62,7 @@ pub fn init() {
     for v in 0..256u64 {
         set_gate(v as u8, base + v * 16, 0, if v == 8 { 1 } else { 0 });
     }
-    // SAFETY: the IDT is a static that lives for the whole run, every gate filled in.
-    unsafe { (*IDT.get()).load() };
+    load();
     mask_pic();
 }
 
