@@ -10,6 +10,7 @@
 use crate::exit::Exit;
 use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
+use crate::ops::{VcpuState, VcpuStateError};
 use crate::ops::{DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops};
 use enum_dispatch::enum_dispatch;
 

@@ -62,6 +62,7 @@ const QUEUE_LEN: usize = 4;
 
 /// A keyboard command that takes a parameter byte, waiting for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 enum KeyboardArgument {
     /// 0xED: set LEDs.
     Leds,
@@ -73,6 +74,7 @@ enum KeyboardArgument {
 
 /// The 8042 controller and its keyboard.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct I8042 {
     /// The controller's command byte (RAM byte 0).
     command_byte: u8,
@@ -350,6 +352,18 @@ impl I8042 {
         self.leds = 0;
         self.typematic = 0x2b;
         self.keyboard_argument = None;
+    }
+}
+
+impl crate::devices::SavedState for I8042 {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        if self.queue_len > QUEUE_LEN {
+            return Err((
+                "queue_len",
+                alloc::format!("{} (expected at most {QUEUE_LEN})", self.queue_len),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -76,6 +76,7 @@ const ENTRY_WRITABLE: u64 = 0xff00_0000_0001_afff;
 
 /// The I/O APIC.
 #[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct IoApic {
     /// The ID (bits 27:24 of the ID register).
     id: u8,

@@ -31,6 +31,7 @@ const OUT2: u8 = 1 << 5;
 
 /// The register. See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct NmiStatusControl {
     /// Bits 1-3 as last written.
     stored: u8,
