@@ -218,6 +218,12 @@ macro_rules! forward_x86_ops {
             fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
                 self.0.set_fpu_state(state)
             }
+            fn save_state(&self) -> Result<VcpuState, VcpuStateError> {
+                self.0.save_state()
+            }
+            fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuStateError> {
+                self.0.restore_state(state)
+            }
         }
     };
 }

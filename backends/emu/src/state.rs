@@ -38,10 +38,8 @@ pub struct EmuState {
     pub nmi_window: bool,
     /// Instructions retired since the vCPU was created.
     pub retired: u64,
-    /// The guest TSC the core last handed over.
-    pub tsc_entry: u64,
-    /// `retired` when it was handed over.
-    pub tsc_base_retired: u64,
+    /// The guest TSC (the emulator's count from the TSC the core last handed over).
+    pub tsc: u64,
     /// An INS element completed by the core, stored on the next run.
     pub ins_store: Option<(u64, u8, u32, u64)>,
     /// MMIO stores of the last instruction not yet reported.
@@ -73,8 +71,7 @@ impl EmuVcpu {
             irq_window: self.irq_window,
             nmi_window: self.nmi_window,
             retired: c.retired,
-            tsc_entry: c.tsc_entry,
-            tsc_base_retired: c.tsc_base_retired,
+            tsc: c.tsc(),
             ins_store: c.ins_store,
             mmio_writes: [c.mmio.write, c.mmio.write2],
         };
@@ -125,8 +122,8 @@ impl EmuVcpu {
         c.fpu.x87.fcs = own.fcs;
         c.fpu.x87.fds = own.fds;
         c.retired = own.retired;
-        c.tsc_entry = own.tsc_entry;
-        c.tsc_base_retired = own.tsc_base_retired;
+        c.tsc_entry = own.tsc;
+        c.tsc_base_retired = own.retired;
         c.ins_store = own.ins_store;
         c.mmio.write = own.mmio_writes[0];
         c.mmio.write2 = own.mmio_writes[1];

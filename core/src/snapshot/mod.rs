@@ -43,7 +43,7 @@ use crate::devices::rtc::Rtc;
 use crate::devices::uart::Uart16550;
 use crate::irq::IrqChip;
 use crate::msr::MsrState;
-use crate::ops::{RunLimit, VcpuState, X86Ops};
+use crate::ops::{VcpuState, X86Ops};
 use crate::platform::Platform;
 use crate::vcpu::MpState;
 use crate::vm::{Vm, MAX_VCPUS};
@@ -158,8 +158,6 @@ struct VcpuSectionOut<'a> {
     apic: &'a LocalApic,
     msrs: &'a MsrState,
     mp_state: MpState,
-    limit: RunLimit,
-    retired_at_start: u64,
     irq_window: bool,
     nmi_window: bool,
 }
@@ -171,8 +169,6 @@ struct VcpuSectionIn {
     apic: LocalApic,
     msrs: MsrState,
     mp_state: MpState,
-    limit: RunLimit,
-    retired_at_start: u64,
     irq_window: bool,
     nmi_window: bool,
 }
@@ -189,8 +185,17 @@ fn put_section(out: &mut Vec<u8>, tag: &[u8; 4], index: u32, body: &[u8]) {
 
 /// Save the whole machine. The vCPUs must be at an instruction boundary between runs
 /// (after [`Vm::run`] returned); a backend that cannot save its state mid-way through
-/// something refuses, and the error names the vCPU.
-pub fn save<B: X86Ops, P: Platform>(vm: &Vm<B, P>) -> Result<Vec<u8>, SnapshotError> {
+/// something refuses, and the error names the vCPU. Every timer is first brought up to
+/// the machine clock (as the run loop's next clock read would), so that the file holds
+/// each device as of the one time it records, whenever the run loop last looked.
+pub fn save<B: X86Ops, P: Platform>(vm: &mut Vm<B, P>) -> Result<Vec<u8>, SnapshotError> {
+    let now = vm.now_ns();
+    for v in &mut vm.vcpus {
+        let tsc = v.ns_to_tsc(now);
+        v.apic.update(tsc);
+    }
+    vm.update_platform_timers(now);
+    let vm: &Vm<B, P> = vm;
     let mut sections: Vec<(&[u8; 4], u32, Vec<u8>)> = Vec::new();
     let machine = MachineSection {
         ram: vm.mem.regions().iter().map(|r| (r.gpa(), r.size())).collect(),
@@ -224,8 +229,6 @@ pub fn save<B: X86Ops, P: Platform>(vm: &Vm<B, P>) -> Result<Vec<u8>, SnapshotEr
             apic: &v.apic,
             msrs: &v.msrs,
             mp_state: v.mp_state,
-            limit: v.limit,
-            retired_at_start: v.retired_at_start,
             irq_window: v.irq_window,
             nmi_window: v.nmi_window,
         };
@@ -326,10 +329,8 @@ fn tag_text(tag: &[u8]) -> String {
         .collect()
 }
 
-/// The file's structure: header, section headers and lengths, the set of sections,
-/// the trailer and its checksum, and the machine section.
-fn parse(bytes: &[u8]) -> Result<Parsed<'_>, SnapshotError> {
-    let mut c = Cursor { bytes, pos: 0 };
+/// The header's fields: magic, version, flags, the section count, reserved.
+fn parse_header(c: &mut Cursor<'_>) -> Result<u32, SnapshotError> {
     let magic = c.take(8, "header", "magic")?;
     if magic != MAGIC {
         return Err(SnapshotError::new(
@@ -366,6 +367,39 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, SnapshotError> {
             alloc::format!("{reserved:#x} (expected 0)"),
         ));
     }
+    Ok(count)
+}
+
+/// The machine section from the start of a file (`prefix` need hold only the header and
+/// that section; nothing after it is checked): how much RAM the machine has, to bound
+/// how much of the file is worth reading.
+pub fn peek_machine(prefix: &[u8]) -> Result<MachineSection, SnapshotError> {
+    let mut c = Cursor {
+        bytes: prefix,
+        pos: 0,
+    };
+    parse_header(&mut c)?;
+    let tag = c.take(4, "section 0", "tag")?;
+    if tag != b"MACH" {
+        return Err(SnapshotError::new(
+            "section 0",
+            "tag",
+            alloc::format!("'{}' where the machine section must come first", tag_text(tag)),
+        ));
+    }
+    c.u32("machine", "index")?;
+    let len = c.u64("machine", "length")?;
+    let body = c.take(usize::try_from(len).unwrap_or(usize::MAX), "machine", "length")?;
+    let machine: MachineSection = codec::decode("machine", body)?;
+    check_machine(&machine, machine.vcpus)?;
+    Ok(machine)
+}
+
+/// The file's structure: header, section headers and lengths, the set of sections,
+/// the trailer and its checksum, and the machine section.
+fn parse(bytes: &[u8]) -> Result<Parsed<'_>, SnapshotError> {
+    let mut c = Cursor { bytes, pos: 0 };
+    let count = parse_header(&mut c)?;
     // Each section takes its header at least: a count the file cannot hold is refused
     // before anything is reserved for it.
     let room = (bytes.len().saturating_sub(HEADER_LEN + TRAILER_LEN)) / SECTION_HEADER_LEN;
@@ -633,8 +667,6 @@ pub fn restore<B: X86Ops, P: Platform>(
         v.apic = s.apic;
         v.msrs = s.msrs;
         v.mp_state = s.mp_state;
-        v.limit = s.limit;
-        v.retired_at_start = s.retired_at_start;
         v.irq_window = s.irq_window;
         v.nmi_window = s.nmi_window;
     }

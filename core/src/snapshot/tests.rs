@@ -2,7 +2,7 @@ use super::*;
 use crate::apic::reg;
 use crate::exit::{Direction, Exit};
 use crate::mmu::memory::GuestMemory;
-use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, SegReg, Segment};
+use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment};
 use crate::vm::VmConfig;
 
 /// A vCPU that only holds registers: the default save_state/restore_state path.
@@ -215,8 +215,8 @@ fn busy_machine(now: u64) -> Vm<Regs, Clock> {
 
 #[test]
 fn a_restored_machine_saves_to_the_same_bytes() {
-    let vm = busy_machine(5_000_000);
-    let bytes = save(&vm).unwrap();
+    let mut vm = busy_machine(5_000_000);
+    let bytes = save(&mut vm).unwrap();
     assert_eq!(&bytes[..8], b"OPSVSNAP");
     // Restored into a machine of the same shape whose clock reads something else.
     let mut copy = machine(2, 77);
@@ -228,15 +228,15 @@ fn a_restored_machine_saves_to_the_same_bytes() {
     assert_eq!(copy.mem.slice(0x1000, 18).unwrap(), b"snapshot test page");
     assert_eq!(copy.vcpus[1].apic.next_deadline(), vm.vcpus[1].apic.next_deadline());
     assert_eq!(copy.devices.next_deadline(), vm.devices.next_deadline());
-    assert_eq!(save(&copy).unwrap(), bytes);
+    assert_eq!(save(&mut copy).unwrap(), bytes);
     // Zero pages are left out: 2 MiB of RAM with two pages written.
     assert!(bytes.len() < 3 * 4096 + 8192, "{} bytes", bytes.len());
 }
 
 #[test]
 fn restoring_overwrites_every_page() {
-    let vm = busy_machine(0);
-    let bytes = save(&vm).unwrap();
+    let mut vm = busy_machine(0);
+    let bytes = save(&mut vm).unwrap();
     let mut other = machine(2, 0);
     other.mem.write(0x8000, &[0x55; 64]).unwrap();
     restore(&mut other, &bytes).unwrap();
@@ -245,7 +245,7 @@ fn restoring_overwrites_every_page() {
 
 #[test]
 fn a_machine_of_another_shape_is_refused() {
-    let bytes = save(&busy_machine(0)).unwrap();
+    let bytes = save(&mut busy_machine(0)).unwrap();
     let e = restore(&mut machine(1, 0), &bytes).unwrap_err();
     assert_eq!((e.section.as_str(), e.field.as_str()), ("machine", "vcpus"));
     let mut small = Vm::with_vcpus(
@@ -262,7 +262,7 @@ fn a_machine_of_another_shape_is_refused() {
 
 #[test]
 fn every_truncation_is_refused_with_the_field_named() {
-    let bytes = save(&busy_machine(0)).unwrap();
+    let bytes = save(&mut busy_machine(0)).unwrap();
     for len in 0..bytes.len() {
         let e = machine_info(&bytes[..len]).unwrap_err();
         assert!(!e.field.is_empty(), "{len}: {e}");
@@ -296,7 +296,7 @@ fn refused(bytes: &[u8]) -> (String, String, String) {
 
 #[test]
 fn bad_headers_are_refused() {
-    let good = save(&busy_machine(0)).unwrap();
+    let good = save(&mut busy_machine(0)).unwrap();
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(refused(&b).1, "magic");
@@ -326,7 +326,7 @@ fn bad_headers_are_refused() {
 
 #[test]
 fn oversize_lengths_are_refused_before_anything_is_reserved() {
-    let good = save(&busy_machine(0)).unwrap();
+    let good = save(&mut busy_machine(0)).unwrap();
     // A section length beyond the file.
     let mut b = good.clone();
     let pit = section(&b, b"PIT ");
@@ -352,7 +352,7 @@ fn oversize_lengths_are_refused_before_anything_is_reserved() {
 
 #[test]
 fn bad_values_inside_sections_name_their_field() {
-    let good = save(&busy_machine(0)).unwrap();
+    let good = save(&mut busy_machine(0)).unwrap();
     let vm = busy_machine(0);
     // The UART: rx_head is the second-to-last field (two usizes at the end).
     let mut b = good.clone();
@@ -402,7 +402,7 @@ fn bad_values_inside_sections_name_their_field() {
 fn an_injected_event_the_backend_cannot_report_refuses_the_save() {
     let mut vm = busy_machine(0);
     vm.vcpus[1].backend.pending = Some(Event::Nmi);
-    let e = save(&vm).unwrap_err();
+    let e = save(&mut vm).unwrap_err();
     assert_eq!((e.section.as_str(), e.field.as_str()), ("vcpu 1", "state"));
 }
 
