@@ -395,9 +395,8 @@ pub fn restore_machine<P: Platform>(
         .iter()
         .try_fold(0u64, |sum, r| sum.checked_add(r.1))
         .unwrap_or(u64::MAX);
-    let mem = guest_memory(ram).map_err(|e| {
-        BuildError::Snapshot(SnapshotError::new("machine", "ram", e.to_string()))
-    })?;
+    let mem = guest_memory(ram)
+        .map_err(|e| BuildError::Snapshot(SnapshotError::new("machine", "ram", e.to_string())))?;
     let new_vcpu = || match opts.backend {
         BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
     };

@@ -657,7 +657,11 @@ fn four_vcpus_continue_exactly_from_a_snapshot() {
         drop(vm);
         opts.max_instructions = None;
         let mut vm = restore_machine(&saved, &opts, Fixed(CapturePlatform::new())).unwrap();
-        assert_eq!(vm.run(), RunOutcome::DebugExit { status: 1 }, "restored at {n}");
+        assert_eq!(
+            vm.run(),
+            RunOutcome::DebugExit { status: 1 },
+            "restored at {n}"
+        );
         assert_eq!(vm.instructions_retired(), Some(total), "restored at {n}");
         assert!(
             snapshot::save(&mut vm).unwrap() == end,

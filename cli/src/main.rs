@@ -15,11 +15,9 @@ use opsvisor::observer::Observed;
 use opsvisor::output::OutputFile;
 use opsvisor::terminal::RawTerminal;
 use opsvisor::trace::{TraceSummary, TraceWriter};
-use opsvisor_backends::{
-    build_machine, restore_machine, Backend, MachineOptions, MMIO_HOLE_START,
-};
-use opsvisor_core::snapshot;
+use opsvisor_backends::{build_machine, restore_machine, Backend, MachineOptions, MMIO_HOLE_START};
 use opsvisor_core::platform::{Platform, StdPlatform};
+use opsvisor_core::snapshot;
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_core::X86Ops;
 use std::ffi::OsString;
@@ -381,13 +379,12 @@ fn run_with_snapshot<H: Host>(
     let started = Instant::now();
     let bytes = snapshot::save(vm).map_err(|e| format!("cannot take the snapshot: {e}"))?;
     let saved = started.elapsed();
-    std::fs::write(&snap.path, &bytes).map_err(|e| {
-        format!(
-            "cannot write the snapshot '{}': {e}",
-            snap.path.display()
-        )
-    })?;
-    let done = vm.instructions_retired().unwrap_or(0).saturating_sub(before);
+    std::fs::write(&snap.path, &bytes)
+        .map_err(|e| format!("cannot write the snapshot '{}': {e}", snap.path.display()))?;
+    let done = vm
+        .instructions_retired()
+        .unwrap_or(0)
+        .saturating_sub(before);
     log::info!(
         "snapshot after {done} instructions: {} bytes to '{}' (saved in {:.3} s, written in {:.3} s)",
         bytes.len(),

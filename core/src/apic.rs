@@ -255,8 +255,7 @@ impl Mode {
 
 /// A 256-bit vector register (IRR, ISR, TMR) as eight 32-bit words, as the APIC pages
 /// lay them out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct VectorSet([u32; 8]);
 
 impl VectorSet {
@@ -284,8 +283,7 @@ impl VectorSet {
 }
 
 /// One vCPU's local APIC.
-#[derive(Clone, Debug)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LocalApic {
     /// The initial APIC ID (the x2APIC ID; CPUID reports it).
     apic_id: u32,
@@ -1270,7 +1268,10 @@ impl crate::devices::SavedState for LocalApic {
         // The timer's deadlines are guest TSC values, any of which the guest can make
         // (WRMSR to the TSC and to IA32_TSC_DEADLINE): the timer handles every value.
         if self.apic_id as usize >= crate::vm::MAX_VCPUS {
-            return Err(("apic_id", alloc::format!("{} (expected 0 to 254)", self.apic_id)));
+            return Err((
+                "apic_id",
+                alloc::format!("{} (expected 0 to 254)", self.apic_id),
+            ));
         }
         Ok(())
     }

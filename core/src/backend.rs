@@ -10,8 +10,8 @@
 use crate::exit::Exit;
 use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
-use crate::ops::{VcpuState, VcpuStateError};
 use crate::ops::{DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops};
+use crate::ops::{VcpuState, VcpuStateError};
 use enum_dispatch::enum_dispatch;
 
 /// Implements [`X86Ops`] for a wrapper by forwarding every operation to its field.

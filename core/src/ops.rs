@@ -61,8 +61,7 @@ impl Gpr {
 }
 
 /// The general registers, RIP and RFLAGS of a vCPU (KVM's `struct kvm_regs`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Regs {
     /// RAX..R15 in encoding order (index with `Gpr as usize`).
     pub gpr: [u64; 16],
@@ -106,8 +105,7 @@ impl SegReg {
 /// `attr` uses the VMX access-rights layout (SDM 3C 25.4.1), which SVM's VMCB attribute
 /// word maps onto by a shift: bits 0-3 type, 4 S, 5-6 DPL, 7 P, 12 AVL, 13 L, 14 D/B,
 /// 15 G, and bit 16 "unusable" (a null selector loaded in protected mode).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// The selector.
     pub selector: u16,
@@ -174,8 +172,7 @@ impl Segment {
 }
 
 /// GDTR or IDTR.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DescriptorTable {
     /// Linear base address.
     pub base: u64,
@@ -194,8 +191,7 @@ pub enum ResetKind {
 }
 
 /// An event to deliver to the guest on the next entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// A maskable external interrupt with this vector.
     ExternalInterrupt(u8),
@@ -218,8 +214,7 @@ pub enum Event {
 /// the backend returns [`Exit::Preempted`] (VMX: the preemption timer; SVM: a host
 /// timer; the emulator: an instruction count). `max_instructions` bounds the emulator's
 /// time slice so the core regains control regularly; hardware backends ignore it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunLimit {
     /// Guest TSC at entry.
     pub tsc: u64,
@@ -307,7 +302,9 @@ pub enum VcpuStateError {
 impl core::fmt::Display for VcpuStateError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            VcpuStateError::Msr { index } => write!(f, "MSR {index:#x}: the backend does not hold it"),
+            VcpuStateError::Msr { index } => {
+                write!(f, "MSR {index:#x}: the backend does not hold it")
+            }
             VcpuStateError::Fpu(e) => write!(f, "the x87/SSE state: {e}"),
             VcpuStateError::EventInFlight => {
                 f.write_str("an injected event the backend cannot save or restore")

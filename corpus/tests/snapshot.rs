@@ -152,7 +152,10 @@ fn continues_exactly(name: &str, parts: u64, extra: &[u64]) -> (usize, usize) {
             String::from_utf8_lossy(&whole.output),
             "{name} restored at {n}: console output"
         );
-        assert_eq!(end.instructions, whole.instructions, "{name} restored at {n}");
+        assert_eq!(
+            end.instructions, whole.instructions,
+            "{name} restored at {n}"
+        );
         assert!(
             end.state == whole.state,
             "{name} restored at {n}: the final states differ in {}",
@@ -181,7 +184,11 @@ fn sections(bytes: &[u8]) -> Vec<(String, u32, &[u8])> {
 fn difference(a: &[u8], b: &[u8]) -> String {
     for ((tag, index, x), (_, _, y)) in sections(a).into_iter().zip(sections(b)) {
         if x != y {
-            let at = x.iter().zip(y).position(|(p, q)| p != q).unwrap_or(x.len().min(y.len()));
+            let at = x
+                .iter()
+                .zip(y)
+                .position(|(p, q)| p != q)
+                .unwrap_or(x.len().min(y.len()));
             return format!(
                 "section '{tag}' {index} at byte {at} of {} / {}: {:02x?} / {:02x?}",
                 x.len(),

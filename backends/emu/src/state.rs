@@ -80,10 +80,9 @@ impl EmuVcpu {
     }
 
     pub(crate) fn restore_whole_state(&mut self, state: &VcpuState) -> Result<(), VcpuStateError> {
-        let own: EmuState = codec::decode("emulator", &state.backend)
-            .map_err(|e| {
-                VcpuStateError::Backend(alloc::format!("field {}: {}", e.field, e.problem))
-            })?;
+        let own: EmuState = codec::decode("emulator", &state.backend).map_err(|e| {
+            VcpuStateError::Backend(alloc::format!("field {}: {}", e.field, e.problem))
+        })?;
         if own.cpl > 3 {
             return Err(VcpuStateError::Backend(alloc::format!(
                 "field cpl: {} is not a privilege level (0 to 3)",

@@ -120,8 +120,7 @@ const REGISTERS: [(PmBlock, u16, u16, Register); 6] = [
 ];
 
 /// The ACPI PM registers. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AcpiPm {
     pm1_status: u16,
     pm1_enable: u16,

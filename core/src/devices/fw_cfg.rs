@@ -116,8 +116,7 @@ const NAME_LEN: usize = 56;
 pub const MAX_FILES: usize = (keys::ENTRY_MASK - keys::FILE_FIRST) as usize + 1;
 
 /// What an item holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FwCfgData {
     /// Its own bytes.
     Bytes(Vec<u8>),

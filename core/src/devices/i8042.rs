@@ -61,8 +61,7 @@ const KBD_BAT_OK: u8 = 0xaa;
 const QUEUE_LEN: usize = 4;
 
 /// A keyboard command that takes a parameter byte, waiting for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum KeyboardArgument {
     /// 0xED: set LEDs.
     Leds,
@@ -73,8 +72,7 @@ enum KeyboardArgument {
 }
 
 /// The 8042 controller and its keyboard.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct I8042 {
     /// The controller's command byte (RAM byte 0).
     command_byte: u8,

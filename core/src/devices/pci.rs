@@ -77,8 +77,7 @@ impl ConfigAddress {
 }
 
 /// The 440FX host bridge's configuration space.
-#[derive(Clone, Debug)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct HostBridge {
     command: u16,
     latency_timer: u8,
@@ -130,8 +129,7 @@ impl HostBridge {
 }
 
 /// The PCI host: CONFIG_ADDRESS and the configuration space behind CONFIG_DATA.
-#[derive(Clone, Debug)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PciHost {
     config_address: u32,
     bridge: HostBridge,

@@ -61,8 +61,7 @@ pub const BIOS_VECTOR_BASES: [u8; 2] = [0x08, 0x70];
 pub const ELCR_WRITABLE: [u8; 2] = [0xf8, 0xde];
 
 /// Where a chip is in its initialisation sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Init {
     /// Initialised: data-port writes are OCW1.
     Ready,
@@ -75,8 +74,7 @@ enum Init {
 }
 
 /// One 8259A.
-#[derive(Clone, Debug)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Chip {
     /// Interrupt request register.
     irr: u8,
@@ -301,8 +299,7 @@ impl Chip {
 }
 
 /// The master/slave 8259A pair with the ELCR.
-#[derive(Clone, Debug)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Pic {
     /// `[master, slave]`.
     chips: [Chip; 2],

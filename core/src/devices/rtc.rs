@@ -180,8 +180,7 @@ fn checksum(cmos: &[u8; 128]) -> u16 {
 }
 
 /// The MC146818 RTC and CMOS memory. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rtc {
     /// Every register and memory byte. The clock registers are authoritative only while
     /// the clock is stopped; while it runs they are generated from `secs`.
@@ -588,7 +587,10 @@ impl Rtc {
 impl crate::devices::SavedState for Rtc {
     fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
         if usize::from(self.index) >= self.cmos.len() {
-            return Err(("index", alloc::format!("{} (expected below 128)", self.index)));
+            return Err((
+                "index",
+                alloc::format!("{} (expected below 128)", self.index),
+            ));
         }
         // Seconds since 1970 within ±2^40 (some 35,000 years) and an origin within the
         // saved-clock range keep the clock arithmetic far from overflowing.

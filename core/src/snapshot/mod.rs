@@ -30,7 +30,6 @@ mod ram;
 
 use crate::apic::LocalApic;
 use crate::cpuid::CpuidPolicy;
-use crate::devices::SavedState;
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
@@ -41,6 +40,7 @@ use crate::devices::post_code::PostCode;
 use crate::devices::reset_control::ResetControl;
 use crate::devices::rtc::Rtc;
 use crate::devices::uart::Uart16550;
+use crate::devices::SavedState;
 use crate::irq::IrqChip;
 use crate::msr::MsrState;
 use crate::ops::{VcpuState, X86Ops};
@@ -198,7 +198,12 @@ pub fn save<B: X86Ops, P: Platform>(vm: &mut Vm<B, P>) -> Result<Vec<u8>, Snapsh
     let vm: &Vm<B, P> = vm;
     let mut sections: Vec<(&[u8; 4], u32, Vec<u8>)> = Vec::new();
     let machine = MachineSection {
-        ram: vm.mem.regions().iter().map(|r| (r.gpa(), r.size())).collect(),
+        ram: vm
+            .mem
+            .regions()
+            .iter()
+            .map(|r| (r.gpa(), r.size()))
+            .collect(),
         vcpus: vm.vcpus.len() as u32,
         icount: vm.config.icount,
         time_slice: vm.config.time_slice,
@@ -384,12 +389,19 @@ pub fn peek_machine(prefix: &[u8]) -> Result<MachineSection, SnapshotError> {
         return Err(SnapshotError::new(
             "section 0",
             "tag",
-            alloc::format!("'{}' where the machine section must come first", tag_text(tag)),
+            alloc::format!(
+                "'{}' where the machine section must come first",
+                tag_text(tag)
+            ),
         ));
     }
     c.u32("machine", "index")?;
     let len = c.u64("machine", "length")?;
-    let body = c.take(usize::try_from(len).unwrap_or(usize::MAX), "machine", "length")?;
+    let body = c.take(
+        usize::try_from(len).unwrap_or(usize::MAX),
+        "machine",
+        "length",
+    )?;
     let machine: MachineSection = codec::decode("machine", body)?;
     check_machine(&machine, machine.vcpus)?;
     Ok(machine)
@@ -461,7 +473,11 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, SnapshotError> {
                 ));
             }
             if seen[kind] {
-                return Err(SnapshotError::new(&name, "tag", "the section appears twice"));
+                return Err(SnapshotError::new(
+                    &name,
+                    "tag",
+                    "the section appears twice",
+                ));
             }
         }
         if kind == 0 && n != 0 {
@@ -601,26 +617,24 @@ pub fn restore<B: X86Ops, P: Platform>(
 ) -> Result<(), SnapshotError> {
     let parsed = parse(bytes)?;
     let m = &parsed.machine;
-    let layout: Vec<(u64, u64)> = vm.mem.regions().iter().map(|r| (r.gpa(), r.size())).collect();
+    let layout: Vec<(u64, u64)> = vm
+        .mem
+        .regions()
+        .iter()
+        .map(|r| (r.gpa(), r.size()))
+        .collect();
     if layout != m.ram {
         return Err(SnapshotError::new(
             "machine",
             "ram",
-            alloc::format!(
-                "RAM regions {:x?}; the machine has {layout:x?}",
-                m.ram
-            ),
+            alloc::format!("RAM regions {:x?}; the machine has {layout:x?}", m.ram),
         ));
     }
     if m.vcpus as usize != vm.vcpus.len() {
         return Err(SnapshotError::new(
             "machine",
             "vcpus",
-            alloc::format!(
-                "{} vCPUs; the machine has {}",
-                m.vcpus,
-                vm.vcpus.len()
-            ),
+            alloc::format!("{} vCPUs; the machine has {}", m.vcpus, vm.vcpus.len()),
         ));
     }
     let cpuid: Vec<CpuidLeaf> = codec::decode("cpuid", body(&parsed, 1))?;

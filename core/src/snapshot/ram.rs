@@ -17,14 +17,7 @@ fn is_zero(page: &[u8]) -> bool {
 pub(super) fn encoded_len(mem: &GuestMemory) -> usize {
     mem.regions()
         .iter()
-        .map(|r| {
-            8 + r
-                .bytes()
-                .chunks_exact(PAGE)
-                .filter(|p| !is_zero(p))
-                .count()
-                * (8 + PAGE)
-        })
+        .map(|r| 8 + r.bytes().chunks_exact(PAGE).filter(|p| !is_zero(p)).count() * (8 + PAGE))
         .sum()
 }
 

@@ -221,12 +221,19 @@ fn a_restored_machine_saves_to_the_same_bytes() {
     // Restored into a machine of the same shape whose clock reads something else.
     let mut copy = machine(2, 77);
     restore(&mut copy, &bytes).unwrap();
-    assert_eq!(copy.now_ns(), 5_000_000, "the clock goes on from the snapshot");
+    assert_eq!(
+        copy.now_ns(),
+        5_000_000,
+        "the clock goes on from the snapshot"
+    );
     assert_eq!(copy.vcpus[0].backend.regs(), vm.vcpus[0].backend.regs());
     assert_eq!(copy.vcpus[0].backend.star, 0x0023_0010_0000_0000);
     assert!(copy.vcpus[0].backend.shadow);
     assert_eq!(copy.mem.slice(0x1000, 18).unwrap(), b"snapshot test page");
-    assert_eq!(copy.vcpus[1].apic.next_deadline(), vm.vcpus[1].apic.next_deadline());
+    assert_eq!(
+        copy.vcpus[1].apic.next_deadline(),
+        vm.vcpus[1].apic.next_deadline()
+    );
     assert_eq!(copy.devices.next_deadline(), vm.devices.next_deadline());
     assert_eq!(save(&mut copy).unwrap(), bytes);
     // Zero pages are left out: 2 MiB of RAM with two pages written.
