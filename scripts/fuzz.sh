@@ -4,8 +4,8 @@
 #   bash scripts/fuzz.sh TARGET SECONDS     (e.g. emu_differential 60)
 #
 # Targets (fuzz/fuzz_targets/): the emulator's emu_robustness, emu_differential and
-# emu_modes; the parsers of outside input loader_multiboot, loader_elf, bzimage_load,
-# pvh_load, exec_state and cli_args. The seeds
+# emu_modes and snapshot_uart; the parsers of outside input loader_multiboot, loader_elf,
+# bzimage_load, pvh_load, exec_state, cli_args and snapshot_load. The seeds
 # are fuzz/corpus/TARGET (checked in, read only); the inputs a run discovers go to a
 # temporary directory (FUZZ_CORPUS=DIR keeps them), crashes to fuzz/artifacts/TARGET. Exits non-zero if the fuzzer found a failure. The last line is
 # "TARGET: N exec/s over SECONDS s". The mutation seed is fixed (FUZZ_SEED, default 1)

@@ -6,6 +6,7 @@
 
 use opsvisor_core::arch::CR0_ET;
 use opsvisor_core::cpu_model::CpuModel;
+use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::flat::load_flat;
 use opsvisor_core::loader::multiboot::{self, CODE_SELECTOR, DATA_SELECTOR};
 pub use opsvisor_core::loader::LoadedKernel;
@@ -17,6 +18,7 @@ use opsvisor_core::mmu::memory::{GuestMemory, MemError};
 use opsvisor_core::ops::{DescriptorTable, ResetKind, SegReg, Segment, X86Ops};
 use opsvisor_core::pc;
 use opsvisor_core::platform::Platform;
+use opsvisor_core::snapshot::{self, SnapshotError};
 pub use opsvisor_core::vm::MAX_VCPUS;
 use opsvisor_core::vm::{Vm, VmConfig};
 use opsvisor_core::{EmuSlot, Unavailable};
@@ -104,6 +106,10 @@ pub struct MachineOptions {
     pub flat_entry: Option<u64>,
     /// CPU mode a flat binary starts in.
     pub flat_mode: FlatMode,
+    /// `--icount`: the machine clock counts guest instructions (see
+    /// [`VmConfig::icount`]), which makes a run, and a restored snapshot's, exactly
+    /// repeatable.
+    pub icount: bool,
 }
 
 impl Default for MachineOptions {
@@ -125,6 +131,7 @@ impl Default for MachineOptions {
             flat_load: None,
             flat_entry: None,
             flat_mode: FlatMode::Protected,
+            icount: false,
         }
     }
 }
@@ -138,6 +145,8 @@ pub enum BuildError {
     Load(LoadError),
     /// Some other option is unusable.
     Option(String),
+    /// The snapshot was refused.
+    Snapshot(SnapshotError),
 }
 
 impl fmt::Display for BuildError {
@@ -145,6 +154,7 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::Memory(s) | BuildError::Option(s) => f.write_str(s),
             BuildError::Load(e) => write!(f, "{e}"),
+            BuildError::Snapshot(e) => write!(f, "{e}"),
         }
     }
 }
@@ -372,6 +382,7 @@ pub fn build_machine<P: Platform>(
             .timeout
             .map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
         collect_timing: opts.collect_timing,
+        icount: opts.icount,
         ..VmConfig::default()
     };
     let cpuid = opts
@@ -394,6 +405,48 @@ pub fn build_machine<P: Platform>(
             .map(|layout| (layout, opts.cmdline.as_slice())),
     )
     .map_err(|e| BuildError::Memory(format!("describing the boot in fw_cfg: {e}")))?;
+    Ok(vm)
+}
+
+/// The machine a snapshot describes, restored from it (`opsvisor run --restore`): its
+/// RAM size, vCPU count, clock mode and CPU model come from the file; of `opts` only the
+/// backend and the run's own limits (`max_instructions`, counted from the restore,
+/// `timeout`, `collect_timing`) apply. A snapshot whose RAM is not a layout
+/// [`guest_memory`] makes is refused before any RAM is allocated.
+pub fn restore_machine<P: Platform>(
+    bytes: &[u8],
+    opts: &MachineOptions,
+    platform: P,
+) -> Result<Machine<P>, BuildError> {
+    let info = snapshot::machine_info(bytes).map_err(BuildError::Snapshot)?;
+    let ram = info
+        .ram
+        .iter()
+        .try_fold(0u64, |sum, r| sum.checked_add(r.1))
+        .unwrap_or(u64::MAX);
+    let mem = guest_memory(ram)
+        .map_err(|e| BuildError::Snapshot(SnapshotError::new("machine", "ram", e.to_string())))?;
+    let new_vcpu = || match opts.backend {
+        BackendKind::Emu => Backend::from(EmuSlot(EmuVcpu::new())),
+    };
+    let vcpus: Vec<Backend> = (0..info.vcpus).map(|_| new_vcpu()).collect();
+    let config = VmConfig {
+        max_instructions: opts.max_instructions,
+        timeout_ns: opts
+            .timeout
+            .map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+        collect_timing: opts.collect_timing,
+        icount: info.icount,
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::with_vcpus(vcpus, mem, platform, CpuidPolicy::empty(), config)
+        .map_err(|e| BuildError::Option(e.to_string()))?;
+    if info.pc_testdev {
+        vm.attach_pc_testdev().map_err(|e| {
+            BuildError::Option(format!("pc-testdev: its range at {:#x} is taken", e.start))
+        })?;
+    }
+    snapshot::restore(&mut vm, bytes).map_err(BuildError::Snapshot)?;
     Ok(vm)
 }
 

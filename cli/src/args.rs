@@ -62,7 +62,7 @@ pub enum Serial {
 /// `opsvisor run` options.
 #[derive(Debug)]
 pub struct RunArgs {
-    /// Kernel image path.
+    /// Kernel image path (with `--restore`, the snapshot's).
     pub kernel: PathBuf,
     /// (path, module string) for every `--module`, in order.
     pub modules: Vec<(PathBuf, Vec<u8>)>,
@@ -83,8 +83,39 @@ pub struct RunArgs {
     pub trace: Option<TraceOptions>,
     /// `--gdb` and `--gdb-wait`: a GDB remote stub.
     pub gdb: Option<GdbOptions>,
+    /// `--snapshot-at` and `--snapshot-out`.
+    pub snapshot: Option<SnapshotOut>,
+    /// `--restore`: the snapshot to start from (then `kernel` is its path too).
+    pub restore: Option<PathBuf>,
+    /// The machine options given explicitly.
+    pub given: Given,
     /// Everything else, ready for the machine builder (without the modules' bytes).
     pub machine: MachineOptions,
+}
+
+/// `--snapshot-at N --snapshot-out FILE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotOut {
+    /// Guest instructions from the start of the run after which the machine is saved.
+    pub at: u64,
+    /// Where.
+    pub path: PathBuf,
+}
+
+/// Machine options the command line gave explicitly (with `--restore` the file gives
+/// them, and an explicit one that differs is an error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Given {
+    /// `--memory`.
+    pub memory: Option<u64>,
+    /// `--smp`.
+    pub smp: Option<u32>,
+    /// `--icount`.
+    pub icount: bool,
+    /// `--cpu`.
+    pub cpu: bool,
+    /// `--device pc-testdev`.
+    pub pc_testdev: bool,
 }
 
 /// Where the GDB stub listens and whether the guest waits for it.
@@ -177,6 +208,17 @@ GDB (--gdb tcp::PORT, --gdb-wait):
     reaches gdb as a process's exit code (the debug exit's status) or signal (SIGSEGV a
     triple fault, SIGSTOP a halt for good, SIGALRM a limit, SIGHUP a reset, which ends
     the run under gdb). detach lets the guest run on; kill ends the run (status 14).
+
+SNAPSHOTS (--snapshot-at N --snapshot-out FILE, --restore FILE, --icount):
+    --snapshot-at saves the whole machine (vCPUs, devices, RAM; docs/snapshot.md has the
+    format) to FILE once N guest instructions have run, counted, as --max-instructions,
+    from the start of the run, then runs on. --restore starts from such a file instead of
+    a kernel: RAM, vCPUs and --icount come from it (a different --memory or --smp is an
+    error); a guest reset then ends the run as with --no-reboot. With --icount (QEMU's
+    -icount shift=0,sleep=off) the machine clock counts guest instructions, 1 ns each, and
+    jumps over idle time: a run repeats exactly, and a restored machine continues exactly
+    as the one saved did. Without it the clock is the host's and timer interrupts land
+    where host time puts them.
 
 EXIT TRACE (--trace-exits FILE):
     One JSON object per line and exit, written as the guest runs (a bounded buffer: a slow
@@ -325,6 +367,23 @@ struct RunCli {
     /// Flat binary: CPU mode at entry, real or protected [default: protected]
     #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_parser = Checked(flat_mode))]
     mode: Option<FlatMode>,
+    /// Machine clock counts guest instructions, 1 ns each (QEMU's -icount shift=0,sleep=off)
+    #[arg(long)]
+    icount: bool,
+    /// Save the machine to --snapshot-out after N guest instructions (see SNAPSHOTS below)
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = Checked(snapshot_at), requires = "snapshot_out", conflicts_with = "gdb")]
+    snapshot_at: Option<u64>,
+    /// The file --snapshot-at writes (created, or truncated)
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(OsString), requires = "snapshot_at")]
+    snapshot_out: Option<OsString>,
+    /// Start from a snapshot instead of a kernel (see SNAPSHOTS below)
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(OsString),
+          conflicts_with_all = ["kernel_operand", "kernel", "append", "module", "initrd",
+                                "flat", "load_addr", "entry", "mode"])]
+    restore: Option<OsString>,
 }
 
 /// A value parser from a function of the value's text: a value that is not UTF-8 is
@@ -431,6 +490,14 @@ pub fn parse_u64(text: &str, what: &str) -> Result<u64, String> {
         None => t.parse(),
     };
     parsed.map_err(|_| format!("invalid {what} '{text}': expected a decimal or 0x-prefixed number"))
+}
+
+/// `--snapshot-at`: at least 1.
+fn snapshot_at(text: &str) -> Result<u64, String> {
+    match parse_u64(text, "--snapshot-at")? {
+        0 => Err("--snapshot-at must be at least 1".into()),
+        n => Ok(n),
+    }
 }
 
 /// `--max-instructions` (both commands): at least 1.
@@ -597,11 +664,19 @@ fn render_help(cmd: &mut clap::Command) -> String {
 
 /// The options of `run`, checked together and ready for the machine builder.
 fn run_args(cli: RunCli) -> Result<RunArgs, String> {
-    let kernel = cli.kernel.or(cli.kernel_operand).ok_or("no KERNEL given")?;
+    let restore = cli.restore.map(PathBuf::from);
+    let kernel = match &restore {
+        Some(path) => path.clone().into_os_string(),
+        None => cli
+            .kernel
+            .or(cli.kernel_operand)
+            .ok_or("no KERNEL given (or --restore FILE)")?,
+    };
     let mut machine = MachineOptions::default();
     if let Some(backend) = cli.backend {
         machine.backend = backend;
     }
+    let cpu_given = cli.cpu.is_some();
     if let Some(cpu) = cli.cpu {
         machine.cpu = cpu;
     }
@@ -615,6 +690,7 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
     machine.pc_testdev = cli.device.contains(&Device::PcTestdev);
     machine.kernel_name = kernel.as_bytes().to_vec();
     machine.max_instructions = cli.max_instructions;
+    machine.icount = cli.icount;
     machine.timeout = cli.timeout;
     machine.collect_timing = cli.stats;
     machine.flat = cli.flat || cli.load_addr.is_some() || cli.entry.is_some() || cli.mode.is_some();
@@ -653,6 +729,21 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
             listen,
             wait: cli.gdb_wait,
         }),
+        snapshot: cli
+            .snapshot_at
+            .zip(cli.snapshot_out)
+            .map(|(at, path)| SnapshotOut {
+                at,
+                path: PathBuf::from(path),
+            }),
+        restore,
+        given: Given {
+            memory: cli.memory,
+            smp: cli.smp,
+            icount: cli.icount,
+            cpu: cpu_given,
+            pc_testdev: machine.pc_testdev,
+        },
         machine,
     })
 }

@@ -15,8 +15,9 @@ use opsvisor::observer::Observed;
 use opsvisor::output::OutputFile;
 use opsvisor::terminal::RawTerminal;
 use opsvisor::trace::{TraceSummary, TraceWriter};
-use opsvisor_backends::{build_machine, Backend, MachineOptions, MMIO_HOLE_START};
+use opsvisor_backends::{build_machine, restore_machine, Backend, MachineOptions, MMIO_HOLE_START};
 use opsvisor_core::platform::{Platform, StdPlatform};
+use opsvisor_core::snapshot;
 use opsvisor_core::vm::RunOutcome;
 use opsvisor_core::X86Ops;
 use std::ffi::OsString;
@@ -239,6 +240,182 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
         platform.set_deadline(Some(end));
     }
     loop {
+        let (mut vm, opts) = match &run.restore {
+            Some(path) => {
+                let mut opts = run.machine.clone();
+                opts.timeout = timeout;
+                (restore_snapshot(run, path, &opts, platform)?, opts)
+            }
+            None => boot(run, timeout, platform)?,
+        };
+        let run_started = Instant::now();
+        let outcome = match &mut gdb {
+            Some(server) => match server.run(&mut vm)? {
+                GdbEnd::Outcome(outcome) => outcome,
+                GdbEnd::Killed => {
+                    vm.platform.console().drain_output();
+                    error_line("ended by gdb (kill)");
+                    return Ok(STATUS_QUIT);
+                }
+            },
+            None => run_with_snapshot(&mut vm, run)?,
+        };
+        let run_secs = match gdb {
+            Some(_) => run_started.elapsed().as_secs_f64(),
+            None => vm.run_time_ns() as f64 / 1e9,
+        };
+        log::info!(
+            "the run ended after {run_secs:.3} s and {} exits: {outcome:?}",
+            vm.stats.total()
+        );
+        let reboot = !run.no_reboot && gdb.is_none() && run.restore.is_none();
+        if outcome == RunOutcome::Reset && reboot {
+            if run.stats {
+                print_stats(&vm, run_secs);
+            }
+            log::info!("the guest reset the machine: booting the kernel again");
+            if let Some(limit) = run.machine.timeout {
+                timeout = Some(limit.saturating_sub(started.elapsed()));
+            }
+            platform = vm.into_platform();
+            continue;
+        }
+        return Ok(report_end(run, vm, &opts, outcome, run_secs, gdb.is_some()));
+    }
+}
+
+/// The machine of the snapshot at `path` (`--restore`). The file is read only as far
+/// as its machine's RAM justifies: RAM pages, and fw_cfg's copies of the boot files, at
+/// most twice the RAM, and 16 MiB for everything else.
+fn restore_snapshot<H: Host>(
+    run: &RunArgs,
+    path: &std::path::Path,
+    opts: &MachineOptions,
+    platform: H,
+) -> Result<opsvisor_backends::Machine<H>, String> {
+    use std::io::Read as _;
+    let name = path.display();
+    let mut prefix = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 16).read_to_end(&mut prefix))
+        .map_err(|e| format!("cannot read snapshot '{name}': {e}"))?;
+    let machine = snapshot::peek_machine(&prefix).map_err(|e| format!("{name}: {e}"))?;
+    let ram: u64 = machine.ram.iter().map(|r| r.1).sum();
+    let mut conflicts = Vec::new();
+    if let Some(memory) = run.given.memory.filter(|&m| m != ram) {
+        conflicts.push(format!(
+            "--memory {} (the snapshot's machine has {})",
+            size_text(memory),
+            size_text(ram)
+        ));
+    }
+    if let Some(smp) = run.given.smp.filter(|&n| n != machine.vcpus) {
+        conflicts.push(format!(
+            "--smp {smp} (the snapshot's machine has {} vCPUs)",
+            machine.vcpus
+        ));
+    }
+    if run.given.icount && !machine.icount {
+        conflicts.push(String::from(
+            "--icount (the snapshot's machine keeps host time)",
+        ));
+    }
+    if run.given.cpu {
+        conflicts.push(String::from(
+            "--cpu (the snapshot's machine keeps the CPU model it was saved with)",
+        ));
+    }
+    if run.given.pc_testdev && !machine.pc_testdev {
+        conflicts.push(String::from(
+            "--device pc-testdev (the snapshot's machine has none)",
+        ));
+    }
+    if !conflicts.is_empty() {
+        return Err(format!(
+            "{name}: {} conflict{} with the snapshot; the machine's options come from the file",
+            conflicts.join(", "),
+            if conflicts.len() == 1 { "s" } else { "" }
+        ));
+    }
+    let limit = ram.saturating_mul(2).saturating_add(16 << 20);
+    let bytes = read_file(
+        path,
+        "snapshot",
+        limit,
+        &format!("what a machine of {} of RAM saves", size_text(ram)),
+    )?;
+    let started = Instant::now();
+    let vm = restore_machine(&bytes, opts, platform).map_err(|e| format!("{name}: {e}"))?;
+    log::info!(
+        "restored '{name}' ({} bytes) in {:.3} s: {} of RAM, {} vCPU{}{}",
+        bytes.len(),
+        started.elapsed().as_secs_f64(),
+        size_text(ram),
+        machine.vcpus,
+        if machine.vcpus == 1 { "" } else { "s" },
+        if machine.icount { ", --icount" } else { "" }
+    );
+    Ok(vm)
+}
+
+/// Run the machine, saving it on the way where `--snapshot-at` asks: the run stops
+/// after N instructions, the snapshot is written, and the run goes on under what is left
+/// of `--max-instructions`.
+fn run_with_snapshot<H: Host>(
+    vm: &mut opsvisor_backends::Machine<H>,
+    run: &RunArgs,
+) -> Result<RunOutcome, String> {
+    let Some(snap) = &run.snapshot else {
+        return Ok(vm.run());
+    };
+    let limit = vm.config.max_instructions;
+    if limit.is_some_and(|max| max < snap.at) {
+        log::warn!(
+            "--snapshot-at {} is beyond --max-instructions: no snapshot is taken",
+            snap.at
+        );
+        return Ok(vm.run());
+    }
+    let before = vm.instructions_retired().unwrap_or(0);
+    vm.config.max_instructions = Some(snap.at);
+    let outcome = vm.run();
+    if outcome != RunOutcome::InstructionLimit {
+        log::warn!(
+            "the run ended before --snapshot-at {}: no snapshot is taken",
+            snap.at
+        );
+        return Ok(outcome);
+    }
+    let started = Instant::now();
+    let bytes = snapshot::save(vm).map_err(|e| format!("cannot take the snapshot: {e}"))?;
+    let saved = started.elapsed();
+    std::fs::write(&snap.path, &bytes)
+        .map_err(|e| format!("cannot write the snapshot '{}': {e}", snap.path.display()))?;
+    let done = vm
+        .instructions_retired()
+        .unwrap_or(0)
+        .saturating_sub(before);
+    log::info!(
+        "snapshot after {done} instructions: {} bytes to '{}' (saved in {:.3} s, written in {:.3} s)",
+        bytes.len(),
+        snap.path.display(),
+        saved.as_secs_f64(),
+        (started.elapsed() - saved).as_secs_f64()
+    );
+    vm.config.max_instructions = limit.map(|max| max.saturating_sub(done));
+    if vm.config.max_instructions == Some(0) {
+        return Ok(RunOutcome::InstructionLimit);
+    }
+    Ok(vm.run())
+}
+
+/// A machine booted from the kernel (and modules, initrd) of `run`.
+fn boot<H: Host>(
+    run: &RunArgs,
+    timeout: Option<Duration>,
+    platform: H,
+) -> Result<(opsvisor_backends::Machine<H>, MachineOptions), String> {
+    {
         let (kernel, mut opts) = read_inputs(run)?;
         opts.timeout = timeout;
         log::info!(
@@ -250,49 +427,27 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
             opts.vcpus,
             if opts.vcpus == 1 { "" } else { "s" }
         );
-        let mut vm = build_machine(&kernel, &opts, platform)
+        let vm = build_machine(&kernel, &opts, platform)
             .map_err(|e| format!("{}: {e}", run.kernel.display()))?;
         // The guest has its copy: the files' bytes are not kept for the run (a reboot
         // reads them again, as a PC's firmware loads the kernel again).
         drop(kernel);
         opts.modules = Vec::new();
         opts.initrd = None;
-        let run_started = Instant::now();
-        let outcome = match &mut gdb {
-            Some(server) => match server.run(&mut vm)? {
-                GdbEnd::Outcome(outcome) => outcome,
-                GdbEnd::Killed => {
-                    vm.platform.console().drain_output();
-                    error_line("ended by gdb (kill)");
-                    return Ok(STATUS_QUIT);
-                }
-            },
-            None => vm.run(),
-        };
-        // Under gdb the machine runs in slices (and waits for gdb): the run's time is the
-        // wall-clock time from the first slice to the end.
-        let run_secs = match gdb {
-            Some(_) => run_started.elapsed().as_secs_f64(),
-            None => vm.run_time_ns() as f64 / 1e9,
-        };
-        log::info!(
-            "the run ended after {run_secs:.3} s and {} exits: {outcome:?}",
-            vm.stats.total()
-        );
-        // A debugger's session belongs to one machine: a reset under gdb ends the run.
-        if outcome == RunOutcome::Reset && !run.no_reboot && gdb.is_none() {
-            if run.stats {
-                print_stats(&vm, run_secs);
-            }
-            // Boot the kernel again on a new machine, as a PC that resets runs its
-            // firmware again; the console, the trace and the time limit carry over.
-            log::info!("the guest reset the machine: booting the kernel again");
-            if let Some(limit) = run.machine.timeout {
-                timeout = Some(limit.saturating_sub(started.elapsed()));
-            }
-            platform = vm.into_platform();
-            continue;
-        }
+        Ok((vm, opts))
+    }
+}
+
+/// The end of a run: statistics, reports, and the exit status.
+fn report_end<H: Host>(
+    run: &RunArgs,
+    mut vm: opsvisor_backends::Machine<H>,
+    opts: &MachineOptions,
+    outcome: RunOutcome,
+    run_secs: f64,
+    under_gdb: bool,
+) -> u8 {
+    {
         let dropped = vm.platform.console().drain_output();
         let trace = vm.platform.finish_trace();
         if run.stats {
@@ -322,8 +477,10 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
                 STATUS_POWER_OFF
             }
             RunOutcome::Reset => {
-                let why = if gdb.is_some() {
+                let why = if under_gdb {
                     "a reset ends a run under --gdb"
+                } else if run.restore.is_some() {
+                    "a reset ends a run from --restore"
                 } else {
                     "--no-reboot"
                 };
@@ -366,7 +523,7 @@ fn run_machine<H: Host>(run: &RunArgs, mut platform: H) -> Result<u8, String> {
                 STATUS_FAILED
             }
         };
-        return Ok(code);
+        code
     }
 }
 

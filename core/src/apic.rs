@@ -255,7 +255,7 @@ impl Mode {
 
 /// A 256-bit vector register (IRR, ISR, TMR) as eight 32-bit words, as the APIC pages
 /// lay them out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct VectorSet([u32; 8]);
 
 impl VectorSet {
@@ -283,7 +283,7 @@ impl VectorSet {
 }
 
 /// One vCPU's local APIC.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LocalApic {
     /// The initial APIC ID (the x2APIC ID; CPUID reports it).
     apic_id: u32,
@@ -1271,6 +1271,20 @@ impl LocalApic {
             | DeliveryMode::StartUp
             | DeliveryMode::Reserved => false,
         }
+    }
+}
+
+impl crate::devices::SavedState for LocalApic {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        // The timer's deadlines are guest TSC values, any of which the guest can make
+        // (WRMSR to the TSC and to IA32_TSC_DEADLINE): the timer handles every value.
+        if self.apic_id as usize >= crate::vm::MAX_VCPUS {
+            return Err((
+                "apic_id",
+                alloc::format!("{} (expected 0 to 254)", self.apic_id),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use crate::mmu::memory::GuestMemory;
 use crate::ops::{
     DebugRegs, DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops,
 };
+use crate::ops::{VcpuState, VcpuStateError};
 use enum_dispatch::enum_dispatch;
 
 /// Implements [`X86Ops`] for a wrapper by forwarding every operation to its field.
@@ -243,6 +244,12 @@ macro_rules! forward_x86_ops {
             #[inline(always)]
             fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
                 self.0.set_fpu_state(state)
+            }
+            fn save_state(&self) -> Result<VcpuState, VcpuStateError> {
+                self.0.save_state()
+            }
+            fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuStateError> {
+                self.0.restore_state(state)
             }
         }
     };

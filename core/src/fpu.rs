@@ -34,7 +34,8 @@ use core::fmt;
 /// hand it to the instructions directly.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(16))]
-pub struct FxsaveArea(pub [u8; 512]);
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct FxsaveArea(#[serde(with = "crate::snapshot::codec::byte_array")] pub [u8; 512]);
 
 /// Byte offsets of the fields.
 const FCW: usize = 0;

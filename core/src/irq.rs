@@ -40,7 +40,7 @@ use crate::devices::pic::Pic;
 pub const IRQ_LINES: u32 = 24;
 
 /// How an interrupt message is delivered (the I/O APIC's delivery-mode field).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeliveryMode {
     /// The vector, to every addressed APIC.
     Fixed,
@@ -158,7 +158,7 @@ pub fn deliver_message<A: LocalApics + ?Sized>(msg: &IrqMessage, apics: &mut A) 
 }
 
 /// The destination shorthand of an IPI (ICR bits 19:18).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Shorthand {
     /// The destination field names the targets.
     None,
@@ -183,7 +183,7 @@ impl Shorthand {
 }
 
 /// An interprocessor interrupt: the command a local APIC's ICR write sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ipi {
     /// The vector (fixed and lowest-priority delivery; start-up: the page number of the
     /// real-mode start address).
@@ -256,7 +256,7 @@ pub fn ioapic_pin(line: u32) -> Option<usize> {
 
 /// The machine's interrupt controllers (the PIC pair and the I/O APIC) and the lines
 /// that feed them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct IrqChip {
     /// The 8259 pair (ports 0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1).
     pub pic: Pic,
@@ -379,6 +379,16 @@ impl IrqChip {
     /// A local APIC's EOI broadcast for the level-triggered `vector`.
     pub fn eoi<A: LocalApics + ?Sized>(&mut self, vector: u8, apics: &mut A) {
         self.ioapic.eoi(vector, &mut |m| deliver_message(m, apics));
+    }
+}
+
+impl crate::devices::SavedState for IrqChip {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        self.pic.check_state()?;
+        if self.lines >> crate::devices::ioapic::IOAPIC_PINS != 0 {
+            return Err(("lines", alloc::format!("{:#x}: lines above 23", self.lines)));
+        }
+        Ok(())
     }
 }
 

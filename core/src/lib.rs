@@ -35,6 +35,7 @@ pub mod msr;
 pub mod pc;
 pub mod platform;
 pub mod sched;
+pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;

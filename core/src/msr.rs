@@ -200,7 +200,7 @@ enum Fallback {
 const FALLBACK_COUNT: usize = 11;
 
 /// The MSRs the core holds, and the count of accesses to MSRs nobody implements.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MsrState {
     tsc_offset: i64,
     tsc_adjust: u64,

@@ -62,7 +62,7 @@ impl Gpr {
 }
 
 /// The general registers, RIP and RFLAGS of a vCPU (KVM's `struct kvm_regs`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Regs {
     /// RAX..R15 in encoding order (index with `Gpr as usize`).
     pub gpr: [u64; 16],
@@ -106,7 +106,7 @@ impl SegReg {
 /// `attr` uses the VMX access-rights layout (SDM 3C 25.4.1), which SVM's VMCB attribute
 /// word maps onto by a shift: bits 0-3 type, 4 S, 5-6 DPL, 7 P, 12 AVL, 13 L, 14 D/B,
 /// 15 G, and bit 16 "unusable" (a null selector loaded in protected mode).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// The selector.
     pub selector: u16,
@@ -173,7 +173,7 @@ impl Segment {
 }
 
 /// GDTR or IDTR.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DescriptorTable {
     /// Linear base address.
     pub base: u64,
@@ -223,7 +223,7 @@ impl Default for DebugRegs {
 }
 
 /// An event to deliver to the guest on the next entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// A maskable external interrupt with this vector.
     ExternalInterrupt(u8),
@@ -246,7 +246,7 @@ pub enum Event {
 /// the backend returns [`Exit::Preempted`] (VMX: the preemption timer; SVM: a host
 /// timer; the emulator: an instruction count). `max_instructions` bounds the emulator's
 /// time slice so the core regains control regularly; hardware backends ignore it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunLimit {
     /// Guest TSC at entry.
     pub tsc: u64,
@@ -254,6 +254,153 @@ pub struct RunLimit {
     pub deadline: Option<u64>,
     /// Instructions the emulator may retire before it leaves with [`Exit::Preempted`].
     pub max_instructions: u64,
+}
+
+/// The MSRs whose values a backend holds in its guest state ([`X86Ops::get_msr`]): what
+/// [`VcpuState::msrs`] carries, in this order, for the ones the backend answers.
+pub const BACKEND_MSRS: [u32; 12] = {
+    use crate::msr::index as m;
+    [
+        m::FS_BASE,
+        m::GS_BASE,
+        m::KERNEL_GS_BASE,
+        m::STAR,
+        m::LSTAR,
+        m::CSTAR,
+        m::SFMASK,
+        m::SYSENTER_CS,
+        m::SYSENTER_ESP,
+        m::SYSENTER_EIP,
+        m::PAT,
+        m::TSC_AUX,
+    ]
+};
+
+/// Everything architectural a vCPU's backend holds, at an instruction boundary: what
+/// KVM's `KVM_GET_REGS`, `KVM_GET_SREGS`, `KVM_GET_FPU`, `KVM_GET_MSRS` and
+/// `KVM_GET_VCPU_EVENTS` return together. A snapshot carries one per vCPU
+/// ([`crate::snapshot`]); [`X86Ops::save_state`] and [`X86Ops::restore_state`] move it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VcpuState {
+    /// General registers, RIP, RFLAGS (status flags materialised).
+    pub regs: Regs,
+    /// ES, CS, SS, DS, FS, GS, LDTR, TR with their hidden parts, in [`SegReg`] order.
+    pub segments: [Segment; 8],
+    /// GDTR.
+    pub gdt: DescriptorTable,
+    /// IDTR.
+    pub idt: DescriptorTable,
+    /// CR0.
+    pub cr0: u64,
+    /// CR2.
+    pub cr2: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// IA32_EFER.
+    pub efer: u64,
+    /// The backend-held MSRs ([`BACKEND_MSRS`]) the backend answers, as (index, value).
+    pub msrs: alloc::vec::Vec<(u32, u64)>,
+    /// The x87/MMX/SSE state, if the backend holds it.
+    pub fpu: Option<FxsaveArea>,
+    /// In a MOV SS / STI interrupt shadow.
+    pub interrupt_shadow: bool,
+    /// An event injected and not yet delivered.
+    pub pending_event: Option<Event>,
+    /// State only this backend has (the emulator: debug registers, XCR0, PKRU, NMI blocking,
+    /// its instruction count and TSC base, an INS element or MMIO store in flight), in
+    /// the backend's own encoding; empty for a backend that keeps none.
+    pub backend: alloc::vec::Vec<u8>,
+}
+
+/// Why a vCPU's state could not be saved or restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VcpuStateError {
+    /// The backend did not take this MSR's value.
+    Msr {
+        /// The MSR.
+        index: u32,
+    },
+    /// The x87/SSE image was refused.
+    Fpu(FpuStateError),
+    /// An event is injected and the backend cannot report which (save), or cannot take
+    /// one (restore).
+    EventInFlight,
+    /// The backend-specific part is bad: the field and why.
+    Backend(alloc::string::String),
+}
+
+impl core::fmt::Display for VcpuStateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VcpuStateError::Msr { index } => {
+                write!(f, "MSR {index:#x}: the backend does not hold it")
+            }
+            VcpuStateError::Fpu(e) => write!(f, "the x87/SSE state: {e}"),
+            VcpuStateError::EventInFlight => {
+                f.write_str("an injected event the backend cannot save or restore")
+            }
+            VcpuStateError::Backend(why) => write!(f, "the backend's own state: {why}"),
+        }
+    }
+}
+
+/// The state every backend exposes through the individual [`X86Ops`] methods (no
+/// pending event, no backend part): the default [`X86Ops::save_state`].
+pub fn common_vcpu_state<B: X86Ops + ?Sized>(b: &B) -> VcpuState {
+    VcpuState {
+        regs: b.regs(),
+        segments: SegReg::ALL.map(|s| b.segment(s)),
+        gdt: b.gdt(),
+        idt: b.idt(),
+        cr0: b.cr0(),
+        cr2: b.cr2(),
+        cr3: b.cr3(),
+        cr4: b.cr4(),
+        efer: b.efer(),
+        msrs: BACKEND_MSRS
+            .iter()
+            .filter_map(|&i| b.get_msr(i).map(|v| (i, v)))
+            .collect(),
+        fpu: b.fpu_state(),
+        interrupt_shadow: b.interrupt_shadow(),
+        pending_event: None,
+        backend: alloc::vec::Vec::new(),
+    }
+}
+
+/// Load what [`common_vcpu_state`] saves, in the order a mode change needs (EFER, then
+/// CR0, CR4, CR3, then the segments), then flush every translation. The pending event
+/// and the backend part are the caller's.
+pub fn restore_common_vcpu_state<B: X86Ops + ?Sized>(
+    b: &mut B,
+    s: &VcpuState,
+) -> Result<(), VcpuStateError> {
+    if let Some(fpu) = &s.fpu {
+        b.set_fpu_state(fpu).map_err(VcpuStateError::Fpu)?;
+    }
+    b.set_efer(s.efer);
+    b.set_cr0(s.cr0);
+    b.set_cr4(s.cr4);
+    b.set_cr3(s.cr3);
+    b.set_cr2(s.cr2);
+    // set_cr0 derives LMA from LME and PG; the saved value is what the guest had.
+    b.set_efer(s.efer);
+    for (seg, value) in SegReg::ALL.iter().zip(&s.segments) {
+        b.set_segment(*seg, value);
+    }
+    b.set_gdt(s.gdt);
+    b.set_idt(s.idt);
+    for &(index, value) in &s.msrs {
+        if !b.set_msr(index, value) {
+            return Err(VcpuStateError::Msr { index });
+        }
+    }
+    b.set_regs(&s.regs);
+    b.set_interrupt_shadow(s.interrupt_shadow);
+    b.flush_tlb_all();
+    Ok(())
 }
 
 /// The backend operations (Linux KVM's `struct kvm_x86_ops`).
@@ -475,5 +622,32 @@ pub trait X86Ops {
     fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
         let _ = state;
         Err(FpuStateError::Unsupported)
+    }
+    // ---- whole-vCPU state (snapshots; KVM's `KVM_GET_*`/`KVM_SET_*` together) ----
+
+    /// The vCPU's whole architectural state at an instruction boundary. The default
+    /// gathers it through the methods above and refuses while an event is injected and
+    /// not delivered (it has no way to read which).
+    fn save_state(&self) -> Result<VcpuState, VcpuStateError> {
+        if self.event_pending() {
+            return Err(VcpuStateError::EventInFlight);
+        }
+        Ok(common_vcpu_state(self))
+    }
+    /// Load a state [`X86Ops::save_state`] gave, flushing every cached translation. The
+    /// default loads it through the methods above and injects the pending event; a
+    /// backend part it does not know is refused.
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuStateError> {
+        if !state.backend.is_empty() {
+            return Err(VcpuStateError::Backend(alloc::format!(
+                "{} bytes this backend does not keep",
+                state.backend.len()
+            )));
+        }
+        restore_common_vcpu_state(self, state)?;
+        if let Some(event) = state.pending_event {
+            self.inject_event(event);
+        }
+        Ok(())
     }
 }

@@ -48,6 +48,13 @@ pub const DEFAULT_TURN_NS: u64 = 2_000_000;
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// Run the vCPUs in turns until the run stops.
     pub(crate) fn run_vcpus(&mut self) -> RunOutcome {
+        if core::mem::take(&mut self.resume_turn)
+            && self.vcpus[self.cur].mp_state == MpState::Runnable
+        {
+            if let Some(outcome) = self.continue_turn() {
+                return outcome;
+            }
+        }
         loop {
             match self.next_vcpu() {
                 Some(i) => {
@@ -73,7 +80,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         if n == 1 {
             return self.vcpus[0].can_run().then_some(0);
         }
-        let now_ns = self.platform.now_ns();
+        let now_ns = self.now_ns();
         for k in 1..=n {
             let i = (self.cur + k) % n;
             let v = &mut self.vcpus[i];
@@ -110,7 +117,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
 
     /// The current vCPU's turn begins: its budget of instructions and host time.
     pub(crate) fn start_turn(&mut self) {
-        let now_ns = self.platform.now_ns();
+        let now_ns = self.now_ns();
         self.turn_end_ns = now_ns.saturating_add(self.config.smp_turn_ns.max(1));
         let v = &self.vcpus[self.cur];
         let retired = v.backend.instructions_retired().unwrap_or(0);
@@ -147,12 +154,13 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// [`RunOutcome::HaltedForever`].
     pub(crate) fn idle(&mut self) -> Option<RunOutcome> {
         loop {
-            let now_ns = self.platform.now_ns();
+            let host_ns = self.platform.now_ns();
             if let Some(timeout) = self.config.timeout_ns {
-                if now_ns.saturating_sub(self.run_started_ns()) >= timeout {
+                if host_ns.saturating_sub(self.run_started_ns()) >= timeout {
                     return Some(RunOutcome::Timeout);
                 }
             }
+            let now_ns = self.clock_at(host_ns);
             if self.platform.stop_requested() {
                 return Some(RunOutcome::Quit);
             }
@@ -176,11 +184,23 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             } else {
                 None
             };
+            if self.config.icount && self.instructions_retired().is_some() {
+                if let Some(t) = timer_ns {
+                    // Virtual time: nothing happens until the timer, so it is now, unless
+                    // console input is there to be taken first.
+                    if !self.platform.console_input_ready() {
+                        self.idle_ns = self.idle_ns.wrapping_add(t.saturating_sub(now_ns));
+                    }
+                    continue;
+                }
+            }
             let timeout_ns = self
                 .config
                 .timeout_ns
                 .map(|t| self.run_started_ns().saturating_add(t));
-            let wake_ns = earliest(timer_ns, timeout_ns);
+            // The wait is on the host clock: the timer's distance from now, from now.
+            let timer_host_ns = timer_ns.map(|t| host_ns.saturating_add(t.saturating_sub(now_ns)));
+            let wake_ns = earliest(timer_host_ns, timeout_ns);
             // Console input can wake a vCPU only through COM1's received-data interrupt,
             // and only by raising its line: a line already high has done all it can.
             let console_wakes = takes_interrupts

@@ -18,7 +18,7 @@ use crate::msr::MsrState;
 use crate::ops::{ResetKind, RunLimit, SegReg, Segment, X86Ops};
 
 /// Where a vCPU is in its life (KVM's `mp_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MpState {
     /// It runs guest code when its turn comes.
     Runnable,

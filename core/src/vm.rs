@@ -116,6 +116,13 @@ pub struct VmConfig {
     /// With several vCPUs: the host time one turn may take at most, in nanoseconds (what
     /// bounds a turn on a backend that does not count instructions).
     pub smp_turn_ns: u64,
+    /// The machine clock counts guest instructions instead of host time (QEMU's
+    /// `-icount shift=0,sleep=off`): one nanosecond per instruction retired by any vCPU,
+    /// and when every vCPU sleeps, the clock jumps to the next timer instead of waiting
+    /// for it. A run is then a function of the guest's instructions and its console
+    /// input alone, so a restored snapshot continues exactly as the original did
+    /// ([`crate::snapshot`]). Backends that do not count instructions keep host time.
+    pub icount: bool,
 }
 
 impl Default for VmConfig {
@@ -128,6 +135,7 @@ impl Default for VmConfig {
             exits_per_clock_read: 32,
             smp_turn: crate::sched::DEFAULT_TURN,
             smp_turn_ns: crate::sched::DEFAULT_TURN_NS,
+            icount: false,
         }
     }
 }
@@ -201,6 +209,15 @@ pub struct Vm<B: X86Ops, P: Platform> {
     pub(crate) turn_end_retired: u64,
     /// How the run ends, once a handler returned [`Flow::Stop`].
     stop: Option<RunOutcome>,
+    /// Added (wrapping) to the clock source to give the machine clock: zero for a new
+    /// machine, what carries a restored machine's clock on from its snapshot.
+    pub(crate) clock_offset: u64,
+    /// With [`VmConfig::icount`]: the time the clock jumped over while every vCPU slept.
+    pub(crate) idle_ns: u64,
+    /// The last run stopped at its instruction limit in the middle of the current vCPU's
+    /// turn: the next run finishes that turn before the next vCPU's, as one long run
+    /// would have.
+    pub(crate) resume_turn: bool,
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
@@ -247,7 +264,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let mut mmio = Bus::new();
         register_ports(&mut pio, &mut mmio);
         // n <= MAX_VCPUS (255) fits both.
-        let devices = Devices::new(&mem, n as u16, platform.wall_clock_ns(), platform.now_ns());
+        let now_ns = if config.icount { 0 } else { platform.now_ns() };
+        let devices = Devices::new(&mem, n as u16, platform.wall_clock_ns(), now_ns);
         cpuid.set_topology(n as u32);
         let mut vcpus: Vec<Vcpu<B>> = backends
             .into_iter()
@@ -277,6 +295,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             turn_end_ns: 0,
             turn_end_retired: 0,
             stop: None,
+            clock_offset: 0,
+            idle_ns: 0,
+            resume_turn: false,
         })
     }
 
@@ -355,10 +376,33 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         })
     }
 
-    /// The current vCPU's TSC now (reads the host clock).
+    /// The current vCPU's TSC now (reads the machine clock).
     pub fn guest_tsc(&self) -> u64 {
         let v = &self.vcpus[self.cur];
-        self.platform.now_ns().wrapping_add_signed(v.tsc_offset())
+        self.now_ns().wrapping_add_signed(v.tsc_offset())
+    }
+
+    /// The machine clock, in nanoseconds: what the timers, the TSCs and the scheduler's
+    /// turns count in. The host's monotonic clock, or with [`VmConfig::icount`] the
+    /// guest's instruction count and the time skipped while idle; carried on from its
+    /// snapshot by a restored machine.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.clock_at(self.platform.now_ns())
+    }
+
+    /// The machine clock when the host clock reads `host_ns`.
+    #[inline]
+    pub(crate) fn clock_at(&self, host_ns: u64) -> u64 {
+        let source = if self.config.icount {
+            match self.instructions_retired() {
+                Some(n) => n.wrapping_add(self.idle_ns),
+                None => host_ns,
+            }
+        } else {
+            host_ns
+        };
+        source.wrapping_add(self.clock_offset)
     }
 
     /// The current vCPU's TSC as of the last clock read (no clock read).
@@ -484,16 +528,20 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let outcome = loop {
             let v = &mut self.vcpus[index];
             if v.mp_state == MpState::Halted {
-                let now_ns = self.platform.now_ns();
+                let now_ns = self.now_ns();
+                let v = &mut self.vcpus[index];
                 v.apic.update(v.ns_to_tsc(now_ns));
             }
-            if !v.can_run() {
+            if !self.vcpus[index].can_run() {
                 break None;
             }
             if let Some(outcome) = self.run_turn() {
                 break Some(outcome);
             }
         };
+        // The scheduler's next run starts a fresh turn: a turn this one cut short at the
+        // instruction limit belongs to the vCPU run alone, not to the round robin.
+        self.resume_turn = false;
         self.run_ended_ns = self.platform.now_ns();
         self.platform.console_flush();
         outcome
@@ -514,6 +562,12 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         if self.vcpus.len() > 1 {
             self.start_turn();
         }
+        self.continue_turn()
+    }
+
+    /// The current vCPU's turn from its next clock read on: where a turn starts, and
+    /// where a run that stopped at its instruction limit goes on.
+    pub(crate) fn continue_turn(&mut self) -> Option<RunOutcome> {
         match self.read_clock() {
             Flow::Stop => return Some(self.take_stop()),
             Flow::Yield => return None,
@@ -573,12 +627,13 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// vCPU's [`RunLimit`]. [`Flow::Stop`] when a limit ended the run, [`Flow::Yield`]
     /// when the vCPU's turn is over, [`Flow::Clock`] otherwise.
     fn read_clock(&mut self) -> Flow {
-        let now_ns = self.platform.now_ns();
+        let host_ns = self.platform.now_ns();
         if let Some(timeout) = self.config.timeout_ns {
-            if now_ns.saturating_sub(self.run_started_ns) >= timeout {
+            if host_ns.saturating_sub(self.run_started_ns) >= timeout {
                 return self.stop(RunOutcome::Timeout);
             }
         }
+        let now_ns = self.clock_at(host_ns);
         if self.platform.stop_requested() {
             return self.stop(RunOutcome::Quit);
         }
@@ -586,6 +641,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         if let Some(max) = self.config.max_instructions {
             let done = self.instructions_this_run();
             if done >= max {
+                self.resume_turn = true;
                 return self.stop(RunOutcome::InstructionLimit);
             }
             slice = slice.min(max - done);

@@ -22,6 +22,7 @@ pub mod interrupt;
 pub mod lazy;
 pub mod mem;
 pub mod reset;
+pub mod state;
 pub mod tlb;
 
 #[cfg(test)]
@@ -43,7 +44,8 @@ use opsvisor_core::mmu::memory::GuestMemory;
 // The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
 use opsvisor_core::msr::index as msr;
 use opsvisor_core::ops::{
-    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, VcpuState,
+    VcpuStateError, X86Ops,
 };
 
 pub use cpu::Cpu as CpuState;
@@ -1400,6 +1402,13 @@ impl X86Ops for EmuVcpu {
     }
     fn set_pause_exiting(&mut self, on: bool) {
         self.cpu.pause_exits = on;
+    }
+
+    fn save_state(&self) -> Result<VcpuState, VcpuStateError> {
+        self.save_whole_state()
+    }
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuStateError> {
+        self.restore_whole_state(state)
     }
 
     fn fpu_state(&self) -> Option<FxsaveArea> {

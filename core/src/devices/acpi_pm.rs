@@ -120,7 +120,7 @@ const REGISTERS: [(PmBlock, u16, u16, Register); 6] = [
 ];
 
 /// The ACPI PM registers. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AcpiPm {
     pm1_status: u16,
     pm1_enable: u16,
@@ -318,6 +318,15 @@ fn register_at(block: PmBlock, offset: u16) -> Option<(Register, u16)> {
             in_block == block && (start..start + width).contains(&offset)
         })
         .map(|&(_, start, _, register)| (register, offset - start))
+}
+
+impl crate::devices::SavedState for AcpiPm {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        use crate::devices::check_time;
+        check_time("origin", self.origin)?;
+        check_time("ticks", self.ticks)?;
+        check_time("synced", self.synced)
+    }
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ const NAME_LEN: usize = 56;
 pub const MAX_FILES: usize = (keys::ENTRY_MASK - keys::FILE_FIRST) as usize + 1;
 
 /// What an item holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FwCfgData {
     /// Its own bytes.
     Bytes(Vec<u8>),
@@ -228,6 +228,7 @@ pub struct FwCfgConfig {
     pub dma: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct File {
     name: String,
     data: FwCfgData,
@@ -235,6 +236,7 @@ struct File {
 
 /// The fw_cfg device: its items and the guest-visible state (selected item, offset,
 /// DMA address).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct FwCfg {
     fixed: BTreeMap<u16, FwCfgData>,
     /// Sorted by name; file `i` has key `FILE_FIRST + i`.
@@ -667,6 +669,18 @@ impl FwCfg {
             if got < chunk {
                 break;
             }
+        }
+        Ok(())
+    }
+}
+
+impl crate::devices::SavedState for FwCfg {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        if self.files.len() > MAX_FILES {
+            return Err((
+                "files",
+                alloc::format!("{} files (at most {MAX_FILES})", self.files.len()),
+            ));
         }
         Ok(())
     }

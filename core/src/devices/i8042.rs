@@ -61,7 +61,7 @@ const KBD_BAT_OK: u8 = 0xaa;
 const QUEUE_LEN: usize = 4;
 
 /// A keyboard command that takes a parameter byte, waiting for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum KeyboardArgument {
     /// 0xED: set LEDs.
     Leds,
@@ -72,7 +72,7 @@ enum KeyboardArgument {
 }
 
 /// The 8042 controller and its keyboard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct I8042 {
     /// The controller's command byte (RAM byte 0).
     command_byte: u8,
@@ -350,6 +350,18 @@ impl I8042 {
         self.leds = 0;
         self.typematic = 0x2b;
         self.keyboard_argument = None;
+    }
+}
+
+impl crate::devices::SavedState for I8042 {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        if self.queue_len > QUEUE_LEN {
+            return Err((
+                "queue_len",
+                alloc::format!("{} (expected at most {QUEUE_LEN})", self.queue_len),
+            ));
+        }
+        Ok(())
     }
 }
 

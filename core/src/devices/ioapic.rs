@@ -75,7 +75,7 @@ pub const ENTRY_MASKED: u64 = 1 << 16;
 const ENTRY_WRITABLE: u64 = 0xff00_0000_0001_afff;
 
 /// The I/O APIC.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct IoApic {
     /// The ID (bits 27:24 of the ID register).
     id: u8,

@@ -225,6 +225,51 @@ pub fn attach_pc_testdev(
     Ok(())
 }
 
+/// A device's saved state ([`crate::snapshot`]) read back from a file: the invariants
+/// its code relies on, checked before the state is used, so that a damaged or hostile
+/// snapshot is refused rather than indexing out of bounds or overflowing later.
+pub trait SavedState {
+    /// `Err((field, problem))` for the first field that breaks an invariant.
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)>;
+}
+
+/// Times in saved states are machine nanoseconds: anything from 2^62 on (146 years) is
+/// refused, so that the timers' arithmetic on them cannot overflow.
+pub const MAX_SAVED_TIME_NS: u64 = 1 << 62;
+
+/// `Err` naming `field` when the time `t` is [`MAX_SAVED_TIME_NS`] or later.
+pub(crate) fn check_time(
+    field: &'static str,
+    t: u64,
+) -> Result<(), (&'static str, alloc::string::String)> {
+    if t >= MAX_SAVED_TIME_NS {
+        return Err((
+            field,
+            alloc::format!("time {t} ns is beyond the 2^62 ns a saved clock may reach"),
+        ));
+    }
+    Ok(())
+}
+
+/// Devices whose every field value is valid.
+macro_rules! any_state_is_valid {
+    ($($t:ty),*) => {$(
+        impl SavedState for $t {
+            fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+                Ok(())
+            }
+        }
+    )*};
+}
+
+any_state_is_valid!(
+    NmiStatusControl,
+    PostCode,
+    ResetControl,
+    PciHost,
+    crate::devices::ioapic::IoApic
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ const REFRESH: u8 = 1 << 4;
 const OUT2: u8 = 1 << 5;
 
 /// The register. See the module documentation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NmiStatusControl {
     /// Bits 1-3 as last written.
     stored: u8,

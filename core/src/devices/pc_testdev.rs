@@ -60,7 +60,7 @@ pub enum TestdevPorts {
 }
 
 /// The device's registers and its MMIO window.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PcTestdev {
     /// The scratch register behind 0xE0 and 0xE8.
     scratch: u32,
@@ -179,6 +179,18 @@ impl PcTestdev {
                 *byte = (value >> (8 * i)) as u8;
             }
         }
+    }
+}
+
+impl super::SavedState for PcTestdev {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        if self.iomem.len() as u64 != IOMEM_LEN {
+            return Err((
+                "iomem",
+                alloc::format!("{} bytes (the window has {IOMEM_LEN})", self.iomem.len()),
+            ));
+        }
+        Ok(())
     }
 }
 

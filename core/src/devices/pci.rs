@@ -77,10 +77,11 @@ impl ConfigAddress {
 }
 
 /// The 440FX host bridge's configuration space.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct HostBridge {
     command: u16,
     latency_timer: u8,
+    #[serde(with = "crate::snapshot::codec::byte_array")]
     device_specific: [u8; 256 - DEVICE_SPECIFIC],
 }
 
@@ -128,7 +129,7 @@ impl HostBridge {
 }
 
 /// The PCI host: CONFIG_ADDRESS and the configuration space behind CONFIG_DATA.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PciHost {
     config_address: u32,
     bridge: HostBridge,

@@ -61,7 +61,7 @@ pub const BIOS_VECTOR_BASES: [u8; 2] = [0x08, 0x70];
 pub const ELCR_WRITABLE: [u8; 2] = [0xf8, 0xde];
 
 /// Where a chip is in its initialisation sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Init {
     /// Initialised: data-port writes are OCW1.
     Ready,
@@ -74,7 +74,7 @@ enum Init {
 }
 
 /// One 8259A.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Chip {
     /// Interrupt request register.
     irr: u8,
@@ -299,7 +299,7 @@ impl Chip {
 }
 
 /// The master/slave 8259A pair with the ELCR.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Pic {
     /// `[master, slave]`.
     chips: [Chip; 2],
@@ -439,6 +439,26 @@ impl Pic {
     /// ICW3 of the master and the slave as last written (the wiring does not follow it).
     pub fn icw3(&self) -> [u8; 2] {
         [self.chips[0].icw3, self.chips[1].icw3]
+    }
+}
+
+impl crate::devices::SavedState for Pic {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        for chip in &self.chips {
+            if chip.vector_base & 7 != 0 {
+                return Err((
+                    "chips.vector_base",
+                    alloc::format!("{:#x} (a multiple of 8 expected)", chip.vector_base),
+                ));
+            }
+            if chip.top_priority > 7 {
+                return Err((
+                    "chips.top_priority",
+                    alloc::format!("{} (expected 0 to 7)", chip.top_priority),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -81,7 +81,7 @@ pub fn edge_time(edge: u64) -> u64 {
 }
 
 /// How the data port reads and writes the 16-bit count (control word bits 5-4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Access {
     /// Least significant byte only (the MSB is 0).
     Lsb,
@@ -106,7 +106,7 @@ impl Access {
 /// The counting element is described by the count `n` it was loaded with and the number
 /// of clocks `d` it has counted since: `d` is `base_d` at edge `base_edge` and grows by one
 /// per edge after it unless `paused` (gate low in modes 0, 2, 3, 4).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Channel {
     /// Control word bits 3-1 as written (0-7; 6 and 7 behave as 2 and 3).
     mode_bits: u8,
@@ -509,7 +509,7 @@ impl Channel {
 }
 
 /// The 8254 PIT. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pit {
     channels: [Channel; 3],
     /// The latest machine time seen.
@@ -641,6 +641,40 @@ impl Pit {
             edge_time(ch.next_rising_edge()?)
         };
         Some(at.max(self.irq_quiet_until))
+    }
+}
+
+impl crate::devices::SavedState for Pit {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        use crate::devices::check_time;
+        check_time("now", self.now)?;
+        check_time("irq_quiet_until", self.irq_quiet_until)?;
+        for c in &self.channels {
+            if c.mode_bits > 7 {
+                return Err((
+                    "channels.mode_bits",
+                    alloc::format!("{} (expected 0 to 7)", c.mode_bits),
+                ));
+            }
+            if !(1..=0x10000).contains(&c.n) {
+                return Err((
+                    "channels.n",
+                    alloc::format!("{} (expected 1 to 65536)", c.n),
+                ));
+            }
+            if c.base_d > c.base_edge {
+                return Err((
+                    "channels.base_d",
+                    alloc::format!("{} is after base_edge {}", c.base_d, c.base_edge),
+                ));
+            }
+            check_time("channels.base_edge", c.base_edge)?;
+            check_time("channels.load_at", c.load_at.unwrap_or(0))?;
+            check_time("channels.load_phase", c.load_phase)?;
+            check_time("channels.synced", c.synced)?;
+            check_time("channels.rising", c.rising)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 pub const POST_CODE_PORT: u16 = 0x80;
 
 /// The last POST code written.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PostCode {
     /// The last byte written, if any.
     pub last: Option<u8>,

@@ -16,7 +16,7 @@ const RST_CPU: u8 = 1 << 2;
 const KEPT_BITS: u8 = (1 << 1) | (1 << 3);
 
 /// The reset control register.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResetControl {
     value: u8,
     reset_requested: bool,

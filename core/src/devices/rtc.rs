@@ -180,10 +180,11 @@ fn checksum(cmos: &[u8; 128]) -> u16 {
 }
 
 /// The MC146818 RTC and CMOS memory. See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rtc {
     /// Every register and memory byte. The clock registers are authoritative only while
     /// the clock is stopped; while it runs they are generated from `secs`.
+    #[serde(with = "crate::snapshot::codec::byte_array")]
     cmos: [u8; 128],
     /// The register port 0x71 accesses.
     index: u8,
@@ -580,6 +581,26 @@ impl Rtc {
             Some(x) => Some(day + x),
             None => Some(day + DAY + later_hour(0)?),
         }
+    }
+}
+
+impl crate::devices::SavedState for Rtc {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        if usize::from(self.index) >= self.cmos.len() {
+            return Err((
+                "index",
+                alloc::format!("{} (expected below 128)", self.index),
+            ));
+        }
+        // Seconds since 1970 within ±2^40 (some 35,000 years) and an origin within the
+        // saved-clock range keep the clock arithmetic far from overflowing.
+        if self.secs.unsigned_abs() >= 1 << 40 {
+            return Err(("secs", alloc::format!("{} is out of range", self.secs)));
+        }
+        if self.origin.unsigned_abs() >= 1 << 63 {
+            return Err(("origin", alloc::format!("{} is out of range", self.origin)));
+        }
+        crate::devices::check_time("synced", self.synced)
     }
 }
 

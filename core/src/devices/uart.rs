@@ -54,7 +54,7 @@ const MSR_LINES_IDLE: u8 = 0xb0;
 const LOOP_FIFO: usize = 16;
 
 /// A 16550A UART.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Uart16550 {
     ier: u8,
     lcr: u8,
@@ -273,6 +273,24 @@ impl Uart16550 {
 impl Default for Uart16550 {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl crate::devices::SavedState for Uart16550 {
+    fn check_state(&self) -> Result<(), (&'static str, alloc::string::String)> {
+        if self.rx_head >= LOOP_FIFO {
+            return Err((
+                "rx_head",
+                alloc::format!("{} (expected below {LOOP_FIFO})", self.rx_head),
+            ));
+        }
+        if self.rx_len > LOOP_FIFO {
+            return Err((
+                "rx_len",
+                alloc::format!("{} (expected at most {LOOP_FIFO})", self.rx_len),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         self.vcpu().backend.skip_emulated_instruction();
         // Time may already have made an interrupt pending: look with the clock as it is
         // now before sleeping.
-        let now_ns = self.platform.now_ns();
+        let now_ns = self.now_ns();
         self.catch_up_clock();
         self.update_platform_timers(now_ns);
         self.update_com1_irq();

@@ -81,7 +81,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 (v, Flow::Events)
             }
             PioDevice::Pit => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let pit = &mut self.devices.pit;
                 (
                     read_bytes(size, |i| pit.read(offset.wrapping_add(i), now)),
@@ -89,7 +89,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 )
             }
             PioDevice::NmiStatusControl => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let d = &mut self.devices;
                 let v = d.nmi_status_control.read(&mut d.pit, now);
                 (u32::from(v) | !0xff, Flow::Resume)
@@ -106,7 +106,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 (v, self.keyboard_flow())
             }
             PioDevice::Rtc => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let before = self.devices.rtc.next_deadline();
                 let rtc = &mut self.devices.rtc;
                 let v = read_bytes(size, |i| rtc.read(offset.wrapping_add(i), now));
@@ -129,7 +129,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 }
             }
             PioDevice::AcpiPm(block) => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let before = self.devices.acpi_pm.next_deadline();
                 let v = self.devices.acpi_pm.read(block, offset, size, now);
                 (v, self.acpi_pm_flow(before))
@@ -175,7 +175,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 Flow::Clock
             }
             PioDevice::Pit => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 for i in 0..u16::from(size) {
                     self.devices.pit.write(offset.wrapping_add(i), byte(i), now);
                 }
@@ -183,7 +183,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 Flow::Clock
             }
             PioDevice::NmiStatusControl => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let d = &mut self.devices;
                 d.nmi_status_control.write(byte(0), &mut d.pit, now);
                 Flow::Resume
@@ -199,7 +199,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 self.keyboard_flow()
             }
             PioDevice::Rtc => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let before = self.devices.rtc.next_deadline();
                 for i in 0..u16::from(size) {
                     self.devices.rtc.write(offset.wrapping_add(i), byte(i), now);
@@ -231,7 +231,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
                 Flow::Resume
             }
             PioDevice::AcpiPm(block) => {
-                let now = self.platform.now_ns();
+                let now = self.now_ns();
                 let before = self.devices.acpi_pm.next_deadline();
                 self.devices.acpi_pm.write(block, offset, size, value, now);
                 if block == PmBlock::Pm1aControl {

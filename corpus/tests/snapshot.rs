@@ -1,0 +1,232 @@
+//! Snapshots of corpus guests on the emulator: a guest run straight through, and the
+//! same guest run to N instructions, saved, restored into a new machine and run on,
+//! end with the same console output, the same outcome and the same final state (the
+//! final snapshots, which hold every register, device and page, are byte for byte
+//! equal). With `--icount` time (`VmConfig::icount`), so that the timers fire at the same
+//! instructions in both runs. N is taken at several points of each guest's run, which
+//! for the timer guest is also taken where its local APIC timer is armed, found by running
+//! the guest in slices.
+
+use opsvisor_backends::{build_machine, restore_machine, MachineOptions};
+use opsvisor_core::platform::{CapturePlatform, Platform};
+use opsvisor_core::snapshot;
+use opsvisor_core::vm::RunOutcome;
+use std::time::Duration;
+
+fn options(guest: &opsvisor_corpus::Guest) -> MachineOptions {
+    MachineOptions {
+        memory: 64 << 20,
+        cmdline: guest.cmdline.as_bytes().to_vec(),
+        timeout: Some(Duration::from_secs(guest.timeout_secs)),
+        icount: true,
+        ..MachineOptions::default()
+    }
+}
+
+/// The console of [`CapturePlatform`] with a wall clock that stands at one moment, so
+/// that every machine's CMOS clock starts at the same time and the runs compare.
+struct Console(CapturePlatform);
+
+impl Platform for Console {
+    fn now_ns(&self) -> u64 {
+        self.0.now_ns()
+    }
+    fn wall_clock_ns(&self) -> u64 {
+        1_700_000_000_123_456_789
+    }
+    fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
+        self.0.wait(deadline_ns)
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.0.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.0.console_read()
+    }
+    fn console_input_ready(&mut self) -> bool {
+        self.0.console_input_ready()
+    }
+    fn console_input_possible(&mut self) -> bool {
+        self.0.console_input_possible()
+    }
+}
+
+fn platform(input: &[u8]) -> Console {
+    let mut p = CapturePlatform::new();
+    p.input.extend(input);
+    Console(p)
+}
+
+/// What a run left: its outcome, its console output, the machine's final snapshot, and
+/// the instructions it ran.
+struct End {
+    outcome: RunOutcome,
+    output: Vec<u8>,
+    state: Vec<u8>,
+    instructions: u64,
+}
+
+fn straight_through(name: &str) -> End {
+    let guest = opsvisor_corpus::guest(name).unwrap();
+    let image = opsvisor_corpus::image(name);
+    let mut vm = build_machine(&image, &options(guest), platform(guest.input)).unwrap();
+    let outcome = vm.run();
+    End {
+        outcome,
+        output: vm.platform.0.output.clone(),
+        state: snapshot::save(&mut vm).unwrap(),
+        instructions: vm.instructions_retired().unwrap(),
+    }
+}
+
+/// Run to `n` instructions, save, restore into a new machine (with the console input not
+/// yet taken), run that to the end. Also returns what was pending at the save: whether a
+/// local APIC timer was armed and whether COM1's interrupt line was high.
+fn save_restore_continue(name: &str, n: u64) -> (End, bool, bool) {
+    let guest = opsvisor_corpus::guest(name).unwrap();
+    let image = opsvisor_corpus::image(name);
+    let mut opts = options(guest);
+    opts.max_instructions = Some(n);
+    let mut vm = build_machine(&image, &opts, platform(guest.input)).unwrap();
+    assert_eq!(vm.run(), RunOutcome::InstructionLimit, "{name} at {n}");
+    let saved = snapshot::save(&mut vm).unwrap();
+    let timer_armed = vm.vcpus()[0].apic.next_deadline().is_some();
+    let com1_line = vm.devices.irqchip.line(opsvisor_core::vm::COM1_IRQ);
+    let mut output = vm.platform.0.output.clone();
+    let input: Vec<u8> = vm.platform.0.input.iter().copied().collect();
+    drop(vm);
+
+    opts.max_instructions = None;
+    let mut vm = restore_machine(&saved, &opts, platform(&input)).unwrap();
+    let outcome = vm.run();
+    output.extend_from_slice(&vm.platform.0.output);
+    let end = End {
+        outcome,
+        output,
+        state: snapshot::save(&mut vm).unwrap(),
+        instructions: vm.instructions_retired().unwrap(),
+    };
+    (end, timer_armed, com1_line)
+}
+
+/// The first multiple of `step` instructions at which `pending` holds for the guest's
+/// machine (the guest run in slices of `step`), if one comes before the guest ends.
+fn first_point(
+    name: &str,
+    step: u64,
+    pending: impl Fn(&opsvisor_backends::Machine<Console>) -> bool,
+) -> Option<u64> {
+    let guest = opsvisor_corpus::guest(name).unwrap();
+    let image = opsvisor_corpus::image(name);
+    let mut opts = options(guest);
+    opts.max_instructions = Some(step);
+    let mut vm = build_machine(&image, &opts, platform(guest.input)).unwrap();
+    while vm.run() == RunOutcome::InstructionLimit {
+        if pending(&vm) {
+            return vm.instructions_retired();
+        }
+    }
+    None
+}
+
+/// The guest straight through, then saved and restored at `parts` points spread over its
+/// run and at `extra` points; returns how many of the saves had a timer armed and the
+/// COM1 line high.
+fn continues_exactly(name: &str, parts: u64, extra: &[u64]) -> (usize, usize) {
+    let whole = straight_through(name);
+    assert!(
+        matches!(whole.outcome, RunOutcome::DebugExit { status: 1 }),
+        "{name}: {:?}\n{}",
+        whole.outcome,
+        String::from_utf8_lossy(&whole.output)
+    );
+    let (mut armed, mut line) = (0, 0);
+    let spread = (1..=parts).map(|k| whole.instructions * k / (parts + 1));
+    for n in spread.chain(extra.iter().copied()) {
+        let (end, timer_armed, com1_line) = save_restore_continue(name, n);
+        armed += usize::from(timer_armed);
+        line += usize::from(com1_line);
+        assert_eq!(end.outcome, whole.outcome, "{name} restored at {n}");
+        assert_eq!(
+            String::from_utf8_lossy(&end.output),
+            String::from_utf8_lossy(&whole.output),
+            "{name} restored at {n}: console output"
+        );
+        assert_eq!(
+            end.instructions, whole.instructions,
+            "{name} restored at {n}"
+        );
+        assert!(
+            end.state == whole.state,
+            "{name} restored at {n}: the final states differ in {}",
+            difference(&whole.state, &end.state)
+        );
+    }
+    (armed, line)
+}
+
+/// The sections of a snapshot: (tag, index, body).
+fn sections(bytes: &[u8]) -> Vec<(String, u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = snapshot::HEADER_LEN;
+    while pos + snapshot::SECTION_HEADER_LEN <= bytes.len() - snapshot::TRAILER_LEN {
+        let tag = String::from_utf8_lossy(&bytes[pos..pos + 4]).into_owned();
+        let index = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap());
+        let len = u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().unwrap()) as usize;
+        let body = &bytes[pos + 16..pos + 16 + len];
+        out.push((tag, index, body));
+        pos += 16 + len;
+    }
+    out
+}
+
+/// Where two snapshots first differ: the section and the offset in its body.
+fn difference(a: &[u8], b: &[u8]) -> String {
+    for ((tag, index, x), (_, _, y)) in sections(a).into_iter().zip(sections(b)) {
+        if x != y {
+            let at = x
+                .iter()
+                .zip(y)
+                .position(|(p, q)| p != q)
+                .unwrap_or(x.len().min(y.len()));
+            return format!(
+                "section '{tag}' {index} at byte {at} of {} / {}: {:02x?} / {:02x?}",
+                x.len(),
+                y.len(),
+                &x[at..(at + 16).min(x.len())],
+                &y[at..(at + 16).min(y.len())]
+            );
+        }
+    }
+    String::from("the trailer")
+}
+
+#[test]
+fn apic_timer_periodic_continues_exactly_from_a_snapshot() {
+    let armed_at = first_point("apic_timer_periodic", 5_000, |vm| {
+        vm.vcpus()[0].apic.next_deadline().is_some()
+    })
+    .expect("the guest arms its timer");
+    let (armed, _) = continues_exactly("apic_timer_periodic", 4, &[armed_at, armed_at + 20_000]);
+    assert!(armed >= 1, "a timer was armed at {armed} of the saves");
+}
+
+#[test]
+fn hello_continues_exactly_from_a_snapshot() {
+    continues_exactly("hello", 3, &[]);
+}
+
+#[test]
+fn com1_rx_continues_exactly_from_a_snapshot() {
+    continues_exactly("com1_rx", 5, &[]);
+}
+
+#[test]
+fn ioapic_irq_continues_exactly_from_a_snapshot() {
+    continues_exactly("ioapic_irq", 4, &[]);
+}
+
+#[test]
+fn timer_busy_loop_continues_exactly_from_a_snapshot() {
+    continues_exactly("timer_busy_loop", 4, &[]);
+}
