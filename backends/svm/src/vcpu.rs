@@ -23,8 +23,8 @@ use crate::consistency::{self, Inconsistency};
 use crate::enable::{EnableError, EFER_SVME};
 use crate::event::{event_injection, reinjection, EventInfo, InjectError, InvalidExitIntInfo};
 use crate::exits::{
-    code, exit_code, invalid_opcode, retires_instruction, BackendExit, ControlRegister, CrAccess, CrOperand,
-    DecodeError, ExitDecoder, Gprs, NestedPageFault, StringIo, SvmExit,
+    code, exit_code, invalid_opcode, retires_instruction, BackendExit, ControlRegister, CrAccess,
+    CrOperand, DecodeError, ExitDecoder, Gprs, NestedPageFault, StringIo, SvmExit,
 };
 use crate::hardware::HardwareSvm;
 use crate::intercepts::{Intercepts, CR4_WRITE};
