@@ -5,6 +5,8 @@
 //!   V_INTR_MASKING the guest's RFLAGS.IF masks only its own interrupts).
 //! - CPUID, HLT, port I/O (through the all-ones I/O permission map), MSRs (through the
 //!   MSR permission map), XSETBV, INVD/WBINVD and VMMCALL go to core.
+//! - #UD exits: VMCALL, which an AMD processor does not know, is the hypercall as
+//!   VMMCALL is (see `exits::invalid_opcode`); any other #UD goes back to the guest.
 //! - RDTSC and RDTSCP exit so that the guest's TSC is core's 1 GHz clock, as on VMX.
 //! - Reads and writes of CR8 exit: CR8 is the local APIC's task-priority register, which
 //!   core holds (one value with the TPR of the xAPIC page and the x2APIC MSR), as on
@@ -32,6 +34,8 @@ pub const CR8_READ: u32 = 1 << 8;
 pub const CR4_WRITE: u32 = 1 << 20;
 /// The write intercept of CR8 in the CR vector (bit 16 + 8).
 pub const CR8_WRITE: u32 = 1 << 24;
+/// The intercept of #UD in the exception vector (bit 6).
+pub const INVALID_OPCODE: u32 = 1 << 6;
 
 /// The intercept vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +60,7 @@ impl Intercepts {
     pub const BASE: Intercepts = Intercepts {
         cr: CR8_READ | CR8_WRITE,
         dr: 0,
-        exceptions: 0,
+        exceptions: INVALID_OPCODE,
         misc1: misc1::INTR
             | misc1::NMI
             | misc1::SMI
@@ -123,7 +127,8 @@ mod tests {
         // switches and PAUSE run in the guest. CR8 is core's TPR.
         assert_eq!(i.cr, CR8_READ | CR8_WRITE);
         assert_eq!(i.misc3, 0);
-        assert_eq!(i.exceptions, 0);
+        // #UD alone, for VMCALL.
+        assert_eq!(i.exceptions, INVALID_OPCODE);
         for bit in [
             misc1::INVLPG,
             misc1::TASK_SWITCH,
@@ -137,5 +142,6 @@ mod tests {
         i.write(&mut vmcb).unwrap();
         assert_eq!(vmcb.read(fields::INTERCEPT_MISC1), u64::from(i.misc1));
         assert_eq!(vmcb.read(fields::INTERCEPT_MISC2), u64::from(i.misc2));
+        assert_eq!(vmcb.read(fields::INTERCEPT_EXCEPTIONS), 1 << 6);
     }
 }

@@ -474,7 +474,8 @@ fn nmi_blocking_follows_the_handlers_iret() {
         vmcb(&vcpu, fields::INTERCEPT_MISC1) & u64::from(misc1::IRET),
         0
     );
-    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_EXCEPTIONS), 0);
+    // The step's #DB intercept is gone; #UD's stays.
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_EXCEPTIONS), 1 << 6);
     assert_eq!(vcpu.rflags() & (1 << 8), 0, "the step's TF is gone");
     // With NMIs unblocked, the window is open at once.
     assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::NmiWindow);
@@ -864,10 +865,11 @@ fn shutdown_host_events_and_unexpected_exits() {
             },
         ),
         (code::WBINVD, Exit::CacheFlush),
+        // An exception other than #UD (the backend's) goes to core.
         (
-            code::EXCP0 + 6,
+            code::EXCP0 + 18,
             Exit::Exception {
-                vector: 6,
+                vector: 18,
                 error_code: None,
             },
         ),
@@ -1237,4 +1239,114 @@ fn vmmcall_is_answered_with_kvms_abi() {
     assert_eq!(vm.stats.exits(ExitKind::Hypercall), 1);
     assert_eq!(vm.stats.exits(ExitKind::Exception), 0);
     assert_eq!(vm.bsp().backend.gpr(Gpr::Rax) as u32, -1000i32 as u32);
+}
+
+/// A #UD exit at [`RIP`] (exception intercept vector 6; no NRIP for exceptions).
+fn invalid_opcode() -> ScriptedExit {
+    ScriptedExit::new(code::EXCP0 + 6).field(fields::RIP, RIP)
+}
+
+/// 32-bit flat protected mode at CPL 3: user code and stack segments.
+fn flat32_user(vcpu: &mut SvmVcpu<ReplayVmcb>) {
+    flat32(vcpu);
+    vcpu.set_segment(SegReg::Cs, &Segment::flat(0x1b, Segment::CODE32 | 0x60));
+    vcpu.set_segment(SegReg::Ss, &Segment::flat(0x23, Segment::DATA | 0x60));
+}
+
+#[test]
+fn vmcall_arrives_as_invalid_opcode_and_is_the_hypercall() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    // A bare VMCALL is 3 bytes; with a CS override, 4 (the emulator's decoding).
+    for (bytes, len) in [(&[0x0f, 0x01, 0xc1][..], 3), (&[0x2e, 0x0f, 0x01, 0xc1], 4)] {
+        for fixture in [&BOCHS_RYZEN, &QEMU_TCG_MAX, &ZEN_FEATURES] {
+            let mut vcpu = vcpu_on(fixture, invalid_opcode(), 1);
+            flat32(&mut vcpu);
+            mem.write(RIP, bytes).unwrap();
+            assert_eq!(
+                vcpu.run(&mut mem, &LIMIT),
+                Exit::Hypercall,
+                "{}",
+                fixture.name
+            );
+            assert!(!vcpu.event_pending());
+            vcpu.skip_emulated_instruction();
+            assert_eq!(vcpu.rip(), RIP + len, "{}", fixture.name);
+        }
+    }
+}
+
+#[test]
+fn other_invalid_opcodes_go_back_to_the_guest() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    // UD2; VMCALL with an operand-size or a LOCK prefix; VMCALL cut short by the end of
+    // RAM (a fetch that reads two bytes).
+    for (at, bytes) in [
+        (RIP, &[0x0f, 0x0b][..]),
+        (RIP, &[0x66, 0x0f, 0x01, 0xc1]),
+        (RIP, &[0xf0, 0x0f, 0x01, 0xc1]),
+        ((2 << 20) - 2, &[0x0f, 0x01]),
+    ] {
+        let exit = ScriptedExit::new(code::EXCP0 + 6).field(fields::RIP, at);
+        let mut vcpu = vcpu(exit, 1);
+        flat32(&mut vcpu);
+        mem.write(at, bytes).unwrap();
+        // The #UD is queued at the exit (no core exit) and written into EVENTINJ at the
+        // next VMRUN, whose exit is the script's last one: vector 6, no error code.
+        assert!(
+            matches!(vcpu.run(&mut mem, &LIMIT), Exit::Io { port: 0xf4, .. }),
+            "{bytes:02x?}"
+        );
+        assert_eq!(vmcb(&vcpu, fields::EVENTINJ), 0x8000_0306, "{bytes:02x?}");
+        assert_eq!(vcpu.replay_vmcb().runs(), 2);
+    }
+}
+
+/// Run `call` (at [`RIP`], then HLT with interrupts off) in a VM, flat 32-bit at CPL 0
+/// or 3; the VM's hypercall and exception exit counts, and RAX after.
+fn hypercall_in_vm(call: ScriptedExit, user: bool, bytes: &[u8]) -> (u64, u64, u64) {
+    let caps = SvmCaps::read(&BOCHS_RYZEN).unwrap();
+    let call = call.gpr(Gpr::Rax, 12345);
+    let replay = ReplayVmcb::new(call, 1, ScriptedExit::hlt(RIP + 3)).unwrap();
+    let mut vcpu = SvmVcpu::replay(caps, config(), replay).unwrap();
+    if user {
+        flat32_user(&mut vcpu);
+    } else {
+        flat32(&mut vcpu);
+    }
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, bytes).unwrap();
+    let mut vm = Vm::new(
+        vcpu,
+        mem,
+        Still,
+        CpuidPolicy::emulator(),
+        VmConfig::default(),
+    );
+    assert_eq!(vm.run(), RunOutcome::HaltedForever);
+    (
+        vm.stats.exits(ExitKind::Hypercall),
+        vm.stats.exits(ExitKind::Exception),
+        vm.bsp().backend.gpr(Gpr::Rax),
+    )
+}
+
+#[test]
+fn vmcall_is_answered_as_vmmcall_at_every_privilege_level() {
+    let vmcall = [0x0f, 0x01, 0xc1];
+    let vmmcall = [0x0f, 0x01, 0xd9];
+    // CPL 0, an unknown number: -KVM_ENOSYS (-1000) in EAX, zero-extended outside
+    // 64-bit mode. CPL 3: -KVM_EPERM (-1), as for VMMCALL at CPL 3.
+    for (user, result) in [(false, -1000i32), (true, -1)] {
+        let expected = (1, 0, u64::from(result as u32));
+        assert_eq!(
+            hypercall_in_vm(invalid_opcode(), user, &vmcall),
+            expected,
+            "vmcall, cpl 3: {user}"
+        );
+        assert_eq!(
+            hypercall_in_vm(ScriptedExit::vmmcall(RIP), user, &vmmcall),
+            expected,
+            "vmmcall, cpl 3: {user}"
+        );
+    }
 }

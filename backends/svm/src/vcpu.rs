@@ -23,8 +23,8 @@ use crate::consistency::{self, Inconsistency};
 use crate::enable::{EnableError, EFER_SVME};
 use crate::event::{event_injection, reinjection, EventInfo, InjectError, InvalidExitIntInfo};
 use crate::exits::{
-    code, exit_code, retires_instruction, BackendExit, ControlRegister, CrAccess, CrOperand,
-    DecodeError, ExitDecoder, Gprs, NestedPageFault, StringIo, SvmExit,
+    code, exit_code, invalid_opcode, retires_instruction, BackendExit, ControlRegister, CrAccess,
+    CrOperand, DecodeError, ExitDecoder, Gprs, NestedPageFault, StringIo, SvmExit,
 };
 use crate::hardware::HardwareSvm;
 use crate::intercepts::{Intercepts, CR4_WRITE};
@@ -1017,6 +1017,26 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         .is_ok_and(|mut d| d.can_decode() && d.decode().code() == Code::Rdtscp)
     }
 
+    /// An intercepted #UD: a VMCALL at CS:RIP is core's hypercall, as VMMCALL is, with
+    /// the instruction's length to retire it; anything else raises #UD in the guest
+    /// as the processor would have. The bytes are read through the guest's page tables:
+    /// decode assists give them only for #NPF and #PF.
+    fn handle_invalid_opcode(&mut self, mem: &mut GuestMemory) -> Option<Exit> {
+        let mut bytes = [0u8; 15];
+        let paging = self.paging_regs();
+        let n = fetch_instruction(self, mem, &paging, &mut bytes);
+        let fetched = bytes.get(..n).unwrap_or(&[]);
+        if let Some(len) = invalid_opcode::vmcall_length(fetched, code_bitness(self)) {
+            self.insn_len = len;
+            return Some(Exit::Hypercall);
+        }
+        self.inject_event(Event::Exception {
+            vector: UD,
+            error_code: None,
+        });
+        None
+    }
+
     /// Handle an exit the core does not see; `Some` ends the run with that exit.
     fn handle_backend_exit(&mut self, mem: &mut GuestMemory, exit: BackendExit) -> Option<Exit> {
         let exit = if exit == BackendExit::Rdtsc && self.rdtsc_exit_is_rdtscp(mem) {
@@ -1065,6 +1085,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
                 None
             }
             BackendExit::DebugException if self.nmi.stepping.is_some() => self.handle_step(),
+            BackendExit::InvalidOpcode => self.handle_invalid_opcode(mem),
             BackendExit::Invalid => Some(self.invalid_vmcb()),
             other => Some(self.fail(SvmFailure::Unhandled(other))),
         }

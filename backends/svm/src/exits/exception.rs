@@ -1,7 +1,8 @@
 //! Intercepted exceptions (exit codes 0x40-0x5F, vector = code - 0x40; APM 2 15.12):
 //! EXITINFO1 holds the error code of the vectors that push one, and for #PF EXITINFO2
 //! the faulting address (CR2 is not written). #DB, intercepted only for the step after
-//! an IRET that unblocked NMIs, and #PF are the backend's; any other becomes core's
+//! an IRET that unblocked NMIs, #UD (always intercepted, for VMCALL: see
+//! [`super::invalid_opcode`]) and #PF are the backend's; any other becomes core's
 //! [`Exit::Exception`].
 
 use super::{code, BackendExit, SvmExit};
@@ -13,6 +14,8 @@ use opsvisor_core::Exit;
 const DEBUG: u8 = 1;
 /// NMI: not an exception, never intercepted as one.
 const NMI: u8 = 2;
+/// #UD.
+const INVALID_OPCODE: u8 = 6;
 /// #PF.
 const PAGE_FAULT: u8 = 14;
 
@@ -26,6 +29,7 @@ pub(crate) fn decode<V: VmcbAccess>(vmcb: &V, c: u64) -> SvmExit {
             error_code: error_code.unwrap_or(0),
         }),
         DEBUG => SvmExit::Backend(BackendExit::DebugException),
+        INVALID_OPCODE => SvmExit::Backend(BackendExit::InvalidOpcode),
         NMI => SvmExit::Backend(BackendExit::Unexpected { code: c }),
         _ => SvmExit::Core(Exit::Exception { vector, error_code }),
     }
@@ -53,8 +57,8 @@ mod tests {
     }
 
     #[test]
-    fn invalid_opcode_and_machine_check_without_error_code() {
-        for vector in [6u8, 18, 0, 31] {
+    fn machine_check_and_others_without_error_code() {
+        for vector in [18u8, 0, 31] {
             assert_eq!(
                 decode(code::EXCP0 + u64::from(vector), &[(fields::EXITINFO1, 5)]),
                 Ok(SvmExit::Core(Exit::Exception {

@@ -16,6 +16,7 @@ pub mod hlt;
 pub mod instructions;
 pub mod interrupt;
 pub mod invalid;
+pub mod invalid_opcode;
 pub mod io;
 pub mod msr;
 pub mod npf;
@@ -220,6 +221,9 @@ pub enum BackendExit {
     },
     /// An intercepted #DB (the step after an IRET that unblocked NMIs).
     DebugException,
+    /// An intercepted #UD: VMCALL, which the backend completes as the hypercall, or an
+    /// invalid opcode that goes back to the guest.
+    InvalidOpcode,
     /// An SVM instruction (VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA): the
     /// guest's CPUID offers no SVM, so it gets #UD.
     SvmInstruction {
