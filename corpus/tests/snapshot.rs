@@ -19,6 +19,8 @@ fn options(guest: &opsvisor_corpus::Guest) -> MachineOptions {
         cmdline: guest.cmdline.as_bytes().to_vec(),
         timeout: Some(Duration::from_secs(guest.timeout_secs)),
         icount: true,
+        vcpus: guest.vcpus,
+        pc_testdev: guest.pc_testdev,
         ..MachineOptions::default()
     }
 }
@@ -229,4 +231,27 @@ fn ioapic_irq_continues_exactly_from_a_snapshot() {
 #[test]
 fn timer_busy_loop_continues_exactly_from_a_snapshot() {
     continues_exactly("timer_busy_loop", 4, &[]);
+}
+
+#[test]
+fn pc_testdev_continues_exactly_from_a_snapshot() {
+    // The test device's scratch register and MMIO window travel in the file.
+    continues_exactly("pc_testdev", 4, &[]);
+}
+
+#[test]
+fn cpu_features_continues_exactly_from_a_snapshot() {
+    // XCR0, PKRU, CR4's feature bits and the CPU model travel in the file.
+    continues_exactly("cpu_features", 5, &[]);
+}
+
+#[test]
+fn debug_breakpoints_continues_exactly_from_a_snapshot() {
+    // The debug registers, armed breakpoints included, travel in the file.
+    continues_exactly("debug_breakpoints", 5, &[]);
+}
+
+#[test]
+fn smp_spinlock_continues_exactly_from_a_snapshot() {
+    continues_exactly("smp_spinlock", 4, &[]);
 }
