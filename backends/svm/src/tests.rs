@@ -670,6 +670,28 @@ fn rdtscp_reported_as_rdtsc_reads_tsc_aux() {
 }
 
 #[test]
+fn instruction_bytes_left_from_an_earlier_exit_are_not_used() {
+    // Decode assists fetch the bytes for #NPF and #PF only: after an RDTSC exit the
+    // VMCB still holds an earlier exit's (here an RDTSC's), and the instruction at RIP,
+    // RDTSCP, must be read from the guest.
+    let exit = ScriptedExit::new(code::RDTSC)
+        .field(fields::RIP, RIP)
+        .field(fields::NRIP, RIP + 3)
+        .bytes(&[0x0f, 0x31, 0x90])
+        .gpr(Gpr::Rcx, 7);
+    let mut vcpu = vcpu_on(&ZEN_FEATURES, exit, 1);
+    flat32(&mut vcpu);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0x0f, 0x01, 0xf9]).unwrap();
+    assert!(vcpu.set_msr(0xc000_0103, 0x1234));
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vcpu.gpr(Gpr::Rcx), 0x1234, "completed as RDTSCP");
+}
+
+#[test]
 fn string_io_elements_with_and_without_decode_assists() {
     // REP OUTSB to 0x3f8 through FS, 32-bit addressing: EXITINFO1 bits: string, REP,
     // SZ8, A32, segment 4 (FS), port.

@@ -739,9 +739,14 @@ impl<P: SvmProcessor> SvmVcpu<P> {
     }
 
     /// The instruction bytes at the guest's RIP: those decode assists fetched, or up to
-    /// 15 read through the guest's page tables.
+    /// 15 read through the guest's page tables. The processor fetches them for #NPF and
+    /// #PF exits only (APM vol. 2, 15.33.4); after any other exit the VMCB's bytes are
+    /// left from an earlier one, so they are read from the guest.
     fn instruction_bytes(&self, mem: &mut GuestMemory, buf: &mut [u8; 15]) -> usize {
-        if self.caps.features.decode_assists() {
+        let exit = self.read(fields::EXITCODE);
+        let fetched_for_exit = exit == code::NPF
+            || exit == code::EXCP0 + u64::from(crate::exits::exception::PAGE_FAULT);
+        if self.caps.features.decode_assists() && fetched_for_exit {
             let low = self.read(fields::INSN_FETCHED).to_le_bytes();
             let high = self.read(fields::INSN_BYTES_HIGH).to_le_bytes();
             let n = usize::from(low[0] & 0xf).min(15);

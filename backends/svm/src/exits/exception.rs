@@ -17,7 +17,7 @@ const NMI: u8 = 2;
 /// #UD.
 const INVALID_OPCODE: u8 = 6;
 /// #PF.
-const PAGE_FAULT: u8 = 14;
+pub(crate) const PAGE_FAULT: u8 = 14;
 
 /// Decode an exception exit (`c` in 0x40..=0x5F).
 pub(crate) fn decode<V: VmcbAccess>(vmcb: &V, c: u64) -> SvmExit {
