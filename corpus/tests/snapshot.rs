@@ -255,3 +255,28 @@ fn debug_breakpoints_continues_exactly_from_a_snapshot() {
 fn smp_spinlock_continues_exactly_from_a_snapshot() {
     continues_exactly("smp_spinlock", 4, &[]);
 }
+
+#[test]
+fn the_fuzzers_checked_in_snapshot_restores_and_takes_input() {
+    // fuzz/snapshots/com1_rx_waiting.snap is where every snapshot_uart input starts: it
+    // must be of this version's format (regenerate it as its fuzz target says when the
+    // format changes), and the guest in it, waiting at its prompt, sees what is typed.
+    let bytes = include_bytes!("../../fuzz/snapshots/com1_rx_waiting.snap");
+    let opts = MachineOptions {
+        max_instructions: Some(2_000_000),
+        timeout: Some(Duration::from_secs(60)),
+        ..MachineOptions::default()
+    };
+    let mut console = CapturePlatform::new();
+    console.input.extend(b"opsvisor rx 42\n");
+    let mut vm = restore_machine(bytes, &opts, console).expect("the fuzzer's snapshot restores");
+    let outcome = vm.run();
+    let output = String::from_utf8_lossy(&vm.platform.output).into_owned();
+    // The guest's next wait is 50 ms of guest time (50 million instructions with
+    // --icount): the fuzzer's budget ends inside it, after the input arrived.
+    assert_eq!(outcome, RunOutcome::InstructionLimit, "{output}");
+    assert!(
+        output.contains("ok: LSR.DR: console input arrived"),
+        "{output}"
+    );
+}
