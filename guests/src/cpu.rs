@@ -249,6 +249,34 @@ pub fn qemu_devices() -> bool {
     is_qemu_tcg() && !is_opsvisor()
 }
 
+/// Run inline assembly whose instruction labelled `2:` may fault: `probe!(LEN, [asm
+/// lines...], operands...)`, where LEN is that instruction's length in bytes. A fault it
+/// raises is caught (the instruction skipped) and returned as `Some(Fault)` instead of
+/// ending the guest; `None` when nothing faulted. The operands are `asm!`'s and must
+/// declare every register the lines change.
+#[macro_export]
+macro_rules! probe {
+    ($len:literal, [$($code:literal),+] $(, $($operands:tt)+)?) => {{
+        $crate::cpu::arm_probe(0, 0);
+        let (slot_rip, slot_len) = $crate::cpu::probe_slots();
+        // SAFETY: the probed instruction's fault is caught and skipped; the operands
+        // declare every register the code changes.
+        unsafe {
+            core::arch::asm!(
+                "lea {t}, [rip + 2f]",
+                concat!("mov qword ptr [{len}], ", $len),
+                "mov qword ptr [{rip}], {t}",
+                $($code),+,
+                t = out(reg) _,
+                rip = in(reg) slot_rip,
+                len = in(reg) slot_len,
+                $($($operands)+)?
+            );
+        }
+        $crate::cpu::take_probe()
+    }};
+}
+
 /// The probe's RIP and length slots, for guests that write their own probed asm: store
 /// the faulting instruction's address and length there (after [`arm_probe`]`(0, 0)` to
 /// clear the last result), run it, then [`take_probe`].

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use rt::cell::Racy;
 use rt::cpu::{cr2, cr3, cr4, has_feature, invlpg, rdmsr, set_cr4, wrmsr, Fault};
 use rt::paging::{self, Page, ADDR, P, PS, RW, US};
-use rt::{check, check_eq, println, Frame};
+use rt::{check, check_eq, println, probe, Frame};
 
 rt::entry!(main);
 
@@ -51,45 +51,22 @@ static SMEP_FAULTS: AtomicU64 = AtomicU64::new(0);
 
 /// Run one instruction of `$len` bytes; a fault it raises is returned (and the
 /// instruction skipped) instead of ending the guest.
-macro_rules! probe {
-    ($len:literal, $insn:literal $(, $($args:tt)*)?) => {{
-        rt::cpu::arm_probe(0, 0);
-        let (slot_rip, slot_len) = rt::cpu::probe_slots();
-        // SAFETY: the probe turns a fault of the instruction into a skip of its `$len`
-        // bytes; the operands are the registers named.
-        unsafe {
-            asm!(
-                "lea {t}, [rip + 2f]",
-                concat!("mov qword ptr [{len}], ", $len),
-                "mov qword ptr [{rip}], {t}",
-                "2:",
-                $insn,
-                t = out(reg) _,
-                rip = in(reg) slot_rip,
-                len = in(reg) slot_len,
-                $($($args)*)?
-            );
-        }
-        rt::cpu::take_probe()
-    }};
-}
-
 fn fault(vector: u8, error_code: u64) -> Option<Fault> {
     Some(Fault { vector, error_code })
 }
 
 fn try_set_cr4(v: u64) -> Option<Fault> {
-    probe!(3, "mov cr4, rax", in("rax") v)
+    probe!(3, ["2:", "mov cr4, rax"], in("rax") v)
 }
 
 fn try_read(addr: u64) -> (Option<Fault>, u64) {
     let mut v = 0u64;
-    let f = probe!(3, "mov rax, qword ptr [rsi]", in("rsi") addr, inout("rax") v);
+    let f = probe!(3, ["2:", "mov rax, qword ptr [rsi]"], in("rsi") addr, inout("rax") v);
     (f, v)
 }
 
 fn try_xsetbv(index: u32, value: u64) -> Option<Fault> {
-    probe!(3, "xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32)
+    probe!(3, ["2:", "xsetbv"], in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32)
 }
 
 fn xgetbv() -> u64 {
@@ -207,7 +184,11 @@ fn smep() {
 fn smap() {
     if !has_feature(7, 0, 1, 20) {
         println!("no SMAP: skipped");
-        check_eq!(probe!(3, "stac"), fault(UD, 0), "STAC without SMAP: #UD");
+        check_eq!(
+            probe!(3, ["2:", "stac"]),
+            fault(UD, 0),
+            "STAC without SMAP: #UD"
+        );
         return;
     }
     // SAFETY: the frame is this guest's.
@@ -225,13 +206,13 @@ fn smap() {
         fault(PF, PF_P),
         "SMAP: a supervisor read of a user page faults"
     );
-    check_eq!(probe!(3, "stac"), None, "STAC");
+    check_eq!(probe!(3, ["2:", "stac"]), None, "STAC");
     let (f, v) = try_read(VA + 0x100);
     check!(
         f.is_none() && v == 0x5A5A_0F0F,
         "with RFLAGS.AC the read is allowed"
     );
-    check_eq!(probe!(3, "clac"), None, "CLAC");
+    check_eq!(probe!(3, ["2:", "clac"]), None, "CLAC");
     let (f, _) = try_read(VA + 0x100);
     check_eq!(f, fault(PF, PF_P), "after CLAC the read faults again");
     set_cr4(cr4() & !CR4_SMAP);
@@ -241,14 +222,14 @@ fn protection_keys() {
     if !has_feature(7, 0, 2, 3) {
         println!("no PKU: skipped");
         check_eq!(
-            probe!(3, "rdpkru", in("ecx") 0, out("eax") _, out("edx") _),
+            probe!(3, ["2:", "rdpkru"], in("ecx") 0, out("eax") _, out("edx") _),
             fault(UD, 0),
             "RDPKRU without CR4.PKE: #UD"
         );
         return;
     }
     check_eq!(
-        probe!(3, "rdpkru", in("ecx") 0, out("eax") _, out("edx") _),
+        probe!(3, ["2:", "rdpkru"], in("ecx") 0, out("eax") _, out("edx") _),
         fault(UD, 0),
         "RDPKRU without CR4.PKE: #UD"
     );
@@ -257,7 +238,7 @@ fn protection_keys() {
     // Key 1 on the user page; PKRU.AD1 denies data access to it.
     paging::map(VA, frame(), RW | US | (1 << 59));
     check_eq!(
-        probe!(3, "wrpkru", in("eax") 1u32 << 2, in("ecx") 0, in("edx") 0),
+        probe!(3, ["2:", "wrpkru"], in("eax") 1u32 << 2, in("ecx") 0, in("edx") 0),
         None,
         "WRPKRU AD1"
     );
@@ -272,7 +253,7 @@ fn protection_keys() {
         "the key's access-disable bit: #PF with PK"
     );
     check_eq!(
-        probe!(3, "wrpkru", in("eax") 0, in("ecx") 1, in("edx") 0),
+        probe!(3, ["2:", "wrpkru"], in("eax") 0, in("ecx") 1, in("edx") 0),
         fault(GP, 0),
         "WRPKRU with ECX != 0: #GP(0)"
     );
@@ -292,14 +273,14 @@ fn xsave() {
     if !has_feature(1, 0, 2, 26) {
         println!("no XSAVE: skipped");
         check_eq!(
-            probe!(3, "xgetbv", in("ecx") 0, out("eax") _, out("edx") _),
+            probe!(3, ["2:", "xgetbv"], in("ecx") 0, out("eax") _, out("edx") _),
             fault(UD, 0),
             "XGETBV without XSAVE: #UD"
         );
         return;
     }
     check_eq!(
-        probe!(3, "xgetbv", in("ecx") 0, out("eax") _, out("edx") _),
+        probe!(3, ["2:", "xgetbv"], in("ecx") 0, out("eax") _, out("edx") _),
         fault(UD, 0),
         "XGETBV without CR4.OSXSAVE: #UD"
     );
@@ -358,7 +339,7 @@ fn xsave() {
     check_eq!(mxcsr, marker, "XSAVE stored MXCSR");
     check!(bv & 2 == 2, "XSTATE_BV has SSE ({:#x})", bv);
     check_eq!(
-        probe!(4, "xsave64 [rsi]", in("rsi") area + 16, in("eax") 3, in("edx") 0),
+        probe!(4, ["2:", "xsave64 [rsi]"], in("rsi") area + 16, in("eax") 3, in("edx") 0),
         fault(GP, 0),
         "XSAVE to a misaligned area: #GP(0)"
     );
@@ -377,18 +358,22 @@ fn tsc_aux() {
         check_eq!(rdmsr(TSC_AUX), 0x1234u64, "TSC_AUX reads back");
     } else {
         check_eq!(
-            probe!(3, "rdtscp", out("eax") _, out("ecx") _, out("edx") _),
+            probe!(3, ["2:", "rdtscp"], out("eax") _, out("ecx") _, out("edx") _),
             fault(UD, 0),
             "RDTSCP without its CPUID bit: #UD"
         );
     }
     if has_feature(7, 0, 2, 22) {
         let mut v = u64::MAX;
-        check_eq!(probe!(4, "rdpid rax", inout("rax") v), None, "RDPID");
+        check_eq!(
+            probe!(4, ["2:", "rdpid rax"], inout("rax") v),
+            None,
+            "RDPID"
+        );
         check_eq!(v, 0x1234u64, "RDPID reads TSC_AUX, zero-extended");
     } else {
         check_eq!(
-            probe!(4, "rdpid rax", out("rax") _),
+            probe!(4, ["2:", "rdpid rax"], out("rax") _),
             fault(UD, 0),
             "RDPID without its CPUID bit: #UD"
         );
@@ -397,7 +382,7 @@ fn tsc_aux() {
 
 fn fsgsbase() {
     check_eq!(
-        probe!(5, "rdgsbase rax", out("rax") _),
+        probe!(5, ["2:", "rdgsbase rax"], out("rax") _),
         fault(UD, 0),
         "RDGSBASE without CR4.FSGSBASE: #UD"
     );
@@ -409,18 +394,22 @@ fn fsgsbase() {
     let old = rdmsr(0xC000_0101);
     let mut v = 0u64;
     check_eq!(
-        probe!(5, "wrgsbase rax", in("rax") 0xFFFF_8000_1234_5000u64),
+        probe!(5, ["2:", "wrgsbase rax"], in("rax") 0xFFFF_8000_1234_5000u64),
         None,
         "WRGSBASE"
     );
-    check_eq!(probe!(5, "rdgsbase rax", inout("rax") v), None, "RDGSBASE");
+    check_eq!(
+        probe!(5, ["2:", "rdgsbase rax"], inout("rax") v),
+        None,
+        "RDGSBASE"
+    );
     check_eq!(
         v,
         0xFFFF_8000_1234_5000u64,
         "RDGSBASE reads what WRGSBASE wrote"
     );
     check_eq!(rdmsr(0xC000_0101), v, "GS_BASE is the same register");
-    let f = probe!(5, "wrgsbase rax", in("rax") 0x8000_0000_0000_0000u64);
+    let f = probe!(5, ["2:", "wrgsbase rax"], in("rax") 0x8000_0000_0000_0000u64);
     rt::check_or_tcg!(
         f == fault(GP, 0),
         "WRGSBASE loads a non-canonical base",
@@ -438,7 +427,7 @@ fn invpcid() {
     let at = core::ptr::addr_of!(d) as u64;
     if !has_feature(7, 0, 1, 10) {
         check_eq!(
-            probe!(5, "invpcid rax, [rsi]", in("rax") 2, in("rsi") at),
+            probe!(5, ["2:", "invpcid rax, [rsi]"], in("rax") 2, in("rsi") at),
             fault(UD, 0),
             "INVPCID without its CPUID bit: #UD"
         );
@@ -446,20 +435,20 @@ fn invpcid() {
     }
     for ty in 0..4u64 {
         check_eq!(
-            probe!(5, "invpcid rax, [rsi]", in("rax") ty, in("rsi") at),
+            probe!(5, ["2:", "invpcid rax, [rsi]"], in("rax") ty, in("rsi") at),
             None,
             "INVPCID type {}",
             ty
         );
     }
     check_eq!(
-        probe!(5, "invpcid rax, [rsi]", in("rax") 4, in("rsi") at),
+        probe!(5, ["2:", "invpcid rax, [rsi]"], in("rax") 4, in("rsi") at),
         fault(GP, 0),
         "INVPCID type 4: #GP(0)"
     );
     let bad = Descriptor([1, VA]);
     check_eq!(
-        probe!(5, "invpcid rax, [rsi]", in("rax") 0, in("rsi") core::ptr::addr_of!(bad) as u64),
+        probe!(5, ["2:", "invpcid rax, [rsi]"], in("rax") 0, in("rsi") core::ptr::addr_of!(bad) as u64),
         fault(GP, 0),
         "INVPCID of PCID 1 with CR4.PCIDE clear: #GP(0)"
     );

@@ -11,9 +11,9 @@
 
 use core::arch::asm;
 use rt::cell::Racy;
-use rt::cpu::{arm_probe, cr4, probe_slots, set_cr4, take_probe, Fault};
+use rt::cpu::{cr4, set_cr4, Fault};
 use rt::debug::{self, dr, dr7_bp, log, marks_are, set_dr, DR6_BD, DR6_BS, DR6_FIXED, DR7_GD, RF};
-use rt::{check, check_eq, println};
+use rt::{check, check_eq, println, probe};
 
 rt::entry!(main);
 
@@ -21,28 +21,6 @@ const CR4_DE: u64 = 1 << 3;
 
 /// Run `$code` (whose faulting instruction is labelled `2:` and is `$len` bytes long)
 /// under the probe, and return the fault it raised, if any.
-macro_rules! probe {
-    ($len:literal, [$($code:literal),+] $(, $($operands:tt)+)?) => {{
-        arm_probe(0, 0);
-        let (rip, len) = probe_slots();
-        // SAFETY: the probed instruction's fault is caught and skipped; the operands
-        // declare every register the code changes.
-        unsafe {
-            asm!(
-                "lea {t}, [rip + 2f]",
-                concat!("mov qword ptr [{len}], ", $len),
-                "mov qword ptr [{rip}], {t}",
-                $($code),+,
-                t = out(reg) _,
-                rip = in(reg) rip,
-                len = in(reg) len,
-                $($($operands)+)?
-            );
-        }
-        take_probe()
-    }};
-}
-
 /// The data the breakpoints watch: its own cache line, touched only by the checks.
 #[repr(C, align(64))]
 struct Watched([u8; 64]);

@@ -8,35 +8,13 @@
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use rt::cpu::{arm_probe, probe_slots, take_probe, Fault};
-use rt::{check, check_eq, println, Frame};
+use rt::cpu::Fault;
+use rt::{check, check_eq, println, probe, Frame};
 
 rt::entry!(main);
 
 /// Run `$code` (whose faulting instruction is labelled `2:` and is `$len` bytes long)
 /// under the probe, and return the fault it raised, if any.
-macro_rules! probe {
-    ($len:literal, [$($code:literal),+] $(, $($operands:tt)+)?) => {{
-        arm_probe(0, 0);
-        let (rip, len) = probe_slots();
-        // SAFETY: the probed instruction's fault is caught and skipped; the operands
-        // declare every register the code changes.
-        unsafe {
-            asm!(
-                "lea {t}, [rip + 2f]",
-                concat!("mov qword ptr [{len}], ", $len),
-                "mov qword ptr [{rip}], {t}",
-                $($code),+,
-                t = out(reg) _,
-                rip = in(reg) rip,
-                len = in(reg) len,
-                $($($operands)+)?
-            );
-        }
-        take_probe()
-    }};
-}
-
 static TRAP_RIP: AtomicU64 = AtomicU64::new(0);
 static TRAP_COUNT: AtomicU64 = AtomicU64::new(0);
 static DR6: AtomicU64 = AtomicU64::new(0);
