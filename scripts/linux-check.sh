@@ -2,9 +2,10 @@
 # Boot the Linux guest (scripts/linux-guest.sh) on the emulator and check the boot:
 # the bzImage and the PVH vmlinux each reach the initramfs's marker and power off through
 # ACPI S5 (status 0), with 6 GiB of RAM the kernel sees the memory above 4 GiB, with
-# --smp 4 it brings up all four CPUs, with --cpu max the system features of the model are
-# in /proc/cpuinfo's flags and with --cpu qemu64 they are not, and the kernel log has none
-# of the complaints of a platform that lacks what Linux expects.
+# --cpu max the system features of the model are in /proc/cpuinfo's flags and with
+# --cpu qemu64 they are not, with --smp 4 --cpu max it brings up all four CPUs and
+# /proc/cpuinfo lists four processors with the model's flags, and the kernel log has
+# none of the complaints of a platform that lacks what Linux expects.
 #
 #   bash scripts/linux-check.sh [TIMEOUT_SECONDS]     (default 300 per boot)
 #
@@ -96,11 +97,19 @@ if [ -z "$memtotal" ] || [ "$memtotal" -lt 5000000 ]; then
     exit 1
 fi
 echo "linux-check: bzImage, 6G: MemTotal $memtotal kB (RAM above 4 GiB is used)"
-boot "bzImage, 256M, --smp 4" vmlinuz 256M --smp 4
-if ! grep -q "Brought up 1 node, 4 CPUs" "$log"; then
-    echo "linux-check: bzImage, --smp 4: Linux did not bring up 4 CPUs; log in $log:" >&2
-    grep -E "smpboot|Brought up|CPU[0-9]+" "$log" >&2 || true
+boot "bzImage, 256M, --smp 4 --cpu max" vmlinuz 256M --smp 4 --cpu max
+if ! grep -q "Brought up 1 node, 4 CPUs" "$log" || ! grep -q "init reached: 4 CPU(s)" "$log"; then
+    echo "linux-check: bzImage, --smp 4: Linux did not bring up 4 CPUs, or /proc/cpuinfo lists fewer; log in $log:" >&2
+    grep -E "smpboot|Brought up|CPU[0-9]+|init reached" "$log" >&2 || true
     exit 1
 fi
-echo "linux-check: bzImage, --smp 4: $(grep -o "Brought up 1 node, 4 CPUs" "$log")"
+missing=""
+for f in $model_flags; do
+    flags | grep -qx "$f" || missing="$missing $f"
+done
+if [ -n "$missing" ]; then
+    echo "linux-check: --smp 4 --cpu max: /proc/cpuinfo lacks the model's flags:$missing; log in $log" >&2
+    exit 1
+fi
+echo "linux-check: bzImage, --smp 4 --cpu max: $(grep -o "Brought up 1 node, 4 CPUs" "$log"), /proc/cpuinfo lists 4 processors with the model's flags"
 rm -f "$log" "$log.time"
