@@ -720,42 +720,26 @@ fn a_vcpu_run_alone_runs_while_the_others_stay_stopped() {
 fn four_vcpus_continue_exactly_from_a_snapshot() {
     use opsvisor_backends::restore_machine;
     use opsvisor_core::snapshot;
-    /// A console whose wall clock stands still: every machine's CMOS clock starts alike.
-    struct Fixed(CapturePlatform);
-    impl Platform for Fixed {
-        fn now_ns(&self) -> u64 {
-            self.0.now_ns()
-        }
-        fn wall_clock_ns(&self) -> u64 {
-            1_700_000_000_000_000_000
-        }
-        fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
-            self.0.wait(deadline_ns)
-        }
-        fn console_write(&mut self, bytes: &[u8]) {
-            self.0.console_write(bytes)
-        }
-        fn console_read(&mut self) -> Option<u8> {
-            self.0.console_read()
-        }
-        fn console_input_ready(&mut self) -> bool {
-            self.0.console_input_ready()
-        }
-    }
+    // A console whose wall clock stands still: every machine's CMOS clock starts alike.
+    let fixed = || {
+        let mut p = CapturePlatform::new();
+        p.wall_clock_ns = Some(1_700_000_000_000_000_000);
+        p
+    };
     let (image, mut opts) = ping_guest(4);
     opts.icount = true;
-    let mut whole = build_machine(&image, &opts, Fixed(CapturePlatform::new())).unwrap();
+    let mut whole = build_machine(&image, &opts, fixed()).unwrap();
     assert_eq!(whole.run(), RunOutcome::DebugExit { status: 1 });
     let total = whole.instructions_retired().unwrap();
     let end = snapshot::save(&mut whole).unwrap();
     for n in [total / 5, total / 2, total * 4 / 5] {
         opts.max_instructions = Some(n);
-        let mut vm = build_machine(&image, &opts, Fixed(CapturePlatform::new())).unwrap();
+        let mut vm = build_machine(&image, &opts, fixed()).unwrap();
         assert_eq!(vm.run(), RunOutcome::InstructionLimit);
         let saved = snapshot::save(&mut vm).unwrap();
         drop(vm);
         opts.max_instructions = None;
-        let mut vm = restore_machine(&saved, &opts, Fixed(CapturePlatform::new())).unwrap();
+        let mut vm = restore_machine(&saved, &opts, fixed()).unwrap();
         assert_eq!(
             vm.run(),
             RunOutcome::DebugExit { status: 1 },

@@ -473,6 +473,10 @@ mod std_platform {
         pub input: VecDeque<u8>,
         /// Also copy output to stderr (to watch a test guest).
         pub echo: bool,
+        /// A wall clock that stands at this moment (ns since the Unix epoch), so that
+        /// machines built at different times start their CMOS clocks alike and their
+        /// runs compare; `None`: the host's clock.
+        pub wall_clock_ns: Option<u64>,
     }
 
     impl CapturePlatform {
@@ -483,6 +487,7 @@ mod std_platform {
                 output: Vec::new(),
                 input: VecDeque::new(),
                 echo: false,
+                wall_clock_ns: None,
             }
         }
     }
@@ -498,7 +503,7 @@ mod std_platform {
             self.start.elapsed().as_nanos() as u64
         }
         fn wall_clock_ns(&self) -> u64 {
-            system_wall_clock_ns()
+            self.wall_clock_ns.unwrap_or_else(system_wall_clock_ns)
         }
         fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
             if !self.input.is_empty() {

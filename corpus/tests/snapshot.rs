@@ -8,7 +8,7 @@
 //! the guest in slices.
 
 use opsvisor_backends::{build_machine, restore_machine, MachineOptions};
-use opsvisor_core::platform::{CapturePlatform, Platform};
+use opsvisor_core::platform::CapturePlatform;
 use opsvisor_core::snapshot;
 use opsvisor_core::vm::RunOutcome;
 use std::time::Duration;
@@ -25,38 +25,13 @@ fn options(guest: &opsvisor_corpus::Guest) -> MachineOptions {
     }
 }
 
-/// The console of [`CapturePlatform`] with a wall clock that stands at one moment, so
-/// that every machine's CMOS clock starts at the same time and the runs compare.
-struct Console(CapturePlatform);
-
-impl Platform for Console {
-    fn now_ns(&self) -> u64 {
-        self.0.now_ns()
-    }
-    fn wall_clock_ns(&self) -> u64 {
-        1_700_000_000_123_456_789
-    }
-    fn wait(&mut self, deadline_ns: Option<u64>) -> bool {
-        self.0.wait(deadline_ns)
-    }
-    fn console_write(&mut self, bytes: &[u8]) {
-        self.0.console_write(bytes)
-    }
-    fn console_read(&mut self) -> Option<u8> {
-        self.0.console_read()
-    }
-    fn console_input_ready(&mut self) -> bool {
-        self.0.console_input_ready()
-    }
-    fn console_input_possible(&mut self) -> bool {
-        self.0.console_input_possible()
-    }
-}
-
-fn platform(input: &[u8]) -> Console {
+/// A console holding `input`, with a wall clock that stands at one moment, so that every
+/// machine's CMOS clock starts at the same time and the runs compare.
+fn platform(input: &[u8]) -> CapturePlatform {
     let mut p = CapturePlatform::new();
     p.input.extend(input);
-    Console(p)
+    p.wall_clock_ns = Some(1_700_000_000_123_456_789);
+    p
 }
 
 /// What a run left: its outcome, its console output, the machine's final snapshot, and
@@ -75,7 +50,7 @@ fn straight_through(name: &str) -> End {
     let outcome = vm.run();
     End {
         outcome,
-        output: vm.platform.0.output.clone(),
+        output: vm.platform.output.clone(),
         state: snapshot::save(&mut vm).unwrap(),
         instructions: vm.instructions_retired().unwrap(),
     }
@@ -94,14 +69,14 @@ fn save_restore_continue(name: &str, n: u64) -> (End, bool, bool) {
     let saved = snapshot::save(&mut vm).unwrap();
     let timer_armed = vm.vcpus()[0].apic.next_deadline().is_some();
     let com1_line = vm.devices.irqchip.line(opsvisor_core::vm::COM1_IRQ);
-    let mut output = vm.platform.0.output.clone();
-    let input: Vec<u8> = vm.platform.0.input.iter().copied().collect();
+    let mut output = vm.platform.output.clone();
+    let input: Vec<u8> = vm.platform.input.iter().copied().collect();
     drop(vm);
 
     opts.max_instructions = None;
     let mut vm = restore_machine(&saved, &opts, platform(&input)).unwrap();
     let outcome = vm.run();
-    output.extend_from_slice(&vm.platform.0.output);
+    output.extend_from_slice(&vm.platform.output);
     let end = End {
         outcome,
         output,
@@ -116,7 +91,7 @@ fn save_restore_continue(name: &str, n: u64) -> (End, bool, bool) {
 fn first_point(
     name: &str,
     step: u64,
-    pending: impl Fn(&opsvisor_backends::Machine<Console>) -> bool,
+    pending: impl Fn(&opsvisor_backends::Machine<CapturePlatform>) -> bool,
 ) -> Option<u64> {
     let guest = opsvisor_corpus::guest(name).unwrap();
     let image = opsvisor_corpus::image(name);
