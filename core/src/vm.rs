@@ -333,12 +333,6 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         &mut self.vcpus[0]
     }
 
-    /// The bootstrap processor and guest memory, both writable (a debugger reads and
-    /// writes memory through the vCPU's paging state).
-    pub fn bsp_and_mem_mut(&mut self) -> (&mut Vcpu<B>, &mut GuestMemory) {
-        (&mut self.vcpus[0], &mut self.mem)
-    }
-
     /// Every vCPU and guest memory, both writable (a debugger sets what each vCPU stops
     /// at, with the memory its watchpoints compare).
     pub fn vcpus_and_mem_mut(&mut self) -> (&mut [Vcpu<B>], &mut GuestMemory) {
