@@ -37,6 +37,8 @@ pub mod platform;
 pub mod sched;
 pub mod snapshot;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod vcpu;
 pub mod vm;
 

@@ -578,133 +578,11 @@ impl Default for MsrState {
 mod tests {
     use super::*;
     use crate::apic::{APIC_BASE_BSP, APIC_BASE_EN, APIC_DEFAULT_BASE, LVT_TIMER_TSC_DEADLINE};
-    use crate::exit::Exit;
-    use crate::mmu::memory::GuestMemory;
-    use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, RunLimit, Segment};
-    use alloc::collections::BTreeMap;
-
-    /// A vCPU with just the state the MSR table touches. `holds_msrs` chooses whether it
-    /// keeps the forwarded MSRs itself (like VMX/SVM) or leaves them to the table.
-    #[derive(Default)]
-    struct FakeVcpu {
-        holds_msrs: bool,
-        msrs: BTreeMap<u32, u64>,
-        efer: u64,
-        cr0: u64,
-        segs: [Segment; 8],
-        tsc_offset: i64,
-    }
-
-    impl X86Ops for FakeVcpu {
-        fn name(&self) -> &'static str {
-            "fake"
-        }
-        fn vcpu_reset(&mut self, _kind: ResetKind) {}
-        fn gpr(&self, _reg: Gpr) -> u64 {
-            0
-        }
-        fn set_gpr(&mut self, _reg: Gpr, _value: u64) {}
-        fn rip(&self) -> u64 {
-            0
-        }
-        fn set_rip(&mut self, _rip: u64) {}
-        fn rflags(&self) -> u64 {
-            2
-        }
-        fn set_rflags(&mut self, _rflags: u64) {}
-        fn segment(&self, seg: SegReg) -> Segment {
-            self.segs[seg as usize]
-        }
-        fn set_segment(&mut self, seg: SegReg, value: &Segment) {
-            self.segs[seg as usize] = *value;
-        }
-        fn cpl(&self) -> u8 {
-            0
-        }
-        fn cr0(&self) -> u64 {
-            self.cr0
-        }
-        fn set_cr0(&mut self, value: u64) {
-            self.cr0 = value;
-        }
-        fn cr2(&self) -> u64 {
-            0
-        }
-        fn set_cr2(&mut self, _value: u64) {}
-        fn cr3(&self) -> u64 {
-            0
-        }
-        fn set_cr3(&mut self, _value: u64) {}
-        fn cr4(&self) -> u64 {
-            0
-        }
-        fn set_cr4(&mut self, _value: u64) {}
-        fn efer(&self) -> u64 {
-            self.efer
-        }
-        fn set_efer(&mut self, value: u64) {
-            self.efer = value;
-        }
-        fn gdt(&self) -> DescriptorTable {
-            DescriptorTable::default()
-        }
-        fn set_gdt(&mut self, _table: DescriptorTable) {}
-        fn idt(&self) -> DescriptorTable {
-            DescriptorTable::default()
-        }
-        fn set_idt(&mut self, _table: DescriptorTable) {}
-        fn supported_cpuid(&self) -> CpuidPolicy {
-            CpuidPolicy::emulator()
-        }
-        fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
-        fn debug_regs(&self) -> crate::ops::DebugRegs {
-            crate::ops::DebugRegs::default()
-        }
-        fn set_debug_regs(&mut self, _regs: &crate::ops::DebugRegs) {}
-        fn get_msr(&self, index: u32) -> Option<u64> {
-            if self.holds_msrs {
-                Some(self.msrs.get(&index).copied().unwrap_or(0))
-            } else {
-                None
-            }
-        }
-        fn set_msr(&mut self, index: u32, value: u64) -> bool {
-            if self.holds_msrs {
-                self.msrs.insert(index, value);
-            }
-            self.holds_msrs
-        }
-        fn run(&mut self, _mem: &mut GuestMemory, _limit: &RunLimit) -> Exit {
-            Exit::Hlt
-        }
-        fn skip_emulated_instruction(&mut self) {}
-        fn complete_pio_in(&mut self, _value: u32) {}
-        fn complete_mmio(&mut self, _read: Option<u64>) {}
-        fn interrupt_shadow(&self) -> bool {
-            false
-        }
-        fn set_interrupt_shadow(&mut self, _shadow: bool) {}
-        fn interrupt_allowed(&self) -> bool {
-            false
-        }
-        fn nmi_allowed(&self) -> bool {
-            false
-        }
-        fn inject_event(&mut self, _event: Event) {}
-        fn event_pending(&self) -> bool {
-            false
-        }
-        fn enable_irq_window(&mut self, _enable: bool) {}
-        fn enable_nmi_window(&mut self, _enable: bool) {}
-        fn flush_tlb_all(&mut self) {}
-        fn set_tsc_offset(&mut self, offset: i64) {
-            self.tsc_offset = offset;
-        }
-    }
+    use crate::test_support::{HeldMsrs, TestVcpu};
 
     struct Rig {
         msrs: MsrState,
-        vcpu: FakeVcpu,
+        vcpu: TestVcpu,
         apic: LocalApic,
         cpuid: CpuidPolicy,
         host_tsc: u64,
@@ -714,9 +592,13 @@ mod tests {
         fn new(holds_msrs: bool) -> Rig {
             Rig {
                 msrs: MsrState::new(),
-                vcpu: FakeVcpu {
-                    holds_msrs,
-                    ..FakeVcpu::default()
+                vcpu: TestVcpu {
+                    held_msrs: if holds_msrs {
+                        HeldMsrs::All
+                    } else {
+                        HeldMsrs::None
+                    },
+                    ..TestVcpu::default()
                 },
                 apic: LocalApic::new(0),
                 cpuid: CpuidPolicy::emulator(),
@@ -752,7 +634,7 @@ mod tests {
         rig.wr(index::EFER, EFER_LME | EFER_LMA).unwrap();
         assert_eq!(rig.vcpu.efer, EFER_LME);
         rig.vcpu.efer = EFER_LME | EFER_LMA;
-        rig.vcpu.cr0 = 0x8000_0001;
+        rig.vcpu.cr[0] = 0x8000_0001;
         rig.wr(index::EFER, EFER_LME | EFER_NXE).unwrap();
         assert_eq!(rig.vcpu.efer, EFER_LME | EFER_LMA | EFER_NXE);
         // LME may not change while paging.
@@ -802,8 +684,8 @@ mod tests {
         rig.wr(index::LSTAR, canon).unwrap();
         if !holds {
             // Without the backend's help FS/GS base are the segments' hidden bases.
-            assert_eq!(rig.vcpu.segs[SegReg::Fs as usize].base, canon);
-            assert_eq!(rig.vcpu.segs[SegReg::Gs as usize].base, canon);
+            assert_eq!(rig.vcpu.seg[SegReg::Fs as usize].base, canon);
+            assert_eq!(rig.vcpu.seg[SegReg::Gs as usize].base, canon);
         } else {
             assert_eq!(rig.vcpu.msrs.get(&index::LSTAR), Some(&canon));
         }

@@ -826,161 +826,15 @@ mod tests {
     use crate::apic::{reg, LVT_DELIVERY_EXTINT, LVT_DELIVERY_NMI};
     use crate::arch::RFLAGS_IF;
     use crate::exit::Direction;
-    use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, SegReg, Segment};
-    use alloc::vec::Vec;
+    use crate::ops::Event;
+    use crate::test_support::{StillClock, TestVcpu};
 
-    /// A vCPU that records what the run loop asks of it; the test decides when the guest
-    /// can take an interrupt or an NMI.
-    #[derive(Default)]
-    struct EventVcpu {
-        rflags: u64,
-        nmi_ok: bool,
-        /// An injected event not yet taken by the "guest".
-        pending: Option<Event>,
-        injected: Vec<Event>,
-        irq_window: bool,
-        nmi_window: bool,
-        pio_in: Option<u32>,
-        /// The value the last MMIO read completed with.
-        mmio_in: Option<u64>,
-    }
-
-    impl EventVcpu {
-        /// The guest took the queued event.
-        fn enter(&mut self) {
-            self.pending = None;
-        }
-    }
-
-    impl X86Ops for EventVcpu {
-        fn name(&self) -> &'static str {
-            "events"
-        }
-        fn vcpu_reset(&mut self, _kind: ResetKind) {}
-        fn gpr(&self, _reg: Gpr) -> u64 {
-            0
-        }
-        fn set_gpr(&mut self, _reg: Gpr, _value: u64) {}
-        fn rip(&self) -> u64 {
-            0
-        }
-        fn set_rip(&mut self, _rip: u64) {}
-        fn rflags(&self) -> u64 {
-            self.rflags
-        }
-        fn set_rflags(&mut self, rflags: u64) {
-            self.rflags = rflags;
-        }
-        fn segment(&self, _seg: SegReg) -> Segment {
-            Segment::default()
-        }
-        fn set_segment(&mut self, _seg: SegReg, _value: &Segment) {}
-        fn cpl(&self) -> u8 {
-            0
-        }
-        fn cr0(&self) -> u64 {
-            0
-        }
-        fn set_cr0(&mut self, _value: u64) {}
-        fn cr2(&self) -> u64 {
-            0
-        }
-        fn set_cr2(&mut self, _value: u64) {}
-        fn cr3(&self) -> u64 {
-            0
-        }
-        fn set_cr3(&mut self, _value: u64) {}
-        fn cr4(&self) -> u64 {
-            0
-        }
-        fn set_cr4(&mut self, _value: u64) {}
-        fn efer(&self) -> u64 {
-            0
-        }
-        fn set_efer(&mut self, _value: u64) {}
-        fn gdt(&self) -> DescriptorTable {
-            DescriptorTable::default()
-        }
-        fn set_gdt(&mut self, _table: DescriptorTable) {}
-        fn idt(&self) -> DescriptorTable {
-            DescriptorTable::default()
-        }
-        fn set_idt(&mut self, _table: DescriptorTable) {}
-        fn supported_cpuid(&self) -> CpuidPolicy {
-            CpuidPolicy::emulator()
-        }
-        fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
-        fn debug_regs(&self) -> crate::ops::DebugRegs {
-            crate::ops::DebugRegs::default()
-        }
-        fn set_debug_regs(&mut self, _regs: &crate::ops::DebugRegs) {}
-        fn get_msr(&self, _index: u32) -> Option<u64> {
-            None
-        }
-        fn set_msr(&mut self, _index: u32, _value: u64) -> bool {
-            false
-        }
-        fn run(&mut self, _mem: &mut GuestMemory, _limit: &RunLimit) -> Exit {
-            Exit::Hlt
-        }
-        fn skip_emulated_instruction(&mut self) {}
-        fn complete_pio_in(&mut self, value: u32) {
-            self.pio_in = Some(value);
-        }
-        fn complete_mmio(&mut self, read: Option<u64>) {
-            self.mmio_in = read;
-        }
-        fn interrupt_shadow(&self) -> bool {
-            false
-        }
-        fn set_interrupt_shadow(&mut self, _shadow: bool) {}
-        fn interrupt_allowed(&self) -> bool {
-            self.rflags & RFLAGS_IF != 0 && self.pending.is_none()
-        }
-        fn nmi_allowed(&self) -> bool {
-            self.nmi_ok && self.pending.is_none()
-        }
-        fn inject_event(&mut self, event: Event) {
-            self.pending = Some(event);
-            self.injected.push(event);
-        }
-        fn event_pending(&self) -> bool {
-            self.pending.is_some()
-        }
-        fn enable_irq_window(&mut self, enable: bool) {
-            self.irq_window = enable;
-        }
-        fn enable_nmi_window(&mut self, enable: bool) {
-            self.nmi_window = enable;
-        }
-        fn flush_tlb_all(&mut self) {}
-    }
-
-    /// A clock that stands still and a console with nothing attached.
-    struct Quiet;
-
-    impl Platform for Quiet {
-        fn now_ns(&self) -> u64 {
-            0
-        }
-        fn wait(&mut self, _deadline_ns: Option<u64>) -> bool {
-            false
-        }
-        fn console_write(&mut self, _bytes: &[u8]) {}
-        fn console_read(&mut self) -> Option<u8> {
-            None
-        }
-        fn console_input_ready(&mut self) -> bool {
-            false
-        }
-    }
-
-    fn vm() -> Vm<EventVcpu, Quiet> {
+    fn vm() -> Vm<TestVcpu, StillClock> {
         let mem = GuestMemory::with_ram(1 << 20).unwrap();
         let mut vm = Vm::new(
-            EventVcpu::default(),
+            TestVcpu::default(),
             mem,
-            Quiet,
+            StillClock(0),
             CpuidPolicy::emulator(),
             VmConfig::default(),
         );
@@ -1009,7 +863,7 @@ mod tests {
 
     /// The guest executes HLT: `Ok(true)` if something to take was pending already,
     /// `Ok(false)` once the machine, idle, was woken; the run's end if nothing can wake it.
-    fn hlt<P: Platform>(vm: &mut Vm<EventVcpu, P>) -> Result<bool, RunOutcome> {
+    fn hlt<P: Platform>(vm: &mut Vm<TestVcpu, P>) -> Result<bool, RunOutcome> {
         match vm.handle_hlt() {
             Flow::Clock => Ok(true),
             Flow::Yield => {
@@ -1026,17 +880,17 @@ mod tests {
         }
     }
 
-    fn outb(vm: &mut Vm<EventVcpu, Quiet>, port: u16, value: u8) -> Flow {
+    fn outb(vm: &mut Vm<TestVcpu, StillClock>, port: u16, value: u8) -> Flow {
         vm.handle_io(port, 1, Direction::Write, u32::from(value))
     }
 
-    fn inb(vm: &mut Vm<EventVcpu, Quiet>, port: u16) -> u8 {
+    fn inb(vm: &mut Vm<TestVcpu, StillClock>, port: u16) -> u8 {
         vm.handle_io(port, 1, Direction::Read, 0);
         vm.vcpus[0].backend.pio_in.take().unwrap() as u8
     }
 
     /// Linux's init_8259A: vectors 0x30/0x38, then the masks.
-    fn init_pic(vm: &mut Vm<EventVcpu, Quiet>, masks: [u8; 2]) {
+    fn init_pic(vm: &mut Vm<TestVcpu, StillClock>, masks: [u8; 2]) {
         for (port, value) in [
             (0x21, 0xff),
             (0x20, 0x11),
@@ -1055,7 +909,7 @@ mod tests {
         }
     }
 
-    fn ioapic_write(vm: &mut Vm<EventVcpu, Quiet>, index: u32, value: u32) -> Flow {
+    fn ioapic_write(vm: &mut Vm<TestVcpu, StillClock>, index: u32, value: u32) -> Flow {
         vm.handle_mmio(0xfec0_0000, 4, Direction::Write, u64::from(index));
         vm.handle_mmio(0xfec0_0010, 4, Direction::Write, u64::from(value))
     }
@@ -1272,14 +1126,14 @@ mod tests {
         }
     }
 
-    fn ticking_vm() -> Vm<EventVcpu, Ticking> {
+    fn ticking_vm() -> Vm<TestVcpu, Ticking> {
         let mem = GuestMemory::with_ram(1 << 20).unwrap();
         let config = VmConfig {
             timeout_ns: Some(1_000_000_000),
             ..VmConfig::default()
         };
         let mut vm = Vm::new(
-            EventVcpu::default(),
+            TestVcpu::default(),
             mem,
             Ticking::default(),
             CpuidPolicy::emulator(),

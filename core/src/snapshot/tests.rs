@@ -1,187 +1,41 @@
 use super::*;
 use crate::apic::reg;
-use crate::exit::{Direction, Exit};
+use crate::exit::Direction;
 use crate::mmu::memory::GuestMemory;
-use crate::ops::{DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment};
+use crate::ops::{DescriptorTable, Event, Segment};
+use crate::test_support::{HeldMsrs, StillClock, TestVcpu};
 use crate::vm::VmConfig;
 
-/// A vCPU that only holds registers: the default save_state/restore_state path.
-#[derive(Default)]
-struct Regs {
-    gpr: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    seg: [Segment; 8],
-    cr: [u64; 5],
-    efer: u64,
-    gdt: DescriptorTable,
-    idt: DescriptorTable,
-    star: u64,
-    shadow: bool,
-    pending: Option<Event>,
-}
-
-impl X86Ops for Regs {
-    fn name(&self) -> &'static str {
-        "regs"
-    }
-    fn vcpu_reset(&mut self, _kind: ResetKind) {}
-    fn gpr(&self, reg: Gpr) -> u64 {
-        self.gpr[reg as usize]
-    }
-    fn set_gpr(&mut self, reg: Gpr, value: u64) {
-        self.gpr[reg as usize] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, rip: u64) {
-        self.rip = rip;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, rflags: u64) {
-        self.rflags = rflags;
-    }
-    fn segment(&self, seg: SegReg) -> Segment {
-        self.seg[seg as usize]
-    }
-    fn set_segment(&mut self, seg: SegReg, value: &Segment) {
-        self.seg[seg as usize] = *value;
-    }
-    fn cpl(&self) -> u8 {
-        0
-    }
-    fn supported_cpuid(&self) -> CpuidPolicy {
-        CpuidPolicy::emulator()
-    }
-    fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
-    fn debug_regs(&self) -> crate::ops::DebugRegs {
-        crate::ops::DebugRegs::default()
-    }
-    fn set_debug_regs(&mut self, _regs: &crate::ops::DebugRegs) {}
-    fn cr0(&self) -> u64 {
-        self.cr[0]
-    }
-    fn set_cr0(&mut self, value: u64) {
-        self.cr[0] = value;
-    }
-    fn cr2(&self) -> u64 {
-        self.cr[2]
-    }
-    fn set_cr2(&mut self, value: u64) {
-        self.cr[2] = value;
-    }
-    fn cr3(&self) -> u64 {
-        self.cr[3]
-    }
-    fn set_cr3(&mut self, value: u64) {
-        self.cr[3] = value;
-    }
-    fn cr4(&self) -> u64 {
-        self.cr[4]
-    }
-    fn set_cr4(&mut self, value: u64) {
-        self.cr[4] = value;
-    }
-    fn efer(&self) -> u64 {
-        self.efer
-    }
-    fn set_efer(&mut self, value: u64) {
-        self.efer = value;
-    }
-    fn gdt(&self) -> DescriptorTable {
-        self.gdt
-    }
-    fn set_gdt(&mut self, table: DescriptorTable) {
-        self.gdt = table;
-    }
-    fn idt(&self) -> DescriptorTable {
-        self.idt
-    }
-    fn set_idt(&mut self, table: DescriptorTable) {
-        self.idt = table;
-    }
-    fn get_msr(&self, index: u32) -> Option<u64> {
-        (index == crate::msr::index::STAR).then_some(self.star)
-    }
-    fn set_msr(&mut self, index: u32, value: u64) -> bool {
-        if index == crate::msr::index::STAR {
-            self.star = value;
-        }
-        index == crate::msr::index::STAR
-    }
-    fn run(&mut self, _mem: &mut GuestMemory, _limit: &RunLimit) -> Exit {
-        Exit::Hlt
-    }
-    fn skip_emulated_instruction(&mut self) {}
-    fn complete_pio_in(&mut self, _value: u32) {}
-    fn complete_mmio(&mut self, _read: Option<u64>) {}
-    fn interrupt_shadow(&self) -> bool {
-        self.shadow
-    }
-    fn set_interrupt_shadow(&mut self, shadow: bool) {
-        self.shadow = shadow;
-    }
-    fn interrupt_allowed(&self) -> bool {
-        false
-    }
-    fn nmi_allowed(&self) -> bool {
-        false
-    }
-    fn inject_event(&mut self, event: Event) {
-        self.pending = Some(event);
-    }
-    fn event_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-    fn enable_irq_window(&mut self, _enable: bool) {}
-    fn enable_nmi_window(&mut self, _enable: bool) {}
-    fn flush_tlb_all(&mut self) {}
-}
-
-/// A clock that reads what the test sets.
-struct Clock(u64);
-
-impl Platform for Clock {
-    fn now_ns(&self) -> u64 {
-        self.0
-    }
-    fn wait(&mut self, _deadline_ns: Option<u64>) -> bool {
-        false
-    }
-    fn console_write(&mut self, _bytes: &[u8]) {}
-    fn console_read(&mut self) -> Option<u8> {
-        None
-    }
-    fn console_input_ready(&mut self) -> bool {
-        false
+/// A vCPU that only holds registers and STAR: the default save_state/restore_state path.
+fn regs() -> TestVcpu {
+    TestVcpu {
+        held_msrs: HeldMsrs::Only(&[crate::msr::index::STAR]),
+        ..TestVcpu::default()
     }
 }
 
 const RAM: u64 = 2 << 20;
 
-fn machine(vcpus: usize, now: u64) -> Vm<Regs, Clock> {
-    let backends = (0..vcpus).map(|_| Regs::default()).collect();
+fn machine(vcpus: usize, now: u64) -> Vm<TestVcpu, StillClock> {
+    let backends = (0..vcpus).map(|_| regs()).collect();
     Vm::with_vcpus(
         backends,
         GuestMemory::with_ram(RAM).unwrap(),
-        Clock(now),
+        StillClock(now),
         CpuidPolicy::emulator(),
         VmConfig::default(),
     )
     .unwrap()
 }
 
-fn outb(vm: &mut Vm<Regs, Clock>, port: u16, value: u8) {
+fn outb(vm: &mut Vm<TestVcpu, StillClock>, port: u16, value: u8) {
     vm.handle_io(port, 1, Direction::Write, u32::from(value));
 }
 
 /// A machine the way a guest leaves it: registers, RAM, and devices programmed through
 /// their ports (PIT channel 0 periodic, the PIC initialised, the UART with its FIFO and
 /// interrupts on and a byte received, a CMOS index chosen), a local APIC timer armed.
-fn busy_machine(now: u64) -> Vm<Regs, Clock> {
+fn busy_machine(now: u64) -> Vm<TestVcpu, StillClock> {
     let mut vm = machine(2, now);
     let b = &mut vm.vcpus[0].backend;
     b.gpr = core::array::from_fn(|i| 0x1111 * i as u64);
@@ -193,7 +47,8 @@ fn busy_machine(now: u64) -> Vm<Regs, Clock> {
         base: 0x5000,
         limit: 0x27,
     };
-    b.star = 0x0023_0010_0000_0000;
+    b.msrs
+        .insert(crate::msr::index::STAR, 0x0023_0010_0000_0000);
     b.shadow = true;
     vm.mem.write(0x1000, b"snapshot test page").unwrap();
     vm.mem.write(RAM - 8, &[0xab; 8]).unwrap();
@@ -235,7 +90,10 @@ fn a_restored_machine_saves_to_the_same_bytes() {
         "the clock goes on from the snapshot"
     );
     assert_eq!(copy.vcpus[0].backend.regs(), vm.vcpus[0].backend.regs());
-    assert_eq!(copy.vcpus[0].backend.star, 0x0023_0010_0000_0000);
+    assert_eq!(
+        copy.vcpus[0].backend.msrs.get(&crate::msr::index::STAR),
+        Some(&0x0023_0010_0000_0000)
+    );
     assert!(copy.vcpus[0].backend.shadow);
     assert_eq!(copy.mem.slice(0x1000, 18).unwrap(), b"snapshot test page");
     assert_eq!(
@@ -264,9 +122,9 @@ fn a_machine_of_another_shape_is_refused() {
     let e = restore(&mut machine(1, 0), &bytes).unwrap_err();
     assert_eq!((e.section.as_str(), e.field.as_str()), ("machine", "vcpus"));
     let mut small = Vm::with_vcpus(
-        (0..2).map(|_| Regs::default()).collect(),
+        (0..2).map(|_| regs()).collect(),
         GuestMemory::with_ram(RAM / 2).unwrap(),
-        Clock(0),
+        StillClock(0),
         CpuidPolicy::emulator(),
         VmConfig::default(),
     )
