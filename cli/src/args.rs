@@ -11,9 +11,10 @@
 
 use crate::trace::{ExitFilter, TraceOptions};
 use clap::builder::TypedValueParser;
-use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::error::ErrorKind;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use opsvisor_backends::{parse_smp, BackendKind, FlatMode, MachineOptions, MAX_MEMORY, MIN_MEMORY};
+use opsvisor_clap_errors::Problem;
 use opsvisor_core::cpu_model::CpuModel;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -748,14 +749,6 @@ fn run_args(cli: RunCli) -> Result<RunArgs, String> {
     })
 }
 
-/// The name of an argument as clap's error context gives it ("--memory <SIZE>",
-/// "--verbose...", "[KERNEL]"): the option alone.
-fn option_name(spec: &str) -> &str {
-    let name = spec.split([' ', '=']).next().unwrap_or(spec);
-    // A repeatable flag is shown as "--verbose...".
-    name.trim_end_matches("...")
-}
-
 /// The first word of `argv` that is not an option: the subcommand, if any.
 fn subcommand(argv: &[OsString]) -> Option<&str> {
     argv.iter()
@@ -765,69 +758,23 @@ fn subcommand(argv: &[OsString]) -> Option<&str> {
 
 /// One line for a clap error: the option and what was wrong with it.
 fn error_line(e: &clap::Error, argv: &[OsString]) -> String {
-    let text = |kind| match e.get(kind) {
-        Some(ContextValue::String(s)) => Some(s.clone()),
-        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
-        _ => None,
-    };
-    let arg = text(ContextKind::InvalidArg);
-    match (e.kind(), arg.as_deref()) {
-        (ErrorKind::ArgumentConflict, Some(arg)) => {
-            let prior = text(ContextKind::PriorArg).unwrap_or_default();
-            if prior == arg {
-                format!("option {} is given more than once", option_name(arg))
-            } else if option_name(arg) == "--kernel" || option_name(&prior) == "--kernel" {
-                String::from("the kernel is given twice (--kernel and KERNEL): give it once")
-            } else {
-                format!(
-                    "{} cannot be used with {}",
-                    option_name(arg),
-                    option_name(&prior)
-                )
-            }
+    match Problem::of(e) {
+        Problem::Conflict { option, prior } if option == "--kernel" || prior == "--kernel" => {
+            String::from("the kernel is given twice (--kernel and KERNEL): give it once")
         }
-        (ErrorKind::TooManyValues, Some(arg)) => format!(
-            "option {} takes no value (got '{}')",
-            option_name(arg),
-            text(ContextKind::InvalidValue).unwrap_or_default()
-        ),
-        (ErrorKind::InvalidValue, Some(arg))
-            if text(ContextKind::InvalidValue).is_none_or(|v| v.is_empty()) =>
-        {
-            format!("option {} needs a value", option_name(arg))
-        }
-        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with('-') => {
-            format!("unknown option '{arg}'")
-        }
-        (ErrorKind::UnknownArgument, Some(arg)) => match subcommand(argv) {
-            Some("run") => format!("more than one kernel given ('{arg}' is extra)"),
-            Some("exec") => format!("more than one state file given ('{arg}' is extra)"),
-            Some("completions") => format!("completions takes one SHELL ('{arg}' is extra)"),
-            _ => format!("unknown command '{}'", arg.escape_debug()),
+        Problem::UnexpectedWord { word } => match subcommand(argv) {
+            Some("run") => format!("more than one kernel given ('{word}' is extra)"),
+            Some("exec") => format!("more than one state file given ('{word}' is extra)"),
+            Some("completions") => format!("completions takes one SHELL ('{word}' is extra)"),
+            _ => format!("unknown command '{}'", word.escape_debug()),
         },
-        (ErrorKind::InvalidSubcommand, _) => format!(
-            "unknown command '{}'",
-            text(ContextKind::InvalidSubcommand)
-                .unwrap_or_default()
-                .escape_debug()
-        ),
-        (ErrorKind::MissingRequiredArgument, _) => {
-            let missing = text(ContextKind::InvalidArg).unwrap_or_default();
-            if missing.contains("--trace-exits") {
-                String::from("--trace-filter needs --trace-exits FILE")
-            } else if subcommand(argv) == Some("completions") {
-                String::from("completions needs a SHELL (bash, zsh, fish, elvish, powershell)")
-            } else {
-                format!("missing {missing}")
-            }
+        Problem::Missing { what } if what.contains("--trace-exits") => {
+            String::from("--trace-filter needs --trace-exits FILE")
         }
-        _ => {
-            // Raw errors (the value parsers') and anything else: clap's first line
-            // without its "error: " prefix.
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("");
-            first.strip_prefix("error: ").unwrap_or(first).to_string()
+        Problem::Missing { .. } if subcommand(argv) == Some("completions") => {
+            String::from("completions needs a SHELL (bash, zsh, fish, elvish, powershell)")
         }
+        problem => problem.line(),
     }
 }
 

@@ -5,8 +5,9 @@
 //! limit).
 
 use clap::builder::TypedValueParser;
-use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use opsvisor_clap_errors::Problem;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -1070,11 +1071,6 @@ pub fn guest_spec(arg: OsString) -> Result<GuestSpec, String> {
     }
 }
 
-/// The option alone, from clap's "--timeout <SECS>".
-fn option_name(spec: &str) -> &str {
-    spec.split([' ', '=']).next().unwrap_or(spec)
-}
-
 /// The error for a value that is not UTF-8 where text is expected: the option it was
 /// given to (a path may be any bytes, but the image's command lines, the CPU model and
 /// the numbers are text).
@@ -1093,66 +1089,24 @@ fn not_utf8(args: &[OsString]) -> String {
 
 /// One line for a clap error: the option and what was wrong with it.
 fn error_line(e: &clap::Error, args: &[OsString]) -> String {
-    let text = |kind| match e.get(kind) {
-        Some(ContextValue::String(s)) => Some(s.clone()),
-        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
-        _ => None,
-    };
     let cmd = args
         .iter()
         .map(|a| a.to_string_lossy())
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default();
-    let cmd = cmd.as_ref();
-    let arg = text(ContextKind::InvalidArg);
-    let line = match (e.kind(), arg.as_deref()) {
-        (ErrorKind::ArgumentConflict, Some(arg)) => {
-            let prior = text(ContextKind::PriorArg).unwrap_or_default();
-            if prior == arg {
-                format!("option {} is given more than once", option_name(arg))
-            } else {
-                format!(
-                    "{} cannot be used with {}",
-                    option_name(arg),
-                    option_name(&prior)
-                )
-            }
+    let line = match Problem::of(e) {
+        Problem::UnexpectedWord { word } if cmd.is_empty() || cmd == word => {
+            format!("unknown command '{word}'")
         }
-        (ErrorKind::TooManyValues, Some(arg)) => format!(
-            "option {} takes no value (got '{}')",
-            option_name(arg),
-            text(ContextKind::InvalidValue).unwrap_or_default()
-        ),
-        (ErrorKind::InvalidValue, Some(arg))
-            if text(ContextKind::InvalidValue).is_none_or(|v| v.is_empty()) =>
-        {
-            format!("{} needs a value", option_name(arg))
-        }
-        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with('-') => {
-            format!("unknown option '{arg}'")
-        }
-        (ErrorKind::UnknownArgument, Some(arg)) if cmd.is_empty() || cmd == arg => {
-            format!("unknown command '{arg}'")
-        }
-        (ErrorKind::UnknownArgument, Some(arg)) => {
-            format!("'{cmd}': unexpected argument '{arg}'")
-        }
-        (ErrorKind::InvalidUtf8, _) => not_utf8(args),
-        (ErrorKind::InvalidSubcommand, _) => format!(
-            "unknown command '{}'",
-            text(ContextKind::InvalidSubcommand).unwrap_or_default()
-        ),
-        _ => {
-            // The value parsers' messages and anything else: clap's first line, without
-            // its "error: " and what it says about the value it quotes.
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            match first.split_once("': ") {
-                Some((_, reason)) if first.starts_with("invalid value '") => reason.to_string(),
-                _ => first.to_string(),
-            }
-        }
+        Problem::UnexpectedWord { word } => format!("'{cmd}': unexpected argument '{word}'"),
+        Problem::NotUtf8 { .. } => not_utf8(args),
+        // A value parser's message without clap's "invalid value 'V' for 'OPTION'"
+        // before it: the xtask's parsers name the option themselves.
+        Problem::Other { text } => match text.split_once("': ") {
+            Some((_, reason)) if text.starts_with("invalid value '") => reason.to_string(),
+            _ => text,
+        },
+        problem => problem.line(),
     };
     line.replace(['\n', '\r'], " ")
 }
