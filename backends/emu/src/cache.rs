@@ -1,6 +1,11 @@
-//! The decoded-instruction cache: blocks of [`Op`]s keyed by guest-physical address and
-//! code size, found through a direct-mapped table, invalidated per page when the guest
-//! writes to code, and flushed whole when it grows too large.
+//! The decoded-instruction cache: blocks of [`Op`]s keyed by guest-physical address,
+//! code size and RIP, found through an open-addressed table (linear probing), invalidated
+//! per page when the guest writes to code, and flushed whole when it grows too large.
+//!
+//! The table never drops a cached block to make room for another: a direct-mapped table
+//! did, and two hot blocks in one slot then pushed each other out on every lookup and
+//! were decoded again each time (a Linux boot filled the cache with such copies and
+//! flushed it 17 times, over half of each flush's blocks duplicates).
 
 use crate::cpu::Cpu;
 use crate::decode::{build, ends_block, never_breaks, Op};
@@ -14,10 +19,12 @@ use opsvisor_core::mmu::memory::GuestMemory;
 /// Most instructions in one block.
 const MAX_BLOCK_OPS: usize = 64;
 const _: () = assert!(MAX_BLOCK_OPS <= 256, "Op::pos is a u8");
-/// Table slots (a power of two).
-const TABLE: usize = 1 << 14;
 /// Cached blocks before everything is flushed.
 const MAX_BLOCKS: usize = 1 << 15;
+/// Table slots: a power of two, twice [`MAX_BLOCKS`] so that a probe sequence is short
+/// and always reaches an empty slot.
+const TABLE: usize = 2 * MAX_BLOCKS;
+const _: () = assert!(TABLE.is_power_of_two() && TABLE > MAX_BLOCKS);
 
 /// A straight-line run of decoded instructions.
 #[derive(Debug)]
@@ -78,7 +85,7 @@ const NONE: u32 = u32::MAX;
 #[inline(always)]
 fn slot(gpa: u64, bits: u8) -> usize {
     let h = (gpa ^ u64::from(bits)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 50) as usize & (TABLE - 1)
+    (h >> (64 - TABLE.trailing_zeros())) as usize
 }
 
 impl Cache {
@@ -94,9 +101,16 @@ impl Cache {
     /// The block starting at `gpa` for `bits`-bit code decoded at `rip`, if cached.
     #[inline(always)]
     pub fn lookup(&self, gpa: u64, bits: u8, rip: u64) -> Option<u32> {
-        let i = self.table[slot(gpa, bits)];
-        let b = self.blocks.get(i as usize)?;
-        (b.gpa == gpa && b.bits == bits && b.rip == rip).then_some(i)
+        let mut s = slot(gpa, bits);
+        // Ends: at most MAX_BLOCKS of the TABLE slots are filled.
+        loop {
+            let i = self.table[s];
+            let b = self.blocks.get(i as usize)?;
+            if b.gpa == gpa && b.bits == bits && b.rip == rip {
+                return Some(i);
+            }
+            s = (s + 1) & (TABLE - 1);
+        }
     }
 
     /// The successor of block `prev` at `rip`, if linked under generation `gen`.
@@ -173,7 +187,17 @@ impl Cache {
             }
         }
         self.page_blocks.entry(page).or_default().push(idx);
-        self.table[slot(block.gpa, block.bits)] = idx;
+        // The first empty slot of the probe sequence, or one whose block was
+        // invalidated (no lookup can match it any more). The caller looked the key up
+        // and missed, so no valid block with it is further along.
+        let mut s = slot(block.gpa, block.bits);
+        while let Some(b) = self.blocks.get(self.table[s] as usize) {
+            if b.gpa == u64::MAX {
+                break;
+            }
+            s = (s + 1) & (TABLE - 1);
+        }
+        self.table[s] = idx;
         self.blocks.push(block);
         idx
     }
@@ -285,4 +309,58 @@ pub fn decode_block(
         },
         false,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-instruction block (NOP) at `gpa`, as 64-bit code at RIP `gpa`.
+    fn nop_block(cpu: &mut Cpu, mem: &mut GuestMemory, gpa: u64) -> Block {
+        mem.write(gpa, &[0x90, 0xc3]).unwrap();
+        let (block, cacheable) = decode_block(cpu, mem, gpa, gpa, gpa, 64).unwrap();
+        assert!(cacheable);
+        block
+    }
+
+    #[test]
+    fn blocks_in_one_table_slot_are_all_found() {
+        let mut cpu = Cpu::new();
+        let mut mem = GuestMemory::with_ram(4 << 20).unwrap();
+        let mut cache = Cache::new();
+        // Addresses whose keys start their probe in the same slot: a direct-mapped
+        // table kept only the last of them.
+        let first = 0x1000;
+        let same: Vec<u64> = (0x2000..0x3f_f000u64)
+            .step_by(4)
+            .filter(|&g| slot(g, 64) == slot(first, 64))
+            .take(3)
+            .collect();
+        assert_eq!(same.len(), 3, "three addresses sharing a slot below 4 MiB");
+        let mut idx = Vec::new();
+        for gpa in core::iter::once(first).chain(same.iter().copied()) {
+            let b = nop_block(&mut cpu, &mut mem, gpa);
+            idx.push((gpa, cache.insert(&mut cpu, &mut mem, b)));
+        }
+        for (gpa, i) in &idx {
+            assert_eq!(cache.lookup(*gpa, 64, *gpa), Some(*i), "{gpa:#x}");
+            assert_eq!(
+                cache.lookup(*gpa, 32, *gpa),
+                None,
+                "{gpa:#x} as 32-bit code"
+            );
+        }
+        // Invalidating the first block's page leaves the others found, and the next
+        // block for that slot takes the invalidated block's table entry.
+        cache.invalidate_page(&mut cpu, first >> 12);
+        assert_eq!(cache.lookup(first, 64, first), None);
+        for (gpa, i) in &idx[1..] {
+            assert_eq!(cache.lookup(*gpa, 64, *gpa), Some(*i), "{gpa:#x}");
+        }
+        let b = nop_block(&mut cpu, &mut mem, first);
+        let again = cache.insert(&mut cpu, &mut mem, b);
+        assert_eq!(cache.lookup(first, 64, first), Some(again));
+        let used = cache.table.iter().filter(|&&i| i != NONE).count();
+        assert_eq!(used, idx.len(), "the invalidated block's entry was reused");
+    }
 }
