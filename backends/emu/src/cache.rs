@@ -137,7 +137,7 @@ impl Cache {
         self.table.fill(NONE);
         self.page_blocks.clear();
         cpu.code_chunks.fill(0);
-        cpu.fetch_gen = cpu.fetch_gen.wrapping_add(1);
+        cpu.new_fetch_epoch();
     }
 
     /// Invalidate every block on guest-physical page number `page`.
@@ -152,7 +152,7 @@ impl Cache {
         if let Some(m) = cpu.code_chunks_mut(page) {
             *m = 0;
         }
-        cpu.fetch_gen = cpu.fetch_gen.wrapping_add(1);
+        cpu.new_fetch_epoch();
     }
 
     /// Add a block and mark its bytes as code, here and in the machine's shared record

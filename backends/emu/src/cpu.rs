@@ -126,6 +126,11 @@ pub fn addr_reg_write(old: u64, new: u64, mask: u64) -> u64 {
 /// Index of the always-zero pseudo register used for "no base"/"no index".
 pub const ZERO_REG: u8 = 16;
 
+/// The low bits of [`Cpu::fetch_gen`] that hold the fetch mode: 0 outside 64-bit code,
+/// 1 + CPL in it.
+pub const FETCH_MODE_BITS: u32 = 3;
+const FETCH_MODE_MASK: u64 = (1 << FETCH_MODE_BITS) - 1;
+
 /// Entries of [`Cpu::gpr`]: the 16 registers and 16 always-zero ones, a power of two.
 pub const GPR_SLOTS: usize = 32;
 const _: () = assert!((ZERO_REG as usize) < GPR_SLOTS && GPR_SLOTS.is_power_of_two());
@@ -340,7 +345,9 @@ pub struct Cpu {
     pub code_reader: u32,
     /// The shared record's events this vCPU has looked at.
     pub code_seen: u64,
-    /// Bumped whenever cached translations or blocks may have become stale.
+    /// What the decoded blocks' links and the jump cache are valid under: an epoch
+    /// (above [`FETCH_MODE_BITS`]) that moves whenever cached translations or blocks may
+    /// have become stale, and the fetch mode (below). See [`Cpu::update_mode`].
     pub fetch_gen: u64,
     /// The exit an [`Ex::Exit`] result stands for.
     pub exit: opsvisor_core::exit::Exit,
@@ -411,7 +418,7 @@ impl Cpu {
             code_chunks: Vec::new(),
             code_reader: 0,
             code_seen: 0,
-            fetch_gen: 1,
+            fetch_gen: 1 << FETCH_MODE_BITS,
             unimpl: BTreeMap::new(),
             exit: opsvisor_core::exit::Exit::Preempted,
         }
@@ -437,8 +444,29 @@ impl Cpu {
             cs.dpl()
         };
         self.update_sel();
-        self.fetch_gen = self.fetch_gen.wrapping_add(1);
+        // A link made in 64-bit code at one CPL holds again when the vCPU comes back to
+        // that CPL with nothing else changed: there the fetch depends on the mode only
+        // through the CPL (no CS base or limit), and every change of translations, of
+        // CR0/CR4/EFER and of code starts a new epoch. Without this, every system call,
+        // interrupt and return dropped all links, and a Linux guest went through the
+        // block table after each. Other modes start a new epoch at each change, as CS's
+        // base and limit take part in the fetch there.
+        let mode = if self.bits == 64 {
+            1 + u64::from(self.cpl)
+        } else {
+            0
+        };
+        if mode == 0 || self.fetch_gen & FETCH_MODE_MASK == 0 {
+            self.new_fetch_epoch();
+        }
+        self.fetch_gen = self.fetch_gen & !FETCH_MODE_MASK | mode;
         self.brk = true;
+    }
+
+    /// Start a new fetch epoch: every link and jump-cache entry made before is stale.
+    #[inline]
+    pub fn new_fetch_epoch(&mut self) {
+        self.fetch_gen = self.fetch_gen.wrapping_add(1 << FETCH_MODE_BITS);
     }
 
     /// Choose the TLB class of explicit accesses ([`crate::mem::Tlb::sel`]) after CPL,
@@ -605,5 +633,52 @@ impl Cpu {
     pub fn count_unimplemented(&mut self, m: iced_x86::Mnemonic) {
         let e = self.unimpl.entry(m as u16).or_insert((m, 0));
         e.1 = e.1.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vCPU in 64-bit code with CS's DPL `cpl`.
+    fn long_mode(c: &mut Cpu, cpl: u16) {
+        c.cr0 |= cr0::PE;
+        c.efer |= efer::LMA;
+        c.seg[sr::CS as usize] = Segment::flat(0x8 | cpl, Segment::CODE64 | (u32::from(cpl) << 5));
+        c.update_mode();
+    }
+
+    #[test]
+    fn links_made_at_a_cpl_hold_again_on_return_unless_the_epoch_moved() {
+        let mut c = Cpu::new();
+        long_mode(&mut c, 0);
+        assert_eq!((c.bits, c.cpl), (64, 0));
+        let kernel = c.fetch_gen;
+        long_mode(&mut c, 3);
+        assert_eq!(c.cpl, 3);
+        let user = c.fetch_gen;
+        assert_ne!(user, kernel, "each CPL has its own links");
+        long_mode(&mut c, 0);
+        assert_eq!(c.fetch_gen, kernel, "back at CPL 0 with nothing changed");
+        long_mode(&mut c, 3);
+        assert_eq!(c.fetch_gen, user, "back at CPL 3 with nothing changed");
+        // A new epoch (a CR3 write, INVLPG, a code store) ends both.
+        c.new_fetch_epoch();
+        assert_eq!(c.cpl, 3);
+        assert_ne!(c.fetch_gen, user);
+        long_mode(&mut c, 0);
+        assert_ne!(c.fetch_gen, kernel);
+        // Outside 64-bit code, where CS's base and limit take part in the fetch, every
+        // mode change is a new epoch.
+        let before = c.fetch_gen;
+        c.seg[sr::CS as usize] = Segment::flat(0x10, Segment::CODE32);
+        c.update_mode();
+        assert_eq!(c.bits, 32);
+        let compat = c.fetch_gen;
+        assert_ne!(compat, before);
+        c.update_mode();
+        assert_ne!(c.fetch_gen, compat);
+        long_mode(&mut c, 0);
+        assert_ne!(c.fetch_gen, kernel);
     }
 }

@@ -71,7 +71,7 @@ pub fn update(c: &mut Cpu) {
     c.dbg_data = data;
     if data || was {
         c.tlb.flush(true);
-        c.fetch_gen = c.fetch_gen.wrapping_add(1);
+        c.new_fetch_epoch();
     }
     c.brk = true;
 }

@@ -1153,7 +1153,7 @@ impl X86Ops for EmuVcpu {
     fn set_cr3(&mut self, value: u64) {
         self.cpu.cr3 = value;
         self.cpu.tlb.flush(false);
-        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+        self.cpu.new_fetch_epoch();
     }
     fn cr4(&self) -> u64 {
         self.cpu.cr4
@@ -1387,15 +1387,15 @@ impl X86Ops for EmuVcpu {
 
     fn flush_tlb_all(&mut self) {
         self.cpu.tlb.flush(true);
-        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+        self.cpu.new_fetch_epoch();
     }
     fn flush_tlb_current(&mut self) {
         self.cpu.tlb.flush(false);
-        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+        self.cpu.new_fetch_epoch();
     }
     fn flush_tlb_gva(&mut self, gva: u64) {
         self.cpu.tlb.flush_page(gva);
-        self.cpu.fetch_gen = self.cpu.fetch_gen.wrapping_add(1);
+        self.cpu.new_fetch_epoch();
     }
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)

@@ -249,7 +249,7 @@ pub fn write_cr4(c: &mut Cpu, v: u64) -> Result<(), Ex> {
     c.cr4 = v;
     if changed & cr4::PAGING != 0 {
         c.tlb.flush(true);
-        c.fetch_gen = c.fetch_gen.wrapping_add(1);
+        c.new_fetch_epoch();
     }
     c.update_sel();
     c.brk = true;
@@ -280,7 +280,7 @@ pub fn write_cr3(c: &mut Cpu, v: u64) -> Result<(), Ex> {
     };
     c.cr3 = v;
     c.tlb.flush(false);
-    c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    c.new_fetch_epoch();
     c.brk = true;
     Ok(())
 }
@@ -425,7 +425,7 @@ pub fn invpcid(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
         3 => c.tlb.flush(false),
         _ => return Err(GP(0)),
     }
-    c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    c.new_fetch_epoch();
     c.brk = true;
     Ok(())
 }
@@ -459,7 +459,7 @@ pub fn invlpg(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let a = ea(c, op);
     let la = c.linear(op.seg, a, 1, false).unwrap_or(a);
     c.tlb.flush_page(la);
-    c.fetch_gen = c.fetch_gen.wrapping_add(1);
+    c.new_fetch_epoch();
     c.brk = true;
     Ok(())
 }
