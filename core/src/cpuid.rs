@@ -156,6 +156,8 @@ pub enum Feature {
     Ospke,
     La57,
     Rdpid,
+    // Leaf 7 subleaf 0 EDX.
+    ArchCapabilities,
     // Leaf 0xd subleaf 1 EAX.
     Xsaveopt,
     Xsavec,
@@ -174,7 +176,7 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature, in CPUID order (leaf, register, bit).
-    pub const ALL: [Feature; 74] = [
+    pub const ALL: [Feature; 75] = [
         Feature::Fpu,
         Feature::Vme,
         Feature::De,
@@ -238,6 +240,7 @@ impl Feature {
         Feature::Ospke,
         Feature::La57,
         Feature::Rdpid,
+        Feature::ArchCapabilities,
         Feature::Xsaveopt,
         Feature::Xsavec,
         Feature::LahfLm,
@@ -319,6 +322,7 @@ impl Feature {
             Ospke => "ospke",
             La57 => "la57",
             Rdpid => "rdpid",
+            ArchCapabilities => "arch-capabilities",
             Xsaveopt => "xsaveopt",
             Xsavec => "xsavec",
             LahfLm => "lahf-lm",
@@ -453,6 +457,7 @@ impl Feature {
             Ospke => (7, Ecx, 4),
             La57 => (7, Ecx, 16),
             Rdpid => (7, Ecx, 22),
+            ArchCapabilities => (7, Edx, 29),
             Xsaveopt => return (0xd, 1, Eax, 0),
             Xsavec => return (0xd, 1, Eax, 1),
             LahfLm => (0x8000_0001, Ecx, 0),
@@ -593,6 +598,9 @@ impl CpuidPolicy {
         ] {
             policy.set_feature(feature, true);
         }
+        // IA32_ARCH_CAPABILITIES, read from the MSR table: an emulator that does not
+        // speculate is affected by none of the speculative-execution flaws it lists.
+        policy.set_feature(ArchCapabilities, true);
         // Leaves 0xb and 0x1f: one thread per core (SMT level), one core per package
         // (core level) until the machine sets its topology; EDX (the x2APIC ID) is filled
         // in by lookup.

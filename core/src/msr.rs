@@ -79,6 +79,8 @@ pub mod index {
     pub const MCG_STATUS: u32 = 0x17a;
     /// IA32_MISC_ENABLE.
     pub const MISC_ENABLE: u32 = 0x1a0;
+    /// IA32_ARCH_CAPABILITIES (read-only).
+    pub const ARCH_CAPABILITIES: u32 = 0x10a;
     /// IA32_DEBUGCTL.
     pub const DEBUGCTL: u32 = 0x1d9;
     /// IA32_MTRR_PHYSBASE0 (PHYSMASK0 is 0x201, ... PHYSMASK7 is 0x20f).
@@ -173,6 +175,28 @@ const MISC_ENABLE_READ_ONLY_SET: u64 = MISC_ENABLE_BTS_UNAVAILABLE | MISC_ENABLE
 
 /// IA32_DEBUGCTL.BTF: single-step on branches (with RFLAGS.TF).
 pub const DEBUGCTL_BTF: u64 = 1 << 1;
+
+/// IA32_ARCH_CAPABILITIES as the models that offer it read it: every "not affected" bit
+/// (Linux's `ARCH_CAP_*_NO`): rogue data cache load (bit 0, Meltdown), speculative
+/// store bypass (4), microarchitectural data sampling (5), page-size-change machine
+/// check (6), TSX asynchronous abort (8), the stale-MMIO-data flaws (13, 14, 15),
+/// branch history injection (20), post-barrier RSB prediction (24), gather data
+/// sampling (26) and register file data sampling (27). Only the emulator offers the MSR
+/// (it executes nothing speculatively); a hardware backend would have to report its
+/// processor's own value, and does not offer it. No control bit is set: the MSRs those
+/// announce (TSX_CTRL, MCU_CONTROL, ...) do not exist here.
+pub const ARCH_CAPABILITIES_VALUE: u64 = (1 << 0)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 13)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 20)
+    | (1 << 24)
+    | (1 << 26)
+    | (1 << 27);
 
 /// FEATURE_CONTROL: bit 0 lock set, VMX in and outside SMX off.
 pub const FEATURE_CONTROL_VALUE: u64 = 1;
@@ -394,6 +418,9 @@ impl MsrState {
                 None => return Err(MsrFault),
             },
             index::MISC_ENABLE => self.misc_enable,
+            index::ARCH_CAPABILITIES if cpuid.has_feature(Feature::ArchCapabilities) => {
+                ARCH_CAPABILITIES_VALUE
+            }
             index::FEATURE_CONTROL => FEATURE_CONTROL_VALUE,
             index::PLATFORM_INFO => PLATFORM_INFO_VALUE,
             index::PLATFORM_ID | index::BIOS_SIGN_ID | index::MCG_CAP | index::MCG_STATUS => 0,
@@ -528,6 +555,7 @@ impl MsrState {
             }
             // Microcode update trigger sequence: write 0, CPUID, read. Nothing to load.
             index::BIOS_SIGN_ID => {}
+            index::ARCH_CAPABILITIES => return Err(MsrFault),
             // No machine-check banks: only the "no event" value is accepted.
             index::MCG_STATUS if value == 0 => {}
             // Read-only (FEATURE_CONTROL is locked) or only a few values accepted.
@@ -950,10 +978,29 @@ mod tests {
     }
 
     #[test]
+    fn arch_capabilities_reads_as_the_model_says_and_is_read_only() {
+        let mut rig = Rig::new(true);
+        assert_eq!(
+            rig.rd(index::ARCH_CAPABILITIES),
+            Ok(ARCH_CAPABILITIES_VALUE)
+        );
+        // RDCL_NO: Linux turns page-table isolation off for a processor that has it.
+        assert_eq!(ARCH_CAPABILITIES_VALUE & 1, 1);
+        assert_eq!(rig.wr(index::ARCH_CAPABILITIES, 0), Err(MsrFault));
+        assert_eq!(
+            rig.rd(index::ARCH_CAPABILITIES),
+            Ok(ARCH_CAPABILITIES_VALUE)
+        );
+        // A model without the feature (CPUID.7.0:EDX[29] clear) has no such MSR.
+        rig.cpuid.set_feature(Feature::ArchCapabilities, false);
+        assert_eq!(rig.rd(index::ARCH_CAPABILITIES), Err(MsrFault));
+    }
+
+    #[test]
     fn unknown_msrs_fault_and_count() {
         let mut rig = Rig::new(true);
         assert_eq!(rig.msrs.last_unknown(), None);
-        for (n, index) in [0u32, 0x48, 0x10a, 0xc000_0104, 0xffff_ffff, 0x4000_0000]
+        for (n, index) in [0u32, 0x48, 0x10b, 0xc000_0104, 0xffff_ffff, 0x4000_0000]
             .into_iter()
             .enumerate()
         {

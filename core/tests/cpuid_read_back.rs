@@ -8,7 +8,7 @@
 
 use opsvisor_core::cpu_model::CpuModel;
 use opsvisor_core::cpuid::{CpuidDynamic, CpuidPolicy, Feature, PolicyReader};
-use raw_cpuid::{CpuId, TopologyType};
+use raw_cpuid::{CpuId, CpuIdReader, TopologyType};
 
 type Cpu<'a> = CpuId<PolicyReader<'a>>;
 
@@ -109,6 +109,21 @@ const FLAGS: &[Flag] = flags! {
     }
 };
 
+/// Flags `raw-cpuid` does not decode, read here from where the SDM puts them (volume 2A,
+/// CPUID): name, leaf, subleaf, register (EAX 0 to EDX 3), bit.
+const RAW_FLAGS: &[(&str, u32, u32, usize, u32)] = &[
+    // Leaf 7.0 EDX: IA32_ARCH_CAPABILITIES exists.
+    ("arch-capabilities", 7, 0, 3, 29),
+];
+
+/// Every flag name this file checks, in the order [`reported`] lists them.
+fn all_names() -> impl Iterator<Item = &'static str> {
+    FLAGS
+        .iter()
+        .map(|f| f.name)
+        .chain(RAW_FLAGS.iter().map(|f| f.0))
+}
+
 /// A vCPU after reset with its APIC enabled: the APIC bit reads as the model has it,
 /// OSXSAVE and OSPKE clear (CR4.OSXSAVE and CR4.PKE are clear).
 fn reset_state() -> CpuidDynamic {
@@ -120,13 +135,24 @@ fn reset_state() -> CpuidDynamic {
     }
 }
 
-/// The names of the flags `policy` reports through `raw-cpuid`, in [`FLAGS`]' order.
+/// The names of the flags `policy` reports through `raw-cpuid`, in [`FLAGS`]' order, then
+/// those of [`RAW_FLAGS`] it sets.
 fn reported(policy: &CpuidPolicy, state: CpuidDynamic) -> Vec<&'static str> {
     let cpu = CpuId::with_cpuid_reader(policy.reader(state));
+    let reader = policy.reader(state);
     FLAGS
         .iter()
         .filter(|flag| (flag.read)(&cpu))
         .map(|flag| flag.name)
+        .chain(
+            RAW_FLAGS
+                .iter()
+                .filter(|(_, leaf, subleaf, reg, bit)| {
+                    let r = reader.cpuid2(*leaf, *subleaf);
+                    [r.eax, r.ebx, r.ecx, r.edx][*reg] >> bit & 1 == 1
+                })
+                .map(|f| f.0),
+        )
         .collect()
 }
 
@@ -134,15 +160,11 @@ fn reported(policy: &CpuidPolicy, state: CpuidDynamic) -> Vec<&'static str> {
 fn in_flag_order(want: &[&'static str]) -> Vec<&'static str> {
     for name in want {
         assert!(
-            FLAGS.iter().any(|f| f.name == *name),
-            "{name}: not a flag raw-cpuid reads"
+            all_names().any(|n| n == *name),
+            "{name}: not a flag raw-cpuid reads or RAW_FLAGS lists"
         );
     }
-    FLAGS
-        .iter()
-        .map(|f| f.name)
-        .filter(|name| want.contains(name))
-        .collect()
+    all_names().filter(|name| want.contains(name)).collect()
 }
 
 /// Check that `policy` reports through `raw-cpuid` exactly the flags `want` (after reset),
@@ -287,6 +309,7 @@ fn emulator_policy_offers_exactly_its_features() {
         "pku",
         "la57",
         "rdpid",
+        "arch-capabilities",
         "xsaveopt",
         "xsavec",
         "lahf-lm",

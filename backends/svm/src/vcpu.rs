@@ -1315,6 +1315,9 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         }
         policy.set_feature(Feature::Pku, false);
         policy.set_feature(Feature::Xsave, false);
+        // Core's IA32_ARCH_CAPABILITIES says "not affected" to every flaw it lists, true
+        // of the emulator only (AMD processors have no such MSR in any case).
+        policy.set_feature(Feature::ArchCapabilities, false);
         policy.sync_derived_leaves();
         policy
     }

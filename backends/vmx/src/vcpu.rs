@@ -1543,6 +1543,9 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
             }
         }
         policy.set_feature(Feature::Pku, false);
+        // Core's IA32_ARCH_CAPABILITIES says "not affected" to every flaw it lists, true
+        // of the emulator only: the processor's own value would have to be reported.
+        policy.set_feature(Feature::ArchCapabilities, false);
         policy.set_feature(Feature::Xsave, false);
         policy.sync_derived_leaves();
         policy
