@@ -418,8 +418,8 @@ impl Rtc {
                 }
             }
             if let Some(shift) = self.periodic_shift() {
-                let edges = (self.divider_ticks(now) >> shift)
-                    - (self.divider_ticks(self.synced) >> shift);
+                let edges =
+                    (self.divider_ticks(now) >> shift) - (self.divider_ticks(self.synced) >> shift);
                 if edges > 0 {
                     self.cmos[REG_C] |= C_PF;
                 }
@@ -674,7 +674,10 @@ mod tests {
             }
             for t in [0u64, 1, 999_999_999, 1 << 40, u64::MAX] {
                 let d = i128::from(t) - origin;
-                assert_eq!(split_seconds(d), (d.div_euclid(NS), d.rem_euclid(NS) as u64));
+                assert_eq!(
+                    split_seconds(d),
+                    (d.div_euclid(NS), d.rem_euclid(NS) as u64)
+                );
                 assert_eq!(rtc.divider_ticks(t), (d * DIVIDER_HZ).div_euclid(NS));
             }
         }
