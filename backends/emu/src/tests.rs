@@ -315,6 +315,40 @@ fn arithmetic_and_branches_in_long_mode() {
     assert!(h.vcpu.instructions_retired().unwrap() > 300);
 }
 
+#[test]
+fn xchg_between_registers_at_every_size() {
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    a.mov(rax, 0x1111_1111_1111_1111u64).unwrap();
+    a.mov(rbx, 0x2222_2222_2222_2222u64).unwrap();
+    a.mov(rcx, 0x3333_3333_3333_3333u64).unwrap();
+    a.mov(rdx, 0x4444_4444_4444_4444u64).unwrap();
+    a.mov(rsi, 0x5555_5555_5555_5555u64).unwrap();
+    a.mov(rdi, 0x6666_6666_6666_6666u64).unwrap();
+    a.mov(r9, 0x8888_8888_8888_8899u64).unwrap();
+    a.mov(r10, 0x9999_9999_9999_99aau64).unwrap();
+    // 64 bits; 32 bits zero-extend both; 16 bits keep the rest; AH with a low byte.
+    a.xchg(rax, rbx).unwrap();
+    a.xchg(ecx, edx).unwrap();
+    a.xchg(si, di).unwrap();
+    a.xchg(ah, bl).unwrap();
+    // The accumulator short form (90+r) and a register with itself (`87 C9`).
+    a.xchg(r9, rax).unwrap();
+    a.xchg(r10d, r10d).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::Rax), 0x8888_8888_8888_8899);
+    assert_eq!(h.gpr(Gpr::R9), 0x2222_2222_2222_1122);
+    assert_eq!(h.gpr(Gpr::Rbx), 0x1111_1111_1111_1122);
+    assert_eq!(h.gpr(Gpr::Rcx), 0x4444_4444);
+    assert_eq!(h.gpr(Gpr::Rdx), 0x3333_3333);
+    assert_eq!(h.gpr(Gpr::Rsi), 0x5555_5555_5555_6666);
+    assert_eq!(h.gpr(Gpr::Rdi), 0x6666_6666_6666_5555);
+    assert_eq!(h.gpr(Gpr::R10), 0x9999_99aa);
+}
+
 /// Run `op` with RFLAGS preset to all-zero and all-one (the writable status flags) and
 /// return (result, flags) for each.
 fn flags_run(build: impl Fn(&mut CodeAssembler)) -> [(u64, u64); 2] {

@@ -119,20 +119,19 @@ impl Devices {
     /// left out, so a halted guest is not woken by them and the emulator's run slice does
     /// not end for them.
     pub fn next_deadline(&self) -> Option<u64> {
-        let unmasked = |line: u32, deadline: Option<u64>| {
-            deadline.filter(|_| self.irqchip.line_unmasked(line))
-        };
-        [
-            unmasked(pit::PIT_IRQ, self.pit.next_deadline()),
-            unmasked(rtc::RTC_IRQ, self.rtc.next_deadline()),
-            unmasked(
-                u32::from(crate::acpi::SCI_IRQ),
-                self.acpi_pm.next_deadline(),
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // A masked line's deadline is not computed at all: the run loop asks at every
+        // clock read.
+        let unmasked = |line: u32| self.irqchip.line_unmasked(line);
+        let pit = unmasked(pit::PIT_IRQ)
+            .then(|| self.pit.next_deadline())
+            .flatten();
+        let rtc = unmasked(rtc::RTC_IRQ)
+            .then(|| self.rtc.next_deadline())
+            .flatten();
+        let sci = unmasked(u32::from(crate::acpi::SCI_IRQ))
+            .then(|| self.acpi_pm.next_deadline())
+            .flatten();
+        [pit, rtc, sci].into_iter().flatten().min()
     }
 }
 

@@ -179,6 +179,21 @@ fn checksum(cmos: &[u8; 128]) -> u16 {
         .sum()
 }
 
+/// `(d.div_euclid(10^9), d.rem_euclid(10^9))`: whole seconds and the nanoseconds left of a
+/// distance `d` in time. Any distance within ±292 years fits in 64 bits, where dividing by
+/// the constant is a multiplication; only others take the 128-bit division. The clock runs
+/// this at every clock read of the machine.
+#[inline]
+fn split_seconds(d: i128) -> (i128, u64) {
+    match i64::try_from(d) {
+        Ok(d) => (
+            i128::from(d.div_euclid(NS as i64)),
+            d.rem_euclid(NS as i64) as u64,
+        ),
+        Err(_) => (d.div_euclid(NS), d.rem_euclid(NS) as u64),
+    }
+}
+
 /// The MC146818 RTC and CMOS memory. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rtc {
@@ -266,8 +281,9 @@ impl Rtc {
         let mut next: Option<i128> = None;
         let mut consider = |t: i128| next = Some(next.map_or(t, |n| n.min(t)));
         if b & B_PIE != 0 {
-            if let Some(period) = self.periodic_ticks() {
-                let tick = (self.divider_ticks(self.synced).div_euclid(period) + 1) * period;
+            if let Some(shift) = self.periodic_shift() {
+                // An arithmetic shift is the floor division by the period.
+                let tick = ((self.divider_ticks(self.synced) >> shift) + 1) << shift;
                 consider(self.origin + (tick * NS + DIVIDER_HZ - 1).div_euclid(DIVIDER_HZ));
             }
         }
@@ -355,20 +371,25 @@ impl Rtc {
 
     /// The number of the last second boundary at or before machine time `t`.
     fn second_index(&self, t: u64) -> i128 {
-        (i128::from(t) - self.origin).div_euclid(NS)
+        split_seconds(i128::from(t) - self.origin).0
     }
 
-    /// 32.768 kHz cycles of the divider chain from `origin` to machine time `t`.
+    /// 32.768 kHz cycles of the divider chain from `origin` to machine time `t`:
+    /// `⌊(t − origin) · 32768 / 10^9⌋`. With `t − origin = s · 10^9 + r`, `0 <= r < 10^9`,
+    /// that is `s · 32768 + ⌊r · 32768 / 10^9⌋` exactly (`s · 32768` is an integer), and
+    /// `r · 32768 < 2^45` divides in 64 bits.
     fn divider_ticks(&self, t: u64) -> i128 {
-        ((i128::from(t) - self.origin) * DIVIDER_HZ).div_euclid(NS)
+        let (s, r) = split_seconds(i128::from(t) - self.origin);
+        s * DIVIDER_HZ + i128::from(r * DIVIDER_HZ as u64 / NS as u64)
     }
 
-    /// The periodic interrupt's period in 32.768 kHz cycles, if RS selects one.
-    fn periodic_ticks(&self) -> Option<i128> {
+    /// The periodic interrupt's period in 32.768 kHz cycles, if RS selects one, as the
+    /// power of two it is: the period is `1 << shift`.
+    fn periodic_shift(&self) -> Option<u32> {
         match self.cmos[REG_A] & 0x0f {
             0 => None,
-            rs @ (1 | 2) => Some(1 << (rs + 6)),
-            rs => Some(1 << (rs - 1)),
+            rs @ (1 | 2) => Some(u32::from(rs) + 6),
+            rs => Some(u32::from(rs) - 1),
         }
     }
 
@@ -396,9 +417,9 @@ impl Rtc {
                     self.cmos[REG_C] |= C_AF;
                 }
             }
-            if let Some(period) = self.periodic_ticks() {
-                let edges = self.divider_ticks(now).div_euclid(period)
-                    - self.divider_ticks(self.synced).div_euclid(period);
+            if let Some(shift) = self.periodic_shift() {
+                let edges =
+                    (self.divider_ticks(now) >> shift) - (self.divider_ticks(self.synced) >> shift);
                 if edges > 0 {
                     self.cmos[REG_C] |= C_PF;
                 }
@@ -614,6 +635,53 @@ mod tests {
     const LEAP_EVE: u64 = 1_709_251_198;
     const T0: u64 = 5_000_000_000;
     const MS: u64 = 1_000_000;
+
+    /// The divider arithmetic in 64 bits gives what the 128-bit divisions give, on both
+    /// sides of the origin, at second and divider-cycle boundaries and beyond 64 bits.
+    #[test]
+    fn divider_arithmetic_matches_128_bit_division() {
+        let mut rtc = Rtc::new(&config(), 0, 0);
+        let ds: [i128; 14] = [
+            0,
+            1,
+            -1,
+            30_517,
+            30_518,
+            -30_518,
+            999_999_999,
+            1_000_000_000,
+            -1_000_000_000,
+            -1_000_000_001,
+            123_456_789_012_345,
+            i128::from(i64::MAX),
+            i128::from(i64::MIN),
+            i128::from(u64::MAX) + 5,
+        ];
+        for origin in [0i128, 7, -(1 << 70), i128::from(u64::MAX) / 3] {
+            rtc.origin = origin;
+            for d in ds {
+                let t = origin + d;
+                let Ok(t) = u64::try_from(t) else {
+                    continue;
+                };
+                let d = i128::from(t) - origin;
+                assert_eq!(rtc.second_index(t), d.div_euclid(NS), "{origin} {d}");
+                assert_eq!(
+                    rtc.divider_ticks(t),
+                    (d * DIVIDER_HZ).div_euclid(NS),
+                    "{origin} {d}"
+                );
+            }
+            for t in [0u64, 1, 999_999_999, 1 << 40, u64::MAX] {
+                let d = i128::from(t) - origin;
+                assert_eq!(
+                    split_seconds(d),
+                    (d.div_euclid(NS), d.rem_euclid(NS) as u64)
+                );
+                assert_eq!(rtc.divider_ticks(t), (d * DIVIDER_HZ).div_euclid(NS));
+            }
+        }
+    }
 
     fn config() -> CmosConfig {
         CmosConfig {

@@ -12,8 +12,10 @@ const MSR_APIC_BASE: u32 = 0x1b;
 const MSR_X2APIC_ICR: u32 = 0x830;
 /// The x2APIC SELF IPI register.
 const MSR_X2APIC_SELF_IPI: u32 = 0x83f;
+/// IA32_TSC.
+const MSR_TSC: u32 = 0x10;
 /// IA32_TSC, IA32_TSC_ADJUST and IA32_TSC_DEADLINE change when timers fire.
-const TIME_MSRS: [u32; 3] = [0x10, 0x3b, 0x6e0];
+const TIME_MSRS: [u32; 3] = [MSR_TSC, 0x3b, 0x6e0];
 
 /// Whether an MSR access needs the current time: the TSC MSRs and the x2APIC timer
 /// registers (x2APIC MSR `0x800 + offset / 16` mirrors the xAPIC register at `offset`).
@@ -52,6 +54,13 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     }
 
     pub(crate) fn handle_rdmsr(&mut self, index: u32) -> Flow {
+        if index == MSR_TSC {
+            // The common time read: the MSR table's answer for IA32_TSC is the host clock
+            // plus the TSC offset, which is the TSC the clock was just caught up to.
+            self.catch_up_clock();
+            let value = self.vcpus[self.cur].limit.tsc;
+            return self.complete_rdmsr(value);
+        }
         if msr_needs_clock(index) {
             // The TSC and the APIC timer's current count must be read against the clock
             // as it is now, not as of the last clock read.
@@ -59,16 +68,20 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         }
         let (msrs, cx) = self.msr_context();
         match msrs.read(index, cx) {
-            Ok(value) => {
-                let backend = &mut self.vcpu().backend;
-                backend.set_gpr(Gpr::Rax, value & 0xffff_ffff);
-                backend.set_gpr(Gpr::Rdx, value >> 32);
-                backend.skip_emulated_instruction();
-                self.platform.observe_read(value);
-                Flow::Resume
-            }
+            Ok(value) => self.complete_rdmsr(value),
             Err(_) => self.inject_gp(),
         }
+    }
+
+    /// RDMSR read `value`: EDX:EAX take it and the instruction retires.
+    #[inline(always)]
+    fn complete_rdmsr(&mut self, value: u64) -> Flow {
+        let backend = &mut self.vcpu().backend;
+        backend.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+        backend.set_gpr(Gpr::Rdx, value >> 32);
+        backend.skip_emulated_instruction();
+        self.platform.observe_read(value);
+        Flow::Resume
     }
 
     pub(crate) fn handle_wrmsr(&mut self, index: u32, value: u64) -> Flow {

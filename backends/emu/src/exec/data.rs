@@ -197,6 +197,17 @@ pub fn lea<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(),
     Ok(())
 }
 
+/// XCHG r, r (operand size `S`): two registers, no memory and so no locked access; the
+/// register forms of [`xchg`] without its per-operand dispatch. A 32-bit exchange
+/// zero-extends both registers, XCHG EAX, EAX (`87 C0`) included.
+pub fn xchg_rr<const S: u8>(c: &mut Cpu, _: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let a = c.get_s::<S>(op.r[0]);
+    let b = c.get_s::<S>(op.r[1]);
+    c.set_s::<S>(op.r[0], b);
+    c.set_s::<S>(op.r[1], a);
+    Ok(())
+}
+
 /// XCHG (implicitly locked with memory: a single vCPU makes that ordinary).
 pub fn xchg(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let size = u32::from(op.size);

@@ -254,7 +254,7 @@ fn is_imm(k: OpKind) -> bool {
 pub fn select(op: &mut Op, bits: u32) -> bool {
     let mut implemented = true;
     use alu::{dec_r, inc_r, incdec_m};
-    use data::{lea, mov_load, mov_mi, mov_ri, mov_rr, mov_store};
+    use data::{lea, mov_load, mov_mi, mov_ri, mov_rr, mov_store, xchg_rr};
     use stack::{pop_r, push_r};
     use Mnemonic as M;
     let _ = bits;
@@ -362,6 +362,7 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
             .unwrap_or(data::movsx),
         M::Movbe => data::movbe,
         M::Lea => sized!(lea, op.size),
+        M::Xchg if rr => sized!(xchg_rr, op.size),
         M::Xchg => data::xchg,
         M::Cmpxchg => data::cmpxchg,
         M::Cmpxchg8b | M::Cmpxchg16b => data::cmpxchg_wide,
