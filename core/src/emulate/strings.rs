@@ -367,27 +367,12 @@ impl StringMmio {
         let op = self.op;
         let rflags = cpu.rflags();
         let mode = mode(cpu, paging, rflags);
-        let mask = op.address_size.mask();
         let mut e = Element::default();
         if op.kind.uses_source() {
-            let offset = cpu.gpr(Gpr::Rsi) & mask;
-            operand(
-                cpu, mem, paging, &op, op.segment, offset, false, mode, &mut e,
-            )?;
+            self.operand(cpu, mem, paging, false, mode, &mut e)?;
         }
         if op.kind.uses_destination() {
-            let offset = cpu.gpr(Gpr::Rdi) & mask;
-            operand(
-                cpu,
-                mem,
-                paging,
-                &op,
-                SegReg::Es,
-                offset,
-                true,
-                mode,
-                &mut e,
-            )?;
+            self.operand(cpu, mem, paging, true, mode, &mut e)?;
         }
         if op.kind == Kind::Stos {
             e.store = cpu.gpr(Gpr::Rax) & width_mask(op.size);
@@ -476,6 +461,66 @@ impl StringMmio {
         cpu.set_rflags(cpu.rflags() | RFLAGS_RF);
         cpu.set_interrupt_shadow(false);
     }
+
+    /// Check and translate the element's rDI operand (`destination`) or its rSI one at
+    /// the current registers, adding its accesses (one per page it touches) to `e`; `None`
+    /// when it faulted (queued).
+    fn operand<C: X86Ops>(
+        &self,
+        cpu: &mut C,
+        mem: &mut GuestMemory,
+        paging: &PagingRegs,
+        destination: bool,
+        mode: Mode,
+        e: &mut Element,
+    ) -> Option<()> {
+        let op = &self.op;
+        let (seg, index) = if destination {
+            (SegReg::Es, Gpr::Rdi)
+        } else {
+            (op.segment, Gpr::Rsi)
+        };
+        let offset = cpu.gpr(index) & op.address_size.mask();
+        let write = destination && op.kind.writes_destination();
+        let size = op.size;
+        let segment = cpu.segment(seg);
+        let linear = match linear_address(&segment, seg, offset, size, mode, write) {
+            Ok(linear) => linear,
+            Err(event) => {
+                cpu.inject_event(event);
+                return None;
+            }
+        };
+        let rflags = cpu.rflags();
+        if alignment_fault(cpu, linear, size, rflags) {
+            return None;
+        }
+        let first_len = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))).min(u64::from(size)) as u8;
+        let mut second = linear.wrapping_add(u64::from(first_len));
+        if !matches!(mode, Mode::Long { .. }) {
+            second &= 0xffff_ffff;
+        }
+        for (at, offset, len) in [
+            (linear, 0, first_len),
+            (second, first_len, size.saturating_sub(first_len)),
+        ] {
+            if len == 0 {
+                continue;
+            }
+            let gpa = translate(cpu, mem, paging, at, write, rflags)?;
+            let slot = e.parts.get_mut(usize::from(e.count))?;
+            *slot = Part {
+                gpa,
+                offset,
+                len,
+                ram: mem.is_ram(gpa, u64::from(len)),
+                destination,
+                write,
+            };
+            e.count += 1;
+        }
+        Some(())
+    }
 }
 
 impl Element {
@@ -489,62 +534,6 @@ impl Element {
             self.store |= bits;
         }
     }
-}
-
-/// Check and translate one operand of `op.size` bytes at `offset` in `seg` (the rDI
-/// operand when `destination`, the rSI one otherwise), adding its accesses (one per page
-/// it touches) to `e`; `None` when it faulted (queued).
-#[allow(clippy::too_many_arguments)]
-fn operand<C: X86Ops>(
-    cpu: &mut C,
-    mem: &mut GuestMemory,
-    paging: &PagingRegs,
-    op: &StringOp,
-    seg: SegReg,
-    offset: u64,
-    destination: bool,
-    mode: Mode,
-    e: &mut Element,
-) -> Option<()> {
-    let write = destination && op.kind.writes_destination();
-    let size = op.size;
-    let segment = cpu.segment(seg);
-    let linear = match linear_address(&segment, seg, offset, size, mode, write) {
-        Ok(linear) => linear,
-        Err(event) => {
-            cpu.inject_event(event);
-            return None;
-        }
-    };
-    let rflags = cpu.rflags();
-    if alignment_fault(cpu, linear, size, rflags) {
-        return None;
-    }
-    let first_len = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))).min(u64::from(size)) as u8;
-    let mut second = linear.wrapping_add(u64::from(first_len));
-    if !matches!(mode, Mode::Long { .. }) {
-        second &= 0xffff_ffff;
-    }
-    for (at, offset, len) in [
-        (linear, 0, first_len),
-        (second, first_len, size.saturating_sub(first_len)),
-    ] {
-        if len == 0 {
-            continue;
-        }
-        let gpa = translate(cpu, mem, paging, at, write, rflags)?;
-        let slot = e.parts.get_mut(usize::from(e.count))?;
-        *slot = Part {
-            gpa,
-            offset,
-            len,
-            ram: mem.is_ram(gpa, u64::from(len)),
-            destination,
-            write,
-        };
-        e.count += 1;
-    }
-    Some(())
 }
 
 fn width_mask(len: u8) -> u64 {
