@@ -650,7 +650,7 @@ fn segment_overrides_and_segment_faults() {
     m.cpu.seg[SegReg::Ds as usize].limit = 0xfff;
     m.cpu.seg[SegReg::Ss as usize].limit = 0xfff;
     m.set(Gpr::Rsi, 0x1000);
-    m.set(Gpr::Rdi, WINDOW as u64);
+    m.set(Gpr::Rdi, WINDOW);
     m.set(Gpr::Rcx, 4);
     m.exec(REP_MOVSB);
     assert_eq!(m.fault(), exception(13));
