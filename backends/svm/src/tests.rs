@@ -247,6 +247,55 @@ fn mmio_read_through_the_walker_and_through_decode_assists() {
 }
 
 #[test]
+fn rep_movsb_from_mmio_runs_element_by_element_without_entering_the_guest() {
+    // rep movsb at RIP from the pc-testdev window (not RAM) to RAM at 0x8000, with and
+    // without decode assists.
+    let window = 0xff00_0000;
+    let exit = ScriptedExit::npf_read(RIP, window)
+        .gpr(Gpr::Rsi, window)
+        .gpr(Gpr::Rdi, 0x8000)
+        .gpr(Gpr::Rcx, 3);
+    for (fixture, exit) in [
+        (&BOCHS_RYZEN, exit),
+        (&ZEN_FEATURES, exit.bytes(&[0xf3, 0xa4, 0x90])),
+    ] {
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        mem.write(RIP, &[0xf3, 0xa4]).unwrap();
+        let mut vcpu = vcpu_on(fixture, exit, 1);
+        flat32(&mut vcpu);
+        for (i, value) in [0x11, 0x22, 0x33].into_iter().enumerate() {
+            assert_eq!(
+                vcpu.run(&mut mem, &LIMIT),
+                Exit::Mmio {
+                    gpa: window + i as u64,
+                    size: 1,
+                    direction: Direction::Read,
+                    data: 0
+                },
+                "{}: {:?}",
+                fixture.name,
+                vcpu.last_failure()
+            );
+            vcpu.complete_mmio(Some(value));
+        }
+        // The last element's store and the retirement come before the next VMRUN, which
+        // meets the script's debug exit: one VMRUN for the whole instruction.
+        assert!(matches!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Io { port: 0xf4, .. }
+        ));
+        assert_eq!(vcpu.replay_vmcb().runs(), 2, "{}", fixture.name);
+        let mut copied = [0u8; 3];
+        mem.read(0x8000, &mut copied).unwrap();
+        assert_eq!(copied, [0x11, 0x22, 0x33]);
+        assert_eq!(
+            (vcpu.gpr(Gpr::Rcx), vcpu.gpr(Gpr::Rsi), vcpu.gpr(Gpr::Rdi)),
+            (0, window + 3, 0x8003)
+        );
+    }
+}
+
+#[test]
 fn mmio_store_carries_its_data_and_fetches_fail_cleanly() {
     // mov [ecx], edx.
     let exit = ScriptedExit::new(code::NPF)

@@ -37,6 +37,7 @@ use opsvisor_core::arch::{ResetState, PAT_DEFAULT};
 use opsvisor_core::cpuid::{CpuidPolicy, Feature};
 use opsvisor_core::emulate::mmio::{self, MmioInstruction};
 use opsvisor_core::emulate::string_io::{self, Element, InsStore, StringIoError};
+use opsvisor_core::emulate::strings::{self, StringMmio};
 use opsvisor_core::emulate::{code_bitness, fetch_instruction, instruction_length};
 use opsvisor_core::exit::Direction;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
@@ -282,6 +283,10 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     insn_len: u8,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
+    /// The string instruction on MMIO in progress: its MMIO access is the one the core
+    /// is completing, and the next `run` goes on with it before entering the guest (see
+    /// [`opsvisor_core::emulate::strings`]).
+    string_mmio: Option<StringMmio>,
     /// The INS/OUTS element the core is completing.
     string_op: Option<Element>,
     /// A completed INS element's value, stored into guest memory before the next VMRUN.
@@ -393,6 +398,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             pio_in_size: 1,
             insn_len: 0,
             mmio: None,
+            string_mmio: None,
             string_op: None,
             ins_store: None,
             npt: None,
@@ -789,7 +795,9 @@ impl<P: SvmProcessor> SvmVcpu<P> {
     }
 
     /// A nested page fault: an access to guest-physical memory that is not RAM. A data
-    /// access by a plain move becomes core's MMIO exit; anything else ends the run.
+    /// access by a plain move becomes core's MMIO exit, a string instruction is run by
+    /// core's string emulation (its MMIO accesses core's MMIO exits); anything else ends
+    /// the run.
     fn handle_npf(&mut self, mem: &mut GuestMemory, f: NestedPageFault) -> Option<Exit> {
         if f.misconfigured() {
             self.npt = None;
@@ -807,14 +815,11 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         let n = self.instruction_bytes(mem, &mut bytes);
         let gprs = self.gprs;
         let rsp = self.read(fields::RSP);
-        let decoded = mmio::decode(
-            bytes.get(..n).unwrap_or(&[]),
-            code_bitness(self),
-            |r| match r {
-                Gpr::Rsp => rsp,
-                r => gprs[r as usize],
-            },
-        );
+        let bitness = code_bitness(self);
+        let decoded = mmio::decode(bytes.get(..n).unwrap_or(&[]), bitness, |r| match r {
+            Gpr::Rsp => rsp,
+            r => gprs[r as usize],
+        });
         match decoded {
             Some(insn) if insn.direction == direction => {
                 self.mmio = Some(insn);
@@ -825,7 +830,25 @@ impl<P: SvmProcessor> SvmVcpu<P> {
                     data: insn.data,
                 })
             }
-            _ => Some(self.fail(SvmFailure::Unhandled(BackendExit::NestedPageFault(f)))),
+            Some(_) => Some(self.fail(SvmFailure::Unhandled(BackendExit::NestedPageFault(f)))),
+            None => match strings::decode(bytes.get(..n).unwrap_or(&[]), bitness) {
+                Some(op) => self.step_string_mmio(mem, StringMmio::new(op)),
+                None => Some(self.fail(SvmFailure::Unhandled(BackendExit::NestedPageFault(f)))),
+            },
+        }
+    }
+
+    /// Go on with a string instruction on MMIO: `Some` is its next MMIO access for the
+    /// core, `None` enters the guest (the instruction retired, faulted, or paused between
+    /// batches with RIP at it).
+    fn step_string_mmio(&mut self, mem: &mut GuestMemory, mut op: StringMmio) -> Option<Exit> {
+        let paging = self.paging_regs();
+        match op.step(self, mem, &paging) {
+            strings::Step::Mmio(exit) => {
+                self.string_mmio = Some(op);
+                Some(exit)
+            }
+            strings::Step::Enter => None,
         }
     }
 
@@ -1165,6 +1188,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.string_op = None;
         self.ins_store = None;
         self.mmio = None;
+        self.string_mmio = None;
         // A new guest brings a new clock.
         self.tsc_anchored = false;
     }
@@ -1432,6 +1456,13 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         if let Err(f) = self.ensure_npt(mem) {
             return self.fail(f);
         }
+        if let Some(op) = self.string_mmio.take() {
+            // The core completed the string instruction's MMIO access: its elements go
+            // on, without entering the guest, until the next access or the batch's end.
+            if let Some(exit) = self.step_string_mmio(mem, op) {
+                return exit;
+            }
+        }
         if self.nmi.window && self.nmi_allowed() {
             // As VMX's NMI-window exit, at once when nothing blocks NMIs.
             return Exit::NmiWindow;
@@ -1519,6 +1550,10 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
     }
 
     fn complete_mmio(&mut self, read: Option<u64>) {
+        if let Some(op) = self.string_mmio.as_mut() {
+            op.complete(read);
+            return;
+        }
         // Without a decoded MMIO instruction there is nothing to retire.
         let Some(insn) = self.mmio.take() else {
             return;

@@ -626,6 +626,46 @@ mod tests {
     }
 
     #[test]
+    fn rep_movsb_from_mmio_runs_element_by_element_without_entering_the_guest() {
+        // rep movsb at 0x1000 from the pc-testdev window (not RAM) to RAM at 0x8000.
+        let window = 0xff00_0000;
+        let exit = ScriptedExit::ept_read(0x1000, window, window)
+            .gpr(Gpr::Rsi, window)
+            .gpr(Gpr::Rdi, 0x8000)
+            .gpr(Gpr::Rcx, 3);
+        let mut vcpu = vcpu(exit, 1);
+        flat32(&mut vcpu);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        mem.write(0x1000, &[0xf3, 0xa4]).unwrap();
+        for (i, value) in [0x11, 0x22, 0x33].into_iter().enumerate() {
+            assert_eq!(
+                vcpu.run(&mut mem, &LIMIT),
+                Exit::Mmio {
+                    gpa: window + i as u64,
+                    size: 1,
+                    direction: Direction::Read,
+                    data: 0
+                }
+            );
+            vcpu.complete_mmio(Some(value));
+        }
+        // The last element's store and the retirement come before the next entry, which
+        // meets the script's debug exit: one entry for the whole instruction.
+        assert!(matches!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Io { port: 0xf4, .. }
+        ));
+        assert_eq!(vcpu.processor().entries(), 2);
+        let mut copied = [0u8; 3];
+        mem.read(0x8000, &mut copied).unwrap();
+        assert_eq!(copied, [0x11, 0x22, 0x33]);
+        assert_eq!(
+            (vcpu.gpr(Gpr::Rcx), vcpu.gpr(Gpr::Rsi), vcpu.gpr(Gpr::Rdi)),
+            (0, window + 3, 0x8003)
+        );
+    }
+
+    #[test]
     fn core_run_loop_handles_replayed_exits() {
         let apic = 0xfee0_0030;
         for (exit, kind, flat) in [

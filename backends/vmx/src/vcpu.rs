@@ -43,6 +43,7 @@ use alloc::boxed::Box;
 use core::arch::{asm, global_asm};
 use opsvisor_core::cpuid::{CpuidPolicy, Feature};
 use opsvisor_core::emulate::fetch_instruction;
+use opsvisor_core::emulate::strings::{self, StringMmio};
 use opsvisor_core::exit::Direction;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::walk::PagingRegs;
@@ -565,6 +566,10 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     step_on_skip: bool,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
+    /// The string instruction on MMIO in progress: its MMIO access is the one the core
+    /// is completing, and the next `run` goes on with it before entering the guest (see
+    /// [`opsvisor_core::emulate::strings`]).
+    string_mmio: Option<StringMmio>,
     /// The INS/OUTS element the core is completing (see [`crate::string_io`]).
     string_op: Option<Element>,
     /// A completed INS element's value, stored into guest memory before the next
@@ -784,6 +789,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             io_access: None,
             step_on_skip: false,
             mmio: None,
+            string_mmio: None,
             string_op: None,
             ins_store: None,
             cr4_allowed: CpuidPolicy::emulator().cr4_allowed(),
@@ -1067,7 +1073,9 @@ impl<V: VmxProcessor> VmxVcpu<V> {
     }
 
     /// An EPT violation: an access to guest-physical memory that is not RAM. A data
-    /// access by a plain move becomes core's MMIO exit; anything else ends the run.
+    /// access by a plain move becomes core's MMIO exit, a string instruction is run by
+    /// core's string emulation (its MMIO accesses core's MMIO exits); anything else ends
+    /// the run.
     fn handle_ept_violation(&mut self, mem: &mut GuestMemory, v: EptViolation) -> Option<Exit> {
         let Some(direction) = v.direction() else {
             // Fetching code from outside RAM.
@@ -1104,7 +1112,25 @@ impl<V: VmxProcessor> VmxVcpu<V> {
                     data: insn.data,
                 })
             }
-            _ => Some(self.fail(VmxFailure::Unhandled(BackendExit::EptViolation(v)))),
+            Some(_) => Some(self.fail(VmxFailure::Unhandled(BackendExit::EptViolation(v)))),
+            None => match strings::decode(bytes.get(..n).unwrap_or(&[]), bitness) {
+                Some(op) => self.step_string_mmio(mem, StringMmio::new(op)),
+                None => Some(self.fail(VmxFailure::Unhandled(BackendExit::EptViolation(v)))),
+            },
+        }
+    }
+
+    /// Go on with a string instruction on MMIO: `Some` is its next MMIO access for the
+    /// core, `None` enters the guest (the instruction retired, faulted, or paused between
+    /// batches with RIP at it).
+    fn step_string_mmio(&mut self, mem: &mut GuestMemory, mut op: StringMmio) -> Option<Exit> {
+        let paging = self.paging_regs();
+        match op.step(self, mem, &paging) {
+            strings::Step::Mmio(exit) => {
+                self.string_mmio = Some(op);
+                Some(exit)
+            }
+            strings::Step::Enter => None,
         }
     }
 
@@ -1379,6 +1405,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.write(fields::GUEST_ACTIVITY_STATE, 0);
         self.pending = None;
         self.string_op = None;
+        self.string_mmio = None;
         self.ins_store = None;
         // A new guest brings a new clock.
         self.tsc_anchored = false;
@@ -1640,6 +1667,13 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         if let Err(f) = self.ensure_ept(mem) {
             return self.fail(f);
         }
+        if let Some(op) = self.string_mmio.take() {
+            // The core completed the string instruction's MMIO access: its elements go
+            // on, without entering the guest, until the next access or the batch's end.
+            if let Some(exit) = self.step_string_mmio(mem, op) {
+                return exit;
+            }
+        }
         let now = self.vmcs.tsc();
         self.anchor_clock(limit, now);
         let deadline = self.run_deadline(limit, now);
@@ -1722,6 +1756,10 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     }
 
     fn complete_mmio(&mut self, read: Option<u64>) {
+        if let Some(op) = self.string_mmio.as_mut() {
+            op.complete(read);
+            return;
+        }
         // Without a decoded MMIO instruction there is nothing to retire.
         let Some(insn) = self.mmio.take() else {
             return;

@@ -6,8 +6,10 @@
 //! implementation for both vendors. Everything here runs on the exit path: no
 //! allocation, no dynamic dispatch.
 
+mod address;
 pub mod mmio;
 pub mod string_io;
+pub mod strings;
 
 use crate::arch::EFER_LMA;
 use crate::mmu::memory::GuestMemory;
