@@ -6,6 +6,7 @@
 //! implementation for both vendors. Everything here runs on the exit path: no
 //! allocation, no dynamic dispatch.
 
+pub mod debug_trap;
 pub mod mmio;
 pub mod string_io;
 
