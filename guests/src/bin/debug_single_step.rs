@@ -171,7 +171,7 @@ fn sti_and_mov_ss_shadows() {
             l
         );
         println!("note: this CPU holds the single-step trap of STI back over its interrupt shadow (QEMU's TCG)");
-        &l[..]
+        l
     };
     check!(
         rest.len() >= 2 && rest[0].rip == mov_ss && rest[1].rip == after_nop,
