@@ -8,14 +8,13 @@
 /// Calls `$callback!` (a macro exported by the crate that includes this file) with
 /// `{ extra tokens }` and then, per guest,
 /// `name: (cmdline, [expected output...], timeout in seconds[, outcome = O][, input = I]
-/// [, smp = N][, pc_testdev = true][, image_skip = WHY][, svm_skip = WHY]),`
+/// [, smp = N][, pc_testdev = true][, image_skip = WHY]),`
 /// where `O` is how a passing run ends (`Pass`, the default: the debug-exit status 1;
 /// `Reset`: the guest reset the machine; `PowerOff`: it entered ACPI S5), `I` is the
 /// console input the harness types once the guest prints the input prompt (a byte string;
 /// none by default), `N` the vCPUs the machine has (`--smp N`; 1 by default) and
 /// `pc_testdev` whether it has QEMU's ISA test device (`--device pc-testdev`), and `WHY`
-/// (a string) why the bare-metal image's runners skip the guest, if they do (`svm_skip`:
-/// on the SVM backend only).
+/// (a string) why the bare-metal image's runners skip the guest, if they do.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __with_guest_list {
@@ -42,8 +41,8 @@ macro_rules! __with_guest_list {
             rtc: ("", ["the seconds stepped by one when UIP fell", "the alarm matched at the second update", "PASS"], 60),
             acpi_pm: ("", ["PM timer rate", "TMR_STS set by the toggle of bit 23", "PASS"], 60),
             cpu_features: ("", ["CR4.LA57 cannot change in IA-32e mode", "every CPU feature behaved as its CPUID bit says", "PASS"], 30),
-            debug_breakpoints: ("", ["I/O breakpoint 0x80-0x81: traps after OUT and IN of port 0x80", "every breakpoint kind behaved as the SDM says", "PASS"], 30, svm_skip = "the SVM backend does not yet deliver the single-step and I/O-breakpoint traps of instructions it completes (VMX does, through the pending debug exceptions field), and under Bochs' SVM a single-step over an intercepted instruction ends in a host triple fault at VMSAVE"),
-            debug_single_step: ("", ["CPUID and OUT, which the hypervisor completes, trap after themselves too", "MOV SS's shadow holds the trap until after the next instruction", "IA32_FMASK cleared TF for the kernel entry", "single-stepping behaved as the SDM says", "PASS"], 30, svm_skip = "the SVM backend does not yet deliver the single-step and I/O-breakpoint traps of instructions it completes (VMX does, through the pending debug exceptions field), and under Bochs' SVM a single-step over an intercepted instruction ends in a host triple fault at VMSAVE"),
+            debug_breakpoints: ("", ["I/O breakpoint 0x80-0x81: traps after OUT and IN of port 0x80", "every breakpoint kind behaved as the SDM says", "PASS"], 30),
+            debug_single_step: ("", ["CPUID and OUT, which the hypervisor completes, trap after themselves too", "MOV SS's shadow holds the trap until after the next instruction", "IA32_FMASK cleared TF for the kernel entry", "single-stepping behaved as the SDM says", "PASS"], 30),
             fw_cfg: ("", ["signature: QEMU", "RAM_SIZE is where the memory from 1 MiB ends in the multiboot map", "etc/e820 is the multiboot memory map, entry for entry", "DMA: etc/e820's", "PASS"], 30),
             pci_config: ("", ["00:00.0 is an Intel 440FX host bridge", "00:1f.0 reads all ones", "word and byte writes at 0xCF8-0xCFB leave CONFIG_ADDRESS alone", "PASS"], 30),
             acpi_tables: ("", ["RSDP found by the BIOS-area scan", "MADT: an enabled local APIC with this CPU's APIC ID", "the I/O APIC's ID is what its ID register says", "the PM timer at the FADT's port", "PASS"], 30),

@@ -78,8 +78,6 @@ pub struct Guest {
     pub pc_testdev: bool,
     /// Why the bare-metal image's runners skip the guest, if they do.
     pub image_skip: Option<&'static str>,
-    /// Why the image's runners skip the guest on the SVM backend only, if they do.
-    pub svm_skip: Option<&'static str>,
 }
 
 /// What running a guest produced.
@@ -115,7 +113,6 @@ macro_rules! __guest_table {
         $(, smp = $smp:expr)?
         $(, pc_testdev = $testdev:expr)?
         $(, image_skip = $image_skip:expr)?
-        $(, svm_skip = $svm_skip:expr)?
     )),* $(,)?) => {
         &[$($crate::Guest {
             name: stringify!($name),
@@ -127,7 +124,6 @@ macro_rules! __guest_table {
             vcpus: $crate::__given_or!(1 $(, $smp)?),
             pc_testdev: $crate::__given_or!(false $(, $testdev)?),
             image_skip: $crate::__given_or!(None $(, Some($image_skip))?),
-            svm_skip: $crate::__given_or!(None $(, Some($svm_skip))?),
         }),*]
     };
 }

@@ -72,6 +72,8 @@ static mut gdt: [u64; 5] = [0, desc::KERNEL_CODE64, desc::KERNEL_DATA, 0, 0];
 pub const HOST_TIMER_VECTOR: u8 = 0xf0;
 /// The local APIC's spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// #DB.
+const DB_VECTOR: u8 = 1;
 /// #GP.
 const GP_VECTOR: u8 = 13;
 
@@ -80,8 +82,20 @@ const GP_VECTOR: u8 = 13;
 #[no_mangle]
 static HOST_TIMER_EOI: AtomicU64 = AtomicU64::new(0);
 
+/// Where the SVM world switch resumes at #VMEXIT ([`opsvisor_svm::hardware::vmexit_rip`]),
+/// for the #DB handler.
+#[no_mangle]
+static SVM_VMEXIT_RIP: AtomicU64 = AtomicU64::new(0);
+
 // The host timer's handler acknowledges the interrupt and returns to where the host
-// was (the STGI after a #VMEXIT); the spurious vector needs no EOI. The MSR probe
+// was (the STGI after a #VMEXIT); the spurious vector needs no EOI. The #DB handler
+// returns from a #DB at the SVM world switch's #VMEXIT address: the host sets no TF and
+// arms no breakpoint, so a #DB there is a guest's single-step trap that Bochs' SVM keeps
+// pending across the #VMEXIT of an intercepted instruction (the backend raises the
+// guest's own when it completes the instruction); any other #DB goes to the exception
+// report, through stub 1. Its gate has no IST: there TR is still the guest's, whose TSS
+// holds no stack of the host's (IST 1 would be looked up there), and the host's stack is
+// the one VMRUN saved. The MSR probe
 // executes RDMSR with a #GP gate that resumes after it: `msr_probe(index, out)` returns
 // 1 with the value stored, or 0 when RDMSR faulted. Assembly, not the x86_64 crate's
 // Msr: the #GP gate must resume at a known address after the one RDMSR.
@@ -100,6 +114,16 @@ host_timer_stub:
     .p2align 4
     .global spurious_stub
 spurious_stub:
+    iretq
+
+    .p2align 4
+    .global host_debug_stub
+host_debug_stub:
+    push rax
+    mov rax, qword ptr [rip + SVM_VMEXIT_RIP]
+    cmp rax, qword ptr [rsp + 8]
+    pop rax
+    jne exception_stubs + 16
     iretq
 
     .p2align 4
@@ -130,6 +154,7 @@ extern "C" {
     static exception_stubs: u8;
     fn host_timer_stub();
     fn spurious_stub();
+    fn host_debug_stub();
     fn msr_probe_gp();
 }
 
@@ -144,9 +169,20 @@ extern "sysv64" {
 /// `handler` is an entry for `vector`'s frame that ends with IRETQ (or never returns), and
 /// nothing uses the gate while it changes: one CPU, interrupts off.
 unsafe fn set_gate(vector: u8, handler: u64) {
-    // SAFETY: the caller vouches for the handler; IST 1 is set in the TSS by
-    // `init_tables` before the IDT is loaded.
-    unsafe { (*IDT.get()).set_interrupt_gate(vector, handler, crate::boot::KERNEL_CS, 1, 0) };
+    // SAFETY: the caller's contract, which is `set_gate_on`'s with IST 1, which
+    // `init_tables` sets in the TSS before the IDT is loaded.
+    unsafe { set_gate_on(vector, handler, 1) };
+}
+
+/// Make `vector` a 64-bit interrupt gate, DPL 0, to `handler` on IST `ist` (0: the
+/// stack in use).
+///
+/// # Safety
+///
+/// As for [`set_gate`], and the stack `ist` names is valid whenever the gate fires.
+unsafe fn set_gate_on(vector: u8, handler: u64, ist: u8) {
+    // SAFETY: the caller vouches for the handler and the stack.
+    unsafe { (*IDT.get()).set_interrupt_gate(vector, handler, crate::boot::KERNEL_CS, ist, 0) };
 }
 
 /// RDMSR of `index`, or `None` when the MSR does not exist (RDMSR raises #GP: the
@@ -173,7 +209,9 @@ pub fn set_host_timer_eoi(apic_base: u64) {
 
 /// Fill in the TSS descriptor and load TR (VM entry needs a non-zero host TR), then load
 /// an IDT whose 32 exception vectors all go to [`crate::exception_handler`] on IST 1,
-/// with the host timer's and the spurious vector's handlers.
+/// but #DB, which goes there on the stack in use unless it is a guest's trap at the SVM
+/// #VMEXIT (see `host_debug_stub`), with the host timer's and the spurious vector's
+/// handlers.
 pub fn init_tables() {
     let stack_top = EXCEPTION_STACK.get() as u64 + core::mem::size_of::<ExceptionStack>() as u64;
     // SAFETY: boot time, one CPU: nothing else uses the TSS yet, and it is not written
@@ -189,6 +227,7 @@ pub fn init_tables() {
         load_tss(SegmentSelector(crate::boot::TSS_SEL));
     }
 
+    SVM_VMEXIT_RIP.store(opsvisor_svm::hardware::vmexit_rip(), Ordering::SeqCst);
     // The stubs are 16 bytes apart.
     let stubs = core::ptr::addr_of!(exception_stubs) as u64;
     // SAFETY: boot time, one CPU, the IDT is not loaded yet; each exception stub pushes
@@ -200,6 +239,9 @@ pub fn init_tables() {
         }
         set_gate(HOST_TIMER_VECTOR, host_timer_stub as *const () as u64);
         set_gate(SPURIOUS_VECTOR, spurious_stub as *const () as u64);
+        // On the stack in use, which is the host's wherever a #DB can come from: the
+        // SVM world switch's #VMEXIT (the stack VMRUN saved), or a host bug, reported.
+        set_gate_on(DB_VECTOR, host_debug_stub as *const () as u64, 0);
     }
     // SAFETY: the IDT is a static whose present gates are valid; a vector without one
     // raises #NP, which is gate 11.

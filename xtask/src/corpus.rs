@@ -55,8 +55,6 @@ pub struct CorpusGuest {
     pub pc_testdev: bool,
     /// Why the image's runners skip the guest, if they do (besides needing vCPUs).
     pub image_skip: Option<&'static str>,
-    /// Why the image's runners skip the guest on the SVM backend only, if they do.
-    pub svm_skip: Option<&'static str>,
 }
 
 /// Expands the guest list into [`CORPUS`] (the list calls it by this name).
@@ -72,7 +70,6 @@ macro_rules! xtask_corpus_table {
         $(, smp = $smp:expr)?
         $(, pc_testdev = $testdev:expr)?
         $(, image_skip = $image_skip:expr)?
-        $(, svm_skip = $svm_skip:expr)?
     )),* $(,)?) => {
         &[$($crate::corpus::CorpusGuest {
             name: stringify!($name),
@@ -83,7 +80,6 @@ macro_rules! xtask_corpus_table {
             vcpus: $crate::__given_or!(1 $(, $smp)?),
             pc_testdev: $crate::__given_or!(false $(, $testdev)?),
             image_skip: $crate::__given_or!(None $(, Some($image_skip))?),
-            svm_skip: $crate::__given_or!(None $(, Some($svm_skip))?),
         }),*]
     };
 }
@@ -138,9 +134,6 @@ mod tests {
             Some((true, None))
         );
         assert_eq!(guest("hello").and_then(|g| g.image_skip), None);
-        assert!(guest("debug_single_step")
-            .and_then(|g| g.svm_skip)
-            .is_some_and(|why| why.contains("single-step")));
         assert_eq!(guest("debug_single_step").and_then(|g| g.image_skip), None);
         assert_eq!(
             one_vcpu_skip_reason(4),

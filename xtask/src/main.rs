@@ -653,21 +653,14 @@ fn guest_label(guest: &GuestSpec) -> String {
 }
 
 /// Why the image cannot run `run`'s guest, if it cannot: a corpus guest that needs more
-/// vCPUs than the one the image runs, or whose list entry says why (`image_skip`, and
-/// `svm_skip` when the image runs the SVM backend).
+/// vCPUs than the one the image runs, or whose list entry says why (`image_skip`).
 fn image_cannot_run(run: &RunOptions) -> Option<String> {
     let GuestSpec::Corpus(name) = &run.guest else {
         return None;
     };
     let g = corpus::guest(name)?;
-    let svm = run
-        .append
-        .split_ascii_whitespace()
-        .any(|w| w == HwBackend::Svm.append_word());
     if g.vcpus > 1 {
         Some(corpus::one_vcpu_skip_reason(g.vcpus))
-    } else if let (true, Some(why)) = (svm, g.svm_skip) {
-        Some(format!("on SVM: {why}"))
     } else {
         g.image_skip.map(String::from)
     }

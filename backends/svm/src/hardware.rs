@@ -31,6 +31,18 @@ use opsvisor_core::fpu::FxsaveArea;
 // host's FS, GS, TR and the rest, STGI lets in the interrupt that ended the run (taken
 // by the host's handler, which acknowledges it), and CLI leaves the host as it was.
 // RFLAGS after #VMEXIT is the host's at VMRUN, so DF is clear as the ABI requires.
+//
+// Until the host's VMLOAD, TR is the guest's: an exception taken there through an IST
+// gate would look its stack up in the guest's TSS. The host sets no TF and arms no
+// breakpoint (#VMEXIT loads DR7 with 0x400), so no #DB of its own can arrive there, but
+// Bochs' SVM keeps the single-step trap of a guest instruction with TF set pending
+// across the #VMEXIT of that instruction's intercept (its `Svm_Vmexit` clears the
+// pending debug trap only for exception intercepts) and raises it in the host at the
+// first instruction after VMRUN. Hardware completes no intercepted instruction, so the
+// trap is not the host's to take: the guest's, if any, is raised by the backend when it
+// skips the instruction. The global label `opsvisor_svm_vmexit` is that first
+// instruction: the host's #DB gate must not use an IST and must return from a #DB whose
+// RIP is that address (see `HardwareSvm::new`).
 global_asm!(
     r#"
     .text
@@ -68,6 +80,8 @@ opsvisor_svm_run:
     mov rdi, [rdi + 56]
     vmload rax
     vmrun rax
+    .global opsvisor_svm_vmexit
+opsvisor_svm_vmexit:
     vmsave rax
     mov rax, [rsp + 16]
     mov [rax + 8], rcx
@@ -101,6 +115,18 @@ opsvisor_svm_run:
 
 extern "sysv64" {
     fn opsvisor_svm_run(gprs: *mut u64, vmcb_pa: u64, host_vmcb_pa: u64, interrupts: u64);
+}
+
+extern "C" {
+    static opsvisor_svm_vmexit: u8;
+}
+
+/// The address where the host resumes at #VMEXIT (the instruction after VMRUN in the
+/// world switch): a #DB the host takes there is a guest's trap that the processor
+/// carried over the #VMEXIT, which the host's handler dismisses (see
+/// [`HardwareSvm::new`]'s contract).
+pub fn vmexit_rip() -> u64 {
+    core::ptr::addr_of!(opsvisor_svm_vmexit) as u64
 }
 
 /// The host's local APIC timer, which ends a run at core's next deadline (SVM has no
@@ -222,7 +248,10 @@ impl HardwareSvm {
     /// disabled; `to_phys` gives the true physical address of heap memory. `timer`,
     /// when given, names the host's xAPIC page (mapped) and a vector whose IDT handler
     /// sends the APIC an EOI and returns; the host keeps the 8259 PICs masked (they
-    /// would interrupt on exception vectors). EFER.SVME stays set afterwards.
+    /// would interrupt on exception vectors). The host's #DB gate uses no IST (TR is
+    /// the guest's when it may fire) and returns from a #DB at [`vmexit_rip`] (a debug
+    /// trap an emulated processor carried over the #VMEXIT: see the world switch).
+    /// EFER.SVME stays set afterwards.
     pub(crate) unsafe fn new(
         to_phys: HostPhys,
         phys_bits: u8,

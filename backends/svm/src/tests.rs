@@ -1421,3 +1421,153 @@ fn vmcall_is_answered_as_vmmcall_at_every_privilege_level() {
         );
     }
 }
+
+/// RFLAGS.TF and RFLAGS.RF.
+const TF: u64 = 1 << 8;
+const RF: u64 = 1 << 16;
+/// DR6 as reset leaves it, and its BS bit.
+const DR6_RESET: u64 = 0xffff_0ff0;
+const DR6_BS: u64 = 1 << 14;
+/// EVENTINJ of a #DB: vector 1, type 3 (exception), valid.
+const EVENTINJ_DB: u64 = 0x8000_0301;
+
+/// The debug registers with DR0-DR3 `db`, DR6 `dr6` and DR7 `dr7`.
+fn debug_regs(db: [u64; 4], dr6: u64, dr7: u64) -> opsvisor_core::ops::DebugRegs {
+    opsvisor_core::ops::DebugRegs { db, dr6, dr7 }
+}
+
+/// The next VMRUN (the script's debug exit) carries the event queued before it: its
+/// EVENTINJ word.
+fn injected_at_next_run(vcpu: &mut SvmVcpu<ReplayVmcb>, mem: &mut GuestMemory) -> u64 {
+    vcpu.run(mem, &LIMIT);
+    vmcb(vcpu, fields::EVENTINJ)
+}
+
+#[test]
+fn single_step_over_a_skipped_instruction_injects_db_after_it() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    // CPUID with TF (and RF, left by an IRETQ from an earlier #DB handler), DR6 still
+    // reporting breakpoint 1 from before and DR7.GD set.
+    let mut vcpu = self::vcpu(ScriptedExit::cpuid(RIP, 0, 0), 1);
+    vcpu.set_debug_regs(&debug_regs([0; 4], DR6_RESET | 0b10, 0x400 | (1 << 13)));
+    vcpu.set_rflags(0x2 | TF | RF);
+    assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Cpuid);
+    assert!(!vcpu.event_pending());
+    vcpu.skip_emulated_instruction();
+    // The trap: after the instruction, BS with B0-B3 replaced, GD cleared as delivering
+    // a #DB clears it, RF cleared as completing an instruction clears it, TF kept.
+    assert_eq!(vcpu.rip(), RIP + 2);
+    assert!(vcpu.event_pending());
+    assert_eq!(vcpu.rflags(), 0x2 | TF);
+    let regs = vcpu.debug_regs();
+    assert_eq!(regs.dr6, DR6_RESET | DR6_BS);
+    assert_eq!(regs.dr7, 0x400);
+    // Nothing else is injected over it (core asks event_pending first; a late one
+    // waits).
+    vcpu.inject_event(Event::ExternalInterrupt(0x30));
+    assert_eq!(injected_at_next_run(&mut vcpu, &mut mem), EVENTINJ_DB);
+    assert_eq!(vcpu.rip(), 0x9000);
+
+    // The same for the instructions the core completes through other exits: RDMSR,
+    // WRMSR, VMMCALL and an OUT with no breakpoint armed.
+    for exit in [
+        ScriptedExit::rdmsr(RIP, 0x10),
+        ScriptedExit::wrmsr(RIP, 0x10, 0),
+        ScriptedExit::vmmcall(RIP),
+        ScriptedExit::out(RIP, 0x80, 1, true, 0x42),
+    ] {
+        let mut vcpu = self::vcpu(exit, 1);
+        vcpu.set_rflags(0x2 | TF);
+        let e = vcpu.run(&mut mem, &LIMIT);
+        assert!(!matches!(e, Exit::EmulationFailure { .. }), "{e:?}");
+        vcpu.skip_emulated_instruction();
+        assert!(vcpu.event_pending(), "{e:?}");
+        assert_eq!(vcpu.debug_regs().dr6, DR6_RESET | DR6_BS, "{e:?}");
+        assert_eq!(injected_at_next_run(&mut vcpu, &mut mem), EVENTINJ_DB);
+    }
+
+    // Without TF, or over HLT (the halt ends with the interrupt core delivers): no
+    // trap, and DR6 untouched; RF is cleared all the same.
+    for (exit, rflags) in [
+        (ScriptedExit::cpuid(RIP, 0, 0), 0x2 | RF),
+        (ScriptedExit::hlt(RIP), 0x2 | TF | RF),
+    ] {
+        let mut vcpu = self::vcpu(exit, 1);
+        vcpu.set_rflags(rflags);
+        vcpu.run(&mut mem, &LIMIT);
+        vcpu.skip_emulated_instruction();
+        assert!(!vcpu.event_pending());
+        assert_eq!(vcpu.rflags() & RF, 0);
+        assert_eq!(vcpu.debug_regs().dr6, DR6_RESET);
+        assert_eq!(injected_at_next_run(&mut vcpu, &mut mem), 0);
+    }
+}
+
+#[test]
+fn io_breakpoint_of_a_skipped_port_access_injects_db_after_it() {
+    const CR4_DE: u64 = 1 << 3;
+    // Breakpoint 2 on ports 0x80-0x81 (R/W 10, LEN 01: two bytes, the address masked
+    // to them), locally enabled; breakpoint 0 on the same ports, not enabled.
+    let dr7 = 0x400 | (1 << 4) | (2 << 24) | (1 << 26) | (2 << 16);
+    let armed = debug_regs([0x80, 0, 0x81, 0], DR6_RESET, dr7);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let out = ScriptedExit::out(RIP, 0x80, 1, true, 0x42);
+
+    let mut vcpu = self::vcpu(out, 1);
+    vcpu.set_cr4(CR4_DE);
+    vcpu.set_debug_regs(&armed);
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0x80, .. }
+    ));
+    vcpu.skip_emulated_instruction();
+    assert_eq!(vcpu.rip(), RIP + 2);
+    assert!(vcpu.event_pending());
+    // B2 and the matching B0 (reported with an enabled one); DR6 bit 12 is reserved
+    // and stays 0; no BS without TF.
+    assert_eq!(vcpu.debug_regs().dr6, DR6_RESET | 0b101);
+    assert_eq!(injected_at_next_run(&mut vcpu, &mut mem), EVENTINJ_DB);
+
+    // An IN of port 0x81 (DX form), with TF: both causes in one #DB.
+    let in_81 = ScriptedExit::new(code::IOIO)
+        .field(fields::RIP, RIP)
+        .field(fields::EXITINFO1, 1 | (1 << 4) | (1 << 9) | (0x81 << 16))
+        .field(fields::EXITINFO2, RIP + 1)
+        .gpr(Gpr::Rdx, 0x81);
+    let mut vcpu = self::vcpu(in_81, 1);
+    vcpu.set_cr4(CR4_DE);
+    vcpu.set_debug_regs(&armed);
+    vcpu.set_rflags(0x2 | TF);
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io {
+            port: 0x81,
+            direction: Direction::Read,
+            ..
+        }
+    ));
+    vcpu.complete_pio_in(0x5a);
+    assert_eq!(vcpu.rip(), RIP + 1);
+    assert_eq!(vcpu.gpr(Gpr::Rax) & 0xff, 0x5a);
+    // Breakpoint 0 covers port 0x80 alone (LEN 00).
+    assert_eq!(vcpu.debug_regs().dr6, DR6_RESET | DR6_BS | 0b100);
+    assert_eq!(injected_at_next_run(&mut vcpu, &mut mem), EVENTINJ_DB);
+
+    // No trap: without CR4.DE (R/W 10 is undefined then), for a port outside the
+    // range, or with the matching breakpoint not enabled.
+    let outside = ScriptedExit::out(RIP, 0x82, 1, true, 0);
+    let not_enabled = debug_regs([0, 0, 0x81, 0], DR6_RESET, dr7 & !(1 << 4));
+    for (exit, cr4, regs) in [
+        (out, 0, armed),
+        (outside, CR4_DE, armed),
+        (out, CR4_DE, not_enabled),
+    ] {
+        let mut vcpu = self::vcpu(exit, 1);
+        vcpu.set_cr4(cr4);
+        vcpu.set_debug_regs(&regs);
+        vcpu.run(&mut mem, &LIMIT);
+        vcpu.skip_emulated_instruction();
+        assert!(!vcpu.event_pending());
+        assert_eq!(vcpu.debug_regs().dr6, DR6_RESET);
+    }
+}

@@ -35,6 +35,7 @@ use crate::vmcb::{VmcbAccess, VmcbError};
 use iced_x86::{Code, Decoder, DecoderOptions, Register};
 use opsvisor_core::arch::{ResetState, PAT_DEFAULT};
 use opsvisor_core::cpuid::{CpuidPolicy, Feature};
+use opsvisor_core::emulate::debug_trap::{self, DebugState};
 use opsvisor_core::emulate::mmio::{self, MmioInstruction};
 use opsvisor_core::emulate::string_io::{self, Element, InsStore, StringIoError};
 use opsvisor_core::emulate::strings::{self, StringMmio};
@@ -233,6 +234,12 @@ const GP: u8 = 13;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_LA57: u64 = 1 << 12;
 const CR4_PCIDE: u64 = 1 << 17;
+/// DR6.B0-B3 and DR6.BS as a #DB reports them (see [`debug_trap`]); DR6 bit 12 is
+/// reserved and reads as 0, so the pending-debug format's "enabled breakpoint" bit is
+/// not written there.
+const DR6_TRAP_BITS: u64 = debug_trap::B | debug_trap::BS;
+/// DR7.GD, which delivering a #DB clears.
+const DR7_GD: u64 = 1 << 13;
 /// DR6 bits software can write (B0-B3, BD, BS, BT); the others read as the processor
 /// fixes them.
 const DR6_WRITABLE: u64 = 0xe00f;
@@ -281,6 +288,13 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     pio_in_size: u8,
     /// Length of the instruction the last exit intercepted.
     insn_len: u8,
+    /// The port and size of the I/O instruction the core is completing, for its I/O
+    /// breakpoints.
+    io_access: Option<(u16, u8)>,
+    /// The instruction the last exit intercepted takes a single-step trap when it is
+    /// skipped (every one but HLT, whose halt ends with the interrupt the core delivers,
+    /// as on the other backends).
+    step_on_skip: bool,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
     /// The string instruction on MMIO in progress: its MMIO access is the one the core
@@ -397,6 +411,8 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             pending: None,
             pio_in_size: 1,
             insn_len: 0,
+            io_access: None,
+            step_on_skip: false,
             mmio: None,
             string_mmio: None,
             string_op: None,
@@ -672,6 +688,59 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         // Delivered, or reported again in EXITINTINFO.
         self.pending = None;
         Ok(())
+    }
+
+    /// The debug work after an instruction the core completed (see
+    /// [`opsvisor_core::emulate::debug_trap`]): RF is cleared, as completing an
+    /// instruction clears it, and its single-step and I/O-breakpoint traps are raised
+    /// before the next instruction. SVM has no pending-debug-exceptions field: the trap
+    /// is a #DB injected at the next VMRUN, which sets neither DR6 nor DR7 as a #DB the
+    /// processor raises does, so the backend writes them: B0-B3 become the breakpoints
+    /// met, BS is added, and DR7.GD is cleared (as KVM does for the #DB it injects).
+    /// RIP is already past the instruction, where a trap leaves it.
+    fn debug_traps_after_skip(&mut self) {
+        let io = self.io_access.take();
+        let step = core::mem::take(&mut self.step_on_skip);
+        let rflags = self.read(fields::RFLAGS);
+        if rflags & RFLAGS_RF != 0 {
+            self.write(fields::RFLAGS, rflags & !RFLAGS_RF);
+        }
+        // While the backend steps over an IRET for the NMI window, TF is its own: the
+        // guest's is the one it saved.
+        let guest_rflags = self.nmi.stepping.map_or(rflags, |(saved, _)| saved);
+        let dr7 = self.read(fields::DR7);
+        let stepping = step && guest_rflags & RFLAGS_TF != 0;
+        // An event already queued (re-injected) goes first; the instruction's trap is
+        // not raised over it, as in the emulator.
+        if (!stepping && (io.is_none() || dr7 & 0xff == 0)) || self.pending.is_some() {
+            return;
+        }
+        let state = DebugState {
+            dr: self.debug_regs().db,
+            dr7,
+            cr4: self.cr4(),
+            rflags: if step {
+                guest_rflags
+            } else {
+                guest_rflags & !RFLAGS_TF
+            },
+            // IA32_DEBUGCTL is core's: the processor runs the guest without BTF, so it
+            // single-steps every instruction, and so does this.
+            debugctl: 0,
+        };
+        let bits = debug_trap::pending_after_skip(&state, io) & DR6_TRAP_BITS;
+        if bits == 0 {
+            return;
+        }
+        let dr6 = self.read(fields::DR6);
+        self.write(fields::DR6, (dr6 & !debug_trap::B) | bits);
+        if dr7 & DR7_GD != 0 {
+            self.write(fields::DR7, dr7 & !DR7_GD);
+        }
+        self.inject_event(Event::Exception {
+            vector: DB,
+            error_code: None,
+        });
     }
 
     /// VMEXIT_INVALID: put back what the processor overwrote, find the failing check,
@@ -1189,6 +1258,8 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.ins_store = None;
         self.mmio = None;
         self.string_mmio = None;
+        self.io_access = None;
+        self.step_on_skip = false;
         // A new guest brings a new clock.
         self.tsc_anchored = false;
     }
@@ -1498,37 +1569,46 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
                     }
                 }
             }
-            match exit {
-                SvmExit::Core(exit) => {
-                    if let Exit::Io {
-                        size,
-                        direction: Direction::Read,
-                        ..
-                    } = exit
-                    {
-                        self.pio_in_size = size;
-                    }
-                    return exit;
+            // What a skip of this exit's instruction raises after it (the backend's own
+            // handlers skip some before the match below returns).
+            self.step_on_skip = !matches!(exit, SvmExit::Core(Exit::Hlt));
+            self.io_access = None;
+            let exit = match exit {
+                SvmExit::Core(exit) => exit,
+                SvmExit::Backend(exit) => match self.handle_backend_exit(mem, exit) {
+                    Some(exit) => exit,
+                    None => continue,
+                },
+            };
+            if let Exit::Io {
+                port,
+                size,
+                direction,
+                ..
+            } = exit
+            {
+                if direction == Direction::Read {
+                    self.pio_in_size = size;
                 }
-                SvmExit::Backend(exit) => {
-                    if let Some(exit) = self.handle_backend_exit(mem, exit) {
-                        return exit;
-                    }
-                }
+                self.io_access = Some((port, size));
             }
+            return exit;
         }
     }
 
     fn skip_emulated_instruction(&mut self) {
         if let Some(element) = self.string_op.take() {
             if !element.advance(self) {
-                // REP with a count left: RIP stays, the next VMRUN runs the next element.
+                // REP with a count left: RIP stays, the next VMRUN runs the next element
+                // (after the element's debug traps, as the processor takes them).
+                self.debug_traps_after_skip();
                 return;
             }
         }
         let rip = self.rip().wrapping_add(u64::from(self.insn_len));
         self.set_rip(rip);
         self.clear_interrupt_shadow();
+        self.debug_traps_after_skip();
     }
 
     fn complete_pio_in(&mut self, value: u32) {
@@ -1565,6 +1645,9 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         let rip = self.rip().wrapping_add(u64::from(insn.len));
         self.set_rip(rip);
         self.clear_interrupt_shadow();
+        // A move to or from MMIO single-steps as any other (it has no port).
+        self.io_access = None;
+        self.debug_traps_after_skip();
     }
 
     fn interrupt_shadow(&self) -> bool {

@@ -7,6 +7,7 @@
 //! allocation, no dynamic dispatch.
 
 mod address;
+pub mod debug_trap;
 pub mod mmio;
 pub mod string_io;
 pub mod strings;

@@ -154,20 +154,34 @@ fn sti_and_mov_ss_shadows() {
         "every trap is a single-step trap ({:x?})",
         l
     );
-    check!(
-        l.len() >= 3 && l[0].rip == after_sti,
-        "STI's shadow does not hold back the single-step trap: the first #DB follows STI ({:x?})",
+    let after_sti_trapped = l.first().is_some_and(|d| d.rip == after_sti);
+    let rest = if after_sti_trapped {
+        println!(
+            "ok: STI's shadow does not hold back the single-step trap: the first #DB follows STI"
+        );
+        &l[1..]
+    } else {
+        // QEMU's TCG takes no single-step trap after an STI that opens an interrupt
+        // shadow (its STI ends the block without the trap); the SDM and AMD's APM block
+        // only interrupts in the shadow, and the emulator, Bochs and the SVM backend
+        // follow them.
+        check!(
+            l.first().is_some_and(|d| d.rip == mov_ss),
+            "STI's shadow: the first #DB follows STI, or (QEMU) the instruction after it ({:x?})",
+            l
+        );
+        println!("note: this CPU holds the single-step trap of STI back over its interrupt shadow (QEMU's TCG)");
         l
-    );
+    };
     check!(
-        l.len() >= 3 && l[1].rip == mov_ss && l[2].rip == after_nop,
+        rest.len() >= 2 && rest[0].rip == mov_ss && rest[1].rip == after_nop,
         "MOV SS's shadow holds the trap until after the next instruction: one #DB after MOV SS and NOP ({:x?})",
         l
     );
     check_eq!(
-        l.len(),
-        6usize,
-        "six traps for seven instructions (STI, MOV, MOV SS with NOP, CLI, AND, POPF)"
+        rest.len(),
+        5usize,
+        "five traps after STI's for six instructions (MOV, MOV SS with NOP, CLI, AND, POPF)"
     );
 }
 
@@ -264,14 +278,16 @@ fn branch_single_step() {
     if l.len() == 2 {
         println!("ok: BTF: only the two taken branches trapped");
     } else {
-        // Bochs does not model BTF: it traps after every instruction, as plain TF does.
+        // Bochs and QEMU's TCG do not model BTF, and the SVM backend keeps
+        // IA32_DEBUGCTL in the core (VMRUN does not switch it without LBR
+        // virtualization): every instruction traps, as with plain TF.
         check!(
             l.len() == 9 && l[8].rip == end,
             "without BTF support, a trap after each of the nine instructions ({:x?})",
             l
         );
         println!(
-            "note: this CPU single-steps every instruction with BTF set (Bochs does not model BTF)"
+            "note: this CPU single-steps every instruction with BTF set (Bochs and QEMU's TCG do not model BTF, nor does the SVM backend hand IA32_DEBUGCTL to the processor)"
         );
     }
 }
