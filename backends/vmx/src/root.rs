@@ -1,0 +1,311 @@
+//! VMX root operation on one logical processor, shared by every vCPU created on it.
+//!
+//! VMXON is per processor; a VMCS is per vCPU (SDM 3C 25.1). A machine of N vCPUs on
+//! one host CPU (the bare-metal image runs them in core's turns) has one VMXON region
+//! and N VMCSs, all active on this processor, one of them current. Two things follow:
+//!
+//! - **The current VMCS.** VMREAD, VMWRITE and VM entry act on the current VMCS, and
+//!   core touches any vCPU's state at any time (the APs' power-on reset when the machine
+//!   is built, a halted vCPU's RFLAGS.IF when the scheduler looks for one to wake). Each
+//!   vCPU's VMCS handle therefore makes its VMCS current (VMPTRLD) before an access when
+//!   another one is: [`LogicalCpu::make_current`]. The launch state is the VMCS's own
+//!   (VMLAUNCH once, then VMRESUME, per VMCS: the vCPU tracks it); switching with
+//!   VMPTRLD keeps every VMCS active on this processor, which needs no VMCLEAR (SDM 3C
+//!   25.11.1 asks for VMCLEAR before a VMCS moves to another processor or its memory is
+//!   given up: the handle's drop clears it).
+//! - **The registers VMX does not switch.** STAR, LSTAR, CSTAR, SFMASK,
+//!   KERNEL_GS_BASE, TSC_AUX, DR0-DR3, DR6 and the x87/SSE state stay in the processor
+//!   across VM entries and exits; between runs they are the guest's of the vCPU that
+//!   ran last. [`LogicalCpu::claim`] hands them to the vCPU about to enter: the holder's
+//!   values are saved in its [`Unswitched`] and the newcomer's loaded. A vCPU that does
+//!   not hold them reads and writes its saved copy.
+//!
+//! The decisions are generic over [`SwitchOps`] (the instructions), so the host tests
+//! check which VMPTRLDs, saves and loads happen.
+
+use crate::vmcs::VmxError;
+use alloc::rc::Rc;
+use core::cell::{Cell, RefCell};
+use opsvisor_core::fpu::FxsaveArea;
+
+/// The MSRs whose guest values VMX leaves in the processor, in [`Unswitched::msrs`]
+/// order: STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX (the last only on a
+/// processor with RDTSCP).
+pub const UNSWITCHED_MSRS: [u32; 6] = [
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0xc000_0102,
+    0xc000_0103,
+];
+
+/// The guest registers VMX does not switch, as one vCPU left them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unswitched {
+    /// The MSRs of [`UNSWITCHED_MSRS`].
+    pub msrs: [u64; 6],
+    /// DR0-DR3 and DR6.
+    pub dr: [u64; 5],
+    /// The x87/MMX/SSE state, as FXSAVE64 stores it (MXCSR_MASK included).
+    pub fpu: FxsaveArea,
+}
+
+impl Unswitched {
+    /// A new vCPU's: zero MSRs and breakpoints, DR6 with its fixed bits, and `fpu` (the
+    /// processor's image, for its MXCSR_MASK: the vCPU's reset loads its own state).
+    pub fn new(fpu: FxsaveArea) -> Unswitched {
+        Unswitched {
+            msrs: [0; 6],
+            dr: [0, 0, 0, 0, 0xffff_0ff0],
+            fpu,
+        }
+    }
+
+    /// The saved value of MSR `index`, if it is one of [`UNSWITCHED_MSRS`].
+    pub fn msr(&self, index: u32) -> Option<u64> {
+        let i = UNSWITCHED_MSRS.iter().position(|&m| m == index)?;
+        self.msrs.get(i).copied()
+    }
+
+    /// Set the saved value of MSR `index` (ignored for any other MSR).
+    pub fn set_msr(&mut self, index: u32, value: u64) {
+        if let Some(slot) = UNSWITCHED_MSRS
+            .iter()
+            .position(|&m| m == index)
+            .and_then(|i| self.msrs.get_mut(i))
+        {
+            *slot = value;
+        }
+    }
+}
+
+/// The instructions behind switching vCPUs: VMPTRLD and moving the unswitched
+/// registers between the processor and memory.
+pub trait SwitchOps {
+    /// VMPTRLD of the VMCS at host-physical `phys`.
+    fn vmptrld(&self, phys: u64) -> Result<(), VmxError>;
+    /// Store the processor's unswitched registers into `state` (TSC_AUX only with
+    /// `tsc_aux`).
+    fn save(&self, state: &mut Unswitched, tsc_aux: bool);
+    /// Load the processor's unswitched registers from `state` (TSC_AUX only with
+    /// `tsc_aux`).
+    fn load(&self, state: &Unswitched, tsc_aux: bool);
+}
+
+/// One logical processor in VMX root operation: which VMCS is current and which vCPU's
+/// unswitched registers it holds (see the module documentation).
+pub struct LogicalCpu<S: SwitchOps> {
+    ops: S,
+    /// The host-physical address of the current VMCS; [`NO_VMCS`] when none is.
+    current: Cell<u64>,
+    /// The saved registers of the vCPU whose values the processor holds.
+    holder: RefCell<Option<Rc<RefCell<Unswitched>>>>,
+    /// The processor has TSC_AUX (RDTSCP).
+    tsc_aux: bool,
+    /// VMPTRLDs so far.
+    vmptrlds: Cell<u64>,
+    /// Times the unswitched registers changed hands.
+    handovers: Cell<u64>,
+}
+
+/// [`LogicalCpu`]'s current-VMCS value when no VMCS is current (VMCLEAR of the current
+/// VMCS leaves the processor so, SDM 3C 31.3 VMCLEAR).
+pub const NO_VMCS: u64 = u64::MAX;
+
+impl<S: SwitchOps> LogicalCpu<S> {
+    /// The processor behind `ops`, with no VMCS current and no vCPU's registers loaded.
+    pub fn new(ops: S, tsc_aux: bool) -> LogicalCpu<S> {
+        LogicalCpu {
+            ops,
+            current: Cell::new(NO_VMCS),
+            holder: RefCell::new(None),
+            tsc_aux,
+            vmptrlds: Cell::new(0),
+            handovers: Cell::new(0),
+        }
+    }
+
+    /// The instructions.
+    pub fn ops(&self) -> &S {
+        &self.ops
+    }
+
+    /// Make the VMCS at `phys` current, with VMPTRLD when another one is.
+    #[inline]
+    pub fn make_current(&self, phys: u64) -> Result<(), VmxError> {
+        if self.current.get() == phys {
+            return Ok(());
+        }
+        self.ops.vmptrld(phys)?;
+        self.current.set(phys);
+        self.vmptrlds.set(self.vmptrlds.get().wrapping_add(1));
+        Ok(())
+    }
+
+    /// The VMCS at `phys` was cleared (VMCLEAR): if it was current, none is now.
+    pub fn cleared(&self, phys: u64) {
+        if self.current.get() == phys {
+            self.current.set(NO_VMCS);
+        }
+    }
+
+    /// The host-physical address of the current VMCS, [`NO_VMCS`] when none is.
+    pub fn current(&self) -> u64 {
+        self.current.get()
+    }
+
+    /// Whether the processor holds the unswitched registers saved in `guest`.
+    #[inline]
+    pub fn holds(&self, guest: &Rc<RefCell<Unswitched>>) -> bool {
+        self.holder
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| Rc::ptr_eq(h, guest))
+    }
+
+    /// Give the processor the unswitched registers of `guest` (its vCPU is about to
+    /// enter): the holder's are saved into its copy, `guest`'s loaded. Nothing happens
+    /// when `guest` holds them already.
+    pub fn claim(&self, guest: &Rc<RefCell<Unswitched>>) {
+        if self.holds(guest) {
+            return;
+        }
+        if let Some(previous) = self.holder.borrow().as_ref() {
+            self.ops.save(&mut previous.borrow_mut(), self.tsc_aux);
+        }
+        self.ops.load(&guest.borrow(), self.tsc_aux);
+        *self.holder.borrow_mut() = Some(Rc::clone(guest));
+        self.handovers.set(self.handovers.get().wrapping_add(1));
+    }
+
+    /// `guest`'s vCPU goes away: the processor no longer holds anything of it.
+    pub fn release(&self, guest: &Rc<RefCell<Unswitched>>) {
+        if self.holds(guest) {
+            *self.holder.borrow_mut() = None;
+        }
+    }
+
+    /// VMPTRLDs so far.
+    pub fn vmptrlds(&self) -> u64 {
+        self.vmptrlds.get()
+    }
+
+    /// Times the unswitched registers changed hands so far.
+    pub fn handovers(&self) -> u64 {
+        self.handovers.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    /// A processor that records the instructions and holds one set of registers.
+    #[derive(Default)]
+    struct Recorder {
+        log: RefCell<Vec<(&'static str, u64)>>,
+        held: RefCell<[u64; 6]>,
+    }
+
+    impl SwitchOps for Recorder {
+        fn vmptrld(&self, phys: u64) -> Result<(), VmxError> {
+            self.log.borrow_mut().push(("vmptrld", phys));
+            Ok(())
+        }
+        fn save(&self, state: &mut Unswitched, tsc_aux: bool) {
+            let held = *self.held.borrow();
+            let n = if tsc_aux { 6 } else { 5 };
+            state.msrs[..n].copy_from_slice(&held[..n]);
+            self.log.borrow_mut().push(("save", held[1]));
+        }
+        fn load(&self, state: &Unswitched, tsc_aux: bool) {
+            let n = if tsc_aux { 6 } else { 5 };
+            self.held.borrow_mut()[..n].copy_from_slice(&state.msrs[..n]);
+            self.log.borrow_mut().push(("load", state.msrs[1]));
+        }
+    }
+
+    fn guest(lstar: u64) -> Rc<RefCell<Unswitched>> {
+        let mut u = Unswitched::new(FxsaveArea::zeroed());
+        u.set_msr(0xc000_0082, lstar);
+        Rc::new(RefCell::new(u))
+    }
+
+    #[test]
+    fn vmptrld_only_when_another_vmcs_is_current() {
+        let cpu = LogicalCpu::new(Recorder::default(), true);
+        assert_eq!(cpu.current(), NO_VMCS);
+        for phys in [0x1000, 0x1000, 0x2000, 0x2000, 0x2000, 0x1000, 0x3000] {
+            cpu.make_current(phys).unwrap();
+            assert_eq!(cpu.current(), phys);
+        }
+        assert_eq!(
+            *cpu.ops().log.borrow(),
+            [
+                ("vmptrld", 0x1000),
+                ("vmptrld", 0x2000),
+                ("vmptrld", 0x1000),
+                ("vmptrld", 0x3000)
+            ]
+        );
+        assert_eq!(cpu.vmptrlds(), 4);
+        // VMCLEAR of a VMCS that is not current leaves the current one; of the current
+        // one, none is current and the next access loads it again.
+        cpu.cleared(0x1000);
+        assert_eq!(cpu.current(), 0x3000);
+        cpu.cleared(0x3000);
+        assert_eq!(cpu.current(), NO_VMCS);
+        cpu.make_current(0x3000).unwrap();
+        assert_eq!(cpu.vmptrlds(), 5);
+    }
+
+    #[test]
+    fn unswitched_registers_change_hands_with_the_vcpu_that_enters() {
+        let cpu = LogicalCpu::new(Recorder::default(), false);
+        let (a, b) = (guest(0xaaaa), guest(0xbbbb));
+        cpu.claim(&a);
+        assert!(cpu.holds(&a) && !cpu.holds(&b));
+        assert_eq!(cpu.ops().held.borrow()[1], 0xaaaa);
+        // A's guest changes LSTAR in the processor (WRMSR is not intercepted).
+        cpu.ops().held.borrow_mut()[1] = 0xa1a1;
+        cpu.claim(&a);
+        cpu.claim(&b);
+        assert_eq!(a.borrow().msr(0xc000_0082), Some(0xa1a1));
+        assert_eq!(cpu.ops().held.borrow()[1], 0xbbbb);
+        cpu.claim(&a);
+        assert_eq!(cpu.ops().held.borrow()[1], 0xa1a1);
+        assert_eq!(
+            *cpu.ops().log.borrow(),
+            [
+                ("load", 0xaaaa),
+                ("save", 0xa1a1),
+                ("load", 0xbbbb),
+                ("save", 0xbbbb),
+                ("load", 0xa1a1)
+            ]
+        );
+        assert_eq!(cpu.handovers(), 3);
+        // Without TSC_AUX on the processor, its saved value is never touched.
+        a.borrow_mut().set_msr(0xc000_0103, 7);
+        cpu.claim(&b);
+        assert_eq!(a.borrow().msr(0xc000_0103), Some(7));
+        // A vCPU that goes away leaves nothing to save.
+        cpu.release(&b);
+        assert!(!cpu.holds(&b));
+        cpu.claim(&a);
+        assert_eq!(cpu.ops().log.borrow().last(), Some(&("load", 0xa1a1)));
+    }
+
+    #[test]
+    fn saved_msrs_are_found_by_index() {
+        let mut u = Unswitched::new(FxsaveArea::zeroed());
+        u.set_msr(0xc000_0102, 5);
+        u.set_msr(0x10, 9);
+        assert_eq!(u.msr(0xc000_0102), Some(5));
+        assert_eq!(u.msr(0x10), None);
+        assert_eq!(u.dr[4], 0xffff_0ff0);
+    }
+}
