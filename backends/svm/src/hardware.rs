@@ -469,6 +469,15 @@ impl HardwareSvm {
         self.host.host_vmcb.addr()
     }
 
+    /// The processor's SVM, as [`SvmHost`] hands it out.
+    pub(crate) fn host(&self, caps: SvmCaps, config: SvmConfig) -> SvmHost {
+        SvmHost {
+            cpu: Rc::clone(&self.host),
+            caps,
+            config,
+        }
+    }
+
     /// Whether the processor holds this vCPU's unswitched registers.
     fn holds(&self) -> bool {
         self.host.holds(&self.guest)

@@ -336,6 +336,11 @@ impl SvmVcpu<HardwareSvm> {
         // SAFETY: the caller's contract is `SvmHost::enable`'s.
         unsafe { SvmHost::enable(config) }?.new_vcpu()
     }
+
+    /// SVM on the processor this vCPU runs on (to make more vCPUs on it).
+    pub fn host(&self) -> SvmHost {
+        self.cpu.host(self.caps, self.config)
+    }
 }
 
 impl<P: SvmProcessor> SvmVcpu<P> {
