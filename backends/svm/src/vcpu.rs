@@ -1484,6 +1484,14 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
                     if let Some(exit) = self.handle_backend_exit(mem, exit) {
                         return exit;
                     }
+                    // The host timer cannot end a guest that exits to the backend
+                    // (RDTSC) more often than its interrupt arrives: each #VMEXIT
+                    // disarms it. Past the deadline the run ends here, as VMX's
+                    // preemption timer ends it (a vCPU spinning on RDTSC would
+                    // otherwise keep its turn, and the other vCPUs would not run).
+                    if self.cpu.tsc() >= deadline {
+                        return Exit::Preempted;
+                    }
                 }
             }
         }

@@ -80,18 +80,29 @@ impl Unswitched {
     }
 }
 
-/// The instructions behind switching vCPUs: VMPTRLD and moving the unswitched
-/// registers between the processor and memory.
+/// The instructions behind switching vCPUs: VMPTRLD and the unswitched registers of
+/// the processor. An implementation exists only where they can run (VMX root operation
+/// at CPL 0 on hardware), so the operations are safe to call; the values written are
+/// the guest's (validated by core, or read back from the processor).
 pub trait SwitchOps {
     /// VMPTRLD of the VMCS at host-physical `phys`.
     fn vmptrld(&self, phys: u64) -> Result<(), VmxError>;
-    /// Store the processor's unswitched registers into `state` (TSC_AUX only with
-    /// `tsc_aux`).
-    fn save(&self, state: &mut Unswitched, tsc_aux: bool);
-    /// Load the processor's unswitched registers from `state` (TSC_AUX only with
-    /// `tsc_aux`).
-    fn load(&self, state: &Unswitched, tsc_aux: bool);
+    /// RDMSR of one of [`UNSWITCHED_MSRS`].
+    fn read_msr(&self, index: u32) -> u64;
+    /// WRMSR of one of [`UNSWITCHED_MSRS`].
+    fn write_msr(&self, index: u32, value: u64);
+    /// DR`n` (0-3; any other `n` is DR6).
+    fn read_dr(&self, n: u8) -> u64;
+    /// Load DR`n` (0-3; any other `n` is DR6).
+    fn write_dr(&self, n: u8, value: u64);
+    /// FXSAVE64 into `area`.
+    fn fxsave(&self, area: &mut FxsaveArea);
+    /// FXRSTOR64 from `area` (whose MXCSR fits the processor's MXCSR_MASK).
+    fn fxrstor(&self, area: &FxsaveArea);
 }
+
+/// The debug registers [`Unswitched::dr`] holds, in its order.
+const DRS: [u8; 5] = [0, 1, 2, 3, 6];
 
 /// One logical processor in VMX root operation: which VMCS is current and which vCPU's
 /// unswitched registers it holds (see the module documentation).
@@ -171,12 +182,86 @@ impl<S: SwitchOps> LogicalCpu<S> {
         if self.holds(guest) {
             return;
         }
+        let msrs = if self.tsc_aux { 6 } else { 5 };
         if let Some(previous) = self.holder.borrow().as_ref() {
-            self.ops.save(&mut previous.borrow_mut(), self.tsc_aux);
+            let mut p = previous.borrow_mut();
+            for (slot, &index) in p.msrs.iter_mut().zip(&UNSWITCHED_MSRS).take(msrs) {
+                *slot = self.ops.read_msr(index);
+            }
+            for (slot, n) in p.dr.iter_mut().zip(DRS) {
+                *slot = self.ops.read_dr(n);
+            }
+            self.ops.fxsave(&mut p.fpu);
         }
-        self.ops.load(&guest.borrow(), self.tsc_aux);
+        let g = guest.borrow();
+        for (&value, &index) in g.msrs.iter().zip(&UNSWITCHED_MSRS).take(msrs) {
+            self.ops.write_msr(index, value);
+        }
+        for (&value, n) in g.dr.iter().zip(DRS) {
+            self.ops.write_dr(n, value);
+        }
+        self.ops.fxrstor(&g.fpu);
+        drop(g);
         *self.holder.borrow_mut() = Some(Rc::clone(guest));
         self.handovers.set(self.handovers.get().wrapping_add(1));
+    }
+
+    /// MSR `index` (one of [`UNSWITCHED_MSRS`]) of `guest`'s vCPU: the processor's when
+    /// it holds them, else the saved copy.
+    pub fn read_msr(&self, guest: &Rc<RefCell<Unswitched>>, index: u32) -> u64 {
+        if self.holds(guest) {
+            self.ops.read_msr(index)
+        } else {
+            guest.borrow().msr(index).unwrap_or(0)
+        }
+    }
+
+    /// Write MSR `index` of `guest`'s vCPU (the processor's or the saved copy).
+    pub fn write_msr(&self, guest: &Rc<RefCell<Unswitched>>, index: u32, value: u64) {
+        if self.holds(guest) {
+            self.ops.write_msr(index, value)
+        } else {
+            guest.borrow_mut().set_msr(index, value)
+        }
+    }
+
+    /// DR`n` (0-3, else DR6) of `guest`'s vCPU.
+    pub fn read_dr(&self, guest: &Rc<RefCell<Unswitched>>, n: u8) -> u64 {
+        if self.holds(guest) {
+            self.ops.read_dr(n)
+        } else {
+            guest.borrow().dr[usize::from(n.min(4))]
+        }
+    }
+
+    /// Write DR`n` (0-3, else DR6) of `guest`'s vCPU.
+    pub fn write_dr(&self, guest: &Rc<RefCell<Unswitched>>, n: u8, value: u64) {
+        if self.holds(guest) {
+            self.ops.write_dr(n, value)
+        } else {
+            guest.borrow_mut().dr[usize::from(n.min(4))] = value;
+        }
+    }
+
+    /// The x87/SSE state of `guest`'s vCPU, as FXSAVE64 stores it (for one that does
+    /// not hold the registers, the image saved when it last did, or its reset state).
+    pub fn fxsave(&self, guest: &Rc<RefCell<Unswitched>>, area: &mut FxsaveArea) {
+        if self.holds(guest) {
+            self.ops.fxsave(area)
+        } else {
+            *area = guest.borrow().fpu;
+        }
+    }
+
+    /// Load the x87/SSE state of `guest`'s vCPU (MXCSR checked against the processor's
+    /// MXCSR_MASK by the caller); one that does not hold the registers gets it at its
+    /// next claim.
+    pub fn fxrstor(&self, guest: &Rc<RefCell<Unswitched>>, area: &FxsaveArea) {
+        if self.holds(guest) {
+            self.ops.fxrstor(area)
+        } else {
+            guest.borrow_mut().fpu = *area;
+        }
     }
 
     /// `guest`'s vCPU goes away: the processor no longer holds anything of it.
@@ -215,17 +300,27 @@ mod tests {
             self.log.borrow_mut().push(("vmptrld", phys));
             Ok(())
         }
-        fn save(&self, state: &mut Unswitched, tsc_aux: bool) {
-            let held = *self.held.borrow();
-            let n = if tsc_aux { 6 } else { 5 };
-            state.msrs[..n].copy_from_slice(&held[..n]);
-            self.log.borrow_mut().push(("save", held[1]));
+        fn read_msr(&self, index: u32) -> u64 {
+            let i = UNSWITCHED_MSRS.iter().position(|&m| m == index).unwrap();
+            let value = self.held.borrow()[i];
+            if index == 0xc000_0082 {
+                self.log.borrow_mut().push(("save", value));
+            }
+            value
         }
-        fn load(&self, state: &Unswitched, tsc_aux: bool) {
-            let n = if tsc_aux { 6 } else { 5 };
-            self.held.borrow_mut()[..n].copy_from_slice(&state.msrs[..n]);
-            self.log.borrow_mut().push(("load", state.msrs[1]));
+        fn write_msr(&self, index: u32, value: u64) {
+            let i = UNSWITCHED_MSRS.iter().position(|&m| m == index).unwrap();
+            self.held.borrow_mut()[i] = value;
+            if index == 0xc000_0082 {
+                self.log.borrow_mut().push(("load", value));
+            }
         }
+        fn read_dr(&self, _: u8) -> u64 {
+            0
+        }
+        fn write_dr(&self, _: u8, _: u64) {}
+        fn fxsave(&self, _: &mut FxsaveArea) {}
+        fn fxrstor(&self, _: &FxsaveArea) {}
     }
 
     fn guest(lstar: u64) -> Rc<RefCell<Unswitched>> {

@@ -35,7 +35,7 @@ use crate::exits::{
 };
 use crate::mmio::{self, MmioInstruction};
 use crate::page::{HostPhys, Page};
-use crate::root::{LogicalCpu, SwitchOps, Unswitched, UNSWITCHED_MSRS};
+use crate::root::{LogicalCpu, SwitchOps, Unswitched};
 use crate::state::{read_segment, write_guest_defaults, write_segment, ResetState, PAT_DEFAULT};
 use crate::string_io::{self, Element, InsStore, StringIoError};
 use crate::vmcs::hardware::vmx_outcome;
@@ -309,19 +309,11 @@ impl VmxProcessor for HardwareVmcs {
     }
 
     unsafe fn read_msr(&self, index: u32) -> u64 {
-        if self.holds_registers() {
-            rdmsr(index)
-        } else {
-            self.guest().borrow().msr(index).unwrap_or(0)
-        }
+        self.root().cpu.read_msr(self.guest(), index)
     }
 
     unsafe fn write_msr(&mut self, index: u32, value: u64) {
-        if self.holds_registers() {
-            wrmsr(index, value)
-        } else {
-            self.guest().borrow_mut().set_msr(index, value)
-        }
+        self.root().cpu.write_msr(self.guest(), index, value)
     }
 
     fn tsc(&self) -> u64 {
@@ -329,25 +321,11 @@ impl VmxProcessor for HardwareVmcs {
     }
 
     unsafe fn fxsave(&self, area: &mut FxsaveArea) {
-        if self.holds_registers() {
-            // SAFETY: the caller's contract is `fxsave64`'s.
-            unsafe { fxsave64(area) }
-        } else {
-            // The saved image is what FXSAVE64 stored when the vCPU last held the
-            // registers (or its reset state, with this processor's MXCSR_MASK).
-            *area = self.guest().borrow().fpu;
-        }
+        self.root().cpu.fxsave(self.guest(), area)
     }
 
     unsafe fn fxrstor(&mut self, area: &FxsaveArea) {
-        if self.holds_registers() {
-            // SAFETY: the caller's contract is `fxrstor64`'s.
-            unsafe { fxrstor64(area) }
-        } else {
-            // Loaded by the next claim, under the same contract (MXCSR was checked
-            // against this processor's MXCSR_MASK by the caller).
-            self.guest().borrow_mut().fpu = *area;
-        }
+        self.root().cpu.fxrstor(self.guest(), area)
     }
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -356,23 +334,11 @@ impl VmxProcessor for HardwareVmcs {
     }
 
     unsafe fn read_dr(&self, n: u8) -> u64 {
-        if self.holds_registers() {
-            // SAFETY: CPL 0 and `n` is 0-3 or 6 (the caller's contract).
-            unsafe { read_dr(n) }
-        } else {
-            let slot = usize::from(n.min(4));
-            self.guest().borrow().dr[slot]
-        }
+        self.root().cpu.read_dr(self.guest(), n)
     }
 
     unsafe fn write_dr(&mut self, n: u8, value: u64) {
-        if self.holds_registers() {
-            // SAFETY: the caller's contract is `write_dr`'s.
-            unsafe { write_dr(n, value) }
-        } else {
-            let slot = usize::from(n.min(4));
-            self.guest().borrow_mut().dr[slot] = value;
-        }
+        self.root().cpu.write_dr(self.guest(), n, value)
     }
 }
 
@@ -592,33 +558,40 @@ impl SwitchOps for HardwareSwitch {
         vmx_phys_op!("vmptrld", phys)
     }
 
-    fn save(&self, state: &mut Unswitched, tsc_aux: bool) {
-        let n = if tsc_aux { 6 } else { 5 };
-        for (slot, &index) in state.msrs.iter_mut().zip(&UNSWITCHED_MSRS).take(n) {
-            *slot = rdmsr(index);
-        }
-        for (slot, n) in state.dr.iter_mut().zip([0, 1, 2, 3, 6]) {
-            // SAFETY: a `HardwareSwitch` exists only in a `Root`, made at CPL 0.
-            *slot = unsafe { read_dr(n) };
-        }
-        // SAFETY: the host runs with CR0.EM and CR0.TS clear (its boot code clears
-        // them and every VM exit loads HOST_CR0).
-        unsafe { fxsave64(&mut state.fpu) };
+    fn read_msr(&self, index: u32) -> u64 {
+        // A `HardwareSwitch` exists only in a `Root`, made at CPL 0; the index is one
+        // of the unswitched MSRs (TSC_AUX only on a processor with RDTSCP).
+        rdmsr(index)
     }
 
-    fn load(&self, state: &Unswitched, tsc_aux: bool) {
-        let n = if tsc_aux { 6 } else { 5 };
-        for (&value, &index) in state.msrs.iter().zip(&UNSWITCHED_MSRS).take(n) {
-            wrmsr(index, value);
-        }
-        for (&value, n) in state.dr.iter().zip([0, 1, 2, 3, 6]) {
-            // SAFETY: CPL 0 (as in `save`); DR6 values come from the processor or from
-            // `set_debug_regs`, which keeps the upper 32 bits 0.
-            unsafe { write_dr(n, value) };
-        }
-        // SAFETY: CR0.EM/TS clear (as in `save`); the image came from FXSAVE64 on this
-        // processor or passed `check_mxcsr` against its MXCSR_MASK (`set_fpu_state`).
-        unsafe { fxrstor64(&state.fpu) };
+    fn write_msr(&self, index: u32, value: u64) {
+        // As `read_msr`; the value is the guest's, validated by core or read back
+        // from the processor, and affects only SYSCALL/SWAPGS/RDTSCP, which the host
+        // never executes.
+        wrmsr(index, value)
+    }
+
+    fn read_dr(&self, n: u8) -> u64 {
+        // SAFETY: CPL 0 (a `HardwareSwitch` exists only in a `Root`).
+        unsafe { read_dr(n) }
+    }
+
+    fn write_dr(&self, n: u8, value: u64) {
+        // SAFETY: CPL 0; DR6 values come from the processor or from `set_debug_regs`,
+        // which keeps the upper 32 bits 0.
+        unsafe { write_dr(n, value) }
+    }
+
+    fn fxsave(&self, area: &mut FxsaveArea) {
+        // SAFETY: the host runs with CR0.EM and CR0.TS clear (its boot code clears
+        // them and every VM exit loads HOST_CR0).
+        unsafe { fxsave64(area) }
+    }
+
+    fn fxrstor(&self, area: &FxsaveArea) {
+        // SAFETY: CR0.EM/TS clear (as in `fxsave`); the image came from FXSAVE64 on
+        // this processor or passed `check_mxcsr` against its MXCSR_MASK.
+        unsafe { fxrstor64(area) }
     }
 }
 

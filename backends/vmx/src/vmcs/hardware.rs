@@ -58,12 +58,6 @@ impl HardwareVmcs {
     pub(crate) fn guest(&self) -> &Rc<RefCell<Unswitched>> {
         &self.guest
     }
-
-    /// Whether the processor holds this vCPU's unswitched registers.
-    #[inline]
-    pub(crate) fn holds_registers(&self) -> bool {
-        self.root.cpu.holds(&self.guest)
-    }
 }
 
 impl Drop for HardwareVmcs {
