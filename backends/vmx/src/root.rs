@@ -404,3 +404,253 @@ mod tests {
         assert_eq!(u.dr[4], 0xffff_0ff0);
     }
 }
+
+/// Two [`crate::VmxVcpu`]s on one stand-in processor: the generic vCPU code, the
+/// handover of [`LogicalCpu`] and a processor that, like the hardware, has one current
+/// VMCS, refuses VMLAUNCH of a launched VMCS and VMRESUME of a clear one, and holds one
+/// set of unswitched registers.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod vcpu_tests {
+    use super::*;
+    use crate::caps::fixtures::CORE_I7_SKYLAKE_X;
+    use crate::caps::{InveptType, VmxCaps};
+    use crate::controls::Controls;
+    use crate::exits::Gprs;
+    use crate::replay::{replay_phys, skylake_x_cpuid, ScriptedExit};
+    use crate::vcpu::{VmxConfig, VmxProcessor, VmxVcpu};
+    use crate::vmcs::{fields, Field, InMemoryVmcs, InstructionError, VmcsAccess};
+    use alloc::collections::BTreeMap;
+    use opsvisor_core::ops::{RunLimit, X86Ops};
+    use opsvisor_core::{Exit, GuestMemory};
+
+    const LSTAR: u32 = 0xc000_0082;
+
+    /// The processor: its VMCSs by address with their launch states, the current one,
+    /// and its unswitched registers.
+    #[derive(Default)]
+    struct Processor {
+        vmcss: RefCell<BTreeMap<u64, (InMemoryVmcs, bool)>>,
+        current: Cell<u64>,
+        msrs: RefCell<[u64; 6]>,
+        dr: RefCell<[u64; 5]>,
+        fpu: RefCell<FxsaveArea>,
+        /// What the guest running next writes to LSTAR (WRMSR does not exit).
+        guest_lstar: Cell<Option<u64>>,
+    }
+
+    impl SwitchOps for Processor {
+        fn vmptrld(&self, phys: u64) -> Result<(), VmxError> {
+            if !self.vmcss.borrow().contains_key(&phys) {
+                return Err(VmxError::FailValid(
+                    InstructionError::VMPTRLD_INVALID_ADDRESS,
+                ));
+            }
+            self.current.set(phys);
+            Ok(())
+        }
+        fn read_msr(&self, index: u32) -> u64 {
+            let i = UNSWITCHED_MSRS.iter().position(|&m| m == index).unwrap();
+            self.msrs.borrow()[i]
+        }
+        fn write_msr(&self, index: u32, value: u64) {
+            let i = UNSWITCHED_MSRS.iter().position(|&m| m == index).unwrap();
+            self.msrs.borrow_mut()[i] = value;
+        }
+        fn read_dr(&self, n: u8) -> u64 {
+            self.dr.borrow()[usize::from(n.min(4))]
+        }
+        fn write_dr(&self, n: u8, value: u64) {
+            self.dr.borrow_mut()[usize::from(n.min(4))] = value;
+        }
+        fn fxsave(&self, area: &mut FxsaveArea) {
+            *area = *self.fpu.borrow();
+            area.set_mxcsr_mask(0xffff);
+        }
+        fn fxrstor(&self, area: &FxsaveArea) {
+            *self.fpu.borrow_mut() = *area;
+        }
+    }
+
+    /// One vCPU's VMCS on the processor, as [`crate::vmcs::HardwareVmcs`] is.
+    struct Handle {
+        phys: u64,
+        cpu: Rc<LogicalCpu<Processor>>,
+        guest: Rc<RefCell<Unswitched>>,
+    }
+
+    impl Handle {
+        /// The processor's current VMCS (VMREAD and VMWRITE act on it).
+        fn with_current<T>(&self, f: impl FnOnce(&mut InMemoryVmcs, &mut bool) -> T) -> T {
+            let p = self.cpu.ops();
+            let mut vmcss = p.vmcss.borrow_mut();
+            let (vmcs, launched) = vmcss.get_mut(&p.current.get()).unwrap();
+            f(vmcs, launched)
+        }
+    }
+
+    impl VmcsAccess for Handle {
+        fn read(&self, field: Field) -> Result<u64, VmxError> {
+            self.cpu.make_current(self.phys)?;
+            self.with_current(|vmcs, _| vmcs.read(field))
+        }
+        fn write(&mut self, field: Field, value: u64) -> Result<(), VmxError> {
+            self.cpu.make_current(self.phys)?;
+            self.with_current(|vmcs, _| vmcs.write(field, value))
+        }
+    }
+
+    impl VmxProcessor for Handle {
+        /// A CPUID exit at the guest's RIP, after the launch-state check.
+        unsafe fn enter(
+            &mut self,
+            gprs: &mut Gprs,
+            _cr2: &mut u64,
+            launched: bool,
+        ) -> Result<(), VmxError> {
+            self.cpu.make_current(self.phys)?;
+            self.cpu.claim(&self.guest);
+            if let Some(value) = self.cpu.ops().guest_lstar.take() {
+                self.cpu.ops().write_msr(LSTAR, value);
+            }
+            self.with_current(|vmcs, state| {
+                match (launched, *state) {
+                    (false, true) => {
+                        return Err(VmxError::FailValid(InstructionError::VMLAUNCH_NON_CLEAR))
+                    }
+                    (true, false) => {
+                        return Err(VmxError::FailValid(InstructionError::VMRESUME_NON_LAUNCHED))
+                    }
+                    _ => *state = true,
+                }
+                let rip = vmcs.read(fields::GUEST_RIP)?;
+                ScriptedExit::cpuid(rip, 0, 0).record(vmcs, gprs)
+            })
+        }
+        unsafe fn invept(&mut self, _: InveptType, _: u64) -> Result<(), VmxError> {
+            Ok(())
+        }
+        unsafe fn read_msr(&self, index: u32) -> u64 {
+            self.cpu.read_msr(&self.guest, index)
+        }
+        unsafe fn write_msr(&mut self, index: u32, value: u64) {
+            self.cpu.write_msr(&self.guest, index, value)
+        }
+        fn tsc(&self) -> u64 {
+            0
+        }
+        unsafe fn fxsave(&self, area: &mut FxsaveArea) {
+            self.cpu.fxsave(&self.guest, area)
+        }
+        fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+            skylake_x_cpuid().leaf(leaf, subleaf).unwrap_or([0; 4])
+        }
+        unsafe fn read_dr(&self, n: u8) -> u64 {
+            self.cpu.read_dr(&self.guest, n)
+        }
+        unsafe fn write_dr(&mut self, n: u8, value: u64) {
+            self.cpu.write_dr(&self.guest, n, value)
+        }
+        unsafe fn fxrstor(&mut self, area: &FxsaveArea) {
+            self.cpu.fxrstor(&self.guest, area)
+        }
+    }
+
+    /// A vCPU whose VMCS is at `phys`, made as `VmxRoot::new_vcpu` makes one: the VMCS
+    /// cleared (known to the processor, launch state clear), then set up.
+    fn vcpu(cpu: &Rc<LogicalCpu<Processor>>, phys: u64, vpid: u16) -> VmxVcpu<Handle> {
+        cpu.ops()
+            .vmcss
+            .borrow_mut()
+            .insert(phys, (InMemoryVmcs::new(), false));
+        let mut fpu = FxsaveArea::zeroed();
+        fpu.set_mxcsr_mask(0xffff);
+        let handle = Handle {
+            phys,
+            cpu: Rc::clone(cpu),
+            guest: Rc::new(RefCell::new(Unswitched::new(fpu))),
+        };
+        let caps = VmxCaps::read(&CORE_I7_SKYLAKE_X).unwrap();
+        let controls = Controls::compute(&caps).unwrap();
+        let config = VmxConfig {
+            to_phys: replay_phys,
+            tsc_hz: 1_000_000_000,
+        };
+        let mut region = crate::page::Page::zeroed();
+        region.0[0] = u64::from(caps.basic.revision_id());
+        let mut v = VmxVcpu::assemble(handle, caps, controls, config, region, vpid);
+        v.setup_for_replay().unwrap();
+        v
+    }
+
+    const LIMIT: RunLimit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: 1000,
+    };
+
+    #[test]
+    fn each_vcpu_has_its_own_vmcs_launch_state_vpid_and_registers() {
+        let cpu = Rc::new(LogicalCpu::new(Processor::default(), true));
+        let mut a = vcpu(&cpu, 0x10_000, 1);
+        let mut b = vcpu(&cpu, 0x20_000, 2);
+        // Guest state goes to each vCPU's own VMCS, whichever was current.
+        a.set_rip(0x7000);
+        b.set_rip(0x8000);
+        a.set_gpr(opsvisor_core::ops::Gpr::Rsp, 0x7ff0);
+        assert_eq!((a.rip(), b.rip()), (0x7000, 0x8000));
+        assert_eq!(b.gpr(opsvisor_core::ops::Gpr::Rsp), 0);
+        let vpid = |phys: u64| {
+            cpu.ops().vmcss.borrow()[&phys]
+                .0
+                .read(fields::VIRTUAL_PROCESSOR_ID)
+        };
+        assert_eq!((vpid(0x10_000), vpid(0x20_000)), (Ok(1), Ok(2)));
+        // The unswitched registers: each vCPU's saved copy until it first enters.
+        assert!(a.set_msr(LSTAR, 0xa000));
+        assert!(b.set_msr(LSTAR, 0xb000));
+        let mut dr = a.debug_regs();
+        dr.db[0] = 0xd0;
+        a.set_debug_regs(&dr);
+        let mut fpu = FxsaveArea::reset();
+        fpu.set_fcw(0x27f);
+        a.set_fpu_state(&fpu).unwrap();
+        assert_eq!(cpu.handovers(), 0);
+
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        let loads = cpu.vmptrlds();
+        // Turns: A, B, A, B. The first entry of each VMCS is VMLAUNCH, the others
+        // VMRESUME (the stand-in refuses either in the wrong launch state).
+        for turn in 0..4 {
+            let v = if turn % 2 == 0 { &mut a } else { &mut b };
+            if turn == 2 {
+                // A's guest writes LSTAR while it runs.
+                cpu.ops().guest_lstar.set(Some(0xa111));
+            }
+            assert_eq!(v.run(&mut mem, &LIMIT), Exit::Cpuid, "turn {turn}");
+            v.skip_emulated_instruction();
+        }
+        assert!(cpu
+            .ops()
+            .vmcss
+            .borrow()
+            .values()
+            .all(|&(_, launched)| launched));
+        assert_eq!((a.rip(), b.rip()), (0x7004, 0x8004));
+        // A switch between vCPUs loads the other VMCS; a vCPU's own exits do not.
+        assert!(cpu.vmptrlds() - loads >= 4, "{}", cpu.vmptrlds() - loads);
+        assert_eq!(cpu.handovers(), 4);
+        // B holds the registers: A's are its saved copy, with what its guest wrote.
+        assert_eq!(a.get_msr(LSTAR), Some(0xa111));
+        assert_eq!(b.get_msr(LSTAR), Some(0xb000));
+        assert_eq!(cpu.ops().read_msr(LSTAR), 0xb000);
+        assert_eq!(a.debug_regs().db[0], 0xd0);
+        assert_eq!(b.debug_regs().db[0], 0);
+        assert_eq!(a.fpu_state().unwrap().fcw(), 0x27f);
+        assert_eq!(b.fpu_state().unwrap().fcw(), FxsaveArea::reset().fcw());
+        // A third entry of A restores its registers in the processor.
+        assert_eq!(a.run(&mut mem, &LIMIT), Exit::Cpuid);
+        assert_eq!(cpu.ops().read_msr(LSTAR), 0xa111);
+        assert_eq!(cpu.ops().read_dr(0), 0xd0);
+        assert_eq!(cpu.ops().fpu.borrow().fcw(), 0x27f);
+    }
+}
