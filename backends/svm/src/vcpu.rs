@@ -1616,6 +1616,11 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.nmi.window = enable;
     }
 
+    fn set_pause_exiting(&mut self, on: bool) {
+        // PAUSE_FILTER_COUNT is 0: with the intercept, every PAUSE exits.
+        self.set_misc1(misc1::PAUSE, on);
+    }
+
     fn flush_tlb_all(&mut self) {
         if self.caps.features.flush_by_asid() {
             self.request_flush(tlb_control::FLUSH_ASID);

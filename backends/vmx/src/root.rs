@@ -605,6 +605,16 @@ mod vcpu_tests {
                 .read(fields::VIRTUAL_PROCESSOR_ID)
         };
         assert_eq!((vpid(0x10_000), vpid(0x20_000)), (Ok(1), Ok(2)));
+        // PAUSE exits on a machine of several vCPUs (core asks), for that vCPU only.
+        a.set_pause_exiting(true);
+        let proc = |phys: u64| {
+            cpu.ops().vmcss.borrow()[&phys]
+                .0
+                .read(fields::PRIMARY_PROC_BASED_VM_EXEC_CONTROLS)
+                .unwrap()
+        };
+        let pause = u64::from(crate::controls::proc_based::PAUSE_EXITING);
+        assert_eq!((proc(0x10_000) & pause, proc(0x20_000) & pause), (pause, 0));
         // The unswitched registers: each vCPU's saved copy until it first enters.
         assert!(a.set_msr(LSTAR, 0xa000));
         assert!(b.set_msr(LSTAR, 0xb000));

@@ -2011,6 +2011,14 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.set_proc_bit(proc_based::INTERRUPT_WINDOW_EXITING, enable);
     }
 
+    fn set_pause_exiting(&mut self, on: bool) {
+        // Without the control PAUSE runs in the guest, and the turn ends at its
+        // deadline instead.
+        if self.caps.proc.allows(proc_based::PAUSE_EXITING) {
+            self.set_proc_bit(proc_based::PAUSE_EXITING, on);
+        }
+    }
+
     fn enable_nmi_window(&mut self, enable: bool) {
         if self.controls.features.nmi_window {
             self.set_proc_bit(proc_based::NMI_WINDOW_EXITING, enable);
