@@ -1374,3 +1374,63 @@ fn vmcall_is_answered_as_vmmcall_at_every_privilege_level() {
         );
     }
 }
+
+/// Two vCPUs of QEMU's SVM (15 ASIDs, no flush by ASID), taking their ASIDs from the
+/// processor's one allocator as `SvmHost::new_vcpu` gives it to them.
+fn vcpus_sharing_asids() -> (SvmVcpu<ReplayVmcb>, SvmVcpu<ReplayVmcb>) {
+    let caps = SvmCaps::read(&QEMU_TCG_MAX).unwrap();
+    let pool = crate::asid::AsidAllocator::new(caps.asids).unwrap();
+    let pool = std::rc::Rc::new(core::cell::RefCell::new(pool));
+    let mut make = || {
+        let replay =
+            ReplayVmcb::new(ScriptedExit::cpuid(RIP, 0, 0), 100, debug_exit(0x9000)).unwrap();
+        let mut v = SvmVcpu::assemble(replay, caps, config(), std::rc::Rc::clone(&pool)).unwrap();
+        v.setup().unwrap();
+        v
+    };
+    (make(), make())
+}
+
+#[test]
+fn vcpus_of_one_processor_never_share_an_asid() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let (mut a, mut b) = vcpus_sharing_asids();
+    // Their resets and first runs (which build the nested tables) flushed: new ASIDs
+    // on QEMU, each from the same allocator.
+    a.run(&mut mem, &LIMIT);
+    b.run(&mut mem, &LIMIT);
+    assert_ne!(a.asid(), b.asid());
+    // A flushes until the allocator wraps (QEMU: ASIDs 1 to 15) and A holds ASID 1
+    // of the new generation; B's ASID is of the old one and may be handed out again,
+    // so B takes a fresh one before its next VMRUN, and the first VMRUN after the
+    // wrap, B's here, flushes every ASID.
+    let mut flushes = 0;
+    while a.asid() != 1 {
+        a.flush_tlb_all();
+        flushes += 1;
+        assert!(flushes <= 15);
+    }
+    b.run(&mut mem, &LIMIT);
+    assert_eq!(b.asid(), 2);
+    assert_eq!(vmcb(&b, fields::GUEST_ASID), 2);
+    assert_eq!(vmcb(&b, fields::TLB_CONTROL), tlb_control::FLUSH_ALL);
+    a.run(&mut mem, &LIMIT);
+    assert_eq!((a.asid(), vmcb(&a, fields::GUEST_ASID)), (1, 1));
+    b.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&b, fields::TLB_CONTROL), tlb_control::DO_NOTHING);
+    // Many more flushes on both: at every VMRUN the two hold different ASIDs.
+    for i in 0..40 {
+        if i % 3 == 0 {
+            b.flush_tlb_all();
+        } else {
+            a.flush_tlb_all();
+        }
+        a.run(&mut mem, &LIMIT);
+        b.run(&mut mem, &LIMIT);
+        assert_ne!(
+            vmcb(&a, fields::GUEST_ASID),
+            vmcb(&b, fields::GUEST_ASID),
+            "round {i}"
+        );
+    }
+}
