@@ -1381,7 +1381,7 @@ fn vcpus_sharing_asids() -> (SvmVcpu<ReplayVmcb>, SvmVcpu<ReplayVmcb>) {
     let caps = SvmCaps::read(&QEMU_TCG_MAX).unwrap();
     let pool = crate::asid::AsidAllocator::new(caps.asids).unwrap();
     let pool = std::rc::Rc::new(core::cell::RefCell::new(pool));
-    let mut make = || {
+    let make = || {
         let replay =
             ReplayVmcb::new(ScriptedExit::cpuid(RIP, 0, 0), 100, debug_exit(0x9000)).unwrap();
         let mut v = SvmVcpu::assemble(replay, caps, config(), std::rc::Rc::clone(&pool)).unwrap();
