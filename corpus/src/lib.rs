@@ -71,8 +71,7 @@ pub struct Guest {
     pub outcome: Outcome,
     /// Console input for the guest (typed once it prints [`INPUT_PROMPT`]).
     pub input: &'static [u8],
-    /// The machine's vCPUs (`--smp`). The bare-metal image runs one vCPU: its runners
-    /// skip a guest of more, saying so.
+    /// The machine's vCPUs (`--smp`; the bare-metal image's `smp=N`).
     pub vcpus: u32,
     /// Whether the machine has QEMU's ISA test device (`--device pc-testdev`).
     pub pc_testdev: bool,

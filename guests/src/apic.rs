@@ -82,11 +82,24 @@ impl Apic {
     /// Read a register.
     pub fn read(self, offset: u32) -> u32 {
         match self {
-            // SAFETY: the xAPIC page is identity-mapped (uncached) by the boot tables;
-            // registers are 32-bit aligned.
-            Apic::X(base) => unsafe {
-                core::ptr::read_volatile((base + u64::from(offset)) as *const u32)
-            },
+            // One MOV, as Linux's readl: a volatile read may be folded into another
+            // instruction (`test [mem], imm`), which the hardware backends, decoding
+            // the instruction behind an MMIO exit, do not take (MOV forms only).
+            Apic::X(base) => {
+                let value: u32;
+                // SAFETY: the xAPIC page is identity-mapped (uncached) by the boot
+                // tables; registers are 32-bit aligned. The load reads the register and
+                // writes only `value`.
+                unsafe {
+                    core::arch::asm!(
+                        "mov {v:e}, dword ptr [{a}]",
+                        a = in(reg) base + u64::from(offset),
+                        v = out(reg) value,
+                        options(nostack, preserves_flags),
+                    )
+                };
+                value
+            }
             Apic::X2 => rdmsr(0x800 + (offset >> 4)) as u32,
         }
     }

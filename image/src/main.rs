@@ -28,7 +28,9 @@
 //! VMX on an Intel CPU that has it, SVM on an AMD CPU that has it, when the backend can
 //! be enabled; else the emulator), `cpu=MODEL[,+F][,-F]` (the guest's CPU model, as
 //! `opsvisor run --cpu` takes it; default `max`: what the backends in use implement),
-//! `interactive` (a guest waiting for
+//! `smp=N` (the guest's vCPUs, 1 to 255, default 1: all run on this one host CPU in
+//! core's turns, each hardware vCPU with its own VMCS or VMCB), `interactive` (a guest
+//! waiting for
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
 //! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
@@ -69,7 +71,7 @@ use opsvisor_core::cpuid::CpuidPolicy;
 use opsvisor_core::loader::{load_kernel, KernelFormat, KernelOptions, Module, KERNEL_FORMATS};
 use opsvisor_core::ops::{ResetKind, X86Ops};
 use opsvisor_core::pc;
-use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
+use opsvisor_core::vm::{RunOutcome, Vm, VmConfig, MAX_VCPUS};
 use opsvisor_core::{EmuSlot, GuestMemory, SvmSlot, VmxSlot};
 use opsvisor_emu::EmuVcpu;
 use opsvisor_svm::{SvmConfig, SvmVcpu};
@@ -166,6 +168,8 @@ struct Options {
     pc_testdev: bool,
     /// The guest's CPU model.
     cpu: CpuModel,
+    /// `smp=N`: the guest's vCPUs.
+    vcpus: u32,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -178,6 +182,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         console_input: console_input::ConsoleInput::default(),
         pc_testdev: false,
         cpu: CpuModel::default(),
+        vcpus: 1,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -200,6 +205,14 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             };
         } else if let Some(v) = word.strip_prefix("cpu=") {
             opts.cpu = CpuModel::parse(v).map_err(|e| format!("bad option '{word}': {e}"))?;
+        } else if let Some(v) = word.strip_prefix("smp=") {
+            opts.vcpus = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_VCPUS as u32).contains(n))
+                .ok_or_else(|| {
+                    format!("bad option '{word}': the guest's vCPUs are smp=N, 1 to {MAX_VCPUS}")
+                })?;
         } else if word == "interactive" {
             opts.interactive = true;
         } else if word == "fault" {
@@ -397,6 +410,31 @@ fn enable_svm(tsc_hz: u64) -> Result<Backend, String> {
     }
 }
 
+/// `first` and `n - 1` more vCPUs of its backend on this host CPU: on VMX and SVM made
+/// from the processor's one VMX root operation or SVM (each with its own VMCS or
+/// VMCB), on the emulator new emulators.
+fn with_more_vcpus(first: Backend, n: u32) -> Result<Vec<Backend>, String> {
+    let mut vcpus = Vec::with_capacity(n as usize);
+    for i in 1..n {
+        let more = match &first {
+            Backend::Vmx(VmxSlot(vmx)) => Backend::from(VmxSlot(
+                vmx.root()
+                    .new_vcpu()
+                    .map_err(|e| format!("vmx vCPU {i}: {e}"))?,
+            )),
+            Backend::Svm(SvmSlot(svm)) => Backend::from(SvmSlot(
+                svm.host()
+                    .new_vcpu()
+                    .map_err(|e| format!("svm vCPU {i}: {e}"))?,
+            )),
+            Backend::Emu(_) => Backend::from(EmuSlot(EmuVcpu::new())),
+        };
+        vcpus.push(more);
+    }
+    vcpus.insert(0, first);
+    Ok(vcpus)
+}
+
 fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     // Nothing may allocate before the heap exists: boot errors are printed as they are.
     let info: BootInfo = match bootinfo::parse(&Identity, eax, ebx, entry) {
@@ -548,7 +586,7 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         }
     }
     let mut mem = GuestMemory::with_ram(guest_bytes).map_err(|e| format!("guest RAM: {e}"))?;
-    let acpi = pc::build_acpi(&mut mem, 1).map_err(|e| format!("the ACPI tables: {e}"))?;
+    let acpi = pc::build_acpi(&mut mem, opts.vcpus).map_err(|e| format!("the ACPI tables: {e}"))?;
     let cmdline = kernel_ref.cmdline.as_str().as_bytes();
     let loaded = load_kernel(
         &mut mem,
@@ -566,13 +604,17 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     state.apply(&mut vcpu);
     let hardware = matches!(vcpu, Backend::Vmx(_) | Backend::Svm(_));
     let policy = cpuid_policy(&opts.cpu, &vcpu.supported_cpuid(), vcpu.name(), hardware)?;
-    let mut vm = Vm::new(
-        vcpu,
+    let vcpus = with_more_vcpus(vcpu, opts.vcpus)?;
+    // The machine's topology (CPUID, CMOS, fw_cfg) follows the vCPU count, as the
+    // MADT above does.
+    let mut vm = Vm::with_vcpus(
+        vcpus,
         mem,
         platform::BareMetal::new(hz, opts.interactive).with_input(opts.console_input),
         policy,
         VmConfig::default(),
-    );
+    )
+    .map_err(|e| format!("smp={}: {e}", opts.vcpus))?;
     if opts.pc_testdev {
         vm.attach_pc_testdev()
             .map_err(|e| format!("device=pc-testdev: its range at {:#x} is taken", e.start))?;
@@ -580,25 +622,47 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
     vm.finish_firmware(loaded.linux.as_ref().map(|layout| (layout, cmdline)))
         .map_err(|e| format!("fw_cfg: {e}"))?;
     log!(
-        "guest: {}, {} bytes, {} MiB RAM, command line '{}'",
+        "guest: {}, {} bytes, {} MiB RAM, {} vCPU(s), command line '{}'",
         format.name(),
         kernel.len(),
         opts.guest_mib,
+        opts.vcpus,
         kernel_ref.cmdline.as_str()
     );
     let outcome = vm.run();
-    match &vm.bsp().backend {
-        Backend::Vmx(VmxSlot(vmx)) => {
-            if let Some(failure) = vmx.last_failure() {
-                log!("vmx: {:?}", failure);
+    for (i, v) in vm.vcpus().iter().enumerate() {
+        match &v.backend {
+            Backend::Vmx(VmxSlot(vmx)) => {
+                if let Some(failure) = vmx.last_failure() {
+                    log!("vmx: vCPU {}: {:?}", i, failure);
+                }
             }
-        }
-        Backend::Svm(SvmSlot(svm)) => {
-            if let Some(failure) = svm.last_failure() {
-                log!("svm: {}", failure);
+            Backend::Svm(SvmSlot(svm)) => {
+                if let Some(failure) = svm.last_failure() {
+                    log!("svm: vCPU {}: {}", i, failure);
+                }
             }
+            Backend::Emu(_) => {}
         }
-        Backend::Emu(_) => {}
+    }
+    if opts.vcpus > 1 {
+        match &vm.bsp().backend {
+            Backend::Vmx(VmxSlot(vmx)) => {
+                let root = vmx.root();
+                log!(
+                    "vmx: {} VMPTRLDs, {} handovers of the unswitched registers",
+                    root.vmptrlds(),
+                    root.handovers()
+                );
+            }
+            Backend::Svm(SvmSlot(svm)) => {
+                log!(
+                    "svm: {} handovers of the unswitched registers",
+                    svm.host().handovers()
+                );
+            }
+            Backend::Emu(_) => {}
+        }
     }
     let ms = vm.run_time_ns() / 1_000_000;
     match vm.instructions_retired() {

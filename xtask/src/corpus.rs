@@ -48,12 +48,12 @@ pub struct CorpusGuest {
     pub outcome: Outcome,
     /// Console input for the guest.
     pub input: &'static [u8],
-    /// The vCPUs the guest needs (the image runs one: more is skipped, saying so).
+    /// The vCPUs the guest needs (`smp=N` on the image's command line).
     pub vcpus: u32,
     /// Whether the guest needs QEMU's ISA test device (`device=pc-testdev` on the
     /// image's command line).
     pub pc_testdev: bool,
-    /// Why the image's runners skip the guest, if they do (besides needing vCPUs).
+    /// Why the image's runners skip the guest, if they do.
     pub image_skip: Option<&'static str>,
 }
 
@@ -92,13 +92,6 @@ pub fn guest(name: &str) -> Option<&'static CorpusGuest> {
     CORPUS.iter().find(|g| g.name == name)
 }
 
-/// Why the image's runners skip a guest of `vcpus` vCPUs.
-pub fn one_vcpu_skip_reason(vcpus: u32) -> String {
-    format!(
-        "needs {vcpus} vCPUs (smp = {vcpus} in the guest list); the bare-metal image runs one vCPU"
-    )
-}
-
 /// The image's command-line word that gives the guest `input` on its console
 /// (`console-input=` and the bytes in hex), if there is input.
 pub fn console_input_word(input: &[u8]) -> Option<String> {
@@ -135,10 +128,6 @@ mod tests {
         );
         assert_eq!(guest("hello").and_then(|g| g.image_skip), None);
         assert_eq!(guest("debug_single_step").and_then(|g| g.image_skip), None);
-        assert_eq!(
-            one_vcpu_skip_reason(4),
-            "needs 4 vCPUs (smp = 4 in the guest list); the bare-metal image runs one vCPU"
-        );
         // Every guest in guests/src/bin is listed.
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/src/bin");
         for entry in std::fs::read_dir(bin).expect("guests/src/bin") {

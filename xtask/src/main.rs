@@ -625,8 +625,8 @@ fn judge(
 }
 
 /// For a corpus guest, its table entry's ending, and `run` with the guest's console input
-/// (`console-input=`) and devices (`device=pc-testdev`) on the image's command line; other
-/// guests run as given.
+/// (`console-input=`), devices (`device=pc-testdev`) and vCPUs (`smp=N`) on the image's
+/// command line; other guests run as given.
 fn with_corpus_entry(run: &RunOptions) -> (RunOptions, Option<corpus::Outcome>) {
     let entry = match &run.guest {
         GuestSpec::Corpus(name) => corpus::guest(name),
@@ -641,6 +641,9 @@ fn with_corpus_entry(run: &RunOptions) -> (RunOptions, Option<corpus::Outcome>) 
             .trim()
             .to_string();
     }
+    if let Some(vcpus) = entry.map(|g| g.vcpus).filter(|&n| n > 1) {
+        run.append = format!("{} smp={vcpus}", run.append).trim().to_string();
+    }
     (run, entry.map(|g| g.outcome))
 }
 
@@ -652,18 +655,13 @@ fn guest_label(guest: &GuestSpec) -> String {
     }
 }
 
-/// Why the image cannot run `run`'s guest, if it cannot: a corpus guest that needs more
-/// vCPUs than the one the image runs, or whose list entry says why (`image_skip`).
+/// Why the image cannot run `run`'s guest, if it cannot: a corpus guest whose list entry
+/// says why (`image_skip`).
 fn image_cannot_run(run: &RunOptions) -> Option<String> {
     let GuestSpec::Corpus(name) = &run.guest else {
         return None;
     };
-    let g = corpus::guest(name)?;
-    if g.vcpus > 1 {
-        Some(corpus::one_vcpu_skip_reason(g.vcpus))
-    } else {
-        g.image_skip.map(String::from)
-    }
+    corpus::guest(name)?.image_skip.map(String::from)
 }
 
 /// Boot the image with `run`'s guest under Bochs; `stream` copies the serial output to

@@ -5,13 +5,17 @@
 //! [`HardwareSvm`] implements [`SvmProcessor`] with the real instructions; the vCPU
 //! logic above it is the same code that [`crate::replay::ReplayVmcb`] runs on the host.
 
-use crate::enable::{reachable, EFER_SVME, MSR_VM_HSAVE_PA};
+use crate::asid::AsidAllocator;
+use crate::caps::SvmCaps;
+use crate::enable::{reachable, EnableError, EFER_SVME, MSR_VM_HSAVE_PA};
 use crate::exits::Gprs;
-use crate::page::{HostPhys, Pages};
-use crate::vcpu::SvmProcessor;
+use crate::page::Pages;
+use crate::vcpu::{SvmConfig, SvmProcessor, SvmVcpu};
 use crate::vmcb::{Field, VmcbAccess, VmcbError, VmcbPage};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use core::arch::{asm, global_asm};
+use core::cell::{Cell, RefCell};
 use core::marker::PhantomData;
 use opsvisor_core::fpu::FxsaveArea;
 
@@ -182,27 +186,268 @@ impl HostTimer {
     }
 }
 
-/// The processor's SVM, with the guest's VMCB page.
-///
-/// SVM is a property of one logical processor, so the handle is neither `Send` nor
-/// `Sync`.
-pub struct HardwareSvm {
-    vmcb: VmcbPage,
-    vmcb_phys: u64,
+/// The guest registers VMRUN does not switch (TSC_AUX, DR0-DR3, the x87/SSE state),
+/// as one vCPU left them. Between runs the processor holds those of the vCPU that ran
+/// last; the vCPU about to run claims them ([`SvmHost`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unswitched {
+    /// TSC_AUX (only on a processor with RDTSCP).
+    pub tsc_aux: u64,
+    /// DR0-DR3.
+    pub dr: [u64; 4],
+    /// The x87/MMX/SSE state, as FXSAVE64 stores it (MXCSR_MASK included).
+    pub fpu: FxsaveArea,
+}
+
+/// TSC_AUX.
+const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+/// SVM on this processor, shared by every vCPU on it: EFER.SVME, the host save area
+/// (VM_HSAVE_PA: one per processor, APM 2 15.30.4), the host's VMCB (its state as
+/// VMSAVE stored it, which VMLOAD restores after every #VMEXIT), the host timer, the
+/// ASIDs, and whose unswitched registers the processor holds.
+pub(crate) struct HostCpu {
     host_vmcb: Box<Pages<1>>,
     host_vmcb_phys: u64,
     /// The host save area VM_HSAVE_PA names; the processor alone reads and writes it.
     _host_save: Box<Pages<1>>,
     timer: Option<HostTimer>,
     tsc_hz: u64,
+    /// The processor has TSC_AUX.
+    rdtscp: bool,
+    /// The saved registers of the vCPU whose values the processor holds.
+    holder: RefCell<Option<Rc<RefCell<Unswitched>>>>,
+    /// Times the unswitched registers changed hands.
+    handovers: Cell<u64>,
+    asids: Rc<RefCell<AsidAllocator>>,
+}
+
+impl HostCpu {
+    fn holds(&self, guest: &Rc<RefCell<Unswitched>>) -> bool {
+        self.holder
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| Rc::ptr_eq(h, guest))
+    }
+
+    /// Give the processor `guest`'s unswitched registers (its vCPU is about to run):
+    /// the holder's are saved, `guest`'s loaded. Returns whether they changed hands.
+    fn claim(&self, guest: &Rc<RefCell<Unswitched>>) -> bool {
+        if self.holds(guest) {
+            return false;
+        }
+        if let Some(previous) = self.holder.borrow().as_ref() {
+            let mut p = previous.borrow_mut();
+            if self.rdtscp {
+                p.tsc_aux = rdmsr(MSR_TSC_AUX);
+            }
+            for (n, slot) in p.dr.iter_mut().enumerate() {
+                // SAFETY: CPL 0 (a `HostCpu` exists only after `SvmHost::enable`).
+                *slot = unsafe { read_dr(n as u8) };
+            }
+            // SAFETY: CR0.EM and CR0.TS are clear in the host (`SvmHost::enable`'s
+            // contract).
+            unsafe { fxsave64(&mut p.fpu) };
+        }
+        let g = guest.borrow();
+        if self.rdtscp {
+            // SAFETY: TSC_AUX exists (RDTSCP); its value only affects the guest's
+            // RDTSCP/RDPID, which the host never executes.
+            unsafe { wrmsr(MSR_TSC_AUX, g.tsc_aux) };
+        }
+        for (n, &value) in g.dr.iter().enumerate() {
+            // SAFETY: CPL 0; the host's DR7 enables no breakpoint.
+            unsafe { write_dr(n as u8, value) };
+        }
+        // SAFETY: CR0.EM/TS clear; the image came from FXSAVE64 here or passed
+        // `check_mxcsr` against this processor's MXCSR_MASK (`set_fpu_state`).
+        unsafe { fxrstor64(&g.fpu) };
+        drop(g);
+        *self.holder.borrow_mut() = Some(Rc::clone(guest));
+        self.handovers.set(self.handovers.get().wrapping_add(1));
+        true
+    }
+}
+
+/// SVM on the processor the image runs on: EFER.SVME and the host's state once, then
+/// any number of vCPUs ([`SvmHost::new_vcpu`]), each with its own VMCB and ASID; VMRUN
+/// takes the VMCB of the vCPU being run.
+pub struct SvmHost {
+    cpu: Rc<HostCpu>,
+    caps: SvmCaps,
+    config: SvmConfig,
+}
+
+impl core::fmt::Debug for SvmHost {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SvmHost")
+            .field("timer", &self.cpu.timer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SvmHost {
+    /// Turn SVM on: the CPUID and VM_CR checks, CR4.OSFXSR, EFER.SVME, the host save
+    /// area and the host's VMCB.
+    ///
+    /// # Safety
+    ///
+    /// Runs at CPL 0 on the only processor in use, with interrupts disabled, in 64-bit
+    /// mode, with CR0.EM and CR0.TS clear; `config.to_phys` gives the true physical
+    /// address of heap memory (and maps the permission maps contiguously);
+    /// `config.timer`, when given, is as [`HostTimer`] describes, with the 8259 PICs
+    /// masked; `config.probe_msr` survives the #GP of a missing MSR. The host's #DB gate
+    /// uses no IST (TR is the guest's when it may fire) and returns from a #DB at
+    /// [`vmexit_rip`] (a debug trap an emulated processor carried over the #VMEXIT: see
+    /// the world switch). EFER.SVME stays set afterwards (nothing clears it: the image
+    /// powers off at the end of its run).
+    pub unsafe fn enable(config: SvmConfig) -> Result<SvmHost, EnableError> {
+        let caps = SvmCaps::read(&crate::caps::HardwareCpuid).map_err(EnableError::Caps)?;
+        crate::enable::check_vm_cr((config.probe_msr)(crate::enable::MSR_VM_CR))?;
+        crate::enable::check_features(&caps)?;
+        let asids = AsidAllocator::new(caps.asids).ok_or(EnableError::Caps(
+            crate::caps::CapsError::NoAsids(caps.asids),
+        ))?;
+        // The guest's x87/SSE state lives in the processor and is read and loaded with
+        // FXSAVE/FXRSTOR, which move XMM0-15 and MXCSR only with CR4.OSFXSR set. The
+        // host code never executes SSE (it is built soft-float), so the bit changes
+        // nothing else.
+        let cr4: u64;
+        // SAFETY: reading CR4 at CPL 0 has no side effect; setting OSFXSR changes
+        // neither paging nor how the host's code runs.
+        unsafe {
+            asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+            asm!("mov cr4, {}", in(reg) cr4 | (1 << 9), options(nostack, preserves_flags));
+        }
+        let to_phys = config.to_phys;
+        let host_save = Pages::<1>::zeroed();
+        let host_vmcb = Pages::<1>::zeroed();
+        let host_save_phys = to_phys(host_save.addr());
+        let host_vmcb_phys = to_phys(host_vmcb.addr());
+        for phys in [host_save_phys, host_vmcb_phys] {
+            if !reachable(phys, 4096, caps.phys_bits) {
+                return Err(EnableError::Address(phys));
+            }
+        }
+        // SAFETY: the caller checked that SVM may be enabled (and VM_CR allows it,
+        // checked above); setting EFER.SVME changes nothing else about how the host
+        // runs. VM_HSAVE_PA takes the page-aligned physical address of a page the
+        // `HostCpu` owns for as long as any vCPU on it lives.
+        unsafe {
+            wrmsr(0xc000_0080, rdmsr(0xc000_0080) | EFER_SVME);
+            wrmsr(MSR_VM_HSAVE_PA, host_save_phys);
+        }
+        // SAFETY: EFER.SVME is set at CPL 0, and the operand is the physical address
+        // of a 4 KiB-aligned page this value owns: VMSAVE stores the host's FS, GS,
+        // TR, LDTR, KernelGsBase and SYSCALL/SYSENTER MSRs there, and nothing else.
+        unsafe {
+            asm!("vmsave rax", in("rax") host_vmcb_phys, options(nostack, preserves_flags));
+        }
+        if let Some(t) = &config.timer {
+            t.program();
+            t.disarm();
+        }
+        Ok(SvmHost {
+            cpu: Rc::new(HostCpu {
+                host_vmcb,
+                host_vmcb_phys,
+                _host_save: host_save,
+                timer: config.timer,
+                tsc_hz: config.tsc_hz,
+                rdtscp: caps.rdtscp,
+                holder: RefCell::new(None),
+                handovers: Cell::new(0),
+                asids: Rc::new(RefCell::new(asids)),
+            }),
+            caps,
+            config,
+        })
+    }
+
+    /// A new vCPU on this processor: its VMCB, ASID, permission maps, and the guest's
+    /// power-on state.
+    pub fn new_vcpu(&self) -> Result<SvmVcpu<HardwareSvm>, EnableError> {
+        let to_phys = self.config.to_phys;
+        let vmcb = VmcbPage::new();
+        let vmcb_phys = to_phys(vmcb.addr());
+        if !reachable(vmcb_phys, 4096, self.caps.phys_bits) {
+            return Err(EnableError::Address(vmcb_phys));
+        }
+        // A new vCPU's saved x87/SSE image carries this processor's MXCSR_MASK (what
+        // `set_fpu_state` checks against) and nothing of another guest's registers.
+        let mut processor = FxsaveArea::zeroed();
+        // SAFETY: CR0.EM/TS clear in the host (`enable`'s contract).
+        unsafe { fxsave64(&mut processor) };
+        let mut fpu = FxsaveArea::zeroed();
+        fpu.set_mxcsr_mask(processor.mxcsr_mask());
+        let cpu = HardwareSvm {
+            vmcb,
+            vmcb_phys,
+            host: Rc::clone(&self.cpu),
+            guest: Rc::new(RefCell::new(Unswitched {
+                tsc_aux: 0,
+                dr: [0; 4],
+                fpu,
+            })),
+            _this_cpu: PhantomData,
+        };
+        let mut vcpu = SvmVcpu::assemble(cpu, self.caps, self.config, Rc::clone(&self.cpu.asids))?;
+        for (addr, size) in [
+            (vcpu.msrpm_addr(), crate::bitmaps::MSRPM_SIZE),
+            (vcpu.iopm_addr(), crate::bitmaps::IOPM_SIZE),
+        ] {
+            let phys = to_phys(addr);
+            if !reachable(phys, size, self.caps.phys_bits) {
+                return Err(EnableError::Address(phys));
+            }
+        }
+        vcpu.setup().map_err(EnableError::Vmcb)?;
+        Ok(vcpu)
+    }
+
+    /// The processor's SVM capabilities.
+    pub fn caps(&self) -> &SvmCaps {
+        &self.caps
+    }
+
+    /// The host timer, if one bounds the runs.
+    pub fn timer(&self) -> Option<HostTimer> {
+        self.cpu.timer
+    }
+
+    /// Times the registers VMRUN does not switch went from one vCPU's guest to
+    /// another's.
+    pub fn handovers(&self) -> u64 {
+        self.cpu.handovers.get()
+    }
+}
+
+/// One vCPU's VMCB on this processor's SVM, with its saved copy of the registers VMRUN
+/// does not switch.
+///
+/// SVM is a property of one logical processor, so the handle is neither `Send` nor
+/// `Sync`.
+pub struct HardwareSvm {
+    vmcb: VmcbPage,
+    vmcb_phys: u64,
+    host: Rc<HostCpu>,
+    guest: Rc<RefCell<Unswitched>>,
     _this_cpu: PhantomData<*mut ()>,
+}
+
+impl Drop for HardwareSvm {
+    fn drop(&mut self) {
+        if self.host.holds(&self.guest) {
+            *self.host.holder.borrow_mut() = None;
+        }
+    }
 }
 
 impl core::fmt::Debug for HardwareSvm {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HardwareSvm")
             .field("vmcb_phys", &format_args!("{:#x}", self.vmcb_phys))
-            .field("timer", &self.timer)
+            .field("timer", &self.host.timer)
             .finish_non_exhaustive()
     }
 }
@@ -238,66 +483,6 @@ pub(crate) unsafe fn wrmsr(index: u32, value: u64) {
 }
 
 impl HardwareSvm {
-    /// Turn SVM on in this processor and set up the host save area, the host's VMCB
-    /// (saved with VMSAVE) and the guest's VMCB page.
-    ///
-    /// # Safety
-    ///
-    /// Runs at CPL 0 in 64-bit mode on a processor whose CPUID reports SVM with VM_CR
-    /// allowing it (the caller checked), on the only processor in use, with interrupts
-    /// disabled; `to_phys` gives the true physical address of heap memory. `timer`,
-    /// when given, names the host's xAPIC page (mapped) and a vector whose IDT handler
-    /// sends the APIC an EOI and returns; the host keeps the 8259 PICs masked (they
-    /// would interrupt on exception vectors). The host's #DB gate uses no IST (TR is
-    /// the guest's when it may fire) and returns from a #DB at [`vmexit_rip`] (a debug
-    /// trap an emulated processor carried over the #VMEXIT: see the world switch).
-    /// EFER.SVME stays set afterwards.
-    pub(crate) unsafe fn new(
-        to_phys: HostPhys,
-        phys_bits: u8,
-        tsc_hz: u64,
-        timer: Option<HostTimer>,
-    ) -> Result<HardwareSvm, u64> {
-        let host_save = Pages::<1>::zeroed();
-        let host_vmcb = Pages::<1>::zeroed();
-        let vmcb = VmcbPage::new();
-        let host_save_phys = to_phys(host_save.addr());
-        let host_vmcb_phys = to_phys(host_vmcb.addr());
-        let vmcb_phys = to_phys(vmcb.addr());
-        for phys in [host_save_phys, host_vmcb_phys, vmcb_phys] {
-            if !reachable(phys, 4096, phys_bits) {
-                return Err(phys);
-            }
-        }
-        // SAFETY: the caller checked that SVM may be enabled; setting EFER.SVME changes
-        // nothing else about how the host runs. VM_HSAVE_PA takes the page-aligned
-        // physical address of a page this value owns for its whole life.
-        unsafe {
-            wrmsr(0xc000_0080, rdmsr(0xc000_0080) | EFER_SVME);
-            wrmsr(MSR_VM_HSAVE_PA, host_save_phys);
-        }
-        // SAFETY: EFER.SVME is set at CPL 0, and the operand is the physical address
-        // of a 4 KiB-aligned page this value owns: VMSAVE stores the host's FS, GS,
-        // TR, LDTR, KernelGsBase and SYSCALL/SYSENTER MSRs there, and nothing else.
-        unsafe {
-            asm!("vmsave rax", in("rax") host_vmcb_phys, options(nostack, preserves_flags));
-        }
-        if let Some(t) = &timer {
-            t.program();
-            t.disarm();
-        }
-        Ok(HardwareSvm {
-            vmcb,
-            vmcb_phys,
-            host_vmcb,
-            host_vmcb_phys,
-            _host_save: host_save,
-            timer,
-            tsc_hz,
-            _this_cpu: PhantomData,
-        })
-    }
-
     /// The host-physical address of the guest's VMCB.
     pub fn vmcb_phys(&self) -> u64 {
         self.vmcb_phys
@@ -305,12 +490,26 @@ impl HardwareSvm {
 
     /// The host timer, if one bounds the runs.
     pub fn timer(&self) -> Option<HostTimer> {
-        self.timer
+        self.host.timer
     }
 
     /// The host's VMCB (the state VMLOAD restores after every #VMEXIT).
     pub fn host_vmcb_addr(&self) -> u64 {
-        self.host_vmcb.addr()
+        self.host.host_vmcb.addr()
+    }
+
+    /// The processor's SVM, as [`SvmHost`] hands it out.
+    pub(crate) fn host(&self, caps: SvmCaps, config: SvmConfig) -> SvmHost {
+        SvmHost {
+            cpu: Rc::clone(&self.host),
+            caps,
+            config,
+        }
+    }
+
+    /// Whether the processor holds this vCPU's unswitched registers.
+    fn holds(&self) -> bool {
+        self.host.holds(&self.guest)
     }
 }
 
@@ -326,9 +525,17 @@ impl VmcbAccess for HardwareSvm {
 
 impl SvmProcessor for HardwareSvm {
     unsafe fn run(&mut self, gprs: &mut Gprs, timer_ticks: Option<u64>) {
-        let armed = match (self.timer, timer_ticks) {
+        if self.host.claim(&self.guest) {
+            // The processor's CR2 is another vCPU's: VMRUN loads the VMCB's, but Bochs
+            // drops it (see `load_cr2`).
+            let cr2 = self.vmcb.read(crate::vmcb::fields::CR2);
+            // SAFETY: CPL 0; CR2 holds only the last page-fault address.
+            unsafe { self.load_cr2(cr2) };
+        }
+        let timer = self.host.timer;
+        let armed = match (timer, timer_ticks) {
             (Some(t), Some(ticks)) => {
-                t.arm(ticks, self.tsc_hz);
+                t.arm(ticks, self.host.tsc_hz);
                 true
             }
             _ => false,
@@ -345,11 +552,11 @@ impl SvmProcessor for HardwareSvm {
             opsvisor_svm_run(
                 gprs.as_mut_ptr(),
                 self.vmcb_phys,
-                self.host_vmcb_phys,
+                self.host.host_vmcb_phys,
                 u64::from(armed),
             )
         };
-        if let (true, Some(t)) = (armed, self.timer) {
+        if let (true, Some(t)) = (armed, timer) {
             t.disarm();
         }
     }
@@ -369,12 +576,21 @@ impl SvmProcessor for HardwareSvm {
     }
 
     unsafe fn read_msr(&self, index: u32) -> u64 {
-        rdmsr(index)
+        if self.holds() {
+            rdmsr(index)
+        } else {
+            // TSC_AUX is the one MSR the processor holds for the guest.
+            self.guest.borrow().tsc_aux
+        }
     }
 
     unsafe fn write_msr(&mut self, index: u32, value: u64) {
-        // SAFETY: the caller's contract is `wrmsr`'s.
-        unsafe { wrmsr(index, value) }
+        if self.holds() {
+            // SAFETY: the caller's contract is `wrmsr`'s.
+            unsafe { wrmsr(index, value) }
+        } else {
+            self.guest.borrow_mut().tsc_aux = value;
+        }
     }
 
     fn tsc(&self) -> u64 {
@@ -383,59 +599,118 @@ impl SvmProcessor for HardwareSvm {
     }
 
     unsafe fn read_dr(&self, n: u8) -> u64 {
-        let v: u64;
-        // SAFETY: CPL 0 (the caller's contract); reading a debug register has no side
-        // effect.
-        unsafe {
-            match n {
-                0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
-                1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
-                2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
-                _ => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
-            }
+        if self.holds() {
+            // SAFETY: the caller's contract is `read_dr`'s.
+            unsafe { read_dr(n) }
+        } else {
+            self.guest.borrow().dr[usize::from(n.min(3))]
         }
-        v
     }
 
     unsafe fn write_dr(&mut self, n: u8, value: u64) {
-        // SAFETY: CPL 0 (the caller's contract); the host's DR7 enables no breakpoint,
-        // so the addresses matter only to the guest.
-        unsafe {
-            match n {
-                0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                _ => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-            }
+        if self.holds() {
+            // SAFETY: the caller's contract is `write_dr`'s.
+            unsafe { write_dr(n, value) }
+        } else {
+            self.guest.borrow_mut().dr[usize::from(n.min(3))] = value;
         }
     }
 
     unsafe fn fxsave(&self, area: &mut FxsaveArea) {
-        // SAFETY: `area` is a valid, 16-byte aligned (`FxsaveArea` is `align(16)`)
-        // 512-byte buffer that FXSAVE64 writes and nothing else; with CR0.EM/TS clear
-        // (the caller's contract) it cannot fault.
-        unsafe {
-            asm!(
-                "fxsave64 [{}]",
-                in(reg) core::ptr::from_mut(area),
-                options(nostack, preserves_flags),
-            )
-        };
+        if self.holds() {
+            // SAFETY: the caller's contract is `fxsave64`'s.
+            unsafe { fxsave64(area) }
+        } else {
+            *area = self.guest.borrow().fpu;
+        }
     }
 
     unsafe fn fxrstor(&mut self, area: &FxsaveArea) {
-        // SAFETY: `area` is a valid, 16-byte aligned 512-byte buffer that FXRSTOR64
-        // only reads; with the caller's contract (CR0.EM/TS clear, MXCSR within
-        // MXCSR_MASK) it cannot fault. It replaces the x87, MMX and SSE registers,
-        // declared clobbered so that compiled code keeps nothing there across it; MXCSR
-        // and FCW change too, which the host code, built soft-float, never consults.
-        unsafe {
-            asm!(
-                "fxrstor64 [{}]",
-                in(reg) core::ptr::from_ref(area),
-                clobber_abi("C"),
-                options(readonly, nostack, preserves_flags),
-            )
-        };
+        if self.holds() {
+            // SAFETY: the caller's contract is `fxrstor64`'s.
+            unsafe { fxrstor64(area) }
+        } else {
+            // Loaded at the vCPU's next run, under the same contract.
+            self.guest.borrow_mut().fpu = *area;
+        }
     }
+}
+
+/// DR`n` (0-3) of the processor.
+///
+/// # Safety
+///
+/// CPL 0.
+unsafe fn read_dr(n: u8) -> u64 {
+    let v: u64;
+    // SAFETY: CPL 0 (the caller's contract); reading a debug register has no side
+    // effect.
+    unsafe {
+        match n {
+            0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
+            _ => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
+        }
+    }
+    v
+}
+
+/// Load DR`n` (0-3) of the processor.
+///
+/// # Safety
+///
+/// CPL 0. The host enables no breakpoint (its DR7, which #VMEXIT restores from the
+/// host save area, is 0x400), so the addresses affect only the guest.
+unsafe fn write_dr(n: u8, value: u64) {
+    // SAFETY: the caller's contract; the host's DR7 enables no breakpoint, so the
+    // addresses matter only to the guest.
+    unsafe {
+        match n {
+            0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            _ => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+        }
+    }
+}
+
+/// FXSAVE64 of the processor's x87/MMX/SSE state into `area`.
+///
+/// # Safety
+///
+/// CR0.EM and CR0.TS are clear.
+unsafe fn fxsave64(area: &mut FxsaveArea) {
+    // SAFETY: `area` is a valid, 16-byte aligned (`FxsaveArea` is `align(16)`) 512-byte
+    // buffer that FXSAVE64 writes and nothing else; with CR0.EM/TS clear (the caller's
+    // contract) it cannot fault.
+    unsafe {
+        asm!(
+            "fxsave64 [{}]",
+            in(reg) core::ptr::from_mut(area),
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// FXRSTOR64 of the processor's x87/MMX/SSE state from `area`.
+///
+/// # Safety
+///
+/// CR0.EM and CR0.TS are clear and MXCSR in `area` sets no bit outside the processor's
+/// MXCSR_MASK.
+unsafe fn fxrstor64(area: &FxsaveArea) {
+    // SAFETY: `area` is a valid, 16-byte aligned 512-byte buffer that FXRSTOR64 only
+    // reads; with the caller's contract it cannot fault. It replaces the x87, MMX and
+    // SSE registers, declared clobbered so that compiled code keeps nothing there
+    // across it; MXCSR and FCW change too, which the host code, built soft-float, never
+    // consults.
+    unsafe {
+        asm!(
+            "fxrstor64 [{}]",
+            in(reg) core::ptr::from_ref(area),
+            clobber_abi("C"),
+            options(readonly, nostack, preserves_flags),
+        )
+    };
 }

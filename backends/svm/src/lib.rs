@@ -39,4 +39,5 @@ pub mod vcpu;
 pub mod vmcb;
 
 #[cfg(target_arch = "x86_64")]
+pub use hardware::SvmHost;
 pub use vcpu::{HostTimer, SvmConfig, SvmFailure, SvmVcpu};

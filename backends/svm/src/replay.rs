@@ -487,7 +487,11 @@ impl SvmVcpu<ReplayVmcb> {
         config: SvmConfig,
         replay: ReplayVmcb,
     ) -> Result<SvmVcpu<ReplayVmcb>, EnableError> {
-        let mut vcpu = SvmVcpu::assemble(replay, caps, config)?;
+        let asids = crate::asid::AsidAllocator::new(caps.asids).ok_or(EnableError::Caps(
+            crate::caps::CapsError::NoAsids(caps.asids),
+        ))?;
+        let asids = alloc::rc::Rc::new(core::cell::RefCell::new(asids));
+        let mut vcpu = SvmVcpu::assemble(replay, caps, config, asids)?;
         vcpu.setup().map_err(EnableError::Vmcb)?;
         Ok(vcpu)
     }

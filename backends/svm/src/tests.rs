@@ -936,6 +936,8 @@ fn shutdown_host_events_and_unexpected_exits() {
             },
         ),
         (code::WBINVD, Exit::CacheFlush),
+        // Intercepted when the core asks (several vCPUs): its turn ends.
+        (code::PAUSE, Exit::Pause),
         // An exception other than #UD (the backend's) goes to core.
         (
             code::EXCP0 + 18,
@@ -951,7 +953,7 @@ fn shutdown_host_events_and_unexpected_exits() {
         let mut vcpu = vcpu(exit, 1);
         assert_eq!(vcpu.run(&mut mem, &LIMIT), want, "{c:#x}");
     }
-    for c in [code::PAUSE, code::TASK_SWITCH, code::EXCP0 + 14] {
+    for c in [code::TASK_SWITCH, code::EXCP0 + 14] {
         let mut vcpu = vcpu(ScriptedExit::new(c).field(fields::RIP, RIP), 1);
         assert_eq!(
             vcpu.run(&mut mem, &LIMIT),
@@ -1569,5 +1571,65 @@ fn io_breakpoint_of_a_skipped_port_access_injects_db_after_it() {
         vcpu.skip_emulated_instruction();
         assert!(!vcpu.event_pending());
         assert_eq!(vcpu.debug_regs().dr6, DR6_RESET);
+    }
+}
+
+/// Two vCPUs of QEMU's SVM (15 ASIDs, no flush by ASID), taking their ASIDs from the
+/// processor's one allocator as `SvmHost::new_vcpu` gives it to them.
+fn vcpus_sharing_asids() -> (SvmVcpu<ReplayVmcb>, SvmVcpu<ReplayVmcb>) {
+    let caps = SvmCaps::read(&QEMU_TCG_MAX).unwrap();
+    let pool = crate::asid::AsidAllocator::new(caps.asids).unwrap();
+    let pool = std::rc::Rc::new(core::cell::RefCell::new(pool));
+    let make = || {
+        let replay =
+            ReplayVmcb::new(ScriptedExit::cpuid(RIP, 0, 0), 100, debug_exit(0x9000)).unwrap();
+        let mut v = SvmVcpu::assemble(replay, caps, config(), std::rc::Rc::clone(&pool)).unwrap();
+        v.setup().unwrap();
+        v
+    };
+    (make(), make())
+}
+
+#[test]
+fn vcpus_of_one_processor_never_share_an_asid() {
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let (mut a, mut b) = vcpus_sharing_asids();
+    // Their resets and first runs (which build the nested tables) flushed: new ASIDs
+    // on QEMU, each from the same allocator.
+    a.run(&mut mem, &LIMIT);
+    b.run(&mut mem, &LIMIT);
+    assert_ne!(a.asid(), b.asid());
+    // A flushes until the allocator wraps (QEMU: ASIDs 1 to 15) and A holds ASID 1
+    // of the new generation; B's ASID is of the old one and may be handed out again,
+    // so B takes a fresh one before its next VMRUN, and the first VMRUN after the
+    // wrap, B's here, flushes every ASID.
+    let mut flushes = 0;
+    while a.asid() != 1 {
+        a.flush_tlb_all();
+        flushes += 1;
+        assert!(flushes <= 15);
+    }
+    b.run(&mut mem, &LIMIT);
+    assert_eq!(b.asid(), 2);
+    assert_eq!(vmcb(&b, fields::GUEST_ASID), 2);
+    assert_eq!(vmcb(&b, fields::TLB_CONTROL), tlb_control::FLUSH_ALL);
+    a.run(&mut mem, &LIMIT);
+    assert_eq!((a.asid(), vmcb(&a, fields::GUEST_ASID)), (1, 1));
+    b.run(&mut mem, &LIMIT);
+    assert_eq!(vmcb(&b, fields::TLB_CONTROL), tlb_control::DO_NOTHING);
+    // Many more flushes on both: at every VMRUN the two hold different ASIDs.
+    for i in 0..40 {
+        if i % 3 == 0 {
+            b.flush_tlb_all();
+        } else {
+            a.flush_tlb_all();
+        }
+        a.run(&mut mem, &LIMIT);
+        b.run(&mut mem, &LIMIT);
+        assert_ne!(
+            vmcb(&a, fields::GUEST_ASID),
+            vmcb(&b, fields::GUEST_ASID),
+            "round {i}"
+        );
     }
 }

@@ -26,12 +26,14 @@ use crate::exits::{
     code, exit_code, invalid_opcode, retires_instruction, BackendExit, ControlRegister, CrAccess,
     CrOperand, DecodeError, ExitDecoder, Gprs, NestedPageFault, StringIo, SvmExit,
 };
-use crate::hardware::HardwareSvm;
+use crate::hardware::{HardwareSvm, SvmHost};
 use crate::intercepts::{Intercepts, CR4_WRITE};
 use crate::page::HostPhys;
 use crate::state::{read_segment, write_guest_defaults, write_segment};
 use crate::vmcb::fields::{self, clean, misc1, misc3, tlb_control, vintr, Field, NP_ENABLE};
 use crate::vmcb::{VmcbAccess, VmcbError};
+use alloc::rc::Rc;
+use core::cell::RefCell;
 use iced_x86::{Code, Decoder, DecoderOptions, Register};
 use opsvisor_core::arch::{ResetState, PAT_DEFAULT};
 use opsvisor_core::cpuid::{CpuidPolicy, Feature};
@@ -273,8 +275,11 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     decoder: ExitDecoder,
     /// The intercepts as currently written.
     intercepts: Intercepts,
-    asids: AsidAllocator,
+    /// The processor's ASIDs, shared by every vCPU on it.
+    asids: Rc<RefCell<AsidAllocator>>,
     asid: u32,
+    /// The allocator's generation `asid` is of.
+    asid_generation: u64,
     /// The TLB control for the next VMRUN.
     tlb_control: u64,
     /// Clean bits to clear at the next VMRUN (fields written since the last one).
@@ -340,63 +345,38 @@ impl<P: SvmProcessor> core::fmt::Debug for SvmVcpu<P> {
 }
 
 impl SvmVcpu<HardwareSvm> {
-    /// Turn SVM on and set up a VMCB for one guest.
+    /// Turn SVM on and set up one vCPU: [`SvmHost::enable`] and [`SvmHost::new_vcpu`]
+    /// (the host's part lives as long as the vCPU).
     ///
     /// # Safety
     ///
-    /// Runs at CPL 0 on the only processor in use, with interrupts disabled, in 64-bit
-    /// mode, with CR0.EM and CR0.TS clear; `config.to_phys` gives the true physical
-    /// address of heap memory (and maps the permission maps contiguously);
-    /// `config.timer`, when given, is as [`HostTimer`] describes, with the 8259 PICs
-    /// masked; `config.probe_msr` survives the #GP of a missing MSR. EFER.SVME stays
-    /// set afterwards (nothing clears it: the image powers off at the end of its run).
+    /// As for [`SvmHost::enable`].
     pub unsafe fn enable(config: SvmConfig) -> Result<SvmVcpu<HardwareSvm>, EnableError> {
-        let caps = SvmCaps::read(&crate::caps::HardwareCpuid).map_err(EnableError::Caps)?;
-        crate::enable::check_vm_cr((config.probe_msr)(crate::enable::MSR_VM_CR))?;
-        crate::enable::check_features(&caps)?;
-        // The guest's x87/SSE state lives in the processor and is read and loaded with
-        // FXSAVE/FXRSTOR, which move XMM0-15 and MXCSR only with CR4.OSFXSR set. The
-        // host code never executes SSE (it is built soft-float), so the bit changes
-        // nothing else.
-        let cr4: u64;
-        // SAFETY: reading CR4 at CPL 0 has no side effect; setting OSFXSR changes
-        // neither paging nor how the host's code runs.
-        unsafe {
-            core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
-            core::arch::asm!("mov cr4, {}", in(reg) cr4 | (1 << 9), options(nostack, preserves_flags));
-        }
-        // SAFETY: the contract of this function, and VM_CR allows SVM (checked above).
-        let cpu = unsafe {
-            HardwareSvm::new(config.to_phys, caps.phys_bits, config.tsc_hz, config.timer)
-        }
-        .map_err(EnableError::Address)?;
-        let mut vcpu = SvmVcpu::assemble(cpu, caps, config)?;
-        for (addr, size) in [
-            (vcpu.msrpm.addr(), crate::bitmaps::MSRPM_SIZE),
-            (vcpu.iopm.addr(), crate::bitmaps::IOPM_SIZE),
-        ] {
-            let phys = (config.to_phys)(addr);
-            if !crate::enable::reachable(phys, size, caps.phys_bits) {
-                return Err(EnableError::Address(phys));
-            }
-        }
-        vcpu.setup().map_err(EnableError::Vmcb)?;
-        Ok(vcpu)
+        // SAFETY: the caller's contract is `SvmHost::enable`'s.
+        unsafe { SvmHost::enable(config) }?.new_vcpu()
+    }
+
+    /// SVM on the processor this vCPU runs on (to make more vCPUs on it).
+    pub fn host(&self) -> SvmHost {
+        self.cpu.host(self.caps, self.config)
     }
 }
 
 impl<P: SvmProcessor> SvmVcpu<P> {
     /// A vCPU around `cpu`, whose VMCB the caller sets up next with `setup`.
+    /// `asids` is the processor's allocator, shared with the other vCPUs on it.
     pub(crate) fn assemble(
         cpu: P,
         caps: SvmCaps,
         config: SvmConfig,
+        asids: Rc<RefCell<AsidAllocator>>,
     ) -> Result<SvmVcpu<P>, EnableError> {
         crate::enable::check_features(&caps)?;
-        let mut asids = AsidAllocator::new(caps.asids).ok_or(EnableError::Caps(
-            crate::caps::CapsError::NoAsids(caps.asids),
-        ))?;
-        let asid = asids.allocate().asid;
+        // A wrap here is caught by the first VMRUN's generation check (and flushes).
+        let (asid, asid_generation) = {
+            let mut pool = asids.borrow_mut();
+            (pool.allocate().asid, pool.generation())
+        };
         Ok(SvmVcpu {
             gprs: [0; 16],
             cpu,
@@ -405,6 +385,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             intercepts: Intercepts::BASE,
             asids,
             asid,
+            asid_generation,
             tlb_control: tlb_control::FLUSH_ALL,
             dirty: clean::ALL,
             cr2_written: true,
@@ -456,6 +437,16 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         write_guest_defaults(&mut self.cpu)?;
         self.vcpu_reset(ResetKind::PowerOn);
         self.vmcb_error.take().map_or(Ok(()), Err)
+    }
+
+    /// The host-virtual address of the MSR permission map.
+    pub(crate) fn msrpm_addr(&self) -> u64 {
+        self.msrpm.addr()
+    }
+
+    /// The host-virtual address of the I/O permission map.
+    pub(crate) fn iopm_addr(&self) -> u64 {
+        self.iopm.addr()
     }
 
     /// The processor (or its stand-in) this vCPU runs on.
@@ -550,8 +541,12 @@ impl<P: SvmProcessor> SvmVcpu<P> {
     /// A fresh ASID: the old one's translations are left behind (flushing all of them
     /// when the allocator wraps).
     fn new_asid(&mut self) {
-        let a = self.asids.allocate();
+        let (a, generation) = {
+            let mut pool = self.asids.borrow_mut();
+            (pool.allocate(), pool.generation())
+        };
         self.asid = a.asid;
+        self.asid_generation = generation;
         self.write(fields::GUEST_ASID, a.asid.into());
         if a.flush_all {
             self.request_flush(tlb_control::FLUSH_ALL);
@@ -656,6 +651,15 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         self.write(fields::EVENTINJ, eventinj);
         let rax = self.gprs[Gpr::Rax as usize];
         self.write(fields::RAX, rax);
+        // Another vCPU's allocation may have wrapped the processor's ASIDs: an ASID of
+        // an older generation may now be another vCPU's, and the first VMRUN after the
+        // wrap flushes them all.
+        if self.asids.borrow().generation() != self.asid_generation {
+            self.new_asid();
+        }
+        if self.asids.borrow_mut().take_flush() {
+            self.request_flush(tlb_control::FLUSH_ALL);
+        }
         if self.read(fields::TLB_CONTROL) != self.tlb_control {
             self.write(fields::TLB_CONTROL, self.tlb_control);
         }
@@ -1577,7 +1581,17 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
                 SvmExit::Core(exit) => exit,
                 SvmExit::Backend(exit) => match self.handle_backend_exit(mem, exit) {
                     Some(exit) => exit,
-                    None => continue,
+                    None => {
+                        // The host timer cannot end a guest that exits to the backend
+                        // (RDTSC) more often than its interrupt arrives: each #VMEXIT
+                        // disarms it. Past the deadline the run ends here, as VMX's
+                        // preemption timer ends it (a vCPU spinning on RDTSC would
+                        // otherwise keep its turn, and the other vCPUs would not run).
+                        if self.cpu.tsc() >= deadline {
+                            return Exit::Preempted;
+                        }
+                        continue;
+                    }
                 },
             };
             if let Exit::Io {
@@ -1723,6 +1737,11 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
 
     fn enable_nmi_window(&mut self, enable: bool) {
         self.nmi.window = enable;
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) {
+        // PAUSE_FILTER_COUNT is 0: with the intercept, every PAUSE exits.
+        self.set_misc1(misc1::PAUSE, on);
     }
 
     fn flush_tlb_all(&mut self) {

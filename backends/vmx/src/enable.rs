@@ -88,6 +88,8 @@ pub enum EnableError {
     Vmcs(VmxError),
     /// The host-physical address of a VMX structure is out of the processor's reach.
     Address(u64),
+    /// Every VPID (1 to 0xFFFF) is taken by a vCPU of this processor.
+    TooManyVcpus,
 }
 
 impl fmt::Display for EnableError {
@@ -111,6 +113,9 @@ impl fmt::Display for EnableError {
             EnableError::Address(a) => {
                 write!(f, "VMX structure at host-physical {a:#x} is out of reach")
             }
+            EnableError::TooManyVcpus => f.write_str(
+                "every VPID (1 to 0xFFFF) is taken: no more vCPUs on this processor",
+            ),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod mmio;
 pub mod page;
 #[cfg(target_arch = "x86_64")]
 pub mod replay;
+pub mod root;
 pub mod state;
 pub mod string_io;
 #[cfg(target_arch = "x86_64")]
@@ -33,4 +34,4 @@ pub mod vcpu;
 pub mod vmcs;
 
 #[cfg(target_arch = "x86_64")]
-pub use vcpu::{VmxConfig, VmxFailure, VmxVcpu};
+pub use vcpu::{VmxConfig, VmxFailure, VmxRoot, VmxVcpu};

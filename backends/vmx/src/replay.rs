@@ -463,11 +463,9 @@ impl VmxVcpu<ReplayVmcs> {
         let controls = crate::controls::Controls::compute(&caps).map_err(EnableError::Controls)?;
         check_features(&controls)?;
         let revision = u64::from(caps.basic.revision_id());
-        let mut vmxon_region = crate::page::Page::zeroed();
-        vmxon_region.0[0] = revision;
         let mut vmcs_region = crate::page::Page::zeroed();
         vmcs_region.0[0] = revision;
-        let mut vcpu = VmxVcpu::assemble(replay, caps, controls, config, vmxon_region, vmcs_region);
+        let mut vcpu = VmxVcpu::assemble(replay, caps, controls, config, vmcs_region, 1);
         vcpu.setup_for_replay().map_err(EnableError::Vmcs)?;
         Ok(vcpu)
     }

@@ -35,12 +35,16 @@ use crate::exits::{
 };
 use crate::mmio::{self, MmioInstruction};
 use crate::page::{HostPhys, Page};
+use crate::root::{LogicalCpu, SwitchOps, Unswitched};
 use crate::state::{read_segment, write_guest_defaults, write_segment, ResetState, PAT_DEFAULT};
 use crate::string_io::{self, Element, InsStore, StringIoError};
 use crate::vmcs::hardware::vmx_outcome;
 use crate::vmcs::{fields, Field, HardwareVmcs, InstructionError, VmcsAccess, VmxError};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use core::arch::{asm, global_asm};
+use core::cell::{Cell, RefCell};
+use core::marker::PhantomData;
 use opsvisor_core::cpuid::{CpuidPolicy, Feature};
 use opsvisor_core::emulate::fetch_instruction;
 use opsvisor_core::emulate::strings::{self, StringMmio};
@@ -251,15 +255,20 @@ impl VmxProcessor for HardwareVmcs {
         cr2: &mut u64,
         launched: bool,
     ) -> Result<(), VmxError> {
+        // This vCPU's VMCS must be the current one and the registers VMX does not
+        // switch its guest's (another vCPU may have run since).
+        self.make_current()?;
+        self.root().cpu.claim(self.guest());
         let guest_cr2 = *cr2;
         // SAFETY: CR2 holds only the last page-fault address; the host reads it solely
         // in its exception report. The guest's value must be in place at entry.
         unsafe { asm!("mov cr2, {}", in(reg) guest_cr2, options(nomem, nostack, preserves_flags)) };
-        // SAFETY: the caller guarantees a current, fully set up VMCS (HOST_RIP at
-        // `opsvisor_vmx_exit`); `gprs` is a valid 16-quadword array the assembly reads
-        // and writes only while this call runs. The assembly preserves every
-        // callee-saved register and the stack pointer, and guest execution touches
-        // host memory only through the EPT, which maps guest RAM alone.
+        // SAFETY: the caller guarantees a fully set up VMCS (HOST_RIP at
+        // `opsvisor_vmx_exit`), made current above; `gprs` is a valid 16-quadword array
+        // the assembly reads and writes only while this call runs. The assembly
+        // preserves every callee-saved register and the stack pointer, and guest
+        // execution touches host memory only through the EPT, which maps guest RAM
+        // alone.
         let result = unsafe { opsvisor_vmx_run(gprs.as_mut_ptr(), u64::from(launched)) };
         // SAFETY: reading CR2 has no side effect.
         unsafe {
@@ -301,11 +310,11 @@ impl VmxProcessor for HardwareVmcs {
     }
 
     unsafe fn read_msr(&self, index: u32) -> u64 {
-        rdmsr(index)
+        self.root().cpu.read_msr(self.guest(), index)
     }
 
     unsafe fn write_msr(&mut self, index: u32, value: u64) {
-        wrmsr(index, value)
+        self.root().cpu.write_msr(self.guest(), index, value)
     }
 
     fn tsc(&self) -> u64 {
@@ -313,13 +322,11 @@ impl VmxProcessor for HardwareVmcs {
     }
 
     unsafe fn fxsave(&self, area: &mut FxsaveArea) {
-        // SAFETY: the caller's contract is `fxsave64`'s.
-        unsafe { fxsave64(area) }
+        self.root().cpu.fxsave(self.guest(), area)
     }
 
     unsafe fn fxrstor(&mut self, area: &FxsaveArea) {
-        // SAFETY: the caller's contract is `fxrstor64`'s.
-        unsafe { fxrstor64(area) }
+        self.root().cpu.fxrstor(self.guest(), area)
     }
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -328,32 +335,51 @@ impl VmxProcessor for HardwareVmcs {
     }
 
     unsafe fn read_dr(&self, n: u8) -> u64 {
-        let v: u64;
-        // SAFETY: CPL 0 (the caller's contract); reading a debug register has no side
-        // effect.
-        unsafe {
-            match n {
-                0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
-                1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
-                2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
-                3 => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
-                _ => asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)),
-            }
-        }
-        v
+        self.root().cpu.read_dr(self.guest(), n)
     }
 
     unsafe fn write_dr(&mut self, n: u8, value: u64) {
-        // SAFETY: CPL 0 (the caller's contract); the host's DR7 enables no breakpoint,
-        // so the addresses and the status register matter only to the guest.
-        unsafe {
-            match n {
-                0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                3 => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-                _ => asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
-            }
+        self.root().cpu.write_dr(self.guest(), n, value)
+    }
+}
+
+/// DR`n` (0-3; any other `n` is DR6) of the processor.
+///
+/// # Safety
+///
+/// CPL 0.
+unsafe fn read_dr(n: u8) -> u64 {
+    let v: u64;
+    // SAFETY: CPL 0 (the caller's contract); reading a debug register has no side
+    // effect.
+    unsafe {
+        match n {
+            0 => asm!("mov {}, dr0", out(reg) v, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov {}, dr1", out(reg) v, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov {}, dr2", out(reg) v, options(nomem, nostack, preserves_flags)),
+            3 => asm!("mov {}, dr3", out(reg) v, options(nomem, nostack, preserves_flags)),
+            _ => asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)),
+        }
+    }
+    v
+}
+
+/// Load DR`n` (0-3; any other `n` is DR6) of the processor.
+///
+/// # Safety
+///
+/// CPL 0; for DR6 the upper 32 bits of `value` are 0. The host enables no breakpoint
+/// (its DR7, loaded at every VM exit, is 0x400), so the addresses affect only the guest.
+unsafe fn write_dr(n: u8, value: u64) {
+    // SAFETY: the caller's contract; the host's DR7 enables no breakpoint, so the
+    // addresses and the status register matter only to the guest.
+    unsafe {
+        match n {
+            0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            3 => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            _ => asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
         }
     }
 }
@@ -523,6 +549,53 @@ pub struct VmxConfig {
     pub tsc_hz: u64,
 }
 
+/// The instructions of [`SwitchOps`] on this processor.
+pub struct HardwareSwitch {
+    _this_cpu: PhantomData<*mut ()>,
+}
+
+impl SwitchOps for HardwareSwitch {
+    fn vmptrld(&self, phys: u64) -> Result<(), VmxError> {
+        vmx_phys_op!("vmptrld", phys)
+    }
+
+    fn read_msr(&self, index: u32) -> u64 {
+        // A `HardwareSwitch` exists only in a `Root`, made at CPL 0; the index is one
+        // of the unswitched MSRs (TSC_AUX only on a processor with RDTSCP).
+        rdmsr(index)
+    }
+
+    fn write_msr(&self, index: u32, value: u64) {
+        // As `read_msr`; the value is the guest's, validated by core or read back
+        // from the processor, and affects only SYSCALL/SWAPGS/RDTSCP, which the host
+        // never executes.
+        wrmsr(index, value)
+    }
+
+    fn read_dr(&self, n: u8) -> u64 {
+        // SAFETY: CPL 0 (a `HardwareSwitch` exists only in a `Root`).
+        unsafe { read_dr(n) }
+    }
+
+    fn write_dr(&self, n: u8, value: u64) {
+        // SAFETY: CPL 0; DR6 values come from the processor or from `set_debug_regs`,
+        // which keeps the upper 32 bits 0.
+        unsafe { write_dr(n, value) }
+    }
+
+    fn fxsave(&self, area: &mut FxsaveArea) {
+        // SAFETY: the host runs with CR0.EM and CR0.TS clear (its boot code clears
+        // them and every VM exit loads HOST_CR0).
+        unsafe { fxsave64(area) }
+    }
+
+    fn fxrstor(&self, area: &FxsaveArea) {
+        // SAFETY: CR0.EM/TS clear (as in `fxsave`); the image came from FXSAVE64 on
+        // this processor or passed `check_mxcsr` against its MXCSR_MASK.
+        unsafe { fxrstor64(area) }
+    }
+}
+
 /// Why the last run ended in [`Exit::EmulationFailure`] or [`Exit::EntryFailed`], for
 /// the host's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -591,8 +664,11 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     eptp: u64,
     msr_bitmap: MsrBitmap,
     io_bitmaps: IoBitmaps,
-    vmxon_region: Box<Page>,
+    /// The VMCS region (the processor's while the VMCS is active: declared after
+    /// `vmcs`, whose drop clears it, so that it is freed only then).
     vmcs_region: Box<Page>,
+    /// The vCPU's VPID: its translations are its own in the TLB.
+    vpid: u16,
     config: VmxConfig,
     /// Guest TSC as of the host TSC `entry_host_tsc` (RDTSC exiting): core's clock
     /// reading ([`RunLimit::tsc`]) and the host TSC when this vCPU first saw it.
@@ -620,16 +696,59 @@ pub fn cpu_has_vmx() -> bool {
     core::arch::x86_64::__cpuid(1).ecx & (1 << 5) != 0
 }
 
-impl VmxVcpu<HardwareVmcs> {
-    /// Enter VMX root operation and set up a VMCS for one guest.
+/// VMX root operation on this processor (see [`crate::root`]): VMXON's region, the
+/// capabilities and controls every vCPU uses, and the VPIDs handed out. Shared by the
+/// [`VmxRoot`] handle and every vCPU made from it; the last one gone leaves VMX
+/// operation (VMXOFF).
+pub(crate) struct Root {
+    pub(crate) cpu: LogicalCpu<HardwareSwitch>,
+    caps: VmxCaps,
+    controls: Controls,
+    config: VmxConfig,
+    /// The VMXON region: the processor's own while in VMX operation.
+    vmxon_region: Box<Page>,
+    /// The VPID the next vCPU gets (0 is the host's).
+    next_vpid: Cell<u16>,
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // SAFETY: the processor entered VMX root operation in `VmxRoot::enable`, and
+        // every VMCS made on it was cleared by its handle's drop (each holds this
+        // `Root`). VMXOFF leaves VMX operation; the VMXON region is then free to go.
+        unsafe { asm!("vmxoff", options(nostack)) };
+    }
+}
+
+/// VMX root operation on the processor the image runs on: VMXON once, then any number
+/// of vCPUs ([`VmxRoot::new_vcpu`]), each with its own VMCS and VPID, switched with
+/// VMPTRLD as they take turns (see [`crate::root`]).
+pub struct VmxRoot {
+    root: Rc<Root>,
+}
+
+impl core::fmt::Debug for VmxRoot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VmxRoot")
+            .field("vmptrlds", &self.root.cpu.vmptrlds())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most vCPUs one [`VmxRoot`] makes: one VPID each, 1 to 0xFFFF.
+pub const MAX_VMX_VCPUS: u16 = u16::MAX;
+
+impl VmxRoot {
+    /// Enter VMX root operation: the CPUID and capability checks, IA32_FEATURE_CONTROL,
+    /// the CR0/CR4 fixed bits and VMXON.
     ///
     /// # Safety
     ///
     /// Runs at CPL 0 on the only processor in use, with interrupts disabled, in 64-bit
     /// mode with a GDT holding a TSS in TR; `config.to_phys` gives the true physical
-    /// address of heap memory. The processor stays in VMX root operation afterwards
-    /// (nothing leaves it: the image powers off at the end of its run).
-    pub unsafe fn enable(config: VmxConfig) -> Result<VmxVcpu<HardwareVmcs>, EnableError> {
+    /// address of heap memory. The processor stays in VMX root operation for as long as
+    /// the root or a vCPU made from it lives, and on this processor alone.
+    pub unsafe fn enable(config: VmxConfig) -> Result<VmxRoot, EnableError> {
         if !cpu_has_vmx() {
             return Err(EnableError::NoVmx);
         }
@@ -664,32 +783,122 @@ impl VmxVcpu<HardwareVmcs> {
             asm!("mov cr0, {}", in(reg) new_cr0, options(nostack, preserves_flags));
             asm!("mov cr4, {}", in(reg) new_cr4, options(nostack, preserves_flags));
         }
-
-        let revision = u64::from(caps.basic.revision_id());
         let mut vmxon_region = Page::zeroed();
-        vmxon_region.0[0] = revision;
-        let mut vmcs_region = Page::zeroed();
-        vmcs_region.0[0] = revision;
+        vmxon_region.0[0] = u64::from(caps.basic.revision_id());
         let vmxon_phys = (config.to_phys)(vmxon_region.addr());
-        let vmcs_phys = (config.to_phys)(vmcs_region.addr());
-        for phys in [vmxon_phys, vmcs_phys] {
-            if caps.basic.physical_address_32bit() && phys >> 32 != 0 {
-                return Err(EnableError::Address(phys));
-            }
+        if caps.basic.physical_address_32bit() && vmxon_phys >> 32 != 0 {
+            return Err(EnableError::Address(vmxon_phys));
         }
         vmx_phys_op!("vmxon", vmxon_phys).map_err(EnableError::Vmxon)?;
-        vmx_phys_op!("vmclear", vmcs_phys).map_err(EnableError::Vmcs)?;
-        vmx_phys_op!("vmptrld", vmcs_phys).map_err(EnableError::Vmcs)?;
+        let switch = HardwareSwitch {
+            _this_cpu: PhantomData,
+        };
+        Ok(VmxRoot {
+            root: Rc::new(Root {
+                cpu: LogicalCpu::new(switch, controls.features.rdtscp),
+                caps,
+                controls,
+                config,
+                vmxon_region,
+                next_vpid: Cell::new(1),
+            }),
+        })
+    }
 
-        // SAFETY: VMXON succeeded above: this processor is in VMX root operation at
-        // CPL 0, and stays so (see this function's contract).
-        let vmcs = unsafe { HardwareVmcs::new() };
-        let mut vcpu = VmxVcpu::assemble(vmcs, caps, controls, config, vmxon_region, vmcs_region);
+    /// A new vCPU on this processor: its VMCS (VMCLEAR, so that its launch state is
+    /// clear and the first entry is VMLAUNCH, SDM 3C 25.11.3; then VMPTRLD), its VPID,
+    /// the controls, the host state and the guest's power-on state.
+    pub fn new_vcpu(&self) -> Result<VmxVcpu<HardwareVmcs>, EnableError> {
+        let root = &self.root;
+        let vpid = root.next_vpid.get();
+        if vpid == 0 {
+            return Err(EnableError::TooManyVcpus);
+        }
+        let mut vmcs_region = Page::zeroed();
+        vmcs_region.0[0] = u64::from(root.caps.basic.revision_id());
+        let vmcs_phys = (root.config.to_phys)(vmcs_region.addr());
+        if root.caps.basic.physical_address_32bit() && vmcs_phys >> 32 != 0 {
+            return Err(EnableError::Address(vmcs_phys));
+        }
+        vmx_phys_op!("vmclear", vmcs_phys).map_err(EnableError::Vmcs)?;
+        root.cpu
+            .make_current(vmcs_phys)
+            .map_err(EnableError::Vmcs)?;
+        root.next_vpid.set(vpid.wrapping_add(1));
+        // A new vCPU's saved x87/SSE image carries this processor's MXCSR_MASK (what
+        // `set_fpu_state` checks against) and nothing of another guest's registers.
+        let mut processor = FxsaveArea::zeroed();
+        // SAFETY: the host runs with CR0.EM and CR0.TS clear.
+        unsafe { fxsave64(&mut processor) };
+        let mut fpu = FxsaveArea::zeroed();
+        fpu.set_mxcsr_mask(processor.mxcsr_mask());
+        // SAFETY: the processor is in VMX root operation at CPL 0 for as long as `root`
+        // lives, which the handle keeps alive.
+        let vmcs = unsafe {
+            HardwareVmcs::new(
+                vmcs_phys,
+                Rc::clone(root),
+                Rc::new(RefCell::new(Unswitched::new(fpu))),
+            )
+        };
+        let mut vcpu = VmxVcpu::assemble(
+            vmcs,
+            root.caps,
+            root.controls,
+            root.config,
+            vmcs_region,
+            vpid,
+        );
         vcpu.setup().map_err(EnableError::Vmcs)?;
         vcpu.vcpu_reset(ResetKind::PowerOn);
         match vcpu.vmcs_error.take() {
             Some(e) => Err(EnableError::Vmcs(e)),
             None => Ok(vcpu),
+        }
+    }
+
+    /// The controls every vCPU runs with (features found, for the host's log).
+    pub fn controls(&self) -> &Controls {
+        &self.root.controls
+    }
+
+    /// The capability MSRs.
+    pub fn caps(&self) -> &VmxCaps {
+        &self.root.caps
+    }
+
+    /// The host-physical address of the VMXON region.
+    pub fn vmxon_region(&self) -> u64 {
+        (self.root.config.to_phys)(self.root.vmxon_region.addr())
+    }
+
+    /// VMPTRLDs so far (each time an access or an entry needed another vCPU's VMCS).
+    pub fn vmptrlds(&self) -> u64 {
+        self.root.cpu.vmptrlds()
+    }
+
+    /// Times the registers VMX does not switch went from one vCPU's guest to another's.
+    pub fn handovers(&self) -> u64 {
+        self.root.cpu.handovers()
+    }
+}
+
+impl VmxVcpu<HardwareVmcs> {
+    /// Enter VMX root operation and set up one vCPU: [`VmxRoot::enable`] and
+    /// [`VmxRoot::new_vcpu`] (the root lives as long as the vCPU).
+    ///
+    /// # Safety
+    ///
+    /// As for [`VmxRoot::enable`].
+    pub unsafe fn enable(config: VmxConfig) -> Result<VmxVcpu<HardwareVmcs>, EnableError> {
+        // SAFETY: the caller's contract is `VmxRoot::enable`'s.
+        unsafe { VmxRoot::enable(config) }?.new_vcpu()
+    }
+
+    /// The VMX root operation this vCPU runs in (to make more vCPUs on the processor).
+    pub fn root(&self) -> VmxRoot {
+        VmxRoot {
+            root: Rc::clone(self.vmcs.root()),
         }
     }
 
@@ -766,8 +975,8 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         caps: VmxCaps,
         controls: Controls,
         config: VmxConfig,
-        vmxon_region: Box<Page>,
         vmcs_region: Box<Page>,
+        vpid: u16,
     ) -> VmxVcpu<V> {
         let rules = GuestCrRules::new(&caps, controls.features.unrestricted_guest);
         let mut proc = controls.proc;
@@ -800,8 +1009,8 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             eptp: 0,
             msr_bitmap: MsrBitmap::new(),
             io_bitmaps: IoBitmaps::new(),
-            vmxon_region,
             vmcs_region,
+            vpid,
             config,
             entry_guest_tsc: 0,
             entry_host_tsc: 0,
@@ -836,7 +1045,8 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         self.vmcs
             .write(MSR_BITMAP, phys(self.msr_bitmap.page().addr()))?;
         if self.controls.features.vpid {
-            self.vmcs.write(VIRTUAL_PROCESSOR_ID, 1)?;
+            self.vmcs
+                .write(VIRTUAL_PROCESSOR_ID, u64::from(self.vpid))?;
         }
         self.vmcs
             .write(CR0_GUEST_HOST_MASK, self.rules.cr0_mask())?;
@@ -880,12 +1090,14 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         self.failure
     }
 
-    /// The host-physical addresses of the VMXON region and the VMCS.
-    pub fn regions(&self) -> (u64, u64) {
-        (
-            (self.config.to_phys)(self.vmxon_region.addr()),
-            (self.config.to_phys)(self.vmcs_region.addr()),
-        )
+    /// The host-physical address of the VMCS.
+    pub fn vmcs_region(&self) -> u64 {
+        (self.config.to_phys)(self.vmcs_region.addr())
+    }
+
+    /// The vCPU's VPID.
+    pub fn vpid(&self) -> u16 {
+        self.vpid
     }
 
     fn read(&self, field: Field) -> u64 {
@@ -1838,6 +2050,14 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
 
     fn enable_irq_window(&mut self, enable: bool) {
         self.set_proc_bit(proc_based::INTERRUPT_WINDOW_EXITING, enable);
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) {
+        // Without the control PAUSE runs in the guest, and the turn ends at its
+        // deadline instead.
+        if self.caps.proc.allows(proc_based::PAUSE_EXITING) {
+            self.set_proc_bit(proc_based::PAUSE_EXITING, on);
+        }
     }
 
     fn enable_nmi_window(&mut self, enable: bool) {

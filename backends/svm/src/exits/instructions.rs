@@ -9,6 +9,10 @@ use super::{code, BackendExit, SvmExit};
 
 /// Decode an instruction exit (or report an unexpected one).
 pub(crate) fn decode(c: u64) -> SvmExit {
+    if c == code::PAUSE {
+        // Intercepted only when the core asks, on a machine of several vCPUs.
+        return SvmExit::Core(opsvisor_core::Exit::Pause);
+    }
     SvmExit::Backend(match c {
         code::RDTSC => BackendExit::Rdtsc,
         code::RDTSCP => BackendExit::Rdtscp,
@@ -56,14 +60,12 @@ mod tests {
                 }))
             );
         }
+        assert_eq!(
+            decode(code::PAUSE, &[]),
+            Ok(SvmExit::Core(opsvisor_core::Exit::Pause))
+        );
         // Never caused by this backend's intercepts.
-        for c in [
-            code::PAUSE,
-            code::TASK_SWITCH,
-            code::INVLPG,
-            code::POPF,
-            0x401,
-        ] {
+        for c in [code::TASK_SWITCH, code::INVLPG, code::POPF, 0x401] {
             assert_eq!(
                 decode(c, &[]),
                 Ok(SvmExit::Backend(BackendExit::Unexpected { code: c }))

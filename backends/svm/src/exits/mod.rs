@@ -305,6 +305,7 @@ pub fn retires_instruction(code: u64) -> bool {
                 | code::WBINVD
                 | code::XSETBV
                 | code::VMMCALL
+                | code::PAUSE
     )
 }
 

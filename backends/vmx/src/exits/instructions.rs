@@ -53,6 +53,9 @@ pub(crate) fn decode<V: VmcsAccess>(
         }
         reason::INVD | reason::WBINVD => VmxExit::Core(Exit::CacheFlush),
         reason::VMCALL => VmxExit::Core(Exit::Hypercall),
+        // Only with PAUSE exiting, which the core asks for on a machine of several
+        // vCPUs.
+        reason::PAUSE => VmxExit::Core(Exit::Pause),
         b if is_vmx_instruction(b) => {
             VmxExit::Backend(BackendExit::RefusedInstruction { reason: b })
         }
@@ -69,6 +72,11 @@ mod tests {
     use super::super::test_util::{decode, decode_with};
     use super::super::{BackendExit, VmxExit};
     use super::*;
+
+    #[test]
+    fn pause_is_the_cores() {
+        assert_eq!(decode(40, &[]), Ok(VmxExit::Core(Exit::Pause)));
+    }
 
     #[test]
     fn xsetbv_takes_ecx_and_edx_eax() {
@@ -127,9 +135,7 @@ mod tests {
             );
         }
         // RDTSC, MOV DR, MTF, APIC access, PML full: controls this backend leaves off.
-        for basic in [
-            5u16, 6, 16, 17, 29, 37, 40, 43, 44, 46, 47, 51, 57, 62, 63, 75,
-        ] {
+        for basic in [5u16, 6, 16, 17, 29, 37, 43, 44, 46, 47, 51, 57, 62, 63, 75] {
             assert_eq!(
                 decode(basic.into(), &[]),
                 Ok(VmxExit::Backend(BackendExit::Unexpected { reason: basic })),

@@ -2,31 +2,88 @@
 //! by the host tests (it needs VMX root operation).
 
 use super::{fields, Field, InstructionError, VmcsAccess, VmxError};
+use crate::root::Unswitched;
+use crate::vcpu::Root;
+use alloc::rc::Rc;
 use core::arch::asm;
-use core::marker::PhantomData;
+use core::cell::RefCell;
 
-/// The processor's current VMCS, accessed with VMREAD and VMWRITE.
+/// One vCPU's VMCS on this processor, accessed with VMREAD and VMWRITE: made current
+/// (VMPTRLD) first whenever another vCPU's is (see [`crate::root`]). It also carries
+/// the vCPU's saved copy of the registers VMX does not switch, and clears the VMCS
+/// (VMCLEAR) when dropped.
 ///
 /// VMX root operation is a property of one logical processor, so the handle is neither
 /// `Send` nor `Sync`.
-#[derive(Debug)]
 pub struct HardwareVmcs {
-    _this_cpu: PhantomData<*mut ()>,
+    phys: u64,
+    root: Rc<Root>,
+    guest: Rc<RefCell<Unswitched>>,
+}
+
+impl core::fmt::Debug for HardwareVmcs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HardwareVmcs")
+            .field("phys", &format_args!("{:#x}", self.phys))
+            .finish_non_exhaustive()
+    }
 }
 
 impl HardwareVmcs {
-    /// A handle on this processor's current VMCS.
+    /// A handle on the VMCS at host-physical `phys`, of the processor `root`, for the
+    /// vCPU whose unswitched registers are saved in `guest`.
     ///
     /// # Safety
     ///
-    /// For as long as the handle lives, this logical processor must be in VMX root
-    /// operation at CPL 0 (VMXON executed and not undone), so that VMREAD and VMWRITE
-    /// cannot raise #UD or #GP. Whether a VMCS is current does not matter: without one,
-    /// the instructions report VMfailInvalid.
-    pub unsafe fn new() -> Self {
-        HardwareVmcs {
-            _this_cpu: PhantomData,
+    /// The processor is in VMX root operation at CPL 0 for as long as `root` lives (so
+    /// that VMREAD, VMWRITE, VMPTRLD and VMCLEAR cannot raise #UD or #GP); `phys` is
+    /// the page-aligned address of a VMCS region with the processor's revision, cleared
+    /// with VMCLEAR, whose memory outlives the handle.
+    pub(crate) unsafe fn new(phys: u64, root: Rc<Root>, guest: Rc<RefCell<Unswitched>>) -> Self {
+        HardwareVmcs { phys, root, guest }
+    }
+
+    /// Make this VMCS the current one.
+    #[inline]
+    pub(crate) fn make_current(&self) -> Result<(), VmxError> {
+        self.root.cpu.make_current(self.phys)
+    }
+
+    /// The processor's VMX root operation.
+    pub(crate) fn root(&self) -> &Rc<Root> {
+        &self.root
+    }
+
+    /// The vCPU's saved registers.
+    pub(crate) fn guest(&self) -> &Rc<RefCell<Unswitched>> {
+        &self.guest
+    }
+}
+
+impl Drop for HardwareVmcs {
+    fn drop(&mut self) {
+        let phys = self.phys;
+        let (cf, zf): (u8, u8);
+        // SAFETY: VMX root operation at CPL 0 (the constructor's contract; `root` is
+        // still alive). VMCLEAR writes the VMCS's cached data back to its region and
+        // makes it inactive (SDM 3C 25.11.1: before its memory is given up); the
+        // operand is the address of a local.
+        unsafe {
+            asm!(
+                "vmclear qword ptr [{p}]",
+                "setc {cf}",
+                "setz {zf}",
+                p = in(reg) &phys,
+                cf = out(reg_byte) cf,
+                zf = out(reg_byte) zf,
+                options(nostack),
+            );
         }
+        // A VMCLEAR that failed leaves nothing better to do: the region is the
+        // processor's as long as VMX operation lasts, which `Root`'s drop ends.
+        let _ = vmx_outcome(cf, zf);
+        self.root.cpu.cleared(phys);
+        self.root.cpu.release(&self.guest);
     }
 }
 
@@ -80,11 +137,13 @@ fn vmread_raw(field: Field) -> (u64, u8, u8) {
 
 impl VmcsAccess for HardwareVmcs {
     fn read(&self, field: Field) -> Result<u64, VmxError> {
+        self.make_current()?;
         let (value, cf, zf) = vmread_raw(field);
         vmx_outcome(cf, zf).map(|()| value)
     }
 
     fn write(&mut self, field: Field, value: u64) -> Result<(), VmxError> {
+        self.make_current()?;
         let cf: u8;
         let zf: u8;
         // SAFETY: as for VMREAD above: VMX root operation at CPL 0 is guaranteed by
