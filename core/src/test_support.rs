@@ -37,6 +37,7 @@ pub struct TestVcpu {
     /// CR0 to CR4 by number (CR1 unused).
     pub cr: [u64; 5],
     pub efer: u64,
+    pub cpl: u8,
     pub gdt: DescriptorTable,
     pub idt: DescriptorTable,
     pub held_msrs: HeldMsrs,
@@ -105,7 +106,7 @@ impl X86Ops for TestVcpu {
         self.seg[seg as usize] = *value;
     }
     fn cpl(&self) -> u8 {
-        0
+        self.cpl
     }
     fn cr0(&self) -> u64 {
         self.cr[0]

@@ -5,8 +5,7 @@
 //! memory, device and faults are checked against the SDM.
 
 use super::*;
-use crate::cpuid::CpuidPolicy;
-use crate::ops::{DebugRegs, DescriptorTable, Event, ResetKind, RunLimit, Segment};
+use crate::ops::{Event, Segment};
 
 /// The device window: 64 KiB of registers that read back what was written.
 const WINDOW: u64 = 0xff00_0000;
@@ -27,133 +26,7 @@ const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_AC: u64 = 1 << 18;
 const PF: u8 = 14;
 
-#[derive(Default)]
-struct Cpu {
-    gpr: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    seg: [Segment; 8],
-    cr: [u64; 5],
-    efer: u64,
-    cpl: u8,
-    shadow: bool,
-    pending: Option<Event>,
-}
-
-impl X86Ops for Cpu {
-    fn name(&self) -> &'static str {
-        "strings"
-    }
-    fn vcpu_reset(&mut self, _kind: ResetKind) {}
-    fn supported_cpuid(&self) -> CpuidPolicy {
-        CpuidPolicy::emulator()
-    }
-    fn set_cpuid(&mut self, _policy: &CpuidPolicy) {}
-    fn gpr(&self, reg: Gpr) -> u64 {
-        self.gpr[reg as usize]
-    }
-    fn set_gpr(&mut self, reg: Gpr, value: u64) {
-        self.gpr[reg as usize] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, rip: u64) {
-        self.rip = rip;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, rflags: u64) {
-        self.rflags = rflags;
-    }
-    fn segment(&self, seg: SegReg) -> Segment {
-        self.seg[seg as usize]
-    }
-    fn set_segment(&mut self, seg: SegReg, value: &Segment) {
-        self.seg[seg as usize] = *value;
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn cr0(&self) -> u64 {
-        self.cr[0]
-    }
-    fn set_cr0(&mut self, value: u64) {
-        self.cr[0] = value;
-    }
-    fn cr2(&self) -> u64 {
-        self.cr[2]
-    }
-    fn set_cr2(&mut self, value: u64) {
-        self.cr[2] = value;
-    }
-    fn cr3(&self) -> u64 {
-        self.cr[3]
-    }
-    fn set_cr3(&mut self, value: u64) {
-        self.cr[3] = value;
-    }
-    fn cr4(&self) -> u64 {
-        self.cr[4]
-    }
-    fn set_cr4(&mut self, value: u64) {
-        self.cr[4] = value;
-    }
-    fn efer(&self) -> u64 {
-        self.efer
-    }
-    fn set_efer(&mut self, value: u64) {
-        self.efer = value;
-    }
-    fn gdt(&self) -> DescriptorTable {
-        DescriptorTable::default()
-    }
-    fn set_gdt(&mut self, _table: DescriptorTable) {}
-    fn idt(&self) -> DescriptorTable {
-        DescriptorTable::default()
-    }
-    fn set_idt(&mut self, _table: DescriptorTable) {}
-    fn debug_regs(&self) -> DebugRegs {
-        DebugRegs::default()
-    }
-    fn set_debug_regs(&mut self, _regs: &DebugRegs) {}
-    fn get_msr(&self, _index: u32) -> Option<u64> {
-        None
-    }
-    fn set_msr(&mut self, _index: u32, _value: u64) -> bool {
-        false
-    }
-    fn run(&mut self, _mem: &mut GuestMemory, _limit: &RunLimit) -> Exit {
-        Exit::Hlt
-    }
-    fn skip_emulated_instruction(&mut self) {}
-    fn complete_pio_in(&mut self, _value: u32) {}
-    fn complete_mmio(&mut self, _read: Option<u64>) {}
-    fn interrupt_shadow(&self) -> bool {
-        self.shadow
-    }
-    fn set_interrupt_shadow(&mut self, shadow: bool) {
-        self.shadow = shadow;
-    }
-    fn interrupt_allowed(&self) -> bool {
-        false
-    }
-    fn nmi_allowed(&self) -> bool {
-        false
-    }
-    fn inject_event(&mut self, event: Event) {
-        if self.pending.is_none() {
-            self.pending = Some(event);
-        }
-    }
-    fn event_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-    fn enable_irq_window(&mut self, _enable: bool) {}
-    fn enable_nmi_window(&mut self, _enable: bool) {}
-    fn flush_tlb_all(&mut self) {}
-}
+type Cpu = crate::test_support::TestVcpu;
 
 /// One MMIO access the bus saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
