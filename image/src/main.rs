@@ -32,7 +32,9 @@
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
 //! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
-//! `device=pc-testdev` (QEMU's ISA test device on the guest's machine), `fault` (raise #UD before loading the guest, to check that an exception
+//! `device=pc-testdev` (QEMU's ISA test device on the guest's machine), `gdb` (a GDB
+//! stub on the host's COM2 for VMX and SVM guests, see [`debugger`]; `gdb-wait`: the
+//! guest waits for gdb before its first instruction, as QEMU's `-S`), `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
 //! guest: each runs on the hardware backend, VMX or SVM as `backend=` picks, and on the
 //! emulator and the final states are compared, see [`differential`]). The first module is
@@ -50,6 +52,7 @@ mod boot;
 mod bootinfo;
 mod console_input;
 mod cpu;
+mod debugger;
 mod differential;
 mod heap;
 mod host_cpu;
@@ -166,6 +169,9 @@ struct Options {
     pc_testdev: bool,
     /// The guest's CPU model.
     cpu: CpuModel,
+    /// `gdb` / `gdb-wait`: the GDB stub on COM2, and whether the guest waits for gdb
+    /// before its first instruction ([`debugger`]).
+    gdb: Option<bool>,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -178,6 +184,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         console_input: console_input::ConsoleInput::default(),
         pc_testdev: false,
         cpu: CpuModel::default(),
+        gdb: None,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -206,6 +213,10 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.fault = true;
         } else if word == "diff" {
             opts.differential = true;
+        } else if word == "gdb" {
+            opts.gdb = Some(opts.gdb == Some(true));
+        } else if word == "gdb-wait" {
+            opts.gdb = Some(true);
         } else if let Some(device) = word.strip_prefix("device=") {
             if device != "pc-testdev" {
                 return Err(format!(
@@ -586,7 +597,13 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         opts.guest_mib,
         kernel_ref.cmdline.as_str()
     );
-    let outcome = vm.run();
+    let outcome = match opts.gdb {
+        Some(_) if !hardware => {
+            return Err("gdb: the image's GDB stub runs on vmx or svm, not on the emulator (opsvisor run --gdb debugs on the emulator)".into())
+        }
+        Some(wait) => debugger::run(&mut vm, wait).map_err(|why| format!("gdb: {why}"))?,
+        None => vm.run(),
+    };
     match &vm.bsp().backend {
         Backend::Vmx(VmxSlot(vmx)) => {
             if let Some(failure) = vmx.last_failure() {

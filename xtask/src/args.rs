@@ -108,6 +108,9 @@ pub struct RunOptions {
     pub initrd: Option<PathBuf>,
     /// The guest's command line (its module's string; default: the guest's name).
     pub guest_append: Option<String>,
+    /// `--gdb PORT`: the image's GDB stub on the machine's COM2, a TCP server on
+    /// 127.0.0.1:PORT (the image's command line has `gdb` or `gdb-wait`).
+    pub gdb: Option<u16>,
 }
 
 /// What to do.
@@ -158,6 +161,15 @@ pub enum Command {
     /// Differential run: generated cases on a hardware backend against the emulator
     /// inside the image.
     Diff(DiffOptions),
+    /// The image's GDB stub driven by Debian's gdb in batch mode against the corpus guest
+    /// `hello` (`run.gdb` is 0: a free port is picked).
+    GdbCheck {
+        /// Machine options, the guest and the image's command line (`gdb-wait`, the
+        /// backend).
+        run: RunOptions,
+        /// Bochs or QEMU TCG.
+        machine: Machine,
+    },
     /// The peer benchmark: the bench guest's workloads on opsvisor, QEMU TCG and Bochs.
     BenchPeers(BenchOptions),
     /// Regenerate docs/emu-coverage.md, or with `check` fail when it is out of date.
@@ -429,6 +441,17 @@ enum Sub {
     /// workload
     #[command(after_long_help = BENCH_NOTES)]
     BenchPeers(BenchArgs),
+    /// Drive the image's GDB stub (COM2) with Debian's gdb in batch mode against the
+    /// corpus guest hello on RUNNER: bochs-vmx (default), bochs-svm or qemu-svm. A
+    /// breakpoint, a hardware breakpoint, continue, registers, memory, single steps and
+    /// the run's end; exit 0 when gdb saw each and the guest passed
+    GdbCheck {
+        /// bochs-vmx, bochs-svm or qemu-svm
+        #[arg(value_name = "RUNNER", value_parser = ["bochs-vmx", "bochs-svm", "qemu-svm"])]
+        runner: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Regenerate docs/emu-coverage.md (the emulator's instruction coverage)
     Coverage {
         /// Fail if it is stale instead
@@ -506,6 +529,14 @@ struct RunArgs {
     /// The guest's command line (its module's string; default: its name)
     #[arg(long, value_name = "S", allow_hyphen_values = true)]
     guest_append: Option<String>,
+    /// The image's GDB stub for a VMX or SVM guest on the machine's COM2, a TCP server
+    /// on 127.0.0.1:PORT (gdb: target remote :PORT); Bochs waits for gdb to connect
+    /// before it starts the machine
+    #[arg(long, value_name = "PORT", allow_hyphen_values = true, value_parser = gdb_port)]
+    gdb: Option<u16>,
+    /// With --gdb: the guest waits for gdb before its first instruction (QEMU's -S)
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
 }
 
 /// The differential run's own options.
@@ -705,6 +736,13 @@ fn ips(v: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("--ips: '{v}' is not an instruction rate (1000000 to 1000000000)"))
 }
 
+fn gdb_port(v: &str) -> Result<u16, String> {
+    v.parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("--gdb: '{v}' is not a TCP port (1 to 65535)"))
+}
+
 fn cases(v: &str) -> Result<usize, String> {
     v.parse()
         .ok()
@@ -802,6 +840,30 @@ pub fn parse(args: &[OsString]) -> Result<Command, String> {
         Sub::VmxDiff { diff: d, run } => diff("vmx-diff", HwBackend::Vmx, d, run)?,
         Sub::BenchPeers(b) => Command::BenchPeers(bench_options(b)?),
         Sub::Coverage { check } => Command::Coverage { check },
+        Sub::GdbCheck { runner, mut run } => {
+            let (machine, backend, cpu) = match runner.as_deref() {
+                Some("bochs-svm") => (Machine::Bochs, HwBackend::Svm, DEFAULT_BOCHS_SVM_CPU),
+                Some("qemu-svm") => (Machine::Qemu, HwBackend::Svm, DEFAULT_QEMU_CPU),
+                _ => (Machine::Bochs, HwBackend::Vmx, DEFAULT_BOCHS_CPU),
+            };
+            if run.gdb.is_some() {
+                return Err("'gdb-check' picks a free port itself: leave out --gdb".into());
+            }
+            run.gdb_wait = true;
+            let mut opts = run_options(run, GuestSpec::Corpus("hello".into()), machine, cpu)?;
+            opts.gdb = Some(0);
+            if !opts
+                .append
+                .split_ascii_whitespace()
+                .any(|w| w == "gdb-wait")
+            {
+                opts.append = format!("{} gdb-wait", opts.append).trim().to_string();
+            }
+            Command::GdbCheck {
+                run: with_backend(opts, backend),
+                machine,
+            }
+        }
     })
 }
 
@@ -826,16 +888,22 @@ fn run_options(
             Machine::Qemu => format!("--cpu: '{cpu}' is not a QEMU CPU model"),
         });
     }
+    let mut append = run.append.unwrap_or_default();
+    if run.gdb.is_some() {
+        let word = if run.gdb_wait { "gdb-wait" } else { "gdb" };
+        append = format!("{append} {word}").trim().to_string();
+    }
     Ok(RunOptions {
         guest,
         cpu,
         timeout: run.timeout.unwrap_or(DEFAULT_TIMEOUT),
         megs: run.megs.unwrap_or(DEFAULT_MEGS),
         ips: run.ips.unwrap_or(DEFAULT_IPS),
-        append: run.append.unwrap_or_default(),
+        append,
         iso: run.iso,
         initrd: run.initrd,
         guest_append: run.guest_append,
+        gdb: run.gdb,
     })
 }
 

@@ -57,6 +57,7 @@
 mod args;
 mod corpus;
 mod differential;
+mod gdb_check;
 mod machines;
 mod peers;
 
@@ -207,6 +208,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Diff(diff) => differential::diff(&diff),
         Cmd::BenchPeers(o) => peers::bench_peers(&o),
         Cmd::Coverage { check } => coverage(check),
+        Cmd::GdbCheck { run, machine } => gdb_check::check(run, machine),
     }
 }
 
@@ -692,10 +694,11 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
     let rc = tmp.path.join("bochsrc");
     let cont = tmp.path.join("continue.rc");
     let write = |path: &Path, text: String| fs::write(path, text).map_err(|e| io_failure(path, e));
-    write(
-        &rc,
-        machines::bochsrc(&run.cpu, run.megs, run.ips, &iso, &com1, &log),
-    )?;
+    let mut config = machines::bochsrc(&run.cpu, run.megs, run.ips, &iso, &com1, &log);
+    if let Some(port) = run.gdb {
+        config.push_str(&machines::bochs_gdb_com2(port));
+    }
+    write(&rc, config)?;
     // Debian's Bochs starts in its debugger: `c` continues at once.
     write(&cont, "c\n".into())?;
     let out_path = tmp.path.join("bochs.out");
@@ -894,8 +897,14 @@ fn run_qemu(
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-display", "none", "-no-reboot", "-monitor", "none"])
         .arg("-serial")
-        .arg(format!("file:{}", com1.display()))
-        .arg("-m")
+        .arg(format!("file:{}", com1.display()));
+    if let Some(port) = run.gdb {
+        // COM2: the image's GDB stub. QEMU starts without waiting for gdb; the image
+        // waits with gdb-wait.
+        cmd.arg("-serial")
+            .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off"));
+    }
+    cmd.arg("-m")
         .arg(run.megs.to_string())
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }])
