@@ -296,9 +296,6 @@ pub struct Features {
     pub virtual_nmis: bool,
     /// NMI-window exiting may be turned on.
     pub nmi_window: bool,
-    /// The monitor trap flag may be turned on: a debugger's single step exits after
-    /// exactly one guest instruction (without it the backend steps with RFLAGS.TF).
-    pub monitor_trap: bool,
     /// RDTSCP runs in the guest.
     pub rdtscp: bool,
     /// INVPCID runs in the guest.
@@ -440,11 +437,6 @@ impl Controls {
         if nmi_window {
             dynamic |= proc_based::NMI_WINDOW_EXITING;
         }
-        let monitor_trap = caps.proc.allows(proc_based::MONITOR_TRAP_FLAG)
-            && caps.proc.must_be_one & proc_based::MONITOR_TRAP_FLAG == 0;
-        if monitor_trap {
-            dynamic |= proc_based::MONITOR_TRAP_FLAG;
-        }
         let proc = finish(ControlWord::PrimaryProcBased, caps.proc, want_proc, dynamic)?;
 
         // Switching a register needs every half of the switch, or none is used.
@@ -500,7 +492,6 @@ impl Controls {
                 preemption_timer_rate: caps.misc.preemption_timer_rate(),
                 virtual_nmis,
                 nmi_window,
-                monitor_trap,
                 rdtscp: proc2 & p2::ENABLE_RDTSCP != 0,
                 invpcid: proc2 & p2::ENABLE_INVPCID != 0,
                 xsaves: proc2 & p2::ENABLE_XSAVES != 0,

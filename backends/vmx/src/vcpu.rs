@@ -443,8 +443,6 @@ const UD: u8 = 6;
 const DB: u8 = 1;
 /// #BP.
 const BP: u8 = 3;
-/// Exit reason: the monitor trap flag (SDM 3C appendix C).
-const REASON_MONITOR_TRAP: u16 = crate::exits::reason::MONITOR_TRAP_FLAG;
 /// #GP.
 const GP: u8 = 13;
 
@@ -607,8 +605,8 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     failure: Option<VmxFailure>,
     /// What a debugger asked for ([`X86Ops::set_guest_debug`]).
     guest_debug: GuestDebug,
-    /// While a debugger's single step runs on RFLAGS.TF (no monitor trap flag): the
-    /// guest's own TF, put back at the exit.
+    /// While a debugger's single step runs (on RFLAGS.TF, hidden from the guest as KVM
+    /// hides it): the guest's own TF, put back at the exit.
     step_tf: Option<u64>,
     /// The instruction of a debugger's single step was completed by the core: the next
     /// run stops at once.
@@ -1139,14 +1137,6 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             BackendExit::DebugException { pending_dr6, .. } => {
                 self.handle_debug_exception(pending_dr6)
             }
-            BackendExit::Unexpected { reason }
-                if reason == REASON_MONITOR_TRAP && self.guest_debug.single_step =>
-            {
-                Some(Exit::Exception {
-                    vector: DB,
-                    error_code: None,
-                })
-            }
             BackendExit::ControlRegister(access) => self.handle_cr(access),
             BackendExit::StringIo(s) => self.handle_string_io(mem, s),
             BackendExit::RefusedInstruction { .. } => {
@@ -1179,11 +1169,13 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         }
     }
 
-    /// Before an entry of a debugger's single step: the monitor trap flag, or RFLAGS.TF
-    /// with the guest's own TF kept aside (and, under an interrupt shadow, the BS bit
-    /// the VM-entry checks then require, SDM 3C 27.3.1.5).
+    /// Before an entry of a debugger's single step: RFLAGS.TF with the guest's own TF
+    /// kept aside (and, under an interrupt shadow, the BS bit the VM-entry checks then
+    /// require, SDM 3C 27.3.1.5). The step is KVM's (TF), not the monitor trap flag's:
+    /// under Bochs 2.7 (tigerlake) an entry with the monitor trap flag ran on to the next
+    /// intercepted instruction instead of exiting after one.
     fn arm_step(&mut self) {
-        if !self.guest_debug.single_step || self.controls.features.monitor_trap {
+        if !self.guest_debug.single_step {
             return;
         }
         let rflags = self.read(fields::GUEST_RFLAGS);
@@ -1232,15 +1224,12 @@ impl<V: VmxProcessor> VmxVcpu<V> {
         )
     }
 
-    /// The exception bitmap and monitor trap flag for what the debugger asked.
+    /// The exception bitmap for what the debugger asked.
     fn write_debug_controls(&mut self) {
         let d = self.guest_debug;
-        let tf_step = d.single_step && !self.controls.features.monitor_trap;
         let bitmap = (u64::from(d.intercept_breakpoints) << BP)
-            | (u64::from(d.intercept_debug || tf_step) << DB);
+            | (u64::from(d.intercept_debug || d.single_step) << DB);
         self.write(fields::EXCEPTION_BITMAP, bitmap);
-        let mtf = d.single_step && self.controls.features.monitor_trap;
-        self.set_proc_bit(proc_based::MONITOR_TRAP_FLAG, mtf);
     }
 
     /// In PAE paging (CR0.PG, CR4.PAE, not IA32e), load the four PDPTEs at CR3 from guest
