@@ -24,3 +24,6 @@ extern crate alloc;
 pub mod memory;
 pub mod regs;
 pub mod stub;
+
+#[cfg(test)]
+mod tests;

@@ -108,12 +108,13 @@ impl<'a, B: X86Ops, P: Platform> HwStub<'a, B, P> {
     }
 
     /// Speak to gdb over `conn` until it detaches, kills the run or the run ends; then
-    /// every breakpoint is gone from the guest and its debug registers are its own.
+    /// every breakpoint is gone from the guest and its debug registers are its own (as
+    /// whenever the stub is dropped).
     pub fn serve<C: ConnectionExt>(mut self, conn: C) -> SessionEnd {
         let saved = self.vm.config.timeout_ns;
         let reason = GdbStub::new(conn).run_blocking::<EventLoop<'a, B, P, C>>(&mut self);
         self.vm.config.timeout_ns = saved;
-        self.detach();
+        // Dropping the stub at the end takes the breakpoints out (see `Drop`).
         match reason {
             Ok(DisconnectReason::Kill) => SessionEnd::Killed,
             Ok(DisconnectReason::Disconnect) => SessionEnd::Detached,
@@ -128,7 +129,7 @@ impl<'a, B: X86Ops, P: Platform> HwStub<'a, B, P> {
     }
 
     /// The bootstrap processor, gdb's thread.
-    fn vcpu(&self) -> &B {
+    pub(crate) fn vcpu(&self) -> &B {
         &self.vm.bsp().backend
     }
 
@@ -148,7 +149,7 @@ impl<'a, B: X86Ops, P: Platform> HwStub<'a, B, P> {
 
     /// DR0-DR3 and DR7 for the hardware breakpoints (instruction breakpoints, local
     /// enable), or the guest's own back when there are none.
-    fn load_debug_regs(&mut self) {
+    pub(crate) fn load_debug_regs(&mut self) {
         let v = &mut self.vm.bsp_mut().backend;
         if self.hw.iter().all(Option::is_none) {
             if let Some(guest) = self.guest_dr.take() {
@@ -250,6 +251,22 @@ impl<'a, B: X86Ops, P: Platform> HwStub<'a, B, P> {
                 .set_guest_debug(GuestDebug::default());
             return Ok(run_blocking::Event::TargetStopped(reason));
         }
+    }
+}
+
+#[cfg(test)]
+impl<B: X86Ops, P: Platform> HwStub<'_, B, P> {
+    /// The guest-physical byte at `gpa` as the guest sees it (INT3s included).
+    pub(crate) fn guest_byte(&self, gpa: u64) -> Option<u8> {
+        self.vm.mem.read_u8(gpa).ok()
+    }
+}
+
+impl<B: X86Ops, P: Platform> Drop for HwStub<'_, B, P> {
+    /// The session is over: every INT3 out of guest memory, the guest's debug registers
+    /// back, and no more stops asked of the backend.
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 
