@@ -535,7 +535,7 @@ struct RunArgs {
     #[arg(long, value_name = "PORT", allow_hyphen_values = true, value_parser = gdb_port)]
     gdb: Option<u16>,
     /// With --gdb: the guest waits for gdb before its first instruction (QEMU's -S)
-    #[arg(long, requires = "gdb")]
+    #[arg(long)]
     gdb_wait: bool,
 }
 
@@ -849,7 +849,8 @@ pub fn parse(args: &[OsString]) -> Result<Command, String> {
             if run.gdb.is_some() {
                 return Err("'gdb-check' picks a free port itself: leave out --gdb".into());
             }
-            run.gdb_wait = true;
+            // gdb-check always waits for gdb (the word is added below).
+            run.gdb_wait = false;
             let mut opts = run_options(run, GuestSpec::Corpus("hello".into()), machine, cpu)?;
             opts.gdb = Some(0);
             if !opts
@@ -887,6 +888,9 @@ fn run_options(
             Machine::Bochs => format!("--cpu: '{cpu}' is not a Bochs CPU model name"),
             Machine::Qemu => format!("--cpu: '{cpu}' is not a QEMU CPU model"),
         });
+    }
+    if run.gdb_wait && run.gdb.is_none() {
+        return Err("--gdb-wait waits for the stub of --gdb PORT: give --gdb too".into());
     }
     let mut append = run.append.unwrap_or_default();
     if run.gdb.is_some() {
@@ -1315,6 +1319,36 @@ mod tests {
     }
 
     #[test]
+    fn gdb_options() {
+        let Ok(Command::Bochs(run)) = parse(&args("bochs-vmx hello --gdb 1234 --gdb-wait")) else {
+            panic!("not a bochs command");
+        };
+        assert_eq!(run.gdb, Some(1234));
+        assert_eq!(run.append, "gdb-wait");
+        let Ok(Command::Qemu(run)) = parse(&args("qemu-svm hello --gdb 99")) else {
+            panic!("not a qemu command");
+        };
+        assert_eq!(
+            (run.gdb, run.append.as_str()),
+            (Some(99), "gdb backend=svm")
+        );
+        let Ok(Command::GdbCheck { run, machine }) = parse(&args("gdb-check qemu-svm")) else {
+            panic!("not gdb-check");
+        };
+        assert_eq!(machine, Machine::Qemu);
+        assert_eq!(run.guest, GuestSpec::Corpus("hello".into()));
+        assert_eq!(run.append, "gdb-wait backend=svm");
+        let Ok(Command::GdbCheck { run, machine }) = parse(&args("gdb-check")) else {
+            panic!("not gdb-check");
+        };
+        assert_eq!(
+            (machine, run.cpu.as_str()),
+            (Machine::Bochs, DEFAULT_BOCHS_CPU)
+        );
+        assert_eq!(run.append, "gdb-wait backend=vmx");
+    }
+
+    #[test]
     fn vmx_diff_options() {
         let Ok(Command::Diff(d)) = parse(&args("vmx-diff")) else {
             panic!("not a vmx-diff command");
@@ -1378,6 +1412,14 @@ mod tests {
             ("diff --backend", "needs a value"),
             ("diff --backend svm --append backend=svm", "leave them out"),
             ("diff --backend svm --cpu ryzen,x", "not a Bochs CPU model"),
+            ("bochs-vmx hello --gdb 0", "not a TCP port"),
+            ("bochs-vmx hello --gdb 70000", "not a TCP port"),
+            (
+                "bochs-vmx hello --gdb-wait",
+                "required arguments were not provided",
+            ),
+            ("gdb-check --gdb 1234", "picks a free port"),
+            ("gdb-check bochs", "invalid value"),
         ] {
             let err = parse(&args(line)).expect_err(line);
             assert!(err.contains(want), "{line}: {err}");

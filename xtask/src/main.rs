@@ -19,6 +19,8 @@
 //! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX/SVM)
 //! cargo xtask diff --backend vmx|svm     differential runs (vmx-diff: --backend vmx)
 //! cargo xtask bench-peers [OPTIONS]      the peer benchmark (opsvisor, QEMU TCG, Bochs)
+//! cargo xtask gdb-check [bochs-vmx|bochs-svm|qemu-svm]
+//!                                        Debian's gdb against the image's GDB stub (COM2)
 //! ```
 //!
 //! GUEST is a multiboot v1 kernel file or a corpus guest name (`guests/src/bin/NAME.rs`,
@@ -26,7 +28,9 @@
 //! or QEMU's `-cpu`),
 //! `--timeout SECS` (default 120), `--megs MIB` (machine RAM, default 256), `--ips N`
 //! (Bochs' instructions per emulated second), `--append ARGS`
-//! (the image's command line), `--iso` (QEMU boots the GRUB ISO). `cargo xtask help`
+//! (the image's command line), `--iso` (QEMU boots the GRUB ISO), `--gdb PORT` (the
+//! image's GDB stub on the machine's COM2, a TCP server on 127.0.0.1:PORT; `--gdb-wait`:
+//! the guest waits for gdb). `cargo xtask help`
 //! prints the details.
 //!
 //! A run streams the guest's serial output (COM1, captured to a file in a fresh temporary
