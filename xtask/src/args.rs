@@ -1414,10 +1414,7 @@ mod tests {
             ("diff --backend svm --cpu ryzen,x", "not a Bochs CPU model"),
             ("bochs-vmx hello --gdb 0", "not a TCP port"),
             ("bochs-vmx hello --gdb 70000", "not a TCP port"),
-            (
-                "bochs-vmx hello --gdb-wait",
-                "required arguments were not provided",
-            ),
+            ("bochs-vmx hello --gdb-wait", "give --gdb too"),
             ("gdb-check --gdb 1234", "picks a free port"),
             ("gdb-check bochs", "invalid value"),
         ] {
