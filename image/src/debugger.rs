@@ -117,10 +117,7 @@ pub fn run<B: X86Ops, P: Platform>(
     log!("gdb attached");
     Ok(match HwStub::new(vm, SLICE_NS).serve(com2) {
         SessionEnd::Ended(end) => end,
-        SessionEnd::Killed => {
-            log!("gdb killed the run");
-            RunOutcome::Quit
-        }
+        SessionEnd::Killed => RunOutcome::Failed("gdb killed the run".into()),
         SessionEnd::Detached => {
             log!("gdb detached: the guest runs on");
             vm.run()

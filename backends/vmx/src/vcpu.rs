@@ -1199,11 +1199,11 @@ impl<V: VmxProcessor> VmxVcpu<V> {
     }
 
     /// An intercepted #DB, which the exception bitmap holds only for a debugger: its
-    /// single step (on TF) or its breakpoints in DR0-DR3. DR6 gets the matched
-    /// breakpoints, as the debugger reads them ([`X86Ops::debug_regs`]).
+    /// single step (on TF) or its breakpoints in DR0-DR3, or one of the guest's own that
+    /// came while the debugger intercepts (the debugger gives that back). DR6 gets the
+    /// matched breakpoints and BS, as the debugger reads them ([`X86Ops::debug_regs`]).
     fn handle_debug_exception(&mut self, pending_dr6: u64) -> Option<Exit> {
-        let stepped = pending_dr6 & crate::debug::BS != 0;
-        if self.guest_debug.intercept_debug || (stepped && self.guest_debug.single_step) {
+        if self.guest_debug.intercept_debug || self.guest_debug.single_step {
             // SAFETY: DR6 is the guest's while the vCPU runs (it stays in the processor,
             // see crate::debug); the host uses no breakpoints.
             unsafe {
