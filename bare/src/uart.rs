@@ -5,6 +5,8 @@ use core::fmt;
 
 /// The standard COM1 base port.
 pub const COM1_BASE: u16 = 0x3f8;
+/// The standard COM2 base port.
+pub const COM2_BASE: u16 = 0x2f8;
 
 /// Register offsets from the base port.
 const DATA: u16 = 0;
@@ -68,6 +70,11 @@ impl Uart16550 {
         for &b in bytes {
             self.write_byte(b);
         }
+    }
+
+    /// Whether a UART answers at the base port (a missing one's LSR reads 0xFF).
+    pub fn present(&self) -> bool {
+        inb(self.base + LSR) != LSR_ABSENT
     }
 
     /// Whether a received byte is waiting.

@@ -67,8 +67,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 use opsvisor_backends::{Backend, Machine};
-use opsvisor_core::fpu::FxsaveArea;
-use opsvisor_core::mmu::walk::{walk, Access, PagingRegs};
+use opsvisor_core::mmu::walk::PagingRegs;
 use opsvisor_core::ops::{Gpr, SegReg, X86Ops};
 use opsvisor_core::platform::Platform;
 use opsvisor_core::vcpu::MpState;
@@ -76,6 +75,7 @@ use opsvisor_core::vm::RunOutcome;
 use opsvisor_emu::{
     AccessWatch, DebugStop, EmuVcpu, GuestDebug, Watch, MAX_BREAKPOINTS, MAX_WATCHPOINTS,
 };
+use opsvisor_gdb::{memory, regs};
 use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
 use std::num::NonZeroUsize;
@@ -85,36 +85,6 @@ use std::time::{Duration, Instant};
 pub const SLICE_INSTRUCTIONS: u64 = 200_000;
 /// Host time the guest runs (or sleeps in HLT) between two looks at the connection.
 pub const SLICE_TIME: Duration = Duration::from_millis(20);
-
-/// gdb's register order (rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8-r15) in core's.
-const GDB_GPRS: [Gpr; 16] = [
-    Gpr::Rax,
-    Gpr::Rbx,
-    Gpr::Rcx,
-    Gpr::Rdx,
-    Gpr::Rsi,
-    Gpr::Rdi,
-    Gpr::Rbp,
-    Gpr::Rsp,
-    Gpr::R8,
-    Gpr::R9,
-    Gpr::R10,
-    Gpr::R11,
-    Gpr::R12,
-    Gpr::R13,
-    Gpr::R14,
-    Gpr::R15,
-];
-
-/// gdb's segment order (cs, ss, ds, es, fs, gs).
-const GDB_SEGMENTS: [SegReg; 6] = [
-    SegReg::Cs,
-    SegReg::Ss,
-    SegReg::Ds,
-    SegReg::Es,
-    SegReg::Fs,
-    SegReg::Gs,
-];
 
 /// How a run with the stub ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -393,29 +363,14 @@ impl<P: Platform> GdbTarget<'_, P> {
 
     /// The translation registers of the selected vCPU now.
     fn paging(&self) -> PagingRegs {
-        let v = &self.runner.vm.vcpus()[self.selected].backend;
-        PagingRegs {
-            cr0: v.cr0(),
-            cr3: v.cr3(),
-            cr4: v.cr4(),
-            efer: v.efer(),
-            // A debugger's accesses are not the guest's: protection keys do not stop them
-            // (as QEMU's gdbstub reads through the page tables alone).
-            pkru: 0,
-        }
+        memory::paging(&self.runner.vm.vcpus()[self.selected].backend)
     }
 
     /// The guest-physical address of virtual `addr`, if it is mapped (the walk sets the
     /// accessed bits, as the guest's own access would).
     fn translate(&mut self, addr: u64, write: bool) -> Option<u64> {
         let regs = self.paging();
-        let access = Access {
-            write,
-            ..Access::default()
-        };
-        walk(&mut self.runner.vm.mem, &regs, addr, access)
-            .ok()
-            .map(|t| t.gpa)
+        memory::translate(&mut self.runner.vm.mem, &regs, addr, write)
     }
 
     /// Run until a stop gdb hears about, or until gdb has something to say.
@@ -553,108 +508,23 @@ impl<P: Platform> Target for GdbTarget<'_, P> {
 impl<P: Platform> MultiThreadBase for GdbTarget<'_, P> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
         let index = self.select(tid).ok_or(TargetError::NonFatal)?;
-        let v = &self.runner.vm.vcpus()[index].backend;
-        for (slot, gpr) in regs.regs.iter_mut().zip(GDB_GPRS) {
-            *slot = v.gpr(gpr);
-        }
-        regs.rip = v.rip();
-        regs.eflags = v.rflags() as u32;
-        let selectors = [
-            &mut regs.segments.cs,
-            &mut regs.segments.ss,
-            &mut regs.segments.ds,
-            &mut regs.segments.es,
-            &mut regs.segments.fs,
-            &mut regs.segments.gs,
-        ];
-        for (slot, seg) in selectors.into_iter().zip(GDB_SEGMENTS) {
-            *slot = u32::from(v.segment(seg).selector);
-        }
-        let fx = v.fpu_state().unwrap_or_else(FxsaveArea::reset);
-        for (n, st) in regs.st.iter_mut().enumerate() {
-            *st = fx.st(n);
-        }
-        regs.fpu.fctrl = u32::from(fx.fcw());
-        regs.fpu.fstat = u32::from(fx.fsw());
-        regs.fpu.ftag = u32::from(full_tag_word(&fx));
-        regs.fpu.fop = u32::from(fx.fop());
-        // The 64-bit FXSAVE image has no selectors for the last instruction and operand.
-        regs.fpu.fiseg = 0;
-        regs.fpu.fioff = fx.fip() as u32;
-        regs.fpu.foseg = 0;
-        regs.fpu.fooff = fx.fdp() as u32;
-        for (n, xmm) in regs.xmm.iter_mut().enumerate() {
-            *xmm = fx.xmm(n);
-        }
-        regs.mxcsr = fx.mxcsr();
+        regs::read(&self.runner.vm.vcpus()[index].backend, regs);
         Ok(())
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
         let index = self.select(tid).ok_or(TargetError::NonFatal)?;
-        let v = &mut self.runner.vm.vcpus_mut()[index].backend;
-        // The x87 and SSE state first: one the processor would refuse (an MXCSR with a
-        // reserved bit set) is an error for gdb, and nothing is written.
-        let mut fx = v.fpu_state().unwrap_or_else(FxsaveArea::reset);
-        for (n, st) in regs.st.iter().enumerate() {
-            fx.set_st(n, *st);
-        }
-        fx.set_fcw(regs.fpu.fctrl as u16);
-        fx.set_fsw(regs.fpu.fstat as u16);
-        fx.set_ftw(abridged_tag(regs.fpu.ftag as u16));
-        fx.set_fop(regs.fpu.fop as u16);
-        for (n, xmm) in regs.xmm.iter().enumerate() {
-            fx.set_xmm(n, *xmm);
-        }
-        fx.set_mxcsr(regs.mxcsr);
-        v.set_fpu_state(&fx).map_err(|_| TargetError::NonFatal)?;
-        for (value, gpr) in regs.regs.iter().zip(GDB_GPRS) {
-            v.set_gpr(gpr, *value);
-        }
-        v.set_rip(regs.rip);
-        // The upper half of RFLAGS is reserved (zero); bit 1 always reads as 1.
-        v.set_rflags(u64::from(regs.eflags) | 2);
-        let selectors = [
-            regs.segments.cs,
-            regs.segments.ss,
-            regs.segments.ds,
-            regs.segments.es,
-            regs.segments.fs,
-            regs.segments.gs,
-        ];
-        for (selector, seg) in selectors.into_iter().zip(GDB_SEGMENTS) {
-            // A new selector alone: the descriptor cache stays (gdb writes every
-            // register back, usually unchanged).
-            let mut s = v.segment(seg);
-            if u32::from(s.selector) != selector {
-                s.selector = selector as u16;
-                v.set_segment(seg, &s);
-            }
-        }
+        // x87/SSE state the processor would refuse (an MXCSR with a reserved bit set) is
+        // an error for gdb, and nothing is written.
+        regs::write(&mut self.runner.vm.vcpus_mut()[index].backend, regs)
+            .map_err(|_| TargetError::NonFatal)?;
         Ok(())
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
         self.select(tid).ok_or(TargetError::NonFatal)?;
-        let mut done = 0;
-        while done < data.len() {
-            let addr = start.wrapping_add(done as u64);
-            let in_page = (0x1000 - (addr & 0xfff)) as usize;
-            let n = in_page.min(data.len() - done);
-            let Some(gpa) = self.translate(addr, false) else {
-                break;
-            };
-            if self
-                .runner
-                .vm
-                .mem
-                .read(gpa, &mut data[done..done + n])
-                .is_err()
-            {
-                break;
-            }
-            done += n;
-        }
+        let paging = self.paging();
+        let done = memory::read_virtual(&mut self.runner.vm.mem, &paging, start, data);
         if done == 0 && !data.is_empty() {
             // gdb: "Cannot access memory at address ...".
             return Err(TargetError::NonFatal);
@@ -664,18 +534,9 @@ impl<P: Platform> MultiThreadBase for GdbTarget<'_, P> {
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
         self.select(tid).ok_or(TargetError::NonFatal)?;
-        let mut done = 0;
-        while done < data.len() {
-            let addr = start.wrapping_add(done as u64);
-            let in_page = (0x1000 - (addr & 0xfff)) as usize;
-            let n = in_page.min(data.len() - done);
-            let gpa = self.translate(addr, true).ok_or(TargetError::NonFatal)?;
-            self.runner
-                .vm
-                .mem
-                .write(gpa, &data[done..done + n])
-                .map_err(|_| TargetError::NonFatal)?;
-            done += n;
+        let paging = self.paging();
+        if !memory::write_virtual(&mut self.runner.vm.mem, &paging, start, data) {
+            return Err(TargetError::NonFatal);
         }
         // The guest's code may have changed behind every vCPU's decoded blocks.
         for v in self.runner.vm.vcpus_mut() {
@@ -1047,71 +908,9 @@ impl<'a, P: Platform> run_blocking::BlockingEventLoop for EventLoop<'a, P> {
     }
 }
 
-/// gdb's full x87 tag word (two bits per physical register: 0 valid, 1 zero,
-/// 2 special, 3 empty) from FXSAVE's abridged one (a bit per register, set when not
-/// empty) and the registers' contents, as FSTENV would store it.
-fn full_tag_word(fx: &FxsaveArea) -> u16 {
-    let top = usize::from((fx.fsw() >> 11) & 7);
-    let mut word = 0u16;
-    for physical in 0..8 {
-        let tag = if fx.ftw() & (1 << physical) == 0 {
-            3
-        } else {
-            let st = fx.st((physical + 8 - top) % 8);
-            let exponent = u16::from_le_bytes([st[8], st[9]]) & 0x7fff;
-            let mantissa =
-                u64::from_le_bytes([st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]]);
-            match (exponent, mantissa) {
-                (0, 0) => 1,
-                (0x7fff, _) | (0, _) => 2,
-                (_, m) if m >> 63 == 0 => 2,
-                _ => 0,
-            }
-        };
-        word |= tag << (2 * physical);
-    }
-    word
-}
-
-/// FXSAVE's abridged tag (a bit per register, set when not empty) from a full tag word.
-fn abridged_tag(full: u16) -> u8 {
-    (0..8).fold(0, |acc, physical| {
-        if (full >> (2 * physical)) & 3 == 3 {
-            acc
-        } else {
-            acc | (1 << physical)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_words_convert_both_ways() {
-        // Power-on: every register holds +0.0 and is tagged zero (SDM 1 table 9-1: 5555H).
-        assert_eq!(full_tag_word(&FxsaveArea::reset()), 0x5555);
-        // An abridged tag of 0: all empty, as after FNINIT.
-        let mut fx = FxsaveArea::zeroed();
-        assert_eq!(full_tag_word(&fx), 0xffff);
-        // TOP = 7 after one push: ST0 is physical register 7.
-        fx.set_fsw(7 << 11);
-        fx.set_ftw(1 << 7);
-        // 1.0: exponent 0x3fff, integer bit set.
-        let mut one = [0u8; 10];
-        one[7] = 0x80;
-        one[8] = 0xff;
-        one[9] = 0x3f;
-        fx.set_st(0, one);
-        assert_eq!(full_tag_word(&fx), 0x3fff);
-        // Zero in ST0 is tagged zero.
-        fx.set_st(0, [0; 10]);
-        assert_eq!(full_tag_word(&fx), 0x7fff);
-        assert_eq!(abridged_tag(0x3fff), 0x80);
-        assert_eq!(abridged_tag(0xffff), 0);
-        assert_eq!(abridged_tag(0), 0xff);
-    }
 
     #[test]
     fn breakpoint_lists_are_bounded() {

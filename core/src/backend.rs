@@ -12,7 +12,8 @@ use crate::exit::Exit;
 use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
 use crate::ops::{
-    DebugRegs, DescriptorTable, Event, Gpr, Regs, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+    DebugRegs, DescriptorTable, Event, Gpr, GuestDebug, Regs, ResetKind, RunLimit, SegReg, Segment,
+    X86Ops,
 };
 use crate::ops::{VcpuState, VcpuStateError};
 use enum_dispatch::enum_dispatch;
@@ -152,6 +153,10 @@ macro_rules! forward_x86_ops {
             #[inline(always)]
             fn set_debug_regs(&mut self, regs: &DebugRegs) {
                 self.0.set_debug_regs(regs)
+            }
+            #[inline(always)]
+            fn set_guest_debug(&mut self, debug: GuestDebug) -> Result<(), &'static str> {
+                self.0.set_guest_debug(debug)
             }
             #[inline(always)]
             fn get_msr(&self, index: u32) -> Option<u64> {

@@ -222,6 +222,26 @@ impl Default for DebugRegs {
     }
 }
 
+/// What a debugger asks of a vCPU (KVM's `KVM_SET_GUEST_DEBUG`): stops that end
+/// [`X86Ops::run`] with [`crate::Exit::Exception`] and are not delivered to the guest.
+/// The core turns them into [`crate::vm::RunOutcome::Debug`] for the debugger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// Stop after the next instruction, with vector 1 (#DB) (KVM's
+    /// `KVM_GUESTDBG_SINGLESTEP`). An instruction the core completes (port I/O, CPUID,
+    /// ...) counts as that instruction: the next run stops before entering the guest.
+    pub single_step: bool,
+    /// Intercept #BP (KVM's `KVM_GUESTDBG_USE_SW_BP`): an INT3 (0xCC) stops with vector
+    /// 3 before it is delivered, RIP at the INT3. A debugger that finds no breakpoint of
+    /// its own there gives the trap back to the guest ([`X86Ops::set_rip`] past the INT3
+    /// and [`X86Ops::inject_event`] of #BP).
+    pub intercept_breakpoints: bool,
+    /// Intercept #DB (KVM's `KVM_GUESTDBG_USE_HW_BP`): a debug exception stops with
+    /// vector 1 before it is delivered, DR6 telling which breakpoint of DR0-DR3 matched
+    /// ([`X86Ops::debug_regs`]; the debugger owns DR0-DR3 and DR7 while it sets them).
+    pub intercept_debug: bool,
+}
+
 /// An event to deliver to the guest on the next entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
@@ -526,6 +546,16 @@ pub trait X86Ops {
     /// Load DR0-DR3, DR6 and DR7 (a debugger setting breakpoints). DR6 and DR7 keep their
     /// fixed bits whatever `regs` holds there.
     fn set_debug_regs(&mut self, regs: &DebugRegs);
+
+    /// What a debugger asks for ([`GuestDebug`]); all false: nothing, the guest runs as
+    /// without one. `Err` names what this backend cannot do; it then keeps what it had.
+    fn set_guest_debug(&mut self, debug: GuestDebug) -> Result<(), &'static str> {
+        if debug == GuestDebug::default() {
+            Ok(())
+        } else {
+            Err("this backend has no debugger stops")
+        }
+    }
 
     // ---- MSRs whose state the backend holds (KVM `get_msr`, `set_msr`) ----
 

@@ -34,7 +34,9 @@
 //! console input with nothing else to wake it waits; without it the run stops, as a test
 //! harness wants), `console-input=HEX` (bytes, in hex, that the guest reads on its console
 //! before anything typed on COM1: what a harness types where COM1 is a file, at most 64),
-//! `device=pc-testdev` (QEMU's ISA test device on the guest's machine), `fault` (raise #UD before loading the guest, to check that an exception
+//! `device=pc-testdev` (QEMU's ISA test device on the guest's machine), `gdb` (a GDB
+//! stub on the host's COM2 for VMX and SVM guests, see [`debugger`]; `gdb-wait`: the
+//! guest waits for gdb before its first instruction, as QEMU's `-S`), `fault` (raise #UD before loading the guest, to check that an exception
 //! ends the run with a report), `diff` (module 0 is a pack of differential cases, not a
 //! guest: each runs on the hardware backend, VMX or SVM as `backend=` picks, and on the
 //! emulator and the final states are compared, see [`differential`]). The first module is
@@ -52,6 +54,7 @@ mod boot;
 mod bootinfo;
 mod console_input;
 mod cpu;
+mod debugger;
 mod differential;
 mod heap;
 mod host_cpu;
@@ -170,6 +173,9 @@ struct Options {
     cpu: CpuModel,
     /// `smp=N`: the guest's vCPUs.
     vcpus: u32,
+    /// `gdb` / `gdb-wait`: the GDB stub on COM2, and whether the guest waits for gdb
+    /// before its first instruction ([`debugger`]).
+    gdb: Option<bool>,
 }
 
 fn parse_options(cmdline: &str) -> Result<Options, String> {
@@ -183,6 +189,7 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
         pc_testdev: false,
         cpu: CpuModel::default(),
         vcpus: 1,
+        gdb: None,
     };
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word.strip_prefix("mem=") {
@@ -219,6 +226,10 @@ fn parse_options(cmdline: &str) -> Result<Options, String> {
             opts.fault = true;
         } else if word == "diff" {
             opts.differential = true;
+        } else if word == "gdb" {
+            opts.gdb = Some(opts.gdb == Some(true));
+        } else if word == "gdb-wait" {
+            opts.gdb = Some(true);
         } else if let Some(device) = word.strip_prefix("device=") {
             if device != "pc-testdev" {
                 return Err(format!(
@@ -629,7 +640,21 @@ fn run(eax: u32, ebx: u32, entry: u32) -> Result<u8, String> {
         opts.vcpus,
         kernel_ref.cmdline.as_str()
     );
-    let outcome = vm.run();
+    let outcome = match opts.gdb {
+        Some(_) if !hardware => {
+            return Err("gdb: the image's GDB stub runs on vmx or svm, not on the emulator (opsvisor run --gdb debugs on the emulator)".into())
+        }
+        // The stub stops and steps the bootstrap vCPU only: another vCPU would take the
+        // debugger's INT3 breakpoints as its own #BP.
+        Some(_) if opts.vcpus > 1 => {
+            return Err(format!(
+                "gdb: the image's GDB stub debugs one vCPU; it cannot run with smp={}",
+                opts.vcpus
+            ))
+        }
+        Some(wait) => debugger::run(&mut vm, wait).map_err(|why| format!("gdb: {why}"))?,
+        None => vm.run(),
+    };
     for (i, v) in vm.vcpus().iter().enumerate() {
         match &v.backend {
             Backend::Vmx(VmxSlot(vmx)) => {

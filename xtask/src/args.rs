@@ -109,6 +109,9 @@ pub struct RunOptions {
     pub initrd: Option<PathBuf>,
     /// The guest's command line (its module's string; default: the guest's name).
     pub guest_append: Option<String>,
+    /// `--gdb PORT`: the image's GDB stub on the machine's COM2, a TCP server on
+    /// 127.0.0.1:PORT (the image's command line has `gdb` or `gdb-wait`).
+    pub gdb: Option<u16>,
 }
 
 /// What to do.
@@ -159,6 +162,15 @@ pub enum Command {
     /// Differential run: generated cases on a hardware backend against the emulator
     /// inside the image.
     Diff(DiffOptions),
+    /// The image's GDB stub driven by Debian's gdb in batch mode against the corpus guest
+    /// `hello` (`run.gdb` is 0: a free port is picked).
+    GdbCheck {
+        /// Machine options, the guest and the image's command line (`gdb-wait`, the
+        /// backend).
+        run: RunOptions,
+        /// Bochs or QEMU TCG.
+        machine: Machine,
+    },
     /// The peer benchmark: the bench guest's workloads on opsvisor, QEMU TCG and Bochs.
     BenchPeers(BenchOptions),
     /// Regenerate docs/emu-coverage.md, or with `check` fail when it is out of date.
@@ -430,6 +442,17 @@ enum Sub {
     /// workload
     #[command(after_long_help = BENCH_NOTES)]
     BenchPeers(BenchArgs),
+    /// Drive the image's GDB stub (COM2) with Debian's gdb in batch mode against the
+    /// corpus guest hello on RUNNER: bochs-vmx (default), bochs-svm or qemu-svm. A
+    /// breakpoint, a hardware breakpoint, continue, registers, memory, single steps and
+    /// the run's end; exit 0 when gdb saw each and the guest passed
+    GdbCheck {
+        /// bochs-vmx, bochs-svm or qemu-svm
+        #[arg(value_name = "RUNNER", value_parser = ["bochs-vmx", "bochs-svm", "qemu-svm"])]
+        runner: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Regenerate docs/emu-coverage.md (the emulator's instruction coverage)
     Coverage {
         /// Fail if it is stale instead
@@ -507,6 +530,14 @@ struct RunArgs {
     /// The guest's command line (its module's string; default: its name)
     #[arg(long, value_name = "S", allow_hyphen_values = true)]
     guest_append: Option<String>,
+    /// The image's GDB stub for a VMX or SVM guest on the machine's COM2, a TCP server
+    /// on 127.0.0.1:PORT (gdb: target remote :PORT); Bochs waits for gdb to connect
+    /// before it starts the machine
+    #[arg(long, value_name = "PORT", allow_hyphen_values = true, value_parser = gdb_port)]
+    gdb: Option<u16>,
+    /// With --gdb: the guest waits for gdb before its first instruction (QEMU's -S)
+    #[arg(long)]
+    gdb_wait: bool,
 }
 
 /// The differential run's own options.
@@ -706,6 +737,13 @@ fn ips(v: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("--ips: '{v}' is not an instruction rate (1000000 to 1000000000)"))
 }
 
+fn gdb_port(v: &str) -> Result<u16, String> {
+    v.parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("--gdb: '{v}' is not a TCP port (1 to 65535)"))
+}
+
 fn cases(v: &str) -> Result<usize, String> {
     v.parse()
         .ok()
@@ -803,6 +841,31 @@ pub fn parse(args: &[OsString]) -> Result<Command, String> {
         Sub::VmxDiff { diff: d, run } => diff("vmx-diff", HwBackend::Vmx, d, run)?,
         Sub::BenchPeers(b) => Command::BenchPeers(bench_options(b)?),
         Sub::Coverage { check } => Command::Coverage { check },
+        Sub::GdbCheck { runner, mut run } => {
+            let (machine, backend, cpu) = match runner.as_deref() {
+                Some("bochs-svm") => (Machine::Bochs, HwBackend::Svm, DEFAULT_BOCHS_SVM_CPU),
+                Some("qemu-svm") => (Machine::Qemu, HwBackend::Svm, DEFAULT_QEMU_CPU),
+                _ => (Machine::Bochs, HwBackend::Vmx, DEFAULT_BOCHS_CPU),
+            };
+            if run.gdb.is_some() {
+                return Err("'gdb-check' picks a free port itself: leave out --gdb".into());
+            }
+            // gdb-check always waits for gdb (the word is added below).
+            run.gdb_wait = false;
+            let mut opts = run_options(run, GuestSpec::Corpus("hello".into()), machine, cpu)?;
+            opts.gdb = Some(0);
+            if !opts
+                .append
+                .split_ascii_whitespace()
+                .any(|w| w == "gdb-wait")
+            {
+                opts.append = format!("{} gdb-wait", opts.append).trim().to_string();
+            }
+            Command::GdbCheck {
+                run: with_backend(opts, backend),
+                machine,
+            }
+        }
     })
 }
 
@@ -827,16 +890,25 @@ fn run_options(
             Machine::Qemu => format!("--cpu: '{cpu}' is not a QEMU CPU model"),
         });
     }
+    if run.gdb_wait && run.gdb.is_none() {
+        return Err("--gdb-wait waits for the stub of --gdb PORT: give --gdb too".into());
+    }
+    let mut append = run.append.unwrap_or_default();
+    if run.gdb.is_some() {
+        let word = if run.gdb_wait { "gdb-wait" } else { "gdb" };
+        append = format!("{append} {word}").trim().to_string();
+    }
     Ok(RunOptions {
         guest,
         cpu,
         timeout: run.timeout.unwrap_or(DEFAULT_TIMEOUT),
         megs: run.megs.unwrap_or(DEFAULT_MEGS),
         ips: run.ips.unwrap_or(DEFAULT_IPS),
-        append: run.append.unwrap_or_default(),
+        append,
         iso: run.iso,
         initrd: run.initrd,
         guest_append: run.guest_append,
+        gdb: run.gdb,
     })
 }
 
@@ -1201,6 +1273,36 @@ mod tests {
     }
 
     #[test]
+    fn gdb_options() {
+        let Ok(Command::Bochs(run)) = parse(&args("bochs-vmx hello --gdb 1234 --gdb-wait")) else {
+            panic!("not a bochs command");
+        };
+        assert_eq!(run.gdb, Some(1234));
+        assert_eq!(run.append, "gdb-wait");
+        let Ok(Command::Qemu(run)) = parse(&args("qemu-svm hello --gdb 99")) else {
+            panic!("not a qemu command");
+        };
+        assert_eq!(
+            (run.gdb, run.append.as_str()),
+            (Some(99), "gdb backend=svm")
+        );
+        let Ok(Command::GdbCheck { run, machine }) = parse(&args("gdb-check qemu-svm")) else {
+            panic!("not gdb-check");
+        };
+        assert_eq!(machine, Machine::Qemu);
+        assert_eq!(run.guest, GuestSpec::Corpus("hello".into()));
+        assert_eq!(run.append, "gdb-wait backend=svm");
+        let Ok(Command::GdbCheck { run, machine }) = parse(&args("gdb-check")) else {
+            panic!("not gdb-check");
+        };
+        assert_eq!(
+            (machine, run.cpu.as_str()),
+            (Machine::Bochs, DEFAULT_BOCHS_CPU)
+        );
+        assert_eq!(run.append, "gdb-wait backend=vmx");
+    }
+
+    #[test]
     fn vmx_diff_options() {
         let Ok(Command::Diff(d)) = parse(&args("vmx-diff")) else {
             panic!("not a vmx-diff command");
@@ -1264,6 +1366,11 @@ mod tests {
             ("diff --backend", "needs a value"),
             ("diff --backend svm --append backend=svm", "leave them out"),
             ("diff --backend svm --cpu ryzen,x", "not a Bochs CPU model"),
+            ("bochs-vmx hello --gdb 0", "not a TCP port"),
+            ("bochs-vmx hello --gdb 70000", "not a TCP port"),
+            ("bochs-vmx hello --gdb-wait", "give --gdb too"),
+            ("gdb-check --gdb 1234", "picks a free port"),
+            ("gdb-check bochs", "invalid value"),
         ] {
             let err = parse(&args(line)).expect_err(line);
             assert!(err.contains(want), "{line}: {err}");

@@ -38,6 +38,12 @@ sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
     )
 }
 
+/// The Bochs configuration's COM2 for the image's GDB stub: a TCP server on
+/// localhost:`port` (Bochs waits for the client, gdb, before it starts the machine).
+pub fn bochs_gdb_com2(port: u16) -> String {
+    format!("com2: enabled=1, mode=socket-server, dev=localhost:{port}\n")
+}
+
 /// The GRUB menu: boot the image at once (no menu wait) with `append` as its command
 /// line, the guest as its first module with `guest_cmdline` as its string (the guest's
 /// command line), and with `initrd` a Linux guest's initrd as the second module.

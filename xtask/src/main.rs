@@ -19,6 +19,8 @@
 //! cargo xtask qemu-kvm GUEST [OPTIONS]   QEMU with -accel kvm -cpu host (nested VMX/SVM)
 //! cargo xtask diff --backend vmx|svm     differential runs (vmx-diff: --backend vmx)
 //! cargo xtask bench-peers [OPTIONS]      the peer benchmark (opsvisor, QEMU TCG, Bochs)
+//! cargo xtask gdb-check [bochs-vmx|bochs-svm|qemu-svm]
+//!                                        Debian's gdb against the image's GDB stub (COM2)
 //! ```
 //!
 //! GUEST is a multiboot v1 kernel file or a corpus guest name (`guests/src/bin/NAME.rs`,
@@ -26,7 +28,9 @@
 //! or QEMU's `-cpu`),
 //! `--timeout SECS` (default 120), `--megs MIB` (machine RAM, default 256), `--ips N`
 //! (Bochs' instructions per emulated second), `--append ARGS`
-//! (the image's command line), `--iso` (QEMU boots the GRUB ISO). `cargo xtask help`
+//! (the image's command line), `--iso` (QEMU boots the GRUB ISO), `--gdb PORT` (the
+//! image's GDB stub on the machine's COM2, a TCP server on 127.0.0.1:PORT; `--gdb-wait`:
+//! the guest waits for gdb). `cargo xtask help`
 //! prints the details.
 //!
 //! A run streams the guest's serial output (COM1, captured to a file in a fresh temporary
@@ -57,6 +61,7 @@
 mod args;
 mod corpus;
 mod differential;
+mod gdb_check;
 mod machines;
 mod peers;
 
@@ -207,6 +212,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Diff(diff) => differential::diff(&diff),
         Cmd::BenchPeers(o) => peers::bench_peers(&o),
         Cmd::Coverage { check } => coverage(check),
+        Cmd::GdbCheck { run, machine } => gdb_check::check(run, machine),
     }
 }
 
@@ -683,10 +689,11 @@ fn bochs(run: &RunOptions, stream: bool, serial_out: Option<&mut String>) -> Res
     let rc = tmp.path.join("bochsrc");
     let cont = tmp.path.join("continue.rc");
     let write = |path: &Path, text: String| fs::write(path, text).map_err(|e| io_failure(path, e));
-    write(
-        &rc,
-        machines::bochsrc(&run.cpu, run.megs, run.ips, &iso, &com1, &log),
-    )?;
+    let mut config = machines::bochsrc(&run.cpu, run.megs, run.ips, &iso, &com1, &log);
+    if let Some(port) = run.gdb {
+        config.push_str(&machines::bochs_gdb_com2(port));
+    }
+    write(&rc, config)?;
     // Debian's Bochs starts in its debugger: `c` continues at once.
     write(&cont, "c\n".into())?;
     let out_path = tmp.path.join("bochs.out");
@@ -885,8 +892,14 @@ fn run_qemu(
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-display", "none", "-no-reboot", "-monitor", "none"])
         .arg("-serial")
-        .arg(format!("file:{}", com1.display()))
-        .arg("-m")
+        .arg(format!("file:{}", com1.display()));
+    if let Some(port) = run.gdb {
+        // COM2: the image's GDB stub. QEMU starts without waiting for gdb; the image
+        // waits with gdb-wait.
+        cmd.arg("-serial")
+            .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off"));
+    }
+    cmd.arg("-m")
         .arg(run.megs.to_string())
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }])

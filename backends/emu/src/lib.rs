@@ -225,6 +225,15 @@ impl EmuVcpu {
         mem: &GuestMemory,
         debug: Option<GuestDebug>,
     ) -> Result<(), &'static str> {
+        self.install_debug(Some(mem), debug)
+    }
+
+    /// [`EmuVcpu::set_guest_debug`], where `mem` is needed only for watchpoints.
+    fn install_debug(
+        &mut self,
+        mem: Option<&GuestMemory>,
+        debug: Option<GuestDebug>,
+    ) -> Result<(), &'static str> {
         self.debug = match debug {
             Some(want) if want.breakpoints.len() > MAX_BREAKPOINTS => {
                 return Err("too many breakpoints")
@@ -250,7 +259,11 @@ impl EmuVcpu {
                     || !want.watchpoints.is_empty()
                     || !want.access_watchpoints.is_empty() =>
             {
-                let watched = want.watchpoints.iter().map(|w| watched(mem, w)).collect();
+                let watched = match mem {
+                    Some(mem) => want.watchpoints.iter().map(|w| watched(mem, w)).collect(),
+                    None if want.watchpoints.is_empty() => alloc::vec::Vec::new(),
+                    None => return Err("watchpoints need the guest's memory"),
+                };
                 Some(alloc::boxed::Box::new(DebugState {
                     want,
                     rip: self.cpu.rip,
@@ -1223,6 +1236,20 @@ impl X86Ops for EmuVcpu {
             dr6: c.dr[6],
             dr7: c.dr[7],
         }
+    }
+
+    fn set_guest_debug(
+        &mut self,
+        debug: opsvisor_core::ops::GuestDebug,
+    ) -> Result<(), &'static str> {
+        if debug.intercept_breakpoints || debug.intercept_debug {
+            return Err("the emulator stops at breakpoints by address (EmuVcpu::set_guest_debug), not by intercepting #BP and #DB");
+        }
+        let want = debug.single_step.then(|| GuestDebug {
+            single_step: true,
+            ..GuestDebug::default()
+        });
+        self.install_debug(None, want)
     }
 
     fn set_debug_regs(&mut self, regs: &DebugRegs) {

@@ -2267,6 +2267,38 @@ fn guest_debug_single_steps_one_instruction_at_a_time() {
 }
 
 #[test]
+fn x86ops_guest_debug_is_the_emulators_single_step() {
+    use opsvisor_core::ops::GuestDebug as Stops;
+    let mut h = debug_harness();
+    let step = Stops {
+        single_step: true,
+        ..Stops::default()
+    };
+    X86Ops::set_guest_debug(&mut h.vcpu, step).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.rip(), CODE + 5, "one instruction");
+    // The emulator stops at breakpoints by address, not by intercepting #BP and #DB.
+    for intercept in [
+        Stops {
+            intercept_breakpoints: true,
+            ..Stops::default()
+        },
+        Stops {
+            intercept_debug: true,
+            ..step
+        },
+    ] {
+        assert!(X86Ops::set_guest_debug(&mut h.vcpu, intercept).is_err());
+    }
+    X86Ops::set_guest_debug(&mut h.vcpu, step).unwrap();
+    assert_eq!(h.run(), Err(debug_stop(1)));
+    assert_eq!(h.vcpu.rip(), CODE + 10);
+    X86Ops::set_guest_debug(&mut h.vcpu, Stops::default()).unwrap();
+    h.run().unwrap();
+    assert_eq!(h.gpr(Gpr::R8), 3);
+}
+
+#[test]
 fn guest_debug_breakpoints_stop_before_the_instruction_each_time() {
     let mut h = debug_harness();
     h.run().unwrap();

@@ -94,6 +94,47 @@ fn vmcb(vcpu: &SvmVcpu<ReplayVmcb>, field: fields::Field) -> u64 {
 }
 
 #[test]
+fn a_debuggers_stops_intercept_bp_and_db_and_step_on_hidden_tf() {
+    use opsvisor_core::ops::GuestDebug;
+    let mut vcpu = vcpu(ScriptedExit::cpuid(RIP, 0, 0), 3);
+    flat32(&mut vcpu);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    let limit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: 1000,
+    };
+    let own = vmcb(&vcpu, fields::INTERCEPT_EXCEPTIONS);
+    assert_eq!(own & 0b1010, 0, "the guest's own #BP and #DB by default");
+    let step = GuestDebug {
+        single_step: true,
+        intercept_breakpoints: true,
+        intercept_debug: false,
+    };
+    vcpu.set_guest_debug(step).unwrap();
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_EXCEPTIONS), own | 0b1010);
+    assert_eq!(vcpu.run(&mut mem, &limit), Exit::Cpuid);
+    // TF was the backend's for the VMRUN only.
+    assert_eq!(vcpu.rflags() & (1 << 8), 0);
+    // The core completes the CPUID: the step is done, the next run stops at once.
+    vcpu.skip_emulated_instruction();
+    let runs = vcpu.replay_vmcb().runs();
+    assert_eq!(
+        vcpu.run(&mut mem, &limit),
+        Exit::Exception {
+            vector: 1,
+            error_code: None
+        }
+    );
+    assert_eq!(vcpu.replay_vmcb().runs(), runs);
+    vcpu.set_guest_debug(GuestDebug::default()).unwrap();
+    assert_eq!(vmcb(&vcpu, fields::INTERCEPT_EXCEPTIONS), own);
+    vcpu.skip_emulated_instruction();
+    assert_eq!(vcpu.run(&mut mem, &limit), Exit::Cpuid);
+    assert_eq!(vcpu.replay_vmcb().runs(), runs + 1);
+}
+
+#[test]
 fn setup_writes_the_control_area() {
     let vcpu = vcpu(ScriptedExit::cpuid(RIP, 0, 0), 1);
     assert_eq!(

@@ -47,7 +47,7 @@ use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::slat::{PageSizes, SlatError, SlatFormat, SlatTables};
 use opsvisor_core::mmu::walk::PagingRegs;
 use opsvisor_core::ops::{
-    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, X86Ops,
+    DebugRegs, DescriptorTable, Event, Gpr, GuestDebug, ResetKind, RunLimit, SegReg, X86Ops,
 };
 use opsvisor_core::{Exit, GuestMemory};
 
@@ -230,6 +230,8 @@ const MSR_TSC_AUX: u32 = 0xc000_0103;
 const MAX_SLICE_NS: u64 = 10_000_000;
 /// #DB, #UD, #GP.
 const DB: u8 = 1;
+/// #BP.
+const BP: u8 = 3;
 const UD: u8 = 6;
 const GP: u8 = 13;
 /// CR4.PAE, CR4.LA57, CR4.PCIDE.
@@ -329,6 +331,14 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     before_run: [u64; 4],
     vmcb_error: Option<VmcbError>,
     failure: Option<SvmFailure>,
+    /// What a debugger asked for ([`X86Ops::set_guest_debug`]).
+    guest_debug: GuestDebug,
+    /// While a debugger's single step runs (on RFLAGS.TF, hidden from the guest as KVM
+    /// hides it): the guest's own TF, put back at the exit.
+    step_tf: Option<u64>,
+    /// The instruction of a debugger's single step was completed by the core: the next
+    /// run stops at once.
+    step_completed: bool,
     /// The CR4 bits the guest's CPU model lets it set ([`X86Ops::set_cpuid`]).
     cr4_allowed: u64,
     /// The model offers RDTSCP (the intercepted RDTSCP raises #UD otherwise).
@@ -413,6 +423,9 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             before_run: [0; 4],
             vmcb_error: None,
             failure: None,
+            guest_debug: GuestDebug::default(),
+            step_tf: None,
+            step_completed: false,
             cr4_allowed: caps.cr4_valid,
             rdtscp_offered: caps.rdtscp,
         })
@@ -1083,10 +1096,34 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         }
     }
 
+    /// Whether the debugger's requests intercept #DB: its single step (on TF) or its
+    /// breakpoints in DR0-DR3.
+    fn debugger_intercepts_db(&self) -> bool {
+        self.guest_debug.single_step || self.guest_debug.intercept_debug
+    }
+
+    /// Before a VMRUN of a debugger's single step: RFLAGS.TF, the guest's own kept aside
+    /// (not while the NMI window's step over an IRET runs on TF already).
+    fn arm_step(&mut self) {
+        if self.guest_debug.single_step && self.nmi.stepping.is_none() {
+            let rflags = self.read(fields::RFLAGS);
+            self.step_tf = Some(rflags & RFLAGS_TF);
+            self.write(fields::RFLAGS, rflags | RFLAGS_TF);
+        }
+    }
+
+    /// After the VMRUN of a single step: the guest's own TF back.
+    fn disarm_step(&mut self) {
+        if let Some(tf) = self.step_tf.take() {
+            let rflags = self.read(fields::RFLAGS);
+            self.write(fields::RFLAGS, (rflags & !RFLAGS_TF) | tf);
+        }
+    }
+
     /// The #DB after the stepped IRET: undo the step; the NMI window is open.
     fn handle_step(&mut self) -> Option<Exit> {
         let (rflags, dr6) = self.nmi.stepping.take()?;
-        self.set_exception_intercept(DB, false);
+        self.set_exception_intercept(DB, self.debugger_intercepts_db());
         let now = self.read(fields::RFLAGS);
         let mut restored = now;
         if rflags & RFLAGS_TF == 0 {
@@ -1186,6 +1223,10 @@ impl<P: SvmProcessor> SvmVcpu<P> {
                 None
             }
             BackendExit::DebugException if self.nmi.stepping.is_some() => self.handle_step(),
+            BackendExit::DebugException if self.debugger_intercepts_db() => Some(Exit::Exception {
+                vector: DB,
+                error_code: None,
+            }),
             BackendExit::InvalidOpcode => self.handle_invalid_opcode(mem),
             BackendExit::Invalid => Some(self.invalid_vmcb()),
             other => Some(self.fail(SvmFailure::Unhandled(other))),
@@ -1292,6 +1333,15 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
 
     fn rflags(&self) -> u64 {
         self.read(fields::RFLAGS)
+    }
+
+    fn set_guest_debug(&mut self, debug: GuestDebug) -> Result<(), &'static str> {
+        self.guest_debug = debug;
+        self.step_completed = false;
+        let db = self.debugger_intercepts_db() || self.nmi.stepping.is_some();
+        self.set_exception_intercept(DB, db);
+        self.set_exception_intercept(BP, debug.intercept_breakpoints);
+        Ok(())
     }
 
     fn set_rflags(&mut self, rflags: u64) {
@@ -1538,6 +1588,12 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
                 return exit;
             }
         }
+        if core::mem::take(&mut self.step_completed) && self.guest_debug.single_step {
+            return Exit::Exception {
+                vector: DB,
+                error_code: None,
+            };
+        }
         if self.nmi.window && self.nmi_allowed() {
             // As VMX's NMI-window exit, at once when nothing blocks NMIs.
             return Exit::NmiWindow;
@@ -1546,7 +1602,10 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.anchor_clock(limit, now);
         let deadline = self.run_deadline(limit, now);
         loop {
-            if let Err(e) = self.vmrun(deadline) {
+            self.arm_step();
+            let entered = self.vmrun(deadline);
+            self.disarm_step();
+            if let Err(e) = entered {
                 return self.fail(SvmFailure::Vmcb(e));
             }
             let c = exit_code(&self.cpu);
@@ -1611,6 +1670,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
     }
 
     fn skip_emulated_instruction(&mut self) {
+        self.step_completed = self.guest_debug.single_step;
         if let Some(element) = self.string_op.take() {
             if !element.advance(self) {
                 // REP with a count left: RIP stays, the next VMRUN runs the next element
@@ -1662,6 +1722,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         // A move to or from MMIO single-steps as any other (it has no port).
         self.io_access = None;
         self.debug_traps_after_skip();
+        self.step_completed = self.guest_debug.single_step;
     }
 
     fn interrupt_shadow(&self) -> bool {

@@ -8,4 +8,4 @@
 //! instruction (SDM 3C 27.7.3). The bits are core's
 //! ([`opsvisor_core::emulate::debug_trap`], which SVM shares).
 
-pub use opsvisor_core::emulate::debug_trap::{pending_after_skip, DebugState, TF};
+pub use opsvisor_core::emulate::debug_trap::{pending_after_skip, DebugState, BS, TF};

@@ -570,6 +570,48 @@ mod tests {
     }
 
     #[test]
+    fn a_debuggers_stops_intercept_bp_and_db_and_step_on_hidden_tf() {
+        use crate::vmcs::fields;
+        use opsvisor_core::ops::GuestDebug;
+        let mut vcpu = vcpu(ScriptedExit::cpuid(0x1000, 0, 0), 3);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        let bitmap = |v: &VmxVcpu<ReplayVmcs>| v.processor().vmcs().read(fields::EXCEPTION_BITMAP);
+        assert_eq!(
+            bitmap(&vcpu).unwrap(),
+            0,
+            "the guest's own exceptions by default"
+        );
+        let step = GuestDebug {
+            single_step: true,
+            intercept_breakpoints: true,
+            intercept_debug: false,
+        };
+        vcpu.set_guest_debug(step).unwrap();
+        assert_eq!(bitmap(&vcpu).unwrap(), (1 << 3) | (1 << 1));
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Cpuid);
+        // TF was the backend's for the entry only: the guest's RFLAGS are as they were.
+        assert_eq!(vcpu.rflags() & crate::debug::TF, 0);
+        // The core completes the CPUID: that is the step, and the next run stops at
+        // once, before entering.
+        vcpu.skip_emulated_instruction();
+        let entries = vcpu.processor().entries();
+        assert_eq!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Exception {
+                vector: 1,
+                error_code: None
+            }
+        );
+        assert_eq!(vcpu.processor().entries(), entries);
+        // Nothing asked: the guest owns #BP and #DB again and runs on.
+        vcpu.set_guest_debug(GuestDebug::default()).unwrap();
+        assert_eq!(bitmap(&vcpu).unwrap(), 0);
+        vcpu.skip_emulated_instruction();
+        assert_eq!(vcpu.run(&mut mem, &LIMIT), Exit::Cpuid);
+        assert_eq!(vcpu.processor().entries(), entries + 1);
+    }
+
+    #[test]
     fn instruction_exits_complete_in_the_vmcs() {
         let mut vcpu = vcpu(ScriptedExit::cpuid(0x1000, 7, 0), 1);
         let mut mem = GuestMemory::with_ram(2 << 20).unwrap();

@@ -52,7 +52,8 @@ use opsvisor_core::exit::Direction;
 use opsvisor_core::fpu::{FpuStateError, FxsaveArea};
 use opsvisor_core::mmu::walk::PagingRegs;
 use opsvisor_core::ops::{
-    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, X86Ops,
+    DebugRegs, DescriptorTable, Event, Gpr, GuestDebug, ResetKind, RunLimit, SegReg, Segment,
+    X86Ops,
 };
 use opsvisor_core::{Exit, GuestMemory};
 
@@ -465,6 +466,10 @@ const REASON_RDTSCP: u16 = 51;
 const MAX_SLICE_NS: u64 = 10_000_000;
 /// #UD.
 const UD: u8 = 6;
+/// #DB.
+const DB: u8 = 1;
+/// #BP.
+const BP: u8 = 3;
 /// #GP.
 const GP: u8 = 13;
 
@@ -679,6 +684,14 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     last_guest_tsc: u64,
     vmcs_error: Option<VmxError>,
     failure: Option<VmxFailure>,
+    /// What a debugger asked for ([`X86Ops::set_guest_debug`]).
+    guest_debug: GuestDebug,
+    /// While a debugger's single step runs (on RFLAGS.TF, hidden from the guest as KVM
+    /// hides it): the guest's own TF, put back at the exit.
+    step_tf: Option<u64>,
+    /// The instruction of a debugger's single step was completed by the core: the next
+    /// run stops at once.
+    step_completed: bool,
 }
 
 impl<V: VmxProcessor> core::fmt::Debug for VmxVcpu<V> {
@@ -1018,6 +1031,9 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             last_guest_tsc: 0,
             vmcs_error: None,
             failure: None,
+            guest_debug: GuestDebug::default(),
+            step_tf: None,
+            step_completed: false,
         }
     }
 
@@ -1356,6 +1372,9 @@ impl<V: VmxProcessor> VmxVcpu<V> {
                 Some(Exit::ExternalInterrupt)
             }
             BackendExit::Init | BackendExit::Sipi { .. } => None,
+            BackendExit::DebugException { pending_dr6, .. } => {
+                self.handle_debug_exception(pending_dr6)
+            }
             BackendExit::ControlRegister(access) => self.handle_cr(access),
             BackendExit::StringIo(s) => self.handle_string_io(mem, s),
             BackendExit::RefusedInstruction { .. } => {
@@ -1386,6 +1405,69 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             }
             other => Some(self.fail(VmxFailure::Unhandled(other))),
         }
+    }
+
+    /// Before an entry of a debugger's single step: RFLAGS.TF with the guest's own TF
+    /// kept aside (and, under an interrupt shadow, the BS bit the VM-entry checks then
+    /// require, SDM 3C 27.3.1.5). The step is KVM's (TF), not the monitor trap flag's:
+    /// under Bochs 2.7 (tigerlake) an entry with the monitor trap flag ran on to the next
+    /// intercepted instruction instead of exiting after one.
+    fn arm_step(&mut self) {
+        if !self.guest_debug.single_step {
+            return;
+        }
+        let rflags = self.read(fields::GUEST_RFLAGS);
+        self.step_tf = Some(rflags & crate::debug::TF);
+        self.write(fields::GUEST_RFLAGS, rflags | crate::debug::TF);
+        if self.interrupt_shadow() {
+            let pending = self.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS);
+            self.write(
+                fields::GUEST_PENDING_DEBUG_EXCEPTIONS,
+                pending | crate::debug::BS,
+            );
+        }
+    }
+
+    /// After the entry of a TF single step: the guest's own TF back.
+    fn disarm_step(&mut self) {
+        if let Some(tf) = self.step_tf.take() {
+            let rflags = self.read(fields::GUEST_RFLAGS);
+            self.write(fields::GUEST_RFLAGS, (rflags & !crate::debug::TF) | tf);
+        }
+    }
+
+    /// An intercepted #DB, which the exception bitmap holds only for a debugger: its
+    /// single step (on TF) or its breakpoints in DR0-DR3, or one of the guest's own that
+    /// came while the debugger intercepts (the debugger gives that back). DR6 gets the
+    /// matched breakpoints and BS, as the debugger reads them ([`X86Ops::debug_regs`]).
+    fn handle_debug_exception(&mut self, pending_dr6: u64) -> Option<Exit> {
+        if self.guest_debug.intercept_debug || self.guest_debug.single_step {
+            // SAFETY: DR6 is the guest's while the vCPU runs (it stays in the processor,
+            // see crate::debug); the host uses no breakpoints.
+            unsafe {
+                let dr6 = self.vmcs.read_dr(6);
+                self.vmcs
+                    .write_dr(6, (dr6 & !0x400f) | (pending_dr6 & 0x400f));
+            }
+            return Some(Exit::Exception {
+                vector: DB,
+                error_code: None,
+            });
+        }
+        Some(
+            self.fail(VmxFailure::Unhandled(BackendExit::DebugException {
+                pending_dr6,
+                int1: false,
+            })),
+        )
+    }
+
+    /// The exception bitmap for what the debugger asked.
+    fn write_debug_controls(&mut self) {
+        let d = self.guest_debug;
+        let bitmap = (u64::from(d.intercept_breakpoints) << BP)
+            | (u64::from(d.intercept_debug || d.single_step) << DB);
+        self.write(fields::EXCEPTION_BITMAP, bitmap);
     }
 
     /// In PAE paging (CR0.PG, CR4.PAE, not IA32e), load the four PDPTEs at CR3 from guest
@@ -1817,6 +1899,13 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         self.write(fields::GUEST_DR7, (regs.dr7 & 0xffff_2fff) | 0x400);
     }
 
+    fn set_guest_debug(&mut self, debug: GuestDebug) -> Result<(), &'static str> {
+        self.guest_debug = debug;
+        self.step_completed = false;
+        self.write_debug_controls();
+        Ok(())
+    }
+
     fn get_msr(&self, index: u32) -> Option<u64> {
         Some(match index {
             MSR_DEBUGCTL if self.controls.features.debug_controls_switch => {
@@ -1886,6 +1975,12 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
                 return exit;
             }
         }
+        if core::mem::take(&mut self.step_completed) && self.guest_debug.single_step {
+            return Exit::Exception {
+                vector: DB,
+                error_code: None,
+            };
+        }
         let now = self.vmcs.tsc();
         self.anchor_clock(limit, now);
         let deadline = self.run_deadline(limit, now);
@@ -1894,7 +1989,10 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
             if self.pdptes_stale {
                 self.load_pdptes(mem);
             }
-            if let Err(e) = self.enter() {
+            self.arm_step();
+            let entered = self.enter();
+            self.disarm_step();
+            if let Err(e) = entered {
                 self.failure = Some(VmxFailure::Vmcs(e));
                 return instruction_failure(e);
             }
@@ -1934,6 +2032,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     }
 
     fn skip_emulated_instruction(&mut self) {
+        self.step_completed = self.guest_debug.single_step;
         if let Some(element) = self.string_op.take() {
             if !element.advance(self) {
                 // REP with a count left: RIP stays, the next entry runs the next element
@@ -1984,6 +2083,7 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         let rip = self.rip().wrapping_add(u64::from(insn.len));
         self.set_rip(rip);
         self.clear_interrupt_shadow();
+        self.step_completed = self.guest_debug.single_step;
     }
 
     fn interrupt_shadow(&self) -> bool {
