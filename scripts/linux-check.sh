@@ -2,7 +2,9 @@
 # Boot the Linux guest (scripts/linux-guest.sh) on the emulator and check the boot:
 # the bzImage and the PVH vmlinux each reach the initramfs's marker and power off through
 # ACPI S5 (status 0), with 6 GiB of RAM the kernel sees the memory above 4 GiB, with
-# --cpu max the system features of the model are in /proc/cpuinfo's flags and with
+# --cpu max the system features of the model are in /proc/cpuinfo's flags (and Linux,
+# told by IA32_ARCH_CAPABILITIES that the processor is not affected, runs without
+# page-table isolation) and with
 # --cpu qemu64 they are not, with --smp 4 --cpu max it brings up all four CPUs and
 # /proc/cpuinfo lists four processors with the model's flags, and the kernel log has
 # none of the complaints of a platform that lacks what Linux expects.
@@ -64,7 +66,7 @@ flags() {
 }
 
 # The CPU model's system features as Linux names them in /proc/cpuinfo.
-model_flags="smep smap umip fsgsbase pcid invpcid rdtscp rdpid xsave xsaveopt xsavec la57"
+model_flags="smep smap umip fsgsbase pcid invpcid rdtscp rdpid xsave xsaveopt xsavec la57 arch_capabilities"
 
 boot "bzImage, 256M, --cpu max" vmlinuz 256M --cpu max
 grep -E "clocksource: Switched|tsc: Detected|IOAPIC\[0\]|ACPI: PM-Timer|Calibrating delay|x86/fpu: Enabled|UMIP" "$log" |
@@ -79,6 +81,11 @@ if [ -n "$missing" ]; then
     exit 1
 fi
 echo "linux-check: --cpu max: /proc/cpuinfo has$(for f in $model_flags; do printf ' %s' "$f"; done)"
+# IA32_ARCH_CAPABILITIES says RDCL_NO (not affected by Meltdown): no page-table isolation.
+if grep -q "page tables isolation: enabled" "$log"; then
+    echo "linux-check: --cpu max: Linux enabled page-table isolation despite ARCH_CAPABILITIES.RDCL_NO; log in $log" >&2
+    exit 1
+fi
 boot "bzImage, 256M, --cpu qemu64" vmlinuz 256M --cpu qemu64
 present=""
 for f in $model_flags; do
