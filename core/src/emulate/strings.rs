@@ -224,9 +224,13 @@ pub enum Step {
     /// [`StringMmio::complete`], and the backend calls [`StringMmio::step`] again before
     /// entering the guest.
     Mmio(Exit),
-    /// Enter the guest: the instruction retired (RIP past it), a fault was queued, or the
-    /// batch ended with RIP still at the instruction.
+    /// Enter the guest: a fault was queued, or the batch ended with RIP still at the
+    /// instruction.
     Enter,
+    /// Enter the guest after the instruction's debug traps: it retired (RIP past it, RF
+    /// and the interrupt shadow cleared), so its single-step trap is the backend's to
+    /// raise, as after any instruction it completes ([`crate::emulate::debug_trap`]).
+    Retired,
 }
 
 /// A string instruction on MMIO in progress on one vCPU.
@@ -278,7 +282,8 @@ impl StringMmio {
     }
 
     /// Run the instruction on from where it stands: elements are done until one needs
-    /// the core's bus ([`Step::Mmio`]) or the guest must run again ([`Step::Enter`]).
+    /// the core's bus ([`Step::Mmio`]) or the guest must run again ([`Step::Enter`],
+    /// [`Step::Retired`]).
     /// `paging` holds the control registers the processor translates with.
     pub fn step<C: X86Ops>(
         &mut self,
@@ -300,7 +305,7 @@ impl StringMmio {
                     let mask = self.op.address_size.mask();
                     if self.op.repeat != Repeat::Once && cpu.gpr(Gpr::Rcx) & mask == 0 {
                         self.retire(cpu);
-                        return Step::Enter;
+                        return Step::Retired;
                     }
                     if self.done >= BATCH || (self.done > 0 && cpu.event_pending()) {
                         self.pause(cpu);
@@ -351,7 +356,7 @@ impl StringMmio {
             self.element = None;
             self.done += 1;
             if self.finish(cpu, &element) {
-                return Step::Enter;
+                return Step::Retired;
             }
         }
     }

@@ -333,12 +333,16 @@ impl Machine {
         let start = self.cpu.rip;
         loop {
             let mut s = StringMmio::new(op);
-            while let Step::Mmio(exit) = s.step(&mut self.cpu, &mut self.mem, &paging) {
+            let mut step = s.step(&mut self.cpu, &mut self.mem, &paging);
+            while let Step::Mmio(exit) = step {
                 assert!(s.waiting());
                 let read = self.bus(exit);
                 s.complete(read);
+                step = s.step(&mut self.cpu, &mut self.mem, &paging);
             }
             self.entries += 1;
+            // The backend raises the instruction's debug traps exactly when it retires.
+            assert_eq!(step == Step::Retired, self.cpu.rip != start);
             if self.cpu.rip != start || self.cpu.pending.is_some() {
                 return;
             }
