@@ -1633,3 +1633,32 @@ fn vcpus_of_one_processor_never_share_an_asid() {
         );
     }
 }
+
+#[test]
+fn string_mmio_single_steps_after_its_last_element() {
+    // rep movsb from the pc-testdev window with TF: no trap between the elements, one
+    // #DB (DR6.BS) once it retires, with RIP past it.
+    let window = 0xff00_0000;
+    let exit = ScriptedExit::npf_read(RIP, window)
+        .gpr(Gpr::Rsi, window)
+        .gpr(Gpr::Rdi, 0x8000)
+        .gpr(Gpr::Rcx, 3);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0xf3, 0xa4]).unwrap();
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, exit, 1);
+    flat32(&mut vcpu);
+    vcpu.set_rflags(0x2 | TF);
+    for value in [0x11, 0x22, 0x33] {
+        assert!(matches!(vcpu.run(&mut mem, &LIMIT), Exit::Mmio { .. }));
+        assert!(!vcpu.event_pending());
+        assert_eq!(vcpu.rip(), RIP);
+        vcpu.complete_mmio(Some(value));
+    }
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), EVENTINJ_DB);
+    assert_eq!(vcpu.debug_regs().dr6, DR6_RESET | DR6_BS);
+    assert_eq!(vcpu.gpr(Gpr::Rcx), 0);
+}
