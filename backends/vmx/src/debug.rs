@@ -1,4 +1,4 @@
-//! The debug traps of instructions the core completes. The guest owns the debug
+//! The debug traps of instructions the backend or the core completes. The guest owns the debug
 //! registers (no MOV-DR exiting; DR7 and IA32_DEBUGCTL are switched by the VMCS, DR0-DR3
 //! and DR6 stay in the processor), so breakpoints and single-stepping work natively
 //! except where an instruction VM-exits: the processor then never completes it, and the
@@ -16,9 +16,9 @@
 //! #DB writes neither DR6 nor DR7 (the backend would have to, as SVM does), and the
 //! field is where the processor itself keeps a trap still pending at a VM exit (27.3.4,
 //! saving the pending debug exceptions): the state the guest would be in had the
-//! instruction run. An entry that injects an event discards the field, so while it holds a trap the
-//! vCPU allows no interrupt or NMI injection, and a trap is not raised over an event
-//! already queued. The bits are core's ([`opsvisor_core::emulate::debug_trap`], which
-//! SVM shares).
+//! instruction run. An entry that injects an event discards the field, so while it
+//! holds a trap the vCPU allows no interrupt or NMI injection, and a trap is not raised
+//! over an event already queued. The bits are core's
+//! ([`opsvisor_core::emulate::debug_trap`], which SVM shares).
 
 pub use opsvisor_core::emulate::debug_trap::{Completing, DebugState, BS, ENABLED_BP, TF};
