@@ -1674,3 +1674,35 @@ fn vcpus_of_one_processor_never_share_an_asid() {
         );
     }
 }
+
+#[test]
+fn string_mmio_single_steps_after_each_element() {
+    // rep movsb from the pc-testdev window with TF: as the processor single-steps a
+    // REP, one #DB (DR6.BS) after the first element, the guest entered with RCX
+    // counting the elements left (RIP stays at the instruction: see
+    // opsvisor_core::emulate::strings' tests).
+    let window = 0xff00_0000;
+    let exit = ScriptedExit::npf_read(RIP, window)
+        .gpr(Gpr::Rsi, window)
+        .gpr(Gpr::Rdi, 0x8000)
+        .gpr(Gpr::Rcx, 3);
+    let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+    mem.write(RIP, &[0xf3, 0xa4]).unwrap();
+    let mut vcpu = vcpu_on(&BOCHS_RYZEN, exit, 1);
+    flat32(&mut vcpu);
+    vcpu.set_rflags(0x2 | TF);
+    assert!(matches!(vcpu.run(&mut mem, &LIMIT), Exit::Mmio { .. }));
+    assert!(!vcpu.event_pending());
+    assert_eq!(vcpu.rip(), RIP);
+    vcpu.complete_mmio(Some(0x11));
+    assert!(matches!(
+        vcpu.run(&mut mem, &LIMIT),
+        Exit::Io { port: 0xf4, .. }
+    ));
+    assert_eq!(vmcb(&vcpu, fields::EVENTINJ), EVENTINJ_DB);
+    assert_eq!(vcpu.debug_regs().dr6, DR6_RESET | DR6_BS);
+    assert_eq!(vcpu.gpr(Gpr::Rcx), 2, "two elements left");
+    let mut byte = [0u8];
+    mem.read(0x8000, &mut byte).unwrap();
+    assert_eq!(byte[0], 0x11);
+}

@@ -37,7 +37,7 @@ use core::cell::RefCell;
 use iced_x86::{Code, Decoder, DecoderOptions, Register};
 use opsvisor_core::arch::{ResetState, PAT_DEFAULT};
 use opsvisor_core::cpuid::{CpuidPolicy, Feature};
-use opsvisor_core::emulate::debug_trap::{self, DebugState};
+use opsvisor_core::emulate::debug_trap::{self, Completing, DebugState};
 use opsvisor_core::emulate::mmio::{self, MmioInstruction};
 use opsvisor_core::emulate::string_io::{self, Element, InsStore, StringIoError};
 use opsvisor_core::emulate::strings::{self, StringMmio};
@@ -295,13 +295,10 @@ pub struct SvmVcpu<P: SvmProcessor = HardwareSvm> {
     pio_in_size: u8,
     /// Length of the instruction the last exit intercepted.
     insn_len: u8,
-    /// The port and size of the I/O instruction the core is completing, for its I/O
-    /// breakpoints.
-    io_access: Option<(u16, u8)>,
-    /// The instruction the last exit intercepted takes a single-step trap when it is
-    /// skipped (every one but HLT, whose halt ends with the interrupt the core delivers,
-    /// as on the other backends).
-    step_on_skip: bool,
+    /// What the instruction the last exit intercepted raises when it is skipped: the
+    /// single-step trap (every one but HLT, whose halt ends with the interrupt the core
+    /// delivers, as on the other backends) and the I/O breakpoints of its port access.
+    completing: Completing,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
     /// The string instruction on MMIO in progress: its MMIO access is the one the core
@@ -402,8 +399,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
             pending: None,
             pio_in_size: 1,
             insn_len: 0,
-            io_access: None,
-            step_on_skip: false,
+            completing: Completing::default(),
             mmio: None,
             string_mmio: None,
             string_op: None,
@@ -716,8 +712,7 @@ impl<P: SvmProcessor> SvmVcpu<P> {
     /// met, BS is added, and DR7.GD is cleared (as KVM does for the #DB it injects).
     /// RIP is already past the instruction, where a trap leaves it.
     fn debug_traps_after_skip(&mut self) {
-        let io = self.io_access.take();
-        let step = core::mem::take(&mut self.step_on_skip);
+        let done = core::mem::take(&mut self.completing);
         let rflags = self.read(fields::RFLAGS);
         if rflags & RFLAGS_RF != 0 {
             self.write(fields::RFLAGS, rflags & !RFLAGS_RF);
@@ -726,26 +721,21 @@ impl<P: SvmProcessor> SvmVcpu<P> {
         // guest's is the one it saved.
         let guest_rflags = self.nmi.stepping.map_or(rflags, |(saved, _)| saved);
         let dr7 = self.read(fields::DR7);
-        let stepping = step && guest_rflags & RFLAGS_TF != 0;
         // An event already queued (re-injected) goes first; the instruction's trap is
         // not raised over it, as in the emulator.
-        if (!stepping && (io.is_none() || dr7 & 0xff == 0)) || self.pending.is_some() {
+        if !done.may_trap(guest_rflags, dr7) || self.pending.is_some() {
             return;
         }
         let state = DebugState {
             dr: self.debug_regs().db,
             dr7,
             cr4: self.cr4(),
-            rflags: if step {
-                guest_rflags
-            } else {
-                guest_rflags & !RFLAGS_TF
-            },
+            rflags: guest_rflags,
             // IA32_DEBUGCTL is core's: the processor runs the guest without BTF, so it
             // single-steps every instruction, and so does this.
             debugctl: 0,
         };
-        let bits = debug_trap::pending_after_skip(&state, io) & DR6_TRAP_BITS;
+        let bits = done.pending(&state) & DR6_TRAP_BITS;
         if bits == 0 {
             return;
         }
@@ -935,6 +925,14 @@ impl<P: SvmProcessor> SvmVcpu<P> {
                 Some(exit)
             }
             strings::Step::Enter => None,
+            strings::Step::Retired | strings::Step::Iterated => {
+                // Its single-step trap, after the last element or (TF set, iterations
+                // left) after this one (it has no port), and a debugger's step ends here.
+                self.completing = Completing::INSTRUCTION;
+                self.debug_traps_after_skip();
+                self.step_completed = self.guest_debug.single_step;
+                None
+            }
         }
     }
 
@@ -1303,8 +1301,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.ins_store = None;
         self.mmio = None;
         self.string_mmio = None;
-        self.io_access = None;
-        self.step_on_skip = false;
+        self.completing = Completing::default();
         // A new guest brings a new clock.
         self.tsc_anchored = false;
     }
@@ -1634,8 +1631,10 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
             }
             // What a skip of this exit's instruction raises after it (the backend's own
             // handlers skip some before the match below returns).
-            self.step_on_skip = !matches!(exit, SvmExit::Core(Exit::Hlt));
-            self.io_access = None;
+            self.completing = Completing {
+                step: !matches!(exit, SvmExit::Core(Exit::Hlt)),
+                io: None,
+            };
             let exit = match exit {
                 SvmExit::Core(exit) => exit,
                 SvmExit::Backend(exit) => match self.handle_backend_exit(mem, exit) {
@@ -1663,7 +1662,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
                 if direction == Direction::Read {
                     self.pio_in_size = size;
                 }
-                self.io_access = Some((port, size));
+                self.completing.io = Some((port, size));
             }
             return exit;
         }
@@ -1720,7 +1719,7 @@ impl<P: SvmProcessor> X86Ops for SvmVcpu<P> {
         self.set_rip(rip);
         self.clear_interrupt_shadow();
         // A move to or from MMIO single-steps as any other (it has no port).
-        self.io_access = None;
+        self.completing = Completing::INSTRUCTION;
         self.debug_traps_after_skip();
         self.step_completed = self.guest_debug.single_step;
     }

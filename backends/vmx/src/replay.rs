@@ -483,7 +483,7 @@ mod tests {
     use opsvisor_core::cpuid::CpuidPolicy;
     use opsvisor_core::exit::Direction;
     use opsvisor_core::fpu::FpuStateError;
-    use opsvisor_core::ops::{ResetKind, RunLimit, SegReg, Segment};
+    use opsvisor_core::ops::{DebugRegs, ResetKind, RunLimit, SegReg, Segment};
     use opsvisor_core::platform::Platform;
     use opsvisor_core::vm::{RunOutcome, Vm, VmConfig};
     use opsvisor_core::{Exit, ExitKind, GuestMemory, X86Ops};
@@ -1117,5 +1117,161 @@ mod tests {
         assert_eq!(vm.run(), RunOutcome::HaltedForever);
         assert_eq!(vm.stats.exits(ExitKind::Hypercall), 1);
         assert_eq!(vm.bsp().backend.gpr(Gpr::Rax), u64::from(-1000i32 as u32));
+    }
+
+    /// RFLAGS.TF and RF; the pending-debug-exceptions bits of BS and of an enabled
+    /// breakpoint.
+    const TF: u64 = 1 << 8;
+    const RF: u64 = 1 << 16;
+    const PENDING_BS: u64 = 1 << 14;
+    const PENDING_ENABLED_BP: u64 = 1 << 12;
+
+    fn pending_debug(vcpu: &VmxVcpu<ReplayVmcs>) -> u64 {
+        vcpu.processor()
+            .vmcs()
+            .read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS)
+            .unwrap()
+    }
+
+    /// RDTSC (0F 31) at `rip`, which the backend completes itself.
+    fn rdtsc(rip: u64) -> ScriptedExit {
+        ScriptedExit::new(reason::RDTSC)
+            .field(fields::GUEST_RIP, rip)
+            .field(fields::VM_EXIT_INSTRUCTION_LEN, 2)
+    }
+
+    #[test]
+    fn single_step_over_a_skipped_instruction_sets_bs_pending_after_it() {
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        // Exits the core completes (CPUID, RDMSR, an OUT with no breakpoint armed).
+        for exit in [
+            ScriptedExit::cpuid(0x1000, 0, 0),
+            ScriptedExit::rdmsr(0x1000, 0x10),
+            ScriptedExit::out(0x1000, 0x80, 1, true, 0x42),
+        ] {
+            let mut vcpu = self::vcpu(exit, 1);
+            vcpu.set_rflags(0x2 | TF | RF);
+            let e = vcpu.run(&mut mem, &LIMIT);
+            assert!(!matches!(e, Exit::EmulationFailure { .. }), "{e:?}");
+            assert_eq!(pending_debug(&vcpu), 0);
+            vcpu.skip_emulated_instruction();
+            // The trap after the instruction, RF cleared, TF kept; interrupts and NMIs
+            // wait for it (an entry injecting one would discard the field).
+            assert_eq!(pending_debug(&vcpu), PENDING_BS, "{e:?}");
+            assert_eq!(vcpu.rflags(), 0x2 | TF);
+            assert!(!vcpu.interrupt_allowed() && !vcpu.nmi_allowed());
+        }
+        // Exits the backend completes itself: MOV to CR4 and RDTSC, then the debug
+        // exit that ends the run.
+        for exit in [mov_to_cr4(0x1000), rdtsc(0x1000)] {
+            let mut vcpu = self::vcpu(exit, 1);
+            vcpu.set_rflags(0x2 | TF | RF);
+            vcpu.set_gpr(Gpr::Rax, 0);
+            assert!(matches!(
+                vcpu.run(&mut mem, &LIMIT),
+                Exit::Io { port: 0xf4, .. }
+            ));
+            assert_eq!(pending_debug(&vcpu), PENDING_BS);
+            assert_eq!(vcpu.rflags(), 0x2 | TF);
+        }
+        // Without TF, or over HLT: nothing pending, RF cleared all the same, events
+        // allowed.
+        let hlt = ScriptedExit::new(reason::HLT)
+            .field(fields::GUEST_RIP, 0x1000)
+            .field(fields::VM_EXIT_INSTRUCTION_LEN, 1);
+        for (exit, rflags) in [
+            (ScriptedExit::cpuid(0x1000, 0, 0), 0x202 | RF),
+            (hlt, 0x202 | TF | RF),
+        ] {
+            let mut vcpu = self::vcpu(exit, 1);
+            vcpu.set_rflags(rflags);
+            vcpu.run(&mut mem, &LIMIT);
+            vcpu.skip_emulated_instruction();
+            assert_eq!(pending_debug(&vcpu), 0);
+            assert_eq!(vcpu.rflags() & RF, 0);
+            assert!(vcpu.interrupt_allowed() && vcpu.nmi_allowed());
+        }
+    }
+
+    #[test]
+    fn io_breakpoint_of_a_skipped_port_access_is_pending_after_it() {
+        const CR4_DE: u64 = 1 << 3;
+        // Breakpoint 2 on ports 0x80-0x81 (R/W 10, LEN 01), locally enabled;
+        // breakpoint 0 on the same ports, not enabled.
+        let dr7 = 0x400 | (1 << 4) | (2 << 24) | (1 << 26) | (2 << 16);
+        let armed = DebugRegs {
+            db: [0x80, 0, 0x81, 0],
+            dr6: 0xffff_0ff0,
+            dr7,
+        };
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        let out = ScriptedExit::out(0x1000, 0x80, 1, true, 0x42);
+        let mut vcpu = self::vcpu(out, 1);
+        vcpu.set_cr4(CR4_DE);
+        vcpu.set_debug_regs(&armed);
+        assert!(matches!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Io { port: 0x80, .. }
+        ));
+        vcpu.skip_emulated_instruction();
+        assert_eq!(pending_debug(&vcpu), 0b101 | PENDING_ENABLED_BP);
+        assert_eq!(vcpu.rip(), 0x1002);
+        // With TF too: both. Without CR4.DE, or another port: nothing.
+        for (cr4, port, rflags, expected) in [
+            (
+                CR4_DE,
+                0x80,
+                0x2 | TF,
+                0b101 | PENDING_ENABLED_BP | PENDING_BS,
+            ),
+            (0, 0x80, 0x2, 0),
+            (CR4_DE, 0x82, 0x2, 0),
+        ] {
+            let mut vcpu = self::vcpu(ScriptedExit::out(0x1000, port, 1, true, 0), 1);
+            vcpu.set_cr4(cr4);
+            vcpu.set_debug_regs(&armed);
+            vcpu.set_rflags(rflags);
+            vcpu.run(&mut mem, &LIMIT);
+            vcpu.skip_emulated_instruction();
+            assert_eq!(pending_debug(&vcpu), expected, "{cr4:#x} {port:#x}");
+        }
+    }
+
+    #[test]
+    fn mmio_moves_and_string_mmio_elements_single_step() {
+        let apic = 0xfee0_0030;
+        // mov eax, [ecx]: BS pending once it completes.
+        let exit = ScriptedExit::ept_read(0x1000, apic, apic).gpr(Gpr::Rcx, apic);
+        let mut vcpu = self::vcpu(exit, 1);
+        flat32(&mut vcpu);
+        vcpu.set_rflags(0x2 | TF);
+        let mut mem = GuestMemory::with_ram(2 << 20).unwrap();
+        mem.write(0x1000, &[0x8b, 0x01]).unwrap();
+        assert!(matches!(vcpu.run(&mut mem, &LIMIT), Exit::Mmio { .. }));
+        vcpu.complete_mmio(Some(0x5_0014));
+        assert_eq!(pending_debug(&vcpu), PENDING_BS);
+
+        // rep movsb from the pc-testdev window: as the processor single-steps a REP, BS
+        // after the first element, the guest entered with RCX counting the elements
+        // left (RIP stays at the instruction: see opsvisor_core::emulate::strings' tests).
+        let window = 0xff00_0000;
+        let exit = ScriptedExit::ept_read(0x1000, window, window)
+            .gpr(Gpr::Rsi, window)
+            .gpr(Gpr::Rdi, 0x8000)
+            .gpr(Gpr::Rcx, 3);
+        let mut vcpu = self::vcpu(exit, 1);
+        flat32(&mut vcpu);
+        vcpu.set_rflags(0x2 | TF);
+        mem.write(0x1000, &[0xf3, 0xa4]).unwrap();
+        assert!(matches!(vcpu.run(&mut mem, &LIMIT), Exit::Mmio { .. }));
+        assert_eq!(pending_debug(&vcpu), 0);
+        assert_eq!(vcpu.rip(), 0x1000);
+        vcpu.complete_mmio(Some(0x11));
+        assert!(matches!(
+            vcpu.run(&mut mem, &LIMIT),
+            Exit::Io { port: 0xf4, .. }
+        ));
+        assert_eq!(vcpu.gpr(Gpr::Rcx), 2, "two elements left");
+        assert_eq!(pending_debug(&vcpu), PENDING_BS);
     }
 }

@@ -23,6 +23,7 @@ use crate::bitmaps::{
 };
 use crate::caps::{HardwareMsrs, InveptType, MsrRead, VmxCaps};
 use crate::controls::{entry_ctls, proc_based, Controls};
+use crate::debug::{Completing, DebugState};
 use crate::enable::{
     check_features, feature_control_action, host_control_registers, EnableError,
     FeatureControlAction, GuestCrRules, IA32_FEATURE_CONTROL,
@@ -636,12 +637,9 @@ pub struct VmxVcpu<V: VmxProcessor = HardwareVmcs> {
     pending: Option<EntryEvent>,
     /// Size of the port read the core is completing.
     pio_in_size: u8,
-    /// The port and size of the I/O instruction the core is completing, for its I/O
-    /// breakpoints.
-    io_access: Option<(u16, u8)>,
-    /// The instruction the core is completing takes a single-step trap when skipped
-    /// (every one but HLT).
-    step_on_skip: bool,
+    /// What the instruction the last exit reported raises when it is skipped: the
+    /// single-step trap (every one but HLT) and the I/O breakpoints of its port access.
+    completing: Completing,
     /// The MMIO instruction the core is completing.
     mmio: Option<MmioInstruction>,
     /// The string instruction on MMIO in progress: its MMIO access is the one the core
@@ -1008,8 +1006,7 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             launched: false,
             pending: None,
             pio_in_size: 1,
-            io_access: None,
-            step_on_skip: false,
+            completing: Completing::default(),
             mmio: None,
             string_mmio: None,
             string_op: None,
@@ -1359,6 +1356,14 @@ impl<V: VmxProcessor> VmxVcpu<V> {
                 Some(exit)
             }
             strings::Step::Enter => None,
+            strings::Step::Retired | strings::Step::Iterated => {
+                // Its single-step trap, after the last element or (TF set, iterations
+                // left) after this one (it has no port), and a debugger's step ends here.
+                self.completing = Completing::INSTRUCTION;
+                self.debug_traps_after_skip();
+                self.step_completed = self.guest_debug.single_step;
+                None
+            }
         }
     }
 
@@ -1497,11 +1502,11 @@ impl<V: VmxProcessor> VmxVcpu<V> {
 
     /// The CR4 guest/host mask: the bits VMX fixes and the bits of features the CPU
     /// model does not offer.
-    /// The single-step and I/O breakpoint traps of the instruction the core completed
-    /// (see [`crate::debug`]), pending for the next VM entry, and RF cleared.
+    /// The single-step and I/O breakpoint traps of the instruction the backend or the
+    /// core completed (see [`crate::debug`]), pending for the next VM entry, and RF
+    /// cleared.
     fn debug_traps_after_skip(&mut self) {
-        let io = self.io_access.take();
-        let step = core::mem::take(&mut self.step_on_skip);
+        let done = core::mem::take(&mut self.completing);
         let rflags = self.read(fields::GUEST_RFLAGS);
         if rflags & RFLAGS_RF != 0 {
             // The processor clears RF after every instruction it completes; for one the
@@ -1509,26 +1514,33 @@ impl<V: VmxProcessor> VmxVcpu<V> {
             self.write(fields::GUEST_RFLAGS, rflags & !RFLAGS_RF);
         }
         let dr7 = self.read(fields::GUEST_DR7);
-        let stepping = step && rflags & crate::debug::TF != 0;
-        if !stepping && (io.is_none() || dr7 & 0xff == 0) {
+        // An event already queued (re-injected) goes first: the entry that delivers it
+        // is vectoring, which discards the field, as SVM drops the trap.
+        if !done.may_trap(rflags, dr7) || self.pending.is_some() {
             return;
         }
-        let state = crate::debug::DebugState {
+        let state = DebugState {
             dr: self.debug_regs().db,
             dr7,
             cr4: self.cr4(),
-            rflags: if step {
-                rflags
-            } else {
-                rflags & !crate::debug::TF
-            },
+            rflags,
             debugctl: self.get_msr(MSR_DEBUGCTL).unwrap_or(0),
         };
-        let bits = crate::debug::pending_after_skip(&state, io);
+        let bits = done.pending(&state);
         if bits != 0 {
             let old = self.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS);
             self.write(fields::GUEST_PENDING_DEBUG_EXCEPTIONS, old | bits);
         }
+    }
+
+    /// A trap is in the pending-debug-exceptions field (BS or an enabled breakpoint):
+    /// it is delivered before an NMI or external interrupt (SDM 3C, delivery of pending
+    /// debug exceptions after VM entry), and an entry that injected one would discard
+    /// it, so the core injects neither until the trap is delivered.
+    fn debug_trap_pending(&self) -> bool {
+        self.read(fields::GUEST_PENDING_DEBUG_EXCEPTIONS)
+            & (crate::debug::BS | crate::debug::ENABLED_BP)
+            != 0
     }
 
     fn cr4_mask(&self) -> u64 {
@@ -2005,29 +2017,32 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
                 Ok(exit) => exit,
                 Err(e) => return self.fail(VmxFailure::Decode(e)),
             };
-            match exit {
-                VmxExit::Core(exit) => {
-                    if let Exit::Io {
-                        size,
-                        direction: Direction::Read,
-                        ..
-                    } = exit
-                    {
-                        self.pio_in_size = size;
-                    }
-                    self.io_access = match exit {
-                        Exit::Io { port, size, .. } => Some((port, size)),
-                        _ => None,
-                    };
-                    self.step_on_skip = !matches!(exit, Exit::Hlt);
-                    return exit;
+            // What a skip of this exit's instruction raises after it (the backend's own
+            // handlers skip some before the match below returns).
+            self.completing = Completing {
+                step: !matches!(exit, VmxExit::Core(Exit::Hlt)),
+                io: None,
+            };
+            let exit = match exit {
+                VmxExit::Core(exit) => exit,
+                VmxExit::Backend(exit) => match self.handle_backend_exit(mem, exit) {
+                    Some(exit) => exit,
+                    None => continue,
+                },
+            };
+            if let Exit::Io {
+                port,
+                size,
+                direction,
+                ..
+            } = exit
+            {
+                if direction == Direction::Read {
+                    self.pio_in_size = size;
                 }
-                VmxExit::Backend(exit) => {
-                    if let Some(exit) = self.handle_backend_exit(mem, exit) {
-                        return exit;
-                    }
-                }
+                self.completing.io = Some((port, size));
             }
+            return exit;
         }
     }
 
@@ -2083,6 +2098,9 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
         let rip = self.rip().wrapping_add(u64::from(insn.len));
         self.set_rip(rip);
         self.clear_interrupt_shadow();
+        // A move to or from MMIO single-steps as any other (it has no port).
+        self.completing = Completing::INSTRUCTION;
+        self.debug_traps_after_skip();
         self.step_completed = self.guest_debug.single_step;
     }
 
@@ -2108,11 +2126,15 @@ impl<V: VmxProcessor> X86Ops for VmxVcpu<V> {
     }
 
     fn interrupt_allowed(&self) -> bool {
-        self.pending.is_none() && self.rflags() & RFLAGS_IF != 0 && !self.interrupt_shadow()
+        self.pending.is_none()
+            && !self.debug_trap_pending()
+            && self.rflags() & RFLAGS_IF != 0
+            && !self.interrupt_shadow()
     }
 
     fn nmi_allowed(&self) -> bool {
         self.pending.is_none()
+            && !self.debug_trap_pending()
             && self.read(fields::GUEST_INTERRUPTIBILITY_STATE)
                 & (BLOCKING_BY_NMI | BLOCKING_BY_MOV_SS)
                 == 0

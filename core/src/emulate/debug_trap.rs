@@ -36,6 +36,38 @@ pub struct DebugState {
     pub debugctl: u64,
 }
 
+/// What the instruction a backend is completing raises after it: recorded when it
+/// exits, taken when it is skipped (each backend's `debug_traps_after_skip`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Completing {
+    /// It takes the single-step trap: every instruction but HLT, whose trap the
+    /// processor takes only when it wakes.
+    pub step: bool,
+    /// Its port access (port, size), for the I/O breakpoints.
+    pub io: Option<(u16, u8)>,
+}
+
+impl Completing {
+    /// An instruction without a port access.
+    pub const INSTRUCTION: Completing = Completing {
+        step: true,
+        io: None,
+    };
+
+    /// Whether it can raise a trap at all with these RFLAGS and DR7, so a backend reads
+    /// DR0-DR3 and CR4 only when it can.
+    pub fn may_trap(&self, rflags: u64, dr7: u64) -> bool {
+        (self.step && rflags & TF != 0) || (self.io.is_some() && dr7 & 0xff != 0)
+    }
+
+    /// Its pending debug exceptions ([`pending_after_skip`]); TF counts only if it takes
+    /// the single-step trap.
+    pub fn pending(&self, s: &DebugState) -> u64 {
+        let rflags = if self.step { s.rflags } else { s.rflags & !TF };
+        pending_after_skip(&DebugState { rflags, ..*s }, self.io)
+    }
+}
+
 /// The pending debug exceptions after an instruction the core completed: BS when TF
 /// was set (the skipped instruction is never a taken branch, so BTF suppresses it), and
 /// for a port access (`io`: port and size) the I/O breakpoints it matched, when CR4.DE
@@ -129,5 +161,28 @@ mod tests {
         let mut s = io_bp(0, 0x80, 0, true);
         s.rflags = TF;
         assert_eq!(pending_after_skip(&s, Some((0x80, 1))), 1 | ENABLED_BP | BS);
+    }
+
+    #[test]
+    fn a_completion_without_single_step_raises_only_its_io_breakpoints() {
+        let mut s = io_bp(1, 0x60, 0, true);
+        s.rflags = TF | 2;
+        let hlt = Completing::default();
+        assert!(!hlt.may_trap(s.rflags, s.dr7));
+        assert_eq!(hlt.pending(&s), 0);
+        let insn = Completing::INSTRUCTION;
+        assert!(insn.may_trap(s.rflags, s.dr7));
+        assert_eq!(insn.pending(&s), BS);
+        assert!(!insn.may_trap(2, s.dr7));
+        let out = Completing {
+            step: false,
+            io: Some((0x60, 1)),
+        };
+        assert!(out.may_trap(2, s.dr7));
+        assert_eq!(out.pending(&s), 0b10 | ENABLED_BP);
+        // No breakpoint enabled in DR7: nothing to check.
+        assert!(!out.may_trap(2, s.dr7 & !0xff));
+        let out = Completing { step: true, ..out };
+        assert_eq!(out.pending(&s), 0b10 | ENABLED_BP | BS);
     }
 }

@@ -50,6 +50,7 @@ const RFLAGS_ZF: u64 = 1 << 6;
 const RFLAGS_SF: u64 = 1 << 7;
 const RFLAGS_DF: u64 = 1 << 10;
 const RFLAGS_OF: u64 = 1 << 11;
+const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
 const RFLAGS_STATUS: u64 = RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF;
 
@@ -224,9 +225,18 @@ pub enum Step {
     /// [`StringMmio::complete`], and the backend calls [`StringMmio::step`] again before
     /// entering the guest.
     Mmio(Exit),
-    /// Enter the guest: the instruction retired (RIP past it), a fault was queued, or the
-    /// batch ended with RIP still at the instruction.
+    /// Enter the guest: a fault was queued, or the batch ended with RIP still at the
+    /// instruction.
     Enter,
+    /// Enter the guest after the instruction's debug traps: it retired (RIP past it, RF
+    /// and the interrupt shadow cleared), so its single-step trap is the backend's to
+    /// raise, as after any instruction it completes ([`crate::emulate::debug_trap`]).
+    Retired,
+    /// Enter the guest after the single-step trap of one iteration: RFLAGS.TF is set and
+    /// iterations remain, so RIP is still at the instruction. Under TF a repeated string
+    /// instruction traps after each iteration, as the processor does (a debugger steps it
+    /// one element at a time); the backend raises the trap as for [`Step::Retired`].
+    Iterated,
 }
 
 /// A string instruction on MMIO in progress on one vCPU.
@@ -278,7 +288,8 @@ impl StringMmio {
     }
 
     /// Run the instruction on from where it stands: elements are done until one needs
-    /// the core's bus ([`Step::Mmio`]) or the guest must run again ([`Step::Enter`]).
+    /// the core's bus ([`Step::Mmio`]) or the guest must run again ([`Step::Enter`],
+    /// [`Step::Retired`]).
     /// `paging` holds the control registers the processor translates with.
     pub fn step<C: X86Ops>(
         &mut self,
@@ -300,7 +311,7 @@ impl StringMmio {
                     let mask = self.op.address_size.mask();
                     if self.op.repeat != Repeat::Once && cpu.gpr(Gpr::Rcx) & mask == 0 {
                         self.retire(cpu);
-                        return Step::Enter;
+                        return Step::Retired;
                     }
                     if self.done >= BATCH || (self.done > 0 && cpu.event_pending()) {
                         self.pause(cpu);
@@ -351,7 +362,11 @@ impl StringMmio {
             self.element = None;
             self.done += 1;
             if self.finish(cpu, &element) {
-                return Step::Enter;
+                return Step::Retired;
+            }
+            if cpu.rflags() & RFLAGS_TF != 0 {
+                self.pause(cpu);
+                return Step::Iterated;
             }
         }
     }

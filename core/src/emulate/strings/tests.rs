@@ -46,6 +46,8 @@ struct Machine {
     accesses: usize,
     /// Guest entries the instruction took (batches).
     entries: u32,
+    /// Entries after the single-step trap of one iteration ([`Step::Iterated`]).
+    iterations_trapped: u32,
     /// After this many MMIO accesses, the "core" queues an interrupt.
     interrupt_after: Option<usize>,
     next_table: u64,
@@ -98,6 +100,7 @@ impl Machine {
             log: [None; 64],
             accesses: 0,
             entries: 0,
+            iterations_trapped: 0,
             interrupt_after: None,
             next_table: TABLES,
         }
@@ -206,12 +209,20 @@ impl Machine {
         let start = self.cpu.rip;
         loop {
             let mut s = StringMmio::new(op);
-            while let Step::Mmio(exit) = s.step(&mut self.cpu, &mut self.mem, &paging) {
+            let mut step = s.step(&mut self.cpu, &mut self.mem, &paging);
+            while let Step::Mmio(exit) = step {
                 assert!(s.waiting());
                 let read = self.bus(exit);
                 s.complete(read);
+                step = s.step(&mut self.cpu, &mut self.mem, &paging);
             }
             self.entries += 1;
+            // The backend raises the instruction's debug traps exactly when it retires,
+            // or under TF after each iteration with RIP still at it.
+            assert_eq!(step == Step::Retired, self.cpu.rip != start);
+            if step == Step::Iterated {
+                self.iterations_trapped += 1;
+            }
             if self.cpu.rip != start || self.cpu.pending.is_some() {
                 return;
             }
@@ -655,6 +666,37 @@ fn a_long_rep_re_enters_the_guest_between_batches() {
     assert_eq!(m.reg(Gpr::Rdi), WINDOW + u64::from(BATCH));
     assert_ne!(m.cpu.rflags & RFLAGS_RF, 0);
     assert!(!m.cpu.shadow);
+}
+
+#[test]
+fn under_tf_a_repeated_string_instruction_traps_after_each_iteration() {
+    // REP STOSB of 3 bytes to MMIO with TF set: one element per entry, RIP at the
+    // instruction after the first two (a debugger steps it element by element), past
+    // it after the last.
+    let mut m = Machine::long_mode();
+    m.set(Gpr::Rdi, WINDOW);
+    m.set(Gpr::Rcx, 3);
+    m.set(Gpr::Rax, 0x5a);
+    m.cpu.rflags |= 1 << 8;
+    m.exec(&[0xf3, 0xaa]);
+    assert_eq!((m.entries, m.iterations_trapped), (3, 2));
+    assert_eq!(m.accesses, 3);
+    assert_eq!((m.reg(Gpr::Rcx), m.cpu.rip), (0, RIP + 2));
+    assert_eq!(m.reg(Gpr::Rdi), WINDOW + 3);
+    // A single STOSB under TF retires at once, and REP without TF runs in one batch.
+    let mut m = Machine::long_mode();
+    m.set(Gpr::Rdi, WINDOW);
+    m.cpu.rflags |= 1 << 8;
+    m.exec(&[0xaa]);
+    assert_eq!(
+        (m.entries, m.iterations_trapped, m.cpu.rip),
+        (1, 0, RIP + 1)
+    );
+    let mut m = Machine::long_mode();
+    m.set(Gpr::Rdi, WINDOW);
+    m.set(Gpr::Rcx, 3);
+    m.exec(&[0xf3, 0xaa]);
+    assert_eq!((m.entries, m.iterations_trapped), (1, 0));
 }
 
 #[test]
