@@ -470,17 +470,10 @@ impl<P: Platform> GdbTarget<'_, P> {
 
 /// How gdb hears of the run's end (see the module's documentation).
 fn end_reason(end: &RunOutcome) -> MultiThreadStopReason<u64> {
-    let signal = match end {
-        RunOutcome::DebugExit { status } => return MultiThreadStopReason::Exited(*status as u8),
-        RunOutcome::PowerOff => return MultiThreadStopReason::Exited(0),
-        RunOutcome::TripleFault { .. } => Signal::SIGSEGV,
-        RunOutcome::HaltedForever => Signal::SIGSTOP,
-        RunOutcome::InstructionLimit | RunOutcome::Timeout => Signal::SIGALRM,
-        RunOutcome::Reset => Signal::SIGHUP,
-        RunOutcome::Quit => Signal::SIGKILL,
-        RunOutcome::Debug { .. } | RunOutcome::Failed(_) => Signal::SIGILL,
-    };
-    MultiThreadStopReason::Terminated(signal)
+    match opsvisor_gdb::process_end(end) {
+        Ok(code) => MultiThreadStopReason::Exited(code),
+        Err(signal) => MultiThreadStopReason::Terminated(signal),
+    }
 }
 
 impl<P: Platform> Target for GdbTarget<'_, P> {

@@ -25,5 +25,26 @@ pub mod memory;
 pub mod regs;
 pub mod stub;
 
+use gdbstub::common::Signal;
+use opsvisor_core::vm::RunOutcome;
+
+/// How gdb hears of the run's end, as a process's: `Ok(code)` for a program that exited
+/// with that status (the debug exit's status, 0 for a power-off), `Err(signal)` for one
+/// a signal ended (a triple fault as SIGSEGV, a guest halted for good as SIGSTOP, the
+/// time or instruction limit as SIGALRM, a reset as SIGHUP, the console's quit as
+/// SIGKILL, a backend failure as SIGILL).
+pub fn process_end(end: &RunOutcome) -> Result<u8, Signal> {
+    Err(match end {
+        RunOutcome::DebugExit { status } => return Ok(*status as u8),
+        RunOutcome::PowerOff => return Ok(0),
+        RunOutcome::TripleFault { .. } => Signal::SIGSEGV,
+        RunOutcome::HaltedForever => Signal::SIGSTOP,
+        RunOutcome::InstructionLimit | RunOutcome::Timeout => Signal::SIGALRM,
+        RunOutcome::Reset => Signal::SIGHUP,
+        RunOutcome::Quit => Signal::SIGKILL,
+        RunOutcome::Debug { .. } | RunOutcome::Failed(_) => Signal::SIGILL,
+    })
+}
+
 #[cfg(test)]
 mod tests;

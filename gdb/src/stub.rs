@@ -270,19 +270,12 @@ impl<B: X86Ops, P: Platform> Drop for HwStub<'_, B, P> {
     }
 }
 
-/// How gdb hears of the run's end.
+/// How gdb hears of the run's end ([`crate::process_end`]).
 fn end_reason(end: &RunOutcome) -> SingleThreadStopReason<u64> {
-    let signal = match end {
-        RunOutcome::DebugExit { status } => return SingleThreadStopReason::Exited(*status as u8),
-        RunOutcome::PowerOff => return SingleThreadStopReason::Exited(0),
-        RunOutcome::TripleFault { .. } => Signal::SIGSEGV,
-        RunOutcome::HaltedForever => Signal::SIGSTOP,
-        RunOutcome::InstructionLimit | RunOutcome::Timeout => Signal::SIGALRM,
-        RunOutcome::Reset => Signal::SIGHUP,
-        RunOutcome::Quit => Signal::SIGKILL,
-        RunOutcome::Debug { .. } | RunOutcome::Failed(_) => Signal::SIGILL,
-    };
-    SingleThreadStopReason::Terminated(signal)
+    match crate::process_end(end) {
+        Ok(code) => SingleThreadStopReason::Exited(code),
+        Err(signal) => SingleThreadStopReason::Terminated(signal),
+    }
 }
 
 impl<B: X86Ops, P: Platform> Target for HwStub<'_, B, P> {
