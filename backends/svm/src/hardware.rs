@@ -630,8 +630,13 @@ impl SvmProcessor for HardwareSvm {
             // SAFETY: the caller's contract is `fxrstor64`'s.
             unsafe { fxrstor64(area) }
         } else {
-            // Loaded at the vCPU's next run, under the same contract.
-            self.guest.borrow_mut().fpu = *area;
+            // Loaded at the vCPU's next run, under the same contract. FXSAVE stores the
+            // processor's MXCSR_MASK whatever FXRSTOR loaded: the copy keeps the one it
+            // has, which the next MXCSR check reads.
+            let mut saved = self.guest.borrow_mut();
+            let mask = saved.fpu.mxcsr_mask();
+            saved.fpu = *area;
+            saved.fpu.set_mxcsr_mask(mask);
         }
     }
 }

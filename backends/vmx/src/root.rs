@@ -260,7 +260,13 @@ impl<S: SwitchOps> LogicalCpu<S> {
         if self.holds(guest) {
             self.ops.fxrstor(area)
         } else {
-            guest.borrow_mut().fpu = *area;
+            // FXSAVE stores the processor's MXCSR_MASK whatever FXRSTOR loaded: the copy
+            // keeps the one it has (the processor's, from `Unswitched::new`), which the
+            // next MXCSR check reads.
+            let mut saved = guest.borrow_mut();
+            let mask = saved.fpu.mxcsr_mask();
+            saved.fpu = *area;
+            saved.fpu.set_mxcsr_mask(mask);
         }
     }
 
@@ -392,6 +398,27 @@ mod tests {
         assert!(!cpu.holds(&b));
         cpu.claim(&a);
         assert_eq!(cpu.ops().log.borrow().last(), Some(&("load", 0xa1a1)));
+    }
+
+    #[test]
+    fn a_vcpu_not_holding_the_registers_keeps_the_processors_mxcsr_mask() {
+        // The copy starts with the processor's FXSAVE image (here a mask with DAZ); a
+        // state loaded while another vCPU holds the registers (an FXSAVE image without
+        // a mask, as a differential case's) must not turn it into the default 0xffbf,
+        // or the next MXCSR check would refuse DAZ.
+        let cpu = LogicalCpu::new(Recorder::default(), true);
+        let mut processor = FxsaveArea::zeroed();
+        processor.set_mxcsr_mask(0xffff);
+        let g = Rc::new(RefCell::new(Unswitched::new(processor)));
+        assert!(!cpu.holds(&g));
+        let mut state = FxsaveArea::zeroed();
+        state.set_mxcsr(0x1fc0);
+        cpu.fxrstor(&g, &state);
+        let mut back = FxsaveArea::zeroed();
+        cpu.fxsave(&g, &mut back);
+        assert_eq!(back.mxcsr(), 0x1fc0);
+        assert_eq!(back.effective_mxcsr_mask(), 0xffff);
+        assert!(state.check_mxcsr(back.effective_mxcsr_mask()).is_ok());
     }
 
     #[test]
