@@ -1427,6 +1427,9 @@ impl X86Ops for EmuVcpu {
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)
     }
+    fn guest_tsc(&self) -> Option<u64> {
+        Some(self.cpu.tsc())
+    }
     fn set_pause_exiting(&mut self, on: bool) {
         self.cpu.pause_exits = on;
     }
