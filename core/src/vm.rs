@@ -573,10 +573,16 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         loop {
             let v = &mut self.vcpus[self.cur];
             let exit = v.backend.run(&mut self.mem, &v.limit);
+            // The exit stays in memory, and each handler reads its own fields at their
+            // own widths. The backend has just stored them one by one: loaded together
+            // into registers right after the call (as the compiler does with a local it
+            // can take apart), wider loads span several of those stores, which the
+            // processor cannot forward while they are in flight, and every exit stalls.
+            let exit = core::hint::black_box(&exit);
             let kind = exit.kind();
             self.stats.count(kind);
             self.platform
-                .observe_exit(self.cur as u32, &exit, &self.vcpus[self.cur].backend);
+                .observe_exit(self.cur as u32, exit, &self.vcpus[self.cur].backend);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {
@@ -607,7 +613,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// clock reads cost more than the exit).
     #[cold]
     #[inline(never)]
-    fn handle_exit_timed(&mut self, exit: Exit) -> Flow {
+    fn handle_exit_timed(&mut self, exit: &Exit) -> Flow {
         let kind = exit.kind();
         let started = self.platform.now_ns();
         let flow = self.handle_exit(exit);
@@ -780,8 +786,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// Dispatch one exit to its handler family (inlined into the loop: a call here costs
     /// as much as the CPUID handler itself).
     #[inline(always)]
-    fn handle_exit(&mut self, exit: Exit) -> Flow {
-        match exit {
+    fn handle_exit(&mut self, exit: &Exit) -> Flow {
+        match *exit {
             Exit::Cpuid => self.handle_cpuid(),
             Exit::Rdmsr { index } => self.handle_rdmsr(index),
             Exit::Wrmsr { index, value } => self.handle_wrmsr(index, value),
@@ -815,7 +821,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             Exit::SlatViolation { .. }
             | Exit::Exception { .. }
             | Exit::EntryFailed { .. }
-            | Exit::EmulationFailure { .. } => self.handle_failure(exit),
+            | Exit::EmulationFailure { .. } => self.handle_failure(*exit),
         }
     }
 }
@@ -850,14 +856,14 @@ mod tests {
                 vector,
                 error_code: None,
             };
-            assert_eq!(vm.handle_exit(exit), Flow::Stop);
+            assert_eq!(vm.handle_exit(&exit), Flow::Stop);
             assert_eq!(vm.stop.take(), Some(RunOutcome::Debug { vector }));
         }
         let page_fault = Exit::Exception {
             vector: 14,
             error_code: Some(2),
         };
-        assert_eq!(vm.handle_exit(page_fault), Flow::Stop);
+        assert_eq!(vm.handle_exit(&page_fault), Flow::Stop);
         assert!(matches!(vm.stop.take(), Some(RunOutcome::Failed(_))));
     }
 

@@ -451,10 +451,17 @@ impl Cpu {
         sel: usize,
         kind: Kind,
     ) -> Result<u64, Ex> {
+        let off = la & 0xfff;
         if self.dbg_data {
             crate::debug::data_access(self, la, size, false);
+        } else if off + u64::from(size) <= 4096 {
+            // A device's register (the common reason to be here): its page outside RAM
+            // (without data breakpoints, no other page lacks a host address) goes to the
+            // MMIO read with this one look-up of the TLB.
+            if let Some(gpa_page) = self.tlb.cached_unbacked(sel, la, kind.perm()) {
+                return self.mmio_read(gpa_page | off, size);
+            }
         }
-        let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: translate both before reading either. Each part is
             // read on its own, from RAM or as an MMIO read: a part outside RAM reads what
