@@ -98,3 +98,43 @@ fn rdmsr_of_the_tsc_reads_the_counter_rdtsc_reads() {
         "{next:#x}, then {later_msr:#x} and {last:#x}"
     );
 }
+
+#[test]
+fn loads_from_device_registers_read_the_device_every_time() {
+    let (outcome, vm) = run(|a| {
+        // The local APIC's version register, 100 times (the TLB entry for its page is
+        // filled by the first load), as a dword, a word and a byte; its ID register
+        // (vCPU 0); an address no device claims (all ones); and RAM in between.
+        a.mov(dword_ptr(OUT + 0x40), 0x1234_5678u32).unwrap();
+        a.xor(esi, esi).unwrap();
+        a.mov(ecx, 100u32).unwrap();
+        let mut again = a.create_label();
+        a.set_label(&mut again).unwrap();
+        a.mov(eax, dword_ptr(0xfee0_0030u32)).unwrap();
+        a.add(esi, eax).unwrap();
+        a.mov(ebx, dword_ptr(OUT + 0x40)).unwrap();
+        a.add(esi, ebx).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(again).unwrap();
+        a.mov(dword_ptr(OUT), esi).unwrap();
+        a.movzx(eax, word_ptr(0xfee0_0030u32)).unwrap();
+        a.mov(dword_ptr(OUT + 4), eax).unwrap();
+        a.movzx(eax, byte_ptr(0xfee0_0032u32)).unwrap();
+        a.mov(dword_ptr(OUT + 8), eax).unwrap();
+        a.mov(eax, dword_ptr(0xfee0_0020u32)).unwrap();
+        a.mov(dword_ptr(OUT + 12), eax).unwrap();
+        a.mov(eax, dword_ptr(0xfed0_0000u32)).unwrap();
+        a.mov(dword_ptr(OUT + 16), eax).unwrap();
+    });
+    assert_eq!(outcome, RunOutcome::DebugExit { status: 1 });
+    let version = opsvisor_core::apic::APIC_VERSION;
+    assert_eq!(
+        word(&vm, 0),
+        100u32.wrapping_mul(version.wrapping_add(0x1234_5678)),
+        "100 loads of the version register and of RAM"
+    );
+    assert_eq!(word(&vm, 4), version & 0xffff);
+    assert_eq!(word(&vm, 8), (version >> 16) & 0xff);
+    assert_eq!(word(&vm, 12), 0, "vCPU 0's APIC ID");
+    assert_eq!(word(&vm, 16), u32::MAX, "no device");
+}
