@@ -591,7 +591,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             let kind = exit.kind();
             self.stats.count(kind);
             self.platform
-                .observe_exit(self.cur as u32, exit, &self.vcpus[self.cur].backend);
+                .observe_exit(self.cur as u32, exit, &v.backend);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {
