@@ -583,7 +583,19 @@ impl LocalApic {
     /// last update, the missed ones are skipped arithmetically and the interrupt is
     /// requested once (an IRR bit holds one request). A masked timer keeps counting but
     /// requests nothing.
+    #[inline]
     pub fn update(&mut self, now: u64) {
+        // Nothing armed, in any mode: nothing can expire (every APIC access and clock
+        // read comes here).
+        if self.timer_deadline.is_none() && self.tsc_deadline == 0 {
+            return;
+        }
+        self.update_armed(now);
+    }
+
+    /// [`LocalApic::update`] with a deadline armed.
+    #[inline(never)]
+    fn update_armed(&mut self, now: u64) {
         let fired = match TimerMode::of(self.lvt[LVT_TIMER]) {
             TimerMode::TscDeadline => {
                 if self.tsc_deadline != 0 && now >= self.tsc_deadline {

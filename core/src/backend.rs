@@ -239,6 +239,10 @@ macro_rules! forward_x86_ops {
                 self.0.instructions_retired()
             }
             #[inline(always)]
+            fn guest_tsc(&self) -> Option<u64> {
+                self.0.guest_tsc()
+            }
+            #[inline(always)]
             fn set_pause_exiting(&mut self, on: bool) {
                 self.0.set_pause_exiting(on)
             }

@@ -628,6 +628,13 @@ pub trait X86Ops {
     fn instructions_retired(&self) -> Option<u64> {
         None
     }
+    /// The guest's TSC as RDTSC would read it at this point, where the backend counts it
+    /// itself between the core's clock reads (the emulator: the [`RunLimit::tsc`] it
+    /// last entered with plus one tick per instruction retired since); `None` where the
+    /// processor counts it, and the core reads the clock instead.
+    fn guest_tsc(&self) -> Option<u64> {
+        None
+    }
     /// Report every PAUSE as [`Exit::Pause`] (on), or run it as the hint it is (off, the
     /// reset state): a machine of several vCPUs sharing one host thread switches to
     /// another vCPU when one spins (KVM's PAUSE exiting). Backends that cannot report it

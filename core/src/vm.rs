@@ -218,6 +218,11 @@ pub struct Vm<B: X86Ops, P: Platform> {
     /// turn: the next run finishes that turn before the next vCPU's, as one long run
     /// would have.
     pub(crate) resume_turn: bool,
+    /// Machine time before which bringing the platform timers up to date changes no
+    /// interrupt line (see [`Vm::update_platform_timers`]); 0 after anything that may
+    /// have changed them (an access to their ports, a new run), so that the next update
+    /// is made in full.
+    pub(crate) timers_quiet_until: u64,
 }
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
@@ -298,6 +303,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             clock_offset: 0,
             idle_ns: 0,
             resume_turn: false,
+            timers_quiet_until: 0,
         })
     }
 
@@ -490,6 +496,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// Run the guest until it stops (debug exit, triple fault, a limit, or a failure).
     pub fn run(&mut self) -> RunOutcome {
         self.run_started_ns = self.platform.now_ns();
+        // The devices may have been changed from outside since the last run.
+        self.timers_quiet_until = 0;
         for v in &mut self.vcpus {
             v.retired_at_start = v.backend.instructions_retired().unwrap_or(0);
         }
@@ -515,6 +523,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             )));
         }
         self.run_started_ns = self.platform.now_ns();
+        self.timers_quiet_until = 0;
         for v in &mut self.vcpus {
             v.retired_at_start = v.backend.instructions_retired().unwrap_or(0);
         }
@@ -573,10 +582,16 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         loop {
             let v = &mut self.vcpus[self.cur];
             let exit = v.backend.run(&mut self.mem, &v.limit);
+            // The exit stays in memory, and each handler reads its own fields at their
+            // own widths. The backend has just stored them one by one: loaded together
+            // into registers right after the call (as the compiler does with a local it
+            // can take apart), wider loads span several of those stores, which the
+            // processor cannot forward while they are in flight, and every exit stalls.
+            let exit = core::hint::black_box(&exit);
             let kind = exit.kind();
             self.stats.count(kind);
             self.platform
-                .observe_exit(self.cur as u32, &exit, &self.vcpus[self.cur].backend);
+                .observe_exit(self.cur as u32, exit, &v.backend);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {
@@ -607,7 +622,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// clock reads cost more than the exit).
     #[cold]
     #[inline(never)]
-    fn handle_exit_timed(&mut self, exit: Exit) -> Flow {
+    fn handle_exit_timed(&mut self, exit: &Exit) -> Flow {
         let kind = exit.kind();
         let started = self.platform.now_ns();
         let flow = self.handle_exit(exit);
@@ -677,13 +692,23 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// their interrupt lines with them: IRQ 0 gets one edge however many periods of
     /// channel 0 passed (an edge-triggered input latches one request), IRQ 8 and the SCI
     /// follow their levels.
+    ///
+    /// Before the first time at which one of their lines can move by itself
+    /// ([`Devices::next_timer_line_change`], kept in `timers_quiet_until`), the timers
+    /// are left where they are: bringing them forward would change no line, and every
+    /// access to their ports brings them up to date first (each counts from where it was
+    /// last brought to, with the same result however many steps it is brought there in).
+    /// Their lines' levels are set again either way.
     pub(crate) fn update_platform_timers(&mut self, now_ns: u64) {
-        let d = &mut self.devices;
-        d.pit.update(now_ns);
-        d.rtc.update(now_ns);
-        d.acpi_pm.update(now_ns);
-        if d.pit.take_irq_edges() > 0 {
-            self.pulse_irq(PIT_IRQ);
+        if now_ns >= self.timers_quiet_until {
+            let d = &mut self.devices;
+            d.pit.update(now_ns);
+            d.rtc.update(now_ns);
+            d.acpi_pm.update(now_ns);
+            if d.pit.take_irq_edges() > 0 {
+                self.pulse_irq(PIT_IRQ);
+            }
+            self.timers_quiet_until = self.devices.next_timer_line_change().unwrap_or(u64::MAX);
         }
         let rtc = self.devices.rtc.irq_level();
         self.set_irq(RTC_IRQ, rtc);
@@ -780,17 +805,23 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// Dispatch one exit to its handler family (inlined into the loop: a call here costs
     /// as much as the CPUID handler itself).
     #[inline(always)]
-    fn handle_exit(&mut self, exit: Exit) -> Flow {
-        match exit {
+    fn handle_exit(&mut self, exit: &Exit) -> Flow {
+        match *exit {
             Exit::Cpuid => self.handle_cpuid(),
             Exit::Rdmsr { index } => self.handle_rdmsr(index),
             Exit::Wrmsr { index, value } => self.handle_wrmsr(index, value),
             Exit::Io {
-                port,
+                ref port,
                 size,
                 direction,
                 data,
-            } => self.handle_io(port, size, direction, data),
+            } => {
+                // Read as the two bytes the backend stored: left to itself the compiler
+                // loads four, across the padding after it, and that load waits for the
+                // store (see `continue_turn`).
+                let port = *core::hint::black_box(port);
+                self.handle_io(port, size, direction, data)
+            }
             Exit::Mmio {
                 gpa,
                 size,
@@ -815,7 +846,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             Exit::SlatViolation { .. }
             | Exit::Exception { .. }
             | Exit::EntryFailed { .. }
-            | Exit::EmulationFailure { .. } => self.handle_failure(exit),
+            | Exit::EmulationFailure { .. } => self.handle_failure(*exit),
         }
     }
 }
@@ -850,14 +881,14 @@ mod tests {
                 vector,
                 error_code: None,
             };
-            assert_eq!(vm.handle_exit(exit), Flow::Stop);
+            assert_eq!(vm.handle_exit(&exit), Flow::Stop);
             assert_eq!(vm.stop.take(), Some(RunOutcome::Debug { vector }));
         }
         let page_fault = Exit::Exception {
             vector: 14,
             error_code: Some(2),
         };
-        assert_eq!(vm.handle_exit(page_fault), Flow::Stop);
+        assert_eq!(vm.handle_exit(&page_fault), Flow::Stop);
         assert!(matches!(vm.stop.take(), Some(RunOutcome::Failed(_))));
     }
 
@@ -1077,6 +1108,42 @@ mod tests {
             .mmio_write(reg::LVT_LINT1, LVT_DELIVERY_NMI, 0);
         vm.nmi();
         assert_eq!(hlt(&mut vm), Ok(true));
+    }
+
+    #[test]
+    fn a_masked_pit_latches_its_edge_at_the_first_clock_read_past_it() {
+        // The PIT counts from power-on; IRQ 0 is masked at the PIC, which still latches
+        // its edges in the IRR (a guest can read it there).
+        let mut vm = vm();
+        assert!(!vm.devices.irqchip.line_unmasked(PIT_IRQ));
+        assert_eq!(vm.read_clock(), Flow::Clock);
+        let edge = vm.devices.pit.next_irq_edge().expect("channel 0 counts");
+        assert_eq!(vm.timers_quiet_until, edge);
+        vm.platform.0 = edge - 1;
+        vm.read_clock();
+        assert_eq!(vm.devices.irqchip.pic.irr() & 1, 0, "{edge} ns: not yet");
+        vm.platform.0 = edge;
+        vm.read_clock();
+        assert_eq!(vm.devices.irqchip.pic.irr() & 1, 1, "the edge at {edge} ns");
+        assert!(vm.timers_quiet_until > edge, "the next edge is later");
+    }
+
+    #[test]
+    fn an_access_to_the_pit_brings_it_up_to_date_at_the_next_clock_read() {
+        let mut vm = vm();
+        vm.read_clock();
+        let quiet = vm.timers_quiet_until;
+        // Channel 0, mode 2, count 100 (about 84 us): edges long before the power-on
+        // count's first.
+        vm.platform.0 = 1_000;
+        outb(&mut vm, 0x43, 0x34);
+        outb(&mut vm, 0x40, 100);
+        outb(&mut vm, 0x40, 0);
+        vm.platform.0 = 200_000;
+        assert!(vm.platform.0 < quiet);
+        vm.read_clock();
+        assert_eq!(vm.devices.irqchip.pic.irr() & 1, 1, "an edge by 200 us");
+        assert!(vm.timers_quiet_until <= 300_000, "the next within a period");
     }
 
     #[test]

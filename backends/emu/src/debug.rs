@@ -97,10 +97,17 @@ pub fn data_access(c: &mut Cpu, la: u64, size: u32, write: bool) {
 
 /// An I/O access of `size` bytes at `port`: note the I/O breakpoint conditions it meets
 /// (they exist only with CR4.DE).
+#[inline(always)]
 pub fn io_access(c: &mut Cpu, port: u16, size: u8) {
-    if !c.dbg || c.cr4 & cr4::DE == 0 {
-        return;
+    if c.dbg && c.cr4 & cr4::DE != 0 {
+        io_breakpoints(c, port, size);
     }
+}
+
+/// [`io_access`] with breakpoints armed and CR4.DE set.
+#[cold]
+#[inline(never)]
+fn io_breakpoints(c: &mut Cpu, port: u16, size: u8) {
     for n in 0..4 {
         if kind(c.dr[7], n) == 2 && overlaps(c, n, u64::from(port), u64::from(size)) {
             c.db_hits |= 1 << n;

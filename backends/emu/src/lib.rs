@@ -865,13 +865,45 @@ impl EmuVcpu {
     }
 
     /// The exit an instruction stored in [`Cpu::exit`].
+    ///
+    /// The common exits are copied field by field, each with a load of its own width
+    /// ([`own_load`]): the handler has just stored the exit one field at a time, and a
+    /// copy of the whole value reads several of those stores with one wider load, which
+    /// the processor cannot serve while they are still in flight (it waits for them to
+    /// reach the cache: a stall of the order of the rest of the exit, on every exit).
     #[inline(always)]
     fn take_exit(&mut self) -> Exit {
-        if let Exit::EmulationFailure { rip } = &mut self.cpu.exit {
+        match &self.cpu.exit {
+            Exit::Cpuid => Exit::Cpuid,
+            Exit::Rdmsr { index } => Exit::Rdmsr {
+                index: own_load(index),
+            },
+            Exit::Io {
+                port,
+                size,
+                direction,
+                data,
+            } => Exit::Io {
+                port: own_load(port),
+                size: own_load(size),
+                direction: own_load(direction),
+                data: own_load(data),
+            },
+            Exit::Mmio {
+                gpa,
+                size,
+                direction,
+                data,
+            } => Exit::Mmio {
+                gpa: own_load(gpa),
+                size: own_load(size),
+                direction: own_load(direction),
+                data: own_load(data),
+            },
             // Report the instruction, not the RIP after it.
-            *rip = self.cpu.rip;
+            Exit::EmulationFailure { .. } => Exit::EmulationFailure { rip: self.cpu.rip },
+            other => *other,
         }
-        self.cpu.exit
     }
 
     /// Deliver an exception raised by an instruction (`Some` if delivery itself exits).
@@ -887,6 +919,14 @@ impl EmuVcpu {
         c.mmio.write2 = None;
         interrupt::raise(c, mem, vector, error_code).err()
     }
+}
+
+/// `*field`, read with a load of its own width that the compiler may not merge with the
+/// loads of neighbouring fields (see [`EmuVcpu::take_exit`]).
+#[inline(always)]
+fn own_load<T: Copy>(field: &T) -> T {
+    // SAFETY: a reference is valid for reads of its `T`, aligned and initialized.
+    unsafe { core::ptr::read_volatile(field) }
 }
 
 /// The first access watchpoint `i`'s memory operands touch the way it watches, computed
@@ -1426,6 +1466,9 @@ impl X86Ops for EmuVcpu {
     }
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.cpu.retired)
+    }
+    fn guest_tsc(&self) -> Option<u64> {
+        Some(self.cpu.tsc())
     }
     fn set_pause_exiting(&mut self, on: bool) {
         self.cpu.pause_exits = on;

@@ -451,10 +451,17 @@ impl Cpu {
         sel: usize,
         kind: Kind,
     ) -> Result<u64, Ex> {
+        let off = la & 0xfff;
         if self.dbg_data {
             crate::debug::data_access(self, la, size, false);
+        } else if off + u64::from(size) <= 4096 {
+            // A device's register (the common reason to be here): its page outside RAM
+            // (without data breakpoints, no other page lacks a host address) goes to the
+            // MMIO read with this one look-up of the TLB.
+            if let Some(gpa_page) = self.tlb.cached_unbacked(sel, la, kind.perm()) {
+                return self.mmio_read(gpa_page | off, size);
+            }
         }
-        let off = la & 0xfff;
         if off + u64::from(size) > 4096 {
             // Split across two pages: translate both before reading either. Each part is
             // read on its own, from RAM or as an MMIO read: a part outside RAM reads what
@@ -492,6 +499,7 @@ impl Cpu {
         self.mmio_read(gpa, size)
     }
 
+    #[inline]
     fn mmio_read(&mut self, gpa: u64, size: u32) -> Result<u64, Ex> {
         let m = &mut self.mmio;
         let pos = usize::from(m.pos);
@@ -699,6 +707,43 @@ impl Cpu {
         let la = self.linear(seg, ea, size, false)?;
         self.check_alignment(la, size)?;
         self.read_lin(mem, la, size, self.tlb.sel)
+            .map_err(|e| stack_canonical(e, seg, la, self))
+    }
+
+    /// [`Cpu::rd`] for the loads that [`Cpu::fast_host`] did not serve (outside 64-bit
+    /// mode, misaligned at CPL 3, or missed in the TLB), with the MMIO read of a device's
+    /// register taken here: when the access misses the RAM tag, stays inside its page,
+    /// and the TLB's entry for the page validated the read without a host address
+    /// (outside RAM, no data breakpoint armed), the MMIO read follows that one look-up.
+    /// Everything else goes the way of [`Cpu::rd`], with the same checks in the same
+    /// order and the same faults.
+    #[inline(always)]
+    pub fn rd_load(
+        &mut self,
+        mem: &mut GuestMemory,
+        seg: u8,
+        ea: u64,
+        size: u32,
+    ) -> Result<u64, Ex> {
+        let la = self.linear(seg, ea, size, false)?;
+        self.check_alignment(la, size)?;
+        let sel = self.tlb.sel;
+        let (e, tag) = self
+            .tlb
+            .probe(sel, la, la.wrapping_add(u64::from(size) - 1));
+        if e.read == tag {
+            // SAFETY: a matching read tag means `addend + la` is inside a 4 KiB RAM page of
+            // the current run's memory map, and so is the access's last byte (the tag is
+            // that of the page holding it).
+            return Ok(unsafe { host_read(e.addend.wrapping_add(la as usize), size) });
+        }
+        let off = la & 0xfff;
+        if !self.dbg_data && off + u64::from(size) <= 4096 {
+            if let Some(gpa_page) = self.tlb.cached_unbacked(sel, la, perm::READ) {
+                return self.mmio_read(gpa_page | off, size);
+            }
+        }
+        self.read_slow(mem, la, size, sel, Kind::Read)
             .map_err(|e| stack_canonical(e, seg, la, self))
     }
 

@@ -325,6 +325,16 @@ impl Tlb {
         (m.tag == (la & !0xfff) | c.epoch && m.perms & need != 0).then_some(m.gpa)
     }
 
+    /// The guest-physical page of linear `la` in class `sel` when the table's entry for it
+    /// validated access kind `need` and the page has no host address: it is outside RAM
+    /// (a device's page), or holds a data breakpoint. What an MMIO access looks up, once.
+    #[inline(always)]
+    pub fn cached_unbacked(&self, sel: usize, la: u64, need: u8) -> Option<u64> {
+        let c = &self.classes[class_index(sel)];
+        let m = &c.meta[(la >> 12) as usize & TLB_MASK];
+        (m.tag == (la & !0xfff) | c.epoch && m.perms & need != 0 && m.host == 0).then_some(m.gpa)
+    }
+
     /// A cached translation of linear `la` in class `sel` for an access of kind `need`
     /// ([`perm`]), without walking: from the table, the victims, or a large page.
     /// Returns the guest-physical page, and whether it came from a large page (the caller

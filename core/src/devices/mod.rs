@@ -133,6 +133,21 @@ impl Devices {
             .flatten();
         [pit, rtc, sci].into_iter().flatten().min()
     }
+
+    /// The first machine time at which a platform timer moves one of its interrupt lines
+    /// by itself, masked or not (the PIT's next IRQ 0 edge, the RTC's IRQ 8 and the ACPI
+    /// PM timer's SCI rising), as of their last update; `None` if none ever does without
+    /// an access to their ports.
+    pub fn next_timer_line_change(&self) -> Option<u64> {
+        [
+            self.pit.next_irq_edge(),
+            self.rtc.next_deadline(),
+            self.acpi_pm.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }
 
 /// Put every platform device on the buses (the local APIC's page is registered by the VM,

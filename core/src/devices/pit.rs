@@ -630,6 +630,19 @@ impl Pit {
     }
 
     /// The machine time at which OUT0 next rises (an IRQ 0 edge), or `None` if it never
+    /// does without further guest action; the time of the last access or
+    /// [`Pit::update`] while edges are not yet taken. Unlike [`Pit::next_deadline`], not
+    /// held back after the last edges taken.
+    pub fn next_irq_edge(&self) -> Option<u64> {
+        let ch = &self.channels[0];
+        if ch.rising > 0 {
+            Some(self.now)
+        } else {
+            edge_time(ch.next_rising_edge()?).into()
+        }
+    }
+
+    /// The machine time at which OUT0 next rises (an IRQ 0 edge), or `None` if it never
     /// does without further guest action; never earlier than [`PIT_MIN_IRQ_INTERVAL_NS`]
     /// after the last [`Pit::take_irq_edges`] that returned edges. Edges not yet taken
     /// make it the present.

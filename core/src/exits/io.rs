@@ -82,6 +82,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::Pit => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let pit = &mut self.devices.pit;
                 (
                     read_bytes(size, |i| pit.read(offset.wrapping_add(i), now)),
@@ -90,6 +91,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::NmiStatusControl => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let d = &mut self.devices;
                 let v = d.nmi_status_control.read(&mut d.pit, now);
                 (u32::from(v) | !0xff, Flow::Resume)
@@ -107,6 +109,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::Rtc => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let before = self.devices.rtc.next_deadline();
                 let rtc = &mut self.devices.rtc;
                 let v = read_bytes(size, |i| rtc.read(offset.wrapping_add(i), now));
@@ -130,6 +133,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::AcpiPm(block) => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let before = self.devices.acpi_pm.next_deadline();
                 let v = self.devices.acpi_pm.read(block, offset, size, now);
                 (v, self.acpi_pm_flow(before))
@@ -176,6 +180,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::Pit => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 for i in 0..u16::from(size) {
                     self.devices.pit.write(offset.wrapping_add(i), byte(i), now);
                 }
@@ -184,6 +189,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::NmiStatusControl => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let d = &mut self.devices;
                 d.nmi_status_control.write(byte(0), &mut d.pit, now);
                 Flow::Resume
@@ -200,6 +206,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::Rtc => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let before = self.devices.rtc.next_deadline();
                 for i in 0..u16::from(size) {
                     self.devices.rtc.write(offset.wrapping_add(i), byte(i), now);
@@ -232,6 +239,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             }
             PioDevice::AcpiPm(block) => {
                 let now = self.now_ns();
+                self.timers_quiet_until = 0;
                 let before = self.devices.acpi_pm.next_deadline();
                 self.devices.acpi_pm.write(block, offset, size, value, now);
                 if block == PmBlock::Pm1aControl {

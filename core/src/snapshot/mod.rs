@@ -204,6 +204,8 @@ pub fn save<B: X86Ops, P: Platform>(vm: &mut Vm<B, P>) -> Result<Vec<u8>, Snapsh
         let tsc = v.ns_to_tsc(now);
         v.apic.update(tsc);
     }
+    // In full: the file records each timer as of `now`.
+    vm.timers_quiet_until = 0;
     vm.update_platform_timers(now);
     let vm: &Vm<B, P> = vm;
     let mut sections: Vec<(&[u8; 4], u32, Vec<u8>)> = Vec::new();
@@ -798,6 +800,7 @@ pub fn restore<B: X86Ops, P: Platform>(
     vm.turn_end_ns = m.turn_end_ns;
     vm.turn_end_retired = m.turn_end_retired;
     // The machine clock goes on from where it was saved.
+    vm.timers_quiet_until = 0;
     vm.clock_offset = 0;
     let source = vm.now_ns();
     vm.clock_offset = m.clock_ns.wrapping_sub(source);

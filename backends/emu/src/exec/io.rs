@@ -14,10 +14,18 @@ use opsvisor_core::ops::Segment;
 /// always in virtual-8086 mode) every bit of the TSS's I/O permission bitmap covering
 /// the `size` ports from `port` must be clear. The processor reads the bitmap two bytes
 /// at a time, so both must lie inside the TSS limit; a 16-bit TSS has no bitmap.
+#[inline(always)]
 fn check_io(c: &mut Cpu, mem: &mut GuestMemory, port: u16, size: u8) -> Result<(), Ex> {
     if !c.protected() || (c.rf & VM == 0 && c.cpl <= c.iopl()) {
         return Ok(());
     }
+    check_io_bitmap(c, mem, port, size)
+}
+
+/// The I/O permission bitmap's part of [`check_io`].
+#[cold]
+#[inline(never)]
+fn check_io_bitmap(c: &mut Cpu, mem: &mut GuestMemory, port: u16, size: u8) -> Result<(), Ex> {
     let tr = c.seg[sr::TR as usize];
     let tss32 = matches!(tr.attr & 0xf, 0x9 | 0xb);
     if tr.attr & Segment::UNUSABLE != 0 || !tss32 || tr.limit < 0x67 {

@@ -109,7 +109,7 @@ pub fn store<const S: u8>(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, v: u64) -
 #[inline(never)]
 fn load_checked(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, size: u32) -> Result<u64, Ex> {
     let a = ea(c, op);
-    c.rd(mem, op.seg, a, size)
+    c.rd_load(mem, op.seg, a, size)
 }
 
 #[cold]
