@@ -37,8 +37,8 @@ use crate::exception::Ex;
 use alloc::vec::Vec;
 use arena::Arena;
 use iced_x86::{
-    Code, Encoder, Instruction, InstructionInfoFactory, MemoryOperand, Mnemonic as M, OpKind,
-    Register, RflagsBits,
+    Code, Encoder, Instruction, InstructionInfoFactory, MemoryOperand, Mnemonic as M, OpAccess,
+    OpKind, Register, RflagsBits,
 };
 use opsvisor_core::mmu::memory::GuestMemory;
 
@@ -286,6 +286,11 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
 struct Use {
     /// Guest register numbers used, as a bit set (bit n for register n).
     regs: u16,
+    /// Those whose value before the instruction does not matter: written whole (64 or
+    /// 32 bits, which zero-extends), unconditionally, and not read.
+    defines: u16,
+    /// Those written, wholly or in part.
+    writes: u16,
     /// Status flags read (iced-x86's numbering).
     read: u32,
     /// Status flags written, defined or not.
@@ -362,15 +367,29 @@ impl Translator {
 
     fn usage(&mut self, i: &Instruction) -> Option<Use> {
         let info = self.info.info(i);
-        let mut regs = 0u16;
+        let (mut regs, mut reads, mut defines, mut writes) = (0u16, 0u16, 0u16, 0u16);
         for u in info.used_registers() {
             let r = u.register();
-            match gpr_number(r) {
-                Some(n) => regs |= 1 << n,
-                None if r.is_segment_register() => {}
+            let bit = match gpr_number(r) {
+                Some(n) => 1u16 << n,
+                None if r.is_segment_register() => continue,
                 None => return None,
+            };
+            regs |= bit;
+            match u.access() {
+                OpAccess::Write if r.size() >= 4 => {
+                    defines |= bit;
+                    writes |= bit;
+                }
+                OpAccess::Write | OpAccess::CondWrite => writes |= bit,
+                OpAccess::Read | OpAccess::CondRead => reads |= bit,
+                _ => {
+                    reads |= bit;
+                    writes |= bit;
+                }
             }
         }
+        let defines = defines & !reads;
         let undefined = i.rflags_undefined() & STATUS;
         let af = if undefined & RflagsBits::AF == 0 {
             None
@@ -383,6 +402,8 @@ impl Translator {
         };
         Some(Use {
             regs,
+            defines,
+            writes,
             read: i.rflags_read() & STATUS,
             modified: i.rflags_modified() & STATUS,
             undefined,
@@ -434,7 +455,7 @@ impl Translator {
             let Some(arena) = self.arena.as_mut() else {
                 return;
             };
-            let Some(code) = emit(&ops[start..end], uses_regs(&uses[start..end]), flags) else {
+            let Some(code) = emit(&ops[start..end], &uses[start..end], flags) else {
                 continue;
             };
             let Some(entry) = arena.push(&code) else {
@@ -462,9 +483,16 @@ impl Translator {
     }
 }
 
-/// The guest registers a run uses, as a bit set.
-fn uses_regs(uses: &[Option<Use>]) -> u16 {
-    uses.iter().flatten().fold(0, |a, u| a | u.regs)
+/// The guest registers a run uses, those it must load first (used before being
+/// defined) and those it writes, as bit sets.
+fn run_registers(uses: &[Option<Use>]) -> (u16, u16, u16) {
+    let (mut regs, mut load, mut writes) = (0u16, 0u16, 0u16);
+    for u in uses.iter().flatten() {
+        load |= u.regs & !regs & !u.defines;
+        regs |= u.regs;
+        writes |= u.writes;
+    }
+    (regs, load, writes)
 }
 
 /// Split a stretch of translatable instructions (`all`, the first at block position
@@ -569,10 +597,12 @@ fn rename(r: Register, sp: usize) -> Register {
     }
 }
 
-/// The host code of run `ops` using guest registers `regs` with flag mode `flags`.
+/// The host code of run `ops`, whose instructions use registers as `uses` says, with
+/// flag mode `flags`.
 /// `None` if an instruction cannot be encoded once renamed (a high-byte register next
 /// to one that needs a REX prefix).
-fn emit(ops: &[Op], regs: u16, flags: u8) -> Option<Vec<u8>> {
+fn emit(ops: &[Op], uses: &[Option<Use>], flags: u8) -> Option<Vec<u8>> {
+    let (regs, load, writes) = run_registers(uses);
     // Host registers free for the pointer to the guest's and for the guest's RSP, the
     // System V scratch registers first.
     let order = [11usize, 10, 9, 8, RSI, RDI, 2, 1, 0, 3, 5, 12, 13, 14, 15];
@@ -606,7 +636,7 @@ fn emit(ops: &[Op], regs: u16, flags: u8) -> Option<Vec<u8>> {
         code.push(Instruction::with2(Code::Mov_r64_rm64, R64[base], Register::RDI).ok()?);
     }
     for g in 0..16 {
-        if regs & (1 << g) != 0 {
+        if load & (1 << g) != 0 {
             code.push(Instruction::with2(Code::Mov_r64_rm64, R64[host_of(g)], slot(g)).ok()?);
         }
     }
@@ -627,7 +657,7 @@ fn emit(ops: &[Op], regs: u16, flags: u8) -> Option<Vec<u8>> {
         code.push(i);
     }
     for g in 0..16 {
-        if regs & (1 << g) != 0 {
+        if writes & (1 << g) != 0 {
             code.push(Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]).ok()?);
         }
     }
