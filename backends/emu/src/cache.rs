@@ -167,7 +167,10 @@ impl Cache {
         if self.blocks.len() >= MAX_BLOCKS || self.translator.nearly_full() {
             self.flush(cpu);
         }
-        self.translator.translate(&mut block.ops, block.bits);
+        if self.translator.translate(&mut block.ops, block.bits) {
+            // A translated run may stop early, setting `brk`.
+            block.pure = false;
+        }
         let idx = self.blocks.len() as u32;
         let page = block.gpa >> 12;
         let first = (block.gpa & 0xfff) >> 7;

@@ -28,6 +28,7 @@
 //! translated.
 
 pub mod arena;
+mod emit;
 #[cfg(test)]
 mod tests;
 
@@ -37,8 +38,7 @@ use crate::exception::Ex;
 use alloc::vec::Vec;
 use arena::Arena;
 use iced_x86::{
-    Code, Encoder, Instruction, InstructionInfoFactory, MemoryOperand, Mnemonic as M, OpAccess,
-    OpKind, Register, RflagsBits,
+    Instruction, InstructionInfoFactory, Mnemonic as M, OpAccess, OpKind, Register, RflagsBits,
 };
 use opsvisor_core::mmu::memory::GuestMemory;
 
@@ -56,6 +56,47 @@ pub const FLAGS_OUT: u8 = 2;
 pub const AF_FIX: u8 = 4;
 /// With [`AF_FIX`]: that value is 1.
 pub const AF_SET: u8 = 8;
+/// `Op::aux` of a translated run: it accesses memory, so it may stop before one of its
+/// instructions (see [`JitCtx`]).
+pub const MEMORY: u8 = 16;
+
+/// What a run that accesses memory reads and reports besides the registers, in
+/// [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both from one
+/// register.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct JitCtx {
+    /// The software TLB's table for data accesses at the current privilege
+    /// ([`crate::tlb::Tlb::data_table`]).
+    pub tlb: u64,
+    /// That table's epoch.
+    pub epoch: u64,
+    /// FS's base.
+    pub fs_base: u64,
+    /// GS's base.
+    pub gs_base: u64,
+    /// 1 at CPL 3, where unaligned accesses take the checked path.
+    pub user: u64,
+    /// Set by the run when it stops before an access: that instruction's RIP.
+    pub bail_rip: u64,
+    /// Set by the run when it stops before an access: how many of its instructions
+    /// retired (`u32::MAX`: it ran to its end).
+    pub bail_at: u32,
+    /// Set by the run when it stops before an access: 1 when the flags it returns are the
+    /// guest's (0: the run had not touched them).
+    pub bail_flags: u32,
+}
+
+impl JitCtx {
+    const TLB: usize = core::mem::offset_of!(JitCtx, tlb);
+    const EPOCH: usize = core::mem::offset_of!(JitCtx, epoch);
+    const FS_BASE: usize = core::mem::offset_of!(JitCtx, fs_base);
+    const GS_BASE: usize = core::mem::offset_of!(JitCtx, gs_base);
+    const USER: usize = core::mem::offset_of!(JitCtx, user);
+    const BAIL_RIP: usize = core::mem::offset_of!(JitCtx, bail_rip);
+    const BAIL_AT: usize = core::mem::offset_of!(JitCtx, bail_at);
+    const BAIL_FLAGS: usize = core::mem::offset_of!(JitCtx, bail_flags);
+}
 
 /// The six status flags in iced-x86's numbering.
 const STATUS: u32 = RflagsBits::OF
@@ -156,15 +197,11 @@ fn gpr_number(r: Register) -> Option<usize> {
 }
 
 /// Whether `i` can be part of a translated run: 64-bit code, no prefix that changes
-/// what it does, a listed operation, and operands that are general registers or
-/// immediates (and LEA's address, which reads no memory).
+/// what it does, a listed operation, and operands that are general registers,
+/// immediates, or one memory operand addressed by general registers, RIP and a
+/// displacement (LEA's reads no memory).
 pub fn translatable(i: &Instruction, bits: u8) -> bool {
-    if bits != 64
-        || i.has_lock_prefix()
-        || i.has_rep_prefix()
-        || i.has_repne_prefix()
-        || i.segment_prefix() != Register::None
-    {
+    if bits != 64 || i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
         return false;
     }
     let m = i.mnemonic();
@@ -255,12 +292,22 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
             | OpKind::Immediate8to32
             | OpKind::Immediate8to64
             | OpKind::Immediate32to64 => {}
-            OpKind::Memory if m == M::Lea => {
+            OpKind::Memory => {
                 let base_ok =
                     i.memory_base() == Register::None || gpr_number(i.memory_base()).is_some();
                 let index_ok =
                     i.memory_index() == Register::None || gpr_number(i.memory_index()).is_some();
-                if i.is_ip_rel_memory_operand() || !base_ok || !index_ok {
+                let access = match m {
+                    // LEA computes the address alone: RIP-relative, it would need the
+                    // guest's RIP.
+                    M::Lea => !i.is_ip_rel_memory_operand(),
+                    M::Xchg | M::Nop => false,
+                    _ => {
+                        matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
+                            && (i.is_ip_rel_memory_operand() || base_ok)
+                    }
+                };
+                if !access || !(base_ok || i.is_ip_rel_memory_operand()) || !index_ok {
                     return false;
                 }
             }
@@ -273,7 +320,12 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
         if i.op_count() != 2 || i.op_kind(1) != OpKind::Immediate8 {
             return false;
         }
-        let mask = if i.op0_register().size() == 8 { 63 } else { 31 };
+        let size = if i.op_kind(0) == OpKind::Register {
+            i.op0_register().size()
+        } else {
+            i.memory_size().size()
+        };
+        let mask = if size == 8 { 63 } else { 31 };
         if i.immediate8() & mask == 0 {
             return false;
         }
@@ -301,6 +353,17 @@ struct Use {
     /// (see `arith::alu` and `arith::shift`): cleared by the logic operations, set by the
     /// shifts. A run may end with such an AF, which is then set to this value.
     af: Option<bool>,
+    /// Its memory access, if any.
+    mem: Option<Access>,
+}
+
+/// A memory access of an instruction in a run.
+#[derive(Clone, Copy)]
+struct Access {
+    /// It writes (a store or a read-modify-write): the page must take writes.
+    write: bool,
+    /// Bytes.
+    size: u32,
 }
 
 /// The translator: its arena and its scratch state.
@@ -390,6 +453,14 @@ impl Translator {
             }
         }
         let defines = defines & !reads;
+        let mem = match info.used_memory() {
+            [] => None,
+            [m] => Some(Access {
+                write: !matches!(m.access(), OpAccess::Read | OpAccess::CondRead),
+                size: m.memory_size().size() as u32,
+            }),
+            _ => return None,
+        };
         let undefined = i.rflags_undefined() & STATUS;
         let af = if undefined & RflagsBits::AF == 0 {
             None
@@ -408,21 +479,24 @@ impl Translator {
             modified: i.rflags_modified() & STATUS,
             undefined,
             af,
+            mem,
         })
     }
 
     /// Replace the runs of translatable instructions in `ops` (a block of `bits`-bit
-    /// code, its flag-setter/Jcc pair already fused) by translated ops.
-    pub fn translate(&mut self, ops: &mut Vec<Op>, bits: u8) {
+    /// code, its flag-setter/Jcc pair already fused) by translated ops. Returns whether
+    /// a translated run accesses memory: it may then end its block early (setting
+    /// [`Cpu::brk`]), which the block must check for.
+    pub fn translate(&mut self, ops: &mut Vec<Op>, bits: u8) -> bool {
         if !self.enabled || bits != 64 || ops.len() < MIN_RUN {
-            return;
+            return false;
         }
         if !self.tried {
             self.tried = true;
             self.arena = Arena::new();
         }
         if self.arena.is_none() {
-            return;
+            return false;
         }
         let mut uses: Vec<Option<Use>> = Vec::with_capacity(ops.len());
         for op in ops.iter() {
@@ -451,11 +525,13 @@ impl Translator {
             end = start;
         }
         let mut translated = false;
+        let mut accesses = false;
         for (start, end, flags) in runs {
             let Some(arena) = self.arena.as_mut() else {
-                return;
+                break;
             };
-            let Some(code) = emit(&ops[start..end], &uses[start..end], flags) else {
+            let run: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
+            let Some(code) = emit::emit(&ops[start..end], &run, flags) else {
                 continue;
             };
             let Some(entry) = arena.push(&code) else {
@@ -472,6 +548,7 @@ impl Translator {
             ops.splice(start..end, core::iter::once(op));
             self.runs += 1;
             translated = true;
+            accesses |= flags & MEMORY != 0;
         }
         if translated {
             // `Op::pos` counts the ops before an op, which is what retired before it
@@ -480,14 +557,15 @@ impl Translator {
                 op.pos = k as u8;
             }
         }
+        accesses
     }
 }
 
 /// The guest registers a run uses, those it must load first (used before being
 /// defined) and those it writes, as bit sets.
-fn run_registers(uses: &[Option<Use>]) -> (u16, u16, u16) {
+fn run_registers(uses: &[Use]) -> (u16, u16, u16) {
     let (mut regs, mut load, mut writes) = (0u16, 0u16, 0u16);
-    for u in uses.iter().flatten() {
+    for u in uses {
         load |= u.regs & !regs & !u.defines;
         regs |= u.regs;
         writes |= u.writes;
@@ -518,6 +596,11 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
                 continue 'outer;
             }
             live = (live & !u.modified) | u.read;
+            if u.mem.is_some() {
+                // If the access cannot use the host page, the run stops before it and
+                // the interpreter sees every flag.
+                live = STATUS;
+            }
             j -= 1;
         }
         push_runs(&all[..end], first, runs);
@@ -543,7 +626,12 @@ fn push_runs(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
         }
     }
     pieces.push((start, all.len()));
-    for &(s, e) in pieces.iter().rev() {
+    for &(mut s, e) in pieces.iter().rev() {
+        // A run never starts with an access: stopping before it must leave the
+        // interpreter an instruction to run, or the run would be entered again at once.
+        while s < e && all[s].mem.is_some() {
+            s += 1;
+        }
         if e - s >= MIN_RUN {
             runs.push((first + s, first + e, flag_mode(&all[s..e])));
         }
@@ -560,13 +648,21 @@ fn host_registers_needed(regs: u16) -> u32 {
 fn flag_mode(all: &[Use]) -> u8 {
     let mut written = 0u32;
     let mut needs_in = false;
+    let mut mode = 0;
     for u in all {
         if u.read & !written != 0 {
             needs_in = true;
         }
+        if u.mem.is_some() {
+            mode |= MEMORY;
+            // Stopping here hands the flags to the interpreter: those the run has not
+            // written yet must be the guest's.
+            if written != 0 && written != STATUS {
+                needs_in = true;
+            }
+        }
         written |= u.modified;
     }
-    let mut mode = 0;
     let last_af = all.iter().rev().find(|u| u.modified & RflagsBits::AF != 0);
     if let Some(Use { af: Some(v), .. }) = last_af {
         mode |= AF_FIX | if *v { AF_SET } else { 0 };
@@ -584,98 +680,6 @@ fn flag_mode(all: &[Use]) -> u8 {
     mode
 }
 
-/// `r` with the guest's RSP renamed to host register `sp`.
-fn rename(r: Register, sp: usize) -> Register {
-    if r == Register::None || r.full_register() != Register::RSP {
-        return r;
-    }
-    match r.size() {
-        8 => R64[sp],
-        4 => R32[sp],
-        2 => R16[sp],
-        _ => R8[sp],
-    }
-}
-
-/// The host code of run `ops`, whose instructions use registers as `uses` says, with
-/// flag mode `flags`.
-/// `None` if an instruction cannot be encoded once renamed (a high-byte register next
-/// to one that needs a REX prefix).
-fn emit(ops: &[Op], uses: &[Option<Use>], flags: u8) -> Option<Vec<u8>> {
-    let (regs, load, writes) = run_registers(uses);
-    // Host registers free for the pointer to the guest's and for the guest's RSP, the
-    // System V scratch registers first.
-    let order = [11usize, 10, 9, 8, RSI, RDI, 2, 1, 0, 3, 5, 12, 13, 14, 15];
-    let mut free = order.iter().copied().filter(|&h| regs & (1 << h) == 0);
-    let base = free.next()?;
-    let sp = if regs & (1 << RSP) != 0 {
-        free.next()?
-    } else {
-        RSP
-    };
-    let host_of = |g: usize| if g == RSP { sp } else { g };
-    let mut host_used = 1u16 << base;
-    for g in 0..16 {
-        if regs & (1 << g) != 0 {
-            host_used |= 1 << host_of(g);
-        }
-    }
-    let saved: Vec<usize> = (0..16)
-        .filter(|&h| CALLEE_SAVED & host_used & (1 << h) != 0)
-        .collect();
-    let mut code: Vec<Instruction> = Vec::with_capacity(ops.len() + 40);
-    let slot = |g: usize| MemoryOperand::with_base_displ(R64[base], 8 * g as i64);
-    for &h in &saved {
-        code.push(Instruction::with1(Code::Push_r64, R64[h]).ok()?);
-    }
-    if flags & FLAGS_IN != 0 {
-        code.push(Instruction::with1(Code::Push_r64, Register::RSI).ok()?);
-        code.push(Instruction::with(Code::Popfq));
-    }
-    if base != RDI {
-        code.push(Instruction::with2(Code::Mov_r64_rm64, R64[base], Register::RDI).ok()?);
-    }
-    for g in 0..16 {
-        if load & (1 << g) != 0 {
-            code.push(Instruction::with2(Code::Mov_r64_rm64, R64[host_of(g)], slot(g)).ok()?);
-        }
-    }
-    for op in ops {
-        let mut i = op.i;
-        if sp != RSP {
-            for n in 0..i.op_count() {
-                match i.op_kind(n) {
-                    OpKind::Register => i.set_op_register(n, rename(i.op_register(n), sp)),
-                    OpKind::Memory => {
-                        i.set_memory_base(rename(i.memory_base(), sp));
-                        i.set_memory_index(rename(i.memory_index(), sp));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        code.push(i);
-    }
-    for g in 0..16 {
-        if writes & (1 << g) != 0 {
-            code.push(Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]).ok()?);
-        }
-    }
-    if flags & FLAGS_OUT != 0 {
-        code.push(Instruction::with(Code::Pushfq));
-        code.push(Instruction::with1(Code::Pop_r64, Register::RAX).ok()?);
-    }
-    for &h in saved.iter().rev() {
-        code.push(Instruction::with1(Code::Pop_r64, R64[h]).ok()?);
-    }
-    code.push(Instruction::with(Code::Retnq));
-    let mut enc = Encoder::new(64);
-    for i in &code {
-        enc.encode(i, 0).ok()?;
-    }
-    Some(enc.take_buffer())
-}
-
 /// The handler of a translated run (see the module's documentation): `imm` is the host
 /// code's entry, `disp` the run's instructions after the first, `aux` its flag mode.
 pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
@@ -684,10 +688,29 @@ pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<()
     } else {
         2
     };
+    if op.aux & MEMORY != 0 {
+        let (tlb, epoch) = c.tlb.data_table();
+        c.jit = JitCtx {
+            tlb,
+            epoch,
+            fs_base: c.seg[crate::cpu::sr::FS as usize].base,
+            gs_base: c.seg[crate::cpu::sr::GS as usize].base,
+            user: u64::from(c.cpl == 3),
+            bail_rip: 0,
+            bail_at: u32::MAX,
+            bail_flags: 0,
+        };
+    }
     // SAFETY: `op.imm` is the entry the translator got from its arena for this op, and
     // the arena is reset only together with the cache that holds the op; `c.gpr` has at
-    // least 16 entries.
+    // least 16 entries, and `c.jit` describes the current TLB table (which the run only
+    // reads, through pointers that stay valid while `c` is borrowed here), so the host
+    // addresses it uses are those `Cpu::fast_host` would give.
     let out = unsafe { arena::call(op.imm, c.gpr.as_mut_ptr(), flags_in) };
+    if op.aux & MEMORY != 0 && c.jit.bail_at != u32::MAX {
+        stopped(c, out);
+        return Ok(());
+    }
     if op.aux & FLAGS_OUT != 0 {
         let mut out = out & STATUS_X86;
         if op.aux & AF_FIX != 0 {
@@ -697,4 +720,20 @@ pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<()
     }
     c.retired += op.disp;
     Ok(())
+}
+
+/// A run stopped before an access its code could not make (see [`JitCtx`]): the
+/// interpreter goes on from that instruction.
+#[cold]
+fn stopped(c: &mut Cpu, flags: u64) {
+    if c.jit.bail_flags != 0 {
+        c.set_rflags((c.rf & !STATUS_X86) | (flags & STATUS_X86));
+    }
+    c.rip = c.jit.bail_rip;
+    // The block loop counts this op as one instruction when it ends the block.
+    c.retired = c
+        .retired
+        .wrapping_add(u64::from(c.jit.bail_at))
+        .wrapping_sub(1);
+    c.brk = true;
 }

@@ -1,14 +1,22 @@
 //! The translator against the interpreter: random programs of translatable instructions
 //! (every operation, operand size and register, RSP and the high-byte registers
-//! included, with random register values and flags) run once translated and once
-//! interpreted, and must end with the same registers, flags and retired count.
+//! included, with random register values and flags; loads, stores and read-modify-writes
+//! through a base register, an absolute address, RIP and GS, some across a page end, into
+//! the code itself or its page, or to unmapped addresses) run once translated and once
+//! interpreted, twice over (the second time with the TLB warm), and must end with the
+//! same registers, flags, memory, retired count and exit.
 
 extern crate std;
 
 use crate::tests::{Harness, CODE};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
-use opsvisor_core::ops::{Gpr, X86Ops};
+use opsvisor_core::exit::Exit;
+use opsvisor_core::ops::{Gpr, SegReg, X86Ops};
 use std::vec::Vec;
+
+/// The data the programs' memory operands address: R15 holds `DATA + 0x800` throughout
+/// (no instruction writes it), and GS's base is `DATA`.
+const DATA: u64 = 0x20000;
 
 /// xorshift64*: a repeatable sequence.
 struct Rng(u64);
@@ -37,7 +45,8 @@ impl Rng {
     }
 }
 
-const REGS8: [Register; 20] = [
+/// Byte registers, R15B left out (R15 holds the data address).
+const REGS8: [Register; 19] = [
     Register::AL,
     Register::CL,
     Register::DL,
@@ -57,11 +66,11 @@ const REGS8: [Register; 20] = [
     Register::R12L,
     Register::R13L,
     Register::R14L,
-    Register::R15L,
 ];
 
+/// A register of `size` bytes other than R15.
 fn reg(rng: &mut Rng, size: u32) -> Register {
-    let n = rng.below(16);
+    let n = rng.below(15);
     match size {
         1 => REGS8[rng.below(REGS8.len())],
         2 => super::R16[n],
@@ -177,7 +186,109 @@ const NONE: &[Code] = &[
     Code::Nopd,
 ];
 
+/// Register-and-memory forms (the register's size, the memory's size); the first
+/// `STORES` have the memory operand first.
+const RM: &[(Code, u32, u32)] = &[
+    (Code::Mov_rm64_r64, 8, 8),
+    (Code::Mov_rm32_r32, 4, 4),
+    (Code::Mov_rm16_r16, 2, 2),
+    (Code::Mov_rm8_r8, 1, 1),
+    (Code::Add_rm64_r64, 8, 8),
+    (Code::Xor_rm32_r32, 4, 4),
+    (Code::Test_rm64_r64, 8, 8),
+    (Code::Mov_r64_rm64, 8, 8),
+    (Code::Mov_r32_rm32, 4, 4),
+    (Code::Mov_r16_rm16, 2, 2),
+    (Code::Mov_r8_rm8, 1, 1),
+    (Code::Movzx_r32_rm8, 4, 1),
+    (Code::Movsx_r64_rm16, 8, 2),
+    (Code::Movsxd_r64_rm32, 8, 4),
+    (Code::Add_r64_rm64, 8, 8),
+    (Code::Adc_r32_rm32, 4, 4),
+    (Code::Cmp_r32_rm32, 4, 4),
+    (Code::Sub_r8_rm8, 1, 1),
+    (Code::Imul_r64_rm64, 8, 8),
+    (Code::Cmovb_r64_rm64, 8, 8),
+];
+const STORES: usize = 7;
+
+/// Memory-only forms, with the memory's size.
+const M: &[(Code, u32)] = &[
+    (Code::Mov_rm32_imm32, 4),
+    (Code::Mov_rm64_imm32, 8),
+    (Code::Sub_rm32_imm8, 4),
+    (Code::Xor_rm8_imm8, 1),
+    (Code::Cmp_rm16_imm16, 2),
+    (Code::Inc_rm32, 4),
+    (Code::Neg_rm16, 2),
+    (Code::Not_rm64, 8),
+    (Code::Shl_rm64_imm8, 8),
+    (Code::Sar_rm8_imm8, 1),
+    (Code::Setb_rm8, 1),
+    (Code::Mul_rm64, 8),
+];
+
+/// A memory operand for an access of `size` bytes.
+fn memory(rng: &mut Rng, size: u32) -> MemoryOperand {
+    let off = rng.below(0x1000 - 8) as u64 & !(u64::from(size) - 1);
+    match rng.below(16) {
+        0..=5 => MemoryOperand::with_base_displ(Register::R15, (off as i64 - 0x800) >> 4),
+        6..=7 => MemoryOperand::with_displ(DATA + off, 4),
+        8..=9 => MemoryOperand::with_base_displ(Register::RIP, (DATA + off) as i64),
+        10..=11 => MemoryOperand::new(
+            Register::None,
+            Register::None,
+            1,
+            off as i64,
+            4,
+            false,
+            Register::GS,
+        ),
+        // Across the end of a page.
+        12 => MemoryOperand::with_base_displ(Register::R15, 0x7fd),
+        // The code's own page, past the program.
+        13 => MemoryOperand::with_displ(CODE + 0x800 + off / 2, 4),
+        // The program itself: what runs next, or the second time, changes.
+        14 => MemoryOperand::with_displ(CODE + rng.below(96) as u64, 4),
+        // Wherever a register points: mostly unmapped or non-canonical.
+        _ => MemoryOperand::with_base(super::R64[rng.below(15)]),
+    }
+}
+
+fn random_access(rng: &mut Rng) -> Option<Instruction> {
+    if rng.below(2) == 0 {
+        let k = rng.below(RM.len());
+        let (code, rsize, msize) = RM[k];
+        let r = reg(rng, rsize);
+        let m = memory(rng, msize);
+        if k < STORES {
+            Instruction::with2(code, m, r).ok()
+        } else {
+            Instruction::with2(code, r, m).ok()
+        }
+    } else {
+        let (code, size) = M[rng.below(M.len())];
+        let m = memory(rng, size);
+        match code {
+            Code::Inc_rm32 | Code::Neg_rm16 | Code::Not_rm64 | Code::Setb_rm8 | Code::Mul_rm64 => {
+                Instruction::with1(code, m).ok()
+            }
+            Code::Shl_rm64_imm8 | Code::Sar_rm8_imm8 => {
+                Instruction::with2(code, m, 1 + rng.below(7) as u32).ok()
+            }
+            Code::Cmp_rm16_imm16 => Instruction::with2(code, m, rng.next() as u16 as u32).ok(),
+            Code::Sub_rm32_imm8 | Code::Xor_rm8_imm8 => {
+                Instruction::with2(code, m, rng.next() as i8 as i32).ok()
+            }
+            _ => Instruction::with2(code, m, rng.next() as i32).ok(),
+        }
+    }
+}
+
 fn random_instruction(rng: &mut Rng) -> Option<Instruction> {
+    if rng.below(4) == 0 {
+        return random_access(rng);
+    }
     match rng.below(20) {
         0..=6 => {
             let (code, size) = RR[rng.below(RR.len())];
@@ -226,7 +337,7 @@ fn random_instruction(rng: &mut Rng) -> Option<Instruction> {
             } else {
                 Code::Lea_r32_m
             };
-            let base = super::R64[rng.below(16)];
+            let base = super::R64[rng.below(15)];
             // RSP cannot be an index.
             let index = [Register::None, Register::RAX, Register::RSP, Register::R13][rng.below(4)];
             let index = if index == Register::RSP {
@@ -242,31 +353,51 @@ fn random_instruction(rng: &mut Rng) -> Option<Instruction> {
     }
 }
 
-/// Registers, status flags and instructions retired after running `code` from `regs`
-/// and `flags`, translated or not; and the runs translated.
-fn run(code: &[u8], regs: &[u64; 16], flags: u64, translate: bool) -> ([u64; 16], u64, u64, u64) {
+/// What a program left: registers, RFLAGS, instructions retired, how it ended (`None`:
+/// at its HLT both times), the data and code pages, and the runs translated.
+type Outcome = ([u64; 16], u64, u64, Option<Exit>, Vec<u8>, u64);
+
+/// Run `code` from `regs` and `flags`, translated or not, twice over.
+fn run(code: &[u8], regs: &[u64; 16], flags: u64, translate: bool) -> Outcome {
     let mut h = Harness::new();
     h.long_mode();
     h.vcpu.set_translation(translate);
     h.mem.write(CODE, code).unwrap();
+    let fill: Vec<u8> = (0..0x2000u32).map(|k| (k * 37 + 0x5a) as u8).collect();
+    h.mem.write(DATA, &fill).unwrap();
+    let mut gs = h.vcpu.segment(SegReg::Gs);
+    gs.base = DATA;
+    h.vcpu.set_segment(SegReg::Gs, &gs);
     for (g, v) in Gpr::ALL.iter().zip(regs) {
         h.vcpu.set_gpr(*g, *v);
     }
+    h.vcpu.set_gpr(Gpr::R15, DATA + 0x800);
     h.vcpu.set_rflags(flags);
     let before = h.vcpu.instructions_retired().unwrap();
-    if let Err(e) = h.run() {
-        panic!(
-            "translate {translate}: {e:?}, rip {:#x}, exits {:?}",
-            h.vcpu.rip(),
-            &h.exits[..h.exits.len().min(5)]
-        );
+    let mut end = None;
+    for _ in 0..2 {
+        if let Err(e) = h.run() {
+            end = Some(e);
+            break;
+        }
+        h.vcpu.set_rip(CODE);
     }
     let mut out = [0u64; 16];
     for (o, g) in out.iter_mut().zip(Gpr::ALL) {
         *o = h.vcpu.gpr(g);
     }
     let retired = h.vcpu.instructions_retired().unwrap() - before;
-    (out, h.vcpu.rflags(), retired, h.vcpu.translated_runs())
+    let mut pages = std::vec![0u8; 0x3000];
+    h.mem.read(DATA, &mut pages[..0x2000]).unwrap();
+    h.mem.read(CODE, &mut pages[0x2000..]).unwrap();
+    (
+        out,
+        h.vcpu.rflags(),
+        retired,
+        end,
+        pages,
+        h.vcpu.translated_runs(),
+    )
 }
 
 #[test]
@@ -283,8 +414,9 @@ fn translated_runs_end_as_the_interpreter_does() {
             };
             // A high-byte register next to one that needs REX has no encoding (and a
             // failed encoding leaves bytes in the encoder: one encoder each).
+            let ip = CODE + code.len() as u64;
             let mut enc = Encoder::new(64);
-            if enc.encode(&i, 0).is_ok() {
+            if enc.encode(&i, ip).is_ok() {
                 code.extend_from_slice(&enc.take_buffer());
                 listing.push(i);
             }
@@ -297,8 +429,8 @@ fn translated_runs_end_as_the_interpreter_does() {
         let flags = 2 | (rng.next() & 0x8d5);
         let jit = run(&code, &regs, flags, true);
         let interp = run(&code, &regs, flags, false);
-        assert_eq!(interp.3, 0, "nothing translated with translation off");
-        translated += jit.3;
+        assert_eq!(interp.5, 0, "nothing translated with translation off");
+        translated += jit.5;
         let show = || {
             listing
                 .iter()
@@ -323,7 +455,18 @@ fn translated_runs_end_as_the_interpreter_does() {
             interp.1,
             show()
         );
-        assert_eq!(jit.2, interp.2, "case {case}: instructions retired");
+        assert_eq!(
+            jit.2,
+            interp.2,
+            "case {case}: instructions retired after: {}",
+            show()
+        );
+        assert_eq!(jit.3, interp.3, "case {case}: the end after: {}", show());
+        assert!(
+            jit.4 == interp.4,
+            "case {case}: memory differs after: {}",
+            show()
+        );
     }
     // Most programs have runs: the comparison above is of translated code.
     assert!(translated > 500, "only {translated} runs translated");
