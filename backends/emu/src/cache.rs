@@ -72,6 +72,8 @@ pub struct Cache {
     pub blocks: Vec<Block>,
     table: Vec<u32>,
     page_blocks: BTreeMap<u64, Vec<u32>>,
+    /// Turns runs of register-only instructions into host code as blocks come in.
+    pub translator: crate::jit::Translator,
 }
 
 impl Default for Cache {
@@ -95,6 +97,7 @@ impl Cache {
             blocks: Vec::new(),
             table: alloc::vec![NONE; TABLE],
             page_blocks: BTreeMap::new(),
+            translator: crate::jit::Translator::new(),
         }
     }
 
@@ -136,6 +139,8 @@ impl Cache {
         self.blocks.clear();
         self.table.fill(NONE);
         self.page_blocks.clear();
+        // No op points into the translated code any more.
+        self.translator.reset();
         cpu.code_chunks.fill(0);
         cpu.new_fetch_epoch();
     }
@@ -155,11 +160,16 @@ impl Cache {
         cpu.new_fetch_epoch();
     }
 
-    /// Add a block and mark its bytes as code, here and in the machine's shared record
+    /// Add a block, its runs of register-only instructions translated (see [`crate::jit`]),
+    /// and mark its bytes as code, here and in the machine's shared record
     /// (so other vCPUs' stores to the page are seen); returns its index.
-    pub fn insert(&mut self, cpu: &mut Cpu, mem: &mut GuestMemory, block: Block) -> u32 {
-        if self.blocks.len() >= MAX_BLOCKS {
+    pub fn insert(&mut self, cpu: &mut Cpu, mem: &mut GuestMemory, mut block: Block) -> u32 {
+        if self.blocks.len() >= MAX_BLOCKS || self.translator.nearly_full() {
             self.flush(cpu);
+        }
+        if self.translator.translate(&mut block.ops, block.bits) {
+            // A translated run may stop early, setting `brk`.
+            block.pure = false;
         }
         let idx = self.blocks.len() as u32;
         let page = block.gpa >> 12;

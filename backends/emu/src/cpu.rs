@@ -318,6 +318,9 @@ pub struct Cpu {
     pub brk: bool,
     /// The translation cache.
     pub tlb: Tlb,
+    /// What a translated run that accesses memory reads and reports (see
+    /// [`crate::jit::JitCtx`]).
+    pub jit: crate::jit::JitCtx,
     /// The host memory backing guest RAM during a run.
     pub ram: RamMap,
     /// MMIO replay state.
@@ -407,6 +410,7 @@ impl Cpu {
             pause_exits: false,
             brk: false,
             tlb: Tlb::new(),
+            jit: crate::jit::JitCtx::default(),
             ram: RamMap::default(),
             mmio: MmioState::default(),
             intercept: None,

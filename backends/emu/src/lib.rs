@@ -19,6 +19,7 @@ pub mod exec;
 pub mod features;
 pub mod fpu;
 pub mod interrupt;
+pub mod jit;
 pub mod lazy;
 pub mod mem;
 pub mod reset;
@@ -189,6 +190,19 @@ impl EmuVcpu {
     /// mnemonic.
     pub fn unimplemented(&self) -> impl Iterator<Item = (iced_x86::Mnemonic, u64)> + '_ {
         self.cpu.unimpl.values().copied()
+    }
+
+    /// Turn the translation of runs of register-only instructions into host code (see
+    /// [`jit`]) on or off; it is on unless the host cannot map executable memory. Blocks
+    /// already decoded are forgotten, so the change applies to everything run next.
+    pub fn set_translation(&mut self, on: bool) {
+        self.cache.translator.set_enabled(on);
+        self.cache.flush(&mut self.cpu);
+    }
+
+    /// Runs of instructions translated into host code since the vCPU was made.
+    pub fn translated_runs(&self) -> u64 {
+        self.cache.translator.runs()
     }
 
     /// Forget every decoded instruction (after the host wrote guest code behind the

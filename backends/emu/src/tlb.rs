@@ -302,6 +302,15 @@ impl Tlb {
         (e, (last & !0xfff) | c.epoch)
     }
 
+    /// The table of the class data accesses use now ([`Tlb::sel`]) and its epoch, for
+    /// translated code that probes it as [`Tlb::probe`] does (see [`crate::jit`]): the
+    /// entry for linear `la` is at `table + ((la >> 12) & (TLB_ENTRIES - 1))`, and its
+    /// tags are `(la & !0xfff) | epoch`. Valid until the next flush or fill.
+    pub fn data_table(&self) -> (u64, u64) {
+        let c = &self.classes[class_index(self.sel)];
+        (c.main.as_ptr() as u64, c.epoch)
+    }
+
     /// The guest-physical page of an instruction fetch from linear `la` in class `sel`,
     /// if the TLB validated fetches from its page.
     #[inline(always)]

@@ -1,0 +1,399 @@
+//! The host code of a translated run (see [`super`]).
+//!
+//! Layout: save the callee-saved host registers the run uses; load the guest's status
+//! flags (POPFQ) if the run needs them; load the guest registers it reads; the
+//! instructions; store the guest registers it writes; return the flags (PUSHFQ). Each
+//! memory access checks the software TLB first, as [`Cpu::fast_host`] does, and uses the
+//! host page directly when the entry allows it; otherwise it leaves through its own exit
+//! (`bail`), which stores what the run has done so far and reports the instruction, so
+//! that the interpreter runs it and everything after it.
+//!
+//! [`Cpu::fast_host`]: crate::cpu::Cpu::fast_host
+
+use super::{Access, JitCtx, Use, CALLEE_SAVED, FLAGS_IN, R16, R32, R64, R8, RDI, RSP, STATUS};
+use crate::decode::Op;
+use crate::tlb::TlbEntry;
+use alloc::vec::Vec;
+use iced_x86::code_asm::CodeAssembler;
+use iced_x86::{Code, Instruction, MemoryOperand, OpKind, Register, RflagsBits};
+
+/// `r` with the guest's RSP renamed to host register `sp`.
+fn rename(r: Register, sp: usize) -> Register {
+    if r == Register::None || !r.is_gpr() || r.full_register() != Register::RSP {
+        return r;
+    }
+    match r.size() {
+        8 => R64[sp],
+        4 => R32[sp],
+        2 => R16[sp],
+        _ => R8[sp],
+    }
+}
+
+/// Displacement of [`JitCtx`] field at `field` (an offset in it) from `Cpu::gpr`.
+fn ctx_disp(field: usize) -> i64 {
+    let ctx = core::mem::offset_of!(crate::cpu::Cpu, jit) as i64;
+    let gpr = core::mem::offset_of!(crate::cpu::Cpu, gpr) as i64;
+    ctx - gpr + field as i64
+}
+
+/// What one memory access needs to know about the run around it.
+struct Site {
+    /// Guest registers written by the instructions before it.
+    written: u16,
+    /// The host's flags hold the guest's at this point.
+    flags_valid: bool,
+    /// The interpreter's AF here, when the last instruction to write AF left it
+    /// undefined.
+    af: Option<bool>,
+    /// Some status flag is read after the access before being written, or reaches the
+    /// run's end or a later access: the flags must survive the TLB check.
+    flags_live: bool,
+}
+
+/// The host code of run `ops`, whose instructions use registers and flags as `uses`
+/// says, with flag mode `flags`. `None` if an instruction cannot be encoded once renamed
+/// (a high-byte register next to one that needs a REX prefix).
+pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
+    let (regs, load, writes) = super::run_registers(uses);
+    // Host registers free for the pointer to the guest's and for the guest's RSP, the
+    // System V scratch registers first.
+    let order = [
+        11usize,
+        10,
+        9,
+        8,
+        super::RSI,
+        RDI,
+        2,
+        1,
+        0,
+        3,
+        5,
+        12,
+        13,
+        14,
+        15,
+    ];
+    let mut free = order.iter().copied().filter(|&h| regs & (1 << h) == 0);
+    let base = free.next()?;
+    let sp = if regs & (1 << RSP) != 0 {
+        free.next()?
+    } else {
+        RSP
+    };
+    let host_of = |g: usize| if g == RSP { sp } else { g };
+    let mut host_used = 1u16 << base;
+    for g in 0..16 {
+        if regs & (1 << g) != 0 {
+            host_used |= 1 << host_of(g);
+        }
+    }
+    let saved: Vec<usize> = (0..16)
+        .filter(|&h| CALLEE_SAVED & host_used & (1 << h) != 0)
+        .collect();
+    let slot = |g: usize| MemoryOperand::with_base_displ(R64[base], 8 * g as i64);
+    let ctx = |field: usize| MemoryOperand::with_base_displ(R64[base], ctx_disp(field));
+
+    let mut a = CodeAssembler::new(64).ok()?;
+    let add = |a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>| {
+        i.ok().and_then(|i| a.add_instruction(i).ok())
+    };
+    for &h in &saved {
+        add(&mut a, Instruction::with1(Code::Push_r64, R64[h]))?;
+    }
+    if flags & FLAGS_IN != 0 {
+        add(&mut a, Instruction::with1(Code::Push_r64, Register::RSI))?;
+        add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
+    }
+    if base != RDI {
+        add(
+            &mut a,
+            Instruction::with2(Code::Mov_r64_rm64, R64[base], Register::RDI),
+        )?;
+    }
+    for g in 0..16 {
+        if load & (1 << g) != 0 {
+            add(
+                &mut a,
+                Instruction::with2(Code::Mov_r64_rm64, R64[host_of(g)], slot(g)),
+            )?;
+        }
+    }
+    let sites = sites(uses, flags);
+    let mut epilogue = a.create_label();
+    // Each access's exit, emitted after the main path: (label, instruction index, the
+    // scratch registers pushed, whether the flags were pushed).
+    let mut bails = Vec::new();
+    for (k, (op, u)) in ops.iter().zip(uses).enumerate() {
+        let mut i = op.i;
+        if sp != RSP {
+            for n in 0..i.op_count() {
+                if i.op_kind(n) == OpKind::Register {
+                    i.set_op_register(n, rename(i.op_register(n), sp));
+                }
+            }
+            if i.op_kinds().any(|k| k == OpKind::Memory) {
+                i.set_memory_base(rename(i.memory_base(), sp));
+                i.set_memory_index(rename(i.memory_index(), sp));
+            }
+        }
+        let (Some(acc), Some(site)) = (u.mem, sites[k].as_ref()) else {
+            a.add_instruction(i).ok()?;
+            continue;
+        };
+        // Three scratch registers the instruction does not use, saved around it.
+        let mut instr_host = 1u16 << base | 1 << RSP;
+        for g in 0..16 {
+            if u.regs & (1 << g) != 0 {
+                instr_host |= 1 << host_of(g);
+            }
+        }
+        let mut scratch = [0usize, 3, 6, 7, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15]
+            .into_iter()
+            .filter(|&h| instr_host & (1 << h) == 0);
+        let (t1, t2, t3) = (scratch.next()?, scratch.next()?, scratch.next()?);
+        for t in [t1, t2, t3] {
+            add(&mut a, Instruction::with1(Code::Push_r64, R64[t]))?;
+        }
+        if site.flags_valid {
+            add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
+        }
+        let bail = a.create_label();
+        bails.push((bail, k, [t1, t2, t3], site));
+        // T1: the linear address.
+        if op.i.is_ip_rel_memory_operand() {
+            let target = op.i.memory_displacement64();
+            add(
+                &mut a,
+                Instruction::with2(Code::Mov_r64_imm64, R64[t1], target),
+            )?;
+        } else {
+            let mut m = MemoryOperand::with_base_index_scale_displ_size(
+                i.memory_base(),
+                i.memory_index(),
+                i.memory_index_scale(),
+                i.memory_displacement64() as i64,
+                if i.memory_displ_size() == 0 { 0 } else { 4 },
+            );
+            if i.memory_base() == Register::None && i.memory_index() == Register::None {
+                m.displ_size = 4;
+            }
+            // 32-bit addressing truncates; LEA of a 64-bit register zero-extends it.
+            if matches!(i.memory_base().size(), 4) || matches!(i.memory_index().size(), 4) {
+                m.displacement = i64::from(i.memory_displacement32() as i32);
+            }
+            add(&mut a, Instruction::with2(Code::Lea_r64_m, R64[t1], m))?;
+        }
+        match op.i.memory_segment() {
+            Register::FS => add(
+                &mut a,
+                Instruction::with2(Code::Add_r64_rm64, R64[t1], ctx(JitCtx::FS_BASE)),
+            )?,
+            Register::GS => add(
+                &mut a,
+                Instruction::with2(Code::Add_r64_rm64, R64[t1], ctx(JitCtx::GS_BASE)),
+            )?,
+            _ => {}
+        }
+        if acc.size > 1 {
+            // At CPL 3 an unaligned access takes the checked path (alignment checks).
+            let mut aligned = a.create_label();
+            add(
+                &mut a,
+                Instruction::with2(Code::Test_rm8_imm8, ctx(JitCtx::USER), 1),
+            )?;
+            a.jz(aligned).ok()?;
+            add(
+                &mut a,
+                Instruction::with2(Code::Test_rm64_imm32, R64[t1], acc.size as i32 - 1),
+            )?;
+            a.jnz(bail).ok()?;
+            a.set_label(&mut aligned).ok()?;
+        }
+        // T2: the TLB entry of the page.
+        add(
+            &mut a,
+            Instruction::with2(Code::Mov_r64_rm64, R64[t2], R64[t1]),
+        )?;
+        add(&mut a, Instruction::with2(Code::Shr_rm64_imm8, R64[t2], 12))?;
+        add(
+            &mut a,
+            Instruction::with2(
+                Code::And_rm64_imm32,
+                R64[t2],
+                (crate::tlb::TLB_ENTRIES - 1) as i32,
+            ),
+        )?;
+        const _: () = assert!(core::mem::size_of::<TlbEntry>() == 32);
+        add(&mut a, Instruction::with2(Code::Shl_rm64_imm8, R64[t2], 5))?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Add_r64_rm64, R64[t2], ctx(JitCtx::TLB)),
+        )?;
+        // T3: the tag a current entry for the page of the last byte carries.
+        add(
+            &mut a,
+            Instruction::with2(
+                Code::Lea_r64_m,
+                R64[t3],
+                MemoryOperand::with_base_displ(R64[t1], i64::from(acc.size) - 1),
+            ),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(Code::And_rm64_imm32, R64[t3], -4096),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Or_r64_rm64, R64[t3], ctx(JitCtx::EPOCH)),
+        )?;
+        let tag = if acc.write {
+            core::mem::offset_of!(TlbEntry, write)
+        } else {
+            core::mem::offset_of!(TlbEntry, read)
+        };
+        add(
+            &mut a,
+            Instruction::with2(
+                Code::Cmp_r64_rm64,
+                R64[t3],
+                MemoryOperand::with_base_displ(R64[t2], tag as i64),
+            ),
+        )?;
+        a.jne(bail).ok()?;
+        // T3: the host address.
+        let addend = core::mem::offset_of!(TlbEntry, addend) as i64;
+        add(
+            &mut a,
+            Instruction::with2(
+                Code::Mov_r64_rm64,
+                R64[t3],
+                MemoryOperand::with_base_displ(R64[t2], addend),
+            ),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Add_r64_rm64, R64[t3], R64[t1]),
+        )?;
+        if site.flags_valid {
+            if site.flags_live {
+                add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
+            } else {
+                add(
+                    &mut a,
+                    Instruction::with2(
+                        Code::Lea_r64_m,
+                        Register::RSP,
+                        MemoryOperand::with_base_displ(Register::RSP, 8),
+                    ),
+                )?;
+            }
+        }
+        i.set_memory_base(R64[t3]);
+        i.set_memory_index(Register::None);
+        i.set_memory_index_scale(1);
+        i.set_memory_displacement64(0);
+        i.set_memory_displ_size(0);
+        i.set_segment_prefix(Register::None);
+        a.add_instruction(i).ok()?;
+        for t in [t3, t2, t1] {
+            add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
+        }
+    }
+    for g in 0..16 {
+        if writes & (1 << g) != 0 {
+            add(
+                &mut a,
+                Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
+            )?;
+        }
+    }
+    if flags & super::FLAGS_OUT != 0 {
+        add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
+    }
+    a.set_label(&mut epilogue).ok()?;
+    for &h in saved.iter().rev() {
+        add(&mut a, Instruction::with1(Code::Pop_r64, R64[h]))?;
+    }
+    add(&mut a, Ok(Instruction::with(Code::Retnq)))?;
+    for (mut bail, k, [t1, t2, t3], site) in bails {
+        a.set_label(&mut bail).ok()?;
+        if site.flags_valid {
+            add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
+        }
+        for t in [t3, t2, t1] {
+            add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
+        }
+        for g in 0..16 {
+            if site.written & (1 << g) != 0 {
+                add(
+                    &mut a,
+                    Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
+                )?;
+            }
+        }
+        let rip = ops[k].i.ip();
+        let dword = |field: usize, v: u32| {
+            Instruction::with2(
+                Code::Mov_rm32_imm32,
+                MemoryOperand::with_base_displ(R64[base], ctx_disp(field)),
+                v,
+            )
+        };
+        add(&mut a, dword(JitCtx::BAIL_AT, k as u32))?;
+        add(&mut a, dword(JitCtx::BAIL_RIP, rip as u32))?;
+        add(&mut a, dword(JitCtx::BAIL_RIP + 4, (rip >> 32) as u32))?;
+        if site.flags_valid {
+            add(&mut a, dword(JitCtx::BAIL_FLAGS, 1))?;
+            add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
+            add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
+            match site.af {
+                Some(true) => add(
+                    &mut a,
+                    Instruction::with2(Code::Or_rm64_imm8, Register::RAX, 0x10),
+                )?,
+                Some(false) => add(
+                    &mut a,
+                    Instruction::with2(Code::And_rm64_imm8, Register::RAX, !0x10),
+                )?,
+                None => {}
+            }
+        }
+        a.jmp(epilogue).ok()?;
+    }
+    a.assemble(0).ok()
+}
+
+/// For each instruction of the run that accesses memory, what its code needs to know.
+fn sites(uses: &[Use], flags: u8) -> Vec<Option<Site>> {
+    // Flags needed after each instruction: the run's end and every later access (whose
+    // exit hands them to the interpreter) need all of them.
+    let mut live_after = alloc::vec![0u32; uses.len()];
+    let mut live = STATUS;
+    for (k, u) in uses.iter().enumerate().rev() {
+        live_after[k] = live;
+        live = (live & !u.modified) | u.read;
+        if u.mem.is_some() {
+            live = STATUS;
+        }
+    }
+    let mut out = Vec::with_capacity(uses.len());
+    let (mut written, mut flags_written) = (0u16, 0u32);
+    let mut af: Option<bool> = None;
+    for (k, u) in uses.iter().enumerate() {
+        out.push(u.mem.map(|_: Access| Site {
+            written,
+            flags_valid: flags & FLAGS_IN != 0 || flags_written != 0,
+            af,
+            flags_live: ((live_after[k] & !u.modified) | u.read) != 0,
+        }));
+        written |= u.writes;
+        flags_written |= u.modified;
+        if u.modified & RflagsBits::AF != 0 {
+            af = u.af;
+        }
+    }
+    out
+}

@@ -1,0 +1,739 @@
+//! Translation of runs of register-only instructions into host code.
+//!
+//! When a block enters the cache ([`crate::cache::Cache::insert`]), each run of at least
+//! [`MIN_RUN`] consecutive 64-bit instructions that touch only general registers (MOV,
+//! LEA, the ALU operations, shifts and rotates by an immediate, IMUL/MUL, CMOVcc, SETcc,
+//! ...; see [`translatable`]) becomes one op whose handler calls host code doing the same
+//! instructions. The guest's instructions are run as they are, with their registers
+//! renamed where needed: the guest registers live in the host's registers of the same
+//! number for the run (loaded from [`Cpu::gpr`] before it, stored after it), except the
+//! guest's RSP, which takes a host register the run does not use, and the pointer to
+//! [`Cpu::gpr`], which takes another. The status flags go in through POPFQ when the run
+//! reads or keeps any of the guest's, and come out through PUSHFQ.
+//!
+//! What makes the result the interpreter's, bit for bit:
+//! - none of these instructions can fault, exit or change anything but general
+//!   registers and the six status flags; the run's instructions are the guest's own,
+//!   executed by a processor of the same architecture;
+//! - a flag an instruction leaves undefined is one where the interpreter and the host
+//!   may differ: such an instruction enters a run only if a later instruction of the
+//!   same run overwrites that flag before anything reads it ([`split`]);
+//! - the op counts the run's instructions as retired, and a single step (TF, RF, an
+//!   interrupt shadow, a debugger) runs the first instruction alone as decoded
+//!   ([`Op::dead_flags`]), so instruction boundaries inside a run are never visible.
+//!
+//! The interpreter stays the reference: `jit::tests` runs random programs both ways and
+//! compares every register and flag. The code lives in an [`arena::Arena`] that is
+//! emptied with the cache; where the host cannot map executable memory nothing is
+//! translated.
+
+pub mod arena;
+mod emit;
+#[cfg(test)]
+mod tests;
+
+use crate::cpu::Cpu;
+use crate::decode::Op;
+use crate::exception::Ex;
+use alloc::vec::Vec;
+use arena::Arena;
+use iced_x86::{
+    Instruction, InstructionInfoFactory, Mnemonic as M, OpAccess, OpKind, Register, RflagsBits,
+};
+use opsvisor_core::mmu::memory::GuestMemory;
+
+/// Fewest instructions worth a translated run: below this the call and the register
+/// loads and stores cost about what interpreting them does.
+pub const MIN_RUN: usize = 3;
+
+/// `Op::aux` of a translated run: the guest's status flags go in (the run reads one
+/// before writing it, or keeps some).
+pub const FLAGS_IN: u8 = 1;
+/// `Op::aux` of a translated run: the run writes status flags, which come out.
+pub const FLAGS_OUT: u8 = 2;
+/// `Op::aux` of a translated run: the last instruction to write AF leaves it undefined,
+/// and the interpreter's value replaces the host's (see [`Use::af`]).
+pub const AF_FIX: u8 = 4;
+/// With [`AF_FIX`]: that value is 1.
+pub const AF_SET: u8 = 8;
+/// `Op::aux` of a translated run: it accesses memory, so it may stop before one of its
+/// instructions (see [`JitCtx`]).
+pub const MEMORY: u8 = 16;
+
+/// What a run that accesses memory reads and reports besides the registers, in
+/// [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both from one
+/// register.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct JitCtx {
+    /// The software TLB's table for data accesses at the current privilege
+    /// ([`crate::tlb::Tlb::data_table`]).
+    pub tlb: u64,
+    /// That table's epoch.
+    pub epoch: u64,
+    /// FS's base.
+    pub fs_base: u64,
+    /// GS's base.
+    pub gs_base: u64,
+    /// 1 at CPL 3, where unaligned accesses take the checked path.
+    pub user: u64,
+    /// Set by the run when it stops before an access: that instruction's RIP.
+    pub bail_rip: u64,
+    /// Set by the run when it stops before an access: how many of its instructions
+    /// retired (`u32::MAX`: it ran to its end).
+    pub bail_at: u32,
+    /// Set by the run when it stops before an access: 1 when the flags it returns are the
+    /// guest's (0: the run had not touched them).
+    pub bail_flags: u32,
+}
+
+impl JitCtx {
+    const TLB: usize = core::mem::offset_of!(JitCtx, tlb);
+    const EPOCH: usize = core::mem::offset_of!(JitCtx, epoch);
+    const FS_BASE: usize = core::mem::offset_of!(JitCtx, fs_base);
+    const GS_BASE: usize = core::mem::offset_of!(JitCtx, gs_base);
+    const USER: usize = core::mem::offset_of!(JitCtx, user);
+    const BAIL_RIP: usize = core::mem::offset_of!(JitCtx, bail_rip);
+    const BAIL_AT: usize = core::mem::offset_of!(JitCtx, bail_at);
+    const BAIL_FLAGS: usize = core::mem::offset_of!(JitCtx, bail_flags);
+}
+
+/// The six status flags in iced-x86's numbering.
+const STATUS: u32 = RflagsBits::OF
+    | RflagsBits::SF
+    | RflagsBits::ZF
+    | RflagsBits::AF
+    | RflagsBits::CF
+    | RflagsBits::PF;
+/// The six status flags in RFLAGS (CF PF AF ZF SF OF).
+const STATUS_X86: u64 = 0x8d5;
+/// AF in RFLAGS.
+const AF: u64 = 0x10;
+
+const R64: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+const R32: [Register; 16] = [
+    Register::EAX,
+    Register::ECX,
+    Register::EDX,
+    Register::EBX,
+    Register::ESP,
+    Register::EBP,
+    Register::ESI,
+    Register::EDI,
+    Register::R8D,
+    Register::R9D,
+    Register::R10D,
+    Register::R11D,
+    Register::R12D,
+    Register::R13D,
+    Register::R14D,
+    Register::R15D,
+];
+const R16: [Register; 16] = [
+    Register::AX,
+    Register::CX,
+    Register::DX,
+    Register::BX,
+    Register::SP,
+    Register::BP,
+    Register::SI,
+    Register::DI,
+    Register::R8W,
+    Register::R9W,
+    Register::R10W,
+    Register::R11W,
+    Register::R12W,
+    Register::R13W,
+    Register::R14W,
+    Register::R15W,
+];
+const R8: [Register; 16] = [
+    Register::AL,
+    Register::CL,
+    Register::DL,
+    Register::BL,
+    Register::SPL,
+    Register::BPL,
+    Register::SIL,
+    Register::DIL,
+    Register::R8L,
+    Register::R9L,
+    Register::R10L,
+    Register::R11L,
+    Register::R12L,
+    Register::R13L,
+    Register::R14L,
+    Register::R15L,
+];
+/// Host register numbers the System V ABI has a callee preserve (RBX RBP R12-R15).
+const CALLEE_SAVED: u16 = (1 << 3) | (1 << 5) | (0xf << 12);
+const RSP: usize = 4;
+const RDI: usize = 7;
+const RSI: usize = 6;
+
+/// The number (0-15) of general register `r`'s 64-bit register, if it is one.
+fn gpr_number(r: Register) -> Option<usize> {
+    if !r.is_gpr() {
+        return None;
+    }
+    R64.iter().position(|&x| x == r.full_register())
+}
+
+/// Whether `i` can be part of a translated run: 64-bit code, no prefix that changes
+/// what it does, a listed operation, and operands that are general registers,
+/// immediates, or one memory operand addressed by general registers, RIP and a
+/// displacement (LEA's reads no memory).
+pub fn translatable(i: &Instruction, bits: u8) -> bool {
+    if bits != 64 || i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+        return false;
+    }
+    let m = i.mnemonic();
+    let listed = matches!(
+        m,
+        M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
+            | M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg
+            | M::Mov
+            | M::Movzx
+            | M::Movsx
+            | M::Movsxd
+            | M::Lea
+            | M::Add
+            | M::Adc
+            | M::Sub
+            | M::Sbb
+            | M::And
+            | M::Or
+            | M::Xor
+            | M::Cmp
+            | M::Test
+            | M::Inc
+            | M::Dec
+            | M::Neg
+            | M::Not
+            | M::Shl
+            | M::Shr
+            | M::Sar
+            | M::Rol
+            | M::Ror
+            | M::Imul
+            | M::Mul
+            | M::Bswap
+            | M::Xchg
+            | M::Cbw
+            | M::Cwde
+            | M::Cdqe
+            | M::Cwd
+            | M::Cdq
+            | M::Cqo
+            | M::Nop
+    );
+    if !listed {
+        return false;
+    }
+    for n in 0..i.op_count() {
+        match i.op_kind(n) {
+            OpKind::Register => {
+                if gpr_number(i.op_register(n)).is_none() {
+                    return false;
+                }
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => {}
+            OpKind::Memory => {
+                let base_ok =
+                    i.memory_base() == Register::None || gpr_number(i.memory_base()).is_some();
+                let index_ok =
+                    i.memory_index() == Register::None || gpr_number(i.memory_index()).is_some();
+                let access = match m {
+                    // LEA computes the address alone: RIP-relative, it would need the
+                    // guest's RIP.
+                    M::Lea => !i.is_ip_rel_memory_operand(),
+                    M::Xchg | M::Nop => false,
+                    _ => {
+                        matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
+                            && (i.is_ip_rel_memory_operand() || base_ok)
+                    }
+                };
+                if !access || !(base_ok || i.is_ip_rel_memory_operand()) || !index_ok {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    if matches!(m, M::Shl | M::Shr | M::Sar | M::Rol | M::Ror) {
+        // By an immediate whose masked count is not 0: a count of 0 leaves the flags
+        // alone, by CL they are left alone or not depending on its value.
+        if i.op_count() != 2 || i.op_kind(1) != OpKind::Immediate8 {
+            return false;
+        }
+        let size = if i.op_kind(0) == OpKind::Register {
+            i.op0_register().size()
+        } else {
+            i.memory_size().size()
+        };
+        let mask = if size == 8 { 63 } else { 31 };
+        if i.immediate8() & mask == 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// An instruction's register and flag use, as the run selection needs it.
+#[derive(Clone, Copy)]
+struct Use {
+    /// Guest register numbers used, as a bit set (bit n for register n).
+    regs: u16,
+    /// Those whose value before the instruction does not matter: written whole (64 or
+    /// 32 bits, which zero-extends), unconditionally, and not read.
+    defines: u16,
+    /// Those written, wholly or in part.
+    writes: u16,
+    /// Status flags read (iced-x86's numbering).
+    read: u32,
+    /// Status flags written, defined or not.
+    modified: u32,
+    /// Status flags left undefined.
+    undefined: u32,
+    /// For an instruction that leaves AF undefined, the value the interpreter gives it
+    /// (see `arith::alu` and `arith::shift`): cleared by the logic operations, set by the
+    /// shifts. A run may end with such an AF, which is then set to this value.
+    af: Option<bool>,
+    /// Its memory access, if any.
+    mem: Option<Access>,
+}
+
+/// A memory access of an instruction in a run.
+#[derive(Clone, Copy)]
+struct Access {
+    /// It writes (a store or a read-modify-write): the page must take writes.
+    write: bool,
+    /// Bytes.
+    size: u32,
+}
+
+/// The translator: its arena and its scratch state.
+pub struct Translator {
+    enabled: bool,
+    arena: Option<Arena>,
+    /// Whether making the arena was tried (it is made on the first translation).
+    tried: bool,
+    info: InstructionInfoFactory,
+    /// Runs translated since the cache was made.
+    runs: u64,
+}
+
+impl core::fmt::Debug for Translator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Translator")
+            .field("enabled", &self.enabled)
+            .field("arena", &self.arena)
+            .field("runs", &self.runs)
+            .finish()
+    }
+}
+
+impl Default for Translator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Translator {
+    /// A translator, on.
+    pub fn new() -> Translator {
+        Translator {
+            enabled: true,
+            arena: None,
+            tried: false,
+            info: InstructionInfoFactory::new(),
+            runs: 0,
+        }
+    }
+
+    /// Turn translation on or off for blocks decoded from now on.
+    pub fn set_enabled(&mut self, on: bool) {
+        self.enabled = on;
+    }
+
+    /// Runs translated since the translator was made.
+    pub fn runs(&self) -> u64 {
+        self.runs
+    }
+
+    /// Whether the arena is nearly full: the cache should be flushed before the next
+    /// block, or that block's runs stay interpreted.
+    pub fn nearly_full(&self) -> bool {
+        self.arena.as_ref().is_some_and(|a| a.free() < 64 << 10)
+    }
+
+    /// Forget all translated code (the cache dropped every block).
+    pub fn reset(&mut self) {
+        if let Some(a) = self.arena.as_mut() {
+            a.reset();
+        }
+    }
+
+    fn usage(&mut self, i: &Instruction) -> Option<Use> {
+        let info = self.info.info(i);
+        let (mut regs, mut reads, mut defines, mut writes) = (0u16, 0u16, 0u16, 0u16);
+        for u in info.used_registers() {
+            let r = u.register();
+            let bit = match gpr_number(r) {
+                Some(n) => 1u16 << n,
+                None if r.is_segment_register() => continue,
+                None => return None,
+            };
+            regs |= bit;
+            match u.access() {
+                OpAccess::Write if r.size() >= 4 => {
+                    defines |= bit;
+                    writes |= bit;
+                }
+                OpAccess::Write | OpAccess::CondWrite => writes |= bit,
+                OpAccess::Read | OpAccess::CondRead => reads |= bit,
+                _ => {
+                    reads |= bit;
+                    writes |= bit;
+                }
+            }
+        }
+        let defines = defines & !reads;
+        let mem = match info.used_memory() {
+            [] => None,
+            [m] => Some(Access {
+                write: !matches!(m.access(), OpAccess::Read | OpAccess::CondRead),
+                size: m.memory_size().size() as u32,
+            }),
+            _ => return None,
+        };
+        let undefined = i.rflags_undefined() & STATUS;
+        let af = if undefined & RflagsBits::AF == 0 {
+            None
+        } else {
+            match i.mnemonic() {
+                M::And | M::Or | M::Xor | M::Test => Some(false),
+                M::Shl | M::Shr | M::Sar => Some(true),
+                _ => None,
+            }
+        };
+        Some(Use {
+            regs,
+            defines,
+            writes,
+            read: i.rflags_read() & STATUS,
+            modified: i.rflags_modified() & STATUS,
+            undefined,
+            af,
+            mem,
+        })
+    }
+
+    /// Replace the runs of translatable instructions in `ops` (a block of `bits`-bit
+    /// code, its flag-setter/Jcc pair already fused) by translated ops. Returns whether
+    /// a translated run accesses memory: it may then end its block early (setting
+    /// [`Cpu::brk`]), which the block must check for.
+    pub fn translate(&mut self, ops: &mut Vec<Op>, bits: u8) -> bool {
+        if !self.enabled || bits != 64 || ops.len() < MIN_RUN {
+            return false;
+        }
+        if !self.tried {
+            self.tried = true;
+            self.arena = Arena::new();
+        }
+        if self.arena.is_none() {
+            return false;
+        }
+        let mut uses: Vec<Option<Use>> = Vec::with_capacity(ops.len());
+        for op in ops.iter() {
+            let u = if !op.fused && translatable(&op.i, bits) {
+                self.usage(&op.i)
+            } else {
+                None
+            };
+            uses.push(u);
+        }
+        // Runs, found from the end so that replacing one leaves the indices of those
+        // before it valid.
+        let mut runs: Vec<(usize, usize, u8)> = Vec::new();
+        let mut end = ops.len();
+        while end > 0 {
+            if uses[end - 1].is_none() {
+                end -= 1;
+                continue;
+            }
+            let mut start = end;
+            while start > 0 && uses[start - 1].is_some() {
+                start -= 1;
+            }
+            let all: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
+            split(&all, start, &mut runs);
+            end = start;
+        }
+        let mut translated = false;
+        let mut accesses = false;
+        for (start, end, flags) in runs {
+            let Some(arena) = self.arena.as_mut() else {
+                break;
+            };
+            let run: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
+            let Some(code) = emit::emit(&ops[start..end], &run, flags) else {
+                continue;
+            };
+            let Some(entry) = arena.push(&code) else {
+                break;
+            };
+            let mut op = ops[start].clone();
+            op.h = run_translated;
+            op.next_ip = ops[end - 1].next_ip;
+            op.imm = entry;
+            op.disp = (end - start - 1) as u64;
+            op.aux = flags;
+            op.fused = false;
+            op.dead_flags = true;
+            ops.splice(start..end, core::iter::once(op));
+            self.runs += 1;
+            translated = true;
+            accesses |= flags & MEMORY != 0;
+        }
+        if translated {
+            // `Op::pos` counts the ops before an op, which is what retired before it
+            // once each translated run counts its own instructions after the first.
+            for (k, op) in ops.iter_mut().enumerate() {
+                op.pos = k as u8;
+            }
+        }
+        accesses
+    }
+}
+
+/// The guest registers a run uses, those it must load first (used before being
+/// defined) and those it writes, as bit sets.
+fn run_registers(uses: &[Use]) -> (u16, u16, u16) {
+    let (mut regs, mut load, mut writes) = (0u16, 0u16, 0u16);
+    for u in uses {
+        load |= u.regs & !regs & !u.defines;
+        regs |= u.regs;
+        writes |= u.writes;
+    }
+    (regs, load, writes)
+}
+
+/// Split a stretch of translatable instructions (`all`, the first at block position
+/// `first`) into runs that are exact and fit the host's registers; each is pushed to
+/// `runs` as (start, end, flag mode), later runs first.
+fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
+    let mut end = all.len();
+    'outer: while end > 0 {
+        // Backwards from the end, where every status flag is live: an instruction that
+        // leaves a live flag undefined cannot be in a run ending here, unless the flag is
+        // an AF that only the end sees and whose interpreter's value is known.
+        let mut live = STATUS;
+        let mut af_read = false;
+        let mut j = end;
+        while j > 0 {
+            let u = all[j - 1];
+            let bad = u.undefined & live;
+            let af_fixed = bad == RflagsBits::AF && u.af.is_some() && !af_read;
+            af_read |= u.read & RflagsBits::AF != 0;
+            if bad != 0 && !af_fixed {
+                push_runs(&all[j..end], first + j, runs);
+                end = j - 1;
+                continue 'outer;
+            }
+            live = (live & !u.modified) | u.read;
+            if u.mem.is_some() {
+                // If the access cannot use the host page, the run stops before it and
+                // the interpreter sees every flag.
+                live = STATUS;
+            }
+            j -= 1;
+        }
+        push_runs(&all[..end], first, runs);
+        break;
+    }
+}
+
+/// Push exact stretch `all` (the first at block position `first`) as runs that each use
+/// few enough registers: the host needs one register for the pointer to the guest's and
+/// one more for the guest's RSP when the run uses it. Later runs first.
+fn push_runs(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
+    let mut pieces: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    let mut regs = 0u16;
+    for (k, u) in all.iter().enumerate() {
+        let with = regs | u.regs;
+        if host_registers_needed(with) > 15 {
+            pieces.push((start, k));
+            start = k;
+            regs = u.regs;
+        } else {
+            regs = with;
+        }
+    }
+    pieces.push((start, all.len()));
+    for &(mut s, e) in pieces.iter().rev() {
+        // A run never starts with an access: stopping before it must leave the
+        // interpreter an instruction to run, or the run would be entered again at once.
+        while s < e && all[s].mem.is_some() {
+            s += 1;
+        }
+        if e - s >= MIN_RUN {
+            runs.push((first + s, first + e, flag_mode(&all[s..e])));
+        }
+    }
+}
+
+/// Host registers (RSP excluded) a run using guest registers `regs` needs.
+fn host_registers_needed(regs: u16) -> u32 {
+    let sp = regs & (1 << RSP) != 0;
+    (regs & !(1 << RSP)).count_ones() + 1 + u32::from(sp)
+}
+
+/// Whether the run `all` needs the guest's flags in and gives flags out.
+fn flag_mode(all: &[Use]) -> u8 {
+    let mut written = 0u32;
+    let mut needs_in = false;
+    let mut mode = 0;
+    for u in all {
+        if u.read & !written != 0 {
+            needs_in = true;
+        }
+        if u.mem.is_some() {
+            mode |= MEMORY;
+            // Stopping here hands the flags to the interpreter: those the run has not
+            // written yet must be the guest's.
+            if written != 0 && written != STATUS {
+                needs_in = true;
+            }
+        }
+        written |= u.modified;
+    }
+    let last_af = all.iter().rev().find(|u| u.modified & RflagsBits::AF != 0);
+    if let Some(Use { af: Some(v), .. }) = last_af {
+        mode |= AF_FIX | if *v { AF_SET } else { 0 };
+    }
+    if written != 0 {
+        mode |= FLAGS_OUT;
+        // Flags the run does not write keep the guest's values.
+        if written != STATUS {
+            needs_in = true;
+        }
+    }
+    if needs_in {
+        mode |= FLAGS_IN;
+    }
+    mode
+}
+
+/// The handler of a translated run (see the module's documentation): `imm` is the host
+/// code's entry, `disp` the run's instructions after the first, `aux` its flag mode.
+pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    let flags_in = if op.aux & FLAGS_IN != 0 {
+        (c.rflags() & STATUS_X86) | 2
+    } else {
+        2
+    };
+    if op.aux & MEMORY != 0 {
+        let (tlb, epoch) = c.tlb.data_table();
+        c.jit = JitCtx {
+            tlb,
+            epoch,
+            fs_base: c.seg[crate::cpu::sr::FS as usize].base,
+            gs_base: c.seg[crate::cpu::sr::GS as usize].base,
+            user: u64::from(c.cpl == 3),
+            bail_rip: 0,
+            bail_at: u32::MAX,
+            bail_flags: 0,
+        };
+    }
+    // SAFETY: `op.imm` is the entry the translator got from its arena for this op, and
+    // the arena is reset only together with the cache that holds the op; `c.gpr` has at
+    // least 16 entries, and `c.jit` describes the current TLB table (which the run only
+    // reads, through pointers that stay valid while `c` is borrowed here), so the host
+    // addresses it uses are those `Cpu::fast_host` would give.
+    let out = unsafe { arena::call(op.imm, c.gpr.as_mut_ptr(), flags_in) };
+    if op.aux & MEMORY != 0 && c.jit.bail_at != u32::MAX {
+        stopped(c, out);
+        return Ok(());
+    }
+    if op.aux & FLAGS_OUT != 0 {
+        let mut out = out & STATUS_X86;
+        if op.aux & AF_FIX != 0 {
+            out = (out & !AF) | if op.aux & AF_SET != 0 { AF } else { 0 };
+        }
+        c.set_rflags((c.rf & !STATUS_X86) | out);
+    }
+    c.retired += op.disp;
+    Ok(())
+}
+
+/// A run stopped before an access its code could not make (see [`JitCtx`]): the
+/// interpreter goes on from that instruction.
+#[cold]
+fn stopped(c: &mut Cpu, flags: u64) {
+    if c.jit.bail_flags != 0 {
+        c.set_rflags((c.rf & !STATUS_X86) | (flags & STATUS_X86));
+    }
+    c.rip = c.jit.bail_rip;
+    // The block loop counts this op as one instruction when it ends the block.
+    c.retired = c
+        .retired
+        .wrapping_add(u64::from(c.jit.bail_at))
+        .wrapping_sub(1);
+    c.brk = true;
+}
