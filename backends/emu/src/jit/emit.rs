@@ -10,12 +10,39 @@
 //!
 //! [`Cpu::fast_host`]: crate::cpu::Cpu::fast_host
 
-use super::{Access, JitCtx, Use, CALLEE_SAVED, FLAGS_IN, R16, R32, R64, R8, RDI, RSP, STATUS};
+use super::{
+    Access, JitCtx, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, R16, R32, R64, R8, RDI, RSP, STATUS,
+};
 use crate::decode::Op;
 use crate::tlb::TlbEntry;
 use alloc::vec::Vec;
-use iced_x86::code_asm::CodeAssembler;
-use iced_x86::{Code, Instruction, MemoryOperand, OpKind, Register, RflagsBits};
+use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+use iced_x86::{Code, ConditionCode, Instruction, MemoryOperand, OpKind, Register, RflagsBits};
+
+/// A jump to `l` on condition `cc`.
+fn jump_if(a: &mut CodeAssembler, cc: ConditionCode, l: CodeLabel) -> Option<()> {
+    use ConditionCode as C;
+    match cc {
+        C::o => a.jo(l),
+        C::no => a.jno(l),
+        C::b => a.jb(l),
+        C::ae => a.jae(l),
+        C::e => a.je(l),
+        C::ne => a.jne(l),
+        C::be => a.jbe(l),
+        C::a => a.ja(l),
+        C::s => a.js(l),
+        C::ns => a.jns(l),
+        C::p => a.jp(l),
+        C::np => a.jnp(l),
+        C::l => a.jl(l),
+        C::ge => a.jge(l),
+        C::le => a.jle(l),
+        C::g => a.jg(l),
+        C::None => return None,
+    }
+    .ok()
+}
 
 /// `r` with the guest's RSP renamed to host register `sp`.
 fn rename(r: Register, sp: usize) -> Register {
@@ -56,8 +83,13 @@ struct Site {
 /// (a high-byte register next to one that needs a REX prefix).
 pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     let (regs, load, writes) = super::run_registers(uses);
+    let looping = flags & LOOP != 0;
+    // A loop goes round with every register in the host's: all are loaded first, and an
+    // access that stops it stores all it writes.
+    let load = if looping { regs } else { load };
     // Host registers free for the pointer to the guest's and for the guest's RSP, the
-    // System V scratch registers first.
+    // System V scratch registers first; not RCX, which a loop's count goes through
+    // (JRCXZ leaves the flags alone).
     let order = [
         11usize,
         10,
@@ -66,7 +98,6 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         super::RSI,
         RDI,
         2,
-        1,
         0,
         3,
         5,
@@ -122,10 +153,19 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     }
     let sites = sites(uses, flags);
     let mut epilogue = a.create_label();
+    let mut top = a.create_label();
+    if looping {
+        a.set_label(&mut top).ok()?;
+    }
+    let branch = uses.last().and_then(|u| u.branch);
     // Each access's exit, emitted after the main path: (label, instruction index, the
     // scratch registers pushed, whether the flags were pushed).
     let mut bails = Vec::new();
     for (k, (op, u)) in ops.iter().zip(uses).enumerate() {
+        if u.branch.is_some() {
+            // The block's Jcc: decided after the run (below).
+            continue;
+        }
         let mut i = op.i;
         if sp != RSP {
             for n in 0..i.op_count() {
@@ -301,6 +341,51 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
         }
     }
+    let taken_field = |v: u32| {
+        Instruction::with2(
+            Code::Mov_rm32_imm32,
+            MemoryOperand::with_base_displ(R64[base], ctx_disp(JitCtx::TAKEN)),
+            v,
+        )
+    };
+    let mut out = a.create_label();
+    let mut set_taken = a.create_label();
+    if let (true, Some(cc)) = (looping, branch) {
+        // Back to the start while the count allows, with the flags untouched: the
+        // count is decremented through RCX (saved) with LEA and tested with JRCXZ.
+        let mut again = a.create_label();
+        let mut stop = a.create_label();
+        jump_if(&mut a, cc, again)?;
+        a.jmp(out).ok()?;
+        a.set_label(&mut again).ok()?;
+        let rcx = Register::RCX;
+        add(&mut a, Instruction::with1(Code::Push_r64, rcx))?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Mov_r64_rm64, rcx, ctx(JitCtx::ITERATIONS)),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(
+                Code::Lea_r64_m,
+                rcx,
+                MemoryOperand::with_base_displ(rcx, -1),
+            ),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Mov_rm64_r64, ctx(JitCtx::ITERATIONS), rcx),
+        )?;
+        a.jrcxz(stop).ok()?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, rcx))?;
+        a.jmp(top).ok()?;
+        a.set_label(&mut stop).ok()?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, rcx))?;
+        add(&mut a, taken_field(1))?;
+        a.set_label(&mut out).ok()?;
+        // Something after the label, whatever follows.
+        add(&mut a, Ok(Instruction::with(Code::Nopd)))?;
+    }
     for g in 0..16 {
         if writes & (1 << g) != 0 {
             add(
@@ -313,11 +398,19 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
         add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
     }
+    if let (false, Some(cc)) = (looping, branch) {
+        jump_if(&mut a, cc, set_taken)?;
+    }
     a.set_label(&mut epilogue).ok()?;
     for &h in saved.iter().rev() {
         add(&mut a, Instruction::with1(Code::Pop_r64, R64[h]))?;
     }
     add(&mut a, Ok(Instruction::with(Code::Retnq)))?;
+    if flags & BRANCH != 0 && !looping {
+        a.set_label(&mut set_taken).ok()?;
+        add(&mut a, taken_field(1))?;
+        a.jmp(epilogue).ok()?;
+    }
     for (mut bail, k, [t1, t2, t3], site) in bails {
         a.set_label(&mut bail).ok()?;
         if site.flags_valid {
@@ -326,8 +419,9 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         for t in [t3, t2, t1] {
             add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
         }
+        let written = if looping { writes } else { site.written };
         for g in 0..16 {
-            if site.written & (1 << g) != 0 {
+            if written & (1 << g) != 0 {
                 add(
                     &mut a,
                     Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
