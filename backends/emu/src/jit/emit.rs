@@ -209,16 +209,17 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
                 Instruction::with2(Code::Mov_r64_imm64, R64[t1], target),
             )?;
         } else {
+            // Displacement size 1: the encoder's choice (8 bits if it fits); an address
+            // without registers needs its 32 bits.
+            let no_registers =
+                i.memory_base() == Register::None && i.memory_index() == Register::None;
             let mut m = MemoryOperand::with_base_index_scale_displ_size(
                 i.memory_base(),
                 i.memory_index(),
                 i.memory_index_scale(),
                 i.memory_displacement64() as i64,
-                if i.memory_displ_size() == 0 { 0 } else { 4 },
+                if no_registers { 4 } else { 1 },
             );
-            if i.memory_base() == Register::None && i.memory_index() == Register::None {
-                m.displ_size = 4;
-            }
             // 32-bit addressing truncates; LEA of a 64-bit register zero-extends it.
             if matches!(i.memory_base().size(), 4) || matches!(i.memory_index().size(), 4) {
                 m.displacement = i64::from(i.memory_displacement32() as i32);
@@ -394,12 +395,18 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             )?;
         }
     }
+    // The Jcc's outcome is stored while the pointer to the registers (perhaps RAX) is
+    // still there.
+    let mut flags_out = a.create_label();
+    if let (false, Some(cc)) = (looping, branch) {
+        jump_if(&mut a, cc, set_taken)?;
+    }
+    a.set_label(&mut flags_out).ok()?;
+    // Something after the label, whatever follows.
+    add(&mut a, Ok(Instruction::with(Code::Nopd)))?;
     if flags & super::FLAGS_OUT != 0 {
         add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
         add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
-    }
-    if let (false, Some(cc)) = (looping, branch) {
-        jump_if(&mut a, cc, set_taken)?;
     }
     a.set_label(&mut epilogue).ok()?;
     for &h in saved.iter().rev() {
@@ -409,7 +416,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     if flags & BRANCH != 0 && !looping {
         a.set_label(&mut set_taken).ok()?;
         add(&mut a, taken_field(1))?;
-        a.jmp(epilogue).ok()?;
+        a.jmp(flags_out).ok()?;
     }
     for (mut bail, k, [t1, t2, t3], site) in bails {
         a.set_label(&mut bail).ok()?;

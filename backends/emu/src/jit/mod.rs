@@ -559,21 +559,37 @@ impl Translator {
         }
         let mut translated = false;
         let mut accesses = false;
-        for (start, end, mut flags) in runs {
+        for (mut start, end, mut flags) in runs {
             let Some(arena) = self.arena.as_mut() else {
                 break;
             };
-            let run: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
-            let mut target = 0;
-            if let Some(j) = run.last().filter(|u| u.branch.is_some()) {
-                let _ = j;
-                flags |= BRANCH;
-                target = ops[end - 1].i.near_branch_target();
-                if start == 0 && end == ops.len() && target == ops[0].i.ip() && loops(&run) {
-                    // Every iteration after the first starts with the flags the last
-                    // left: they come in as the guest's the first time too.
-                    flags |= LOOP | FLAGS_IN;
+            let branch = uses[end - 1].is_some_and(|u| u.branch.is_some());
+            let target = if branch {
+                ops[end - 1].i.near_branch_target()
+            } else {
+                0
+            };
+            let mut run: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
+            if branch && start == 0 && end == ops.len() && target == ops[0].i.ip() && loops(&run) {
+                // Every iteration after the first starts with the flags the last left:
+                // they come in as the guest's the first time too.
+                flags |= LOOP | FLAGS_IN;
+            } else if run[0].mem.is_some() {
+                // A run that stops before its first instruction leaves it to the
+                // interpreter and ends its block there (see `stopped`): worth it for a
+                // loop, which would otherwise not be translated, but not for a device
+                // register read once per pass, whose block would end early every time.
+                while start < end && uses[start].is_some_and(|u| u.mem.is_some()) {
+                    start += 1;
                 }
+                if end - start < MIN_RUN {
+                    continue;
+                }
+                run = uses[start..end].iter().flatten().copied().collect();
+                flags = flag_mode(&run);
+            }
+            if branch {
+                flags |= BRANCH;
             }
             let Some(code) = emit::emit(&ops[start..end], &run, flags) else {
                 continue;
