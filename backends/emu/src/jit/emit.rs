@@ -11,7 +11,7 @@
 //! [`Cpu::fast_host`]: crate::cpu::Cpu::fast_host
 
 use super::{
-    Access, JitCtx, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, R16, R32, R64, R8, RDI, RSP, STATUS,
+    gpr, r64, Access, JitCtx, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, RDI, RSP, STATUS,
 };
 use crate::decode::Op;
 use crate::tlb::TlbEntry;
@@ -49,12 +49,7 @@ fn rename(r: Register, sp: usize) -> Register {
     if r == Register::None || !r.is_gpr() || r.full_register() != Register::RSP {
         return r;
     }
-    match r.size() {
-        8 => R64[sp],
-        4 => R32[sp],
-        2 => R16[sp],
-        _ => R8[sp],
-    }
+    gpr(r.size() as u32, sp)
 }
 
 /// Displacement of [`JitCtx`] field at `field` (an offset in it) from `Cpu::gpr`.
@@ -123,15 +118,15 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     let saved: Vec<usize> = (0..16)
         .filter(|&h| CALLEE_SAVED & host_used & (1 << h) != 0)
         .collect();
-    let slot = |g: usize| MemoryOperand::with_base_displ(R64[base], 8 * g as i64);
-    let ctx = |field: usize| MemoryOperand::with_base_displ(R64[base], ctx_disp(field));
+    let slot = |g: usize| MemoryOperand::with_base_displ(r64(base), 8 * g as i64);
+    let ctx = |field: usize| MemoryOperand::with_base_displ(r64(base), ctx_disp(field));
 
     let mut a = CodeAssembler::new(64).ok()?;
     let add = |a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>| {
         i.ok().and_then(|i| a.add_instruction(i).ok())
     };
     for &h in &saved {
-        add(&mut a, Instruction::with1(Code::Push_r64, R64[h]))?;
+        add(&mut a, Instruction::with1(Code::Push_r64, r64(h)))?;
     }
     if flags & FLAGS_IN != 0 {
         add(&mut a, Instruction::with1(Code::Push_r64, Register::RSI))?;
@@ -140,14 +135,14 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     if base != RDI {
         add(
             &mut a,
-            Instruction::with2(Code::Mov_r64_rm64, R64[base], Register::RDI),
+            Instruction::with2(Code::Mov_r64_rm64, r64(base), Register::RDI),
         )?;
     }
     for g in 0..16 {
         if load & (1 << g) != 0 {
             add(
                 &mut a,
-                Instruction::with2(Code::Mov_r64_rm64, R64[host_of(g)], slot(g)),
+                Instruction::with2(Code::Mov_r64_rm64, r64(host_of(g)), slot(g)),
             )?;
         }
     }
@@ -194,7 +189,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             .filter(|&h| instr_host & (1 << h) == 0);
         let (t1, t2, t3) = (scratch.next()?, scratch.next()?, scratch.next()?);
         for t in [t1, t2, t3] {
-            add(&mut a, Instruction::with1(Code::Push_r64, R64[t]))?;
+            add(&mut a, Instruction::with1(Code::Push_r64, r64(t)))?;
         }
         if site.flags_valid {
             add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
@@ -206,7 +201,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             let target = op.i.memory_displacement64();
             add(
                 &mut a,
-                Instruction::with2(Code::Mov_r64_imm64, R64[t1], target),
+                Instruction::with2(Code::Mov_r64_imm64, r64(t1), target),
             )?;
         } else {
             // Displacement size 1: the encoder's choice (8 bits if it fits); an address
@@ -224,16 +219,16 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             if matches!(i.memory_base().size(), 4) || matches!(i.memory_index().size(), 4) {
                 m.displacement = i64::from(i.memory_displacement32() as i32);
             }
-            add(&mut a, Instruction::with2(Code::Lea_r64_m, R64[t1], m))?;
+            add(&mut a, Instruction::with2(Code::Lea_r64_m, r64(t1), m))?;
         }
         match op.i.memory_segment() {
             Register::FS => add(
                 &mut a,
-                Instruction::with2(Code::Add_r64_rm64, R64[t1], ctx(JitCtx::FS_BASE)),
+                Instruction::with2(Code::Add_r64_rm64, r64(t1), ctx(JitCtx::FS_BASE)),
             )?,
             Register::GS => add(
                 &mut a,
-                Instruction::with2(Code::Add_r64_rm64, R64[t1], ctx(JitCtx::GS_BASE)),
+                Instruction::with2(Code::Add_r64_rm64, r64(t1), ctx(JitCtx::GS_BASE)),
             )?,
             _ => {}
         }
@@ -247,7 +242,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             a.jz(aligned).ok()?;
             add(
                 &mut a,
-                Instruction::with2(Code::Test_rm64_imm32, R64[t1], acc.size as i32 - 1),
+                Instruction::with2(Code::Test_rm64_imm32, r64(t1), acc.size as i32 - 1),
             )?;
             a.jnz(bail).ok()?;
             a.set_label(&mut aligned).ok()?;
@@ -255,39 +250,39 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         // T2: the TLB entry of the page.
         add(
             &mut a,
-            Instruction::with2(Code::Mov_r64_rm64, R64[t2], R64[t1]),
+            Instruction::with2(Code::Mov_r64_rm64, r64(t2), r64(t1)),
         )?;
-        add(&mut a, Instruction::with2(Code::Shr_rm64_imm8, R64[t2], 12))?;
+        add(&mut a, Instruction::with2(Code::Shr_rm64_imm8, r64(t2), 12))?;
         add(
             &mut a,
             Instruction::with2(
                 Code::And_rm64_imm32,
-                R64[t2],
+                r64(t2),
                 (crate::tlb::TLB_ENTRIES - 1) as i32,
             ),
         )?;
         const _: () = assert!(core::mem::size_of::<TlbEntry>() == 32);
-        add(&mut a, Instruction::with2(Code::Shl_rm64_imm8, R64[t2], 5))?;
+        add(&mut a, Instruction::with2(Code::Shl_rm64_imm8, r64(t2), 5))?;
         add(
             &mut a,
-            Instruction::with2(Code::Add_r64_rm64, R64[t2], ctx(JitCtx::TLB)),
+            Instruction::with2(Code::Add_r64_rm64, r64(t2), ctx(JitCtx::TLB)),
         )?;
         // T3: the tag a current entry for the page of the last byte carries.
         add(
             &mut a,
             Instruction::with2(
                 Code::Lea_r64_m,
-                R64[t3],
-                MemoryOperand::with_base_displ(R64[t1], i64::from(acc.size) - 1),
+                r64(t3),
+                MemoryOperand::with_base_displ(r64(t1), i64::from(acc.size) - 1),
             ),
         )?;
         add(
             &mut a,
-            Instruction::with2(Code::And_rm64_imm32, R64[t3], -4096),
+            Instruction::with2(Code::And_rm64_imm32, r64(t3), -4096),
         )?;
         add(
             &mut a,
-            Instruction::with2(Code::Or_r64_rm64, R64[t3], ctx(JitCtx::EPOCH)),
+            Instruction::with2(Code::Or_r64_rm64, r64(t3), ctx(JitCtx::EPOCH)),
         )?;
         let tag = if acc.write {
             core::mem::offset_of!(TlbEntry, write)
@@ -298,8 +293,8 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             &mut a,
             Instruction::with2(
                 Code::Cmp_r64_rm64,
-                R64[t3],
-                MemoryOperand::with_base_displ(R64[t2], tag as i64),
+                r64(t3),
+                MemoryOperand::with_base_displ(r64(t2), tag as i64),
             ),
         )?;
         a.jne(bail).ok()?;
@@ -309,13 +304,13 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             &mut a,
             Instruction::with2(
                 Code::Mov_r64_rm64,
-                R64[t3],
-                MemoryOperand::with_base_displ(R64[t2], addend),
+                r64(t3),
+                MemoryOperand::with_base_displ(r64(t2), addend),
             ),
         )?;
         add(
             &mut a,
-            Instruction::with2(Code::Add_r64_rm64, R64[t3], R64[t1]),
+            Instruction::with2(Code::Add_r64_rm64, r64(t3), r64(t1)),
         )?;
         if site.flags_valid {
             if site.flags_live {
@@ -331,7 +326,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
                 )?;
             }
         }
-        i.set_memory_base(R64[t3]);
+        i.set_memory_base(r64(t3));
         i.set_memory_index(Register::None);
         i.set_memory_index_scale(1);
         i.set_memory_displacement64(0);
@@ -339,13 +334,13 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         i.set_segment_prefix(Register::None);
         a.add_instruction(i).ok()?;
         for t in [t3, t2, t1] {
-            add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
+            add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
         }
     }
     let taken_field = |v: u32| {
         Instruction::with2(
             Code::Mov_rm32_imm32,
-            MemoryOperand::with_base_displ(R64[base], ctx_disp(JitCtx::TAKEN)),
+            MemoryOperand::with_base_displ(r64(base), ctx_disp(JitCtx::TAKEN)),
             v,
         )
     };
@@ -391,7 +386,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         if writes & (1 << g) != 0 {
             add(
                 &mut a,
-                Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
+                Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
             )?;
         }
     }
@@ -410,7 +405,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     }
     a.set_label(&mut epilogue).ok()?;
     for &h in saved.iter().rev() {
-        add(&mut a, Instruction::with1(Code::Pop_r64, R64[h]))?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, r64(h)))?;
     }
     add(&mut a, Ok(Instruction::with(Code::Retnq)))?;
     if flags & BRANCH != 0 && !looping {
@@ -424,14 +419,14 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
         }
         for t in [t3, t2, t1] {
-            add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
+            add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
         }
         let written = if looping { writes } else { site.written };
         for g in 0..16 {
             if written & (1 << g) != 0 {
                 add(
                     &mut a,
-                    Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
+                    Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
                 )?;
             }
         }
@@ -439,7 +434,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         let dword = |field: usize, v: u32| {
             Instruction::with2(
                 Code::Mov_rm32_imm32,
-                MemoryOperand::with_base_displ(R64[base], ctx_disp(field)),
+                MemoryOperand::with_base_displ(r64(base), ctx_disp(field)),
                 v,
             )
         };

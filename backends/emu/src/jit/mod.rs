@@ -124,78 +124,26 @@ const STATUS_X86: u64 = 0x8d5;
 /// AF in RFLAGS.
 const AF: u64 = 0x10;
 
-const R64: [Register; 16] = [
-    Register::RAX,
-    Register::RCX,
-    Register::RDX,
-    Register::RBX,
-    Register::RSP,
-    Register::RBP,
-    Register::RSI,
-    Register::RDI,
-    Register::R8,
-    Register::R9,
-    Register::R10,
-    Register::R11,
-    Register::R12,
-    Register::R13,
-    Register::R14,
-    Register::R15,
-];
-const R32: [Register; 16] = [
-    Register::EAX,
-    Register::ECX,
-    Register::EDX,
-    Register::EBX,
-    Register::ESP,
-    Register::EBP,
-    Register::ESI,
-    Register::EDI,
-    Register::R8D,
-    Register::R9D,
-    Register::R10D,
-    Register::R11D,
-    Register::R12D,
-    Register::R13D,
-    Register::R14D,
-    Register::R15D,
-];
-const R16: [Register; 16] = [
-    Register::AX,
-    Register::CX,
-    Register::DX,
-    Register::BX,
-    Register::SP,
-    Register::BP,
-    Register::SI,
-    Register::DI,
-    Register::R8W,
-    Register::R9W,
-    Register::R10W,
-    Register::R11W,
-    Register::R12W,
-    Register::R13W,
-    Register::R14W,
-    Register::R15W,
-];
-const R8: [Register; 16] = [
-    Register::AL,
-    Register::CL,
-    Register::DL,
-    Register::BL,
-    Register::SPL,
-    Register::BPL,
-    Register::SIL,
-    Register::DIL,
-    Register::R8L,
-    Register::R9L,
-    Register::R10L,
-    Register::R11L,
-    Register::R12L,
-    Register::R13L,
-    Register::R14L,
-    Register::R15L,
-];
+/// General register `n` (0-15, in encoding order) of `size` bytes (for 1: AL..BL, SPL..DIL,
+/// R8B..R15B, never AH..BH).
+pub(crate) fn gpr(size: u32, n: usize) -> Register {
+    let (first, k) = match size {
+        8 => (Register::RAX, n),
+        4 => (Register::EAX, n),
+        2 => (Register::AX, n),
+        _ if n < 4 => (Register::AL, n),
+        _ if n < 8 => (Register::SPL, n - 4),
+        _ => (Register::R8L, n - 8),
+    };
+    // iced-x86 numbers each size's registers consecutively in encoding order.
+    Register::try_from(first as usize + (k & 15)).unwrap_or(Register::None)
+}
+
+/// 64-bit general register `n`.
+fn r64(n: usize) -> Register {
+    gpr(8, n)
+}
+
 /// Host register numbers the System V ABI has a callee preserve (RBX RBP R12-R15).
 const CALLEE_SAVED: u16 = (1 << 3) | (1 << 5) | (0xf << 12);
 const RSP: usize = 4;
@@ -207,7 +155,7 @@ fn gpr_number(r: Register) -> Option<usize> {
     if !r.is_gpr() {
         return None;
     }
-    R64.iter().position(|&x| x == r.full_register())
+    (0..16).find(|&n| r64(n) == r.full_register())
 }
 
 /// Whether `i` can be part of a translated run: 64-bit code, no prefix that changes
@@ -219,75 +167,45 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
         return false;
     }
     let m = i.mnemonic();
-    let listed = matches!(
-        m,
-        M::Cmovo
-            | M::Cmovno
-            | M::Cmovb
-            | M::Cmovae
-            | M::Cmove
-            | M::Cmovne
-            | M::Cmovbe
-            | M::Cmova
-            | M::Cmovs
-            | M::Cmovns
-            | M::Cmovp
-            | M::Cmovnp
-            | M::Cmovl
-            | M::Cmovge
-            | M::Cmovle
-            | M::Cmovg
-            | M::Seto
-            | M::Setno
-            | M::Setb
-            | M::Setae
-            | M::Sete
-            | M::Setne
-            | M::Setbe
-            | M::Seta
-            | M::Sets
-            | M::Setns
-            | M::Setp
-            | M::Setnp
-            | M::Setl
-            | M::Setge
-            | M::Setle
-            | M::Setg
-            | M::Mov
-            | M::Movzx
-            | M::Movsx
-            | M::Movsxd
-            | M::Lea
-            | M::Add
-            | M::Adc
-            | M::Sub
-            | M::Sbb
-            | M::And
-            | M::Or
-            | M::Xor
-            | M::Cmp
-            | M::Test
-            | M::Inc
-            | M::Dec
-            | M::Neg
-            | M::Not
-            | M::Shl
-            | M::Shr
-            | M::Sar
-            | M::Rol
-            | M::Ror
-            | M::Imul
-            | M::Mul
-            | M::Bswap
-            | M::Xchg
-            | M::Cbw
-            | M::Cwde
-            | M::Cdqe
-            | M::Cwd
-            | M::Cdq
-            | M::Cqo
-            | M::Nop
-    );
+    let listed = crate::decode::is_cmovcc(m)
+        || crate::decode::is_setcc(m)
+        || matches!(
+            m,
+            M::Mov
+                | M::Movzx
+                | M::Movsx
+                | M::Movsxd
+                | M::Lea
+                | M::Add
+                | M::Adc
+                | M::Sub
+                | M::Sbb
+                | M::And
+                | M::Or
+                | M::Xor
+                | M::Cmp
+                | M::Test
+                | M::Inc
+                | M::Dec
+                | M::Neg
+                | M::Not
+                | M::Shl
+                | M::Shr
+                | M::Sar
+                | M::Rol
+                | M::Ror
+                | M::Imul
+                | M::Mul
+                | M::Bswap
+                | M::Xchg
+                | M::Cbw
+                | M::Cwde
+                | M::Cdqe
+                | M::Cwd
+                | M::Cdq
+                | M::Cqo
+                | M::Nop
+        );
     if !listed {
         return false;
     }

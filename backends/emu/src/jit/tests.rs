@@ -47,37 +47,13 @@ impl Rng {
     }
 }
 
-/// Byte registers, R14B and R15B left out (R14 counts loops, R15 holds the data
-/// address).
-const REGS8: [Register; 18] = [
-    Register::AL,
-    Register::CL,
-    Register::DL,
-    Register::BL,
-    Register::AH,
-    Register::CH,
-    Register::DH,
-    Register::BH,
-    Register::SPL,
-    Register::BPL,
-    Register::SIL,
-    Register::DIL,
-    Register::R8L,
-    Register::R9L,
-    Register::R10L,
-    Register::R11L,
-    Register::R12L,
-    Register::R13L,
-];
-
-/// A register of `size` bytes other than R14 and R15.
+/// A register of `size` bytes other than R14 and R15 (R14 counts loops, R15 holds the
+/// data address); of one byte, AH..BH too.
 fn reg(rng: &mut Rng, size: u32) -> Register {
-    let n = rng.below(14);
-    match size {
-        1 => REGS8[rng.below(REGS8.len())],
-        2 => super::R16[n],
-        4 => super::R32[n],
-        _ => super::R64[n],
+    let high = [Register::AH, Register::CH, Register::DH, Register::BH];
+    match rng.below(if size == 1 { 18 } else { 14 }) {
+        n @ 14.. => high[n - 14],
+        n => super::gpr(size, n),
     }
 }
 
@@ -253,7 +229,7 @@ fn memory(rng: &mut Rng, size: u32) -> MemoryOperand {
         // The program itself: what runs next, or the second time, changes.
         14 => MemoryOperand::with_displ(CODE + rng.below(96) as u64, 4),
         // Wherever a register points: mostly unmapped or non-canonical.
-        _ => MemoryOperand::with_base(super::R64[rng.below(15)]),
+        _ => MemoryOperand::with_base(super::gpr(8, rng.below(15))),
     }
 }
 
@@ -339,7 +315,7 @@ fn random_instruction(rng: &mut Rng) -> Option<Instruction> {
             } else {
                 Code::Lea_r32_m
             };
-            let base = super::R64[rng.below(15)];
+            let base = super::gpr(8, rng.below(15));
             // RSP cannot be an index.
             let index = [Register::None, Register::RAX, Register::RSP, Register::R13][rng.below(4)];
             let index = if index == Register::RSP {
