@@ -234,7 +234,8 @@ fn kinds(op: &Op) -> (OpKind, OpKind) {
     (k0, k1)
 }
 
-fn is_imm(k: OpKind) -> bool {
+/// Whether operand kind `k` is an immediate (of any width or extension).
+pub(crate) fn is_imm(k: OpKind) -> bool {
     matches!(
         k,
         OpKind::Immediate8

@@ -216,14 +216,7 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
                     return false;
                 }
             }
-            OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate64
-            | OpKind::Immediate8to16
-            | OpKind::Immediate8to32
-            | OpKind::Immediate8to64
-            | OpKind::Immediate32to64 => {}
+            k if crate::exec::is_imm(k) => {}
             OpKind::Memory => {
                 let base_ok =
                     i.memory_base() == Register::None || gpr_number(i.memory_base()).is_some();
