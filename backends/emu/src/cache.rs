@@ -171,6 +171,7 @@ impl Cache {
             // A translated run may stop early, setting `brk`.
             block.pure = false;
         }
+        fuse(&mut block.ops, block.bits);
         let idx = self.blocks.len() as u32;
         let page = block.gpa >> 12;
         let first = (block.gpa & 0xfff) >> 7;
@@ -213,7 +214,31 @@ impl Cache {
     }
 }
 
-/// Decode the block at `rip` (guest-physical `gpa`, linear `la`) for `bits`-bit code.
+/// Let the flag setter before the Jcc that ends a block absorb it (see `exec::fused`),
+/// where the pair has a fused handler and the setter is an instruction of its own. [`decode_block`] leaves this to its caller, so that
+/// [`Cache::insert`] may translate the Jcc with the run before it instead.
+pub fn fuse(ops: &mut Vec<Op>, bits: u8) {
+    if let [.., a, j] = &ops[..] {
+        // An op whose handler is not its instruction's own (a translated run, whose
+        // instruction is only its first) stays as it is.
+        if a.dead_flags {
+            return;
+        }
+        if let Some(h) = crate::exec::fused::pick(a, j, bits) {
+            let (next_ip, target) = (j.next_ip, j.imm);
+            ops.pop();
+            if let Some(a) = ops.last_mut() {
+                a.h = h;
+                a.next_ip = next_ip;
+                a.target = target;
+                a.fused = true;
+            }
+        }
+    }
+}
+
+/// Decode the block at `rip` (guest-physical `gpa`, linear `la`) for `bits`-bit code,
+/// its ending flag setter and Jcc not fused yet ([`fuse`]).
 /// Returns the block and whether it may be cached (an instruction that straddles two
 /// pages is decoded alone and not cached: its second page may be remapped).
 pub fn decode_block(
@@ -262,19 +287,6 @@ pub fn decode_block(
             if let Some(h) = crate::exec::muldiv::dead_flags(op, after) {
                 op.h = h;
                 op.dead_flags = true;
-            }
-        }
-    }
-    if let [.., a, j] = &ops[..] {
-        if let Some(h) = crate::exec::fused::pick(a, j, bits) {
-            // The flag setter absorbs the Jcc that ends the block (see `exec::fused`).
-            let (next_ip, target) = (j.next_ip, j.imm);
-            ops.pop();
-            if let Some(a) = ops.last_mut() {
-                a.h = h;
-                a.next_ip = next_ip;
-                a.target = target;
-                a.fused = true;
             }
         }
     }

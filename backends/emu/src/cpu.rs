@@ -332,6 +332,9 @@ pub struct Cpu {
     pub ins_store: Option<(u64, u8, u32, u64)>,
     /// Instructions retired since creation.
     pub retired: u64,
+    /// The count of retired instructions at which the current run stops (at the end of
+    /// the block that reaches it; a translated loop stops there too).
+    pub stop_at: u64,
     /// The last guest TSC the core handed over (`RunLimit::tsc`).
     pub tsc_entry: u64,
     /// `retired` when `tsc_entry` was handed over. The core re-reads its clock only now
@@ -416,6 +419,7 @@ impl Cpu {
             intercept: None,
             ins_store: None,
             retired: 0,
+            stop_at: 0,
             tsc_entry: 0,
             tsc_base_retired: 0,
             smc_pages: Vec::with_capacity(8),

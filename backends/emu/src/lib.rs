@@ -475,7 +475,8 @@ impl EmuVcpu {
             Some(d) => limit.max_instructions.min(d.saturating_sub(c.tsc())),
             None => limit.max_instructions,
         };
-        run_start.saturating_add(budget)
+        c.stop_at = run_start.saturating_add(budget);
+        c.stop_at
     }
 
     /// A run with something to do before the first instruction: the memory map changed,
@@ -861,7 +862,8 @@ impl EmuVcpu {
         }
         match decode_block(&mut self.cpu, mem, rip, la, gpa, bits) {
             Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, mem, b))),
-            Ok((b, false)) => {
+            Ok((mut b, false)) => {
+                cache::fuse(&mut b.ops, b.bits);
                 *scratch = Some(b);
                 Ok(None)
             }

@@ -34,6 +34,10 @@ pub(crate) struct Harness {
     pub(crate) mmio: HashMap<u64, u64>,
     /// Every exit seen, in order.
     pub(crate) exits: Vec<Exit>,
+    /// Instructions each run may retire (`RunLimit::max_instructions`).
+    pub(crate) budget: u64,
+    /// Runs [`Harness::run`] makes before it gives up (returning `Exit::Preempted`).
+    pub(crate) runs: usize,
     labels: HashMap<&'static str, u64>,
 }
 
@@ -51,6 +55,8 @@ impl Harness {
             mmio: HashMap::new(),
             exits: Vec::new(),
             labels: HashMap::new(),
+            budget: 10_000,
+            runs: 100_000,
         }
     }
 
@@ -169,9 +175,9 @@ impl Harness {
         let limit = RunLimit {
             tsc: 0,
             deadline: None,
-            max_instructions: 10_000,
+            max_instructions: self.budget,
         };
-        for _ in 0..100_000 {
+        for _ in 0..self.runs {
             let exit = self.vcpu.run(&mut self.mem, &limit);
             self.exits.push(exit);
             match exit {

@@ -234,7 +234,8 @@ fn kinds(op: &Op) -> (OpKind, OpKind) {
     (k0, k1)
 }
 
-fn is_imm(k: OpKind) -> bool {
+/// Whether operand kind `k` is an immediate (of any width or extension).
+pub(crate) fn is_imm(k: OpKind) -> bool {
     matches!(
         k,
         OpKind::Immediate8
@@ -369,38 +370,8 @@ pub fn select(op: &mut Op, bits: u32) -> bool {
         M::Xadd => data::xadd,
         M::Cbw | M::Cwde | M::Cdqe => data::cbw,
         M::Cwd | M::Cdq | M::Cqo => data::cwd,
-        M::Cmovo
-        | M::Cmovno
-        | M::Cmovb
-        | M::Cmovae
-        | M::Cmove
-        | M::Cmovne
-        | M::Cmovbe
-        | M::Cmova
-        | M::Cmovs
-        | M::Cmovns
-        | M::Cmovp
-        | M::Cmovnp
-        | M::Cmovl
-        | M::Cmovge
-        | M::Cmovle
-        | M::Cmovg => data::pick_cmov(op),
-        M::Seto
-        | M::Setno
-        | M::Setb
-        | M::Setae
-        | M::Sete
-        | M::Setne
-        | M::Setbe
-        | M::Seta
-        | M::Sets
-        | M::Setns
-        | M::Setp
-        | M::Setnp
-        | M::Setl
-        | M::Setge
-        | M::Setle
-        | M::Setg => data::pick_setcc(op),
+        m if crate::decode::is_cmovcc(m) => data::pick_cmov(op),
+        m if crate::decode::is_setcc(m) => data::pick_setcc(op),
         M::Xlatb => data::xlat,
         // Enumerated with SSE4.2 (which the CPU model does not report), but a general
         // register instruction: executed when decoded.

@@ -10,24 +10,46 @@
 //!
 //! [`Cpu::fast_host`]: crate::cpu::Cpu::fast_host
 
-use super::{Access, JitCtx, Use, CALLEE_SAVED, FLAGS_IN, R16, R32, R64, R8, RDI, RSP, STATUS};
+use super::{
+    gpr, r64, Access, JitCtx, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, RDI, RSP, STATUS,
+};
 use crate::decode::Op;
 use crate::tlb::TlbEntry;
 use alloc::vec::Vec;
-use iced_x86::code_asm::CodeAssembler;
-use iced_x86::{Code, Instruction, MemoryOperand, OpKind, Register, RflagsBits};
+use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+use iced_x86::{Code, ConditionCode, Instruction, MemoryOperand, OpKind, Register, RflagsBits};
+
+/// A jump to `l` on condition `cc`.
+fn jump_if(a: &mut CodeAssembler, cc: ConditionCode, l: CodeLabel) -> Option<()> {
+    use ConditionCode as C;
+    match cc {
+        C::o => a.jo(l),
+        C::no => a.jno(l),
+        C::b => a.jb(l),
+        C::ae => a.jae(l),
+        C::e => a.je(l),
+        C::ne => a.jne(l),
+        C::be => a.jbe(l),
+        C::a => a.ja(l),
+        C::s => a.js(l),
+        C::ns => a.jns(l),
+        C::p => a.jp(l),
+        C::np => a.jnp(l),
+        C::l => a.jl(l),
+        C::ge => a.jge(l),
+        C::le => a.jle(l),
+        C::g => a.jg(l),
+        C::None => return None,
+    }
+    .ok()
+}
 
 /// `r` with the guest's RSP renamed to host register `sp`.
 fn rename(r: Register, sp: usize) -> Register {
     if r == Register::None || !r.is_gpr() || r.full_register() != Register::RSP {
         return r;
     }
-    match r.size() {
-        8 => R64[sp],
-        4 => R32[sp],
-        2 => R16[sp],
-        _ => R8[sp],
-    }
+    gpr(r.size() as u32, sp)
 }
 
 /// Displacement of [`JitCtx`] field at `field` (an offset in it) from `Cpu::gpr`.
@@ -56,8 +78,13 @@ struct Site {
 /// (a high-byte register next to one that needs a REX prefix).
 pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     let (regs, load, writes) = super::run_registers(uses);
+    let looping = flags & LOOP != 0;
+    // A loop goes round with every register in the host's: all are loaded first, and an
+    // access that stops it stores all it writes.
+    let load = if looping { regs } else { load };
     // Host registers free for the pointer to the guest's and for the guest's RSP, the
-    // System V scratch registers first.
+    // System V scratch registers first; not RCX, which a loop's count goes through
+    // (JRCXZ leaves the flags alone).
     let order = [
         11usize,
         10,
@@ -66,7 +93,6 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         super::RSI,
         RDI,
         2,
-        1,
         0,
         3,
         5,
@@ -92,15 +118,15 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     let saved: Vec<usize> = (0..16)
         .filter(|&h| CALLEE_SAVED & host_used & (1 << h) != 0)
         .collect();
-    let slot = |g: usize| MemoryOperand::with_base_displ(R64[base], 8 * g as i64);
-    let ctx = |field: usize| MemoryOperand::with_base_displ(R64[base], ctx_disp(field));
+    let slot = |g: usize| MemoryOperand::with_base_displ(r64(base), 8 * g as i64);
+    let ctx = |field: usize| MemoryOperand::with_base_displ(r64(base), ctx_disp(field));
 
     let mut a = CodeAssembler::new(64).ok()?;
     let add = |a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>| {
         i.ok().and_then(|i| a.add_instruction(i).ok())
     };
     for &h in &saved {
-        add(&mut a, Instruction::with1(Code::Push_r64, R64[h]))?;
+        add(&mut a, Instruction::with1(Code::Push_r64, r64(h)))?;
     }
     if flags & FLAGS_IN != 0 {
         add(&mut a, Instruction::with1(Code::Push_r64, Register::RSI))?;
@@ -109,23 +135,32 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     if base != RDI {
         add(
             &mut a,
-            Instruction::with2(Code::Mov_r64_rm64, R64[base], Register::RDI),
+            Instruction::with2(Code::Mov_r64_rm64, r64(base), Register::RDI),
         )?;
     }
     for g in 0..16 {
         if load & (1 << g) != 0 {
             add(
                 &mut a,
-                Instruction::with2(Code::Mov_r64_rm64, R64[host_of(g)], slot(g)),
+                Instruction::with2(Code::Mov_r64_rm64, r64(host_of(g)), slot(g)),
             )?;
         }
     }
     let sites = sites(uses, flags);
     let mut epilogue = a.create_label();
+    let mut top = a.create_label();
+    if looping {
+        a.set_label(&mut top).ok()?;
+    }
+    let branch = uses.last().and_then(|u| u.branch);
     // Each access's exit, emitted after the main path: (label, instruction index, the
     // scratch registers pushed, whether the flags were pushed).
     let mut bails = Vec::new();
     for (k, (op, u)) in ops.iter().zip(uses).enumerate() {
+        if u.branch.is_some() {
+            // The block's Jcc: decided after the run (below).
+            continue;
+        }
         let mut i = op.i;
         if sp != RSP {
             for n in 0..i.op_count() {
@@ -154,7 +189,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             .filter(|&h| instr_host & (1 << h) == 0);
         let (t1, t2, t3) = (scratch.next()?, scratch.next()?, scratch.next()?);
         for t in [t1, t2, t3] {
-            add(&mut a, Instruction::with1(Code::Push_r64, R64[t]))?;
+            add(&mut a, Instruction::with1(Code::Push_r64, r64(t)))?;
         }
         if site.flags_valid {
             add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
@@ -166,33 +201,34 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             let target = op.i.memory_displacement64();
             add(
                 &mut a,
-                Instruction::with2(Code::Mov_r64_imm64, R64[t1], target),
+                Instruction::with2(Code::Mov_r64_imm64, r64(t1), target),
             )?;
         } else {
+            // Displacement size 1: the encoder's choice (8 bits if it fits); an address
+            // without registers needs its 32 bits.
+            let no_registers =
+                i.memory_base() == Register::None && i.memory_index() == Register::None;
             let mut m = MemoryOperand::with_base_index_scale_displ_size(
                 i.memory_base(),
                 i.memory_index(),
                 i.memory_index_scale(),
                 i.memory_displacement64() as i64,
-                if i.memory_displ_size() == 0 { 0 } else { 4 },
+                if no_registers { 4 } else { 1 },
             );
-            if i.memory_base() == Register::None && i.memory_index() == Register::None {
-                m.displ_size = 4;
-            }
             // 32-bit addressing truncates; LEA of a 64-bit register zero-extends it.
             if matches!(i.memory_base().size(), 4) || matches!(i.memory_index().size(), 4) {
                 m.displacement = i64::from(i.memory_displacement32() as i32);
             }
-            add(&mut a, Instruction::with2(Code::Lea_r64_m, R64[t1], m))?;
+            add(&mut a, Instruction::with2(Code::Lea_r64_m, r64(t1), m))?;
         }
         match op.i.memory_segment() {
             Register::FS => add(
                 &mut a,
-                Instruction::with2(Code::Add_r64_rm64, R64[t1], ctx(JitCtx::FS_BASE)),
+                Instruction::with2(Code::Add_r64_rm64, r64(t1), ctx(JitCtx::FS_BASE)),
             )?,
             Register::GS => add(
                 &mut a,
-                Instruction::with2(Code::Add_r64_rm64, R64[t1], ctx(JitCtx::GS_BASE)),
+                Instruction::with2(Code::Add_r64_rm64, r64(t1), ctx(JitCtx::GS_BASE)),
             )?,
             _ => {}
         }
@@ -206,7 +242,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             a.jz(aligned).ok()?;
             add(
                 &mut a,
-                Instruction::with2(Code::Test_rm64_imm32, R64[t1], acc.size as i32 - 1),
+                Instruction::with2(Code::Test_rm64_imm32, r64(t1), acc.size as i32 - 1),
             )?;
             a.jnz(bail).ok()?;
             a.set_label(&mut aligned).ok()?;
@@ -214,39 +250,39 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         // T2: the TLB entry of the page.
         add(
             &mut a,
-            Instruction::with2(Code::Mov_r64_rm64, R64[t2], R64[t1]),
+            Instruction::with2(Code::Mov_r64_rm64, r64(t2), r64(t1)),
         )?;
-        add(&mut a, Instruction::with2(Code::Shr_rm64_imm8, R64[t2], 12))?;
+        add(&mut a, Instruction::with2(Code::Shr_rm64_imm8, r64(t2), 12))?;
         add(
             &mut a,
             Instruction::with2(
                 Code::And_rm64_imm32,
-                R64[t2],
+                r64(t2),
                 (crate::tlb::TLB_ENTRIES - 1) as i32,
             ),
         )?;
         const _: () = assert!(core::mem::size_of::<TlbEntry>() == 32);
-        add(&mut a, Instruction::with2(Code::Shl_rm64_imm8, R64[t2], 5))?;
+        add(&mut a, Instruction::with2(Code::Shl_rm64_imm8, r64(t2), 5))?;
         add(
             &mut a,
-            Instruction::with2(Code::Add_r64_rm64, R64[t2], ctx(JitCtx::TLB)),
+            Instruction::with2(Code::Add_r64_rm64, r64(t2), ctx(JitCtx::TLB)),
         )?;
         // T3: the tag a current entry for the page of the last byte carries.
         add(
             &mut a,
             Instruction::with2(
                 Code::Lea_r64_m,
-                R64[t3],
-                MemoryOperand::with_base_displ(R64[t1], i64::from(acc.size) - 1),
+                r64(t3),
+                MemoryOperand::with_base_displ(r64(t1), i64::from(acc.size) - 1),
             ),
         )?;
         add(
             &mut a,
-            Instruction::with2(Code::And_rm64_imm32, R64[t3], -4096),
+            Instruction::with2(Code::And_rm64_imm32, r64(t3), -4096),
         )?;
         add(
             &mut a,
-            Instruction::with2(Code::Or_r64_rm64, R64[t3], ctx(JitCtx::EPOCH)),
+            Instruction::with2(Code::Or_r64_rm64, r64(t3), ctx(JitCtx::EPOCH)),
         )?;
         let tag = if acc.write {
             core::mem::offset_of!(TlbEntry, write)
@@ -257,8 +293,8 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             &mut a,
             Instruction::with2(
                 Code::Cmp_r64_rm64,
-                R64[t3],
-                MemoryOperand::with_base_displ(R64[t2], tag as i64),
+                r64(t3),
+                MemoryOperand::with_base_displ(r64(t2), tag as i64),
             ),
         )?;
         a.jne(bail).ok()?;
@@ -268,13 +304,13 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             &mut a,
             Instruction::with2(
                 Code::Mov_r64_rm64,
-                R64[t3],
-                MemoryOperand::with_base_displ(R64[t2], addend),
+                r64(t3),
+                MemoryOperand::with_base_displ(r64(t2), addend),
             ),
         )?;
         add(
             &mut a,
-            Instruction::with2(Code::Add_r64_rm64, R64[t3], R64[t1]),
+            Instruction::with2(Code::Add_r64_rm64, r64(t3), r64(t1)),
         )?;
         if site.flags_valid {
             if site.flags_live {
@@ -290,7 +326,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
                 )?;
             }
         }
-        i.set_memory_base(R64[t3]);
+        i.set_memory_base(r64(t3));
         i.set_memory_index(Register::None);
         i.set_memory_index_scale(1);
         i.set_memory_displacement64(0);
@@ -298,39 +334,99 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         i.set_segment_prefix(Register::None);
         a.add_instruction(i).ok()?;
         for t in [t3, t2, t1] {
-            add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
+            add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
         }
+    }
+    let taken_field = |v: u32| {
+        Instruction::with2(
+            Code::Mov_rm32_imm32,
+            MemoryOperand::with_base_displ(r64(base), ctx_disp(JitCtx::TAKEN)),
+            v,
+        )
+    };
+    let mut out = a.create_label();
+    let mut set_taken = a.create_label();
+    if let (true, Some(cc)) = (looping, branch) {
+        // Back to the start while the count allows, with the flags untouched: the
+        // count is decremented through RCX (saved) with LEA and tested with JRCXZ.
+        let mut again = a.create_label();
+        let mut stop = a.create_label();
+        jump_if(&mut a, cc, again)?;
+        a.jmp(out).ok()?;
+        a.set_label(&mut again).ok()?;
+        let rcx = Register::RCX;
+        add(&mut a, Instruction::with1(Code::Push_r64, rcx))?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Mov_r64_rm64, rcx, ctx(JitCtx::ITERATIONS)),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(
+                Code::Lea_r64_m,
+                rcx,
+                MemoryOperand::with_base_displ(rcx, -1),
+            ),
+        )?;
+        add(
+            &mut a,
+            Instruction::with2(Code::Mov_rm64_r64, ctx(JitCtx::ITERATIONS), rcx),
+        )?;
+        a.jrcxz(stop).ok()?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, rcx))?;
+        a.jmp(top).ok()?;
+        a.set_label(&mut stop).ok()?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, rcx))?;
+        add(&mut a, taken_field(1))?;
+        a.set_label(&mut out).ok()?;
+        // Something after the label, whatever follows.
+        add(&mut a, Ok(Instruction::with(Code::Nopd)))?;
     }
     for g in 0..16 {
         if writes & (1 << g) != 0 {
             add(
                 &mut a,
-                Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
+                Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
             )?;
         }
     }
+    // The Jcc's outcome is stored while the pointer to the registers (perhaps RAX) is
+    // still there.
+    let mut flags_out = a.create_label();
+    if let (false, Some(cc)) = (looping, branch) {
+        jump_if(&mut a, cc, set_taken)?;
+    }
+    a.set_label(&mut flags_out).ok()?;
+    // Something after the label, whatever follows.
+    add(&mut a, Ok(Instruction::with(Code::Nopd)))?;
     if flags & super::FLAGS_OUT != 0 {
         add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
         add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
     }
     a.set_label(&mut epilogue).ok()?;
     for &h in saved.iter().rev() {
-        add(&mut a, Instruction::with1(Code::Pop_r64, R64[h]))?;
+        add(&mut a, Instruction::with1(Code::Pop_r64, r64(h)))?;
     }
     add(&mut a, Ok(Instruction::with(Code::Retnq)))?;
+    if flags & BRANCH != 0 && !looping {
+        a.set_label(&mut set_taken).ok()?;
+        add(&mut a, taken_field(1))?;
+        a.jmp(flags_out).ok()?;
+    }
     for (mut bail, k, [t1, t2, t3], site) in bails {
         a.set_label(&mut bail).ok()?;
         if site.flags_valid {
             add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
         }
         for t in [t3, t2, t1] {
-            add(&mut a, Instruction::with1(Code::Pop_r64, R64[t]))?;
+            add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
         }
+        let written = if looping { writes } else { site.written };
         for g in 0..16 {
-            if site.written & (1 << g) != 0 {
+            if written & (1 << g) != 0 {
                 add(
                     &mut a,
-                    Instruction::with2(Code::Mov_rm64_r64, slot(g), R64[host_of(g)]),
+                    Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
                 )?;
             }
         }
@@ -338,7 +434,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         let dword = |field: usize, v: u32| {
             Instruction::with2(
                 Code::Mov_rm32_imm32,
-                MemoryOperand::with_base_displ(R64[base], ctx_disp(field)),
+                MemoryOperand::with_base_displ(r64(base), ctx_disp(field)),
                 v,
             )
         };

@@ -59,6 +59,13 @@ pub const AF_SET: u8 = 8;
 /// `Op::aux` of a translated run: it accesses memory, so it may stop before one of its
 /// instructions (see [`JitCtx`]).
 pub const MEMORY: u8 = 16;
+/// `Op::aux` of a translated run: it ends with the block's Jcc, whose target is
+/// `Op::target` (see [`JitCtx::taken`]).
+pub const BRANCH: u8 = 32;
+/// `Op::aux` of a translated run: the run is its whole block and its Jcc goes back to the
+/// block's start, which its code does without returning, as long as the run's budget
+/// allows (see [`JitCtx::iterations`]).
+pub const LOOP: u8 = 64;
 
 /// What a run that accesses memory reads and reports besides the registers, in
 /// [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both from one
@@ -85,6 +92,11 @@ pub struct JitCtx {
     /// Set by the run when it stops before an access: 1 when the flags it returns are the
     /// guest's (0: the run had not touched them).
     pub bail_flags: u32,
+    /// For a [`LOOP`]: how many times more it may go back to its start (at least 1); the
+    /// run counts down, and what is left says how many times it did.
+    pub iterations: u64,
+    /// For a [`BRANCH`]: set to 1 by the run when its Jcc was taken.
+    pub taken: u32,
 }
 
 impl JitCtx {
@@ -96,6 +108,8 @@ impl JitCtx {
     const BAIL_RIP: usize = core::mem::offset_of!(JitCtx, bail_rip);
     const BAIL_AT: usize = core::mem::offset_of!(JitCtx, bail_at);
     const BAIL_FLAGS: usize = core::mem::offset_of!(JitCtx, bail_flags);
+    const ITERATIONS: usize = core::mem::offset_of!(JitCtx, iterations);
+    const TAKEN: usize = core::mem::offset_of!(JitCtx, taken);
 }
 
 /// The six status flags in iced-x86's numbering.
@@ -110,78 +124,26 @@ const STATUS_X86: u64 = 0x8d5;
 /// AF in RFLAGS.
 const AF: u64 = 0x10;
 
-const R64: [Register; 16] = [
-    Register::RAX,
-    Register::RCX,
-    Register::RDX,
-    Register::RBX,
-    Register::RSP,
-    Register::RBP,
-    Register::RSI,
-    Register::RDI,
-    Register::R8,
-    Register::R9,
-    Register::R10,
-    Register::R11,
-    Register::R12,
-    Register::R13,
-    Register::R14,
-    Register::R15,
-];
-const R32: [Register; 16] = [
-    Register::EAX,
-    Register::ECX,
-    Register::EDX,
-    Register::EBX,
-    Register::ESP,
-    Register::EBP,
-    Register::ESI,
-    Register::EDI,
-    Register::R8D,
-    Register::R9D,
-    Register::R10D,
-    Register::R11D,
-    Register::R12D,
-    Register::R13D,
-    Register::R14D,
-    Register::R15D,
-];
-const R16: [Register; 16] = [
-    Register::AX,
-    Register::CX,
-    Register::DX,
-    Register::BX,
-    Register::SP,
-    Register::BP,
-    Register::SI,
-    Register::DI,
-    Register::R8W,
-    Register::R9W,
-    Register::R10W,
-    Register::R11W,
-    Register::R12W,
-    Register::R13W,
-    Register::R14W,
-    Register::R15W,
-];
-const R8: [Register; 16] = [
-    Register::AL,
-    Register::CL,
-    Register::DL,
-    Register::BL,
-    Register::SPL,
-    Register::BPL,
-    Register::SIL,
-    Register::DIL,
-    Register::R8L,
-    Register::R9L,
-    Register::R10L,
-    Register::R11L,
-    Register::R12L,
-    Register::R13L,
-    Register::R14L,
-    Register::R15L,
-];
+/// General register `n` (0-15, in encoding order) of `size` bytes (for 1: AL..BL, SPL..DIL,
+/// R8B..R15B, never AH..BH).
+pub(crate) fn gpr(size: u32, n: usize) -> Register {
+    let (first, k) = match size {
+        8 => (Register::RAX, n),
+        4 => (Register::EAX, n),
+        2 => (Register::AX, n),
+        _ if n < 4 => (Register::AL, n),
+        _ if n < 8 => (Register::SPL, n - 4),
+        _ => (Register::R8L, n - 8),
+    };
+    // iced-x86 numbers each size's registers consecutively in encoding order.
+    Register::try_from(first as usize + (k & 15)).unwrap_or(Register::None)
+}
+
+/// 64-bit general register `n`.
+fn r64(n: usize) -> Register {
+    gpr(8, n)
+}
+
 /// Host register numbers the System V ABI has a callee preserve (RBX RBP R12-R15).
 const CALLEE_SAVED: u16 = (1 << 3) | (1 << 5) | (0xf << 12);
 const RSP: usize = 4;
@@ -193,7 +155,7 @@ fn gpr_number(r: Register) -> Option<usize> {
     if !r.is_gpr() {
         return None;
     }
-    R64.iter().position(|&x| x == r.full_register())
+    (0..16).find(|&n| r64(n) == r.full_register())
 }
 
 /// Whether `i` can be part of a translated run: 64-bit code, no prefix that changes
@@ -205,75 +167,45 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
         return false;
     }
     let m = i.mnemonic();
-    let listed = matches!(
-        m,
-        M::Cmovo
-            | M::Cmovno
-            | M::Cmovb
-            | M::Cmovae
-            | M::Cmove
-            | M::Cmovne
-            | M::Cmovbe
-            | M::Cmova
-            | M::Cmovs
-            | M::Cmovns
-            | M::Cmovp
-            | M::Cmovnp
-            | M::Cmovl
-            | M::Cmovge
-            | M::Cmovle
-            | M::Cmovg
-            | M::Seto
-            | M::Setno
-            | M::Setb
-            | M::Setae
-            | M::Sete
-            | M::Setne
-            | M::Setbe
-            | M::Seta
-            | M::Sets
-            | M::Setns
-            | M::Setp
-            | M::Setnp
-            | M::Setl
-            | M::Setge
-            | M::Setle
-            | M::Setg
-            | M::Mov
-            | M::Movzx
-            | M::Movsx
-            | M::Movsxd
-            | M::Lea
-            | M::Add
-            | M::Adc
-            | M::Sub
-            | M::Sbb
-            | M::And
-            | M::Or
-            | M::Xor
-            | M::Cmp
-            | M::Test
-            | M::Inc
-            | M::Dec
-            | M::Neg
-            | M::Not
-            | M::Shl
-            | M::Shr
-            | M::Sar
-            | M::Rol
-            | M::Ror
-            | M::Imul
-            | M::Mul
-            | M::Bswap
-            | M::Xchg
-            | M::Cbw
-            | M::Cwde
-            | M::Cdqe
-            | M::Cwd
-            | M::Cdq
-            | M::Cqo
-            | M::Nop
-    );
+    let listed = crate::decode::is_cmovcc(m)
+        || crate::decode::is_setcc(m)
+        || matches!(
+            m,
+            M::Mov
+                | M::Movzx
+                | M::Movsx
+                | M::Movsxd
+                | M::Lea
+                | M::Add
+                | M::Adc
+                | M::Sub
+                | M::Sbb
+                | M::And
+                | M::Or
+                | M::Xor
+                | M::Cmp
+                | M::Test
+                | M::Inc
+                | M::Dec
+                | M::Neg
+                | M::Not
+                | M::Shl
+                | M::Shr
+                | M::Sar
+                | M::Rol
+                | M::Ror
+                | M::Imul
+                | M::Mul
+                | M::Bswap
+                | M::Xchg
+                | M::Cbw
+                | M::Cwde
+                | M::Cdqe
+                | M::Cwd
+                | M::Cdq
+                | M::Cqo
+                | M::Nop
+        );
     if !listed {
         return false;
     }
@@ -284,14 +216,7 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
                     return false;
                 }
             }
-            OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate64
-            | OpKind::Immediate8to16
-            | OpKind::Immediate8to32
-            | OpKind::Immediate8to64
-            | OpKind::Immediate32to64 => {}
+            k if crate::exec::is_imm(k) => {}
             OpKind::Memory => {
                 let base_ok =
                     i.memory_base() == Register::None || gpr_number(i.memory_base()).is_some();
@@ -355,6 +280,8 @@ struct Use {
     af: Option<bool>,
     /// Its memory access, if any.
     mem: Option<Access>,
+    /// For the Jcc that ends the block: its condition.
+    branch: Option<iced_x86::ConditionCode>,
 }
 
 /// A memory access of an instruction in a run.
@@ -480,6 +407,7 @@ impl Translator {
             undefined,
             af,
             mem,
+            branch: None,
         })
     }
 
@@ -499,9 +427,25 @@ impl Translator {
             return false;
         }
         let mut uses: Vec<Option<Use>> = Vec::with_capacity(ops.len());
-        for op in ops.iter() {
-            let u = if !op.fused && translatable(&op.i, bits) {
-                self.usage(&op.i)
+        let last = ops.len() - 1;
+        for (k, op) in ops.iter().enumerate() {
+            let i = &op.i;
+            let target = i.near_branch_target();
+            let u = if k == last && i.is_jcc_short_or_near() {
+                // A canonical target: RIP can hold it (a wider one faults, interpreted).
+                (((target as i64) << 16 >> 16) as u64 == target).then_some(Use {
+                    regs: 0,
+                    defines: 0,
+                    writes: 0,
+                    read: i.rflags_read() & STATUS,
+                    modified: 0,
+                    undefined: 0,
+                    af: None,
+                    mem: None,
+                    branch: Some(i.condition_code()),
+                })
+            } else if !op.fused && translatable(i, bits) {
+                self.usage(i)
             } else {
                 None
             };
@@ -526,11 +470,38 @@ impl Translator {
         }
         let mut translated = false;
         let mut accesses = false;
-        for (start, end, flags) in runs {
+        for (mut start, end, mut flags) in runs {
             let Some(arena) = self.arena.as_mut() else {
                 break;
             };
-            let run: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
+            let branch = uses[end - 1].is_some_and(|u| u.branch.is_some());
+            let target = if branch {
+                ops[end - 1].i.near_branch_target()
+            } else {
+                0
+            };
+            let mut run: Vec<Use> = uses[start..end].iter().flatten().copied().collect();
+            if branch && start == 0 && end == ops.len() && target == ops[0].i.ip() && loops(&run) {
+                // Every iteration after the first starts with the flags the last left:
+                // they come in as the guest's the first time too.
+                flags |= LOOP | FLAGS_IN;
+            } else if run[0].mem.is_some() {
+                // A run that stops before its first instruction leaves it to the
+                // interpreter and ends its block there (see `stopped`): worth it for a
+                // loop, which would otherwise not be translated, but not for a device
+                // register read once per pass, whose block would end early every time.
+                while start < end && uses[start].is_some_and(|u| u.mem.is_some()) {
+                    start += 1;
+                }
+                if end - start < MIN_RUN {
+                    continue;
+                }
+                run = uses[start..end].iter().flatten().copied().collect();
+                flags = flag_mode(&run);
+            }
+            if branch {
+                flags |= BRANCH;
+            }
             let Some(code) = emit::emit(&ops[start..end], &run, flags) else {
                 continue;
             };
@@ -543,11 +514,14 @@ impl Translator {
             op.imm = entry;
             op.disp = (end - start - 1) as u64;
             op.aux = flags;
+            op.target = target;
             op.fused = false;
             op.dead_flags = true;
             ops.splice(start..end, core::iter::once(op));
             self.runs += 1;
             translated = true;
+            // A run may stop before an access; one that starts with an access runs that
+            // instruction in the interpreter and stops after it (see `stopped`).
             accesses |= flags & MEMORY != 0;
         }
         if translated {
@@ -559,6 +533,19 @@ impl Translator {
         }
         accesses
     }
+}
+
+/// Whether a whole-block run that jumps back to its start can loop in its code: an
+/// access before the first instruction that writes AF must not see an AF left undefined
+/// by the previous iteration, since the first time it sees the guest's (the AF an access
+/// hands over is set as the interpreter would only for instructions before it).
+fn loops(run: &[Use]) -> bool {
+    let writes_af = |u: &&Use| u.modified & RflagsBits::AF != 0;
+    let Some(last_af) = run.iter().rev().find(writes_af) else {
+        return true;
+    };
+    let first_af = run.iter().position(|u| writes_af(&u)).unwrap_or(run.len());
+    last_af.af.is_none() || run[..first_af].iter().all(|u| u.mem.is_none())
 }
 
 /// The guest registers a run uses, those it must load first (used before being
@@ -626,12 +613,7 @@ fn push_runs(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
         }
     }
     pieces.push((start, all.len()));
-    for &(mut s, e) in pieces.iter().rev() {
-        // A run never starts with an access: stopping before it must leave the
-        // interpreter an instruction to run, or the run would be entered again at once.
-        while s < e && all[s].mem.is_some() {
-            s += 1;
-        }
+    for &(s, e) in pieces.iter().rev() {
         if e - s >= MIN_RUN {
             runs.push((first + s, first + e, flag_mode(&all[s..e])));
         }
@@ -682,13 +664,21 @@ fn flag_mode(all: &[Use]) -> u8 {
 
 /// The handler of a translated run (see the module's documentation): `imm` is the host
 /// code's entry, `disp` the run's instructions after the first, `aux` its flag mode.
-pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
     let flags_in = if op.aux & FLAGS_IN != 0 {
         (c.rflags() & STATUS_X86) | 2
     } else {
         2
     };
-    if op.aux & MEMORY != 0 {
+    let count = op.disp + 1;
+    let iterations = if op.aux & LOOP != 0 {
+        // The interpreter would run the block again while the run's count is below
+        // `stop_at`: that many times in all, and at least once.
+        c.stop_at.saturating_sub(c.retired).div_ceil(count).max(1)
+    } else {
+        0
+    };
+    if op.aux & (MEMORY | BRANCH) != 0 {
         let (tlb, epoch) = c.tlb.data_table();
         c.jit = JitCtx {
             tlb,
@@ -699,6 +689,8 @@ pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<()
             bail_rip: 0,
             bail_at: u32::MAX,
             bail_flags: 0,
+            iterations,
+            taken: 0,
         };
     }
     // SAFETY: `op.imm` is the entry the translator got from its arena for this op, and
@@ -707,9 +699,10 @@ pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<()
     // reads, through pointers that stay valid while `c` is borrowed here), so the host
     // addresses it uses are those `Cpu::fast_host` would give.
     let out = unsafe { arena::call(op.imm, c.gpr.as_mut_ptr(), flags_in) };
+    // Iterations of a loop completed and gone back from.
+    let again = iterations.saturating_sub(c.jit.iterations);
     if op.aux & MEMORY != 0 && c.jit.bail_at != u32::MAX {
-        stopped(c, out);
-        return Ok(());
+        return stopped(c, mem, op, out, again * count);
     }
     if op.aux & FLAGS_OUT != 0 {
         let mut out = out & STATUS_X86;
@@ -718,22 +711,41 @@ pub fn run_translated(c: &mut Cpu, _mem: &mut GuestMemory, op: &Op) -> Result<()
         }
         c.set_rflags((c.rf & !STATUS_X86) | out);
     }
-    c.retired += op.disp;
+    let taken = op.aux & BRANCH != 0 && c.jit.taken != 0;
+    if taken {
+        c.rip = op.target;
+    }
+    // A loop that ran out of budget went back `again` times and stops at its start;
+    // otherwise its last iteration also ran to the end. The block loop counts one.
+    let retired = if op.aux & LOOP != 0 && taken {
+        again * count
+    } else {
+        again * count + count
+    };
+    c.retired += retired - 1;
     Ok(())
 }
 
-/// A run stopped before an access its code could not make (see [`JitCtx`]): the
-/// interpreter goes on from that instruction.
+/// A run stopped before an access its code could not make (see [`JitCtx`]), after
+/// `before` instructions of earlier iterations: the interpreter goes on from that
+/// instruction. When it is the run's first, the interpreter runs it here and the block
+/// ends after it, so that stopping always gets at least one instruction done.
 #[cold]
-fn stopped(c: &mut Cpu, flags: u64) {
+fn stopped(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, flags: u64, before: u64) -> Result<(), Ex> {
     if c.jit.bail_flags != 0 {
         c.set_rflags((c.rf & !STATUS_X86) | (flags & STATUS_X86));
     }
-    c.rip = c.jit.bail_rip;
-    // The block loop counts this op as one instruction when it ends the block.
-    c.retired = c
-        .retired
-        .wrapping_add(u64::from(c.jit.bail_at))
-        .wrapping_sub(1);
+    let at = u64::from(c.jit.bail_at);
+    c.retired += before;
     c.brk = true;
+    if at != 0 {
+        c.rip = c.jit.bail_rip;
+        // The block loop counts this op as one instruction.
+        c.retired += at - 1;
+        return Ok(());
+    }
+    let first = crate::decode::build(&op.i, 64);
+    c.rip = first.next_ip;
+    // On an error the block loop puts RIP back at this op's instruction, the first.
+    (first.h)(c, mem, &first)
 }

@@ -4,7 +4,9 @@
 //! through a base register, an absolute address, RIP and GS, some across a page end, into
 //! the code itself or its page, or to unmapped addresses) run once translated and once
 //! interpreted, twice over (the second time with the TLB warm), and must end with the
-//! same registers, flags, memory, retired count and exit.
+//! same registers, flags, memory, retired count and exit. Some programs end with a loop
+//! back over their last instructions (R14 counting down, sometimes past the run's
+//! instruction budget) or hold a conditional jump forward to their end.
 
 extern crate std;
 
@@ -45,37 +47,13 @@ impl Rng {
     }
 }
 
-/// Byte registers, R15B left out (R15 holds the data address).
-const REGS8: [Register; 19] = [
-    Register::AL,
-    Register::CL,
-    Register::DL,
-    Register::BL,
-    Register::AH,
-    Register::CH,
-    Register::DH,
-    Register::BH,
-    Register::SPL,
-    Register::BPL,
-    Register::SIL,
-    Register::DIL,
-    Register::R8L,
-    Register::R9L,
-    Register::R10L,
-    Register::R11L,
-    Register::R12L,
-    Register::R13L,
-    Register::R14L,
-];
-
-/// A register of `size` bytes other than R15.
+/// A register of `size` bytes other than R14 and R15 (R14 counts loops, R15 holds the
+/// data address); of one byte, AH..BH too.
 fn reg(rng: &mut Rng, size: u32) -> Register {
-    let n = rng.below(15);
-    match size {
-        1 => REGS8[rng.below(REGS8.len())],
-        2 => super::R16[n],
-        4 => super::R32[n],
-        _ => super::R64[n],
+    let high = [Register::AH, Register::CH, Register::DH, Register::BH];
+    match rng.below(if size == 1 { 18 } else { 14 }) {
+        n @ 14.. => high[n - 14],
+        n => super::gpr(size, n),
     }
 }
 
@@ -251,7 +229,7 @@ fn memory(rng: &mut Rng, size: u32) -> MemoryOperand {
         // The program itself: what runs next, or the second time, changes.
         14 => MemoryOperand::with_displ(CODE + rng.below(96) as u64, 4),
         // Wherever a register points: mostly unmapped or non-canonical.
-        _ => MemoryOperand::with_base(super::R64[rng.below(15)]),
+        _ => MemoryOperand::with_base(super::gpr(8, rng.below(15))),
     }
 }
 
@@ -337,7 +315,7 @@ fn random_instruction(rng: &mut Rng) -> Option<Instruction> {
             } else {
                 Code::Lea_r32_m
             };
-            let base = super::R64[rng.below(15)];
+            let base = super::gpr(8, rng.below(15));
             // RSP cannot be an index.
             let index = [Register::None, Register::RAX, Register::RSP, Register::R13][rng.below(4)];
             let index = if index == Register::RSP {
@@ -357,9 +335,14 @@ fn random_instruction(rng: &mut Rng) -> Option<Instruction> {
 /// at its HLT both times), the data and code pages, and the runs translated.
 type Outcome = ([u64; 16], u64, u64, Option<Exit>, Vec<u8>, u64);
 
-/// Run `code` from `regs` and `flags`, translated or not, twice over.
-fn run(code: &[u8], regs: &[u64; 16], flags: u64, translate: bool) -> Outcome {
+/// Run `code` from `regs` and `flags`, translated or not, twice over, each run of the
+/// vCPU retiring at most `budget` instructions.
+fn run(code: &[u8], regs: &[u64; 16], flags: u64, budget: u64, translate: bool) -> Outcome {
     let mut h = Harness::new();
+    h.budget = budget;
+    // Enough runs for the longest loop twice over; a program that rewrote its loop may
+    // never stop.
+    h.runs = 60_000 / budget as usize + 100;
     h.long_mode();
     h.vcpu.set_translation(translate);
     h.mem.write(CODE, code).unwrap();
@@ -407,6 +390,8 @@ fn translated_runs_end_as_the_interpreter_does() {
     for case in 0..600 {
         let mut listing = Vec::new();
         let mut code = Vec::new();
+        // Where each instruction starts, from CODE.
+        let mut starts = Vec::new();
         let n = 3 + rng.below(40);
         while listing.len() < n {
             let Some(i) = random_instruction(&mut rng) else {
@@ -417,19 +402,60 @@ fn translated_runs_end_as_the_interpreter_does() {
             let ip = CODE + code.len() as u64;
             let mut enc = Encoder::new(64);
             if enc.encode(&i, ip).is_ok() {
+                starts.push(code.len() as u64);
                 code.extend_from_slice(&enc.take_buffer());
                 listing.push(i);
             }
         }
-        code.push(0xf4); // HLT
         let mut regs = [0u64; 16];
         for r in regs.iter_mut() {
             *r = rng.value();
         }
+        match rng.below(4) {
+            // A loop over the last instructions: SUB R14, 1; JNZ back.
+            0 | 1 => {
+                let top = CODE + starts[rng.below(starts.len())];
+                let ip = CODE + code.len() as u64;
+                let sub = Instruction::with2(Code::Sub_rm64_imm8, Register::R14, 1).unwrap();
+                let jnz = Instruction::with_branch(Code::Jne_rel32_64, top).unwrap();
+                let mut enc = Encoder::new(64);
+                let len = enc.encode(&sub, ip).unwrap() as u64;
+                enc.encode(&jnz, ip + len).unwrap();
+                code.extend_from_slice(&enc.take_buffer());
+                listing.push(sub);
+                listing.push(jnz);
+                regs[14] = if rng.below(4) == 0 {
+                    300
+                } else {
+                    1 + rng.below(30) as u64
+                };
+            }
+            // A conditional jump over the rest, to the HLT.
+            2 => {
+                let at = starts[rng.below(starts.len())] as usize;
+                let cc = rng.below(16) as u8;
+                let skip = (code.len() - at) as u32;
+                let mut jcc = std::vec![0x0f, 0x80 | cc];
+                jcc.extend_from_slice(&skip.to_le_bytes());
+                // What follows moves 6 bytes on: its RIP-relative operands now point 6
+                // bytes further, the same both ways.
+                code.splice(at..at, jcc);
+            }
+            _ => {}
+        }
+        code.push(0xf4); // HLT
         let flags = 2 | (rng.next() & 0x8d5);
-        let jit = run(&code, &regs, flags, true);
-        let interp = run(&code, &regs, flags, false);
+        let budget = [10_000, 17, 100, 1000][rng.below(4)];
+        let jit = run(&code, &regs, flags, budget, true);
+        let interp = run(&code, &regs, flags, budget, false);
         assert_eq!(interp.5, 0, "nothing translated with translation off");
+        if interp.3 == Some(Exit::Preempted) {
+            // Still running when the runs ran out: the two stopped wherever their last
+            // runs ended, which a block left early (by a run stopping before an access)
+            // moves; the state in between is not comparable, only that neither ended.
+            assert_eq!(jit.3, Some(Exit::Preempted), "case {case}");
+            continue;
+        }
         translated += jit.5;
         let show = || {
             listing
