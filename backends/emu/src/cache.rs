@@ -72,7 +72,7 @@ pub struct Cache {
     pub blocks: Vec<Block>,
     table: Vec<u32>,
     page_blocks: BTreeMap<u64, Vec<u32>>,
-    /// Turns runs of register-only instructions into host code as blocks come in.
+    /// Turns runs of instructions into host code as blocks come in (see [`crate::jit`]).
     pub translator: crate::jit::Translator,
 }
 
@@ -160,7 +160,7 @@ impl Cache {
         cpu.new_fetch_epoch();
     }
 
-    /// Add a block, its runs of register-only instructions translated (see [`crate::jit`]),
+    /// Add a block, its runs of instructions translated (see [`crate::jit`]),
     /// and mark its bytes as code, here and in the machine's shared record
     /// (so other vCPUs' stores to the page are seen); returns its index.
     pub fn insert(&mut self, cpu: &mut Cpu, mem: &mut GuestMemory, mut block: Block) -> u32 {
@@ -215,8 +215,9 @@ impl Cache {
 }
 
 /// Let the flag setter before the Jcc that ends a block absorb it (see `exec::fused`),
-/// where the pair has a fused handler and the setter is an instruction of its own. [`decode_block`] leaves this to its caller, so that
-/// [`Cache::insert`] may translate the Jcc with the run before it instead.
+/// where the pair has a fused handler and the setter is an instruction of its own.
+/// [`decode_block`] leaves this to its caller, so that [`Cache::insert`] may translate the
+/// Jcc with the run before it instead.
 pub fn fuse(ops: &mut Vec<Op>, bits: u8) {
     if let [.., a, j] = &ops[..] {
         // An op whose handler is not its instruction's own (a translated run, whose

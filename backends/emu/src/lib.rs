@@ -192,7 +192,7 @@ impl EmuVcpu {
         self.cpu.unimpl.values().copied()
     }
 
-    /// Turn the translation of runs of register-only instructions into host code (see
+    /// Turn the translation of runs of instructions into host code (see
     /// [`jit`]) on or off; it is on unless the host cannot map executable memory. Blocks
     /// already decoded are forgotten, so the change applies to everything run next.
     pub fn set_translation(&mut self, on: bool) {

@@ -1,10 +1,11 @@
-//! Translation of runs of register-only instructions into host code.
+//! Translation of runs of instructions into host code.
 //!
 //! When a block enters the cache ([`crate::cache::Cache::insert`]), each run of at least
-//! [`MIN_RUN`] consecutive 64-bit instructions that touch only general registers (MOV,
+//! [`MIN_RUN`] consecutive 64-bit instructions on general registers and memory (MOV,
 //! LEA, the ALU operations, shifts and rotates by an immediate, IMUL/MUL, CMOVcc, SETcc,
-//! ...; see [`translatable`]) becomes one op whose handler calls host code doing the same
-//! instructions. The guest's instructions are run as they are, with their registers
+//! ...; see [`translatable`]), and the Jcc that ends the block, becomes one op whose
+//! handler calls host code doing the same instructions (see [`emit`] for memory
+//! accesses, which may stop the run, and for loops). The guest's instructions are run as they are, with their registers
 //! renamed where needed: the guest registers live in the host's registers of the same
 //! number for the run (loaded from [`Cpu::gpr`] before it, stored after it), except the
 //! guest's RSP, which takes a host register the run does not use, and the pointer to
@@ -12,12 +13,14 @@
 //! reads or keeps any of the guest's, and come out through PUSHFQ.
 //!
 //! What makes the result the interpreter's, bit for bit:
-//! - none of these instructions can fault, exit or change anything but general
-//!   registers and the six status flags; the run's instructions are the guest's own,
-//!   executed by a processor of the same architecture;
+//! - none of these instructions can exit or change anything but general registers,
+//!   memory the TLB lets the host reach, and the six status flags; an access that could
+//!   fault or needs more than the host page stops the run before it; the run's
+//!   instructions are the guest's own, executed by a processor of the same architecture;
 //! - a flag an instruction leaves undefined is one where the interpreter and the host
 //!   may differ: such an instruction enters a run only if a later instruction of the
-//!   same run overwrites that flag before anything reads it ([`split`]);
+//!   same run overwrites that flag before anything reads it or a stop could show it, or
+//!   if it is an AF whose interpreter's value the run writes in ([`split`]);
 //! - the op counts the run's instructions as retired, and a single step (TF, RF, an
 //!   interrupt shadow, a debugger) runs the first instruction alone as decoded
 //!   ([`Op::dead_flags`]), so instruction boundaries inside a run are never visible.
@@ -67,9 +70,10 @@ pub const BRANCH: u8 = 32;
 /// allows (see [`JitCtx::iterations`]).
 pub const LOOP: u8 = 64;
 
-/// What a run that accesses memory reads and reports besides the registers, in
-/// [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both from one
-/// register.
+/// What a run that accesses memory, branches or loops reads and reports besides the
+/// registers, in [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both
+/// from one register. A run that only branches or loops uses [`JitCtx::iterations`] and
+/// [`JitCtx::taken`] alone.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct JitCtx {
@@ -218,21 +222,20 @@ pub fn translatable(i: &Instruction, bits: u8) -> bool {
             }
             k if crate::exec::is_imm(k) => {}
             OpKind::Memory => {
-                let base_ok =
-                    i.memory_base() == Register::None || gpr_number(i.memory_base()).is_some();
+                let ip_rel = i.is_ip_rel_memory_operand();
+                let base_ok = ip_rel
+                    || i.memory_base() == Register::None
+                    || gpr_number(i.memory_base()).is_some();
                 let index_ok =
                     i.memory_index() == Register::None || gpr_number(i.memory_index()).is_some();
-                let access = match m {
+                let form_ok = match m {
                     // LEA computes the address alone: RIP-relative, it would need the
                     // guest's RIP.
-                    M::Lea => !i.is_ip_rel_memory_operand(),
+                    M::Lea => !ip_rel,
                     M::Xchg | M::Nop => false,
-                    _ => {
-                        matches!(i.memory_size().size(), 1 | 2 | 4 | 8)
-                            && (i.is_ip_rel_memory_operand() || base_ok)
-                    }
+                    _ => matches!(i.memory_size().size(), 1 | 2 | 4 | 8),
                 };
-                if !access || !(base_ok || i.is_ip_rel_memory_operand()) || !index_ok {
+                if !base_ok || !index_ok || !form_ok {
                     return false;
                 }
             }
@@ -412,7 +415,7 @@ impl Translator {
     }
 
     /// Replace the runs of translatable instructions in `ops` (a block of `bits`-bit
-    /// code, its flag-setter/Jcc pair already fused) by translated ops. Returns whether
+    /// code, its ending flag setter and Jcc not fused yet) by translated ops. Returns whether
     /// a translated run accesses memory: it may then end its block early (setting
     /// [`Cpu::brk`]), which the block must check for.
     pub fn translate(&mut self, ops: &mut Vec<Op>, bits: u8) -> bool {
@@ -430,8 +433,8 @@ impl Translator {
         let last = ops.len() - 1;
         for (k, op) in ops.iter().enumerate() {
             let i = &op.i;
-            let target = i.near_branch_target();
             let u = if k == last && i.is_jcc_short_or_near() {
+                let target = i.near_branch_target();
                 // A canonical target: RIP can hold it (a wider one faults, interpreted).
                 (((target as i64) << 16 >> 16) as u64 == target).then_some(Use {
                     regs: 0,
@@ -678,7 +681,7 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
     } else {
         0
     };
-    if op.aux & (MEMORY | BRANCH) != 0 {
+    if op.aux & MEMORY != 0 {
         let (tlb, epoch) = c.tlb.data_table();
         c.jit = JitCtx {
             tlb,
@@ -692,6 +695,10 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
             iterations,
             taken: 0,
         };
+    } else if op.aux & BRANCH != 0 {
+        // No access: the rest is not read, and the run cannot stop early.
+        c.jit.iterations = iterations;
+        c.jit.taken = 0;
     }
     // SAFETY: `op.imm` is the entry the translator got from its arena for this op, and
     // the arena is reset only together with the cache that holds the op; `c.gpr` has at
