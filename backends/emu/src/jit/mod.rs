@@ -20,7 +20,9 @@
 //! - a flag an instruction leaves undefined is one where the interpreter and the host
 //!   may differ: such an instruction enters a run only if a later instruction of the
 //!   same run overwrites that flag before anything reads it or a stop could show it, or
-//!   if it is an AF whose interpreter's value the run writes in ([`split`]);
+//!   if it is an AF whose interpreter's value the run writes in, or the OF of a shift or
+//!   rotate of a register that only a stop could show, which computes the interpreter's
+//!   from the result ([`split`]);
 //! - the op counts the run's instructions as retired, and a single step (TF, RF, an
 //!   interrupt shadow, a debugger) runs the first instruction alone as decoded
 //!   ([`Op::dead_flags`]), so instruction boundaries inside a run are never visible.
@@ -281,10 +283,36 @@ struct Use {
     /// (see `arith::alu` and `arith::shift`): cleared by the logic operations, set by the
     /// shifts. A run may end with such an AF, which is then set to this value.
     af: Option<bool>,
+    /// For a shift or rotate by more than 1 of a register, which leaves OF undefined: how
+    /// the interpreter sets it (see `arith::shift`). An access after it may then stop the
+    /// run and show that OF, which its exit computes (see [`split`]).
+    of: Option<OfFix>,
     /// Its memory access, if any.
     mem: Option<Access>,
     /// For the Jcc that ends the block: its condition.
     branch: Option<iced_x86::ConditionCode>,
+}
+
+/// The interpreter's OF after a shift or rotate by more than 1, from its result in a
+/// register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OfFix {
+    rule: OfRule,
+    /// The operand's width in bits.
+    bits: u32,
+    /// The guest register (0-15) holding the result, in its low `bits`.
+    reg: usize,
+}
+
+/// How [`OfFix`] computes OF from the result `r` (and CF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OfRule {
+    /// The result's top bit differs from CF (SHL, ROL).
+    TopXorCf,
+    /// The result's two top bits differ (SHR, ROR).
+    TopTwoDiffer,
+    /// 0 (SAR).
+    Clear,
 }
 
 /// A memory access of an instruction in a run.
@@ -401,6 +429,26 @@ impl Translator {
                 _ => None,
             }
         };
+        let of = if undefined & RflagsBits::OF == 0 || i.op_kind(0) != OpKind::Register {
+            None
+        } else {
+            let r = i.op0_register();
+            let rule = match i.mnemonic() {
+                M::Shl | M::Rol => Some(OfRule::TopXorCf),
+                M::Shr | M::Ror => Some(OfRule::TopTwoDiffer),
+                M::Sar => Some(OfRule::Clear),
+                _ => None,
+            };
+            let high_byte = matches!(r, Register::AH | Register::CH | Register::DH | Register::BH);
+            match (rule, gpr_number(r)) {
+                (Some(rule), Some(reg)) if !high_byte => Some(OfFix {
+                    rule,
+                    bits: 8 * r.size() as u32,
+                    reg,
+                }),
+                _ => None,
+            }
+        };
         Some(Use {
             regs,
             defines,
@@ -409,6 +457,7 @@ impl Translator {
             modified: i.rflags_modified() & STATUS,
             undefined,
             af,
+            of,
             mem,
             branch: None,
         })
@@ -444,6 +493,7 @@ impl Translator {
                     modified: 0,
                     undefined: 0,
                     af: None,
+                    of: None,
                     mem: None,
                     branch: Some(i.condition_code()),
                 })
@@ -571,21 +621,34 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
     'outer: while end > 0 {
         // Backwards from the end, where every status flag is live: an instruction that
         // leaves a live flag undefined cannot be in a run ending here, unless the flag is
-        // an AF that only the end sees and whose interpreter's value is known.
+        // an AF that only the end and the accesses see and whose interpreter's value is
+        // known, or an OF that only the accesses see (their exits compute the
+        // interpreter's, see `OfFix`). `live` counts the accesses, `read` only the
+        // instructions that read flags and the end.
         let mut live = STATUS;
+        let mut read = STATUS;
         let mut af_read = false;
         let mut j = end;
         while j > 0 {
             let u = all[j - 1];
-            let bad = u.undefined & live;
-            let af_fixed = bad == RflagsBits::AF && u.af.is_some() && !af_read;
+            let mut bad = u.undefined & live;
+            if bad & RflagsBits::AF != 0 && u.af.is_some() && !af_read {
+                bad &= !RflagsBits::AF;
+            }
+            if bad & RflagsBits::OF != 0
+                && read & RflagsBits::OF == 0
+                && u.of.is_some_and(|f| result_kept(&all[j..end], f.reg))
+            {
+                bad &= !RflagsBits::OF;
+            }
             af_read |= u.read & RflagsBits::AF != 0;
-            if bad != 0 && !af_fixed {
+            if bad != 0 {
                 push_runs(&all[j..end], first + j, runs);
                 end = j - 1;
                 continue 'outer;
             }
             live = (live & !u.modified) | u.read;
+            read = (read & !u.modified) | u.read;
             if u.mem.is_some() {
                 // If the access cannot use the host page, the run stops before it and
                 // the interpreter sees every flag.
@@ -596,6 +659,22 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
         push_runs(&all[..end], first, runs);
         break;
     }
+}
+
+/// Whether guest register `reg`, holding the result of the instruction just before
+/// `after`, still holds it wherever an access of `after` could see that instruction's OF:
+/// no instruction writes it before the first that writes OF again.
+fn result_kept(after: &[Use], reg: usize) -> bool {
+    for u in after {
+        if u.modified & RflagsBits::OF != 0 {
+            // An exit before this instruction sees the register as it was.
+            return true;
+        }
+        if u.writes & (1 << reg) != 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// Push exact stretch `all` (the first at block position `first`) as runs that each use
