@@ -11,8 +11,7 @@
 //! [`Cpu::fast_host`]: crate::cpu::Cpu::fast_host
 
 use super::{
-    gpr, r64, Access, JitCtx, OfFix, OfRule, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, RDI, RSP,
-    STATUS,
+    gpr, r64, JitCtx, OfFix, OfRule, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, RDI, RSP, STATUS,
 };
 use crate::decode::Op;
 use crate::tlb::TlbEntry;
@@ -165,9 +164,17 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     // Each access's exit, emitted after the main path: (label, instruction index, the
     // scratch registers pushed, whether the flags were pushed).
     let mut bails = Vec::new();
+    // Each Jcc's that leaves the run: (label, instruction index, target, its site).
+    let mut exits = Vec::new();
     for (k, (op, u)) in ops.iter().zip(uses).enumerate() {
         if u.branch.is_some() {
             // The block's Jcc: decided after the run (below).
+            continue;
+        }
+        if let (Some((cc, target)), Some(site)) = (u.exit, sites[k].as_ref()) {
+            let l = a.create_label();
+            jump_if(&mut a, cc, l)?;
+            exits.push((l, k, target, site));
             continue;
         }
         let mut i = op.i;
@@ -437,6 +444,57 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         add(&mut a, taken_field(1))?;
         a.jmp(flags_out).ok()?;
     }
+    // A stop: the registers written so far stored, where the interpreter goes on, and
+    // the flags with the interpreter's AF and OF where the host's may differ.
+    let stop = |a: &mut CodeAssembler, at: u32, rip: u64, site: &Site| -> Option<()> {
+        let written = if looping { writes } else { site.written };
+        for g in 0..16 {
+            if written & (1 << g) != 0 {
+                add(
+                    a,
+                    Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
+                )?;
+            }
+        }
+        let dword = |field: usize, v: u32| {
+            Instruction::with2(
+                Code::Mov_rm32_imm32,
+                MemoryOperand::with_base_displ(r64(base), ctx_disp(field)),
+                v,
+            )
+        };
+        add(a, dword(JitCtx::BAIL_AT, at))?;
+        add(a, dword(JitCtx::BAIL_RIP, rip as u32))?;
+        add(a, dword(JitCtx::BAIL_RIP + 4, (rip >> 32) as u32))?;
+        // Two registers for the OF computation, neither RAX (the flags) nor the pointer
+        // to the guest's registers: every guest register is stored by now.
+        let mut spare = [1usize, 2, 6, 7].into_iter().filter(|&h| h != base);
+        let (s1, s2) = (r64(spare.next()?), r64(spare.next()?));
+        if let Some(f) = site.of {
+            // The result, before the pointer (perhaps RAX) gives way to the flags.
+            add(a, Instruction::with2(Code::Mov_r64_rm64, s1, slot(f.reg)))?;
+        }
+        if site.flags_valid {
+            add(a, dword(JitCtx::BAIL_FLAGS, 1))?;
+            add(a, Ok(Instruction::with(Code::Pushfq)))?;
+            add(a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
+            if let Some(f) = site.of {
+                of_fix(a, f, s1, s2)?;
+            }
+            match site.af {
+                Some(true) => add(
+                    a,
+                    Instruction::with2(Code::Or_rm64_imm8, Register::RAX, 0x10),
+                )?,
+                Some(false) => add(
+                    a,
+                    Instruction::with2(Code::And_rm64_imm8, Register::RAX, !0x10),
+                )?,
+                None => {}
+            }
+        }
+        a.jmp(epilogue).ok()
+    };
     for (mut bail, k, pushed, site) in bails {
         a.set_label(&mut bail).ok()?;
         if site.flags_valid {
@@ -445,57 +503,12 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         for &t in pushed.iter().rev() {
             add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
         }
-        let written = if looping { writes } else { site.written };
-        for g in 0..16 {
-            if written & (1 << g) != 0 {
-                add(
-                    &mut a,
-                    Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
-                )?;
-            }
-        }
-        let rip = ops[k].i.ip();
-        let dword = |field: usize, v: u32| {
-            Instruction::with2(
-                Code::Mov_rm32_imm32,
-                MemoryOperand::with_base_displ(r64(base), ctx_disp(field)),
-                v,
-            )
-        };
-        add(&mut a, dword(JitCtx::BAIL_AT, k as u32))?;
-        add(&mut a, dword(JitCtx::BAIL_RIP, rip as u32))?;
-        add(&mut a, dword(JitCtx::BAIL_RIP + 4, (rip >> 32) as u32))?;
-        // Two registers for the OF computation, neither RAX (the flags) nor the pointer
-        // to the guest's registers: every guest register is stored by now.
-        let mut spare = [1usize, 2, 6, 7].into_iter().filter(|&h| h != base);
-        let (s1, s2) = (r64(spare.next()?), r64(spare.next()?));
-        if let Some(f) = site.of {
-            // The result, before the pointer (perhaps RAX) gives way to the flags.
-            add(
-                &mut a,
-                Instruction::with2(Code::Mov_r64_rm64, s1, slot(f.reg)),
-            )?;
-        }
-        if site.flags_valid {
-            add(&mut a, dword(JitCtx::BAIL_FLAGS, 1))?;
-            add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
-            add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
-            if let Some(f) = site.of {
-                of_fix(&mut a, f, s1, s2)?;
-            }
-            match site.af {
-                Some(true) => add(
-                    &mut a,
-                    Instruction::with2(Code::Or_rm64_imm8, Register::RAX, 0x10),
-                )?,
-                Some(false) => add(
-                    &mut a,
-                    Instruction::with2(Code::And_rm64_imm8, Register::RAX, !0x10),
-                )?,
-                None => {}
-            }
-        }
-        a.jmp(epilogue).ok()?;
+        stop(&mut a, k as u32, ops[k].i.ip(), site)?;
+    }
+    for (mut l, k, target, site) in exits {
+        a.set_label(&mut l).ok()?;
+        // The Jcc retired too.
+        stop(&mut a, k as u32 + 1, target, site)?;
     }
     a.assemble(0).ok()
 }
@@ -532,16 +545,17 @@ fn of_fix(a: &mut CodeAssembler, f: OfFix, r: Register, t: Register) -> Option<(
     add(a, Instruction::with2(Code::Or_r64_rm64, Register::RAX, r))
 }
 
-/// For each instruction of the run that accesses memory, what its code needs to know.
+/// For each instruction of the run that accesses memory or is a Jcc that leaves the run,
+/// what its code needs to know.
 fn sites(uses: &[Use], flags: u8) -> Vec<Option<Site>> {
-    // Flags needed after each instruction: the run's end and every later access (whose
-    // exit hands them to the interpreter) need all of them.
+    // Flags needed after each instruction: the run's end, every later access and every
+    // Jcc leaving the run (whose exits hand them to the interpreter) need all of them.
     let mut live_after = alloc::vec![0u32; uses.len()];
     let mut live = STATUS;
     for (k, u) in uses.iter().enumerate().rev() {
         live_after[k] = live;
         live = (live & !u.modified) | u.read;
-        if u.mem.is_some() {
+        if u.mem.is_some() || u.exit.is_some() {
             live = STATUS;
         }
     }
@@ -550,7 +564,7 @@ fn sites(uses: &[Use], flags: u8) -> Vec<Option<Site>> {
     let mut af: Option<bool> = None;
     let mut of: Option<OfFix> = None;
     for (k, u) in uses.iter().enumerate() {
-        out.push(u.mem.map(|_: Access| Site {
+        out.push((u.mem.is_some() || u.exit.is_some()).then_some(Site {
             written,
             flags_valid: flags & FLAGS_IN != 0 || flags_written != 0,
             af,

@@ -71,6 +71,10 @@ pub const BRANCH: u8 = 32;
 /// block's start, which its code does without returning, as long as the run's budget
 /// allows (see [`JitCtx::iterations`]).
 pub const LOOP: u8 = 64;
+/// `Op::aux` of a translated run: it holds a Jcc forward out of the block before the
+/// block's end (the block goes on past it, see [`crate::cache::decode_block`]); taken, it
+/// leaves the run as a stop does, after the Jcc and at its target (see [`JitCtx`]).
+pub const EXITS: u8 = 128;
 
 /// What a run that accesses memory, branches or loops reads and reports besides the
 /// registers, in [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both
@@ -90,10 +94,11 @@ pub struct JitCtx {
     pub gs_base: u64,
     /// 1 at CPL 3, where unaligned accesses take the checked path.
     pub user: u64,
-    /// Set by the run when it stops before an access: that instruction's RIP.
+    /// Set by the run when it stops before an access: that instruction's RIP; when a Jcc
+    /// leaves it, the Jcc's target.
     pub bail_rip: u64,
-    /// Set by the run when it stops before an access: how many of its instructions
-    /// retired (`u32::MAX`: it ran to its end).
+    /// Set by the run when it stops before an access or a Jcc leaves it: how many of its
+    /// instructions retired (`u32::MAX`: it ran to its end).
     pub bail_at: u32,
     /// Set by the run when it stops before an access: 1 when the flags it returns are the
     /// guest's (0: the run had not touched them).
@@ -291,6 +296,9 @@ struct Use {
     mem: Option<Access>,
     /// For the Jcc that ends the block: its condition.
     branch: Option<iced_x86::ConditionCode>,
+    /// For a Jcc before the block's end: its condition and target, where the run leaves
+    /// when it is taken.
+    exit: Option<(iced_x86::ConditionCode, u64)>,
 }
 
 /// The interpreter's OF after a shift or rotate by more than 1, from its result in a
@@ -366,6 +374,12 @@ impl Translator {
     /// Turn translation on or off for blocks decoded from now on.
     pub fn set_enabled(&mut self, on: bool) {
         self.enabled = on;
+    }
+
+    /// Whether blocks decoded now may be translated: translation is on and the arena
+    /// was made or not tried yet.
+    pub fn translating(&self) -> bool {
+        self.enabled && (!self.tried || self.arena.is_some())
     }
 
     /// Runs translated since the translator was made.
@@ -460,6 +474,7 @@ impl Translator {
             of,
             mem,
             branch: None,
+            exit: None,
         })
     }
 
@@ -482,8 +497,9 @@ impl Translator {
         let last = ops.len() - 1;
         for (k, op) in ops.iter().enumerate() {
             let i = &op.i;
-            let u = if k == last && i.is_jcc_short_or_near() {
+            let u = if i.is_jcc_short_or_near() {
                 let target = i.near_branch_target();
+                let cc = i.condition_code();
                 // A canonical target: RIP can hold it (a wider one faults, interpreted).
                 (((target as i64) << 16 >> 16) as u64 == target).then_some(Use {
                     regs: 0,
@@ -495,7 +511,8 @@ impl Translator {
                     af: None,
                     of: None,
                     mem: None,
-                    branch: Some(i.condition_code()),
+                    branch: (k == last).then_some(cc),
+                    exit: (k != last).then_some((cc, target)),
                 })
             } else if !op.fused && translatable(i, bits) {
                 self.usage(i)
@@ -574,8 +591,9 @@ impl Translator {
             self.runs += 1;
             translated = true;
             // A run may stop before an access; one that starts with an access runs that
-            // instruction in the interpreter and stops after it (see `stopped`).
-            accesses |= flags & MEMORY != 0;
+            // instruction in the interpreter and stops after it (see `stopped`). A Jcc
+            // may leave it.
+            accesses |= flags & (MEMORY | EXITS) != 0;
         }
         if translated {
             // `Op::pos` counts the ops before an op, which is what retired before it
@@ -589,7 +607,7 @@ impl Translator {
 }
 
 /// Whether a whole-block run that jumps back to its start can loop in its code: an
-/// access before the first instruction that writes AF must not see an AF left undefined
+/// access or a Jcc leaving the run before the first instruction that writes AF must not see an AF left undefined
 /// by the previous iteration, since the first time it sees the guest's (the AF an access
 /// hands over is set as the interpreter would only for instructions before it).
 fn loops(run: &[Use]) -> bool {
@@ -598,7 +616,10 @@ fn loops(run: &[Use]) -> bool {
         return true;
     };
     let first_af = run.iter().position(|u| writes_af(&u)).unwrap_or(run.len());
-    last_af.af.is_none() || run[..first_af].iter().all(|u| u.mem.is_none())
+    last_af.af.is_none()
+        || run[..first_af]
+            .iter()
+            .all(|u| u.mem.is_none() && u.exit.is_none())
 }
 
 /// The guest registers a run uses, those it must load first (used before being
@@ -649,9 +670,9 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
             }
             live = (live & !u.modified) | u.read;
             read = (read & !u.modified) | u.read;
-            if u.mem.is_some() {
-                // If the access cannot use the host page, the run stops before it and
-                // the interpreter sees every flag.
+            if u.mem.is_some() || u.exit.is_some() {
+                // If the access cannot use the host page, the run stops before it, and
+                // a Jcc taken leaves it: the interpreter sees every flag.
                 live = STATUS;
             }
             j -= 1;
@@ -717,8 +738,8 @@ fn flag_mode(all: &[Use]) -> u8 {
         if u.read & !written != 0 {
             needs_in = true;
         }
-        if u.mem.is_some() {
-            mode |= MEMORY;
+        if u.mem.is_some() || u.exit.is_some() {
+            mode |= if u.mem.is_some() { MEMORY } else { EXITS };
             // Stopping here hands the flags to the interpreter: those the run has not
             // written yet must be the guest's.
             if written != 0 && written != STATUS {
@@ -742,6 +763,11 @@ fn flag_mode(all: &[Use]) -> u8 {
         mode |= FLAGS_IN;
     }
     mode
+}
+
+/// Whether `op` is a translated run.
+pub fn is_translated(op: &Op) -> bool {
+    core::ptr::fn_addr_eq(op.h, run_translated as crate::decode::Handler)
 }
 
 /// The handler of a translated run (see the module's documentation): `imm` is the host
@@ -774,10 +800,16 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
             iterations,
             taken: 0,
         };
-    } else if op.aux & BRANCH != 0 {
-        // No access: the rest is not read, and the run cannot stop early.
-        c.jit.iterations = iterations;
-        c.jit.taken = 0;
+    } else {
+        // No access: the TLB and segment fields are not read.
+        if op.aux & (BRANCH | EXITS) != 0 {
+            c.jit.iterations = iterations;
+            c.jit.taken = 0;
+        }
+        if op.aux & EXITS != 0 {
+            c.jit.bail_at = u32::MAX;
+            c.jit.bail_flags = 0;
+        }
     }
     // SAFETY: `op.imm` is the entry the translator got from its arena for this op, and
     // the arena is reset only together with the cache that holds the op; `c.gpr` has at
@@ -787,7 +819,7 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
     let out = unsafe { arena::call(op.imm, c.gpr.as_mut_ptr(), flags_in) };
     // Iterations of a loop completed and gone back from.
     let again = iterations.saturating_sub(c.jit.iterations);
-    if op.aux & MEMORY != 0 && c.jit.bail_at != u32::MAX {
+    if op.aux & (MEMORY | EXITS) != 0 && c.jit.bail_at != u32::MAX {
         return stopped(c, mem, op, out, again * count);
     }
     if op.aux & FLAGS_OUT != 0 {
@@ -812,10 +844,11 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
     Ok(())
 }
 
-/// A run stopped before an access its code could not make (see [`JitCtx`]), after
-/// `before` instructions of earlier iterations: the interpreter goes on from that
-/// instruction. When it is the run's first, the interpreter runs it here and the block
-/// ends after it, so that stopping always gets at least one instruction done.
+/// A run stopped before an access its code could not make, or a Jcc before its block's
+/// end left it (see [`JitCtx`]), after `before` instructions of earlier iterations: the
+/// interpreter goes on from that instruction, or the Jcc's target. When a stop is before
+/// the run's first instruction, the interpreter runs it here and the block ends after it,
+/// so that stopping always gets at least one instruction done.
 #[cold]
 fn stopped(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, flags: u64, before: u64) -> Result<(), Ex> {
     if c.jit.bail_flags != 0 {

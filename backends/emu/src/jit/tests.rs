@@ -385,9 +385,16 @@ fn run(code: &[u8], regs: &[u64; 16], flags: u64, budget: u64, translate: bool) 
 
 #[test]
 fn translated_runs_end_as_the_interpreter_does() {
-    let mut rng = Rng(0x6a09_e667_f3bc_c908);
+    // By hand, more: JIT_TEST_SEED=<u64> JIT_TEST_CASES=<n>.
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut rng = Rng(env("JIT_TEST_SEED", 0x6a09_e667_f3bc_c908));
     let mut translated = 0;
-    for case in 0..600 {
+    for case in 0..env("JIT_TEST_CASES", 600) {
         let mut listing = Vec::new();
         let mut code = Vec::new();
         // Where each instruction starts, from CODE.
@@ -430,16 +437,38 @@ fn translated_runs_end_as_the_interpreter_does() {
                     1 + rng.below(30) as u64
                 };
             }
-            // A conditional jump over the rest, to the HLT.
+            // Conditional jumps forward, to a later instruction or the HLT: with
+            // translation the block goes on past them, and a run leaves where one is
+            // taken.
             2 => {
-                let at = starts[rng.below(starts.len())] as usize;
-                let cc = rng.below(16) as u8;
-                let skip = (code.len() - at) as u32;
-                let mut jcc = std::vec![0x0f, 0x80 | cc];
-                jcc.extend_from_slice(&skip.to_le_bytes());
-                // What follows moves 6 bytes on: its RIP-relative operands now point 6
-                // bytes further, the same both ways.
-                code.splice(at..at, jcc);
+                let mut at: Vec<usize> = (0..1 + rng.below(3))
+                    .map(|_| starts[rng.below(starts.len())] as usize)
+                    .collect();
+                at.sort_unstable();
+                at.dedup();
+                // From the last, so that the offsets of those before stay as chosen.
+                for &at in at.iter().rev() {
+                    let later: Vec<usize> = starts
+                        .iter()
+                        .map(|&s| s as usize)
+                        .filter(|&s| s > at)
+                        .chain(core::iter::once(code.len()))
+                        .collect();
+                    let to = later[rng.below(later.len())];
+                    let cc = rng.below(16) as u8;
+                    // From the end of the Jcc inserted at `at`, to `to` moved 6 bytes on.
+                    let skip = (to - at) as u32;
+                    let mut jcc = std::vec![0x0f, 0x80 | cc];
+                    jcc.extend_from_slice(&skip.to_le_bytes());
+                    // What follows moves 6 bytes on: its RIP-relative operands now point
+                    // 6 bytes further, the same both ways.
+                    code.splice(at..at, jcc);
+                    for s in starts.iter_mut() {
+                        if *s as usize >= at {
+                            *s += 6;
+                        }
+                    }
+                }
             }
             _ => {}
         }
