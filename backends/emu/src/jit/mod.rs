@@ -859,7 +859,7 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
 /// interpreter goes on from that instruction, or the Jcc's target. When a stop is before
 /// the run's first instruction, the interpreter runs it here and the block ends after it,
 /// so that stopping always gets at least one instruction done.
-#[cold]
+#[inline(never)]
 fn stopped(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, flags: u64, before: u64) -> Result<(), Ex> {
     if c.jit.bail_flags != 0 {
         c.set_rflags((c.rf & !STATUS_X86) | (flags & STATUS_X86));
