@@ -576,6 +576,11 @@ fn a_fault_after_a_shift_shows_the_interpreters_of() {
                 listing.push(
                     Instruction::with2(Code::Add_rm64_r64, Register::RDX, Register::RCX).unwrap(),
                 );
+                // Four instructions or more in every shape: a straight run that short is
+                // translated (MIN_STRAIGHT_RUN).
+                listing.push(
+                    Instruction::with2(Code::Mov_r64_rm64, Register::R8, Register::RDX).unwrap(),
+                );
                 let mut enc = Encoder::new(64);
                 let mut ip = CODE;
                 for i in &listing {
