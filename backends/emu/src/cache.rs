@@ -167,7 +167,24 @@ impl Cache {
         if self.blocks.len() >= MAX_BLOCKS || self.translator.nearly_full() {
             self.flush(cpu);
         }
-        if self.translator.translate(&mut block.ops, block.bits) {
+        let may_stop = self.translator.translate(&mut block.ops, block.bits);
+        // A Jcc before the end that no translated run holds ends the block again: the
+        // interpreter's Jcc does not leave a block.
+        let last = block.ops.len().saturating_sub(1);
+        let cut = block.ops[..last]
+            .iter()
+            .position(|op| op.i.is_jcc_short_or_near() && !crate::jit::is_translated(op));
+        if let Some(k) = cut {
+            block.ops.truncate(k + 1);
+            if let Some(op) = block.ops.last() {
+                block.end = block.gpa + op.next_ip.wrapping_sub(block.rip);
+            }
+            block.pure = block
+                .ops
+                .iter()
+                .all(|op| crate::decode::never_breaks(&op.i));
+        }
+        if may_stop {
             // A translated run may stop early, setting `brk`.
             block.pure = false;
         }
@@ -239,7 +256,9 @@ pub fn fuse(ops: &mut Vec<Op>, bits: u8) {
 }
 
 /// Decode the block at `rip` (guest-physical `gpa`, linear `la`) for `bits`-bit code,
-/// its ending flag setter and Jcc not fused yet ([`fuse`]).
+/// its ending flag setter and Jcc not fused yet ([`fuse`]). With `extend`, for
+/// [`Cache::insert`] to translate, 64-bit code goes on past Jcc forward (the rest of the
+/// page and [`MAX_BLOCK_OPS`] allowing).
 /// Returns the block and whether it may be cached (an instruction that straddles two
 /// pages is decoded alone and not cached: its second page may be remapped).
 pub fn decode_block(
@@ -249,6 +268,7 @@ pub fn decode_block(
     la: u64,
     gpa: u64,
     bits: u8,
+    extend: bool,
 ) -> Result<(Block, bool), Ex> {
     let page_left = 4096 - (gpa & 0xfff);
     let Some(bytes) = mem.slice(gpa, page_left) else {
@@ -275,7 +295,12 @@ pub fn decode_block(
         let mut op = build(&i, u32::from(bits));
         // Below MAX_BLOCK_OPS, so it fits.
         op.pos = ops.len() as u8;
-        let stop = ends_block(&i) || i.is_invalid();
+        // A Jcc forward may be passed when the block is for translation, which holds it
+        // in a run or ends the block there again ([`Cache::insert`]); a Jcc back ends it,
+        // so that a loop is its own block.
+        let passed =
+            extend && bits == 64 && i.is_jcc_short_or_near() && i.near_branch_target() > i.ip();
+        let stop = (ends_block(&i) && !passed) || i.is_invalid();
         pure &= never_breaks(&i);
         ops.push(op);
         if stop {
@@ -341,7 +366,7 @@ mod tests {
     /// A one-instruction block (NOP) at `gpa`, as 64-bit code at RIP `gpa`.
     fn nop_block(cpu: &mut Cpu, mem: &mut GuestMemory, gpa: u64) -> Block {
         mem.write(gpa, &[0x90, 0xc3]).unwrap();
-        let (block, cacheable) = decode_block(cpu, mem, gpa, gpa, gpa, 64).unwrap();
+        let (block, cacheable) = decode_block(cpu, mem, gpa, gpa, gpa, 64, false).unwrap();
         assert!(cacheable);
         block
     }

@@ -860,7 +860,8 @@ impl EmuVcpu {
         if let Some(i) = self.cache.lookup(gpa, bits, rip) {
             return Ok(Some(i));
         }
-        match decode_block(&mut self.cpu, mem, rip, la, gpa, bits) {
+        let extend = self.cache.translator.translating();
+        match decode_block(&mut self.cpu, mem, rip, la, gpa, bits, extend) {
             Ok((b, true)) => Ok(Some(self.cache.insert(&mut self.cpu, mem, b))),
             Ok((mut b, false)) => {
                 cache::fuse(&mut b.ops, b.bits);

@@ -11,13 +11,18 @@
 //! [`Cpu::fast_host`]: crate::cpu::Cpu::fast_host
 
 use super::{
-    gpr, r64, Access, JitCtx, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, RDI, RSP, STATUS,
+    gpr, r64, JitCtx, OfFix, OfRule, Use, BRANCH, CALLEE_SAVED, FLAGS_IN, LOOP, RDI, RSP, STATUS,
 };
 use crate::decode::Op;
 use crate::tlb::TlbEntry;
 use alloc::vec::Vec;
 use iced_x86::code_asm::{CodeAssembler, CodeLabel};
 use iced_x86::{Code, ConditionCode, Instruction, MemoryOperand, OpKind, Register, RflagsBits};
+
+/// System V scratch registers a memory access may use without saving them when the run
+/// does not: RDI and RSI hold the arguments only until the run's start, RCX a loop's
+/// count only while it saves it, RAX the flags only after the run.
+const FREE_SCRATCH: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
 
 /// A jump to `l` on condition `cc`.
 fn jump_if(a: &mut CodeAssembler, cc: ConditionCode, l: CodeLabel) -> Option<()> {
@@ -68,6 +73,9 @@ struct Site {
     /// The interpreter's AF here, when the last instruction to write AF left it
     /// undefined.
     af: Option<bool>,
+    /// How to compute the interpreter's OF here, when the last instruction to write OF
+    /// left it undefined.
+    of: Option<OfFix>,
     /// Some status flag is read after the access before being written, or reaches the
     /// run's end or a later access: the flags must survive the TLB check.
     flags_live: bool,
@@ -156,9 +164,17 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     // Each access's exit, emitted after the main path: (label, instruction index, the
     // scratch registers pushed, whether the flags were pushed).
     let mut bails = Vec::new();
+    // Each Jcc's that leaves the run: (label, instruction index, target, its site).
+    let mut exits = Vec::new();
     for (k, (op, u)) in ops.iter().zip(uses).enumerate() {
         if u.branch.is_some() {
             // The block's Jcc: decided after the run (below).
+            continue;
+        }
+        if let (Some((cc, target)), Some(site)) = (u.exit, sites[k].as_ref()) {
+            let l = a.create_label();
+            jump_if(&mut a, cc, l)?;
+            exits.push((l, k, target, site));
             continue;
         }
         let mut i = op.i;
@@ -177,25 +193,40 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
             a.add_instruction(i).ok()?;
             continue;
         };
-        // Three scratch registers the instruction does not use, saved around it.
+        // Three scratch registers the instruction does not use: first the System V
+        // scratch registers the run leaves alone, which need no saving, then others,
+        // saved around it.
         let mut instr_host = 1u16 << base | 1 << RSP;
         for g in 0..16 {
             if u.regs & (1 << g) != 0 {
                 instr_host |= 1 << host_of(g);
             }
         }
-        let mut scratch = [0usize, 3, 6, 7, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15]
+        let free_scratch = FREE_SCRATCH
             .into_iter()
-            .filter(|&h| instr_host & (1 << h) == 0);
+            .filter(|&h| host_used & (1 << h) == 0);
+        let saved_scratch = [0usize, 3, 6, 7, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15]
+            .into_iter()
+            .filter(|&h| instr_host & (1 << h) == 0 && !FREE_SCRATCH.contains(&h));
+        let mut scratch = free_scratch
+            .map(|h| (h, false))
+            .chain(saved_scratch.map(|h| (h, true)))
+            .filter(|&(h, _)| instr_host & (1 << h) == 0);
         let (t1, t2, t3) = (scratch.next()?, scratch.next()?, scratch.next()?);
-        for t in [t1, t2, t3] {
+        let pushed: Vec<usize> = [t1, t2, t3]
+            .into_iter()
+            .filter(|&(_, p)| p)
+            .map(|(h, _)| h)
+            .collect();
+        let (t1, t2, t3) = (t1.0, t2.0, t3.0);
+        for &t in &pushed {
             add(&mut a, Instruction::with1(Code::Push_r64, r64(t)))?;
         }
         if site.flags_valid {
             add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
         }
         let bail = a.create_label();
-        bails.push((bail, k, [t1, t2, t3], site));
+        bails.push((bail, k, pushed.clone(), site));
         // T1: the linear address.
         if op.i.is_ip_rel_memory_operand() {
             let target = op.i.memory_displacement64();
@@ -333,7 +364,7 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         i.set_memory_displ_size(0);
         i.set_segment_prefix(Register::None);
         a.add_instruction(i).ok()?;
-        for t in [t3, t2, t1] {
+        for &t in pushed.iter().rev() {
             add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
         }
     }
@@ -413,24 +444,18 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
         add(&mut a, taken_field(1))?;
         a.jmp(flags_out).ok()?;
     }
-    for (mut bail, k, [t1, t2, t3], site) in bails {
-        a.set_label(&mut bail).ok()?;
-        if site.flags_valid {
-            add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
-        }
-        for t in [t3, t2, t1] {
-            add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
-        }
+    // A stop: the registers written so far stored, where the interpreter goes on, and
+    // the flags with the interpreter's AF and OF where the host's may differ.
+    let stop = |a: &mut CodeAssembler, at: u32, rip: u64, site: &Site| -> Option<()> {
         let written = if looping { writes } else { site.written };
         for g in 0..16 {
             if written & (1 << g) != 0 {
                 add(
-                    &mut a,
+                    a,
                     Instruction::with2(Code::Mov_rm64_r64, slot(g), r64(host_of(g))),
                 )?;
             }
         }
-        let rip = ops[k].i.ip();
         let dword = |field: usize, v: u32| {
             Instruction::with2(
                 Code::Mov_rm32_imm32,
@@ -438,57 +463,125 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
                 v,
             )
         };
-        add(&mut a, dword(JitCtx::BAIL_AT, k as u32))?;
-        add(&mut a, dword(JitCtx::BAIL_RIP, rip as u32))?;
-        add(&mut a, dword(JitCtx::BAIL_RIP + 4, (rip >> 32) as u32))?;
+        add(a, dword(JitCtx::BAIL_AT, at))?;
+        add(a, dword(JitCtx::BAIL_RIP, rip as u32))?;
+        add(a, dword(JitCtx::BAIL_RIP + 4, (rip >> 32) as u32))?;
+        // Two registers for the OF computation, neither RAX (the flags) nor the pointer
+        // to the guest's registers: every guest register is stored by now.
+        let mut spare = [1usize, 2, 6, 7].into_iter().filter(|&h| h != base);
+        let (s1, s2) = (r64(spare.next()?), r64(spare.next()?));
+        if let Some(f) = site.of {
+            // The result, before the pointer (perhaps RAX) gives way to the flags.
+            add(a, Instruction::with2(Code::Mov_r64_rm64, s1, slot(f.reg)))?;
+        }
         if site.flags_valid {
-            add(&mut a, dword(JitCtx::BAIL_FLAGS, 1))?;
-            add(&mut a, Ok(Instruction::with(Code::Pushfq)))?;
-            add(&mut a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
+            add(a, dword(JitCtx::BAIL_FLAGS, 1))?;
+            add(a, Ok(Instruction::with(Code::Pushfq)))?;
+            add(a, Instruction::with1(Code::Pop_r64, Register::RAX))?;
+            if let Some(f) = site.of {
+                of_fix(a, f, s1, s2)?;
+            }
             match site.af {
                 Some(true) => add(
-                    &mut a,
+                    a,
                     Instruction::with2(Code::Or_rm64_imm8, Register::RAX, 0x10),
                 )?,
                 Some(false) => add(
-                    &mut a,
+                    a,
                     Instruction::with2(Code::And_rm64_imm8, Register::RAX, !0x10),
                 )?,
                 None => {}
             }
         }
-        a.jmp(epilogue).ok()?;
+        a.jmp(epilogue).ok()
+    };
+    for (mut bail, k, pushed, site) in bails {
+        a.set_label(&mut bail).ok()?;
+        if site.flags_valid {
+            add(&mut a, Ok(Instruction::with(Code::Popfq)))?;
+        }
+        for &t in pushed.iter().rev() {
+            add(&mut a, Instruction::with1(Code::Pop_r64, r64(t)))?;
+        }
+        stop(&mut a, k as u32, ops[k].i.ip(), site)?;
+    }
+    for (mut l, k, target, site) in exits {
+        a.set_label(&mut l).ok()?;
+        // The Jcc retired too.
+        stop(&mut a, k as u32 + 1, target, site)?;
     }
     a.assemble(0).ok()
 }
 
-/// For each instruction of the run that accesses memory, what its code needs to know.
+/// Replace OF in RAX (flags, as PUSHFQ gives them) by the interpreter's after the shift
+/// or rotate `f`, whose result is in `r` (clobbered, with `t`).
+fn of_fix(a: &mut CodeAssembler, f: OfFix, r: Register, t: Register) -> Option<()> {
+    let add = |a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>| {
+        i.ok().and_then(|i| a.add_instruction(i).ok())
+    };
+    const OF: i32 = 0x800;
+    add(
+        a,
+        Instruction::with2(Code::And_rm64_imm32, Register::RAX, !OF),
+    )?;
+    let top = f.bits as i32 - 1;
+    match f.rule {
+        OfRule::Clear => return Some(()),
+        OfRule::TopXorCf => {
+            // Bit 0: the top bit, then CF (bit 0 of the flags) xored in.
+            add(a, Instruction::with2(Code::Shr_rm64_imm8, r, top))?;
+            add(a, Instruction::with2(Code::Xor_r64_rm64, r, Register::RAX))?;
+        }
+        OfRule::TopTwoDiffer => {
+            // Bit k of r ^ (r >> 1) is bit k xor bit k + 1.
+            add(a, Instruction::with2(Code::Mov_r64_rm64, t, r))?;
+            add(a, Instruction::with2(Code::Shr_rm64_imm8, t, 1))?;
+            add(a, Instruction::with2(Code::Xor_r64_rm64, r, t))?;
+            add(a, Instruction::with2(Code::Shr_rm64_imm8, r, top - 1))?;
+        }
+    }
+    add(a, Instruction::with2(Code::And_rm64_imm32, r, 1))?;
+    add(a, Instruction::with2(Code::Shl_rm64_imm8, r, 11))?;
+    add(a, Instruction::with2(Code::Or_r64_rm64, Register::RAX, r))
+}
+
+/// For each instruction of the run that accesses memory or is a Jcc that leaves the run,
+/// what its code needs to know.
 fn sites(uses: &[Use], flags: u8) -> Vec<Option<Site>> {
-    // Flags needed after each instruction: the run's end and every later access (whose
-    // exit hands them to the interpreter) need all of them.
+    // Flags needed after each instruction: the run's end, every later access and every
+    // Jcc leaving the run (whose exits hand them to the interpreter) need all of them.
     let mut live_after = alloc::vec![0u32; uses.len()];
     let mut live = STATUS;
     for (k, u) in uses.iter().enumerate().rev() {
         live_after[k] = live;
         live = (live & !u.modified) | u.read;
-        if u.mem.is_some() {
+        if u.mem.is_some() || u.exit.is_some() {
             live = STATUS;
         }
     }
     let mut out = Vec::with_capacity(uses.len());
     let (mut written, mut flags_written) = (0u16, 0u32);
     let mut af: Option<bool> = None;
+    let mut of: Option<OfFix> = None;
     for (k, u) in uses.iter().enumerate() {
-        out.push(u.mem.map(|_: Access| Site {
+        out.push((u.mem.is_some() || u.exit.is_some()).then_some(Site {
             written,
             flags_valid: flags & FLAGS_IN != 0 || flags_written != 0,
             af,
+            of,
             flags_live: ((live_after[k] & !u.modified) | u.read) != 0,
         }));
         written |= u.writes;
         flags_written |= u.modified;
         if u.modified & RflagsBits::AF != 0 {
             af = u.af;
+        }
+        if u.modified & RflagsBits::OF != 0 {
+            of = if u.undefined & RflagsBits::OF != 0 {
+                u.of
+            } else {
+                None
+            };
         }
     }
     out

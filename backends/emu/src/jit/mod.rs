@@ -1,7 +1,8 @@
 //! Translation of runs of instructions into host code.
 //!
 //! When a block enters the cache ([`crate::cache::Cache::insert`]), each run of at least
-//! [`MIN_RUN`] consecutive 64-bit instructions on general registers and memory (MOV,
+//! [`MIN_RUN`] consecutive 64-bit instructions (at least [`MIN_STRAIGHT_RUN`] unless it
+//! loops over its block) on general registers and memory (MOV,
 //! LEA, the ALU operations, shifts and rotates by an immediate, IMUL/MUL, CMOVcc, SETcc,
 //! ...; see [`translatable`]), and the Jcc that ends the block, becomes one op whose
 //! handler calls host code doing the same instructions (see [`emit`] for memory
@@ -20,7 +21,9 @@
 //! - a flag an instruction leaves undefined is one where the interpreter and the host
 //!   may differ: such an instruction enters a run only if a later instruction of the
 //!   same run overwrites that flag before anything reads it or a stop could show it, or
-//!   if it is an AF whose interpreter's value the run writes in ([`split`]);
+//!   if it is an AF whose interpreter's value the run writes in, or the OF of a shift or
+//!   rotate of a register that only a stop could show, which computes the interpreter's
+//!   from the result ([`split`]);
 //! - the op counts the run's instructions as retired, and a single step (TF, RF, an
 //!   interrupt shadow, a debugger) runs the first instruction alone as decoded
 //!   ([`Op::dead_flags`]), so instruction boundaries inside a run are never visible.
@@ -49,6 +52,12 @@ use opsvisor_core::mmu::memory::GuestMemory;
 /// loads and stores cost about what interpreting them does.
 pub const MIN_RUN: usize = 3;
 
+/// Fewest instructions worth a translated run that does not loop over its block: entering
+/// host code for one pass costs more than a loop's entry spread over its iterations. A
+/// pass of three (XOR, XOR, MOV; DEC, CMP, Jcc) took about 80 host instructions where the
+/// interpreter takes about 50 (callgrind on the peer benchmark's exit loop).
+pub const MIN_STRAIGHT_RUN: usize = 4;
+
 /// `Op::aux` of a translated run: the guest's status flags go in (the run reads one
 /// before writing it, or keeps some).
 pub const FLAGS_IN: u8 = 1;
@@ -69,6 +78,10 @@ pub const BRANCH: u8 = 32;
 /// block's start, which its code does without returning, as long as the run's budget
 /// allows (see [`JitCtx::iterations`]).
 pub const LOOP: u8 = 64;
+/// `Op::aux` of a translated run: it holds a Jcc forward out of the block before the
+/// block's end (the block goes on past it, see [`crate::cache::decode_block`]); taken, it
+/// leaves the run as a stop does, after the Jcc and at its target (see [`JitCtx`]).
+pub const EXITS: u8 = 128;
 
 /// What a run that accesses memory, branches or loops reads and reports besides the
 /// registers, in [`Cpu::jit`], next to [`Cpu::gpr`] so that the run's code reaches both
@@ -88,10 +101,11 @@ pub struct JitCtx {
     pub gs_base: u64,
     /// 1 at CPL 3, where unaligned accesses take the checked path.
     pub user: u64,
-    /// Set by the run when it stops before an access: that instruction's RIP.
+    /// Set by the run when it stops before an access: that instruction's RIP; when a Jcc
+    /// leaves it, the Jcc's target.
     pub bail_rip: u64,
-    /// Set by the run when it stops before an access: how many of its instructions
-    /// retired (`u32::MAX`: it ran to its end).
+    /// Set by the run when it stops before an access or a Jcc leaves it: how many of its
+    /// instructions retired (`u32::MAX`: it ran to its end).
     pub bail_at: u32,
     /// Set by the run when it stops before an access: 1 when the flags it returns are the
     /// guest's (0: the run had not touched them).
@@ -281,10 +295,39 @@ struct Use {
     /// (see `arith::alu` and `arith::shift`): cleared by the logic operations, set by the
     /// shifts. A run may end with such an AF, which is then set to this value.
     af: Option<bool>,
+    /// For a shift or rotate by more than 1 of a register, which leaves OF undefined: how
+    /// the interpreter sets it (see `arith::shift`). An access after it may then stop the
+    /// run and show that OF, which its exit computes (see [`split`]).
+    of: Option<OfFix>,
     /// Its memory access, if any.
     mem: Option<Access>,
     /// For the Jcc that ends the block: its condition.
     branch: Option<iced_x86::ConditionCode>,
+    /// For a Jcc before the block's end: its condition and target, where the run leaves
+    /// when it is taken.
+    exit: Option<(iced_x86::ConditionCode, u64)>,
+}
+
+/// The interpreter's OF after a shift or rotate by more than 1, from its result in a
+/// register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OfFix {
+    rule: OfRule,
+    /// The operand's width in bits.
+    bits: u32,
+    /// The guest register (0-15) holding the result, in its low `bits`.
+    reg: usize,
+}
+
+/// How [`OfFix`] computes OF from the result `r` (and CF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OfRule {
+    /// The result's top bit differs from CF (SHL, ROL).
+    TopXorCf,
+    /// The result's two top bits differ (SHR, ROR).
+    TopTwoDiffer,
+    /// 0 (SAR).
+    Clear,
 }
 
 /// A memory access of an instruction in a run.
@@ -338,6 +381,12 @@ impl Translator {
     /// Turn translation on or off for blocks decoded from now on.
     pub fn set_enabled(&mut self, on: bool) {
         self.enabled = on;
+    }
+
+    /// Whether blocks decoded now may be translated: translation is on and the arena
+    /// was made or not tried yet.
+    pub fn translating(&self) -> bool {
+        self.enabled && (!self.tried || self.arena.is_some())
     }
 
     /// Runs translated since the translator was made.
@@ -401,6 +450,26 @@ impl Translator {
                 _ => None,
             }
         };
+        let of = if undefined & RflagsBits::OF == 0 || i.op_kind(0) != OpKind::Register {
+            None
+        } else {
+            let r = i.op0_register();
+            let rule = match i.mnemonic() {
+                M::Shl | M::Rol => Some(OfRule::TopXorCf),
+                M::Shr | M::Ror => Some(OfRule::TopTwoDiffer),
+                M::Sar => Some(OfRule::Clear),
+                _ => None,
+            };
+            let high_byte = matches!(r, Register::AH | Register::CH | Register::DH | Register::BH);
+            match (rule, gpr_number(r)) {
+                (Some(rule), Some(reg)) if !high_byte => Some(OfFix {
+                    rule,
+                    bits: 8 * r.size() as u32,
+                    reg,
+                }),
+                _ => None,
+            }
+        };
         Some(Use {
             regs,
             defines,
@@ -409,8 +478,10 @@ impl Translator {
             modified: i.rflags_modified() & STATUS,
             undefined,
             af,
+            of,
             mem,
             branch: None,
+            exit: None,
         })
     }
 
@@ -433,8 +504,9 @@ impl Translator {
         let last = ops.len() - 1;
         for (k, op) in ops.iter().enumerate() {
             let i = &op.i;
-            let u = if k == last && i.is_jcc_short_or_near() {
+            let u = if i.is_jcc_short_or_near() {
                 let target = i.near_branch_target();
+                let cc = i.condition_code();
                 // A canonical target: RIP can hold it (a wider one faults, interpreted).
                 (((target as i64) << 16 >> 16) as u64 == target).then_some(Use {
                     regs: 0,
@@ -444,8 +516,10 @@ impl Translator {
                     modified: 0,
                     undefined: 0,
                     af: None,
+                    of: None,
                     mem: None,
-                    branch: Some(i.condition_code()),
+                    branch: (k == last).then_some(cc),
+                    exit: (k != last).then_some((cc, target)),
                 })
             } else if !op.fused && translatable(i, bits) {
                 self.usage(i)
@@ -502,6 +576,9 @@ impl Translator {
                 run = uses[start..end].iter().flatten().copied().collect();
                 flags = flag_mode(&run);
             }
+            if flags & LOOP == 0 && end - start < MIN_STRAIGHT_RUN {
+                continue;
+            }
             if branch {
                 flags |= BRANCH;
             }
@@ -524,8 +601,9 @@ impl Translator {
             self.runs += 1;
             translated = true;
             // A run may stop before an access; one that starts with an access runs that
-            // instruction in the interpreter and stops after it (see `stopped`).
-            accesses |= flags & MEMORY != 0;
+            // instruction in the interpreter and stops after it (see `stopped`). A Jcc
+            // may leave it.
+            accesses |= flags & (MEMORY | EXITS) != 0;
         }
         if translated {
             // `Op::pos` counts the ops before an op, which is what retired before it
@@ -539,7 +617,7 @@ impl Translator {
 }
 
 /// Whether a whole-block run that jumps back to its start can loop in its code: an
-/// access before the first instruction that writes AF must not see an AF left undefined
+/// access or a Jcc leaving the run before the first instruction that writes AF must not see an AF left undefined
 /// by the previous iteration, since the first time it sees the guest's (the AF an access
 /// hands over is set as the interpreter would only for instructions before it).
 fn loops(run: &[Use]) -> bool {
@@ -548,7 +626,10 @@ fn loops(run: &[Use]) -> bool {
         return true;
     };
     let first_af = run.iter().position(|u| writes_af(&u)).unwrap_or(run.len());
-    last_af.af.is_none() || run[..first_af].iter().all(|u| u.mem.is_none())
+    last_af.af.is_none()
+        || run[..first_af]
+            .iter()
+            .all(|u| u.mem.is_none() && u.exit.is_none())
 }
 
 /// The guest registers a run uses, those it must load first (used before being
@@ -571,24 +652,37 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
     'outer: while end > 0 {
         // Backwards from the end, where every status flag is live: an instruction that
         // leaves a live flag undefined cannot be in a run ending here, unless the flag is
-        // an AF that only the end sees and whose interpreter's value is known.
+        // an AF that only the end and the accesses see and whose interpreter's value is
+        // known, or an OF that only the accesses see (their exits compute the
+        // interpreter's, see `OfFix`). `live` counts the accesses, `read` only the
+        // instructions that read flags and the end.
         let mut live = STATUS;
+        let mut read = STATUS;
         let mut af_read = false;
         let mut j = end;
         while j > 0 {
             let u = all[j - 1];
-            let bad = u.undefined & live;
-            let af_fixed = bad == RflagsBits::AF && u.af.is_some() && !af_read;
+            let mut bad = u.undefined & live;
+            if bad & RflagsBits::AF != 0 && u.af.is_some() && !af_read {
+                bad &= !RflagsBits::AF;
+            }
+            if bad & RflagsBits::OF != 0
+                && read & RflagsBits::OF == 0
+                && u.of.is_some_and(|f| result_kept(&all[j..end], f.reg))
+            {
+                bad &= !RflagsBits::OF;
+            }
             af_read |= u.read & RflagsBits::AF != 0;
-            if bad != 0 && !af_fixed {
+            if bad != 0 {
                 push_runs(&all[j..end], first + j, runs);
                 end = j - 1;
                 continue 'outer;
             }
             live = (live & !u.modified) | u.read;
-            if u.mem.is_some() {
-                // If the access cannot use the host page, the run stops before it and
-                // the interpreter sees every flag.
+            read = (read & !u.modified) | u.read;
+            if u.mem.is_some() || u.exit.is_some() {
+                // If the access cannot use the host page, the run stops before it, and
+                // a Jcc taken leaves it: the interpreter sees every flag.
                 live = STATUS;
             }
             j -= 1;
@@ -596,6 +690,22 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
         push_runs(&all[..end], first, runs);
         break;
     }
+}
+
+/// Whether guest register `reg`, holding the result of the instruction just before
+/// `after`, still holds it wherever an access of `after` could see that instruction's OF:
+/// no instruction writes it before the first that writes OF again.
+fn result_kept(after: &[Use], reg: usize) -> bool {
+    for u in after {
+        if u.modified & RflagsBits::OF != 0 {
+            // An exit before this instruction sees the register as it was.
+            return true;
+        }
+        if u.writes & (1 << reg) != 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// Push exact stretch `all` (the first at block position `first`) as runs that each use
@@ -638,8 +748,8 @@ fn flag_mode(all: &[Use]) -> u8 {
         if u.read & !written != 0 {
             needs_in = true;
         }
-        if u.mem.is_some() {
-            mode |= MEMORY;
+        if u.mem.is_some() || u.exit.is_some() {
+            mode |= if u.mem.is_some() { MEMORY } else { EXITS };
             // Stopping here hands the flags to the interpreter: those the run has not
             // written yet must be the guest's.
             if written != 0 && written != STATUS {
@@ -663,6 +773,11 @@ fn flag_mode(all: &[Use]) -> u8 {
         mode |= FLAGS_IN;
     }
     mode
+}
+
+/// Whether `op` is a translated run.
+pub fn is_translated(op: &Op) -> bool {
+    core::ptr::fn_addr_eq(op.h, run_translated as crate::decode::Handler)
 }
 
 /// The handler of a translated run (see the module's documentation): `imm` is the host
@@ -695,10 +810,16 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
             iterations,
             taken: 0,
         };
-    } else if op.aux & BRANCH != 0 {
-        // No access: the rest is not read, and the run cannot stop early.
-        c.jit.iterations = iterations;
-        c.jit.taken = 0;
+    } else {
+        // No access: the TLB and segment fields are not read.
+        if op.aux & (BRANCH | EXITS) != 0 {
+            c.jit.iterations = iterations;
+            c.jit.taken = 0;
+        }
+        if op.aux & EXITS != 0 {
+            c.jit.bail_at = u32::MAX;
+            c.jit.bail_flags = 0;
+        }
     }
     // SAFETY: `op.imm` is the entry the translator got from its arena for this op, and
     // the arena is reset only together with the cache that holds the op; `c.gpr` has at
@@ -708,7 +829,7 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
     let out = unsafe { arena::call(op.imm, c.gpr.as_mut_ptr(), flags_in) };
     // Iterations of a loop completed and gone back from.
     let again = iterations.saturating_sub(c.jit.iterations);
-    if op.aux & MEMORY != 0 && c.jit.bail_at != u32::MAX {
+    if op.aux & (MEMORY | EXITS) != 0 && c.jit.bail_at != u32::MAX {
         return stopped(c, mem, op, out, again * count);
     }
     if op.aux & FLAGS_OUT != 0 {
@@ -733,11 +854,12 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
     Ok(())
 }
 
-/// A run stopped before an access its code could not make (see [`JitCtx`]), after
-/// `before` instructions of earlier iterations: the interpreter goes on from that
-/// instruction. When it is the run's first, the interpreter runs it here and the block
-/// ends after it, so that stopping always gets at least one instruction done.
-#[cold]
+/// A run stopped before an access its code could not make, or a Jcc before its block's
+/// end left it (see [`JitCtx`]), after `before` instructions of earlier iterations: the
+/// interpreter goes on from that instruction, or the Jcc's target. When a stop is before
+/// the run's first instruction, the interpreter runs it here and the block ends after it,
+/// so that stopping always gets at least one instruction done.
+#[inline(never)]
 fn stopped(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, flags: u64, before: u64) -> Result<(), Ex> {
     if c.jit.bail_flags != 0 {
         c.set_rflags((c.rf & !STATUS_X86) | (flags & STATUS_X86));

@@ -385,9 +385,16 @@ fn run(code: &[u8], regs: &[u64; 16], flags: u64, budget: u64, translate: bool) 
 
 #[test]
 fn translated_runs_end_as_the_interpreter_does() {
-    let mut rng = Rng(0x6a09_e667_f3bc_c908);
+    // By hand, more: JIT_TEST_SEED=<u64> JIT_TEST_CASES=<n>.
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut rng = Rng(env("JIT_TEST_SEED", 0x6a09_e667_f3bc_c908));
     let mut translated = 0;
-    for case in 0..600 {
+    for case in 0..env("JIT_TEST_CASES", 600) {
         let mut listing = Vec::new();
         let mut code = Vec::new();
         // Where each instruction starts, from CODE.
@@ -430,16 +437,38 @@ fn translated_runs_end_as_the_interpreter_does() {
                     1 + rng.below(30) as u64
                 };
             }
-            // A conditional jump over the rest, to the HLT.
+            // Conditional jumps forward, to a later instruction or the HLT: with
+            // translation the block goes on past them, and a run leaves where one is
+            // taken.
             2 => {
-                let at = starts[rng.below(starts.len())] as usize;
-                let cc = rng.below(16) as u8;
-                let skip = (code.len() - at) as u32;
-                let mut jcc = std::vec![0x0f, 0x80 | cc];
-                jcc.extend_from_slice(&skip.to_le_bytes());
-                // What follows moves 6 bytes on: its RIP-relative operands now point 6
-                // bytes further, the same both ways.
-                code.splice(at..at, jcc);
+                let mut at: Vec<usize> = (0..1 + rng.below(3))
+                    .map(|_| starts[rng.below(starts.len())] as usize)
+                    .collect();
+                at.sort_unstable();
+                at.dedup();
+                // From the last, so that the offsets of those before stay as chosen.
+                for &at in at.iter().rev() {
+                    let later: Vec<usize> = starts
+                        .iter()
+                        .map(|&s| s as usize)
+                        .filter(|&s| s > at)
+                        .chain(core::iter::once(code.len()))
+                        .collect();
+                    let to = later[rng.below(later.len())];
+                    let cc = rng.below(16) as u8;
+                    // From the end of the Jcc inserted at `at`, to `to` moved 6 bytes on.
+                    let skip = (to - at) as u32;
+                    let mut jcc = std::vec![0x0f, 0x80 | cc];
+                    jcc.extend_from_slice(&skip.to_le_bytes());
+                    // What follows moves 6 bytes on: its RIP-relative operands now point
+                    // 6 bytes further, the same both ways.
+                    code.splice(at..at, jcc);
+                    for s in starts.iter_mut() {
+                        if *s as usize >= at {
+                            *s += 6;
+                        }
+                    }
+                }
             }
             _ => {}
         }
@@ -496,4 +525,90 @@ fn translated_runs_end_as_the_interpreter_does() {
     }
     // Most programs have runs: the comparison above is of translated code.
     assert!(translated > 500, "only {translated} runs translated");
+}
+
+/// A shift or rotate by more than 1 leaves OF undefined, and a run may hold one that an
+/// access follows: when the access faults, the run's exit must show the interpreter's
+/// OF, computed from the result's register, whether that register still holds the
+/// result (the shift enters the run) or not (it stays interpreted). On an AMD host the
+/// host's OF is already the interpreter's, and this checks the computation itself (a wrong
+/// formula fails here); on an Intel host it also checks that the computation happens.
+#[test]
+fn a_fault_after_a_shift_shows_the_interpreters_of() {
+    let shifts = [
+        (Code::Shl_rm64_imm8, 8),
+        (Code::Shl_rm8_imm8, 1),
+        (Code::Shr_rm32_imm8, 4),
+        (Code::Shr_rm16_imm8, 2),
+        (Code::Sar_rm64_imm8, 8),
+        (Code::Rol_rm32_imm8, 4),
+        (Code::Rol_rm8_imm8, 1),
+        (Code::Ror_rm64_imm8, 8),
+        (Code::Ror_rm16_imm8, 2),
+    ];
+    let mut translated = 0;
+    for (code, size) in shifts {
+        for count in [2u32, 7, 13, 31] {
+            for between in 0..3 {
+                let dst = super::gpr(size, 0);
+                let mut listing = std::vec![Instruction::with2(code, dst, count).unwrap()];
+                match between {
+                    // The result moves on, OF stays.
+                    1 => listing.push(
+                        Instruction::with2(Code::Mov_r64_rm64, Register::RAX, Register::RBX)
+                            .unwrap(),
+                    ),
+                    2 => listing.push(
+                        Instruction::with2(Code::Mov_r64_rm64, Register::RDX, Register::RAX)
+                            .unwrap(),
+                    ),
+                    _ => {}
+                }
+                // RSI is not canonical: #GP, with the flags as they are.
+                listing.push(
+                    Instruction::with2(
+                        Code::Mov_r64_rm64,
+                        Register::RCX,
+                        MemoryOperand::with_base(Register::RSI),
+                    )
+                    .unwrap(),
+                );
+                listing.push(
+                    Instruction::with2(Code::Add_rm64_r64, Register::RDX, Register::RCX).unwrap(),
+                );
+                // Four instructions or more in every shape: a straight run that short is
+                // translated (MIN_STRAIGHT_RUN).
+                listing.push(
+                    Instruction::with2(Code::Mov_r64_rm64, Register::R8, Register::RDX).unwrap(),
+                );
+                let mut enc = Encoder::new(64);
+                let mut ip = CODE;
+                for i in &listing {
+                    ip += enc.encode(i, ip).unwrap() as u64;
+                }
+                let mut bytes = enc.take_buffer();
+                bytes.push(0xf4);
+                for value in [0x8000_0000_4000_0001u64, 0x6000_0000_0000_c0a5, 0x81] {
+                    let mut regs = [0u64; 16];
+                    regs[0] = value;
+                    regs[3] = value.rotate_left(17);
+                    regs[6] = 0x8000_0000_0000_0000;
+                    let jit = run(&bytes, &regs, 2 | 0x800, 10_000, true);
+                    let interp = run(&bytes, &regs, 2 | 0x800, 10_000, false);
+                    translated += jit.5;
+                    assert_eq!(jit.3, interp.3, "{code:?} {count} {between}: the end");
+                    assert_eq!(jit.0, interp.0, "{code:?} {count} {between}: registers");
+                    assert_eq!(
+                        jit.1, interp.1,
+                        "{code:?} {count} {between} of {value:#x}: RFLAGS"
+                    );
+                }
+            }
+        }
+    }
+    // The runs with the shift: each shape whose register keeps the result.
+    assert!(
+        translated >= 9 * 4 * 3 * 2,
+        "only {translated} runs translated"
+    );
 }
