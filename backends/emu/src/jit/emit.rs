@@ -202,12 +202,11 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
                 instr_host |= 1 << host_of(g);
             }
         }
-        let free_scratch = FREE_SCRATCH
-            .into_iter()
-            .filter(|&h| host_used & (1 << h) == 0);
+        let free = |h: usize| FREE_SCRATCH.contains(&h) && host_used & (1 << h) == 0;
+        let free_scratch = FREE_SCRATCH.into_iter().filter(|&h| free(h));
         let saved_scratch = [0usize, 3, 6, 7, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15]
             .into_iter()
-            .filter(|&h| instr_host & (1 << h) == 0 && !FREE_SCRATCH.contains(&h));
+            .filter(|&h| !free(h));
         let mut scratch = free_scratch
             .map(|h| (h, false))
             .chain(saved_scratch.map(|h| (h, true)))
