@@ -24,6 +24,11 @@ use iced_x86::{Code, ConditionCode, Instruction, MemoryOperand, OpKind, Register
 /// count only while it saves it, RAX the flags only after the run.
 const FREE_SCRATCH: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
 
+/// Append `i`, if it could be made (`None` when not: the run stays interpreted).
+fn add(a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>) -> Option<()> {
+    i.ok().and_then(|i| a.add_instruction(i).ok())
+}
+
 /// A jump to `l` on condition `cc`.
 fn jump_if(a: &mut CodeAssembler, cc: ConditionCode, l: CodeLabel) -> Option<()> {
     use ConditionCode as C;
@@ -130,9 +135,6 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
     let ctx = |field: usize| MemoryOperand::with_base_displ(r64(base), ctx_disp(field));
 
     let mut a = CodeAssembler::new(64).ok()?;
-    let add = |a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>| {
-        i.ok().and_then(|i| a.add_instruction(i).ok())
-    };
     for &h in &saved {
         add(&mut a, Instruction::with1(Code::Push_r64, r64(h)))?;
     }
@@ -515,9 +517,6 @@ pub(super) fn emit(ops: &[Op], uses: &[Use], flags: u8) -> Option<Vec<u8>> {
 /// Replace OF in RAX (flags, as PUSHFQ gives them) by the interpreter's after the shift
 /// or rotate `f`, whose result is in `r` (clobbered, with `t`).
 fn of_fix(a: &mut CodeAssembler, f: OfFix, r: Register, t: Register) -> Option<()> {
-    let add = |a: &mut CodeAssembler, i: Result<Instruction, iced_x86::IcedError>| {
-        i.ok().and_then(|i| a.add_instruction(i).ok())
-    };
     const OF: i32 = 0x800;
     add(
         a,

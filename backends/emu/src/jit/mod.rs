@@ -2,12 +2,13 @@
 //!
 //! When a block enters the cache ([`crate::cache::Cache::insert`]), each run of at least
 //! [`MIN_RUN`] consecutive 64-bit instructions (at least [`MIN_STRAIGHT_RUN`] unless it
-//! loops over its block) on general registers and memory (MOV,
-//! LEA, the ALU operations, shifts and rotates by an immediate, IMUL/MUL, CMOVcc, SETcc,
-//! ...; see [`translatable`]), and the Jcc that ends the block, becomes one op whose
-//! handler calls host code doing the same instructions (see [`emit`] for memory
-//! accesses, which may stop the run, and for loops). The guest's instructions are run as they are, with their registers
-//! renamed where needed: the guest registers live in the host's registers of the same
+//! loops over its block) on general registers and memory (MOV, LEA, the ALU operations,
+//! shifts and rotates by an immediate, IMUL/MUL, CMOVcc, SETcc, ...; see
+//! [`translatable`]) and Jcc (forward ones inside the block, see
+//! [`crate::cache::decode_block`], and the one that ends it) becomes one op whose handler
+//! calls host code doing the same instructions (see [`emit`] for memory accesses, which
+//! may stop the run, for Jccs that leave it, and for loops). The guest's instructions are
+//! run as they are, with their registers renamed where needed: the guest registers live in the host's registers of the same
 //! number for the run (loaded from [`Cpu::gpr`] before it, stored after it), except the
 //! guest's RSP, which takes a host register the run does not use, and the pointer to
 //! [`Cpu::gpr`], which takes another. The status flags go in through POPFQ when the run
@@ -107,8 +108,8 @@ pub struct JitCtx {
     /// Set by the run when it stops before an access or a Jcc leaves it: how many of its
     /// instructions retired (`u32::MAX`: it ran to its end).
     pub bail_at: u32,
-    /// Set by the run when it stops before an access: 1 when the flags it returns are the
-    /// guest's (0: the run had not touched them).
+    /// Set by the run when it stops before an access or a Jcc leaves it: 1 when the flags
+    /// it returns are the guest's (0: the run had not touched them).
     pub bail_flags: u32,
     /// For a [`LOOP`]: how many times more it may go back to its start (at least 1); the
     /// run counts down, and what is left says how many times it did.
@@ -296,8 +297,9 @@ struct Use {
     /// shifts. A run may end with such an AF, which is then set to this value.
     af: Option<bool>,
     /// For a shift or rotate by more than 1 of a register, which leaves OF undefined: how
-    /// the interpreter sets it (see `arith::shift`). An access after it may then stop the
-    /// run and show that OF, which its exit computes (see [`split`]).
+    /// the interpreter sets it (see `arith::shift`). A stop before a later access, or a
+    /// later Jcc leaving the run, may then show that OF, which its exit computes (see
+    /// [`split`]).
     of: Option<OfFix>,
     /// Its memory access, if any.
     mem: Option<Access>,
@@ -486,9 +488,9 @@ impl Translator {
     }
 
     /// Replace the runs of translatable instructions in `ops` (a block of `bits`-bit
-    /// code, its ending flag setter and Jcc not fused yet) by translated ops. Returns whether
-    /// a translated run accesses memory: it may then end its block early (setting
-    /// [`Cpu::brk`]), which the block must check for.
+    /// code, its ending flag setter and Jcc not fused yet) by translated ops. Returns
+    /// whether a translated run accesses memory or holds a Jcc that leaves it: it may then
+    /// end its block early (setting [`Cpu::brk`]), which the block must check for.
     pub fn translate(&mut self, ops: &mut Vec<Op>, bits: u8) -> bool {
         if !self.enabled || bits != 64 || ops.len() < MIN_RUN {
             return false;
@@ -570,9 +572,6 @@ impl Translator {
                 while start < end && uses[start].is_some_and(|u| u.mem.is_some()) {
                     start += 1;
                 }
-                if end - start < MIN_RUN {
-                    continue;
-                }
                 run = uses[start..end].iter().flatten().copied().collect();
                 flags = flag_mode(&run);
             }
@@ -617,9 +616,10 @@ impl Translator {
 }
 
 /// Whether a whole-block run that jumps back to its start can loop in its code: an
-/// access or a Jcc leaving the run before the first instruction that writes AF must not see an AF left undefined
-/// by the previous iteration, since the first time it sees the guest's (the AF an access
-/// hands over is set as the interpreter would only for instructions before it).
+/// access or a Jcc leaving the run before the first instruction that writes AF must not
+/// see an AF left undefined by the previous iteration, since the first time it sees the
+/// guest's (the AF a stop hands over is set as the interpreter would only for
+/// instructions before it).
 fn loops(run: &[Use]) -> bool {
     let writes_af = |u: &&Use| u.modified & RflagsBits::AF != 0;
     let Some(last_af) = run.iter().rev().find(writes_af) else {
@@ -652,10 +652,10 @@ fn split(all: &[Use], first: usize, runs: &mut Vec<(usize, usize, u8)>) {
     'outer: while end > 0 {
         // Backwards from the end, where every status flag is live: an instruction that
         // leaves a live flag undefined cannot be in a run ending here, unless the flag is
-        // an AF that only the end and the accesses see and whose interpreter's value is
-        // known, or an OF that only the accesses see (their exits compute the
-        // interpreter's, see `OfFix`). `live` counts the accesses, `read` only the
-        // instructions that read flags and the end.
+        // an AF that only the end and the stops see and whose interpreter's value is
+        // known, or an OF that only the stops see (before an access, or at a Jcc leaving
+        // the run: their exits compute the interpreter's, see `OfFix`). `live` counts the
+        // stops, `read` only the instructions that read flags and the end.
         let mut live = STATUS;
         let mut read = STATUS;
         let mut af_read = false;
@@ -812,7 +812,7 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
         };
     } else {
         // No access: the TLB and segment fields are not read.
-        if op.aux & (BRANCH | EXITS) != 0 {
+        if op.aux & BRANCH != 0 {
             c.jit.iterations = iterations;
             c.jit.taken = 0;
         }
