@@ -941,6 +941,30 @@ impl CpuidPolicy {
         self.lookup_with(leaf, subleaf, || *dynamic)
     }
 
+    /// The registers of basic leaf `leaf` in the fast copy, when it is in range and does
+    /// not depend on ECX; leaf 1's state-dependent fields are still to be filled.
+    #[inline(always)]
+    fn fast_leaf(&self, leaf: u32) -> Option<&[u32; 4]> {
+        if leaf <= self.max_basic && leaf < FAST_LEAVES as u32 && FAST_MASK >> leaf & 1 != 0 {
+            self.fast.get(leaf as usize)
+        } else {
+            None
+        }
+    }
+
+    /// The registers of `leaf` for any subleaf and any vCPU state, in place, when the
+    /// fast copy holds them: what [`CpuidPolicy::lookup_with`] returns for it. A CPUID
+    /// exit reads them from here a register at a time; a copy of the four, stored as one
+    /// 16-byte block and loaded back a register at a time, makes the loads wait for the
+    /// store where the processor cannot forward its bytes to them.
+    #[inline(always)]
+    pub fn fixed_leaf(&self, leaf: u32) -> Option<&[u32; 4]> {
+        if leaf == 1 {
+            return None;
+        }
+        self.fast_leaf(leaf)
+    }
+
     /// [`CpuidPolicy::lookup`] with the vCPU state read only for the leaves that report it
     /// (leaf 1, 0xb, 0x1f): a CPUID exit for any other leaf does not pay for reading CR4
     /// and IA32_APIC_BASE.
@@ -953,14 +977,12 @@ impl CpuidPolicy {
     ) -> [u32; 4] {
         // Fast path: an in-range basic leaf that does not depend on ECX (the copy holds
         // zeros for indexed leaves, so those are excluded here).
-        if leaf <= self.max_basic && leaf < FAST_LEAVES as u32 && FAST_MASK >> leaf & 1 != 0 {
-            if let Some(regs) = self.fast.get(leaf as usize) {
-                let mut regs = *regs;
-                if leaf == 1 {
-                    Self::leaf1_dynamic(&mut regs, &dynamic());
-                }
-                return regs;
+        if let Some(regs) = self.fast_leaf(leaf) {
+            let mut regs = *regs;
+            if leaf == 1 {
+                Self::leaf1_dynamic(&mut regs, &dynamic());
             }
+            return regs;
         }
         self.lookup_slow(leaf, subleaf, &dynamic())
     }

@@ -64,6 +64,16 @@ pub struct EmuVcpu {
     resume: (u32, u64),
     /// What a debugger asked for ([`EmuVcpu::set_guest_debug`]), if anything.
     debug: Option<alloc::boxed::Box<DebugState>>,
+    /// The last run ended at an intercept exit taken in the block loop of
+    /// [`EmuVcpu::run_resumed`] by an instruction that did not set `brk`, and since then
+    /// the core has only read state, written general registers and completed that exit
+    /// (`skip_emulated_instruction` but for a string element, `complete_mmio`,
+    /// `complete_pio_in`): what [`EmuVcpu::quiet_resume`] checks is then as that run left
+    /// it, which was quiet (an instruction that changes any of it sets `brk`), and the
+    /// next run checks only the budget and the generation (see
+    /// [`EmuVcpu::settled_resume`]). Every other method that takes `&mut self` clears
+    /// it, and each run consumes it.
+    settled: bool,
 }
 
 /// Most breakpoints [`EmuVcpu::set_guest_debug`] takes (gdb asks for a few; the bound
@@ -181,6 +191,7 @@ impl EmuVcpu {
             nmi_window: false,
             resume: (u32::MAX, 0),
             debug: None,
+            settled: false,
         };
         reset::reset(&mut v.cpu, ResetKind::PowerOn);
         v
@@ -196,6 +207,7 @@ impl EmuVcpu {
     /// [`jit`]) on or off; it is on unless the host cannot map executable memory. Blocks
     /// already decoded are forgotten, so the change applies to everything run next.
     pub fn set_translation(&mut self, on: bool) {
+        self.settled = false;
         self.cache.translator.set_enabled(on);
         self.cache.flush(&mut self.cpu);
     }
@@ -208,6 +220,7 @@ impl EmuVcpu {
     /// Forget every decoded instruction (after the host wrote guest code behind the
     /// guest's back, for instance a loader placing a new image).
     pub fn invalidate_code(&mut self) {
+        self.settled = false;
         self.cache.flush(&mut self.cpu);
     }
 
@@ -222,6 +235,7 @@ impl EmuVcpu {
     /// External interrupts and NMIs are still delivered. For tools that run snippets
     /// and report how they ended (`opsvisor exec`).
     pub fn set_event_exits(&mut self, on: bool) {
+        self.settled = false;
         self.cpu.event_exits = on;
     }
 
@@ -248,6 +262,7 @@ impl EmuVcpu {
         mem: Option<&GuestMemory>,
         debug: Option<GuestDebug>,
     ) -> Result<(), &'static str> {
+        self.settled = false;
         self.debug = match debug {
             Some(want) if want.breakpoints.len() > MAX_BREAKPOINTS => {
                 return Err("too many breakpoints")
@@ -352,6 +367,7 @@ impl EmuVcpu {
 
     /// The x87/MMX/SSE state, writable (the counterpart of KVM's `KVM_SET_FPU`).
     pub fn fpu_mut(&mut self) -> &mut fpu::Fpu {
+        self.settled = false;
         &mut self.cpu.fpu
     }
 
@@ -383,6 +399,7 @@ impl EmuVcpu {
     #[cold]
     #[inline(never)]
     fn intercept_trap(&mut self) {
+        self.settled = false;
         let bits = core::mem::take(&mut self.cpu.db_after) & !debug::AFTER_SKIP;
         self.cpu.rf &= !RF;
         if bits == 0 {
@@ -543,6 +560,21 @@ impl EmuVcpu {
         self.cache.follow(prev, c.rip, gen)
     }
 
+    /// [`EmuVcpu::quiet_resume`] for a settled vCPU (see [`EmuVcpu::settled`]): of its
+    /// checks only those that the core's completion of the exit, or the new run limit,
+    /// can change remain. The generation is checked too, though only an instruction that
+    /// sets `brk` or a method that clears `settled` changes it: a stale link must never
+    /// run.
+    #[inline(always)]
+    fn settled_resume(&self, stop_at: u64) -> Option<u32> {
+        let (prev, gen) = self.resume;
+        let c = &self.cpu;
+        if gen != c.fetch_gen || c.retired >= stop_at {
+            return None;
+        }
+        self.cache.follow(prev, c.rip, gen)
+    }
+
     /// Run linked blocks from `first` (see [`EmuVcpu::quiet_resume`]) until something needs
     /// the slow checks, then carry on in [`EmuVcpu::execute`]. Out of line, so that the
     /// block loop gets the registers to itself.
@@ -568,7 +600,10 @@ impl EmuVcpu {
         };
         match fault {
             None => self.execute(mem, stop_at),
-            Some(Ex::Exit) => self.take_exit(),
+            Some(Ex::Exit) => {
+                self.settled = !self.cpu.brk;
+                self.take_exit()
+            }
             Some(Ex::Fault(f)) => {
                 // Delivery moves RIP into the handler: no link from here.
                 self.resume.0 = u32::MAX;
@@ -1147,6 +1182,7 @@ impl X86Ops for EmuVcpu {
     }
 
     fn vcpu_reset(&mut self, kind: ResetKind) {
+        self.settled = false;
         reset::reset(&mut self.cpu, kind);
         // After a reset the host loads new code into guest memory behind the guest's back
         // (a loader, the differential runner): decoded blocks from before must not run.
@@ -1170,6 +1206,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.rip
     }
     fn set_rip(&mut self, rip: u64) {
+        self.settled = false;
         self.cpu.rip = rip;
         self.cpu.intercept = None;
     }
@@ -1177,6 +1214,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.rflags()
     }
     fn set_rflags(&mut self, rflags: u64) {
+        self.settled = false;
         self.cpu.set_rflags(rflags | 2);
         self.cpu.update_mode();
     }
@@ -1185,6 +1223,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.segment(seg)
     }
     fn set_segment(&mut self, seg: SegReg, value: &Segment) {
+        self.settled = false;
         self.cpu.seg[seg as usize] = *value;
         self.cpu.update_mode();
         if seg == SegReg::Cs || seg == SegReg::Ss {
@@ -1200,6 +1239,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.cr0
     }
     fn set_cr0(&mut self, value: u64) {
+        self.settled = false;
         let c = &mut self.cpu;
         let pg_on = value & cr0::PG != 0;
         c.cr0 = value | cr0::ET;
@@ -1215,12 +1255,14 @@ impl X86Ops for EmuVcpu {
         self.cpu.cr2
     }
     fn set_cr2(&mut self, value: u64) {
+        self.settled = false;
         self.cpu.cr2 = value;
     }
     fn cr3(&self) -> u64 {
         self.cpu.cr3
     }
     fn set_cr3(&mut self, value: u64) {
+        self.settled = false;
         self.cpu.cr3 = value;
         self.cpu.tlb.flush(false);
         self.cpu.new_fetch_epoch();
@@ -1229,6 +1271,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.cr4
     }
     fn set_cr4(&mut self, value: u64) {
+        self.settled = false;
         self.cpu.cr4 = value;
         self.cpu.tlb.flush(true);
         self.cpu.update_mode();
@@ -1237,6 +1280,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.efer
     }
     fn set_efer(&mut self, value: u64) {
+        self.settled = false;
         let c = &mut self.cpu;
         // LMA follows LME while paging is on (a WRMSR cannot set it directly).
         let lma = if c.cr0 & cr0::PG != 0 {
@@ -1261,12 +1305,14 @@ impl X86Ops for EmuVcpu {
         self.cpu.gdtr
     }
     fn set_gdt(&mut self, table: DescriptorTable) {
+        self.settled = false;
         self.cpu.gdtr = table;
     }
     fn idt(&self) -> DescriptorTable {
         self.cpu.idtr
     }
     fn set_idt(&mut self, table: DescriptorTable) {
+        self.settled = false;
         self.cpu.idtr = table;
     }
 
@@ -1275,6 +1321,7 @@ impl X86Ops for EmuVcpu {
     }
 
     fn set_cpuid(&mut self, policy: &CpuidPolicy) {
+        self.settled = false;
         self.cpu.feat = features::Features::from_policy(policy);
     }
 
@@ -1283,6 +1330,7 @@ impl X86Ops for EmuVcpu {
     }
 
     fn set_xcr0(&mut self, value: u64) {
+        self.settled = false;
         self.cpu.xcr0 = value;
     }
 
@@ -1299,6 +1347,7 @@ impl X86Ops for EmuVcpu {
         &mut self,
         debug: opsvisor_core::ops::GuestDebug,
     ) -> Result<(), &'static str> {
+        self.settled = false;
         if debug.intercept_breakpoints || debug.intercept_debug {
             return Err("the emulator stops at breakpoints by address (EmuVcpu::set_guest_debug), not by intercepting #BP and #DB");
         }
@@ -1310,6 +1359,7 @@ impl X86Ops for EmuVcpu {
     }
 
     fn set_debug_regs(&mut self, regs: &DebugRegs) {
+        self.settled = false;
         let c = &mut self.cpu;
         c.dr[..4].copy_from_slice(&regs.db);
         c.dr[6] = exec::system::dr6_value(regs.dr6);
@@ -1338,6 +1388,7 @@ impl X86Ops for EmuVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        self.settled = false;
         let c = &mut self.cpu;
         match index {
             msr::STAR => c.star = value,
@@ -1361,6 +1412,17 @@ impl X86Ops for EmuVcpu {
     }
 
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
+        if core::mem::take(&mut self.settled)
+            && !self.cpu.ram.changed(mem)
+            && mem.code_pages().seq() == self.cpu.code_seen
+        {
+            // The common return from an intercept exit (see `settled`).
+            let stop_at = self.enter(limit);
+            return match self.settled_resume(stop_at) {
+                Some(first) => self.run_resumed(mem, first, stop_at),
+                None => self.execute(mem, stop_at),
+            };
+        }
         // Every call below is in tail position, so this path needs no frame of its own.
         if self.cpu.ins_store.is_some()
             || self.pending.is_some()
@@ -1388,6 +1450,9 @@ impl X86Ops for EmuVcpu {
                     InterceptKind::Plain | InterceptKind::In { .. } | InterceptKind::MmioLoad { .. },
             }) => *next_ip,
             Some(_) => {
+                // A string element: an INS's byte is still to be stored (see
+                // `complete_pio_in`), which only the slow entry does.
+                self.settled = false;
                 string_step(c);
                 if c.db_after != 0 {
                     self.intercept_trap();
@@ -1404,6 +1469,7 @@ impl X86Ops for EmuVcpu {
         }
     }
 
+    #[inline]
     fn complete_pio_in(&mut self, value: u32) {
         let c = &mut self.cpu;
         match c.intercept.map(|i| i.kind) {
@@ -1420,6 +1486,7 @@ impl X86Ops for EmuVcpu {
         self.skip_emulated_instruction();
     }
 
+    #[inline]
     fn complete_mmio(&mut self, read: Option<u64>) {
         let c = &mut self.cpu;
         if let (
@@ -1448,6 +1515,7 @@ impl X86Ops for EmuVcpu {
         self.cpu.shadow
     }
     fn set_interrupt_shadow(&mut self, shadow: bool) {
+        self.settled = false;
         self.cpu.shadow = shadow;
     }
     fn interrupt_allowed(&self) -> bool {
@@ -1457,27 +1525,33 @@ impl X86Ops for EmuVcpu {
         !self.cpu.nmi_blocked && !self.cpu.shadow && self.pending.is_none()
     }
     fn inject_event(&mut self, event: Event) {
+        self.settled = false;
         self.pending = Some(event);
     }
     fn event_pending(&self) -> bool {
         self.pending.is_some()
     }
     fn enable_irq_window(&mut self, enable: bool) {
+        self.settled = false;
         self.irq_window = enable;
     }
     fn enable_nmi_window(&mut self, enable: bool) {
+        self.settled = false;
         self.nmi_window = enable;
     }
 
     fn flush_tlb_all(&mut self) {
+        self.settled = false;
         self.cpu.tlb.flush(true);
         self.cpu.new_fetch_epoch();
     }
     fn flush_tlb_current(&mut self) {
+        self.settled = false;
         self.cpu.tlb.flush(false);
         self.cpu.new_fetch_epoch();
     }
     fn flush_tlb_gva(&mut self, gva: u64) {
+        self.settled = false;
         self.cpu.tlb.flush_page(gva);
         self.cpu.new_fetch_epoch();
     }
@@ -1488,6 +1562,7 @@ impl X86Ops for EmuVcpu {
         Some(self.cpu.tsc())
     }
     fn set_pause_exiting(&mut self, on: bool) {
+        self.settled = false;
         self.cpu.pause_exits = on;
     }
 
@@ -1495,6 +1570,7 @@ impl X86Ops for EmuVcpu {
         self.save_whole_state()
     }
     fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuStateError> {
+        self.settled = false;
         self.restore_whole_state(state)
     }
 
@@ -1502,6 +1578,7 @@ impl X86Ops for EmuVcpu {
         Some(FxsaveArea(self.cpu.fpu.fxsave()))
     }
     fn set_fpu_state(&mut self, state: &FxsaveArea) -> Result<(), FpuStateError> {
+        self.settled = false;
         // Checked before anything changes: the emulated FXRSTOR refuses the same image.
         self.cpu
             .fpu

@@ -1475,86 +1475,238 @@ fn imul_with_dead_flags_matches_eager_semantics() {
     }
 }
 
+/// The run limit of the re-entry tests: no deadline, a budget that preempts now and then.
+const REENTRY_LIMIT: RunLimit = RunLimit {
+    tsc: 0,
+    deadline: None,
+    max_instructions: 10_000,
+};
+
+/// Load the re-entry tests' guest into `h`, in long mode with IF set: `xor eax, eax;
+/// cpuid`, then `step`, then `cmp r12, last; jb` back to the XOR, then HLT; `irq` is the
+/// handler of vector 0x30 and `db` that of #DB (each followed by IRETQ). Returns the
+/// addresses of `step` and of the CMP after it.
+fn cpuid_loop_guest(
+    h: &mut Harness,
+    step: impl FnOnce(&mut CodeAssembler),
+    last: i32,
+    irq: impl FnOnce(&mut CodeAssembler),
+    db: impl FnOnce(&mut CodeAssembler),
+) -> (u64, u64) {
+    h.long_mode();
+    let mut a = asm64();
+    let mut labels = [(); 5].map(|_| a.create_label());
+    let [top, step_at, after, irq_at, db_at] = &mut labels;
+    a.set_label(top).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.cpuid().unwrap();
+    a.set_label(step_at).unwrap();
+    step(&mut a);
+    a.set_label(after).unwrap();
+    a.cmp(r12, last).unwrap();
+    a.jb(*top).unwrap();
+    a.hlt().unwrap();
+    a.set_label(irq_at).unwrap();
+    irq(&mut a);
+    a.iretq().unwrap();
+    a.set_label(db_at).unwrap();
+    db(&mut a);
+    a.iretq().unwrap();
+    let named = [
+        ("step", *step_at),
+        ("after", *after),
+        ("irq", *irq_at),
+        ("db", *db_at),
+    ];
+    h.load(&mut a, CODE, &named);
+    h.gate(0x30, h.label("irq"), 0);
+    h.gate(1, h.label("db"), 0);
+    h.vcpu.set_rflags(2 | IF);
+    (h.label("step"), h.label("after"))
+}
+
+/// Run the re-entry tests' guest to its HLT, through preemptions. Every other exit goes
+/// to `on_exit` with the number of CPUID exits so far, a CPUID already skipped. Returns
+/// that number.
+fn run_cpuid_loop(h: &mut Harness, mut on_exit: impl FnMut(&mut Harness, Exit, u64)) -> u64 {
+    let mut cpuids = 0u64;
+    loop {
+        match h.vcpu.run(&mut h.mem, &REENTRY_LIMIT) {
+            Exit::Preempted => {}
+            Exit::Hlt => return cpuids,
+            exit => {
+                if exit == Exit::Cpuid {
+                    cpuids += 1;
+                    h.vcpu.skip_emulated_instruction();
+                }
+                on_exit(h, exit, cpuids);
+            }
+        }
+        assert!(cpuids < 2000, "the guest loops");
+    }
+}
+
 /// The quick re-entry after an intercept exit must notice what the core changed in between:
 /// an injected interrupt, TF set through RFLAGS, code rewritten behind the guest's back,
 /// and a new memory region.
 #[test]
 fn reentry_after_exit_sees_core_changes() {
     let mut h = Harness::new();
-    h.long_mode();
-    let mut a = asm64();
-    let (mut top, mut step, mut after, mut irq, mut db) = (
-        a.create_label(),
-        a.create_label(),
-        a.create_label(),
-        a.create_label(),
-        a.create_label(),
+    let (step, after) = cpuid_loop_guest(
+        &mut h,
+        |a| a.add(r12, 1).unwrap(),
+        1000,
+        // External interrupt: count it and record where it interrupted.
+        |a| {
+            a.inc(r13).unwrap();
+            a.mov(r14, qword_ptr(rsp)).unwrap();
+        },
+        // #DB: record where the trap returns to and stop single-stepping.
+        |a| {
+            a.mov(r15, qword_ptr(rsp)).unwrap();
+            a.and(qword_ptr(rsp + 16), !0x100).unwrap();
+        },
     );
-    a.set_label(&mut top).unwrap();
-    a.xor(eax, eax).unwrap();
-    a.cpuid().unwrap();
-    a.set_label(&mut step).unwrap();
-    a.add(r12, 1).unwrap();
-    a.set_label(&mut after).unwrap();
-    a.cmp(r12, 1000).unwrap();
-    a.jb(top).unwrap();
-    a.hlt().unwrap();
-    // External interrupt: count it and record where it interrupted.
-    a.set_label(&mut irq).unwrap();
-    a.inc(r13).unwrap();
-    a.mov(r14, qword_ptr(rsp)).unwrap();
-    a.iretq().unwrap();
-    // #DB: record where the trap returns to and stop single-stepping.
-    a.set_label(&mut db).unwrap();
-    a.mov(r15, qword_ptr(rsp)).unwrap();
-    a.and(qword_ptr(rsp + 16), !0x100).unwrap();
-    a.iretq().unwrap();
-    let labels = [("step", step), ("after", after), ("irq", irq), ("db", db)];
-    h.load(&mut a, CODE, &labels);
-    let (irq, db) = (h.label("irq"), h.label("db"));
-    h.gate(0x30, irq, 0);
-    h.gate(1, db, 0);
-    h.vcpu.set_rflags(2 | IF);
-    let limit = RunLimit {
-        tsc: 0,
-        deadline: None,
-        max_instructions: 10_000,
-    };
-    let mut cpuids = 0u64;
-    loop {
-        match h.vcpu.run(&mut h.mem, &limit) {
-            Exit::Cpuid => {
-                cpuids += 1;
-                h.vcpu.skip_emulated_instruction();
-                match cpuids {
-                    10 => h.vcpu.inject_event(Event::ExternalInterrupt(0x30)),
-                    20 => {
-                        let f = h.vcpu.rflags();
-                        h.vcpu.set_rflags(f | 0x100);
-                    }
-                    30 => {
-                        // `add r12, 1` becomes `add r12, 2`.
-                        let imm = h.label("after") - 1;
-                        h.mem.write_u8(imm, 2).unwrap();
-                        h.vcpu.invalidate_code();
-                    }
-                    40 => h.mem.add_ram(0x1000_0000, 0x10_0000).unwrap(),
-                    _ => {}
-                }
-            }
-            Exit::Preempted => {}
-            Exit::Hlt => break,
-            other => panic!("unexpected exit {other:?}"),
+    let cpuids = run_cpuid_loop(&mut h, |h, exit, cpuids| match (exit, cpuids) {
+        (Exit::Cpuid, 10) => h.vcpu.inject_event(Event::ExternalInterrupt(0x30)),
+        (Exit::Cpuid, 20) => {
+            let f = h.vcpu.rflags();
+            h.vcpu.set_rflags(f | 0x100);
         }
-        assert!(cpuids < 2000, "the guest loops");
-    }
+        (Exit::Cpuid, 30) => {
+            // `add r12, 1` becomes `add r12, 2`.
+            h.mem.write_u8(after - 1, 2).unwrap();
+            h.vcpu.invalidate_code();
+        }
+        (Exit::Cpuid, 40) => h.mem.add_ram(0x1000_0000, 0x10_0000).unwrap(),
+        (Exit::Cpuid, _) => {}
+        (other, _) => panic!("unexpected exit {other:?}"),
+    });
     assert_eq!(h.gpr(Gpr::R13), 1);
-    assert_eq!(h.gpr(Gpr::R14), h.label("step"));
+    assert_eq!(h.gpr(Gpr::R14), step);
     // One instruction (the ADD) ran under TF before the trap.
-    assert_eq!(h.gpr(Gpr::R15), h.label("after"));
+    assert_eq!(h.gpr(Gpr::R15), after);
     // R12 was 29 at the 30th exit; from then on each iteration adds 2: 31, 33, ... 1001.
     assert_eq!(h.gpr(Gpr::R12), 1001);
     assert_eq!(cpuids, 30 + (1001 - 31) / 2);
+}
+
+/// After an intercept exit the next run skips the slow checks while nothing changed
+/// (`EmuVcpu::settled`): every change the core can make between two runs must still act
+/// at once, at the instruction after the exit. Each is made alone at its own CPUID exit:
+/// an injected interrupt, an interrupt window, an interrupt shadow, TF, an instruction
+/// breakpoint in DR7, and the debugger's single step.
+#[test]
+fn settled_reentry_sees_each_core_change_at_once() {
+    let mut h = Harness::new();
+    // At the k-th CPUID exit R12 is k - 1, and the run after it starts at the INC.
+    let (inc, _) = cpuid_loop_guest(
+        &mut h,
+        |a| a.inc(r12).unwrap(),
+        100,
+        // External interrupt: the count it interrupted.
+        |a| a.mov(r13, r12).unwrap(),
+        // #DB: the count, the RIP it returns to; TF and DR7 off.
+        |a| {
+            a.mov(r14, r12).unwrap();
+            a.mov(r15, qword_ptr(rsp)).unwrap();
+            a.and(qword_ptr(rsp + 16), !0x100).unwrap();
+            a.xor(r9d, r9d).unwrap();
+            a.mov(dr7, r9).unwrap();
+        },
+    );
+    // (what happened, R12 then, RIP then)
+    let mut seen: Vec<(&str, u64, u64)> = Vec::new();
+    run_cpuid_loop(&mut h, |h, exit, cpuids| match (exit, cpuids) {
+        (Exit::Cpuid, 10) => h.vcpu.inject_event(Event::ExternalInterrupt(0x30)),
+        (Exit::Cpuid, 20) => h.vcpu.enable_irq_window(true),
+        // The shadow holds the window shut for one instruction.
+        (Exit::Cpuid, 30) => {
+            h.vcpu.set_interrupt_shadow(true);
+            h.vcpu.enable_irq_window(true);
+        }
+        // The shadow alone lasts one instruction too: the window asked for at the next
+        // exit is open at once.
+        (Exit::Cpuid, 40) => h.vcpu.set_interrupt_shadow(true),
+        (Exit::Cpuid, 41) => h.vcpu.enable_irq_window(true),
+        (Exit::Cpuid, 50) => {
+            let f = h.vcpu.rflags();
+            h.vcpu.set_rflags(f | 0x100);
+        }
+        (Exit::Cpuid, 55) => seen.push(("trap", h.gpr(Gpr::R14), h.gpr(Gpr::R15))),
+        (Exit::Cpuid, 60) => {
+            // DR0 at the INC, execute, enabled locally.
+            let mut regs = h.vcpu.debug_regs();
+            regs.db[0] = inc;
+            regs.dr7 |= 1;
+            h.vcpu.set_debug_regs(&regs);
+        }
+        (Exit::Cpuid, 70) => X86Ops::set_guest_debug(
+            &mut h.vcpu,
+            opsvisor_core::ops::GuestDebug {
+                single_step: true,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+        (Exit::Cpuid, _) => {}
+        (Exit::InterruptWindow, _) => {
+            seen.push(("window", h.gpr(Gpr::R12), h.vcpu.rip()));
+            h.vcpu.enable_irq_window(false);
+        }
+        (Exit::Exception { vector: 1, .. }, _) => {
+            seen.push(("step", h.gpr(Gpr::R12), h.vcpu.rip()));
+            X86Ops::set_guest_debug(&mut h.vcpu, Default::default()).unwrap();
+        }
+        (other, _) => panic!("unexpected exit {other:?}"),
+    });
+    assert_eq!(
+        h.gpr(Gpr::R13),
+        9,
+        "the interrupt came before the INC after exit 10"
+    );
+    assert_eq!(
+        seen,
+        [
+            ("window", 19, inc),
+            ("window", 30, inc + 3),
+            ("window", 40, inc),
+            // TF trapped after the INC (the #DB handler's R12 and return RIP).
+            ("trap", 50, inc + 3),
+            ("step", 70, inc + 3),
+        ]
+    );
+    // The breakpoint faulted before the INC.
+    assert_eq!((h.gpr(Gpr::R14), h.gpr(Gpr::R15)), (59, inc));
+    assert_eq!(h.gpr(Gpr::R12), 100);
+}
+
+/// An INS right after another exit runs through the quick re-entry (see
+/// `EmuVcpu::settled`), and so does the run after its own exit: the byte the core
+/// completed must still be stored before the next instruction.
+#[test]
+fn ins_after_an_exit_stores_its_byte_through_the_quick_reentry() {
+    let mut h = Harness::new();
+    h.long_mode();
+    h.input = (1..=16).collect();
+    let mut a = asm64();
+    let mut top = a.create_label();
+    a.mov(rdi, 0x31000u64).unwrap();
+    a.mov(r12d, 16u32).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.cpuid().unwrap();
+    a.mov(dx, 0x60u32).unwrap();
+    a.insb().unwrap();
+    a.dec(r12d).unwrap();
+    a.jnz(top).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    h.run().unwrap();
+    let mut buf = [0u8; 16];
+    h.mem.read(0x31000, &mut buf).unwrap();
+    assert_eq!(buf.to_vec(), (1..=16).collect::<Vec<u8>>());
+    assert_eq!(h.gpr(Gpr::Rdi), 0x31010);
 }
 
 /// The blocks that skip the `brk` check after each instruction (`Block::pure`) hold only

@@ -11,20 +11,33 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn handle_cpuid(&mut self) -> Flow {
         let v = &mut self.vcpus[self.cur];
         let leaf = v.backend.gpr(Gpr::Rax) as u32;
-        let subleaf = v.backend.gpr(Gpr::Rcx) as u32;
-        let (backend, apic) = (&v.backend, &v.apic);
-        let [a, b, c, d] = self.cpuid.lookup_with(leaf, subleaf, || CpuidDynamic {
-            apic_id: apic.id(),
-            osxsave: backend.cr4() & crate::arch::CR4_OSXSAVE != 0,
-            apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
-            pke: backend.cr4() & crate::arch::CR4_PKE != 0,
-        });
-        // CPUID writes the full 64-bit registers, zero-extending the 32-bit results.
+        // A leaf the policy holds as it is is read from the table a register at a time
+        // (see `CpuidPolicy::fixed_leaf`). CPUID writes the full 64-bit registers,
+        // zero-extending the 32-bit results.
+        let wide = |r: [u32; 4]| r.map(u64::from);
+        let [a, b, c, d] = match self.cpuid.fixed_leaf(leaf) {
+            Some(regs) => [
+                u64::from(regs[0]),
+                u64::from(regs[1]),
+                u64::from(regs[2]),
+                u64::from(regs[3]),
+            ],
+            None => {
+                let subleaf = v.backend.gpr(Gpr::Rcx) as u32;
+                let (backend, apic) = (&v.backend, &v.apic);
+                wide(self.cpuid.lookup_with(leaf, subleaf, || CpuidDynamic {
+                    apic_id: apic.id(),
+                    osxsave: backend.cr4() & crate::arch::CR4_OSXSAVE != 0,
+                    apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
+                    pke: backend.cr4() & crate::arch::CR4_PKE != 0,
+                }))
+            }
+        };
         let backend = &mut v.backend;
-        backend.set_gpr(Gpr::Rax, u64::from(a));
-        backend.set_gpr(Gpr::Rbx, u64::from(b));
-        backend.set_gpr(Gpr::Rcx, u64::from(c));
-        backend.set_gpr(Gpr::Rdx, u64::from(d));
+        backend.set_gpr(Gpr::Rax, a);
+        backend.set_gpr(Gpr::Rbx, b);
+        backend.set_gpr(Gpr::Rcx, c);
+        backend.set_gpr(Gpr::Rdx, d);
         backend.skip_emulated_instruction();
         Flow::Resume
     }

@@ -588,7 +588,11 @@ impl Translator {
                 break;
             };
             let mut op = ops[start].clone();
-            op.h = run_translated;
+            op.h = if flags & (FLAGS_IN | MEMORY | LOOP) == 0 {
+                run_straight
+            } else {
+                run_translated
+            };
             op.next_ip = ops[end - 1].next_ip;
             op.imm = entry;
             op.disp = (end - start - 1) as u64;
@@ -778,6 +782,39 @@ fn flag_mode(all: &[Use]) -> u8 {
 /// Whether `op` is a translated run.
 pub fn is_translated(op: &Op) -> bool {
     core::ptr::fn_addr_eq(op.h, run_translated as crate::decode::Handler)
+        || core::ptr::fn_addr_eq(op.h, run_straight as crate::decode::Handler)
+}
+
+/// The handler of a translated run that neither reads the guest's flags, loops nor
+/// accesses memory: [`run_translated`] without what those need, so that a short run costs
+/// little more than its code.
+pub fn run_straight(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    if op.aux & BRANCH != 0 {
+        c.jit.taken = 0;
+    }
+    if op.aux & EXITS != 0 {
+        c.jit.bail_at = u32::MAX;
+        c.jit.bail_flags = 0;
+    }
+    // SAFETY: as in `run_translated`; this run reads nothing of `c.jit` but what is set
+    // above.
+    let out = unsafe { arena::call(op.imm, c.gpr.as_mut_ptr(), 2) };
+    if op.aux & EXITS != 0 && c.jit.bail_at != u32::MAX {
+        return stopped(c, mem, op, out, 0);
+    }
+    if op.aux & FLAGS_OUT != 0 {
+        let mut out = out & STATUS_X86;
+        if op.aux & AF_FIX != 0 {
+            out = (out & !AF) | if op.aux & AF_SET != 0 { AF } else { 0 };
+        }
+        c.set_rflags((c.rf & !STATUS_X86) | out);
+    }
+    if op.aux & BRANCH != 0 && c.jit.taken != 0 {
+        c.rip = op.target;
+    }
+    // The block loop counts one.
+    c.retired += op.disp;
+    Ok(())
 }
 
 /// The handler of a translated run (see the module's documentation): `imm` is the host
