@@ -595,7 +595,8 @@ struct BenchArgs {
     /// opsvisor must be among them (it counts the instructions)
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     peers: Option<String>,
-    /// Run each point R times and keep the least CPU time [default: 1]
+    /// Run each point R times, every peer in turn each time, and keep the least CPU time
+    /// [default: 1]
     #[arg(long, value_name = "R", allow_hyphen_values = true)]
     repeat: Option<String>,
     /// The opsvisor program to measure [default: build target/release/opsvisor]

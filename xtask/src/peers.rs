@@ -76,12 +76,17 @@ pub fn bench_peers(o: &BenchOptions) -> Result<()> {
     let tmp = TempDir::new("bench-peers")?;
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
+    if o.repeat == 0 {
+        return Err(Failure::BadInput("--repeat must be at least 1".into()));
+    }
     for (workload, n) in &o.workloads {
-        let mut results = Vec::new();
-        for &peer in &peers {
-            let one = |iters: u64| -> Result<Sample> {
-                let mut best: Option<Sample> = None;
-                for _ in 0..o.repeat {
+        // The best (least CPU) N and k·N runs of each peer. Each repetition runs every
+        // peer in turn, so that the machine's load, which drifts on a shared host, falls
+        // on all of them alike.
+        let mut best: Vec<[Option<Sample>; 2]> = vec![[None, None]; peers.len()];
+        for _ in 0..o.repeat {
+            for (slot, iters) in [*n, *n * o.k].into_iter().enumerate() {
+                for (p, &peer) in peers.iter().enumerate() {
                     let s = run_peer(peer, &opsvisor, &guest, workload, iters, o, &tmp)?;
                     eprintln!(
                         "xtask: {:<8} {workload:<4} n={iters:<6} {:>8.3} s CPU  checksum {}{}",
@@ -92,15 +97,18 @@ pub fn bench_peers(o: &BenchOptions) -> Result<()> {
                             .map(|i| format!("  {i} instructions"))
                             .unwrap_or_default()
                     );
-                    if best.as_ref().is_none_or(|b| s.cpu < b.cpu) {
-                        best = Some(s);
+                    let kept = &mut best[p][slot];
+                    if kept.as_ref().is_none_or(|b| s.cpu < b.cpu) {
+                        *kept = Some(s);
                     }
                 }
-                best.ok_or_else(|| Failure::BadInput("--repeat must be at least 1".into()))
-            };
-            let short = one(*n)?;
-            let long = one(*n * o.k)?;
-            results.push(PeerResult { peer, short, long });
+            }
+        }
+        let mut results = Vec::new();
+        for (&peer, [short, long]) in peers.iter().zip(best) {
+            if let (Some(short), Some(long)) = (short, long) {
+                results.push(PeerResult { peer, short, long });
+            }
         }
         // Every peer must have computed the same thing.
         for r in &results[1..] {
