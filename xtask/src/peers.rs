@@ -76,9 +76,6 @@ pub fn bench_peers(o: &BenchOptions) -> Result<()> {
     let tmp = TempDir::new("bench-peers")?;
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
-    if o.repeat == 0 {
-        return Err(Failure::BadInput("--repeat must be at least 1".into()));
-    }
     for (workload, n) in &o.workloads {
         // The best (least CPU) N and k·N runs of each peer. Each repetition runs every
         // peer in turn, so that the machine's load, which drifts on a shared host, falls
@@ -106,9 +103,10 @@ pub fn bench_peers(o: &BenchOptions) -> Result<()> {
         }
         let mut results = Vec::new();
         for (&peer, [short, long]) in peers.iter().zip(best) {
-            if let (Some(short), Some(long)) = (short, long) {
-                results.push(PeerResult { peer, short, long });
-            }
+            let (Some(short), Some(long)) = (short, long) else {
+                return Err(Failure::BadInput("--repeat must be at least 1".into()));
+            };
+            results.push(PeerResult { peer, short, long });
         }
         // Every peer must have computed the same thing.
         for r in &results[1..] {

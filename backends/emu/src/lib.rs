@@ -1347,7 +1347,6 @@ impl X86Ops for EmuVcpu {
         &mut self,
         debug: opsvisor_core::ops::GuestDebug,
     ) -> Result<(), &'static str> {
-        self.settled = false;
         if debug.intercept_breakpoints || debug.intercept_debug {
             return Err("the emulator stops at breakpoints by address (EmuVcpu::set_guest_debug), not by intercepting #BP and #DB");
         }

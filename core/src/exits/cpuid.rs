@@ -14,7 +14,6 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         // A leaf the policy holds as it is is read from the table a register at a time
         // (see `CpuidPolicy::fixed_leaf`). CPUID writes the full 64-bit registers,
         // zero-extending the 32-bit results.
-        let wide = |r: [u32; 4]| r.map(u64::from);
         let [a, b, c, d] = match self.cpuid.fixed_leaf(leaf) {
             Some(regs) => [
                 u64::from(regs[0]),
@@ -25,12 +24,14 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             None => {
                 let subleaf = v.backend.gpr(Gpr::Rcx) as u32;
                 let (backend, apic) = (&v.backend, &v.apic);
-                wide(self.cpuid.lookup_with(leaf, subleaf, || CpuidDynamic {
-                    apic_id: apic.id(),
-                    osxsave: backend.cr4() & crate::arch::CR4_OSXSAVE != 0,
-                    apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
-                    pke: backend.cr4() & crate::arch::CR4_PKE != 0,
-                }))
+                self.cpuid
+                    .lookup_with(leaf, subleaf, || CpuidDynamic {
+                        apic_id: apic.id(),
+                        osxsave: backend.cr4() & crate::arch::CR4_OSXSAVE != 0,
+                        apic_enabled: apic.base_msr() & crate::arch::APIC_BASE_ENABLE != 0,
+                        pke: backend.cr4() & crate::arch::CR4_PKE != 0,
+                    })
+                    .map(u64::from)
             }
         };
         let backend = &mut v.backend;

@@ -785,6 +785,19 @@ pub fn is_translated(op: &Op) -> bool {
         || core::ptr::fn_addr_eq(op.h, run_straight as crate::decode::Handler)
 }
 
+/// The status flags a translated run that writes them (`FLAGS_OUT`) returned in `out`, into
+/// RFLAGS, with the interpreter's AF where the run's last AF writer left it undefined.
+#[inline(always)]
+fn flags_out(c: &mut Cpu, op: &Op, out: u64) {
+    if op.aux & FLAGS_OUT != 0 {
+        let mut out = out & STATUS_X86;
+        if op.aux & AF_FIX != 0 {
+            out = (out & !AF) | if op.aux & AF_SET != 0 { AF } else { 0 };
+        }
+        c.set_rflags((c.rf & !STATUS_X86) | out);
+    }
+}
+
 /// The handler of a translated run that neither reads the guest's flags, loops nor
 /// accesses memory: [`run_translated`] without what those need, so that a short run costs
 /// little more than its code.
@@ -802,13 +815,7 @@ pub fn run_straight(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), E
     if op.aux & EXITS != 0 && c.jit.bail_at != u32::MAX {
         return stopped(c, mem, op, out, 0);
     }
-    if op.aux & FLAGS_OUT != 0 {
-        let mut out = out & STATUS_X86;
-        if op.aux & AF_FIX != 0 {
-            out = (out & !AF) | if op.aux & AF_SET != 0 { AF } else { 0 };
-        }
-        c.set_rflags((c.rf & !STATUS_X86) | out);
-    }
+    flags_out(c, op, out);
     if op.aux & BRANCH != 0 && c.jit.taken != 0 {
         c.rip = op.target;
     }
@@ -869,13 +876,7 @@ pub fn run_translated(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(),
     if op.aux & (MEMORY | EXITS) != 0 && c.jit.bail_at != u32::MAX {
         return stopped(c, mem, op, out, again * count);
     }
-    if op.aux & FLAGS_OUT != 0 {
-        let mut out = out & STATUS_X86;
-        if op.aux & AF_FIX != 0 {
-            out = (out & !AF) | if op.aux & AF_SET != 0 { AF } else { 0 };
-        }
-        c.set_rflags((c.rf & !STATUS_X86) | out);
-    }
+    flags_out(c, op, out);
     let taken = op.aux & BRANCH != 0 && c.jit.taken != 0;
     if taken {
         c.rip = op.target;
