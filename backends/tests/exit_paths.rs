@@ -4,6 +4,7 @@
 
 use iced_x86::code_asm::*;
 use opsvisor_backends::{build_machine, FlatMode, MachineOptions};
+use opsvisor_core::exit::ExitKind;
 use opsvisor_core::platform::CapturePlatform;
 use opsvisor_core::vm::RunOutcome;
 use std::time::Duration;
@@ -15,6 +16,15 @@ const OUT: u32 = 0x8000;
 /// Run 32-bit protected-mode code (CPL 0); returns how it ended and the machine.
 fn run(
     build: impl FnOnce(&mut CodeAssembler),
+) -> (RunOutcome, opsvisor_backends::Machine<CapturePlatform>) {
+    run_timed(build, false)
+}
+
+/// [`run`], with the run loop timing every exit if `collect_timing` (which sends every
+/// exit through the run loop, none through the quick path).
+fn run_timed(
+    build: impl FnOnce(&mut CodeAssembler),
+    collect_timing: bool,
 ) -> (RunOutcome, opsvisor_backends::Machine<CapturePlatform>) {
     let mut a = CodeAssembler::new(32).unwrap();
     a.mov(esp, 0x9000u32).unwrap();
@@ -30,6 +40,7 @@ fn run(
         flat_load: Some(LOAD),
         flat_mode: FlatMode::Protected,
         timeout: Some(Duration::from_secs(20)),
+        collect_timing,
         ..MachineOptions::default()
     };
     let mut vm = build_machine(&code, &opts, CapturePlatform::new()).unwrap();
@@ -137,4 +148,90 @@ fn loads_from_device_registers_read_the_device_every_time() {
     assert_eq!(word(&vm, 8), (version >> 16) & 0xff);
     assert_eq!(word(&vm, 12), 0, "vCPU 0's APIC ID");
     assert_eq!(word(&vm, 16), u32::MAX, "no device");
+}
+
+/// The exits the run loop answers during the emulator's run (`exits::quick`: CPUID, RDMSR
+/// of the TSC, local APIC reads, port accesses no device claims, POST codes) get the
+/// answers, counts and effects the run loop's handlers give, next to the exits it does
+/// not take (a leaf-0xB CPUID is one it does take; the APIC timer's count and a claimed
+/// port are not).
+#[test]
+fn the_quick_path_answers_as_the_run_loop_does() {
+    let guest = |a: &mut CodeAssembler| {
+        // ESI and EDI sum what the exits return; EBP counts down 500 rounds.
+        a.xor(esi, esi).unwrap();
+        a.xor(edi, edi).unwrap();
+        a.mov(ebp, 500u32).unwrap();
+        let mut again = a.create_label();
+        a.set_label(&mut again).unwrap();
+        for (leaf, subleaf) in [(0u32, 0u32), (1, 0), (0xb, 1)] {
+            a.mov(eax, leaf).unwrap();
+            a.mov(ecx, subleaf).unwrap();
+            a.cpuid().unwrap();
+            a.add(esi, eax).unwrap();
+            a.add(esi, ebx).unwrap();
+            a.add(edi, ecx).unwrap();
+            a.add(edi, edx).unwrap();
+        }
+        // RDMSR of the TSC: it must not run backwards.
+        a.mov(ecx, 0x10u32).unwrap();
+        a.rdmsr().unwrap();
+        a.mov(ebx, dword_ptr(OUT + 0x20)).unwrap();
+        a.mov(ecx, dword_ptr(OUT + 0x24)).unwrap();
+        a.mov(dword_ptr(OUT + 0x20), eax).unwrap();
+        a.mov(dword_ptr(OUT + 0x24), edx).unwrap();
+        a.sub(eax, ebx).unwrap();
+        a.sbb(edx, ecx).unwrap();
+        a.shr(edx, 31).unwrap();
+        a.add(dword_ptr(OUT + 0x28), edx).unwrap();
+        // Local APIC: version, TPR, a byte of the version, the timer's current count.
+        a.add(esi, dword_ptr(0xfee0_0030u32)).unwrap();
+        a.add(esi, dword_ptr(0xfee0_0080u32)).unwrap();
+        a.movzx(eax, byte_ptr(0xfee0_0032u32)).unwrap();
+        a.add(edi, eax).unwrap();
+        a.add(edi, dword_ptr(0xfee0_0390u32)).unwrap();
+        // Ports: a POST code, a read and a write no device claims, the RTC's index and
+        // data ports (claimed).
+        a.mov(eax, ebp).unwrap();
+        a.out(0x80, al).unwrap();
+        a.mov(dx, 0x2f8u32).unwrap();
+        a.in_(eax, dx).unwrap();
+        a.add(esi, eax).unwrap();
+        a.out(dx, ax).unwrap();
+        a.mov(al, 0x0au32).unwrap();
+        a.out(0x70, al).unwrap();
+        a.in_(al, 0x71).unwrap();
+        a.and(eax, 0x7fu32).unwrap();
+        a.add(edi, eax).unwrap();
+        a.dec(ebp).unwrap();
+        a.jnz(again).unwrap();
+        a.mov(dword_ptr(OUT), esi).unwrap();
+        a.mov(dword_ptr(OUT + 4), edi).unwrap();
+    };
+    let (quick_outcome, quick) = run_timed(guest, false);
+    let (loop_outcome, run_loop) = run_timed(guest, true);
+    assert_eq!(quick_outcome, RunOutcome::DebugExit { status: 1 });
+    assert_eq!(loop_outcome, RunOutcome::DebugExit { status: 1 });
+    for vm in [&quick, &run_loop] {
+        assert_eq!(word(vm, 0x28), 0, "the TSC ran backwards");
+        assert_eq!(vm.devices.post_code.last, Some(1), "the last POST code");
+        // 500 rounds of 3 CPUIDs, 1 RDMSR, 4 APIC reads and 5 port accesses (and the
+        // final OUT to the debug-exit port).
+        assert_eq!(vm.stats.exits(ExitKind::Cpuid), 1500);
+        assert_eq!(vm.stats.exits(ExitKind::Rdmsr), 500);
+        assert_eq!(vm.stats.exits(ExitKind::Mmio), 2000);
+        assert_eq!(vm.stats.exits(ExitKind::Io), 2501);
+    }
+    // The timer is not running: its current count reads 0 either way, and the sums match.
+    assert_eq!(
+        word(&quick, 0),
+        word(&run_loop, 0),
+        "CPUID, APIC and port sums"
+    );
+    assert_eq!(
+        word(&quick, 4),
+        word(&run_loop, 4),
+        "CPUID, APIC and RTC sums"
+    );
+    assert_ne!(word(&quick, 0), 0);
 }

@@ -12,8 +12,8 @@ use crate::exit::Exit;
 use crate::fpu::{FpuStateError, FxsaveArea};
 use crate::mmu::memory::GuestMemory;
 use crate::ops::{
-    DebugRegs, DescriptorTable, Event, Gpr, GuestDebug, Regs, ResetKind, RunLimit, SegReg, Segment,
-    X86Ops,
+    DebugRegs, DescriptorTable, Event, ExitSink, Gpr, GuestDebug, Regs, ResetKind, RunLimit,
+    SegReg, Segment, X86Ops,
 };
 use crate::ops::{VcpuState, VcpuStateError};
 use enum_dispatch::enum_dispatch;
@@ -169,6 +169,15 @@ macro_rules! forward_x86_ops {
             #[inline(always)]
             fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
                 self.0.run(mem, limit)
+            }
+            #[inline(always)]
+            fn run_with<Sink: ExitSink>(
+                &mut self,
+                mem: &mut GuestMemory,
+                limit: &RunLimit,
+                sink: &mut Sink,
+            ) -> Exit {
+                self.0.run_with(mem, limit, sink)
             }
             #[inline(always)]
             fn skip_emulated_instruction(&mut self) {

@@ -423,6 +423,34 @@ pub fn restore_common_vcpu_state<B: X86Ops + ?Sized>(
     Ok(())
 }
 
+/// The core's answer to exits that it can give during a backend's run
+/// ([`X86Ops::run_with`]).
+pub trait ExitSink {
+    /// Whether `exit` may be one the sink takes: a quick look, before the backend copies
+    /// the exit out for [`ExitSink::take`] (which may still decline it). `false` sends the
+    /// exit back from the run at once.
+    fn may_take(&self, exit: &Exit) -> bool;
+    /// Answer `exit`, which `vcpu` has just made, if it is one the sink takes: then the
+    /// exit is complete, counted and observed as the run loop would, and the run loop
+    /// would have re-entered the vCPU at once, so the backend goes on (`true`). `false`
+    /// leaves the exit and the vCPU untouched, for the backend to return.
+    fn take<B: X86Ops>(&mut self, vcpu: &mut B, exit: &Exit) -> bool;
+}
+
+/// The sink that takes no exit: [`X86Ops::run_with`] with it is [`X86Ops::run`].
+pub struct NoExitSink;
+
+impl ExitSink for NoExitSink {
+    #[inline(always)]
+    fn may_take(&self, _: &Exit) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn take<B: X86Ops>(&mut self, _: &mut B, _: &Exit) -> bool {
+        false
+    }
+}
+
 /// The backend operations (Linux KVM's `struct kvm_x86_ops`).
 ///
 /// Calling convention, as in KVM: after an intercepted instruction exit (CPUID, RDMSR,
@@ -570,6 +598,20 @@ pub trait X86Ops {
 
     /// Run the guest until something the core must handle happens.
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit;
+    /// [`X86Ops::run`], offering each exit to `sink` first and running on under the same
+    /// `limit` when the sink answers it: a backend that can go on in place after an exit
+    /// (the emulator) saves the way out to the core and back in. A backend that cannot
+    /// returns every exit, as `run` does; so does this default.
+    #[inline(always)]
+    fn run_with<Sink: ExitSink>(
+        &mut self,
+        mem: &mut GuestMemory,
+        limit: &RunLimit,
+        sink: &mut Sink,
+    ) -> Exit {
+        let _ = sink;
+        self.run(mem, limit)
+    }
     /// Retire the instruction that caused the last intercepted exit (KVM
     /// `skip_emulated_instruction`), including the end of an interrupt shadow.
     fn skip_emulated_instruction(&mut self);

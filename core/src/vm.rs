@@ -33,6 +33,7 @@ use crate::devices::rtc::RTC_IRQ;
 pub use crate::devices::COM1_IRQ;
 use crate::devices::{register_ports, Devices};
 use crate::exit::Exit;
+use crate::exits::quick::{QuickExits, QUICK_KINDS};
 use crate::mmu::memory::GuestMemory;
 use crate::ops::{RunLimit, X86Ops};
 use crate::platform::Platform;
@@ -583,9 +584,47 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         self.deliver_events();
         // Exits left before the clock must be read (counts down to 1).
         let mut until_clock = self.config.exits_per_clock_read;
+        // Whether the last exit was of a kind the quick path takes (`exits::quick`): the
+        // next run offers its exits to it. Exits come in runs of a kind, and a run that
+        // offers none saves what offering costs (the sink, and the backend's look at each
+        // exit). Timing sends every exit through the timed handler instead.
+        let quick_kinds = if self.config.collect_timing {
+            0
+        } else {
+            QUICK_KINDS
+        };
+        let mut quick = false;
         loop {
-            let v = &mut self.vcpus[self.cur];
-            let exit = v.backend.run(&mut self.mem, &v.limit);
+            let Vm {
+                vcpus,
+                cur,
+                mem,
+                platform,
+                cpuid,
+                devices,
+                pio,
+                stats,
+                ..
+            } = self;
+            let v = &mut vcpus[*cur];
+            let exit = if quick {
+                let mut sink = QuickExits {
+                    cpu: *cur as u32,
+                    until_clock,
+                    apic: &mut v.apic,
+                    now: v.limit.tsc,
+                    cpuid,
+                    pio,
+                    post_code: &mut devices.post_code,
+                    platform: &mut *platform,
+                    stats: &mut *stats,
+                };
+                let exit = v.backend.run_with(mem, &v.limit, &mut sink);
+                until_clock = sink.until_clock;
+                exit
+            } else {
+                v.backend.run(mem, &v.limit)
+            };
             // The exit stays in memory, and each handler reads its own fields at their
             // own widths. The backend has just stored them one by one: loaded together
             // into registers right after the call (as the compiler does with a local it
@@ -593,9 +632,9 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
             // processor cannot forward while they are in flight, and every exit stalls.
             let exit = core::hint::black_box(&exit);
             let kind = exit.kind();
-            self.stats.count(kind);
-            self.platform
-                .observe_exit(self.cur as u32, exit, &v.backend);
+            quick = quick_kinds & 1 << kind as u32 != 0;
+            stats.count(kind);
+            platform.observe_exit(*cur as u32, exit, &v.backend);
             let flow = if self.config.collect_timing {
                 self.handle_exit_timed(exit)
             } else {

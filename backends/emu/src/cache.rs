@@ -185,8 +185,13 @@ impl Cache {
                 .all(|op| crate::decode::never_breaks(&op.i));
         }
         if may_stop {
-            // A translated run may stop early, setting `brk`.
+            // A translated run may stop early, setting `brk`, and before its first
+            // instruction, which then runs alone (see `jit::stopped`), decoded into the
+            // box made here rather than on that path.
             block.pure = false;
+            if cpu.jit_first.is_none() {
+                cpu.jit_first = Some(alloc::boxed::Box::new(crate::jit::no_first()));
+            }
         }
         fuse(&mut block.ops, block.bits);
         let idx = self.blocks.len() as u32;

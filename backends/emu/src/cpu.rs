@@ -321,6 +321,13 @@ pub struct Cpu {
     /// What a translated run that accesses memory reads and reports (see
     /// [`crate::jit::JitCtx`]).
     pub jit: crate::jit::JitCtx,
+    /// The first instruction of the translated run that last stopped before it, decoded
+    /// alone (see `jit::stopped`): a run whose first access keeps stopping it (a device
+    /// register polled in a loop, a load that misses the TLB) decodes it once. Boxed, so
+    /// that it takes one word here (a larger `Cpu` lays out its hot fields worse);
+    /// allocated when the first run that may stop is translated, and then rewritten in
+    /// place, so that a stop never allocates.
+    pub jit_first: Option<alloc::boxed::Box<crate::decode::Op>>,
     /// The host memory backing guest RAM during a run.
     pub ram: RamMap,
     /// MMIO replay state.
@@ -414,6 +421,7 @@ impl Cpu {
             brk: false,
             tlb: Tlb::new(),
             jit: crate::jit::JitCtx::default(),
+            jit_first: None,
             ram: RamMap::default(),
             mmio: MmioState::default(),
             intercept: None,

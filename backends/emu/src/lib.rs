@@ -45,8 +45,8 @@ use opsvisor_core::mmu::memory::GuestMemory;
 // The indices of the MSRs the emulator holds (see `get_msr`): the core's table.
 use opsvisor_core::msr::index as msr;
 use opsvisor_core::ops::{
-    DebugRegs, DescriptorTable, Event, Gpr, ResetKind, RunLimit, SegReg, Segment, VcpuState,
-    VcpuStateError, X86Ops,
+    DebugRegs, DescriptorTable, Event, ExitSink, Gpr, NoExitSink, ResetKind, RunLimit, SegReg,
+    Segment, VcpuState, VcpuStateError, X86Ops,
 };
 
 pub use cpu::Cpu as CpuState;
@@ -496,6 +496,15 @@ impl EmuVcpu {
         c.stop_at
     }
 
+    /// [`EmuVcpu::enter`] for a run that goes on after an exit the core answered in place
+    /// (see [`EmuVcpu::run_resumed`]). Out of line: inlined there, the loads of `limit`
+    /// are hoisted to the function's entry and kept on the stack, which costs every run
+    /// more than the call costs the runs that go on.
+    #[inline(never)]
+    fn reenter(&mut self, limit: &RunLimit) -> u64 {
+        self.enter(limit)
+    }
+
     /// A run with something to do before the first instruction: the memory map changed,
     /// an INS element must be stored, or an event is injected.
     #[cold]
@@ -583,33 +592,75 @@ impl EmuVcpu {
     /// checks find nothing to do (the common case: an MMIO read replayed after its exit,
     /// whose instruction ends its block so the read log is cleared when it retires) and the
     /// block it left from links to RIP.
+    ///
+    /// An intercept exit goes to `sink` first: when the core answers it there, the run
+    /// goes on here as the next [`X86Ops::run_with`] under `limit` would, without leaving
+    /// this frame.
     #[inline(never)]
-    fn run_resumed(&mut self, mem: &mut GuestMemory, first: u32, stop_at: u64) -> Exit {
-        let gen = self.cpu.fetch_gen;
+    fn run_resumed<Sink: ExitSink>(
+        &mut self,
+        mem: &mut GuestMemory,
+        limit: &RunLimit,
+        first: u32,
+        sink: &mut Sink,
+    ) -> Exit {
         let mut first = first;
-        let fault = loop {
-            let (last, fault) = run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
-            self.resume = (last, gen);
-            if fault.is_some() {
-                break fault;
-            }
-            match self.quiet_resume(stop_at) {
-                Some(next) => first = next,
-                None => break None,
-            }
-        };
-        match fault {
-            None => self.execute(mem, stop_at),
-            Some(Ex::Exit) => {
-                self.settled = !self.cpu.brk;
-                self.take_exit()
-            }
-            Some(Ex::Fault(f)) => {
-                // Delivery moves RIP into the handler: no link from here.
-                self.resume.0 = u32::MAX;
-                match self.deliver_fault(mem, f) {
-                    Some(x) => x,
-                    None => self.execute(mem, stop_at),
+        // Where `enter` put it: one argument fewer to pass on the stack.
+        let mut stop_at = self.cpu.stop_at;
+        loop {
+            let gen = self.cpu.fetch_gen;
+            let fault = loop {
+                let (last, fault) =
+                    run_linked(&mut self.cpu, &self.cache, mem, first, gen, stop_at);
+                self.resume = (last, gen);
+                if fault.is_some() {
+                    break fault;
+                }
+                match self.quiet_resume(stop_at) {
+                    Some(next) => first = next,
+                    None => break None,
+                }
+            };
+            match fault {
+                None => return self.execute(mem, stop_at),
+                Some(Ex::Exit) => {
+                    self.settled = !self.cpu.brk;
+                    if !self.settled || !sink.may_take(&self.cpu.exit) {
+                        return self.take_exit();
+                    }
+                    let exit = self.take_exit();
+                    if !sink.take(self, &exit) {
+                        return exit;
+                    }
+                    // Answered: the entry checks of the next run, `run_with`'s, here
+                    // in a loop (a call back into `run_with` would nest a frame for each
+                    // answered exit that left the vCPU unsettled, such as each element of
+                    // a string instruction).
+                    let settled = core::mem::take(&mut self.settled);
+                    if self.cpu.ram.changed(mem)
+                        || mem.code_pages().seq() != self.cpu.code_seen
+                        || (!settled && (self.cpu.ins_store.is_some() || self.pending.is_some()))
+                    {
+                        return self.run_slow(mem, limit);
+                    }
+                    stop_at = self.reenter(limit);
+                    let next = if settled {
+                        self.settled_resume(stop_at)
+                    } else {
+                        self.quiet_resume(stop_at)
+                    };
+                    match next {
+                        Some(next) => first = next,
+                        None => return self.execute(mem, stop_at),
+                    }
+                }
+                Some(Ex::Fault(f)) => {
+                    // Delivery moves RIP into the handler: no link from here.
+                    self.resume.0 = u32::MAX;
+                    return match self.deliver_fault(mem, f) {
+                        Some(x) => x,
+                        None => self.execute(mem, stop_at),
+                    };
                 }
             }
         }
@@ -1410,7 +1461,18 @@ impl X86Ops for EmuVcpu {
         true
     }
 
+    #[inline]
     fn run(&mut self, mem: &mut GuestMemory, limit: &RunLimit) -> Exit {
+        self.run_with(mem, limit, &mut NoExitSink)
+    }
+
+    #[inline(always)]
+    fn run_with<Sink: ExitSink>(
+        &mut self,
+        mem: &mut GuestMemory,
+        limit: &RunLimit,
+        sink: &mut Sink,
+    ) -> Exit {
         if core::mem::take(&mut self.settled)
             && !self.cpu.ram.changed(mem)
             && mem.code_pages().seq() == self.cpu.code_seen
@@ -1418,7 +1480,7 @@ impl X86Ops for EmuVcpu {
             // The common return from an intercept exit (see `settled`).
             let stop_at = self.enter(limit);
             return match self.settled_resume(stop_at) {
-                Some(first) => self.run_resumed(mem, first, stop_at),
+                Some(first) => self.run_resumed(mem, limit, first, sink),
                 None => self.execute(mem, stop_at),
             };
         }
@@ -1432,7 +1494,7 @@ impl X86Ops for EmuVcpu {
         }
         let stop_at = self.enter(limit);
         match self.quiet_resume(stop_at) {
-            Some(first) => self.run_resumed(mem, first, stop_at),
+            Some(first) => self.run_resumed(mem, limit, first, sink),
             None => self.execute(mem, stop_at),
         }
     }

@@ -9,7 +9,9 @@ use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
 use opsvisor_core::exit::{Direction, Exit};
 use opsvisor_core::mmu::memory::GuestMemory;
-use opsvisor_core::ops::{DescriptorTable, Event, Gpr, RunLimit, SegReg, Segment, X86Ops};
+use opsvisor_core::ops::{
+    DescriptorTable, Event, ExitSink, Gpr, RunLimit, SegReg, Segment, X86Ops,
+};
 use std::collections::HashMap;
 use std::vec::Vec;
 
@@ -20,7 +22,7 @@ pub(crate) const TSS: u64 = 0x6000;
 pub(crate) const KSTACK: u64 = 0x9000;
 pub(crate) const CODE: u64 = 0x10000;
 /// xAPIC page: not RAM in the test machine (RAM ends at 4 MiB), so accesses are MMIO.
-const APIC: u64 = 0xfee0_0000;
+pub(crate) const APIC: u64 = 0xfee0_0000;
 
 /// The stand-in core: what the tests' guests may exit for.
 pub(crate) struct Harness {
@@ -1679,6 +1681,104 @@ fn settled_reentry_sees_each_core_change_at_once() {
     // The breakpoint faulted before the INC.
     assert_eq!((h.gpr(Gpr::R14), h.gpr(Gpr::R15)), (59, inc));
     assert_eq!(h.gpr(Gpr::R12), 100);
+}
+
+/// The quick path's test sink: it answers the CPUIDs whose number (from 1, counting those
+/// it leaves to the caller too) `accepts` takes, as [`answer_numbered_cpuid`] does.
+struct CpuidSink {
+    /// CPUID exits so far, answered here or by the caller.
+    cpuids: u64,
+    /// Those answered here.
+    taken: u64,
+    /// Which numbers this sink answers.
+    accepts: fn(u64) -> bool,
+    /// The number whose answer also queues external interrupt 0x30.
+    inject_at: u64,
+}
+
+/// Answer CPUID number `n`: RBX gets `n`, the instruction retires, and at `inject_at`
+/// external interrupt 0x30 is queued too.
+fn answer_numbered_cpuid<B: X86Ops>(vcpu: &mut B, n: u64, inject_at: u64) {
+    vcpu.set_gpr(Gpr::Rbx, n);
+    vcpu.skip_emulated_instruction();
+    if n == inject_at {
+        vcpu.inject_event(Event::ExternalInterrupt(0x30));
+    }
+}
+
+impl ExitSink for CpuidSink {
+    fn may_take(&self, exit: &Exit) -> bool {
+        *exit == Exit::Cpuid
+    }
+    fn take<B: X86Ops>(&mut self, vcpu: &mut B, exit: &Exit) -> bool {
+        if *exit != Exit::Cpuid || !(self.accepts)(self.cpuids + 1) {
+            return false;
+        }
+        self.cpuids += 1;
+        self.taken += 1;
+        answer_numbered_cpuid(vcpu, self.cpuids, self.inject_at);
+        true
+    }
+}
+
+/// `run_with`: an exit the sink answers does not end the run, one it declines comes back
+/// untouched, and a change the sink makes (an injected interrupt) acts at the
+/// instruction after the exit, as after a new run.
+#[test]
+fn run_with_goes_on_after_an_exit_the_sink_answers() {
+    let mut h = Harness::new();
+    // At the k-th CPUID R12 is k - 1; R13 sums the numbers RBX brings.
+    let (step, _) = cpuid_loop_guest(
+        &mut h,
+        |a| {
+            a.add(r13, rbx).unwrap();
+            a.inc(r12).unwrap();
+        },
+        300,
+        // External interrupt: the count it interrupted and where.
+        |a| {
+            a.mov(r14, r12).unwrap();
+            a.mov(r15, qword_ptr(rsp)).unwrap();
+        },
+        |_| {},
+    );
+    let mut sink = CpuidSink {
+        cpuids: 0,
+        taken: 0,
+        accepts: |n| n % 3 != 0,
+        inject_at: 100,
+    };
+    let mut returned = Vec::new();
+    loop {
+        match h.vcpu.run_with(&mut h.mem, &REENTRY_LIMIT, &mut sink) {
+            Exit::Hlt => break,
+            Exit::Preempted => {}
+            Exit::Cpuid => {
+                sink.cpuids += 1;
+                returned.push(sink.cpuids);
+                answer_numbered_cpuid(&mut h.vcpu, sink.cpuids, sink.inject_at);
+            }
+            other => panic!("unexpected exit {other:?}"),
+        }
+        assert!(returned.len() < 400, "the guest loops");
+    }
+    assert_eq!(sink.cpuids, 300);
+    assert_eq!(h.gpr(Gpr::R12), 300);
+    assert_eq!(h.gpr(Gpr::R13), 300 * 301 / 2);
+    // Every CPUID the sink declines comes back; of those it would take, only a few do:
+    // those of runs that start in the interpreter loop (the first, the second before the
+    // link from the CPUID's block to the next exists, the one after the interrupt).
+    let declined: Vec<u64> = (1..=300).filter(|n| n % 3 == 0).collect();
+    let extra: Vec<u64> = returned.iter().copied().filter(|n| n % 3 != 0).collect();
+    assert!(
+        declined.iter().all(|n| returned.contains(n)),
+        "{returned:?}"
+    );
+    assert!(extra.len() <= 3, "answered in place too rarely: {extra:?}");
+    assert_eq!(sink.taken + returned.len() as u64, 300);
+    // The interrupt queued with the 100th answer came before the step after it.
+    assert_eq!(h.gpr(Gpr::R14), 99);
+    assert_eq!(h.gpr(Gpr::R15), step);
 }
 
 /// An INS right after another exit runs through the quick re-entry (see

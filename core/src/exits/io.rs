@@ -28,6 +28,35 @@ fn read_bytes(size: u8, mut read: impl FnMut(u16) -> u8) -> u32 {
 /// The offset of the reset control register (byte port 0xCF9) in the PCI port range.
 const RESET_CONTROL_OFFSET: u16 = 1;
 
+/// The bits of a port access of `size` bytes.
+#[inline(always)]
+fn port_mask(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
+/// Complete a port access of `size` bytes that no device claims: a read gets all ones, a
+/// write is dropped. The run loop's handler, and the quick path's (see `exits::quick`).
+#[inline(always)]
+pub(crate) fn unclaimed_port_access<B: X86Ops, P: Platform>(
+    direction: Direction,
+    size: u8,
+    backend: &mut B,
+    platform: &mut P,
+) {
+    match direction {
+        Direction::Read => {
+            let value = port_mask(size);
+            backend.complete_pio_in(value);
+            platform.observe_read(u64::from(value));
+        }
+        Direction::Write => backend.skip_emulated_instruction(),
+    }
+}
+
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn handle_io(
         &mut self,
@@ -36,30 +65,26 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         direction: Direction,
         data: u32,
     ) -> Flow {
-        let mask = match size {
-            1 => 0xff,
-            2 => 0xffff,
-            _ => 0xffff_ffff,
+        let Some((device, offset)) = self.pio.find(u64::from(port)) else {
+            unclaimed_port_access(
+                direction,
+                size,
+                &mut self.vcpus[self.cur].backend,
+                &mut self.platform,
+            );
+            return Flow::Resume;
         };
-        let device = self.pio.find(u64::from(port));
+        let mask = port_mask(size);
         match direction {
             Direction::Read => {
-                let (value, flow) = match device {
-                    Some((device, offset)) => self.port_read(device, port, offset as u16, size),
-                    None => (!0, Flow::Resume),
-                };
+                let (value, flow) = self.port_read(device, port, offset as u16, size);
                 self.vcpu().backend.complete_pio_in(value & mask);
                 self.platform.observe_read(u64::from(value & mask));
                 flow
             }
             Direction::Write => {
                 self.vcpu().backend.skip_emulated_instruction();
-                match device {
-                    Some((device, offset)) => {
-                        self.port_write(device, port, offset as u16, size, data & mask)
-                    }
-                    None => Flow::Resume,
-                }
+                self.port_write(device, port, offset as u16, size, data & mask)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! MMIO: the vCPU's own local APIC page first, then dispatched on the machine's MMIO bus.
 //! Guest-physical addresses with no device read as all ones and ignore writes.
 
+use crate::apic::LocalApic;
 use crate::devices::bus::MmioDevice;
 use crate::exit::Direction;
 use crate::ops::X86Ops;
@@ -17,6 +18,45 @@ pub(crate) fn apic_register_is_timer(offset: u32) -> bool {
     offset & 0xf == 0 && index < 16 && TIMER & (1 << index) != 0
 }
 
+/// The bytes an MMIO access of `size` bytes covers: `size` (1 to 8) and its mask.
+#[inline(always)]
+pub(crate) fn mmio_size_mask(size: u8) -> (u64, u64) {
+    let size = u64::from(size.clamp(1, 8));
+    let mask = if size == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * size)) - 1
+    };
+    (size, mask)
+}
+
+/// Complete a read of `size` bytes (`mask` their bits) at `offset` in `apic`'s xAPIC
+/// page, its registers read at TSC `now`: the run loop's handler, and the quick path's
+/// for a register other than the timer's (see `exits::quick`).
+#[inline(always)]
+pub(crate) fn local_apic_read<B: X86Ops, P: Platform>(
+    apic: &mut LocalApic,
+    now: u64,
+    offset: u64,
+    size: u64,
+    mask: u64,
+    backend: &mut B,
+    platform: &mut P,
+) {
+    // APIC registers are 32 bits wide at 16-byte strides; narrower reads take bytes of the
+    // containing dword, an 8-byte read takes two dwords.
+    let dword = (offset & !3) as u32;
+    let lo = u64::from(apic.mmio_read(dword, now));
+    let hi = if size == 8 {
+        u64::from(apic.mmio_read(dword.wrapping_add(4) & 0xfff, now))
+    } else {
+        0
+    };
+    let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
+    backend.complete_mmio(Some(value));
+    platform.observe_read(value);
+}
+
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     pub(crate) fn handle_mmio(
         &mut self,
@@ -25,12 +65,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         direction: Direction,
         data: u64,
     ) -> Flow {
-        let size = u64::from(size.clamp(1, 8));
-        let mask = if size == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * size)) - 1
-        };
+        let (size, mask) = mmio_size_mask(size);
         // The local APIC's page is the vCPU's own: an access there reaches its APIC
         // before the bus is looked at (KVM's `vcpu_mmio_read`).
         if let Some(base) = self.vcpus[self.cur].apic.mmio_base() {
@@ -98,23 +133,20 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     ) -> Flow {
         match direction {
             Direction::Read => {
-                // APIC registers are 32 bits wide at 16-byte strides; narrower reads take
-                // bytes of the containing dword, an 8-byte read takes two dwords.
-                let dword = (offset & !3) as u32;
-                if apic_register_is_timer(dword) {
+                if apic_register_is_timer(offset as u32 & !3) {
                     self.catch_up_clock();
                 }
-                let v = self.vcpu();
+                let v = &mut self.vcpus[self.cur];
                 let now = v.limit.tsc;
-                let lo = u64::from(v.apic.mmio_read(dword, now));
-                let hi = if size == 8 {
-                    u64::from(v.apic.mmio_read(dword.wrapping_add(4) & 0xfff, now))
-                } else {
-                    0
-                };
-                let value = ((hi << 32 | lo) >> (8 * (offset & 3))) & mask;
-                v.backend.complete_mmio(Some(value));
-                self.platform.observe_read(value);
+                local_apic_read(
+                    &mut v.apic,
+                    now,
+                    offset,
+                    size,
+                    mask,
+                    &mut v.backend,
+                    &mut self.platform,
+                );
                 Flow::Resume
             }
             Direction::Write => {

@@ -9,6 +9,7 @@ mod hlt;
 pub mod hypercall;
 mod io;
 mod mmio;
-mod msr;
+pub(crate) mod msr;
 mod pause;
+pub(crate) mod quick;
 pub mod xsetbv;

@@ -13,7 +13,7 @@ const MSR_X2APIC_ICR: u32 = 0x830;
 /// The x2APIC SELF IPI register.
 const MSR_X2APIC_SELF_IPI: u32 = 0x83f;
 /// IA32_TSC.
-const MSR_TSC: u32 = 0x10;
+pub(crate) const MSR_TSC: u32 = 0x10;
 /// IA32_TSC, IA32_TSC_ADJUST and IA32_TSC_DEADLINE change when timers fire.
 const TIME_MSRS: [u32; 3] = [MSR_TSC, 0x3b, 0x6e0];
 
@@ -33,6 +33,20 @@ fn msr_changes_events(index: u32) -> bool {
 
 /// #GP.
 const GP_VECTOR: u8 = 13;
+
+/// RDMSR read `value`: EDX:EAX take it and the instruction retires. The run loop's
+/// handler, and the quick path's for the TSC (see `exits::quick`).
+#[inline(always)]
+pub(crate) fn complete_rdmsr<B: X86Ops, P: Platform>(
+    backend: &mut B,
+    platform: &mut P,
+    value: u64,
+) {
+    backend.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+    backend.set_gpr(Gpr::Rdx, value >> 32);
+    backend.skip_emulated_instruction();
+    platform.observe_read(value);
+}
 
 impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// The current vCPU's MSRs and what accessing them needs.
@@ -94,11 +108,7 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
     /// RDMSR read `value`: EDX:EAX take it and the instruction retires.
     #[inline(always)]
     fn complete_rdmsr(&mut self, value: u64) -> Flow {
-        let backend = &mut self.vcpu().backend;
-        backend.set_gpr(Gpr::Rax, value & 0xffff_ffff);
-        backend.set_gpr(Gpr::Rdx, value >> 32);
-        backend.skip_emulated_instruction();
-        self.platform.observe_read(value);
+        complete_rdmsr(&mut self.vcpus[self.cur].backend, &mut self.platform, value);
         Flow::Resume
     }
 

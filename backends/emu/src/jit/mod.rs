@@ -904,15 +904,48 @@ fn stopped(c: &mut Cpu, mem: &mut GuestMemory, op: &Op, flags: u64, before: u64)
     }
     let at = u64::from(c.jit.bail_at);
     c.retired += before;
-    c.brk = true;
     if at != 0 {
+        c.brk = true;
         c.rip = c.jit.bail_rip;
         // The block loop counts this op as one instruction.
         c.retired += at - 1;
         return Ok(());
     }
-    let first = crate::decode::build(&op.i, 64);
+    stopped_first(c, mem, op)
+}
+
+/// The op of no instruction: what [`Cpu::jit_first`] starts with when the first run that
+/// may stop is translated.
+#[inline(never)]
+pub fn no_first() -> Op {
+    crate::decode::build(&Instruction::default(), 64)
+}
+
+/// A run stopped before its first instruction (see [`stopped`]): the interpreter runs it
+/// and the block ends after it. Out of line, so that the stops inside a run, the common
+/// ones in a loop, need no frame.
+#[inline(never)]
+fn stopped_first(c: &mut Cpu, mem: &mut GuestMemory, op: &Op) -> Result<(), Ex> {
+    // The op `decode::build` makes of the instruction depends on nothing else, so the
+    // last one made serves while the instruction is the same, RIP and all (`==` would
+    // ignore RIP and length).
+    let first = match &mut c.jit_first {
+        Some(first) if first.i.eq_all_bits(&op.i) => (**first).clone(),
+        Some(other) => {
+            **other = crate::decode::build(&op.i, 64);
+            (**other).clone()
+        }
+        // Not reached: the run was translated by `Cache::insert`, which made the box.
+        None => crate::decode::build(&op.i, 64),
+    };
     c.rip = first.next_ip;
-    // On an error the block loop puts RIP back at this op's instruction, the first.
-    (first.h)(c, mem, &first)
+    // On an error the block loop puts RIP back at this op's instruction, the first. An
+    // exit or a fault ends the block anyway, and `brk` stays as the instruction left it,
+    // so that after an exit that changed nothing the next run skips the slow checks (see
+    // `EmuVcpu::settled`), as after the same instruction interpreted.
+    let done = (first.h)(c, mem, &first);
+    if done.is_ok() {
+        c.brk = true;
+    }
+    done
 }

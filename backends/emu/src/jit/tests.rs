@@ -612,3 +612,64 @@ fn a_fault_after_a_shift_shows_the_interpreters_of() {
         "only {translated} runs translated"
     );
 }
+
+/// Two loops that each poll a device register, with the same instruction at different
+/// addresses: every pass reads the device (an exit, whose value the loop sums), and each
+/// loop's translated run, which stops before that first access every time, runs its own
+/// instruction in the interpreter (`stopped_first` keeps the last one decoded, RIP and
+/// all).
+#[test]
+fn loops_that_start_with_a_device_read_read_it_every_pass() {
+    use crate::tests::{asm64, APIC};
+    use iced_x86::code_asm::*;
+    use opsvisor_core::exit::Direction;
+    use opsvisor_core::ops::RunLimit;
+    let mut h = Harness::new();
+    h.long_mode();
+    let mut a = asm64();
+    let mut first = a.create_label();
+    let mut second = a.create_label();
+    a.mov(rbx, APIC + 0x30).unwrap();
+    a.mov(ecx, 50u32).unwrap();
+    a.set_label(&mut first).unwrap();
+    a.mov(eax, dword_ptr(rbx)).unwrap();
+    a.add(esi, eax).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(first).unwrap();
+    a.mov(ecx, 30u32).unwrap();
+    a.set_label(&mut second).unwrap();
+    a.mov(eax, dword_ptr(rbx)).unwrap();
+    a.add(edi, eax).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(second).unwrap();
+    a.hlt().unwrap();
+    h.load(&mut a, CODE, &[]);
+    let limit = RunLimit {
+        tsc: 0,
+        deadline: None,
+        max_instructions: 10_000,
+    };
+    // The k-th read returns k.
+    let mut reads = 0u32;
+    loop {
+        match h.vcpu.run(&mut h.mem, &limit) {
+            Exit::Mmio {
+                gpa,
+                direction: Direction::Read,
+                ..
+            } => {
+                assert_eq!(gpa, APIC + 0x30);
+                reads += 1;
+                h.vcpu.complete_mmio(Some(u64::from(reads)));
+            }
+            Exit::Preempted => {}
+            Exit::Hlt => break,
+            other => panic!("unexpected exit {other:?}"),
+        }
+        assert!(reads <= 80, "the guest loops");
+    }
+    assert_eq!(reads, 80);
+    assert_eq!(h.vcpu.gpr(Gpr::Rsi), (1..=50).sum::<u64>());
+    assert_eq!(h.vcpu.gpr(Gpr::Rdi), (51..=80).sum::<u64>());
+    assert!(h.vcpu.translated_runs() >= 2, "both loops translated");
+}
