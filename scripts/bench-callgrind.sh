@@ -2,7 +2,7 @@
 # Host instructions per guest instruction of the emulator on the peer benchmark's
 # workloads, counted by callgrind (repeatable on a busy machine, unlike time).
 #
-#   bash scripts/bench-callgrind.sh [OPSVISOR] [WORKLOAD...]    (default: all three)
+#   bash scripts/bench-callgrind.sh [OPSVISOR] [WORKLOAD...]    (default: all four)
 #
 # For each workload the guest `bench` runs under `valgrind --tool=callgrind` twice, with
 # a small and a larger iteration count; the difference of the two runs' host instruction
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 opsvisor=${1:-target/release/opsvisor}
 shift || true
 workloads=("$@")
-[ ${#workloads[@]} -gt 0 ] || workloads=(int mem exit)
+[ ${#workloads[@]} -gt 0 ] || workloads=(int mem exit cpuid)
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 [ -x "$opsvisor" ] || cargo build --release --quiet -p opsvisor
 (cd guests && cargo build --release --quiet --bin bench)
@@ -29,8 +29,8 @@ counts() {
     case $1 in
         int) echo "2 6" ;;
         mem) echo "1 3" ;;
-        exit) echo "20 80" ;;
-        *) echo "unknown workload '$1' (int, mem, exit)" >&2; exit 2 ;;
+        exit | cpuid) echo "20 80" ;;
+        *) echo "unknown workload '$1' (int, mem, exit, cpuid)" >&2; exit 2 ;;
     esac
 }
 

@@ -182,7 +182,8 @@ pub enum Command {
 
 /// The peer benchmark's workloads and their default N (iterations of the short run):
 /// each k·N run takes a few seconds on opsvisor's emulator.
-pub const BENCH_WORKLOADS: [(&str, u64); 3] = [("int", 1000), ("mem", 25), ("exit", 2000)];
+pub const BENCH_WORKLOADS: [(&str, u64); 4] =
+    [("int", 1000), ("mem", 25), ("exit", 2000), ("cpuid", 4000)];
 /// Default k: the long run does k·N iterations.
 pub const DEFAULT_BENCH_K: u64 = 4;
 /// Where `scripts/linux-guest.sh` puts the Linux guest, relative to the workspace root.
@@ -584,7 +585,8 @@ a missing tool, 3 when a run passed --timeout.";
 /// `bench-peers`' options.
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Comma-separated, each NAME or NAME=N: int, mem, exit [default: int=1000,mem=25,exit=2000];
+    /// Comma-separated, each NAME or NAME=N: int, mem, exit, cpuid [default:
+    /// int=1000,mem=25,exit=2000,cpuid=4000];
     /// N is the short run's iteration count
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     workloads: Option<String>,
@@ -643,7 +645,7 @@ fn bench_options(a: BenchArgs) -> Result<BenchOptions, String> {
             };
             let Some(&(_, default)) = BENCH_WORKLOADS.iter().find(|(w, _)| *w == name) else {
                 return Err(format!(
-                    "--workloads: '{name}' is not a workload (int, mem, exit)"
+                    "--workloads: '{name}' is not a workload (int, mem, exit, cpuid)"
                 ));
             };
             let n = match n {

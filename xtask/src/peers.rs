@@ -2,7 +2,7 @@
 //! and Bochs, in one run, compared by guest instructions per CPU second.
 //!
 //! The guest is the corpus guest `bench` (guests/src/bin/bench.rs), a multiboot kernel
-//! that runs one workload (`bench=int|mem|exit`) `n=N` times and prints a checksum. Each
+//! that runs one workload (`bench=int|mem|exit|cpuid`) `n=N` times and prints a checksum. Each
 //! peer boots it twice, with N and k·N iterations; the difference of the two runs' CPU
 //! time (user + system time of the child, from `getrusage(RUSAGE_CHILDREN)` around its
 //! `wait`) is the cost of (k-1)·N iterations with the boot cancelled. The instructions

@@ -1,8 +1,9 @@
 //! The peer benchmark's guest (`cargo xtask bench-peers`): three workloads shaped like
-//! real guests, each repeated a number of times given on the command line, each ending
-//! with a checksum that every machine running it must print alike.
+//! real guests, and the CPUID round trip alone, each repeated a number of times given on
+//! the command line, each ending with a checksum that every machine running it must
+//! print alike.
 //!
-//! Command line: `bench=int|mem|exit n=N` (anywhere among other words: QEMU and GRUB put
+//! Command line: `bench=int|mem|exit|cpuid n=N` (anywhere among other words: QEMU and GRUB put
 //! the kernel's file name first). Without `bench=`, every workload runs once and checks
 //! its own results (the corpus run).
 //!
@@ -16,6 +17,7 @@
 //!   over 4 MiB, both through the boot map's 2 MiB pages.
 //! - `exit`: 1000 rounds of CPUID, RDMSR (the TSC), an OUT to port 0x80 and a read of
 //!   the local APIC's version register over MMIO: each an exit on a hardware backend.
+//! - `cpuid`: 1000 CPUIDs of leaf 0, the exit round trip alone.
 //!
 //! The setup a workload needs (the permutation, the 4 KiB mappings, the CRC table) runs
 //! once before the iterations; the benchmark cancels it with the boot by timing N and k·N
@@ -77,8 +79,12 @@ fn main(info: &'static rt::multiboot::Info) {
             report("mem", n, mem_workload(n, false));
         }
         Some("exit") => report("exit", n, exit_workload(n, false)),
+        Some("cpuid") => report("cpuid", n, cpuid_workload(n, false)),
         Some(other) => {
-            println!("FAIL: bench={} is not a workload (int, mem, exit)", other);
+            println!(
+                "FAIL: bench={} is not a workload (int, mem, exit, cpuid)",
+                other
+            );
             rt::exit(rt::EXIT_FAIL);
         }
         None => {
@@ -87,6 +93,7 @@ fn main(info: &'static rt::multiboot::Info) {
             mem_setup(info);
             report("mem", 1, mem_workload(1, true));
             report("exit", 1, exit_workload(1, true));
+            report("cpuid", 1, cpuid_workload(1, true));
         }
     }
 }
@@ -349,6 +356,23 @@ fn mem_workload(n: u64, check: bool) -> u64 {
 }
 
 // ---- exits ----
+
+/// `n` iterations of [`EXIT_ROUNDS`] CPUIDs; `check` verifies the count (see
+/// [`int_workload`]).
+fn cpuid_workload(n: u64, check: bool) -> u64 {
+    let mut rounds = 0u64;
+    for _ in 0..n {
+        for _ in 0..EXIT_ROUNDS {
+            let _ = rt::cpu::cpuid(0, 0);
+            rounds += 1;
+        }
+    }
+    if check {
+        check_eq!(rounds, n * EXIT_ROUNDS, "cpuid rounds");
+    }
+    // As for `exit_workload`: the values differ between machines, the count does not.
+    rounds
+}
 
 /// The local APIC's version register (xAPIC MMIO).
 const APIC_VERSION: u64 = 0xFEE0_0030;
