@@ -18,6 +18,14 @@ pub(crate) fn apic_register_is_timer(offset: u32) -> bool {
     offset & 0xf == 0 && index < 16 && TIMER & (1 << index) != 0
 }
 
+/// Where `gpa` falls in `apic`'s xAPIC page, if it does (in x2APIC mode, or with the
+/// APIC disabled, there is none).
+#[inline(always)]
+pub(crate) fn xapic_page_offset(apic: &LocalApic, gpa: u64) -> Option<u64> {
+    let offset = gpa.wrapping_sub(apic.mmio_base()?);
+    (offset < 0x1000).then_some(offset)
+}
+
 /// The bytes an MMIO access of `size` bytes covers: `size` (1 to 8) and its mask.
 #[inline(always)]
 pub(crate) fn mmio_size_mask(size: u8) -> (u64, u64) {
@@ -68,10 +76,8 @@ impl<B: X86Ops, P: Platform> Vm<B, P> {
         let (size, mask) = mmio_size_mask(size);
         // The local APIC's page is the vCPU's own: an access there reaches its APIC
         // before the bus is looked at (KVM's `vcpu_mmio_read`).
-        if let Some(base) = self.vcpus[self.cur].apic.mmio_base() {
-            if gpa.wrapping_sub(base) < 0x1000 {
-                return self.local_apic_mmio(gpa - base, size, mask, direction, data);
-            }
+        if let Some(offset) = xapic_page_offset(&self.vcpus[self.cur].apic, gpa) {
+            return self.local_apic_mmio(offset, size, mask, direction, data);
         }
         match (self.mmio.find(gpa), direction) {
             (Some((MmioDevice::IoApic, offset)), Direction::Read) => {
